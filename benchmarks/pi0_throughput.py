@@ -4,29 +4,41 @@
     .venv/bin/python -m benchmarks.pi0_throughput --configs pi0_tiny --batch_sizes 1,8 --iters 3
 
 Cases: one live camera (MultiNet's Open-X setup: three camera slots, two masked for the whole batch) and three
-live cameras. Each case runs our sampler and, in the same process, the openpi way of sampling (every camera slot
-encoded, `skip_absent_cameras=False`); the two must give the same actions, and the report gives the speed ratio.
-Every function is AOT-compiled (`lower().compile()`) and warmed up before timing; times are medians.
+live cameras. Each case runs our sampler and, in the same process, the openpi way of sampling: every camera slot
+encoded (`skip_absent_cameras=False`) and openpi's numerics as XLA compiles them, i.e. bf16-output matmuls,
+GELU rounded to bf16 after each elementwise op, and a plain `nn.scan` over bf16 layer weights (`openpi_numerics`;
+for float32 only the encoded cameras differ). The report gives the speed ratio and how far the actions differ.
+Every function is AOT-compiled (`lower().compile()`) and warmed up; ours and the baseline are then timed call by
+call in alternation, so a shared machine's changing load hits both alike; times are medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
+import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import time_call, write_report
-from multinet_jax.models import configs, init_params
+from multinet_jax.models import configs, init_params, numerics, siglip
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 NUM_STEPS = 10
 PROMPT_LEN = 12
+# openpi's own jitted sample_actions on this 2-core machine, dummy Gemma + So400m, three cameras (issue 3), by batch.
+# openpi encodes every camera slot, so the same time applies to the one-live-camera inputs.
+OPENPI_REFERENCE_S = {1: 4.8, 8: 33.0}
+REFERENCE_CONFIG = "pi0_dummy_gemma_so400m"
 
 
 def make_observation(config: configs.Pi0Config, batch: int, live_cameras: int, seed: int = 0) -> dict[str, Any]:
@@ -56,6 +68,31 @@ def _flow_step(module, params, kv_cache, prefix_mask, state, noisy_actions):
     return module.apply({"params": params}, kv_cache, prefix_mask, state, noisy_actions, times, method=Pi0.velocity)
 
 
+def _openpi_scan(block: type[nn.Module], *, length: int, initializing: bool, **scan_kwargs: Any) -> type[nn.Module]:
+    del initializing  # a plain scan needs no variable mapping
+    return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, length=length, **scan_kwargs)
+
+
+def _bf16_output_einsum(equation: str, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+    return jnp.einsum(equation, lhs, rhs)
+
+
+@contextlib.contextmanager
+def openpi_numerics() -> Iterator[None]:
+    """Trace with openpi's way of writing the same math: `jnp.einsum` / `lax.dot_general` in the operands' dtype,
+    `nn.gelu` in the activation dtype, and `nn.scan` over the stacked weights. Only tracing is affected: clear
+    JAX's caches around it so neither side reuses the other's trace."""
+    jax.clear_caches()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(numerics, "einsum", _bf16_output_einsum))
+        stack.enter_context(mock.patch.object(numerics, "dot_general", jax.lax.dot_general))
+        stack.enter_context(mock.patch.object(numerics, "gelu", lambda x: nn.gelu(x, approximate=True)))
+        stack.enter_context(mock.patch.object(numerics, "scan_layers", _openpi_scan))
+        stack.enter_context(mock.patch.dict(siglip._DENSE_INIT, dot_general=jax.lax.dot_general))
+        yield
+    jax.clear_caches()
+
+
 def _compile(fn, *args, **kwargs) -> tuple[Any, float]:
     start = time.perf_counter()
     compiled = fn.lower(*args, **kwargs).compile()
@@ -70,55 +107,74 @@ def _memory_bytes(compiled) -> int | None:
     return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
-def measure(model: Pi0Model, batch: int, live: int, *, skip: bool, args: argparse.Namespace) -> dict[str, Any]:
-    observation = make_observation(model.config, batch, live)
-    inputs = model.prepare_inputs(observation, skip_absent_cameras=skip)
-    noise = model.make_noise(observation, jax.random.key(0))
-    steps = jnp.int32(NUM_STEPS)
-    sample, sample_compile_s = _compile(
-        sample_actions_jit, model.module, model.params, noise=noise, num_steps=steps, **inputs
-    )
-    prefix, _ = _compile(jax.jit(_prefix, static_argnums=0), model.module, model.params, **inputs)
-    kv_cache, prefix_mask = prefix(model.params, **inputs)
-    step, _ = _compile(
-        jax.jit(_flow_step, static_argnums=0), model.module, model.params, kv_cache, prefix_mask, inputs["state"], noise
-    )
-    outputs = []
-    total = time_call(
-        lambda: outputs.append(sample(model.params, noise=noise, num_steps=steps, **inputs)) or outputs[-1],
-        warmup=args.warmup,
-        iters=args.iters,
-    )
-    prefix_t = time_call(lambda: prefix(model.params, **inputs), warmup=0, iters=args.breakdown_iters)
-    step_t = time_call(
-        lambda: step(model.params, kv_cache, prefix_mask, inputs["state"], noise), warmup=1, iters=args.iters
-    )
-    return {
-        "encoded_cameras": len(inputs["images"]),
-        "sample_s": total["median_s"],
-        "sample_min_s": total["min_s"],
-        "chunks_per_s": batch / total["median_s"],
-        "prefix_ms": 1e3 * prefix_t["median_s"],
-        "ms_per_flow_step": 1e3 * step_t["median_s"],
-        "compile_s": sample_compile_s,
-        "compiled_peak_bytes": _memory_bytes(sample),
-        "iters": args.iters,
-        "actions": np.asarray(outputs[-1]),
-    }
+class Sampler:
+    """One way of sampling a case, compiled: the whole sampler plus its prefix and one flow step for the breakdown."""
+
+    def __init__(self, model: Pi0Model, observation: dict[str, Any], *, openpi_way: bool):
+        with openpi_numerics() if openpi_way else contextlib.nullcontext():
+            self.inputs = model.prepare_inputs(observation, skip_absent_cameras=not openpi_way)
+            self.noise = model.make_noise(observation, jax.random.key(0))
+            self.params, self.steps = model.params, jnp.int32(NUM_STEPS)
+            self.sample, self.compile_s = _compile(
+                sample_actions_jit, model.module, self.params, noise=self.noise, num_steps=self.steps, **self.inputs
+            )
+            self.prefix, _ = _compile(jax.jit(_prefix, static_argnums=0), model.module, self.params, **self.inputs)
+            self.kv_cache, self.prefix_mask = self.prefix(self.params, **self.inputs)
+            self.step, _ = _compile(
+                jax.jit(_flow_step, static_argnums=0),
+                model.module,
+                self.params,
+                self.kv_cache,
+                self.prefix_mask,
+                self.inputs["state"],
+                self.noise,
+            )
+
+    def __call__(self) -> jax.Array:
+        return self.sample(self.params, noise=self.noise, num_steps=self.steps, **self.inputs)
+
+    def report(self, seconds: list[float], batch: int, args: argparse.Namespace) -> dict[str, Any]:
+        prefix_t = time_call(lambda: self.prefix(self.params, **self.inputs), warmup=0, iters=args.breakdown_iters)
+        step_args = (self.params, self.kv_cache, self.prefix_mask, self.inputs["state"], self.noise)
+        step_t = time_call(lambda: self.step(*step_args), warmup=1, iters=args.iters)
+        return {
+            "encoded_cameras": len(self.inputs["images"]),
+            "sample_s": statistics.median(seconds),
+            "sample_min_s": min(seconds),
+            "chunks_per_s": batch / statistics.median(seconds),
+            "prefix_ms": 1e3 * prefix_t["median_s"],
+            "ms_per_flow_step": 1e3 * step_t["median_s"],
+            "compile_s": self.compile_s,
+            "compiled_peak_bytes": _memory_bytes(self.sample),
+            "iters": len(seconds),
+        }
+
+
+def _timed(sampler: Sampler) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    actions = jax.block_until_ready(sampler())
+    return time.perf_counter() - start, np.asarray(actions, np.float32)
 
 
 def run_case(model: Pi0Model, batch: int, live: int, args: argparse.Namespace) -> dict[str, Any]:
-    ours = measure(model, batch, live, skip=True, args=args)
-    result: dict[str, Any] = {"batch": batch, "live_cameras": live, "ours": ours}
-    if live < len(CAMERAS) and not args.skip_baseline:
-        baseline = measure(model, batch, live, skip=False, args=args)
-        scale = np.abs(baseline["actions"]).max()
-        result["openpi_way"] = baseline
-        result["max_abs_diff_vs_openpi_way"] = float(np.abs(ours["actions"] - baseline["actions"]).max())
-        result["relative_diff_vs_openpi_way"] = result["max_abs_diff_vs_openpi_way"] / float(scale)
-        result["speedup_vs_openpi_way"] = baseline["sample_s"] / ours["sample_s"]
-        baseline.pop("actions")
-    ours.pop("actions")
+    observation = make_observation(model.config, batch, live)
+    samplers = {"ours": Sampler(model, observation, openpi_way=False)}
+    if not args.skip_baseline:
+        samplers["openpi_way"] = Sampler(model, observation, openpi_way=True)
+    seconds: dict[str, list[float]] = {name: [] for name in samplers}
+    actions: dict[str, np.ndarray] = {}
+    for round_index in range(args.warmup + args.iters):
+        for name, sampler in samplers.items():
+            elapsed, actions[name] = _timed(sampler)
+            if round_index >= args.warmup:
+                seconds[name].append(elapsed)
+    result: dict[str, Any] = {"batch": batch, "live_cameras": live}
+    result.update({name: sampler.report(seconds[name], batch, args) for name, sampler in samplers.items()})
+    if "openpi_way" in samplers:
+        difference = float(np.abs(actions["ours"] - actions["openpi_way"]).max())
+        result["max_abs_diff_vs_openpi_way"] = difference
+        result["relative_diff_vs_openpi_way"] = difference / float(np.abs(actions["openpi_way"]).max())
+        result["speedup_vs_openpi_way"] = result["openpi_way"]["sample_s"] / result["ours"]["sample_s"]
     print(result, flush=True)
     return result
 
@@ -129,7 +185,7 @@ def main() -> None:
     parser.add_argument("--batch_sizes", default="1,8,32")
     parser.add_argument("--cameras", default="1,3", help="live camera counts to measure")
     parser.add_argument("--max_images", type=int, default=96, help="skip cases encoding more images per call")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed calls after AOT compilation")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds after AOT compilation")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--breakdown_iters", type=int, default=1, help="timed calls of the prefix alone")
     parser.add_argument("--skip_baseline", action="store_true")
@@ -147,7 +203,10 @@ def main() -> None:
                 if baseline_images > args.max_images:
                     skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
                     continue
-                results.append({"config": name, **run_case(model, batch, live, args)})
+                result = {"config": name, **run_case(model, batch, live, args)}
+                if name == REFERENCE_CONFIG and batch in OPENPI_REFERENCE_S:
+                    result["speedup_vs_openpi_reference"] = OPENPI_REFERENCE_S[batch] / result["ours"]["sample_s"]
+                results.append(result)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     write_report(
         args.name,
@@ -157,8 +216,9 @@ def main() -> None:
             "results": results,
             "skipped": skipped,
             "process_peak_rss_bytes": peak_rss,
+            "openpi_reference_s": OPENPI_REFERENCE_S,
             "openpi_reference_note": "openpi's own jitted sample_actions on this machine (issue 3): dummy Gemma + "
-            "So400m, three cameras: 4.8 s at batch 1, 33 s at batch 8",
+            "So400m, three cameras, seconds by batch size; speedup_vs_openpi_reference divides it by ours",
         },
     )
 

@@ -45,3 +45,22 @@ def test_contradicting_similarity_flags_fail_before_the_demo_builds_anything(tmp
     assert result.returncode != 0
     assert "error: --skip_similarity and --embedder_dir contradict each other" in result.stdout
     assert "Traceback" not in result.stdout and not any(tmp_path.iterdir())
+
+
+def test_action_shape_flags_reach_the_loaded_models(tmp_path):
+    from multinet_jax.eval import EvalConfig, Evaluator
+
+    paths = eval_helpers.assets()
+    fast = Evaluator(EvalConfig(**eval_helpers.settings(
+        tmp_path, ("openx_bimanual",), model="pi0_fast", checkpoint=paths["fast_checkpoint"],
+        fast_tokenizer=paths["fast_tokenizer"], action_horizon=10, action_dim=14)))
+    assert (fast.model.config.action_horizon, fast.model.config.action_dim) == (10, 14)
+    pi0 = Evaluator(EvalConfig(**eval_helpers.settings(tmp_path, ("openx_bimanual",), action_horizon=7)))
+    assert pi0.model.config.action_horizon == 7
+
+
+def test_action_dim_is_refused_for_pi0_whose_checkpoint_fixes_it(tmp_path):
+    result = eval_helpers.run_eval([*eval_helpers.flags(tmp_path / "out", ("openx_bimanual",)), "--action_dim=14"], timeout=120)
+    assert result.returncode != 0
+    assert "error: --action_dim is for pi0_fast" in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,8 @@ flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in Mu
 flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
 flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_metrics.json, plots/ and summary.* go.")
 flags.DEFINE_integer("max_token_len", 48, "Prompt tokens per sample (openpi's Pi0 default, MultiNet's setting); longer prompts are truncated.")
+flags.DEFINE_integer("action_horizon", None, "Actions per predicted chunk, which parameters cannot tell (default: openpi's, 50 for Pi0 and 32 for Pi0-FAST).")
+flags.DEFINE_integer("action_dim", None, "Pi0-FAST's action dimension, which its parameters cannot tell (default: openpi's 32); Pi0 reads it from the checkpoint.")
 flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and action stats go when the data folder is read-only.")
 flags.DEFINE_integer("batch_size", 8, "Global batch per host; a multiple of the mesh's data axis.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:-1,model:1 or data:2,model:4.")
@@ -71,6 +73,8 @@ def main(argv: list[str]) -> None:
             data_dir=FLAGS.data_dir,
             split=FLAGS.split,
             max_token_len=FLAGS.max_token_len,
+            action_horizon=FLAGS.action_horizon,
+            action_dim=FLAGS.action_dim,
             cache_dir=FLAGS.cache_dir,
             output_dir=FLAGS.output_dir,
             batch_size=FLAGS.batch_size,

@@ -51,6 +51,8 @@ class EvalConfig:
     fast_tokenizer: str | None = None
     split: str | None = None
     max_token_len: int = 48
+    action_horizon: int | None = None
+    action_dim: int | None = None
     cache_dir: str | None = None
     batch_size: int = 8
     mesh: str = "data:-1,model:1"
@@ -72,6 +74,11 @@ class EvalConfig:
             raise ValueError(f"--unnormalize must be one of {UNNORMALIZE_CHOICES}, got {self.unnormalize!r}")
         if self.batch_size < 1:
             raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
+        for name in ("action_horizon", "action_dim"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.action_dim is not None and self.model == "pi0":
+            raise ValueError("--action_dim is for pi0_fast: a Pi0 checkpoint's action projections fix its action_dim")
         if not self.domains:
             raise ValueError("--domains is empty")
         for name in self.domains:
@@ -120,7 +127,13 @@ class _Clock:
 
 
 def _load_model(config: EvalConfig, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
-    model = models.load_model(config.checkpoint, dtype=config.dtype, mesh=mesh)
+    overrides = {name: getattr(config, name) for name in ("action_horizon", "action_dim")}
+    model = models.load_model(
+        config.checkpoint,
+        dtype=config.dtype,
+        mesh=mesh,
+        **{name: value for name, value in overrides.items() if value is not None},
+    )
     loaded_kind = "pi0" if isinstance(model.config, configs.Pi0Config) else "pi0_fast"
     if loaded_kind != config.model:
         raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {loaded_kind} checkpoint")

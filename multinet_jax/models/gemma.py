@@ -9,6 +9,7 @@ tokens then attend jointly (experts share depth, heads and head_dim).
 Numerics as openpi: RMSNorm `x * rsqrt(mean(x^2) + 1e-6) * (1 + scale)` in float32, cast back to the activation
 dtype; tanh-GELU gated MLP; RoPE (max wavelength 10000, split-half rotation) computed in float32; embeddings scaled
 by sqrt(width); attention logits and softmax in float32; weights cast to the activation dtype (`dtype`) at use.
+Matmuls sum in float32 and GELU runs in float32, each rounded once to `dtype`, as on TPU/GPU (`numerics`).
 
 KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
 
@@ -40,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from multinet_jax.models import numerics
 from multinet_jax.models.configs import GemmaConfig
 
 KVCache = tuple[jax.Array, jax.Array]
@@ -70,7 +72,7 @@ class Einsum(nn.Module):
     @nn.compact
     def __call__(self, equation: str, x: jax.Array) -> jax.Array:
         w = self.param("w", self.init_fn, self.shape)
-        return jnp.einsum(equation, x, w.astype(x.dtype))
+        return numerics.einsum(equation, x, w.astype(x.dtype))
 
 
 class FeedForward(nn.Module):
@@ -84,8 +86,9 @@ class FeedForward(nn.Module):
         init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
         gating = self.param("gating_einsum", init, (2, cfg.width, cfg.mlp_dim)).astype(x.dtype)
         linear = self.param("linear", nn.initializers.lecun_normal(), (cfg.mlp_dim, cfg.width)).astype(x.dtype)
-        hidden = nn.gelu(x @ gating[0], approximate=True) * (x @ gating[1])
-        return hidden @ linear
+        hidden = numerics.gelu(numerics.einsum("btd,df->btf", x, gating[0]))
+        hidden = hidden * numerics.einsum("btd,df->btf", x, gating[1])
+        return numerics.einsum("btf,fd->btd", hidden, linear)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.0) -> jax.Array:
@@ -129,7 +132,7 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
     if attn_mask is not None:
         logits = jnp.where(attn_mask[:, None, None, :, :], logits, _BIG_NEG)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, num_kv_heads, group * t, s)
-    encoded = jnp.einsum("bkqs,bksh->bkqh", probs, v).reshape(b, num_kv_heads, group, t, head_dim)
+    encoded = numerics.einsum("bkqs,bksh->bkqh", probs, v).reshape(b, num_kv_heads, group, t, head_dim)
     return encoded.transpose(0, 3, 1, 2, 4).reshape(b, t, num_heads, head_dim)
 
 
@@ -221,12 +224,11 @@ class Gemma(nn.Module):
         if len({(c.depth, c.num_heads, c.num_kv_heads, c.head_dim) for c in self.configs}) != 1:
             raise ValueError(f"experts must share depth, heads and head_dim: {self.configs}")
         self.embedder = Embedder(self.vocab_size, self.configs[0].width)
-        self.layers = nn.scan(
+        self.layers = numerics.scan_layers(
             Block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
             length=self.configs[0].depth,
+            initializing=self.is_initializing(),
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
         )(self.configs)
         self.final_norms = [RMSNorm(name=expert_name("final_norm", i)) for i in range(len(self.configs))]
 

@@ -7,7 +7,8 @@ Parameter layout (so openpi checkpoints load as-is): `embedding/{kernel,bias}` (
 
 Numerics as openpi: patch embedding and position embedding in float32, then `dtype` for the blocks; pre-LN blocks
 with LayerNorm eps 1e-6, tanh-approximated GELU (flax's default, which big_vision uses), attention logits and
-softmax in float32. The patch embedding is a reshape + matmul rather than a strided convolution, and attention
+softmax in float32; matmuls summed and GELU evaluated in float32, each rounded once to `dtype` (`numerics`, as
+on TPU/GPU). The patch embedding is a reshape + matmul rather than a strided convolution, and attention
 uses plain batched-matmul layouts (`gemma.grouped_attention`): the same sums, faster on CPU.
 """
 
@@ -18,9 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from multinet_jax.models.configs import SiglipConfig
+from multinet_jax.models import numerics
 from multinet_jax.models.gemma import grouped_attention
 
-_DENSE_INIT = {"kernel_init": nn.initializers.xavier_uniform(), "bias_init": nn.initializers.normal(stddev=1e-6)}
+_DENSE_INIT = {
+    "kernel_init": nn.initializers.xavier_uniform(),
+    "bias_init": nn.initializers.normal(stddev=1e-6),
+    "dot_general": numerics.dot_general,
+}
 
 
 class PatchEmbedding(nn.Module):
@@ -66,7 +72,7 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nn.Dense(self.mlp_dim, dtype=self.dtype, **_DENSE_INIT)(x)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_INIT)(nn.gelu(y, approximate=True))
+        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_INIT)(numerics.gelu(y))
 
 
 class EncoderBlock(nn.Module):
@@ -89,12 +95,9 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        blocks = nn.scan(
-            EncoderBlock,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            length=self.config.depth,
-        )(self.config, self.dtype, name="encoderblock")
+        blocks = numerics.scan_layers(EncoderBlock, length=self.config.depth, initializing=self.is_initializing())(
+            self.config, self.dtype, name="encoderblock"
+        )
         x, _ = blocks(x, None)
         return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
 
@@ -113,4 +116,4 @@ class Siglip(nn.Module):
         pos = self.param("pos_embedding", nn.initializers.normal(stddev=cfg.width**-0.5), (1, x.shape[1], cfg.width))
         x = (x + pos.astype(jnp.float32)).astype(self.dtype)
         x = Encoder(cfg, self.dtype, name="Transformer")(x)
-        return nn.Dense(self.out_width, dtype=self.dtype, name="head")(x)
+        return nn.Dense(self.out_width, dtype=self.dtype, dot_general=numerics.dot_general, name="head")(x)

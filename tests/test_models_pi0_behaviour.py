@@ -13,8 +13,9 @@ from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.pi0 import make_attn_mask
 
 # Same computation in a different batch layout: only float summation order may differ, which this chaotic
-# fixture model (every weight perturbed by 0.3 N(0, 1)) amplifies to ~3e-5 of max|action|; errors are order 1.
-LAYOUT_TOLERANCE = 1e-4
+# fixture model (every weight perturbed by 0.3 N(0, 1)) amplifies to ~3e-5 of max|action| (once just over 1e-4);
+# a real error (wrong row, mask or noise) is of order 1.
+LAYOUT_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")

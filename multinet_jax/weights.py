@@ -148,34 +148,46 @@ def restore_params(
         raise CheckpointError(f"{directory}: shape mismatches (path: expected, got): {listed}")
 
     restored: dict[str, Any] = {}
-    # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache).
+    # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache). Closing it also
+    # settles orbax's other pending reads when one fails (else they linger past the event loop's end).
     checkpointer = ocp.PyTreeCheckpointer()
-    for group in _restore_groups(wanted, jnp.dtype(dtype)):
-        restore_args = _unflatten(
-            {
-                wanted[path][0]: ocp.ArrayRestoreArgs(
-                    restore_type=jax.Array,
-                    dtype=jnp.dtype(dtype),
-                    sharding=sharding_flat[path],
-                    global_shape=wanted[path][1].shape,
-                )
-                for path in group
-            }
-        )
-        item = _unflatten({wanted[path][0]: wanted[path][1] for path in group})
-        try:
-            group_tree = checkpointer.restore(
-                directory, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
-            )
-        except Exception as error:  # tensorstore/orbax errors for missing or truncated chunks
-            raise CheckpointError(
-                f"{directory}: could not read the parameter arrays (truncated or corrupt?): "
-                f"{type(error).__name__}: {error}"
-            )
-        # device_put is asynchronous: wait, so this group's host read buffers are freed before the next is read.
-        group_flat = jax.block_until_ready(_flatten(group_tree))
-        restored.update({path: group_flat[wanted[path][0]] for path in group})
+    try:
+        for group in _restore_groups(wanted, jnp.dtype(dtype)):
+            restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
+    finally:
+        checkpointer.close()
     return unflatten_params(restored)
+
+
+def _restore_group(
+    checkpointer: ocp.PyTreeCheckpointer,
+    directory: Any,
+    group: list[str],
+    wanted: Mapping[str, tuple[tuple[str, ...], Any]],
+    sharding_flat: Mapping[str, Any],
+    dtype: jnp.dtype,
+) -> dict[str, Any]:
+    """Read one group of parameters (model path -> array) and wait until it sits on its devices."""
+    restore_args = _unflatten(
+        {
+            wanted[path][0]: ocp.ArrayRestoreArgs(
+                restore_type=jax.Array, dtype=dtype, sharding=sharding_flat[path], global_shape=wanted[path][1].shape
+            )
+            for path in group
+        }
+    )
+    item = _unflatten({wanted[path][0]: wanted[path][1] for path in group})
+    try:
+        group_tree = checkpointer.restore(
+            directory, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        )
+    except Exception as error:  # tensorstore/orbax errors for missing or truncated chunks
+        raise CheckpointError(
+            f"{directory}: could not read the parameter arrays (truncated or corrupt?): {type(error).__name__}: {error}"
+        )
+    # device_put is asynchronous: wait, so this group's host read buffers are freed before the next is read.
+    group_flat = jax.block_until_ready(_flatten(group_tree))
+    return {path: group_flat[wanted[path][0]] for path in group}
 
 
 def _restore_groups(entries: Mapping[str, tuple[tuple[str, ...], Any]], dtype: jnp.dtype) -> list[list[str]]:

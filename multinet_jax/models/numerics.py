@@ -1,10 +1,13 @@
-"""Matrix products that accumulate in float32 and return their inputs' dtype, for every weight matmul.
+"""How the models write their bfloat16 math so that XLA's CPU backend runs it fast, with TPU/GPU semantics.
 
-Why: for bfloat16 operands XLA's CPU backend runs `dot(bf16, bf16) -> bf16` on a slow generic path, but
-`dot(bf16, bf16) -> f32` on its native bfloat16 kernel (AVX512-BF16): on this project's 2-core Zen 4 machine a
-`[768, 1152] x [1152, 4304]` product runs at about 140 GFLOP/s the first way and 250 GFLOP/s the second. Summing in
-float32 and rounding once at the end is also what TPUs and GPUs do for openpi's bfloat16 policies, so results agree
-with the bf16-output product up to summation order. For float32 operands nothing changes.
+- `einsum` / `dot_general`: every weight matmul accumulates in float32 and rounds once to the operands' dtype. For
+  bf16 operands XLA's CPU backend runs `dot(bf16, bf16) -> bf16` on a slow generic path but `dot(bf16, bf16) -> f32`
+  on its native AVX512-BF16 kernel: on this project's 2-core Zen 4 machine a `[768, 1152] x [1152, 4304]` product
+  runs at 110-140 GFLOP/s the first way and about 250 GFLOP/s the second. TPUs and GPUs also sum in float32, so
+  results agree with the bf16-output product up to summation order.
+- `gelu`: evaluated in float32 and rounded once (see its docstring).
+- `scan_layers`: layer scans that never copy bf16 weights to float32 (see its docstring).
+For float32 models all three are exactly the plain operations.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def openpi_numerics() -> Iterator[None]:
         stack.enter_context(mock.patch.object(numerics, "dot_general", jax.lax.dot_general))
         stack.enter_context(mock.patch.object(numerics, "gelu", lambda x: nn.gelu(x, approximate=True)))
         stack.enter_context(mock.patch.object(numerics, "scan_layers", _openpi_scan))
-        stack.enter_context(mock.patch.dict(siglip._DENSE_INIT, dot_general=jax.lax.dot_general))
+        stack.enter_context(mock.patch.dict(siglip._DENSE_OPTIONS, dot_general=jax.lax.dot_general))
         yield
     jax.clear_caches()
 

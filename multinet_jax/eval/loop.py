@@ -127,13 +127,11 @@ class _Clock:
 
 
 def _load_model(config: EvalConfig, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
-    overrides = {name: getattr(config, name) for name in ("action_horizon", "action_dim")}
-    model = models.load_model(
-        config.checkpoint,
-        dtype=config.dtype,
-        mesh=mesh,
-        **{name: value for name, value in overrides.items() if value is not None},
-    )
+    # What parameter shapes cannot tell, when given; openpi's defaults otherwise.
+    overrides = {
+        name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
+    }
+    model = models.load_model(config.checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
     loaded_kind = "pi0" if isinstance(model.config, configs.Pi0Config) else "pi0_fast"
     if loaded_kind != config.model:
         raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {loaded_kind} checkpoint")

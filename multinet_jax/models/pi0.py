@@ -17,6 +17,7 @@ removing them is exact). Noise is per sample: `normal(fold_in(rng, sample_index)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
+from multinet_jax.models import numerics
 from multinet_jax.models.configs import ModelConfig, Pi0Config
 from multinet_jax.models.gemma import Gemma, KVCache
 from multinet_jax.models.siglip import Siglip
@@ -96,11 +98,12 @@ class Pi0(nn.Module):
     def setup(self) -> None:
         width = self.config.action_expert.width
         self.PaliGemma = PaliGemma(self.config)
-        self.state_proj = nn.Dense(width)
-        self.action_in_proj = nn.Dense(width)
-        self.action_time_mlp_in = nn.Dense(width)
-        self.action_time_mlp_out = nn.Dense(width)
-        self.action_out_proj = nn.Dense(self.config.action_dim)
+        dense = functools.partial(nn.Dense, dot_general=numerics.dot_general)
+        self.state_proj = dense(width)
+        self.action_in_proj = dense(width)
+        self.action_time_mlp_in = dense(width)
+        self.action_time_mlp_out = dense(width)
+        self.action_out_proj = dense(self.config.action_dim)
 
     def embed_prefix(self, images, image_masks, tokens, token_mask) -> tuple[jax.Array, jax.Array]:
         return self.PaliGemma.embed_prefix(images, image_masks, tokens, token_mask)

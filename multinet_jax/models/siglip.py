@@ -18,11 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from multinet_jax.models.configs import SiglipConfig
 from multinet_jax.models import numerics
+from multinet_jax.models.configs import SiglipConfig
 from multinet_jax.models.gemma import grouped_attention
 
-_DENSE_INIT = {
+_DENSE_OPTIONS = {
     "kernel_init": nn.initializers.xavier_uniform(),
     "bias_init": nn.initializers.normal(stddev=1e-6),
     "dot_general": numerics.dot_general,
@@ -58,11 +58,11 @@ class SelfAttention(nn.Module):
         width = x.shape[-1]
         head_dim = width // self.num_heads
         q, k, v = (
-            nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name, **_DENSE_INIT)(x)
+            nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name, **_DENSE_OPTIONS)(x)
             for name in ("query", "key", "value")
         )
         encoded = grouped_attention(q * jnp.asarray(head_dim**-0.5, q.dtype), k, v, None)
-        return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out", **_DENSE_INIT)(encoded)
+        return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out", **_DENSE_OPTIONS)(encoded)
 
 
 class MlpBlock(nn.Module):
@@ -71,8 +71,8 @@ class MlpBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = nn.Dense(self.mlp_dim, dtype=self.dtype, **_DENSE_INIT)(x)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_INIT)(numerics.gelu(y))
+        y = nn.Dense(self.mlp_dim, dtype=self.dtype, **_DENSE_OPTIONS)(x)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_OPTIONS)(numerics.gelu(y))
 
 
 class EncoderBlock(nn.Module):

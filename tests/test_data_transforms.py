@@ -35,6 +35,16 @@ def test_to_model_range_endpoints():
     assert values.dtype == np.float32
 
 
+def test_to_model_range_is_openpis_and_hugging_faces_bit_for_bit():
+    """openpi's `x / 255 * 2 - 1` and the HF SigLIP processor's rescale + normalize, for every uint8 value."""
+    pixels = np.arange(256, dtype=np.uint8)
+    openpi = pixels.astype(np.float32) / 255.0 * 2.0 - 1.0
+    rescaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
+    hugging_face = (rescaled - np.float32(0.5)) / np.float32(0.5)
+    np.testing.assert_array_equal(transforms.to_model_range(pixels), openpi)
+    np.testing.assert_array_equal(transforms.to_model_range(pixels), hugging_face)
+
+
 def test_pad_state_pads_and_truncates():
     np.testing.assert_array_equal(transforms.pad_state(np.array([1.0, 2.0])), [1.0, 2.0] + [0.0] * 30)
     np.testing.assert_array_equal(transforms.pad_state(np.arange(40.0)), np.arange(32.0))

@@ -48,6 +48,7 @@ def test_every_sample_written_once_in_order_with_metrics_plot_and_config(pi0_run
     metrics_file = _metrics(pi0_run, domain)
     assert metrics_file["num_samples"] == LIMIT
     assert metrics_file["config"]["checkpoint"] == eval_helpers.assets()["checkpoint"]
+    assert metrics_file["action_horizon"] == (50 if domains.lookup(domain).uses_actions else None)  # the tiny Pi0's
     assert set(domains.lookup(domain).headline_metrics) <= set(metrics_file["metrics"])
     assert set(metrics_file["timing_seconds"]) == {"data", "model", "output", "metrics", "wall"}
     assert (pi0_run / "plots" / f"{domain}.png").read_bytes().startswith(PNG_SIGNATURE)

@@ -39,8 +39,9 @@ flags.DEFINE_float("temperature", 0.0, "Sampling temperature for text decoding; 
 flags.DEFINE_integer("seed", 0, "Base random seed; each sample folds in its global index.")
 flags.DEFINE_integer("limit", None, "Evaluate at most this many samples per domain.")
 flags.DEFINE_bool("resume", False, "Continue existing predictions files instead of refusing to overwrite them.")
-flags.DEFINE_enum("unnormalize", "split", ["split", "checkpoint"],
-                  "Unnormalize actions with the evaluated split's stats (MultiNet) or the checkpoint's norm stats.")
+flags.DEFINE_enum("unnormalize", "split", ["split", "split_exact", "checkpoint"],
+                  "Unnormalize actions with the evaluated split's statistics as MultiNet computed them (split), the "
+                  "split's exact float64 mean/std (split_exact) or the checkpoint's norm stats.")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoints, tokenizers and datasets at the given paths when missing "
                   "(deterministic; see checkpoints/README.md).")
 flags.DEFINE_string("embedder_dir", None, "all-MiniLM-L6-v2 directory for similarity metrics (SQA3D, RoboVQA, BFCL).")

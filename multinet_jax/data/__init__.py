@@ -26,7 +26,7 @@ from multinet_jax.data.pipeline import Source
 ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
 DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl")
 
-__all__ = ["load", "make_source", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS"]
+__all__ = ["load", "make_source", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
 
 
 def _split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
@@ -133,17 +133,30 @@ def load(
     )
 
 
+STATS_KINDS = ("multinet", "exact")
+
+
 def action_stats(
-    domain: str, data_dir: str | pathlib.Path, *, split: str | None = None, cache_dir: str | pathlib.Path | None = None
+    domain: str,
+    data_dir: str | pathlib.Path,
+    *,
+    split: str | None = None,
+    cache_dir: str | pathlib.Path | None = None,
+    kind: str = "exact",
 ) -> dict[str, Any] | None:
     """Per-dim count/min/max/mean/std/q01/q99 of the ground-truth actions; None for text-answer domains.
 
-    Open-X: from the conversion manifest (computed once, cached). Overcooked: over the joint action
-    indices (1 dim), as MultiNet's Pi0 script computed its normalization statistics.
+    Open-X: from the conversion manifest (computed once, cached); `kind="exact"`: float64 mean and
+    population std, histogram quantiles; `kind="multinet"`: MultiNet v1.0's own split statistics,
+    reproduced bit for bit (float32 sums, `sqrt(E[x^2] - E[x]^2 + 1e-8)`, exact quantiles; `stats.py`).
+    Overcooked: over the joint action indices (1 dim), exact for both kinds (MultiNet used openpi's
+    float32 `RunningStats` over its batches: the same to ~1e-7 relative, far below the rounding to an index).
     """
+    if kind not in STATS_KINDS:
+        raise ValueError(f"kind must be one of {STATS_KINDS}, got {kind!r}")
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir)
     if domain.startswith("openx_"):
-        return source.action_stats()
+        return source.action_stats(kind)
     if domain == "overcooked_ai":
         return stats.compute_action_stats(source.joint_actions().astype(np.float64)[:, None])
     return None

@@ -57,6 +57,8 @@ STATE_FIELDS = {
     ),
 }
 EPISODE_KEY, STEP_KEY = "_episode_id", "_step_index"
+# The manifest entry holding MultiNet's own split statistics (`stats.MultinetActionStats`).
+MULTINET_STATS_KEY = "action_stats_multinet"
 
 
 # ---------------------------------------------------------------------------- field rules
@@ -89,15 +91,21 @@ def instruction(step: dict[str, Any]) -> str:
 
 def action_vector(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
     """(flat float32 action, the action dict or None when the action is a plain array)."""
+    action, action_dict = native_action(step, dataset, record)
+    return action.astype(np.float32), action_dict
+
+
+def native_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
+    """The flat action in the dataset's own float dtype (what MultiNet's statistics were computed on)."""
     if "action" in step:
         action = np.asarray(step["action"])
         if action.dtype.kind != "f":
             raise BadRecordError(dataset, record, "action", f"expected floats, got {action.dtype}")
-        return action.astype(np.float32).reshape(-1), None
+        return action.reshape(-1), None
     leaves = {key[len("action/") :]: np.asarray(value) for key, value in step.items() if key.startswith("action/")}
     if not leaves:
         raise BadRecordError(dataset, record, "action", "missing")
-    floats = [leaves[key].astype(np.float32).reshape(-1) for key in sorted(leaves) if leaves[key].dtype.kind == "f"]
+    floats = [leaves[key].reshape(-1) for key in sorted(leaves) if leaves[key].dtype.kind == "f"]
     if not floats:
         raise BadRecordError(dataset, record, "action", f"no float leaves among {sorted(leaves)}")
     return np.concatenate(floats), {key: leaves[key].tolist() for key in sorted(leaves)}
@@ -265,7 +273,7 @@ def convert(
     """Raw Open-X dataset -> step-level ArrayRecord + manifest (with action statistics); returns the manifest."""
     source_dir, out_dir = pathlib.Path(source_dir), pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    action_stats = stats_lib.RunningActionStats()
+    action_stats, multinet_stats = stats_lib.RunningActionStats(), stats_lib.MultinetActionStats()
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
 
@@ -277,11 +285,14 @@ def convert(
                 summary["num_episodes"] += 1
             summary["features"] = summary["features"] or steps_lib.field_specs(step)
             try:
-                pending.append(action_vector(step, source_dir.name, step_record_name(step))[0])
+                action = native_action(step, source_dir.name, step_record_name(step))[0]
             except BadRecordError as error:  # RoboVQA has no actions; any other dataset shows it here
                 summary["without_action"] += 1
                 if len(summary["examples"]) < 5:
                     summary["examples"].append(str(error.bad_record))
+            else:
+                pending.append(action.astype(np.float32))
+                multinet_stats.update(action)
             if len(pending) == 1024:
                 action_stats.update(np.stack(pending))
                 pending.clear()
@@ -301,6 +312,7 @@ def convert(
         "files": files,
         "features": summary["features"] or {},
         "action_stats": action_stats.result() if action_stats.count else None,
+        MULTINET_STATS_KEY: multinet_stats.result() if multinet_stats.count else None,
         "steps_without_action": summary["without_action"],
         "steps_without_action_examples": summary["examples"],
     }
@@ -347,7 +359,7 @@ def ensure_converted(directory: pathlib.Path, *, split: str | None = None, cache
     else:
         out_dir = pathlib.Path(cache_dir or stats_lib.DEFAULT_CACHE_DIR) / "converted" / key
     manifest = steps_lib.read_manifest(out_dir)
-    if manifest is None or manifest.get("source_key") != key:
+    if manifest is None or manifest.get("source_key") != key or MULTINET_STATS_KEY not in manifest:
         logging.info("converting %s to step-level ArrayRecord in %s", directory, out_dir)
         convert(directory, out_dir, split=split, source_key=key)
     return out_dir
@@ -367,5 +379,11 @@ class OpenxSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self._sample_fn(self.steps[index], self.dataset)
 
-    def action_stats(self) -> dict | None:
-        return self.steps.manifest["action_stats"]
+    def action_stats(self, kind: str = "exact") -> dict | None:
+        """The split's action statistics: "exact" (float64, streaming) or "multinet" (MultiNet's own, see stats.py)."""
+        if kind == "exact":
+            return self.steps.manifest["action_stats"]
+        if MULTINET_STATS_KEY not in self.steps.manifest:
+            raise ValueError(f"{self.steps.directory}: converted by an older multinet_jax without MultiNet's split "
+                             "statistics; run `multinet-jax convert` on the source again")
+        return self.steps.manifest[MULTINET_STATS_KEY]

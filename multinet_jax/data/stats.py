@@ -6,9 +6,16 @@ edges are re-binned when the range grows, the scheme of openpi's `RunningStats` 
 Pi0 norm stats), here with counts moved at bin centres and linear interpolation inside a bin: a
 quantile is off by at most about one bin width, (max - min) / 5000, per re-binning.
 
-Open-X statistics are computed while converting (`openx.convert`) and cached in the manifest of
-the converted steps: beside the data when its directory is writable, else in the cache directory
-under a fingerprint of the source files (`fingerprint`).
+`MultinetActionStats` reproduces, operation for operation, the statistics MultiNet v1.0 computed for
+the split it evaluated (`OpenXDataset.action_stats` in `src/data_utils/openx_dataloader.py`, the ones
+behind `--unnormalize=split`): sums accumulated step by step in the action's own dtype (float32),
+`std = sqrt(E[x^2] - E[x]^2 + 1e-8)` with both squares taken by TensorFlow's `x ** 2` (which is not
+always `x * x`: its vectorized pow rounds differently, so a constant dimension gets std 1e-4 and
+others differ from the exact std by up to ~1e-5), and exact `np.quantile` 1%/99% quantiles.
+
+Open-X statistics (both kinds) are computed while converting (`openx.convert`) and cached in the
+manifest of the converted steps: beside the data when its directory is writable, else in the cache
+directory under a fingerprint of the source files (`fingerprint`).
 """
 
 from __future__ import annotations
@@ -94,6 +101,55 @@ class RunningActionStats:
             "q01": self._quantile(0.01).tolist(),
             "q99": self._quantile(0.99).tolist(),
         }
+
+
+class MultinetActionStats:
+    """MultiNet's split statistics (see the module docstring), fed one step's action vector at a time.
+
+    Needs TensorFlow (the `tf` extra), which every Open-X conversion already imports: the squares must be
+    TensorFlow's, on one step's `[D]` vector at a time, as MultiNet took them.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sum: np.ndarray | None = None
+        self._sum_of_squares: np.ndarray | None = None
+        self._actions: list[np.ndarray] = []
+
+    def update(self, action: np.ndarray) -> None:
+        action = np.asarray(action).reshape(-1)
+        if self._sum is None:
+            self._sum, self._sum_of_squares = np.zeros_like(action), np.zeros_like(action)
+        elif action.shape != self._sum.shape or action.dtype != self._sum.dtype:
+            raise ValueError(f"action changed from {self._sum.dtype} {self._sum.shape} to {action.dtype} {action.shape}")
+        self._sum = self._sum + action
+        self._sum_of_squares = self._sum_of_squares + _tensorflow_square(action)
+        self._actions.append(action)
+        self.count += 1
+
+    def result(self) -> dict[str, list[float] | int]:
+        if self.count == 0:
+            raise ValueError("no actions seen: action statistics are undefined")
+        mean = self._sum / self._sum.dtype.type(self.count)
+        variance = self._sum_of_squares / self._sum.dtype.type(self.count) - _tensorflow_square(mean)
+        actions = np.stack(self._actions)
+        return {
+            "count": self.count,
+            "size": [int(mean.shape[0])],
+            "min": actions.min(axis=0).tolist(),
+            "max": actions.max(axis=0).tolist(),
+            "mean": mean.tolist(),
+            "std": np.sqrt(variance + variance.dtype.type(1e-8)).tolist(),
+            "q01": np.quantile(actions, 0.01, axis=0).tolist(),
+            "q99": np.quantile(actions, 0.99, axis=0).tolist(),
+        }
+
+
+def _tensorflow_square(values: np.ndarray) -> np.ndarray:
+    """`tf.constant(values) ** 2` as MultiNet computed it (TensorFlow's pow, not `values * values`)."""
+    import tensorflow as tf
+
+    return (tf.constant(values) ** 2).numpy()
 
 
 def compute_action_stats(actions: Iterable[np.ndarray], chunk: int = 1024) -> dict:

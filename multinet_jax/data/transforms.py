@@ -50,10 +50,10 @@ def resize_with_pad(image: np.ndarray, height: int = IMAGE_SIZE, width: int = IM
 
 
 def to_model_range(image: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1] (openpi's `Observation.from_dict` rule), any shape."""
-    scaled = np.multiply(image, np.float32(2.0 / 255.0), dtype=np.float32)
-    scaled -= 1.0
-    return scaled
+    """uint8 [0, 255] -> float32 [-1, 1] as openpi's `Observation.from_dict` computes it (`x / 255 * 2 - 1` in
+    float32), any shape. For every uint8 value this equals the Hugging Face SigLIP processor's rescale (float64
+    `x * (1/255)` cast to float32) followed by its normalize (`(x - 0.5) / 0.5` in float32), bit for bit."""
+    return np.asarray(image).astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
 
 
 @functools.cache

@@ -32,7 +32,9 @@ from multinet_jax.eval import results, summary
 from multinet_jax.models import configs
 
 MODEL_KINDS = ("pi0", "pi0_fast")
-UNNORMALIZE_CHOICES = ("split", "checkpoint")
+# split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
+# checkpoint: the checkpoint's norm stats.
+UNNORMALIZE_CHOICES = ("split", "split_exact", "checkpoint")
 # Keys of a data batch that are model inputs (the fixtures' `io.npz` observation keys).
 _MODEL_INPUT_PREFIXES = ("image/", "image_mask/")
 _MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
@@ -204,8 +206,9 @@ class Evaluator:
 
     def _action_norm(self, domain: domains.Domain) -> tuple[list[float], list[float], dict[str, Any] | None]:
         """(mean, std) used to unnormalize actions, and the split's action stats for metrics."""
-        split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir)
-        if self.config.unnormalize == "split":
+        kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
+        split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=kind)
+        if self.config.unnormalize != "checkpoint":
             return list(split_stats["mean"]), list(split_stats["std"]), split_stats
         norm_stats = self.model.norm_stats
         if not norm_stats or "actions" not in norm_stats:
@@ -361,6 +364,7 @@ class Evaluator:
             "domain": domain.name,
             "metric_kind": domain.metric_kind,
             "config": dataclasses.asdict(self.config),
+            "action_horizon": self.model.config.action_horizon if domain.uses_actions else None,
             "num_samples": len(records),
             "resumed_from_sample": resumed_from,
             "timing_seconds": {**dataclasses.asdict(timing), "wall": wall_seconds},

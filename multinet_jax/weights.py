@@ -25,8 +25,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 FlatTree = dict[str, Any]
-# Parameters only Pi0 has: the action expert (`*_1`) and the flow-matching head.
-_PI0_ONLY_ROOTS = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
+# Parameters only Pi0 / Pi0.5 have: the action expert (`*_1`) and the flow-matching head.
+_PI0_ONLY_ROOTS = (
+    "state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out", "time_mlp_in",
+    "time_mlp_out",
+)
 # Bytes (in the target dtype) restored per orbax call; bounds the transient read buffers to about one group.
 RESTORE_GROUP_BYTES = 1 << 29
 
@@ -36,7 +39,7 @@ class CheckpointError(ValueError):
 
 
 def is_pi0_only(path: str) -> bool:
-    """True for the action expert's `*_1` parameters and Pi0's action/state projections."""
+    """True for the action expert's `*_1` parameters and the Pi0 / Pi0.5 flow-matching head."""
     parts = path.split("/")
     # Only the LLM has experts: SigLIP's own `LayerNorm_1` / `Dense_1` belong to PaliGemma.
     is_expert_1 = parts[:2] == ["PaliGemma", "llm"] and any(part.endswith("_1") for part in parts[2:])

@@ -7,9 +7,13 @@ import numpy as np
 from conftest import openpi_io, openpi_observation, shared_path
 
 
+def openpi_checkpoint(model: str) -> str:
+    """openpi's tiny "pi0" or "pi05" training checkpoint step dir (`params/` + `assets/tiny_robot/norm_stats.json`)."""
+    return str(shared_path("openpi_reference", model, "ckpt", "0"))
+
+
 def pi0_checkpoint() -> str:
-    """openpi's tiny Pi0 training checkpoint step dir (`params/` + `assets/tiny_robot/norm_stats.json`)."""
-    return str(shared_path("openpi_reference", "pi0", "ckpt", "0"))
+    return openpi_checkpoint("pi0")
 
 
 def pi0_io() -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from conftest import shared_path
 from multinet_jax import weights
 from multinet_jax.models import configs, param_shapes
-from models_helpers import pi0_checkpoint
+from models_helpers import openpi_checkpoint, pi0_checkpoint
 
 
 def read_param_spec(name: str) -> dict[str, tuple[int, ...]]:
@@ -29,19 +29,25 @@ def flat_shapes(config) -> dict[str, tuple[int, ...]]:
     return {path: tuple(leaf.shape) for path, leaf in weights.flatten_params(param_shapes(config)).items()}
 
 
-@pytest.mark.parametrize(
-    ("config_name", "spec_name"), [("pi0_full", "pi0_full_size.tsv"), ("pi0_fast_full", "pi0_fast_full_size.tsv")]
-)
+FULL_SIZE = [("pi0_full", "pi0_full_size.tsv"), ("pi05_full", "pi05_full_size.tsv"), ("pi0_fast_full", "pi0_fast_full_size.tsv")]
+
+
+@pytest.mark.parametrize(("config_name", "spec_name"), FULL_SIZE)
 def test_full_size_tree_equals_openpi(config_name, spec_name):
+    """`jax.eval_shape` of our init against openpi's `nnx.eval_shape` dump: every path and shape."""
     assert flat_shapes(configs.get_config(config_name)) == read_param_spec(spec_name)
 
 
-@pytest.mark.parametrize(
-    ("spec_name", "expected"),
-    [("pi0_full_size.tsv", configs.get_config("pi0_full")), ("pi0_fast_full_size.tsv", configs.get_config("pi0_fast_full"))],
-)
-def test_infer_config_from_full_size_shapes(spec_name, expected):
-    assert configs.infer_config(read_param_spec(spec_name)) == expected
+@pytest.mark.parametrize(("config_name", "spec_name"), FULL_SIZE)
+def test_infer_config_from_full_size_shapes(config_name, spec_name):
+    assert configs.infer_config(read_param_spec(spec_name)) == configs.get_config(config_name)
+
+
+def test_pi05_full_size_has_openpi_defaults():
+    config = configs.infer_config(read_param_spec("pi05_full_size.tsv"))
+    assert config.pi05 and config.max_token_len == 200 and config.action_horizon == 50
+    # An explicit max_token_len still wins over Pi0.5's default.
+    assert configs.infer_config(read_param_spec("pi05_full_size.tsv"), max_token_len=64).max_token_len == 64
 
 
 def test_infer_config_from_fixture_checkpoint_is_pi0_tiny():
@@ -55,19 +61,23 @@ def test_infer_config_overrides_what_shapes_cannot_tell():
     assert inferred == dataclasses.replace(configs.get_config("pi0_full"), action_horizon=10, dtype="bfloat16")
 
 
-def test_pi05_is_rejected_by_name():
-    with pytest.raises(ValueError, match="not a Pi0/Pi0-FAST checkpoint: .*time_mlp_in"):
-        configs.infer_config(read_param_spec("pi05_full_size.tsv"))
+def test_infer_config_from_pi05_fixture_checkpoint_is_pi05_tiny():
+    inferred = configs.infer_config(weights.checkpoint_shapes(openpi_checkpoint("pi05")))
+    assert inferred == configs.get_config("pi05_tiny")
 
 
 def test_unrelated_tree_is_rejected_with_its_paths():
-    with pytest.raises(ValueError, match="not a Pi0/Pi0-FAST checkpoint: missing .*encoder/kernel"):
+    with pytest.raises(ValueError, match="not a Pi0/Pi0.5/Pi0-FAST checkpoint: missing .*encoder/kernel"):
         configs.infer_config({"encoder/kernel": (3, 4)})
 
 
-def test_expert_without_action_head_is_rejected():
-    shapes = {p: s for p, s in read_param_spec("pi0_full_size.tsv").items() if not p.startswith("action_in_proj")}
-    with pytest.raises(ValueError, match="action_in_proj/kernel"):
+@pytest.mark.parametrize(
+    ("spec_name", "dropped", "model"),
+    [("pi0_full_size.tsv", "action_in_proj", "a Pi0"), ("pi05_full_size.tsv", "time_mlp_out", "a Pi0.5")],
+)
+def test_expert_without_action_head_is_rejected(spec_name, dropped, model):
+    shapes = {p: s for p, s in read_param_spec(spec_name).items() if not p.startswith(dropped)}
+    with pytest.raises(ValueError, match=f"{model} needs both the action expert .*'{dropped}': False"):
         configs.infer_config(shapes)
 
 

@@ -1,4 +1,5 @@
-"""Pi0 sampling behaviour: camera masking and skipping, per-sample noise, batch-size invariance, Gemma KV cache."""
+"""Pi0 / Pi0.5 sampling behaviour: camera masking and skipping, per-sample noise, batch-size invariance, noise shape
+errors, Gemma KV cache. The sampling tests run on both openpi fixtures (`pi0`, `pi05`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models_helpers import pi0_checkpoint, pi0_io, pi0_observation, random_like, relative_error, take
+from conftest import openpi_io, openpi_observation
+from models_helpers import openpi_checkpoint, random_like, relative_error, take
 from multinet_jax.models import configs, load_model
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.pi0 import make_attn_mask
@@ -18,28 +20,42 @@ from multinet_jax.models.pi0 import make_attn_mask
 LAYOUT_TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model(pi0_checkpoint())
+@pytest.fixture(scope="module", params=["pi0", "pi05"])
+def fixture(request):
+    """(fixture name, its float32 model)."""
+    return request.param, load_model(openpi_checkpoint(request.param))
 
 
-def test_masked_camera_pixels_do_not_change_outputs(model):
-    observation = pi0_observation()
-    noise = pi0_io()["noise"]
+@pytest.fixture
+def model(fixture):
+    return fixture[1]
+
+
+@pytest.fixture
+def observation(fixture):
+    return openpi_observation(fixture[0])
+
+
+@pytest.fixture
+def io(fixture):
+    return openpi_io(fixture[0])
+
+
+def test_masked_camera_pixels_do_not_change_outputs(model, observation, io):
+    noise = io["noise"]
     observation["image_mask/left_wrist_0_rgb"] = np.array([False, True])
     masked = np.asarray(model.sample_actions(observation, noise=noise))
     observation["image/left_wrist_0_rgb"][0] = np.random.default_rng(0).uniform(-1, 1, (224, 224, 3))
     repainted = np.asarray(model.sample_actions(observation, noise=noise))
     np.testing.assert_array_equal(repainted, masked)  # masked keys get exactly zero attention weight
     # The mask itself matters: sample 0 differs from the unmasked fixture output, sample 1 does not.
-    unmasked = pi0_io()["actions_10step_f32"]
+    unmasked = io["actions_10step_f32"]
     assert relative_error(masked[0], unmasked[0]) > 1e-2
     assert relative_error(masked[1], unmasked[1]) < 5e-3
 
 
-def test_camera_masked_for_the_whole_batch_is_skipped_exactly(model):
-    observation = pi0_observation()
-    noise = pi0_io()["noise"]
+def test_camera_masked_for_the_whole_batch_is_skipped_exactly(model, observation, io):
+    noise = io["noise"]
     observation["image_mask/right_wrist_0_rgb"] = np.array([False, False])
     skipped = np.asarray(model.sample_actions(observation, noise=noise))
     encoded = np.asarray(model.sample_actions(observation, noise=noise, skip_absent_cameras=False))
@@ -47,12 +63,12 @@ def test_camera_masked_for_the_whole_batch_is_skipped_exactly(model):
     np.testing.assert_allclose(skipped, encoded, rtol=0, atol=LAYOUT_TOLERANCE * np.abs(encoded).max())
 
 
-def test_same_sample_same_actions_at_batch_1_and_inside_batch_4(model):
+def test_same_sample_same_actions_at_batch_1_and_inside_batch_4(model, observation):
     rng = jax.random.key(42)
-    batch4 = take(pi0_observation(), [0, 1, 1, 0])
+    batch4 = take(observation, [0, 1, 1, 0])
     batch4["sample_index"] = np.array([10, 11, 12, 13], np.int32)
     actions4 = np.asarray(model.sample_actions(batch4, rng=rng))
-    single = take(pi0_observation(), [1])
+    single = take(observation, [1])
     single["sample_index"] = np.array([12], np.int32)
     actions1 = np.asarray(model.sample_actions(single, rng=rng))
     np.testing.assert_allclose(actions1[0], actions4[2], rtol=0, atol=LAYOUT_TOLERANCE * np.abs(actions4).max())
@@ -60,8 +76,7 @@ def test_same_sample_same_actions_at_batch_1_and_inside_batch_4(model):
     assert relative_error(actions4[1], actions4[2]) > 1e-2
 
 
-def test_noise_comes_from_rng_folded_with_sample_index(model):
-    observation = pi0_observation()
+def test_noise_comes_from_rng_folded_with_sample_index(model, observation):
     observation["sample_index"] = np.array([5, 9], np.int32)
     rng = jax.random.key(3)
     expected_noise = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(rng, i), (50, 32))) for i in (5, 9)])
@@ -71,8 +86,20 @@ def test_noise_comes_from_rng_folded_with_sample_index(model):
     np.testing.assert_allclose(from_rng, from_noise, rtol=0, atol=1e-6)
 
 
-def test_observation_errors_name_the_key(model):
-    observation = pi0_observation()
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, 10, 32), r"noise has shape \(2, 10, 32\) but the model samples \(2, 50, 32\).*action_horizon=10"),
+        ((2, 50, 7), r"noise has shape \(2, 50, 7\) but the model samples \(2, 50, 32\).*action_dim is 32"),
+        ((3, 50, 32), r"noise has shape \(3, 50, 32\), expected \(2, 50, 32\)"),
+    ],
+)
+def test_noise_of_the_wrong_shape_names_both_shapes(model, observation, shape, message):
+    with pytest.raises(ValueError, match=message):
+        model.sample_actions(observation, noise=np.zeros(shape, np.float32))
+
+
+def test_observation_errors_name_the_key(model, observation):
     observation["image/base_0_rgb"] = observation["image/base_0_rgb"][:, :112]
     with pytest.raises(ValueError, match=r"image/base_0_rgb.*\(2, 112, 224, 3\)"):
         model.sample_actions(observation)

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from models_helpers import pi0_checkpoint, pi0_io, pi0_observation, relative_error
+from models_helpers import openpi_checkpoint, pi0_checkpoint, pi0_io, pi0_observation, relative_error
 from multinet_jax import sharding, weights
 from multinet_jax.models import configs, load_model, param_shapes
 
@@ -81,12 +81,13 @@ def test_pure_dict_params_load(tmp_path, fixture_params):
     )
 
 
-def test_paligemma_only_model_from_pi0_checkpoint_drops_the_action_expert():
+@pytest.mark.parametrize("name", ["pi0", "pi05"])
+def test_paligemma_only_model_from_pi0_checkpoint_drops_the_action_expert(name):
     config = configs.get_config("pi0_fast_tiny")
     expected = param_shapes(config)
     mesh = sharding.make_mesh()
     params = weights.restore_params(
-        pi0_checkpoint(), expected, sharding.param_shardings(expected, mesh), skip=weights.is_pi0_only
+        openpi_checkpoint(name), expected, sharding.param_shardings(expected, mesh), skip=weights.is_pi0_only
     )
     paths = set(weights.flatten_params(params))
     assert paths == set(weights.flatten_params(expected))
@@ -165,7 +166,7 @@ def test_not_a_checkpoint_directory(tmp_path):
 
 def test_other_model_type_is_rejected(tmp_path):
     weights.save_openpi_checkpoint({"encoder": {"kernel": np.zeros((4, 4), np.float32)}}, tmp_path / "other")
-    with pytest.raises(ValueError, match="not a Pi0/Pi0-FAST checkpoint"):
+    with pytest.raises(ValueError, match="not a Pi0/Pi0.5/Pi0-FAST checkpoint"):
         load_model(tmp_path / "other")
 
 

@@ -134,7 +134,7 @@ def _load_model(config: EvalConfig, mesh: jax.sharding.Mesh, fast_prompt: Any) -
         name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
     }
     model = models.load_model(config.checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
-    loaded_kind = "pi0" if isinstance(model.config, configs.Pi0Config) else "pi0_fast"
+    loaded_kind = configs.model_kind(model.config)
     if loaded_kind != config.model:
         raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {loaded_kind} checkpoint")
     if fast_prompt is not None:

@@ -1,11 +1,11 @@
-"""Pi0 / Pi0-FAST models: `load_model` for openpi checkpoints, `init_params` for random models of any config.
+"""Pi0 / Pi0.5 / Pi0-FAST models: `load_model` for openpi checkpoints, `init_params` for random models of any config.
 
     model = load_model("gs://openpi-assets/checkpoints/pi0_base", dtype="bfloat16")
     actions = model.sample_actions(observation, rng=jax.random.key(0))   # [b, horizon, action_dim]
 
-The model type and every size come from the checkpoint's parameter shapes (`configs.infer_config`); what shapes
-cannot tell (action horizon, max token length, FAST's action dim) defaults to openpi's values and can be passed as
-keyword overrides, e.g. `load_model(path, action_horizon=10)`.
+The model type (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the checkpoint's
+parameter shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action
+dim) defaults to openpi's values and can be passed as keyword overrides, e.g. `load_model(path, action_horizon=10)`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def param_shapes(config: ModelConfig) -> dict[str, Any]:
 
 
 def build_model(config: ModelConfig, params: Any, norm_stats: dict | None = None, mesh: Mesh | None = None):
-    """`Pi0Model` for a Pi0Config, `Pi0FastModel` (models/pi0_fast.py) for a Pi0FastConfig."""
+    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` (models/pi0_fast.py) for a Pi0FastConfig."""
     if isinstance(config, Pi0FastConfig):
         from multinet_jax.models.pi0_fast import Pi0FastModel
 

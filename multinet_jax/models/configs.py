@@ -1,4 +1,4 @@
-"""Model configurations: Gemma/SigLIP variants, Pi0 and Pi0-FAST configs, and inference from parameter shapes.
+"""Model configurations: Gemma/SigLIP variants, Pi0 / Pi0.5 and Pi0-FAST configs, and inference from parameter shapes.
 
 openpi checkpoints store parameters only, never the config that built them, so `infer_config` recovers every
 architectural size from the parameter shapes. What the shapes cannot tell (action horizon, max token length and, for
@@ -65,7 +65,12 @@ SIGLIP_TINY = SiglipConfig(width=48, depth=2, mlp_dim=96, num_heads=3)
 
 @dataclasses.dataclass(frozen=True)
 class Pi0Config:
-    """Pi0: PaliGemma (SigLIP + Gemma expert 0) plus the action expert (Gemma expert 1) and flow-matching head."""
+    """Pi0: PaliGemma (SigLIP + Gemma expert 0) plus the action expert (Gemma expert 1) and flow-matching head.
+
+    `pi05=True` is openpi's Pi0.5 (`Pi0Config(pi05=True)`): the action expert's RMSNorms are adaptive (scale, shift
+    and gate from the flow time through `time_mlp_in` / `time_mlp_out`), the suffix holds only the action tokens,
+    and the state enters the prompt as discretized text (openpi's `max_token_len` is 200 then).
+    """
 
     paligemma: GemmaConfig = GEMMA_2B
     action_expert: GemmaConfig = GEMMA_300M
@@ -75,6 +80,7 @@ class Pi0Config:
     action_horizon: int = 50
     max_token_len: int = 48
     dtype: DType = "float32"
+    pi05: bool = False
 
     def __post_init__(self) -> None:
         a, b = self.paligemma, self.action_expert
@@ -84,6 +90,11 @@ class Pi0Config:
     @property
     def experts(self) -> tuple[GemmaConfig, GemmaConfig]:
         return (self.paligemma, self.action_expert)
+
+    @property
+    def adaptive_norms(self) -> tuple[bool, bool]:
+        """Per expert: whether its RMSNorms are adaRMSNorms conditioned on the flow time (Pi0.5's action expert)."""
+        return (False, self.pi05)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,17 +113,36 @@ class Pi0FastConfig:
     def experts(self) -> tuple[GemmaConfig]:
         return (self.paligemma,)
 
+    @property
+    def adaptive_norms(self) -> tuple[bool]:
+        return (False,)
+
 
 ModelConfig = Pi0Config | Pi0FastConfig
+
+def model_kind(config: ModelConfig) -> str:
+    """The family name `eval --model` uses: "pi0", "pi05" or "pi0_fast"."""
+    if isinstance(config, Pi0FastConfig):
+        return "pi0_fast"
+    return "pi05" if config.pi05 else "pi0"
+
+
+# openpi's Pi0.5 default prompt length (the discretized state makes prompts longer than Pi0's 48).
+PI05_MAX_TOKEN_LEN = 200
 
 NAMED_CONFIGS: dict[str, ModelConfig] = {
     "pi0_tiny": Pi0Config(GEMMA_TINY, GEMMA_TINY_EXPERT, SIGLIP_TINY, vocab_size=1024, max_token_len=48),
     "pi0_fast_tiny": Pi0FastConfig(
         GEMMA_TINY, SIGLIP_TINY, vocab_size=1024, action_dim=8, action_horizon=10, max_token_len=64
     ),
+    "pi05_tiny": Pi0Config(
+        GEMMA_TINY, GEMMA_TINY_EXPERT, SIGLIP_TINY, vocab_size=1024, max_token_len=PI05_MAX_TOKEN_LEN, pi05=True
+    ),
     "pi0_full": Pi0Config(),
+    "pi05_full": Pi0Config(max_token_len=PI05_MAX_TOKEN_LEN, pi05=True),
     "pi0_fast_full": Pi0FastConfig(),
     "pi0_dummy_gemma_so400m": Pi0Config(GEMMA_DUMMY, GEMMA_DUMMY, SIGLIP_SO400M),
+    "pi05_dummy_gemma_so400m": Pi0Config(GEMMA_DUMMY, GEMMA_DUMMY, SIGLIP_SO400M, max_token_len=PI05_MAX_TOKEN_LEN, pi05=True),
 }
 
 
@@ -136,6 +166,8 @@ def flatten_shapes(tree: Mapping[str, Any], prefix: str = "") -> dict[str, tuple
 
 
 _LLM = "PaliGemma/llm"
+_PI0_ACTION_HEAD = ("state_proj", "action_in_proj", "action_time_mlp_in", "action_time_mlp_out", "action_out_proj")
+_PI05_ACTION_HEAD = ("action_in_proj", "time_mlp_in", "time_mlp_out", "action_out_proj")
 _IMG = "PaliGemma/img"
 
 
@@ -156,29 +188,34 @@ def _siglip_from_shapes(shapes: Mapping[str, tuple[int, ...]]) -> SiglipConfig:
 
 
 def infer_config(param_shapes: Mapping[str, Any], **overrides: Any) -> ModelConfig:
-    """Pi0Config or Pi0FastConfig from a checkpoint's parameter shapes (flat `a/b/c` paths or a nested tree).
+    """Pi0Config (Pi0 or Pi0.5) or Pi0FastConfig from a checkpoint's parameter shapes (flat `a/b/c` or nested).
 
-    Pi0 is recognised by the action expert (`*_1`) and the action projections; PaliGemma alone is Pi0-FAST.
-    `overrides` set what shapes cannot tell (action_horizon, max_token_len, dtype; action_dim for FAST).
+    Pi0 is recognised by the action expert (`*_1`) and its action head, Pi0.5 by `time_mlp_in` in that head
+    (adaRMSNorm time conditioning); PaliGemma alone is Pi0-FAST. `overrides` set what shapes cannot tell
+    (action_horizon, max_token_len, dtype; action_dim for FAST).
     """
     shapes = {path.removesuffix("/value"): shape for path, shape in flatten_shapes(param_shapes).items()}
     needed = (f"{_LLM}/embedder/input_embedding", f"{_LLM}/layers/attn/q_einsum/w", f"{_IMG}/embedding/kernel")
     missing = [path for path in needed if path not in shapes]
     if missing:
-        raise ValueError(f"not a Pi0/Pi0-FAST checkpoint: missing {missing} (have e.g. {sorted(shapes)[:5]})")
-    if "time_mlp_in/kernel" in shapes:
-        raise ValueError("not a Pi0/Pi0-FAST checkpoint: it has `time_mlp_in` (pi0.5 with adaRMS), not supported")
+        raise ValueError(f"not a Pi0/Pi0.5/Pi0-FAST checkpoint: missing {missing} (have e.g. {sorted(shapes)[:5]})")
     has_expert = f"{_LLM}/layers/attn/q_einsum_1/w" in shapes
-    action_paths = ("action_in_proj/kernel", "action_out_proj/kernel", "state_proj/kernel")
-    has_action_head = [path in shapes for path in action_paths]
+    pi05 = "time_mlp_in/kernel" in shapes
+    action_paths = _PI05_ACTION_HEAD if pi05 else _PI0_ACTION_HEAD
+    has_action_head = [f"{path}/kernel" in shapes for path in action_paths]
     if has_expert != all(has_action_head) or any(has_action_head) != all(has_action_head):
+        name = "Pi0.5" if pi05 else "Pi0"
         raise ValueError(
-            "not a Pi0/Pi0-FAST checkpoint: a Pi0 needs both the action expert (`*_1`) and "
-            f"{list(action_paths)}; expert present={has_expert}, projections present={dict(zip(action_paths, has_action_head))}"
+            f"not a Pi0/Pi0.5/Pi0-FAST checkpoint: a {name} needs both the action expert (`*_1`) and "
+            f"{list(action_paths)}; expert present={has_expert}, "
+            f"head present={dict(zip(action_paths, has_action_head))}"
         )
     vocab_size = shapes[f"{_LLM}/embedder/input_embedding"][0]
     common = dict(paligemma=_gemma_from_shapes(shapes, ""), siglip=_siglip_from_shapes(shapes), vocab_size=vocab_size)
     if has_expert:
         action_dim = shapes["action_in_proj/kernel"][0]
-        return Pi0Config(action_expert=_gemma_from_shapes(shapes, "_1"), action_dim=action_dim, **common, **overrides)
+        if pi05:
+            overrides = {"max_token_len": PI05_MAX_TOKEN_LEN, **overrides}
+        expert = _gemma_from_shapes(shapes, "_1")
+        return Pi0Config(action_expert=expert, action_dim=action_dim, pi05=pi05, **common, **overrides)
     return Pi0FastConfig(**common, **overrides)

@@ -6,6 +6,12 @@ Parameter layout equals openpi's (`PaliGemma/llm/...`), scanned over depth (lead
 Expert 0 has no suffix, expert i > 0 the suffix `_i`. Each expert projects its own tokens with its own weights; all
 tokens then attend jointly (experts share depth, heads and head_dim).
 
+adaRMSNorm (Pi0.5's action expert, `adaptive_norms[i]`): the expert's three norms (`pre_attention_norm_i`,
+`pre_ffw_norm_i`, `final_norm_i`) hold a `Dense_0` instead of `scale`; it maps the expert's conditioning vector
+(`adarms_cond[i]`, `[b, width_i]`, Pi0.5's flow-time embedding) to per-sample (scale, shift, gate), the norm outputs
+`normed * (1 + scale) + shift`, and the residual branch after it is multiplied by `gate` (the final norm's gate is
+unused), as openpi's `gemma.RMSNorm(x, cond)` and `_gated_residual`.
+
 Numerics as openpi: RMSNorm `x * rsqrt(mean(x^2) + 1e-6) * (1 + scale)` in float32, cast back to the activation
 dtype; tanh-GELU gated MLP; RoPE (max wavelength 10000, split-half rotation) computed in float32; embeddings scaled
 by sqrt(width); attention logits and softmax in float32; weights cast to the activation dtype (`dtype`) at use.
@@ -14,12 +20,13 @@ Matmuls sum in float32 and GELU runs in float32, each rounded once to `dtype`, a
 KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
 
     outputs, kv_cache = gemma.apply(params, embedded, positions, attn_mask,
-                                    kv_cache=None, cache_write_index=None)
+                                    kv_cache=None, cache_write_index=None, adarms_cond=None)
 
 - `embedded`: one entry per expert, `[b, t_i, width_i]` or None (that expert does not compute; its output is None).
   The tokens of the non-None entries are concatenated in expert order (t = sum of t_i).
 - `positions`: int32 `[b, t]` RoPE positions of the new tokens.
 - `attn_mask`: bool `[b, t, s]`, True where query token t may attend key s (s as described below).
+- `adarms_cond`: one entry per expert, `[b, width_i]` for an expert with adaptive norms that computes, else None.
 - `outputs`: per expert, the final-normed hidden states `[b, t_i, width_i]` (None where the input was None).
 - `kv_cache` = (k, v), each `[depth, b, s, num_kv_heads, head_dim]`, in the activation dtype:
   * `kv_cache=None`: the tokens attend among themselves (s = t); returns their (k, v) (prefill).
@@ -58,9 +65,42 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
-        variance = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
-        normed = x * jax.lax.rsqrt(variance + 1e-6)
-        return (normed * (1 + scale)).astype(x.dtype)
+        return (_normalize(x) * (1 + scale)).astype(x.dtype)
+
+
+class AdaRMSNorm(nn.Module):
+    """RMSNorm whose scale, shift and gate come from a conditioning vector (openpi's `RMSNorm(x, cond)`)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, cond: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(normed `[b, t, d]` in x's dtype, gate `[b, 1, d]` for the residual that follows)."""
+        dense = nn.Dense(3 * x.shape[-1], dtype=x.dtype, kernel_init=nn.initializers.zeros, dot_general=numerics.dot_general)
+        scale, shift, gate = jnp.split(dense(cond)[:, None, :], 3, axis=-1)
+        return (_normalize(x) * (1 + scale) + shift).astype(x.dtype), gate
+
+
+def _normalize(x: jax.Array) -> jax.Array:
+    """x / rms(x) in float32 (the variance of the float32 values, as openpi)."""
+    variance = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
+    return x * jax.lax.rsqrt(variance + 1e-6)
+
+
+def make_norm(name: str, index: int, adaptive: bool) -> nn.Module:
+    """Expert `index`'s norm `name`: an AdaRMSNorm when the expert's norms are adaptive, else an RMSNorm."""
+    return (AdaRMSNorm if adaptive else RMSNorm)(name=expert_name(name, index))
+
+
+def apply_norm(norm: nn.Module, x: jax.Array, cond: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
+    """(normed x, the residual gate or None) for either kind of norm."""
+    if not isinstance(norm, AdaRMSNorm):
+        return norm(x), None
+    if cond is None:
+        raise ValueError(f"{norm.name} is an adaptive norm: the expert needs its adarms_cond")
+    return norm(x, cond)
+
+
+def _gated_residual(x: jax.Array, y: jax.Array, gate: jax.Array | None) -> jax.Array:
+    return x + y if gate is None else x + y * gate
 
 
 class Einsum(nn.Module):
@@ -178,21 +218,24 @@ class Block(nn.Module):
     """One decoder layer for all experts; scanned over depth with the activations as carry."""
 
     configs: tuple[GemmaConfig, ...]
+    adaptive_norms: tuple[bool, ...]
 
     @nn.compact
-    def __call__(self, xs, kv_cache, positions, attn_mask, cache_write_index):
+    def __call__(self, xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond):
+        experts = list(zip(xs, self.adaptive_norms, adarms_cond, strict=True))
         normed = [
-            None if x is None else RMSNorm(name=expert_name("pre_attention_norm", i))(x) for i, x in enumerate(xs)
+            (None, None) if x is None else apply_norm(make_norm("pre_attention_norm", i, adaptive), x, cond)
+            for i, (x, adaptive, cond) in enumerate(experts)
         ]
         attn_out, kv_cache = Attention(self.configs, name="attn")(
-            normed, positions, attn_mask, kv_cache, cache_write_index
+            [y for y, _ in normed], positions, attn_mask, kv_cache, cache_write_index
         )
-        xs = [None if x is None else x + y for x, y in zip(xs, attn_out, strict=True)]
+        xs = [None if x is None else _gated_residual(x, y, gate) for x, y, (_, gate) in zip(xs, attn_out, normed)]
         outputs = []
-        for i, (x, cfg) in enumerate(zip(xs, self.configs, strict=True)):
+        for i, (x, cfg, adaptive, cond) in enumerate(zip(xs, self.configs, self.adaptive_norms, adarms_cond)):
             if x is not None:
-                y = RMSNorm(name=expert_name("pre_ffw_norm", i))(x)
-                x = x + FeedForward(cfg, name=expert_name("mlp", i))(y)
+                y, gate = apply_norm(make_norm("pre_ffw_norm", i, adaptive), x, cond)
+                x = _gated_residual(x, FeedForward(cfg, name=expert_name("mlp", i))(y), gate)
             outputs.append(x)
         return outputs, kv_cache
 
@@ -219,6 +262,7 @@ class Gemma(nn.Module):
     configs: tuple[GemmaConfig, ...]
     vocab_size: int
     dtype: str = "float32"
+    adaptive_norms: tuple[bool, ...] | None = None  # per expert; None: no adaptive norms
 
     def setup(self) -> None:
         if len({(c.depth, c.num_heads, c.num_kv_heads, c.head_dim) for c in self.configs}) != 1:
@@ -228,9 +272,13 @@ class Gemma(nn.Module):
             Block,
             length=self.configs[0].depth,
             initializing=self.is_initializing(),
-            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
-        )(self.configs)
-        self.final_norms = [RMSNorm(name=expert_name("final_norm", i)) for i in range(len(self.configs))]
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        )(self.configs, self._adaptive)
+        self.final_norms = [make_norm("final_norm", i, adaptive) for i, adaptive in enumerate(self._adaptive)]
+
+    @property
+    def _adaptive(self) -> tuple[bool, ...]:
+        return self.adaptive_norms or (False,) * len(self.configs)
 
     def embed(self, tokens: jax.Array) -> jax.Array:
         return self.embedder.encode(tokens).astype(self.dtype)
@@ -246,15 +294,21 @@ class Gemma(nn.Module):
         *,
         kv_cache: KVCache | None = None,
         cache_write_index: jax.Array | None = None,
+        adarms_cond: Sequence[jax.Array | None] | None = None,
     ) -> tuple[list[jax.Array | None], KVCache]:
         xs = [None if e is None else e.astype(self.dtype) for e in embedded]
-        xs, kv_cache = self.layers(xs, kv_cache, positions, attn_mask, cache_write_index)
-        outputs = [None if x is None else norm(x) for norm, x in zip(self.final_norms, xs, strict=True)]
+        adarms_cond = [None] * len(self.configs) if adarms_cond is None else list(adarms_cond)
+        xs, kv_cache = self.layers(xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond)
+        outputs = [
+            None if x is None else apply_norm(norm, x, cond)[0]
+            for norm, x, cond in zip(self.final_norms, xs, adarms_cond, strict=True)
+        ]
         return outputs, kv_cache
 
     def init_all(self) -> None:
         """Touch every parameter (for `init`): embedder and one token per expert."""
         self.embed(jnp.zeros((1, 1), jnp.int32))
         n = len(self.configs)
+        cond = [jnp.zeros((1, c.width), self.dtype) if a else None for c, a in zip(self.configs, self._adaptive)]
         self([jnp.zeros((1, 1, c.width), self.dtype) for c in self.configs], jnp.zeros((1, n), jnp.int32),
-             jnp.ones((1, n, n), bool))
+             jnp.ones((1, n, n), bool), adarms_cond=cond)

@@ -1,14 +1,17 @@
-"""Pi0 in Flax (openpi numerics and parameter names) and its batched, sharded flow-matching sampler.
+"""Pi0 and Pi0.5 in Flax (openpi numerics and parameter names) and their batched, sharded flow-matching sampler.
 
-`Pi0` is the Flax module: `PaliGemma/{img,llm}` (SigLIP + the two-expert Gemma) plus the flow-matching head
-(`state_proj`, `action_in_proj`, `action_time_mlp_{in,out}`, `action_out_proj`). `Pi0Model` is what `load_model`
-returns: parameters on a mesh, norm stats, and `sample_actions`.
+`Pi0` is the Flax module: `PaliGemma/{img,llm}` (SigLIP + the two-expert Gemma) plus the flow-matching head:
+Pi0's `state_proj`, `action_in_proj`, `action_time_mlp_{in,out}`, `action_out_proj`, or with `config.pi05`
+Pi0.5's `action_in_proj`, `time_mlp_{in,out}`, `action_out_proj`. `Pi0Model` is what `load_model` returns:
+parameters on a mesh, norm stats, and `sample_actions`.
 
 Sampling (as openpi's `Pi0.sample_actions`): the prefix (image tokens of every camera, then the prompt tokens) is
 run through expert 0 once per batch to fill a KV cache; then `num_steps` Euler steps from t = 1 (noise) to t = 0
-(dt = -1/num_steps) run only the action expert on the suffix (one state token + `action_horizon` action tokens),
-attending to the cached prefix. Masks follow openpi's `make_attn_mask`: the prefix attends bidirectionally, the
-state token attends to the prefix and itself, the action tokens to everything valid.
+(dt = -1/num_steps) run only the action expert on the suffix, attending to the cached prefix. Masks follow openpi's
+`make_attn_mask`: the prefix attends bidirectionally; Pi0's suffix is one state token (attending to the prefix and
+itself) + `action_horizon` action tokens (attending to everything valid), the flow time mixed into the action
+tokens by `action_time_mlp_*`; Pi0.5's suffix is the action tokens alone, the flow time entering every norm of the
+action expert through `time_mlp_*` (adaRMSNorm, see `gemma.py`), and the state only through the prompt's text.
 
 Speed without changing outputs: all live cameras go through SigLIP in one batched pass, and a camera whose mask is
 False for the whole batch is dropped before tracing (its tokens would be masked out of every attention anyway, so
@@ -53,7 +56,9 @@ def posemb_sincos(pos: jax.Array, dim: int, min_period: float, max_period: float
     """Sine-cosine embedding `[b, dim]` of scalar positions `[b]` (periods geometric in [min, max])."""
     fraction = jnp.linspace(0.0, 1.0, dim // 2)
     period = min_period * (max_period / min_period) ** fraction
-    angles = jnp.einsum("i,j->ij", pos, 2 * jnp.pi / period, precision=jax.lax.Precision.HIGHEST)
+    # openpi's operation order (1 / period * 2 * pi): angles reach ~1600 rad, where one float32 ulp of the
+    # frequency moves sin/cos by ~1e-4, which Pi0.5's time-conditioned norms amplify.
+    angles = jnp.einsum("i,j->ij", pos, 1.0 / period * 2 * jnp.pi, precision=jax.lax.Precision.HIGHEST)
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
@@ -64,7 +69,7 @@ class PaliGemma(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.llm = Gemma(cfg.experts, cfg.vocab_size, cfg.dtype)
+        self.llm = Gemma(cfg.experts, cfg.vocab_size, cfg.dtype, cfg.adaptive_norms)
         self.img = Siglip(cfg.siglip, cfg.paligemma.width, cfg.dtype)
 
     def embed_prefix(
@@ -99,10 +104,14 @@ class Pi0(nn.Module):
         width = self.config.action_expert.width
         self.PaliGemma = PaliGemma(self.config)
         dense = functools.partial(nn.Dense, dot_general=numerics.dot_general)
-        self.state_proj = dense(width)
         self.action_in_proj = dense(width)
-        self.action_time_mlp_in = dense(width)
-        self.action_time_mlp_out = dense(width)
+        if self.config.pi05:
+            self.time_mlp_in = dense(width)
+            self.time_mlp_out = dense(width)
+        else:
+            self.state_proj = dense(width)
+            self.action_time_mlp_in = dense(width)
+            self.action_time_mlp_out = dense(width)
         self.action_out_proj = dense(self.config.action_dim)
 
     def embed_prefix(self, images, image_masks, tokens, token_mask) -> tuple[jax.Array, jax.Array]:
@@ -115,29 +124,38 @@ class Pi0(nn.Module):
         _, kv_cache = self.PaliGemma.llm([prefix_tokens, None], positions, attn_mask)
         return kv_cache
 
-    def embed_suffix(self, state: jax.Array, noisy_actions: jax.Array, time: jax.Array) -> jax.Array:
-        """State token + action tokens mixed with the sin/cos time embedding -> `[b, 1 + horizon, width]`."""
-        state_token = self.state_proj(state)[:, None, :]
+    def embed_suffix(
+        self, state: jax.Array, noisy_actions: jax.Array, time: jax.Array
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """(suffix tokens, adaRMS conditioning): Pi0: state token + action tokens mixed with the sin/cos time
+        embedding `[b, 1 + horizon, width]`, no conditioning; Pi0.5: the action tokens `[b, horizon, width]` and
+        the time MLP's output `[b, width]` for the action expert's adaptive norms (`state` unused)."""
         action_tokens = self.action_in_proj(noisy_actions)
         time_emb = posemb_sincos(time, action_tokens.shape[-1], min_period=4e-3, max_period=4.0)
+        if self.config.pi05:
+            return action_tokens, nn.swish(self.time_mlp_out(nn.swish(self.time_mlp_in(time_emb))))
+        state_token = self.state_proj(state)[:, None, :]
         time_tokens = jnp.broadcast_to(time_emb[:, None, :], action_tokens.shape[:2] + time_emb.shape[-1:])
         mixed = self.action_time_mlp_in(jnp.concatenate([action_tokens, time_tokens], axis=-1))
         mixed = self.action_time_mlp_out(nn.swish(mixed))
-        return jnp.concatenate([state_token, mixed], axis=1)
+        return jnp.concatenate([state_token, mixed], axis=1), None
 
     def velocity(
         self, kv_cache: KVCache, prefix_mask: jax.Array, state: jax.Array, noisy_actions: jax.Array, time: jax.Array
     ) -> jax.Array:
         """The flow field v_t `[b, horizon, action_dim]` at `noisy_actions` and time `time` `[b]`."""
-        suffix = self.embed_suffix(state, noisy_actions, time)
+        suffix, adarms_cond = self.embed_suffix(state, noisy_actions, time)
         batch, suffix_len = suffix.shape[:2]
         horizon = self.config.action_horizon
-        suffix_ar = jnp.array([True, True] + [False] * (horizon - 1))
+        # A new causal block starts at the state token (Pi0 only) and at the first action token.
+        suffix_ar = jnp.arange(suffix_len) < suffix_len - horizon + 1
         suffix_attn = make_attn_mask(jnp.ones((batch, suffix_len), bool), suffix_ar)
         prefix_attn = jnp.broadcast_to(prefix_mask[:, None, :], (batch, suffix_len, prefix_mask.shape[1]))
         attn_mask = jnp.concatenate([prefix_attn, suffix_attn], axis=-1)
         positions = jnp.sum(prefix_mask, axis=-1)[:, None] + jnp.arange(suffix_len)[None, :]
-        (_, suffix_out), _ = self.PaliGemma.llm([None, suffix], positions, attn_mask, kv_cache=kv_cache)
+        (_, suffix_out), _ = self.PaliGemma.llm(
+            [None, suffix], positions, attn_mask, kv_cache=kv_cache, adarms_cond=[None, adarms_cond]
+        )
         return self.action_out_proj(suffix_out[:, -horizon:])
 
     def init_all(self) -> None:
@@ -145,7 +163,8 @@ class Pi0(nn.Module):
         cfg = self.config
         self.PaliGemma.init_all(cfg.siglip.image_size)
         actions = jnp.zeros((1, cfg.action_horizon, cfg.action_dim), jnp.float32)
-        self.action_out_proj(self.embed_suffix(jnp.zeros((1, cfg.action_dim)), actions, jnp.ones((1,))))
+        suffix, _ = self.embed_suffix(jnp.zeros((1, cfg.action_dim)), actions, jnp.ones((1,)))
+        self.action_out_proj(suffix)
 
 
 def sample_actions_fn(
@@ -220,8 +239,27 @@ def check_observation(observation: Observation, config: ModelConfig) -> int:
     return batch
 
 
+def check_noise(shape: tuple[int, ...], batch: int, config: Pi0Config) -> None:
+    """Explicit noise must be `[batch, action_horizon, action_dim]`; a wrong horizon or dim names the override."""
+    expected = (batch, config.action_horizon, config.action_dim)
+    if tuple(shape) == expected:
+        return
+    if len(shape) == 3 and shape[0] == batch and shape[2] == config.action_dim:
+        raise ValueError(
+            f"noise has shape {tuple(shape)} but the model samples {expected}: its action_horizon is "
+            f"{config.action_horizon}; load the model with action_horizon={shape[1]} (load_model(..., "
+            f"action_horizon={shape[1]}), eval --action_horizon={shape[1]}) or pass noise of horizon {config.action_horizon}"
+        )
+    if len(shape) == 3 and shape[0] == batch:
+        raise ValueError(
+            f"noise has shape {tuple(shape)} but the model samples {expected}: its action_dim is "
+            f"{config.action_dim} (fixed by the checkpoint's action projections)"
+        )
+    raise ValueError(f"noise has shape {tuple(shape)}, expected {expected} (batch, action_horizon, action_dim)")
+
+
 class Pi0Model:
-    """A Pi0 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`."""
+    """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`."""
 
     def __init__(self, config: Pi0Config, params: Any, norm_stats: dict | None, mesh: Mesh | None = None):
         self.config = config
@@ -271,10 +309,12 @@ class Pi0Model:
         """Actions `[b, horizon, action_dim]` (normalized space, as openpi's model outputs).
 
         `noise` (`[b, horizon, action_dim]`) overrides the per-sample noise drawn from `rng` (default key 0) and
-        `observation["sample_index"]` (default arange(b)). `skip_absent_cameras=False` encodes every camera even
+        `observation["sample_index"]` (default arange(b)); another shape raises ValueError naming both shapes. `skip_absent_cameras=False` encodes every camera even
         when masked for the whole batch (openpi's behaviour; same outputs, for benchmarks).
         """
         batch = check_observation(observation, self.config)
+        if noise is not None:
+            check_noise(np.shape(noise), batch, self.config)
         inputs = self.prepare_inputs(observation, skip_absent_cameras=skip_absent_cameras)
         noise = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
         steps = jnp.int32(num_steps)

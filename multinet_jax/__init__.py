@@ -6,6 +6,7 @@ Public surface (imported lazily so `import multinet_jax` stays cheap):
   evaluate(...)                                the evaluation loop behind `multinet-jax eval`
   score(domain, records, ...)                  MultiNet's metrics for a list of predictions
   metrics                                      the jitted metric kernels
+  assets.resolve(name_or_path, offline=...)    a named checkpoint / tokenizer / embedder -> local path (cached)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _LAZY_ATTRIBUTES = {
     "evaluate": ("multinet_jax.eval", "evaluate"),
     "score": ("multinet_jax.metrics", "score"),
 }
-_LAZY_MODULES = ("data", "metrics", "models", "tokenizers", "sharding", "eval")
+_LAZY_MODULES = ("assets", "data", "metrics", "models", "tokenizers", "sharding", "eval")
 
 __all__ = ["load_model", "evaluate", "score", *_LAZY_MODULES]
 

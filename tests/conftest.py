@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -12,6 +15,14 @@ import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DIR = pathlib.Path(os.environ.get("MULTINET_JAX_SHARED", REPO_ROOT.parent / "shared"))
+
+# Tests never touch the network nor the user's caches: named assets resolve offline (a test that downloads passes
+# offline=False with a local stand-in for the store), and the project's cache is a fresh folder per session.
+os.environ["MULTINET_JAX_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
+_SESSION_CACHE = tempfile.mkdtemp(prefix="multinet_jax_test_cache_")
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
+os.environ["MULTINET_JAX_CACHE"] = _SESSION_CACHE
+os.environ["HF_HUB_CACHE"] = os.path.join(_SESSION_CACHE, "huggingface_hub")
 
 
 def shared_path(*parts: str) -> pathlib.Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -164,18 +166,41 @@ def test_not_an_openx_dataset(tmp_path):
         data.make_source("openx_bimanual", tmp_path)
 
 
-def test_conversion_goes_beside_writable_data_and_never_into_read_only(tmp_path, monkeypatch):
+def _tree(directory):
+    return {path.relative_to(directory).as_posix(): path.stat().st_mtime_ns for path in sorted(directory.rglob("*"))}
+
+
+def test_conversion_lands_in_the_cache_and_never_in_the_data_folder(tmp_path, monkeypatch):
     shard = shared_path("data", "multinet_sample", "openx_bimanual", "public", "translated_shard_0")
-    writable_dir, read_only_dir = tmp_path / "writable", tmp_path / "read_only"
-    for directory in (writable_dir, read_only_dir):
-        shutil.copytree(shard, directory / "translated_shard_0")
-    read_only_dir.chmod(0o555)
-    monkeypatch.setattr(openx.stats_lib, "DEFAULT_CACHE_DIR", tmp_path / "cache")
-    try:
-        assert openx.ensure_converted(writable_dir) == writable_dir / openx.CONVERTED_PREFIX
-        converted = openx.ensure_converted(read_only_dir)
-        assert converted.parent == tmp_path / "cache" / "converted"
-        assert sorted(path.name for path in read_only_dir.iterdir()) == ["translated_shard_0"]
-        assert len(steps.StepSource(converted)) == 8
-    finally:
-        read_only_dir.chmod(0o755)
+    data_dir = tmp_path / "data"
+    shutil.copytree(shard, data_dir / "translated_shard_0")  # writable, as a shared NFS folder may be
+    before = _tree(data_dir)
+    monkeypatch.setenv("MULTINET_JAX_CACHE", str(tmp_path / "cache"))
+    converted = openx.ensure_converted(data_dir)
+    assert converted.parent == tmp_path / "cache" / "converted"
+    assert _tree(data_dir) == before
+    assert len(steps.StepSource(converted)) == 8 and steps.read_manifest(converted)["action_stats"]["size"] == [14]
+    assert openx.ensure_converted(data_dir) == converted
+
+    # A changed source (here a new mtime) is converted anew, beside the old conversion.
+    changed = data_dir / "translated_shard_0" / "snapshot.metadata"
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    reconverted = openx.ensure_converted(data_dir)
+    assert reconverted != converted and reconverted.parent == converted.parent
+    assert len(steps.StepSource(reconverted)) == 8
+
+
+def test_processes_sharing_a_cache_convert_once(tmp_path, caplog):
+    shard = shared_path("data", "multinet_sample", "openx_bimanual", "public", "translated_shard_0")
+    cache = tmp_path / "cache"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(openx.ensure_converted(shard.parent, cache_dir=cache)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3 and len(set(results)) == 1
+    assert [path.name for path in (cache / "converted").iterdir() if path.is_dir()] == [results[0].name]
+    # One converted; the others waited on its lock and then found its manifest.
+    assert sum("converting" in record.message for record in caplog.records if record.levelname == "WARNING") == 2

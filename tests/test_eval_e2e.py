@@ -16,7 +16,7 @@ import pytest
 
 import eval_helpers
 from conftest import shared_path
-from multinet_jax import data, domains
+from multinet_jax import assets, data, domains
 from multinet_jax.eval import demo_data
 
 ACTION_AND_CHOICE_DOMAINS = ("openx_bimanual", "overcooked_ai", "piqa", "odinw")
@@ -143,8 +143,10 @@ def test_similarity_domains_with_skip_similarity_score_the_rest_and_say_so(tmp_p
     assert _metrics(tmp_path, "bfcl")["metrics"]["total_predicted_functions"] == predicted_calls
 
 
-def test_similarity_domains_need_the_embedder_or_skip_similarity_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="bfcl score text similarity.*--embedder_dir.*--skip_similarity"):
+def test_similarity_domains_resolve_the_public_embedder_before_any_work(tmp_path):
+    # Tests run offline with an empty hub cache: the default embedder is named, with the command that fetches it.
+    with pytest.raises(assets.AssetError, match="sentence-transformers/all-MiniLM-L6-v2: not in the Hugging Face "
+                       "cache .*`multinet-jax fetch sentence-transformers/all-MiniLM-L6-v2`"):
         eval_helpers.evaluate(tmp_path, ("piqa", "bfcl"))
     with pytest.raises(ValueError, match="contradict"):
         eval_helpers.evaluate(tmp_path, ("sqa3d",), skip_similarity=True, embedder_dir="unused")

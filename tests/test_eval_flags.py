@@ -1,5 +1,5 @@
-"""Every flagfile in flags/ parses against `multinet-jax eval`'s flags and makes a valid `EvalConfig` (a typo or a
-missing --embedder_dir / --skip_similarity there would only show on a TPU)."""
+"""Every flagfile in flags/ parses against `multinet-jax eval`'s flags and makes a valid `EvalConfig` naming public
+assets (a typo there would only show on a TPU)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 import eval_helpers
 from conftest import REPO_ROOT
+from multinet_jax import assets
 from multinet_jax.domains import ALL_DOMAINS
 
 PARSE_ALL = """
@@ -22,7 +23,7 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
     values = {field.name: getattr(flags.FLAGS, field.name) for field in dataclasses.fields(EvalConfig)}
     config = EvalConfig(**{**values, "domains": tuple(values["domains"])})
     print(json.dumps({"file": path.name, "model": config.model, "domains": list(config.domains),
-                      "skip_similarity": config.skip_similarity}))
+                      "skip_similarity": config.skip_similarity, "assets": config.asset_specs()}))
 """
 
 
@@ -35,7 +36,11 @@ def test_flagfiles_parse_into_valid_configs():
     for name, model in (("demo.flags", "pi0"), ("demo_fast.flags", "pi0_fast")):  # the demos show every domain
         assert parsed[name]["model"] == model
         assert sorted(parsed[name]["domains"]) == sorted(ALL_DOMAINS)
-        assert parsed[name]["skip_similarity"]  # a fresh clone has no sentence embedder
+        assert parsed[name]["skip_similarity"]  # the demo downloads nothing
+    for name, line in parsed.items():  # real runs need nothing fetched by hand: every asset is a public name
+        if not name.startswith("demo") and name != "tpu_pod_slice.flags":
+            assert all(assets.asset_for(spec) is not None for spec in line["assets"].values()), line
+            assert ("embedder_dir" in line["assets"]) == any(d in ("sqa3d", "bfcl") for d in line["domains"])
 
 
 def test_contradicting_similarity_flags_fail_before_the_demo_builds_anything(tmp_path):

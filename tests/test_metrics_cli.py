@@ -65,7 +65,9 @@ def test_invalid_json_and_missing_embedder_are_reported(tmp_path):
     assert completed.returncode == 1 and f"{predictions}:2: not valid JSON" in completed.stderr
     predictions.write_text('{"id": "a", "prediction": "x", "ground_truth": "y"}\n')
     completed = _run_score("--domain=sqa3d", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}")
-    assert completed.returncode == 1 and "--embedder_dir" in completed.stderr and "--skip_similarity" in completed.stderr
+    # The public embedder is the default; tests run offline with an empty cache, so it is named with its fetch command.
+    assert completed.returncode == 1 and "error: sentence-transformers/all-MiniLM-L6-v2: not in the Hugging Face cache" in completed.stderr
+    assert "`multinet-jax fetch sentence-transformers/all-MiniLM-L6-v2`" in completed.stderr
     assert not (tmp_path / "m.json").exists()
 
 

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("multinet_jax.cli.data", "inspect and validate a domain's dataset"),
     "convert": ("multinet_jax.cli.convert", "convert tfrecord RLDS / tf.data snapshots to ArrayRecord"),
     "eval": ("multinet_jax.cli.eval", "evaluate a Pi0 / Pi0-FAST checkpoint on MultiNet domains"),
+    "report": ("multinet_jax.cli.report", "compare evaluation runs across domains: markdown, CSV and one HTML page"),
+    "fetch": ("multinet_jax.cli.fetch", "download the checkpoints, tokenizers and embedder a run needs, into the cache"),
 }
 
 

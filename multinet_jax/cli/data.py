@@ -17,7 +17,7 @@ _DOMAIN = flags.DEFINE_string("domain", None, f"one of {', '.join(data.DOMAINS)}
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "the domain's data directory", required=True)
 _SPLIT = flags.DEFINE_string("split", None, "split: a subfolder (MultiNet's layout), a TFDS split or SQA3D's split name")
 _LIMIT = flags.DEFINE_integer("limit", None, "check only the first N samples (counts still cover all)")
-_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "where conversions go when data_dir is read-only")
+_CACHE_DIR = flags.DEFINE_string("cache_dir", None, "where conversions go (default: $MULTINET_JAX_CACHE/converted; never data_dir)")
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object instead of text")
 
 

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from absl import flags, logging
 
+from multinet_jax.cli import offline
 from multinet_jax.domains import ALL_DOMAINS
 
 flags.DEFINE_enum("model", "pi0", ["pi0", "pi0_fast"], "Model family of --checkpoint (checked against its parameters).")
-flags.DEFINE_string("checkpoint", None, "openpi checkpoint: the step directory holding params/, or params/ itself (local or gs://).")
-flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model (paligemma_tokenizer.model).")
-flags.DEFINE_string("fast_tokenizer", None, "FAST action tokenizer directory (processor_config.json + tokenizer.json); pi0_fast only.")
+flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
+                    "gs://..., or the step directory holding params/ (or params/ itself).")
+flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name "
+                    "(default: paligemma_tokenizer, gs://big_vision/paligemma_tokenizer.model, cached).")
+flags.DEFINE_string("fast_tokenizer", None, "pi0_fast only: FAST action tokenizer directory (processor_config.json + "
+                    "tokenizer.json) or hub name (default: physical-intelligence/fast, cached).")
 flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: openx_<dataset> or any of {', '.join(ALL_DOMAINS)}.")
 flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in MultiNet's layout (<domain>/<split>/...).")
 flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
@@ -29,7 +33,7 @@ flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_met
 flags.DEFINE_integer("max_token_len", 48, "Prompt tokens per sample (openpi's Pi0 default, MultiNet's setting); longer prompts are truncated.")
 flags.DEFINE_integer("action_horizon", None, "Actions per predicted chunk, which parameters cannot tell (default: openpi's, 50 for Pi0 and 32 for Pi0-FAST).")
 flags.DEFINE_integer("action_dim", None, "Pi0-FAST's action dimension, which its parameters cannot tell (default: openpi's 32); Pi0 reads it from the checkpoint.")
-flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and action stats go when the data folder is read-only.")
+flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and their action stats go (default: $MULTINET_JAX_CACHE/converted; never the data folder).")
 flags.DEFINE_integer("batch_size", 8, "Global batch per host; a multiple of the mesh's data axis.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:-1,model:1 or data:2,model:4.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter and compute dtype.")
@@ -44,34 +48,33 @@ flags.DEFINE_enum("unnormalize", "split", ["split", "split_exact", "checkpoint"]
                   "split's exact float64 mean/std (split_exact) or the checkpoint's norm stats.")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoints, tokenizers and datasets at the given paths when missing "
                   "(deterministic; see checkpoints/README.md).")
-flags.DEFINE_string("embedder_dir", None, "all-MiniLM-L6-v2 directory for similarity metrics (SQA3D, RoboVQA, BFCL).")
-flags.DEFINE_bool("skip_similarity", False, "Score SQA3D, RoboVQA and BFCL without --embedder_dir: every metric but the "
+flags.DEFINE_string("embedder_dir", None, "all-MiniLM-L6-v2 for the similarity metrics of SQA3D, RoboVQA and BFCL: a "
+                    "directory or hub name (default: sentence-transformers/all-MiniLM-L6-v2, cached).")
+flags.DEFINE_bool("skip_similarity", False, "Score SQA3D, RoboVQA and BFCL without the embedder: every metric but the "
                   "similarity ones, marked as skipped in <domain>_metrics.json.")
 
 FLAGS = flags.FLAGS
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # checkpoint/data libraries log every file at INFO
-    from multinet_jax import sharding
+def config_from_flags(*, require_data: bool = True):
+    """The `EvalConfig` the flags describe; flag combinations are checked before anything is built or loaded.
 
-    sharding.initialize_distributed()
-    from multinet_jax.eval import EvalConfig, demo, evaluate
+    `require_data=False` (`multinet-jax fetch`): a flagfile without --data_dir still names every asset.
+    """
+    from multinet_jax.eval import EvalConfig
 
-    missing = [name for name in ("checkpoint", "tokenizer", "data_dir") if not getattr(FLAGS, name)]
+    required = ("checkpoint", "data_dir") if require_data else ("checkpoint",)
+    missing = [name for name in required if not getattr(FLAGS, name)]
     if missing:
         raise SystemExit(f"missing flags: {', '.join('--' + name for name in missing)}")
-    try:  # flag combinations are checked before the demo builds anything or a model loads
-        config = EvalConfig(
+    try:
+        return EvalConfig(
             model=FLAGS.model,
             checkpoint=FLAGS.checkpoint,
             tokenizer=FLAGS.tokenizer,
             fast_tokenizer=FLAGS.fast_tokenizer,
             domains=tuple(FLAGS.domains),
-            data_dir=FLAGS.data_dir,
+            data_dir=FLAGS.data_dir or "",
             split=FLAGS.split,
             max_token_len=FLAGS.max_token_len,
             action_horizon=FLAGS.action_horizon,
@@ -93,7 +96,24 @@ def main(argv: list[str]) -> None:
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # checkpoint/data libraries log every file at INFO
+    offline.apply()
+    from multinet_jax import assets, sharding
+
+    sharding.initialize_distributed()
+    from multinet_jax.eval import demo, evaluate
+
+    config = config_from_flags()
     if FLAGS.demo:
         demo.build(checkpoint=FLAGS.checkpoint, tokenizer=FLAGS.tokenizer, fast_tokenizer=FLAGS.fast_tokenizer,
                    data_dir=FLAGS.data_dir, model=FLAGS.model, domains=FLAGS.domains)
-    evaluate(config)
+    try:
+        evaluate(config)
+    except assets.AssetError as error:
+        raise SystemExit(f"error: {error}") from None

@@ -13,7 +13,8 @@ import sys
 
 from absl import flags
 
-from multinet_jax import metrics
+from multinet_jax import assets, metrics
+from multinet_jax.cli import offline
 
 _DOMAIN = flags.DEFINE_string(
     "domain", None, "openx | openx_<dataset> | overcooked | overcooked_ai | piqa | odinw | sqa3d | robovqa | bfcl",
@@ -29,22 +30,25 @@ _ACTION_STATS = flags.DEFINE_string(
 )
 _EMBEDDER_DIR = flags.DEFINE_string(
     "embedder_dir", None,
-    "all-MiniLM-L6-v2 directory for text similarity (sqa3d, robovqa, bfcl need it or --skip_similarity)",
+    "all-MiniLM-L6-v2 for text similarity (sqa3d, robovqa, bfcl): a directory or hub name "
+    "(default: sentence-transformers/all-MiniLM-L6-v2, cached)",
 )
 _SKIP_SIMILARITY = flags.DEFINE_bool(
     "skip_similarity", False,
-    "sqa3d, robovqa, bfcl without --embedder_dir: every metric but the similarity ones, marked as skipped in the output",
+    "sqa3d, robovqa, bfcl without the embedder: every metric but the similarity ones, marked as skipped in the output",
 )
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         sys.exit(f"unexpected arguments: {' '.join(argv[1:])}")
+    offline.apply()
     path = _PREDICTIONS.value
     try:
         records, line_numbers = metrics.load_records(path)
+        embedder = _embedder()
         stats = metrics.load_action_stats(_ACTION_STATS.value) if _ACTION_STATS.value else None
-        result = metrics.score(_DOMAIN.value, records, action_stats=stats, embedder=_EMBEDDER_DIR.value,
+        result = metrics.score(_DOMAIN.value, records, action_stats=stats, embedder=embedder,
                                skip_similarity=_SKIP_SIMILARITY.value)
     except metrics.RecordError as error:
         sys.exit(f"{path}:{line_numbers[error.index]}: field {error.field!r}: {error.problem}")
@@ -54,3 +58,13 @@ def main(argv: list[str]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(metrics.to_json(result))
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")
+
+
+def _embedder() -> str | pathlib.Path | None:
+    """The resolved embedder (the public one when none is given) for a similarity domain that does not skip it.
+
+    Otherwise the flag as given: `score` rejects an embedder together with --skip_similarity.
+    """
+    if _SKIP_SIMILARITY.value or metrics.metric_kind(_DOMAIN.value) not in metrics.SIMILARITY_KINDS:
+        return _EMBEDDER_DIR.value
+    return assets.resolve(_EMBEDDER_DIR.value or assets.DEFAULT_EMBEDDER)

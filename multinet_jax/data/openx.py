@@ -10,8 +10,9 @@ Formats read (TensorFlow is imported lazily, only here, and only to read the TF-
 Random access: Grain needs O(1) access to a *step*, but both RLDS forms store whole episodes (an
 episode must be decoded to reach one of its steps) and snapshots are sequential. So every form is
 converted once, deterministically, into step-level ArrayRecord files (`steps.py`): explicitly with
-`multinet-jax convert`, or implicitly by `load(...)`, which converts into a cache directory keyed
-by a fingerprint of the source files and reuses it afterwards. Action statistics are computed in
+`multinet-jax convert`, or implicitly by `load(...)`, which converts into the cache
+(`$MULTINET_JAX_CACHE/converted/<key>`, never into the data folder, which may be shared or read-only) keyed by the
+source files' paths, sizes and mtimes, and reuses it afterwards. Action statistics are computed in
 the same pass and stored in the manifest.
 
 Field rules (MultiNet's `src/data_utils/openx_dataloader.py`): the image is the first of
@@ -26,14 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pathlib
 import re
-import stat
 from typing import Any, Iterator
 
 import numpy as np
 
+from multinet_jax import assets
 from multinet_jax.data import stats as stats_lib
 from multinet_jax.data import steps as steps_lib
 from multinet_jax.data.errors import BadRecordError
@@ -322,20 +322,12 @@ def convert(
     return manifest
 
 
+# Conversions that versions before the cache wrote beside the data; never read, and not part of the source.
 CONVERTED_PREFIX = ".multinet_jax_steps"
 
 
-def writable(directory: pathlib.Path) -> bool:
-    """Whether we may write beside the data: the process can, and the folder's mode allows it.
-
-    The mode check matters when running as root, which `os.access` always lets write: a folder
-    published read-only (like ../shared, mode r-x) stays untouched.
-    """
-    return os.access(directory, os.W_OK) and bool(directory.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
 def source_files(directory: pathlib.Path) -> list[pathlib.Path]:
-    """The files a conversion reads (conversions stored beside the data excluded)."""
+    """The files a conversion reads (earlier versions' conversions beside the data excluded)."""
     return sorted(
         path
         for path in pathlib.Path(directory).rglob("*")
@@ -343,25 +335,33 @@ def source_files(directory: pathlib.Path) -> list[pathlib.Path]:
     )
 
 
-def ensure_converted(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """The converted steps of `directory`: itself when converted, else a conversion made once and reused.
+def conversion_dir(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """Where `directory`'s converted steps live: `<cache>/converted/<key>`, keyed by the source files' paths, sizes
+    and mtimes (and the split), so a changed source is converted anew. Never inside the data folder."""
+    key = stats_lib.fingerprint(source_files(directory)) + (f"-{split}" if split else "")
+    return pathlib.Path(cache_dir or assets.cache_dir()) / "converted" / key
 
-    The conversion lives beside the data (`<dir>/.multinet_jax_steps[-split]`) when `directory` is
-    writable and no `cache_dir` is given, else in `<cache_dir>/converted/<fingerprint>`; it is
-    redone when the source files' fingerprint changes.
+
+def _is_current(manifest: dict | None) -> bool:
+    """A finished conversion (the manifest is written last) holding every statistic this version reads."""
+    return manifest is not None and MULTINET_STATS_KEY in manifest
+
+
+def ensure_converted(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
+    """The converted steps of `directory`: itself when converted, else a conversion in the cache made once and reused.
+
+    Processes and hosts sharing the cache convert once: one holds the conversion's lock and writes, the others
+    wait for it and read the result. The manifest is written last, so an interrupted conversion is redone.
     """
     directory = pathlib.Path(directory)
     if detect_format(directory) == "steps":
         return directory
-    key = stats_lib.fingerprint(source_files(directory)) + (f"-{split}" if split else "")
-    if cache_dir is None and writable(directory):
-        out_dir = directory / (CONVERTED_PREFIX + (f"-{split}" if split else ""))
-    else:
-        out_dir = pathlib.Path(cache_dir or stats_lib.DEFAULT_CACHE_DIR) / "converted" / key
-    manifest = steps_lib.read_manifest(out_dir)
-    if manifest is None or manifest.get("source_key") != key or MULTINET_STATS_KEY not in manifest:
-        logging.info("converting %s to step-level ArrayRecord in %s", directory, out_dir)
-        convert(directory, out_dir, split=split, source_key=key)
+    out_dir = conversion_dir(directory, split=split, cache_dir=cache_dir)
+    if not _is_current(steps_lib.read_manifest(out_dir)):
+        with assets.exclusive(out_dir, f"converting {directory}"):
+            if not _is_current(steps_lib.read_manifest(out_dir)):
+                logging.info("converting %s to step-level ArrayRecord in %s", directory, out_dir)
+                convert(directory, out_dir, split=split, source_key=out_dir.name)
     return out_dir
 
 

@@ -14,21 +14,18 @@ always `x * x`: its vectorized pow rounds differently, so a constant dimension g
 others differ from the exact std by up to ~1e-5), and exact `np.quantile` 1%/99% quantiles.
 
 Open-X statistics (both kinds) are computed while converting (`openx.convert`) and cached in the
-manifest of the converted steps: beside the data when its directory is writable, else in the cache
-directory under a fingerprint of the source files (`fingerprint`).
+manifest of the converted steps, in the cache under a fingerprint of the source files (`fingerprint`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
 from typing import Iterable
 
 import numpy as np
 
 NUM_QUANTILE_BINS = 5000
-DEFAULT_CACHE_DIR = pathlib.Path(os.environ.get("MULTINET_JAX_CACHE", pathlib.Path.home() / ".cache" / "multinet_jax"))
 
 
 class RunningActionStats:

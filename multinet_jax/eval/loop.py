@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import tqdm
 
-from multinet_jax import data, domains, metrics, models, sharding, tokenizers
+from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import results, summary
 from multinet_jax.models import configs
 
@@ -42,11 +42,15 @@ _MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "toke
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Everything that decides an evaluation's results (written into every `<domain>_metrics.json`)."""
+    """Everything that decides an evaluation's results (written into every `<domain>_metrics.json`).
+
+    Assets (`checkpoint`, `tokenizer`, `fast_tokenizer`, `embedder_dir`) are local paths or names that
+    `multinet_jax.assets` resolves; the tokenizers and the embedder default to their public names.
+    """
 
     model: str
     checkpoint: str
-    tokenizer: str
+    tokenizer: str | None
     domains: tuple[str, ...]
     data_dir: str
     output_dir: str
@@ -85,16 +89,30 @@ class EvalConfig:
             raise ValueError("--domains is empty")
         for name in self.domains:
             domains.lookup(name)  # an unknown domain fails before any model is loaded
-        self._check_similarity_options()
-
-    def _check_similarity_options(self) -> None:
-        """Text-similarity domains need the embedder or an explicit opt-out, known before any model time is spent."""
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
                              "(--noskip_similarity overrides a flagfile's --skip_similarity)")
-        if self.similarity_domains() and not (self.embedder_dir or self.skip_similarity):
-            raise ValueError(f"{', '.join(self.similarity_domains())} score text similarity with all-MiniLM-L6-v2: "
-                             "pass --embedder_dir=<its directory> or --skip_similarity")
+        self._fill_asset_defaults()
+
+    def _fill_asset_defaults(self) -> None:
+        """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
+        defaults = {"tokenizer": assets.DEFAULT_TOKENIZER}
+        if self.model == "pi0_fast":
+            defaults["fast_tokenizer"] = assets.DEFAULT_FAST_TOKENIZER
+        if self.similarity_domains() and not self.skip_similarity:
+            defaults["embedder_dir"] = assets.DEFAULT_EMBEDDER
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+    def asset_specs(self) -> dict[str, str]:
+        """Every asset this run reads, by flag name (what `multinet-jax fetch` gets ahead of time)."""
+        specs = {"checkpoint": self.checkpoint, "tokenizer": self.tokenizer}
+        if self.model == "pi0_fast":
+            specs["fast_tokenizer"] = self.fast_tokenizer
+        if self.similarity_domains() and not self.skip_similarity:
+            specs["embedder_dir"] = self.embedder_dir
+        return specs
 
     def similarity_domains(self) -> tuple[str, ...]:
         """The domains whose metrics include text similarity (SQA3D, RoboVQA, BFCL)."""
@@ -128,12 +146,12 @@ class _Clock:
         setattr(self.timing, self.stage, getattr(self.timing, self.stage) + time.perf_counter() - self.start)
 
 
-def _load_model(config: EvalConfig, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
+def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
     # What parameter shapes cannot tell, when given; openpi's defaults otherwise.
     overrides = {
         name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
     }
-    model = models.load_model(config.checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
+    model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
     loaded_kind = configs.model_kind(model.config)
     if loaded_kind != config.model:
         raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {loaded_kind} checkpoint")
@@ -152,6 +170,7 @@ class Evaluator:
 
     `model` skips loading `config.checkpoint`: an in-memory `Pi0Model` / `Pi0FastModel` (e.g. built with
     `models.build_model` for benchmarks, or a model under training) placed on this evaluator's `mesh`.
+    Every asset is resolved first, so a missing one fails before anything is loaded.
     """
 
     def __init__(self, config: EvalConfig, model: Any = None):
@@ -163,17 +182,19 @@ class Evaluator:
                 f"--batch_size={config.batch_size} must be a multiple of the mesh's data axis "
                 f"({self.data_parallelism} devices on this host)"
             )
-        self.paligemma = tokenizers.PaliGemmaTokenizer(config.tokenizer)
+        specs = config.asset_specs()
+        if model is not None:
+            del specs["checkpoint"]
+        paths = assets.resolve_all(specs)
+        self.paligemma = tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
         self.fast_prompt = None
         if config.model == "pi0_fast":
-            if config.fast_tokenizer is None:
-                raise ValueError("--model=pi0_fast needs --fast_tokenizer (a directory with processor_config.json)")
-            fast = tokenizers.FastTokenizer.from_pretrained(config.fast_tokenizer)
+            fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
-        self.model = _load_model(config, self.mesh, self.fast_prompt) if model is None else model
+        self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
         self.rng = jax.random.key(config.seed)
         self.output_dir = pathlib.Path(config.output_dir)
-        self.embedder = metrics.SentenceEmbedder(config.embedder_dir) if config.embedder_dir else None
+        self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
     # -- data --------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
-from multinet_jax import sharding, weights
+from multinet_jax import assets, sharding, weights
 from multinet_jax.models import configs
 from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig
 from multinet_jax.models.pi0 import PaliGemma, Pi0, Pi0Model
@@ -55,13 +55,15 @@ def build_model(config: ModelConfig, params: Any, norm_stats: dict | None = None
 def load_model(
     checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **config_overrides: Any
 ):
-    """An openpi checkpoint (step dir holding `params/`, or `params/` itself; local or gs://) -> model.
+    """An openpi checkpoint (step dir holding `params/`, or `params/` itself; a local path, a name such as
+    `pi0_base`, or a URL, resolved and cached by `multinet_jax.assets`) -> model.
 
     Parameters are restored directly as `dtype` ("float32" or "bfloat16", also the compute dtype) into the
     shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from `assets/` when present.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    checkpoint = assets.resolve(checkpoint)
     config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)

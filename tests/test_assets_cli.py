@@ -1,0 +1,69 @@
+"""`multinet-jax fetch`, `--offline` and the default embedder, as a user runs them (subprocesses, no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import eval_helpers
+from conftest import REPO_ROOT, shared_path
+from test_assets import EMBEDDER, build_hub_cache
+
+
+def run(command: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env}
+    environment = {key: value for key, value in environment.items() if value is not None and key != "XLA_FLAGS"}
+    argv = [sys.executable, "-c", "from multinet_jax.cli import main; main()", command, *flags]
+    return subprocess.run(argv, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+
+
+def test_fetch_offline_lists_every_missing_asset_of_a_flagfile_in_one_line(tmp_path):
+    result = run("fetch", "--offline", "--flagfile=flags/pi0_text.flags",
+                 MULTINET_JAX_CACHE=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    for name in ("pi0_base", "paligemma_tokenizer", EMBEDDER):
+        assert f"multinet-jax fetch {name}`" in line
+    assert str(tmp_path / "cache" / "gs" / "openpi-assets" / "checkpoints" / "pi0_base") in line
+    assert not (tmp_path / "cache" / "gs").exists()
+
+
+def test_fetch_downloads_then_offline_finds_it(tmp_path):
+    source = tmp_path / "bucket" / "fast"
+    shutil.copytree(shared_path("fast_reference", "tokenizer"), source)
+    env = {"MULTINET_JAX_CACHE": str(tmp_path / "cache"), "MULTINET_JAX_OFFLINE": None, "HF_HUB_OFFLINE": None}
+    fetched = run("fetch", source.as_uri(), **env)
+    assert fetched.returncode == 0, fetched.stderr
+    cached = tmp_path / "cache" / "file" / str(source).lstrip("/")
+    assert fetched.stdout.strip() == f"{source.as_uri()} -> {cached}"
+    shutil.rmtree(source)
+    again = run("fetch", "--offline", source.as_uri(), MULTINET_JAX_CACHE=str(tmp_path / "cache"))
+    assert again.returncode == 0 and again.stdout == fetched.stdout
+
+
+def test_eval_offline_with_a_missing_checkpoint_fails_at_start_up(tmp_path):
+    paths = eval_helpers.assets()
+    result = eval_helpers.run_eval(["--offline", "--checkpoint=pi0_base", f"--tokenizer={paths['tokenizer']}",
+                                    f"--data_dir={paths['data_dir']}", "--domains=openx_bimanual",
+                                    f"--output_dir={tmp_path / 'out'}"], timeout=120, MULTINET_JAX_OFFLINE="0",
+                                   MULTINET_JAX_CACHE=str(tmp_path / "cache"))
+    assert result.returncode != 0 and "Traceback" not in result.stdout
+    assert "error: pi0_base: not in the cache" in result.stdout and "multinet-jax fetch pi0_base`" in result.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_score_computes_similarity_by_default_with_the_cached_embedder(tmp_path):
+    build_hub_cache(tmp_path / "hub", shared_path("models", "all-MiniLM-L6-v2"), EMBEDDER)
+    predictions = tmp_path / "sqa3d.jsonl"
+    predictions.write_text("".join(json.dumps({"id": str(i), "prediction": p, "ground_truth": t}) + "\n"
+                                   for i, (p, t) in enumerate([("two", "two"), ("a red chair", "the blue table")])))
+    output = tmp_path / "metrics.json"
+    result = run("score", "--domain=sqa3d", f"--predictions={predictions}", f"--output={output}",
+                 HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(output.read_text())
+    assert "similarity_metrics" not in scored  # not skipped
+    assert scored["max_similarity_score"] > 0.99 > scored["min_similarity_score"]

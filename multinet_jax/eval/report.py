@@ -1,0 +1,312 @@
+"""Several evaluation runs side by side, in MultiNet's leaderboard form: `multinet-jax report RUN_DIR...`.
+
+Reads each run folder's `<domain>_metrics.json` (the metrics, the sample count and the config that produced them)
+and `predictions/<domain>.jsonl` (for Open-X's per-dimension errors), and writes beside each other:
+- `report.md`: a table of the runs (model, checkpoint and every setting that differs between them), then one table
+  per output kind (continuous actions, discrete actions, multiple choice, classification, VQA, function calls):
+  a row per run, the domain's headline metrics as columns;
+- `report.csv`: the same numbers, one line per run, domain and metric (every metric, not only the headline ones);
+- `report.html`: one self-contained page (inline styles, plots as embedded PNGs) with the tables and, per domain,
+  bars per run for each headline metric and, for Open-X, the mean absolute error per action dimension.
+
+Nothing is averaged across domains or runs. A domain whose runs scored different sample counts (or splits) shows
+each cell's count and a note under its table; a domain a run did not evaluate is an empty cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import html
+import io
+import json
+import math
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from multinet_jax import domains
+from multinet_jax.eval import summary
+
+# Output kinds in MultiNet's order, with the heading of their table.
+KIND_TITLES = {
+    "continuous": "Continuous actions (Open-X)",
+    "discrete": "Discrete actions (Overcooked-AI)",
+    "multiple_choice": "Multiple choice (PIQA)",
+    "classification": "Classification (ODinW)",
+    "vqa": "Visual question answering (SQA3D, RoboVQA)",
+    "function_calls": "Function calling (BFCL)",
+}
+# Config fields that say where a run wrote, not what it computed.
+_NOT_SETTINGS = ("output_dir", "resume")
+_MISSING = "—"
+
+
+class ReportError(ValueError):
+    """A run folder that cannot be reported; the message names the folder or file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainResult:
+    """One run's scored domain: its metrics, sample count and, for Open-X, the per-dimension MAE."""
+
+    domain: str
+    kind: str
+    num_samples: int
+    metrics: Mapping[str, Any]
+    split: str | None
+    per_dim_mae: tuple[float, ...] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    label: str
+    config: Mapping[str, Any]
+    results: Mapping[str, DomainResult]
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+
+
+def per_dim_mae(predictions_path: pathlib.Path) -> tuple[float, ...] | None:
+    """Mean |prediction - truth| per action dimension over the valid predictions; None without any."""
+    if not predictions_path.exists():
+        return None
+    rows = []
+    for line in predictions_path.read_text().splitlines():
+        record = json.loads(line)
+        prediction, truth = record["prediction"], record["ground_truth"]
+        if prediction is not None and len(prediction) == len(truth):
+            rows.append(np.abs(np.asarray(prediction, float) - np.asarray(truth, float)))
+    return tuple(np.mean(rows, axis=0).tolist()) if rows else None
+
+
+def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
+    """A run folder written by `multinet-jax eval` (every `<domain>_metrics.json` in it)."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    results, config = {}, None
+    for path in sorted(run_dir.glob("*_metrics.json")):
+        content = _read_json(path)
+        for field in ("domain", "metric_kind", "num_samples", "metrics", "config"):
+            if field not in content:
+                raise ReportError(f"{path}: no {field!r} field; not a metrics file written by `multinet-jax eval`")
+        domain = content["domain"]
+        continuous = content["metric_kind"] == "continuous"
+        results[domain] = DomainResult(
+            domain=domain, kind=content["metric_kind"], num_samples=int(content["num_samples"]),
+            metrics=content["metrics"], split=content["config"].get("split"),
+            per_dim_mae=per_dim_mae(run_dir / "predictions" / f"{domain}.jsonl") if continuous else None,
+        )
+        config = config or content["config"]
+    if not results:
+        raise ReportError(f"{run_dir}: no <domain>_metrics.json; not a finished `multinet-jax eval` run folder")
+    return Run(label=label or str(run_dir), config=config, results=results)
+
+
+def load_runs(run_dirs: Sequence[str | pathlib.Path]) -> list[Run]:
+    """Every run, labelled by its folder as given (the shortest form that tells them apart)."""
+    if not run_dirs:
+        raise ReportError("no run folders given")
+    paths = [pathlib.Path(path) for path in run_dirs]
+    names = [path.name for path in paths]
+    labels = names if len(set(names)) == len(names) else [str(path) for path in paths]
+    if len(set(labels)) != len(labels):
+        raise ReportError(f"a run folder is given twice: {', '.join(map(str, paths))}")
+    return [load_run(path, label) for path, label in zip(paths, labels)]
+
+
+def _format(value: Any) -> str:
+    number = summary.as_float(value) if not isinstance(value, (dict, list)) else math.nan
+    return "NaN" if math.isnan(number) else f"{number:.4g}"
+
+
+def differing_settings(runs: Sequence[Run]) -> list[str]:
+    """Config fields whose values differ between the runs (model and checkpoint always shown)."""
+    keys = sorted({key for run in runs for key in run.config} - set(_NOT_SETTINGS) - {"model", "checkpoint", "domains"})
+    return [key for key in keys if len({json.dumps(run.config.get(key), sort_keys=True) for run in runs}) > 1]
+
+
+def _domains_by_kind(runs: Sequence[Run]) -> dict[str, list[str]]:
+    found: dict[str, set[str]] = {}
+    for run in runs:
+        for result in run.results.values():
+            found.setdefault(result.kind, set()).add(result.domain)
+    order = [kind for kind in KIND_TITLES if kind in found] + sorted(set(found) - set(KIND_TITLES))
+    return {kind: sorted(found[kind]) for kind in order}
+
+
+def _headline(domain: str, runs: Sequence[Run]) -> list[str]:
+    """The domain's headline metrics present in at least one run."""
+    present = {name for run in runs if domain in run.results for name in run.results[domain].metrics}
+    return [name for name in domains.lookup(domain).headline_metrics if name in present]
+
+
+def _samples(domain: str, runs: Sequence[Run]) -> dict[str, tuple[int, str | None]]:
+    return {run.label: (run.results[domain].num_samples, run.results[domain].split) for run in runs if domain in run.results}
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+
+
+def runs_table(runs: Sequence[Run]) -> Table:
+    settings = differing_settings(runs)
+    header = ["run", "model", "checkpoint", *settings]
+    rows = [[run.label, str(run.config.get("model")), str(run.config.get("checkpoint")),
+             *(json.dumps(run.config.get(key)) for key in settings)] for run in runs]
+    return Table("Runs", header, rows, [])
+
+
+def kind_tables(runs: Sequence[Run]) -> list[Table]:
+    """One table per output kind: a row per run, a column per (domain, headline metric)."""
+    tables = []
+    for kind, names in _domains_by_kind(runs).items():
+        header, columns, notes = ["run"], [], []
+        for domain in names:
+            samples = _samples(domain, runs)
+            uniform = len(set(samples.values())) == 1
+            count = f" (n={next(iter(samples.values()))[0]})" if uniform else ""
+            for metric in _headline(domain, runs):
+                header.append(f"{domain}{count}: {metric}")
+                columns.append((domain, metric, uniform))
+            if not uniform:
+                listed = ", ".join(f"{label} {n} of split {split}" for label, (n, split) in samples.items())
+                notes.append(f"{domain}: the runs scored different samples ({listed}); their numbers are not comparable one to one")
+        rows = []
+        for run in runs:
+            row = [run.label]
+            for domain, metric, uniform in columns:
+                result = run.results.get(domain)
+                if result is None or metric not in result.metrics:
+                    row.append(_MISSING)
+                else:
+                    row.append(_format(result.metrics[metric]) + ("" if uniform else f" (n={result.num_samples})"))
+            rows.append(row)
+        tables.append(Table(KIND_TITLES.get(kind, kind), header, rows, notes))
+    return tables
+
+
+def to_markdown(runs: Sequence[Run]) -> str:
+    lines = ["# MultiNet evaluation report", ""]
+    for table in [runs_table(runs), *kind_tables(runs)]:
+        lines += [f"## {table.title}", "", "| " + " | ".join(table.header) + " |",
+                  "|" + "---|" * len(table.header)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        lines += [""] + [f"- {note}" for note in table.notes] + ([""] if table.notes else [])
+    return "\n".join(lines)
+
+
+def write_csv(runs: Sequence[Run], path: pathlib.Path) -> None:
+    """Every scalar metric of every run and domain, one line each."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["run", "model", "checkpoint", "domain", "metric_kind", "split", "num_samples", "metric", "value"])
+        for run in runs:
+            for result in run.results.values():
+                for metric, value in result.metrics.items():
+                    if isinstance(value, (dict, list)):
+                        continue  # per-arm / per-turn breakdowns stay in <domain>_metrics.json
+                    writer.writerow([run.label, run.config.get("model"), run.config.get("checkpoint"), result.domain,
+                                     result.kind, result.split, result.num_samples, metric, value])
+
+
+def _png(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def domain_plots(domain: str, runs: Sequence[Run]) -> str:
+    """A base64 PNG for one domain: bars per run for each headline metric, and Open-X's per-dimension MAE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    present = [run for run in runs if domain in run.results]
+    metrics = _headline(domain, runs)
+    per_dim = [run for run in present if run.results[domain].per_dim_mae is not None]
+    panels = len(metrics) + (1 if per_dim else 0)
+    columns = min(panels, 3)
+    rows = -(-panels // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    axes = axes.ravel()
+    for axis in axes[panels:]:
+        axis.set_visible(False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, metric in zip(axes, metrics):
+        values = [summary.as_float(run.results[domain].metrics.get(metric)) for run in present]
+        positions = np.arange(len(present))
+        axis.bar(positions, [v if math.isfinite(v) else 0.0 for v in values],
+                 color=[colors[runs.index(run) % len(colors)] for run in present])
+        for position, value in zip(positions, values):  # the value on each bar: a NaN is never a silent zero
+            axis.text(position, value if math.isfinite(value) else 0.0, f"{value:.3g}" if math.isfinite(value) else "NaN",
+                      ha="center", va="bottom", fontsize=7)
+        axis.set_xticks(positions, [run.label for run in present], rotation=30, ha="right", fontsize=7)
+        axis.set_title(metric, fontsize=8)
+    if per_dim:
+        axis = axes[panels - 1]
+        width = 0.8 / len(per_dim)
+        for index, run in enumerate(per_dim):
+            errors = run.results[domain].per_dim_mae
+            axis.bar(np.arange(len(errors)) + index * width, errors, width=width, label=run.label,
+                     color=colors[runs.index(run) % len(colors)])
+        axis.set_xlabel("action dimension")
+        without = [run.label for run in present if run.results[domain].per_dim_mae is None]
+        axis.set_title("mean absolute error per dimension"
+                       + (f"\n(no valid predictions: {', '.join(without)})" if without else ""), fontsize=8)
+        axis.legend(fontsize=7)
+    figure.suptitle(domain, fontsize=10)
+    figure.tight_layout()
+    encoded = _png(figure)
+    plt.close(figure)
+    return encoded
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}th:first-child,td:first-child{text-align:left}
+th{background:#f3f3f3}.note{color:#a33;font-size:13px}img{max-width:100%}"""
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in table.notes)
+    return f"<h2>{html.escape(table.title)}</h2><table><tr>{head}</tr>{body}</table>{notes}"
+
+
+def to_html(runs: Sequence[Run]) -> str:
+    """One self-contained page: the tables, then every domain's plots (embedded PNGs)."""
+    parts = [_html_table(table) for table in [runs_table(runs), *kind_tables(runs)]]
+    parts.append("<h2>Per domain</h2>")
+    for names in _domains_by_kind(runs).values():
+        for domain in names:
+            parts.append(f'<h3>{html.escape(domain)}</h3><img alt="{html.escape(domain)}" '
+                         f'src="data:image/png;base64,{domain_plots(domain, runs)}">')
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>MultiNet evaluation report</title>'
+            f"<style>{_STYLE}</style></head><body><h1>MultiNet evaluation report</h1>{''.join(parts)}</body></html>\n")
+
+
+def write_report(run_dirs: Sequence[str | pathlib.Path], output_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """`report.md`, `report.csv` and `report.html` for the runs in `output_dir`; returns their paths."""
+    runs = load_runs(run_dirs)
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: output_dir / f"report.{name}" for name in ("md", "csv", "html")}
+    paths["md"].write_text(to_markdown(runs))
+    write_csv(runs, paths["csv"])
+    paths["html"].write_text(to_html(runs))
+    return paths

@@ -1,0 +1,117 @@
+"""`multinet-jax report`: two real tiny runs (Pi0 and Pi0-FAST on the demo data) compared in leaderboard form."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import eval_helpers
+from conftest import REPO_ROOT
+from multinet_jax.eval import report
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """pi0: 4 samples of Open-X, PIQA and Overcooked; pi0_fast: 2 samples of Open-X and PIQA."""
+    root = tmp_path_factory.mktemp("runs")
+    paths = eval_helpers.assets()
+    eval_helpers.evaluate(root / "pi0", ("openx_bimanual", "piqa", "overcooked_ai"), limit=4)
+    eval_helpers.evaluate(root / "pi0_fast", ("openx_bimanual", "piqa"), limit=2, model="pi0_fast",
+                          checkpoint=paths["fast_checkpoint"], fast_tokenizer=paths["fast_tokenizer"])
+    return root
+
+
+def _metrics(run_dir, domain):
+    return json.loads((run_dir / f"{domain}_metrics.json").read_text())["metrics"]
+
+
+def _markdown_table(text, title):
+    block = text.split(f"## {title}\n\n")[1].split("\n\n")[0]
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in block.splitlines() if line.startswith("|")]
+    return rows[0], rows[2:]
+
+
+def test_markdown_tables_per_output_kind_with_unequal_samples_marked(runs):
+    text = report.to_markdown(report.load_runs([runs / "pi0", runs / "pi0_fast"]))
+    header, rows = _markdown_table(text, "Runs")
+    assert header[:3] == ["run", "model", "checkpoint"] and "limit" in header and "output_dir" not in header
+    assert [row[:2] for row in rows] == [["pi0", "pi0"], ["pi0_fast", "pi0_fast"]]
+
+    header, rows = _markdown_table(text, "Continuous actions (Open-X)")
+    assert header[1:] == [f"openx_bimanual: {name}" for name in
+                          ("avg_dataset_amse", "avg_dataset_amae", "normalized_amae", "action_success_rate", "invalid_percentage")]
+    amae = header.index("openx_bimanual: avg_dataset_amae")
+    for row, run, count in zip(rows, ("pi0", "pi0_fast"), (4, 2)):
+        value = _metrics(runs / run, "openx_bimanual")["avg_dataset_amae"]
+        expected = "NaN" if isinstance(value, str) else f"{value:.4g}"
+        assert row[amae] == f"{expected} (n={count})"
+    assert "- openx_bimanual: the runs scored different samples (pi0 4 of split public, pi0_fast 2 of split public)" in text
+
+    header, rows = _markdown_table(text, "Discrete actions (Overcooked-AI)")
+    assert rows[1][1:] == ["—"] * (len(header) - 1)  # pi0_fast did not evaluate Overcooked: empty, not zero
+    assert rows[0][header.index("overcooked_ai (n=4): exact_match")] == f"{_metrics(runs / 'pi0', 'overcooked_ai')['exact_match']:.4g}"
+
+
+def test_csv_holds_every_scalar_metric(runs):
+    loaded = report.load_runs([runs / "pi0", runs / "pi0_fast"])
+    report.write_csv(loaded, runs / "report.csv")
+    with open(runs / "report.csv") as handle:
+        lines = list(csv.DictReader(handle))
+    piqa = {line["metric"]: line for line in lines if line["run"] == "pi0_fast" and line["domain"] == "piqa"}
+    scored = _metrics(runs / "pi0_fast", "piqa")
+    assert set(piqa) == {name for name, value in scored.items() if not isinstance(value, (dict, list))}
+    assert float(piqa["overall_accuracy"]["value"]) == scored["overall_accuracy"]
+    assert piqa["overall_accuracy"]["num_samples"] == "2" and piqa["overall_accuracy"]["metric_kind"] == "multiple_choice"
+
+
+def test_per_dimension_error_from_the_predictions(runs):
+    (run,) = report.load_runs([runs / "pi0"])
+    records = eval_helpers.read_jsonl(runs / "pi0" / "predictions" / "openx_bimanual.jsonl")
+    valid = [r for r in records if r["prediction"] is not None]
+    expected = np.mean([np.abs(np.subtract(r["prediction"], r["ground_truth"])) for r in valid], axis=0)
+    np.testing.assert_allclose(run.results["openx_bimanual"].per_dim_mae, expected, rtol=1e-12)
+    assert len(expected) == 14 and run.results["piqa"].per_dim_mae is None
+
+
+def test_cli_writes_a_self_contained_html_page(runs):
+    command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", "report", str(runs / "pi0"), str(runs / "pi0_fast")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "## Continuous actions (Open-X)" in result.stdout and f"report: {runs / 'report' / 'report.html'}" in result.stdout
+    page = (runs / "report" / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", page)  # nothing to fetch: opens anywhere
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 3  # openx_bimanual, overcooked_ai, piqa
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert page.count("<table>") == 1 + 3 and (runs / "report" / "report.md").exists() and (runs / "report" / "report.csv").exists()
+
+
+def test_equal_sample_counts_go_in_the_header(runs, tmp_path):
+    shutil.copytree(runs / "pi0", tmp_path / "pi0_again")
+    text = report.to_markdown(report.load_runs([runs / "pi0", tmp_path / "pi0_again"]))
+    header, rows = _markdown_table(text, "Multiple choice (PIQA)")
+    assert header[1] == "piqa (n=4): overall_accuracy" and rows[0][1:] == rows[1][1:]
+    assert "different samples" not in text
+
+
+def test_bad_run_folders_fail_naming_the_file(runs, tmp_path):
+    with pytest.raises(report.ReportError, match=f"{tmp_path}: no <domain>_metrics.json"):
+        report.load_runs([tmp_path])
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "pi0", broken)
+    (broken / "piqa_metrics.json").write_text("{\n  oops")
+    with pytest.raises(report.ReportError, match=f"{broken / 'piqa_metrics.json'}:2: not JSON"):
+        report.load_runs([broken])
+    (broken / "piqa_metrics.json").write_text(json.dumps({"domain": "piqa"}))
+    with pytest.raises(report.ReportError, match="piqa_metrics.json: no 'metric_kind' field"):
+        report.load_runs([broken])
+    with pytest.raises(report.ReportError, match="given twice"):
+        report.load_runs([runs / "pi0", runs / "pi0"])

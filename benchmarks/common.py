@@ -17,6 +17,14 @@ from typing import Any, Callable
 import jax
 
 REPORT_DIR = pathlib.Path(__file__).resolve().parent / "results"
+REPO_ROOT = REPORT_DIR.parents[1]
+
+
+def data_label(path: str | os.PathLike, role: str) -> str:
+    """How results name data: its path relative to the repo (`../shared/...` included) or, for data outside it
+    (a temporary folder), its role; never an absolute path of the machine that ran the benchmark."""
+    relative = os.path.relpath(pathlib.Path(path).resolve(), REPO_ROOT)
+    return relative if not relative.startswith(os.path.join("..", "..")) else role
 
 
 def machine_info() -> dict[str, Any]:

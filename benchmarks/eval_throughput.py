@@ -21,21 +21,19 @@ import dataclasses
 import json
 import pathlib
 import shutil
-import statistics
 import tempfile
-import time
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks.common import write_report
+from benchmarks.common import data_label, write_report
+from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from multinet_jax import data, models, sharding, tokenizers
 from multinet_jax.eval import EvalConfig, Evaluator, demo, demo_data
 
 DOMAIN = "openx_bimanual"
 SHARED_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "multinet_sample"
-MULTINET_BATCH = 4
 
 _MODELS = flags.DEFINE_list("models", ["pi0_tiny", "pi0_dummy_gemma_so400m"], "Named model configs to benchmark.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed evaluations per model after the compiling one.")
@@ -76,20 +74,6 @@ def evaluator_throughput(model, config: EvalConfig, repeats: int) -> dict:
     }
 
 
-def multinet_pipeline(model, batches: list[dict], num_batches: int) -> dict:
-    """MultiNet's loop: eager sample_actions on all cameras, caches cleared after every batch."""
-    seconds = []
-    for batch in batches[:num_batches]:
-        start = time.perf_counter()
-        with jax.disable_jit():
-            jax.block_until_ready(model.sample_actions(batch, rng=jax.random.key(0), skip_absent_cameras=False))
-        jax.clear_caches()
-        seconds.append(time.perf_counter() - start)
-    per_batch = statistics.median(seconds)
-    return {"batch_size": MULTINET_BATCH, "batches_timed": len(seconds), "seconds_per_batch": seconds,
-            "seconds_per_sample": per_batch / MULTINET_BATCH}
-
-
 def model_batches(data_root: pathlib.Path, tokenizer, cache_dir: str) -> list[dict]:
     dataset = data.load(DOMAIN, data_root / DOMAIN, split="public", tokenizer=tokenizer, batch_size=MULTINET_BATCH, cache_dir=cache_dir)
     keys = ("image/", "image_mask/", "state", "tokenized_prompt")
@@ -109,7 +93,8 @@ def main(argv: list[str]) -> None:
     mesh = sharding.make_mesh("data:-1,model:1", devices=jax.local_devices())
     first_root = next(iter(data_roots.values()))
     batches = model_batches(first_root, tokenizers.PaliGemmaTokenizer(tokenizer_path), str(work / "cache"))
-    results = {"data": {name: str(root / DOMAIN) for name, root in data_roots.items()}, "models": {}}
+    results = {"data": {name: data_label(root / DOMAIN, f"{name} (generated in a temporary folder)")
+                        for name, root in data_roots.items()}, "models": {}}
     for name in _MODELS.value:
         model = random_model(name, mesh)
         entry = {}

@@ -25,7 +25,7 @@ from tests import metrics_reference as reference
 INVALID_FRACTION = 0.01
 
 
-def _openx_data(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def openx_data(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     truth = rng.normal(size=(count, 7))
     predictions = truth + rng.normal(0, 0.3, truth.shape) * rng.exponential(1, (count, 1))
     predictions[rng.random(count) < INVALID_FRACTION, 3] = np.nan
@@ -53,7 +53,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     results: dict[str, dict] = {"samples": args.samples, "invalid_fraction": INVALID_FRACTION}
 
-    predictions, truth = _openx_data(args.samples, rng)
+    predictions, truth = openx_data(args.samples, rng)
     stats = metrics.action_stats_from_ground_truth(truth)
     from_arrays = time_call(lambda: metrics.continuous(metrics.pack_continuous(predictions, truth), stats), iters=args.iters)
     prediction_lists = [row if np.isfinite(row).all() else None for row in predictions.tolist()]

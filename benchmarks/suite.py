@@ -1,0 +1,402 @@
+"""Every figure in one call, on whatever `jax.devices()` offers, within a time budget.
+
+    python -m benchmarks.suite --budget_s=480            # full-size models, batch 1 / 8 / 32: the accelerator run
+    python -m benchmarks.suite --dry_run --output=/tmp/suite.json   # tiny configs, batch 1 / 2: what CI runs
+
+Stages, in this order (what does not fit in the budget is recorded as skipped, never estimated):
+- `peak`: the device's measured bfloat16 matmul peak (FLOP/s), the denominator of MFU;
+- `models`: each model of `MODELS` with random weights (in `--dtype`, bfloat16 by default) at each batch size:
+  Pi0-like models sample one action chunk with 10 flow steps (`ms_per_call` is one chunk for the whole batch),
+  token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran). Each call is
+  AOT-compiled, warmed up and fenced (`benchmarks.common.time_call`); model FLOPs per call are counted on the
+  jaxpr (`benchmarks.flops`: matmuls and convolutions, loops times their trips, as MaxText counts them) and
+  MFU = FLOPs per call / median seconds / the measured peak;
+- `multinet_recreation`: MultiNet's own Pi0 loop (eager, every camera encoded, caches cleared per batch of 4) on
+  the first flow model, against our per-sample time at the largest batch measured: the speed-up ratio;
+- `metrics`: the jitted Open-X metric kernels on `metrics_samples` samples;
+- `data`, `eval`: the Open-X bimanual sample of ../shared through the Grain pipeline, and the end-to-end evaluator
+  with the first flow model; they need grain and TensorFlow, and are recorded as skipped where those are not
+  installed (the accelerator image has neither; the model stages import no data stack).
+
+Adding a model is one line in `MODELS` (a named config at full size, one for the dry run, and how it is called).
+The JSON (`benchmarks/results/suite_<device>.json` unless `--output`) names the device, the settings and, per
+figure, what was measured; data is named by its path relative to the repo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import json
+import os
+import pathlib
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.common import REPORT_DIR, REPO_ROOT, data_label, machine_info, time_call
+from benchmarks.flops import count_flops
+from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
+from benchmarks.pi0_throughput import make_observation
+from multinet_jax import models, sharding
+from multinet_jax.models import configs, decoding
+from multinet_jax.models.pi0 import sample_actions_fn, sample_actions_jit
+
+NUM_FLOW_STEPS = 10
+LIVE_CAMERAS = 1  # MultiNet's Open-X setup: three camera slots, one image
+PARAM_SCALE = 0.02
+STAGES = ("peak", "models", "multinet_recreation", "metrics", "data", "eval")
+SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "multinet_sample"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelBench:
+    """A model the suite times: named configs at full size and for the dry run, and its call ("flow" / "decode")."""
+
+    full: str
+    tiny: str
+    call: str
+
+
+MODELS = {
+    "pi0": ModelBench("pi0_full", "pi0_tiny", "flow"),
+    "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny", "decode"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    batch_sizes: tuple[int, ...]
+    decode_steps: int
+    peak_matmul: int
+    metrics_samples: int
+    iters: int
+
+
+FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, metrics_samples=1_000_000, iters=5)
+DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, metrics_samples=10_000, iters=2)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+def measure_peak(size: int, iters: int) -> dict[str, Any]:
+    """bfloat16 `[n, n] @ [n, n]` FLOP/s, AOT-compiled and fenced: the MFU denominator."""
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(key_a, (size, size), jnp.bfloat16)
+    b = jax.random.normal(key_b, (size, size), jnp.bfloat16)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    timing = time_call(lambda: matmul(a, b), warmup=2, iters=max(iters, 5))
+    return {"matmul_size": size, "median_s": timing["median_s"], "bf16_flops_per_s": 2 * size**3 / timing["median_s"]}
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _random_leaf(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
+    return (jax.random.normal(key, shape, jnp.float32) * PARAM_SCALE).astype(dtype)
+
+
+def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh) -> Any:
+    """The config's parameter tree filled on the device with seeded normal values (no host copy of 3B params)."""
+    shapes = models.param_shapes(config)
+    leaves, treedef = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    params = treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype) for key, leaf in zip(keys, leaves)])
+    return models.build_model(config, params, mesh=mesh)
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One model call ready to time: the compiled call, its model FLOPs, what one call produces."""
+
+    run: Callable[[], Any]
+    flops: int
+    compile_s: float
+    compiled: Any
+    tokens: Callable[[Any], int] | None = None
+
+
+def prepare_flow(model: Any, observation: dict[str, Any], sizes: Sizes) -> Prepared:
+    """Pi0-like: one action chunk per sample, `NUM_FLOW_STEPS` Euler steps after the prefix."""
+    del sizes
+    inputs = model.prepare_inputs(observation)
+    noise = model.make_noise(observation, jax.random.key(0))
+    steps = jnp.int32(NUM_FLOW_STEPS)
+    start = time.perf_counter()
+    compiled = sample_actions_jit.lower(model.module, model.params, noise=noise, num_steps=steps, **inputs).compile()
+    compile_s = time.perf_counter() - start
+    flops = count_flops(functools.partial(sample_actions_fn, model.module), model.params, noise=noise,
+                        num_steps=steps, while_trips=NUM_FLOW_STEPS, **inputs)
+    return Prepared(lambda: compiled(model.params, noise=noise, num_steps=steps, **inputs), flops, compile_s, compiled)
+
+
+def prepare_decode(model: Any, observation: dict[str, Any], sizes: Sizes) -> Prepared:
+    """Token models: `decode_steps` greedy tokens per sample, every row run to the end (no per-row stopping)."""
+    settings = decoding.DecodeSettings(max_decoding_steps=sizes.decode_steps, per_row_stopping=False)
+    decode = decoding.compiled_decoder(model.config, settings, model.mesh)
+    inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh)
+    sampling = decoding.Sampling.create()
+    start = time.perf_counter()
+    compiled = decode.lower(model.params, **inputs, sampling=sampling).compile()
+    compile_s = time.perf_counter() - start
+    flops = count_flops(decode, model.params, **inputs, sampling=sampling, while_trips=sizes.decode_steps - 1)
+    batch = np.shape(observation["state"])[0]
+    # The loop stops early only if every row emits EOS at once: count the steps it really ran.
+    return Prepared(lambda: compiled(model.params, **inputs, sampling=sampling), flops, compile_s, compiled,
+                    tokens=lambda output: batch * int(output[1]))
+
+
+PREPARE = {"flow": prepare_flow, "decode": prepare_decode}
+
+
+def _memory_bytes(compiled: Any) -> int | None:
+    stats = compiled.memory_analysis()
+    if stats is None:
+        return None
+    return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
+
+
+def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
+    observation = make_observation(model.config, batch, LIVE_CAMERAS)
+    prepared = PREPARE[bench.call](model, observation, sizes)
+    output = jax.block_until_ready(prepared.run())
+    timing = time_call(prepared.run, warmup=1, iters=sizes.iters)
+    seconds = timing["median_s"]
+    result = {
+        "batch": batch,
+        "call": bench.call,
+        "ms_per_call": 1e3 * seconds,
+        "ms_per_call_min": 1e3 * timing["min_s"],
+        "samples_per_s": batch / seconds,
+        "compile_s": prepared.compile_s,
+        "compiled_peak_bytes": _memory_bytes(prepared.compiled),
+        "model_flops_per_call": prepared.flops,
+        "mfu": prepared.flops / seconds / peak if peak else None,
+        "iters": timing["iters"],
+    }
+    if prepared.tokens is not None:
+        result["tokens_per_call"] = prepared.tokens(output)
+        result["tokens_per_s"] = result["tokens_per_call"] / seconds
+    return result
+
+
+def _missing_modules(*names: str) -> list[str]:
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------- the suite
+
+
+class Budget:
+    """Wall-clock budget: a piece starts only if its estimate (its last like piece's duration) still fits."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def run(self, estimate_s: float, fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
+        if self.left() <= estimate_s:
+            return {"skipped": f"budget: {self.left():.0f} s left, about {estimate_s:.0f} s needed"}, 0.0
+        start = time.perf_counter()
+        result = fn()
+        return result, time.perf_counter() - start
+
+
+def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    last_case_s = 0.0
+    for name in args.models:
+        bench = MODELS[name]
+        config = configs.get_config(bench.tiny if args.dry_run else bench.full, dtype=args.dtype)
+        entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
+        built, build_s = budget.run(last_case_s, lambda: {"model": random_model(config, mesh)})
+        if "skipped" in built:
+            results[name] = {**entry, **built}
+            continue
+        model = built.pop("model")
+        entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
+        entry["build_s"] = build_s
+        for batch in sizes.batch_sizes:
+            case, last_case_s = budget.run(last_case_s, lambda: model_case(model, bench, batch, sizes, peak))
+            entry["cases"][str(batch)] = case
+            print(f"{name} batch {batch}: {case}", flush=True)
+        results[name] = entry
+        if name == args.multinet_model and "multinet_recreation" in args.stages:
+            results[name]["multinet_recreation"] = multinet_case(model, entry, budget, last_case_s)
+        del model
+    return results
+
+
+def multinet_case(model: Any, entry: dict[str, Any], budget: Budget, estimate_s: float) -> dict[str, Any]:
+    """MultiNet's per-sample time (eager, batch 4) against ours at the largest batch measured."""
+    ours = [case for case in entry["cases"].values() if "samples_per_s" in case]
+    if not ours:
+        return {"skipped": "no batch of ours was measured"}
+    observation = make_observation(model.config, MULTINET_BATCH, LIVE_CAMERAS)
+    result, _ = budget.run(estimate_s, lambda: multinet_pipeline(model, [observation], 1))
+    if "skipped" in result:
+        return result
+    best = max(ours, key=lambda case: case["batch"])
+    return {**result, "ours_batch": best["batch"], "ours_seconds_per_sample": 1 / best["samples_per_s"],
+            "speedup_per_sample": result["seconds_per_sample"] * best["samples_per_s"]}
+
+
+def run_metrics(sizes: Sizes) -> dict[str, Any]:
+    from benchmarks.metrics_speed import openx_data
+    from multinet_jax import metrics
+
+    predictions, truth = openx_data(sizes.metrics_samples, np.random.default_rng(0))
+    stats = metrics.action_stats_from_ground_truth(truth)
+    timing = time_call(lambda: metrics.continuous(metrics.pack_continuous(predictions, truth), stats), iters=sizes.iters)
+    return {"samples": sizes.metrics_samples, "action_dim": truth.shape[1], "median_s": timing["median_s"],
+            "samples_per_s": sizes.metrics_samples / timing["median_s"]}
+
+
+def run_data(work: pathlib.Path) -> dict[str, Any]:
+    from benchmarks.data_throughput import BATCH_SIZE, measure
+    from multinet_jax import data
+    from multinet_jax.eval import demo, demo_data
+    from multinet_jax.tokenizers import PaliGemmaTokenizer
+
+    directory = SHARED_SAMPLE / "openx_bimanual"
+    tokenizer = PaliGemmaTokenizer(demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus()))
+    dataset = data.load("openx_bimanual", directory, split="public", tokenizer=tokenizer, batch_size=BATCH_SIZE,
+                        cache_dir=work / "cache")
+    return {"data": data_label(directory, "openx_bimanual sample"), "batch_size": BATCH_SIZE, **measure(dataset)}
+
+
+def run_eval(work: pathlib.Path, args: argparse.Namespace, mesh: Any) -> dict[str, Any]:
+    from benchmarks.eval_throughput import DOMAIN, evaluator_throughput
+    from multinet_jax.eval import EvalConfig, demo, demo_data
+
+    bench = MODELS[args.multinet_model]
+    config = configs.get_config(bench.tiny if args.dry_run else bench.full, dtype=args.dtype)
+    tokenizer = demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus())
+    eval_config = EvalConfig(model=args.multinet_model, checkpoint=f"<random {config}>", tokenizer=str(tokenizer),
+                             domains=(DOMAIN,), data_dir=str(SHARED_SAMPLE), split="public", dtype=args.dtype,
+                             output_dir=str(work / "runs"), batch_size=8, cache_dir=str(work / "cache"))
+    result = evaluator_throughput(random_model(config, mesh), eval_config, repeats=1)
+    return {"data": data_label(SHARED_SAMPLE / DOMAIN, "openx_bimanual sample"), "model": args.multinet_model, **result}
+
+
+def _device_slug() -> str:
+    device = jax.devices()[0]
+    return re.sub(r"[^a-z0-9]+", "_", f"{device.platform}_{device.device_kind}".lower()).strip("_")
+
+
+def suite(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = DRY if args.dry_run else FULL
+    if args.batch_sizes:
+        sizes = dataclasses.replace(sizes, batch_sizes=tuple(int(size) for size in args.batch_sizes.split(",")))
+    budget = Budget(args.budget_s)
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])  # one chip: batch 1 fits any mesh
+    device = jax.devices()[0]
+    report: dict[str, Any] = {
+        "benchmark": "suite",
+        "machine": machine_info(),
+        "device": {"kind": device.device_kind, "platform": device.platform, "devices_used": 1,
+                   "devices_available": len(jax.devices())},
+        "load_average_1m_at_start": os.getloadavg()[0],
+        "settings": {"dry_run": args.dry_run, "dtype": args.dtype, "budget_s": args.budget_s,
+                     **dataclasses.asdict(sizes), "num_flow_steps": NUM_FLOW_STEPS, "live_cameras": LIVE_CAMERAS},
+        "stages": {},
+    }
+    stages = report["stages"]
+    peak = None
+    if "peak" in args.stages:
+        stages["peak"] = measure_peak(sizes.peak_matmul, sizes.iters)
+        peak = stages["peak"]["bf16_flops_per_s"]
+    if "models" in args.stages:
+        stages["models"] = run_models(args, sizes, budget, peak, mesh)
+    if "metrics" in args.stages:
+        stages["metrics"], _ = budget.run(0.0, lambda: run_metrics(sizes))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("data", lambda: run_data(pathlib.Path(tmp))), ("eval", lambda: run_eval(pathlib.Path(tmp), args, mesh))):
+            if name not in args.stages:
+                continue
+            missing = _missing_modules("grain", "tensorflow")
+            if missing or not SHARED_SAMPLE.exists():
+                stages[name] = {"skipped": f"needs {', '.join(missing) or '../shared'}, absent here"}
+                continue
+            stages[name], _ = budget.run(0.0, fn)
+    report["not_run"] = [stage for stage in STAGES if stage not in args.stages]
+    report["wall_s"] = args.budget_s - budget.left()
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The printed summary: the device, then one line per model case."""
+    device, stages = report["device"], report["stages"]
+    peak = stages.get("peak", {}).get("bf16_flops_per_s")
+    lines = [f"device: {device['kind']} ({device['platform']}), measured bf16 matmul peak "
+             + (f"{peak / 1e12:.3g} TFLOP/s" if peak else "not measured"),
+             f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"]
+    for name, entry in stages.get("models", {}).items():
+        for batch, case in entry.get("cases", {}).items():
+            if "skipped" in case:
+                lines.append(f"{name:<10} {batch:>5}  skipped ({case['skipped']})")
+                continue
+            tokens = f"{case['tokens_per_s']:.1f}" if "tokens_per_s" in case else "-"
+            mfu = f"{100 * case['mfu']:.2f}%" if case["mfu"] is not None else "-"
+            lines.append(f"{name:<10} {batch:>5} {case['ms_per_call']:>10.2f} {case['samples_per_s']:>10.2f} "
+                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}")
+        if "skipped" in entry:
+            lines.append(f"{name:<10} skipped ({entry['skipped']})")
+        recreation = entry.get("multinet_recreation")
+        if recreation and "speedup_per_sample" in recreation:
+            lines.append(f"{name:<10} vs MultiNet's pipeline: {recreation['speedup_per_sample']:.1f}x per sample "
+                         f"({recreation['seconds_per_sample']:.3g} s vs {recreation['ours_seconds_per_sample']:.3g} s)")
+    for name in ("metrics", "data", "eval"):
+        if name in stages:
+            lines.append(f"{name}: {json.dumps(stages[name], default=str)[:160]}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget_s", type=float, default=480.0, help="Wall-clock budget for the whole suite.")
+    parser.add_argument("--dry_run", action="store_true", help="Tiny configs and sizes (the CPU test).")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"Comma-separated subset of {', '.join(MODELS)}.")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"Comma-separated subset of {', '.join(STAGES)}.")
+    parser.add_argument("--batch_sizes", default=None, help="Comma-separated batch sizes (default 1,8,32; dry run 1,2).")
+    parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument("--multinet_model", default="pi0", help="The flow model compared with MultiNet's loop and run end to end.")
+    parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/suite_<device>.json).")
+    args = parser.parse_args(argv)
+    args.models = [name for name in args.models.split(",") if name]
+    args.stages = [name for name in args.stages.split(",") if name]
+    unknown = [name for name in args.models if name not in MODELS] + [name for name in args.stages if name not in STAGES]
+    if unknown:
+        parser.error(f"unknown model or stage: {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> pathlib.Path:
+    args = parse_args(argv)
+    report = suite(args)
+    output = pathlib.Path(args.output) if args.output else REPORT_DIR / f"suite_{_device_slug()}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(format_table(report))
+    print(f"results: {output}")
+    return output
+
+
+if __name__ == "__main__":
+    main()

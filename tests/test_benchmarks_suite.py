@@ -1,0 +1,73 @@
+"""The accelerator benchmark suite's CPU dry run (tiny configs, no data stack) and its FLOP counter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks.flops import count_flops
+from conftest import REPO_ROOT
+
+# The accelerator image has neither grain nor TensorFlow: block both, run the suite, list what got imported.
+DRY_RUN = """
+import json, sys
+sys.modules["grain"] = sys.modules["tensorflow"] = None
+from benchmarks import suite
+suite.main(["--dry_run", "--budget_s=1200", "--stages=peak,models,metrics,data,eval", "--output", sys.argv[1]])
+print("IMPORTED", json.dumps(sorted(m for m in sys.modules if m.startswith(("multinet_jax.data", "grain", "tensorflow"))
+                                    and sys.modules[m] is not None)))
+"""
+
+
+def test_flops_count_every_loop_trip_and_match_xla_without_loops():
+    x, w = jnp.ones((256, 128)), jnp.ones((128, 64))
+    assert count_flops(lambda x, w: x @ w, x, w) == jax.jit(lambda x, w: x @ w).lower(x, w).compile().cost_analysis()["flops"]
+    a = jnp.ones((64, 64))
+    step = lambda i, y: y @ a
+    assert count_flops(lambda a: jax.lax.fori_loop(0, 10, step, a), a) == 10 * 2 * 64**3  # a scan of length 10
+    assert count_flops(lambda a, n: jax.lax.fori_loop(0, n, step, a), a, 10, while_trips=7) == 7 * 2 * 64**3
+    images, kernel = jnp.ones((2, 224, 224, 3)), jnp.ones((14, 14, 3, 48))
+    conv = lambda i, k: jax.lax.conv_general_dilated(i, k, (14, 14), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert count_flops(conv, images, kernel) == 2 * (2 * 16 * 16 * 48) * (14 * 14 * 3)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("suite") / "suite.json"
+    result = subprocess.run([sys.executable, "-c", DRY_RUN, str(output)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(output.read_text()), result.stdout
+
+
+def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
+    report, stdout = dry_run
+    assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
+    assert report["stages"]["peak"]["bf16_flops_per_s"] > 0
+    models = report["stages"]["models"]
+    assert set(models) == {"pi0", "pi0_fast"}
+    for name, entry in models.items():
+        cases = entry["cases"]
+        assert set(cases) == {"1", "2"}, entry
+        for case in cases.values():
+            assert case["ms_per_call"] > 0 and case["model_flops_per_call"] > 0 and 0 < case["mfu"]
+        # Every matmul of these models works per sample: twice the batch, exactly twice the model FLOPs.
+        assert cases["2"]["model_flops_per_call"] == 2 * cases["1"]["model_flops_per_call"]
+    for batch, case in models["pi0_fast"]["cases"].items():
+        assert 1 <= case["tokens_per_call"] / int(batch) <= report["settings"]["decode_steps"]
+    assert "pi0_fast" in stdout and "MFU" in stdout and report["stages"]["metrics"]["samples_per_s"] > 0
+
+
+def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):
+    report, stdout = dry_run
+    for stage in ("data", "eval"):
+        assert report["stages"][stage] == {"skipped": "needs grain, tensorflow, absent here"}
+    imported = json.loads(stdout.split("IMPORTED ", 1)[1])
+    assert imported == []
+    text = json.dumps(report)
+    assert str(REPO_ROOT) not in text and "/tmp" not in text

@@ -69,6 +69,7 @@ class ModelBench:
 
 MODELS = {
     "pi0": ModelBench("pi0_full", "pi0_tiny", "flow"),
+    "pi05": ModelBench("pi05_full", "pi05_tiny", "flow"),
     "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny", "decode"),
 }
 

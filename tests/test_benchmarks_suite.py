@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks import suite
 from benchmarks.flops import count_flops
 from conftest import REPO_ROOT
 
@@ -50,7 +51,7 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
     assert report["stages"]["peak"]["bf16_flops_per_s"] > 0
     models = report["stages"]["models"]
-    assert set(models) == {"pi0", "pi0_fast"}
+    assert set(models) == set(suite.MODELS) >= {"pi0", "pi05", "pi0_fast"}
     for name, entry in models.items():
         cases = entry["cases"]
         assert set(cases) == {"1", "2"}, entry

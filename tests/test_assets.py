@@ -15,6 +15,7 @@ import threading
 import time
 
 import fsspec
+import google_crc32c
 import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
@@ -48,7 +49,7 @@ def build_hub_cache(hub_dir: pathlib.Path, source: pathlib.Path, repo: str, skip
 
 
 class FakeGCS(MemoryFileSystem):
-    """An in-memory store answering for gs://, publishing each object's MD5 as GCS does (base64 `md5Hash`)."""
+    """An in-memory store answering for gs://, publishing each object's MD5 and CRC32C as GCS does (base64)."""
 
     protocol = ("gs", "gcs")
     store: dict = {}
@@ -56,12 +57,17 @@ class FakeGCS(MemoryFileSystem):
     wrong_md5: set[str] = set()
     reads: list[str] = []
     latency_s = 0.0
+    unreachable = False
 
     def info(self, path, **kwargs):
+        if self.unreachable:
+            raise ConnectionError("Cannot connect to host storage.googleapis.com:443")
         info = dict(super().info(path, **kwargs))
         if info["type"] == "file":
-            digest = hashlib.md5(self.cat_file(path)).digest()
+            content = self.cat_file(path)
+            digest = hashlib.md5(content).digest()
             info["md5Hash"] = base64.b64encode(digest[::-1] if info["name"] in self.wrong_md5 else digest).decode()
+            info["crc32c"] = base64.b64encode(google_crc32c.Checksum(content).digest()).decode()
         return info
 
     def find(self, path, detail=False, **kwargs):
@@ -79,7 +85,7 @@ class FakeGCS(MemoryFileSystem):
 def gcs(monkeypatch, tmp_path):
     """A fresh fake gs:// store and an empty project cache."""
     monkeypatch.setenv("MULTINET_JAX_CACHE", str(tmp_path / "cache"))
-    FakeGCS.store, FakeGCS.wrong_md5, FakeGCS.reads, FakeGCS.latency_s = {}, set(), [], 0.0
+    FakeGCS.store, FakeGCS.wrong_md5, FakeGCS.reads, FakeGCS.latency_s, FakeGCS.unreachable = {}, set(), [], 0.0, False
     fsspec.register_implementation("gs", FakeGCS, clobber=True)
     FakeGCS.clear_instance_cache()
     yield FakeGCS()
@@ -260,3 +266,14 @@ def test_bad_asset_specs_and_records_fail_clearly(gcs, tmp_path):
     gcs.rm("gs://bucket/file.bin")
     with pytest.raises(assets.AssetError, match="gs://bucket/file.bin does not exist"):
         assets.resolve("gs://bucket/file.bin", offline=False)
+
+
+def test_no_network_and_no_cache_names_the_asset_and_the_fetch_command(gcs, tmp_path):
+    gcs.pipe("gs://openpi-assets/checkpoints/pi0_base/params/_METADATA", b"{}")
+    FakeGCS.unreachable = True
+    with pytest.raises(assets.AssetError) as error:
+        assets.resolve("pi0_base", offline=False)
+    message = str(error.value)
+    assert message.startswith("pi0_base: could not list gs://openpi-assets/checkpoints/pi0_base (ConnectionError: ")
+    assert str(tmp_path / "cache" / "gs" / "openpi-assets" / "checkpoints" / "pi0_base") in message
+    assert "`multinet-jax fetch pi0_base`" in message

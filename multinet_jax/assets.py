@@ -52,7 +52,15 @@ _FETCH_COMMAND = "multinet-jax fetch"
 
 
 class AssetError(ValueError):
-    """An asset that cannot be had: the message names it, where it was looked for and what fetches it."""
+    """An asset that cannot be had: the message names it, where it was looked for and what fetches it.
+
+    `missing` is set (to the asset's name) when the asset is simply not in the cache and could not be downloaded,
+    so that `resolve_all` can name one `multinet-jax fetch` command for all of them.
+    """
+
+    def __init__(self, detail: str, *, missing: str | None = None):
+        super().__init__(f"{detail}; {_fetch_hint(missing)}" if missing else detail)
+        self.detail, self.missing = detail, missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,9 +160,13 @@ def resolve_all(specs: Mapping[str, str | pathlib.Path], *, offline: bool | None
         try:
             resolved[role] = resolve(spec, offline=offline)
         except AssetError as error:
-            problems.append(str(error))
+            problems.append(error)
+    if len(problems) == 1:
+        raise problems[0]
     if problems:
-        raise AssetError("; ".join(problems))
+        missing = [error.missing for error in problems if error.missing]
+        detail = "; ".join(error.detail for error in problems)  # then one command that fetches everything missing
+        raise AssetError(f"{detail}; {_fetch_hint(*missing)}" if missing else detail)
     return resolved
 
 
@@ -164,8 +176,9 @@ def cached_path(asset: Asset) -> pathlib.Path:
     return cache_dir() / protocol / rest.strip("/")
 
 
-def _fetch_hint(asset: Asset) -> str:
-    return f"fetch it on a machine with network with `{_FETCH_COMMAND} {asset.name}` (and copy the cache here if it is another machine)"
+def _fetch_hint(*names: str) -> str:
+    return (f"fetch {'it' if len(names) == 1 else 'them'} on a machine with network with "
+            f"`{_FETCH_COMMAND} {' '.join(names)}` (and copy the caches here if it is another machine)")
 
 
 def _refetch_hint(asset: Asset) -> str:
@@ -201,7 +214,7 @@ def _resolve_hub(asset: Asset, offline: bool) -> pathlib.Path:
         )
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as error:
         reason = "offline" if offline else f"the hub could not be reached ({type(error).__name__})"
-        raise AssetError(f"{asset.name}: not in the Hugging Face cache {where} and {reason}; {_fetch_hint(asset)}") from None
+        raise AssetError(f"{asset.name}: not in the Hugging Face cache {where} and {reason}", missing=asset.name) from None
     except (errors.RepositoryNotFoundError, errors.GatedRepoError, errors.RevisionNotFoundError) as error:
         raise AssetError(f"{asset.name}: the hub refused {asset.url} ({type(error).__name__}); "
                          "check the name, or log in (`hf auth login`) for a gated repo") from None
@@ -253,7 +266,7 @@ def _resolve_url(asset: Asset, offline: bool) -> pathlib.Path:
     if _is_complete(path):
         return path
     if offline:
-        raise AssetError(f"{asset.name}: not in the cache (looked in {path}) and offline; {_fetch_hint(asset)}")
+        raise AssetError(f"{asset.name}: not in the cache (looked in {path}) and offline", missing=asset.name)
     with exclusive(path, f"downloading {asset.url}"):
         if not _is_complete(path):
             _download(asset, path)
@@ -284,7 +297,7 @@ def _download(asset: Asset, path: pathlib.Path) -> None:
         raise AssetError(f"{asset.name}: reading {asset.url} needs a filesystem package ({error})") from None
     except OSError as error:  # no network, refused credentials, ...
         raise AssetError(f"{asset.name}: could not list {asset.url} ({type(error).__name__}: {error}); "
-                         f"nothing was found in the cache at {path} either; {_fetch_hint(asset)}") from None
+                         f"nothing was found in the cache at {path} either", missing=asset.name) from None
     if not files:
         raise AssetError(f"{asset.name}: {asset.url} holds no files")
     total = sum(int(info["size"]) for info in files.values())

@@ -183,7 +183,7 @@ def test_single_file_asset_and_offline_miss(gcs, tmp_path):
     cached = tmp_path / "cache" / "gs" / "big_vision" / "paligemma_tokenizer.model"
     assert str(error.value) == (
         f"paligemma_tokenizer: not in the cache (looked in {cached}) and offline; fetch it on a machine with network "
-        "with `multinet-jax fetch paligemma_tokenizer` (and copy the cache here if it is another machine)"
+        "with `multinet-jax fetch paligemma_tokenizer` (and copy the caches here if it is another machine)"
     )
     tokenizer = shared_path("tokenizers", "gemma_tokenizer.model").read_bytes()
     gcs.pipe("gs://big_vision/paligemma_tokenizer.model", tokenizer)

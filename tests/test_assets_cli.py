@@ -25,8 +25,7 @@ def test_fetch_offline_lists_every_missing_asset_of_a_flagfile_in_one_line(tmp_p
                  MULTINET_JAX_CACHE=str(tmp_path / "cache"), HF_HUB_CACHE=str(tmp_path / "hub"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    for name in ("pi0_base", "paligemma_tokenizer", EMBEDDER):
-        assert f"multinet-jax fetch {name}`" in line
+    assert f"`multinet-jax fetch pi0_base paligemma_tokenizer {EMBEDDER}`" in line  # one command for all of them
     assert str(tmp_path / "cache" / "gs" / "openpi-assets" / "checkpoints" / "pi0_base") in line
     assert not (tmp_path / "cache" / "gs").exists()
 

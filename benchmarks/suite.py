@@ -385,6 +385,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.models if name not in MODELS] + [name for name in args.stages if name not in STAGES]
     if unknown:
         parser.error(f"unknown model or stage: {', '.join(unknown)}")
+    flow_models = [name for name, bench in MODELS.items() if bench.call == "flow"]
+    if args.multinet_model not in flow_models:
+        parser.error(f"--multinet_model must be a flow model ({', '.join(flow_models)}), got {args.multinet_model!r}")
+    if {"multinet_recreation", "eval"} & set(args.stages) and args.multinet_model not in args.models:
+        parser.error(f"the multinet_recreation and eval stages time --multinet_model={args.multinet_model}: "
+                     "add it to --models or leave those stages out")
     return args
 
 

@@ -72,3 +72,15 @@ def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):
     assert imported == []
     text = json.dumps(report)
     assert str(REPO_ROOT) not in text and "/tmp" not in text
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--models=pi0,nope"], "unknown model or stage: nope"),
+    (["--stages=peak,gpu"], "unknown model or stage: gpu"),
+    (["--multinet_model=pi0_fast"], "--multinet_model must be a flow model"),
+    (["--models=pi0_fast", "--stages=models,multinet_recreation"], "add it to --models"),
+])
+def test_bad_suite_flags_are_refused(flags, problem, capsys):
+    with pytest.raises(SystemExit):
+        suite.parse_args(flags)
+    assert problem in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
     multinet-jax data --domain=openx_bimanual --data_dir=data/openx_bimanual --split=public
     multinet-jax data --domain=piqa --data_dir=data/piqa_validation --json
+    multinet-jax data --domain=act2answer --data_dir=data/act2answer/public --frames_dir=sim_first_frames
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "the domain's data directory",
 _SPLIT = flags.DEFINE_string("split", None, "split: a subfolder (MultiNet's layout), a TFDS split or SQA3D's split name")
 _LIMIT = flags.DEFINE_integer("limit", None, "check only the first N samples (counts still cover all)")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", None, "where conversions go (default: $MULTINET_JAX_CACHE/converted; never data_dir)")
+_FRAMES_DIR = flags.DEFINE_string(
+    "frames_dir", None, "act2answer: simulator first frames <item id>_<layout>.png instead of rendered composites"
+)
 _JSON = flags.DEFINE_bool("json", False, "print one JSON object instead of text")
 
 
@@ -45,5 +49,6 @@ def _text(report: dict) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    report = data.inspect(_DOMAIN.value, _DATA_DIR.value, split=_SPLIT.value, limit=_LIMIT.value, cache_dir=_CACHE_DIR.value)
+    report = data.inspect(_DOMAIN.value, _DATA_DIR.value, split=_SPLIT.value, limit=_LIMIT.value, cache_dir=_CACHE_DIR.value,
+                          frames_dir=_FRAMES_DIR.value)
     print(json.dumps(report, default=_jsonable) if _JSON.value else _text(report))

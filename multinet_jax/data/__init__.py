@@ -7,7 +7,8 @@
 Domains (module = source format): `openx_<name>` (openx.py: MultiNet translated shards, RLDS
 tfrecord/ArrayRecord builder dirs, converted steps), `openx_multi_embodiment` (robovqa.py),
 `overcooked_ai` (overcooked.py), `piqa` (piqa.py), `sqa3d` (sqa3d.py), `odinw` (odinw.py),
-`bfcl` (bfcl.py). Every sample has `id`, `sample_index`, the model inputs, `prompt` and
+`bfcl` (bfcl.py), `act2answer` (act2answer.py: an Act2Answer item set, one sample per item and
+layout). Every sample has `id`, `sample_index`, the model inputs, `prompt` and
 `ground_truth` in the `score` command's per-domain format.
 """
 
@@ -24,7 +25,7 @@ from multinet_jax.data.errors import BadRecord, BadRecordError
 from multinet_jax.data.pipeline import Source
 
 ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
-DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl")
+DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl", "act2answer")
 
 __all__ = ["load", "make_source", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
 
@@ -49,8 +50,13 @@ def make_source(
     split: str | None = None,
     cache_dir: str | pathlib.Path | None = None,
     func_doc_dir: str | pathlib.Path | None = None,
+    frames_dir: str | pathlib.Path | None = None,
 ) -> Source:
-    """The random-access source of `domain`'s raw samples (the registry)."""
+    """The random-access source of `domain`'s raw samples (the registry).
+
+    `func_doc_dir` (BFCL): the function docs folder. `frames_dir` (Act2Answer): simulator first frames
+    `<item id>_<layout>.png` to use instead of the rendered composites.
+    """
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{domain}: data_dir {data_dir} is not a directory")
@@ -81,6 +87,10 @@ def make_source(
         from multinet_jax.data.bfcl import BfclSource
 
         return BfclSource(_no_split(domain, directory, split), domain, func_doc_dir=func_doc_dir)
+    if domain == "act2answer":
+        from multinet_jax.data.act2answer import Act2AnswerSource
+
+        return Act2AnswerSource(_no_split(domain, directory, split), domain, frames_dir=frames_dir)
     raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
 
 
@@ -109,6 +119,7 @@ def load(
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     cache_dir: str | pathlib.Path | None = None,
     func_doc_dir: str | pathlib.Path | None = None,
+    frames_dir: str | pathlib.Path | None = None,
     num_workers: int = 0,
 ) -> grain.MapDataset | grain.IterDataset:
     """`domain`'s Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set.
@@ -117,7 +128,7 @@ def load(
     `absl.app.run`). Bad records raise `BadRecordError` (`on_bad_record="fail"`) or are logged and
     yielded masked (`"skip"`: `_mask` False and the message in `bad_record`; dropped when unbatched).
     """
-    source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, func_doc_dir=func_doc_dir)
+    source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, func_doc_dir=func_doc_dir, frames_dir=frames_dir)
     shard_index, shard_count = _default_shard(shard_index, shard_count)
     return pipeline.build(
         source,
@@ -175,9 +186,10 @@ def inspect(
     split: str | None = None,
     limit: int | None = None,
     cache_dir: str | pathlib.Path | None = None,
+    frames_dir: str | pathlib.Path | None = None,
 ) -> dict[str, Any]:
     """Validate a dataset before a long run: counts, fields, one decoded sample, action stats, every bad record."""
-    source = make_source(domain, data_dir, split=split, cache_dir=cache_dir)
+    source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, frames_dir=frames_dir)
     total = len(source) if limit is None else min(limit, len(source))
     builder = pipeline.SampleBuilder(source, tokenizer=None, max_token_len=0, cameras=transforms.PI0_CAMERAS, on_bad_record="skip")
     first_valid = None

@@ -4,6 +4,7 @@
     multinet-jax score --domain=sqa3d --predictions=preds.jsonl --output=metrics.json \
         --embedder_dir=../shared/models/all-MiniLM-L6-v2
     multinet-jax score --domain=sqa3d --predictions=preds.jsonl --output=metrics.json --skip_similarity
+    multinet-jax score --domain=act2answer --predictions=episodes.jsonl --output=metrics.json   # episode logs
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from multinet_jax import assets, metrics
 from multinet_jax.cli import offline
 
 _DOMAIN = flags.DEFINE_string(
-    "domain", None, "openx | openx_<dataset> | overcooked | overcooked_ai | piqa | odinw | sqa3d | robovqa | bfcl",
+    "domain", None, "openx | openx_<dataset> | overcooked | overcooked_ai | piqa | odinw | sqa3d | robovqa | bfcl | act2answer",
     required=True,
 )
 _PREDICTIONS = flags.DEFINE_string(
-    "predictions", None, "JSONL, one object per line: id, prediction, ground_truth (+ num_options for ODinW)",
+    "predictions", None, "JSONL, one object per line: id, prediction, ground_truth (+ num_options for ODinW); act2answer: one "
+    "episode log per line (id, category, layout, target, cube_position, tiles, ...)",
     required=True,
 )
 _OUTPUT = flags.DEFINE_string("output", None, "metrics JSON to write (NaN/inf written as strings)", required=True)

@@ -5,10 +5,12 @@
     metrics.continuous(metrics.pack_continuous(preds, truth), action_stats)   # arrays -> device values
 
 Kernels by output kind: `continuous` (Open-X), `discrete` (Overcooked), `multiple_choice` (PIQA),
-`classification` (ODinW), `vqa` (SQA3D, RoboVQA), `function_calls` (BFCL); `SentenceEmbedder`
+`classification` (ODinW), `vqa` (SQA3D, RoboVQA), `function_calls` (BFCL), `score_episodes` (Act2Answer episode
+logs: success rule, per-category rates, intent metrics); `SentenceEmbedder`
 is all-MiniLM-L6-v2 in Flax for the text similarity metrics.
 """
 
+from multinet_jax.metrics.act2answer import score_episodes
 from multinet_jax.metrics.choices import classification, multiple_choice, pack_choices
 from multinet_jax.metrics.continuous_actions import ACTION_SLICES, action_stats_from_ground_truth, continuous, pack_continuous
 from multinet_jax.metrics.discrete_actions import discrete, pack_discrete
@@ -37,6 +39,7 @@ __all__ = [
     "pack_continuous",
     "pack_discrete",
     "score",
+    "score_episodes",
     "to_json",
     "to_python",
     "vqa",

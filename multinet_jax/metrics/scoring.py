@@ -6,7 +6,8 @@ list of floats; Overcooked a joint action index or 36 probabilities / joint acti
 ODinW a choice index / choice index; SQA3D and RoboVQA text / text; BFCL per-turn lists of call
 strings / per-turn lists of call strings (optionally `responses`: the raw per-turn model outputs
 used for similarity; without them the predicted calls are). Predictions may be null or malformed
-(scored as invalid); malformed ground truth or a missing field is a `RecordError`.
+(scored as invalid); malformed ground truth or a missing field is a `RecordError`. Act2Answer records are
+episode logs instead (`metrics/act2answer.py`: id, category, layout, target, cube_position, tiles, ...).
 
 The similarity metrics of SQA3D, RoboVQA and BFCL need all-MiniLM-L6-v2. Without it `score` refuses,
 unless the caller opts out with `skip_similarity=True`: then every other metric is computed and the
@@ -20,12 +21,12 @@ import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
-from multinet_jax.metrics import choices, continuous_actions, discrete_actions, function_calling, text_answers
+from multinet_jax.metrics import act2answer, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import RecordError, fields, integer_ground_truth, require_field
 from multinet_jax.metrics.report import to_python
 
-KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls")
+KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes")
 _DOMAIN_KINDS = {
     "overcooked": "discrete",
     "overcooked_ai": "discrete",
@@ -36,6 +37,7 @@ _DOMAIN_KINDS = {
     "openx_multi_embodiment": "vqa",  # MultiNet's RoboVQA split lives under the Open-X name
     "bfcl": "function_calls",
     "bfcl_v3": "function_calls",
+    "act2answer": "episodes",
 }
 SIMILARITY_KINDS = ("vqa", "function_calls")  # the kinds whose metrics include embedding similarity
 PIQA_CHOICES = 2
@@ -80,6 +82,8 @@ def score(
     kind = metric_kind(domain)
     if not records:
         raise ValueError("no records to score")
+    if kind == "episodes":
+        return act2answer.score_episodes(records)
     fields(records, "id")
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
     if kind == "continuous":

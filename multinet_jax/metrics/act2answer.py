@@ -1,0 +1,320 @@
+"""Act2Answer episode scoring: the protocol's success rule and intent metrics as one jitted, vectorized kernel.
+
+Input: one record per episode, from any simulator (a line of the `score --domain=act2answer` JSONL):
+
+    id            the item id (with `layout`, unique per episode)
+    category      the item's knowledge category
+    layout        "original" | "swapped"
+    target        "left" | "right": the correct tile in this layout
+    cube_position [x, y, z]: the cube's final position (metres, world frame)
+    tiles         {"left"|"right": {"center": [x, y, z], "half_size": [hx, hy, hz]}}
+    cube_half_size  optional, default 0.015
+    trajectory    optional end-effector positions [[x, y, z], ...] with `control_hz` (required with it) and
+                  optional `gripper` (per point, openness in [0, 1]: 0 closed, 1 open)
+
+Rules (the protocol's): a tile holds the cube iff the cube's xy is within the tile's half size plus 0.08 m on both
+axes and `z - tile_z >= half_z + cube_half - 0.01`; success iff the target tile holds it; answered iff either does.
+Per category, every rate is the mean of the two layouts' rates (a layout with no episodes is left out of the mean
+and listed under `missing_layouts`); `success_ci95` is the Wilson score interval of that rate over the category's
+episodes; the top-level `success_rate` / `answered_rate` are macro means over categories. All rates are fractions.
+
+Intent metrics (episodes with a trajectory; per category and macro, same layout averaging):
+- `first_tile_target_rate`: the first tile whose region (xy within half size + 0.08 m) the end effector enters is
+  the target; `tile_entered_rate`: it entered either.
+- `closer_to_target_rate`: at the last point the end effector's xy is closer to the target's centre than the other's.
+- `velocity_aligned_rate`: summed over steps, the xy velocity `(p[t+1] - p[t]) * control_hz` points more towards the
+  target than towards the other tile (projected on the unit directions from p[t]); `velocity_toward_target`: its
+  mean component towards the target, m/s (needs 2+ points).
+- `release_near_target_rate` (episodes with `gripper`): the gripper first opens (crosses 0.5 upwards) with the end
+  effector's xy inside the target's region; `released_rate`: it opens at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from multinet_jax.act2answer.geometry import CUBE_HALF_SIZE, HEIGHT_TOLERANCE, LAYOUTS, TILE_NAMES, XY_MARGIN
+from multinet_jax.metrics._numerics import x64_jit
+from multinet_jax.metrics.records import RecordError, is_finite_number, require_field
+from multinet_jax.metrics.report import to_python
+
+WILSON_Z = 1.959963984540054  # the standard normal's 97.5% quantile
+GRIPPER_OPEN = 0.5
+
+
+# -- records -> arrays (host) ------------------------------------------------------------------------------------
+
+
+def _vector(value: Any, index: int, field: str, length: int = 3) -> list[float]:
+    if not isinstance(value, list) or len(value) != length or not all(is_finite_number(v) and not isinstance(v, bool) for v in value):
+        raise RecordError(index, field, f"expected {length} finite numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def _positive(value: Any, index: int, field: str) -> float:
+    if not is_finite_number(value) or isinstance(value, bool) or value <= 0:
+        raise RecordError(index, field, f"expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _choice(record: Mapping[str, Any], index: int, field: str, choices: Sequence[str]) -> int:
+    value = require_field(record, index, field)
+    if value not in choices:
+        raise RecordError(index, field, f"expected one of {list(choices)}, got {value!r}")
+    return list(choices).index(value)
+
+
+def _tiles(record: Mapping[str, Any], index: int) -> tuple[list[list[float]], list[list[float]]]:
+    tiles = require_field(record, index, "tiles")
+    if not isinstance(tiles, Mapping) or set(tiles) != set(TILE_NAMES):
+        raise RecordError(index, "tiles", f"expected an object with keys 'left' and 'right', got {tiles!r}")
+    centers, halves = [], []
+    for name in TILE_NAMES:
+        tile = tiles[name]
+        if not isinstance(tile, Mapping):
+            raise RecordError(index, f"tiles.{name}", f"expected an object with center and half_size, got {tile!r}")
+        centers.append(_vector(tile.get("center"), index, f"tiles.{name}.center"))
+        halves.append(_vector(tile.get("half_size"), index, f"tiles.{name}.half_size"))
+        if min(halves[-1]) < 0:
+            raise RecordError(index, f"tiles.{name}.half_size", f"expected non-negative sizes, got {halves[-1]}")
+    return centers, halves
+
+
+def _trajectory(record: Mapping[str, Any], index: int) -> tuple[list[list[float]], list[float] | None, float] | None:
+    if record.get("trajectory") is None:
+        for field in ("gripper", "control_hz"):
+            if record.get(field) is not None:
+                raise RecordError(index, field, "given without a trajectory")
+        return None
+    points = record["trajectory"]
+    if not isinstance(points, list) or not points:
+        raise RecordError(index, "trajectory", f"expected a non-empty list of [x, y, z] points, got {points!r}")
+    trajectory = [_vector(point, index, f"trajectory[{step}]") for step, point in enumerate(points)]
+    control_hz = _positive(require_field(record, index, "control_hz"), index, "control_hz")
+    gripper = record.get("gripper")
+    if gripper is not None:
+        if not isinstance(gripper, list) or len(gripper) != len(points):
+            raise RecordError(index, "gripper", f"expected {len(points)} values (one per trajectory point), got {gripper!r}")
+        for step, value in enumerate(gripper):
+            if not is_finite_number(value) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise RecordError(index, f"gripper[{step}]", f"expected openness in [0, 1], got {value!r}")
+        gripper = [float(value) for value in gripper]
+    return trajectory, gripper, control_hz
+
+
+def _bucket(size: int, minimum: int = 8) -> int:
+    return max(minimum, 1 << (size - 1).bit_length())
+
+
+def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Validated records -> the kernel's (padded) arrays and the sorted category names; bad fields raise RecordError."""
+    if not records:
+        raise ValueError("no episodes to score")
+    seen: dict[tuple[str, int], int] = {}
+    rows = []
+    for index, record in enumerate(records):
+        episode_id = require_field(record, index, "id")
+        if isinstance(episode_id, bool) or not isinstance(episode_id, (str, int)):
+            raise RecordError(index, "id", f"expected text or an integer, got {episode_id!r}")
+        category = require_field(record, index, "category")
+        if not isinstance(category, str) or not category:
+            raise RecordError(index, "category", f"expected non-empty text, got {category!r}")
+        layout = _choice(record, index, "layout", LAYOUTS)
+        key = (str(episode_id), layout)
+        if key in seen:
+            raise RecordError(index, "id", f"episode {episode_id!r} ({LAYOUTS[layout]}) already given by record {seen[key]}")
+        seen[key] = index
+        cube_half = record.get("cube_half_size")
+        rows.append({
+            "category": category,
+            "layout": layout,
+            "target": _choice(record, index, "target", TILE_NAMES),
+            "cube": _vector(require_field(record, index, "cube_position"), index, "cube_position"),
+            "tiles": _tiles(record, index),
+            "cube_half": CUBE_HALF_SIZE if cube_half is None else _positive(cube_half, index, "cube_half_size"),
+            "trajectory": _trajectory(record, index),
+        })
+    categories = sorted({row["category"] for row in rows})
+    # Shapes are padded to powers of two so a new file rarely means a new compile; padding rows carry the
+    # category index len(categories), whose segments the kernel drops.
+    count = _bucket(len(rows))
+    steps = _bucket(max([len(row["trajectory"][0]) for row in rows if row["trajectory"]] or [2]))
+    arrays = {
+        "category": np.full(count, len(categories), np.int32),
+        "layout": np.zeros(count, np.int32),
+        "target": np.zeros(count, np.int32),
+        "cube": np.zeros((count, 3), np.float64),
+        "cube_half": np.full(count, CUBE_HALF_SIZE, np.float64),
+        "tile_center": np.zeros((count, 2, 3), np.float64),
+        "tile_half": np.zeros((count, 2, 3), np.float64),
+        "trajectory": np.zeros((count, steps, 3), np.float64),
+        "trajectory_length": np.zeros(count, np.int32),
+        "gripper": np.zeros((count, steps), np.float64),
+        "has_gripper": np.zeros(count, bool),
+        "control_hz": np.ones(count, np.float64),
+    }
+    for row_index, row in enumerate(rows):
+        arrays["category"][row_index] = categories.index(row["category"])
+        arrays["layout"][row_index], arrays["target"][row_index] = row["layout"], row["target"]
+        arrays["cube"][row_index], arrays["cube_half"][row_index] = row["cube"], row["cube_half"]
+        arrays["tile_center"][row_index], arrays["tile_half"][row_index] = row["tiles"]
+        if row["trajectory"] is None:
+            continue
+        points, gripper, control_hz = row["trajectory"]
+        arrays["trajectory"][row_index, : len(points)] = points
+        arrays["trajectory_length"][row_index] = len(points)
+        arrays["control_hz"][row_index] = control_hz
+        if gripper is not None:
+            arrays["gripper"][row_index, : len(gripper)] = gripper
+            arrays["has_gripper"][row_index] = True
+    return arrays, categories
+
+
+# -- the kernel ----------------------------------------------------------------------------------------------------
+
+
+def _in_region(xy: jax.Array, center: jax.Array, half: jax.Array) -> jax.Array:
+    """xy `[..., 2]` within a tile's half size plus the margin, on both axes."""
+    return jnp.all(jnp.abs(xy - center[..., :2]) <= half[..., :2] + XY_MARGIN, axis=-1)
+
+
+def _per_episode(episodes: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Outcome flags per episode (bool `[n]` each) and which episodes each intent metric covers."""
+    center, half, cube = episodes["tile_center"], episodes["tile_half"], episodes["cube"]
+    high_enough = cube[:, None, 2] - center[..., 2] >= half[..., 2] + episodes["cube_half"][:, None] - HEIGHT_TOLERANCE
+    holds = _in_region(cube[:, None, :2], center, half) & high_enough  # [n, 2]
+    target = episodes["target"]
+    rows = jnp.arange(target.shape[0])
+    target_center, other_center = center[rows, target], center[rows, 1 - target]
+    target_half = half[rows, target]
+
+    trajectory, length = episodes["trajectory"][..., :2], episodes["trajectory_length"]
+    steps = trajectory.shape[1]
+    valid = jnp.arange(steps)[None, :] < length[:, None]  # [n, T]
+    inside = _in_region(trajectory[:, :, None, :], center[:, None], half[:, None]) & valid[..., None]  # [n, T, 2]
+    first_step = jnp.where(inside, jnp.arange(steps)[None, :, None], steps).min(axis=1)  # [n, 2]
+    entered = jnp.any(first_step < steps, axis=-1)
+    first_target = entered & (first_step[rows, target] <= first_step[rows, 1 - target])
+    last = trajectory[rows, jnp.maximum(length - 1, 0)]
+    closer = jnp.linalg.norm(last - target_center[:, :2], axis=-1) < jnp.linalg.norm(last - other_center[:, :2], axis=-1)
+
+    velocity = (trajectory[:, 1:] - trajectory[:, :-1]) * episodes["control_hz"][:, None, None]  # [n, T-1, 2]
+    moving = valid[:, 1:]
+
+    def towards(tile_center: jax.Array) -> jax.Array:
+        offset = tile_center[:, None, :2] - trajectory[:, :-1]
+        unit = offset / jnp.maximum(jnp.linalg.norm(offset, axis=-1, keepdims=True), 1e-12)
+        return jnp.where(moving, jnp.sum(velocity * unit, axis=-1), 0.0)
+
+    toward_target, toward_other = towards(target_center), towards(other_center)
+    num_moves = jnp.sum(moving, axis=1)
+    aligned = jnp.sum(toward_target - toward_other, axis=1) > 0
+    speed_toward = jnp.sum(toward_target, axis=1) / jnp.maximum(num_moves, 1)
+
+    gripper = episodes["gripper"]
+    opens = (gripper[:, 1:] >= GRIPPER_OPEN) & (gripper[:, :-1] < GRIPPER_OPEN) & moving
+    released = jnp.any(opens, axis=1)
+    release_step = jnp.argmax(opens, axis=1) + 1
+    release_xy = trajectory[rows, release_step]
+    near = released & _in_region(release_xy, target_center, target_half)
+
+    has_trajectory = length > 0
+    has_motion = num_moves > 0
+    has_gripper = episodes["has_gripper"]
+    return {
+        "success": holds[rows, target], "answered": jnp.any(holds, axis=-1),
+        "first_tile_target_rate": (first_target, has_trajectory), "tile_entered_rate": (entered, has_trajectory),
+        "closer_to_target_rate": (closer, has_trajectory), "velocity_aligned_rate": (aligned, has_motion),
+        "velocity_toward_target": (speed_toward, has_motion),
+        "release_near_target_rate": (near, has_gripper), "released_rate": (released, has_gripper),
+    }
+
+
+def _layout_rates(values: jax.Array, counted: jax.Array, category: jax.Array, layout: jax.Array, num_categories: int):
+    """Per category: (layout-mean rate [C], per-layout rates [C, 2], per-layout counts [C, 2])."""
+    cell = category * len(LAYOUTS) + layout
+    size = num_categories * len(LAYOUTS)
+    totals = jax.ops.segment_sum(jnp.where(counted, values.astype(jnp.float64), 0.0), cell, size).reshape(-1, 2)
+    counts = jax.ops.segment_sum(counted.astype(jnp.int32), cell, size).reshape(-1, 2)
+    rates = jnp.where(counts > 0, totals / jnp.maximum(counts, 1), jnp.nan)
+    present = counts > 0
+    mean = jnp.where(jnp.any(present, -1), jnp.sum(jnp.where(present, rates, 0.0), -1) / jnp.maximum(jnp.sum(present, -1), 1), jnp.nan)
+    return mean, rates, counts
+
+
+def _wilson(rate: jax.Array, count: jax.Array) -> jax.Array:
+    """The 95% Wilson score interval `[C, 2]` of a rate observed over `count` episodes."""
+    n = jnp.maximum(count, 1).astype(jnp.float64)
+    z2 = WILSON_Z**2
+    centre = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = WILSON_Z / (1 + z2 / n) * jnp.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n))
+    return jnp.stack([jnp.clip(centre - half, 0.0, 1.0), jnp.clip(centre + half, 0.0, 1.0)], -1)
+
+
+def _macro(values: jax.Array) -> jax.Array:
+    """Mean over categories that have a value (NaN when none does)."""
+    present = ~jnp.isnan(values)
+    return jnp.where(jnp.any(present), jnp.sum(jnp.where(present, values, 0.0)) / jnp.maximum(jnp.sum(present), 1), jnp.nan)
+
+
+def _episodes_kernel(episodes: Mapping[str, jax.Array], num_categories: int) -> dict[str, Any]:
+    outcome = _per_episode(episodes)
+    category, layout = episodes["category"], episodes["layout"]
+    everyone = jnp.ones(category.shape, bool)
+    success, success_layouts, counts = _layout_rates(outcome["success"], everyone, category, layout, num_categories)
+    answered, _, _ = _layout_rates(outcome["answered"], everyone, category, layout, num_categories)
+    result = {
+        "success_rate": _macro(success), "answered_rate": _macro(answered),
+        "category_success_rate": success, "category_answered_rate": answered,
+        "category_success_rate_layouts": success_layouts, "category_layout_episodes": counts,
+        "category_success_ci95": _wilson(success, jnp.sum(counts, -1)),
+        "intent": {}, "category_intent": {}, "intent_episodes": {},
+    }
+    for name, (values, counted) in ((key, value) for key, value in outcome.items() if isinstance(value, tuple)):
+        per_category, _, intent_counts = _layout_rates(values, counted, category, layout, num_categories)
+        result["category_intent"][name] = per_category
+        result["intent"][name] = _macro(per_category)
+        result["intent_episodes"][name] = jnp.sum(intent_counts)
+    return result
+
+
+_episodes = x64_jit(_episodes_kernel, static_argnames="num_categories")
+
+
+def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Act2Answer metrics of episode records (see the module docstring) as plain Python."""
+    arrays, categories = pack_episodes(records)
+    raw = to_python(_episodes(arrays, num_categories=len(categories)))
+    with_trajectory = int(np.sum(arrays["trajectory_length"] > 0))
+    result: dict[str, Any] = {"success_rate": raw["success_rate"], "answered_rate": raw["answered_rate"],
+                              "episodes": len(records), "categories": {}}
+    missing = []
+    for index, name in enumerate(categories):
+        original, swapped = raw["category_success_rate_layouts"][index]
+        layout_counts = raw["category_layout_episodes"][index]
+        missing += [f"{name}/{layout}" for layout, count in zip(LAYOUTS, layout_counts) if count == 0]
+        entry = {
+            "success_rate": raw["category_success_rate"][index],
+            "answered_rate": raw["category_answered_rate"][index],
+            "success_rate_original": original,
+            "success_rate_swapped": swapped,
+            "episodes": int(sum(layout_counts)),
+            "success_ci95": raw["category_success_ci95"][index],
+        }
+        if with_trajectory:
+            entry["intent"] = {key: values[index] for key, values in raw["category_intent"].items()
+                               if raw["intent_episodes"][key] and not math.isnan(values[index])}
+        result["categories"][name] = entry
+    if missing:
+        result["missing_layouts"] = missing
+    if with_trajectory:
+        result["intent"] = {key: value for key, value in raw["intent"].items() if raw["intent_episodes"][key]}
+        result["intent"]["episodes_with_trajectory"] = with_trajectory
+        result["intent"]["episodes_with_gripper"] = raw["intent_episodes"]["released_rate"]
+    return result

@@ -1,0 +1,269 @@
+"""Layerwise linear probes: every layer's cross-validated accuracy from one jitted solve over all layers and folds.
+
+Per layer and fold the probe is an L2-regularized logistic regression (binary: one weight vector and a sigmoid;
+more than two options: softmax over all of them) on features standardized with the training rows' mean and std,
+with scikit-learn's objective: mean log loss + ||W||^2 / (2 C n_train), intercept unpenalized. All (layer, fold)
+problems and their label-shuffled controls are solved together by a batched L-BFGS: every iteration costs two
+matmuls of the `[layers, n, width]` features with a `[width, problems]` right-hand side, and the line search
+reuses the direction's logits, so it costs no pass over the features at all. Standardization is folded into the
+weights, so the features are never copied per fold.
+
+    result = fit_probes(features, labels, groups=item_ids)   # features [n, layers, width]
+    result.accuracy          # [layers], each sample predicted once, by the fold that did not train on it
+    result.control_accuracy  # [layers], the same probes fitted on shuffled labels (should sit at chance)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from multinet_jax.probing.folds import grouped_folds
+
+LBFGS_MEMORY = 10
+_STEP_CANDIDATES = 2.0 ** -np.arange(20)  # backtracking line search: the largest that satisfies Armijo
+_ARMIJO = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    """Cross-validated probe accuracies (fractions) per layer, with their label-shuffled control."""
+
+    accuracy: np.ndarray  # [layers]: correct held-out predictions / n
+    fold_accuracy: np.ndarray  # [layers, folds]
+    control_accuracy: np.ndarray | None  # [layers], labels shuffled (None when control=False)
+    control_fold_accuracy: np.ndarray | None  # [layers, folds]
+    folds: np.ndarray  # [n]: each sample's fold
+    num_classes: int
+    iterations: np.ndarray  # [layers, folds (+ control folds)]: L-BFGS iterations used
+    converged: np.ndarray  # [layers, folds (+ control folds)]: max |gradient| <= tol before max_iter
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / self.num_classes
+
+    @property
+    def peak_layer(self) -> int:
+        return int(np.argmax(self.accuracy))
+
+
+def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+    if features.ndim != 3:
+        raise ValueError(f"features must be [n, layers, width], got shape {features.shape}")
+    if labels.shape != features.shape[:1]:
+        raise ValueError(f"labels must be [n] = [{features.shape[0]}], got shape {labels.shape}")
+    if groups is not None and np.shape(groups) != labels.shape:
+        raise ValueError(f"groups must be [n] = [{features.shape[0]}], got shape {np.shape(groups)}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("labels must be non-negative integer class indices")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("features hold NaN or inf values")
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ValueError(f"labels hold a single class ({classes.tolist()}): nothing to probe")
+    return features, labels, int(labels.max()) + 1
+
+
+def fit_probes(
+    features: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None = None,
+    *,
+    num_folds: int = 5,
+    seed: int = 0,
+    C: float = 1.0,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    control: bool = True,
+) -> ProbeResult:
+    """Per-layer cross-validated accuracy of linear probes predicting `labels` from `features` `[n, layers, width]`.
+
+    `groups` `[n]` keeps samples of a group in one fold (default: every sample its own group); folds come from
+    `grouped_folds(groups, num_folds, seed)`. `C`, `max_iter`, `tol` mean what they mean for scikit-learn's
+    `LogisticRegression` (lbfgs). `control` adds the same probes fitted on labels shuffled with `seed`.
+    """
+    features, labels, num_classes = _check(np.asarray(features), np.asarray(labels), groups)
+    count = labels.shape[0]
+    folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)
+    problem_labels = [labels] * num_folds
+    if control:
+        shuffled = labels[np.random.default_rng(seed).permutation(count)]
+        problem_labels += [shuffled] * num_folds
+    problem_folds = np.tile(np.arange(num_folds), 2 if control else 1)
+    train = folds[None, :] != problem_folds[:, None]  # [problems, n]
+    solve = _solver(num_classes, max_iter, LBFGS_MEMORY)
+    correct, iterations, converged = jax.device_get(solve(
+        jnp.asarray(features, jnp.float32), jnp.asarray(np.stack(problem_labels), jnp.int32), jnp.asarray(train),
+        jnp.float32(C), jnp.float32(tol)))
+    test = ~train  # [problems, n]
+    fold_accuracy = correct.sum(-1) / test.sum(-1)  # [layers, problems]
+    pooled = correct.sum(-1)  # held-out correct per (layer, problem); folds partition the samples
+    accuracy = pooled[:, :num_folds].sum(-1) / count
+    return ProbeResult(
+        accuracy=accuracy,
+        fold_accuracy=fold_accuracy[:, :num_folds],
+        control_accuracy=pooled[:, num_folds:].sum(-1) / count if control else None,
+        control_fold_accuracy=fold_accuracy[:, num_folds:] if control else None,
+        folds=folds,
+        num_classes=num_classes,
+        iterations=iterations,
+        converged=converged,
+    )
+
+
+# -- the batched solver ----------------------------------------------------------------------------------------------
+# Shapes: L layers, P problems (fold x {real, control}), n samples, d width, K outputs (1 for two classes, else the
+# number of classes). Parameters per problem: W [d, K] (on standardized features) and b [K].
+
+
+def _log_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-sample log loss and its gradient w.r.t. the logits; logits `[..., n, K]`, labels `[P, n]`."""
+    if logits.shape[-1] == 1:  # two classes: sigmoid of one logit
+        z = logits[..., 0]
+        y = labels.astype(z.dtype)
+        return jax.nn.softplus(z) - y * z, (jax.nn.sigmoid(z) - y)[..., None]
+    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.sum(one_hot * log_probs, -1), jnp.exp(log_probs) - one_hot
+
+
+def _predict(logits: jax.Array) -> jax.Array:
+    return (logits[..., 0] > 0).astype(jnp.int32) if logits.shape[-1] == 1 else jnp.argmax(logits, -1).astype(jnp.int32)
+
+
+def _pair_dot(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> jax.Array:
+    """Per-problem inner product `[L, P]` of (W, b) parameter pairs."""
+    return jnp.sum(a[0] * b[0], axis=(-2, -1)) + jnp.sum(a[1] * b[1], axis=-1)
+
+
+def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, memory: int):
+    """Returns (held-out correct bool `[L, P, n]`, iterations `[L, P]`, converged `[L, P]`)."""
+    features = jnp.swapaxes(features, 0, 1)  # [L, n, d]
+    layers, _, width = features.shape
+    problems = labels.shape[0]
+    outputs = 1 if num_classes == 2 else num_classes
+    weight = train.astype(jnp.float32)
+    n_train = weight.sum(-1)  # [P]
+    penalty = 1.0 / (C * n_train)  # [P]: scikit-learn's l2 strength on the mean loss
+
+    def layer_stats(x):  # x [n, d] -> mean, inverse std [P, d] over each problem's training rows
+        mean = weight @ x / n_train[:, None]
+        variance = jnp.maximum(weight @ (x * x) / n_train[:, None] - mean * mean, 0.0)
+        std = jnp.sqrt(variance)
+        return mean, jnp.where(std > 1e-12 * (1 + jnp.abs(mean)), 1.0 / jnp.maximum(std, 1e-30), 1.0)
+
+    mean, inv_std = jax.lax.map(layer_stats, features)  # [L, P, d] each
+
+    def logits_of(params):  # linear in (W, b)
+        w, b = params
+        scaled = w * inv_std[..., None]  # [L, P, d, K]
+        offset = b - jnp.einsum("lpd,lpdk->lpk", mean, scaled)
+        return jnp.einsum("lnd,lpdk->lpnk", features, scaled) + offset[:, :, None, :]
+
+    def objective(logits, params):
+        losses, dlogits = _log_loss(logits, labels)
+        data = jnp.sum(losses * weight, -1) / n_train  # [L, P]
+        return data + 0.5 * penalty * jnp.sum(params[0] ** 2, (-2, -1)), dlogits
+
+    def gradient(dlogits, params):
+        residual = dlogits * (weight / n_train[:, None])[..., None]  # [L, P, n, K]
+        total = residual.sum(2)  # [L, P, K]
+        raw = jnp.einsum("lnd,lpnk->lpdk", features, residual)
+        grad_w = (raw - mean[..., None] * total[:, :, None, :]) * inv_std[..., None] + penalty[:, None, None] * params[0]
+        return grad_w, total
+
+    def max_abs(grad):
+        return jnp.maximum(jnp.max(jnp.abs(grad[0]), (-2, -1)), jnp.max(jnp.abs(grad[1]), -1))
+
+    params = (jnp.zeros((layers, problems, width, outputs)), jnp.zeros((layers, problems, outputs)))
+    logits = logits_of(params)
+    value, dlogits = objective(logits, params)
+    grad = gradient(dlogits, params)
+    history = jax.tree.map(lambda x: jnp.zeros((memory, *x.shape)), {"s": params, "y": params})
+    rho = jnp.zeros((memory, layers, problems))
+    state = {
+        "params": params, "logits": logits, "value": value, "grad": grad, "history": history, "rho": rho,
+        "count": jnp.int32(0), "iteration": jnp.zeros((layers, problems), jnp.int32),
+        "active": max_abs(grad) > tol,
+    }
+
+    def direction(state):
+        """L-BFGS two-loop recursion per problem (history slots with rho == 0 contribute nothing)."""
+        history, rho = state["history"], state["rho"]
+        slot_of = lambda j: (state["count"] - 1 - j) % memory  # j = 0 is the newest pair
+        pair = lambda name, slot: jax.tree.map(lambda h: h[slot], history[name])
+
+        def newest_first(j, carry):
+            q, alphas = carry
+            slot = slot_of(j)
+            alpha = rho[slot] * _pair_dot(pair("s", slot), q)
+            q = jax.tree.map(lambda qi, yi: qi - _expand(alpha, yi) * yi, q, pair("y", slot))
+            return q, alphas.at[j].set(alpha)
+
+        q, alphas = jax.lax.fori_loop(0, memory, newest_first, (jax.tree.map(jnp.negative, state["grad"]), jnp.zeros_like(rho)))
+        s_new, y_new = pair("s", slot_of(0)), pair("y", slot_of(0))
+        yy = _pair_dot(y_new, y_new)
+        gamma = jnp.where((rho[slot_of(0)] > 0) & (yy > 0), _pair_dot(s_new, y_new) / jnp.maximum(yy, 1e-30), 1.0)
+
+        def oldest_first(i, r):
+            j = memory - 1 - i
+            slot = slot_of(j)
+            beta = rho[slot] * _pair_dot(pair("y", slot), r)
+            return jax.tree.map(lambda ri, si: ri + _expand(alphas[j] - beta, si) * si, r, pair("s", slot))
+
+        r = jax.lax.fori_loop(0, memory, oldest_first, jax.tree.map(lambda qi: _expand(gamma, qi) * qi, q))
+        descent = _pair_dot(r, state["grad"]) < 0
+        return jax.tree.map(lambda ri, gi: jnp.where(_expand(descent, ri), ri, -gi), r, state["grad"])
+
+    def step(state):
+        params, logits, value, grad = state["params"], state["logits"], state["value"], state["grad"]
+        move = direction(state)
+        move_logits = logits_of(move)  # logits are linear in (W, b): these are the logits' direction
+        slope = _pair_dot(grad, move)  # [L, P], negative
+        w_w, w_m, m_m = (jnp.sum(a * b, (-2, -1)) for a, b in ((params[0], params[0]), (params[0], move[0]), (move[0], move[0])))
+
+        steps = jnp.asarray(_STEP_CANDIDATES, jnp.float32)
+        t = steps[:, None, None]
+        losses, _ = _log_loss(logits + t[..., None, None] * move_logits, labels)  # [J, L, P, n]
+        trials = jnp.sum(losses * weight, -1) / n_train + 0.5 * penalty * (w_w + 2 * t * w_m + t * t * m_m)
+        accepted = trials <= value + _ARMIJO * steps[:, None, None] * slope
+        chosen = jnp.where(jnp.any(accepted, 0), steps[jnp.argmax(accepted, 0)], 0.0) * state["active"]
+        new_params = jax.tree.map(lambda p, m: p + _expand(chosen, m) * m, params, move)
+        new_logits = logits + chosen[:, :, None, None] * move_logits
+        new_value, dlogits = objective(new_logits, new_params)
+        new_grad = gradient(dlogits, new_params)
+        s = jax.tree.map(lambda a, b: a - b, new_params, params)
+        y = jax.tree.map(lambda a, b: a - b, new_grad, grad)
+        sy = _pair_dot(s, y)
+        keep = (chosen > 0) & (sy > 1e-10 * _pair_dot(y, y))
+        slot = state["count"] % memory
+        history = {
+            "s": jax.tree.map(lambda h, v: h.at[slot].set(jnp.where(_expand(keep, v), v, 0.0)), state["history"]["s"], s),
+            "y": jax.tree.map(lambda h, v: h.at[slot].set(jnp.where(_expand(keep, v), v, 0.0)), state["history"]["y"], y),
+        }
+        rho = state["rho"].at[slot].set(jnp.where(keep, 1.0 / jnp.where(keep, sy, 1.0), 0.0))
+        active = state["active"] & (chosen > 0) & (max_abs(new_grad) > tol)
+        return {
+            "params": new_params, "logits": new_logits, "value": new_value, "grad": new_grad, "history": history,
+            "rho": rho, "count": state["count"] + 1, "iteration": state["iteration"] + state["active"], "active": active,
+        }
+
+    final = jax.lax.while_loop(lambda s: (s["count"] < max_iter) & jnp.any(s["active"]), step, state)
+    predicted = _predict(logits_of(final["params"]))  # fresh logits, no accumulated update error
+    correct = (predicted == labels[None]) & ~train[None]
+    converged = max_abs(final["grad"]) <= tol
+    return correct, final["iteration"], converged
+
+
+def _expand(per_problem: jax.Array, like: jax.Array) -> jax.Array:
+    """`[L, P]` -> broadcastable against a `[L, P, ...]` parameter array."""
+    return per_problem.reshape(per_problem.shape + (1,) * (like.ndim - per_problem.ndim))
+
+
+@functools.cache
+def _solver(num_classes: int, max_iter: int, memory: int):
+    return jax.jit(functools.partial(_solve, num_classes=num_classes, max_iter=max_iter, memory=memory))

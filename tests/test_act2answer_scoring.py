@@ -1,0 +1,170 @@
+"""Act2Answer episode scoring: the protocol's rules against a per-episode Python reference, layout averaging,
+the Wilson interval, intent metrics on hand-made trajectories, and bad lines named by `score`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import multinet_jax
+from conftest import REPO_ROOT
+
+TILES = {
+    "left": {"center": [-0.25, -0.155, 0.873], "half_size": [0.055, 0.055, 0.003]},
+    "right": {"center": [-0.25, 0.155, 0.873], "half_size": [0.055, 0.055, 0.003]},
+}
+
+
+def _episode(episode_id, target="left", layout="original", category="color", cube=(-0.25, -0.155, 0.9), **extra):
+    return {"id": episode_id, "category": category, "layout": layout, "target": target, "cube_position": list(cube),
+            "tiles": TILES, **extra}
+
+
+def _holds(record, tile_name):
+    """The protocol's rule, one episode at a time, written out plainly."""
+    tile = record["tiles"][tile_name]
+    x, y, z = record["cube_position"]
+    (cx, cy, cz), (hx, hy, hz) = tile["center"], tile["half_size"]
+    cube_half = record.get("cube_half_size", 0.015)
+    return abs(x - cx) <= hx + 0.08 and abs(y - cy) <= hy + 0.08 and z - cz >= hz + cube_half - 0.01
+
+
+def _reference_rates(records):
+    """{category: (success_rate, answered_rate, original, swapped)} with each rate the mean of the layouts' rates."""
+    cells: dict = {}
+    for record in records:
+        success = _holds(record, record["target"])
+        answered = _holds(record, "left") or _holds(record, "right")
+        cells.setdefault(record["category"], {}).setdefault(record["layout"], []).append((success, answered))
+    rates = {}
+    for category, layouts in cells.items():
+        per_layout = {layout: (np.mean([s for s, _ in rows]), np.mean([a for _, a in rows])) for layout, rows in layouts.items()}
+        rates[category] = (np.mean([v[0] for v in per_layout.values()]), np.mean([v[1] for v in per_layout.values()]),
+                           per_layout.get("original", (math.nan,))[0], per_layout.get("swapped", (math.nan,))[0])
+    return rates
+
+
+def test_rules_match_a_per_episode_reference_including_the_boundaries():
+    rng = np.random.default_rng(0)
+    records = []
+    for index in range(400):
+        target = ["left", "right"][rng.integers(2)]
+        tile = TILES[["left", "right"][rng.integers(2)]]
+        cube = np.array(tile["center"]) + rng.uniform(-0.16, 0.16, 3) * [1, 1, 0] + [0, 0, rng.uniform(-0.02, 0.04)]
+        records.append(_episode(index // 2, target, ["original", "swapped"][index % 2],
+                                ["color", "shape", "time"][index % 3], cube.tolist(), cube_half_size=float(rng.uniform(0.01, 0.02))))
+    # exactly on the xy margin and exactly at the height threshold (a tile at the origin, so the float sums are
+    # the rule's own): both count as held; a hair beyond the margin does not
+    at_origin = {"left": {"center": [0.0, 0.0, 0.0], "half_size": [0.055, 0.055, 0.003]}, "right": TILES["right"]}
+    edge = 0.055 + 0.08
+    records.append({**_episode("edge", cube=(edge, -edge, 0.003 + 0.015 - 0.01)), "tiles": at_origin})
+    records.append({**_episode("edge", layout="swapped", cube=(0.0, -np.nextafter(edge, 1), 0.5)), "tiles": at_origin})
+    result = multinet_jax.score("act2answer", records)
+    expected = _reference_rates(records)
+    assert set(result["categories"]) == set(expected)
+    for category, (success, answered, original, swapped) in expected.items():
+        entry = result["categories"][category]
+        assert entry["success_rate"] == pytest.approx(success, abs=1e-12)
+        assert entry["answered_rate"] == pytest.approx(answered, abs=1e-12)
+        assert entry["success_rate_original"] == pytest.approx(original, abs=1e-12)
+        assert entry["success_rate_swapped"] == pytest.approx(swapped, abs=1e-12)
+    assert result["success_rate"] == pytest.approx(np.mean([v[0] for v in expected.values()]), abs=1e-12)
+    assert result["answered_rate"] == pytest.approx(np.mean([v[1] for v in expected.values()]), abs=1e-12)
+    assert result["episodes"] == len(records) and "intent" not in result and "missing_layouts" not in result
+    edge = multinet_jax.score("act2answer", records[-2:])["categories"]["color"]
+    assert (edge["success_rate_original"], edge["success_rate_swapped"]) == (1.0, 0.0)
+
+
+def test_rates_average_the_layouts_and_report_a_wilson_interval():
+    off = (-0.25, 0.0, 0.9)  # between the tiles: neither holds the cube
+    records = [_episode(0), _episode(1), _episode(2, cube=off), _episode(0, layout="swapped", cube=off)]
+    entry = multinet_jax.score("act2answer", records)["categories"]["color"]
+    assert entry["success_rate_original"] == pytest.approx(2 / 3) and entry["success_rate_swapped"] == 0.0
+    assert entry["success_rate"] == pytest.approx(1 / 3) and entry["episodes"] == 4  # pooled would be 0.5
+    # Wilson's 95% interval for 1 of 2: (0.0945, 0.9055)
+    half = multinet_jax.score("act2answer", [_episode(0), _episode(0, layout="swapped", cube=off)])
+    assert half["categories"]["color"]["success_ci95"] == pytest.approx([0.09453120573, 0.90546879427], abs=1e-9)
+    partial = multinet_jax.score("act2answer", [_episode(0)])
+    assert partial["missing_layouts"] == ["color/swapped"] and partial["categories"]["color"]["success_rate"] == 1.0
+    assert math.isnan(partial["categories"]["color"]["success_rate_swapped"])
+
+
+def test_intent_metrics_on_hand_made_trajectories():
+    start = [-0.13, 0.0, 0.95]
+    to_left = [start, [-0.2, -0.1, 0.93], [-0.25, -0.155, 0.92], [-0.25, -0.155, 0.9]]
+    detour = [start, [-0.2, 0.1, 0.93], [-0.25, 0.155, 0.92], [-0.25, 0.0, 0.92], [-0.25, -0.155, 0.9]]
+    records = [
+        # straight to the target (left), released over it
+        _episode(0, trajectory=to_left, gripper=[0, 0, 0, 1], control_hz=5),
+        # the swapped layout's target is right, but the arm goes left and releases there
+        _episode(0, "right", "swapped", trajectory=to_left, gripper=[0, 0, 1, 1], control_hz=5),
+        # enters the other tile first, then ends on the target; never opens
+        _episode(1, trajectory=detour, gripper=[0] * 5, control_hz=5),
+        # no trajectory: counted in success only
+        _episode(1, "right", "swapped"),
+    ]
+    result = multinet_jax.score("act2answer", records)
+    intent = result["categories"]["color"]["intent"]
+    # original layout: episodes 0 and 1; swapped: episode 0 only (episode 1 has no trajectory)
+    assert intent["first_tile_target_rate"] == pytest.approx((1 / 2 + 0) / 2)
+    assert intent["tile_entered_rate"] == 1.0
+    assert intent["closer_to_target_rate"] == pytest.approx((1 + 0) / 2)
+    assert intent["released_rate"] == pytest.approx((1 / 2 + 1) / 2)
+    assert intent["release_near_target_rate"] == pytest.approx((1 / 2 + 0) / 2)
+    # straight to the left: aligned in the original layout, against the target when it is on the right; the
+    # detour's net motion (two steps away, two longer steps back to the target) is towards the target
+    assert intent["velocity_aligned_rate"] == pytest.approx((1 + 0) / 2)
+    step = np.linalg.norm(np.subtract(to_left[1][:2], start[:2])) * 5
+    assert step > 0 and result["intent"]["episodes_with_trajectory"] == 3 and result["intent"]["episodes_with_gripper"] == 3
+    assert result["intent"]["first_tile_target_rate"] == intent["first_tile_target_rate"]  # one category: macro = it
+
+
+def _run_score(path, output):
+    command = [sys.executable, "-c", "import sys; from multinet_jax.cli import main; main(sys.argv)", "score",
+               "--domain=act2answer", f"--predictions={path}", f"--output={output}"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def test_score_command_writes_the_metrics(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [_episode(0), _episode(0, "right", "swapped")]) + "\n")
+    completed = _run_score(path, tmp_path / "m.json")
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["categories"]["color"]["success_rate_swapped"] == 0.0 and result["success_rate"] == 0.5
+
+
+@pytest.mark.parametrize("change, field, problem", [
+    ({"target": "up"}, "target", "expected one of ['left', 'right'], got 'up'"),
+    ({"layout": "mirrored"}, "layout", "expected one of ['original', 'swapped']"),
+    ({"category": ""}, "category", "expected non-empty text"),
+    ({"cube_position": [0.1, 0.2]}, "cube_position", "expected 3 finite numbers"),
+    ({"cube_position": [0.1, 0.2, "NaN"]}, "cube_position", "expected 3 finite numbers"),
+    ({"tiles": {"left": TILES["left"]}}, "tiles", "expected an object with keys 'left' and 'right'"),
+    ({"tiles": {"left": TILES["left"], "right": {"center": [0, 0, 0]}}}, "tiles.right.half_size", "expected 3 finite numbers"),
+    ({"cube_half_size": -0.01}, "cube_half_size", "expected a positive number"),
+    ({"trajectory": [[0, 0, 0]]}, "control_hz", "missing"),
+    ({"trajectory": [[0, 0, 0], [0, 0]], "control_hz": 5}, "trajectory[1]", "expected 3 finite numbers"),
+    ({"trajectory": [[0, 0, 0]], "control_hz": 5, "gripper": [0, 1]}, "gripper", "expected 1 values"),
+    ({"trajectory": [[0, 0, 0]], "control_hz": 5, "gripper": [2]}, "gripper[0]", "expected openness in [0, 1]"),
+    ({"gripper": [0]}, "gripper", "given without a trajectory"),
+    ({"id": 0, "layout": "original"}, "id", "episode 0 (original) already given by record 0"),
+])
+def test_bad_episodes_name_the_record_and_field(change, field, problem):
+    records = [_episode(0), {**_episode(0, layout="swapped"), **change}]
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", records)
+    assert (raised.value.index, raised.value.field) == (1, field) and problem in raised.value.problem
+
+
+def test_score_command_names_the_bad_line(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps(_episode(0)) + "\n\n" + json.dumps(_episode(0, target="up", layout="swapped")) + "\n")
+    completed = _run_score(path, tmp_path / "m.json")
+    assert completed.returncode == 1 and not (tmp_path / "m.json").exists()
+    assert f"{path}:3: field 'target': expected one of ['left', 'right'], got 'up'" in completed.stderr

@@ -7,6 +7,7 @@ Public surface (imported lazily so `import multinet_jax` stays cheap):
   score(domain, records, ...)                  MultiNet's metrics for a list of predictions
   metrics                                      the jitted metric kernels
   assets.resolve(name_or_path, offline=...)    a named checkpoint / tokenizer / embedder -> local path (cached)
+  act2answer, probing                          Act2Answer items and scenes; layerwise probes and retention
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _LAZY_ATTRIBUTES = {
     "evaluate": ("multinet_jax.eval", "evaluate"),
     "score": ("multinet_jax.metrics", "score"),
 }
-_LAZY_MODULES = ("assets", "data", "metrics", "models", "tokenizers", "sharding", "eval")
+_LAZY_MODULES = ("assets", "data", "metrics", "models", "tokenizers", "sharding", "eval", "act2answer", "probing")
 
 __all__ = ["load_model", "evaluate", "score", *_LAZY_MODULES]
 

@@ -1,0 +1,103 @@
+"""From saved activations to `probing.json` and its plot: probe curves per task (Act2Answer category) and stream,
+each with its shuffled control and peak layer, and the protocol's retention.
+
+Streams: `prefix_last` / `prefix_mean` (the VLM prefix's residual stream per layer, at the last valid prompt token /
+averaged over the prompt tokens) and `action_mean` (the action expert's, averaged over the action tokens). The
+retention compares `prefix_last` with `action_mean`; a task whose prefix curve never rises above chance has no signal
+to retain and is left out of the mean, listed under `retention_excluded` with its peak.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from multinet_jax.probing.probes import fit_probes
+from multinet_jax.probing.retention import retention
+
+PREFIX_STREAMS = ("prefix_last", "prefix_mean")
+ACTION_STREAMS = ("action_mean",)
+RETENTION_STREAMS = ("prefix_last", "action_mean")
+CHANCE = 0.5  # two tiles
+
+
+def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, seed: int = 0, C: float = 1.0,
+                max_iter: int = 100, tol: float = 1e-4) -> dict[str, Any]:
+    """Fits every stream's probes per category (labels: the target tile; groups: the item) -> the report dict."""
+    streams = [name for name in (*PREFIX_STREAMS, *ACTION_STREAMS) if name in activations]
+    categories = np.asarray(activations["category"])
+    tasks: dict[str, Any] = {}
+    for task in sorted(set(categories.tolist())):
+        rows = categories == task
+        labels, groups = activations["label"][rows], activations["item_id"][rows]
+        if len(np.unique(groups)) < num_folds:
+            raise ValueError(f"task {task!r} has {len(np.unique(groups))} items, fewer than --num_folds={num_folds}")
+        tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(groups)))}
+        for stream in streams:
+            result = fit_probes(activations[stream][rows], labels, groups, num_folds=num_folds, seed=seed, C=C,
+                                max_iter=max_iter, tol=tol)
+            tasks[task][stream] = {
+                "accuracy": result.accuracy.tolist(),
+                "control_accuracy": result.control_accuracy.tolist(),
+                "fold_accuracy": result.fold_accuracy.tolist(),
+                "peak_layer": result.peak_layer,
+                "peak_accuracy": float(result.accuracy.max()),
+                "unconverged_fits": int((~result.converged).sum()),
+            }
+    report: dict[str, Any] = {
+        "chance": CHANCE, "streams": streams, "tasks": tasks,
+        "settings": {"num_folds": num_folds, "seed": seed, "C": C, "max_iter": max_iter, "tol": tol},
+    }
+    if all(stream in streams for stream in RETENTION_STREAMS):
+        report.update(_retention(tasks))
+    return report
+
+
+def _retention(tasks: Mapping[str, Any]) -> dict[str, Any]:
+    prefix_stream, action_stream = RETENTION_STREAMS
+    eligible = [task for task, entry in tasks.items() if entry[prefix_stream]["peak_accuracy"] > CHANCE]
+    excluded = {task: {"prefix_peak_accuracy": entry[prefix_stream]["peak_accuracy"]}
+                for task, entry in tasks.items() if task not in eligible}
+    value = None
+    if eligible:
+        value = retention({task: tasks[task][prefix_stream]["accuracy"] for task in eligible},
+                          {task: tasks[task][action_stream]["accuracy"] for task in eligible}, chance=CHANCE)
+    return {"retention": value, "retention_tasks": eligible, "retention_excluded": excluded}
+
+
+def plot(report: Mapping[str, Any], path: str | pathlib.Path) -> pathlib.Path:
+    """One panel per task: each stream's accuracy per layer (solid) and its shuffled control (dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(report["tasks"])
+    columns = min(len(tasks), 4)
+    rows = -(-len(tasks) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
+    for axis, task in zip(axes.flat, tasks):
+        for index, stream in enumerate(report["streams"]):
+            entry = report["tasks"][task][stream]
+            colour = f"C{index}"
+            axis.plot(entry["accuracy"], color=colour, label=f"{stream} (peak {entry['peak_layer']})")
+            axis.plot(entry["control_accuracy"], color=colour, linestyle="--", alpha=0.6)
+        axis.axhline(report["chance"], color="gray", linewidth=0.8)
+        axis.set_title(f"{task} ({report['tasks'][task]['episodes']} episodes)")
+        axis.set_xlabel("layer")
+        axis.set_ylabel("probe accuracy")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(tasks):]:
+        axis.set_visible(False)
+    retained = report.get("retention")
+    figure.suptitle("dashed: shuffled-label control" + (f"; retention {retained:.3f}" if retained is not None else ""))
+    figure.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+

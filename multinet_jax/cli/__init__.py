@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("multinet_jax.cli.eval", "evaluate a Pi0 / Pi0-FAST checkpoint on MultiNet domains"),
     "report": ("multinet_jax.cli.report", "compare evaluation runs across domains: markdown, CSV and one HTML page"),
     "fetch": ("multinet_jax.cli.fetch", "download the checkpoints, tokenizers and embedder a run needs, into the cache"),
+    "probe": ("multinet_jax.cli.probe", "layerwise intent probing on an Act2Answer item set"),
 }
 
 

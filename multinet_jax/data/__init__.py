@@ -22,7 +22,7 @@ import numpy as np
 
 from multinet_jax.data import pipeline, stats, transforms
 from multinet_jax.data.errors import BadRecord, BadRecordError
-from multinet_jax.data.pipeline import Source
+from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_inputs
 
 ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
 DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl", "act2answer")

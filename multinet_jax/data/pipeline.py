@@ -21,6 +21,9 @@ from multinet_jax.data import transforms
 from multinet_jax.data.errors import BadRecord, BadRecordError, check_on_bad_record, log_skipped
 
 VALID_KEY = "_valid"
+# Keys of a batch that are model inputs (the fixtures' `io.npz` observation keys).
+MODEL_INPUT_PREFIXES = ("image/", "image_mask/")
+MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
 
 
 class Source(Protocol):
@@ -125,6 +128,14 @@ class Batcher:
 def finish_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """A built sample as `load` yields it unbatched: float images, no validity flag."""
     return transforms.images_to_model_range({key: value for key, value in sample.items() if key != VALID_KEY})
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A batch's model inputs as host arrays, with `sample_index` (padding rows' -1 as 0) for per-sample noise."""
+    inputs = {key: np.asarray(value) for key, value in batch.items()
+              if key in MODEL_INPUT_KEYS or key.startswith(MODEL_INPUT_PREFIXES)}
+    inputs["sample_index"] = np.maximum(np.asarray(batch["sample_index"], np.int32), 0)
+    return inputs
 
 
 def _is_valid(sample: dict[str, Any]) -> bool:

@@ -90,6 +90,19 @@ def build_fast_tokenizer(directory: pathlib.Path, action_chunks: Sequence[np.nda
     return fast.save_pretrained(directory)
 
 
+def build_probe_demo(*, checkpoint: str, tokenizer: str, item_set: str) -> None:
+    """`multinet-jax probe --demo`: the tiny Pi0 checkpoint, the demo tokenizer and the generated Act2Answer items."""
+    from multinet_jax.act2answer import write_item_set
+    from multinet_jax.eval import demo_data
+
+    if not pathlib.Path(item_set, "pairs.json").exists():
+        write_item_set(item_set, items_per_category=5)
+    if not pathlib.Path(tokenizer).exists():
+        build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
+    if not pathlib.Path(checkpoint).exists():
+        build_checkpoint("pi0", pathlib.Path(checkpoint).resolve())
+
+
 def build(*, checkpoint: str, tokenizer: str, fast_tokenizer: str | None, data_dir: str, model: str,
           domains: Sequence[str]) -> None:
     """Creates whichever demo artifacts are missing at the given paths (existing ones are kept)."""

@@ -9,6 +9,7 @@ flags work on the demo, on `../shared/data/multinet_sample` and on a full MultiN
   odinw/                  <Subset>/categories.json, object_caption_pairs.json, bbox_images/*.jpg
   sqa3d/                  SQA3D's balanced questions/annotations JSON + one top-down PNG per scene
   bfcl_v3/                MultiNet's questions.jsonl / answers.jsonl
+  act2answer/             an Act2Answer item set (pairs.json + images/), `multinet_jax.act2answer.generated`
 The content is synthetic (random images, templated text) but every field the readers use is real-typed.
 """
 
@@ -197,6 +198,13 @@ def write_bfcl(root: pathlib.Path) -> None:
     (directory / "answers.jsonl").write_text("".join(json.dumps(a) + "\n" for a in answers))
 
 
+def write_act2answer(root: pathlib.Path) -> None:
+    """The generated Act2Answer item set (5 items per category: enough groups for 5-fold probes)."""
+    from multinet_jax.act2answer import write_item_set
+
+    write_item_set(root / "act2answer" / SPLIT, items_per_category=5)
+
+
 # domain name (as `data.load` takes it) -> (folder under data_dir, writer)
 WRITERS: dict[str, tuple[str, Callable[[pathlib.Path], None]]] = {
     "openx_bimanual": ("openx_bimanual", write_openx_bimanual),
@@ -206,6 +214,7 @@ WRITERS: dict[str, tuple[str, Callable[[pathlib.Path], None]]] = {
     "odinw": ("odinw", write_odinw),
     "sqa3d": ("sqa3d", write_sqa3d),
     "bfcl": ("bfcl_v3", write_bfcl),
+    "act2answer": ("act2answer", write_act2answer),
 }
 
 

@@ -35,9 +35,6 @@ MODEL_KINDS = ("pi0", "pi0_fast")
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
 # checkpoint: the checkpoint's norm stats.
 UNNORMALIZE_CHOICES = ("split", "split_exact", "checkpoint")
-# Keys of a data batch that are model inputs (the fixtures' `io.npz` observation keys).
-_MODEL_INPUT_PREFIXES = ("image/", "image_mask/")
-_MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,15 +237,10 @@ class Evaluator:
 
     def _observation(self, domain: domains.Domain, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Host arrays of the model inputs; the models place them on the mesh (batch over "data")."""
-        observation = {
-            key: np.asarray(value)
-            for key, value in batch.items()
-            if key in _MODEL_INPUT_KEYS or key.startswith(_MODEL_INPUT_PREFIXES)
-        }
+        observation = data.model_inputs(batch)
         if self._uses_fast_prompt(domain):
             rows = [self.fast_prompt.tokenize(prompt or "", state) for prompt, state in zip(batch["prompt"], batch["state"])]
             observation.update({key: np.stack([row[key] for row in rows]) for key in rows[0]})
-        observation["sample_index"] = np.maximum(np.asarray(batch["sample_index"], np.int32), 0)
         return observation
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> np.ndarray:
@@ -420,7 +412,7 @@ def _item(value: Any) -> Any:
 
 
 def _row(batch: Mapping[str, Any], row: int) -> dict[str, Any]:
-    return {key: _item(value[row]) for key, value in batch.items() if not key.startswith(_MODEL_INPUT_PREFIXES)}
+    return {key: _item(value[row]) for key, value in batch.items() if not key.startswith(data.MODEL_INPUT_PREFIXES)}
 
 
 def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:

@@ -237,6 +237,9 @@ class Block(nn.Module):
                 y, gate = apply_norm(make_norm("pre_ffw_norm", i, adaptive), x, cond)
                 x = _gated_residual(x, FeedForward(cfg, name=expert_name("mlp", i))(y), gate)
             outputs.append(x)
+        # Each expert's residual stream after this layer, kept only when the caller asks for "intermediates"
+        # (a no-op otherwise); the layer scan stacks them on a leading depth axis. Probing reads them.
+        self.sow("intermediates", "residual", tuple(outputs))
         return outputs, kv_cache
 
 

@@ -60,7 +60,7 @@ def scan_layers(block: type[nn.Module], *, length: int, initializing: bool, **sc
         block, "params", trans_in_fn=_bits_as_bfloat16, trans_out_fn=_bfloat16_as_bits, init=initializing
     )
     scanned = nn.scan(
-        per_layer, variable_axes={"params": 0}, split_rngs={"params": True}, length=length, **scan_kwargs
+        per_layer, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True}, length=length, **scan_kwargs
     )
     return nn.map_variables(
         scanned, "params", trans_in_fn=_bfloat16_as_bits, trans_out_fn=_bits_as_bfloat16, init=initializing

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import numerics
+from multinet_jax.models import activations, numerics
 from multinet_jax.models.configs import ModelConfig, Pi0Config
 from multinet_jax.models.gemma import Gemma, KVCache
 from multinet_jax.models.siglip import Siglip
@@ -177,15 +177,27 @@ def sample_actions_fn(
     state: jax.Array,
     noise: jax.Array,
     num_steps: jax.Array,
-) -> jax.Array:
+    capture: bool = False,
+) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
     """Pure flow-matching sampler: prefix KV cache once, then `num_steps` Euler steps of the action expert.
 
-    `num_steps` is traced (int32 scalar), so changing it does not recompile.
+    `num_steps` is traced (int32 scalar), so changing it does not recompile. `capture` (static) also returns the
+    per-layer residual streams of the prefix and of the first Euler step's action expert, pooled
+    (`models/activations.py`): `(actions, {"prefix_last", "prefix_mean", "action_mean": [b, depth, width]})`.
     """
     variables = {"params": params}
     prefix_tokens, prefix_mask = module.apply(variables, images, image_masks, tokens, token_mask, method=Pi0.embed_prefix)
-    kv_cache = module.apply(variables, prefix_tokens, prefix_mask, method=Pi0.fill_prefix_cache)
     dt = -1.0 / num_steps.astype(jnp.float32)
+    first_time = jnp.ones(state.shape[:1], jnp.float32)
+    if capture:
+        kv_cache, (prefix_streams, _) = activations.apply_capturing(
+            module, variables, prefix_tokens, prefix_mask, method=Pi0.fill_prefix_cache)
+        v_first, (_, action_streams) = activations.apply_capturing(
+            module, variables, kv_cache, prefix_mask, state, noise, first_time, method=Pi0.velocity)
+        start, carry = 1, (noise + dt * v_first, jnp.float32(1.0) + dt)
+    else:
+        kv_cache = module.apply(variables, prefix_tokens, prefix_mask, method=Pi0.fill_prefix_cache)
+        start, carry = 0, (noise, jnp.float32(1.0))
 
     def euler_step(_, carry):
         x_t, time = carry
@@ -193,12 +205,16 @@ def sample_actions_fn(
         v_t = module.apply(variables, kv_cache, prefix_mask, state, x_t, times, method=Pi0.velocity)
         return x_t + dt * v_t, time + dt
 
-    x_0, _ = jax.lax.fori_loop(0, num_steps, euler_step, (noise, jnp.float32(1.0)))
-    return x_0
+    x_0, _ = jax.lax.fori_loop(start, num_steps, euler_step, carry)
+    if not capture:
+        return x_0
+    streams = activations.pool_prompt(prefix_streams, token_mask)
+    streams["action_mean"] = activations.pool_actions(action_streams, module.config.action_horizon)
+    return x_0, streams
 
 
 # One compiled sampler per (module config, input shapes, live-camera count), shared by every Pi0Model instance.
-sample_actions_jit = jax.jit(sample_actions_fn, static_argnums=0)
+sample_actions_jit = jax.jit(sample_actions_fn, static_argnums=0, static_argnames="capture")
 
 
 def per_sample_noise(rng: jax.Array, sample_index: jax.Array, shape: tuple[int, int]) -> jax.Array:
@@ -312,13 +328,26 @@ class Pi0Model:
         `observation["sample_index"]` (default arange(b)); another shape raises ValueError naming both shapes. `skip_absent_cameras=False` encodes every camera even
         when masked for the whole batch (openpi's behaviour; same outputs, for benchmarks).
         """
+        batch, inputs = self._sampler_inputs(observation, rng, noise, skip_absent_cameras)
+        return sample_actions_jit(self.module, self.params, num_steps=jnp.int32(num_steps), **inputs)[:batch]
+
+    def activations(
+        self, observation: Observation, *, rng: jax.Array | None = None, num_steps: int = 10
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(actions, streams) from one sampling pass: the actions `sample_actions` gives for the same inputs and
+        each layer's residual streams `{"prefix_last", "prefix_mean", "action_mean": [b, depth, width]}` (float32;
+        see `models/activations.py`)."""
+        batch, inputs = self._sampler_inputs(observation, rng, None, True)
+        actions, streams = sample_actions_jit(self.module, self.params, num_steps=jnp.int32(num_steps), capture=True, **inputs)
+        return actions[:batch], {name: value[:batch] for name, value in streams.items()}
+
+    def _sampler_inputs(self, observation: Observation, rng: jax.Array | None, noise: Any, skip_absent_cameras: bool):
         batch = check_observation(observation, self.config)
         if noise is not None:
             check_noise(np.shape(noise), batch, self.config)
         inputs = self.prepare_inputs(observation, skip_absent_cameras=skip_absent_cameras)
-        noise = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
-        steps = jnp.int32(num_steps)
-        return sample_actions_jit(self.module, self.params, noise=noise, num_steps=steps, **inputs)[:batch]
+        inputs["noise"] = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
+        return batch, inputs
 
     def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
         """Greedy/sampled text from the PaliGemma backbone (implemented in `multinet_jax.models.decoding`)."""

@@ -1,0 +1,93 @@
+"""`multinet-jax probe` end to end on the tiny Pi0 and a generated item set: activations on disk, probing.json,
+the plot, resume without recomputing, a changed item set refused, bad flags refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from act2answer_helpers import item_set
+from conftest import REPO_ROOT
+from models_helpers import openpi_checkpoint
+from multinet_jax import models
+from multinet_jax.eval import demo, demo_data, probe
+from multinet_jax.probing import activations
+
+
+class CountingModel:
+    """The loaded model, counting `activations` calls (a resumed run must make none for saved episodes)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def activations(self, observation, **kwargs):
+        self.calls += 1
+        return self.model.activations(observation, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("probe")
+    tokenizer = demo.build_tokenizer(root / "tokenizer.model", demo_data.corpus())
+    return {"items": item_set(root / "items", items_per_category=2), "tokenizer": str(tokenizer),
+            "model": models.load_model(openpi_checkpoint("pi0"))}
+
+
+def _config(setup, output_dir, **overrides):
+    return probe.ProbeConfig(checkpoint=openpi_checkpoint("pi0"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
+                             output_dir=str(output_dir), batch_size=4, num_flow_steps=2, num_folds=2, **overrides)
+
+
+def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
+    model = CountingModel(setup["model"])
+    result = probe.run_probe(_config(setup, tmp_path), model=model)
+    assert model.calls == 3  # 12 episodes in batches of 4
+    saved = activations.read(tmp_path / "activations" / "all")
+    pairs = json.loads((setup["items"] / "pairs.json").read_text())
+    assert saved["id"].tolist() == [f"{pair['index']}/{layout}" for pair in pairs for layout in ("original", "swapped")]
+    answers = [0 if pair["answer"] == "Left" else 1 for pair in pairs]
+    assert saved["label"].tolist() == [label for answer in answers for label in (answer, 1 - answer)]
+    depth = setup["model"].config.paligemma.depth
+    assert saved["prefix_last"].shape == (12, depth, 64) and saved["action_mean"].shape == (12, depth, 32)
+    written = json.loads((tmp_path / "probing.json").read_text())
+    assert written["streams"] == ["prefix_last", "prefix_mean", "action_mean"] and set(written["tasks"]) == {"color", "shape", "counting"}
+    for task in written["tasks"].values():
+        for stream in written["streams"]:
+            assert len(task[stream]["accuracy"]) == len(task[stream]["control_accuracy"]) == depth
+            assert np.array(task[stream]["fold_accuracy"]).shape == (depth, 2)
+    assert written["config"]["num_folds"] == 2 and (tmp_path / "probing.png").stat().st_size > 10_000
+    assert written["tasks"] == json.loads(json.dumps(result["tasks"]))  # the file holds what run_probe returned
+
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        probe.run_probe(_config(setup, tmp_path), model=model)
+    again = CountingModel(setup["model"])
+    resumed = probe.run_probe(_config(setup, tmp_path, resume=True), model=again)
+    assert again.calls == 0 and resumed["tasks"] == written["tasks"]
+
+
+def test_resume_refuses_a_changed_item_set(setup, tmp_path):
+    items = item_set(tmp_path / "items", items_per_category=2)
+    config = probe.ProbeConfig(checkpoint="unused", tokenizer=setup["tokenizer"], data_dir=str(items), output_dir=str(tmp_path / "run"),
+                               batch_size=4, num_flow_steps=1, num_folds=2, limit=4)
+    probe.capture(config, setup["model"])
+    pairs = json.loads((items / "pairs.json").read_text())
+    pairs[0]["index"] = 99
+    (items / "pairs.json").write_text(json.dumps(pairs))
+    with pytest.raises(ValueError, match=r"sample 0 is '0/original' but the item set's is '99/original'"):
+        probe.capture(probe.ProbeConfig(**{**vars(config), "resume": True, "limit": None}), setup["model"])
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--num_folds=1", "error: --num_folds must be at least 2, got 1"),
+    ("--C=0", "error: --C must be positive, got 0.0"),
+    ("--batch_size=0", "error: --batch_size must be positive, got 0"),
+])
+def test_bad_probe_flags(flag, message):
+    command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", "probe", "--checkpoint=c",
+               "--tokenizer=t", "--data_dir=d", flag]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 1 and message in completed.stderr

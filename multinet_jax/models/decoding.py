@@ -332,3 +332,73 @@ def sample_tokens(
     decode = compiled_decoder(model.config, settings, mesh)
     tokens, _ = decode(model.params, **decoder_inputs(model.config, observation, rng, mesh), sampling=sampling)
     return tokens
+
+
+def _score_options_fn(
+    module: PaliGemma,
+    params: Any,
+    images: list[jax.Array],
+    image_masks: list[jax.Array],
+    tokens: jax.Array,
+    token_mask: jax.Array,
+    token_ar_mask: jax.Array,
+    option_tokens: jax.Array,
+    option_mask: jax.Array,
+) -> jax.Array:
+    """Log-likelihood `[b, K]` of each option's tokens `[b, K, m]` (masked by `option_mask`) after the prefix.
+
+    Teacher forcing: the prefix is run once; each option's tokens but the last are fed together at the cache slots
+    after it (contiguous RoPE positions, as in training), each attending the valid prefix and the option's earlier
+    tokens; token j's log-probability comes from the logits after token j - 1 (token 0's from the prefix's last).
+    """
+    length = option_tokens.shape[2]
+    state = prefill_observation(module, length, params, images, image_masks, tokens, token_mask, token_ar_mask)
+    variables = {"params": params["PaliGemma"]}
+    batch, prefix_len = state.prefix_mask.shape
+    first = jax.nn.log_softmax(state.first_logits, axis=-1)  # [b, vocab]
+    fed = length - 1
+    causal = jnp.arange(fed)[None, :] <= jnp.arange(fed)[:, None]  # [fed (query), fed (key)]
+    attn_mask = jnp.concatenate(
+        [jnp.broadcast_to(state.prefix_mask[:, None, :], (batch, fed, prefix_len)), jnp.broadcast_to(causal, (batch, fed, fed))],
+        axis=2,
+    )
+    positions = state.valid_len[:, None] + jnp.arange(fed)[None, :]
+    scores = []
+    for option in range(option_tokens.shape[1]):
+        ids, mask = option_tokens[:, option], option_mask[:, option]
+        log_probs = jnp.take_along_axis(first, ids[:, :1], axis=1)  # [b, 1]
+        if fed:
+            embedded = module.apply(variables, ids[:, :-1], method=_embed)
+            (hidden, *_), _ = module.apply(variables, embedded, positions, attn_mask, kv_cache=state.cache,
+                                           cache_write_index=jnp.int32(prefix_len), method=_llm)
+            later = jax.nn.log_softmax(module.apply(variables, hidden, method=_logits), axis=-1)  # [b, fed, vocab]
+            log_probs = jnp.concatenate([log_probs, jnp.take_along_axis(later, ids[:, 1:, None], axis=2)[..., 0]], axis=1)
+        scores.append(jnp.sum(jnp.where(mask, log_probs, 0.0), axis=1))
+    return jnp.stack(scores, axis=1)
+
+
+@functools.cache
+def compiled_option_scorer(config: ModelConfig, mesh: jax.sharding.Mesh | None):
+    out_shardings = None if mesh is None else sharding.batch_sharding(mesh)
+    return jax.jit(functools.partial(_score_options_fn, PaliGemma(config)), out_shardings=out_shardings)
+
+
+def score_options(model: Any, observation: Observation, option_tokens: np.ndarray, option_mask: np.ndarray) -> jax.Array:
+    """Log-likelihood float32 `[b, K]` of K candidate answers per row given the observation (image + prompt).
+
+    `option_tokens` int32 `[b, K, m]` (each option's token ids, no BOS, right-padded) and `option_mask` bool
+    `[b, K, m]`. A forced choice over the options can never produce an invalid answer: the prediction is the argmax.
+    """
+    option_tokens, option_mask = np.asarray(option_tokens, np.int32), np.asarray(option_mask, bool)
+    batch = np.shape(observation["state"])[0]
+    if option_tokens.ndim != 3 or option_tokens.shape[0] != batch or option_mask.shape != option_tokens.shape:
+        raise ValueError(f"option_tokens / option_mask must both be [b={batch}, options, tokens], got "
+                         f"{option_tokens.shape} and {option_mask.shape}")
+    if not option_mask[..., 0].all():
+        raise ValueError("every option needs at least one token (option_mask[..., 0] must be True)")
+    mesh = getattr(model, "mesh", None)
+    inputs = decoder_inputs(model.config, observation, None, mesh)
+    place = lambda value: jax.device_put(value, None if mesh is None else sharding.batch_sharding(mesh))
+    del inputs["sample_index"], inputs["rng"]
+    return compiled_option_scorer(model.config, mesh)(model.params, **inputs, option_tokens=place(option_tokens),
+                                                      option_mask=place(option_mask))

@@ -354,3 +354,9 @@ class Pi0Model:
         from multinet_jax.models import decoding
 
         return decoding.sample_tokens(self, observation, **kwargs)
+
+    def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
+        """Log-likelihood `[b, K]` of candidate answers under the PaliGemma backbone (`decoding.score_options`)."""
+        from multinet_jax.models import decoding
+
+        return decoding.score_options(self, observation, option_tokens, option_mask)

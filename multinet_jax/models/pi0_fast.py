@@ -76,6 +76,10 @@ class Pi0FastModel:
             **decode_options,
         )
 
+    def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
+        """Log-likelihood `[b, K]` of candidate answers given the observation (`decoding.score_options`)."""
+        return decoding.score_options(self, observation, option_tokens, option_mask)
+
     def decode_actions(self, tokens: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions float32 `[b, horizon, action_dim]`, valid bool `[b]`); invalid rows are NaN."""
         if self.action_tokenizer is None:

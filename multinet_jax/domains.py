@@ -12,6 +12,8 @@ Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - SQA3D / RoboVQA (`openx_multi_embodiment`): decoded text, stripped; `score` normalizes it.
   - BFCL: decoded text per turn; calls are the matches of `\\b\\w+\\s*\\([^)]*\\)` with whitespace
     collapsed (the harness's `_extract_function_calls`).
+  - Act2Answer: a text probe (options scored by log-likelihood) and an action probe (the integrated chunk's
+    direction) per episode (`eval/act2answer.py`), scored as `act2answer_probes`.
 Unparseable output becomes an invalid prediction (None), never an exception.
 """
 
@@ -42,6 +44,7 @@ class Output(enum.Enum):
     CONTINUOUS_ACTIONS = "continuous_actions"  # sample_actions -> first step, first min(32, D) dims
     DISCRETE_ACTION = "discrete_action"  # sample_actions -> dim 0, unnormalized, rounded
     TEXT = "text"  # sample_tokens -> decoded text -> parser
+    KNOWLEDGE_PROBES = "knowledge_probes"  # score_options (text probe) + sample_actions (action probe)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Domain:
     folder: str
     output: Output
     headline_metrics: tuple[str, ...]
+    scored_as: str | None = None  # the `metrics.score` domain of its prediction records, when not its name
+
+    @property
+    def score_domain(self) -> str:
+        return self.scored_as or self.name
 
     @property
     def uses_actions(self) -> bool:
@@ -63,7 +71,7 @@ class Domain:
         """The `metrics.score` calculator (continuous, discrete, multiple_choice, classification, vqa, function_calls)."""
         from multinet_jax import metrics
 
-        return metrics.metric_kind(self.name)
+        return metrics.metric_kind(self.score_domain)
 
 
 _OPENX_HEADLINE = ("avg_dataset_amse", "avg_dataset_amae", "normalized_amae", "action_success_rate", "invalid_percentage")
@@ -79,6 +87,8 @@ _FIXED_DOMAINS = {
         Domain("sqa3d", "sqa3d", Output.TEXT, _VQA_HEADLINE),
         Domain("openx_multi_embodiment", "openx_multi_embodiment", Output.TEXT, _VQA_HEADLINE),
         Domain("bfcl", "bfcl_v3", Output.TEXT, ("exact_match_accuracy", "avg_turn_of_first_failure", "avg_similarity_score", "invalid_turn_percentage")),
+        Domain("act2answer", "act2answer", Output.KNOWLEDGE_PROBES,
+               ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate"), scored_as="act2answer_probes"),
     )
 }
 ALL_DOMAINS = ("openx_bimanual", *_FIXED_DOMAINS)

@@ -28,7 +28,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
-from multinet_jax.eval import results, summary
+from multinet_jax.eval import act2answer, results, summary
 from multinet_jax.models import configs
 
 MODEL_KINDS = ("pi0", "pi0_fast")
@@ -224,6 +224,12 @@ class Evaluator:
 
     def _action_norm(self, domain: domains.Domain) -> tuple[list[float], list[float], dict[str, Any] | None]:
         """(mean, std) used to unnormalize actions, and the split's action stats for metrics."""
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
+            norm_stats = self.model.norm_stats
+            if not norm_stats or "actions" not in norm_stats:
+                raise ValueError(f"{domain.name}'s action probe unnormalizes with the checkpoint's action norm stats, "
+                                 f"but {self.config.checkpoint} has none (assets/<asset id>/norm_stats.json)")
+            return list(norm_stats["actions"]["mean"]), list(norm_stats["actions"]["std"]), None
         kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
         split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=kind)
         if self.config.unnormalize != "checkpoint":
@@ -241,14 +247,20 @@ class Evaluator:
         if self._uses_fast_prompt(domain):
             rows = [self.fast_prompt.tokenize(prompt or "", state) for prompt, state in zip(batch["prompt"], batch["state"])]
             observation.update({key: np.stack([row[key] for row in rows]) for key in rows[0]})
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            observation.update(act2answer.text_probe_inputs(batch, self.paligemma, self.config.max_token_len))
         return observation
 
-    def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> np.ndarray:
+    def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
+        if self.config.model == "pi0":
+            return self.model.sample_actions(observation, rng=self.rng, num_steps=self.config.num_flow_steps)
+        return self.model.sample_actions(observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps)
+
+    def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            return act2answer.run(self.model, observation, self._sample_actions)
         if domain.uses_actions:
-            if self.config.model == "pi0":
-                out = self.model.sample_actions(observation, rng=self.rng, num_steps=self.config.num_flow_steps)
-            else:
-                out = self.model.sample_actions(observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps)
+            out = self._sample_actions(observation)
         else:
             out = self.model.sample_tokens(
                 observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps, temperature=self.config.temperature
@@ -274,9 +286,11 @@ class Evaluator:
                     "(an unlabeled split, e.g. MultiNet's public PIQA sample); evaluate a labeled split"
                 )
 
-    def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: np.ndarray, norm: tuple | None) -> list[results.Record]:
+    def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: Any, norm: tuple | None) -> list[results.Record]:
         valid = np.asarray(batch["_mask"], bool)
         rows = np.flatnonzero(valid)
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            return act2answer.records(batch, rows, raw, norm[0], norm[1], _item)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
             predictions = domains.continuous_predictions(raw[rows], action_dim, norm[0], norm[1])
@@ -368,7 +382,7 @@ class Evaluator:
             records = results.read_completed(path)
             if not records:
                 raise ValueError(f"{domain.name}: the dataset in {self.config.data_dir} yielded no samples")
-            scored = metrics.score(domain.name, records, **self._score_options(domain, stats))
+            scored = metrics.score(domain.score_domain, records, **self._score_options(domain, stats))
             summary.plot_domain(self.output_dir / "plots" / f"{domain.name}.png", domain, summary.json_safe(scored), records)
         wall_seconds = time.perf_counter() - wall_start
         evaluated = len(records) - resumed_from

@@ -122,6 +122,15 @@ def plot_domain(path: pathlib.Path, domain: domains.Domain, metrics: Mapping[str
         right.set_xticks(positions, labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
         right.set_title("class distribution")
         right.legend()
+    elif domain.metric_kind == "act2answer_probes":
+        categories = metrics.get("categories", {})
+        positions = np.arange(len(categories))
+        for offset, (key, label) in zip((-0.2, 0.2), (("text_probe_accuracy", "text probe"), ("action_probe_accuracy", "action probe"))):
+            right.bar(positions + offset, [as_float(entry[key]) for entry in categories.values()], width=0.4, label=label)
+        right.axhline(0.5, color="gray", linewidth=0.8)
+        right.set_xticks(positions, list(categories))
+        right.set_title("accuracy per category (chance 0.5)")
+        right.legend()
     elif domain.metric_kind == "function_calls":
         accuracy = metrics.get("turn_level_accuracy")
         values = list(accuracy.values()) if isinstance(accuracy, Mapping) else list(accuracy or [])

@@ -318,3 +318,63 @@ def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         result["intent"]["episodes_with_trajectory"] = with_trajectory
         result["intent"]["episodes_with_gripper"] = raw["intent_episodes"]["released_rate"]
     return result
+
+
+# -- eval's text and action probes -----------------------------------------------------------------------------------
+
+
+def _probes_kernel(correct: Mapping[str, jax.Array], valid: jax.Array, category: jax.Array, layout: jax.Array,
+                   num_categories: int) -> dict[str, Any]:
+    everyone = category < num_categories
+    result = {}
+    for name, values in correct.items():
+        per_category, _, _ = _layout_rates(values, everyone, category, layout, num_categories)
+        result[f"category_{name}"], result[name] = per_category, _macro(per_category)
+    invalid, _, _ = _layout_rates(~valid, everyone, category, layout, num_categories)
+    result["category_action_invalid_rate"], result["action_invalid_rate"] = invalid, _macro(invalid)
+    return result
+
+
+_probes = x64_jit(_probes_kernel, static_argnames="num_categories")
+
+
+def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-category accuracy of `eval --domains=act2answer`'s text and action probes, side by side.
+
+    A record: `id`, `category`, `layout`, `ground_truth` (the target tile, 0 = left, 1 = right), `prediction` (the
+    text probe's choice) and `action_prediction` (the action probe's, null when invalid: counted wrong). Each rate is
+    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates.
+    """
+    if not records:
+        raise ValueError("no records to score")
+    rows = []
+    for index, record in enumerate(records):
+        category = require_field(record, index, "category")
+        if not isinstance(category, str) or not category:
+            raise RecordError(index, "category", f"expected non-empty text, got {category!r}")
+        truth = require_field(record, index, "ground_truth")
+        if truth not in (0, 1) or isinstance(truth, bool):
+            raise RecordError(index, "ground_truth", f"expected 0 (left) or 1 (right), got {truth!r}")
+        text = require_field(record, index, "prediction")
+        action = require_field(record, index, "action_prediction")
+        for field, value in (("prediction", text), ("action_prediction", action)):
+            if value not in (0, 1, None) or isinstance(value, bool):
+                raise RecordError(index, field, f"expected 0, 1 or null, got {value!r}")
+        rows.append((category, _choice(record, index, "layout", LAYOUTS), truth, text, action))
+    categories = sorted({row[0] for row in rows})
+    count = _bucket(len(rows))
+    category = np.full(count, len(categories), np.int32)
+    layout, text_correct, action_correct, valid = (np.zeros(count, dtype) for dtype in (np.int32, bool, bool, bool))
+    for index, (name, layout_index, truth, text, action) in enumerate(rows):
+        category[index], layout[index] = categories.index(name), layout_index
+        text_correct[index], action_correct[index], valid[index] = text == truth, action == truth, action is not None
+    raw = to_python(_probes({"text_probe_accuracy": text_correct, "action_probe_accuracy": action_correct}, valid,
+                            category, layout, num_categories=len(categories)))
+    result: dict[str, Any] = {key: raw[key] for key in ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate")}
+    result["episodes"] = len(rows)
+    result["categories"] = {
+        name: {key: raw[f"category_{key}"][index] for key in ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate")}
+        | {"episodes": sum(row[0] == name for row in rows)}
+        for index, name in enumerate(categories)
+    }
+    return result

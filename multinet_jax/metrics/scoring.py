@@ -26,7 +26,7 @@ from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import RecordError, fields, integer_ground_truth, require_field
 from multinet_jax.metrics.report import to_python
 
-KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes")
+KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
 _DOMAIN_KINDS = {
     "overcooked": "discrete",
     "overcooked_ai": "discrete",
@@ -38,6 +38,7 @@ _DOMAIN_KINDS = {
     "bfcl": "function_calls",
     "bfcl_v3": "function_calls",
     "act2answer": "episodes",
+    "act2answer_probes": "act2answer_probes",  # what `eval --domains=act2answer` writes
 }
 SIMILARITY_KINDS = ("vqa", "function_calls")  # the kinds whose metrics include embedding similarity
 PIQA_CHOICES = 2
@@ -84,6 +85,8 @@ def score(
         raise ValueError("no records to score")
     if kind == "episodes":
         return act2answer.score_episodes(records)
+    if kind == "act2answer_probes":
+        return act2answer.score_probes(records)
     fields(records, "id")
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
     if kind == "continuous":

@@ -1,0 +1,93 @@
+"""`eval --domains=act2answer`: the text probe and the action probe of every episode, side by side.
+
+- Text probe (every backbone the same way, so no output is ever invalid): the scene image and the knowledge question
+  as the prompt (openpi's format: BOS + question + "\\n"), the two options "left" / "right" scored by their
+  log-likelihood (`model.score_options`); the prediction is the likelier one.
+- Action probe: the episode's instruction through the model's action head, as any Open-X step; the predicted chunk
+  is unnormalized with the checkpoint's action norm stats and integrated (summed over the horizon) to the end
+  effector's displacement; the predicted tile is the one whose direction from the cube's start position the
+  displacement's xy points closer to (cosine; `act2answer.geometry.HARNESS_TABLETOP`). This assumes the first three
+  action dimensions are end-effector translation deltas in the tiles' world frame (Bridge / WidowX policies); a
+  displacement of zero or a NaN chunk (a FAST sequence that did not decode) is an invalid action prediction.
+Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_prediction`,
+`text_scores`, `action_displacement`, `category` and `layout`; `score --domain=act2answer_probes` scores them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES
+
+TEXT_PROMPT_KEYS = ("text_prompt", "text_prompt_mask")
+
+
+def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: int) -> dict[str, np.ndarray]:
+    """The question prompts and the options' tokens `[b, 2, m]` (no BOS) for `score_options`."""
+    prompts = [tokenizer.tokenize_prompt(question or "", max_token_len) for question in batch["question"]]
+    options = [tokenizer.encode(name) for name in TILE_NAMES]
+    length = max(len(ids) for ids in options)
+    option_tokens = np.zeros((len(prompts), len(options), length), np.int32)
+    option_mask = np.zeros(option_tokens.shape, bool)
+    for index, ids in enumerate(options):
+        option_tokens[:, index, : len(ids)], option_mask[:, index, : len(ids)] = ids, True
+    return {
+        "text_prompt": np.stack([ids for ids, _ in prompts]).astype(np.int32),
+        "text_prompt_mask": np.stack([mask for _, mask in prompts]).astype(bool),
+        "option_tokens": option_tokens,
+        "option_mask": option_mask,
+    }
+
+
+def run(model: Any, observation: Mapping[str, np.ndarray], sample_actions: Callable[[dict], Any]) -> dict[str, np.ndarray]:
+    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}."""
+    action_inputs = {key: value for key, value in observation.items()
+                     if key not in (*TEXT_PROMPT_KEYS, "option_tokens", "option_mask")}
+    text_inputs = {**action_inputs, "tokenized_prompt": observation["text_prompt"],
+                   "tokenized_prompt_mask": observation["text_prompt_mask"]}
+    for key in ("token_ar_mask", "token_loss_mask"):  # the action prompt's (Pi0-FAST); the question is all prefix
+        text_inputs.pop(key, None)
+    scores = model.score_options(text_inputs, observation["option_tokens"], observation["option_mask"])
+    actions = sample_actions(action_inputs)
+    return {"text_scores": np.asarray(jax.device_get(scores)), "actions": np.asarray(jax.device_get(actions))}
+
+
+def action_choice(displacement: np.ndarray) -> int | None:
+    """The tile the xy displacement points at (cosine with each tile's direction from the cube's start)."""
+    xy = np.asarray(displacement[:2], np.float64)
+    if not np.all(np.isfinite(xy)) or not np.any(xy):
+        return None
+    start = np.asarray(HARNESS_TABLETOP.cube.center[:2])
+    cosines = []
+    for name in TILE_NAMES:
+        direction = np.asarray(HARNESS_TABLETOP.tile(name).center[:2]) - start
+        cosines.append(float(xy @ direction / (np.linalg.norm(xy) * np.linalg.norm(direction))))
+    return int(np.argmax(cosines)) if cosines[0] != cosines[1] else None
+
+
+def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.ndarray],
+            mean: Sequence[float], std: Sequence[float], item: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """One record per valid row (see the module docstring)."""
+    from multinet_jax import domains
+
+    actions = raw["actions"]
+    displacement = domains.unnormalize(actions[:, :, :3], mean, std).sum(axis=1)  # [b, 3]
+    output = []
+    for row in rows:
+        scores = raw["text_scores"][row]
+        output.append({
+            "id": str(item(batch["id"][row])),
+            "sample_index": int(batch["sample_index"][row]),
+            "raw_output": [float(score) for score in scores],
+            "prediction": int(np.argmax(scores)),
+            "ground_truth": int(item(batch["ground_truth"][row])),
+            "action_prediction": action_choice(displacement[row]),
+            "action_displacement": [float(value) for value in displacement[row]],
+            "category": str(item(batch["category"][row])),
+            "layout": str(item(batch["layout"][row])),
+        })
+    return output

@@ -1,0 +1,63 @@
+"""`eval --domains=act2answer`: text and action probes per episode on the generated items, scored side by side;
+the probes' scoring against hand counts; the action probe's direction rule."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+import eval_helpers
+import multinet_jax
+from multinet_jax.eval import act2answer, demo_data
+
+
+def test_eval_writes_both_probes_per_episode(tmp_path):
+    data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
+    demo_data.write_missing(data_dir, ["act2answer"])
+    rows = eval_helpers.evaluate(tmp_path, ["act2answer"], limit=12, batch_size=4, num_flow_steps=2)
+    records = [json.loads(line) for line in (tmp_path / "predictions" / "act2answer.jsonl").read_text().splitlines()]
+    pairs = json.loads((data_dir / "act2answer" / "public" / "pairs.json").read_text())
+    assert [r["id"] for r in records] == [f"{p['index']}/{layout}" for p in pairs[:6] for layout in ("original", "swapped")]
+    for record in records:
+        assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
+        assert record["action_prediction"] == act2answer.action_choice(np.array(record["action_displacement"]))
+    metrics = json.loads((tmp_path / "act2answer_metrics.json").read_text())
+    assert metrics["metric_kind"] == "act2answer_probes"
+    assert metrics["metrics"] == json.loads(json.dumps(multinet_jax.score("act2answer_probes", records)))
+    assert rows["act2answer"]["text_probe_accuracy"] == metrics["metrics"]["text_probe_accuracy"]
+    assert (tmp_path / "plots" / "act2answer.png").exists()
+
+
+def _record(index, category, layout, truth, text, action):
+    return {"id": str(index), "category": category, "layout": layout, "ground_truth": truth, "prediction": text,
+            "action_prediction": action}
+
+
+def test_probe_scores_average_layouts_then_categories():
+    records = [
+        _record(0, "color", "original", 0, 0, 0), _record(0, "color", "swapped", 1, 1, None),
+        _record(1, "color", "original", 1, 0, 1), _record(1, "color", "swapped", 0, 0, 1),
+        _record(2, "shape", "original", 0, 1, 0), _record(2, "shape", "swapped", 1, 1, 1),
+    ]
+    result = multinet_jax.score("act2answer_probes", records)
+    color, shape = result["categories"]["color"], result["categories"]["shape"]
+    assert color["text_probe_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
+    assert color["action_probe_accuracy"] == pytest.approx((1.0 + 0.0) / 2)
+    assert color["action_invalid_rate"] == pytest.approx((0.0 + 0.5) / 2)
+    assert (shape["text_probe_accuracy"], shape["action_probe_accuracy"]) == (0.5, 1.0)
+    assert result["text_probe_accuracy"] == pytest.approx((0.75 + 0.5) / 2) and result["episodes"] == 6
+    with pytest.raises(multinet_jax.metrics.RecordError, match="field 'action_prediction': expected 0, 1 or null"):
+        multinet_jax.score("act2answer_probes", [_record(0, "color", "original", 0, 0, "left")])
+    with pytest.raises(multinet_jax.metrics.RecordError, match="field 'ground_truth': expected 0 \\(left\\) or 1"):
+        multinet_jax.score("act2answer_probes", [_record(0, "color", "original", 2, 0, 0)])
+
+
+def test_action_direction_rule():
+    assert act2answer.action_choice(np.array([-0.1, -0.15, 0.0])) == 0  # towards the left tile (-y)
+    assert act2answer.action_choice(np.array([-0.1, 0.15, -0.05])) == 1
+    assert act2answer.action_choice(np.array([0.0, 0.0, 0.3])) is None  # no horizontal motion
+    assert act2answer.action_choice(np.array([-0.1, 0.0, 0.0])) is None  # straight between the tiles
+    assert act2answer.action_choice(np.array([np.nan, 0.1, 0.0])) is None

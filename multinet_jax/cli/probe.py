@@ -15,7 +15,7 @@ import json
 from absl import flags, logging
 
 flags.DEFINE_string("checkpoint", None, "openpi Pi0 / Pi0.5 checkpoint (step directory holding params/, local or gs://).")
-flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model (paligemma_tokenizer.model).")
+flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name (default: the public one).")
 flags.DEFINE_string("data_dir", None, "An Act2Answer item set: pairs.json + images/ or shapes/<asset>/textured.glb.")
 flags.DEFINE_string("frames_dir", None, "Simulator first frames <item id>_<layout>.png instead of rendered composites.")
 flags.DEFINE_string("split", None, "Split folder inside --data_dir, if any.")
@@ -42,21 +42,23 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    from multinet_jax import assets
     from multinet_jax.eval import demo, probe
 
-    missing = [name for name in ("checkpoint", "tokenizer", "data_dir") if not getattr(FLAGS, name)]
+    missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
     if missing:
         raise SystemExit(f"missing flags: {', '.join('--' + name for name in missing)}")
     names = [field.name for field in probe.ProbeConfig.__dataclass_fields__.values()]
     try:
-        config = probe.ProbeConfig(**{name: getattr(FLAGS, name) for name in names})
+        values = {name: getattr(FLAGS, name) for name in names}
+        config = probe.ProbeConfig(**{**values, "tokenizer": values["tokenizer"] or assets.DEFAULT_TOKENIZER})
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     if FLAGS.demo:
         demo.build_probe_demo(checkpoint=config.checkpoint, tokenizer=config.tokenizer, item_set=config.data_dir)
     try:
         result = probe.run_probe(config)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # AssetError is a ValueError
         raise SystemExit(f"error: {error}") from None
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
                                     for stream in result["streams"]) for task, entry in result["tasks"].items()]

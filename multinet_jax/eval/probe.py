@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import tqdm
 
-from multinet_jax import data, models, sharding, tokenizers
+from multinet_jax import assets, data, models, sharding, tokenizers
 from multinet_jax.eval import summary
 from multinet_jax.probing import activations, report
 
@@ -31,8 +31,8 @@ DOMAIN = "act2answer"
 class ProbeConfig:
     """Everything that decides a probing run's results (written into `probing.json`)."""
 
-    checkpoint: str
-    tokenizer: str
+    checkpoint: str  # a local path or a name `multinet_jax.assets` resolves
+    tokenizer: str  # likewise (default: the public PaliGemma tokenizer)
     data_dir: str
     output_dir: str
     frames_dir: str | None = None
@@ -75,7 +75,9 @@ def _check_resumed(directory: pathlib.Path, source: Any, done: int) -> None:
 
 
 def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
-    """Writes the activations of every episode not saved yet; returns their folder."""
+    """Writes the activations of every episode not saved yet; returns their folder.
+
+    `config.tokenizer` is a local path here (`run_probe` resolves names first)."""
     directory = _activations_dir(config)
     done = activations.resume_index(directory)
     if done and not config.resume:
@@ -106,12 +108,13 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
 
 def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
     """Capture (or resume) the activations, fit the probes, write `probing.json` and `probing.png`."""
+    paths = assets.resolve_all({"tokenizer": config.tokenizer} | ({} if model is not None else {"checkpoint": config.checkpoint}))
     if model is None:
         mesh = sharding.make_mesh(config.mesh, devices=jax.local_devices())
-        model = models.load_model(config.checkpoint, dtype=config.dtype, mesh=mesh)
+        model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh)
     if not hasattr(model, "activations"):
         raise ValueError(f"{config.checkpoint}: a {type(model).__name__} exposes no activations to probe")
-    directory = capture(config, model)
+    directory = capture(dataclasses.replace(config, tokenizer=str(paths["tokenizer"])), model)
     result = report.probe_tasks(activations.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                 C=config.C, max_iter=config.max_iter)
     result["config"] = dataclasses.asdict(config)

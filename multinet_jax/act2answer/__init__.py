@@ -5,11 +5,23 @@ item runs in its original and its left/right-swapped layout. Modules: `items` (t
 `geometry` (tile layout and success-rule constants), `scene` (the rendered composite first frame), `generated`
 (a small Pillow-drawn item set for the demo and tests), `glb` (candidate images inside the harness's tile meshes).
 The data domain is `multinet_jax.data.load("act2answer", ...)`; episode scoring is `multinet_jax.score("act2answer", ...)`.
+Names are imported lazily, so the metrics (which need only `geometry`) never pull in the data pipeline.
 """
 
-from multinet_jax.act2answer.generated import write_item_set
-from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, LAYOUTS, TILE_NAMES, Box, Tabletop
-from multinet_jax.act2answer.items import Episode, Item
-from multinet_jax.act2answer.scene import render_scene
+from __future__ import annotations
 
-__all__ = ["Box", "Episode", "HARNESS_TABLETOP", "Item", "LAYOUTS", "TILE_NAMES", "Tabletop", "render_scene", "write_item_set"]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "write_item_set": "generated", "render_scene": "scene", "Episode": "items", "Item": "items",
+    "Box": "geometry", "HARNESS_TABLETOP": "geometry", "LAYOUTS": "geometry", "TILE_NAMES": "geometry", "Tabletop": "geometry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"multinet_jax.act2answer.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'multinet_jax.act2answer' has no attribute {name!r}")

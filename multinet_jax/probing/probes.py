@@ -2,9 +2,10 @@
 
 Per layer and fold the probe is an L2-regularized logistic regression (binary: one weight vector and a sigmoid;
 more than two options: softmax over all of them) on features standardized with the training rows' mean and std,
-with scikit-learn's objective: mean log loss + ||W||^2 / (2 C n_train), intercept unpenalized. All (layer, fold)
-problems and their label-shuffled controls are solved together by a batched L-BFGS: every iteration costs two
-matmuls of the `[layers, n, width]` features with a `[width, problems]` right-hand side, and the line search
+with scikit-learn's objective: mean log loss + ||W||^2 / (2 C n_train), intercept unpenalized. The (layer, fold)
+problems and their label-shuffled controls are solved by one jitted, batched L-BFGS, vmapped over folds and over
+the layers of a step (as many layers as fit in a CPU cache; `lax.map` over the steps): every iteration costs two
+matmuls of a step's `[layers, n, width]` features with a `[width, problems]` right-hand side, and the line search
 reuses the direction's logits, so it costs no pass over the features at all. Standardization is folded into the
 weights, so the features are never copied per fold.
 
@@ -25,6 +26,9 @@ import numpy as np
 from multinet_jax.probing.folds import grouped_folds
 
 LBFGS_MEMORY = 10
+# Layers solved together in one step: as many as fit in this many bytes of float32 features (a CPU's last-level
+# cache; on accelerators a step of a few layers costs no more than all of them at once).
+CACHE_BYTES = 32 * 2**20
 _STEP_CANDIDATES = 2.0 ** -np.arange(20)  # backtracking line search: the largest that satisfies Armijo
 _ARMIJO = 1e-4
 
@@ -95,7 +99,9 @@ def fit_probes(
         problem_labels += [shuffled] * num_folds
     problem_folds = np.tile(np.arange(num_folds), 2 if control else 1)
     train = folds[None, :] != problem_folds[:, None]  # [problems, n]
-    solve = _solver(num_classes, max_iter, LBFGS_MEMORY)
+    width = features.shape[2]
+    layers_per_step = int(np.clip(CACHE_BYTES // (4 * count * width), 1, features.shape[1]))
+    solve = _solver(num_classes, max_iter, LBFGS_MEMORY, layers_per_step)
     correct, iterations, converged = jax.device_get(solve(
         jnp.asarray(features, jnp.float32), jnp.asarray(np.stack(problem_labels), jnp.int32), jnp.asarray(train),
         jnp.float32(C), jnp.float32(tol)))
@@ -140,9 +146,27 @@ def _pair_dot(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) ->
     return jnp.sum(a[0] * b[0], axis=(-2, -1)) + jnp.sum(a[1] * b[1], axis=-1)
 
 
-def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, memory: int):
-    """Returns (held-out correct bool `[L, P, n]`, iterations `[L, P]`, converged `[L, P]`)."""
-    features = jnp.swapaxes(features, 0, 1)  # [L, n, d]
+def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, memory: int, layers_per_step: int):
+    """Returns (held-out correct bool `[L, P, n]`, iterations `[L, P]`, converged `[L, P]`).
+
+    The layers are solved `layers_per_step` at a time (vmapped within a step, `lax.map` over steps): a step's features
+    then stay in the CPU's cache across all its iterations instead of streaming every layer from memory twice per
+    iteration, and a step stops as soon as its own problems converge.
+    """
+    count, layers, width = features.shape
+    steps = -(-layers // layers_per_step)
+    stacked = jnp.swapaxes(features, 0, 1)  # [L, n, d]
+    stacked = jnp.pad(stacked, ((0, steps * layers_per_step - layers), (0, 0), (0, 0)))
+    chunks = stacked.reshape(steps, layers_per_step, count, width)
+    solve = functools.partial(_solve_layers, labels=labels, train=train, C=C, tol=tol, num_classes=num_classes,
+                              max_iter=max_iter, memory=memory)
+    correct, iterations, converged = jax.lax.map(solve, chunks)
+    unstack = lambda x: x.reshape(steps * layers_per_step, *x.shape[2:])[:layers]
+    return unstack(correct), unstack(iterations), unstack(converged)
+
+
+def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter: int, memory: int):
+    """`_solve` for one step's layers, features `[L, n, d]`."""
     layers, _, width = features.shape
     problems = labels.shape[0]
     outputs = 1 if num_classes == 2 else num_classes
@@ -265,5 +289,6 @@ def _expand(per_problem: jax.Array, like: jax.Array) -> jax.Array:
 
 
 @functools.cache
-def _solver(num_classes: int, max_iter: int, memory: int):
-    return jax.jit(functools.partial(_solve, num_classes=num_classes, max_iter=max_iter, memory=memory))
+def _solver(num_classes: int, max_iter: int, memory: int, layers_per_step: int):
+    return jax.jit(functools.partial(_solve, num_classes=num_classes, max_iter=max_iter, memory=memory,
+                                     layers_per_step=layers_per_step))

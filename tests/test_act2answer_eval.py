@@ -23,7 +23,7 @@ def test_eval_writes_both_probes_per_episode(tmp_path):
     assert [r["id"] for r in records] == [f"{p['index']}/{layout}" for p in pairs[:6] for layout in ("original", "swapped")]
     for record in records:
         assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
-        assert record["action_prediction"] == act2answer.action_choice(np.array(record["action_displacement"]))
+        assert record["action_prediction"] == act2answer.action_choice(np.array(record["action_displacement"], float))
     metrics = json.loads((tmp_path / "act2answer_metrics.json").read_text())
     assert metrics["metric_kind"] == "act2answer_probes"
     assert metrics["metrics"] == json.loads(json.dumps(multinet_jax.score("act2answer_probes", records)))

@@ -1,6 +1,6 @@
 """`multinet-jax probe`: layerwise intent probing of a Pi0 / Pi0.5 checkpoint on an Act2Answer item set.
 
-    multinet-jax probe --flagfile=flags/act2answer_probe_demo.flags          # tiny Pi0 on the generated items
+    multinet-jax probe --flagfile=flags/demo_act2answer_probe.flags          # tiny Pi0 on the generated items
     multinet-jax probe --checkpoint=gs://openpi-assets/checkpoints/pi0_base --tokenizer=paligemma_tokenizer.model \
         --data_dir=act2answer/public --frames_dir=sim_first_frames --output_dir=runs/probe_pi0
 

@@ -86,7 +86,8 @@ def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.
             "prediction": int(np.argmax(scores)),
             "ground_truth": int(item(batch["ground_truth"][row])),
             "action_prediction": action_choice(displacement[row]),
-            "action_displacement": [float(value) for value in displacement[row]],
+            "action_displacement": ([float(value) for value in displacement[row]]
+                                    if np.all(np.isfinite(displacement[row])) else None),  # NaN: not decoded
             "category": str(item(batch["category"][row])),
             "layout": str(item(batch["layout"][row])),
         })

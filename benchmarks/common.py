@@ -43,6 +43,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "backend": jax.default_backend(),
         "devices": f"{len(devices)} x {devices[0].device_kind}",
+        "load_average_1_5_15_min": os.getloadavg(),  # other jobs sharing the machine when the report was written
         "jax": jax.__version__,
         "python": platform.python_version(),
     }

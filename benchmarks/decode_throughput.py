@@ -1,4 +1,5 @@
-"""Decode throughput: per-row stopping vs openpi's run-every-row-to-the-maximum, at batch 1, 8 and 32.
+"""Decode throughput: per-row stopping vs openpi's run-every-row-to-the-maximum, at batch 1, 8 and 32; and the cost
+of openpi's exact decode window on MultiNet's one-camera Open-X inputs.
 
 Run: `.venv/bin/python -m benchmarks.decode_throughput` (writes benchmarks/results/decode_throughput.json).
 
@@ -16,6 +17,10 @@ ragged (8..64 valid tokens); finish steps are uniform in `FINISH_RANGE`, within 
 Both modes emit identical tokens (checked); the baseline keeps the loop running until `max_decoding_steps`, as
 openpi does unless every row emits EOS at the same step. Useful tokens = each row's tokens up to its EOS.
 
+Scenario "openx_one_camera" (MultiNet's Open-X layout: the first camera live, the other two masked in every row)
+times per-row stopping both ways of `DecodeSettings.openpi_exact`: openpi's window reads the masked cameras' tokens,
+so they are encoded (3 SigLIP passes per row), while the corrected masking drops them (1 pass).
+
 Timings: AOT-compiled (`lower().compile()`), warmed up, fenced calls (`benchmarks.common.time_call`); the two
 modes alternate call by call (5 rounds) so a shared machine's changing load hits both alike; medians and minima.
 `ttft_ms` = the sampler with max_decoding_steps=1 (SigLIP + prefill + first token); `prefill_ms` = SigLIP +
@@ -25,6 +30,7 @@ time difference over their loop-step difference (same prefill, so it cancels: st
 
 from __future__ import annotations
 
+import argparse
 import functools
 import statistics
 
@@ -88,7 +94,8 @@ def make_observation(finish: np.ndarray, with_images: bool, rng: np.random.Gener
 
 def compile_prefill(model: Pi0FastModel, inputs: dict):
     """SigLIP + prefix embedding + the prefill pass alone, AOT-compiled."""
-    prefill = functools.partial(decoding.prefill_observation, decoding.PaliGemma(model.config), MAX_DECODING_STEPS)
+    settings = decoding.DecodeSettings(max_decoding_steps=MAX_DECODING_STEPS)
+    prefill = functools.partial(decoding.prefill_observation, decoding.PaliGemma(model.config), settings)
     prefill_inputs = {key: value for key, value in inputs.items() if key not in ("sample_index", "rng")}
     compiled = jax.jit(prefill).lower(model.params, **prefill_inputs).compile()
     return lambda: compiled(model.params, **prefill_inputs)
@@ -97,7 +104,6 @@ def compile_prefill(model: Pi0FastModel, inputs: dict):
 def benchmark_batch(model: Pi0FastModel, batch: int, with_images: bool, rng: np.random.Generator) -> dict:
     finish = rng.integers(FINISH_RANGE[0], FINISH_RANGE[1] + 1, batch)
     inputs = decoding.decoder_inputs(model.config, make_observation(finish, with_images, rng), None, model.mesh)
-    sampling = decoding.Sampling.create()  # greedy, stop at EOS
     # Row r counts up from CYCLE - finish[r] + 1 and wraps to EOS (1) at step finish[r]; zeros after.
     step_index = np.arange(MAX_DECODING_STEPS)
     counted = (CYCLE - finish[:, None] + 1 + step_index) % CYCLE
@@ -106,9 +112,7 @@ def benchmark_batch(model: Pi0FastModel, batch: int, with_images: bool, rng: np.
 
     def compile_sampler(steps: int, per_row_stopping: bool):
         settings = decoding.DecodeSettings(max_decoding_steps=steps, per_row_stopping=per_row_stopping)
-        decode = decoding.compiled_decoder(model.config, settings, model.mesh)
-        compiled = decode.lower(model.params, **inputs, sampling=sampling).compile()
-        return lambda: compiled(model.params, **inputs, sampling=sampling)
+        return compile_decoder(model, settings, inputs)
 
     ttft_s = time_call(compile_sampler(1, True), warmup=1, iters=5)["median_s"]
     prefill_s = time_call(compile_prefill(model, inputs), warmup=1, iters=5)["median_s"]
@@ -144,6 +148,42 @@ def benchmark_batch(model: Pi0FastModel, batch: int, with_images: bool, rng: np.
     return result
 
 
+def compile_decoder(model: Pi0FastModel, settings: decoding.DecodeSettings, inputs: dict):
+    """The whole greedy sampler for `inputs`, AOT-compiled; returns a call that runs it."""
+    sampling = decoding.Sampling.create()  # greedy, stop at EOS
+    compiled = decoding.compiled_decoder(model.config, settings, model.mesh).lower(
+        model.params, **inputs, sampling=sampling
+    ).compile()
+    return lambda: compiled(model.params, **inputs, sampling=sampling)
+
+
+def benchmark_window(model: Pi0FastModel, batch: int, rng: np.random.Generator) -> dict:
+    """MultiNet's one-camera Open-X layout, per-row stopping: openpi's exact window vs the corrected masking."""
+    finish = rng.integers(FINISH_RANGE[0], FINISH_RANGE[1] + 1, batch)
+    observation = make_observation(finish, True, rng)
+    for camera in CAMERAS[1:]:
+        observation[f"image_mask/{camera}"] = np.zeros(batch, bool)
+    useful_tokens = int((finish + 1).sum())
+    samplers, encoded = {}, {}
+    for mode, exact in (("openpi_exact", True), ("corrected", False)):
+        skip = not (exact and decoding.window_needs_masked_cameras(observation, batch))
+        inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh, skip_absent_cameras=skip)
+        encoded[mode] = len(inputs["images"])
+        samplers[mode] = compile_decoder(model, decoding.DecodeSettings(MAX_DECODING_STEPS, openpi_exact=exact), inputs)
+    seconds = interleaved_seconds(samplers, rounds=5)
+    result = {"batch": batch, "useful_tokens": useful_tokens}
+    for mode in samplers:
+        median_s = statistics.median(seconds[mode])
+        result[mode] = {
+            "encoded_cameras": encoded[mode],
+            "total_ms": 1e3 * median_s,
+            "total_ms_min": 1e3 * min(seconds[mode]),
+            "useful_tokens_per_s": useful_tokens / median_s,
+        }
+    result["openpi_exact_time_over_corrected"] = result["openpi_exact"]["total_ms"] / result["corrected"]["total_ms"]
+    return result
+
+
 def interleaved_seconds(samplers: dict, rounds: int) -> dict[str, list[float]]:
     """Alternate the modes call by call, so a shared machine's changing load hits both alike."""
     for sample in samplers.values():
@@ -156,14 +196,15 @@ def interleaved_seconds(samplers: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS))
+    parser.add_argument("--name", default="decode_throughput", help="results file benchmarks/results/<name>.json")
+    args = parser.parse_args()
     model = counting_model()
     rng = np.random.default_rng(0)
-    scenarios = {
-        name: [benchmark_batch(model, batch, with_images, rng) for batch in BATCH_SIZES]
-        for name, with_images in (("text", False), ("fast", True))
-    }
+    scenarios = {name: [SCENARIOS[name](model, batch, rng) for batch in BATCH_SIZES] for name in args.scenarios.split(",")}
     write_report(
-        "decode_throughput",
+        args.name,
         {
             "model": "pi0_fast_tiny (SigLIP 48x2, Gemma 64x3, vocab 1024), float32, LLM rewired as a counter",
             "max_decoding_steps": MAX_DECODING_STEPS,
@@ -172,6 +213,14 @@ def main() -> None:
             "scenarios": scenarios,
         },
     )
+
+
+# name -> (model, batch, rng) -> one result row
+SCENARIOS = {
+    "text": lambda model, batch, rng: benchmark_batch(model, batch, False, rng),
+    "fast": lambda model, batch, rng: benchmark_batch(model, batch, True, rng),
+    "openx_one_camera": benchmark_window,
+}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Full-size Pi0 checkpoint load: wall time and peak host memory when restoring as bfloat16.
+"""Full-size Pi0 / Pi0.5 checkpoint load: wall time and peak host memory when restoring as bfloat16.
 
-    .venv/bin/python -m benchmarks.pi0_load_memory [--checkpoint_dir /tmp/multinet_jax_pi0_full_random]
+    .venv/bin/python -m benchmarks.pi0_load_memory [--config pi05_full] [--checkpoint_dir /tmp/multinet_jax_full_random]
 
-Writes a random full-size Pi0 (gemma_2b + gemma_300m + So400m, 3.24B parameters) once in openpi's checkpoint
+Writes a random full-size model (Pi0: gemma_2b + gemma_300m + So400m, 3.24B parameters; Pi0.5: 3.35B, its action
+expert's norms adaptive) once in openpi's checkpoint
 layout, bfloat16 on disk (~6.5 GB). Each array is generated chunk by chunk into a memory-mapped scratch file, so
 writing never holds the model in RAM. Then a fresh subprocess runs `load_model(dir, dtype="bfloat16")` and reports
 its load time and peak RSS (VmHWM; goal: under 1.3x the bfloat16 parameter bytes). Needs ~13 GB of free disk
@@ -72,14 +73,14 @@ def random_memmap(path: pathlib.Path, shape: tuple[int, ...], rng: np.random.Gen
     return array
 
 
-def write_random_checkpoint(directory: pathlib.Path) -> float | None:
+def write_random_checkpoint(directory: pathlib.Path, config_name: str) -> float | None:
     """Write the random full-size checkpoint; returns seconds spent, or None when a finished one was reused."""
     done = directory / "WRITE_COMPLETE"
     if done.exists():
         return None
     shutil.rmtree(directory, ignore_errors=True)
     start = time.perf_counter()
-    shapes = weights.flatten_params(param_shapes(configs.get_config("pi0_full")))
+    shapes = weights.flatten_params(param_shapes(configs.get_config(config_name)))
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="pi0_scratch_", dir=directory.parent) as scratch:
         arrays = {
@@ -94,14 +95,15 @@ def write_random_checkpoint(directory: pathlib.Path) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint_dir", default="/tmp/multinet_jax_pi0_full_random")
+    parser.add_argument("--config", default="pi0_full", choices=["pi0_full", "pi05_full"])
+    parser.add_argument("--checkpoint_dir", default=None, help="default: /tmp/multinet_jax_<config>_random")
     parser.add_argument("--keep", action="store_true", help="keep the written checkpoint afterwards")
     args = parser.parse_args()
-    directory = pathlib.Path(args.checkpoint_dir)
+    directory = pathlib.Path(args.checkpoint_dir or f"/tmp/multinet_jax_{args.config}_random")
     directory.parent.mkdir(parents=True, exist_ok=True)
 
-    write_s = write_random_checkpoint(directory)
-    shapes = jax.tree.leaves(param_shapes(configs.get_config("pi0_full")))
+    write_s = write_random_checkpoint(directory, args.config)
+    shapes = jax.tree.leaves(param_shapes(configs.get_config(args.config)))
     num_params = sum(math.prod(s.shape) for s in shapes)
     completed = subprocess.run(
         [sys.executable, "-c", _MEASURE, str(directory)], capture_output=True, text=True, check=False
@@ -111,8 +113,9 @@ def main() -> None:
     measured = json.loads(completed.stdout)
     bf16_bytes = 2 * num_params
     write_report(
-        "pi0_load_memory",
+        "pi0_load_memory" if args.config == "pi0_full" else f"{args.config.removesuffix('_full')}_load_memory",
         {
+            "model": args.config,
             "num_params": num_params,
             "bf16_param_bytes": bf16_bytes,
             "checkpoint_write_s": write_s,

@@ -33,7 +33,8 @@ def assert_tokens_match(actual, expected) -> None:
 def test_prefill_logits_match_openpi():
     model = fast_model()
     inputs = decoding.decoder_inputs(model.config, fast_observation(), None, None, skip_absent_cameras=False)
-    prefill = jax.jit(functools.partial(decoding.prefill_observation, PaliGemma(model.config), STEPS))
+    settings = decoding.DecodeSettings(max_decoding_steps=STEPS)
+    prefill = jax.jit(functools.partial(decoding.prefill_observation, PaliGemma(model.config), settings))
     del inputs["sample_index"], inputs["rng"]
     logits = np.asarray(prefill(model.params, **inputs).first_logits)
     expected = fast_io()["prefill_last_logits_f32"]

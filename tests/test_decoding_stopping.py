@@ -28,10 +28,12 @@ def batch_of_four() -> dict[str, np.ndarray]:
     return observation
 
 
-def run(observation, *, per_row_stopping=True, skip_absent_cameras=True, **sampling) -> tuple[np.ndarray, int]:
+def run(
+    observation, *, per_row_stopping=True, skip_absent_cameras=True, openpi_exact=True, **sampling
+) -> tuple[np.ndarray, int]:
     """(tokens, loop steps) straight from the compiled decoder, `STEPS` at most."""
     model = fast_model()
-    settings = decoding.DecodeSettings(max_decoding_steps=STEPS, per_row_stopping=per_row_stopping)
+    settings = decoding.DecodeSettings(STEPS, per_row_stopping=per_row_stopping, openpi_exact=openpi_exact)
     inputs = decoding.decoder_inputs(
         model.config, observation, None, model.mesh, skip_absent_cameras=skip_absent_cameras
     )
@@ -118,13 +120,18 @@ def test_extra_prompt_padding_changes_nothing(reference):
     np.testing.assert_array_equal(tokens, reference)
 
 
-def test_a_masked_camera_is_masked_everywhere():
-    """A camera masked for every row may be dropped (the default) or encoded: the tokens must not change."""
+def test_a_masked_camera_is_masked_everywhere_with_the_corrected_masking():
+    """openpi_exact=False: a camera masked for every row may be dropped or encoded, the tokens do not change. With
+    openpi's window (the default) this middle camera's masked tokens are read, so `sample_tokens` encodes it."""
     observation = batch_of_four()
     observation["image_mask/base_1_rgb"][:] = False
-    dropped, _ = run(observation, stop_token_ids=(), skip_absent_cameras=True)
-    encoded, _ = run(observation, stop_token_ids=(), skip_absent_cameras=False)
+    dropped, _ = run(observation, stop_token_ids=(), skip_absent_cameras=True, openpi_exact=False)
+    encoded, _ = run(observation, stop_token_ids=(), skip_absent_cameras=False, openpi_exact=False)
     np.testing.assert_array_equal(dropped, encoded)
+    assert decoding.window_needs_masked_cameras(observation, 4)
+    openpi_dropped, _ = run(observation, stop_token_ids=(), skip_absent_cameras=True)
+    openpi_encoded, _ = run(observation, stop_token_ids=(), skip_absent_cameras=False)
+    assert not np.array_equal(openpi_dropped, openpi_encoded)
 
 
 def test_sampling_with_top_k_1_or_a_tiny_nucleus_is_greedy(reference):

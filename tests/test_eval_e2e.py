@@ -28,7 +28,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def pi0_run(tmp_path_factory) -> pathlib.Path:
     output_dir = tmp_path_factory.mktemp("pi0_run")
-    eval_helpers.evaluate(output_dir, ACTION_AND_CHOICE_DOMAINS, limit=LIMIT)
+    # float32 (not eval's bfloat16 default) so the model called directly below, at another batch size, agrees to 1e-4.
+    eval_helpers.evaluate(output_dir, ACTION_AND_CHOICE_DOMAINS, limit=LIMIT, dtype="float32")
     return output_dir
 
 
@@ -166,3 +167,43 @@ def test_model_family_mismatch_fails_before_writing(tmp_path):
     with pytest.raises(ValueError, match="holds a pi0 checkpoint"):
         eval_helpers.evaluate(tmp_path, ("piqa",), model="pi0_fast", fast_tokenizer=eval_helpers.assets()["fast_tokenizer"])
     assert not any(tmp_path.iterdir())
+
+
+def test_pi05_on_actions_with_its_state_prompt_and_on_text(tmp_path):
+    """Pi0.5 (openpi's tiny fixture checkpoint) end to end: Open-X actions from the prompt with the discretized
+    state, recomputed here by calling the model directly; PIQA text from its PaliGemma backbone."""
+    from multinet_jax import models, tokenizers
+
+    paths = eval_helpers.assets()
+    checkpoint = str(shared_path("openpi_reference", "pi05", "ckpt", "0"))
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual", "piqa"), limit=4, model="pi05", checkpoint=checkpoint)
+    assert _metrics(tmp_path, "openx_bimanual")["config"]["dtype"] == "bfloat16"  # eval's default: openpi's policy dtype
+    assert len(_records(tmp_path, "piqa")) == 4
+
+    model = models.load_model(checkpoint, dtype="bfloat16")
+    assert model.config.max_token_len == 200
+    tokenizer = tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+    batch = next(iter(data.load("openx_bimanual", pathlib.Path(paths["data_dir"]) / "openx_bimanual", split="public",
+                                tokenizer=None, batch_size=4, limit=4, cache_dir=paths["cache_dir"])))
+    prompts = [tokenizer.tokenize_prompt(p, 200, state=s) for p, s in zip(batch["prompt"], batch["state"])]
+    observation = {k: v for k, v in batch.items() if k.startswith(("image", "state"))}
+    observation["tokenized_prompt"] = np.stack([ids for ids, _ in prompts])
+    observation["tokenized_prompt_mask"] = np.stack([mask for _, mask in prompts])
+    observation["sample_index"] = np.asarray(batch["sample_index"], np.int32)
+    raw = np.asarray(model.sample_actions(observation, rng=jax.random.key(0)), np.float64)
+    records = _records(tmp_path, "openx_bimanual")
+    np.testing.assert_allclose([r["raw_output"] for r in records], raw[:, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_switch_is_recorded_and_changes_the_tokens(tmp_path):
+    """--noopenpi_exact_decoding (corrected masking, contiguous positions) is a setting that changes predictions:
+    the metrics file records it, and on PIQA (every camera masked) the positions alone change the decoded text of
+    openpi's tiny Pi0 fixture (a chaotic random model; the demo's Pi0 repeats one token whatever the positions)."""
+    checkpoint = str(shared_path("openpi_reference", "pi0", "ckpt", "0"))
+    runs = {}
+    for exact in (True, False):
+        output_dir = tmp_path / str(exact)
+        eval_helpers.evaluate(output_dir, ("piqa",), limit=4, checkpoint=checkpoint, openpi_exact_decoding=exact)
+        assert _metrics(output_dir, "piqa")["config"]["openpi_exact_decoding"] is exact
+        runs[exact] = [r["raw_output"] for r in _records(output_dir, "piqa")]
+    assert runs[True] != runs[False]

@@ -33,6 +33,7 @@ def test_flagfiles_parse_into_valid_configs():
     parsed = {line["file"]: line for line in map(json.loads, result.stdout.splitlines())}
     assert set(parsed) == {path.name for path in (REPO_ROOT / "flags").glob("*.flags")}
     assert parsed["pi0_fast_openx.flags"]["model"] == "pi0_fast"
+    assert parsed["pi05_openx.flags"]["model"] == parsed["pi05_text.flags"]["model"] == "pi05"
     for name, model in (("demo.flags", "pi0"), ("demo_fast.flags", "pi0_fast")):  # the demos show every domain
         assert parsed[name]["model"] == model
         assert sorted(parsed[name]["domains"]) == sorted(ALL_DOMAINS)

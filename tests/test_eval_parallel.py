@@ -14,13 +14,16 @@ import eval_helpers
 DOMAINS = ("openx_bimanual", "piqa")  # one action domain, one text domain
 LIMIT = 10  # not a multiple of the batch: the last batch has padding rows
 ACTION_TOLERANCE = 1e-5  # different XLA partitionings may round the last float bits differently
+# float32, not eval's bfloat16 default: per-device batch shapes change bf16 rounding by ~1e-3, which would hide a
+# real layout error of that size.
+DTYPE = "float32"
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> pathlib.Path:
     """The single-device, single-process run every other layout must reproduce."""
     output_dir = tmp_path_factory.mktemp("one_device")
-    eval_helpers.evaluate(output_dir, DOMAINS, limit=LIMIT, batch_size=8)
+    eval_helpers.evaluate(output_dir, DOMAINS, limit=LIMIT, batch_size=8, dtype=DTYPE)
     return output_dir
 
 
@@ -39,7 +42,7 @@ def _assert_same_predictions(actual_dir: pathlib.Path, reference_dir: pathlib.Pa
 
 def test_eight_devices_give_the_same_predictions_as_one(reference, tmp_path):
     result = eval_helpers.run_eval(
-        eval_helpers.flags(tmp_path, DOMAINS, limit=LIMIT, batch_size=8),
+        eval_helpers.flags(tmp_path, DOMAINS, limit=LIMIT, batch_size=8, dtype=DTYPE),
         XLA_FLAGS="--xla_force_host_platform_device_count=8",
     )
     assert result.returncode == 0, result.stdout[-3000:]
@@ -53,7 +56,7 @@ def test_two_processes_each_reading_a_shard_write_the_same_file(reference, tmp_p
     processes = [
         eval_helpers.start_eval(
             # each host's batch: 4 rows, so the two hosts together run the reference's 8
-            eval_helpers.flags(tmp_path, DOMAINS, limit=LIMIT, batch_size=4),
+            eval_helpers.flags(tmp_path, DOMAINS, limit=LIMIT, batch_size=4, dtype=DTYPE),
             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id),
             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
         )

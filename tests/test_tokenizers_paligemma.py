@@ -69,6 +69,17 @@ def test_tokenize_prompt_is_openpi_pi0_format(paligemma, gemma, real_prompts):
         assert not ids[len(expected) :].any()
 
 
+def test_tokenize_prompt_with_state_is_openpi_pi05_format(paligemma, gemma):
+    """openpi's Pi0.5 prompt: the cleaned task (not lower-cased, unlike FAST's) and the state as 256-bin indices."""
+    state = np.array([-1.0, -0.5, 0.0, 0.999, 1.0, -1.5], np.float32)  # bins by hand: [-1, 1) in steps of 1/128
+    ids, mask = paligemma.tokenize_prompt("Pick_up the\ncup ", max_len=200, state=state)
+    expected = gemma.encode("Task: Pick up the cup, State: 0 64 128 255 255 -1;\nAction: ", add_bos=True)
+    assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ids.shape == mask.shape == (200,)
+    assert ids[: len(expected)].tolist() == expected
+    assert mask.tolist() == [True] * len(expected) + [False] * (200 - len(expected))
+    assert not ids[len(expected) :].any()
+
+
 def test_tokenize_prompt_truncates(paligemma):
     ids, mask = paligemma.tokenize_prompt("pick up the red block and put it in the blue bowl", max_len=4)
     assert ids.tolist()[:1] == [2] and mask.all() and ids.shape == (4,)

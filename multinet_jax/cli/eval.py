@@ -19,7 +19,7 @@ from absl import flags, logging
 from multinet_jax.cli import offline
 from multinet_jax.domains import ALL_DOMAINS
 
-flags.DEFINE_enum("model", "pi0", ["pi0", "pi0_fast"], "Model family of --checkpoint (checked against its parameters).")
+flags.DEFINE_enum("model", "pi0", ["pi0", "pi05", "pi0_fast"], "Model family of --checkpoint (checked against its parameters).")
 flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
                     "gs://..., or the step directory holding params/ (or params/ itself).")
 flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name "
@@ -36,9 +36,12 @@ flags.DEFINE_integer("action_dim", None, "Pi0-FAST's action dimension, which its
 flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and their action stats go (default: $MULTINET_JAX_CACHE/converted; never the data folder).")
 flags.DEFINE_integer("batch_size", 8, "Global batch per host; a multiple of the mesh's data axis.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:-1,model:1 or data:2,model:4.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter and compute dtype.")
+flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"],
+                  "Parameter and compute dtype; bfloat16 is what openpi's policies (and so MultiNet's Pi0 numbers) run.")
 flags.DEFINE_integer("num_flow_steps", 10, "Pi0 Euler steps of flow matching.")
 flags.DEFINE_integer("max_decoding_steps", 32, "Most tokens decoded per sample (text domains, Pi0-FAST actions).")
+flags.DEFINE_bool("openpi_exact_decoding", True, "Decode text and FAST tokens exactly as openpi does (its attention window "
+                  "and positions, which read masked cameras' tokens); --noopenpi_exact_decoding: the corrected masking.")
 flags.DEFINE_float("temperature", 0.0, "Sampling temperature for text decoding; 0 is greedy.")
 flags.DEFINE_integer("seed", 0, "Base random seed; each sample folds in its global index.")
 flags.DEFINE_integer("limit", None, "Evaluate at most this many samples per domain.")
@@ -86,6 +89,7 @@ def config_from_flags(*, require_data: bool = True):
             dtype=FLAGS.dtype,
             num_flow_steps=FLAGS.num_flow_steps,
             max_decoding_steps=FLAGS.max_decoding_steps,
+            openpi_exact_decoding=FLAGS.openpi_exact_decoding,
             temperature=FLAGS.temperature,
             seed=FLAGS.seed,
             limit=FLAGS.limit,

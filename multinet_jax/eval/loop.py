@@ -31,7 +31,8 @@ from multinet_jax import assets, data, domains, metrics, models, sharding, token
 from multinet_jax.eval import act2answer, results, summary
 from multinet_jax.models import configs
 
-MODEL_KINDS = ("pi0", "pi0_fast")
+MODEL_KINDS = ("pi0", "pi05", "pi0_fast")
+FLOW_MODELS = ("pi0", "pi05")
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
 # checkpoint: the checkpoint's norm stats.
 UNNORMALIZE_CHOICES = ("split", "split_exact", "checkpoint")
@@ -59,9 +60,10 @@ class EvalConfig:
     cache_dir: str | None = None
     batch_size: int = 8
     mesh: str = "data:-1,model:1"
-    dtype: str = "float32"
+    dtype: str = "bfloat16"
     num_flow_steps: int = 10
     max_decoding_steps: int = 32
+    openpi_exact_decoding: bool = True
     temperature: float = 0.0
     seed: int = 0
     limit: int | None = None
@@ -80,8 +82,8 @@ class EvalConfig:
         for name in ("action_horizon", "action_dim"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.action_dim is not None and self.model == "pi0":
-            raise ValueError("--action_dim is for pi0_fast: a Pi0 checkpoint's action projections fix its action_dim")
+        if self.action_dim is not None and self.model in FLOW_MODELS:
+            raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
         if not self.domains:
             raise ValueError("--domains is empty")
         for name in self.domains:
@@ -195,17 +197,28 @@ class Evaluator:
 
     # -- data --------------------------------------------------------------------------------------
 
-    def _uses_fast_prompt(self, domain: domains.Domain) -> bool:
-        """Pi0-FAST predicts actions from openpi's FAST prompt (task + discretized state); text uses Pi0's."""
-        return self.fast_prompt is not None and domain.uses_actions
+    def _prompt_holds_state(self, domain: domains.Domain) -> bool:
+        """Pi0-FAST and Pi0.5 predict actions from prompts holding the discretized state (openpi's FAST and Pi0.5
+        formats), so those are built per batch (`_state_prompts`); text domains use Pi0's prompt with every model."""
+        return self.config.model in ("pi05", "pi0_fast") and domain.uses_actions
+
+    def _state_prompts(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """openpi's FAST prompt (Pi0-FAST) or Pi0.5 prompt (`model.config.max_token_len` tokens) per row."""
+        pairs = [(prompt or "", np.asarray(state)) for prompt, state in zip(batch["prompt"], batch["state"])]
+        if self.fast_prompt is not None:
+            rows = [self.fast_prompt.tokenize(prompt, state) for prompt, state in pairs]
+            return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+        length = self.model.config.max_token_len
+        ids, masks = zip(*(self.paligemma.tokenize_prompt(prompt, length, state=state) for prompt, state in pairs))
+        return {"tokenized_prompt": np.stack(ids), "tokenized_prompt_mask": np.stack(masks)}
 
     def _dataset(self, domain: domains.Domain) -> Any:
         return data.load(
             domain.name,
             self._domain_dir(domain),
             split=self.config.split,
-            # The FAST prompt needs the state too, so it is built per batch (`_observation`).
-            tokenizer=None if self._uses_fast_prompt(domain) else self.paligemma,
+            # The FAST and Pi0.5 prompts need the state too, so they are built per batch (`_observation`).
+            tokenizer=None if self._prompt_holds_state(domain) else self.paligemma,
             batch_size=self.config.batch_size,
             limit=self.config.limit,
             shard_index=jax.process_index(),
@@ -244,17 +257,17 @@ class Evaluator:
     def _observation(self, domain: domains.Domain, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Host arrays of the model inputs; the models place them on the mesh (batch over "data")."""
         observation = data.model_inputs(batch)
-        if self._uses_fast_prompt(domain):
-            rows = [self.fast_prompt.tokenize(prompt or "", state) for prompt, state in zip(batch["prompt"], batch["state"])]
-            observation.update({key: np.stack([row[key] for row in rows]) for key in rows[0]})
+        if self._prompt_holds_state(domain):
+            observation.update(self._state_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             observation.update(act2answer.text_probe_inputs(batch, self.paligemma, self.config.max_token_len))
         return observation
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
-        if self.config.model == "pi0":
+        if self.config.model in FLOW_MODELS:
             return self.model.sample_actions(observation, rng=self.rng, num_steps=self.config.num_flow_steps)
-        return self.model.sample_actions(observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps)
+        return self.model.sample_actions(observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps,
+                                         openpi_exact=self.config.openpi_exact_decoding)
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
@@ -263,7 +276,8 @@ class Evaluator:
             out = self._sample_actions(observation)
         else:
             out = self.model.sample_tokens(
-                observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps, temperature=self.config.temperature
+                observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps, temperature=self.config.temperature,
+                openpi_exact=self.config.openpi_exact_decoding,
             )
         return np.asarray(jax.block_until_ready(out))
 

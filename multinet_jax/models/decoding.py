@@ -1,19 +1,29 @@
-"""Prefix-LM autoregressive decoding with a preallocated KV cache, shared by Pi0-FAST and Pi0's PaliGemma backbone.
+"""Prefix-LM autoregressive decoding with a preallocated KV cache, shared by Pi0-FAST and the PaliGemma backbone of
+Pi0 / Pi0.5.
 
 One jitted function per batch shape and `DecodeSettings`: SigLIP + prompt embedding, one prefill pass over the
 prefix (bidirectional among its valid tokens, per openpi's `token_ar_mask` semantics), then a single
 `lax.while_loop` that feeds one token per step through expert 0 of the Gemma, writing its keys/values into a cache
 preallocated for `prefix + max_decoding_steps` slots.
 
-Positions: openpi at the reference fixtures' commit (15a9616) gives the first generated token RoPE position
-`len(valid prefix) + 1`, one past contiguous; later openpi made it contiguous (as in training). `position_gap=1`
-(default) reproduces the reference outputs; `position_gap=0` is the later behaviour.
-
 Ragged prompts: each row's prefix is right-aligned (as openpi does) so its last valid token sits at the last prefix
-slot; the token generated at step i then goes into the same cache slot `P + i` for every row, at RoPE position
-`len(valid prefix) + position_gap + i`. Padding is excluded by masks everywhere (openpi's decode steps only mask
-the left padding; here masked cameras inside the prefix stay masked too, which also makes dropping an all-masked
-camera exact).
+slot P - 1; the token generated at step i then goes into the same cache slot `P + i` for every row.
+
+`openpi_exact` (default True) is the one switch between openpi's decoder and the corrected one:
+- True reproduces openpi's Pi0-FAST `sample_actions` (at the reference fixtures' commit 15a9616) token for token
+  when greedy (sampling draws per-row keys, below), including rows with a masked camera. The first generated token gets RoPE position `len(valid prefix) + 1`, one
+  past contiguous. Each decode step attends to the window of cache slots `[P - len(valid prefix), P + i]`:
+  when a camera is masked inside a row (after a valid one, as MultiNet's masked wrist cameras are), that window
+  holds the masked camera's tokens and leaves out as many valid leading tokens. Those masked tokens' keys/values
+  come from the prefill, where a token with no valid key attends uniformly over all P + max_decoding_steps cache
+  slots (the unwritten ones zero), as openpi's prefill into its preallocated cache does. A camera masked in every
+  row is therefore still encoded, unless no row has a masked token between valid ones (then the window is exactly
+  the valid tokens, e.g. text domains with every camera masked, and dropping it is exact).
+- False is the corrected decoder: contiguous positions (`len(valid prefix) + i`, as in training and in later
+  openpi), decode steps attend to the valid tokens only, and cameras masked in every row are dropped before
+  tracing (exact: masked tokens are never attended).
+Rows whose valid prefix tokens are contiguous after right-alignment (no camera masked after a valid one) get the
+same window both ways; they differ only by the position gap.
 
 Sampling: greedy at temperature 0, else categorical over temperature-scaled logits with optional top-k / top-p
 filters. Temperature, top-k, top-p and the stop-token set are run-time arrays (`Sampling`), so one compiled
@@ -57,11 +67,16 @@ class DecodeSettings:
 
     max_decoding_steps: int = 256
     per_row_stopping: bool = True
-    position_gap: int = 1
+    openpi_exact: bool = True  # see the module docstring
 
     def __post_init__(self) -> None:
         if self.max_decoding_steps < 1:
             raise ValueError(f"max_decoding_steps must be >= 1, got {self.max_decoding_steps}")
+
+    @property
+    def position_gap(self) -> int:
+        """RoPE position of the first generated token minus the valid prefix length."""
+        return 1 if self.openpi_exact else 0
 
 
 class Sampling(NamedTuple):
@@ -146,8 +161,8 @@ class Prefill(NamedTuple):
     """The decoder state after the prefix pass."""
 
     first_logits: jax.Array  # float32 [b, vocab]: picks the first generated token
-    cache: KVCache  # (k, v), each [depth, b, P + steps - 1, kv_heads, head_dim]
-    prefix_mask: jax.Array  # bool [b, P], right-aligned
+    cache: KVCache  # (k, v), each [depth, b, P + steps, kv_heads, head_dim]
+    prefix_keys: jax.Array  # bool [b, P], right-aligned: the prefix slots decode steps attend to
     valid_len: jax.Array  # int32 [b]: valid prefix tokens per row
 
 
@@ -170,21 +185,34 @@ def prefill(
     prefix: jax.Array,
     prefix_mask: jax.Array,
     prefix_ar_mask: jax.Array,
-    max_decoding_steps: int,
+    settings: DecodeSettings,
 ) -> Prefill:
-    """Right-align the embedded prefix `[b, P, width]`, run it once, and preallocate the cache for decoding.
+    """Right-align the embedded prefix `[b, P, width]`, run it once into a cache preallocated for decoding.
 
     `prefix_mask` bool `[b, P]` marks valid tokens, `prefix_ar_mask` `[b, P]` is openpi's autoregressive mask.
     """
     attn_mask = make_attn_mask(prefix_mask, prefix_ar_mask)
     prefix, prefix_mask, attn_mask = right_align(prefix, prefix_mask, attn_mask)
+    batch, prefix_len = prefix_mask.shape
     positions = jnp.cumsum(prefix_mask, axis=1).astype(jnp.int32) - 1
-    (hidden, *_), (k, v) = module.apply(variables, prefix, positions, attn_mask, method=_llm)
-    # Generated tokens 0..steps-2 are fed back; the last one never is, so it needs no slot.
-    cache_pad = ((0, 0), (0, 0), (0, max_decoding_steps - 1), (0, 0), (0, 0))
-    first_logits = module.apply(variables, hidden[:, -1:], method=_logits)[:, 0]
     valid_len = jnp.sum(prefix_mask, axis=1).astype(jnp.int32)
-    return Prefill(first_logits, (jnp.pad(k, cache_pad), jnp.pad(v, cache_pad)), prefix_mask, valid_len)
+    steps = settings.max_decoding_steps
+    if settings.openpi_exact:
+        # openpi prefills into its preallocated cache: a query without valid keys attends uniformly over every slot.
+        cfg = module.config.paligemma
+        empty = jnp.zeros((cfg.depth, batch, prefix_len + steps, cfg.num_kv_heads, cfg.head_dim), module.config.dtype)
+        attn_mask = jnp.pad(attn_mask, ((0, 0), (0, 0), (0, steps)))
+        (hidden, *_), cache = module.apply(
+            variables, prefix, positions, attn_mask, kv_cache=(empty, empty), cache_write_index=jnp.int32(0), method=_llm
+        )
+        prefix_keys = jnp.arange(prefix_len)[None, :] >= prefix_len - valid_len[:, None]
+    else:
+        (hidden, *_), (k, v) = module.apply(variables, prefix, positions, attn_mask, method=_llm)
+        cache_pad = ((0, 0), (0, 0), (0, steps), (0, 0), (0, 0))
+        cache = (jnp.pad(k, cache_pad), jnp.pad(v, cache_pad))
+        prefix_keys = prefix_mask
+    first_logits = module.apply(variables, hidden[:, -1:], method=_logits)[:, 0]
+    return Prefill(first_logits, cache, prefix_keys, valid_len)
 
 
 def decode_loop(
@@ -196,12 +224,12 @@ def decode_loop(
     sampling: Sampling,
 ) -> tuple[jax.Array, jax.Array]:
     """The token loop after `prefill`; returns (tokens int32 `[b, steps]`, number of tokens it produced)."""
-    batch, prefix_len = state.prefix_mask.shape
+    batch, prefix_len = state.prefix_keys.shape
     steps = settings.max_decoding_steps
     first = sample_next(state.first_logits, row_keys, jnp.int32(0), sampling)
     done = _is_stop(first, sampling.stop_token_ids)
     tokens = jnp.zeros((batch, steps), jnp.int32).at[:, 0].set(first)
-    generated_slot = jnp.arange(steps - 1)
+    generated_slot = jnp.arange(steps)
 
     def keep_going(carry):
         step, last, done, _, _ = carry
@@ -210,9 +238,9 @@ def decode_loop(
 
     def decode_step(carry):
         step, last, done, tokens, cache = carry
-        # Feed token step-1 at cache slot P+step-1; it attends the valid prefix and every token generated so far.
+        # Feed token step-1 at cache slot P+step-1; it attends the prefix keys and every token generated so far.
         key_valid = jnp.concatenate(
-            [state.prefix_mask, jnp.broadcast_to(generated_slot < step, (batch, steps - 1))], axis=1
+            [state.prefix_keys, jnp.broadcast_to(generated_slot < step, (batch, steps))], axis=1
         )
         (hidden, *_), cache = module.apply(
             variables,
@@ -236,7 +264,7 @@ def decode_loop(
 
 def prefill_observation(
     module: PaliGemma,
-    max_decoding_steps: int,
+    settings: DecodeSettings,
     params: Any,
     images: list[jax.Array],
     image_masks: list[jax.Array],
@@ -251,7 +279,7 @@ def prefill_observation(
     )
     image_ar = jnp.zeros((tokens.shape[0], prefix.shape[1] - tokens.shape[1]), bool)
     ar_mask = jnp.concatenate([image_ar, token_ar_mask.astype(bool)], axis=1)
-    return prefill(module, variables, prefix, prefix_mask, ar_mask, max_decoding_steps)
+    return prefill(module, variables, prefix, prefix_mask, ar_mask, settings)
 
 
 def _decode_fn(
@@ -268,9 +296,7 @@ def _decode_fn(
     sampling: Sampling,
 ) -> tuple[jax.Array, jax.Array]:
     """The whole sampler as one pure function: embed images + prompt, prefill, decode loop."""
-    state = prefill_observation(
-        module, settings.max_decoding_steps, params, images, image_masks, tokens, token_mask, token_ar_mask
-    )
+    state = prefill_observation(module, settings, params, images, image_masks, tokens, token_mask, token_ar_mask)
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, sample_index)
     return decode_loop(module, {"params": params["PaliGemma"]}, state, row_keys, settings, sampling)
 
@@ -282,6 +308,23 @@ def compiled_decoder(config: ModelConfig, settings: DecodeSettings, mesh: jax.sh
     return jax.jit(functools.partial(_decode_fn, PaliGemma(config), settings), out_shardings=out_shardings)
 
 
+def window_needs_masked_cameras(observation: Observation, batch: int) -> bool:
+    """Whether openpi's decode window reads masked tokens in some row: a masked camera after a valid token.
+
+    Right-aligned, a row's window is its last `len(valid prefix)` slots; it equals the valid tokens exactly when no
+    invalid token lies between the row's first and last valid token (prompt padding is always trailing).
+    """
+    flags = [
+        np.broadcast_to(np.asarray(observation.get(f"image_mask/{camera}", True), bool), (batch,))
+        for camera in observation_cameras(observation)
+    ]
+    flags.append(np.asarray(observation["tokenized_prompt_mask"], bool).any(axis=1))
+    valid = np.stack(flags, axis=1)
+    after_first_valid = np.cumsum(valid, axis=1) > 0
+    before_last_valid = np.cumsum(valid[:, ::-1], axis=1)[:, ::-1] > 0
+    return bool(np.any(~valid & after_first_valid & before_last_valid))
+
+
 def decoder_inputs(
     config: ModelConfig,
     observation: Observation,
@@ -290,7 +333,11 @@ def decoder_inputs(
     *,
     skip_absent_cameras: bool = True,
 ) -> dict[str, Any]:
-    """Host-side: validate the observation, pick cameras, default optional keys, place arrays on the mesh."""
+    """Host-side: validate the observation, pick cameras, default optional keys, place arrays on the mesh.
+
+    `skip_absent_cameras` drops the cameras masked in every row (see `DecodeSettings.openpi_exact` for when that is
+    exact); False encodes every camera.
+    """
     batch = check_observation(observation, config)
     cameras = live_cameras(observation, batch) if skip_absent_cameras else observation_cameras(observation)
     batch_sharded = None if mesh is None else sharding.batch_sharding(mesh)
@@ -318,19 +365,23 @@ def sample_tokens(
     top_p: float | None = None,
     stop_token_ids: tuple[int, ...] = (PALIGEMMA_EOS_ID,),
     per_row_stopping: bool = True,
-    position_gap: int = 1,
+    openpi_exact: bool = True,
 ) -> jax.Array:
     """Tokens int32 `[b, max_decoding_steps]` from the PaliGemma part of `model` (a Pi0Model or Pi0FastModel).
 
     Each row ends with its first stop token and is 0 afterwards. `rng` (default key 0) is folded with
     `observation["sample_index"]` (default arange(b)) per row; greedy decoding (temperature 0) ignores it.
-    Only `max_decoding_steps`, `per_row_stopping` and `position_gap` (and input shapes) trigger a new compile.
+    `openpi_exact` (default) reproduces openpi's tokens; False is the corrected masking with contiguous positions
+    (module docstring). Only `max_decoding_steps`, `per_row_stopping` and `openpi_exact` (and input shapes)
+    trigger a new compile.
     """
-    settings = DecodeSettings(max_decoding_steps, per_row_stopping, position_gap)
+    settings = DecodeSettings(max_decoding_steps, per_row_stopping, openpi_exact)
     sampling = Sampling.create(temperature, top_k, top_p, tuple(stop_token_ids))
     mesh = getattr(model, "mesh", None)
-    decode = compiled_decoder(model.config, settings, mesh)
-    tokens, _ = decode(model.params, **decoder_inputs(model.config, observation, rng, mesh), sampling=sampling)
+    batch = check_observation(observation, model.config)
+    skip = not (openpi_exact and window_needs_masked_cameras(observation, batch))
+    inputs = decoder_inputs(model.config, observation, rng, mesh, skip_absent_cameras=skip)
+    tokens, _ = compiled_decoder(model.config, settings, mesh)(model.params, **inputs, sampling=sampling)
     return tokens
 
 

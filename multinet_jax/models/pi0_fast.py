@@ -104,10 +104,13 @@ class Pi0FastModel:
         rng: jax.Array | None = None,
         max_decoding_steps: int = 256,
         temperature: float = 0.0,
+        openpi_exact: bool = True,
     ) -> np.ndarray:
-        """Actions `[b, horizon, action_dim]` in the model's normalized space; NaN rows where decoding failed."""
+        """Actions `[b, horizon, action_dim]` in the model's normalized space; NaN rows where decoding failed.
+
+        `openpi_exact` picks openpi's decoder or the corrected masking (`models.decoding`)."""
         tokens = self.sample_tokens(
-            observation, rng=rng, max_decoding_steps=max_decoding_steps, temperature=temperature
+            observation, rng=rng, max_decoding_steps=max_decoding_steps, temperature=temperature, openpi_exact=openpi_exact
         )
         actions, _ = self.decode_actions(tokens)
         return actions

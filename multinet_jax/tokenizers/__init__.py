@@ -1,7 +1,13 @@
-"""Tokenizers: PaliGemma's SentencePiece vocabulary, the FAST action tokenizer and openpi's Pi0-FAST prompt."""
+"""Tokenizers: PaliGemma's SentencePiece vocabulary with openpi's Pi0 / Pi0.5 prompts, the FAST action tokenizer and
+openpi's Pi0-FAST prompt."""
 
-from multinet_jax.tokenizers.fast import FastPromptTokenizer, FastTokenizer, discretize_state
-from multinet_jax.tokenizers.paligemma import PALIGEMMA_VOCAB_SIZE, PaliGemmaTokenizer, build_paligemma_vocab
+from multinet_jax.tokenizers.fast import FastPromptTokenizer, FastTokenizer
+from multinet_jax.tokenizers.paligemma import (
+    PALIGEMMA_VOCAB_SIZE,
+    PaliGemmaTokenizer,
+    build_paligemma_vocab,
+    discretize_state,
+)
 
 __all__ = [
     "PALIGEMMA_VOCAB_SIZE",

@@ -21,7 +21,7 @@ import scipy.fft
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from multinet_jax.tokenizers.paligemma import PaliGemmaTokenizer, pad_to_length
+from multinet_jax.tokenizers.paligemma import PaliGemmaTokenizer, discretize_state, pad_to_length
 
 PROCESSOR_CONFIG = "processor_config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -29,7 +29,6 @@ TOKENIZER_FILE = "tokenizer.json"
 FAST_SKIP_TOKENS = 128
 ACTION_PREFIX = "Action: "
 ACTION_SUFFIX = "|"
-STATE_BINS = 256
 
 
 class FastTokenizer:
@@ -128,11 +127,6 @@ def _quantize(actions: np.ndarray, scale: float) -> np.ndarray:
 def _to_symbols(quantized: np.ndarray, min_token: int) -> str:
     # Coefficients below the training minimum clamp to the smallest symbol, as the FAST processor does.
     return "".join(map(chr, np.maximum(quantized - min_token, 0)))
-
-
-def discretize_state(state: np.ndarray) -> np.ndarray:
-    """openpi's 256-bin discretization of a state normalized to [-1, 1] (values below -1 give -1, as openpi)."""
-    return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
 
 
 class FastPromptTokenizer:

@@ -20,6 +20,7 @@ GEMMA_VOCAB_SIZE = 256_000
 NUM_LOC_TOKENS = 1024
 NUM_SEG_TOKENS = 128
 PALIGEMMA_VOCAB_SIZE = GEMMA_VOCAB_SIZE + NUM_LOC_TOKENS + NUM_SEG_TOKENS
+STATE_BINS = 256  # openpi's discretization of the state in the Pi0.5 and Pi0-FAST prompts
 
 
 def build_paligemma_vocab(gemma_model_path: str | os.PathLike, output_path: str | os.PathLike) -> pathlib.Path:
@@ -46,7 +47,7 @@ def build_paligemma_vocab(gemma_model_path: str | os.PathLike, output_path: str 
 
 
 class PaliGemmaTokenizer:
-    """SentencePiece wrapper with openpi's Pi0 prompt format (`tokenize_prompt`)."""
+    """SentencePiece wrapper with openpi's Pi0 and Pi0.5 prompt formats (`tokenize_prompt`)."""
 
     def __init__(self, model_path: str | os.PathLike):
         model_path = pathlib.Path(model_path)
@@ -80,14 +81,26 @@ class PaliGemmaTokenizer:
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self._processor.decode([int(i) for i in ids])
 
-    def tokenize_prompt(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        """openpi's Pi0 prompt: BOS + cleaned text + "\\n" (its own piece, the start-of-answer marker), right-padded.
+    def tokenize_prompt(self, text: str, max_len: int, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """openpi's `PaligemmaTokenizer.tokenize`, right-padded.
 
-        Returns (ids int32 [max_len], mask bool [max_len]); longer prompts are truncated to `max_len` as openpi does.
+        Without `state`, the Pi0 prompt: BOS + cleaned text + "\\n" (its own piece, the start-of-answer marker).
+        With `state` (a vector normalized to [-1, 1]), the Pi0.5 prompt: BOS + "Task: {cleaned text}, State:
+        {256-bin indices, space-separated};\\nAction: " in one piece. Returns (ids int32 [max_len], mask bool
+        [max_len]); longer prompts are truncated to `max_len` as openpi does.
         """
         cleaned = text.strip().replace("_", " ").replace("\n", " ")
-        ids = self.encode(cleaned, add_bos=True) + self.encode("\n")
+        if state is None:
+            ids = self.encode(cleaned, add_bos=True) + self.encode("\n")
+        else:
+            state_text = " ".join(map(str, discretize_state(np.asarray(state))))
+            ids = self.encode(f"Task: {cleaned}, State: {state_text};\nAction: ", add_bos=True)
         return pad_to_length(ids, max_len)
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """openpi's 256-bin discretization of a state normalized to [-1, 1] (values below -1 give -1, as openpi)."""
+    return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
 
 
 def pad_to_length(ids: list[int], max_len: int) -> tuple[np.ndarray, np.ndarray]:

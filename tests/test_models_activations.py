@@ -45,7 +45,7 @@ def test_prefix_streams_are_the_ones_that_give_the_text_logits(pi0):
     last_layer = np.asarray(streams["prefix_last"])[:, -1]  # [b, width]
     logits = _rms_norm(last_layer, llm["final_norm"]["scale"]) @ np.asarray(llm["embedder"]["input_embedding"], np.float64).T
     inputs = decoding.decoder_inputs(pi0.config, observation, None, None)
-    state = decoding.prefill_observation(decoding.PaliGemma(pi0.config), 1, pi0.params, inputs["images"], inputs["image_masks"],
+    state = decoding.prefill_observation(decoding.PaliGemma(pi0.config), decoding.DecodeSettings(1), pi0.params, inputs["images"], inputs["image_masks"],
                                          inputs["tokens"], inputs["token_mask"], inputs["token_ar_mask"])
     assert relative_error(logits, state.first_logits) < 1e-4
 

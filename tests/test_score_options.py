@@ -24,7 +24,7 @@ def pi0():
 def _first_logits(config):
     """The prefix's next-token logits, one jitted prefill (an independent path: no cache writes, no option loop)."""
     module = decoding.PaliGemma(config)
-    return jax.jit(lambda *args: decoding.prefill_observation(module, 1, *args).first_logits)
+    return jax.jit(lambda *args: decoding.prefill_observation(module, decoding.DecodeSettings(1, openpi_exact=False), *args).first_logits)
 
 
 def _reference(model, observation, row, option):

@@ -403,14 +403,16 @@ def _score_options_fn(
     tokens; token j's log-probability comes from the logits after token j - 1 (token 0's from the prefix's last).
     """
     length = option_tokens.shape[2]
-    state = prefill_observation(module, length, params, images, image_masks, tokens, token_mask, token_ar_mask)
+    settings = DecodeSettings(max_decoding_steps=length, openpi_exact=False)  # valid prefix keys, contiguous positions
+    state = prefill_observation(module, settings, params, images, image_masks, tokens, token_mask, token_ar_mask)
     variables = {"params": params["PaliGemma"]}
-    batch, prefix_len = state.prefix_mask.shape
+    batch, prefix_len = state.prefix_keys.shape
     first = jax.nn.log_softmax(state.first_logits, axis=-1)  # [b, vocab]
     fed = length - 1
     causal = jnp.arange(fed)[None, :] <= jnp.arange(fed)[:, None]  # [fed (query), fed (key)]
     attn_mask = jnp.concatenate(
-        [jnp.broadcast_to(state.prefix_mask[:, None, :], (batch, fed, prefix_len)), jnp.broadcast_to(causal, (batch, fed, fed))],
+        [jnp.broadcast_to(state.prefix_keys[:, None, :], (batch, fed, prefix_len)), jnp.broadcast_to(causal, (batch, fed, fed)),
+         jnp.zeros((batch, fed, 1), bool)],  # the cache's last slot stays unwritten
         axis=2,
     )
     positions = state.valid_len[:, None] + jnp.arange(fed)[None, :]

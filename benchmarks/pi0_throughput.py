@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import time_call, write_report
-from multinet_jax.models import configs, init_params, numerics, siglip
+from multinet_jax.models import configs, init_params, numerics, vit
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
@@ -92,9 +92,9 @@ def openpi_numerics() -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(numerics, "einsum", _bf16_output_einsum))
         stack.enter_context(mock.patch.object(numerics, "dot_general", jax.lax.dot_general))
-        stack.enter_context(mock.patch.object(numerics, "gelu", lambda x: nn.gelu(x, approximate=True)))
+        stack.enter_context(mock.patch.object(numerics, "gelu", lambda x, approximate=True: nn.gelu(x, approximate=approximate)))
         stack.enter_context(mock.patch.object(numerics, "scan_layers", _openpi_scan))
-        stack.enter_context(mock.patch.dict(siglip._DENSE_OPTIONS, dot_general=jax.lax.dot_general))
+        stack.enter_context(mock.patch.dict(vit._DENSE_OPTIONS, dot_general=jax.lax.dot_general))
         yield
     jax.clear_caches()
 

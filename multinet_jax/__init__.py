@@ -1,7 +1,7 @@
 """multinet_jax: a JAX-native, high-throughput evaluator for VLA models on MultiNet v1.0.
 
 Public surface (imported lazily so `import multinet_jax` stays cheap):
-  load_model(checkpoint, dtype=..., mesh=...)  openpi Pi0 / Pi0-FAST checkpoint -> model
+  load_model(checkpoint, dtype=..., mesh=...)  any checkpoint the model registry recognizes -> model
   data.load(domain, data_dir, ...)             a domain's Grain dataset
   evaluate(...)                                the evaluation loop behind `multinet-jax eval`
   score(domain, records, ...)                  MultiNet's metrics for a list of predictions

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multinet_jax.models import configs, numerics
-from multinet_jax.models.siglip import Siglip
+from multinet_jax.models.vit import ViT
 
 
 def _random(shape, seed, dtype):
@@ -41,7 +41,7 @@ def test_gelu_rounds_once_from_float32():
 def _siglip_forward(dtype: str):
     """A SigLIP with large weights (4 x 3.1M parameters) and tiny activations (4 tokens per image)."""
     config = configs.SiglipConfig(width=512, depth=4, mlp_dim=2048, num_heads=8, image_size=28)
-    module = Siglip(config, out_width=64, dtype=dtype)
+    module = ViT(config, out_width=64, dtype=dtype)
     images = jax.random.uniform(jax.random.key(1), (1, 28, 28, 3), minval=-1.0, maxval=1.0)
     params = jax.tree.map(lambda p: p.astype(dtype), module.init(jax.random.key(0), images))
     return module, params, images

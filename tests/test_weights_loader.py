@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import types
 
 import jax
 import numpy as np
@@ -97,23 +96,23 @@ def test_paligemma_only_model_from_pi0_checkpoint_drops_the_action_expert(name):
 
 
 def test_restore_groups_are_bounded_and_largest_first(monkeypatch):
-    monkeypatch.setattr(weights, "RESTORE_GROUP_BYTES", 24)
+    monkeypatch.setattr(weights.trees, "RESTORE_GROUP_BYTES", 24)
     shapes = {"a": (4,), "b": (2,), "c": (10,), "d": (1,)}  # float32 bytes: 16, 8, 40, 4
-    entries = {name: ((name,), types.SimpleNamespace(shape=shape)) for name, shape in shapes.items()}
-    assert weights._restore_groups(entries, np.dtype("float32")) == [["c"], ["a", "b"], ["d"]]
+    assert weights.trees.restore_groups(shapes, np.dtype("float32")) == [["c"], ["a", "b"], ["d"]]
 
 
 def test_restore_in_many_groups_matches_a_plain_orbax_restore(monkeypatch):
-    monkeypatch.setattr(weights, "RESTORE_GROUP_BYTES", 64 * 1024)
+    monkeypatch.setattr(weights.trees, "RESTORE_GROUP_BYTES", 64 * 1024)
     directory, entries = weights.read_param_metadata(pi0_checkpoint())
-    assert len(weights._restore_groups(entries, np.dtype("float32"))) > 2
+    shapes = {path: tuple(meta.shape) for path, (_, meta) in entries.items()}
+    assert len(weights.trees.restore_groups(shapes, np.dtype("float32"))) > 2
     expected = param_shapes(configs.get_config("pi0_tiny"))
     shardings = sharding.param_shardings(expected, sharding.make_mesh())
     params = weights.restore_params(pi0_checkpoint(), expected, shardings)
     metadata = ocp.PyTreeCheckpointer().metadata(directory).item_metadata
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(metadata))
     raw_tree = ocp.PyTreeCheckpointer().restore(directory, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-    raw = weights._flatten(raw_tree)
+    raw = weights.trees.flatten_tree(raw_tree)
     restored = weights.flatten_params(params)
     assert set(restored) == set(entries)
     for path, (keys, _) in entries.items():
@@ -160,8 +159,10 @@ def test_not_a_checkpoint_directory(tmp_path):
     with pytest.raises(weights.CheckpointError, match="no such checkpoint directory"):
         load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(weights.CheckpointError, match="holds an orbax checkpoint"):
+    with pytest.raises(weights.CheckpointError, match=r"empty: not a checkpoint layout this project reads \(known: openpi"):
         load_model(tmp_path / "empty")
+    with pytest.raises(weights.CheckpointError, match="holds an orbax checkpoint"):
+        weights.params_directory(tmp_path / "empty")
 
 
 def test_other_model_type_is_rejected(tmp_path):

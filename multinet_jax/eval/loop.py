@@ -29,9 +29,9 @@ import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import act2answer, results, summary
-from multinet_jax.models import configs
+from multinet_jax.models import InferenceOptions, registry
 
-MODEL_KINDS = ("pi0", "pi05", "pi0_fast")
+MODEL_KINDS = registry.model_kinds()
 FLOW_MODELS = ("pi0", "pi05")
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
 # checkpoint: the checkpoint's norm stats.
@@ -151,9 +151,8 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
         name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
     }
     model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
-    loaded_kind = configs.model_kind(model.config)
-    if loaded_kind != config.model:
-        raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {loaded_kind} checkpoint")
+    if model.family != config.model:
+        raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {model.family} checkpoint")
     if fast_prompt is not None:
         model.action_tokenizer = fast_prompt  # openpi checkpoints ship no FAST tokenizer
     return model
@@ -192,6 +191,8 @@ class Evaluator:
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
         self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
         self.rng = jax.random.key(config.seed)
+        self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
+                                                  config.openpi_exact_decoding)
         self.output_dir = pathlib.Path(config.output_dir)
         self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
@@ -264,10 +265,7 @@ class Evaluator:
         return observation
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
-        if self.config.model in FLOW_MODELS:
-            return self.model.sample_actions(observation, rng=self.rng, num_steps=self.config.num_flow_steps)
-        return self.model.sample_actions(observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps,
-                                         openpi_exact=self.config.openpi_exact_decoding)
+        return self.model.predict_actions(observation, rng=self.rng, options=self.inference_options)
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:

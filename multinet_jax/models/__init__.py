@@ -1,9 +1,10 @@
-"""Pi0 / Pi0.5 / Pi0-FAST models: `load_model` for openpi checkpoints, `init_params` for random models of any config.
+"""The model families: `load_model` for any checkpoint the registry recognizes, `init_params` for random openpi models.
 
     model = load_model("gs://openpi-assets/checkpoints/pi0_base", dtype="bfloat16")
     actions = model.sample_actions(observation, rng=jax.random.key(0))   # [b, horizon, action_dim]
 
-The model type (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the checkpoint's
+`registry` maps a checkpoint's layout to its family; every family returns an `interface.Model`. For openpi
+checkpoints the model type (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the
 parameter shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action
 dim) defaults to openpi's values and can be passed as keyword overrides, e.g. `load_model(path, action_horizon=10)`.
 """
@@ -16,12 +17,17 @@ from typing import Any
 import jax
 from jax.sharding import Mesh
 
-from multinet_jax import assets, sharding, weights
-from multinet_jax.models import configs
+from multinet_jax import sharding, weights
+from multinet_jax.models import configs, registry
 from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig
+from multinet_jax.models.interface import InferenceOptions, Model
 from multinet_jax.models.pi0 import PaliGemma, Pi0, Pi0Model
+from multinet_jax.models.registry import load_model
 
-__all__ = ["load_model", "init_params", "param_shapes", "build_model", "configs", "Pi0Model"]
+__all__ = [
+    "load_model", "load_openpi", "init_params", "param_shapes", "build_model", "configs", "registry",
+    "InferenceOptions", "Model", "Pi0Model",
+]
 
 
 def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
@@ -52,18 +58,14 @@ def build_model(config: ModelConfig, params: Any, norm_stats: dict | None = None
     return Pi0Model(config, params, norm_stats, mesh)
 
 
-def load_model(
+def load_openpi(
     checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **config_overrides: Any
 ):
-    """An openpi checkpoint (step dir holding `params/`, or `params/` itself; a local path, a name such as
-    `pi0_base`, or a URL, resolved and cached by `multinet_jax.assets`) -> model.
+    """An openpi checkpoint (a local step dir holding `params/`, or `params/` itself) -> model.
 
     Parameters are restored directly as `dtype` ("float32" or "bfloat16", also the compute dtype) into the
     shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from `assets/` when present.
     """
-    if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-    checkpoint = assets.resolve(checkpoint)
     config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)

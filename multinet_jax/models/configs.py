@@ -29,6 +29,13 @@ class GemmaConfig:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    # Switches between the decoder-LM families (defaults: Gemma; `LLAMA_SWITCHES` for OpenVLA's Llama-2).
+    norm_offset: bool = True  # RMSNorm multiplies by (1 + scale) (Gemma) or by scale (Llama)
+    norm_eps: float = 1e-6
+    activation: Literal["gelu_tanh", "silu"] = "gelu_tanh"  # of the gated MLP
+    scale_embedding: bool = True  # token embeddings times sqrt(width) (Gemma)
+    tied_embedding: bool = True  # logits from the input embedding (Gemma) or a separate `lm_head` (Llama)
+    rope_theta: float = 10_000.0
 
     def __post_init__(self) -> None:
         if self.num_heads % self.num_kv_heads:
@@ -36,8 +43,9 @@ class GemmaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SiglipConfig:
-    """SigLIP ViT (big_vision layout): square patches, learned position embedding, no pooling."""
+class ViTConfig:
+    """A ViT (big_vision layout): square patches, learned position embedding, no pooling. The defaults are
+    openpi's SigLIP; the switches give timm's DINOv2 (registers, LayerScale, erf GELU) for OpenVLA (`models/vit.py`)."""
 
     width: int
     depth: int
@@ -45,10 +53,18 @@ class SiglipConfig:
     num_heads: int
     patch_size: int = 14
     image_size: int = 224
+    class_token: bool = False
+    num_registers: int = 0
+    layer_scale: bool = False
+    exact_gelu: bool = False
+    final_norm: bool = True
 
     @property
     def num_tokens(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+SiglipConfig = ViTConfig  # openpi's name for its (only) ViT
 
 
 GEMMA_2B = GemmaConfig(width=2048, depth=18, mlp_dim=16_384, num_heads=8, num_kv_heads=1, head_dim=256)

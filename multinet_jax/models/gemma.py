@@ -1,4 +1,5 @@
-"""Gemma decoder with a mixture of experts sharing joint attention (PaliGemma expert 0 + Pi0's action expert 1).
+"""Gemma decoder with a mixture of experts sharing joint attention (PaliGemma expert 0 + Pi0's action expert 1); the
+one decoder-LM of the project: `GemmaConfig`'s switches also make it Llama-2 (OpenVLA), see "Llama" below.
 
 Parameter layout equals openpi's (`PaliGemma/llm/...`), scanned over depth (leading depth axis):
 `embedder/input_embedding`, `layers/attn/{q_einsum,kv_einsum,attn_vec_einsum}[_i]/w`,
@@ -16,6 +17,11 @@ Numerics as openpi: RMSNorm `x * rsqrt(mean(x^2) + 1e-6) * (1 + scale)` in float
 dtype; tanh-GELU gated MLP; RoPE (max wavelength 10000, split-half rotation) computed in float32; embeddings scaled
 by sqrt(width); attention logits and softmax in float32; weights cast to the activation dtype (`dtype`) at use.
 Matmuls sum in float32 and GELU runs in float32, each rounded once to `dtype`, as on TPU/GPU (`numerics`).
+
+Llama (OpenVLA's Llama-2, one expert, switches in `GemmaConfig`): RMSNorm multiplies by `scale` (`norm_offset=False`,
+eps from the checkpoint), SiLU-gated MLP (`gating_einsum[0]` = gate_proj, `[1]` = up_proj), no embedding scaling,
+logits from a separate `embedder/lm_head` `[vocab, width]`, RoPE base `rope_theta`. HF's Llama rotates split halves
+as `apply_rope` does, so only the parameter mapping differs (`models/openvla_checkpoint.py`).
 
 KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
 
@@ -36,7 +42,9 @@ KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
     slots [index, index + t) (`lax.dynamic_update_slice` along s), attend over the whole cache (s = cache_len;
     mask the unwritten slots in `attn_mask`), and return the updated cache.
 - `embed(tokens)` (method): int tokens `[b, t]` -> `[b, t, width_0]` in `dtype`, scaled by sqrt(width_0).
-- `logits(x)` (method): `[b, t, width_0]` -> float32 `[b, t, vocab]` via the tied embedding.
+- `logits(x)` (method): `[b, t, width_0]` -> float32 `[b, t, vocab]` via the tied embedding (or `lm_head`).
+- Per-layer hidden states: with `mutable=["intermediates"]`, `intermediates/.../layers/hidden` holds expert 0's
+  residual stream after each layer, `[depth, b, t, width_0]` (before the final norm).
 Use `Gemma.apply(params, tokens, method="embed")` / `method="logits"` with the `llm` sub-tree as params.
 """
 
@@ -62,10 +70,16 @@ def expert_name(name: str, index: int) -> str:
 
 
 class RMSNorm(nn.Module):
+    """`x / rms(x)` in float32, times `1 + scale` (Gemma, `offset`) or `scale` (Llama)."""
+
+    eps: float = 1e-6
+    offset: bool = True
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
-        return (_normalize(x) * (1 + scale)).astype(x.dtype)
+        init = nn.initializers.zeros_init() if self.offset else nn.initializers.ones_init()
+        scale = self.param("scale", init, (x.shape[-1],))
+        return (_normalize(x, self.eps) * (1 + scale if self.offset else scale)).astype(x.dtype)
 
 
 class AdaRMSNorm(nn.Module):
@@ -79,15 +93,18 @@ class AdaRMSNorm(nn.Module):
         return (_normalize(x) * (1 + scale) + shift).astype(x.dtype), gate
 
 
-def _normalize(x: jax.Array) -> jax.Array:
+def _normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """x / rms(x) in float32 (the variance of the float32 values, as openpi)."""
     variance = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(variance + 1e-6)
+    return x * jax.lax.rsqrt(variance + eps)
 
 
-def make_norm(name: str, index: int, adaptive: bool) -> nn.Module:
-    """Expert `index`'s norm `name`: an AdaRMSNorm when the expert's norms are adaptive, else an RMSNorm."""
-    return (AdaRMSNorm if adaptive else RMSNorm)(name=expert_name(name, index))
+def make_norm(name: str, index: int, adaptive: bool, config: GemmaConfig) -> nn.Module:
+    """Expert `index`'s norm `name`: an AdaRMSNorm when the expert's norms are adaptive, else an RMSNorm with the
+    expert's switches (eps, `1 + scale` or `scale`)."""
+    if adaptive:
+        return AdaRMSNorm(name=expert_name(name, index))
+    return RMSNorm(config.norm_eps, config.norm_offset, name=expert_name(name, index))
 
 
 def apply_norm(norm: nn.Module, x: jax.Array, cond: jax.Array | None) -> tuple[jax.Array, jax.Array | None]:
@@ -126,7 +143,8 @@ class FeedForward(nn.Module):
         init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
         gating = self.param("gating_einsum", init, (2, cfg.width, cfg.mlp_dim)).astype(x.dtype)
         linear = self.param("linear", nn.initializers.lecun_normal(), (cfg.mlp_dim, cfg.width)).astype(x.dtype)
-        hidden = numerics.gelu(numerics.einsum("btd,df->btf", x, gating[0]))
+        gate = numerics.einsum("btd,df->btf", x, gating[0])
+        hidden = numerics.gelu(gate) if cfg.activation == "gelu_tanh" else numerics.silu(gate)
         hidden = hidden * numerics.einsum("btd,df->btf", x, gating[1])
         return numerics.einsum("btf,fd->btd", hidden, linear)
 
@@ -195,8 +213,9 @@ class Attention(nn.Module):
             vs.append(v)
         q, k, v = (jnp.concatenate(parts, axis=1) for parts in (qs, ks, vs))
         head_dim = self.configs[0].head_dim
-        q = apply_rope(q, positions) * jnp.asarray(head_dim**-0.5, q.dtype)
-        k = apply_rope(k, positions)
+        theta = self.configs[0].rope_theta
+        q = apply_rope(q, positions, theta) * jnp.asarray(head_dim**-0.5, q.dtype)
+        k = apply_rope(k, positions, theta)
         k, v = _attend_cache(k, v, kv_cache, cache_write_index)
 
         encoded = grouped_attention(q, k, v, attn_mask)
@@ -222,10 +241,10 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond):
-        experts = list(zip(xs, self.adaptive_norms, adarms_cond, strict=True))
+        experts = list(zip(xs, self.adaptive_norms, adarms_cond, self.configs, strict=True))
         normed = [
-            (None, None) if x is None else apply_norm(make_norm("pre_attention_norm", i, adaptive), x, cond)
-            for i, (x, adaptive, cond) in enumerate(experts)
+            (None, None) if x is None else apply_norm(make_norm("pre_attention_norm", i, adaptive, cfg), x, cond)
+            for i, (x, adaptive, cond, cfg) in enumerate(experts)
         ]
         attn_out, kv_cache = Attention(self.configs, name="attn")(
             [y for y, _ in normed], positions, attn_mask, kv_cache, cache_write_index
@@ -234,7 +253,7 @@ class Block(nn.Module):
         outputs = []
         for i, (x, cfg, adaptive, cond) in enumerate(zip(xs, self.configs, self.adaptive_norms, adarms_cond)):
             if x is not None:
-                y, gate = apply_norm(make_norm("pre_ffw_norm", i, adaptive), x, cond)
+                y, gate = apply_norm(make_norm("pre_ffw_norm", i, adaptive, cfg), x, cond)
                 x = _gated_residual(x, FeedForward(cfg, name=expert_name("mlp", i))(y), gate)
             outputs.append(x)
         # Each expert's residual stream after this layer, kept only when the caller asks for "intermediates"
@@ -244,18 +263,25 @@ class Block(nn.Module):
 
 
 class Embedder(nn.Module):
+    """Token embedding (`input_embedding`) and the logits head: the same table (tied) or `lm_head`."""
+
     vocab_size: int
-    width: int
+    config: GemmaConfig
 
     def setup(self) -> None:
-        self.input_embedding = self.param("input_embedding", nn.initializers.normal(), (self.vocab_size, self.width))
+        shape = (self.vocab_size, self.config.width)
+        self.input_embedding = self.param("input_embedding", nn.initializers.normal(), shape)
+        if not self.config.tied_embedding:
+            self.lm_head = self.param("lm_head", nn.initializers.normal(), shape)
 
     def encode(self, tokens: jax.Array) -> jax.Array:
         table = self.input_embedding
-        return table[tokens] * jnp.sqrt(jnp.float32(self.width)).astype(table.dtype)
+        if not self.config.scale_embedding:
+            return table[tokens]
+        return table[tokens] * jnp.sqrt(jnp.float32(self.config.width)).astype(table.dtype)
 
     def decode(self, x: jax.Array) -> jax.Array:
-        table = self.input_embedding.astype(x.dtype)
+        table = (self.input_embedding if self.config.tied_embedding else self.lm_head).astype(x.dtype)
         return jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
 
 
@@ -270,14 +296,16 @@ class Gemma(nn.Module):
     def setup(self) -> None:
         if len({(c.depth, c.num_heads, c.num_kv_heads, c.head_dim) for c in self.configs}) != 1:
             raise ValueError(f"experts must share depth, heads and head_dim: {self.configs}")
-        self.embedder = Embedder(self.vocab_size, self.configs[0].width)
+        self.embedder = Embedder(self.vocab_size, self.configs[0])
         self.layers = numerics.scan_layers(
             Block,
             length=self.configs[0].depth,
             initializing=self.is_initializing(),
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         )(self.configs, self._adaptive)
-        self.final_norms = [make_norm("final_norm", i, adaptive) for i, adaptive in enumerate(self._adaptive)]
+        self.final_norms = [
+            make_norm("final_norm", i, adaptive, cfg) for i, (adaptive, cfg) in enumerate(zip(self._adaptive, self.configs))
+        ]
 
     @property
     def _adaptive(self) -> tuple[bool, ...]:

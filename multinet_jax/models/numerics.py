@@ -67,11 +67,17 @@ def scan_layers(block: type[nn.Module], *, length: int, initializing: bool, **sc
     )
 
 
-def gelu(x: jax.Array) -> jax.Array:
-    """tanh-approximated GELU evaluated in float32 and rounded once to `x`'s dtype.
+def gelu(x: jax.Array, approximate: bool = True) -> jax.Array:
+    """GELU (tanh-approximated by default; erf with `approximate=False`) evaluated in float32 and rounded once to
+    `x`'s dtype.
 
     Why: XLA's TPU and GPU fusions evaluate a bf16 elementwise chain in float32 and round once; XLA's CPU backend
     rounds after each of GELU's eight operations, which is both slower (a quarter of an MLP block's time) and further
     from what openpi's bf16 policies compute on accelerators.
     """
-    return nn.gelu(x.astype(jnp.float32), approximate=True).astype(x.dtype)
+    return nn.gelu(x.astype(jnp.float32), approximate=approximate).astype(x.dtype)
+
+
+def silu(x: jax.Array) -> jax.Array:
+    """SiLU (Llama's gate activation) evaluated in float32 and rounded once to `x`'s dtype, as `gelu`."""
+    return nn.silu(x.astype(jnp.float32)).astype(x.dtype)

@@ -32,9 +32,10 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import activations, numerics
-from multinet_jax.models.configs import ModelConfig, Pi0Config
+from multinet_jax.models.configs import ModelConfig, Pi0Config, model_kind
 from multinet_jax.models.gemma import Gemma, KVCache
-from multinet_jax.models.siglip import Siglip
+from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.vit import ViT
 
 Observation = Mapping[str, Any]
 
@@ -70,7 +71,7 @@ class PaliGemma(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.llm = Gemma(cfg.experts, cfg.vocab_size, cfg.dtype, cfg.adaptive_norms)
-        self.img = Siglip(cfg.siglip, cfg.paligemma.width, cfg.dtype)
+        self.img = ViT(cfg.siglip, cfg.paligemma.width, cfg.dtype)
 
     def embed_prefix(
         self, images: Sequence[jax.Array], image_masks: Sequence[jax.Array], tokens: jax.Array, token_mask: jax.Array
@@ -275,7 +276,15 @@ def check_noise(shape: tuple[int, ...], batch: int, config: Pi0Config) -> None:
 
 
 class Pi0Model:
-    """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`."""
+    """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`
+    (an `interface.Model` of family "pi0" or "pi05")."""
+
+    action_normalization = "mean_std"
+
+    @property
+    def family(self) -> str:
+        """"pi0" or "pi05" (`configs.model_kind`)."""
+        return model_kind(self.config)
 
     def __init__(self, config: Pi0Config, params: Any, norm_stats: dict | None, mesh: Mesh | None = None):
         self.config = config
@@ -348,6 +357,10 @@ class Pi0Model:
         inputs = self.prepare_inputs(observation, skip_absent_cameras=skip_absent_cameras)
         inputs["noise"] = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
         return batch, inputs
+
+    def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
+        """`interface.Model`: `sample_actions` with `options.num_flow_steps`."""
+        return np.asarray(self.sample_actions(observation, rng=rng, num_steps=options.num_flow_steps))
 
     def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
         """Greedy/sampled text from the PaliGemma backbone (implemented in `multinet_jax.models.decoding`)."""

@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from multinet_jax import sharding
 from multinet_jax.models import decoding
 from multinet_jax.models.configs import Pi0FastConfig
+from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.pi0 import PaliGemma
 from multinet_jax.tokenizers import FastPromptTokenizer
 
@@ -41,7 +42,11 @@ class Pi0Fast(nn.Module):
 
 
 class Pi0FastModel:
-    """A Pi0-FAST ready to sample: `.config`, `.params`, `.norm_stats`, `.mesh`, `.sample_tokens`, `.sample_actions`."""
+    """A Pi0-FAST ready to sample: `.config`, `.params`, `.norm_stats`, `.mesh`, `.sample_tokens`, `.sample_actions`
+    (an `interface.Model` of family "pi0_fast")."""
+
+    family = "pi0_fast"
+    action_normalization = "mean_std"
 
     def __init__(
         self,
@@ -114,3 +119,8 @@ class Pi0FastModel:
         )
         actions, _ = self.decode_actions(tokens)
         return actions
+
+    def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
+        """`interface.Model`: greedy `sample_actions` with `options.max_decoding_steps` (the temperature is for text)."""
+        return self.sample_actions(observation, rng=rng, max_decoding_steps=options.max_decoding_steps,
+                                   openpi_exact=options.openpi_exact)

@@ -3,7 +3,7 @@
 openpi's training writes `<step>/params/` as an orbax PyTree (OCDBT) checkpoint of `{"params": nnx.State}`, so
 every leaf path ends in `value`; exported checkpoints may hold a plain dict instead. Both load. Arrays are read
 straight into the requested dtype and `NamedSharding` (orbax `ArrayRestoreArgs`): no float32 copy of the whole
-model ever sits in host memory. They are read in groups of at most `RESTORE_GROUP_BYTES`, largest first: one orbax
+model ever sits in host memory. They are read in groups of at most `trees.RESTORE_GROUP_BYTES`, largest first: one orbax
 restore of the whole tree reads every array at once, and its transient read buffers then add ~65% to the model's
 bytes in peak host memory (full Pi0 as bfloat16, measured: 10.9 GB peak for 6.5 GB of parameters; grouped: 7.0 GB).
 Norm stats live in `<step>/assets/<asset_id>/norm_stats.json` (openpi's `normalize.py` format:
@@ -13,7 +13,6 @@ Norm stats live in `<step>/assets/<asset_id>/norm_stats.json` (openpi's `normali
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,18 +23,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-FlatTree = dict[str, Any]
+from multinet_jax.weights.trees import (
+    CheckpointError,
+    check_layout,
+    flatten_params,
+    flatten_tree,
+    restore_groups,
+    unflatten_params,
+    unflatten_tree,
+)
+
 # Parameters only Pi0 / Pi0.5 have: the action expert (`*_1`) and the flow-matching head.
 _PI0_ONLY_ROOTS = (
     "state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out", "time_mlp_in",
     "time_mlp_out",
 )
-# Bytes (in the target dtype) restored per orbax call; bounds the transient read buffers to about one group.
-RESTORE_GROUP_BYTES = 1 << 29
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot become the requested model; the message names the directory and the paths."""
 
 
 def is_pi0_only(path: str) -> bool:
@@ -59,36 +61,6 @@ def params_directory(checkpoint: str | pathlib.Path) -> epath.Path:
     raise CheckpointError(f"{path}: neither it nor {path / 'params'} holds an orbax checkpoint (no _METADATA)")
 
 
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    flat: dict[tuple[str, ...], Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, (*prefix, key)))
-        else:
-            flat[(*prefix, key)] = value
-    return flat
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for keys, value in flat.items():
-        node = tree
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
-    return tree
-
-
-def flatten_params(tree: Mapping[str, Any]) -> FlatTree:
-    """Nested params -> `{"a/b/c": leaf}`."""
-    return {"/".join(keys): leaf for keys, leaf in _flatten(tree).items()}
-
-
-def unflatten_params(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"a/b/c": leaf}` -> nested params."""
-    return _unflatten({tuple(path.split("/")): leaf for path, leaf in flat.items()})
-
-
 def _model_path(keys: tuple[str, ...]) -> str:
     """Checkpoint key path -> model parameter path: drop nnx.State's `params` root and `value` leaf keys."""
     if keys[0] == "params":
@@ -103,7 +75,7 @@ def read_param_metadata(checkpoint: str | pathlib.Path) -> tuple[epath.Path, dic
     directory = params_directory(checkpoint)
     try:
         metadata = ocp.PyTreeCheckpointer().metadata(directory).item_metadata
-        flat = _flatten(dict(metadata))
+        flat = flatten_tree(dict(metadata))
     except Exception as error:  # orbax raises many types for corrupt files; name the directory instead
         raise CheckpointError(f"{directory}: unreadable orbax checkpoint metadata ({type(error).__name__}: {error})")
     if not flat:
@@ -135,27 +107,15 @@ def restore_params(
     expected_flat = flatten_params(expected)
     sharding_flat = flatten_params(shardings)
     wanted = {path: entry for path, entry in entries.items() if not skip(path)}
-    missing = sorted(set(expected_flat) - set(wanted))
-    unexpected = sorted(set(wanted) - set(expected_flat))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{directory}: parameter paths differ from the model's: missing {missing}, unexpected {unexpected}"
-        )
-    mismatched = [
-        (path, tuple(expected_flat[path].shape), tuple(meta.shape))
-        for path, (_, meta) in sorted(wanted.items())
-        if tuple(meta.shape) != tuple(expected_flat[path].shape)
-    ]
-    if mismatched:
-        listed = "; ".join(f"{path}: expected {want}, got {got}" for path, want, got in mismatched)
-        raise CheckpointError(f"{directory}: shape mismatches (path: expected, got): {listed}")
+    check_layout(directory, {path: tuple(meta.shape) for path, (_, meta) in wanted.items()},
+                 {path: tuple(leaf.shape) for path, leaf in expected_flat.items()})
 
     restored: dict[str, Any] = {}
     # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache). Closing it also
     # settles orbax's other pending reads when one fails (else they linger past the event loop's end).
     checkpointer = ocp.PyTreeCheckpointer()
     try:
-        for group in _restore_groups(wanted, jnp.dtype(dtype)):
+        for group in restore_groups({path: tuple(meta.shape) for path, (_, meta) in wanted.items()}, dtype):
             restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
     finally:
         checkpointer.close()
@@ -171,7 +131,7 @@ def _restore_group(
     dtype: jnp.dtype,
 ) -> dict[str, Any]:
     """Read one group of parameters (model path -> array) and wait until it sits on its devices."""
-    restore_args = _unflatten(
+    restore_args = unflatten_tree(
         {
             wanted[path][0]: ocp.ArrayRestoreArgs(
                 restore_type=jax.Array, dtype=dtype, sharding=sharding_flat[path], global_shape=wanted[path][1].shape
@@ -179,7 +139,7 @@ def _restore_group(
             for path in group
         }
     )
-    item = _unflatten({wanted[path][0]: wanted[path][1] for path in group})
+    item = unflatten_tree({wanted[path][0]: wanted[path][1] for path in group})
     try:
         group_tree = checkpointer.restore(
             directory, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
@@ -189,26 +149,8 @@ def _restore_group(
             f"{directory}: could not read the parameter arrays (truncated or corrupt?): {type(error).__name__}: {error}"
         )
     # device_put is asynchronous: wait, so this group's host read buffers are freed before the next is read.
-    group_flat = jax.block_until_ready(_flatten(group_tree))
+    group_flat = jax.block_until_ready(flatten_tree(group_tree))
     return {path: group_flat[wanted[path][0]] for path in group}
-
-
-def _restore_groups(entries: Mapping[str, tuple[tuple[str, ...], Any]], dtype: jnp.dtype) -> list[list[str]]:
-    """Model paths split into groups of at most RESTORE_GROUP_BYTES as `dtype`, largest arrays first.
-
-    Largest first so the big arrays' read buffers come and go while little of the model is resident; an array
-    larger than the limit is a group of its own.
-    """
-    sizes = {path: math.prod(meta.shape) * dtype.itemsize for path, (_, meta) in entries.items()}
-    groups: list[list[str]] = []
-    group_bytes = 0
-    for path in sorted(sizes, key=lambda path: (-sizes[path], path)):
-        if not groups or group_bytes + sizes[path] > RESTORE_GROUP_BYTES:
-            groups.append([])
-            group_bytes = 0
-        groups[-1].append(path)
-        group_bytes += sizes[path]
-    return groups
 
 
 def read_norm_stats(checkpoint_dir: str | pathlib.Path, asset_id: str | None = None) -> dict[str, dict] | None:
@@ -250,7 +192,7 @@ def save_openpi_checkpoint(
     """Write `<directory>/params` (orbax OCDBT `{"params": ...}` with `value` leaves, as openpi's training does)
     and, when given, `<directory>/assets/<asset_id>/norm_stats.json`. Leaves may be jax or numpy arrays."""
     directory = epath.Path(directory)
-    wrapped = {"params": _unflatten({(*keys, "value"): leaf for keys, leaf in _flatten(params).items()})}
+    wrapped = {"params": unflatten_tree({(*keys, "value"): leaf for keys, leaf in flatten_tree(params).items()})}
     ocp.PyTreeCheckpointer().save(directory / "params", wrapped)
     if norm_stats is not None:
         asset_dir = directory / "assets" / asset_id

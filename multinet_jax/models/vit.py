@@ -1,9 +1,16 @@
-"""SigLIP ViT image encoder in Flax, with openpi's (big_vision's) parameter names and numerics.
+"""The one ViT image encoder in Flax: SigLIP as openpi/big_vision have it, and the timm ViTs of OpenVLA (DINOv2 with
+registers and LayerScale, SigLIP So400m) through `ViTConfig` switches, all with big_vision's parameter names (the
+Hugging Face reader maps timm's names onto them: `models/openvla_checkpoint.py`).
 
 Parameter layout (so openpi checkpoints load as-is): `embedding/{kernel,bias}` (the 14x14 patch "conv"),
 `pos_embedding` `[1, tokens, width]`, `Transformer/encoderblock/...` with a leading depth axis (scanned blocks:
 `LayerNorm_0`, `MultiHeadDotProductAttention_0/{query,key,value,out}`, `LayerNorm_1`, `MlpBlock_0/Dense_{0,1}`),
 `Transformer/encoder_norm`, and `head` (Dense to the LLM width). No pooling: 256 tokens per 224x224 image.
+Switches (off for openpi's SigLIP, so its tree is unchanged): `class_token` / `num_registers` add `cls` `[1, 1, w]` /
+`registers` `[1, r, w]` prepended after the position embedding (timm's `no_embed_class`) and dropped from the output;
+`layer_scale` adds `LayerScale_{0,1}/scale` to each block; `exact_gelu` uses erf GELU (timm's `nn.GELU`) instead of
+tanh's; `final_norm=False` returns the last block's output as it is (OpenVLA reads the second-to-last block
+without the norm: its config runs depth - 1 blocks); `out_width=None` drops the `head`.
 
 Numerics as openpi: patch embedding and position embedding in float32, then `dtype` for the blocks; pre-LN blocks
 with LayerNorm eps 1e-6, tanh-approximated GELU (flax's default, which big_vision uses), attention logits and
@@ -19,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from multinet_jax.models import numerics
-from multinet_jax.models.configs import SiglipConfig
+from multinet_jax.models.configs import ViTConfig
 from multinet_jax.models.gemma import grouped_attention
 
 _DENSE_OPTIONS = {
@@ -68,29 +75,41 @@ class SelfAttention(nn.Module):
 class MlpBlock(nn.Module):
     mlp_dim: int
     dtype: str
+    exact_gelu: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = nn.Dense(self.mlp_dim, dtype=self.dtype, **_DENSE_OPTIONS)(x)
-        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_OPTIONS)(numerics.gelu(y))
+        y = numerics.gelu(y, approximate=not self.exact_gelu)
+        return nn.Dense(x.shape[-1], dtype=self.dtype, **_DENSE_OPTIONS)(y)
+
+
+class LayerScale(nn.Module):
+    """Per-channel residual-branch scale (DINOv2; timm's `ls1`/`ls2`)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.param("scale", nn.initializers.constant(1e-5), (x.shape[-1],)).astype(x.dtype)
 
 
 class EncoderBlock(nn.Module):
     """Pre-LN transformer block; scanned over depth (carry = activations)."""
 
-    config: SiglipConfig
+    config: ViTConfig
     dtype: str
 
     @nn.compact
     def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+        cfg = self.config
+        scale = (lambda name: LayerScale(name=name)) if cfg.layer_scale else (lambda name: lambda y: y)
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-        x = x + SelfAttention(self.config.num_heads, self.dtype, name="MultiHeadDotProductAttention_0")(y)
+        x = x + scale("LayerScale_0")(SelfAttention(cfg.num_heads, self.dtype, name="MultiHeadDotProductAttention_0")(y))
         y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype)(x)
-        return x + MlpBlock(self.config.mlp_dim, self.dtype, name="MlpBlock_0")(y), None
+        return x + scale("LayerScale_1")(MlpBlock(cfg.mlp_dim, self.dtype, cfg.exact_gelu, name="MlpBlock_0")(y)), None
 
 
 class Encoder(nn.Module):
-    config: SiglipConfig
+    config: ViTConfig
     dtype: str
 
     @nn.compact
@@ -99,14 +118,17 @@ class Encoder(nn.Module):
             self.config, self.dtype, name="encoderblock"
         )
         x, _ = blocks(x, None)
+        if not self.config.final_norm:
+            return x
         return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
 
 
-class Siglip(nn.Module):
-    """Images `[b, H, W, 3]` in [-1, 1] -> tokens `[b, (H/p)*(W/p), out_width]` in `dtype`."""
+class ViT(nn.Module):
+    """Images `[b, H, W, 3]` (normalized as the family's preprocessing does) -> patch tokens
+    `[b, (H/p)*(W/p), out_width or width]` in `dtype` (prefix tokens dropped)."""
 
-    config: SiglipConfig
-    out_width: int
+    config: ViTConfig
+    out_width: int | None
     dtype: str = "float32"
 
     @nn.compact
@@ -114,6 +136,17 @@ class Siglip(nn.Module):
         cfg = self.config
         x = PatchEmbedding(cfg.patch_size, cfg.width, name="embedding")(images.astype(jnp.float32))
         pos = self.param("pos_embedding", nn.initializers.normal(stddev=cfg.width**-0.5), (1, x.shape[1], cfg.width))
-        x = (x + pos.astype(jnp.float32)).astype(self.dtype)
-        x = Encoder(cfg, self.dtype, name="Transformer")(x)
+        x = x + pos.astype(jnp.float32)
+        prefix = []
+        if cfg.class_token:
+            prefix.append(self.param("cls", nn.initializers.zeros_init(), (1, 1, cfg.width)))
+        if cfg.num_registers:
+            prefix.append(self.param("registers", nn.initializers.zeros_init(), (1, cfg.num_registers, cfg.width)))
+        num_prefix = sum(part.shape[1] for part in prefix)
+        if prefix:
+            prefix = [jnp.broadcast_to(part.astype(jnp.float32), (x.shape[0], *part.shape[1:])) for part in prefix]
+            x = jnp.concatenate([*prefix, x], axis=1)
+        x = Encoder(cfg, self.dtype, name="Transformer")(x.astype(self.dtype))[:, num_prefix:]
+        if self.out_width is None:
+            return x
         return nn.Dense(self.out_width, dtype=self.dtype, dot_general=numerics.dot_general, name="head")(x)

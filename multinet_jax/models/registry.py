@@ -1,0 +1,91 @@
+"""Which model family a checkpoint holds, decided from its layout; `load_model` asks here and nowhere else.
+
+A family registers a `Family`: a name, a cheap `recognizes(path)` test on the checkpoint's layout (files and their
+headers, never the arrays) and a `load(path, dtype=, mesh=, **overrides)` that returns a `models.interface.Model`.
+Adding a family touches its own module in `models/` and one `register(...)` line below, never the evaluator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+from jax.sharding import Mesh
+
+from multinet_jax import assets
+from multinet_jax.models.interface import Model
+from multinet_jax.weights.trees import CheckpointError
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One checkpoint layout and how to load it; `names` are the model kinds it can return."""
+
+    layout: str
+    names: tuple[str, ...]
+    recognizes: Callable[[str], bool]
+    load: Callable[..., Model]
+    description: str
+
+
+_FAMILIES: list[Family] = []
+
+
+def register(family: Family) -> None:
+    """Add a family (later registrations are tried after earlier ones)."""
+    if any(known.layout == family.layout for known in _FAMILIES):
+        raise ValueError(f"a family for layout {family.layout!r} is already registered")
+    _FAMILIES.append(family)
+
+
+def families() -> tuple[Family, ...]:
+    return tuple(_FAMILIES)
+
+
+def model_kinds() -> tuple[str, ...]:
+    """Every model kind the registered families return (the evaluator's `--model` choices)."""
+    return tuple(name for family in _FAMILIES for name in family.names)
+
+
+def family_of(checkpoint: str | pathlib.Path) -> Family:
+    """The family whose layout `checkpoint` has; a one-line error listing the known layouts otherwise."""
+    path = str(checkpoint)
+    for family in _FAMILIES:
+        if family.recognizes(path):
+            return family
+    if "://" not in path and not pathlib.Path(path).exists():
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    known = "; ".join(f"{family.layout}: {family.description}" for family in _FAMILIES)
+    raise CheckpointError(f"{path}: not a checkpoint layout this project reads (known: {known})")
+
+
+def load_model(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> Model:
+    """Load `checkpoint` (a local path, an asset name such as `pi0_base`, or a URL such as `hf://openvla/openvla-7b`,
+    resolved and cached by `multinet_jax.assets`) with the family its layout names, restored as `dtype` into
+    `mesh`'s shardings."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    checkpoint = assets.resolve(checkpoint)  # names and URLs -> a local, cached directory; nothing else downloads
+    return family_of(checkpoint).load(checkpoint, dtype=dtype, mesh=mesh, **overrides)
+
+
+def _is_openpi(path: str) -> bool:
+    """An openpi step directory (holding `params/`) or `params/` itself; remote (gs://) paths are openpi's."""
+    if "://" in path:
+        return True
+    local = pathlib.Path(path)
+    return (local / "params" / "_METADATA").exists() or (local / "_METADATA").exists()
+
+
+def _load_openpi(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
+    from multinet_jax import models
+
+    return models.load_openpi(checkpoint, **kwargs)
+
+
+register(Family("openpi", ("pi0", "pi05", "pi0_fast"), _is_openpi, _load_openpi,
+                "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST"))

@@ -1,0 +1,171 @@
+"""Hugging Face checkpoints with `safetensors` alone (no torch, no transformers): list, check and restore tensors.
+
+A model directory holds `model.safetensors`, or the sharded `model-0000N-of-0000M.safetensors` files with
+`model.safetensors.index.json` (whose `weight_map` names each tensor's file); the Python files a real checkpoint
+carries (`trust_remote_code`) are never read. A family maps its Flax tree onto the checkpoint's tensor names with one
+`Source` per Flax parameter: the tensors it is made of and a host-side transform (transpose, head split, fused qkv
+slice). Parameters stacked over layers (scanned blocks) are assembled one layer at a time into a device buffer that
+is updated in place (donated), so peak host memory is the restored parameters plus one layer's tensors: each tensor
+is read through its own short-lived `safe_open` (the file's mapping, and the pages it touched, go when it closes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+
+from multinet_jax.weights.trees import CheckpointError, flatten_params, unflatten_params
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """One checkpoint tensor, as its file's header describes it (nothing read)."""
+
+    file: pathlib.Path
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """How one Flax parameter is made: `transform(*tensors)` of the named tensors, per layer when stacked.
+
+    `names[i]` are the tensors of layer i (one entry for an unstacked parameter); the results of all layers are
+    stacked on a new leading axis when `stacked`.
+    """
+
+    names: tuple[tuple[str, ...], ...]
+    transform: Callable[..., np.ndarray] = lambda tensor: tensor
+    stacked: bool = False
+
+
+def checkpoint_files(directory: str | pathlib.Path) -> list[pathlib.Path]:
+    """The safetensors files of a Hugging Face model directory (single file, or the shards its index names)."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    index = directory / INDEX_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted({directory / name for name in weight_map.values()})
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(f"{index}: not a safetensors index (weight_map): {type(error).__name__}: {error}")
+        missing = [file.name for file in files if not file.exists()]
+        if missing:
+            raise CheckpointError(f"{index}: names shard files that are missing: {missing}")
+        return files
+    if (directory / SINGLE_FILE).exists():
+        return [directory / SINGLE_FILE]
+    raise CheckpointError(f"{directory}: holds neither {SINGLE_FILE} nor {INDEX_FILE}")
+
+
+def read_tensor_specs(directory: str | pathlib.Path) -> dict[str, TensorSpec]:
+    """{tensor name: TensorSpec} from the files' headers, without reading any tensor."""
+    specs: dict[str, TensorSpec] = {}
+    for file in checkpoint_files(directory):
+        try:
+            with safe_open(file, framework="numpy") as handle:
+                for name in handle.keys():
+                    tensor = handle.get_slice(name)
+                    specs[name] = TensorSpec(file, tuple(tensor.get_shape()), tensor.get_dtype())
+        except Exception as error:  # safetensors raises its own SafetensorError, OSError, ...
+            raise CheckpointError(f"{file}: unreadable safetensors header ({type(error).__name__}: {error})")
+    unsupported = sorted({spec.dtype for spec in specs.values()} - set(_DTYPES))
+    if unsupported:
+        raise CheckpointError(f"{directory}: tensor dtypes {unsupported} are not floating point ({sorted(_DTYPES)})")
+    return specs
+
+
+def _read_tensor(spec: TensorSpec, name: str) -> np.ndarray:
+    try:
+        with safe_open(spec.file, framework="numpy") as handle:
+            tensor = handle.get_tensor(name)
+    except Exception as error:  # a truncated file fails here, naming neither file nor tensor
+        raise CheckpointError(f"{spec.file}: could not read tensor {name!r} (truncated or corrupt?): {error}")
+    if tuple(tensor.shape) != spec.shape:
+        raise CheckpointError(f"{spec.file}: tensor {name!r} has shape {tensor.shape}, its header says {spec.shape}")
+    return tensor
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write_layer(stack: jax.Array, layer: jax.Array, index: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(stack, layer, index, axis=0)
+
+
+def restore(
+    directory: str | pathlib.Path,
+    sources: Mapping[str, Source],
+    expected: Mapping[str, Any],
+    shardings: Mapping[str, Any],
+    *,
+    dtype: str = "float32",
+) -> dict[str, Any]:
+    """The Flax parameters of `expected` (nested ShapeDtypeStructs) from a Hugging Face model directory.
+
+    `sources` maps every flat Flax path to its `Source`. The checkpoint must hold exactly the tensors the sources
+    name (anything else, or anything missing, is an error naming the directory); each result must have the
+    expected shape. Arrays are cast to `dtype` on the host, one layer at a time, and placed per `shardings`.
+    """
+    specs = read_tensor_specs(directory)
+    expected_flat = {path: tuple(leaf.shape) for path, leaf in flatten_params(expected).items()}
+    sharding_flat = flatten_params(shardings)
+    named = {name for source in sources.values() for layer in source.names for name in layer}
+    missing, unexpected = sorted(named - set(specs)), sorted(set(specs) - named)
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}: tensor names differ from the model's: missing {missing}, unexpected {unexpected}")
+    if set(sources) != set(expected_flat):
+        raise CheckpointError(f"{directory}: the family's name map does not cover the model: "
+                              f"{sorted(set(expected_flat) ^ set(sources))}")
+    target = np.dtype(jnp.dtype(dtype))
+    restored: dict[str, Any] = {}
+    for path, source in sources.items():
+        layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
+        if source.stacked:
+            restored[path] = _stack_on_device(directory, path, layers, expected_flat[path], target, sharding_flat[path])
+        else:
+            array = next(layers)
+            _check_shape(directory, path, array.shape, expected_flat[path])
+            restored[path] = jax.block_until_ready(jax.device_put(array, sharding_flat[path]))
+    return unflatten_params(restored)
+
+
+def _make_layer(path: str, source: Source, names: Sequence[str], specs: Mapping[str, TensorSpec], dtype: np.dtype) -> np.ndarray:
+    tensors = [_read_tensor(specs[name], name) for name in names]
+    try:
+        return np.asarray(source.transform(*tensors)).astype(dtype)
+    except ValueError as error:  # a reshape/split of a tensor whose shape does not fit the model
+        shapes = {name: tensor.shape for name, tensor in zip(names, tensors)}
+        raise CheckpointError(f"{specs[names[0]].file}: {path}: tensors {shapes} do not fit the model ({error})")
+
+
+def _check_shape(directory: Any, path: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    if tuple(got) != tuple(want):
+        raise CheckpointError(f"{directory}: {path}: expected shape {tuple(want)}, the checkpoint gives {tuple(got)}")
+
+
+def _stack_on_device(directory: Any, path: str, layers: Any, shape: tuple[int, ...], dtype: np.dtype, sharding: Any) -> jax.Array:
+    """Write each layer into a zero-initialized, donated device buffer: no host copy of the whole stack."""
+    stack = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+    count = 0
+    for index, layer in enumerate(layers):
+        _check_shape(directory, f"{path}[{index}]", layer.shape, shape[1:])
+        stack = jax.block_until_ready(_write_layer(stack, layer, np.int32(index)))
+        count += 1
+    if count != shape[0]:
+        raise CheckpointError(f"{directory}: {path}: {count} layers in the checkpoint, the model has {shape[0]}")
+    return stack

@@ -1,0 +1,87 @@
+"""What every checkpoint reader shares: flat `a/b/c` parameter paths, layout checks, bounded restore groups.
+
+Each format's reader (`openpi.py` for orbax, `safetensors.py` for Hugging Face, ...) maps its own names to the Flax
+tree's `a/b/c` paths, checks the layout against the model's expected shapes with `check_layout`, and reads arrays in
+`restore_groups`: at most `RESTORE_GROUP_BYTES` (in the target dtype) in flight at once, largest first, so a reader's
+transient buffers stay about one group and peak host memory stays near the parameters' own bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+FlatTree = dict[str, Any]
+# Bytes (in the target dtype) read per group; bounds the transient read buffers to about one group.
+RESTORE_GROUP_BYTES = 1 << 29
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot become the requested model; the message names the file or directory and the paths."""
+
+
+def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Nested mapping -> `{key tuple: leaf}`."""
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten_tree(value, (*prefix, key)))
+        else:
+            flat[(*prefix, key)] = value
+    return flat
+
+
+def unflatten_tree(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
+    """`{key tuple: leaf}` -> nested dicts."""
+    tree: dict[str, Any] = {}
+    for keys, value in flat.items():
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return tree
+
+
+def flatten_params(tree: Mapping[str, Any]) -> FlatTree:
+    """Nested params -> `{"a/b/c": leaf}`."""
+    return {"/".join(keys): leaf for keys, leaf in flatten_tree(tree).items()}
+
+
+def unflatten_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"a/b/c": leaf}` -> nested params."""
+    return unflatten_tree({tuple(path.split("/")): leaf for path, leaf in flat.items()})
+
+
+def check_layout(source: Any, found: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> None:
+    """Raise CheckpointError naming `source` when the found paths or shapes differ from the model's."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: parameter paths differ from the model's: missing {missing}, unexpected {unexpected}")
+    mismatched = [(path, tuple(expected[path]), tuple(found[path])) for path in sorted(found)
+                  if tuple(found[path]) != tuple(expected[path])]
+    if mismatched:
+        listed = "; ".join(f"{path}: expected {want}, got {got}" for path, want, got in mismatched)
+        raise CheckpointError(f"{source}: shape mismatches (path: expected, got): {listed}")
+
+
+def restore_groups(shapes: Mapping[str, tuple[int, ...]], dtype: Any) -> list[list[str]]:
+    """Paths split into groups of at most RESTORE_GROUP_BYTES as `dtype`, largest arrays first.
+
+    Largest first so the big arrays' read buffers come and go while little of the model is resident; an array
+    larger than the limit is a group of its own.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    sizes = {path: math.prod(shape) * itemsize for path, shape in shapes.items()}
+    groups: list[list[str]] = []
+    group_bytes = 0
+    for path in sorted(sizes, key=lambda path: (-sizes[path], path)):
+        if not groups or group_bytes + sizes[path] > RESTORE_GROUP_BYTES:
+            groups.append([])
+            group_bytes = 0
+        groups[-1].append(path)
+        group_bytes += sizes[path]
+    return groups

@@ -4,7 +4,10 @@ model, how to turn its raw output into a prediction, and which `score` metrics a
 Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - Open-X (`openx_<dataset>`): flow/FAST actions; the first step of the predicted chunk, the first
     min(32, D) dims, unnormalized as openpi's `Unnormalize` does (x * (std + 1e-6) + mean) with either the
-    evaluated split's statistics (MultiNet's choice) or the checkpoint's norm stats.
+    evaluated split's statistics (MultiNet's choice) or the checkpoint's norm stats. OpenVLA's binned actions
+    (D <= 7 dims) are unnormalized with the bounds rule of its `predict_action` (`unnormalize_quantiles`): with the
+    split's q01/q99 (what MultiNet did, adding each dataset's statistics under its own `unnorm_key`) or a
+    checkpoint key's (`--unnorm_key`).
   - Overcooked-AI: dimension 0 of the first step, unnormalized the same way and rounded to the nearest
     joint-action index (MultiNet's `overcooked_inference.process_output`); outside 0..35 is invalid.
   - PIQA / ODinW: decoded text; the first integer in it (`re.findall(r"\\d+")[0]`), valid when
@@ -114,19 +117,45 @@ def unnormalize(values: np.ndarray, mean: Sequence[float], std: Sequence[float])
     return values.astype(np.float64) * (std + UNNORMALIZE_EPSILON) + mean
 
 
-def continuous_predictions(actions: np.ndarray, action_dim: int, mean: Sequence[float], std: Sequence[float]) -> list[list[float] | None]:
+def unnormalize_quantiles(values: np.ndarray, q01: Sequence[float], q99: Sequence[float],
+                          mask: Sequence[bool] | None = None) -> np.ndarray:
+    """OpenVLA's bounds inverse over the last axis: `0.5 (x + 1)(q99 - q01) + q01` where `mask` (default all)."""
+    dims = values.shape[-1]
+    low, high = np.asarray(q01, np.float64)[:dims], np.asarray(q99, np.float64)[:dims]
+    mask = np.ones(dims, bool) if mask is None else np.asarray(mask, bool)[:dims]
+    if low.shape[0] < dims or high.shape[0] < dims or mask.shape[0] < dims:
+        raise ValueError(f"normalization stats have {min(low.shape[0], high.shape[0], mask.shape[0])} dims, the actions need {dims}")
+    values = values.astype(np.float64)
+    return np.where(mask, 0.5 * (values + 1) * (high - low) + low, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionNorm:
+    """The statistics that turn a family's normalized actions into dataset units, by the family's
+    `action_normalization`: "mean_std" (openpi: mean, std) or "quantiles" (OpenVLA: q01, q99, mask)."""
+
+    kind: str
+    stats: dict[str, Any]
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.kind == "mean_std":
+            return unnormalize(values, self.stats["mean"], self.stats["std"])
+        return unnormalize_quantiles(values, self.stats["q01"], self.stats["q99"], self.stats.get("mask"))
+
+
+def continuous_predictions(actions: np.ndarray, action_dim: int, norm: ActionNorm) -> list[list[float] | None]:
     """Open-X: `[b, horizon, 32]` model actions -> per row the first step's first min(32, D) dims, unnormalized.
 
     A row with a non-finite value (a FAST sequence that did not decode) is invalid (None).
     """
-    dims = min(MAX_ACTION_DIMS, action_dim)
-    values = unnormalize(np.asarray(actions)[:, 0, :dims], mean, std)
+    dims = min(MAX_ACTION_DIMS, action_dim, np.shape(actions)[-1])
+    values = norm(np.asarray(actions)[:, 0, :dims])
     return [row.tolist() if np.all(np.isfinite(row)) else None for row in values]
 
 
-def discrete_predictions(actions: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> list[int | None]:
+def discrete_predictions(actions: np.ndarray, norm: ActionNorm) -> list[int | None]:
     """Overcooked: dimension 0 of the first step, unnormalized and rounded; outside 0..35 is invalid."""
-    values = unnormalize(np.asarray(actions)[:, 0, :1], mean, std)[:, 0]
+    values = norm(np.asarray(actions)[:, 0, :1])[:, 0]
     predictions: list[int | None] = []
     for value in values:
         index = int(np.round(value)) if np.isfinite(value) else -1

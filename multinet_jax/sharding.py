@@ -56,6 +56,15 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec("data"))
 
 
+def place_batch(array: Any, dtype: Any, *, mesh: Mesh) -> jax.Array:
+    """Batch-shard an array over "data", padding the batch (repeating row 0) to a multiple of the axis size."""
+    array = np.asarray(array, dtype)
+    shortfall = -array.shape[0] % mesh.shape["data"]
+    if shortfall:
+        array = np.concatenate([array, np.repeat(array[:1], shortfall, axis=0)])
+    return jax.device_put(array, batch_sharding(mesh))
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

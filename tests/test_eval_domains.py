@@ -38,7 +38,7 @@ def test_continuous_takes_first_step_first_dims_and_unnormalizes():
     actions[0, 1, :4] = 99.0  # later steps of the chunk are ignored
     actions[1, 0, 1] = np.nan  # an undecodable row
     mean, std = [10.0, 20.0, 30.0, 40.0], [1.0, 2.0, 0.0, 4.0]
-    predictions = domains.continuous_predictions(actions, action_dim=3, mean=mean, std=std)
+    predictions = domains.continuous_predictions(actions, 3, domains.ActionNorm("mean_std", {"mean": mean, "std": std}))
     expected = [1.0 * (1 + 1e-6) + 10, -1.0 * (2 + 1e-6) + 20, 0.5 * 1e-6 + 30]
     np.testing.assert_allclose(predictions[0], expected, rtol=0, atol=1e-12)
     assert predictions[1] is None
@@ -46,8 +46,16 @@ def test_continuous_takes_first_step_first_dims_and_unnormalizes():
 
 def test_continuous_caps_at_32_dims():
     actions = np.ones((1, 1, 32))
-    predictions = domains.continuous_predictions(actions, action_dim=40, mean=np.zeros(40), std=np.ones(40))
+    predictions = domains.continuous_predictions(actions, 40, domains.ActionNorm("mean_std", {"mean": np.zeros(40), "std": np.ones(40)}))
     assert len(predictions[0]) == 32
+
+
+def test_quantile_unnormalization_is_openvlas_bounds_rule_where_masked():
+    actions = np.array([[[-1.0, 0.0, 0.5]], [[1.0, 1.0, 1.0]]])
+    norm = domains.ActionNorm("quantiles", {"q01": [-2.0, 0.0, 10.0], "q99": [2.0, 4.0, 20.0], "mask": [True, True, False]})
+    assert domains.continuous_predictions(actions, 3, norm) == [[-2.0, 2.0, 0.5], [2.0, 4.0, 1.0]]
+    with pytest.raises(ValueError, match="normalization stats have 2 dims, the actions need 3"):
+        domains.continuous_predictions(actions, 3, domains.ActionNorm("quantiles", {"q01": [0, 0], "q99": [1, 1]}))
 
 
 def test_discrete_rounds_unnormalized_dim0_and_rejects_out_of_range():
@@ -55,7 +63,7 @@ def test_discrete_rounds_unnormalized_dim0_and_rejects_out_of_range():
     actions = np.zeros((5, 2, 32))
     actions[:, 0, 0] = [0.0, 1.0, -1.74, 1.9, np.inf]
     # x * (10 + 1e-6) + 17.5: 17.5 -> 18 (half to even), 27.50001 -> 28, 0.09998 -> 0, 36.50002 -> 37 (out of 0..35), inf
-    assert domains.discrete_predictions(actions, mean, std) == [18, 28, 0, None, None]
+    assert domains.discrete_predictions(actions, domains.ActionNorm("mean_std", {"mean": mean, "std": std})) == [18, 28, 0, None, None]
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,16 @@ from absl import flags, logging
 from multinet_jax.cli import offline
 from multinet_jax.domains import ALL_DOMAINS
 
-flags.DEFINE_enum("model", "pi0", ["pi0", "pi05", "pi0_fast"], "Model family of --checkpoint (checked against its parameters).")
+# The model registry's kinds (`models.registry.model_kinds()`; a test keeps them equal), listed here so that flag
+# parsing does not import JAX.
+MODEL_KINDS = ("pi0", "pi05", "pi0_fast", "openvla")
+flags.DEFINE_enum("model", "pi0", list(MODEL_KINDS), "Model family of --checkpoint (checked against its layout).")
 flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
-                    "gs://..., or the step directory holding params/ (or params/ itself).")
+                    "gs://..., or the step directory holding params/ (or params/ itself); openvla: a Hugging Face "
+                    "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b.")
 flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name "
-                    "(default: paligemma_tokenizer, gs://big_vision/paligemma_tokenizer.model, cached).")
+                    "(default: paligemma_tokenizer, gs://big_vision/paligemma_tokenizer.model, cached); not for "
+                    "openvla, whose checkpoint bundles its own.")
 flags.DEFINE_string("fast_tokenizer", None, "pi0_fast only: FAST action tokenizer directory (processor_config.json + "
                     "tokenizer.json) or hub name (default: physical-intelligence/fast, cached).")
 flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: openx_<dataset> or any of {', '.join(ALL_DOMAINS)}.")
@@ -49,6 +54,8 @@ flags.DEFINE_bool("resume", False, "Continue existing predictions files instead 
 flags.DEFINE_enum("unnormalize", "split", ["split", "split_exact", "checkpoint"],
                   "Unnormalize actions with the evaluated split's statistics as MultiNet computed them (split), the "
                   "split's exact float64 mean/std (split_exact) or the checkpoint's norm stats.")
+flags.DEFINE_string("unnorm_key", None, "openvla with --unnormalize=checkpoint: the dataset key of the checkpoint's norm_stats "
+                    "(e.g. bridge_orig); default: its only key.")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoints, tokenizers and datasets at the given paths when missing "
                   "(deterministic; see checkpoints/README.md).")
 flags.DEFINE_string("embedder_dir", None, "all-MiniLM-L6-v2 for the similarity metrics of SQA3D, RoboVQA and BFCL: a "
@@ -95,6 +102,7 @@ def config_from_flags(*, require_data: bool = True):
             limit=FLAGS.limit,
             resume=FLAGS.resume,
             unnormalize=FLAGS.unnormalize,
+            unnorm_key=FLAGS.unnorm_key,
             embedder_dir=FLAGS.embedder_dir,
             skip_similarity=FLAGS.skip_similarity,
         )

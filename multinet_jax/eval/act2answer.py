@@ -70,12 +70,10 @@ def action_choice(displacement: np.ndarray) -> int | None:
 
 
 def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.ndarray],
-            mean: Sequence[float], std: Sequence[float], item: Callable[[Any], Any]) -> list[dict[str, Any]]:
-    """One record per valid row (see the module docstring)."""
-    from multinet_jax import domains
-
+            norm: Callable[[np.ndarray], np.ndarray], item: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """One record per valid row (see the module docstring); `norm` unnormalizes actions (`domains.ActionNorm`)."""
     actions = raw["actions"]
-    displacement = domains.unnormalize(actions[:, :, :3], mean, std).sum(axis=1)  # [b, 3]
+    displacement = norm(actions[:, :, :3]).sum(axis=1)  # [b, 3]
     output = []
     for row in rows:
         scores = raw["text_scores"][row]

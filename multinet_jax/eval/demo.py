@@ -7,6 +7,9 @@ project's own code, deterministically, the first time `multinet-jax eval --demo`
   (`models.param_shapes`) filled with seeded normal noise, written by `weights.save_openpi_checkpoint` in
   openpi's exact layout. (Flax's `init_params` gives the same tree but costs a minute of tracing and
   compiling on a 2-core CPU; the demo only needs a deterministic random model.)
+- OpenVLA (`checkpoints/openvla_tiny/`, `flags/demo_openvla.flags`): a random tiny OpenVLA in openvla-7b's Hugging
+  Face layout (config.json, model.safetensors, a Llama-convention tokenizer.model trained on the demo prompts,
+  preprocessor_config.json), written by `build_openvla_checkpoint`.
 - Tokenizer (`checkpoints/demo_tokenizer.model`): the tiny models have a 1024-token vocabulary, so the
   demo cannot use PaliGemma's 257,152 pieces. It mirrors PaliGemma's layout at that size: a SentencePiece
   model trained on the demo prompts, padded with `<unusedNNN>` pieces and ending in 128 `<segNNN>` pieces;
@@ -20,9 +23,11 @@ project's own code, deterministically, the first time `multinet-jax eval --demo`
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pathlib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,6 +40,26 @@ DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
 # SentencePiece pieces the trainer may use; the rest (up to the vocab size) are padding that the FAST ids land on.
 _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
+# The tiny OpenVLA: openvla-7b's config.json with the sizes of `../shared/openvla_reference` (the ViT sizes, which
+# the timm ids cannot tell, in `tiny_timm_overrides`), 7-dim actions with q01/q99 = -1/1 under the key "demo".
+_TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
+DEMO_OPENVLA_CONFIG = {
+    "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"], "arch_specifier": "no-align+fused-gelu-mlp",
+    "use_fused_vision_backbone": True, "timm_model_ids": _TIMM_IDS, "image_sizes": [224, 224],
+    "tiny_timm_overrides": {_TIMM_IDS[0]: {"embed_dim": 48, "depth": 3, "num_heads": 3},
+                            _TIMM_IDS[1]: {"embed_dim": 40, "depth": 3, "num_heads": 2}},
+    "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                    "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": DEMO_VOCAB_SIZE + 64,
+                    "pad_token_id": DEMO_VOCAB_SIZE},
+    "pad_token_id": DEMO_VOCAB_SIZE, "pad_to_multiple_of": 64, "n_action_bins": 256,
+    "norm_stats": {"demo": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 7}}},
+}
+DEMO_OPENVLA_PREPROCESSOR = {
+    "image_resize_strategy": "resize-naive", "tvf_do_letterbox": False,
+    "tvf_resize_params": [{"size": [224, 224], "interpolation": 3, "antialias": True, "max_size": None}] * 2,
+    "tvf_normalize_params": [{"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375]},
+                             {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}],
+}
 
 
 def build_checkpoint(model: str, directory: pathlib.Path, norm_dims: int = 32) -> pathlib.Path:
@@ -50,8 +75,8 @@ def build_checkpoint(model: str, directory: pathlib.Path, norm_dims: int = 32) -
     return directory
 
 
-def build_tokenizer(path: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
-    """A 1024-piece SentencePiece model laid out like PaliGemma's (see the module docstring)."""
+def _train_sentencepiece(corpus: Iterable[str], vocab_size: int, **options) -> Any:
+    """A unigram SentencePiece ModelProto trained deterministically on `corpus` (at most `vocab_size` pieces)."""
     import sentencepiece
     from sentencepiece import sentencepiece_model_pb2
 
@@ -59,27 +84,60 @@ def build_tokenizer(path: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(list(corpus)),
         model_writer=model,
-        vocab_size=_MAX_TRAINED_PIECES,
+        vocab_size=vocab_size,
         hard_vocab_limit=False,
         model_type="unigram",
         character_coverage=1.0,
         byte_fallback=False,
         num_threads=1,  # one thread: the same corpus gives the same model
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3,  # Gemma's special ids
-        add_dummy_prefix=False,  # as Gemma: decoded pieces re-encode to themselves
         minloglevel=2,
+        **options,
     )
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(model.getvalue())
-    num_padding = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - len(proto.pieces)
-    new_pieces = [f"<unused{i:03d}>" for i in range(num_padding)] + [f"<seg{i:03d}>" for i in range(NUM_SEG_PIECES)]
-    for text in new_pieces:
+    return proto
+
+
+def _write_padded(proto: Any, path: pathlib.Path, pieces: Sequence[str], piece_type: str = "USER_DEFINED") -> pathlib.Path:
+    """Append `pieces` (score 0) to a trained model and write it."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    for text in pieces:
         piece = proto.pieces.add()
         piece.piece, piece.score = text, 0.0
-        piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+        piece.type = getattr(sentencepiece_model_pb2.ModelProto.SentencePiece, piece_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto.SerializeToString())
     return path
+
+
+def build_tokenizer(path: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
+    """A 1024-piece SentencePiece model laid out like PaliGemma's (see the module docstring)."""
+    # Gemma's special ids; no dummy prefix, as Gemma: decoded pieces re-encode to themselves.
+    proto = _train_sentencepiece(corpus, _MAX_TRAINED_PIECES, pad_id=0, eos_id=1, bos_id=2, unk_id=3, add_dummy_prefix=False)
+    num_padding = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - len(proto.pieces)
+    pieces = [f"<unused{i:03d}>" for i in range(num_padding)] + [f"<seg{i:03d}>" for i in range(NUM_SEG_PIECES)]
+    return _write_padded(proto, path, pieces)
+
+
+def build_openvla_checkpoint(directory: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
+    """A random tiny OpenVLA in openvla/openvla-7b's Hugging Face layout (see `DEMO_OPENVLA_CONFIG`): config.json,
+    model.safetensors, a Llama-convention tokenizer.model trained on the demo prompts, preprocessor_config.json."""
+    from multinet_jax.models import openvla_checkpoint
+    from multinet_jax.weights import safetensors
+
+    # Llama's special ids (unk 0, BOS 1, EOS 2, no pad piece), dummy prefix; the empty token's piece must exist.
+    proto = _train_sentencepiece(corpus, DEMO_VOCAB_SIZE - 256, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True)
+    missing_empty = ["\u2581"] if "\u2581" not in {piece.piece for piece in proto.pieces} else []
+    pieces = missing_empty + [f"<unused{i:03d}>" for i in range(DEMO_VOCAB_SIZE - len(proto.pieces) - len(missing_empty))]
+    _write_padded(proto, directory / "tokenizer.model", pieces, piece_type="NORMAL")
+    (directory / "config.json").write_text(json.dumps(DEMO_OPENVLA_CONFIG, indent=2))
+    (directory / "preprocessor_config.json").write_text(json.dumps(DEMO_OPENVLA_PREPROCESSOR, indent=2))
+    rng = np.random.default_rng(DEMO_SEED)
+    shapes = openvla_checkpoint.tensor_shapes(openvla_checkpoint.read_config(directory))
+    tensors = {name: (rng.standard_normal(shape) * DEMO_PARAM_SCALE).astype(np.float32) for name, shape in sorted(shapes.items())}
+    safetensors.save_checkpoint(tensors, directory)
+    return directory
 
 
 def build_fast_tokenizer(directory: pathlib.Path, action_chunks: Sequence[np.ndarray]) -> pathlib.Path:
@@ -103,7 +161,7 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str, item_set: str) -> None:
         build_checkpoint("pi0", pathlib.Path(checkpoint).resolve())
 
 
-def build(*, checkpoint: str, tokenizer: str, fast_tokenizer: str | None, data_dir: str, model: str,
+def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None, data_dir: str, model: str,
           domains: Sequence[str]) -> None:
     """Creates whichever demo artifacts are missing at the given paths (existing ones are kept)."""
     from multinet_jax.eval import demo_data
@@ -112,11 +170,14 @@ def build(*, checkpoint: str, tokenizer: str, fast_tokenizer: str | None, data_d
     written = demo_data.write_missing(data_root, domains)
     if written:
         logging.info("wrote demo datasets %s under %s", written, data_root)
-    tokenizer_path = pathlib.Path(tokenizer)
-    if not tokenizer_path.exists():
-        build_tokenizer(tokenizer_path, demo_data.corpus())
+    if tokenizer is not None and not pathlib.Path(tokenizer).exists():
+        build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
     if fast_tokenizer is not None and not pathlib.Path(fast_tokenizer).exists():
         build_fast_tokenizer(pathlib.Path(fast_tokenizer), demo_data.action_chunks())
     checkpoint_path = pathlib.Path(checkpoint)
-    if not checkpoint_path.exists():
+    if checkpoint_path.exists():
+        return
+    if model == "openvla":
+        build_openvla_checkpoint(checkpoint_path, demo_data.corpus())
+    else:
         build_checkpoint(model, checkpoint_path.resolve())

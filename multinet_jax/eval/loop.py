@@ -71,6 +71,7 @@ class EvalConfig:
     unnormalize: str = "split"
     embedder_dir: str | None = None
     skip_similarity: bool = False
+    unnorm_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
@@ -84,6 +85,8 @@ class EvalConfig:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.action_dim is not None and self.model in FLOW_MODELS:
             raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
+        if self.unnorm_key is not None and self.unnormalize != "checkpoint":
+            raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
         if not self.domains:
             raise ValueError("--domains is empty")
         for name in self.domains:
@@ -95,7 +98,8 @@ class EvalConfig:
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
-        defaults = {"tokenizer": assets.DEFAULT_TOKENIZER}
+        # A family whose checkpoint bundles its tokenizer (OpenVLA) takes none.
+        defaults = {} if registry.bundles_tokenizer(self.model) else {"tokenizer": assets.DEFAULT_TOKENIZER}
         if self.model == "pi0_fast":
             defaults["fast_tokenizer"] = assets.DEFAULT_FAST_TOKENIZER
         if self.similarity_domains() and not self.skip_similarity:
@@ -106,7 +110,9 @@ class EvalConfig:
 
     def asset_specs(self) -> dict[str, str]:
         """Every asset this run reads, by flag name (what `multinet-jax fetch` gets ahead of time)."""
-        specs = {"checkpoint": self.checkpoint, "tokenizer": self.tokenizer}
+        specs = {"checkpoint": self.checkpoint}
+        if not registry.bundles_tokenizer(self.model):
+            specs["tokenizer"] = self.tokenizer
         if self.model == "pi0_fast":
             specs["fast_tokenizer"] = self.fast_tokenizer
         if self.similarity_domains() and not self.skip_similarity:
@@ -184,12 +190,15 @@ class Evaluator:
         if model is not None:
             del specs["checkpoint"]
         paths = assets.resolve_all(specs)
-        self.paligemma = tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+        # A family whose checkpoint bundles its tokenizer (OpenVLA) tokenizes the `prompt` texts itself.
+        self.bundled_tokenizer = registry.bundles_tokenizer(config.model)
+        self.paligemma = None if self.bundled_tokenizer else tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
         self.fast_prompt = None
         if config.model == "pi0_fast":
             fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
         self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
+        self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
         self.rng = jax.random.key(config.seed)
         self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
                                                   config.openpi_exact_decoding)
@@ -218,8 +227,9 @@ class Evaluator:
             domain.name,
             self._domain_dir(domain),
             split=self.config.split,
-            # The FAST and Pi0.5 prompts need the state too, so they are built per batch (`_observation`).
-            tokenizer=None if self._prompt_holds_state(domain) else self.paligemma,
+            # The FAST and Pi0.5 prompts need the state too, so they are built per batch (`_observation`); a
+            # bundled tokenizer is the model's own.
+            tokenizer=None if self._prompt_holds_state(domain) or self.bundled_tokenizer else self.paligemma,
             batch_size=self.config.batch_size,
             limit=self.config.limit,
             shard_index=jax.process_index(),
@@ -236,22 +246,25 @@ class Evaluator:
     def _domain_dir(self, domain: domains.Domain) -> pathlib.Path:
         return pathlib.Path(self.config.data_dir) / domain.folder
 
-    def _action_norm(self, domain: domains.Domain) -> tuple[list[float], list[float], dict[str, Any] | None]:
-        """(mean, std) used to unnormalize actions, and the split's action stats for metrics."""
+    def _action_norm(self, domain: domains.Domain) -> tuple[domains.ActionNorm, dict[str, Any] | None]:
+        """The statistics that unnormalize the model's actions (by its family's rule), and the split's for metrics."""
+        kind = self.model.action_normalization
         if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
             norm_stats = self.model.norm_stats
             if not norm_stats or "actions" not in norm_stats:
                 raise ValueError(f"{domain.name}'s action probe unnormalizes with the checkpoint's action norm stats, "
                                  f"but {self.config.checkpoint} has none (assets/<asset id>/norm_stats.json)")
-            return list(norm_stats["actions"]["mean"]), list(norm_stats["actions"]["std"]), None
-        kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
-        split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=kind)
+            return domains.ActionNorm(kind, norm_stats["actions"]), None
+        stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
+        split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=stats_kind)
         if self.config.unnormalize != "checkpoint":
-            return list(split_stats["mean"]), list(split_stats["std"]), split_stats
+            return domains.ActionNorm(kind, split_stats), split_stats
+        if kind == "quantiles":  # OpenVLA: a dataset key of the checkpoint's norm_stats
+            return domains.ActionNorm(kind, self.model.action_stats(self.config.unnorm_key)), split_stats
         norm_stats = self.model.norm_stats
         if not norm_stats or "actions" not in norm_stats:
             raise ValueError(f"--unnormalize=checkpoint but {self.config.checkpoint} has no action norm stats")
-        return list(norm_stats["actions"]["mean"]), list(norm_stats["actions"]["std"]), split_stats
+        return domains.ActionNorm(kind, norm_stats["actions"]), split_stats
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -262,6 +275,8 @@ class Evaluator:
             observation.update(self._state_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             observation.update(act2answer.text_probe_inputs(batch, self.paligemma, self.config.max_token_len))
+        if self.bundled_tokenizer:
+            observation["prompt"] = [prompt or "" for prompt in batch["prompt"]]
         return observation
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
@@ -282,10 +297,10 @@ class Evaluator:
     def _decode_text(self, tokens: np.ndarray) -> str:
         ids = []
         for token in tokens.tolist():
-            if token in (0, self.paligemma.eos_id):
+            if token in (0, self.text_tokenizer.eos_id):
                 break
             ids.append(token)
-        return self.paligemma.decode(ids)
+        return self.text_tokenizer.decode(ids)
 
     # -- output mapping ----------------------------------------------------------------------------
 
@@ -298,17 +313,17 @@ class Evaluator:
                     "(an unlabeled split, e.g. MultiNet's public PIQA sample); evaluate a labeled split"
                 )
 
-    def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: Any, norm: tuple | None) -> list[results.Record]:
+    def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: Any, norm: domains.ActionNorm | None) -> list[results.Record]:
         valid = np.asarray(batch["_mask"], bool)
         rows = np.flatnonzero(valid)
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer.records(batch, rows, raw, norm[0], norm[1], _item)
+            return act2answer.records(batch, rows, raw, norm, _item)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
-            predictions = domains.continuous_predictions(raw[rows], action_dim, norm[0], norm[1])
+            predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
         elif domain.output is domains.Output.DISCRETE_ACTION:
-            predictions = domains.discrete_predictions(raw[rows], norm[0], norm[1])
+            predictions = domains.discrete_predictions(raw[rows], norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
         else:
             raw_outputs = [self._decode_text(raw[row]) for row in rows]
@@ -344,8 +359,7 @@ class Evaluator:
         norm = None
         stats = None
         if domain.uses_actions:
-            mean, std, stats = self._action_norm(domain)
-            norm = (mean, std)
+            norm, stats = self._action_norm(domain)
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=self._num_samples(domain), disable=not is_writer, dynamic_ncols=True)

@@ -262,6 +262,44 @@ def decode_loop(
     return tokens, step
 
 
+def generate(
+    module: Any,
+    variables: Any,
+    prefix: jax.Array,
+    prefix_mask: jax.Array,
+    prefix_ar_mask: jax.Array,
+    sample_index: jax.Array,
+    rng: jax.Array,
+    settings: DecodeSettings,
+    sampling: Sampling,
+) -> tuple[jax.Array, jax.Array]:
+    """`prefill` an embedded prefix, then `decode_loop`; row r's randomness is `fold_in(rng, sample_index[r])`.
+
+    `module` is any Flax module with an `llm` (the decoder-LM of `models/gemma.py`) and `config.experts`: PaliGemma
+    here, OpenVLA in `models/openvla.py`.
+    """
+    state = prefill(module, variables, prefix, prefix_mask, prefix_ar_mask, settings)
+    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, sample_index)
+    return decode_loop(module, variables, state, row_keys, settings, sampling)
+
+
+def embed_observation(
+    module: PaliGemma,
+    variables: Any,
+    images: list[jax.Array],
+    image_masks: list[jax.Array],
+    tokens: jax.Array,
+    token_mask: jax.Array,
+    token_ar_mask: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Embedded images (ar 0: bidirectional) and prompt (its own ar mask) -> (prefix, mask, ar mask)."""
+    prefix, prefix_mask = module.apply(
+        variables, images, image_masks, tokens, token_mask, method=PaliGemma.embed_prefix
+    )
+    image_ar = jnp.zeros((tokens.shape[0], prefix.shape[1] - tokens.shape[1]), bool)
+    return prefix, prefix_mask, jnp.concatenate([image_ar, token_ar_mask.astype(bool)], axis=1)
+
+
 def prefill_observation(
     module: PaliGemma,
     settings: DecodeSettings,
@@ -274,11 +312,9 @@ def prefill_observation(
 ) -> Prefill:
     """Embed images (ar 0: bidirectional) and the prompt (its own ar mask), then `prefill`."""
     variables = {"params": params["PaliGemma"]}
-    prefix, prefix_mask = module.apply(
-        variables, images, image_masks, tokens, token_mask, method=PaliGemma.embed_prefix
+    prefix, prefix_mask, ar_mask = embed_observation(
+        module, variables, images, image_masks, tokens, token_mask, token_ar_mask
     )
-    image_ar = jnp.zeros((tokens.shape[0], prefix.shape[1] - tokens.shape[1]), bool)
-    ar_mask = jnp.concatenate([image_ar, token_ar_mask.astype(bool)], axis=1)
     return prefill(module, variables, prefix, prefix_mask, ar_mask, settings)
 
 
@@ -296,9 +332,11 @@ def _decode_fn(
     sampling: Sampling,
 ) -> tuple[jax.Array, jax.Array]:
     """The whole sampler as one pure function: embed images + prompt, prefill, decode loop."""
-    state = prefill_observation(module, settings, params, images, image_masks, tokens, token_mask, token_ar_mask)
-    row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, sample_index)
-    return decode_loop(module, {"params": params["PaliGemma"]}, state, row_keys, settings, sampling)
+    variables = {"params": params["PaliGemma"]}
+    prefix, prefix_mask, ar_mask = embed_observation(
+        module, variables, images, image_masks, tokens, token_mask, token_ar_mask
+    )
+    return generate(module, variables, prefix, prefix_mask, ar_mask, sample_index, rng, settings, sampling)
 
 
 @functools.cache

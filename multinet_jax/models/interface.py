@@ -47,6 +47,9 @@ class Model(Protocol):
     params: Any
     mesh: Mesh
     norm_stats: dict | None
+    # The text tokenizer the checkpoint bundles (`decode(ids)`, `eos_id`; the model then reads `observation["prompt"]`
+    # texts), or None: prompts arrive tokenized with PaliGemma's (`tokenized_prompt`).
+    tokenizer: Any
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         """Actions `[b, horizon, action_dim]` in the family's normalized space."""

@@ -280,6 +280,7 @@ class Pi0Model:
     (an `interface.Model` of family "pi0" or "pi05")."""
 
     action_normalization = "mean_std"
+    tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
 
     @property
     def family(self) -> str:
@@ -294,12 +295,7 @@ class Pi0Model:
         self.params = jax.device_put(params, sharding.param_shardings(params, self.mesh))
 
     def _place_batch(self, array: Any, dtype: Any) -> jax.Array:
-        """Batch-shard an array over "data", padding the batch (repeating row 0) to a multiple of the axis size."""
-        array = np.asarray(array, dtype)
-        shortfall = -array.shape[0] % self.mesh.shape["data"]
-        if shortfall:
-            array = np.concatenate([array, np.repeat(array[:1], shortfall, axis=0)])
-        return jax.device_put(array, sharding.batch_sharding(self.mesh))
+        return sharding.place_batch(array, dtype, mesh=self.mesh)
 
     def prepare_inputs(self, observation: Observation, *, skip_absent_cameras: bool = True) -> dict[str, Any]:
         """Host-side: validate, choose the live cameras, and place arrays batch-sharded on the mesh."""

@@ -47,6 +47,7 @@ class Pi0FastModel:
 
     family = "pi0_fast"
     action_normalization = "mean_std"
+    tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ class Family:
     recognizes: Callable[[str], bool]
     load: Callable[..., Model]
     description: str
+    bundles_tokenizer: bool = False  # the checkpoint carries its own text tokenizer (the model's `.tokenizer`)
 
 
 _FAMILIES: list[Family] = []
@@ -49,6 +50,11 @@ def families() -> tuple[Family, ...]:
 def model_kinds() -> tuple[str, ...]:
     """Every model kind the registered families return (the evaluator's `--model` choices)."""
     return tuple(name for family in _FAMILIES for name in family.names)
+
+
+def bundles_tokenizer(kind: str) -> bool:
+    """Whether models of `kind` bring their own tokenizer (else prompts are tokenized with PaliGemma's)."""
+    return any(family.bundles_tokenizer for family in _FAMILIES if kind in family.names)
 
 
 def family_of(checkpoint: str | pathlib.Path) -> Family:
@@ -89,3 +95,20 @@ def _load_openpi(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
 
 register(Family("openpi", ("pi0", "pi05", "pi0_fast"), _is_openpi, _load_openpi,
                 "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST"))
+
+
+def _is_openvla(path: str) -> bool:
+    from multinet_jax.models import openvla_checkpoint
+
+    return openvla_checkpoint.is_openvla(path)
+
+
+def _load_openvla(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
+    from multinet_jax.models import openvla
+
+    return openvla.load(checkpoint, **kwargs)
+
+
+register(Family("huggingface_openvla", ("openvla",), _is_openvla, _load_openvla,
+                "a Hugging Face OpenVLA directory (config.json with model_type 'openvla', safetensors)",
+                bundles_tokenizer=True))

@@ -4,9 +4,10 @@ A model directory holds `model.safetensors`, or the sharded `model-0000N-of-0000
 `model.safetensors.index.json` (whose `weight_map` names each tensor's file); the Python files a real checkpoint
 carries (`trust_remote_code`) are never read. A family maps its Flax tree onto the checkpoint's tensor names with one
 `Source` per Flax parameter: the tensors it is made of and a host-side transform (transpose, head split, fused qkv
-slice). Parameters stacked over layers (scanned blocks) are assembled one layer at a time into a device buffer that
-is updated in place (donated), so peak host memory is the restored parameters plus one layer's tensors: each tensor
-is read through its own short-lived `safe_open` (the file's mapping, and the pages it touched, go when it closes).
+slice). A parameter stacked over layers (scanned blocks) larger than `trees.RESTORE_GROUP_BYTES` is assembled one
+layer at a time into a device buffer updated in place (donated); smaller ones are stacked on the host. So peak host
+memory is the restored parameters plus at most one group's bytes: each tensor is read through its own short-lived
+`safe_open` (the file's mapping, and the pages it touched, go when it closes).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,7 +25,9 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 from safetensors import safe_open
+from safetensors.numpy import save_file
 
+from multinet_jax.weights import trees
 from multinet_jax.weights.trees import CheckpointError, flatten_params, unflatten_params
 
 SINGLE_FILE = "model.safetensors"
@@ -91,6 +95,32 @@ def read_tensor_specs(directory: str | pathlib.Path) -> dict[str, TensorSpec]:
     return specs
 
 
+def save_checkpoint(tensors: Mapping[str, np.ndarray], directory: str | pathlib.Path, *, num_shards: int = 1) -> None:
+    """Write tensors as Hugging Face does: `model.safetensors`, or `model-0000N-of-0000M.safetensors` + index
+    (tensors dealt to the shards in name order, each shard holding about the same bytes)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if num_shards == 1:
+        save_file(dict(tensors), directory / SINGLE_FILE, metadata={"format": "pt"})
+        return
+    shard_bytes = -(-sum(tensor.nbytes for tensor in tensors.values()) // num_shards)
+    shards: list[list[str]] = [[]]
+    filled = 0
+    for name in sorted(tensors):
+        if filled >= shard_bytes and len(shards) < num_shards:
+            shards.append([])
+            filled = 0
+        shards[-1].append(name)
+        filled += tensors[name].nbytes
+    weight_map = {}
+    for index, names in enumerate(shards):
+        file = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({name: tensors[name] for name in names}, directory / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(names, file)
+    total = sum(tensor.nbytes for tensor in tensors.values())
+    (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+
+
 def _read_tensor(spec: TensorSpec, name: str) -> np.ndarray:
     try:
         with safe_open(spec.file, framework="numpy") as handle:
@@ -114,18 +144,20 @@ def restore(
     shardings: Mapping[str, Any],
     *,
     dtype: str = "float32",
+    unused: Callable[[Collection[str]], Collection[str]] = lambda names: (),
 ) -> dict[str, Any]:
     """The Flax parameters of `expected` (nested ShapeDtypeStructs) from a Hugging Face model directory.
 
-    `sources` maps every flat Flax path to its `Source`. The checkpoint must hold exactly the tensors the sources
-    name (anything else, or anything missing, is an error naming the directory); each result must have the
-    expected shape. Arrays are cast to `dtype` on the host, one layer at a time, and placed per `shardings`.
+    `sources` maps every flat Flax path to its `Source`; `unused(names)` picks the checkpoint's tensors the model
+    knows but never reads. The checkpoint must hold exactly the tensors the sources name plus those (anything else,
+    or anything missing, is an error naming the directory); each result must have the expected shape. Arrays are
+    cast to `dtype` on the host, one layer at a time, and placed per `shardings`.
     """
     specs = read_tensor_specs(directory)
     expected_flat = {path: tuple(leaf.shape) for path, leaf in flatten_params(expected).items()}
     sharding_flat = flatten_params(shardings)
     named = {name for source in sources.values() for layer in source.names for name in layer}
-    missing, unexpected = sorted(named - set(specs)), sorted(set(specs) - named)
+    missing, unexpected = sorted(named - set(specs)), sorted(set(specs) - named - set(unused(specs.keys())))
     if missing or unexpected:
         raise CheckpointError(f"{directory}: tensor names differ from the model's: missing {missing}, unexpected {unexpected}")
     if set(sources) != set(expected_flat):
@@ -135,12 +167,13 @@ def restore(
     restored: dict[str, Any] = {}
     for path, source in sources.items():
         layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
-        if source.stacked:
-            restored[path] = _stack_on_device(directory, path, layers, expected_flat[path], target, sharding_flat[path])
-        else:
-            array = next(layers)
-            _check_shape(directory, path, array.shape, expected_flat[path])
-            restored[path] = jax.block_until_ready(jax.device_put(array, sharding_flat[path]))
+        shape = expected_flat[path]
+        if source.stacked and math.prod(shape) * target.itemsize > trees.RESTORE_GROUP_BYTES:
+            restored[path] = _stack_on_device(directory, path, layers, shape, target, sharding_flat[path])
+            continue
+        array = np.stack(list(layers)) if source.stacked else next(layers)
+        _check_shape(directory, path, array.shape, shape)
+        restored[path] = jax.block_until_ready(jax.device_put(array, sharding_flat[path]))
     return unflatten_params(restored)
 
 

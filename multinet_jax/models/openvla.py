@@ -1,0 +1,261 @@
+"""OpenVLA (openvla/openvla-7b: Prismatic `dinosiglip-vit-so-224px` + `no-align+fused-gelu-mlp` + Llama-2) in Flax,
+loaded from its Hugging Face checkpoint, batched and sharded.
+
+    model = multinet_jax.load_model("openvla-7b/", dtype="bfloat16")          # a local HF model directory
+    actions = model.predict_action(images, instructions, unnorm_key="bridge_orig")   # float64 [b, 7]
+
+Architecture: DINOv2 ViT-L/14 (4 registers, LayerScale) and SigLIP So400m/14, both the shared `vit.ViT`, each read
+at the output of its second-to-last block without the final norm or prefix tokens; their patch features are
+concatenated per patch (`[b, 256, 2176]`) and projected by the fused GELU MLP (fc1 -> GELU -> fc2 -> GELU -> fc3)
+into the Llama width. The sequence is BOS, the 256 projected patches, then the rest of the prompt (with the empty
+token), all causal (as OpenVLA's `predict_action`, whose attention mask is dropped, runs it); the Llama decoder is the
+shared `gemma.Gemma` with Llama switches, and decoding is the shared prefix-LM loop (`decoding.generate`) with a
+preallocated KV cache, contiguous positions and greedy `action_dim` steps.
+
+Actions: token t maps to bin `clip(V - t - 1, 0, n_bins - 2)` of the centers of `linspace(-1, 1, n_bins)`, where
+V = embedding rows - `pad_to_multiple_of` (the last n_bins ids of the unpadded vocabulary); unnormalized with the
+checkpoint's `norm_stats[unnorm_key]["action"]`: `mask ? 0.5 (a + 1)(q99 - q01) + q01 : a`, in float64 as OpenVLA.
+
+Batching: prompts of different lengths are right-padded and masked (each row's causal prefix is right-aligned by
+the decoder), so a batch gives each row exactly what it gives alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from multinet_jax import sharding
+from multinet_jax.models import decoding, numerics
+from multinet_jax.models.gemma import Gemma
+from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
+from multinet_jax.models.openvla_inputs import ImageProcessor, LlamaPromptTokenizer, action_prompt, pad_batch
+from multinet_jax.models.vit import ViT
+
+
+class Projector(nn.Module):
+    """Prismatic's `fused-gelu-mlp`: fc1 (vision -> 4 * vision), GELU, fc2 (-> width), GELU, fc3 (erf GELUs)."""
+
+    width: int
+    dtype: str
+
+    @nn.compact
+    def __call__(self, features: jax.Array) -> jax.Array:
+        dense = functools.partial(nn.Dense, dtype=self.dtype, dot_general=numerics.dot_general)
+        x = numerics.gelu(dense(4 * features.shape[-1], name="fc1")(features), approximate=False)
+        x = numerics.gelu(dense(self.width, name="fc2")(x), approximate=False)
+        return dense(self.width, name="fc3")(x)
+
+
+class OpenVLA(nn.Module):
+    """Parameter tree: `dino/...`, `siglip/...` (ViT), `projector/fc{1,2,3}`, `llm/...` (decoder-LM)."""
+
+    config: OpenVLAConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.dino = ViT(cfg.dino, None, cfg.dtype)
+        self.siglip = ViT(cfg.siglip, None, cfg.dtype)
+        self.projector = Projector(cfg.llm.width, cfg.dtype)
+        self.llm = Gemma((cfg.llm,), cfg.vocab_size, cfg.dtype)
+
+    def vision_features(self, pixels: jax.Array) -> jax.Array:
+        """Fused pixels `[b, H, W, 6]` -> per-patch DINOv2 | SigLIP features `[b, patches, dino + siglip]`."""
+        return jnp.concatenate([self.dino(pixels[..., :3]), self.siglip(pixels[..., 3:])], axis=-1)
+
+    def embed_images(self, pixels: jax.Array) -> jax.Array:
+        return self.projector(self.vision_features(pixels))
+
+    def embed_prefix(self, pixels: jax.Array, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """[BOS, patches, tokens[1:]] embedded `[b, 1 + patches + T - 1, width]` and its validity mask."""
+        images = self.embed_images(pixels)
+        embedded = self.llm.embed(tokens)
+        prefix = jnp.concatenate([embedded[:, :1], images.astype(embedded.dtype), embedded[:, 1:]], axis=1)
+        image_mask = jnp.ones(images.shape[:2], bool)
+        return prefix, jnp.concatenate([token_mask[:, :1], image_mask, token_mask[:, 1:]], axis=1)
+
+    def forward(self, prefix: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The whole causal sequence without a cache: (logits float32 `[b, n, vocab]`, final-normed hidden states).
+
+        Apply with `mutable=["intermediates"]` to also get every layer's output (`gemma` docstring).
+        """
+        attn_mask = decoding.make_attn_mask(mask, jnp.ones(mask.shape, bool))
+        positions = jnp.cumsum(mask, axis=1) - 1
+        (hidden,), _ = self.llm([prefix], positions, attn_mask)
+        return self.llm.logits(hidden), hidden
+
+    def init_all(self) -> None:
+        """Touch every parameter (for `init` / `eval_shape`)."""
+        size = self.config.dino.image_size
+        prefix, mask = self.embed_prefix(jnp.zeros((1, size, size, 6)), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), bool))
+        self.forward(prefix, mask)
+
+
+def param_shapes(config: OpenVLAConfig) -> dict[str, Any]:
+    """The parameter tree of `config` as ShapeDtypeStructs in the config's dtype (no memory: `jax.eval_shape`)."""
+    variables = jax.eval_shape(lambda: OpenVLA(config).init(jax.random.key(0), method=OpenVLA.init_all))
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, jnp.dtype(config.dtype)), variables["params"])
+
+
+def _generate_fn(module: OpenVLA, settings: decoding.DecodeSettings, params: Any, pixels: jax.Array, tokens: jax.Array,
+                 token_mask: jax.Array, sample_index: jax.Array, rng: jax.Array, sampling: decoding.Sampling):
+    variables = {"params": params}
+    prefix, mask = module.apply(variables, pixels, tokens, token_mask, method=OpenVLA.embed_prefix)
+    causal = jnp.ones(mask.shape, bool)
+    return decoding.generate(module, variables, prefix, mask, causal, sample_index, rng, settings, sampling)
+
+
+@functools.cache
+def compiled_generate(config: OpenVLAConfig, settings: decoding.DecodeSettings, mesh: Mesh):
+    """The jitted OpenVLA sampler for one config and setting (traced once per input shape)."""
+    return jax.jit(functools.partial(_generate_fn, OpenVLA(config), settings),
+                   out_shardings=(sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+
+
+class OpenVLAModel:
+    """An OpenVLA ready to act (an `interface.Model` of family "openvla"): `.predict_action` (OpenVLA's API,
+    batched), `.predict_actions` / `.sample_tokens` (the evaluator's), `.config`, `.params`, `.norm_stats`."""
+
+    family = "openvla"
+    action_normalization = "quantiles"
+
+    def __init__(self, config: OpenVLAConfig, params: Any, norm_stats: Mapping[str, Any] | None,
+                 tokenizer: LlamaPromptTokenizer, image_processor: ImageProcessor, mesh: Mesh | None = None):
+        self.config = config
+        self.norm_stats = dict(norm_stats or {})
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        self.params = jax.device_put(params, sharding.param_shardings(params, self.mesh))
+        edges = np.linspace(-1, 1, config.n_action_bins)
+        self.bin_centers = (edges[:-1] + edges[1:]) / 2.0
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """uint8 images of any size -> fused float32 pixels `[b, H, W, 6]` (OpenVLA's processor)."""
+        return np.stack([self.image_processor(image) for image in images])
+
+    def action_tokens(self, instructions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """OpenVLA's action prompts tokenized with the empty token appended: (ids, mask), right-padded."""
+        return pad_batch([self.tokenizer.encode_for_actions(action_prompt(text)) for text in instructions])
+
+    # -- decoding ----------------------------------------------------------------------------------
+
+    def generate(self, pixels: np.ndarray, tokens: np.ndarray, token_mask: np.ndarray, *, max_decoding_steps: int,
+                 rng: jax.Array | None = None, temperature: float = 0.0, sample_index: np.ndarray | None = None) -> np.ndarray:
+        """Token ids int32 `[b, max_decoding_steps]`; after a row's EOS, the pad id (as HF `generate` pads)."""
+        batch = len(tokens)
+        sample_index = np.arange(batch) if sample_index is None else sample_index
+        settings = decoding.DecodeSettings(max_decoding_steps, per_row_stopping=True, openpi_exact=False)  # HF: contiguous positions
+        sampling = decoding.Sampling.create(temperature, stop_token_ids=(self.tokenizer.eos_id,))
+        place = functools.partial(sharding.place_batch, mesh=self.mesh)
+        generated, _ = compiled_generate(self.config, settings, self.mesh)(
+            self.params, place(pixels, np.float32), place(tokens, np.int32), place(token_mask, bool),
+            place(sample_index, np.int32), jax.random.key(0) if rng is None else rng, sampling)
+        generated = np.asarray(generated)[:batch]
+        after_stop = np.cumsum(generated == self.tokenizer.eos_id, axis=1) - (generated == self.tokenizer.eos_id) > 0
+        return np.where(after_stop, self.tokenizer.pad_id, generated)
+
+    def normalized_actions(self, token_ids: np.ndarray) -> np.ndarray:
+        """Action token ids -> bin centers in [-1, 1] (float64, as OpenVLA's numpy decoding)."""
+        vocab = self.config.unpadded_vocab_size
+        bins = np.clip(vocab - np.asarray(token_ids, np.int64) - 1, 0, len(self.bin_centers) - 1)
+        return self.bin_centers[bins]
+
+    def action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray]:
+        """`norm_stats[unnorm_key]["action"]` as arrays (q01, q99, mask); the only key when `unnorm_key` is None."""
+        if unnorm_key is None:
+            if len(self.norm_stats) != 1:
+                raise ValueError(f"this OpenVLA has norm stats for {sorted(self.norm_stats)}: pass unnorm_key")
+            unnorm_key = next(iter(self.norm_stats))
+        if unnorm_key not in self.norm_stats:
+            raise ValueError(f"unnorm_key {unnorm_key!r} is not in the checkpoint's norm_stats {sorted(self.norm_stats)}")
+        stats = self.norm_stats[unnorm_key]["action"]
+        q01 = np.asarray(stats["q01"], np.float64)
+        return {"q01": q01, "q99": np.asarray(stats["q99"], np.float64),
+                "mask": np.asarray(stats.get("mask", np.ones(q01.shape, bool)), bool)}
+
+    @property
+    def action_dim(self) -> int:
+        """Tokens per action: the dimension every norm-stats entry shares (7 for openvla-7b)."""
+        dims = {len(entry["action"]["q01"]) for entry in self.norm_stats.values()}
+        if len(dims) != 1:
+            raise ValueError(f"this OpenVLA's norm stats have action dims {sorted(dims)}: pass unnorm_key")
+        return dims.pop()
+
+    # -- the APIs ----------------------------------------------------------------------------------
+
+    def predict_action(self, images: Sequence[np.ndarray], instructions: Sequence[str], unnorm_key: str | None = None) -> np.ndarray:
+        """OpenVLA's `predict_action` for a batch: uint8 `[H, W, 3]` images of any size and instructions ->
+        unnormalized actions float64 `[b, action_dim]`, each row what the sample gives alone (greedy)."""
+        if len(images) != len(instructions) or not images:
+            raise ValueError(f"predict_action needs as many images as instructions (>= 1), got {len(images)} and {len(instructions)}")
+        stats = self.action_stats(unnorm_key)
+        tokens, mask = self.action_tokens(instructions)
+        generated = self.generate(self.pixels(images), tokens, mask, max_decoding_steps=len(stats["q01"]))
+        actions = self.normalized_actions(generated)
+        unnormalized = 0.5 * (actions + 1) * (stats["q99"] - stats["q01"]) + stats["q01"]
+        return np.where(stats["mask"], unnormalized, actions)
+
+    def _observation_inputs(self, observation: Observation, for_actions: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The evaluator's batch -> (pixels, tokens, mask): its first camera's image (uint8, or the pipeline's [-1, 1]
+        float32) and its `prompt` texts."""
+        cameras = [key for key in observation if key.startswith("image/")]
+        if not cameras or "prompt" not in observation:
+            raise KeyError(f"OpenVLA reads `image/<camera>` (uint8) and `prompt`; the observation has {sorted(observation)}")
+        prompts = [str(prompt) for prompt in observation["prompt"]]
+        rows = [self.tokenizer.encode_for_actions(action_prompt(p)) if for_actions else self.tokenizer.encode(f"In: {p}\nOut:")
+                for p in prompts]
+        tokens, mask = pad_batch(rows)
+        images = np.asarray(observation[cameras[0]])
+        if images.dtype != np.uint8:  # the pipeline's [-1, 1] floats: back to the uint8 values they came from, exactly
+            images = np.rint((images.astype(np.float32) + 1) * 127.5).astype(np.uint8)
+        return self.pixels(list(images)), tokens, mask
+
+    def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
+        """`interface.Model`: greedy action tokens -> normalized actions `[b, 1, action_dim]` in [-1, 1]."""
+        pixels, tokens, mask = self._observation_inputs(observation, for_actions=True)
+        generated = self.generate(pixels, tokens, mask, max_decoding_steps=self.action_dim,
+                                  sample_index=observation.get("sample_index"))
+        return self.normalized_actions(generated)[:, None, :]
+
+    def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
+                      temperature: float = 0.0) -> jax.Array:
+        """`interface.Model`: text after `In: {prompt}\\nOut:`, int32 `[b, max_decoding_steps]`, 0 after EOS."""
+        pixels, tokens, mask = self._observation_inputs(observation, for_actions=False)
+        generated = self.generate(pixels, tokens, mask, max_decoding_steps=max_decoding_steps, rng=rng,
+                                  temperature=temperature, sample_index=observation.get("sample_index"))
+        return np.where(generated == self.tokenizer.pad_id, 0, generated)
+
+
+
+def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> OpenVLAModel:
+    """A Hugging Face OpenVLA directory -> OpenVLAModel, restored as `dtype` into `mesh`'s shardings."""
+    from multinet_jax.models import openvla_checkpoint
+    from multinet_jax.weights import safetensors
+
+    if overrides:
+        raise ValueError(f"{checkpoint}: OpenVLA takes no config overrides (its config.json fixes them), got {sorted(overrides)}")
+    directory = pathlib.Path(checkpoint)
+    config = openvla_checkpoint.read_config(directory, dtype)
+    raw = openvla_checkpoint.read_json(directory / openvla_checkpoint.CONFIG_FILE)
+    # The small files first: a bad one fails before any tensor is read.
+    tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=int(raw.get("pad_token_id", config.unpadded_vocab_size)))
+    image_processor = ImageProcessor.from_pretrained(directory)
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    expected = param_shapes(config)
+    params = safetensors.restore(
+        directory, openvla_checkpoint.tensor_sources(config), expected, sharding.param_shardings(expected, mesh),
+        dtype=dtype, unused=functools.partial(openvla_checkpoint.unused_tensors, config),
+    )
+    return OpenVLAModel(config, params, raw.get("norm_stats"), tokenizer, image_processor, mesh)

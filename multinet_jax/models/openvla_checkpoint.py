@@ -1,0 +1,281 @@
+"""OpenVLA's Hugging Face checkpoint: its config, its layout test, and the map from its tensor names to the Flax tree.
+
+A checkpoint directory (openvla/openvla-7b's layout) holds `config.json` (`model_type: "openvla"`, Llama
+`text_config`, timm backbone ids, `norm_stats`), `model.safetensors` or sharded safetensors + index,
+`tokenizer.model` (Llama SentencePiece), `preprocessor_config.json`, and Python files that are never read.
+
+Sizes: the Llama sizes are `text_config` over `transformers.LlamaConfig`'s defaults (what `from_pretrained` does; the
+real config lists only the vocabulary); the two ViTs follow their timm ids (`TIMM_VITS`), with the fixture's
+`tiny_timm_overrides` (embed_dim, depth, num_heads) merged in as timm's `create_model` kwargs would be.
+
+Prismatic reads each ViT at the output of its second-to-last block, so the Flax ViTs hold depth - 1 blocks and no
+final norm; the checkpoint's last block, final norms and SigLIP's attention-pool head are read by nobody, and
+`unused_tensors` names them so that the layout check still accounts for every tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Literal
+
+import numpy as np
+
+from multinet_jax.models.configs import GemmaConfig, ViTConfig
+from multinet_jax.weights.safetensors import Source
+from multinet_jax.weights.trees import CheckpointError
+
+CONFIG_FILE = "config.json"
+# timm id -> (width, depth, heads, mlp ratio, class token, registers, LayerScale) of the ViTs OpenVLA fuses.
+TIMM_VITS = {
+    "vit_large_patch14_reg4_dinov2.lvd142m": (1024, 24, 16, 4.0, True, 4, True),
+    "vit_so400m_patch14_siglip_224": (1152, 27, 16, 3.7362, False, 0, False),
+}
+# transformers.LlamaConfig defaults (4.40.1) that config.json may leave out.
+_LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                   "num_attention_heads": 32, "num_key_value_heads": None, "rms_norm_eps": 1e-6,
+                   "rope_theta": 10_000.0, "hidden_act": "silu", "tie_word_embeddings": False}
+_DINO, _SIGLIP = "vision_backbone.featurizer", "vision_backbone.fused_featurizer"
+_LLM = "language_model.model"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenVLAConfig:
+    """Everything that shapes OpenVLA's computation (from config.json; `dino`/`siglip` hold the blocks that run)."""
+
+    dino: ViTConfig
+    siglip: ViTConfig
+    llm: GemmaConfig
+    vocab_size: int  # rows of the (padded) embedding
+    pad_to_multiple_of: int = 64  # the padding rows: actions use the last n_action_bins ids before them
+    n_action_bins: int = 256
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @property
+    def experts(self) -> tuple[GemmaConfig]:
+        """The decoder's experts (one), as the shared prefix-LM decoder (`models/decoding.py`) reads them."""
+        return (self.llm,)
+
+    @property
+    def unpadded_vocab_size(self) -> int:
+        return self.vocab_size - self.pad_to_multiple_of
+
+    @property
+    def num_patches(self) -> int:
+        return self.dino.num_tokens
+
+
+def is_openvla(path: str) -> bool:
+    """A local directory whose config.json says `model_type: "openvla"` (the registry's layout test)."""
+    config_path = pathlib.Path(path) / CONFIG_FILE
+    if "://" in path or not config_path.is_file():
+        return False
+    try:
+        return json.loads(config_path.read_text()).get("model_type") == "openvla"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def read_json(path: pathlib.Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable JSON ({type(error).__name__}: {error})")
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return value
+
+
+def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size: int) -> ViTConfig:
+    if timm_id not in TIMM_VITS:
+        raise CheckpointError(f"{path}: timm_model_ids: {timm_id!r} is not one of OpenVLA's ViTs {sorted(TIMM_VITS)}")
+    width, depth, heads, mlp_ratio, class_token, registers, layer_scale = TIMM_VITS[timm_id]
+    width, depth, heads = overrides.get("embed_dim", width), overrides.get("depth", depth), overrides.get("num_heads", heads)
+    # Prismatic reads the second-to-last block's output without the final norm: the last block never runs.
+    return ViTConfig(width=width, depth=depth - 1, mlp_dim=int(width * mlp_ratio), num_heads=heads,
+                     image_size=image_size, class_token=class_token, num_registers=registers,
+                     layer_scale=layer_scale, exact_gelu=True, final_norm=False)
+
+
+def read_config(directory: str | pathlib.Path, dtype: str = "float32") -> OpenVLAConfig:
+    """OpenVLAConfig from `<directory>/config.json`; one-line errors name the file and the field."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    raw = read_json(path)
+    try:
+        timm_ids = raw["timm_model_ids"]
+        image_sizes = raw["image_sizes"]
+        text = {**_LLAMA_DEFAULTS, **raw["text_config"]}
+        vocab_size = int(text["vocab_size"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: missing field {error}")
+    if not raw.get("use_fused_vision_backbone") or len(timm_ids) != 2:
+        raise CheckpointError(f"{path}: use_fused_vision_backbone/timm_model_ids: only the fused DINOv2 + SigLIP "
+                              f"backbone (dinosiglip) is supported, got {timm_ids}")
+    if raw.get("arch_specifier", "no-align+fused-gelu-mlp") != "no-align+fused-gelu-mlp":
+        raise CheckpointError(f"{path}: arch_specifier: {raw['arch_specifier']!r}; only 'no-align+fused-gelu-mlp' is supported")
+    if text["hidden_act"] != "silu" or text["tie_word_embeddings"]:
+        raise CheckpointError(f"{path}: text_config: expected Llama's silu MLP and an untied lm_head")
+    overrides = raw.get("tiny_timm_overrides", {})
+    dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), size) for timm_id, size in zip(timm_ids, image_sizes))
+    heads = int(text["num_attention_heads"])
+    llm = GemmaConfig(
+        width=int(text["hidden_size"]), depth=int(text["num_hidden_layers"]), mlp_dim=int(text["intermediate_size"]),
+        num_heads=heads, num_kv_heads=int(text["num_key_value_heads"] or heads),
+        head_dim=int(text["hidden_size"]) // heads, norm_offset=False, norm_eps=float(text["rms_norm_eps"]),
+        activation="silu", scale_embedding=False, tied_embedding=False, rope_theta=float(text["rope_theta"]),
+    )
+    return OpenVLAConfig(dino, siglip, llm, vocab_size, int(raw.get("pad_to_multiple_of", 64)),
+                         int(raw.get("n_action_bins", 256)), dtype)
+
+
+# -- tensor name map ---------------------------------------------------------------------------------------------
+
+def _transposed(weight: np.ndarray) -> np.ndarray:
+    return weight.T
+
+
+def _heads_in(weight: np.ndarray, heads: int) -> np.ndarray:
+    """torch Linear `[heads * head_dim, width]` -> `[width, heads, head_dim]` (flax DenseGeneral kernel)."""
+    return weight.T.reshape(weight.shape[1], heads, -1)
+
+
+def _heads_out(weight: np.ndarray, heads: int) -> np.ndarray:
+    """torch Linear `[width, heads * head_dim]` -> `[heads, head_dim, width]`."""
+    return weight.T.reshape(heads, -1, weight.shape[0])
+
+
+def _qkv_part(part: int, heads: int, is_bias: bool):
+    def take(qkv: np.ndarray) -> np.ndarray:
+        width = qkv.shape[0] // 3
+        chunk = qkv[part * width:(part + 1) * width]
+        return chunk.reshape(heads, -1) if is_bias else _heads_in(chunk, heads)
+
+    return take
+
+
+def _vit_sources(prefix: str, flax_prefix: str, config: ViTConfig) -> dict[str, Source]:
+    blocks = range(config.depth)
+    heads = config.num_heads
+    block = f"{flax_prefix}/Transformer/encoderblock"
+    attention = f"{block}/MultiHeadDotProductAttention_0"
+
+    def per_block(name: str, transform=lambda tensor: tensor) -> Source:
+        return Source(tuple((f"{prefix}.blocks.{i}.{name}",) for i in blocks), transform, stacked=True)
+
+    sources = {
+        f"{flax_prefix}/embedding/kernel": Source(((f"{prefix}.patch_embed.proj.weight",),), lambda w: w.transpose(2, 3, 1, 0)),
+        f"{flax_prefix}/embedding/bias": Source(((f"{prefix}.patch_embed.proj.bias",),)),
+        f"{flax_prefix}/pos_embedding": Source(((f"{prefix}.pos_embed",),)),
+        f"{block}/LayerNorm_0/scale": per_block("norm1.weight"),
+        f"{block}/LayerNorm_0/bias": per_block("norm1.bias"),
+        f"{block}/LayerNorm_1/scale": per_block("norm2.weight"),
+        f"{block}/LayerNorm_1/bias": per_block("norm2.bias"),
+        f"{attention}/out/kernel": per_block("attn.proj.weight", lambda w: _heads_out(w, heads)),
+        f"{attention}/out/bias": per_block("attn.proj.bias"),
+        f"{block}/MlpBlock_0/Dense_0/kernel": per_block("mlp.fc1.weight", _transposed),
+        f"{block}/MlpBlock_0/Dense_0/bias": per_block("mlp.fc1.bias"),
+        f"{block}/MlpBlock_0/Dense_1/kernel": per_block("mlp.fc2.weight", _transposed),
+        f"{block}/MlpBlock_0/Dense_1/bias": per_block("mlp.fc2.bias"),
+    }
+    for part, name in enumerate(("query", "key", "value")):
+        sources[f"{attention}/{name}/kernel"] = per_block("attn.qkv.weight", _qkv_part(part, heads, False))
+        sources[f"{attention}/{name}/bias"] = per_block("attn.qkv.bias", _qkv_part(part, heads, True))
+    if config.class_token:
+        sources[f"{flax_prefix}/cls"] = Source(((f"{prefix}.cls_token",),))
+    if config.num_registers:
+        sources[f"{flax_prefix}/registers"] = Source(((f"{prefix}.reg_token",),))
+    if config.layer_scale:
+        sources[f"{block}/LayerScale_0/scale"] = per_block("ls1.scale_factor")
+        sources[f"{block}/LayerScale_1/scale"] = per_block("ls2.scale_factor")
+    return sources
+
+
+def _llm_sources(config: GemmaConfig) -> dict[str, Source]:
+    layers = range(config.depth)
+    heads, kv_heads = config.num_heads, config.num_kv_heads
+
+    def per_layer(*names: str, transform=lambda tensor: tensor) -> Source:
+        return Source(tuple(tuple(f"{_LLM}.layers.{i}.{name}" for name in names) for i in layers), transform, stacked=True)
+
+    return {
+        "llm/embedder/input_embedding": Source(((f"{_LLM}.embed_tokens.weight",),)),
+        "llm/embedder/lm_head": Source((("language_model.lm_head.weight",),)),
+        "llm/final_norm/scale": Source(((f"{_LLM}.norm.weight",),)),
+        "llm/layers/pre_attention_norm/scale": per_layer("input_layernorm.weight"),
+        "llm/layers/pre_ffw_norm/scale": per_layer("post_attention_layernorm.weight"),
+        "llm/layers/attn/q_einsum/w": per_layer(
+            "self_attn.q_proj.weight", transform=lambda q: _heads_in(q, heads).transpose(1, 0, 2)),
+        "llm/layers/attn/kv_einsum/w": per_layer(
+            "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            transform=lambda k, v: np.stack([_heads_in(k, kv_heads).transpose(1, 0, 2),
+                                             _heads_in(v, kv_heads).transpose(1, 0, 2)])),
+        "llm/layers/attn/attn_vec_einsum/w": per_layer("self_attn.o_proj.weight", transform=lambda o: _heads_out(o, heads)),
+        "llm/layers/mlp/gating_einsum": per_layer(
+            "mlp.gate_proj.weight", "mlp.up_proj.weight", transform=lambda gate, up: np.stack([gate.T, up.T])),
+        "llm/layers/mlp/linear": per_layer("mlp.down_proj.weight", transform=_transposed),
+    }
+
+
+def tensor_sources(config: OpenVLAConfig) -> dict[str, Source]:
+    """Flat Flax path -> its `Source` in an OpenVLA checkpoint."""
+    sources = {**_vit_sources(_DINO, "dino", config.dino), **_vit_sources(_SIGLIP, "siglip", config.siglip)}
+    for index in (1, 2, 3):
+        sources[f"projector/fc{index}/kernel"] = Source(((f"projector.fc{index}.weight",),), _transposed)
+        sources[f"projector/fc{index}/bias"] = Source(((f"projector.fc{index}.bias",),))
+    sources.update(_llm_sources(config.llm))
+    return sources
+
+
+def unused_tensors(config: OpenVLAConfig, names: Any) -> set[str]:
+    """Tensors of the checkpoint Prismatic never reads: each ViT's last block and final norm, SigLIP's pool head."""
+    unused_prefixes = (f"{_DINO}.blocks.{config.dino.depth}.", f"{_DINO}.norm.",
+                       f"{_SIGLIP}.blocks.{config.siglip.depth}.", f"{_SIGLIP}.norm.", f"{_SIGLIP}.attn_pool.")
+    return {name for name in names if name.startswith(unused_prefixes)}
+
+
+def _vit_tensor_shapes(prefix: str, config: ViTConfig, attention_pool: bool) -> dict[str, tuple[int, ...]]:
+    """timm's tensors of one ViT (all `config.depth + 1` blocks, the final norm, SigLIP's attention-pool head)."""
+    width, mlp, patch = config.width, config.mlp_dim, config.patch_size
+    shapes = {f"{prefix}.pos_embed": (1, config.num_tokens, width), f"{prefix}.patch_embed.proj.weight": (width, 3, patch, patch),
+              f"{prefix}.patch_embed.proj.bias": (width,), f"{prefix}.norm.weight": (width,), f"{prefix}.norm.bias": (width,)}
+    if config.class_token:
+        shapes[f"{prefix}.cls_token"] = (1, 1, width)
+    if config.num_registers:
+        shapes[f"{prefix}.reg_token"] = (1, config.num_registers, width)
+    block = {"norm1.weight": (width,), "norm1.bias": (width,), "attn.qkv.weight": (3 * width, width),
+             "attn.qkv.bias": (3 * width,), "attn.proj.weight": (width, width), "attn.proj.bias": (width,),
+             "norm2.weight": (width,), "norm2.bias": (width,), "mlp.fc1.weight": (mlp, width), "mlp.fc1.bias": (mlp,),
+             "mlp.fc2.weight": (width, mlp), "mlp.fc2.bias": (width,)}
+    if config.layer_scale:
+        block |= {"ls1.scale_factor": (width,), "ls2.scale_factor": (width,)}
+    for index in range(config.depth + 1):
+        shapes |= {f"{prefix}.blocks.{index}.{name}": shape for name, shape in block.items()}
+    if attention_pool:
+        pool = {"latent": (1, 1, width), "q.weight": (width, width), "q.bias": (width,), "kv.weight": (2 * width, width),
+                "kv.bias": (2 * width,), "proj.weight": (width, width), "proj.bias": (width,), "norm.weight": (width,),
+                "norm.bias": (width,), "mlp.fc1.weight": (mlp, width), "mlp.fc1.bias": (mlp,),
+                "mlp.fc2.weight": (width, mlp), "mlp.fc2.bias": (width,)}
+        shapes |= {f"{prefix}.attn_pool.{name}": shape for name, shape in pool.items()}
+    return shapes
+
+
+def tensor_shapes(config: OpenVLAConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of an OpenVLA checkpoint with `config` (name -> shape), as openvla/openvla-7b stores them."""
+    llm, vision = config.llm, config.dino.width + config.siglip.width
+    shapes = {**_vit_tensor_shapes(_DINO, config.dino, False), **_vit_tensor_shapes(_SIGLIP, config.siglip, True)}
+    shapes |= {"projector.fc1.weight": (4 * vision, vision), "projector.fc1.bias": (4 * vision,),
+               "projector.fc2.weight": (llm.width, 4 * vision), "projector.fc2.bias": (llm.width,),
+               "projector.fc3.weight": (llm.width, llm.width), "projector.fc3.bias": (llm.width,)}
+    q_dim, kv_dim = llm.num_heads * llm.head_dim, llm.num_kv_heads * llm.head_dim
+    layer = {"self_attn.q_proj.weight": (q_dim, llm.width), "self_attn.k_proj.weight": (kv_dim, llm.width),
+             "self_attn.v_proj.weight": (kv_dim, llm.width), "self_attn.o_proj.weight": (llm.width, q_dim),
+             "mlp.gate_proj.weight": (llm.mlp_dim, llm.width), "mlp.up_proj.weight": (llm.mlp_dim, llm.width),
+             "mlp.down_proj.weight": (llm.width, llm.mlp_dim), "input_layernorm.weight": (llm.width,),
+             "post_attention_layernorm.weight": (llm.width,)}
+    shapes[f"{_LLM}.embed_tokens.weight"] = (config.vocab_size, llm.width)
+    for index in range(llm.depth):
+        shapes |= {f"{_LLM}.layers.{index}.{name}": shape for name, shape in layer.items()}
+    shapes[f"{_LLM}.norm.weight"] = (llm.width,)
+    shapes["language_model.lm_head.weight"] = (config.vocab_size, llm.width)
+    return shapes

@@ -58,6 +58,11 @@ class OpenVLAConfig:
         return (self.llm,)
 
     @property
+    def action_horizon(self) -> int:
+        """OpenVLA predicts one action per step (no chunk)."""
+        return 1
+
+    @property
     def unpadded_vocab_size(self) -> int:
         return self.vocab_size - self.pad_to_multiple_of
 

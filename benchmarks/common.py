@@ -11,6 +11,8 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable
 
@@ -69,3 +71,44 @@ def write_report(name: str, results: dict[str, Any]) -> pathlib.Path:
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(json.dumps(report, indent=2, default=str))
     return path
+
+
+_MEASURE_LOAD = """
+import json, sys, time
+
+def status_bytes(field):
+    # /proc's VmHWM/VmRSS belong to this process image (getrusage's maxrss would include the parent's at fork).
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+import jax
+from multinet_jax.models import load_model
+rss_before = status_bytes("VmRSS")
+start = time.perf_counter()
+model = load_model(sys.argv[1], dtype="bfloat16")
+jax.block_until_ready(model.params)
+seconds = time.perf_counter() - start
+leaves = jax.tree.leaves(model.params)
+json.dump({
+    "load_s": seconds,
+    "peak_rss_bytes": status_bytes("VmHWM"),
+    "rss_before_load_bytes": rss_before,
+    "rss_after_load_bytes": status_bytes("VmRSS"),
+    "loaded_param_bytes": sum(leaf.nbytes for leaf in leaves),
+    "loaded_dtypes": sorted({str(leaf.dtype) for leaf in leaves}),
+    "config": repr(model.config),
+}, sys.stdout)
+"""
+
+
+def measure_load(checkpoint: pathlib.Path, num_params: int) -> dict[str, Any]:
+    """`load_model(checkpoint, dtype="bfloat16")` in a fresh process: load seconds and peak RSS (VmHWM), also as a
+    multiple of the parameters' bfloat16 bytes (the goal: under 1.3x)."""
+    completed = subprocess.run([sys.executable, "-c", _MEASURE_LOAD, str(checkpoint)], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"load subprocess failed:\n{completed.stderr[-4000:]}")
+    measured = json.loads(completed.stdout)
+    bf16_bytes = 2 * num_params
+    return {"num_params": num_params, "bf16_param_bytes": bf16_bytes, **measured,
+            "peak_rss_over_bf16_bytes": measured["peak_rss_bytes"] / bf16_bytes, "goal_peak_rss_over_bf16_bytes": 1.3}

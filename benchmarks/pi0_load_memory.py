@@ -14,12 +14,9 @@ memory until it commits, so writing peaks near 12 GB of RAM (measured); loading 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pathlib
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -27,40 +24,11 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import measure_load, write_report
 from multinet_jax import weights
 from multinet_jax.models import configs, param_shapes
 
 CHUNK = 2**24  # values generated per step while writing the random arrays
-
-_MEASURE = """
-import json, sys, time
-
-def status_bytes(field):
-    # /proc's VmHWM/VmRSS belong to this process image (getrusage's maxrss would include the parent's at fork).
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-
-import jax
-from multinet_jax.models import load_model
-rss_before = status_bytes("VmRSS")
-start = time.perf_counter()
-model = load_model(sys.argv[1], dtype="bfloat16")
-jax.block_until_ready(model.params)
-seconds = time.perf_counter() - start
-leaves = jax.tree.leaves(model.params)
-json.dump({
-    "load_s": seconds,
-    "peak_rss_bytes": status_bytes("VmHWM"),
-    "rss_before_load_bytes": rss_before,
-    "rss_after_load_bytes": status_bytes("VmRSS"),
-    "loaded_param_bytes": sum(leaf.nbytes for leaf in leaves),
-    "loaded_dtypes": sorted({str(leaf.dtype) for leaf in leaves}),
-    "config": repr(model.config),
-}, sys.stdout)
-"""
-
 
 def random_memmap(path: pathlib.Path, shape: tuple[int, ...], rng: np.random.Generator) -> np.memmap:
     """A bfloat16 array of normal(0, 0.02) values backed by `path`, written in chunks."""
@@ -105,24 +73,9 @@ def main() -> None:
     write_s = write_random_checkpoint(directory, args.config)
     shapes = jax.tree.leaves(param_shapes(configs.get_config(args.config)))
     num_params = sum(math.prod(s.shape) for s in shapes)
-    completed = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(directory)], capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"load subprocess failed:\n{completed.stderr[-4000:]}")
-    measured = json.loads(completed.stdout)
-    bf16_bytes = 2 * num_params
     write_report(
         "pi0_load_memory" if args.config == "pi0_full" else f"{args.config.removesuffix('_full')}_load_memory",
-        {
-            "model": args.config,
-            "num_params": num_params,
-            "bf16_param_bytes": bf16_bytes,
-            "checkpoint_write_s": write_s,
-            **measured,
-            "peak_rss_over_bf16_bytes": measured["peak_rss_bytes"] / bf16_bytes,
-            "goal_peak_rss_over_bf16_bytes": 1.3,
-        },
+        {"model": args.config, "checkpoint_write_s": write_s, **measure_load(directory, num_params)},
     )
     if not args.keep:
         shutil.rmtree(directory)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from models_helpers import relative_error
 from openvla_helpers import fixture_images, fixture_instructions, openvla_io, openvla_model
@@ -82,3 +83,16 @@ def test_bfloat16_restores_bfloat16_params_and_stays_close():
     projected = OpenVLA(model.config).apply({"params": model.params}, model.pixels(fixture_images()), method=OpenVLA.embed_images)
     assert projected.dtype == jnp.bfloat16
     assert relative_error(projected, io["projector_features"]) < 0.05  # bf16 rounding through two ViTs
+
+
+def test_bad_inputs_fail_with_one_line():
+    model = openvla_model()
+    images, instructions = fixture_images(), fixture_instructions()
+    with pytest.raises(ValueError, match="unnorm_key 'libero' is not in the checkpoint's norm_stats \\['bridge_orig'\\]"):
+        model.predict_action(images[:1], instructions[:1], unnorm_key="libero")
+    with pytest.raises(ValueError, match="as many images as instructions"):
+        model.predict_action(images[:2], instructions[:1])
+    with pytest.raises(ValueError, match=r"OpenVLA images must be uint8 \[H, W, 3\], got float32 \(224, 224, 3\)"):
+        model.predict_action([images[0].astype(np.float32)], instructions[:1])
+    with pytest.raises(KeyError, match="OpenVLA reads `image/<camera>` \\(uint8\\) and `prompt`"):
+        model.sample_tokens({"image/base_0_rgb": np.zeros((1, 224, 224, 3), np.uint8)})

@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import pathlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -112,12 +112,19 @@ def save_checkpoint(tensors: Mapping[str, np.ndarray], directory: str | pathlib.
             filled = 0
         shards[-1].append(name)
         filled += tensors[name].nbytes
-    weight_map = {}
-    for index, names in enumerate(shards):
-        file = f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file({name: tensors[name] for name in names}, directory / file, metadata={"format": "pt"})
-        weight_map |= dict.fromkeys(names, file)
-    total = sum(tensor.nbytes for tensor in tensors.values())
+    save_shards(({name: tensors[name] for name in names} for names in shards), directory, len(shards))
+
+
+def save_shards(shards: Iterable[Mapping[str, np.ndarray]], directory: str | pathlib.Path, num_shards: int) -> None:
+    """Write `num_shards` shards as they come (a generator keeps one shard in memory) plus the index."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weight_map, total = {}, 0
+    for index, shard in enumerate(shards):
+        file = f"model-{index + 1:05d}-of-{num_shards:05d}.safetensors"
+        save_file(dict(shard), directory / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(shard, file)
+        total += sum(tensor.nbytes for tensor in shard.values())
     (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 

@@ -3,7 +3,6 @@ action and text domains through the model interface, with OpenVLA's own tokenize
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -48,11 +47,12 @@ def test_openvla_runs_action_and_text_domains(tmp_path):
     assert len(texts) == LIMIT and all(isinstance(record["raw_output"], str) for record in texts)
 
 
-def test_openvla_flag_errors_are_one_line(tmp_path):
+def test_openvla_takes_no_tokenizer_and_unnorm_key_needs_checkpoint_stats(tmp_path):
     from multinet_jax.eval import EvalConfig
 
-    settings = eval_helpers.settings(tmp_path, ("piqa",), tokenizer=None)
-    with pytest.raises(ValueError, match="--model=pi0 needs --tokenizer"):
-        EvalConfig(**settings)
+    settings = eval_helpers.settings(tmp_path, ("piqa",), model="openvla", checkpoint=openvla_dir(), tokenizer=None)
+    config = EvalConfig(**settings)
+    assert config.tokenizer is None and set(config.asset_specs()) == {"checkpoint"}  # its checkpoint bundles one
+    assert "tokenizer" in EvalConfig(**{**settings, "model": "pi0"}).asset_specs()
     with pytest.raises(ValueError, match="--unnorm_key picks the checkpoint's statistics"):
-        EvalConfig(**{**settings, "model": "openvla", "unnorm_key": "bridge_orig"})
+        EvalConfig(**{**settings, "unnorm_key": "bridge_orig"})

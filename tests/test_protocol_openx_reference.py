@@ -48,7 +48,7 @@ def test_split_statistics_are_multinets_bit_for_bit(reference, multinet_stats):
 def test_fixed_output_maps_to_multinets_predictions(reference, multinet_stats):
     """Horizon 1 semantics: step 0 of the output, first 14 dims, `x * (std + 1e-6) + mean` with the split's stats."""
     raw = reference["raw_actions_n50x32"][:, :1, :]  # what a Pi0Config(action_horizon=1) model returns
-    predictions = domains.continuous_predictions(raw, ACTION_DIM, multinet_stats["mean"], multinet_stats["std"])
+    predictions = domains.continuous_predictions(raw, ACTION_DIM, domains.ActionNorm("mean_std", multinet_stats))
     np.testing.assert_allclose(np.asarray(predictions), reference["mn_pred_from_raw_step0"], rtol=0, atol=1e-9)
 
 

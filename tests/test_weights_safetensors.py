@@ -126,9 +126,11 @@ def test_bad_config_fields_are_named(tmp_path, file, edit, message):
 
 def test_no_weights_and_bad_tokenizer_are_named(tmp_path):
     target = copy_model(tmp_path)
+    tokenizer = (target / "tokenizer.model").read_bytes()
     (target / "tokenizer.model").write_bytes(b"not a model")
     with pytest.raises(weights.CheckpointError, match=r"tokenizer.model: not a SentencePiece model"):
         load_model(target)
+    (target / "tokenizer.model").write_bytes(tokenizer)
     (target / "model.safetensors").unlink()
     with pytest.raises(weights.CheckpointError, match=r"holds neither model.safetensors nor model.safetensors.index.json"):
         load_model(target)

@@ -20,7 +20,7 @@ def _forward(model, pixels, tokens, mask):
     module, variables = OpenVLA(model.config), {"params": model.params}
     prefix, prefix_mask = module.apply(variables, pixels, tokens, mask, method=OpenVLA.embed_prefix)
     (logits, hidden), state = module.apply(variables, prefix, prefix_mask, method=OpenVLA.forward, mutable=["intermediates"])
-    (layers,) = state["intermediates"]["llm"]["layers"]["hidden"]
+    ((layers,),) = state["intermediates"]["llm"]["layers"]["residual"]  # expert 0, [depth, b, n, w]
     return prefix, logits, hidden, layers, np.asarray(prefix_mask)
 
 

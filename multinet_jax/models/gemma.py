@@ -43,8 +43,6 @@ KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
     mask the unwritten slots in `attn_mask`), and return the updated cache.
 - `embed(tokens)` (method): int tokens `[b, t]` -> `[b, t, width_0]` in `dtype`, scaled by sqrt(width_0).
 - `logits(x)` (method): `[b, t, width_0]` -> float32 `[b, t, vocab]` via the tied embedding (or `lm_head`).
-- Per-layer hidden states: with `mutable=["intermediates"]`, `intermediates/.../layers/hidden` holds expert 0's
-  residual stream after each layer, `[depth, b, t, width_0]` (before the final norm).
 Use `Gemma.apply(params, tokens, method="embed")` / `method="logits"` with the `llm` sub-tree as params.
 """
 

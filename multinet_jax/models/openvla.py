@@ -86,7 +86,8 @@ class OpenVLA(nn.Module):
     def forward(self, prefix: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The whole causal sequence without a cache: (logits float32 `[b, n, vocab]`, final-normed hidden states).
 
-        Apply with `mutable=["intermediates"]` to also get every layer's output (`gemma` docstring).
+        Apply with `mutable=["intermediates"]` to also get every layer's output (`intermediates/llm/layers/residual`,
+        read by `models.activations`).
         """
         attn_mask = decoding.make_attn_mask(mask, jnp.ones(mask.shape, bool))
         positions = jnp.cumsum(mask, axis=1) - 1

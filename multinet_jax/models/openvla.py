@@ -231,8 +231,11 @@ class OpenVLAModel:
         return self.normalized_actions(generated)[:, None, :]
 
     def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
-                      temperature: float = 0.0) -> jax.Array:
-        """`interface.Model`: text after `In: {prompt}\\nOut:`, int32 `[b, max_decoding_steps]`, 0 after EOS."""
+                      temperature: float = 0.0, openpi_exact: bool = True) -> jax.Array:
+        """`interface.Model`: text after `In: {prompt}\\nOut:`, int32 `[b, max_decoding_steps]`, 0 after EOS.
+
+        `openpi_exact` is openpi's decode window for PaliGemma families; OpenVLA always decodes as HF's `generate`
+        (contiguous positions, valid keys only), so it does not apply."""
         pixels, tokens, mask = self._observation_inputs(observation, for_actions=False)
         generated = self.generate(pixels, tokens, mask, max_decoding_steps=max_decoding_steps, rng=rng,
                                   temperature=temperature, sample_index=observation.get("sample_index"))

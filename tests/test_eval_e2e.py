@@ -164,7 +164,7 @@ def test_pi0_fast_on_actions_and_text(tmp_path):
 
 
 def test_model_family_mismatch_fails_before_writing(tmp_path):
-    with pytest.raises(ValueError, match="holds a pi0 checkpoint"):
+    with pytest.raises(ValueError, match="holds a pi0 model .*, but --model=pi0_fast"):
         eval_helpers.evaluate(tmp_path, ("piqa",), model="pi0_fast", fast_tokenizer=eval_helpers.assets()["fast_tokenizer"])
     assert not any(tmp_path.iterdir())
 
@@ -176,8 +176,10 @@ def test_pi05_on_actions_with_its_state_prompt_and_on_text(tmp_path):
 
     paths = eval_helpers.assets()
     checkpoint = str(shared_path("openpi_reference", "pi05", "ckpt", "0"))
-    eval_helpers.evaluate(tmp_path, ("openx_bimanual", "piqa"), limit=4, model="pi05", checkpoint=checkpoint)
-    assert _metrics(tmp_path, "openx_bimanual")["config"]["dtype"] == "bfloat16"  # eval's default: openpi's policy dtype
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual", "piqa"), limit=4, model=None, checkpoint=checkpoint)
+    config = _metrics(tmp_path, "openx_bimanual")["config"]
+    assert config["model"] == "pi05"  # no --model: inferred from the checkpoint's parameters
+    assert config["dtype"] == "bfloat16"  # eval's default: openpi's policy dtype
     assert len(_records(tmp_path, "piqa")) == 4
 
     model = models.load_model(checkpoint, dtype="bfloat16")
@@ -185,7 +187,14 @@ def test_pi05_on_actions_with_its_state_prompt_and_on_text(tmp_path):
     tokenizer = tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
     batch = next(iter(data.load("openx_bimanual", pathlib.Path(paths["data_dir"]) / "openx_bimanual", split="public",
                                 tokenizer=None, batch_size=4, limit=4, cache_dir=paths["cache_dir"])))
-    prompts = [tokenizer.tokenize_prompt(p, 200, state=s) for p, s in zip(batch["prompt"], batch["state"])]
+    # openpi's order: the unpadded state, quantile-normalized with the checkpoint's state q01/q99, then 256 bins
+    source = data.make_source("openx_bimanual", pathlib.Path(paths["data_dir"]) / "openx_bimanual", split="public",
+                              cache_dir=paths["cache_dir"])
+    states = [np.asarray(source[i]["state"], np.float64).reshape(-1) for i in range(4)]
+    assert [len(state) for state in states] == batch["state_dim"].tolist() and len(states[0]) < 32
+    q01, q99 = (np.asarray(model.norm_stats["state"][key], np.float64) for key in ("q01", "q99"))
+    normalized = [(state - q01[:len(state)]) / (q99[:len(state)] - q01[:len(state)] + 1e-6) * 2 - 1 for state in states]
+    prompts = [tokenizer.tokenize_prompt(p, 200, state=s) for p, s in zip(batch["prompt"], normalized)]
     observation = {k: v for k, v in batch.items() if k.startswith(("image", "state"))}
     observation["tokenized_prompt"] = np.stack([ids for ids, _ in prompts])
     observation["tokenized_prompt_mask"] = np.stack([mask for _, mask in prompts])

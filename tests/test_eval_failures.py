@@ -66,6 +66,7 @@ def test_unknown_domain_fails_before_anything_loads(tmp_path):
 def test_pi05_checkpoint_evaluated_as_pi0_fails_before_any_prediction(tmp_path):
     """A Pi0.5 needs its own prompt (the discretized state): run as --model=pi0 it would be silently wrong."""
     checkpoint = shared_path("openpi_reference", "pi05", "ckpt", "0")
-    with pytest.raises(ValueError, match=rf"--model=pi0 but {checkpoint} holds a pi05 checkpoint"):
+    with pytest.raises(ValueError, match=rf"^{checkpoint}: holds a pi05 model \(from its parameters\), but --model=pi0; "
+                                         "pass --model=pi05 or leave --model out$"):
         eval_helpers.evaluate(tmp_path / "run", ("piqa",), checkpoint=str(checkpoint))
     assert _outputs(tmp_path / "run") == []

@@ -21,6 +21,8 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["multinet-jax eval", f"--flagfile={path}"])
     values = {field.name: getattr(flags.FLAGS, field.name) for field in dataclasses.fields(EvalConfig)}
+    # The pod-slice and probe flagfiles are completed on the command line: no checkpoint to infer --model from.
+    values["model"] = values["model"] or "pi0"
     config = EvalConfig(**{**values, "domains": tuple(values["domains"])})
     print(json.dumps({"file": path.name, "model": config.model, "domains": list(config.domains),
                       "skip_similarity": config.skip_similarity, "assets": config.asset_specs()}))
@@ -70,3 +72,12 @@ def test_action_dim_is_refused_for_pi0_whose_checkpoint_fixes_it(tmp_path):
     assert result.returncode != 0
     assert "error: --action_dim is for pi0_fast" in result.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_without_model_fails_before_building_anything(tmp_path):
+    """--demo builds a checkpoint of the family --model names; without it there is nothing to infer from."""
+    result = eval_helpers.run_eval(["--demo", f"--checkpoint={tmp_path / 'ckpt'}", f"--data_dir={tmp_path / 'data'}",
+                                    f"--output_dir={tmp_path / 'out'}"], timeout=120)
+    assert result.returncode != 0
+    assert "error: --demo builds the checkpoint, so it needs --model" in result.stdout
+    assert "Traceback" not in result.stdout and not any(tmp_path.iterdir())

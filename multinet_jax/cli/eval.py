@@ -22,7 +22,8 @@ from multinet_jax.domains import ALL_DOMAINS
 # The model registry's kinds (`models.registry.model_kinds()`; a test keeps them equal), listed here so that flag
 # parsing does not import JAX.
 MODEL_KINDS = ("pi0", "pi05", "pi0_fast", "openvla")
-flags.DEFINE_enum("model", "pi0", list(MODEL_KINDS), "Model family of --checkpoint (checked against its layout).")
+flags.DEFINE_enum("model", None, list(MODEL_KINDS), "Model family of --checkpoint; default: the one its layout and "
+                  "parameters hold (when given, it must agree with them).")
 flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
                     "gs://..., or the step directory holding params/ (or params/ itself); openvla: a Hugging Face "
                     "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b.")
@@ -47,6 +48,8 @@ flags.DEFINE_integer("num_flow_steps", 10, "Pi0 Euler steps of flow matching.")
 flags.DEFINE_integer("max_decoding_steps", 32, "Most tokens decoded per sample (text domains, Pi0-FAST actions).")
 flags.DEFINE_bool("openpi_exact_decoding", True, "Decode text and FAST tokens exactly as openpi does (its attention window "
                   "and positions, which read masked cameras' tokens); --noopenpi_exact_decoding: the corrected masking.")
+flags.DEFINE_bool("normalize_state", True, "pi05 / pi0_fast: the prompt's state quantile-normalized with the checkpoint's "
+                  "state q01/q99 before its 256 bins, as openpi does; --nonormalize_state: the state as the data gives it.")
 flags.DEFINE_float("temperature", 0.0, "Sampling temperature for text decoding; 0 is greedy.")
 flags.DEFINE_integer("seed", 0, "Base random seed; each sample folds in its global index.")
 flags.DEFINE_integer("limit", None, "Evaluate at most this many samples per domain.")
@@ -97,6 +100,7 @@ def config_from_flags(*, require_data: bool = True):
             num_flow_steps=FLAGS.num_flow_steps,
             max_decoding_steps=FLAGS.max_decoding_steps,
             openpi_exact_decoding=FLAGS.openpi_exact_decoding,
+            normalize_state=FLAGS.normalize_state,
             temperature=FLAGS.temperature,
             seed=FLAGS.seed,
             limit=FLAGS.limit,
@@ -121,6 +125,8 @@ def main(argv: list[str]) -> None:
     sharding.initialize_distributed()
     from multinet_jax.eval import demo, evaluate
 
+    if FLAGS.demo and not FLAGS.model:
+        raise SystemExit("error: --demo builds the checkpoint, so it needs --model to know which family to build")
     config = config_from_flags()
     if FLAGS.demo:
         demo.build(checkpoint=FLAGS.checkpoint, tokenizer=FLAGS.tokenizer, fast_tokenizer=FLAGS.fast_tokenizer,

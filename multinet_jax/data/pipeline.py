@@ -62,6 +62,7 @@ class SampleBuilder:
     def model_inputs(self, image: np.ndarray | None, state: np.ndarray | None, prompt: str) -> dict[str, np.ndarray]:
         inputs = transforms.camera_inputs(image, self.cameras)
         inputs["state"] = transforms.pad_state(state)
+        inputs["state_dim"] = transforms.state_dim(state)
         if self.tokenizer is not None:
             inputs.update(transforms.tokenize(self.tokenizer, prompt, self.max_token_len))
         return inputs

@@ -86,6 +86,11 @@ def pad_state(state: np.ndarray | None, dim: int = STATE_DIM) -> np.ndarray:
     return np.pad(flat, (0, dim - flat.shape[0]))
 
 
+def state_dim(state: np.ndarray | None, dim: int = STATE_DIM) -> np.int32:
+    """How many of `pad_state`'s dims are the sample's own (openpi's Pi0.5 / Pi0-FAST prompts hold only those)."""
+    return np.int32(0 if state is None else min(np.size(state), dim))
+
+
 def camera_inputs(image: np.ndarray | None, cameras: Sequence[str]) -> dict[str, np.ndarray]:
     """uint8 `image/<camera>` [224, 224, 3] and bool `image_mask/<camera>`; the sample's image feeds the first.
 

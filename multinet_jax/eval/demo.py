@@ -63,14 +63,14 @@ DEMO_OPENVLA_PREPROCESSOR = {
 
 
 def build_checkpoint(model: str, directory: pathlib.Path, norm_dims: int = 32) -> pathlib.Path:
-    """Random tiny checkpoint of the `model` family (seeded), with identity action norm stats."""
+    """Random tiny checkpoint of the `model` family (seeded), with identity norm stats (mean 0, std 1, q01 -1, q99 1)."""
     from multinet_jax import models, weights
 
     config = models.configs.get_config(DEMO_CONFIGS[model])
     rng = np.random.default_rng(DEMO_SEED)
     params = jax.tree.map(lambda leaf: (rng.standard_normal(leaf.shape) * DEMO_PARAM_SCALE).astype(leaf.dtype),
                           models.param_shapes(config))
-    identity = {"mean": np.zeros(norm_dims), "std": np.ones(norm_dims)}
+    identity = {"mean": np.zeros(norm_dims), "std": np.ones(norm_dims), "q01": -np.ones(norm_dims), "q99": np.ones(norm_dims)}
     weights.save_openpi_checkpoint(params, directory, norm_stats={"actions": identity, "state": identity}, asset_id="demo")
     return directory
 

@@ -29,6 +29,7 @@ import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import act2answer, results, summary
+from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
 
 MODEL_KINDS = registry.model_kinds()
@@ -46,7 +47,7 @@ class EvalConfig:
     `multinet_jax.assets` resolves; the tokenizers and the embedder default to their public names.
     """
 
-    model: str
+    model: str | None  # None: the kind the checkpoint holds (`registry.model_kind`)
     checkpoint: str
     tokenizer: str | None
     domains: tuple[str, ...]
@@ -64,6 +65,7 @@ class EvalConfig:
     num_flow_steps: int = 10
     max_decoding_steps: int = 32
     openpi_exact_decoding: bool = True
+    normalize_state: bool = True  # Pi0.5 / Pi0-FAST prompts: the state quantile-normalized with the checkpoint's stats
     temperature: float = 0.0
     seed: int = 0
     limit: int | None = None
@@ -74,6 +76,8 @@ class EvalConfig:
     unnorm_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.model is None:
+            object.__setattr__(self, "model", registry.model_kind(self.checkpoint))
         if self.model not in MODEL_KINDS:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
         if self.unnormalize not in UNNORMALIZE_CHOICES:
@@ -156,9 +160,8 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
     overrides = {
         name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
     }
+    registry.check_model_kind(checkpoint, config.model)  # before any array is read
     model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
-    if model.family != config.model:
-        raise ValueError(f"--model={config.model} but {config.checkpoint} holds a {model.family} checkpoint")
     if fast_prompt is not None:
         model.action_tokenizer = fast_prompt  # openpi checkpoints ship no FAST tokenizer
     return model
@@ -199,6 +202,11 @@ class Evaluator:
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
         self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
         self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
+        self.state_prompts = None
+        if config.model in ("pi05", "pi0_fast") and any(domains.lookup(name).uses_actions for name in config.domains):
+            self.state_prompts = StatePrompts(
+                paligemma=self.paligemma, fast_prompt=self.fast_prompt, max_token_len=self.model.config.max_token_len,
+                norm_stats=self.model.norm_stats, normalize=config.normalize_state, source=config.checkpoint)
         self.rng = jax.random.key(config.seed)
         self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
                                                   config.openpi_exact_decoding)
@@ -209,18 +217,8 @@ class Evaluator:
 
     def _prompt_holds_state(self, domain: domains.Domain) -> bool:
         """Pi0-FAST and Pi0.5 predict actions from prompts holding the discretized state (openpi's FAST and Pi0.5
-        formats), so those are built per batch (`_state_prompts`); text domains use Pi0's prompt with every model."""
-        return self.config.model in ("pi05", "pi0_fast") and domain.uses_actions
-
-    def _state_prompts(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """openpi's FAST prompt (Pi0-FAST) or Pi0.5 prompt (`model.config.max_token_len` tokens) per row."""
-        pairs = [(prompt or "", np.asarray(state)) for prompt, state in zip(batch["prompt"], batch["state"])]
-        if self.fast_prompt is not None:
-            rows = [self.fast_prompt.tokenize(prompt, state) for prompt, state in pairs]
-            return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
-        length = self.model.config.max_token_len
-        ids, masks = zip(*(self.paligemma.tokenize_prompt(prompt, length, state=state) for prompt, state in pairs))
-        return {"tokenized_prompt": np.stack(ids), "tokenized_prompt_mask": np.stack(masks)}
+        formats), so those are built per batch (`state_prompts`); text domains use Pi0's prompt with every model."""
+        return self.state_prompts is not None and domain.uses_actions
 
     def _dataset(self, domain: domains.Domain) -> Any:
         return data.load(
@@ -272,7 +270,7 @@ class Evaluator:
         """Host arrays of the model inputs; the models place them on the mesh (batch over "data")."""
         observation = data.model_inputs(batch)
         if self._prompt_holds_state(domain):
-            observation.update(self._state_prompts(batch))
+            observation.update(self.state_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             observation.update(act2answer.text_probe_inputs(batch, self.paligemma, self.config.max_token_len))
         if self.bundled_tokenizer:

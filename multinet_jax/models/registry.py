@@ -1,7 +1,8 @@
 """Which model family a checkpoint holds, decided from its layout; `load_model` asks here and nowhere else.
 
 A family registers a `Family`: a name, a cheap `recognizes(path)` test on the checkpoint's layout (files and their
-headers, never the arrays) and a `load(path, dtype=, mesh=, **overrides)` that returns a `models.interface.Model`.
+headers, never the arrays), a `kind(path)` that names which of its model kinds the checkpoint holds (from the same
+headers) and a `load(path, dtype=, mesh=, **overrides)` that returns a `models.interface.Model`.
 Adding a family touches its own module in `models/` and one `register(...)` line below, never the evaluator.
 """
 
@@ -23,11 +24,13 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One checkpoint layout and how to load it; `names` are the model kinds it can return."""
+    """One checkpoint layout and how to load it; `names` are the model kinds it can return, `kind(path)` the one a
+    checkpoint of this layout holds."""
 
     layout: str
     names: tuple[str, ...]
     recognizes: Callable[[str], bool]
+    kind: Callable[[str], str]
     load: Callable[..., Model]
     description: str
     bundles_tokenizer: bool = False  # the checkpoint carries its own text tokenizer (the model's `.tokenizer`)
@@ -69,6 +72,21 @@ def family_of(checkpoint: str | pathlib.Path) -> Family:
     raise CheckpointError(f"{path}: not a checkpoint layout this project reads (known: {known})")
 
 
+def model_kind(checkpoint: str | pathlib.Path) -> str:
+    """The model kind (`eval --model`) `checkpoint` holds, from its layout and parameter shapes (no arrays read);
+    names and URLs are resolved (and cached) by `multinet_jax.assets` first."""
+    path = str(assets.resolve(checkpoint))
+    return family_of(path).kind(path)
+
+
+def check_model_kind(checkpoint: str | pathlib.Path, expected: str) -> None:
+    """A one-line error when `checkpoint` holds another model kind than `expected` (what `--model` named)."""
+    held = model_kind(checkpoint)
+    if held != expected:
+        raise CheckpointError(f"{checkpoint}: holds a {held} model (from its parameters), but --model={expected}; "
+                              f"pass --model={held} or leave --model out")
+
+
 def load_model(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> Model:
     """Load `checkpoint` (a local path, an asset name such as `pi0_base`, or a URL such as `hf://openvla/openvla-7b`,
     resolved and cached by `multinet_jax.assets`) with the family its layout names, restored as `dtype` into
@@ -87,13 +105,20 @@ def _is_openpi(path: str) -> bool:
     return (local / "params" / "_METADATA").exists() or (local / "_METADATA").exists()
 
 
+def _openpi_kind(path: str) -> str:
+    from multinet_jax import weights
+    from multinet_jax.models import configs
+
+    return configs.model_kind(configs.infer_config(weights.checkpoint_shapes(path)))
+
+
 def _load_openpi(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
     from multinet_jax import models
 
     return models.load_openpi(checkpoint, **kwargs)
 
 
-register(Family("openpi", ("pi0", "pi05", "pi0_fast"), _is_openpi, _load_openpi,
+register(Family("openpi", ("pi0", "pi05", "pi0_fast"), _is_openpi, _openpi_kind, _load_openpi,
                 "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST"))
 
 
@@ -109,6 +134,6 @@ def _load_openvla(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
     return openvla.load(checkpoint, **kwargs)
 
 
-register(Family("huggingface_openvla", ("openvla",), _is_openvla, _load_openvla,
+register(Family("huggingface_openvla", ("openvla",), _is_openvla, lambda path: "openvla", _load_openvla,
                 "a Hugging Face OpenVLA directory (config.json with model_type 'openvla', safetensors)",
                 bundles_tokenizer=True))

@@ -35,6 +35,8 @@ class InferenceOptions:
     max_decoding_steps: int = 32  # token-decoding families (Pi0-FAST actions, every family's text)
     temperature: float = 0.0  # text decoding; action decoding is greedy
     openpi_exact: bool = True  # Pi0-FAST: openpi's decode window (`models.decoding`)
+    action_dim: int | None = None  # one-token-per-dim families (OpenVLA): dims to decode; None: the family's own
+    center_crop: bool = False  # OpenVLA: its evaluation scripts' center crop before the processor (MultiNet ran it so)
 
 
 @runtime_checkable

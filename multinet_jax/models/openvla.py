@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import decoding, numerics
+from multinet_jax.models import activations, decoding, numerics
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import InferenceOptions, Observation
 from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
@@ -74,6 +74,9 @@ class OpenVLA(nn.Module):
 
     def embed_images(self, pixels: jax.Array) -> jax.Array:
         return self.projector(self.vision_features(pixels))
+
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        return self.llm.embed(tokens)
 
     def embed_prefix(self, pixels: jax.Array, tokens: jax.Array, token_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """[BOS, patches, tokens[1:]] embedded `[b, 1 + patches + T - 1, width]` and its validity mask."""
@@ -115,6 +118,46 @@ def _generate_fn(module: OpenVLA, settings: decoding.DecodeSettings, params: Any
     return decoding.generate(module, variables, prefix, mask, causal, sample_index, rng, settings, sampling)
 
 
+def _score_options_fn(module: OpenVLA, params: Any, pixels: jax.Array, tokens: jax.Array, token_mask: jax.Array,
+                      option_tokens: jax.Array, option_mask: jax.Array) -> jax.Array:
+    """Log-likelihood `[b, K]` of each option's tokens `[b, K, m]` after the prompt (teacher forcing, no cache): per
+    option one causal pass over [prefix, option]; the prompt's right padding is masked and positions stay contiguous,
+    so token 0's log-probability comes from the prompt's last valid position, token j's from option token j - 1."""
+    variables = {"params": params}
+    prefix, mask = module.apply(variables, pixels, tokens, token_mask, method=OpenVLA.embed_prefix)
+    batch, prefix_len = mask.shape
+    length = option_tokens.shape[2]
+    predictors = jnp.concatenate([jnp.sum(mask, axis=1, keepdims=True) - 1,
+                                  jnp.broadcast_to(prefix_len + jnp.arange(length - 1), (batch, length - 1))], axis=1)
+    scores = []
+    for option in range(option_tokens.shape[1]):
+        ids, valid = option_tokens[:, option], option_mask[:, option]
+        embedded = module.apply(variables, ids, method=OpenVLA.embed_tokens).astype(prefix.dtype)
+        logits, _ = module.apply(variables, jnp.concatenate([prefix, embedded], axis=1),
+                                 jnp.concatenate([mask, valid], axis=1), method=OpenVLA.forward)
+        picked = jnp.take_along_axis(logits, predictors[:, :, None], axis=1)  # [b, m, vocab]
+        log_probs = jnp.take_along_axis(jax.nn.log_softmax(picked, axis=-1), ids[:, :, None], axis=2)[..., 0]
+        scores.append(jnp.sum(jnp.where(valid, log_probs, 0.0), axis=1))
+    return jnp.stack(scores, axis=1)
+
+
+def _prompt_streams_fn(module: OpenVLA, params: Any, pixels: jax.Array, tokens: jax.Array,
+                       token_mask: jax.Array) -> dict[str, jax.Array]:
+    """`prefix_last` / `prefix_mean` `[b, depth, width]` of the prompt's tokens after the image (BOS comes before it)
+    from one causal pass over the prompt (`models.activations.pool_prompt`)."""
+    variables = {"params": params}
+    prefix, mask = module.apply(variables, pixels, tokens, token_mask, method=OpenVLA.embed_prefix)
+    _, (residual,) = activations.apply_capturing(module, variables, prefix, mask, method=OpenVLA.forward)
+    return activations.pool_prompt(residual, token_mask[:, 1:])
+
+
+@functools.cache
+def compiled_prompt_fn(name: str, config: OpenVLAConfig, mesh: Mesh):
+    """The jitted `score_options` ("score_options") or activations ("streams") pass for one config."""
+    function = {"score_options": _score_options_fn, "streams": _prompt_streams_fn}[name]
+    return jax.jit(functools.partial(function, OpenVLA(config)), out_shardings=sharding.batch_sharding(mesh))
+
+
 @functools.cache
 def compiled_generate(config: OpenVLAConfig, settings: decoding.DecodeSettings, mesh: Mesh):
     """The jitted OpenVLA sampler for one config and setting (traced once per input shape)."""
@@ -142,9 +185,10 @@ class OpenVLAModel:
 
     # -- inputs ------------------------------------------------------------------------------------
 
-    def pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 images of any size -> fused float32 pixels `[b, H, W, 6]` (OpenVLA's processor)."""
-        return np.stack([self.image_processor(image) for image in images])
+    def pixels(self, images: Sequence[np.ndarray], center_crop: bool = False) -> np.ndarray:
+        """uint8 images of any size -> fused float32 pixels `[b, H, W, 6]` (OpenVLA's processor, after OpenVLA's
+        evaluation-time center crop when `center_crop`; `openvla_inputs`)."""
+        return np.stack([self.image_processor(image, center_crop) for image in images])
 
     def action_tokens(self, instructions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """OpenVLA's action prompts tokenized with the empty token appended: (ids, mask), right-padded."""
@@ -159,10 +203,9 @@ class OpenVLAModel:
         sample_index = np.arange(batch) if sample_index is None else sample_index
         settings = decoding.DecodeSettings(max_decoding_steps, per_row_stopping=True, openpi_exact=False)  # HF: contiguous positions
         sampling = decoding.Sampling.create(temperature, stop_token_ids=(self.tokenizer.eos_id,))
-        place = functools.partial(sharding.place_batch, mesh=self.mesh)
         generated, _ = compiled_generate(self.config, settings, self.mesh)(
-            self.params, place(pixels, np.float32), place(tokens, np.int32), place(token_mask, bool),
-            place(sample_index, np.int32), jax.random.key(0) if rng is None else rng, sampling)
+            self.params, *self._placed_inputs(pixels, tokens, token_mask),
+            sharding.place_batch(sample_index, np.int32, mesh=self.mesh), jax.random.key(0) if rng is None else rng, sampling)
         generated = np.asarray(generated)[:batch]
         after_stop = np.cumsum(generated == self.tokenizer.eos_id, axis=1) - (generated == self.tokenizer.eos_id) > 0
         return np.where(after_stop, self.tokenizer.pad_id, generated)
@@ -196,19 +239,22 @@ class OpenVLAModel:
 
     # -- the APIs ----------------------------------------------------------------------------------
 
-    def predict_action(self, images: Sequence[np.ndarray], instructions: Sequence[str], unnorm_key: str | None = None) -> np.ndarray:
+    def predict_action(self, images: Sequence[np.ndarray], instructions: Sequence[str], unnorm_key: str | None = None,
+                       center_crop: bool = False) -> np.ndarray:
         """OpenVLA's `predict_action` for a batch: uint8 `[H, W, 3]` images of any size and instructions ->
-        unnormalized actions float64 `[b, action_dim]`, each row what the sample gives alone (greedy)."""
+        unnormalized actions float64 `[b, action_dim]`, each row what the sample gives alone (greedy).
+        `center_crop`: OpenVLA's evaluation scripts' crop (`get_vla_action(center_crop=True)`) first."""
         if len(images) != len(instructions) or not images:
             raise ValueError(f"predict_action needs as many images as instructions (>= 1), got {len(images)} and {len(instructions)}")
         stats = self.action_stats(unnorm_key)
         tokens, mask = self.action_tokens(instructions)
-        generated = self.generate(self.pixels(images), tokens, mask, max_decoding_steps=len(stats["q01"]))
+        generated = self.generate(self.pixels(images, center_crop), tokens, mask, max_decoding_steps=len(stats["q01"]))
         actions = self.normalized_actions(generated)
         unnormalized = 0.5 * (actions + 1) * (stats["q99"] - stats["q01"]) + stats["q01"]
         return np.where(stats["mask"], unnormalized, actions)
 
-    def _observation_inputs(self, observation: Observation, for_actions: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _observation_inputs(self, observation: Observation, for_actions: bool,
+                            center_crop: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The evaluator's batch -> (pixels, tokens, mask): its first camera's image (uint8, or the pipeline's [-1, 1]
         float32) and its `prompt` texts."""
         cameras = [key for key in observation if key.startswith("image/")]
@@ -221,12 +267,49 @@ class OpenVLAModel:
         images = np.asarray(observation[cameras[0]])
         if images.dtype != np.uint8:  # the pipeline's [-1, 1] floats: back to the uint8 values they came from, exactly
             images = np.rint((images.astype(np.float32) + 1) * 127.5).astype(np.uint8)
-        return self.pixels(list(images)), tokens, mask
+        return self.pixels(list(images), center_crop), tokens, mask
+
+    def _placed_inputs(self, pixels: np.ndarray, tokens: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, ...]:
+        place = functools.partial(sharding.place_batch, mesh=self.mesh)
+        return place(pixels, np.float32), place(tokens, np.int32), place(mask, bool)
+
+    def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
+        """`interface.Model`: log-likelihood float32 `[b, K]` of K candidate answers (`option_tokens` int32
+        `[b, K, m]`, no BOS, right-padded; `option_mask` bool) after the text prompt `In: {prompt}\nOut:`."""
+        option_tokens, option_mask = np.asarray(option_tokens, np.int32), np.asarray(option_mask, bool)
+        pixels, tokens, mask = self._observation_inputs(observation, for_actions=False)
+        if option_tokens.ndim != 3 or option_tokens.shape[0] != len(tokens) or option_mask.shape != option_tokens.shape:
+            raise ValueError(f"option_tokens / option_mask must both be [b={len(tokens)}, options, tokens], got "
+                             f"{option_tokens.shape} and {option_mask.shape}")
+        if not option_mask[..., 0].all():
+            raise ValueError("every option needs at least one token (option_mask[..., 0] must be True)")
+        place = functools.partial(sharding.place_batch, mesh=self.mesh)
+        scores = compiled_prompt_fn("score_options", self.config, self.mesh)(
+            self.params, *self._placed_inputs(pixels, tokens, mask), place(option_tokens, np.int32), place(option_mask, bool))
+        return scores[: len(tokens)]
+
+    def option_tokens(self, options: Sequence[str]) -> list[list[int]]:
+        """Each option's token ids as it follows the prompt (no BOS): what `score_options` scores."""
+        return [self.tokenizer.processor.encode(option) for option in options]
+
+    def activations(self, observation: Observation, *, rng: jax.Array | None = None,
+                    num_steps: int | None = None) -> tuple[np.ndarray, dict[str, jax.Array]]:
+        """`interface.Model` (probing): (the greedy normalized actions `predict_actions` gives, the residual streams
+        `{"prefix_last", "prefix_mean": [b, depth, width]}` of its action prompt after the image, float32). OpenVLA
+        has no action expert, so there is no `action_mean`; `num_steps` (flow steps) does not apply."""
+        del num_steps
+        actions = self.predict_actions(observation, rng=rng, options=InferenceOptions())
+        pixels, tokens, mask = self._observation_inputs(observation, for_actions=True)
+        streams = compiled_prompt_fn("streams", self.config, self.mesh)(self.params, *self._placed_inputs(pixels, tokens, mask))
+        return actions, {name: value[: len(tokens)] for name, value in streams.items()}
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
-        """`interface.Model`: greedy action tokens -> normalized actions `[b, 1, action_dim]` in [-1, 1]."""
-        pixels, tokens, mask = self._observation_inputs(observation, for_actions=True)
-        generated = self.generate(pixels, tokens, mask, max_decoding_steps=self.action_dim,
+        """`interface.Model`: greedy action tokens -> normalized actions `[b, 1, dims]` in [-1, 1]: `options.action_dim`
+        tokens (MultiNet decoded as many as the dataset's statistics have dims; default the norm stats' dim),
+        the image center-cropped first when `options.center_crop`."""
+        pixels, tokens, mask = self._observation_inputs(observation, for_actions=True, center_crop=options.center_crop)
+        dims = self.action_dim if options.action_dim is None else options.action_dim
+        generated = self.generate(pixels, tokens, mask, max_decoding_steps=dims,
                                   sample_index=observation.get("sample_index"))
         return self.normalized_actions(generated)[:, None, :]
 

@@ -9,6 +9,11 @@
   size as torchvision's `resize` does for PIL images (PIL's resampling filter named by `interpolation`, bicubic for
   OpenVLA; PIL's filters always antialias), scaled to [0, 1], then normalized twice with the `tvf_normalize_params`
   means/stds (DINOv2's, then SigLIP's), giving `[H, W, 6]`.
+- Center crop (`crop_center`, when asked): OpenVLA's evaluation-time crop (`experiments/robot/openvla_utils.py`
+  `get_vla_action(..., center_crop=True)` + `crop_and_resize`, in openvla/openvla and copied unchanged into MultiNet's
+  OpenVLA harness, whose `EvalConfig.center_crop` is True): the image as float32 in [0, 1], the central box of
+  sqrt(0.9) of its height and width resized bilinearly to 224 x 224 by `tf.image.crop_and_resize`'s rule, then back to
+  uint8 by `tf.image.convert_image_dtype(saturate=True)` (x * 255.5, truncated); the processor then gets that image.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from multinet_jax.weights.trees import CheckpointError
 TOKENIZER_FILE = "tokenizer.model"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 EMPTY_PIECE = "\u2581"
+CROP_SCALE = 0.9  # the crop's share of the image area (OpenVLA's and MultiNet's `crop_scale`)
+CROP_OUTPUT_SIZE = (224, 224)  # `crop_and_resize`'s output size, fixed in their code
 # torchvision's InterpolationMode codes (as `tvf_resize_params` stores them) -> PIL's filters.
 _PIL_FILTERS = {0: Image.NEAREST, 2: Image.BILINEAR, 3: Image.BICUBIC}
 
@@ -104,14 +111,41 @@ class ImageProcessor:
             raise CheckpointError(f"{path}: tvf_resize_params: antialias=False is not what PIL resizing does")
         return cls(next(iter(sizes)), _PIL_FILTERS[next(iter(filters))], means, stds)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """uint8 `[h, w, 3]` of any size -> float32 `[H, W, 6]`."""
+    def __call__(self, image: np.ndarray, center_crop: bool = False) -> np.ndarray:
+        """uint8 `[h, w, 3]` of any size -> float32 `[H, W, 6]`; `center_crop` first applies OpenVLA's evaluation-time
+        crop (module docstring)."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
             raise ValueError(f"OpenVLA images must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        if center_crop:
+            image = crop_center(image)
         if image.shape[:2] != self.size:
             image = np.asarray(Image.fromarray(image).resize(self.size[::-1], resample=self.resample))
         scaled = image.astype(np.float32) / np.float32(255.0)
         normalized = [(scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
                       for mean, std in zip(self.means, self.stds)]
         return np.concatenate(normalized, axis=-1)
+
+
+def _crop_sampling(size_in: int, size_out: int, low: np.float32, high: np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`tf.image.crop_and_resize`'s bilinear sampling along one axis (float32, as its CPU kernel): the lower and
+    upper source indices and the weight of the upper one."""
+    scale = (high - low) * np.float32(size_in - 1) / np.float32(size_out - 1)
+    coords = (low * np.float32(size_in - 1) + np.arange(size_out, dtype=np.float32) * scale).astype(np.float32)
+    lower = np.floor(coords).astype(np.int64)
+    return lower, np.ceil(coords).astype(np.int64), (coords - lower.astype(np.float32)).astype(np.float32)
+
+
+def crop_center(image: np.ndarray) -> np.ndarray:
+    """uint8 `[h, w, 3]` -> uint8 `[224, 224, 3]`: OpenVLA's evaluation-time center crop (module docstring)."""
+    scaled = np.asarray(image).astype(np.float32) * np.float32(1.0 / 255)
+    side = np.float32(np.clip(np.sqrt(np.float32(CROP_SCALE)), 0, 1))
+    low = (np.float32(1) - side) / np.float32(2)
+    high = low + side
+    rows_low, rows_high, row_weight = _crop_sampling(scaled.shape[0], CROP_OUTPUT_SIZE[0], low, high)
+    cols_low, cols_high, col_weight = _crop_sampling(scaled.shape[1], CROP_OUTPUT_SIZE[1], low, high)
+    col_weight, row_weight = col_weight[None, :, None], row_weight[:, None, None]
+    top = scaled[rows_low][:, cols_low] + (scaled[rows_low][:, cols_high] - scaled[rows_low][:, cols_low]) * col_weight
+    bottom = scaled[rows_high][:, cols_low] + (scaled[rows_high][:, cols_high] - scaled[rows_high][:, cols_low]) * col_weight
+    cropped = np.clip(top + (bottom - top) * row_weight, 0, 1) * np.float32(255.5)
+    return np.clip(cropped, 0, 255).astype(np.uint8)

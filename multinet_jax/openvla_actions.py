@@ -1,0 +1,176 @@
+"""OpenVLA's Open-X actions as MultiNet scored them: how many action tokens it decodes for a dataset, which of the
+statistics' dimensions it unnormalizes, and its per-dataset conversion of OpenVLA's 7-dim action before scoring.
+
+Reproduced from MultiNet's OpenVLA harness, ManifoldRG/MultiNet `src/eval/profiling/openvla/` (the only OpenVLA
+evaluation code in MultiNet's repository; its v1.0 scripts under `src/eval/profiling/openpi/` are Pi0's):
+
+- Decoded dims (`decoded_dims`): its `prismatic/extern/hf/modeling_prismatic.py`,
+  `OpenVLAForActionPrediction.get_action_dim`: under the `simple_mapping` and `naive_dim_extension` decoding
+  strategies, `len(norm_stats[unnorm_key]["action"]["q01"])` tokens, the dataset's own action dimension. Its
+  `data/dataset_statistics_dev.json` gives utokyo_xarm_bimanual (MultiNet's openx_bimanual) `simple_mapping` with
+  14-dim statistics, so OpenVLA decodes 14 action tokens there, not 7.
+- Unnormalization mask (`multinet_mask`): its `experiments/robot/add_new_dataset_statistics.py` writes the
+  statistics it adds with `mask = [True] * (action_dim - 1) + [False]`: the last dimension (the gripper) stays in
+  [-1, 1], as OpenVLA's own statistics leave their gripper dimension.
+- Conversion (`convert`): its `experiments/robot/openvla_action_decoding_utils.py`, `SimpleMapping.decode_action`
+  (the default strategy, `openvla_profiling.EvalConfig.default_action_decoding_strategy`): the gripper value
+  (index 6) transformed per `GRIPPER_PATTERNS`, then the dims reordered per `REORDER_PATTERNS`. The tables are
+  MultiNet's as written, keys included: several gripper keys are shortened names ("nyu_rot", "utokyo_pr2", ...)
+  that never equal the dataset names MultiNet passes, so for those datasets only the reordering ran, and so here.
+  A gripper value outside a transform's range raised ValueError in MultiNet (losing the dataset); here that
+  prediction is invalid. For utokyo_xarm_bimanual MultiNet's reorder pattern is 7-dim with a "TODO: simple mapping
+  undefined for 14D bimanual action space" and its MSE against the 14-dim ground truth would fail, so no
+  conversion is applied there and the 14 decoded dims are scored as they are (`conversion_note` says so in the
+  metrics JSON).
+
+Dataset names are MultiNet's: a domain `openx_<name>` names dataset `<name>`; `openx_bimanual` is
+utokyo_xarm_bimanual_converted_externally_to_rlds (`DOMAIN_DATASETS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+OPENVLA_ACTION_DIM = 7
+GRIPPER_INDEX = 6
+BIMANUAL_DATASET = "utokyo_xarm_bimanual_converted_externally_to_rlds"
+# MultiNet's domain names whose dataset name differs from `openx_<dataset>`.
+DOMAIN_DATASETS = {"openx_bimanual": BIMANUAL_DATASET}
+
+_ORDERS = {
+    "XYZ_RPY_GRIPPER": (0, 1, 2, 3, 4, 5, 6),
+    "GRIPPER_XYZ": (6, 0, 1, 2),
+    "RPY_XYZ": (3, 4, 5, 0, 1, 2),
+    "GRIPPER_RPY_XYZ": (6, 3, 4, 5, 0, 1, 2),
+    "XYZ_GRIPPER": (0, 1, 2, 6),
+    "XYZ_YPR_GRIPPER": (0, 1, 2, 5, 4, 3, 6),
+    "XYZ_Y_GRIPPER": (0, 1, 2, 5, 6),
+    "XYZ_RPY": (0, 1, 2, 3, 4, 5),
+}
+# SimpleMapping.REORDER_PATTERNS (bimanual left out: see the module docstring).
+REORDER_PATTERNS = {
+    "jaco_play": _ORDERS["GRIPPER_XYZ"],
+    "berkeley_cable_routing": _ORDERS["RPY_XYZ"],
+    "nyu_door_opening_surprising_effectiveness": _ORDERS["GRIPPER_RPY_XYZ"],
+    "viola": _ORDERS["GRIPPER_RPY_XYZ"],
+    "berkeley_autolab_ur5": _ORDERS["GRIPPER_RPY_XYZ"],
+    "toto": _ORDERS["RPY_XYZ"],
+    "columbia_cairlab_pusht_real": _ORDERS["GRIPPER_RPY_XYZ"],
+    "nyu_rot_dataset_converted_externally_to_rlds": _ORDERS["XYZ_RPY_GRIPPER"],
+    "stanford_hydra_dataset_converted_externally_to_rlds": _ORDERS["XYZ_RPY_GRIPPER"],
+    "ucsd_kitchen_dataset_converted_externally_to_rlds": _ORDERS["XYZ_RPY_GRIPPER"],
+    "ucsd_pick_and_place_dataset_converted_externally_to_rlds": _ORDERS["XYZ_GRIPPER"],
+    "usc_cloth_sim_converted_externally_to_rlds": _ORDERS["XYZ_GRIPPER"],
+    "utokyo_pr2_opening_fridge_converted_externally_to_rlds": _ORDERS["XYZ_RPY_GRIPPER"],
+    "utokyo_pr2_tabletop_manipulation_converted_externally_to_rlds": _ORDERS["XYZ_RPY_GRIPPER"],
+    "utokyo_xarm_pick_and_place_converted_externally_to_rlds": _ORDERS["XYZ_YPR_GRIPPER"],
+    "stanford_mask_vit_converted_externally_to_rlds": _ORDERS["XYZ_Y_GRIPPER"],
+    "eth_agent_affordances": _ORDERS["XYZ_RPY"],
+    "imperialcollege_sawyer_wrist_cam": _ORDERS["XYZ_RPY_GRIPPER"],
+    "conq_hose_manipulation": _ORDERS["XYZ_RPY_GRIPPER"],
+    "plex_robosuite": _ORDERS["XYZ_RPY_GRIPPER"],
+}
+# SimpleMapping.GRIPPER_PATTERNS, keys exactly as MultiNet wrote them.
+GRIPPER_PATTERNS = {
+    "jaco_play": "discrete_neg",
+    "nyu_door_opening": "normalize_neg",
+    "viola": "normalize_neg",
+    "berkeley_autolab_ur5": "discrete_neg",
+    "columbia_cairlab_pusht": "binary_complement",
+    "nyu_rot": "binary",
+    "stanford_hydra": "binary_complement",
+    "ucsd_kitchen": "binary",
+    "usc_cloth_sim": "complement",
+    "utokyo_pr2": "binary",
+    "utokyo_xarm_pick_and_place": "binary",
+    "stanford_mask_vit": "normalize_binary_neg",
+    "imperialcollege_sawyer": "binary",
+    "conq_hose_manipulation": "binary",
+    "plex_robosuite": "normalize_binary_neg",
+}
+
+
+def _in_range(value: float, low: float, high: float) -> float:
+    if value < low or value > high:
+        raise ValueError(f"gripper value {value} outside [{low}, {high}]")
+    return value
+
+
+def _binary(value: float) -> float:
+    return 1.0 if _in_range(value, 0, 1) > 0.5 else 0.0
+
+
+def _discrete(value: float) -> float:
+    value = _in_range(value, 0, 1)
+    return -1.0 if value < 0.05 else 1.0 if value > 0.95 else 0.0
+
+
+def _normalize(value: float) -> float:
+    return 2 * (_in_range(value, 0, 1) - 0.0) / (1.0 - 0.0) - 1
+
+
+GRIPPER_TRANSFORMS: dict[str, Callable[[float], float]] = {
+    "binary": _binary,
+    "binary_complement": lambda value: 1 - _binary(value),
+    "discrete": _discrete,
+    "discrete_neg": lambda value: -1 * _discrete(value),
+    "normalize": _normalize,
+    "normalize_neg": lambda value: -1 * _normalize(value),
+    "normalize_binary_neg": lambda value: -1 * float(np.sign(_in_range(_normalize(value), -1, 1))),
+    "complement": lambda value: 1 - value,
+}
+
+
+def dataset_name(domain: str) -> str:
+    """MultiNet's dataset name of an Open-X domain (`openx_<dataset>`, `openx_bimanual` by its dataset name)."""
+    return DOMAIN_DATASETS.get(domain, domain.removeprefix("openx_"))
+
+
+def decoded_dims(stats: dict[str, Any]) -> int:
+    """Action tokens OpenVLA decodes with these statistics: their dimension (MultiNet's `get_action_dim`)."""
+    return len(stats["q01"])
+
+
+def multinet_mask(stats: dict[str, Any]) -> dict[str, Any]:
+    """Split statistics with MultiNet's mask (every dim unnormalized but the last); a mask already there is kept."""
+    if "mask" in stats:
+        return stats
+    dims = decoded_dims(stats)
+    return {**stats, "mask": [True] * (dims - 1) + [False]}
+
+
+def has_conversion(dataset: str) -> bool:
+    return dataset in REORDER_PATTERNS
+
+
+def convert(action: Sequence[float], dataset: str) -> list[float] | None:
+    """One unnormalized OpenVLA action (7 dims) -> the dataset's action (MultiNet's `SimpleMapping.decode_action`);
+    None where MultiNet's gripper transform raised. Datasets without a pattern pass through unchanged."""
+    values = np.asarray(action, np.float64).copy()
+    try:
+        if dataset in GRIPPER_PATTERNS:
+            values[GRIPPER_INDEX] = GRIPPER_TRANSFORMS[GRIPPER_PATTERNS[dataset]](float(values[GRIPPER_INDEX]))
+    except ValueError:
+        return None
+    if dataset in REORDER_PATTERNS:
+        values = values[list(REORDER_PATTERNS[dataset])]
+    return values.tolist()
+
+
+def conversion_note(dataset: str, dims: int) -> dict[str, Any]:
+    """What `eval` writes into `<domain>_metrics.json` about OpenVLA's actions on this dataset."""
+    if has_conversion(dataset):
+        rule = (f"MultiNet's SimpleMapping for {dataset}: gripper "
+                f"{GRIPPER_PATTERNS.get(dataset, 'unchanged (no pattern under this exact name)')}, "
+                f"dims reordered to {list(REORDER_PATTERNS[dataset])}; a gripper value its transform refuses is invalid")
+    elif dataset == BIMANUAL_DATASET:
+        rule = ("none: MultiNet's SimpleMapping for this dataset is 7-dim and marked undefined for its 14-dim actions; "
+                "the decoded dims are scored as they are")
+    else:
+        rule = "none: MultiNet has no conversion for this dataset"
+    return {"decoded_action_dims": dims, "multinet_dataset": dataset, "conversion": rule,
+            "source": "ManifoldRG/MultiNet src/eval/profiling/openvla (modeling_prismatic.get_action_dim, "
+                      "add_new_dataset_statistics mask, openvla_action_decoding_utils.SimpleMapping)"}

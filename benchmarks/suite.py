@@ -7,7 +7,9 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
 - `peak`: the device's measured bfloat16 matmul peak (FLOP/s), the denominator of MFU;
 - `models`: each model of `MODELS` with random weights (in `--dtype`, bfloat16 by default) at each batch size:
   Pi0-like models sample one action chunk with 10 flow steps (`ms_per_call` is one chunk for the whole batch),
-  token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran). Each call is
+  token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran), OpenVLA predicts one
+  action per sample (`predict_action`: its image and a `OPENVLA_PROMPT_TOKENS`-token prompt, then 7 greedy action
+  tokens; `samples_per_s` is actions/s, `tokens_per_s` its decode rate, prefill included). Each call is
   AOT-compiled, warmed up and fenced (`benchmarks.common.time_call`); model FLOPs per call are counted on the
   jaxpr (`benchmarks.flops`: matmuls and convolutions, loops times their trips, as MaxText counts them) and
   MFU = FLOPs per call / median seconds / the measured peak;
@@ -48,7 +50,7 @@ from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from benchmarks.pi0_throughput import make_observation
 from multinet_jax import models, sharding
-from multinet_jax.models import configs, decoding
+from multinet_jax.models import configs, decoding, openvla, openvla_checkpoint
 from multinet_jax.models.pi0 import sample_actions_fn, sample_actions_jit
 
 NUM_FLOW_STEPS = 10
@@ -56,6 +58,9 @@ LIVE_CAMERAS = 1  # MultiNet's Open-X setup: three camera slots, one image
 PARAM_SCALE = 0.02
 STAGES = ("peak", "models", "multinet_recreation", "metrics", "data", "eval")
 SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "multinet_sample"
+OPENVLA_ACTION_DIM = 7  # openvla-7b's action tokens per step
+LLAMA_EOS_ID = 2  # OpenVLA's stop token (Llama-2's EOS)
+OPENVLA_PROMPT_TOKENS = 24  # BOS + "In: What action should the robot take to <instruction>?\nOut:" + the empty token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,7 @@ MODELS = {
     "pi0": ModelBench("pi0_full", "pi0_tiny", "flow"),
     "pi05": ModelBench("pi05_full", "pi05_tiny", "flow"),
     "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny", "decode"),
+    "openvla": ModelBench("openvla_7b", "openvla_tiny", "openvla"),
 }
 
 
@@ -105,13 +111,38 @@ def _random_leaf(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Arra
     return (jax.random.normal(key, shape, jnp.float32) * PARAM_SCALE).astype(dtype)
 
 
-def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh) -> Any:
-    """The config's parameter tree filled on the device with seeded normal values (no host copy of 3B params)."""
-    shapes = models.param_shapes(config)
+def _random_params(shapes: Any) -> Any:
+    """A parameter tree of ShapeDtypeStructs filled on the device with seeded normal values (no host copy)."""
     leaves, treedef = jax.tree.flatten(shapes)
     keys = jax.random.split(jax.random.key(0), len(leaves))
-    params = treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype) for key, leaf in zip(keys, leaves)])
-    return models.build_model(config, params, mesh=mesh)
+    return treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype) for key, leaf in zip(keys, leaves)])
+
+
+def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh) -> Any:
+    """A Pi0-family model of `config` with random parameters on the mesh."""
+    return models.build_model(config, _random_params(models.param_shapes(config)), mesh=mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomOpenVLA:
+    """What the OpenVLA benchmark calls: its config, random parameters on the mesh, the mesh."""
+
+    config: openvla_checkpoint.OpenVLAConfig
+    params: Any
+    mesh: jax.sharding.Mesh
+
+
+def random_openvla(config: openvla_checkpoint.OpenVLAConfig, mesh: jax.sharding.Mesh) -> RandomOpenVLA:
+    params = _random_params(openvla.param_shapes(config))
+    return RandomOpenVLA(config, jax.device_put(params, sharding.param_shardings(params, mesh)), mesh)
+
+
+def bench_model(bench: ModelBench, dry_run: bool, dtype: str, mesh: jax.sharding.Mesh) -> Any:
+    """The benchmarked model of `bench` (its tiny config in a dry run) with random weights."""
+    name = bench.tiny if dry_run else bench.full
+    if bench.call == "openvla":
+        return random_openvla(openvla_checkpoint.named_config(name, dtype), mesh)
+    return random_model(configs.get_config(name, dtype=dtype), mesh)
 
 
 @dataclasses.dataclass
@@ -125,9 +156,10 @@ class Prepared:
     tokens: Callable[[Any], int] | None = None
 
 
-def prepare_flow(model: Any, observation: dict[str, Any], sizes: Sizes) -> Prepared:
+def prepare_flow(model: Any, batch: int, sizes: Sizes) -> Prepared:
     """Pi0-like: one action chunk per sample, `NUM_FLOW_STEPS` Euler steps after the prefix."""
     del sizes
+    observation = make_observation(model.config, batch, LIVE_CAMERAS)
     inputs = model.prepare_inputs(observation)
     noise = model.make_noise(observation, jax.random.key(0))
     steps = jnp.int32(NUM_FLOW_STEPS)
@@ -139,8 +171,9 @@ def prepare_flow(model: Any, observation: dict[str, Any], sizes: Sizes) -> Prepa
     return Prepared(lambda: compiled(model.params, noise=noise, num_steps=steps, **inputs), flops, compile_s, compiled)
 
 
-def prepare_decode(model: Any, observation: dict[str, Any], sizes: Sizes) -> Prepared:
+def prepare_decode(model: Any, batch: int, sizes: Sizes) -> Prepared:
     """Token models: `decode_steps` greedy tokens per sample, every row run to the end (no per-row stopping)."""
+    observation = make_observation(model.config, batch, LIVE_CAMERAS)
     settings = decoding.DecodeSettings(max_decoding_steps=sizes.decode_steps, per_row_stopping=False)
     decode = decoding.compiled_decoder(model.config, settings, model.mesh)
     inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh)
@@ -149,13 +182,33 @@ def prepare_decode(model: Any, observation: dict[str, Any], sizes: Sizes) -> Pre
     compiled = decode.lower(model.params, **inputs, sampling=sampling).compile()
     compile_s = time.perf_counter() - start
     flops = count_flops(decode, model.params, **inputs, sampling=sampling, while_trips=sizes.decode_steps - 1)
-    batch = np.shape(observation["state"])[0]
     # The loop stops early only if every row emits EOS at once: count the steps it really ran.
     return Prepared(lambda: compiled(model.params, **inputs, sampling=sampling), flops, compile_s, compiled,
                     tokens=lambda output: batch * int(output[1]))
 
 
-PREPARE = {"flow": prepare_flow, "decode": prepare_decode}
+def prepare_openvla(model: RandomOpenVLA, batch: int, sizes: Sizes) -> Prepared:
+    """OpenVLA: one action per sample, as `predict_action` (random fused pixels, a padded prompt, 7 greedy tokens)."""
+    del sizes
+    config, rng = model.config, np.random.default_rng(0)
+    size = config.dino.image_size
+    place = functools.partial(sharding.place_batch, mesh=model.mesh)
+    length = -(-OPENVLA_PROMPT_TOKENS // 16) * 16  # `openvla_inputs.pad_batch`'s rounding
+    args = (model.params, place(rng.standard_normal((batch, size, size, 6)), np.float32),
+            place(rng.integers(3, config.unpadded_vocab_size, (batch, length)), np.int32),
+            place(np.arange(length)[None, :].repeat(batch, 0) < OPENVLA_PROMPT_TOKENS, bool),
+            place(np.arange(batch), np.int32), jax.random.key(0),
+            decoding.Sampling.create(stop_token_ids=(LLAMA_EOS_ID,)))
+    settings = decoding.DecodeSettings(OPENVLA_ACTION_DIM, per_row_stopping=False, openpi_exact=False)
+    generate = openvla.compiled_generate(config, settings, model.mesh)
+    start = time.perf_counter()
+    compiled = generate.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    flops = count_flops(generate, *args, while_trips=OPENVLA_ACTION_DIM - 1)
+    return Prepared(lambda: compiled(*args), flops, compile_s, compiled, tokens=lambda output: batch * int(output[1]))
+
+
+PREPARE = {"flow": prepare_flow, "decode": prepare_decode, "openvla": prepare_openvla}
 
 
 def _memory_bytes(compiled: Any) -> int | None:
@@ -166,8 +219,7 @@ def _memory_bytes(compiled: Any) -> int | None:
 
 
 def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
-    observation = make_observation(model.config, batch, LIVE_CAMERAS)
-    prepared = PREPARE[bench.call](model, observation, sizes)
+    prepared = PREPARE[bench.call](model, batch, sizes)
     output = jax.block_until_ready(prepared.run())
     timing = time_call(prepared.run, warmup=1, iters=sizes.iters)
     seconds = timing["median_s"]
@@ -224,9 +276,8 @@ def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: flo
     last_case_s = 0.0
     for name in args.models:
         bench = MODELS[name]
-        config = configs.get_config(bench.tiny if args.dry_run else bench.full, dtype=args.dtype)
         entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
-        built, build_s = budget.run(last_case_s, lambda: {"model": random_model(config, mesh)})
+        built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(bench, args.dry_run, args.dtype, mesh)})
         if "skipped" in built:
             results[name] = {**entry, **built}
             continue

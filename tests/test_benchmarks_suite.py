@@ -51,7 +51,7 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
     assert report["stages"]["peak"]["bf16_flops_per_s"] > 0
     models = report["stages"]["models"]
-    assert set(models) == set(suite.MODELS) >= {"pi0", "pi05", "pi0_fast"}
+    assert set(models) == set(suite.MODELS) >= {"pi0", "pi05", "pi0_fast", "openvla"}
     for name, entry in models.items():
         cases = entry["cases"]
         assert set(cases) == {"1", "2"}, entry
@@ -61,6 +61,9 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
         assert cases["2"]["model_flops_per_call"] == 2 * cases["1"]["model_flops_per_call"]
     for batch, case in models["pi0_fast"]["cases"].items():
         assert 1 <= case["tokens_per_call"] / int(batch) <= report["settings"]["decode_steps"]
+    for batch, case in models["openvla"]["cases"].items():  # one action of 7 tokens per sample
+        assert case["tokens_per_call"] == 7 * int(batch) and case["tokens_per_s"] == pytest.approx(7 * case["samples_per_s"])
+    assert models["openvla"]["config"] == "openvla_tiny" and models["openvla"]["params"] > 0
     assert "pi0_fast" in stdout and "MFU" in stdout and report["stages"]["metrics"]["samples_per_s"] > 0
 
 

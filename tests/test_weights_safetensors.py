@@ -57,6 +57,7 @@ def test_full_size_openvla_7b_layout_with_eval_shape(tmp_path):
     raw["text_config"] = {"model_type": "llama", "pad_token_id": 32000, "torch_dtype": "bfloat16", "vocab_size": 32064}
     (tmp_path / "config.json").write_text(json.dumps(raw))
     config = openvla_checkpoint.read_config(tmp_path, "bfloat16")
+    assert config == openvla_checkpoint.named_config("openvla_7b", "bfloat16")  # what the benchmark suite builds
     assert openvla_checkpoint.tensor_shapes(config) == specs  # what the demo and benchmarks write
     expected = weights.flatten_params(openvla.param_shapes(config))  # jax.eval_shape: no memory
     sources = openvla_checkpoint.tensor_sources(config)

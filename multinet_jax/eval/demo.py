@@ -32,6 +32,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from multinet_jax.models import openvla_checkpoint
+
 DEMO_SEED = 0
 DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the tiny networks finite
 DEMO_CONFIGS = {"pi0": "pi0_tiny", "pi0_fast": "pi0_fast_tiny"}
@@ -40,18 +42,11 @@ DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
 # SentencePiece pieces the trainer may use; the rest (up to the vocab size) are padding that the FAST ids land on.
 _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
-# The tiny OpenVLA: openvla-7b's config.json with the sizes of `../shared/openvla_reference` (the ViT sizes, which
-# the timm ids cannot tell, in `tiny_timm_overrides`), 7-dim actions with q01/q99 = -1/1 under the key "demo".
-_TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
+# The tiny OpenVLA: openvla-7b's config.json with the sizes of `../shared/openvla_reference`
+# (`openvla_checkpoint.NAMED_CONFIGS["openvla_tiny"]`), 7-dim actions with q01/q99 = -1/1 under the key "demo".
 DEMO_OPENVLA_CONFIG = {
-    "model_type": "openvla", "architectures": ["OpenVLAForActionPrediction"], "arch_specifier": "no-align+fused-gelu-mlp",
-    "use_fused_vision_backbone": True, "timm_model_ids": _TIMM_IDS, "image_sizes": [224, 224],
-    "tiny_timm_overrides": {_TIMM_IDS[0]: {"embed_dim": 48, "depth": 3, "num_heads": 3},
-                            _TIMM_IDS[1]: {"embed_dim": 40, "depth": 3, "num_heads": 2}},
-    "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
-                    "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": DEMO_VOCAB_SIZE + 64,
-                    "pad_token_id": DEMO_VOCAB_SIZE},
-    "pad_token_id": DEMO_VOCAB_SIZE, "pad_to_multiple_of": 64, "n_action_bins": 256,
+    **openvla_checkpoint.NAMED_CONFIGS["openvla_tiny"], "architectures": ["OpenVLAForActionPrediction"],
+    "pad_token_id": openvla_checkpoint.TINY_VOCAB_SIZE,
     "norm_stats": {"demo": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 7}}},
 }
 DEMO_OPENVLA_PREPROCESSOR = {
@@ -123,7 +118,6 @@ def build_tokenizer(path: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
 def build_openvla_checkpoint(directory: pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
     """A random tiny OpenVLA in openvla/openvla-7b's Hugging Face layout (see `DEMO_OPENVLA_CONFIG`): config.json,
     model.safetensors, a Llama-convention tokenizer.model trained on the demo prompts, preprocessor_config.json."""
-    from multinet_jax.models import openvla_checkpoint
     from multinet_jax.weights import safetensors
 
     # Llama's special ids (unk 0, BOS 1, EOS 2, no pad piece), dummy prefix; the empty token's piece must exist.

@@ -36,6 +36,25 @@ TIMM_VITS = {
 _LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                    "num_attention_heads": 32, "num_key_value_heads": None, "rms_norm_eps": 1e-6,
                    "rope_theta": 10_000.0, "hidden_act": "silu", "tie_word_embeddings": False}
+_TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
+_OPENVLA_LAYOUT = {
+    "model_type": "openvla", "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
+    "timm_model_ids": _TIMM_IDS, "image_sizes": [224, 224], "pad_to_multiple_of": 64, "n_action_bins": 256,
+}
+TINY_VOCAB_SIZE = 1024  # the tiny config's vocabulary (its embedding has 64 padding rows more)
+# config.json fields that shape the network: openvla/openvla-7b's, and a tiny one with `../shared/openvla_reference`'s
+# sizes (the ViT sizes, which the timm ids cannot tell, in `tiny_timm_overrides`).
+NAMED_CONFIGS = {
+    "openvla_7b": {**_OPENVLA_LAYOUT, "text_config": {"model_type": "llama", "vocab_size": 32064, "pad_token_id": 32000}},
+    "openvla_tiny": {
+        **_OPENVLA_LAYOUT,
+        "tiny_timm_overrides": {_TIMM_IDS[0]: {"embed_dim": 48, "depth": 3, "num_heads": 3},
+                                _TIMM_IDS[1]: {"embed_dim": 40, "depth": 3, "num_heads": 2}},
+        "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+                        "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": TINY_VOCAB_SIZE + 64,
+                        "pad_token_id": TINY_VOCAB_SIZE},
+    },
+}
 _DINO, _SIGLIP = "vision_backbone.featurizer", "vision_backbone.fused_featurizer"
 _LLM = "language_model.model"
 
@@ -106,7 +125,18 @@ def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size
 def read_config(directory: str | pathlib.Path, dtype: str = "float32") -> OpenVLAConfig:
     """OpenVLAConfig from `<directory>/config.json`; one-line errors name the file and the field."""
     path = pathlib.Path(directory) / CONFIG_FILE
-    raw = read_json(path)
+    return parse_config(read_json(path), dtype, path)
+
+
+def named_config(name: str, dtype: str = "float32") -> OpenVLAConfig:
+    """The OpenVLAConfig of a `NAMED_CONFIGS` entry (benchmarks and the demo build these without a checkpoint)."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown OpenVLA config {name!r}: expected one of {sorted(NAMED_CONFIGS)}")
+    return parse_config(NAMED_CONFIGS[name], dtype, pathlib.Path(f"<{name}>"))
+
+
+def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLAConfig:
+    """OpenVLAConfig from config.json's fields (`path` names where they came from in errors)."""
     try:
         timm_ids = raw["timm_model_ids"]
         image_sizes = raw["image_sizes"]

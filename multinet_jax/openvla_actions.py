@@ -174,3 +174,17 @@ def conversion_note(dataset: str, dims: int) -> dict[str, Any]:
     return {"decoded_action_dims": dims, "multinet_dataset": dataset, "conversion": rule,
             "source": "ManifoldRG/MultiNet src/eval/profiling/openvla (modeling_prismatic.get_action_dim, "
                       "add_new_dataset_statistics mask, openvla_action_decoding_utils.SimpleMapping)"}
+
+
+def predictions(actions: np.ndarray, norm: Callable[[np.ndarray], np.ndarray], dataset: str) -> list[list[float] | None]:
+    """OpenVLA's `[b, 1, dims]` normalized actions -> per row the unnormalized action (`norm`: the bounds rule with
+    the statistics it decoded for) converted for `dataset` as MultiNet did (`convert`); None when invalid."""
+    values = norm(np.asarray(actions)[:, 0])
+    rows = [row.tolist() if np.all(np.isfinite(row)) else None for row in values]
+    if not has_conversion(dataset):
+        return rows
+    if values.shape[-1] != OPENVLA_ACTION_DIM:
+        raise ValueError(f"{dataset}: MultiNet converts OpenVLA's {OPENVLA_ACTION_DIM}-dim actions, but "
+                         f"{values.shape[-1]} dims were decoded (statistics of {values.shape[-1]} dims); unnormalize "
+                         f"with {OPENVLA_ACTION_DIM}-dim statistics in OpenVLA's order (--unnormalize=checkpoint --unnorm_key=...)")
+    return [None if row is None else convert(row, dataset) for row in rows]

@@ -3,15 +3,17 @@ action and text domains through the model interface, with OpenVLA's own tokenize
 
 from __future__ import annotations
 
+import json
+import pathlib
 
 import numpy as np
 import pytest
 
 import eval_helpers
 from openvla_helpers import openvla_dir
-from multinet_jax import domains, weights
+from multinet_jax import domains, openvla_actions, weights
 from multinet_jax.cli import eval as eval_cli
-from multinet_jax.eval import demo
+from multinet_jax.eval import demo, demo_data
 from multinet_jax.models import load_model, openvla_checkpoint, registry
 
 LIMIT = 4
@@ -40,9 +42,9 @@ def test_openvla_runs_action_and_text_domains(tmp_path):
     evaluate(EvalConfig(**settings))
     actions = eval_helpers.read_jsonl(output_dir / "predictions" / "openx_bimanual.jsonl")
     assert [record["sample_index"] for record in actions] == list(range(LIMIT))
-    for record in actions:  # 7 binned dims, in [-1, 1] before the split's q01/q99 bounds rule
+    for record in actions:  # binned dims in [-1, 1] before the split's q01/q99 bounds rule, one per ground-truth dim
         raw = np.asarray(record["raw_output"])
-        assert raw.shape == (7,) and np.all(np.abs(raw) < 1)
+        assert raw.shape == (len(record["ground_truth"]),) and np.all(np.abs(raw) < 1)
     texts = eval_helpers.read_jsonl(output_dir / "predictions" / "piqa.jsonl")
     assert len(texts) == LIMIT and all(isinstance(record["raw_output"], str) for record in texts)
 
@@ -56,3 +58,31 @@ def test_openvla_takes_no_tokenizer_and_unnorm_key_needs_checkpoint_stats(tmp_pa
     assert "tokenizer" in EvalConfig(**{**settings, "model": "pi0"}).asset_specs()
     with pytest.raises(ValueError, match="--unnorm_key picks the checkpoint's statistics"):
         EvalConfig(**{**settings, "unnorm_key": "bridge_orig"})
+
+
+def test_openvla_decodes_the_splits_dims_and_says_how_in_the_metrics(tmp_path):
+    """MultiNet's rules on openx_bimanual: 14 action tokens (its statistics' dims), the split's q01/q99 with the last
+    dim left normalized, the center-cropped image, no conversion (MultiNet's is undefined for 14 dims)."""
+    output_dir = tmp_path / "run"
+    eval_helpers.evaluate(output_dir, ("openx_bimanual",), model="openvla", checkpoint=openvla_dir(), tokenizer=None,
+                          limit=LIMIT)
+    metrics = json.loads((output_dir / "openx_bimanual_metrics.json").read_text())
+    note = metrics["openvla_actions"]
+    assert note["decoded_action_dims"] == 14 and note["center_crop"] is True
+    assert note["multinet_dataset"] == openvla_actions.BIMANUAL_DATASET and "undefined" in note["conversion"]
+    assert metrics["metrics"]["invalid_percentage"] == 0  # 14-dim predictions for 14-dim ground truth
+    for record in eval_helpers.read_jsonl(output_dir / "predictions" / "openx_bimanual.jsonl"):
+        raw, prediction = np.asarray(record["raw_output"]), np.asarray(record["prediction"])
+        assert raw.shape == prediction.shape == (14,) and np.all(np.abs(raw) < 1)
+        assert prediction[-1] == raw[-1]  # MultiNet's mask: the last dim is not unnormalized
+
+
+def test_openvla_runs_the_knowledge_probes(tmp_path):
+    data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
+    demo_data.write_missing(data_dir, ["act2answer"])
+    eval_helpers.evaluate(tmp_path, ("act2answer",), model="openvla", checkpoint=openvla_dir(), tokenizer=None, limit=4)
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
+    assert len(records) == 4
+    for record in records:  # both options scored by OpenVLA's log-likelihood; the action probe from its 7 dims
+        assert len(record["raw_output"]) == 2 and all(score < 0 for score in record["raw_output"])
+        assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["action_displacement"]) == 3

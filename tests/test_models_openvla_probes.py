@@ -3,14 +3,19 @@ streams for `multinet-jax probe`), checked against the outputs of OpenVLA's PyTo
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
+from act2answer_helpers import item_set
 from models_helpers import relative_error
-from openvla_helpers import fixture_images, fixture_instructions, openvla_io, openvla_model
+from openvla_helpers import fixture_images, fixture_instructions, openvla_dir, openvla_io, openvla_model
+from multinet_jax.eval import probe
 from multinet_jax.models import InferenceOptions
 from multinet_jax.models.openvla_inputs import action_prompt
+from multinet_jax.probing import activations
 
 TOLERANCE = 1e-4
 
@@ -42,7 +47,7 @@ def test_score_options_match_the_reference_logits_after_the_prompt():
 def test_score_options_of_a_ragged_batch_equal_each_row_alone():
     model = openvla_model()
     prompts = ["is the cup on the left or the right?", "which side?"]
-    options = model.option_tokens(["left", "right side"])
+    options = [model.tokenizer.encode_continuation(text) for text in ("left", "right side")]
     length = max(map(len, options))
     tokens = np.zeros((2, 2, length), np.int32)
     mask = np.zeros(tokens.shape, bool)
@@ -71,3 +76,15 @@ def test_activations_are_the_reference_hidden_states_at_the_prompts_last_token()
     assert relative_error(last[:, : depth - 1], io["hidden_last"][rows, 1:depth]) < TOLERANCE
     np.testing.assert_array_equal(actions, model.predict_actions(observation, rng=None, options=InferenceOptions()))
     assert np.all(np.isfinite(np.asarray(streams["prefix_mean"])))
+
+
+def test_probe_runs_openvla_without_a_paligemma_tokenizer(tmp_path):
+    config = probe.ProbeConfig(checkpoint=openvla_dir(), tokenizer=None, data_dir=str(item_set(tmp_path / "items", 2)),
+                               output_dir=str(tmp_path / "run"), batch_size=4, num_folds=2)
+    result = probe.run_probe(config, model=openvla_model())
+    saved = activations.read(tmp_path / "run" / "activations" / "all")
+    depth, width = openvla_model().config.llm.depth, openvla_model().config.llm.width
+    assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
+    written = json.loads((tmp_path / "run" / "probing.json").read_text())
+    assert written["streams"] == ["prefix_last", "prefix_mean"] and written["config"]["tokenizer"] is None
+    assert written["tasks"] == json.loads(json.dumps(result["tasks"])) and "retention" not in written  # no action stream

@@ -26,15 +26,22 @@ from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES
 TEXT_PROMPT_KEYS = ("text_prompt", "text_prompt_mask")
 
 
-def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: int) -> dict[str, np.ndarray]:
-    """The question prompts and the options' tokens `[b, 2, m]` (no BOS) for `score_options`."""
-    prompts = [tokenizer.tokenize_prompt(question or "", max_token_len) for question in batch["question"]]
-    options = [tokenizer.encode(name) for name in TILE_NAMES]
+def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: int, bundled: bool = False) -> dict[str, Any]:
+    """The question prompts and the options' tokens `[b, 2, m]` (no BOS) for `score_options`.
+
+    `tokenizer`: PaliGemma's (the prompts are tokenized here), or with `bundled` the model's own (OpenVLA's: the
+    model formats and tokenizes the question texts itself, so `text_prompt` holds them)."""
+    questions = [question or "" for question in batch["question"]]
+    encode = tokenizer.encode_continuation if bundled else tokenizer.encode
+    options = [encode(name) for name in TILE_NAMES]
     length = max(len(ids) for ids in options)
-    option_tokens = np.zeros((len(prompts), len(options), length), np.int32)
+    option_tokens = np.zeros((len(questions), len(options), length), np.int32)
     option_mask = np.zeros(option_tokens.shape, bool)
     for index, ids in enumerate(options):
         option_tokens[:, index, : len(ids)], option_mask[:, index, : len(ids)] = ids, True
+    if bundled:
+        return {"text_prompt": questions, "option_tokens": option_tokens, "option_mask": option_mask}
+    prompts = [tokenizer.tokenize_prompt(question, max_token_len) for question in questions]
     return {
         "text_prompt": np.stack([ids for ids, _ in prompts]).astype(np.int32),
         "text_prompt_mask": np.stack([mask for _, mask in prompts]).astype(bool),
@@ -43,12 +50,15 @@ def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: i
     }
 
 
-def run(model: Any, observation: Mapping[str, np.ndarray], sample_actions: Callable[[dict], Any]) -> dict[str, np.ndarray]:
+def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[dict], Any]) -> dict[str, np.ndarray]:
     """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}."""
     action_inputs = {key: value for key, value in observation.items()
                      if key not in (*TEXT_PROMPT_KEYS, "option_tokens", "option_mask")}
-    text_inputs = {**action_inputs, "tokenized_prompt": observation["text_prompt"],
-                   "tokenized_prompt_mask": observation["text_prompt_mask"]}
+    if "text_prompt_mask" not in observation:  # question texts for a model with its own tokenizer
+        text_inputs = {**action_inputs, "prompt": observation["text_prompt"]}
+    else:
+        text_inputs = {**action_inputs, "tokenized_prompt": observation["text_prompt"],
+                       "tokenized_prompt_mask": observation["text_prompt_mask"]}
     for key in ("token_ar_mask", "token_loss_mask"):  # the action prompt's (Pi0-FAST); the question is all prefix
         text_inputs.pop(key, None)
     scores = model.score_options(text_inputs, observation["option_tokens"], observation["option_mask"])

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 import tqdm
 
-from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
+from multinet_jax import assets, data, domains, metrics, models, openvla_actions, sharding, tokenizers
 from multinet_jax.eval import act2answer, results, summary
 from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
@@ -210,6 +210,7 @@ class Evaluator:
         self.rng = jax.random.key(config.seed)
         self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
                                                   config.openpi_exact_decoding)
+        self.action_options = self.inference_options  # per domain: `_action_options`
         self.output_dir = pathlib.Path(config.output_dir)
         self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
@@ -248,21 +249,31 @@ class Evaluator:
         """The statistics that unnormalize the model's actions (by its family's rule), and the split's for metrics."""
         kind = self.model.action_normalization
         if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
-            norm_stats = self.model.norm_stats
-            if not norm_stats or "actions" not in norm_stats:
-                raise ValueError(f"{domain.name}'s action probe unnormalizes with the checkpoint's action norm stats, "
-                                 f"but {self.config.checkpoint} has none (assets/<asset id>/norm_stats.json)")
-            return domains.ActionNorm(kind, norm_stats["actions"]), None
+            return domains.ActionNorm(kind, self._checkpoint_stats(f"{domain.name}'s action probe")), None
         stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
         split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=stats_kind)
-        if self.config.unnormalize != "checkpoint":
-            return domains.ActionNorm(kind, split_stats), split_stats
-        if kind == "quantiles":  # OpenVLA: a dataset key of the checkpoint's norm_stats
-            return domains.ActionNorm(kind, self.model.action_stats(self.config.unnorm_key)), split_stats
+        if self.config.unnormalize == "checkpoint":
+            return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), split_stats
+        if kind == "quantiles":  # OpenVLA: the split's q01/q99 with MultiNet's mask (the last dim stays normalized)
+            return domains.ActionNorm(kind, openvla_actions.multinet_mask(split_stats)), split_stats
+        return domains.ActionNorm(kind, split_stats), split_stats
+
+    def _action_options(self, norm: domains.ActionNorm | None) -> InferenceOptions:
+        """One domain's prediction settings: OpenVLA decodes as many action tokens as its statistics have dims, from
+        center-cropped images, as MultiNet ran it (`openvla_actions`, `models.openvla_inputs`)."""
+        if self.model.family != "openvla" or norm is None:
+            return self.inference_options
+        return dataclasses.replace(self.inference_options, action_dim=openvla_actions.decoded_dims(norm.stats), center_crop=True)
+
+    def _checkpoint_stats(self, user: str) -> dict[str, Any]:
+        """The checkpoint's action statistics: OpenVLA's `norm_stats[--unnorm_key]`, openpi's `actions`."""
+        if self.model.action_normalization == "quantiles":
+            return self.model.action_stats(self.config.unnorm_key)
         norm_stats = self.model.norm_stats
         if not norm_stats or "actions" not in norm_stats:
-            raise ValueError(f"--unnormalize=checkpoint but {self.config.checkpoint} has no action norm stats")
-        return domains.ActionNorm(kind, norm_stats["actions"]), split_stats
+            raise ValueError(f"{user} unnormalizes with the checkpoint's action norm stats, but {self.config.checkpoint} "
+                             "has none (assets/<asset id>/norm_stats.json)")
+        return norm_stats["actions"]
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -272,13 +283,14 @@ class Evaluator:
         if self._prompt_holds_state(domain):
             observation.update(self.state_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            observation.update(act2answer.text_probe_inputs(batch, self.paligemma, self.config.max_token_len))
+            observation.update(act2answer.text_probe_inputs(batch, self.text_tokenizer, self.config.max_token_len,
+                                                            bundled=self.bundled_tokenizer))
         if self.bundled_tokenizer:
             observation["prompt"] = [prompt or "" for prompt in batch["prompt"]]
         return observation
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
-        return self.model.predict_actions(observation, rng=self.rng, options=self.inference_options)
+        return self.model.predict_actions(observation, rng=self.rng, options=self.action_options)
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
@@ -318,7 +330,10 @@ class Evaluator:
             return act2answer.records(batch, rows, raw, norm, _item)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
-            predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
+            if self.model.family == "openvla":  # MultiNet's per-dataset conversion of OpenVLA's actions
+                predictions = openvla_actions.predictions(raw[rows], norm, openvla_actions.dataset_name(domain.name))
+            else:
+                predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
         elif domain.output is domains.Output.DISCRETE_ACTION:
             predictions = domains.discrete_predictions(raw[rows], norm)
@@ -358,6 +373,7 @@ class Evaluator:
         stats = None
         if domain.uses_actions:
             norm, stats = self._action_norm(domain)
+        self.action_options = self._action_options(norm)
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=self._num_samples(domain), disable=not is_writer, dynamic_ncols=True)
@@ -416,6 +432,7 @@ class Evaluator:
             "metric_kind": domain.metric_kind,
             "config": dataclasses.asdict(self.config),
             "action_horizon": self.model.config.action_horizon if domain.uses_actions else None,
+            **self._openvla_note(domain),
             "num_samples": len(records),
             "resumed_from_sample": resumed_from,
             "timing_seconds": {**dataclasses.asdict(timing), "wall": wall_seconds},
@@ -429,6 +446,13 @@ class Evaluator:
             "wall_seconds": wall_seconds,
             **summary.headline(domain, summary.json_safe(scored)),
         }
+
+    def _openvla_note(self, domain: domains.Domain) -> dict[str, Any]:
+        """OpenVLA on Open-X: how its actions were decoded and converted (MultiNet's rules), for the metrics JSON."""
+        if self.model.family != "openvla" or domain.output is not domains.Output.CONTINUOUS_ACTIONS:
+            return {}
+        note = openvla_actions.conversion_note(openvla_actions.dataset_name(domain.name), self.action_options.action_dim)
+        return {"openvla_actions": {**note, "center_crop": self.action_options.center_crop}}
 
     def _score_options(self, domain: domains.Domain, stats: dict | None) -> dict[str, Any]:
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:

@@ -21,6 +21,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, models, sharding, tokenizers
+from multinet_jax.models import registry
 from multinet_jax.eval import summary
 from multinet_jax.probing import activations, report
 
@@ -32,7 +33,7 @@ class ProbeConfig:
     """Everything that decides a probing run's results (written into `probing.json`)."""
 
     checkpoint: str  # a local path or a name `multinet_jax.assets` resolves
-    tokenizer: str  # likewise (default: the public PaliGemma tokenizer)
+    tokenizer: str | None  # likewise (default: the public PaliGemma tokenizer); None for a family bundling its own
     data_dir: str
     output_dir: str
     frames_dir: str | None = None
@@ -86,8 +87,10 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     total = len(source) if config.limit is None else min(config.limit, len(source))
     if done:
         _check_resumed(directory, source, done)
+    # A family bundling its tokenizer (OpenVLA, `config.tokenizer` None) reads the prompt texts itself.
+    tokenizer = None if config.tokenizer is None else tokenizers.PaliGemmaTokenizer(config.tokenizer)
     dataset = data.load(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir, limit=config.limit,
-                        tokenizer=tokenizers.PaliGemmaTokenizer(config.tokenizer), batch_size=config.batch_size,
+                        tokenizer=tokenizer, batch_size=config.batch_size,
                         max_token_len=config.max_token_len, shard_index=0, shard_count=1)
     rng = jax.random.key(config.seed)
     with tqdm.tqdm(desc="activations", unit="episode", initial=done, total=total, dynamic_ncols=True) as progress:
@@ -95,7 +98,8 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
             rows = np.flatnonzero(np.asarray(batch["_mask"]) & (np.asarray(batch["sample_index"]) >= done))
             if not len(rows):
                 continue
-            _, streams = model.activations(data.model_inputs(batch), rng=rng, num_steps=config.num_flow_steps)
+            inputs = data.model_inputs(batch) | ({} if tokenizer else {"prompt": [text or "" for text in batch["prompt"]]})
+            _, streams = model.activations(inputs, rng=rng, num_steps=config.num_flow_steps)
             streams = jax.device_get(streams)
             saved = {name: np.asarray(value)[rows] for name, value in streams.items()}
             saved["sample_index"] = np.asarray(batch["sample_index"])[rows]
@@ -108,13 +112,18 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
 
 def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
     """Capture (or resume) the activations, fit the probes, write `probing.json` and `probing.png`."""
-    paths = assets.resolve_all({"tokenizer": config.tokenizer} | ({} if model is not None else {"checkpoint": config.checkpoint}))
+    paths = assets.resolve_all({} if model is not None else {"checkpoint": config.checkpoint})
+    bundled = getattr(model, "tokenizer", None) is not None if model is not None else \
+        registry.family_of(paths["checkpoint"]).bundles_tokenizer
+    if bundled:  # its own tokenizer reads the prompts: none is resolved or recorded
+        config = dataclasses.replace(config, tokenizer=None)
+    tokenizer = None if bundled else str(assets.resolve(config.tokenizer or assets.DEFAULT_TOKENIZER))
     if model is None:
         mesh = sharding.make_mesh(config.mesh, devices=jax.local_devices())
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh)
     if not hasattr(model, "activations"):
         raise ValueError(f"{config.checkpoint}: a {type(model).__name__} exposes no activations to probe")
-    directory = capture(dataclasses.replace(config, tokenizer=str(paths["tokenizer"])), model)
+    directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model)
     result = report.probe_tasks(activations.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                 C=config.C, max_iter=config.max_iter)
     result["config"] = dataclasses.asdict(config)

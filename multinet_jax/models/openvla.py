@@ -288,10 +288,6 @@ class OpenVLAModel:
             self.params, *self._placed_inputs(pixels, tokens, mask), place(option_tokens, np.int32), place(option_mask, bool))
         return scores[: len(tokens)]
 
-    def option_tokens(self, options: Sequence[str]) -> list[list[int]]:
-        """Each option's token ids as it follows the prompt (no BOS): what `score_options` scores."""
-        return [self.tokenizer.processor.encode(option) for option in options]
-
     def activations(self, observation: Observation, *, rng: jax.Array | None = None,
                     num_steps: int | None = None) -> tuple[np.ndarray, dict[str, jax.Array]]:
         """`interface.Model` (probing): (the greedy normalized actions `predict_actions` gives, the residual streams

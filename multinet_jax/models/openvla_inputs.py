@@ -59,6 +59,10 @@ class LlamaPromptTokenizer:
     def encode(self, prompt: str) -> list[int]:
         return [self.bos_id, *self.processor.encode(prompt)]
 
+    def encode_continuation(self, text: str) -> list[int]:
+        """The pieces of `text` as it follows a prompt (no BOS): an answer `score_options` scores."""
+        return self.processor.encode(text)
+
     def encode_for_actions(self, prompt: str) -> list[int]:
         """`encode` plus the empty token unless the prompt already ends with it (as `predict_action` does)."""
         ids = self.encode(prompt)

@@ -183,8 +183,13 @@ def predictions(actions: np.ndarray, norm: Callable[[np.ndarray], np.ndarray], d
     rows = [row.tolist() if np.all(np.isfinite(row)) else None for row in values]
     if not has_conversion(dataset):
         return rows
-    if values.shape[-1] != OPENVLA_ACTION_DIM:
-        raise ValueError(f"{dataset}: MultiNet converts OpenVLA's {OPENVLA_ACTION_DIM}-dim actions, but "
-                         f"{values.shape[-1]} dims were decoded (statistics of {values.shape[-1]} dims); unnormalize "
-                         f"with {OPENVLA_ACTION_DIM}-dim statistics in OpenVLA's order (--unnormalize=checkpoint --unnorm_key=...)")
+    check_convertible(dataset, values.shape[-1])
     return [None if row is None else convert(row, dataset) for row in rows]
+
+
+def check_convertible(dataset: str, dims: int) -> None:
+    """MultiNet's conversions take OpenVLA's 7 dims: decoding another number for such a dataset is refused."""
+    if has_conversion(dataset) and dims != OPENVLA_ACTION_DIM:
+        raise ValueError(f"{dataset}: MultiNet converts OpenVLA's {OPENVLA_ACTION_DIM}-dim actions, but the statistics "
+                         f"have {dims} dims; unnormalize with {OPENVLA_ACTION_DIM}-dim statistics in OpenVLA's order "
+                         "(--unnormalize=checkpoint --unnorm_key=<dataset>)")

@@ -106,3 +106,11 @@ def test_a_gripper_value_multinet_refused_is_invalid_and_unknown_datasets_pass_t
     assert not openvla_actions.has_conversion(openvla_actions.BIMANUAL_DATASET)
     note = openvla_actions.conversion_note(openvla_actions.BIMANUAL_DATASET, 14)
     assert note["decoded_action_dims"] == 14 and "undefined" in note["conversion"]
+
+
+def test_bad_openvla_action_settings_are_refused():
+    with pytest.raises(ValueError, match="action_dim must be positive"):
+        InferenceOptions(action_dim=0)
+    with pytest.raises(ValueError, match="jaco_play: MultiNet converts OpenVLA's 7-dim actions, but the statistics have 4"):
+        openvla_actions.check_convertible("jaco_play", 4)
+    openvla_actions.check_convertible(openvla_actions.BIMANUAL_DATASET, 14)  # no conversion there: any dims

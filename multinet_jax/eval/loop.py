@@ -258,12 +258,15 @@ class Evaluator:
             return domains.ActionNorm(kind, openvla_actions.multinet_mask(split_stats)), split_stats
         return domains.ActionNorm(kind, split_stats), split_stats
 
-    def _action_options(self, norm: domains.ActionNorm | None) -> InferenceOptions:
+    def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:
         """One domain's prediction settings: OpenVLA decodes as many action tokens as its statistics have dims, from
         center-cropped images, as MultiNet ran it (`openvla_actions`, `models.openvla_inputs`)."""
         if self.model.family != "openvla" or norm is None:
             return self.inference_options
-        return dataclasses.replace(self.inference_options, action_dim=openvla_actions.decoded_dims(norm.stats), center_crop=True)
+        dims = openvla_actions.decoded_dims(norm.stats)
+        if domain.output is domains.Output.CONTINUOUS_ACTIONS:  # before any model time
+            openvla_actions.check_convertible(openvla_actions.dataset_name(domain.name), dims)
+        return dataclasses.replace(self.inference_options, action_dim=dims, center_crop=True)
 
     def _checkpoint_stats(self, user: str) -> dict[str, Any]:
         """The checkpoint's action statistics: OpenVLA's `norm_stats[--unnorm_key]`, openpi's `actions`."""
@@ -373,7 +376,7 @@ class Evaluator:
         stats = None
         if domain.uses_actions:
             norm, stats = self._action_norm(domain)
-        self.action_options = self._action_options(norm)
+        self.action_options = self._action_options(domain, norm)
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=self._num_samples(domain), disable=not is_writer, dynamic_ncols=True)

@@ -38,6 +38,10 @@ class InferenceOptions:
     action_dim: int | None = None  # one-token-per-dim families (OpenVLA): dims to decode; None: the family's own
     center_crop: bool = False  # OpenVLA: its evaluation scripts' center crop before the processor (MultiNet ran it so)
 
+    def __post_init__(self) -> None:
+        if self.action_dim is not None and self.action_dim < 1:
+            raise ValueError(f"InferenceOptions.action_dim must be positive (or None), got {self.action_dim}")
+
 
 @runtime_checkable
 class Model(Protocol):

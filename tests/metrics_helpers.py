@@ -75,3 +75,10 @@ def numpy_minilm_embedding(model_dir: pathlib.Path, token_ids: Sequence[int]) ->
                         w[f"{p}.output.LayerNorm.weight"], w[f"{p}.output.LayerNorm.bias"], eps)
     pooled = x.mean(0)
     return pooled / np.linalg.norm(pooled)
+
+
+def with_pipeline_names(expected: dict, kind: str) -> dict:
+    """A harness result plus the names MultiNet's Pi0 pipelines stored the same values under (`score` gives both)."""
+    from multinet_jax.metrics.scoring import PIPELINE_NAMES
+
+    return {**expected, **{alias: expected[name] for alias, name in PIPELINE_NAMES.get(kind, {}).items()}}

@@ -42,3 +42,14 @@ def random_like(shapes, seed: int = 0, scale: float = 0.3):
 
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+
+
+def tiny_observation(batch: int = 2, length: int = 5) -> dict[str, np.ndarray]:
+    """A valid observation for `validate(..., image_size=14, vocab_size=8, state_dim=4)`: one camera, 5 tokens."""
+    return {
+        "image/base_0_rgb": np.zeros((batch, 14, 14, 3), np.float32),
+        "image_mask/base_0_rgb": np.ones(batch, bool),
+        "tokenized_prompt": np.ones((batch, length), np.int32),
+        "tokenized_prompt_mask": np.ones((batch, length), bool),
+        "state": np.zeros((batch, 4), np.float32),
+    }

@@ -166,5 +166,5 @@ def test_score_command_names_the_bad_line(tmp_path):
     path = tmp_path / "episodes.jsonl"
     path.write_text(json.dumps(_episode(0)) + "\n\n" + json.dumps(_episode(0, target="up", layout="swapped")) + "\n")
     completed = _run_score(path, tmp_path / "m.json")
-    assert completed.returncode == 1 and not (tmp_path / "m.json").exists()
+    assert completed.returncode == 2 and not (tmp_path / "m.json").exists()
     assert f"{path}:3: field 'target': expected one of ['left', 'right'], got 'up'" in completed.stderr

@@ -46,7 +46,7 @@ def test_fetch_downloads_then_offline_finds_it(tmp_path):
 def test_eval_offline_with_a_missing_checkpoint_fails_at_start_up(tmp_path):
     paths = eval_helpers.assets()
     result = eval_helpers.run_eval(["--offline", "--checkpoint=pi0_base", f"--tokenizer={paths['tokenizer']}",
-                                    f"--data_dir={paths['data_dir']}", "--domains=openx_bimanual",
+                                    f"--data_dir={paths['data_dir']}", "--split=public", "--domains=openx_bimanual",
                                     f"--output_dir={tmp_path / 'out'}"], timeout=120, MULTINET_JAX_OFFLINE="0",
                                    MULTINET_JAX_CACHE=str(tmp_path / "cache"))
     assert result.returncode != 0 and "Traceback" not in result.stdout

@@ -126,10 +126,14 @@ def test_overcooked_pickle_grouped_by_trial():
 
 def test_overcooked_csv_matches_pickle(tmp_path):
     directory = shared_path("data", "multinet_sample", "overcooked_ai", "public")
-    shutil.copy(directory / "2020_hh_trials_train.csv", tmp_path)
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "pickle").mkdir()
+    shutil.copy(directory / "2020_hh_trials_train.csv", tmp_path / "csv")
+    shutil.copy(directory / "2020_hh_trials_train.pickle", tmp_path / "pickle")
     with (directory / "2020_hh_trials_train.csv").open(newline="") as file:
         assert len(list(csv.DictReader(file))) == 5
-    from_csv, from_pickle = data.make_source("overcooked_ai", tmp_path), data.make_source("overcooked_ai", directory)
+    from_csv, from_pickle = data.make_source("overcooked_ai", tmp_path / "csv"), data.make_source("overcooked_ai", tmp_path / "pickle")
+    assert data.make_source("overcooked_ai", directory).path.suffix == ".csv"  # both present: the CSV is read
     for index in range(len(from_pickle)):
         assert from_csv[index]["id"] == from_pickle[index]["id"] and from_csv[index]["ground_truth"] == from_pickle[index]["ground_truth"]
         np.testing.assert_array_equal(from_csv[index]["image"], from_pickle[index]["image"])
@@ -167,5 +171,5 @@ def test_sqa3d_missing_split_file_names_the_file(tmp_path):
 def test_unknown_domain_and_missing_split():
     with pytest.raises(ValueError, match="unknown domain"):
         data.make_source("atari", shared_path("data", "bfcl_v3"))
-    with pytest.raises(FileNotFoundError, match="no split folder"):
+    with pytest.raises(FileNotFoundError, match=r"piqa_validation/train: no such split folder of piqa"):
         data.make_source("piqa", shared_path("data", "piqa_validation"), split="train")

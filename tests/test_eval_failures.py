@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import pickle
 import shutil
@@ -29,22 +30,40 @@ def test_truncated_checkpoint_names_the_checkpoint_and_writes_nothing(tmp_path):
     assert _outputs(output_dir) == []
 
 
-def test_corrupt_record_names_dataset_record_and_field_and_no_metrics_are_written(tmp_path):
+def test_corrupt_record_fails_its_domain_naming_record_and_field_and_the_others_finish(tmp_path):
     data_dir = tmp_path / "data"
-    shutil.copytree(pathlib.Path(eval_helpers.assets()["data_dir"]) / "overcooked_ai", data_dir / "overcooked_ai")
+    for name in ("overcooked_ai", "piqa"):
+        shutil.copytree(pathlib.Path(eval_helpers.assets()["data_dir"]) / name, data_dir / name)
     pickle_path = data_dir / "overcooked_ai" / "public" / "2020_hh_trials_train.pickle"
     rows = pickle.loads(pickle_path.read_bytes())
     rows[5]["state"] = "not base64 png"
     pickle_path.write_bytes(pickle.dumps(rows))
     output_dir = tmp_path / "run"
     from multinet_jax import data
+    from multinet_jax.eval import EvaluationFailed
 
-    with pytest.raises(data.BadRecordError, match=r"overcooked_ai: record 2020_hh_trials_train.pickle:5: field 'state'"):
-        eval_helpers.evaluate(output_dir, ("overcooked_ai",), data_dir=str(data_dir), batch_size=4)
-    # The batch before the bad record was complete and stays as a resumable prefix; nothing is scored.
+    with pytest.raises(EvaluationFailed, match=r"1 domain\(s\) failed.*overcooked_ai: BadRecordError") as raised:
+        eval_helpers.evaluate(output_dir, ("overcooked_ai", "piqa"), data_dir=str(data_dir), batch_size=4, limit=8)
+    error = raised.value.failures["overcooked_ai"]
+    assert isinstance(error, data.BadRecordError)
+    assert str(error).startswith("overcooked_ai: record 2020_hh_trials_train.pickle:5: field 'state'")
+    # The batch before the bad record was complete and stays as a resumable prefix; the domain is not scored.
     written = eval_helpers.read_jsonl(output_dir / "predictions" / "overcooked_ai.jsonl")
     assert [r["sample_index"] for r in written] == [0, 1, 2, 3]
-    assert _outputs(output_dir) == ["predictions", "predictions/overcooked_ai.jsonl"]
+    assert not (output_dir / "overcooked_ai_metrics.json").exists()
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["overcooked_ai"]["status"] == "failed" and "field 'state'" in summary["overcooked_ai"]["error"]
+    assert summary["piqa"]["num_samples"] == 8 and (output_dir / "piqa_metrics.json").exists()
+
+
+def test_a_missing_domain_fails_before_any_domain_is_evaluated(tmp_path):
+    output_dir = tmp_path / "run"
+    data_dir = tmp_path / "data"
+    for name in ("piqa", "odinw"):
+        shutil.copytree(pathlib.Path(eval_helpers.assets()["data_dir"]) / name, data_dir / name)
+    with pytest.raises(FileNotFoundError, match=rf"sqa3d: data_dir {data_dir}/sqa3d is not a directory"):
+        eval_helpers.evaluate(output_dir, ("piqa", "odinw", "sqa3d"), data_dir=str(data_dir), skip_similarity=True)
+    assert _outputs(output_dir) == []
 
 
 def test_unlabeled_split_fails_before_the_model_runs(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from multinet_jax.eval import results
@@ -61,11 +62,13 @@ def test_out_of_order_file_is_an_error(tmp_path):
         results.read_completed(path)
 
 
-def test_resumed_id_must_match_the_data(tmp_path):
+def test_resumed_sample_must_match_the_data(tmp_path):
     completed = [_record(0), _record(1)]
-    results.check_resumed_id(tmp_path / "p.jsonl", completed, 1, "s1")
+    results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", np.int64(1))
     with pytest.raises(results.ResultsError, match="line 2 has id 's1' but the dataset's sample 1 is 'other'"):
-        results.check_resumed_id(tmp_path / "p.jsonl", completed, 1, "other")
+        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "other", 1)
+    with pytest.raises(results.ResultsError, match=r"line 2 \(id 's1'\) holds another ground truth"):
+        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", 0)
 
 
 def test_ordered_records_release_only_the_contiguous_prefix():

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import eval_helpers
-from multinet_jax.eval import results
+from multinet_jax.eval import EvaluationFailed, results
 
 DOMAIN = "openx_bimanual"
 # Twelve batches of a slowed-down flow (100 Euler steps): seconds of run left to be killed in, even on a busy CPU.
@@ -52,5 +52,7 @@ def test_resume_refuses_a_file_from_other_data(tmp_path):
     record["id"] = "not-this-dataset"
     lines[1] = json.dumps(record)
     predictions.write_text("\n".join(lines[:2]) + "\n")
-    with pytest.raises(results.ResultsError, match="line 2 has id 'not-this-dataset'"):
+    with pytest.raises(EvaluationFailed) as raised:
         eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
+    error = raised.value.failures["piqa"]
+    assert isinstance(error, results.ResultsError) and "line 2 has id 'not-this-dataset'" in str(error)

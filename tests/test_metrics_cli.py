@@ -53,8 +53,8 @@ def test_bad_input_errors_name_the_line_and_field(tmp_path):
     ]
     predictions.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n\n" + json.dumps(lines[2]) + "\n")
     completed = _run_score("--domain=piqa", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}")
-    assert completed.returncode == 1
-    assert f"{predictions}:4: field 'ground_truth': missing" in completed.stderr
+    assert completed.returncode == 2
+    assert completed.stderr == f"error: {predictions}:4: field 'ground_truth': missing\n"
     assert not (tmp_path / "m.json").exists()
 
 
@@ -62,11 +62,11 @@ def test_invalid_json_and_missing_embedder_are_reported(tmp_path):
     predictions = tmp_path / "broken.jsonl"
     predictions.write_text('{"id": "a", "prediction": "x", "ground_truth": "y"}\n{"id": "b",\n')
     completed = _run_score("--domain=sqa3d", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}")
-    assert completed.returncode == 1 and f"{predictions}:2: not valid JSON" in completed.stderr
+    assert completed.returncode == 2 and f"{predictions}:2: not valid JSON" in completed.stderr
     predictions.write_text('{"id": "a", "prediction": "x", "ground_truth": "y"}\n')
     completed = _run_score("--domain=sqa3d", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}")
     # The public embedder is the default; tests run offline with an empty cache, so it is named with its fetch command.
-    assert completed.returncode == 1 and "error: sentence-transformers/all-MiniLM-L6-v2: not in the Hugging Face cache" in completed.stderr
+    assert completed.returncode == 2 and "error: sentence-transformers/all-MiniLM-L6-v2: not in the Hugging Face cache" in completed.stderr
     assert "`multinet-jax fetch sentence-transformers/all-MiniLM-L6-v2`" in completed.stderr
     assert not (tmp_path / "m.json").exists()
 

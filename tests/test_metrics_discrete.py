@@ -11,7 +11,7 @@ import pytest
 
 import metrics_reference as reference
 from conftest import shared_path
-from metrics_helpers import assert_metrics_match, records
+from metrics_helpers import assert_metrics_match, records, with_pipeline_names
 from multinet_jax import metrics
 
 # overcooked_ai's Action.INDEX_TO_ACTION: NORTH, SOUTH, EAST, WEST, STAY, INTERACT.
@@ -59,7 +59,7 @@ def test_real_joint_actions_with_perturbed_predictions_match_reference(real_join
     truth = real_joint_actions * 40  # the public sample is short: repeat it, predictions differ per copy
     predictions = _mixed_predictions(truth, rng)
     result = metrics.score("overcooked_ai", records(predictions, truth))
-    assert_metrics_match(result, reference.discrete(predictions, truth))
+    assert_metrics_match(result, with_pipeline_names(reference.discrete(predictions, truth), "discrete"))
 
 
 def test_random_joint_actions_with_every_invalid_kind_match_reference():
@@ -71,7 +71,7 @@ def test_random_joint_actions_with_every_invalid_kind_match_reference():
     predictions[7] = [1.0 - 5e-6] + [5e-6 / 35] * 35  # sum within tolerance: valid
     result = metrics.score("overcooked", records(predictions, truth))
     expected = reference.discrete(predictions, truth)
-    assert_metrics_match(result, expected)
+    assert_metrics_match(result, with_pipeline_names(expected, "discrete"))
     assert result["predicted_actions"][:8] == [-1] * 7 + [0]
 
 

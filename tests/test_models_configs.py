@@ -84,3 +84,18 @@ def test_expert_without_action_head_is_rejected(spec_name, dropped, model):
 def test_experts_must_share_heads_and_depth():
     with pytest.raises(ValueError, match="share"):
         configs.Pi0Config(paligemma=configs.GEMMA_2B, action_expert=configs.GEMMA_TINY_EXPERT)
+
+
+def test_pi0_action_dim_override_must_equal_the_checkpoints():
+    spec = read_param_spec("pi0_full_size.tsv")
+    assert configs.infer_config(spec, action_dim=32) == configs.get_config("pi0_full")
+    with pytest.raises(ValueError, match=r"action_dim=14 but this Pi0 checkpoint's action projections have action_dim 32"):
+        configs.infer_config(spec, action_dim=14)
+
+
+@pytest.mark.parametrize("field", ["action_horizon", "action_dim", "max_token_len"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_sizes_must_be_positive(field, value):
+    for name in ("pi0_tiny", "pi0_fast_tiny"):
+        with pytest.raises(ValueError, match=rf"\.{field} must be a positive integer, got {value}"):
+            configs.get_config(name, **{field: value})

@@ -90,4 +90,4 @@ def test_bad_probe_flags(flag, message):
     command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", "probe", "--checkpoint=c",
                "--tokenizer=t", "--data_dir=d", flag]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 1 and message in completed.stderr
+    assert completed.returncode == 2 and completed.stderr == message + "\n"

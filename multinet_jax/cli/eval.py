@@ -14,9 +14,10 @@ processes on one machine also need `JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo` (wh
 
 from __future__ import annotations
 
-from absl import flags, logging
+from absl import flags
 
 from multinet_jax.cli import offline
+from multinet_jax.cli.errors import InputError
 from multinet_jax.domains import ALL_DOMAINS
 
 # The model registry's kinds (`models.registry.model_kinds()`; a test keeps them equal), listed here so that flag
@@ -79,48 +80,43 @@ def config_from_flags(*, require_data: bool = True):
     required = ("checkpoint", "data_dir") if require_data else ("checkpoint",)
     missing = [name for name in required if not getattr(FLAGS, name)]
     if missing:
-        raise SystemExit(f"missing flags: {', '.join('--' + name for name in missing)}")
-    try:
-        return EvalConfig(
-            model=FLAGS.model,
-            checkpoint=FLAGS.checkpoint,
-            tokenizer=FLAGS.tokenizer,
-            fast_tokenizer=FLAGS.fast_tokenizer,
-            domains=tuple(FLAGS.domains),
-            data_dir=FLAGS.data_dir or "",
-            split=FLAGS.split,
-            max_token_len=FLAGS.max_token_len,
-            action_horizon=FLAGS.action_horizon,
-            action_dim=FLAGS.action_dim,
-            cache_dir=FLAGS.cache_dir,
-            output_dir=FLAGS.output_dir,
-            batch_size=FLAGS.batch_size,
-            mesh=FLAGS.mesh,
-            dtype=FLAGS.dtype,
-            num_flow_steps=FLAGS.num_flow_steps,
-            max_decoding_steps=FLAGS.max_decoding_steps,
-            openpi_exact_decoding=FLAGS.openpi_exact_decoding,
-            normalize_state=FLAGS.normalize_state,
-            temperature=FLAGS.temperature,
-            seed=FLAGS.seed,
-            limit=FLAGS.limit,
-            resume=FLAGS.resume,
-            unnormalize=FLAGS.unnormalize,
-            unnorm_key=FLAGS.unnorm_key,
-            embedder_dir=FLAGS.embedder_dir,
-            skip_similarity=FLAGS.skip_similarity,
-        )
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+        raise InputError(f"missing flags: {', '.join('--' + name for name in missing)}")
+    return EvalConfig(
+        model=FLAGS.model,
+        checkpoint=FLAGS.checkpoint,
+        tokenizer=FLAGS.tokenizer,
+        fast_tokenizer=FLAGS.fast_tokenizer,
+        domains=tuple(FLAGS.domains),
+        data_dir=FLAGS.data_dir or "",
+        split=FLAGS.split,
+        max_token_len=FLAGS.max_token_len,
+        action_horizon=FLAGS.action_horizon,
+        action_dim=FLAGS.action_dim,
+        cache_dir=FLAGS.cache_dir,
+        output_dir=FLAGS.output_dir,
+        batch_size=FLAGS.batch_size,
+        mesh=FLAGS.mesh,
+        dtype=FLAGS.dtype,
+        num_flow_steps=FLAGS.num_flow_steps,
+        max_decoding_steps=FLAGS.max_decoding_steps,
+        openpi_exact_decoding=FLAGS.openpi_exact_decoding,
+        normalize_state=FLAGS.normalize_state,
+        temperature=FLAGS.temperature,
+        seed=FLAGS.seed,
+        limit=FLAGS.limit,
+        resume=FLAGS.resume,
+        unnormalize=FLAGS.unnormalize,
+        unnorm_key=FLAGS.unnorm_key,
+        embedder_dir=FLAGS.embedder_dir,
+        skip_similarity=FLAGS.skip_similarity,
+    )
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # checkpoint/data libraries log every file at INFO
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     offline.apply()
-    from multinet_jax import assets, sharding
+    from multinet_jax import sharding
 
     sharding.initialize_distributed()
     from multinet_jax.eval import demo, evaluate
@@ -131,7 +127,4 @@ def main(argv: list[str]) -> None:
     if FLAGS.demo:
         demo.build(checkpoint=FLAGS.checkpoint, tokenizer=FLAGS.tokenizer, fast_tokenizer=FLAGS.fast_tokenizer,
                    data_dir=FLAGS.data_dir, model=FLAGS.model, domains=FLAGS.domains)
-    try:
-        evaluate(config)
-    except assets.AssetError as error:
-        raise SystemExit(f"error: {error}") from None
+    evaluate(config)

@@ -26,9 +26,6 @@ def main(argv: list[str]) -> None:
     specs = {spec: spec for spec in argv[1:]}
     if FLAGS["checkpoint"].present or not specs:
         specs.update(eval_cli.config_from_flags(require_data=False).asset_specs())
-    try:
-        resolved = assets.resolve_all(specs)
-    except assets.AssetError as error:
-        raise SystemExit(f"error: {error}") from None
+    resolved = assets.resolve_all(specs)  # an AssetError is bad input: one line, exit code 2 (cli/errors.py)
     for role, path in resolved.items():
         print(f"{role}: {specs[role]} -> {path}" if role != specs[role] else f"{role} -> {path}")

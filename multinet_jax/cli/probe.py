@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 
-from absl import flags, logging
+from absl import flags
+
+from multinet_jax.cli.errors import InputError
 
 flags.DEFINE_string("checkpoint", None, "openpi Pi0 / Pi0.5 checkpoint (step directory holding params/, local or gs://).")
 flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name (default: the public one).")
@@ -39,27 +41,20 @@ FLAGS = flags.FLAGS
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     from multinet_jax import assets
     from multinet_jax.eval import demo, probe
 
     missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
     if missing:
-        raise SystemExit(f"missing flags: {', '.join('--' + name for name in missing)}")
+        raise InputError(f"missing flags: {', '.join('--' + name for name in missing)}")
     names = [field.name for field in probe.ProbeConfig.__dataclass_fields__.values()]
-    try:
-        values = {name: getattr(FLAGS, name) for name in names}
-        config = probe.ProbeConfig(**{**values, "tokenizer": values["tokenizer"] or assets.DEFAULT_TOKENIZER})
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    values = {name: getattr(FLAGS, name) for name in names}
+    # Errors (a ValueError of the config or the assets, a missing file) are one line, exit code 2 (cli/errors.py).
+    config = probe.ProbeConfig(**{**values, "tokenizer": values["tokenizer"] or assets.DEFAULT_TOKENIZER})
     if FLAGS.demo:
         demo.build_probe_demo(checkpoint=config.checkpoint, tokenizer=config.tokenizer, item_set=config.data_dir)
-    try:
-        result = probe.run_probe(config)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # AssetError is a ValueError
-        raise SystemExit(f"error: {error}") from None
+    result = probe.run_probe(config)
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
                                     for stream in result["streams"]) for task, entry in result["tasks"].items()]
     retention = result.get("retention")

@@ -13,6 +13,8 @@ import pathlib
 
 from absl import flags
 
+from multinet_jax.cli.errors import InputError
+
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where report.md, report.csv and report.html go "
                                   "(default: report/ beside the first run folder).")
 
@@ -22,11 +24,8 @@ def main(argv: list[str]) -> None:
 
     run_dirs = [pathlib.Path(path) for path in argv[1:]]
     if not run_dirs:
-        raise SystemExit("error: no run folders given: multinet-jax report RUN_DIR [RUN_DIR...]")
+        raise InputError("no run folders given: multinet-jax report RUN_DIR [RUN_DIR...]")
     output_dir = pathlib.Path(_OUTPUT_DIR.value) if _OUTPUT_DIR.value else run_dirs[0].parent / "report"
-    try:
-        paths = report.write_report(run_dirs, output_dir)
-    except report.ReportError as error:
-        raise SystemExit(f"error: {error}") from None
+    paths = report.write_report(run_dirs, output_dir)  # a ReportError is bad input: one line, exit code 2
     print(paths["md"].read_text())
     print(f"report: {paths['html'].resolve()} (also report.md, report.csv)")

@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import pathlib
-import sys
 
 from absl import flags
 
 from multinet_jax import assets, metrics
 from multinet_jax.cli import offline
+from multinet_jax.cli.errors import InputError
 
 _DOMAIN = flags.DEFINE_string(
     "domain", None, "openx | openx_<dataset> | overcooked | overcooked_ai | piqa | odinw | sqa3d | robovqa | bfcl | act2answer",
@@ -43,20 +43,20 @@ _SKIP_SIMILARITY = flags.DEFINE_bool(
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        sys.exit(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     offline.apply()
     path = _PREDICTIONS.value
+    output = pathlib.Path(_OUTPUT.value)
+    if output.resolve() == pathlib.Path(path).resolve():
+        raise InputError(f"{output}: --output is the --predictions file; writing the metrics would destroy it")
+    records, line_numbers = metrics.load_records(path)
+    embedder = _embedder()
     try:
-        records, line_numbers = metrics.load_records(path)
-        embedder = _embedder()
         stats = metrics.load_action_stats(_ACTION_STATS.value) if _ACTION_STATS.value else None
         result = metrics.score(_DOMAIN.value, records, action_stats=stats, embedder=embedder,
                                skip_similarity=_SKIP_SIMILARITY.value)
     except metrics.RecordError as error:
-        sys.exit(f"{path}:{line_numbers[error.index]}: field {error.field!r}: {error.problem}")
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
-    output = pathlib.Path(_OUTPUT.value)
+        raise InputError(f"{path}:{line_numbers[error.index]}: {error.describe(lambda i: f'line {line_numbers[i]}')}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(metrics.to_json(result))
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")

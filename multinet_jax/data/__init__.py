@@ -27,10 +27,10 @@ from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_input
 ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
 DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl", "act2answer")
 
-__all__ = ["load", "make_source", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
+__all__ = ["load", "make_source", "split_dir", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
 
 
-def _split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
+def split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
     """`<data_dir>/<split>` when that folder exists (MultiNet's layout), else (data_dir, split)."""
     if split is not None and (data_dir / split).is_dir():
         return data_dir / split, None
@@ -39,8 +39,13 @@ def _split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path,
 
 def _no_split(domain: str, directory: pathlib.Path, split: str | None) -> pathlib.Path:
     if split is not None:
-        raise FileNotFoundError(f"{domain}: no split folder {directory / split}")
+        raise FileNotFoundError(f"{directory / split}: no such split folder of {domain} ({_folders(directory)})")
     return directory
+
+
+def _folders(directory: pathlib.Path) -> str:
+    names = sorted(path.name for path in directory.iterdir() if path.is_dir() and not path.name.startswith("."))
+    return f"its folders: {', '.join(names)}" if names else "it has no folders"
 
 
 def make_source(
@@ -60,11 +65,13 @@ def make_source(
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{domain}: data_dir {data_dir} is not a directory")
-    directory, split = _split_dir(data_dir, split)
+    directory, split = split_dir(data_dir, split)
     cache_dir = pathlib.Path(cache_dir) if cache_dir else None
     if domain.startswith("openx_"):
         from multinet_jax.data import openx, robovqa
 
+        if split is not None and not openx.is_rlds_builder(directory):  # a TFDS split is only for builder dirs
+            _no_split(domain, directory, split)
         sample_fn = robovqa.robovqa_sample if domain in ROBOVQA_DOMAINS else openx.openx_sample
         return openx.OpenxSource(directory, domain, sample_fn, split=split, cache_dir=cache_dir)
     if domain == "overcooked_ai":
@@ -189,6 +196,7 @@ def inspect(
     frames_dir: str | pathlib.Path | None = None,
 ) -> dict[str, Any]:
     """Validate a dataset before a long run: counts, fields, one decoded sample, action stats, every bad record."""
+    pipeline.check_limit(limit)
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, frames_dir=frames_dir)
     total = len(source) if limit is None else min(limit, len(source))
     builder = pipeline.SampleBuilder(source, tokenizer=None, max_token_len=0, cameras=transforms.PI0_CAMERAS, on_bad_record="skip")

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
 import re
+import shutil
 from typing import Any, Iterator
 
 import numpy as np
@@ -199,11 +201,45 @@ def detect_format(directory: pathlib.Path) -> str:
     )
 
 
+def _error_line(error: Exception) -> str:
+    """An error of TensorFlow or TFDS, in one line."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
+def snapshot_element_count(shard: pathlib.Path) -> int | None:
+    """The element count `tf.data.Dataset.save` recorded in `snapshot.metadata` (None when it recorded none).
+
+    A snapshot whose save did not finish (`finalized` false) is refused: its files hold an unknown prefix.
+    """
+    from tensorflow.core.protobuf import snapshot_pb2
+
+    path = shard / "snapshot.metadata"
+    metadata = snapshot_pb2.SnapshotMetadataRecord()
+    try:
+        metadata.ParseFromString(path.read_bytes())
+    except Exception as error:  # protobuf's DecodeError, OSError: both mean the file is not usable
+        raise ValueError(f"{path}: not a tf.data snapshot metadata file ({_error_line(error)})") from None
+    if not metadata.finalized:
+        raise ValueError(f"{path}: the snapshot was never finalized (its save was interrupted); re-create the shard")
+    return metadata.num_elements or None
+
+
 def _iter_translated(directory: pathlib.Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Steps of every translated shard, each shard's count checked against what its metadata recorded."""
     tf = _tf()
     for shard in translated_shards(directory):
-        for step in tf.data.Dataset.load(str(shard)).as_numpy_iterator():
-            yield shard.name, step
+        expected, read = snapshot_element_count(shard), 0
+        try:
+            for step in tf.data.Dataset.load(str(shard)).as_numpy_iterator():
+                read += 1
+                yield shard.name, step
+        except tf.errors.OpError as error:
+            raise ValueError(f"{shard}: unreadable tf.data snapshot ({_error_line(error)})") from None
+        if expected is not None and read != expected:
+            raise ValueError(
+                f"{shard}: snapshot.metadata records {expected} elements but the shard's files hold {read} "
+                "(a truncated or partly copied shard)"
+            )
 
 
 def _rlds_split(builder, split: str | None) -> str:
@@ -235,17 +271,31 @@ def _iter_rlds(directory: pathlib.Path, split: str | None) -> Iterator[tuple[str
     _tf()
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder_from_directory(str(directory))
+    try:
+        builder = tfds.builder_from_directory(str(directory))
+    except Exception as error:  # TFDS raises many types for a broken dataset_info.json / features.json
+        raise ValueError(f"{directory}: unreadable TFDS builder directory ({_error_line(error)})") from None
     split = _rlds_split(builder, split)
-    if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
-        episodes = builder.as_data_source(split=split)
-        for index in range(len(episodes)):
-            for step in _episode_steps(episodes[index]["steps"]):
-                yield f"{split}/{index}", step
-    else:
-        for index, episode in enumerate(builder.as_dataset(split=split, shuffle_files=False)):
-            for step in _episode_steps(episode["steps"]):
-                yield f"{split}/{index}", step
+    if split not in builder.info.splits:
+        raise ValueError(f"{directory}: no split {split!r}; it has {sorted(builder.info.splits.keys())}")
+    expected, read = builder.info.splits[split].num_examples, 0
+    try:
+        if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+            episodes = builder.as_data_source(split=split)
+            for read in range(1, len(episodes) + 1):
+                for step in _episode_steps(episodes[read - 1]["steps"]):
+                    yield f"{split}/{read - 1}", step
+        else:
+            for read, episode in enumerate(builder.as_dataset(split=split, shuffle_files=False), start=1):
+                for step in _episode_steps(episode["steps"]):
+                    yield f"{split}/{read - 1}", step
+    except (_tf().errors.OpError, OSError) as error:
+        raise ValueError(f"{directory}: unreadable {split!r} episodes ({_error_line(error)})") from None
+    if read != expected:
+        raise ValueError(
+            f"{directory}: dataset_info.json records {expected} {split!r} episodes but its files hold {read} "
+            "(a truncated or partly copied shard)"
+        )
 
 
 def iter_source_steps(directory: pathlib.Path, split: str | None = None) -> Iterator[dict[str, Any]]:
@@ -270,9 +320,32 @@ def iter_source_steps(directory: pathlib.Path, split: str | None = None) -> Iter
 def convert(
     source_dir: pathlib.Path, out_dir: pathlib.Path, *, split: str | None = None, steps_per_file: int = 4096, source_key: str | None = None
 ) -> dict:
-    """Raw Open-X dataset -> step-level ArrayRecord + manifest (with action statistics); returns the manifest."""
+    """Raw Open-X dataset -> step-level ArrayRecord + manifest (with action statistics); returns the manifest.
+
+    The files are written into a hidden sibling folder and moved into `out_dir` only once the whole dataset was
+    read and checked, so a failed conversion leaves nothing behind (and an earlier conversion stays intact).
+    """
     source_dir, out_dir = pathlib.Path(source_dir), pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    detect_format(source_dir)  # not an Open-X dataset: fail before creating anything
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.parent / f".{out_dir.name}.converting-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        manifest = _convert_into(source_dir, staging, split=split, steps_per_file=steps_per_file, source_key=source_key)
+        out_dir.mkdir(exist_ok=True)
+        for stale in [*out_dir.glob("steps-*.array_record"), out_dir / steps_lib.MANIFEST]:
+            stale.unlink(missing_ok=True)
+        for name in [*manifest["files"], steps_lib.MANIFEST]:  # the manifest last: it marks the conversion done
+            (staging / name).replace(out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _convert_into(
+    source_dir: pathlib.Path, out_dir: pathlib.Path, *, split: str | None, steps_per_file: int, source_key: str | None
+) -> dict:
     action_stats, multinet_stats = stats_lib.RunningActionStats(), stats_lib.MultinetActionStats()
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
@@ -316,9 +389,7 @@ def convert(
         "steps_without_action": summary["without_action"],
         "steps_without_action_examples": summary["examples"],
     }
-    temporary = out_dir / (steps_lib.MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=1))
-    temporary.replace(out_dir / steps_lib.MANIFEST)
+    (out_dir / steps_lib.MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -1,4 +1,4 @@
-"""Overcooked-AI human-human trials in MultiNet's format: a pickle (list of row dicts) or CSV.
+"""Overcooked-AI human-human trials in MultiNet's format: a CSV or a pickle (list of row dicts), read safely.
 
 Columns as in overcooked_ai's `2020_hh_trials_*`: `state` is a base64 PNG of the game screen,
 `joint_action` a Python literal like `[[0, -1], "interact"]`, plus `layout_name`, `trial_id`,
@@ -19,19 +19,19 @@ import base64
 import binascii
 import csv
 import pathlib
-import pickle
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from multinet_jax.data import prompts
+from multinet_jax.data import prompts, safe_pickle
 from multinet_jax.data.errors import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
 MOVES = {(0, -1): 0, (0, 1): 1, (1, 0): 2, (-1, 0): 3, (0, 0): 4, "interact": 5}
 UNKNOWN_JOINT_ACTION = 28
 NUM_JOINT_ACTIONS = 36
+MAX_JOINT_ACTION_CHARS = 64
 
 
 def player_action_index(action: Any) -> int | None:
@@ -40,10 +40,14 @@ def player_action_index(action: Any) -> int | None:
 
 
 def parse_joint_action(text: str) -> tuple[int, tuple[int, int], bool]:
-    """(joint index, (p0, p1) indices, known); unknown -> (28, (4, 4), False)."""
+    """(joint index, (p0, p1) indices, known); unknown -> (28, (4, 4), False).
+
+    The longest real joint action, `["interact", "interact"]`, has 22 characters: a longer text is unknown without
+    being parsed (`literal_eval` of a huge or deeply nested literal costs unbounded memory and recursion).
+    """
     try:
-        actions = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError):
+        actions = ast.literal_eval(text) if len(text) <= MAX_JOINT_ACTION_CHARS else None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         actions = None
     if isinstance(actions, (list, tuple)) and len(actions) == 2:
         p0, p1 = (player_action_index(action) for action in actions)
@@ -54,9 +58,8 @@ def parse_joint_action(text: str) -> tuple[int, tuple[int, int], bool]:
 
 def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
     if path.suffix == ".pickle":
-        with path.open("rb") as file:
-            rows = pickle.load(file)
-        if not isinstance(rows, list):
+        rows = safe_pickle.load(path)  # data, not code: only lists, dicts, strings and numbers
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise ValueError(f"{path}: expected a pickled list of row dicts, got {type(rows).__name__}")
         return rows
     with path.open(newline="") as file:
@@ -64,8 +67,9 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
 
 
 def data_file(directory: pathlib.Path) -> pathlib.Path:
-    """The pickle MultiNet evaluates (CSV when no pickle): exactly one is expected."""
-    for pattern in ("*.pickle", "*.csv"):
+    """The trials file: the CSV when there is one (plain text; MultiNet publishes the same rows as a pickle too),
+    else the pickle. Exactly one of a kind is expected."""
+    for pattern in ("*.csv", "*.pickle"):
         found = sorted(directory.glob(pattern))
         if len(found) == 1:
             return found[0]

@@ -143,6 +143,12 @@ def _is_valid(sample: dict[str, Any]) -> bool:
     return bool(sample[VALID_KEY])
 
 
+def check_limit(limit: int | None) -> None:
+    """A sample limit is a positive count (0 would read as an empty dataset)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive number of samples, got {limit!r}")
+
+
 def build(
     source: Source,
     *,
@@ -164,6 +170,7 @@ def build(
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    check_limit(limit)
     total = len(source) if limit is None else min(limit, len(source))
     builder = SampleBuilder(source, tokenizer=tokenizer, max_token_len=max_token_len, cameras=cameras, on_bad_record=on_bad_record)
     if batch_size is None:

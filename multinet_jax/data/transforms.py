@@ -17,6 +17,8 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
+from multinet_jax.pixels import to_model_range
+
 IMAGE_SIZE = 224
 STATE_DIM = 32
 MAX_TOKEN_LEN = 48  # openpi Pi0Config.max_token_len, the length MultiNet's Pi0 runs used
@@ -47,13 +49,6 @@ def resize_with_pad(image: np.ndarray, height: int = IMAGE_SIZE, width: int = IM
     top, left = (height - resized_height) // 2, (width - resized_width) // 2
     canvas[top : top + resized_height, left : left + resized_width] = np.asarray(resized)
     return canvas
-
-
-def to_model_range(image: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1] as openpi's `Observation.from_dict` computes it (`x / 255 * 2 - 1` in
-    float32), any shape. For every uint8 value this equals the Hugging Face SigLIP processor's rescale (float64
-    `x * (1/255)` cast to float32) followed by its normalize (`(x - 0.5) / 0.5` in float32), bit for bit."""
-    return np.asarray(image).astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
 
 
 @functools.cache

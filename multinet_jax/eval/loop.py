@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import pathlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -28,7 +28,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, openvla_actions, sharding, tokenizers
-from multinet_jax.eval import act2answer, results, summary
+from multinet_jax.eval import act2answer, manifest, preflight, results, summary
 from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
 
@@ -82,11 +82,11 @@ class EvalConfig:
             raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
         if self.unnormalize not in UNNORMALIZE_CHOICES:
             raise ValueError(f"--unnormalize must be one of {UNNORMALIZE_CHOICES}, got {self.unnormalize!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
-        for name in ("action_horizon", "action_dim"):
+        for name in ("batch_size", "max_token_len", "num_flow_steps", "max_decoding_steps", "action_horizon", "action_dim", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if not self.temperature >= 0:
+            raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if self.action_dim is not None and self.model in FLOW_MODELS:
             raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
         if self.unnorm_key is not None and self.unnormalize != "checkpoint":
@@ -167,6 +167,16 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
     return model
 
 
+def _check_vocabulary(tokenizer: Any, checkpoint: str, tokenizer_size: int, embedding_rows: int) -> None:
+    """The tokenizer must be the checkpoint's: ids past the embedding table would be clamped silently, and
+    Pi0-FAST's action tokens are counted back from the end of the vocabulary."""
+    if tokenizer_size != embedding_rows:
+        raise ValueError(
+            f"{tokenizer}: a {tokenizer_size}-piece tokenizer, but {checkpoint} embeds {embedding_rows} tokens; "
+            "pass the tokenizer this checkpoint was trained with"
+        )
+
+
 def _local_mesh(spec: str) -> jax.sharding.Mesh:
     """The mesh of this process's devices (see the module docstring for why it is process-local)."""
     return sharding.make_mesh(spec, devices=jax.local_devices())
@@ -189,6 +199,10 @@ class Evaluator:
                 f"--batch_size={config.batch_size} must be a multiple of the mesh's data axis "
                 f"({self.data_parallelism} devices on this host)"
             )
+        self.output_dir = pathlib.Path(config.output_dir)
+        preflight.check_output_dir(self.output_dir)
+        for name in config.domains:  # every domain's data, before any download or model time
+            preflight.check_domain_data(config, name)
         specs = config.asset_specs()
         if model is not None:
             del specs["checkpoint"]
@@ -200,7 +214,15 @@ class Evaluator:
         if config.model == "pi0_fast":
             fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
+        self.manifest = manifest.describe(config, paths)
+        checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
+        self.recorded_domains = list(checked["domains"]) if checked else []
+        # Existing predictions (refused without --resume, read and checked with it), before the model loads.
+        self.completed = _on_writer(lambda: {name: self._completed(self._predictions_path(name)) for name in config.domains}) or {}
         self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
+        if not self.bundled_tokenizer:
+            _check_vocabulary(paths["tokenizer"], config.checkpoint, self.paligemma.vocab_size, self.model.config.vocab_size)
+        _on_writer(lambda: manifest.record(self.output_dir, checked))
         self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
         self.state_prompts = None
         if config.model in ("pi05", "pi0_fast") and any(domains.lookup(name).uses_actions for name in config.domains):
@@ -211,7 +233,6 @@ class Evaluator:
         self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
                                                   config.openpi_exact_decoding)
         self.action_options = self.inference_options  # per domain: `_action_options`
-        self.output_dir = pathlib.Path(config.output_dir)
         self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
     # -- data --------------------------------------------------------------------------------------
@@ -320,11 +341,7 @@ class Evaluator:
     def _check_labeled(self, domain: domains.Domain, batch: Mapping[str, Any]) -> None:
         """Fails before any model time is spent when the split has no answers to score against."""
         for row in np.flatnonzero(np.asarray(batch["_mask"], bool)):
-            if batch["ground_truth"][row] is None:
-                raise ValueError(
-                    f"{self._domain_dir(domain)}: sample {_item(batch['id'][row])!r} has no ground truth "
-                    "(an unlabeled split, e.g. MultiNet's public PIQA sample); evaluate a labeled split"
-                )
+            preflight.check_labeled(self._domain_dir(domain), _item(batch["id"][row]), batch["ground_truth"][row])
 
     def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: Any, norm: domains.ActionNorm | None) -> list[results.Record]:
         valid = np.asarray(batch["_mask"], bool)
@@ -366,8 +383,8 @@ class Evaluator:
     def evaluate_domain(self, name: str) -> dict[str, Any]:
         domain = domains.lookup(name)
         is_writer = jax.process_index() == 0
-        predictions_path = self.output_dir / "predictions" / f"{name}.jsonl"
-        completed = self._completed(predictions_path) if is_writer else []
+        predictions_path = self._predictions_path(name)
+        completed = (self.completed.pop(name) if name in self.completed else self._completed(predictions_path)) if is_writer else []
         start_index = _broadcast_int(len(completed))
         timing = Timing()
         wall_start = time.perf_counter()
@@ -412,6 +429,9 @@ class Evaluator:
             return {}
         return self._finish_domain(domain, predictions_path, stats, timing, wall_start, start_index)
 
+    def _predictions_path(self, name: str) -> pathlib.Path:
+        return self.output_dir / "predictions" / f"{name}.jsonl"
+
     def _completed(self, path: pathlib.Path) -> list[results.Record]:
         if not path.exists():
             return []
@@ -430,25 +450,33 @@ class Evaluator:
         wall_seconds = time.perf_counter() - wall_start
         evaluated = len(records) - resumed_from
         samples_per_second = evaluated / wall_seconds if wall_seconds > 0 else 0.0
-        summary.write_json(self.output_dir / f"{domain.name}_metrics.json", {
+        metrics_path = self.output_dir / f"{domain.name}_metrics.json"
+        earlier = summary.read_metrics(metrics_path) if evaluated == 0 else None
+        if earlier is not None:  # a finished run re-scored: its throughput is the one it was measured at
+            timing_seconds, shares = earlier["timing_seconds"], earlier["timing_shares"]
+            samples_per_second, wall_seconds, resumed_from = (
+                earlier["samples_per_second"], timing_seconds["wall"], earlier["resumed_from_sample"])
+        else:
+            timing_seconds, shares = {**dataclasses.asdict(timing), "wall": wall_seconds}, timing.shares()
+        summary.write_json(metrics_path, {
             "domain": domain.name,
             "metric_kind": domain.metric_kind,
             "config": dataclasses.asdict(self.config),
             "action_horizon": self.model.config.action_horizon if domain.uses_actions else None,
             **self._openvla_note(domain),
+            "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
+                "checkpoint": self.manifest["checkpoint"],
+                "tokenizers": self.manifest["tokenizers"],
+                "data": self.manifest["domains"][domain.name]["data"],
+            },
             "num_samples": len(records),
             "resumed_from_sample": resumed_from,
-            "timing_seconds": {**dataclasses.asdict(timing), "wall": wall_seconds},
-            "timing_shares": timing.shares(),
+            "timing_seconds": timing_seconds,
+            "timing_shares": shares,
             "samples_per_second": samples_per_second,
             "metrics": scored,
         })
-        return {
-            "num_samples": len(records),
-            "samples_per_second": samples_per_second,
-            "wall_seconds": wall_seconds,
-            **summary.headline(domain, summary.json_safe(scored)),
-        }
+        return summary.row(domain, len(records), samples_per_second, wall_seconds, scored)
 
     def _openvla_note(self, domain: domains.Domain) -> dict[str, Any]:
         """OpenVLA on Open-X: how its actions were decoded and converted (MultiNet's rules), for the metrics JSON."""
@@ -489,8 +517,22 @@ def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[res
         if index >= start_index:
             pending = True
         elif index < len(completed):
-            results.check_resumed_id(path, completed, index, str(_item(batch["id"][row])))
+            results.check_resumed_sample(path, completed, index, str(_item(batch["id"][row])), _item(batch["ground_truth"][row]))
     return pending
+
+
+def _on_writer(step: Callable[[], Any]) -> Any:
+    """Runs `step` on process 0 only and returns its result there (None elsewhere); if it raises, every process
+    raises (no host is left waiting in a collective)."""
+    failure, result = None, None
+    if jax.process_index() == 0:
+        try:
+            result = step()
+        except Exception as error:  # re-raised below, once every process knows
+            failure = error
+    if _broadcast_int(int(failure is not None)):
+        raise failure if failure is not None else RuntimeError("process 0 refused the run; see its output")
+    return result
 
 
 def _broadcast_int(value: int) -> int:
@@ -502,21 +544,43 @@ def _broadcast_int(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
+class EvaluationFailed(Exception):
+    """Some domains failed mid-run; the others finished and the summary marks the failed ones."""
+
+    def __init__(self, failures: Mapping[str, Exception], output_dir: pathlib.Path):
+        self.failures = dict(failures)
+        listed = "; ".join(f"{name}: {type(error).__name__}: {error}" for name, error in failures.items())
+        super().__init__(f"{output_dir}: {len(failures)} domain(s) failed, the summary marks them: {listed}")
+
+
 def evaluate(config: EvalConfig) -> dict[str, dict[str, Any]]:
     """Evaluates `config.checkpoint` on every domain in `config.domains`; returns the summary rows.
 
     Writes `predictions/<domain>.jsonl`, `<domain>_metrics.json`, `plots/<domain>.png`, `summary.json`
-    and `summary.csv` under `config.output_dir` (process 0 only).
+    and `summary.csv` under `config.output_dir` (process 0 only). Inputs are checked before the first batch;
+    a domain that fails mid-run anyway does not stop the others: the summary marks it failed (with the error),
+    and `EvaluationFailed` is raised once the summary is written.
     """
     evaluator = Evaluator(config)
-    rows = {}
+    output_dir = pathlib.Path(config.output_dir)
+    rows: dict[str, dict[str, Any]] = {}
+    failures: dict[str, Exception] = {}
     for name in config.domains:
         logging.info("evaluating %s", name)
-        rows[name] = evaluator.evaluate_domain(name)
+        try:
+            rows[name] = evaluator.evaluate_domain(name)
+        except Exception as error:  # recorded, reported after the other domains (see the docstring)
+            logging.error("%s failed: %s: %s", name, type(error).__name__, error)
+            failures[name] = error
+            rows[name] = summary.failed_row(error)
     if jax.process_index() == 0:
-        summary.write_summary(pathlib.Path(config.output_dir), rows)
+        earlier = [name for name in evaluator.recorded_domains if name not in rows]
+        rows = {**summary.read_rows(output_dir, earlier), **rows}  # domains an earlier run of this folder added
+        summary.write_summary(output_dir, rows)
         print(summary.format_table(rows))
         if config.skip_similarity and config.similarity_domains():
             print(f"similarity metrics skipped (--skip_similarity): {', '.join(config.similarity_domains())}")
-        print(f"results: {pathlib.Path(config.output_dir).resolve()}")
+        print(f"results: {output_dir.resolve()}")
+    if failures:
+        raise EvaluationFailed(failures, output_dir)
     return rows

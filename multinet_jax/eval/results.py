@@ -89,14 +89,20 @@ def read_completed(path: pathlib.Path) -> list[Record]:
     return records
 
 
-def check_resumed_id(path: pathlib.Path, completed: Sequence[Record], sample_index: int, sample_id: str) -> None:
-    """A resumed sample must have the id the file holds at its index, or the data changed under the run."""
-    written = completed[sample_index]["id"]
-    if written != sample_id:
+def check_resumed_sample(path: pathlib.Path, completed: Sequence[Record], sample_index: int, sample_id: str,
+                     ground_truth: Any) -> None:
+    """A resumed sample must have the id and ground truth the file holds at its index, or the data changed."""
+    written = completed[sample_index]
+    if written["id"] != sample_id:
         raise ResultsError(
-            f"{path}: line {sample_index + 1} has id {written!r} but the dataset's sample {sample_index} is "
+            f"{path}: line {sample_index + 1} has id {written['id']!r} but the dataset's sample {sample_index} is "
             f"{sample_id!r}; the data, --limit order or domain changed since this file was written "
             "(use a new --output_dir or drop --resume)"
+        )
+    if written["ground_truth"] != json.loads(json.dumps(ground_truth, default=_json_default)):
+        raise ResultsError(
+            f"{path}: line {sample_index + 1} (id {sample_id!r}) holds another ground truth than the dataset's "
+            "sample; the data changed since this file was written (use a new --output_dir or drop --resume)"
         )
 
 

@@ -55,6 +55,41 @@ def headline(domain: domains.Domain, metrics: Mapping[str, Any]) -> dict[str, fl
     return {name: as_float(metrics[name]) for name in domain.headline_metrics if name in metrics}
 
 
+def row(domain: domains.Domain, num_samples: int, samples_per_second: float, wall_seconds: float,
+        metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A domain's summary row: sample count, throughput and the headline metrics."""
+    return {
+        "num_samples": num_samples,
+        "samples_per_second": samples_per_second,
+        "wall_seconds": wall_seconds,
+        **headline(domain, json_safe(metrics)),
+    }
+
+
+def failed_row(error: BaseException) -> dict[str, Any]:
+    """The summary row of a domain that failed mid-run (the others still finish)."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {' '.join(str(error).split())}"}
+
+
+def read_metrics(path: pathlib.Path) -> dict[str, Any] | None:
+    """A `<domain>_metrics.json` this package wrote, or None when there is none (or it is unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_rows(output_dir: pathlib.Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Summary rows of domains evaluated earlier into `output_dir`, rebuilt from their metrics files."""
+    rows = {}
+    for name in names:
+        content = read_metrics(output_dir / f"{name}_metrics.json")
+        if content is not None:
+            rows[name] = row(domains.lookup(name), content["num_samples"], content["samples_per_second"],
+                             content["timing_seconds"]["wall"], content["metrics"])
+    return rows
+
+
 def write_summary(output_dir: pathlib.Path, rows: Mapping[str, Mapping[str, Any]]) -> None:
     """`summary.json` ({domain: row}) and `summary.csv` (one line per domain and metric)."""
     write_json(output_dir / "summary.json", rows)
@@ -69,11 +104,14 @@ def write_summary(output_dir: pathlib.Path, rows: Mapping[str, Mapping[str, Any]
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """The end-of-run table: per domain the sample count, throughput and headline metrics."""
     lines = [f"{'domain':<26} {'samples':>8} {'samples/s':>10}  headline metrics"]
-    for name, row in rows.items():
+    for name, entry in rows.items():
+        if entry.get("status") == "failed":
+            lines.append(f"{name:<26} {'FAILED':>8} {'':>10}  {entry['error'][:200]}")
+            continue
         metrics = "  ".join(
-            f"{key}={as_float(value):.4g}" for key, value in row.items() if key not in ("num_samples", "samples_per_second", "wall_seconds")
+            f"{key}={as_float(value):.4g}" for key, value in entry.items() if key not in ("num_samples", "samples_per_second", "wall_seconds")
         )
-        lines.append(f"{name:<26} {row['num_samples']:>8} {as_float(row['samples_per_second']):>10.2f}  {metrics}")
+        lines.append(f"{name:<26} {entry['num_samples']:>8} {as_float(entry['samples_per_second']):>10.2f}  {metrics}")
     return "\n".join(lines)
 
 
@@ -87,39 +125,84 @@ def _per_sample_mae(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.asarray(errors)
 
 
-def _class_counts(records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int], list[int]]:
-    """Predicted and true class counts (invalid predictions as their own class)."""
+def _class_counts(domain: domains.Domain, records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int], list[int]]:
+    """(labels, predicted counts, true counts) over every class of the domain, zero counts included, then invalid
+    predictions as a class of their own (a class nobody predicted is information, not something to hide)."""
+    if domain.metric_kind == "discrete":
+        num_classes = domains.NUM_OVERCOOKED_ACTIONS
+    elif domain.metric_kind == "multiple_choice":
+        num_classes = domains.PIQA_NUM_OPTIONS
+    else:  # classification (ODinW): options per sample
+        num_classes = max((int(r.get("num_options", 0)) for r in records), default=0)
     predicted = Counter("invalid" if r["prediction"] is None else str(r["prediction"]) for r in records)
     truth = Counter(str(r["ground_truth"]) for r in records)
-    labels = sorted(set(predicted) | set(truth), key=lambda label: (label == "invalid", int(label) if label.isdigit() else 0, label))
+    labels = [str(index) for index in range(num_classes)]
+    labels += sorted((set(predicted) | set(truth)) - set(labels) - {"invalid"}) + ["invalid"]
     return labels, [predicted[label] for label in labels], [truth[label] for label in labels]
 
 
+def is_percentage(metric: str) -> bool:
+    """Whether a metric is in percent (0..100), by MultiNet's names: `*percentage*`, `action_success_rate`."""
+    return "percentage" in metric or metric == "action_success_rate"
+
+
+def _bars(axis: Any, values: Mapping[str, float], title: str) -> None:
+    axis.barh(list(values), [0.0 if not math.isfinite(v) else v for v in values.values()], color="tab:blue")
+    axis.set_title(title)
+    for y, value in enumerate(values.values()):
+        axis.text(0, y, f" {value:.4g}", va="center")
+
+
+def _count_axis(axis: Any) -> None:
+    """A y axis of sample counts: labelled, whole numbers only."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_ylabel("samples")
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def plot_domain(path: pathlib.Path, domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
-    """One PNG: the headline metrics as bars, and the domain's error or answer distribution."""
+    """One PNG (`domain_figure`)."""
+    from matplotlib import pyplot as plt
+
+    figure = domain_figure(domain, metrics, records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def domain_figure(domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Any:
+    """The headline metrics as bars (plain values and percentages on axes of their own), and the domain's error
+    or answer distribution."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     values = headline(domain, metrics)
-    left.barh(list(values), [0.0 if not math.isfinite(v) else v for v in values.values()], color="tab:blue")
-    left.set_title(f"{domain.name}: headline metrics")
-    for y, value in enumerate(values.values()):
-        left.text(0, y, f" {value:.4g}", va="center")
+    percentages = {name: value for name, value in values.items() if is_percentage(name)}
+    plain = {name: value for name, value in values.items() if not is_percentage(name)}
+    # Percentages and plain values never share an axis: 50 (%) beside 0.3 (a fraction) would misread either.
+    panels = [part for part in (plain, percentages) if part]
+    figure, axes = plt.subplots(1, len(panels) + 1, figsize=(6 * (len(panels) + 1), 4.5))
+    for axis, part in zip(axes, panels):
+        _bars(axis, part, f"{domain.name}: headline metrics" + (" (%)" if part is percentages else ""))
+        if part is percentages:
+            axis.set_xlim(0, 100)
+    right = axes[-1]
     if domain.output is domains.Output.CONTINUOUS_ACTIONS:
         errors = _per_sample_mae(records)
         right.hist(errors, bins=min(40, max(5, len(errors) // 3)), color="tab:orange")
         right.set_xlabel("per-sample MAE (valid predictions)")
-        right.set_ylabel("samples")
+        _count_axis(right)
         right.set_title("error distribution")
     elif domain.metric_kind in ("discrete", "multiple_choice", "classification"):
-        labels, predicted, truth = _class_counts(records)
+        labels, predicted, truth = _class_counts(domain, records)
         positions = np.arange(len(labels))
         right.bar(positions - 0.2, truth, width=0.4, label="ground truth")
         right.bar(positions + 0.2, predicted, width=0.4, label="predicted")
         right.set_xticks(positions, labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
+        _count_axis(right)
         right.set_title("class distribution")
         right.legend()
     elif domain.metric_kind == "act2answer_probes":
@@ -141,8 +224,7 @@ def plot_domain(path: pathlib.Path, domain: domains.Domain, metrics: Mapping[str
         lengths = [len(r["prediction"]) for r in records if isinstance(r["prediction"], str)]
         right.hist(lengths, bins=20, color="tab:green")
         right.set_xlabel("answer length (characters, valid answers)")
+        _count_axis(right)
         right.set_title(f"answers: {len(lengths)} valid of {len(records)}")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    return figure

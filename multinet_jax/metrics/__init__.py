@@ -16,13 +16,14 @@ from multinet_jax.metrics.continuous_actions import ACTION_SLICES, action_stats_
 from multinet_jax.metrics.discrete_actions import discrete, pack_discrete
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.function_calling import function_calls
-from multinet_jax.metrics.records import RecordError
+from multinet_jax.metrics.records import DuplicateIdError, RecordError
 from multinet_jax.metrics.report import to_json, to_python
 from multinet_jax.metrics.scoring import SIMILARITY_KINDS, load_action_stats, load_records, metric_kind, score
 from multinet_jax.metrics.text_answers import vqa
 
 __all__ = [
     "ACTION_SLICES",
+    "DuplicateIdError",
     "RecordError",
     "SIMILARITY_KINDS",
     "SentenceEmbedder",

@@ -70,6 +70,28 @@ def pack_continuous(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> 
     return ContinuousInputs(packed, truth, valid & np.isfinite(packed).all(axis=1))
 
 
+OVERFLOW_REASON = "finite predictions whose squared error would overflow float64 in the dataset's sums"
+
+
+def invalidate_overflowing(inputs: ContinuousInputs) -> tuple[ContinuousInputs, np.ndarray]:
+    """(inputs with the overflowing rows invalid, those rows).
+
+    A finite prediction of ~1e160 passes MultiNet's validity check, but its squared error is inf and every average
+    becomes inf or NaN. A row is cut off where its squared error, divided by the smallest baseline error and summed
+    over the dataset, could exceed float64's range, so every metric stays finite.
+    """
+    count = max(len(inputs.valid), 1)
+    limit = np.finfo(np.float64).max * BASELINE_EPSILON / count
+    with np.errstate(over="ignore", invalid="ignore"):
+        squared_error = np.sum((inputs.predictions - inputs.ground_truth) ** 2, axis=1)
+    overflowing = np.flatnonzero(inputs.valid & ~(squared_error <= limit))
+    if not overflowing.size:
+        return inputs, overflowing
+    valid = inputs.valid.copy()
+    valid[overflowing] = False
+    return inputs._replace(valid=valid), overflowing
+
+
 def _pack_ground_truth(ground_truth: Sequence[Any]) -> np.ndarray:
     if len(ground_truth) == 0:
         raise ValueError("no records to score")

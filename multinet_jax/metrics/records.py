@@ -7,8 +7,9 @@ MultiNet scores with its worst-case rules; deciding validity happens here, once,
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +22,33 @@ class RecordError(ValueError):
         self.index = index
         self.field = field
         self.problem = problem
-        super().__init__(f"record {index}: field {field!r}: {problem}")
+        super().__init__(f"record {index}: {self.describe(lambda other: f'record {other}')}")
+
+    def describe(self, locate: Callable[[int], str]) -> str:
+        """What is wrong, with other records named by `locate(index)` (a file's reader names lines)."""
+        return f"field {self.field!r}: {self.problem}"
+
+
+class DuplicateIdError(RecordError):
+    """Two records with one id: scoring both would count that sample twice."""
+
+    def __init__(self, index: int, first_index: int, sample_id: Any):
+        self.first_index = first_index
+        self.sample_id = sample_id
+        super().__init__(index, "id", f"duplicate id {sample_id!r}")
+
+    def describe(self, locate: Callable[[int], str]) -> str:
+        return f"field 'id': duplicate id {self.sample_id!r}, first at {locate(self.first_index)}"
+
+
+def check_unique_ids(records: Sequence[Mapping[str, Any]]) -> None:
+    """Every record's id differs from the others' (ids compared as JSON values)."""
+    first_seen: dict[str, int] = {}
+    for index, record in enumerate(records):
+        key = json.dumps(require_field(record, index, "id"), sort_keys=True)
+        if key in first_seen:
+            raise DuplicateIdError(index, first_seen[key], record["id"])
+        first_seen[key] = index
 
 
 def is_integer(value: Any) -> bool:

@@ -6,8 +6,10 @@ list of floats; Overcooked a joint action index or 36 probabilities / joint acti
 ODinW a choice index / choice index; SQA3D and RoboVQA text / text; BFCL per-turn lists of call
 strings / per-turn lists of call strings (optionally `responses`: the raw per-turn model outputs
 used for similarity; without them the predicted calls are). Predictions may be null or malformed
-(scored as invalid); malformed ground truth or a missing field is a `RecordError`. Act2Answer records are
-episode logs instead (`metrics/act2answer.py`: id, category, layout, target, cube_position, tiles, ...).
+(scored as invalid); malformed ground truth, a missing field or a duplicate id is a `RecordError`. Open-X predictions
+so large that their errors would overflow float64 count as invalid (`invalid_by_overflow` names them).
+Act2Answer records are episode logs instead (`metrics/act2answer.py`: id, category, layout, target,
+cube_position, tiles, ...).
 
 The similarity metrics of SQA3D, RoboVQA and BFCL need all-MiniLM-L6-v2. Without it `score` refuses,
 unless the caller opts out with `skip_similarity=True`: then every other metric is computed and the
@@ -23,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from multinet_jax.metrics import act2answer, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
-from multinet_jax.metrics.records import RecordError, fields, integer_ground_truth, require_field
+from multinet_jax.metrics.records import RecordError, check_unique_ids, fields, integer_ground_truth, require_field
 from multinet_jax.metrics.report import to_python
 
 KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
@@ -49,6 +51,15 @@ EMBEDDER_HELP = (
 )
 SIMILARITY_SKIPPED_KEY = "similarity_metrics"
 SIMILARITY_SKIPPED = "skipped (no sentence embedder given)"
+# MultiNet's v1.0 Pi0 pipelines stored these metrics under other names than its harness calculators give them
+# (e.g. `invalid_predictions_percentage` in the published Open-X and Overcooked results): both names are given.
+PIPELINE_NAMES = {
+    "continuous": {"invalid_predictions_percentage": "invalid_percentage", "total_timesteps": "num_timesteps"},
+    "discrete": {"invalid_predictions_percentage": "percentage_invalids"},
+}
+# Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
+OVERFLOW_KEY = "invalid_by_overflow"
+OVERFLOW_IDS_SHOWN = 10
 
 
 def metric_kind(domain: str) -> str:
@@ -83,17 +94,36 @@ def score(
     kind = metric_kind(domain)
     if not records:
         raise ValueError("no records to score")
+    result = _score_kind(kind, domain, records, action_stats, embedder, num_choices, skip_similarity)
+    return {**result, **{alias: result[name] for alias, name in PIPELINE_NAMES.get(kind, {}).items()}}
+
+
+def _score_kind(
+    kind: str,
+    domain: str,
+    records: Sequence[Mapping[str, Any]],
+    action_stats: Mapping[str, Any] | None,
+    embedder: SentenceEmbedder | str | pathlib.Path | None,
+    num_choices: int,
+    skip_similarity: bool,
+) -> dict[str, Any]:
+    """`score` for one metric kind (MultiNet's harness names)."""
     if kind == "episodes":
         return act2answer.score_episodes(records)
     if kind == "act2answer_probes":
         return act2answer.score_probes(records)
-    fields(records, "id")
+    check_unique_ids(records)
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
     if kind == "continuous":
         inputs = continuous_actions.pack_continuous(predictions, ground_truth)
         stats = action_stats if action_stats is not None else continuous_actions.action_stats_from_ground_truth(inputs.ground_truth)
+        inputs, overflowing = continuous_actions.invalidate_overflowing(inputs)
         slices = continuous_actions.ACTION_SLICES.get(domain, {})
-        return to_python(continuous_actions.continuous_with_slices(inputs, stats, slices))
+        result = to_python(continuous_actions.continuous_with_slices(inputs, stats, slices))
+        if overflowing.size:  # counted in total_invalid_preds; named here so the count explains itself
+            ids = [records[row]["id"] for row in overflowing[:OVERFLOW_IDS_SHOWN]]
+            result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}
+        return result
     if kind == "discrete":
         return to_python(discrete_actions.discrete(discrete_actions.pack_discrete(predictions, ground_truth)))
     if kind == "multiple_choice":
@@ -165,7 +195,10 @@ def load_records(path: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[i
 
 def load_action_stats(path: str | pathlib.Path) -> dict[str, Any]:
     """An action-stats JSON file: an object with per-dimension `min`, `max`, `mean` lists (std, q01, q99 optional)."""
-    stats = json.loads(pathlib.Path(path).read_text())
+    try:
+        stats = json.loads(pathlib.Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(stats, dict) or not all(key in stats for key in ("min", "max", "mean")):
         raise ValueError(f"{path}: expected a JSON object with per-dimension 'min', 'max' and 'mean' lists")
     return stats

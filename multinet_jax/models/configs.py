@@ -19,6 +19,14 @@ DType = Literal["float32", "bfloat16"]
 PALIGEMMA_VOCAB_SIZE = 257_152
 
 
+def check_positive(config: Any, names: tuple[str, ...]) -> None:
+    """Sizes a model cannot have zero or fewer of (an action horizon of 0 would sample nothing, silently)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class GemmaConfig:
     """One Gemma expert. All experts of a mixture share depth, heads and head_dim (joint attention)."""
@@ -102,6 +110,7 @@ class Pi0Config:
         a, b = self.paligemma, self.action_expert
         if (a.depth, a.num_heads, a.num_kv_heads, a.head_dim) != (b.depth, b.num_heads, b.num_kv_heads, b.head_dim):
             raise ValueError(f"experts must share depth/heads/head_dim for joint attention: {a} vs {b}")
+        check_positive(self, ("action_dim", "action_horizon", "max_token_len", "vocab_size"))
 
     @property
     def experts(self) -> tuple[GemmaConfig, GemmaConfig]:
@@ -124,6 +133,9 @@ class Pi0FastConfig:
     action_horizon: int = 32
     max_token_len: int = 250
     dtype: DType = "float32"
+
+    def __post_init__(self) -> None:
+        check_positive(self, ("action_dim", "action_horizon", "max_token_len", "vocab_size"))
 
     @property
     def experts(self) -> tuple[GemmaConfig]:
@@ -230,8 +242,13 @@ def infer_config(param_shapes: Mapping[str, Any], **overrides: Any) -> ModelConf
     common = dict(paligemma=_gemma_from_shapes(shapes, ""), siglip=_siglip_from_shapes(shapes), vocab_size=vocab_size)
     if has_expert:
         action_dim = shapes["action_in_proj/kernel"][0]
+        if overrides.setdefault("action_dim", action_dim) != action_dim:
+            raise ValueError(
+                f"action_dim={overrides['action_dim']!r} but this Pi0 checkpoint's action projections have "
+                f"action_dim {action_dim} (leave it out, or pass {action_dim})"
+            )
         if pi05:
             overrides = {"max_token_len": PI05_MAX_TOKEN_LEN, **overrides}
         expert = _gemma_from_shapes(shapes, "_1")
-        return Pi0Config(action_expert=expert, action_dim=action_dim, pi05=pi05, **common, **overrides)
+        return Pi0Config(action_expert=expert, pi05=pi05, **common, **overrides)
     return Pi0FastConfig(**common, **overrides)

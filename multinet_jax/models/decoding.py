@@ -50,7 +50,8 @@ import numpy as np
 from multinet_jax import sharding
 from multinet_jax.models.configs import ModelConfig
 from multinet_jax.models.gemma import KVCache
-from multinet_jax.models.pi0 import PaliGemma, check_observation, live_cameras, make_attn_mask, observation_cameras
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
+from multinet_jax.models.pi0 import PaliGemma, make_attn_mask
 
 PALIGEMMA_EOS_ID = 1
 Observation = Mapping[str, Any]
@@ -70,8 +71,7 @@ class DecodeSettings:
     openpi_exact: bool = True  # see the module docstring
 
     def __post_init__(self) -> None:
-        if self.max_decoding_steps < 1:
-            raise ValueError(f"max_decoding_steps must be >= 1, got {self.max_decoding_steps}")
+        check_num_steps("max_decoding_steps", self.max_decoding_steps)
 
     @property
     def position_gap(self) -> int:
@@ -376,18 +376,27 @@ def decoder_inputs(
     `skip_absent_cameras` drops the cameras masked in every row (see `DecodeSettings.openpi_exact` for when that is
     exact); False encodes every camera.
     """
-    batch = check_observation(observation, config)
-    cameras = live_cameras(observation, batch) if skip_absent_cameras else observation_cameras(observation)
+    return _place_decoder_inputs(validate_for(config, observation), rng, mesh, skip_absent_cameras)
+
+
+def validate_for(config: ModelConfig, observation: Observation) -> dict[str, np.ndarray]:
+    """The observation checked and converted for a decoder of `config` (`models/observation.py`; no state read)."""
+    return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size)
+
+
+def _place_decoder_inputs(
+    observation: dict[str, np.ndarray], rng: jax.Array | None, mesh: jax.sharding.Mesh | None, skip_absent_cameras: bool
+) -> dict[str, Any]:
+    cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)
     batch_sharded = None if mesh is None else sharding.batch_sharding(mesh)
-    place = lambda value, dtype: jax.device_put(np.asarray(value, dtype), batch_sharded)
-    prompt_shape = np.shape(observation["tokenized_prompt"])
+    place = lambda value: jax.device_put(value, batch_sharded)
     return {
-        "images": [place(observation[f"image/{c}"], np.float32) for c in cameras],
-        "image_masks": [place(observation.get(f"image_mask/{c}", np.ones(batch, bool)), bool) for c in cameras],
-        "tokens": place(observation["tokenized_prompt"], np.int32),
-        "token_mask": place(observation["tokenized_prompt_mask"], bool),
-        "token_ar_mask": place(observation.get("token_ar_mask", np.zeros(prompt_shape, np.int32)), np.int32),
-        "sample_index": place(observation.get("sample_index", np.arange(batch)), np.int32),
+        "images": [place(observation[f"image/{c}"]) for c in cameras],
+        "image_masks": [place(observation[f"image_mask/{c}"]) for c in cameras],
+        "tokens": place(observation["tokenized_prompt"]),
+        "token_mask": place(observation["tokenized_prompt_mask"]),
+        "token_ar_mask": place(observation["token_ar_mask"]),
+        "sample_index": place(observation["sample_index"]),
         "rng": jax.random.key(0) if rng is None else rng,
     }
 
@@ -416,9 +425,10 @@ def sample_tokens(
     settings = DecodeSettings(max_decoding_steps, per_row_stopping, openpi_exact)
     sampling = Sampling.create(temperature, top_k, top_p, tuple(stop_token_ids))
     mesh = getattr(model, "mesh", None)
-    batch = check_observation(observation, model.config)
+    observation = validate_for(model.config, observation)
+    batch = observation["tokenized_prompt"].shape[0]
     skip = not (openpi_exact and window_needs_masked_cameras(observation, batch))
-    inputs = decoder_inputs(model.config, observation, rng, mesh, skip_absent_cameras=skip)
+    inputs = _place_decoder_inputs(observation, rng, mesh, skip)
     tokens, _ = compiled_decoder(model.config, settings, mesh)(model.params, **inputs, sampling=sampling)
     return tokens
 

@@ -35,6 +35,7 @@ from multinet_jax.models import activations, numerics
 from multinet_jax.models.configs import ModelConfig, Pi0Config, model_kind
 from multinet_jax.models.gemma import Gemma, KVCache
 from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
 from multinet_jax.models.vit import ViT
 
 Observation = Mapping[str, Any]
@@ -226,36 +227,6 @@ def per_sample_noise(rng: jax.Array, sample_index: jax.Array, shape: tuple[int, 
 _per_sample_noise_jit = jax.jit(per_sample_noise, static_argnames=("shape",))
 
 
-def observation_cameras(observation: Observation) -> list[str]:
-    """Camera names in the observation's key order (`image/<camera>`); that order is the token order."""
-    return [key.removeprefix("image/") for key in observation if key.startswith("image/")]
-
-
-def live_cameras(observation: Observation, batch: int) -> list[str]:
-    """Cameras with at least one True mask entry in the batch (host-side: decides which SigLIP passes run)."""
-    return [
-        camera
-        for camera in observation_cameras(observation)
-        if np.asarray(observation.get(f"image_mask/{camera}", np.ones(batch, bool))).any()
-    ]
-
-
-def check_observation(observation: Observation, config: ModelConfig) -> int:
-    """Validate keys and shapes at the boundary; returns the batch size."""
-    for key in ("state", "tokenized_prompt", "tokenized_prompt_mask"):
-        if key not in observation:
-            raise KeyError(f"observation lacks {key!r} (has {sorted(observation)})")
-    batch = np.shape(observation["state"])[0]
-    size = config.siglip.image_size
-    if not observation_cameras(observation):
-        raise KeyError(f"observation has no `image/<camera>` key (has {sorted(observation)})")
-    for camera in observation_cameras(observation):
-        shape = np.shape(observation[f"image/{camera}"])
-        if shape != (batch, size, size, 3):
-            raise ValueError(f"observation['image/{camera}'] has shape {shape}, expected {(batch, size, size, 3)}")
-    return batch
-
-
 def check_noise(shape: tuple[int, ...], batch: int, config: Pi0Config) -> None:
     """Explicit noise must be `[batch, action_horizon, action_dim]`; a wrong horizon or dim names the override."""
     expected = (batch, config.action_horizon, config.action_dim)
@@ -297,22 +268,29 @@ class Pi0Model:
     def _place_batch(self, array: Any, dtype: Any) -> jax.Array:
         return sharding.place_batch(array, dtype, mesh=self.mesh)
 
-    def prepare_inputs(self, observation: Observation, *, skip_absent_cameras: bool = True) -> dict[str, Any]:
-        """Host-side: validate, choose the live cameras, and place arrays batch-sharded on the mesh."""
-        batch = check_observation(observation, self.config)
-        cameras = live_cameras(observation, batch) if skip_absent_cameras else observation_cameras(observation)
-        masks = [observation.get(f"image_mask/{c}", np.ones(batch, bool)) for c in cameras]
+    def validate_observation(self, observation: Observation) -> dict[str, np.ndarray]:
+        """The observation checked and converted at the boundary (`models/observation.py`)."""
+        config = self.config
+        return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size,
+                        state_dim=config.action_dim)
+
+    def _place_inputs(self, observation: dict[str, np.ndarray], skip_absent_cameras: bool) -> dict[str, Any]:
+        cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)
         return {
             "images": [self._place_batch(observation[f"image/{c}"], np.float32) for c in cameras],
-            "image_masks": [self._place_batch(m, bool) for m in masks],
+            "image_masks": [self._place_batch(observation[f"image_mask/{c}"], bool) for c in cameras],
             "tokens": self._place_batch(observation["tokenized_prompt"], np.int32),
             "token_mask": self._place_batch(observation["tokenized_prompt_mask"], bool),
             "state": self._place_batch(observation["state"], np.float32),
         }
 
+    def prepare_inputs(self, observation: Observation, *, skip_absent_cameras: bool = True) -> dict[str, Any]:
+        """Host-side: validate, choose the live cameras, and place arrays batch-sharded on the mesh."""
+        return self._place_inputs(self.validate_observation(observation), skip_absent_cameras)
+
     def make_noise(self, observation: Observation, rng: jax.Array | None) -> jax.Array:
         """Per-sample noise from `rng` (default key 0) and `observation["sample_index"]` (default arange(b))."""
-        batch = np.shape(observation["state"])[0]
+        batch = np.shape(observation["tokenized_prompt"])[0]
         sample_index = observation.get("sample_index", np.arange(batch))
         rng = jax.random.key(0) if rng is None else rng
         shape = (self.config.action_horizon, self.config.action_dim)
@@ -333,8 +311,9 @@ class Pi0Model:
         `observation["sample_index"]` (default arange(b)); another shape raises ValueError naming both shapes. `skip_absent_cameras=False` encodes every camera even
         when masked for the whole batch (openpi's behaviour; same outputs, for benchmarks).
         """
+        steps = jnp.int32(check_num_steps("num_steps", num_steps))
         batch, inputs = self._sampler_inputs(observation, rng, noise, skip_absent_cameras)
-        return sample_actions_jit(self.module, self.params, num_steps=jnp.int32(num_steps), **inputs)[:batch]
+        return sample_actions_jit(self.module, self.params, num_steps=steps, **inputs)[:batch]
 
     def activations(
         self, observation: Observation, *, rng: jax.Array | None = None, num_steps: int = 10
@@ -342,15 +321,18 @@ class Pi0Model:
         """(actions, streams) from one sampling pass: the actions `sample_actions` gives for the same inputs and
         each layer's residual streams `{"prefix_last", "prefix_mean", "action_mean": [b, depth, width]}` (float32;
         see `models/activations.py`)."""
+        steps = jnp.int32(check_num_steps("num_steps", num_steps))
         batch, inputs = self._sampler_inputs(observation, rng, None, True)
-        actions, streams = sample_actions_jit(self.module, self.params, num_steps=jnp.int32(num_steps), capture=True, **inputs)
+        actions, streams = sample_actions_jit(self.module, self.params, num_steps=steps, capture=True, **inputs)
         return actions[:batch], {name: value[:batch] for name, value in streams.items()}
 
     def _sampler_inputs(self, observation: Observation, rng: jax.Array | None, noise: Any, skip_absent_cameras: bool):
-        batch = check_observation(observation, self.config)
+        """(batch size, the sampler's inputs) with the observation validated once (`models/observation.py`)."""
+        observation = self.validate_observation(observation)
+        batch = observation["tokenized_prompt"].shape[0]
         if noise is not None:
             check_noise(np.shape(noise), batch, self.config)
-        inputs = self.prepare_inputs(observation, skip_absent_cameras=skip_absent_cameras)
+        inputs = self._place_inputs(observation, skip_absent_cameras)
         inputs["noise"] = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
         return batch, inputs
 

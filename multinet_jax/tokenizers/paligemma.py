@@ -53,11 +53,15 @@ class PaliGemmaTokenizer:
         model_path = pathlib.Path(model_path)
         if not model_path.is_file():
             raise FileNotFoundError(
-                f"PaliGemma tokenizer model {model_path} does not exist; point to paligemma_tokenizer.model or build "
-                "one with multinet_jax.tokenizers.build_paligemma_vocab(gemma_tokenizer.model, output_path)"
+                f"{model_path}: no such PaliGemma tokenizer file{' (it is a directory)' if model_path.is_dir() else ''}; "
+                "point to paligemma_tokenizer.model or build one with "
+                "multinet_jax.tokenizers.build_paligemma_vocab(gemma_tokenizer.model, output_path)"
             )
         self.model_path = model_path
-        self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_path.read_bytes())
+        try:
+            self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_path.read_bytes())
+        except RuntimeError as error:  # sentencepiece's error for bytes that are not a model proto
+            raise ValueError(f"{model_path}: not a SentencePiece model ({' '.join(str(error).split())})") from None
 
     @property
     def vocab_size(self) -> int:

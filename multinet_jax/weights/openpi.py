@@ -13,6 +13,7 @@ Norm stats live in `<step>/assets/<asset_id>/norm_stats.json` (openpi's `normali
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,8 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from multinet_jax import fingerprints
 from multinet_jax.weights.trees import (
     CheckpointError,
+    check_finite,
     check_layout,
     flatten_params,
     flatten_tree,
@@ -51,8 +54,8 @@ def is_pi0_only(path: str) -> bool:
 def params_directory(checkpoint: str | pathlib.Path) -> epath.Path:
     """The orbax `params/` directory of an openpi step dir (or `params/` itself); local or `gs://`."""
     # orbax needs absolute local paths; gs:// and other URLs pass through unchanged.
-    path = epath.Path(checkpoint if "://" in str(checkpoint) else pathlib.Path(checkpoint).resolve())
-    if (path / "params" / "_METADATA").exists():
+    path = fingerprints.as_path(checkpoint)
+    if fingerprints.exists(path / "params" / "_METADATA"):
         return path / "params"
     if (path / "_METADATA").exists():
         return path
@@ -73,6 +76,7 @@ def _model_path(keys: tuple[str, ...]) -> str:
 def read_param_metadata(checkpoint: str | pathlib.Path) -> tuple[epath.Path, dict[str, tuple[tuple[str, ...], Any]]]:
     """(params dir, {model path: (checkpoint key path, orbax ArrayMetadata)}) without reading any array."""
     directory = params_directory(checkpoint)
+    _quiet_orbax()
     try:
         metadata = ocp.PyTreeCheckpointer().metadata(directory).item_metadata
         flat = flatten_tree(dict(metadata))
@@ -150,7 +154,31 @@ def _restore_group(
         )
     # device_put is asynchronous: wait, so this group's host read buffers are freed before the next is read.
     group_flat = jax.block_until_ready(flatten_tree(group_tree))
-    return {path: group_flat[wanted[path][0]] for path in group}
+    arrays = {path: group_flat[wanted[path][0]] for path in group}
+    check_finite(directory, arrays)
+    return arrays
+
+
+class _OrbaxNoiseFilter(logging.Filter):
+    """Drops two orbax messages that are expected here and say nothing wrong:
+    - "Metadata file does not exist: .../_CHECKPOINT_METADATA": openpi writes its checkpoints without that file;
+    - asyncio's "Task exception was never retrieved" for orbax's other reads of a failed restore: they fail for the
+      reason already reported (a CheckpointError names the checkpoint), then linger until collected.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        missing_metadata = message.startswith("Metadata file does not exist") and message.endswith("_CHECKPOINT_METADATA")
+        abandoned_read = "Task exception was never retrieved" in message and "_read_array_index_and_device_put" in message
+        return not (missing_metadata or abandoned_read)
+
+
+def _quiet_orbax() -> None:
+    """Installs `_OrbaxNoiseFilter` on the loggers those messages go through (once)."""
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _OrbaxNoiseFilter) for existing in logger.filters):
+            logger.addFilter(_OrbaxNoiseFilter())
 
 
 def read_norm_stats(checkpoint_dir: str | pathlib.Path, asset_id: str | None = None) -> dict[str, dict] | None:

@@ -136,6 +136,7 @@ def _read_tensor(spec: TensorSpec, name: str) -> np.ndarray:
         raise CheckpointError(f"{spec.file}: could not read tensor {name!r} (truncated or corrupt?): {error}")
     if tuple(tensor.shape) != spec.shape:
         raise CheckpointError(f"{spec.file}: tensor {name!r} has shape {tensor.shape}, its header says {spec.shape}")
+    trees.check_finite(spec.file, {name: tensor})
     return tensor
 
 

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
 
 FlatTree = dict[str, Any]
@@ -21,6 +22,19 @@ RESTORE_GROUP_BYTES = 1 << 29
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot become the requested model; the message names the file or directory and the paths."""
+
+
+def check_finite(source: Any, arrays: Mapping[str, Any]) -> None:
+    """Parameters hold finite values: a flipped bit in a checkpoint file can decode to NaN or inf, which would
+    otherwise surface only as a whole run of NaN predictions. Host arrays are checked on the host, device arrays
+    on their devices (no copy either way)."""
+    bad = []
+    for path, array in arrays.items():
+        finite = np.isfinite(array).all() if isinstance(array, np.ndarray) else jax.numpy.isfinite(array).all()
+        if not bool(finite):
+            bad.append(path)
+    if bad:
+        raise CheckpointError(f"{source}: parameters {sorted(bad)} hold NaN or infinite values (corrupt checkpoint bytes?)")
 
 
 def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

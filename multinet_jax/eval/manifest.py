@@ -1,0 +1,202 @@
+"""The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
+
+It records the settings that change predictions (`PREDICTION_SETTINGS`), content fingerprints of the checkpoint
+and the tokenizers, and per domain a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
+sizes and content digests, so a moved copy matches and a changed file does not). It is written before the first
+batch. An output folder that already holds predictions is continued (`--resume`) or extended with more domains
+only when every recorded item equals the new run's; otherwise the run is refused with one line naming each item
+that differs, and nothing in the folder is touched. Predictions without a manifest cannot be verified and are
+refused the same way.
+
+Adding a setting that changes predictions: add the `EvalConfig` field to `PREDICTION_SETTINGS`. Adding one that
+does not: say why in `OTHER_SETTINGS`. Every field must be in exactly one of them (a test checks), so no setting
+is left out by accident. A setting absent from an older manifest counts as different.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from multinet_jax import data, domains, fingerprints
+
+FILENAME = "run_manifest.json"
+FORMAT = "multinet_jax.run_manifest/v1"
+
+# `EvalConfig` fields whose value changes the predictions: resuming with a different one is refused.
+PREDICTION_SETTINGS = (
+    "model",
+    "split",
+    "max_token_len",
+    "action_horizon",
+    "action_dim",
+    "dtype",
+    "num_flow_steps",
+    "max_decoding_steps",
+    "openpi_exact_decoding",
+    "normalize_state",
+    "temperature",
+    "seed",
+    "unnormalize",
+    "unnorm_key",
+)
+
+# Every other `EvalConfig` field, and why two runs filling one output folder may differ in it.
+OTHER_SETTINGS = {
+    "checkpoint": "compared by content (the `checkpoint` fingerprint): a moved or copied checkpoint resumes",
+    "tokenizer": "compared by content (the `tokenizers` fingerprints)",
+    "fast_tokenizer": "compared by content (the `tokenizers` fingerprints)",
+    "data_dir": "compared by content, per domain (the `domains` fingerprints)",
+    "domains": "each domain has its own entry; a later run may add domains",
+    "output_dir": "is where the manifest lives",
+    "cache_dir": "holds conversions derived from the data, which is fingerprinted itself",
+    "batch_size": "each sample's randomness is folded from its own index, so batching does not change predictions",
+    "mesh": "sharding does not change predictions (a preempted run may come back on other devices)",
+    "limit": "samples come in a fixed order, so a larger limit extends the same predictions",
+    "resume": "decides whether existing predictions are continued, not what they are",
+    "embedder_dir": "used by the metrics only, which are recomputed from the whole predictions file",
+    "skip_similarity": "used by the metrics only, which are recomputed from the whole predictions file",
+}
+
+
+# Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
+TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")
+
+
+class RunChangedError(ValueError):
+    """An output folder holds results of a run that differs from this one (the message names each difference)."""
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """The prediction settings of an `EvalConfig`, as JSON values."""
+    return {name: json.loads(json.dumps(getattr(config, name))) for name in PREDICTION_SETTINGS}
+
+
+def domain_data_dir(config: Any, name: str) -> pathlib.Path:
+    """The folder the domain's samples are read from (its split folder in MultiNet's layout)."""
+    return data.split_dir(pathlib.Path(config.data_dir) / domains.lookup(name).folder, config.split)[0]
+
+
+def _located(location: str | pathlib.Path) -> dict[str, Any]:
+    return {"path": str(fingerprints.as_path(location)), **fingerprints.fingerprint(location)}
+
+
+def describe(config: Any, paths: Mapping[str, str | pathlib.Path]) -> dict[str, Any]:
+    """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`).
+
+    Fingerprints every input: call it before the long part. Without a "checkpoint" path the model is in memory
+    (benchmarks, a model under training): it has no files to fingerprint, so such a run is never resumable.
+    """
+    tokenizers = {name: _located(paths[name]) for name in TOKENIZER_ASSETS if name in paths}
+    return {
+        "format": FORMAT,
+        "settings": settings(config),
+        "checkpoint": _located(paths["checkpoint"]) if "checkpoint" in paths else None,
+        "tokenizers": tokenizers,
+        "domains": {name: {"data": _located(domain_data_dir(config, name))} for name in config.domains},
+    }
+
+
+def _content(entry: Mapping[str, Any] | None) -> str | None:
+    return None if entry is None else entry.get("sha256")
+
+
+def _differs(what: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
+    """One line for a fingerprinted input that is not the recorded one."""
+    if recorded is not None and current is not None and _content(recorded) == _content(current):
+        return []
+    if recorded is None or current is None:
+        return [f"{what}: an in-memory model cannot be verified"]
+    return [
+        f"{what}: content differs (recorded {recorded.get('path')}: {recorded.get('files')} files, "
+        f"{recorded.get('bytes')} bytes, sha256 {str(_content(recorded))[:12]}; now {current['path']}: "
+        f"{current['files']} files, {current['bytes']} bytes, sha256 {str(_content(current))[:12]})"
+    ]
+
+
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compared_domains: Iterable[str]) -> list[str]:
+    """Every recorded item that differs from `current`, one description each (empty: the same run)."""
+    found = []
+    recorded_settings = recorded.get("settings", {})
+    for name, value in current["settings"].items():
+        if name not in recorded_settings:
+            found.append(f"--{name}: not recorded by the earlier run, now {value!r}")
+        elif recorded_settings[name] != value:
+            found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
+    found += _differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
+    recorded_tokenizers = recorded.get("tokenizers", {})
+    for name in sorted(set(recorded_tokenizers) | set(current["tokenizers"])):
+        if name not in recorded_tokenizers or name not in current["tokenizers"]:
+            found.append(f"--{name}: {'not given now' if name in recorded_tokenizers else 'not given before'}")
+        else:
+            found += _differs(f"--{name}", recorded_tokenizers[name], current["tokenizers"][name])
+    for name in compared_domains:
+        recorded_domain = recorded.get("domains", {}).get(name)
+        if recorded_domain is None:
+            found.append(f"data of {name}: its predictions are not recorded in the manifest")
+        else:
+            found += _differs(f"data of {name}", recorded_domain.get("data"), current["domains"][name]["data"])
+    return found
+
+
+def domains_with_results(output_dir: pathlib.Path) -> list[str]:
+    """Domains whose predictions file exists in `output_dir` (results this run must agree with)."""
+    return sorted(path.stem for path in (output_dir / "predictions").glob("*.jsonl"))
+
+
+def read(output_dir: pathlib.Path) -> dict[str, Any] | None:
+    """The manifest in `output_dir`, or None when there is none."""
+    path = output_dir / FILENAME
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RunChangedError(f"{path}: unreadable run manifest ({error}); use a new --output_dir") from None
+    if not isinstance(recorded, dict) or recorded.get("format") != FORMAT:
+        raise RunChangedError(f"{path}: not a {FORMAT} run manifest; use a new --output_dir")
+    return recorded
+
+
+def check(output_dir: pathlib.Path, current: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuses a run that differs from the results already in `output_dir`; returns the manifest to `record`.
+
+    Only what existing predictions depend on is compared: the global settings when any predictions exist, and a
+    domain's data when that domain has predictions. Entries of domains with results that this run does not
+    evaluate are kept in the returned manifest.
+    """
+    with_results = domains_with_results(output_dir)
+    if not with_results:
+        return dict(current)
+    recorded = read(output_dir)
+    if recorded is None:
+        raise RunChangedError(
+            f"{output_dir}: holds predictions ({', '.join(with_results)}) but no {FILENAME}, so they cannot be "
+            "verified to come from this run; use a new --output_dir"
+        )
+    found = differences(recorded, current, [name for name in current["domains"] if name in with_results])
+    if found:
+        raise RunChangedError(
+            f"{output_dir / FILENAME}: the results in this folder come from another run: {'; '.join(found)}. "
+            "Use a new --output_dir, or the recorded settings and inputs"
+        )
+    kept = {name: entry for name, entry in recorded.get("domains", {}).items() if name in with_results}
+    return {**current, "domains": {**kept, **current["domains"]}}
+
+
+def record(output_dir: pathlib.Path, checked: Mapping[str, Any]) -> None:
+    """Writes the manifest `check` returned (atomically; before the first prediction)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / FILENAME
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(checked, indent=1) + "\n")
+    temporary.replace(path)
+
+
+def unclassified_settings(config_class: type) -> list[str]:
+    """`EvalConfig` fields in neither PREDICTION_SETTINGS nor OTHER_SETTINGS (must be empty)."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return sorted(names - set(PREDICTION_SETTINGS) - set(OTHER_SETTINGS))

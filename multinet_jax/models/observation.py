@@ -1,0 +1,155 @@
+"""The observation boundary: every model's `sample_actions` / `sample_tokens` validates its inputs here, once.
+
+An observation is a dict mirroring openpi's `Observation` (see the README): `image/<camera>` `[b, H, W, 3]`,
+`image_mask/<camera>` `[b]`, `tokenized_prompt` / `tokenized_prompt_mask` `[b, L]`, optionally `token_ar_mask`,
+`token_loss_mask`, `state` `[b, state_dim]` and `sample_index` `[b]`. `validate` returns it as host numpy arrays of
+one dtype per key, or raises `ObservationError` naming the key and what is wrong. Inside the jitted samplers
+nothing is checked, and bad values there do not fail: an out-of-vocabulary id is clamped by the embedding
+lookup, a 0..255 image runs as a very bright one. So:
+
+- Images: uint8 is mapped [0, 255] -> [-1, 1] as openpi's `Observation.from_dict` does; floating images must
+  already be in [-1, 1] (within `IMAGE_RANGE_TOLERANCE`) and finite; any other dtype is refused.
+- Token ids must be integers in [0, vocab_size) of the model; masks bool (or integers 0/1).
+- The state, when the model reads it, must be finite floats of the model's state width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from multinet_jax.pixels import to_model_range
+
+Observation = Mapping[str, Any]
+# Float images may exceed [-1, 1] by this much (float rounding of a resize or a conversion), no more.
+IMAGE_RANGE_TOLERANCE = 1e-3
+_PROMPT_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
+
+
+class ObservationError(ValueError):
+    """An observation a model cannot use: the message names the key and what is wrong."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        super().__init__(f"observation[{key!r}]: {problem}")
+
+
+def observation_cameras(observation: Observation) -> list[str]:
+    """Camera names in the observation's key order (`image/<camera>`); that order is the token order."""
+    return [key.removeprefix("image/") for key in observation if key.startswith("image/")]
+
+
+def live_cameras(observation: Observation) -> list[str]:
+    """Cameras with at least one True mask entry (host-side: decides which SigLIP passes run).
+
+    `observation` must be `validate`d (every camera then has its mask).
+    """
+    return [camera for camera in observation_cameras(observation) if observation[f"image_mask/{camera}"].any()]
+
+
+def _array(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    value = np.asarray(observation[key])
+    if value.shape != shape:
+        raise ObservationError(key, f"shape {value.shape}, expected {shape}")
+    return value
+
+
+def _mask(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    value = _array(observation, key, shape)
+    if value.dtype == bool:
+        return value
+    if np.issubdtype(value.dtype, np.integer) and np.isin(value, (0, 1)).all():
+        return value.astype(bool)
+    raise ObservationError(key, f"a mask must be bool (or integers 0/1), got {value.dtype}")
+
+
+def _image(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    value = _array(observation, key, shape)
+    if value.dtype == np.uint8:
+        return to_model_range(value)
+    if value.dtype.kind != "f" and "float" not in value.dtype.name:  # ml_dtypes' bfloat16 is kind "V"
+        raise ObservationError(key, f"{value.dtype} images are not accepted: pass uint8 (0..255) or floats in [-1, 1]")
+    value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+        raise ObservationError(key, "holds NaN or infinite pixels")
+    low, high = float(value.min()), float(value.max())
+    if low < -1 - IMAGE_RANGE_TOLERANCE or high > 1 + IMAGE_RANGE_TOLERANCE:
+        raise ObservationError(
+            key, f"float pixels span [{low:.4g}, {high:.4g}], outside [-1, 1]: pass uint8 (0..255) or floats in [-1, 1]"
+        )
+    return value
+
+
+def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab_size: int) -> np.ndarray:
+    value = _array(observation, key, shape)
+    if not np.issubdtype(value.dtype, np.integer):
+        raise ObservationError(key, f"token ids must be integers, got {value.dtype}")
+    if value.size and (value.min() < 0 or value.max() >= vocab_size):
+        bad = value[(value < 0) | (value >= vocab_size)]
+        raise ObservationError(
+            key, f"token id {int(bad[0])} is outside the model's vocabulary [0, {vocab_size}) "
+            "(a tokenizer that does not belong to this checkpoint?)"
+        )
+    return value.astype(np.int32)
+
+
+def validate(
+    observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None
+) -> dict[str, np.ndarray]:
+    """The observation as numpy arrays ready for a model, or ObservationError.
+
+    Returns `image/<camera>` float32 in [-1, 1], `image_mask/<camera>` bool (True when absent),
+    `tokenized_prompt` int32, the masks bool, `token_ar_mask` int32 (zeros when absent), `sample_index` int32
+    (arange when absent) and, when `state_dim` is given (a model that reads the state), `state` float32.
+    """
+    for key in _PROMPT_KEYS:
+        if key not in observation:
+            raise ObservationError(key, f"missing (the observation has {sorted(observation)})")
+    prompt_shape = np.shape(observation["tokenized_prompt"])
+    if len(prompt_shape) != 2:
+        raise ObservationError("tokenized_prompt", f"shape {prompt_shape}, expected [batch, length]")
+    batch = prompt_shape[0]
+    cameras = observation_cameras(observation)
+    if not cameras:
+        raise ObservationError("image/<camera>", f"no camera in the observation (it has {sorted(observation)})")
+    for key in observation:
+        if key.startswith("image_mask/") and key.removeprefix("image_mask/") not in cameras:
+            raise ObservationError(key, "a mask for a camera without an `image/` entry")
+    image_shape = (batch, image_size, image_size, 3)
+    validated: dict[str, np.ndarray] = {}
+    for camera in cameras:
+        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", image_shape)
+        mask_key = f"image_mask/{camera}"
+        validated[mask_key] = _mask(observation, mask_key, (batch,)) if mask_key in observation else np.ones(batch, bool)
+    validated["tokenized_prompt"] = _token_ids(observation, "tokenized_prompt", prompt_shape, vocab_size)
+    validated["tokenized_prompt_mask"] = _mask(observation, "tokenized_prompt_mask", prompt_shape)
+    if "token_loss_mask" in observation:
+        validated["token_loss_mask"] = _mask(observation, "token_loss_mask", prompt_shape)
+    ar_mask = _mask(observation, "token_ar_mask", prompt_shape) if "token_ar_mask" in observation else np.zeros(prompt_shape, bool)
+    validated["token_ar_mask"] = ar_mask.astype(np.int32)
+    if "sample_index" in observation:
+        sample_index = _array(observation, "sample_index", (batch,))
+        if not np.issubdtype(sample_index.dtype, np.integer):
+            raise ObservationError("sample_index", f"must be integers, got {sample_index.dtype}")
+        validated["sample_index"] = sample_index.astype(np.int32)
+    else:
+        validated["sample_index"] = np.arange(batch, dtype=np.int32)
+    if state_dim is not None:
+        if "state" not in observation:
+            raise ObservationError("state", f"missing (the observation has {sorted(observation)})")
+        state = _array(observation, "state", (batch, state_dim))
+        if state.dtype.kind not in "fiu" and "float" not in state.dtype.name:
+            raise ObservationError("state", f"must be numbers, got {state.dtype}")
+        validated["state"] = state.astype(np.float32)
+        if not np.isfinite(validated["state"]).all():
+            raise ObservationError("state", "holds NaN or infinite values")
+    return validated
+
+
+def check_num_steps(name: str, value: Any) -> int:
+    """A positive integer step count (`num_steps`, `max_decoding_steps`), or ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,348 @@
+"""The bad-input matrix: every wrong input a user can hand `multinet-jax` fails with one line, and exit code 2.
+
+Each CLI case asserts the whole of stderr: one line `error: <file>[:<line>]: <what is wrong>` (the file being the
+flag when a flag is wrong). Cases run in one process per command (`cli_batch.py`), on tiny files built once.
+Observations (the models' Python boundary) are the last section: one `ObservationError` naming the key each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+import eval_helpers
+from conftest import REPO_ROOT
+from models_helpers import tiny_observation
+from multinet_jax.models.observation import ObservationError, validate
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled with `pickle.load` (the attack the loader refuses)."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    root: pathlib.Path
+    assets: dict
+
+    def __getattr__(self, name: str) -> pathlib.Path:
+        """A path under the inputs' root, named like the attribute (`inputs.ckpt_nan`)."""
+        return self.root / name
+
+
+def _writable_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
+
+
+def _nan_checkpoint(directory: pathlib.Path) -> None:
+    """The tiny demo Pi0 with one parameter holding NaN (what a flipped exponent bit decodes to)."""
+    from multinet_jax import models, weights
+
+    config = models.configs.get_config("pi0_tiny")
+    rng = np.random.default_rng(0)
+    params = {path: (rng.standard_normal(leaf.shape) * 0.1).astype(leaf.dtype)
+              for path, leaf in weights.flatten_params(models.param_shapes(config)).items()}
+    params["state_proj/kernel"][3, 5] = np.nan
+    weights.save_openpi_checkpoint(weights.unflatten_params(params), directory)
+
+
+def _larger_tokenizer(source: pathlib.Path, target: pathlib.Path) -> None:
+    """The demo tokenizer with five more pieces: a vocabulary the 1024-row checkpoint does not have."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto.FromString(source.read_bytes())
+    for index in range(5):
+        piece = proto.pieces.add()
+        piece.piece, piece.score = f"<extra{index}>", 0.0
+        piece.type = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    target.write_bytes(proto.SerializeToString())
+
+
+def _build(root: pathlib.Path) -> Inputs:
+    assets = eval_helpers.assets()
+    inputs = Inputs(root, assets)
+    data_dir = pathlib.Path(assets["data_dir"])
+    (root / "a_file").write_text("not a folder\n")
+
+    score = root / "score"
+    score.mkdir()
+    piqa = [{"id": str(i), "prediction": i % 2, "ground_truth": 1} for i in range(3)]
+    (score / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in piqa))
+    (score / "duplicate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*piqa, {**piqa[1], "prediction": 0}]))
+    (score / "not_json.jsonl").write_text(json.dumps(piqa[0]) + "\n{'id': 1}\n")
+    (score / "not_object.jsonl").write_text("[1, 2]\n")
+    (score / "missing_truth.jsonl").write_text(json.dumps(piqa[0]) + "\n" + json.dumps({"id": "x", "prediction": 1}) + "\n")
+    (score / "stats.json").write_text("{min: 0}")
+
+    shard = data_dir / "openx_bimanual" / "public" / "translated_shard_0"
+    for name, cut in (("openx_garbage", None), ("openx_torn", 0.5)):
+        copy = _writable_copy(shard, root / name / "translated_shard_0")
+        (snapshot,) = copy.rglob("*.snapshot")
+        snapshot.write_bytes(b"\x00garbage" * 64 if cut is None else snapshot.read_bytes()[: int(snapshot.stat().st_size * cut)])
+    (root / "overcooked_hostile").mkdir()
+    (root / "overcooked_hostile" / "trials.pickle").write_bytes(pickle.dumps([_Payload(root / "pwned")]))
+    (root / "piqa_bad_line").mkdir()
+    lines = (data_dir / "piqa" / "public" / "piqa.jsonl").read_text().splitlines()
+    (root / "piqa_bad_line" / "piqa.jsonl").write_text("\n".join([lines[0], lines[1], lines[2][:-9], *lines[3:]]) + "\n")
+
+    checkpoint = pathlib.Path(assets["checkpoint"])
+    torn = _writable_copy(checkpoint, root / "ckpt_torn")
+    largest = max((p for p in (torn / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    _nan_checkpoint(root / "ckpt_nan")
+    stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
+    (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
+    (root / "garbage.model").write_bytes(b"\x08garbage tokenizer")
+    _larger_tokenizer(pathlib.Path(assets["tokenizer"]), root / "larger.model")
+
+    (root / "piqa_only" / "piqa").mkdir(parents=True)
+    shutil.copytree(data_dir / "piqa" / "public", root / "piqa_only" / "piqa" / "public")
+    overcooked = _writable_copy(data_dir / "overcooked_ai", root / "bad_row" / "overcooked_ai")
+    trials = overcooked / "public" / "2020_hh_trials_train.pickle"
+    rows = pickle.loads(trials.read_bytes())
+    rows[5]["state"] = "not base64 png"
+    trials.write_bytes(pickle.dumps(rows))
+    eval_helpers.evaluate(root / "finished_run", ("piqa",), limit=2)
+    corrupt = shutil.copytree(root / "finished_run", root / "corrupt_predictions")
+    (corrupt / "predictions" / "piqa.jsonl").write_text('{"id": "0", "sample_index": 0\n{"id": "1"}\n')
+    return inputs
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    command: str
+    argv: Callable[[Inputs], list[str]]
+    expected: Callable[[Inputs], str]  # regex for the line after "error: "
+    mid_run: bool = False  # the run made progress first: its progress bar precedes the error line
+
+
+def _eval(i: Inputs, domains=("piqa",), output: str = "out", **overrides) -> list[str]:
+    """`eval` flags for a tiny Pi0 run on the demo data, into `eval_runs/<output>` unless `output_dir` is given."""
+    output_dir = overrides.pop("output_dir", i.root / "eval_runs" / output)
+    return eval_helpers.flags(output_dir, domains, **overrides)
+
+
+E = re.escape
+CASES = [
+    # score: JSONL and its flags
+    Case("score_missing_file", "score", lambda i: ["--domain=piqa", f"--predictions={i.nope}", f"--output={i.m}"],
+         lambda i: f"{E(str(i.nope))}: No such file or directory"),
+    Case("score_output_is_predictions", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.root}/score/../score/good.jsonl"],
+         lambda i: f"{E(str(i.root))}/score/../score/good.jsonl: --output is the --predictions file; writing the metrics would destroy it"),
+    Case("score_duplicate_id", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/duplicate.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/duplicate.jsonl:4: field 'id': duplicate id '1', first at line 2"),
+    Case("score_not_json", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_json.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/not_json.jsonl:2: not valid JSON: .*"),
+    Case("score_not_an_object", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_object.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/not_object.jsonl:1: expected a JSON object, got list"),
+    Case("score_missing_field", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/missing_truth.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/missing_truth.jsonl:2: field 'ground_truth': missing"),
+    Case("score_action_stats_not_json", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats.json"],
+         lambda i: f"{E(str(i.root))}/score/stats.json: not a JSON file .*"),
+    Case("score_output_under_a_file", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.a_file}/m.json"],
+         lambda i: f"{E(str(i.a_file))}: (File exists|Not a directory)"),
+    Case("score_unknown_domain", "score", lambda i: ["--domain=atari", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}"],
+         lambda i: "unknown domain 'atari'; known: .*"),
+    Case("score_missing_flag", "score", lambda i: ["--domain=piqa"],
+         lambda i: r"flag --predictions=None: Flag --predictions must have a value other than None\. \| .* \(see multinet-jax score --help\)"),
+    Case("score_unknown_flag", "score", lambda i: ["--domain=piqa", "--predictons=x.jsonl", "--output=m.json"],
+         lambda i: r"Unknown command line flag 'predictons'.*\(see multinet-jax score --help\)"),
+    Case("score_positional_argument", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", "extra"],
+         lambda i: "unexpected arguments: extra"),
+    # data: folders, shards, records, hostile files, flags
+    Case("data_missing_dir", "data", lambda i: ["--domain=piqa", f"--data_dir={i.nope}"],
+         lambda i: f"piqa: data_dir {E(str(i.nope))} is not a directory"),
+    Case("data_dir_is_a_file", "data", lambda i: ["--domain=piqa", f"--data_dir={i.a_file}"],
+         lambda i: f"piqa: data_dir {E(str(i.a_file))} is not a directory"),
+    Case("data_unknown_split", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.assets['data_dir']}/openx_bimanual", "--split=nosuch"],
+         lambda i: f"{E(i.assets['data_dir'])}/openx_bimanual/nosuch: no such split folder of openx_bimanual \\(its folders: public\\)"),
+    Case("data_limit_zero", "data", lambda i: ["--domain=piqa", f"--data_dir={i.assets['data_dir']}/piqa", "--split=public", "--limit=0"],
+         lambda i: "limit must be a positive number of samples, got 0"),
+    Case("data_not_openx", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.score}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.score))}: not an Open-X dataset: expected .*"),
+    Case("data_garbage_shard", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_garbage}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_garbage))}/translated_shard_0: unreadable tf.data snapshot \\(DataLossError: .*\\)"),
+    Case("data_torn_shard", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_torn}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_torn))}/translated_shard_0: (unreadable tf.data snapshot .*|snapshot.metadata records 12 elements but the shard's files hold \\d+ .*)"),
+    Case("data_hostile_pickle", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_hostile}"],
+         lambda i: f"{E(str(i.overcooked_hostile))}/trials.pickle: refusing to unpickle (posix|os).system: .*"),
+    Case("data_bad_jsonl_line", "data", lambda i: ["--domain=piqa", f"--data_dir={i.piqa_bad_line}"],
+         lambda i: "piqa: record piqa.jsonl:3: field '<line>': invalid JSON: .*"),
+    Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
+         lambda i: "unknown domain 'atari'; known: .*"),
+    # convert
+    Case("convert_not_openx", "convert", lambda i: [f"--input={i.score}", f"--output={i.converted}"],
+         lambda i: f"{E(str(i.score))}: not an Open-X dataset: expected .*"),
+    Case("convert_output_under_a_file", "convert", lambda i: [f"--input={i.assets['data_dir']}/openx_bimanual/public", f"--output={i.a_file}/out"],
+         lambda i: f"{E(str(i.a_file))}: (File exists|Not a directory)"),
+    Case("convert_garbage_shard", "convert", lambda i: [f"--input={i.openx_garbage}", f"--output={i.converted}"],
+         lambda i: f"{E(str(i.openx_garbage))}/translated_shard_0: unreadable tf.data snapshot \\(DataLossError: .*\\)"),
+    # eval: checkpoints
+    Case("eval_missing_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.nope)),
+         lambda i: f"{E(str(i.nope))}: no such file or directory"),
+    Case("eval_checkpoint_is_a_file", "eval", lambda i: _eval(i, checkpoint=str(i.a_file)),
+         lambda i: f"{E(str(i.a_file))}: neither it nor {E(str(i.a_file))}/params holds an orbax checkpoint \\(no _METADATA\\)"),
+    Case("eval_truncated_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_torn)),
+         lambda i: f"{E(str(i.ckpt_torn))}/params: could not read the parameter arrays \\(truncated or corrupt\\?\\): .*"),
+    Case("eval_nan_parameter", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_nan)),
+         lambda i: f"{E(str(i.ckpt_nan))}/params: parameters \\['state_proj/kernel'\\] hold NaN or infinite values \\(corrupt checkpoint bytes\\?\\)"),
+    Case("eval_bad_norm_stats", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_bad_norm_stats)),
+         lambda i: f"{E(str(i.ckpt_bad_norm_stats))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\] lacks 'mean'"),
+    Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
+         lambda i: f"--model=pi0_fast but {E(i.assets['checkpoint'])} holds a pi0 checkpoint"),
+    # eval: tokenizers
+    Case("eval_garbage_tokenizer", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/garbage.model"),
+         lambda i: f"{E(str(i.root))}/garbage.model: not a SentencePiece model \\(.*\\)"),
+    Case("eval_tokenizer_is_a_folder", "eval", lambda i: _eval(i, tokenizer=str(i.root)),
+         lambda i: f"{E(str(i.root))}: no such PaliGemma tokenizer file \\(it is a directory\\); .*"),
+    Case("eval_tokenizer_vocabulary_mismatch", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/larger.model"),
+         lambda i: f"{E(str(i.root))}/larger.model: a 1029-piece tokenizer, but {E(i.assets['checkpoint'])} embeds 1024 tokens; .*"),
+    # eval: flags
+    Case("eval_zero_flow_steps", "eval", lambda i: _eval(i, num_flow_steps=0), lambda i: "--num_flow_steps must be positive, got 0"),
+    Case("eval_zero_decoding_steps", "eval", lambda i: _eval(i, max_decoding_steps=0), lambda i: "--max_decoding_steps must be positive, got 0"),
+    Case("eval_zero_limit", "eval", lambda i: _eval(i, limit=0), lambda i: "--limit must be positive, got 0"),
+    Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
+    Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
+         lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),
+    Case("eval_unknown_domain", "eval", lambda i: _eval(i, domains=("procgen",)), lambda i: "unknown domain 'procgen'.*"),
+    Case("eval_bad_dtype", "eval", lambda i: _eval(i, dtype="float16"),
+         lambda i: r"flag --dtype=float16: value should be one of <float32\|bfloat16> \(see multinet-jax eval --help\)"),
+    Case("eval_bad_mesh", "eval", lambda i: _eval(i, mesh="data:x"), lambda i: ".*data:x.*"),
+    Case("eval_missing_flags", "eval", lambda i: ["--domains=piqa"], lambda i: "missing flags: --checkpoint, --data_dir"),
+    # eval: data and outputs
+    Case("eval_a_domain_missing", "eval", lambda i: _eval(i, domains=("piqa", "sqa3d"), data_dir=str(i.piqa_only), skip_similarity=True),
+         lambda i: f"sqa3d: data_dir {E(str(i.piqa_only))}/sqa3d is not a directory"),
+    Case("eval_output_dir_is_a_file", "eval", lambda i: _eval(i, output_dir=str(i.a_file)),
+         lambda i: f"{E(str(i.a_file))}: --output_dir is a file, not a folder"),
+    Case("eval_results_exist", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2),
+         lambda i: f"{E(str(i.finished_run))}/predictions/piqa.jsonl exists; pass --resume to continue it or choose another --output_dir"),
+    Case("eval_resume_changed_settings", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2, resume=True, seed=7),
+         lambda i: f"{E(str(i.finished_run))}/run_manifest.json: the results in this folder come from another run: --seed: recorded 0, now 7\\. .*"),
+    Case("eval_corrupt_predictions", "eval", lambda i: _eval(i, output_dir=str(i.corrupt_predictions), limit=2, resume=True),
+         lambda i: f"{E(str(i.corrupt_predictions))}/predictions/piqa.jsonl: line 1 is not JSON .*"),
+    Case("eval_domain_fails_mid_run", "eval", lambda i: _eval(i, domains=("overcooked_ai",), data_dir=str(i.bad_row), output="mid_run", limit=8),
+         lambda i: f"{E(str(i.root))}/eval_runs/mid_run: 1 domain\\(s\\) failed, the summary marks them: overcooked_ai: BadRecordError: "
+                   "overcooked_ai: record 2020_hh_trials_train.pickle:5: field 'state': not a base64 image: .*", mid_run=True),
+]
+
+
+@pytest.fixture(scope="session")
+def cli_results(tmp_path_factory) -> tuple[Inputs, dict]:
+    inputs = _build(tmp_path_factory.mktemp("bad_inputs"))
+    results = {}
+    for command in sorted({case.command for case in CASES}):
+        cases_path, results_path = inputs.root / f"{command}_cases.json", inputs.root / f"{command}_results.json"
+        cases_path.write_text(json.dumps({case.name: [command, *case.argv(inputs)] for case in CASES if case.command == command}))
+        environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        environment.pop("XLA_FLAGS", None)
+        subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "cli_batch.py"), str(cases_path), str(results_path)],
+                       check=True, cwd=inputs.root, env=environment, timeout=900)
+        results.update(json.loads(results_path.read_text()))
+    return inputs, results
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_cli_bad_input_is_one_line_and_exit_code_2(case, cli_results):
+    inputs, results = cli_results
+    result = results[case.name]
+    assert result["rc"] == 2, result
+    stderr = result["stderr"]
+    if case.mid_run:
+        assert "Traceback" not in stderr and stderr.endswith("\n"), stderr
+        stderr = stderr.rstrip("\n").rsplit("\n", 1)[-1].rsplit("\r", 1)[-1] + "\n"
+    assert re.fullmatch(f"error: {case.expected(inputs)}\n", stderr), result["stderr"]
+
+
+def test_hostile_pickle_ran_no_code(cli_results):
+    inputs, results = cli_results
+    assert results["data_hostile_pickle"]["rc"] == 2
+    assert not (inputs.root / "pwned").exists()
+    with pytest.raises(Exception):  # the payload is real: plain pickle would have run it (checked without running)
+        pickle.loads(pickle.dumps(_Payload(inputs.root / "pwned")).replace(b"system", b"nosuch"))
+
+
+def test_failed_domain_is_marked_in_the_summary(cli_results):
+    inputs, _ = cli_results
+    summary = json.loads((inputs.root / "eval_runs" / "mid_run" / "summary.json").read_text())
+    assert summary["overcooked_ai"]["status"] == "failed" and "field 'state'" in summary["overcooked_ai"]["error"]
+
+
+def test_help_lists_the_commands_own_flags_and_bogus_commands_are_named():
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    run = lambda *argv: subprocess.run([sys.executable, "-c", "from multinet_jax.cli import main; main()", *argv],
+                                       capture_output=True, text=True, env=environment, timeout=300)
+    helped = run("score", "--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: multinet-jax score [--flags]\n")
+    assert "--predictions:" in helped.stdout and "--data_dir" not in helped.stdout and "--logtostderr" not in helped.stdout
+    bogus = run("bogus")
+    assert bogus.returncode == 2 and bogus.stderr.startswith("error: unknown command 'bogus'\nusage: multinet-jax <command>")
+    assert "  eval " in bogus.stderr
+
+
+# ------------------------------------------------------------------------------------------------ observations
+
+
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("image/base_0_rgb", np.full((2, 14, 14, 3), 255.0, np.float32), r"float pixels span \[255, 255\], outside \[-1, 1\]: .*"),
+        ("image/base_0_rgb", np.zeros((2, 14, 14, 3), np.int32), "int32 images are not accepted: .*"),
+        ("image/base_0_rgb", np.zeros((2, 14, 14, 3), np.uint16), "uint16 images are not accepted: .*"),
+        ("image/base_0_rgb", np.full((2, 14, 14, 3), np.nan, np.float32), "holds NaN or infinite pixels"),
+        ("image/base_0_rgb", np.zeros((2, 16, 16, 3), np.uint8), r"shape \(2, 16, 16, 3\), expected \(2, 14, 14, 3\)"),
+        ("image_mask/base_0_rgb", np.array([0.5, 1.0]), "a mask must be bool .*"),
+        ("image_mask/wrist", np.ones(2, bool), "a mask for a camera without an `image/` entry"),
+        ("tokenized_prompt", np.full((2, 5), -1, np.int32), r"token id -1 is outside the model's vocabulary \[0, 8\) .*"),
+        ("tokenized_prompt", np.full((2, 5), 8, np.int32), r"token id 8 is outside the model's vocabulary \[0, 8\) .*"),
+        ("tokenized_prompt", np.ones((2, 5), np.float32), "token ids must be integers, got float32"),
+        ("tokenized_prompt", np.ones((2, 5, 1), np.int32), r"shape \(2, 5, 1\), expected \[batch, length\]"),
+        ("tokenized_prompt_mask", np.ones((2, 4), bool), r"shape \(2, 4\), expected \(2, 5\)"),
+        ("token_ar_mask", np.full((2, 5), 2), "a mask must be bool .*"),
+        ("state", np.zeros((2, 3), np.float32), r"shape \(2, 3\), expected \(2, 4\)"),
+        ("state", np.array([[0, 0, np.inf, 0]] * 2, np.float32), "holds NaN or infinite values"),
+        ("state", np.array([["a"] * 4] * 2), "must be numbers, got <U1"),
+        ("sample_index", np.array([0.0, 1.0]), "must be integers, got float64"),
+    ],
+)
+def test_bad_observation_is_refused_naming_the_key(key, value, problem):
+    observation = tiny_observation()
+    observation[key] = value
+    with pytest.raises(ObservationError) as raised:
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)
+    assert re.fullmatch(rf"observation\['{re.escape(key)}'\]: {problem}", str(raised.value))
+
+
+@pytest.mark.parametrize("missing", ["tokenized_prompt", "tokenized_prompt_mask", "state", "image/base_0_rgb"])
+def test_missing_observation_key_is_named(missing):
+    observation = tiny_observation()
+    del observation[missing]
+    if missing == "image/base_0_rgb":
+        del observation["image_mask/base_0_rgb"]
+    with pytest.raises(ObservationError, match=r"observation\['(tokenized_prompt|tokenized_prompt_mask|state|image/<camera>)'\]"):
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)

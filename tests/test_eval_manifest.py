@@ -1,0 +1,123 @@
+"""The run manifest: a folder's results are only ever continued by the same run (settings, checkpoint, data)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+import eval_helpers
+from multinet_jax.eval import EvalConfig, demo, manifest
+
+DOMAIN = "piqa"
+SETTINGS = {"limit": 4}
+
+
+def _snapshot(output_dir: pathlib.Path) -> dict[str, bytes]:
+    return {str(path.relative_to(output_dir)): path.read_bytes() for path in sorted(output_dir.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> pathlib.Path:
+    output_dir = tmp_path_factory.mktemp("finished")
+    eval_helpers.evaluate(output_dir, (DOMAIN,), **SETTINGS)
+    return output_dir
+
+
+def _copy_run(finished_run: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
+    output_dir = tmp_path / "run"
+    shutil.copytree(finished_run, output_dir)
+    return output_dir
+
+
+def test_manifest_records_settings_and_fingerprints(finished_run):
+    recorded = json.loads((finished_run / manifest.FILENAME).read_text())
+    assert recorded["settings"]["seed"] == 0 and recorded["settings"]["num_flow_steps"] == 10
+    assert set(recorded["settings"]) == set(manifest.PREDICTION_SETTINGS)
+    assert recorded["checkpoint"]["files"] > 0 and len(recorded["checkpoint"]["sha256"]) == 64
+    assert list(recorded["tokenizers"]) == ["tokenizer"]
+    assert recorded["domains"][DOMAIN]["data"]["path"].endswith("piqa/public")
+
+
+def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_path):
+    output_dir = _copy_run(finished_run, tmp_path)
+    before = _snapshot(output_dir)
+    with pytest.raises(manifest.RunChangedError) as raised:
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, seed=1, num_flow_steps=3, **SETTINGS)
+    message = str(raised.value)
+    assert "--seed: recorded 0, now 1" in message and "--num_flow_steps: recorded 10, now 3" in message
+    assert "\n" not in message
+    assert _snapshot(output_dir) == before  # nothing rewritten: predictions, metrics and manifest stay the old run's
+
+
+def test_resume_with_another_checkpoint_is_refused_and_a_copy_resumes(finished_run, tmp_path, monkeypatch):
+    output_dir = _copy_run(finished_run, tmp_path)
+    monkeypatch.setattr(demo, "DEMO_SEED", 1)
+    other = demo.build_checkpoint("pi0", tmp_path / "other_pi0")
+    with pytest.raises(manifest.RunChangedError, match="checkpoint: content differs"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, checkpoint=str(other), **SETTINGS)
+
+    copy = tmp_path / "copied_pi0"
+    shutil.copytree(eval_helpers.assets()["checkpoint"], copy)
+    before = _snapshot(output_dir)["predictions/piqa.jsonl"]
+    eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, checkpoint=str(copy), **SETTINGS)
+    assert _snapshot(output_dir)["predictions/piqa.jsonl"] == before
+
+
+def test_resume_after_the_data_changed_is_refused(tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(pathlib.Path(eval_helpers.assets()["data_dir"]) / DOMAIN, data_dir / DOMAIN)
+    output_dir = tmp_path / "run"
+    eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=2)
+    rows_file = next((data_dir / DOMAIN / "public").glob("*.jsonl"))
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    rows[0]["label"] = 1 - rows[0]["label"]  # same ids, another ground truth
+    rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(manifest.RunChangedError, match=r"data of piqa: content differs"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=4, resume=True)
+
+
+def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):
+    output_dir = _copy_run(finished_run, tmp_path)
+    (output_dir / manifest.FILENAME).unlink()
+    with pytest.raises(manifest.RunChangedError, match=r"holds predictions \(piqa\) but no run_manifest.json"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+
+
+def test_differences_compare_only_what_results_depend_on():
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "odinw")))
+    current = manifest.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer})
+    recorded = json.loads(json.dumps(current))
+    recorded["domains"]["odinw"]["data"]["sha256"] = "0" * 64
+    assert manifest.differences(recorded, current, ["piqa"]) == []
+    assert [line.split(":")[0] for line in manifest.differences(recorded, current, ["piqa", "odinw"])] == ["data of odinw"]
+    del recorded["settings"]["dtype"]  # written by a version without that setting
+    assert manifest.differences(recorded, current, []) == [f"--dtype: not recorded by the earlier run, now {config.dtype!r}"]
+
+
+def test_every_eval_setting_is_declared_as_changing_predictions_or_not():
+    assert manifest.unclassified_settings(EvalConfig) == []
+    assert not set(manifest.PREDICTION_SETTINGS) & set(manifest.OTHER_SETTINGS)
+
+
+def test_resuming_a_finished_run_keeps_its_throughput(finished_run, tmp_path):
+    output_dir = _copy_run(finished_run, tmp_path)
+    before = json.loads((output_dir / f"{DOMAIN}_metrics.json").read_text())
+    rows = eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    after = json.loads((output_dir / f"{DOMAIN}_metrics.json").read_text())
+    assert before["samples_per_second"] > 0
+    for key in ("samples_per_second", "timing_seconds", "timing_shares", "resumed_from_sample", "metrics"):
+        assert after[key] == before[key], key
+    assert rows[DOMAIN]["samples_per_second"] == before["samples_per_second"]
+
+
+def test_a_run_adding_domains_keeps_the_earlier_ones_in_the_summary(finished_run, tmp_path):
+    output_dir = _copy_run(finished_run, tmp_path)
+    eval_helpers.evaluate(output_dir, ("odinw",), **SETTINGS)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert list(summary) == [DOMAIN, "odinw"]
+    earlier = json.loads((finished_run / "summary.json").read_text())[DOMAIN]
+    assert summary[DOMAIN] == earlier
+    assert list(json.loads((output_dir / manifest.FILENAME).read_text())["domains"]) == [DOMAIN, "odinw"]

@@ -207,7 +207,7 @@ CASES = [
     Case("eval_missing_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.nope)),
          lambda i: f"{E(str(i.nope))}: no such file or directory"),
     Case("eval_checkpoint_is_a_file", "eval", lambda i: _eval(i, checkpoint=str(i.a_file)),
-         lambda i: f"{E(str(i.a_file))}: neither it nor {E(str(i.a_file))}/params holds an orbax checkpoint \\(no _METADATA\\)"),
+         lambda i: f"{E(str(i.a_file))}: not a checkpoint layout this project reads \\(known: openpi: .*huggingface_openvla: .*\\)"),
     Case("eval_truncated_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_torn)),
          lambda i: f"{E(str(i.ckpt_torn))}/params: could not read the parameter arrays \\(truncated or corrupt\\?\\): .*"),
     Case("eval_nan_parameter", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_nan)),

@@ -215,7 +215,7 @@ CASES = [
     Case("eval_bad_norm_stats", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_bad_norm_stats)),
          lambda i: f"{E(str(i.ckpt_bad_norm_stats))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\] lacks 'mean'"),
     Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
-         lambda i: f"--model=pi0_fast but {E(i.assets['checkpoint'])} holds a pi0 checkpoint"),
+         lambda i: f"{E(i.assets['checkpoint'])}: holds a pi0 model \\(from its parameters\\), but --model=pi0_fast; pass --model=pi0 or leave --model out"),
     # eval: tokenizers
     Case("eval_garbage_tokenizer", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/garbage.model"),
          lambda i: f"{E(str(i.root))}/garbage.model: not a SentencePiece model \\(.*\\)"),

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
         results["other_domains_workers_0"] = {}
         for domain, (data_dir, split, length) in DOMAINS.items():
             source = Tiled(data.make_source(domain, data_dir, split=split, cache_dir=work_dir / "cache"), length)
-            results["other_domains_workers_0"][domain] = measure(pipeline.build(source, tokenizer=tokenizer, batch_size=BATCH_SIZE))
+            results["other_domains_workers_0"][domain] = measure(pipeline.build(source, tokenizer=tokenizer, protocol=data.domain_protocol(domain), batch_size=BATCH_SIZE))
             print(domain, results["other_domains_workers_0"][domain], flush=True)
     write_report("data_throughput", results)
 

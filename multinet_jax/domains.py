@@ -1,6 +1,12 @@
 """The one table every part of an evaluation looks up: per MultiNet v1.0 domain, how to call the
 model, how to turn its raw output into a prediction, and which `score` metrics apply.
 
+Each domain's `Protocol` is how MultiNet v1.0 ran Pi0 on it (`PROTOCOL_NAME`, named in every metrics file;
+`../shared/multinet_reference/pi0_text_protocol.md` lists the sources): Open-X and Overcooked through its copy of
+openpi (openpi's Pi0 prompt tokens truncated at 48 / 256, images resized inside the model); the text domains
+through Hugging Face's PaliGemma processor (BOS + the whole prompt + "\n", never truncated; images resized
+straight to 224x224 with PIL bicubic) and greedy decoding with a per-domain budget; BFCL turn by turn.
+
 Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - Open-X (`openx_<dataset>`): flow/FAST actions; the first step of the predicted chunk, the first
     min(32, D) dims, unnormalized as openpi's `Unnormalize` does (x * (std + 1e-6) + mean) with either the
@@ -10,13 +16,16 @@ Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
     checkpoint key's (`--unnorm_key`).
   - Overcooked-AI: dimension 0 of the first step, unnormalized the same way and rounded to the nearest
     joint-action index (MultiNet's `overcooked_inference.process_output`); outside 0..35 is invalid.
-  - PIQA / ODinW: decoded text; the first integer in it (`re.findall(r"\\d+")[0]`), valid when
-    0 <= n < number of options (the harness's `_validate_and_extract_choice`).
-  - SQA3D / RoboVQA (`openx_multi_embodiment`): decoded text, stripped; `score` normalizes it.
-  - BFCL: decoded text per turn; calls are the matches of `\\b\\w+\\s*\\([^)]*\\)` with whitespace
-    collapsed (the harness's `_extract_function_calls`).
+  - Text: the generated ids up to the end-of-sequence token, special tokens dropped, decoded and stripped
+    (the HF processor's `decode(..., skip_special_tokens=True).strip()`).
+  - PIQA: valid only when the whole stripped output is "0" or "1" (`piqa_hf_inference._validate_output`).
+  - ODinW: `int(output.strip())` must parse the whole output and name one of the subset's classes as MultiNet
+    counted them (`ODINW_SUBSET_CLASSES`, `odinw_hf_inference._validate_output`).
+  - SQA3D / RoboVQA (`openx_multi_embodiment`): the stripped text, invalid when empty; `score` normalizes it.
+  - BFCL: per turn, the matches of `\\b\\w+\\s*\\([^)]*\\)` in the stripped answer, as is
+    (`bfcl_hf_inference._extract_function_calls`).
   - Act2Answer: a text probe (options scored by log-likelihood) and an action probe (the integrated chunk's
-    direction) per episode (`eval/act2answer.py`), scored as `act2answer_probes`.
+    direction) per episode (`eval/act2answer.py`), scored as `act2answer_probes`; openpi's inputs, as Open-X.
 Unparseable output becomes an invalid prediction (None), never an exception.
 """
 
@@ -34,11 +43,89 @@ import numpy as np
 UNNORMALIZE_EPSILON = 1e-6
 MAX_ACTION_DIMS = 32
 NUM_OVERCOOKED_ACTIONS = 36
-PIQA_NUM_OPTIONS = 2
+PIQA_ANSWERS = ("0", "1")
 
-_FIRST_INTEGER = re.compile(r"\d+")
 _FUNCTION_CALL = re.compile(r"\b\w+\s*\([^)]*\)")
-_TURN_MARKER = re.compile(r"[=#*\s]*turn\s*\d+\s*[=#*:]*", re.IGNORECASE)
+
+
+PROTOCOL_NAME = "multinet_v1"
+FAST_ACTION_DECODING_STEPS = 256  # openpi's Pi0-FAST default for action tokens
+
+
+class PromptFormat(enum.Enum):
+    """How a prompt becomes token ids (`tokenizers.PaliGemmaTokenizer.prompt_ids`)."""
+
+    OPENPI = "openpi"  # openpi's Pi0 tokenizer: stripped, "_" and "\n" -> " ", BOS + text + "\n"
+    PALIGEMMA_PROCESSOR = "paligemma_processor"  # HF PaliGemmaProcessor: BOS + text after any "<image>" + "\n", as is
+
+
+class ImageResize(enum.Enum):
+    """Where and how a sample's image reaches the model's 224x224."""
+
+    OPENPI = "openpi"  # native size into the model, which resizes in float (`models.observation.resize_with_pad`)
+    PALIGEMMA_PROCESSOR = "paligemma_processor"  # PIL bicubic straight to 224x224 on uint8, before the model
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """What MultiNet v1.0 fed Pi0 on a domain and how long it let it answer.
+
+    `max_prompt_tokens`: openpi's `max_token_len` where MultiNet truncated (longer prompts are cut and counted);
+    None: never truncated, padded to a power-of-two bucket. `max_new_tokens`: the greedy decoding budget (per
+    turn for BFCL). `blank_image`: the pixel value of the 224x224 image a sample without one shows the model,
+    attended (BFCL's white image); None: every camera masked (PIQA's black image, whose tokens MultiNet masked).
+    """
+
+    prompt_format: PromptFormat
+    image_resize: ImageResize
+    max_prompt_tokens: int | None
+    max_new_tokens: int | None = None
+    blank_image: int | None = None
+    turn_by_turn: bool = False
+
+    def truncation_length(self, max_token_len: int | None) -> int | None:
+        """Where prompts are cut: `--max_token_len` when given, else MultiNet's (None: never, bucketed)."""
+        return max_token_len or self.max_prompt_tokens
+
+    def decoding_budget(self, max_decoding_steps: int | None) -> int:
+        """Most tokens decoded per call: `--max_decoding_steps` when given, else MultiNet's budget (text), else
+        openpi's for Pi0-FAST action tokens."""
+        return max_decoding_steps or self.max_new_tokens or FAST_ACTION_DECODING_STEPS
+
+    def applied(self, max_token_len: int | None, max_decoding_steps: int | None, *, decodes_tokens: bool) -> dict[str, Any]:
+        """The protocol as a run applies it (flag overrides included), as JSON: what the run manifest and the
+        metrics files record. `decodes_tokens`: False for a flow-matching model on an action domain (no budget)."""
+        return {
+            "name": PROTOCOL_NAME,
+            "prompt_format": self.prompt_format.value,
+            "max_prompt_tokens": self.truncation_length(max_token_len),  # None: untruncated, power-of-two buckets
+            "max_new_tokens": self.decoding_budget(max_decoding_steps) if decodes_tokens else None,
+            "image_resize": self.image_resize.value,
+            "blank_image": self.blank_image,
+            "turn_by_turn": self.turn_by_turn,
+        }
+
+
+def _openpi(max_prompt_tokens: int) -> Protocol:
+    return Protocol(PromptFormat.OPENPI, ImageResize.OPENPI, max_prompt_tokens)
+
+
+def _paligemma(max_new_tokens: int, **options: Any) -> Protocol:
+    return Protocol(PromptFormat.PALIGEMMA_PROCESSOR, ImageResize.PALIGEMMA_PROCESSOR, None, max_new_tokens, **options)
+
+
+OPENX_PROTOCOL = _openpi(48)
+
+# The ODinW subsets MultiNet v1.0 evaluated and their class counts, which bound a valid answer
+# (`definitions/odinw.py` `SUB_DATASET_CATEGORIES`). The count excludes the root category that the prompt's
+# options (`category_names`) list first, so MultiNet's valid range stops one short of the last option.
+ODINW_SUBSET_CLASSES = {
+    "AerialMaritimeDrone": 5, "AmericanSignLanguageLetters": 26, "Aquarium": 7, "BCCD": 3, "ChessPieces": 13,
+    "DroneControl": 8, "EgoHands": 4, "HardHatWorkers": 3, "MaskWearing": 2, "NorthAmericaMushrooms": 2,
+    "OxfordPets": 37, "PKLot": 2, "ShellfishOpenImages": 3, "ThermalCheetah": 2, "UnoCards": 15,
+    "VehiclesOpenImages": 5, "boggleBoards": 36, "brackishUnderwater": 6, "dice": 6, "openPoetryVision": 43,
+    "plantdoc": 30, "selfdrivingCar": 11, "thermalDogsAndPeople": 2, "websiteScreenshots": 8,
+}
 
 
 class Output(enum.Enum):
@@ -53,12 +140,13 @@ class Output(enum.Enum):
 @dataclasses.dataclass(frozen=True)
 class Domain:
     """One evaluation domain: the name `data.load` and `metrics.score` take, its folder in MultiNet's
-    layout, what the model produces, and the `score` metrics the summary shows first."""
+    layout, what the model produces, the `score` metrics the summary shows first, and MultiNet's protocol."""
 
     name: str
     folder: str
     output: Output
     headline_metrics: tuple[str, ...]
+    protocol: Protocol
     scored_as: str | None = None  # the `metrics.score` domain of its prediction records, when not its name
 
     @property
@@ -84,14 +172,17 @@ _FIXED_DOMAINS = {
     domain.name: domain
     for domain in (
         Domain("overcooked_ai", "overcooked_ai", Output.DISCRETE_ACTION,
-               ("exact_match", "micro_f1", "macro_f1", "avg_dataset_amae", "percentage_invalids")),
-        Domain("piqa", "piqa", Output.TEXT, ("overall_accuracy", "valid_accuracy", "invalid_percentage")),
-        Domain("odinw", "odinw", Output.TEXT, ("overall_accuracy", "macro_f1", "invalid_percentage")),
-        Domain("sqa3d", "sqa3d", Output.TEXT, _VQA_HEADLINE),
-        Domain("openx_multi_embodiment", "openx_multi_embodiment", Output.TEXT, _VQA_HEADLINE),
-        Domain("bfcl", "bfcl_v3", Output.TEXT, ("exact_match_accuracy", "avg_turn_of_first_failure", "avg_similarity_score", "invalid_turn_percentage")),
+               ("exact_match", "micro_f1", "macro_f1", "avg_dataset_amae", "percentage_invalids"), _openpi(256)),
+        Domain("piqa", "piqa", Output.TEXT, ("overall_accuracy", "valid_accuracy", "invalid_percentage"), _paligemma(10)),
+        Domain("odinw", "odinw", Output.TEXT, ("overall_accuracy", "macro_f1", "invalid_percentage"), _paligemma(10)),
+        Domain("sqa3d", "sqa3d", Output.TEXT, _VQA_HEADLINE, _paligemma(50)),
+        Domain("openx_multi_embodiment", "openx_multi_embodiment", Output.TEXT, _VQA_HEADLINE, _paligemma(50)),
+        Domain("bfcl", "bfcl_v3", Output.TEXT,
+               ("exact_match_accuracy", "avg_turn_of_first_failure", "avg_similarity_score", "invalid_turn_percentage"),
+               _paligemma(150, blank_image=255, turn_by_turn=True)),
         Domain("act2answer", "act2answer", Output.KNOWLEDGE_PROBES,
-               ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate"), scored_as="act2answer_probes"),
+               ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate"), OPENX_PROTOCOL,
+               scored_as="act2answer_probes"),
     )
 }
 ALL_DOMAINS = ("openx_bimanual", *_FIXED_DOMAINS)
@@ -102,7 +193,7 @@ def lookup(name: str) -> Domain:
     if name in _FIXED_DOMAINS:
         return _FIXED_DOMAINS[name]
     if name.startswith("openx_") and len(name) > len("openx_"):
-        return Domain(name, name, Output.CONTINUOUS_ACTIONS, _OPENX_HEADLINE)
+        return Domain(name, name, Output.CONTINUOUS_ACTIONS, _OPENX_HEADLINE, OPENX_PROTOCOL)
     known = ", ".join(sorted(_FIXED_DOMAINS))
     raise ValueError(f"unknown domain {name!r}: expected openx_<dataset> or one of {known}")
 
@@ -163,13 +254,19 @@ def discrete_predictions(actions: np.ndarray, norm: ActionNorm) -> list[int | No
     return predictions
 
 
-def parse_choice(text: str, num_options: int) -> int | None:
-    """PIQA / ODinW: the first integer in the text when it names an option, else invalid."""
-    match = _FIRST_INTEGER.search(text)
-    if match is None:
+def parse_piqa(text: str) -> int | None:
+    """PIQA: 0 or 1 when the whole stripped output is exactly "0" or "1", else invalid."""
+    answer = text.strip()
+    return int(answer) if answer in PIQA_ANSWERS else None
+
+
+def parse_odinw(text: str, valid_outputs: int) -> int | None:
+    """ODinW: Python's `int()` of the whole stripped output, valid in [0, valid_outputs) (so " +2 " and "0_2" are 2)."""
+    try:
+        index = int(text.strip())
+    except ValueError:
         return None
-    index = int(match.group())
-    return index if 0 <= index < num_options else None
+    return index if 0 <= index < valid_outputs else None
 
 
 def parse_answer(text: str) -> str | None:
@@ -179,31 +276,17 @@ def parse_answer(text: str) -> str | None:
 
 
 def parse_function_calls(text: str) -> list[str]:
-    """BFCL: the function calls in one turn's output, whitespace collapsed (empty when none)."""
-    return [re.sub(r"\s+", " ", call.strip()) for call in _FUNCTION_CALL.findall(text)]
-
-
-def split_turns(text: str, num_turns: int) -> list[str]:
-    """BFCL: one decoded answer for a whole conversation -> per-turn texts.
-
-    The prompt asks for "the function calls for each turn in order"; a turn's section starts at a
-    "Turn N" marker when the model writes them, else at a new line. Missing turns are empty, extra
-    sections are dropped, so the prediction always has one entry per ground-truth turn.
-    """
-    sections = _TURN_MARKER.split(text) if _TURN_MARKER.search(text) else text.splitlines()
-    sections = [section.strip() for section in sections if section.strip()]
-    return (sections + [""] * num_turns)[:num_turns]
+    """BFCL: the function calls in one turn's stripped output, as written (empty when none)."""
+    return _FUNCTION_CALL.findall(text.strip())
 
 
 def parse_text(domain: Domain, text: str, sample: dict[str, Any]) -> Any:
-    """Prediction of a text domain from its decoded output (BFCL: calls per ground-truth turn)."""
+    """Prediction of a single-answer text domain from its decoded output."""
     kind = domain.metric_kind
     if kind == "multiple_choice":
-        return parse_choice(text, PIQA_NUM_OPTIONS)
+        return parse_piqa(text)
     if kind == "classification":
-        return parse_choice(text, int(sample["num_options"]))
+        return parse_odinw(text, int(sample["valid_outputs"]))
     if kind == "vqa":
         return parse_answer(text)
-    if kind == "function_calls":
-        return [parse_function_calls(turn) for turn in split_turns(text, len(sample["ground_truth"]))]
-    raise ValueError(f"domain {domain.name} has no text output")
+    raise ValueError(f"domain {domain.name} has no single-answer text output")

@@ -10,13 +10,10 @@ from PIL import Image
 
 
 class CharTokenizer:
-    """`tokenize_prompt` with the PaliGemma tokenizer's shapes: BOS, one id per character, right padding."""
+    """`prompt_ids` like the PaliGemma tokenizer's: BOS, then one id per character (any prompt format)."""
 
-    def tokenize_prompt(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = [2] + [3 + ord(character) % 1000 for character in text][: max_len - 1]
-        mask = np.zeros(max_len, bool)
-        mask[: len(ids)] = True
-        return np.pad(np.array(ids, np.int32), (0, max_len - len(ids))), mask
+    def prompt_ids(self, text: str, prompt_format: str) -> list[int]:
+        return [2] + [3 + ord(character) % 1000 for character in text]
 
 
 def tiny_rlds_episodes() -> list[list[dict]]:

@@ -113,7 +113,8 @@ def test_simulator_first_frames_replace_the_composite(tmp_path):
         assert sample["scene"] == "simulator"
         np.testing.assert_array_equal(sample["image"], expected[sample["id"]])
     batch = next(iter(data.load("act2answer", directory, frames_dir=frames, batch_size=2, shard_index=0, shard_count=1)))
-    assert batch["image/base_0_rgb"].shape == (2, 224, 224, 3) and batch["scene"] == ["simulator", "simulator"]
+    # the frames at their own size, uint8: the model resizes them as openpi does (models.observation.resize_with_pad)
+    assert batch["image/base_0_rgb"].shape == (2, 48, 64, 3) and batch["scene"] == ["simulator", "simulator"]
     # An item set's own first_frames/ folder is used without the option.
     shutil.copytree(frames, directory / "first_frames")
     assert data.make_source("act2answer", directory)[0]["scene"] == "simulator"
@@ -186,4 +187,4 @@ def test_data_command_reports_the_item_set(tmp_path):
     report = json.loads(completed.stdout)
     assert report["num_samples"] == 6 and report["num_bad_records"] == 0 and report["action_stats"] is None
     assert report["sample"]["id"] == "0/original" and report["sample"]["scene"] == "composite"
-    assert report["fields"]["image/base_0_rgb"] == {"dtype": "float32", "shape": [224, 224, 3]}
+    assert report["fields"]["image/base_0_rgb"] == {"dtype": "uint8", "shape": [224, 224, 3]}  # uint8 until the model

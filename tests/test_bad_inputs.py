@@ -315,7 +315,10 @@ def test_help_lists_the_commands_own_flags_and_bogus_commands_are_named():
         ("image/base_0_rgb", np.zeros((2, 14, 14, 3), np.int32), "int32 images are not accepted: .*"),
         ("image/base_0_rgb", np.zeros((2, 14, 14, 3), np.uint16), "uint16 images are not accepted: .*"),
         ("image/base_0_rgb", np.full((2, 14, 14, 3), np.nan, np.float32), "holds NaN or infinite pixels"),
-        ("image/base_0_rgb", np.zeros((2, 16, 16, 3), np.uint8), r"shape \(2, 16, 16, 3\), expected \(2, 14, 14, 3\)"),
+        # any height and width is accepted (the model resizes as openpi does), not another channel count or batch
+        ("image/base_0_rgb", np.zeros((2, 16, 16, 4), np.uint8), r"shape \(2, 16, 16, 4\), expected \(2, height, width, 3\)"),
+        ("image/base_0_rgb", np.zeros((3, 16, 16, 3), np.uint8), r"shape \(3, 16, 16, 3\), expected \(2, height, width, 3\)"),
+        ("image/base_0_rgb", np.zeros((2, 0, 16, 3), np.uint8), r"shape \(2, 0, 16, 3\), expected \(2, height, width, 3\)"),
         ("image_mask/base_0_rgb", np.array([0.5, 1.0]), "a mask must be bool .*"),
         ("image_mask/wrist", np.ones(2, bool), "a mask for a camera without an `image/` entry"),
         ("tokenized_prompt", np.full((2, 5), -1, np.int32), r"token id -1 is outside the model's vocabulary \[0, 8\) .*"),
@@ -334,7 +337,7 @@ def test_bad_observation_is_refused_naming_the_key(key, value, problem):
     observation = tiny_observation()
     observation[key] = value
     with pytest.raises(ObservationError) as raised:
-        validate(observation, image_size=14, vocab_size=8, state_dim=4)
+        validate(observation, vocab_size=8, state_dim=4)
     assert re.fullmatch(rf"observation\['{re.escape(key)}'\]: {problem}", str(raised.value))
 
 
@@ -345,4 +348,4 @@ def test_missing_observation_key_is_named(missing):
     if missing == "image/base_0_rgb":
         del observation["image_mask/base_0_rgb"]
     with pytest.raises(ObservationError, match=r"observation\['(tokenized_prompt|tokenized_prompt_mask|state|image/<camera>)'\]"):
-        validate(observation, image_size=14, vocab_size=8, state_dim=4)
+        validate(observation, vocab_size=8, state_dim=4)

@@ -21,7 +21,7 @@ def _run(*args: str) -> str:
 def test_data_json_piqa():
     report = json.loads(_run("data", "--domain=piqa", f"--data_dir={shared_path('data', 'piqa_validation')}", "--json"))
     assert report["num_samples"] == 1838 and report["action_dim"] is None and report["num_bad_records"] == 0
-    assert report["fields"]["image/base_0_rgb"] == {"dtype": "float32", "shape": [224, 224, 3]}
+    assert report["fields"]["image/base_0_rgb"] == {"dtype": "uint8", "shape": [224, 224, 3]}  # images reach the model as uint8
 
 
 def test_data_text_overcooked():

@@ -11,6 +11,7 @@ import pytest
 from conftest import shared_path
 from data_helpers import CharTokenizer
 from multinet_jax import data
+from multinet_jax.data import transforms
 
 
 def _valid_indices(batches):
@@ -21,9 +22,9 @@ def test_unbatched_samples_in_order_with_limit():
     samples = list(data.load("piqa", shared_path("data", "piqa_validation"), limit=5, shard_index=0, shard_count=1))
     assert [int(sample["sample_index"]) for sample in samples] == list(range(5))
     assert [sample["id"] for sample in samples] == [f"data-00000-of-00001.arrow:{index}" for index in range(5)]
-    first = samples[0]
-    assert first["image/base_0_rgb"].shape == (224, 224, 3) and np.all(first["image/base_0_rgb"] == -1.0)
-    assert not first["image_mask/base_0_rgb"] and first["state"].shape == (32,)
+    first = samples[0]  # PIQA has no image: MultiNet's black image, whose tokens it masked
+    assert first["image/base_0_rgb"].shape == (224, 224, 3) and first["image/base_0_rgb"].dtype == np.uint8
+    assert not first["image/base_0_rgb"].any() and not first["image_mask/base_0_rgb"] and first["state"].shape == (32,)
     assert "tokenized_prompt" not in first and "_valid" not in first
 
 
@@ -47,12 +48,22 @@ def test_batches_carry_tokens_and_options():
     batches = list(data.load("odinw", shared_path("data", "multinet_sample", "odinw"), split="public", tokenizer=CharTokenizer(), max_token_len=16, batch_size=3, shard_index=0, shard_count=1))
     assert len(batches) == 2 and batches[1]["_mask"].tolist() == [True, False, False]
     assert batches[0]["tokenized_prompt"].shape == (3, 16) and batches[0]["tokenized_prompt"].dtype == np.int32
-    ids, mask = CharTokenizer().tokenize_prompt(batches[0]["prompt"][0], 16)
-    np.testing.assert_array_equal(batches[0]["tokenized_prompt"][0], ids)
-    np.testing.assert_array_equal(batches[0]["tokenized_prompt_mask"][0], mask)
+    ids = CharTokenizer().prompt_ids(batches[0]["prompt"][0], "paligemma_processor")
+    np.testing.assert_array_equal(batches[0]["tokenized_prompt"][0], ids[:16])  # truncated at the given 16 ...
+    assert batches[0]["tokenized_prompt_mask"][0].all() and batches[0]["prompt_tokens"][0] == len(ids)  # ... and counted
     assert not batches[1]["tokenized_prompt_mask"][1].any()
-    assert batches[0]["num_options"].tolist() == [5, 5, 2] and batches[1]["num_options"].tolist() == [2, 0, 0]
-    assert batches[0]["options"][2] == ["CoW", "chanterelle"] and batches[1]["options"][1] is None
+    assert batches[0]["num_options"].tolist() == [6, 6, 3] and batches[1]["num_options"].tolist() == [3, 0, 0]
+    assert batches[0]["valid_outputs"].tolist() == [5, 5, 2]  # MultiNet's class counts, root category excluded
+    assert batches[0]["options"][2] == ["mushroom", "CoW", "chanterelle"] and batches[1]["options"][1] is None
+    assert batches[0]["image/base_0_rgb"].shape == (3, 224, 224, 3) and batches[0]["image/base_0_rgb"].dtype == np.uint8
+
+
+def test_untruncated_prompts_pad_to_the_batchs_bucket():
+    batches = list(data.load("odinw", shared_path("data", "multinet_sample", "odinw"), split="public", tokenizer=CharTokenizer(), batch_size=3, shard_index=0, shard_count=1))
+    for batch in batches:
+        lengths = batch["prompt_tokens"][batch["_mask"]]
+        assert batch["tokenized_prompt"].shape[1] == max(transforms.prompt_bucket(int(n)) for n in lengths)
+        assert batch["tokenized_prompt_mask"].sum(axis=1)[batch["_mask"]].tolist() == lengths.tolist()
 
 
 def test_default_shard_is_this_jax_process():
@@ -104,7 +115,7 @@ def test_worker_processes_keep_order_and_content():
     for ours, theirs in zip(in_worker, in_process):
         assert ours["id"] == theirs["id"] and ours["_mask"].tolist() == theirs["_mask"].tolist()
         np.testing.assert_array_equal(ours["image/base_0_rgb"], theirs["image/base_0_rgb"])
-        assert ours["image/base_0_rgb"].dtype == np.float32
+        assert ours["image/base_0_rgb"].dtype == np.uint8
 
 
 def test_inspect_reports_counts_fields_and_one_sample():

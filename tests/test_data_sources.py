@@ -33,7 +33,7 @@ def test_piqa_multinet_sample_is_unlabeled():
         sample = source[index]
         assert sample["id"] == row["id"] and sample["ground_truth"] is None
         assert sample["options"] == [row["sol1"], row["sol2"]] and int(sample["num_options"]) == 2
-        assert sample["prompt"] == f"Goal: {row['goal']}\nSolution 1: {row['sol1']}\nSolution 2: {row['sol2']}\nWhich solution is better for the given goal?"
+        assert f"Goal: {row['goal']}\nSolution 0: {row['sol1']}\nSolution 1: {row['sol2']}\n" in sample["prompt"]  # all of it: test_protocol_prompts
 
 
 def test_piqa_labels_file_beside_jsonl(tmp_path):
@@ -53,7 +53,7 @@ def test_piqa_hf_arrow_split():
         sample = source[index]
         assert sample["ground_truth"] == rows[index]["label"]
         assert sample["options"] == [rows[index]["sol1"], rows[index]["sol2"]]
-        assert sample["prompt"].startswith(f"Goal: {rows[index]['goal']}\n")
+        assert f"\n\nGoal: {rows[index]['goal']}\n" in sample["prompt"]
     assert sum(source[index]["ground_truth"] for index in range(len(source))) == sum(row["label"] for row in rows)
 
 
@@ -62,8 +62,7 @@ def test_odinw_subsets_options_and_images():
     source = data.make_source("odinw", root.parent, split="public")
     expected = []
     for subset in sorted(path for path in root.iterdir() if path.is_dir()):
-        categories = json.loads((subset / "categories.json").read_text())["categories"]
-        options = [category["name"] for category in categories if category["supercategory"] != "none"]
+        options = json.loads((subset / "categories.json").read_text())["category_names"]  # MultiNet's options
         for pair in json.loads((subset / "object_caption_pairs.json").read_text()):
             expected.append((subset, options, pair))
     assert len(source) == len(expected) == 4
@@ -73,8 +72,19 @@ def test_odinw_subsets_options_and_images():
         assert options[sample["ground_truth"]] == pair["category_name"]
         assert sample["id"] == f"{subset.name}/{pair['bbox_image']}"
         np.testing.assert_array_equal(sample["image"], np.asarray(Image.open(subset / "bbox_images" / pair["bbox_image"]).convert("RGB")))
-        assert sample["prompt"].startswith(f"What object is shown in this image from the {subset.name} dataset?\nOption 0: {options[0]}\n")
+        assert f"What object is shown in this image from the {subset.name} dataset?\nOption 0: {options[0]}\n" in sample["prompt"]
         assert sample["prompt"].endswith(f"Output the number (0-{len(options) - 1}) of the correct option only.")
+
+
+def test_odinw_evaluates_only_multinets_subsets(tmp_path):
+    root = shared_path("data", "multinet_sample", "odinw", "public")
+    shutil.copytree(root / "NorthAmericaMushrooms", tmp_path / "NorthAmericaMushrooms")
+    shutil.copytree(root / "AerialMaritimeDrone", tmp_path / "Raccoon")  # a subset MultiNet's table leaves out
+    source = data.make_source("odinw", tmp_path)
+    assert {source[index]["subset"] for index in range(len(source))} == {"NorthAmericaMushrooms"}
+    shutil.rmtree(tmp_path / "NorthAmericaMushrooms")
+    with pytest.raises(FileNotFoundError, match="no ODinW subset of MultiNet's 24.*Raccoon"):
+        data.make_source("odinw", tmp_path)
 
 
 def test_bfcl_multinet_sample_turns_and_ground_truth():
@@ -87,7 +97,7 @@ def test_bfcl_multinet_sample_turns_and_ground_truth():
         assert sample["id"] == question["id"] and sample["turns"] == question["question"]
         assert sample["ground_truth"] == answers[question["id"]]["ground_truth"]
         assert sample["function_docs"] is None and sample["involved_classes"] == question["involved_classes"]
-        assert "\n=== Turn 1 ===\nUser: " + question["question"][0][0]["content"] in sample["prompt"]
+        assert sample["prompt"].endswith("\n User:" + question["question"][0][0]["content"])  # the first turn's input
 
 
 def test_bfcl_official_files_with_function_docs():
@@ -121,7 +131,8 @@ def test_overcooked_pickle_grouped_by_trial():
         assert sample["ground_truth"] == 6 * p0 + p1 and sample["player_actions"].tolist() == [p0, p1]
         assert sample["layout_name"] == row["layout_name"] and sample["trial_id"] == row["trial_id"]
         assert float(sample["time_left"]) == pytest.approx(float(row["time_left"]))
-        assert f"layout '{row['layout_name']}'" in sample["prompt"] and f"Time left: {float(row['time_left'])} seconds" in sample["prompt"]
+        assert sample["prompt"].startswith(f"Layout {row['layout_name']}. Time: {float(row['time_elapsed']):.0f}s elapsed, "
+                                           f"{float(row['time_left']):.0f}s remaining. ")
 
 
 def test_overcooked_csv_matches_pickle(tmp_path):
@@ -149,17 +160,15 @@ def test_overcooked_action_stats_over_joint_indices():
 def test_sqa3d_published_format(tmp_path):
     written = write_sqa3d(tmp_path / "sqa3d")
     source = data.make_source("sqa3d", tmp_path / "sqa3d", split="test")
-    assert len(source) == len(written["questions"])
+    assert len(source) == len(written["questions"]) - 1 and source.skipped_without_image == 1  # scene0099_01: no image
     first = source[0]
     assert first["ground_truth"] == "table" and first["id"] == "220602000000"
     np.testing.assert_array_equal(first["image"], written["image"])
-    assert first["prompt"] == "Scene: scene0015_00\nSituation: I am facing the window.\nQuestion: What is on my left?\n" \
-        "Please answer the question/alternative question based on the provided scene image and context situation."
-    assert "Alternative: I sit on the bed." in source[1]["prompt"] and source[1]["ground_truth"] == "two"
-    with pytest.raises(BadRecordError, match="sqa3d: record .*\\[2\\]: field 'image'"):
+    assert first["prompt"].endswith("\n\nSituation: I am facing the window.\nQuestion: What is on my left?\nPlease answer the "
+                                    "question based on the provided scene image and context situation in one word only and nothing more.")
+    assert "Alternative" not in source[1]["prompt"] and source[1]["ground_truth"] == "two"
+    with pytest.raises(BadRecordError, match="sqa3d: record .*\\[3\\]: field 'answers'"):
         source[2]
-    with pytest.raises(BadRecordError, match="field 'answers'"):
-        source[3]
 
 
 def test_sqa3d_missing_split_file_names_the_file(tmp_path):
@@ -173,3 +182,21 @@ def test_unknown_domain_and_missing_split():
         data.make_source("atari", shared_path("data", "bfcl_v3"))
     with pytest.raises(FileNotFoundError, match=r"piqa_validation/train: no such split folder of piqa"):
         data.make_source("piqa", shared_path("data", "piqa_validation"), split="train")
+
+
+def test_odinw_categories_without_names_name_the_file_and_field(tmp_path):
+    shutil.copytree(shared_path("data", "multinet_sample", "odinw", "public", "NorthAmericaMushrooms"), tmp_path / "NorthAmericaMushrooms")
+    path = tmp_path / "NorthAmericaMushrooms" / "categories.json"
+    path.write_text(json.dumps({key: value for key, value in json.loads(path.read_text()).items() if key != "category_names"}))
+    with pytest.raises(ValueError, match=r"NorthAmericaMushrooms/categories.json: category_names: expected a non-empty list"):
+        data.make_source("odinw", tmp_path)
+
+
+def test_bfcl_turn_without_text_content_is_a_bad_record(tmp_path):
+    directory = shared_path("data", "multinet_sample", "bfcl_v3", "public")
+    questions = _json_lines(directory / "questions.jsonl")
+    questions[0]["question"][1] = [{"role": "user", "content": None}]
+    (tmp_path / "questions.jsonl").write_text("".join(json.dumps(question) + "\n" for question in questions))
+    shutil.copy(directory / "answers.jsonl", tmp_path)
+    with pytest.raises(BadRecordError, match="bfcl: record .*field 'question'.*text `content`"):
+        data.make_source("bfcl", tmp_path)[0]

@@ -4,45 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from multinet_jax.data import prompts, steps, transforms
 from multinet_jax.data.overcooked import parse_joint_action
 from multinet_jax.data.stats import NUM_QUANTILE_BINS, RunningActionStats, compute_action_stats
 
 
-def test_resize_with_pad_keeps_aspect_and_pads_black():
-    image = np.full((100, 200, 3), 77, np.uint8)  # w = 2h -> 224 x 112 content, 56 black rows above and below
-    out = transforms.resize_with_pad(image)
-    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
-    assert np.all(out[:56] == 0) and np.all(out[168:] == 0)
-    assert np.all(out[56:168] == 77)
+def test_paligemma_processor_resize_is_a_straight_bicubic_resize():
+    """No aspect ratio kept, no padding (unlike openpi's resize_with_pad): a constant 100x200 image fills 224x224."""
+    constant = transforms.paligemma_processor_resize(np.full((100, 200, 3), 77, np.uint8))
+    assert constant.shape == (224, 224, 3) and constant.dtype == np.uint8 and np.all(constant == 77)
+    checkers = (np.indices((30, 40)).sum(axis=0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, axis=2)
+    resized = transforms.paligemma_processor_resize(checkers)
+    np.testing.assert_array_equal(resized, np.asarray(Image.fromarray(checkers).resize((224, 224), Image.BICUBIC)))
+    assert not np.array_equal(resized, np.asarray(Image.fromarray(checkers).resize((224, 224), Image.BILINEAR)))
 
 
-def test_resize_with_pad_odd_padding_goes_below_and_right():
-    image = np.full((224, 75, 3), 200, np.uint8)  # already 224 high: width stays 75, pad 149 -> 74 left, 75 right
-    out = transforms.resize_with_pad(image)
-    assert np.all(out[:, :74] == 0) and np.all(out[:, 74:149] == 200) and np.all(out[:, 149:] == 0)
-
-
-def test_resize_is_identity_at_target_size():
+def test_paligemma_processor_resize_is_identity_at_224():
     image = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
-    assert transforms.resize_with_pad(image) is image
-
-
-def test_to_model_range_endpoints():
-    values = transforms.to_model_range(np.array([0, 51, 255], np.uint8))
-    np.testing.assert_allclose(values, [-1.0, 51 / 127.5 - 1.0, 1.0], rtol=0, atol=1e-6)
-    assert values.dtype == np.float32
-
-
-def test_to_model_range_is_openpis_and_hugging_faces_bit_for_bit():
-    """openpi's `x / 255 * 2 - 1` and the HF SigLIP processor's rescale + normalize, for every uint8 value."""
-    pixels = np.arange(256, dtype=np.uint8)
-    openpi = pixels.astype(np.float32) / 255.0 * 2.0 - 1.0
-    rescaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
-    hugging_face = (rescaled - np.float32(0.5)) / np.float32(0.5)
-    np.testing.assert_array_equal(transforms.to_model_range(pixels), openpi)
-    np.testing.assert_array_equal(transforms.to_model_range(pixels), hugging_face)
+    assert transforms.paligemma_processor_resize(image) is image
 
 
 def test_pad_state_pads_and_truncates():
@@ -51,20 +32,42 @@ def test_pad_state_pads_and_truncates():
     np.testing.assert_array_equal(transforms.pad_state(None), np.zeros(32))
 
 
-def test_camera_inputs_masks_missing_cameras():
-    inputs = transforms.images_to_model_range(transforms.camera_inputs(np.full((10, 10, 3), 255, np.uint8), transforms.PI0_CAMERAS))
-    assert np.all(inputs["image/base_0_rgb"] == 1.0) and bool(inputs["image_mask/base_0_rgb"])
-    for camera in transforms.PI0_CAMERAS[1:]:
-        assert np.all(inputs[f"image/{camera}"] == -1.0) and not bool(inputs[f"image_mask/{camera}"])
+def test_camera_inputs_keep_the_native_size_and_black_masked_wrists():
+    image = np.random.default_rng(1).integers(0, 255, (256, 320, 3), dtype=np.uint8)
+    inputs = transforms.camera_inputs(image, transforms.PI0_CAMERAS)
+    assert inputs["image/base_0_rgb"] is image and bool(inputs["image_mask/base_0_rgb"])
+    for camera in transforms.PI0_CAMERAS[1:]:  # MultiNet's zeros_like(base): black, masked, the base's size
+        assert inputs[f"image/{camera}"].shape == image.shape and not inputs[f"image/{camera}"].any()
+        assert not bool(inputs[f"image_mask/{camera}"])
+    resized = transforms.camera_inputs(image, transforms.PI0_CAMERAS, paligemma_resize=True)
+    assert resized["image/base_0_rgb"].shape == resized["image/right_wrist_0_rgb"].shape == (224, 224, 3)
 
 
-def test_tokenize_checks_shapes():
-    class Short:
-        def tokenize_prompt(self, text, max_len):
-            return np.zeros(3, np.int32), np.ones(3, bool)
+def test_camera_inputs_without_an_image_show_the_blank_image_or_mask_everything():
+    white = transforms.camera_inputs(None, transforms.PI0_CAMERAS, blank_image=255)
+    assert np.all(white["image/base_0_rgb"] == 255) and white["image/base_0_rgb"].shape == (224, 224, 3)
+    assert bool(white["image_mask/base_0_rgb"]) and not bool(white["image_mask/left_wrist_0_rgb"])
+    masked = transforms.camera_inputs(None, transforms.PI0_CAMERAS)
+    assert not any(bool(masked[f"image_mask/{camera}"]) for camera in transforms.PI0_CAMERAS)
 
-    with pytest.raises(ValueError, match="expected"):
-        transforms.tokenize(Short(), "hi", 8)
+
+class _Chars:
+    def prompt_ids(self, text, prompt_format):
+        return [2] + [ord(character) for character in text]
+
+
+def test_tokenize_truncates_at_max_len_and_tells_the_full_length():
+    tokens = transforms.tokenize(_Chars(), "x" * 40, "openpi", 16)
+    assert tokens["tokenized_prompt"].shape == (16,) and tokens["tokenized_prompt_mask"].all()
+    assert int(tokens["prompt_tokens"]) == 41
+    padded = transforms.tokenize(_Chars(), "xy", "openpi", 16)
+    assert padded["tokenized_prompt"].tolist() == [2, 120, 121] + [0] * 13 and padded["tokenized_prompt_mask"].sum() == 3
+
+
+def test_untruncated_prompts_are_padded_to_a_power_of_two_bucket():
+    assert [transforms.prompt_bucket(n) for n in (0, 1, 32, 33, 64, 250, 257, 2049)] == [32, 32, 32, 64, 64, 256, 512, 4096]
+    tokens = transforms.tokenize(_Chars(), "x" * 40, "paligemma_processor", None)
+    assert tokens["tokenized_prompt"].shape == (64,) and tokens["tokenized_prompt_mask"].sum() == 41 == int(tokens["prompt_tokens"])
 
 
 def test_step_codec_round_trip():
@@ -107,10 +110,17 @@ def test_compute_action_stats_single_pass_equals_batched():
     np.testing.assert_allclose(compute_action_stats(iter(actions), chunk=7)["mean"], actions.mean(0))
 
 
-def test_robovqa_prompt_splits_at_first_q():
-    assert prompts.robovqa_prompt("goal: tidy up  Q: what next? Q: later") == "Task and Context: goal: tidy up\n Question: what next? Q: later"
-    with pytest.raises(ValueError):
-        prompts.robovqa_prompt("no question here")
+@pytest.mark.parametrize(
+    "raw, question",
+    [  # openx_dataloader.py's robot_vqa rule: split once at "Q:"
+        ("goal: tidy up  Q: what next? Q: later", "Task and Context: goal: tidy up\n Question: what next? Q: later"),
+        ("Q: is the drawer open?", "Question: is the drawer open?"),
+        ("no question here", "no question here"),
+        ("current goal is: push Q:", "Task and Context: current goal is: push\n Question: "),
+    ],
+)
+def test_robovqa_question_follows_multinets_split(raw, question):
+    assert prompts.robovqa_question(raw) == question
 
 
 @pytest.mark.parametrize(
@@ -127,9 +137,3 @@ def test_robovqa_prompt_splits_at_first_q():
 )
 def test_overcooked_joint_action(text, joint, players, known):
     assert parse_joint_action(text) == (joint, players, known)
-
-
-def test_overcooked_options_follow_joint_index():
-    assert prompts.OVERCOOKED_JOINT_OPTIONS[5] == "Player 0: NORTH, Player 1: INTERACT"
-    assert prompts.OVERCOOKED_JOINT_OPTIONS[32] == "Player 0: INTERACT, Player 1: EAST"
-    assert len(prompts.OVERCOOKED_JOINT_OPTIONS) == 36

@@ -67,11 +67,31 @@ def test_discrete_rounds_unnormalized_dim0_and_rejects_out_of_range():
 
 
 @pytest.mark.parametrize(
-    ("text", "num_options", "expected"),
-    [("1", 2, 1), ("Solution 0 is better", 2, 0), ("answer: 2", 2, None), ("no digits", 2, None), ("7 and 3", 10, 7), ("", 3, None)],
+    ("text", "expected"),
+    [  # piqa_hf_inference._validate_output: `output.strip() in ['0', '1']`
+        ("1", 1), ("0", 0), (" 1 \n", 1), ("\t0", 0),
+        ("1.", None), ("01", None), ("+1", None), ("2", None), ("1 0", None), ("Solution 1", None), ("one", None), ("", None),
+    ],
 )
-def test_parse_choice(text, num_options, expected):
-    assert domains.parse_choice(text, num_options) == expected
+def test_piqa_accepts_only_a_whole_0_or_1(text, expected):
+    assert domains.parse_piqa(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [  # odinw_hf_inference._validate_output: `int(output.strip())` in range(SUB_DATASET_CATEGORIES[subset])
+        ("3", 3), (" 0\n", 0), ("+2", 2), ("-0", 0), ("0_3", 3), ("\u0663", 3),  # Python's int() rules, as MultiNet's
+        ("5", None), ("-1", None), ("3.0", None), ("3 apples", None), ("Option 3", None), ("", None), ("0x3", None),
+    ],
+)
+def test_odinw_is_pythons_int_of_the_whole_output_within_the_class_count(text, expected):
+    assert domains.parse_odinw(text, valid_outputs=5) == expected
+
+
+def test_odinw_valid_range_is_multinets_class_count_not_the_option_count():
+    """NorthAmericaMushrooms lists 3 options (root "mushroom" first) but MultiNet counts 2 classes: "2" is invalid."""
+    assert domains.ODINW_SUBSET_CLASSES["NorthAmericaMushrooms"] == 2
+    assert domains.parse_odinw("1", 2) == 1 and domains.parse_odinw("2", 2) is None
 
 
 def test_parse_answer_strips_and_empty_is_invalid():
@@ -79,18 +99,22 @@ def test_parse_answer_strips_and_empty_is_invalid():
     assert domains.parse_answer(" \n ") is None
 
 
-def test_parse_function_calls_matches_harness_pattern():
-    text = "cd(folder='documents')\n touch( file_name='a.txt' )  then  ls(a=True)"
-    assert domains.parse_function_calls(text) == ["cd(folder='documents')", "touch( file_name='a.txt' )", "ls(a=True)"]
-    assert domains.parse_function_calls("no calls here") == []
+def test_parse_function_calls_matches_multinets_pattern_as_written():
+    """bfcl_hf_inference._extract_function_calls: `re.findall(r'\\b\\w+\\s*\\([^)]*\\)', response.strip())`, nothing collapsed."""
+    text = "cd(folder='documents')\n touch( file_name='a.txt' )  then  ls(a=True,\n  b=1)"
+    assert domains.parse_function_calls(text) == ["cd(folder='documents')", "touch( file_name='a.txt' )", "ls(a=True,\n  b=1)"]
+    assert domains.parse_function_calls("sort(f(x))") == ["sort(f(x)"]  # [^)]* stops at the first ")"
+    assert domains.parse_function_calls("no calls here") == [] and domains.parse_function_calls("") == []
 
 
-def test_split_turns_by_markers_or_lines_padded_to_the_turn_count():
-    assert domains.split_turns("=== Turn 1 ===\nls(a=True)\n=== Turn 2 ===\ncd(folder='x')", 3) == ["ls(a=True)", "cd(folder='x')", ""]
-    assert domains.split_turns("ls()\n\npwd()\ncat(file_name='a')", 2) == ["ls()", "pwd()"]
-
-
-def test_bfcl_prediction_has_one_call_list_per_ground_truth_turn():
-    bfcl = domains.lookup("bfcl")
-    sample = {"ground_truth": [["ls(a=True)"], ["pwd()"]]}
-    assert domains.parse_text(bfcl, "Turn 1: ls(a=True)\nTurn 2: nothing", sample) == [["ls(a=True)"], []]
+def test_protocol_table_is_multinets():
+    multinet = ("openx_bimanual", "overcooked_ai", "piqa", "odinw", "sqa3d", "openx_multi_embodiment", "bfcl")
+    protocols = {name: domains.lookup(name).protocol for name in multinet}
+    assert {name: p.max_new_tokens for name, p in protocols.items()} == {
+        "openx_bimanual": None, "overcooked_ai": None, "piqa": 10, "odinw": 10, "sqa3d": 50, "openx_multi_embodiment": 50, "bfcl": 150}
+    assert {name: p.max_prompt_tokens for name, p in protocols.items()} == {
+        "openx_bimanual": 48, "overcooked_ai": 256, "piqa": None, "odinw": None, "sqa3d": None, "openx_multi_embodiment": None, "bfcl": None}
+    assert [name for name, p in protocols.items() if p.prompt_format is domains.PromptFormat.OPENPI] == ["openx_bimanual", "overcooked_ai"]
+    assert [name for name, p in protocols.items() if p.image_resize is domains.ImageResize.OPENPI] == ["openx_bimanual", "overcooked_ai"]
+    assert [name for name, p in protocols.items() if p.turn_by_turn] == ["bfcl"] and protocols["bfcl"].blank_image == 255
+    assert protocols["piqa"].blank_image is None  # MultiNet masked PIQA's black image

@@ -82,9 +82,8 @@ def test_piqa_ground_truth_is_the_files_label_and_accuracy_counts_invalid_as_wro
     labels = [json.loads(line)["label"] for line in (pathlib.Path(eval_helpers.assets()["data_dir"]) / "piqa/public/piqa.jsonl").read_text().splitlines()]
     records = _records(pi0_run, "piqa")
     assert [r["ground_truth"] for r in records] == labels[:LIMIT]
-    for record in records:  # the harness rule, re-applied to the raw text
-        digits = [int(token) for token in __import__("re").findall(r"\d+", record["raw_output"])]
-        assert record["prediction"] == (digits[0] if digits and digits[0] < 2 else None)
+    for record in records:  # MultiNet's rule, re-applied to the raw text
+        assert record["prediction"] == ({"0": 0, "1": 1}.get(record["raw_output"].strip()))
     accuracy = np.mean([r["prediction"] == r["ground_truth"] for r in records])
     assert _metrics(pi0_run, "piqa")["metrics"]["overall_accuracy"] == pytest.approx(accuracy)
 
@@ -98,8 +97,16 @@ def test_overcooked_predictions_are_valid_joint_actions_or_invalid(pi0_run):
 
 def test_odinw_records_carry_the_number_of_options(pi0_run):
     records = _records(pi0_run, "odinw")
-    assert {r["num_options"] for r in records} == {5, 2}  # the generator's two subsets
-    assert all(0 <= r["ground_truth"] < r["num_options"] for r in records)
+    assert {r["num_options"] for r in records} == {6, 3}  # the generator's two subsets, root category listed first
+    assert all(1 <= r["ground_truth"] < r["num_options"] for r in records)
+    scored = _metrics(pi0_run, "odinw")["metrics"]  # MultiNet scored ODinW subset by subset
+    assert set(scored["per_subset"]) == {r["subset"] for r in records} == {"AerialMaritimeDrone", "NorthAmericaMushrooms"}
+    for subset, subset_metrics in scored["per_subset"].items():
+        subset_records = [r for r in records if r["subset"] == subset]
+        assert subset_metrics["total_samples"] == len(subset_records)
+        accuracy = np.mean([r["prediction"] == r["ground_truth"] for r in subset_records])
+        assert subset_metrics["overall_accuracy"] == pytest.approx(accuracy)
+    assert scored["subset_mean"]["overall_accuracy"] == pytest.approx(np.mean([m["overall_accuracy"] for m in scored["per_subset"].values()]))
 
 
 def test_summary_json_and_csv_cover_every_domain(pi0_run):
@@ -122,8 +129,12 @@ def test_similarity_domains_end_to_end(tmp_path):
         assert 0 < len(records) <= 4
         metrics = _metrics(tmp_path, domain)["metrics"]
         assert set(domains.lookup(domain).headline_metrics) <= set(metrics)
-    for record in _records(tmp_path, "bfcl"):
+    for record in _records(tmp_path, "bfcl"):  # one model answer per turn, the turn's calls parsed from it
         assert len(record["prediction"]) == len(record["ground_truth"]) == len(record["responses"])
+        assert record["prediction"] == [domains.parse_function_calls(response) for response in record["responses"]]
+    for domain in SIMILARITY_DOMAINS:  # untruncated prompts, reported as such
+        truncation = _metrics(tmp_path, domain)["prompt_truncation"]
+        assert truncation["max_prompt_tokens"] is None and truncation["truncated"] == 0 and truncation["longest_prompt_tokens"] > 0
 
 
 def test_similarity_domains_with_skip_similarity_score_the_rest_and_say_so(tmp_path, capsys):
@@ -216,3 +227,13 @@ def test_decoding_switch_is_recorded_and_changes_the_tokens(tmp_path):
         assert _metrics(output_dir, "piqa")["config"]["openpi_exact_decoding"] is exact
         runs[exact] = [r["raw_output"] for r in _records(output_dir, "piqa")]
     assert runs[True] != runs[False]
+
+
+def test_prompt_truncation_is_counted_reported_and_warned(tmp_path, capsys):
+    eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, max_token_len=16, max_decoding_steps=None)
+    records, metrics_file = _records(tmp_path, "piqa"), _metrics(tmp_path, "piqa")
+    assert all(r["prompt_tokens"] > 16 for r in records)  # the full lengths, not the truncated ones
+    assert metrics_file["prompt_truncation"] == {"max_prompt_tokens": 16, "truncated": 4, "longest_prompt_tokens": max(r["prompt_tokens"] for r in records)}
+    assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"]["max_new_tokens"] == 10  # PIQA's budget
+    assert metrics_file["protocol_settings"]["max_prompt_tokens"] == 16  # the override, recorded
+    assert "warning: piqa: 4 of 4 prompts truncated to 16 tokens" in capsys.readouterr().err

@@ -25,7 +25,9 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
     values["model"] = values["model"] or "pi0"
     config = EvalConfig(**{**values, "domains": tuple(values["domains"])})
     print(json.dumps({"file": path.name, "model": config.model, "domains": list(config.domains),
-                      "skip_similarity": config.skip_similarity, "assets": config.asset_specs()}))
+                      "skip_similarity": config.skip_similarity, "action_horizon": config.action_horizon,
+                      "max_token_len": config.max_token_len, "max_decoding_steps": config.max_decoding_steps,
+                      "unnormalize": config.unnormalize, "assets": config.asset_specs()}))
 """
 
 
@@ -44,6 +46,23 @@ def test_flagfiles_parse_into_valid_configs():
         if not name.startswith("demo") and name != "tpu_pod_slice.flags":
             assert all(assets.asset_for(spec) is not None for spec in line["assets"].values()), line
             assert ("embedder_dir" in line["assets"]) == any(d in ("sqa3d", "bfcl") for d in line["domains"])
+
+
+def test_multinet_flagfiles_carry_multinets_settings():
+    result = subprocess.run([sys.executable, "-c", PARSE_ALL], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    parsed = {line["file"]: line for line in map(json.loads, result.stdout.splitlines())}
+    for name in ("pi0_openx.flags", "pi0_overcooked.flags"):  # Pi0Config(action_horizon=1), the split's statistics
+        assert (parsed[name]["action_horizon"], parsed[name]["unnormalize"]) == (1, "split")
+    for name in ("pi0_openx.flags", "pi0_overcooked.flags", "pi0_text.flags", "pi0_fast_text.flags"):
+        # prompt lengths and decoding budgets come from each domain's protocol, not a flag
+        assert parsed[name]["max_token_len"] is None and parsed[name]["max_decoding_steps"] is None, name
+
+
+def test_non_positive_lengths_are_refused(tmp_path):
+    for flag in ("--max_token_len=0", "--max_decoding_steps=-1"):
+        result = eval_helpers.run_eval([*eval_helpers.flags(tmp_path / "out", ("piqa",)), flag], timeout=120)
+        assert result.returncode != 0 and f"error: {flag.split('=')[0]} must be positive" in result.stdout, result.stdout[-2000:]
+    assert not (tmp_path / "out").exists()
 
 
 def test_contradicting_similarity_flags_fail_before_the_demo_builds_anything(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 import eval_helpers
 from multinet_jax.eval import EvalConfig, demo, manifest
+from multinet_jax.eval.loop import protocol_settings
 
 DOMAIN = "piqa"
 SETTINGS = {"limit": 4}
@@ -39,6 +40,44 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
     assert recorded["checkpoint"]["files"] > 0 and len(recorded["checkpoint"]["sha256"]) == 64
     assert list(recorded["tokenizers"]) == ["tokenizer"]
     assert recorded["domains"][DOMAIN]["data"]["path"].endswith("piqa/public")
+    assert recorded["domains"][DOMAIN]["protocol"] == {  # MultiNet's PIQA, the tests' --max_decoding_steps=6 applied
+        "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
+        "image_resize": "paligemma_processor", "blank_image": None, "turn_by_turn": False,
+    }
+    metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
+    assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
+
+
+def test_resume_under_another_protocol_is_refused_naming_the_setting(finished_run, tmp_path):
+    """A run recorded under other prompt lengths or decoding budgets (another version's protocol, or overrides)."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    path = output_dir / manifest.FILENAME
+    recorded = json.loads(path.read_text())
+    recorded["domains"][DOMAIN]["protocol"]["max_new_tokens"] = 32  # as an earlier version decoded PIQA
+    path.write_text(json.dumps(recorded))
+    before = _snapshot(output_dir)
+    with pytest.raises(manifest.RunChangedError, match=r"protocol of piqa: max_new_tokens recorded 32, now 6"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    del recorded["domains"][DOMAIN]["protocol"]  # written before protocols were recorded
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(manifest.RunChangedError, match=r"protocol of piqa: not recorded by the earlier run"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert {name: data for name, data in _snapshot(output_dir).items() if name != manifest.FILENAME} == {
+        name: data for name, data in before.items() if name != manifest.FILENAME}
+
+
+def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_tokens():
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "openx_bimanual", "overcooked_ai"), max_decoding_steps=None))
+    assert protocol_settings(config, "piqa")["max_new_tokens"] == 10 and protocol_settings(config, "bfcl")["turn_by_turn"]
+    assert protocol_settings(config, "openx_bimanual") == {
+        "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None,
+        "image_resize": "openpi", "blank_image": None, "turn_by_turn": False,
+    }
+    assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256
+    overridden = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), max_token_len=64, max_decoding_steps=7))
+    assert (protocol_settings(overridden, "piqa")["max_prompt_tokens"], protocol_settings(overridden, "piqa")["max_new_tokens"]) == (64, 7)
+    fast = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast", max_decoding_steps=None))
+    assert protocol_settings(fast, "openx_bimanual")["max_new_tokens"] == 256  # openpi's budget for FAST action tokens
 
 
 def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_path):
@@ -88,7 +127,8 @@ def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):
 
 def test_differences_compare_only_what_results_depend_on():
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "odinw")))
-    current = manifest.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer})
+    protocols = {name: protocol_settings(config, name) for name in config.domains}
+    current = manifest.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer}, protocols)
     recorded = json.loads(json.dumps(current))
     recorded["domains"]["odinw"]["data"]["sha256"] = "0" * 64
     assert manifest.differences(recorded, current, ["piqa"]) == []

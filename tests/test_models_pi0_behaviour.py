@@ -11,6 +11,7 @@ import pytest
 from conftest import openpi_io, openpi_observation
 from models_helpers import openpi_checkpoint, random_like, relative_error, take
 from multinet_jax.models import configs, load_model
+from multinet_jax.models.observation import resize_with_pad, to_model_range
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.pi0 import make_attn_mask
 
@@ -99,10 +100,20 @@ def test_noise_of_the_wrong_shape_names_both_shapes(model, observation, shape, m
         model.sample_actions(observation, noise=np.zeros(shape, np.float32))
 
 
+def test_native_size_uint8_images_are_resized_inside_the_model_as_openpi_does(model, observation, io):
+    """A 256x320 uint8 camera gives the actions of its openpi-preprocessed 224x224 float image (179x224 + black bars)."""
+    native = np.random.default_rng(0).integers(0, 256, (2, 256, 320, 3), dtype=np.uint8)
+    resized = np.asarray(resize_with_pad(jnp.asarray(to_model_range(native)), 224, 224))
+    assert np.all(resized[:, :22] == -1.0) and np.all(resized[:, 201:] == -1.0) and np.all(resized[:, 22:201] > -1.0 - 1e-6)
+    from_native = np.asarray(model.sample_actions({**observation, "image/base_0_rgb": native}, noise=io["noise"], num_steps=3))
+    from_resized = np.asarray(model.sample_actions({**observation, "image/base_0_rgb": resized}, noise=io["noise"], num_steps=3))
+    np.testing.assert_allclose(from_native, from_resized, rtol=0, atol=1e-5 * np.abs(from_resized).max())
+
+
 def test_observation_errors_name_the_key(model, observation):
-    cropped = {**observation, "image/base_0_rgb": observation["image/base_0_rgb"][:, :112]}
-    with pytest.raises(ValueError, match=r"image/base_0_rgb.*\(2, 112, 224, 3\)"):
-        model.sample_actions(cropped)
+    two_channels = {**observation, "image/base_0_rgb": observation["image/base_0_rgb"][..., :2]}
+    with pytest.raises(ValueError, match=r"image/base_0_rgb.*\(2, 224, 224, 2\), expected \(2, height, width, 3\)"):
+        model.sample_actions(two_channels)
     del observation["state"]
     with pytest.raises(ValueError, match=r"observation\['state'\]: missing"):
         model.sample_actions(observation)

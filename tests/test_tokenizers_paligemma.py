@@ -88,3 +88,32 @@ def test_tokenize_prompt_truncates(paligemma):
 def test_missing_model_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.model"):
         PaliGemmaTokenizer(tmp_path / "missing.model")
+
+
+def test_paligemma_processor_format_is_bos_then_the_whole_text_and_newline_encoded_as_one(paligemma, gemma):
+    """HF PaliGemmaProcessor: image tokens, BOS, the text (after any leading "<image>") + "\\n" as one string; "\\n\\n"
+    stays one piece and "_" stays "_" (openpi's format turns both into spaces)."""
+    text = "<image>System line.\n    Indented line.\n\nGoal: open_drawer\nOutput 0 or 1 only."
+    ids = paligemma.prompt_ids(text, "paligemma_processor")
+    assert ids == [2, *gemma.encode(text.removeprefix("<image>") + "\n")]
+    assert 109 in ids and paligemma.decode(ids[1:]) == text.removeprefix("<image>") + "\n"  # 109: Gemma's "\n\n"
+    assert paligemma.prompt_ids(text.removeprefix("<image>"), "paligemma_processor") == ids  # no placeholder: the same
+    openpi = paligemma.prompt_ids(text.removeprefix("<image>"), "openpi")
+    assert paligemma.decode(openpi[1:]) == "System line.     Indented line.  Goal: open drawer Output 0 or 1 only.\n"
+
+
+def test_paligemma_processor_format_refuses_text_before_an_image_placeholder(paligemma):
+    with pytest.raises(ValueError, match="only a leading one"):
+        paligemma.prompt_ids("Look: <image> what is it?", "paligemma_processor")
+    with pytest.raises(ValueError, match="prompt_format"):
+        paligemma.prompt_ids("hi", "chatml")
+
+
+def test_decode_text_is_the_processors_skip_special_tokens_then_strip(paligemma):
+    from multinet_jax.eval.runners import decode_text
+
+    answer = paligemma.encode(" 1 ")
+    assert decode_text(paligemma, [*answer, paligemma.eos_id, *paligemma.encode("ignored"), 0]) == "1"
+    with_specials = [paligemma.bos_id, *paligemma.encode("ls("), paligemma.pad_id, paligemma.unk_id, *paligemma.encode(")")]
+    assert decode_text(paligemma, with_specials) == "ls()"  # skipped, not stopped at: decoding continues past them
+    assert decode_text(paligemma, [paligemma.eos_id]) == "" and decode_text(paligemma, []) == ""

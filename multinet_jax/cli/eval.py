@@ -37,7 +37,8 @@ flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: openx_<d
 flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in MultiNet's layout (<domain>/<split>/...).")
 flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
 flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_metrics.json, plots/ and summary.* go.")
-flags.DEFINE_integer("max_token_len", 48, "Prompt tokens per sample (openpi's Pi0 default, MultiNet's setting); longer prompts are truncated.")
+flags.DEFINE_integer("max_token_len", None, "Truncate every prompt at this many tokens instead of MultiNet's per-domain "
+                     "protocol (Open-X 48, Overcooked 256, text domains never); truncations are counted in <domain>_metrics.json.")
 flags.DEFINE_integer("action_horizon", None, "Actions per predicted chunk, which parameters cannot tell (default: openpi's, 50 for Pi0 and 32 for Pi0-FAST).")
 flags.DEFINE_integer("action_dim", None, "Pi0-FAST's action dimension, which its parameters cannot tell (default: openpi's 32); Pi0 reads it from the checkpoint.")
 flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and their action stats go (default: $MULTINET_JAX_CACHE/converted; never the data folder).")
@@ -46,7 +47,8 @@ flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"],
                   "Parameter and compute dtype; bfloat16 is what openpi's policies (and so MultiNet's Pi0 numbers) run.")
 flags.DEFINE_integer("num_flow_steps", 10, "Pi0 Euler steps of flow matching.")
-flags.DEFINE_integer("max_decoding_steps", 32, "Most tokens decoded per sample (text domains, Pi0-FAST actions).")
+flags.DEFINE_integer("max_decoding_steps", None, "Most tokens decoded per sample (per BFCL turn) instead of MultiNet's "
+                     "budgets (PIQA/ODinW 10, SQA3D/RoboVQA 50, BFCL 150; Pi0-FAST actions: openpi's 256).")
 flags.DEFINE_bool("openpi_exact_decoding", True, "Decode text and FAST tokens exactly as openpi does (its attention window "
                   "and positions, which read masked cameras' tokens); --noopenpi_exact_decoding: the corrected masking.")
 flags.DEFINE_bool("normalize_state", True, "pi05 / pi0_fast: the prompt's state quantile-normalized with the checkpoint's "

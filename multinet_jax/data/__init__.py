@@ -2,7 +2,7 @@
 
     ds = multinet_jax.data.load("openx_bimanual", "data/openx_bimanual", split="public",
                                 tokenizer=tokenizer, batch_size=8)
-    for batch in ds: ...   # image/<camera> [8,224,224,3] in [-1,1], state [8,32], _mask [8], ...
+    for batch in ds: ...   # image/<camera> [8,h,w,3] uint8, state [8,32], tokenized_prompt [8,L], _mask [8], ...
 
 Domains (module = source format): `openx_<name>` (openx.py: MultiNet translated shards, RLDS
 tfrecord/ArrayRecord builder dirs, converted steps), `openx_multi_embodiment` (robovqa.py),
@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.data import pipeline, stats, transforms
 from multinet_jax.data.errors import BadRecord, BadRecordError
 from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_inputs
@@ -27,7 +28,7 @@ from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_input
 ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
 DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl", "act2answer")
 
-__all__ = ["load", "make_source", "split_dir", "action_stats", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
+__all__ = ["load", "make_source", "split_dir", "action_stats", "domain_protocol", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
 
 
 def split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
@@ -122,7 +123,7 @@ def load(
     shard_index: int | None = None,
     shard_count: int | None = None,
     on_bad_record: str = "fail",
-    max_token_len: int = transforms.MAX_TOKEN_LEN,
+    max_token_len: int | None = None,
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     cache_dir: str | pathlib.Path | None = None,
     func_doc_dir: str | pathlib.Path | None = None,
@@ -131,15 +132,19 @@ def load(
 ) -> grain.MapDataset | grain.IterDataset:
     """`domain`'s Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set.
 
-    `num_workers` > 0 decodes in that many processes (order kept; needs absl flags parsed, as under
-    `absl.app.run`). Bad records raise `BadRecordError` (`on_bad_record="fail"`) or are logged and
-    yielded masked (`"skip"`: `_mask` False and the message in `bad_record`; dropped when unbatched).
+    Prompts and images follow the domain's MultiNet protocol (`domains.Protocol`); `max_token_len`
+    truncates every prompt at that length instead of the protocol's (None: the protocol's; the sample's
+    `prompt_tokens` tells the full length). `num_workers` > 0 decodes in that many processes (order kept;
+    needs absl flags parsed, as under `absl.app.run`). Bad records raise `BadRecordError`
+    (`on_bad_record="fail"`) or are logged and yielded masked (`"skip"`: `_mask` False and the message in
+    `bad_record`; dropped when unbatched).
     """
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, func_doc_dir=func_doc_dir, frames_dir=frames_dir)
     shard_index, shard_count = _default_shard(shard_index, shard_count)
     return pipeline.build(
         source,
         tokenizer=tokenizer,
+        protocol=domain_protocol(domain),
         max_token_len=max_token_len,
         cameras=cameras,
         batch_size=batch_size,
@@ -149,6 +154,11 @@ def load(
         on_bad_record=on_bad_record,
         num_workers=num_workers,
     )
+
+
+def domain_protocol(domain: str) -> domains.Protocol:
+    """MultiNet's protocol for a data domain name (`openx_robovqa` is RoboVQA under its other name)."""
+    return domains.lookup("openx_multi_embodiment" if domain in ROBOVQA_DOMAINS else domain).protocol
 
 
 STATS_KINDS = ("multinet", "exact")
@@ -199,7 +209,7 @@ def inspect(
     pipeline.check_limit(limit)
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, frames_dir=frames_dir)
     total = len(source) if limit is None else min(limit, len(source))
-    builder = pipeline.SampleBuilder(source, tokenizer=None, max_token_len=0, cameras=transforms.PI0_CAMERAS, on_bad_record="skip")
+    builder = pipeline.SampleBuilder(source, tokenizer=None, protocol=domain_protocol(domain), cameras=transforms.PI0_CAMERAS, on_bad_record="skip")
     first_valid = None
     for index in range(total):
         sample = builder(index)

@@ -1,4 +1,7 @@
-"""BFCL v3 multi-turn function calling: one sample per conversation.
+"""BFCL v3 multi-turn function calling: one sample per conversation, run turn by turn (`eval.runners`).
+
+A sample's `environment` is where MultiNet's conversation history starts (`prompts.bfcl_environment`), its
+`turns` the user messages per turn; `prompt` is what the model reads at the first turn.
 
 Two layouts of the same data:
 - MultiNet's: `questions.jsonl` (id, question = turns of messages, initial_config, path,
@@ -77,12 +80,17 @@ class BfclSource:
         turns, ground_truth = question["question"], answer["ground_truth"]
         if len(turns) != len(ground_truth):
             raise BadRecordError(self.dataset, record, "ground_truth", f"{len(ground_truth)} answer turns for {len(turns)} question turns")
+        if not turns or not all(isinstance(turn, list) and all(isinstance(message, dict) and isinstance(message.get("content"), str)
+                                                                 for message in turn) for turn in turns):
+            raise BadRecordError(self.dataset, record, "question", "expected a non-empty list of turns, each a list of messages with text `content`")
         involved = list(question.get("involved_classes", []))
+        environment = prompts.bfcl_environment(question.get("initial_config", {}), involved, question.get("path", []))
         return {
             "id": question["id"],
             "image": None,
             "state": None,
-            "prompt": prompts.bfcl_prompt(turns, question.get("initial_config", {}), involved),
+            "prompt": prompts.bfcl_prompt(prompts.bfcl_user_turn(environment, turns[0])),
+            "environment": environment,
             "ground_truth": ground_truth,
             "turns": turns,
             "num_turns": np.int32(len(turns)),

@@ -3,19 +3,23 @@
 Per subset directory: `categories.json` (`categories`: id, name, supercategory), the crops in
 `bbox_images/`, and `test_object_caption_pairs.json` (preferred) or `object_caption_pairs.json`
 (`bbox_image`, `category_name`, ...). `data_dir` is one subset or a folder of subsets (taken in
-sorted order). The options are the subset's category names in file order, without the
-supercategory-"none" root class; the ground truth is the index of the crop's category.
+sorted order); as MultiNet, only the subsets of its `SUB_DATASET_CATEGORIES` are evaluated
+(`domains.ODINW_SUBSET_CLASSES`; others are skipped with a warning). The options are the subset's
+`category_names` in file order, root category included (MultiNet's `odinw_dataloader.py`); the
+ground truth is the index of the crop's category among them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from typing import Any
 
 import numpy as np
 
 from multinet_jax.data import prompts
+from multinet_jax.domains import ODINW_SUBSET_CLASSES
 from multinet_jax.data.errors import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
@@ -23,16 +27,25 @@ PAIR_FILES = ("test_object_caption_pairs.json", "object_caption_pairs.json")
 
 
 def subset_dirs(directory: pathlib.Path) -> list[pathlib.Path]:
-    if (directory / "categories.json").exists():
-        return [directory]
-    subsets = sorted(path for path in directory.iterdir() if (path / "categories.json").exists())
+    """The subset folders MultiNet evaluated, sorted; others are skipped with a warning."""
+    found = [directory] if (directory / "categories.json").exists() else sorted(
+        path for path in directory.iterdir() if (path / "categories.json").exists())
+    subsets = [path for path in found if path.name in ODINW_SUBSET_CLASSES]
+    skipped = [path.name for path in found if path.name not in ODINW_SUBSET_CLASSES]
+    if skipped:
+        logging.warning("odinw: skipping subsets MultiNet v1.0 did not evaluate: %s", ", ".join(skipped))
     if not subsets:
-        raise FileNotFoundError(f"{directory}: no ODinW subset (a folder with categories.json)")
+        raise FileNotFoundError(f"{directory}: no ODinW subset of MultiNet's {len(ODINW_SUBSET_CLASSES)} (a folder named "
+                                f"like AerialMaritimeDrone with categories.json); found {[path.name for path in found]}")
     return subsets
 
 
-def subset_options(categories: dict[str, Any]) -> list[str]:
-    return [category["name"] for category in categories["categories"] if category.get("supercategory") != "none"]
+def subset_options(categories: dict[str, Any], path: pathlib.Path) -> list[str]:
+    """The options MultiNet listed: `category_names` in file order (root category included)."""
+    names = categories.get("category_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{path}: category_names: expected a non-empty list of names, got {names!r}")
+    return names
 
 
 class OdinwSource:
@@ -43,7 +56,7 @@ class OdinwSource:
             pairs_path = next((subset / name for name in PAIR_FILES if (subset / name).exists()), None)
             if pairs_path is None:
                 raise FileNotFoundError(f"{subset}: none of {PAIR_FILES}")
-            options = subset_options(json.loads((subset / "categories.json").read_text()))
+            options = subset_options(json.loads((subset / "categories.json").read_text()), subset / "categories.json")
             pairs = json.loads(pairs_path.read_text())
             self._samples += [(subset, options, f"{subset.name}/{pairs_path.name}[{i}]", pair) for i, pair in enumerate(pairs)]
 
@@ -70,5 +83,6 @@ class OdinwSource:
             "ground_truth": options.index(pair["category_name"]),
             "options": list(options),
             "num_options": np.int32(len(options)),
+            "valid_outputs": np.int32(ODINW_SUBSET_CLASSES[subset.name]),
             "subset": subset.name,
         }

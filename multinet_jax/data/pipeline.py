@@ -19,11 +19,14 @@ import numpy as np
 
 from multinet_jax.data import transforms
 from multinet_jax.data.errors import BadRecord, BadRecordError, check_on_bad_record, log_skipped
+from multinet_jax import domains
 
 VALID_KEY = "_valid"
 # Keys of a batch that are model inputs (the fixtures' `io.npz` observation keys).
 MODEL_INPUT_PREFIXES = ("image/", "image_mask/")
 MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
+# Per-sample arrays whose length varies (bucketed prompts): a batch pads them with 0 to its longest.
+RAGGED_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
 
 
 class Source(Protocol):
@@ -41,30 +44,37 @@ class Source(Protocol):
 
 
 class SampleBuilder:
-    """global sample index -> model-ready sample, images still uint8 (or a masked placeholder for padding / skipped records)."""
+    """global sample index -> model-ready sample, images uint8 (or a masked placeholder for padding / skipped records).
+
+    `protocol` (the domain's, `domains.Protocol`) decides the prompt format and truncation length and how the
+    image is resized; `max_token_len` overrides its truncation length (None: the protocol's).
+    """
 
     def __init__(
         self,
         source: Source,
         *,
         tokenizer: transforms.PromptTokenizer | None,
-        max_token_len: int,
+        protocol: domains.Protocol,
         cameras: Sequence[str],
         on_bad_record: str,
+        max_token_len: int | None = None,
     ):
         self.source = source
         self.tokenizer = tokenizer
-        self.max_token_len = max_token_len
+        self.protocol = protocol
+        self.max_token_len = protocol.truncation_length(max_token_len)
         self.cameras = tuple(cameras)
         self.on_bad_record = check_on_bad_record(on_bad_record)
         self.bad_records: list[BadRecord] = []  # those met in this process
 
     def model_inputs(self, image: np.ndarray | None, state: np.ndarray | None, prompt: str) -> dict[str, np.ndarray]:
-        inputs = transforms.camera_inputs(image, self.cameras)
+        paligemma_resize = self.protocol.image_resize is domains.ImageResize.PALIGEMMA_PROCESSOR
+        inputs = transforms.camera_inputs(image, self.cameras, paligemma_resize=paligemma_resize, blank_image=self.protocol.blank_image)
         inputs["state"] = transforms.pad_state(state)
         inputs["state_dim"] = transforms.state_dim(state)
         if self.tokenizer is not None:
-            inputs.update(transforms.tokenize(self.tokenizer, prompt, self.max_token_len))
+            inputs.update(transforms.tokenize(self.tokenizer, prompt, self.protocol.prompt_format.value, self.max_token_len))
         return inputs
 
     def placeholder(self, index: int, bad_record: str | None = None) -> dict[str, Any]:
@@ -107,7 +117,12 @@ class ShardIndex:
 
 
 class Batcher:
-    """Rows -> one batch: arrays stacked (zeros where a row lacks the key), other values as lists."""
+    """Rows -> one batch: arrays stacked, other values as lists.
+
+    A row lacking a key, and every padding / skipped row's image, gets zeros shaped like a valid row's value;
+    prompts (`RAGGED_KEYS`) are right-padded with 0 to the batch's longest. Valid rows whose images differ in
+    size cannot share a batch: that is an error naming them (openpi, too, resizes one batch array at a time).
+    """
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         template: dict[str, Any] = {}  # every key of any row; a valid row's value decides how it batches
@@ -118,17 +133,29 @@ class Batcher:
         for key, example in template.items():
             if key == VALID_KEY:
                 continue
-            if isinstance(example, (np.ndarray, np.generic)):
+            if key in RAGGED_KEYS:
+                length = max(len(row[key]) for row in rows if key in row)
+                batch[key] = np.stack([np.pad(row[key], (0, length - len(row[key]))) if key in row else np.zeros(length, example.dtype) for row in rows])
+            elif isinstance(example, (np.ndarray, np.generic)):
                 zero = np.zeros_like(example)
-                batch[key] = np.stack([row.get(key, zero) for row in rows])
+                values = [row.get(key, zero) if row[VALID_KEY] or not key.startswith("image/") else zero for row in rows]
+                _check_same_shape(key, values, rows)
+                batch[key] = np.stack(values)
             else:
                 batch[key] = [row.get(key) for row in rows]
         return batch
 
 
+def _check_same_shape(key: str, values: Sequence[np.ndarray], rows: Sequence[dict[str, Any]]) -> None:
+    shapes = {np.shape(value) for value in values}
+    if len(shapes) > 1:
+        described = ", ".join(f"{row.get('id')!r}: {list(np.shape(value))}" for row, value in zip(rows, values))
+        raise ValueError(f"{key} differs in shape within one batch ({described}): evaluate images of one size per batch")
+
+
 def finish_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """A built sample as `load` yields it unbatched: float images, no validity flag."""
-    return transforms.images_to_model_range({key: value for key, value in sample.items() if key != VALID_KEY})
+    """A built sample as `load` yields it unbatched: without the validity flag."""
+    return {key: value for key, value in sample.items() if key != VALID_KEY}
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -153,7 +180,8 @@ def build(
     source: Source,
     *,
     tokenizer: transforms.PromptTokenizer | None = None,
-    max_token_len: int = transforms.MAX_TOKEN_LEN,
+    protocol: domains.Protocol = domains.OPENX_PROTOCOL,
+    max_token_len: int | None = None,
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     batch_size: int | None = None,
     limit: int | None = None,
@@ -164,15 +192,15 @@ def build(
 ) -> grain.MapDataset | grain.IterDataset:
     """The Grain dataset of one domain's samples, or of fixed-shape batches when `batch_size` is set.
 
-    With `num_workers` > 0 samples are decoded in that many processes (`mp_prefetch`, order kept)
-    and an IterDataset is returned; images cross the process boundary as uint8 and become float
-    in the consuming process.
+    `protocol`: the domain's (`domains.Protocol`: prompt format, truncation length, image resizing);
+    `max_token_len` overrides its truncation length. With `num_workers` > 0 samples are decoded in that many
+    processes (`mp_prefetch`, order kept) and an IterDataset is returned.
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
     check_limit(limit)
     total = len(source) if limit is None else min(limit, len(source))
-    builder = SampleBuilder(source, tokenizer=tokenizer, max_token_len=max_token_len, cameras=cameras, on_bad_record=on_bad_record)
+    builder = SampleBuilder(source, tokenizer=tokenizer, protocol=protocol, max_token_len=max_token_len, cameras=cameras, on_bad_record=on_bad_record)
     if batch_size is None:
         local = len(range(shard_index, total, shard_count))
         dataset = grain.MapDataset.range(local).map(ShardIndex(shard_index, shard_count, total)).map(builder)
@@ -182,7 +210,7 @@ def build(
     logging.debug("%s: %d samples, %d rows on host %d/%d", source.dataset, total, local, shard_index, shard_count)
     dataset = grain.MapDataset.range(local).map(ShardIndex(shard_index, shard_count, total)).map(builder)
     dataset = dataset.batch(batch_size, batch_fn=Batcher())
-    return _in_workers(dataset, num_workers).map(transforms.images_to_model_range)
+    return _in_workers(dataset, num_workers)
 
 
 def _in_workers(dataset: grain.MapDataset, num_workers: int) -> grain.MapDataset | grain.IterDataset:

@@ -1,90 +1,45 @@
-"""Prompt builders per domain, matching MultiNet v1.0 (ManifoldRG/MultiNet).
+"""The prompts MultiNet v1.0 fed Pi0, character for character (`../shared/multinet_reference/pi0_text_protocol.md`).
 
-Where each text comes from in MultiNet:
-- Open-X: the step's instruction as is (`src/data_utils/openx_dataloader.py`, fed raw to Pi0 by
-  `src/eval/profiling/openpi/scripts/openx_inference.py`).
-- RoboVQA: "Task and Context: ...\\n Question: ..." split at " Q: " (openx_dataloader.py, robovqa);
-  the VLM system prompt is `definitions/robovqa_prompt.py` (`ROBOVQA_SYSTEM_PROMPT` here).
-- Overcooked-AI: `definitions/overcooked_prompt.py` `format_instruction_prompt` with the 36 joint
-  options of `definitions/overcooked.py`; MultiNet's Pi0 script also passes the time left/elapsed,
-  which we append as one sentence. Action descriptions are single-line here (MultiNet's are
-  indented triple-quoted strings).
-- PIQA: `src/data_utils/piqa_dataloader.py` question text.
-- SQA3D: `src/data_utils/sqa3d_dataloader.py` formatted question; system prompt from
-  `definitions/sqa3d_prompt.py` (`SQA3D_SYSTEM_PROMPT`).
-- ODinW: `src/data_utils/odinw_dataloader.py` `_create_classification_question`.
-- BFCL v3: `src/data_utils/bfcl_dataloader.py` `_format_full_conversation_prompt`.
+Each builder returns the whole text the model's tokenizer receives. Sources (ManifoldRG/MultiNet `d6fe80e` and its
+openpi submodule ManifoldRG/openpi, whose `scripts/*_hf_inference.py` ran the text domains):
+- Open-X: the step's instruction as is (`openx_dataloader.py`, tokenized by openpi's Pi0 tokenizer).
+- Overcooked-AI: `overcooked_inference.py` `_build_prompt` (layout, time, the 36 joint actions in six groups).
+- PIQA: `f"{PIQA_SYSTEM_PROMPT}\\n\\n{question}"`, system prompt from `piqa_hf_inference.py` (with its leading
+  `<image>`, where the processor puts the image tokens), question from `piqa_dataloader.py`.
+- ODinW: `definitions/odinw.py` `SYSTEM_PROMPT` + the question of `odinw_dataloader.py`, whose options are the
+  subset's `categories.json` `category_names` (root category included).
+- SQA3D: `definitions/sqa3d_prompt.py` + the question of `sqa3d_dataloader.py`.
+- RoboVQA: `definitions/robovqa_prompt.py` `ROBOVQA_PROMPT` + `"\\n\\nQuestion: "` + the question that
+  `openx_dataloader.py` builds from `raw_text_question`.
+- BFCL: `bfcl_hf_inference.py`'s `BFCL_SYSTEM_PROMPT` + the conversation history, which starts from
+  `bfcl_dataloader.py`'s environment description and grows turn by turn (`bfcl_turn_history`).
+
+The system prompts keep the indentation and trailing spaces of their triple-quoted sources.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-OVERCOOKED_MOVES = ("NORTH", "SOUTH", "EAST", "WEST", "STAY", "INTERACT")
+_I4, _I8, _I12, _I16 = " " * 4, " " * 8, " " * 12, " " * 16
 
-OVERCOOKED_ACTION_MEANINGS = {
-    "NORTH": {"coordinate": "(0, -1)", "description": "Move the player one grid cell upward on the kitchen layout."},
-    "SOUTH": {"coordinate": "(0, 1)", "description": "Move the player one grid cell downward on the kitchen layout."},
-    "EAST": {"coordinate": "(1, 0)", "description": "Move the player one grid cell to the right on the kitchen layout."},
-    "WEST": {"coordinate": "(-1, 0)", "description": "Move the player one grid cell to the left on the kitchen layout."},
-    "STAY": {
-        "coordinate": "(0, 0)",
-        "description": "Keep the player in their current position without moving. This action maintains the player's "
-        "current x and y coordinates. Use this when waiting for a cooking timer to complete, when the desired adjacent "
-        "tile is temporarily blocked by the other player, when coordinating timing with your partner, or when the "
-        "player is already optimally positioned for their next intended interaction.",
-    },
-    "INTERACT": {
-        "coordinate": "(1, 1)",
-        "description": "Perform context-sensitive interactions with kitchen objects adjacent to or at the player's "
-        "current position. The specific interaction depends on what objects are nearby, what the player is currently "
-        "holding and what task is assigned to the player(s).",
-    },
-}
-
-# index 6 * p0 + p1, moves in OVERCOOKED_MOVES order (definitions/overcooked.py ACTION_SPACES)
-OVERCOOKED_JOINT_OPTIONS = {
-    6 * p0 + p1: f"Player 0: {OVERCOOKED_MOVES[p0]}, Player 1: {OVERCOOKED_MOVES[p1]}" for p0 in range(6) for p1 in range(6)
-}
-
-_OVERCOOKED_INSTRUCTION = " ".join([
-    "We are running a simulation for two AI agents cooperatively playing Overcooked AI in layout '{env_name}', a kitchen coordination game.",
-    "Your role is to evaluate potential joint actions for both players based on the current game state.",
-    "You should produce proper joint action outputs to maximize soup delivery through effective coordination.",
-    "The current state consists of a game screenshot showing player positions, ingredients, cooking stations, and objectives.",
-    "Both players must work together - one player's actions affect the other's ability to complete tasks.",
-    "Key game mechanics: Players can pick up ingredients, place them in pots (3 ingredients per soup), wait for cooking (20 time steps), then deliver completed soups to serving stations for points.",
-    "Individual action meanings: {action_meaning}.",
-    "Options available in the format 'Player 0 action, Player 1 action': {action_info}.",
-    "Focus on maximizing soup delivery rate while maintaining smooth coordination between players.",
-    "You MUST generate your output keeping the following format: {output_format}",
-    "You should not include any other words or characters in your response.",
-    "Time left: {time_left} seconds. Time elapsed: {time_elapsed} seconds.",
+PIQA_SYSTEM_PROMPT = "\n    ".join([
+    "<image>You are evaluating physical commonsense reasoning questions. You will be presented with a goal and possible solutions.",
+    "Your task is to determine which solution is more appropriate for achieving the given goal.",
+    "Output only the index of the correct solution, and nothing else.",
+    "Do not provide any explanation, reasoning, or additional text.",
 ])
 
-_OVERCOOKED_OUTPUT_FORMAT = (
-    "A list starting with '[' and ending with ']'. Each position corresponds to each one of the 36 option indices. "
-    "Generate a probability distribution as a list of exactly 36 decimal values formatted as [p0, p1, p2, p3, ..., p35], "
-    "where each position in the list corresponds to one of the 36 possible option indices (0 through 35). Every "
-    "probability value must be a decimal number between 0.0 and 1.0 inclusive, representing the probability of "
-    "selecting that particular option. The list must contain all 36 probability values with no missing entries. "
-    "Critically, the sum of all 36 probabilities MUST equal exactly 1.0 to form a valid probability distribution."
-)
-
-ROBOVQA_SYSTEM_PROMPT = (
-    "You are a specialized Visual-Language Model Assistant that answers questions about robotics tasks based on the "
-    "given image and text context. Your primary function is to interpret visual and textual data to provide precise "
-    "answers to the asked question.\n\nCore directive:\nAnalyze the provided Image and Text Context to answer the asked "
-    "Question. Your answer must be grounded in the provided context and informed by general commonsense. Adhere "
-    "strictly to the output formatting rules.\n\nInputs:\n    1. Image: A visual representation of the robot's current "
-    "environment.\n    2. Text Context: A string of text describing the overall task, goal, or recent history of "
-    "actions.\n    3. Question: A specific query about the environment or the next possible action.\n\nOutput "
-    "formatting rules:\nYour response must be one of the following three types, and nothing else. Do not add "
-    "conversational filler, explanations, or apologies.\n    1. Action Execution Query (e.g., \"What should I do?\", "
-    "\"What is the next step?\"):\n        - Respond with a concise action phrase.\n    2. Feasibility/Possibility "
-    "Query (e.g., \"Can I grasp the handle?\", \"Is the drawer open?\"):\n        - Respond with a single word: Yes or No."
-)
+ODINW_SYSTEM_PROMPT = "\n" + "".join(_I8 + line + "\n" for line in [
+    "You are a specialized Visual-Language Model Assistant that identifies the object in a given image and selects the best option possible from the options provided.",
+    "Read the task carefully. Look at the image and the provided multiple-choice options.",
+    "Identify the correct object and output ONLY the number corresponding to the correct option.",
+    "The answer must be a single integer within the provided range of options (e.g., 0, 1, 2, \u2026).",
+    "Do not output words, category names, or explanations.",
+    "Do not output reasoning steps.",
+]) + _I4
 
 SQA3D_SYSTEM_PROMPT = "".join([
     "You are a vision-language model specializing in 3D scene understanding and question answering. ",
@@ -98,61 +53,117 @@ SQA3D_SYSTEM_PROMPT = "".join([
     "   - Respond with only your answer. Do not provide explanations or reasoning.",
 ])
 
+ROBOVQA_PROMPT = "\n" + "\n".join([
+    _I8 + "You are a Visual-Language Model Assistant that specializes in answering questions about robotics tasks based on given images representing the robot's environment.",
+    "",
+    _I8 + "Core directive:",
+    _I8 + "Analyze the provided image and answer the question. ",
+    _I8 + "Your answer must be grounded in the provided verbal context and/or task descriptions and informed by general commonsense. ",
+    _I8 + "Adhere strictly to the output formatting rules.",
+    "",
+    _I8 + "Inputs:",
+    _I12 + "1. Image: A visual representation of the robot's current environment.",
+    _I12 + "2. Question: A specific query about the environment or the next possible action, along with additional context and/or task description.",
+    "",
+    _I8 + "Output formatting rules:",
+    _I8 + "Your response must be one of the following, and nothing else. Do not add conversational filler, explanations, or apologies.",
+    _I12 + '1. Action Execution Query (e.g., "What should I do?", "What is the next step? What should I do to achieve the current goal"):',
+    _I16 + "- Respond with a concise action phrase.",
+    _I12 + '2. Feasibility/Possibility/Completion Query (e.g., "Is it possible to grasp the handle?", "Is the drawer open?"):',
+    _I16 + "- Respond with a single word: yes or no.",
+    _I8 + "If the current goal is to perform an action with no followup question, then assume it's an action execution query.",
+    _I8 + "Do not respond with any additional explanation or information.",
+    _I4,
+])
 
-def robovqa_prompt(raw_question: str) -> str:
-    """Split MultiNet's RoboVQA question at the first " Q: "; raises ValueError when there is none."""
-    if " Q: " not in raw_question:
-        raise ValueError("no ' Q: ' separating the context from the question")
-    context, question = raw_question.split(" Q: ", 1)
-    return f"Task and Context: {context.strip()}\n Question: {question.strip()}"
+# bfcl_hf_inference.py pads every line of this prompt with spaces to column 242 (the first line after the
+# 24 characters of `BFCL_SYSTEM_PROMPT = """`); the padding is part of what the model read.
+_BFCL_SOURCE_COLUMNS = 242
+BFCL_SYSTEM_PROMPT = "\n".join([
+    "You are an AI assistant that can call functions to complete tasks. You will be presented with conversation "
+    "histories where each turn may require function calls.".ljust(_BFCL_SOURCE_COLUMNS - len('BFCL_SYSTEM_PROMPT = """')),
+    "".ljust(_BFCL_SOURCE_COLUMNS),
+    "For each turn, analyze the conversation history, which may include previous assistant responses in addition to "
+    "user prompts, and respond with the correct function to call.".ljust(_BFCL_SOURCE_COLUMNS),
+    "Format each function call as: function_name(param1=value1, param2=value2, ...)".ljust(_BFCL_SOURCE_COLUMNS),
+    "Use only the exact function names available in the provided set of functions and append appropriate "
+    "parameters.".ljust(_BFCL_SOURCE_COLUMNS),
+    "Output only the function calls, no explanations or additional text.",
+])
+
+# Overcooked-AI's joint action index is 6 * player-0 move + player-1 move, moves in this order.
+OVERCOOKED_MOVES = ("North", "South", "East", "West", "Stay", "Interact")
+
+
+def with_system_prompt(system_prompt: str, question: str) -> str:
+    """MultiNet's `f"{system}\\n\\n{question}"`."""
+    return f"{system_prompt}\n\n{question}"
 
 
 def overcooked_prompt(layout_name: str, time_left: float, time_elapsed: float) -> str:
-    return _OVERCOOKED_INSTRUCTION.format(
-        env_name=layout_name,
-        action_meaning=str(OVERCOOKED_ACTION_MEANINGS),
-        action_info=str(OVERCOOKED_JOINT_OPTIONS),
-        output_format=_OVERCOOKED_OUTPUT_FORMAT,
-        time_left=time_left,
-        time_elapsed=time_elapsed,
+    groups = ", ".join(
+        f"{6 * index}-{6 * index + 5}:Player 0: {move}, Player 1: [{','.join(OVERCOOKED_MOVES)}]"
+        for index, move in enumerate(OVERCOOKED_MOVES)
+    )
+    return (
+        f"Layout {layout_name}. Time: {time_elapsed:.0f}s elapsed, {time_left:.0f}s remaining. Actions: {groups}. "
+        "Task sequence: Pick ingredients, place in pot, wait for cooking, deliver to serving station. "
+        "Goal: Coordinate the two players to maximize soup delivery. Output joint action index as single value between 0-35."
     )
 
 
 def piqa_prompt(goal: str, sol1: str, sol2: str) -> str:
-    return f"Goal: {goal}\nSolution 1: {sol1}\nSolution 2: {sol2}\nWhich solution is better for the given goal?"
-
-
-def sqa3d_prompt(scene_id: str, situation: str, question: str, alternative: str) -> str:
-    parts = [f"Scene: {scene_id}"]
-    if situation:
-        parts.append(f"Situation: {situation}")
-    parts.append(f"Question: {question}")
-    if alternative:
-        parts.append(f"Alternative: {alternative}")
-    parts.append("Please answer the question/alternative question based on the provided scene image and context situation.")
-    return "\n".join(parts)
+    question = f"Goal: {goal}\nSolution 0: {sol1}\nSolution 1: {sol2}\nWhich solution is better for the given goal? Output 0 or 1 only."
+    return with_system_prompt(PIQA_SYSTEM_PROMPT, question)
 
 
 def odinw_prompt(subset: str, options: Sequence[str]) -> str:
-    lines = [f"What object is shown in this image from the {subset} dataset?"]
-    lines += [f"Option {index}: {option}" for index, option in enumerate(options)]
-    return "\n".join(lines) + f"\nOutput the number (0-{len(options) - 1}) of the correct option only."
+    question = f"What object is shown in this image from the {subset} dataset?\n"
+    question += "".join(f"Option {index}: {option}\n" for index, option in enumerate(options))
+    question += f"Output the number (0-{len(options) - 1}) of the correct option only."
+    return with_system_prompt(ODINW_SYSTEM_PROMPT, question)
 
 
-def bfcl_prompt(turns: Sequence[Sequence[dict[str, Any]]], initial_config: dict, involved_classes: Sequence[str]) -> str:
-    parts: list[str] = []
-    if initial_config:
-        parts += ["Initial Environment Configuration:", json.dumps(initial_config, indent=2), ""]
-    if involved_classes:
-        parts += [f"Available Tool Classes: {', '.join(involved_classes)}", ""]
-    parts.append("Multi-turn Conversation:")
-    for turn_index, messages in enumerate(turns):
-        parts.append(f"\n=== Turn {turn_index + 1} ===")
-        parts += [f"{message.get('role', 'user').capitalize()}: {message.get('content', '')}" for message in messages]
-    parts += [
-        "\n" + "=" * 50,
-        "Task: For each turn in the conversation above, provide the sequence of function calls needed to complete the user's request.",
-        "Format: Each function call should be in the format: function_name(param1=value1, param2=value2,...)",
-        "Output the function calls for each turn in order.",
-    ]
-    return "\n".join(parts)
+def sqa3d_prompt(situation: str, question: str) -> str:
+    body = (f"Situation: {situation}\nQuestion: {question}\nPlease answer the question based on the provided scene image "
+            "and context situation in one word only and nothing more.")
+    return with_system_prompt(SQA3D_SYSTEM_PROMPT, body)
+
+
+def robovqa_question(raw_question: str) -> str:
+    """`raw_text_question` split once at "Q:" as MultiNet's dataloader does (any text is accepted)."""
+    parts = raw_question.split("Q:", 1)
+    if len(parts) == 1:
+        return raw_question
+    if raw_question.startswith("Q:"):
+        return f"Question: {parts[1].strip()}"
+    return f"Task and Context: {parts[0].strip()}\n Question: {parts[1].strip()}"
+
+
+def robovqa_prompt(raw_question: str) -> str:
+    return f"{ROBOVQA_PROMPT}\n\nQuestion: {robovqa_question(raw_question)}"
+
+
+def bfcl_environment(initial_config: dict[str, Any], involved_classes: Sequence[str], path: Sequence[str]) -> str:
+    """The conversation's start (`bfcl_dataloader.py` `_format_full_conversation_prompt` at d6fe80e).
+
+    pi0_text_protocol.md names the functions line's values `{names}` without their source; the question's own
+    record of functions is its `path` (`Class.function`, in call order), listed here as is.
+    """
+    return (f"Initial Environment Configuration:\n{json.dumps(initial_config, indent=2)}\n\n"
+            f"Available Tool Classes: {', '.join(involved_classes)}\nAvailable Functions: {', '.join(path)}\n")
+
+
+def bfcl_user_turn(history: str, messages: Sequence[dict[str, Any]]) -> str:
+    """The history with one user turn appended: `"\\n User:"` + the turn's message contents joined by spaces."""
+    return history + "\n User:" + " ".join(str(message["content"]) for message in messages)
+
+
+def bfcl_assistant_turn(history: str, response: str) -> str:
+    """The history with the model's own (stripped) answer appended after `"\\n Assistant:"`."""
+    return history + "\n Assistant:" + response
+
+
+def bfcl_prompt(history: str) -> str:
+    """What the model reads at a turn: the system prompt, a blank line, the history so far."""
+    return with_system_prompt(BFCL_SYSTEM_PROMPT, history)

@@ -3,8 +3,8 @@
 Stored like Open-X (translated shards or RLDS, converted to step-level ArrayRecord by `openx.py`);
 each step holds 16 frames in `observation/images`, `observation/raw_text_question` and
 `observation/raw_text_answer`. MultiNet's rules (openx_dataloader.py): the *last* frame is the
-image, the question is reformatted as "Task and Context: ...\\n Question: ..." (split at " Q: "),
-and the answer text is the ground truth.
+image, the question is reformatted around its first "Q:" (`prompts.robovqa_question`), and the
+answer text is the ground truth.
 """
 
 from __future__ import annotations
@@ -28,17 +28,11 @@ def robovqa_sample(step: dict[str, Any], dataset: str) -> dict[str, Any]:
     frames = np.asarray(step[IMAGES_KEY])
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise BadRecordError(dataset, record, IMAGES_KEY, f"expected [frames, h, w, 3], got {list(frames.shape)}")
-    question = str(step[QUESTION_KEY])
-    try:
-        prompt = prompts.robovqa_prompt(question)
-    except ValueError as error:
-        raise BadRecordError(dataset, record, QUESTION_KEY, str(error)) from None
     return {
         "id": record,
         "image": checked_image(frames[-1], dataset, record, IMAGES_KEY),
         "state": None,
-        "prompt": prompt,
-        "system_prompt": prompts.ROBOVQA_SYSTEM_PROMPT,
+        "prompt": prompts.robovqa_prompt(str(step[QUESTION_KEY])),
         "ground_truth": str(step[ANSWER_KEY]),
         "episode_id": str(step[EPISODE_KEY]),
         "step_id": np.int64(step[STEP_KEY]),

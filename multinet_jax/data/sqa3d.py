@@ -4,13 +4,15 @@
 scene_id, situation, question, ...) and `v1_balanced_sqa_annotations_<split>_scannetv2.json`
 (`annotations`: question_id, answers[{answer, ...}], ...), plus one top-down image per scene
 (`<scene_id>*.png` anywhere below `data_dir`, e.g. `scene0015_00_vh_clean_top_down.png` or
-`scene0015_00/scene0015_00.png`, MultiNet's naming). The ground truth is the first answer. A
-question without an annotation or a scene without an image is a bad record, never dropped.
+`scene0015_00/scene0015_00.png`, MultiNet's naming). The ground truth is the first answer. As
+MultiNet did, questions whose scene has no image are skipped (counted in `skipped_without_image` and
+logged); a question without an annotation, or an image that does not decode, is a bad record.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import re
 from typing import Any
@@ -47,8 +49,13 @@ class Sqa3dSource:
         questions_path, annotations_path = question_files(directory, split or "test")
         questions = json.loads(questions_path.read_text())["questions"]
         answers = {item["question_id"]: item for item in json.loads(annotations_path.read_text())["annotations"]}
-        self._questions = [(f"{questions_path.name}[{i}]", question, answers.get(question.get("question_id"))) for i, question in enumerate(questions)]
         self._images = scene_images(directory)
+        indexed = [(f"{questions_path.name}[{i}]", question, answers.get(question.get("question_id"))) for i, question in enumerate(questions)]
+        self._questions = [entry for entry in indexed if entry[1].get("scene_id") in self._images]
+        self.skipped_without_image = len(indexed) - len(self._questions)
+        if self.skipped_without_image:
+            logging.warning("%s: skipping %d of %d questions whose scene has no image (as MultiNet did)",
+                            questions_path, self.skipped_without_image, len(indexed))
 
     def __len__(self) -> int:
         return len(self._questions)
@@ -61,19 +68,16 @@ class Sqa3dSource:
         if annotation is None or not annotation.get("answers"):
             raise BadRecordError(self.dataset, record, "answers", f"no annotation for question_id {question['question_id']}")
         scene_id = question["scene_id"]
-        if scene_id not in self._images:
-            raise BadRecordError(self.dataset, record, "image", f"no image for scene {scene_id}")
         try:
             image = decode_image(self._images[scene_id].read_bytes())
         except (OSError, ValueError) as error:
             raise BadRecordError(self.dataset, record, "image", f"{self._images[scene_id]}: {error}") from None
-        situation, alternative = question.get("situation", ""), question.get("alternative", "")
+        situation = question.get("situation", "")
         return {
             "id": str(question["question_id"]),
             "image": image,
             "state": None,
-            "prompt": prompts.sqa3d_prompt(scene_id, situation, question["question"], alternative),
-            "system_prompt": prompts.SQA3D_SYSTEM_PROMPT,
+            "prompt": prompts.sqa3d_prompt(situation, question["question"]),
             "ground_truth": str(annotation["answers"][0].get("answer", "")),
             "scene_id": scene_id,
             "question": question["question"],

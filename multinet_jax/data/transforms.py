@@ -1,34 +1,31 @@
 """Model-input transforms shared by every domain: images, state, cameras, prompt tokens.
 
-They follow openpi's Pi0 input conventions so a batch can go straight into `sample_actions`:
-images are resized with black padding to 224x224 keeping the aspect ratio (openpi_client's
-`resize_with_pad`, PIL bilinear), then mapped uint8 [0, 255] -> float32 [-1, 1]; the state is
-zero-padded or truncated to 32 dims; cameras a sample lacks are black (-1) and masked out.
-Images stay uint8 per sample and become float once per batch (`images_to_model_range`): the
-per-sample work then moves 4x fewer bytes.
+They follow the input conventions of MultiNet's Pi0 runs (`multinet_jax.domains.Protocol`): the sample's image
+feeds the first camera, uint8, at its native size for the openpi path (the model resizes it, as openpi does) or
+resized straight to 224x224 with PIL bicubic for the Hugging Face PaliGemma path; the other cameras get black
+images of the same size, masked out; the state is zero-padded or truncated to 32 dims. Images stay uint8 all the
+way to the model, which maps them to [-1, 1] (`models.observation`).
 """
 
 from __future__ import annotations
 
-import functools
 import io
 from typing import Protocol, Sequence
 
 import numpy as np
 from PIL import Image
 
-from multinet_jax.pixels import to_model_range
-
 IMAGE_SIZE = 224
 STATE_DIM = 32
-MAX_TOKEN_LEN = 48  # openpi Pi0Config.max_token_len, the length MultiNet's Pi0 runs used
+# Untruncated prompts are padded to the next of these lengths (powers of two), so a domain compiles a few shapes.
+MIN_PROMPT_BUCKET = 32
 PI0_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 
 
 class PromptTokenizer(Protocol):
     """What the pipeline needs from a tokenizer (e.g. `multinet_jax.tokenizers.PaliGemmaTokenizer`)."""
 
-    def tokenize_prompt(self, text: str, max_len: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def prompt_ids(self, text: str, prompt_format: str) -> list[int]: ...
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -37,40 +34,18 @@ def decode_image(data: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def resize_with_pad(image: np.ndarray, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [height, width, 3]: bilinear resize keeping aspect, centred on black."""
-    cur_height, cur_width = image.shape[:2]
-    if (cur_height, cur_width) == (height, width):
-        return image
-    ratio = max(cur_width / width, cur_height / height)
-    resized_height, resized_width = int(cur_height / ratio), int(cur_width / ratio)
-    resized = Image.fromarray(image).resize((resized_width, resized_height), resample=Image.BILINEAR)
-    canvas = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
-    top, left = (height - resized_height) // 2, (width - resized_width) // 2
-    canvas[top : top + resized_height, left : left + resized_width] = np.asarray(resized)
-    return canvas
+def paligemma_processor_resize(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [size, size, 3] as Hugging Face's PaliGemma processor resizes for MultiNet's text runs.
 
-
-@functools.cache
-def _black(shape: tuple[int, ...]) -> np.ndarray:
-    black = np.full(shape, -1.0, np.float32)
-    black.flags.writeable = False
-    return black
-
-
-def images_to_model_range(tree: dict) -> dict:
-    """Every `image/<camera>` entry of a sample or batch -> float32 [-1, 1].
-
-    A camera masked out everywhere holds black (0) pixels, so it becomes one shared read-only
-    array of -1 per shape, skipping the arithmetic (most of a batch's image bytes are such
-    wrist cameras).
+    google/paligemma-3b-pt-224's `preprocessor_config.json` configures its SiglipImageProcessor with `"size":
+    {"height": 224, "width": 224}`, `"resample": 3` (PIL BICUBIC; the class default would be bilinear),
+    `"rescale_factor": 1/255` and mean = std = 0.5. Its resize hands the uint8 array to PIL (no rescaling for uint8)
+    and resizes straight to 224x224, aspect ratio not kept; the rescale and normalize that follow equal openpi's
+    `x / 255 * 2 - 1` bit for bit (`models.observation.to_model_range`), which the model applies.
     """
-    converted = dict(tree)
-    for key, value in tree.items():
-        if key.startswith("image/"):
-            mask = tree.get("image_mask/" + key[len("image/") :])
-            converted[key] = to_model_range(value) if mask is None or np.any(mask) else _black(value.shape)
-    return converted
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), resample=Image.BICUBIC))
 
 
 def pad_state(state: np.ndarray | None, dim: int = STATE_DIM) -> np.ndarray:
@@ -86,24 +61,46 @@ def state_dim(state: np.ndarray | None, dim: int = STATE_DIM) -> np.int32:
     return np.int32(0 if state is None else min(np.size(state), dim))
 
 
-def camera_inputs(image: np.ndarray | None, cameras: Sequence[str]) -> dict[str, np.ndarray]:
-    """uint8 `image/<camera>` [224, 224, 3] and bool `image_mask/<camera>`; the sample's image feeds the first.
+def camera_inputs(
+    image: np.ndarray | None,
+    cameras: Sequence[str],
+    *,
+    paligemma_resize: bool = False,
+    blank_image: int | None = None,
+) -> dict[str, np.ndarray]:
+    """uint8 `image/<camera>` and bool `image_mask/<camera>`; the sample's image feeds the first camera.
 
-    MultiNet's Pi0 runs give the single dataset image to `base_0_rgb` and zero (black) images with a
-    False mask to the wrist cameras; text-only domains mask every camera.
+    MultiNet's Pi0 runs give the single dataset image to `base_0_rgb` and `zeros_like` of it (black) with a False
+    mask to the wrist cameras. `paligemma_resize`: resize as the Hugging Face processor does (else the native
+    size). A sample without an image shows a 224x224 image of `blank_image` (attended), or masks every camera.
     """
+    if image is None and blank_image is not None:
+        image = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), blank_image, np.uint8)
+    if image is not None and paligemma_resize:
+        image = paligemma_processor_resize(image)
+    base = image if image is not None else np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
     inputs: dict[str, np.ndarray] = {}
     for position, camera in enumerate(cameras):
         present = position == 0 and image is not None
-        inputs[f"image/{camera}"] = resize_with_pad(image) if present else np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        inputs[f"image/{camera}"] = base if present else np.zeros_like(base)
         inputs[f"image_mask/{camera}"] = np.asarray(present)
     return inputs
 
 
-def tokenize(tokenizer: PromptTokenizer, text: str, max_len: int) -> dict[str, np.ndarray]:
-    """`tokenized_prompt` int32 [max_len] and `tokenized_prompt_mask` bool [max_len]."""
-    ids, mask = tokenizer.tokenize_prompt(text, max_len)
-    ids, mask = np.asarray(ids, np.int32), np.asarray(mask, bool)
-    if ids.shape != (max_len,) or mask.shape != (max_len,):
-        raise ValueError(f"tokenize_prompt returned shapes {ids.shape}, {mask.shape}; expected ({max_len},)")
-    return {"tokenized_prompt": ids, "tokenized_prompt_mask": mask}
+def prompt_bucket(num_tokens: int) -> int:
+    """The padded length of an untruncated prompt: the smallest power of two >= `num_tokens` (at least 32)."""
+    return max(MIN_PROMPT_BUCKET, 1 << max(num_tokens - 1, 0).bit_length())
+
+
+def tokenize(tokenizer: PromptTokenizer, text: str, prompt_format: str, max_len: int | None) -> dict[str, np.ndarray]:
+    """`tokenized_prompt` int32 and `tokenized_prompt_mask` bool, right-padded; `prompt_tokens`: the full length.
+
+    `max_len`: pad or truncate to it (a truncated prompt has `prompt_tokens > max_len`); None: never truncate,
+    pad to `prompt_bucket(prompt_tokens)`.
+    """
+    ids = list(tokenizer.prompt_ids(text, prompt_format))
+    length = max_len if max_len is not None else prompt_bucket(len(ids))
+    padded = np.zeros(length, np.int32)
+    kept = ids[:length]
+    padded[: len(kept)] = kept
+    return {"tokenized_prompt": padded, "tokenized_prompt_mask": np.arange(length) < len(kept), "prompt_tokens": np.int32(len(ids))}

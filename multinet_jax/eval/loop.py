@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, openvla_actions, sharding, tokenizers
-from multinet_jax.eval import act2answer, manifest, preflight, results, summary
+from multinet_jax.eval import act2answer, manifest, preflight, results, runners, summary
 from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
 
@@ -55,7 +56,7 @@ class EvalConfig:
     output_dir: str
     fast_tokenizer: str | None = None
     split: str | None = None
-    max_token_len: int = 48
+    max_token_len: int | None = None
     action_horizon: int | None = None
     action_dim: int | None = None
     cache_dir: str | None = None
@@ -63,7 +64,7 @@ class EvalConfig:
     mesh: str = "data:-1,model:1"
     dtype: str = "bfloat16"
     num_flow_steps: int = 10
-    max_decoding_steps: int = 32
+    max_decoding_steps: int | None = None
     openpi_exact_decoding: bool = True
     normalize_state: bool = True  # Pi0.5 / Pi0-FAST prompts: the state quantile-normalized with the checkpoint's stats
     temperature: float = 0.0
@@ -141,6 +142,10 @@ class Timing:
         total = self.data + self.model + self.output + self.metrics
         return {name: (value / total if total else 0.0) for name, value in dataclasses.asdict(self).items()}
 
+    def clock(self, stage: str) -> _Clock:
+        """`with timing.clock("model"): ...` adds the block's seconds to that stage."""
+        return _Clock(self, stage)
+
 
 class _Clock:
     """Adds the seconds spent inside a `with` block to one Timing field."""
@@ -214,7 +219,7 @@ class Evaluator:
         if config.model == "pi0_fast":
             fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
-        self.manifest = manifest.describe(config, paths)
+        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains})
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
@@ -280,14 +285,16 @@ class Evaluator:
         return domains.ActionNorm(kind, split_stats), split_stats
 
     def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:
-        """One domain's prediction settings: OpenVLA decodes as many action tokens as its statistics have dims, from
-        center-cropped images, as MultiNet ran it (`openvla_actions`, `models.openvla_inputs`)."""
+        """One domain's prediction settings: its decoding budget (Pi0-FAST's action tokens); OpenVLA decodes as many
+        action tokens as its statistics have dims, from center-cropped images, as MultiNet ran it (`openvla_actions`,
+        `models.openvla_inputs`)."""
+        options = dataclasses.replace(self.inference_options, max_decoding_steps=self._decoding_steps(domain))
         if self.model.family != "openvla" or norm is None:
-            return self.inference_options
+            return options
         dims = openvla_actions.decoded_dims(norm.stats)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:  # before any model time
             openvla_actions.check_convertible(openvla_actions.dataset_name(domain.name), dims)
-        return dataclasses.replace(self.inference_options, action_dim=dims, center_crop=True)
+        return dataclasses.replace(options, action_dim=dims, center_crop=True)
 
     def _checkpoint_stats(self, user: str) -> dict[str, Any]:
         """The checkpoint's action statistics: OpenVLA's `norm_stats[--unnorm_key]`, openpi's `actions`."""
@@ -307,11 +314,14 @@ class Evaluator:
         if self._prompt_holds_state(domain):
             observation.update(self.state_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            observation.update(act2answer.text_probe_inputs(batch, self.text_tokenizer, self.config.max_token_len,
-                                                            bundled=self.bundled_tokenizer))
+            max_len = domain.protocol.truncation_length(self.config.max_token_len)
+            observation.update(act2answer.text_probe_inputs(batch, self.text_tokenizer, max_len, bundled=self.bundled_tokenizer))
         if self.bundled_tokenizer:
             observation["prompt"] = [prompt or "" for prompt in batch["prompt"]]
         return observation
+
+    def _decoding_steps(self, domain: domains.Domain) -> int:
+        return domain.protocol.decoding_budget(self.config.max_decoding_steps)
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
         return self.model.predict_actions(observation, rng=self.rng, options=self.action_options)
@@ -323,60 +333,17 @@ class Evaluator:
             out = self._sample_actions(observation)
         else:
             out = self.model.sample_tokens(
-                observation, rng=self.rng, max_decoding_steps=self.config.max_decoding_steps, temperature=self.config.temperature,
+                observation, rng=self.rng, max_decoding_steps=self._decoding_steps(domain), temperature=self.config.temperature,
                 openpi_exact=self.config.openpi_exact_decoding,
             )
         return np.asarray(jax.block_until_ready(out))
-
-    def _decode_text(self, tokens: np.ndarray) -> str:
-        ids = []
-        for token in tokens.tolist():
-            if token in (0, self.text_tokenizer.eos_id):
-                break
-            ids.append(token)
-        return self.text_tokenizer.decode(ids)
 
     # -- output mapping ----------------------------------------------------------------------------
 
     def _check_labeled(self, domain: domains.Domain, batch: Mapping[str, Any]) -> None:
         """Fails before any model time is spent when the split has no answers to score against."""
         for row in np.flatnonzero(np.asarray(batch["_mask"], bool)):
-            preflight.check_labeled(self._domain_dir(domain), _item(batch["id"][row]), batch["ground_truth"][row])
-
-    def _records(self, domain: domains.Domain, batch: Mapping[str, Any], raw: Any, norm: domains.ActionNorm | None) -> list[results.Record]:
-        valid = np.asarray(batch["_mask"], bool)
-        rows = np.flatnonzero(valid)
-        if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer.records(batch, rows, raw, norm, _item)
-        if domain.output is domains.Output.CONTINUOUS_ACTIONS:
-            action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
-            if self.model.family == "openvla":  # MultiNet's per-dataset conversion of OpenVLA's actions
-                predictions = openvla_actions.predictions(raw[rows], norm, openvla_actions.dataset_name(domain.name))
-            else:
-                predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
-            raw_outputs = [raw[row, 0].tolist() for row in rows]
-        elif domain.output is domains.Output.DISCRETE_ACTION:
-            predictions = domains.discrete_predictions(raw[rows], norm)
-            raw_outputs = [raw[row, 0].tolist() for row in rows]
-        else:
-            raw_outputs = [self._decode_text(raw[row]) for row in rows]
-            predictions = [domains.parse_text(domain, text, _row(batch, row)) for text, row in zip(raw_outputs, rows)]
-        kind = domain.metric_kind
-        records = []
-        for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
-            record = {
-                "id": str(_item(batch["id"][row])),
-                "sample_index": int(batch["sample_index"][row]),
-                "raw_output": raw_output,
-                "prediction": prediction,
-                "ground_truth": _item(batch["ground_truth"][row]),
-            }
-            if kind == "classification":
-                record["num_options"] = int(batch["num_options"][row])
-            if kind == "function_calls":  # per-turn texts: what `score` embeds for BFCL's similarity
-                record["responses"] = domains.split_turns(raw_output, len(record["ground_truth"]))
-            records.append(record)
-        return records
+            preflight.check_labeled(self._domain_dir(domain), runners.plain(batch["id"][row]), batch["ground_truth"][row])
 
     # -- one domain --------------------------------------------------------------------------------
 
@@ -401,16 +368,14 @@ class Evaluator:
             batches = iter(dataset)
             has_more = True
             while has_more:
-                with _Clock(timing, "data"):
+                with timing.clock("data"):
                     batch = next(batches, None)
                 records: list[results.Record] = []
                 if batch is not None and _has_pending(batch, start_index, completed, predictions_path):
                     self._check_labeled(domain, batch)
-                    with _Clock(timing, "model"):
-                        raw = self._run_model(domain, self._observation(domain, batch))
-                    with _Clock(timing, "output"):
-                        records = [r for r in self._records(domain, batch, raw, norm) if r["sample_index"] >= start_index]
-                with _Clock(timing, "output"):
+                    batch_records = runners.runner_for(domain).records(self, domain, batch, norm, timing)
+                    records = [r for r in batch_records if r["sample_index"] >= start_index]
+                with timing.clock("output"):
                     gathered, has_more = results.gather_records(records, has_more=batch is not None)
                     ready = ordered.add(gathered)
                     if writer is not None:
@@ -441,11 +406,13 @@ class Evaluator:
 
     def _finish_domain(self, domain: domains.Domain, path: pathlib.Path, stats: dict | None, timing: Timing,
                        wall_start: float, resumed_from: int) -> dict[str, Any]:
-        with _Clock(timing, "metrics"):
+        with timing.clock("metrics"):
             records = results.read_completed(path)
             if not records:
                 raise ValueError(f"{domain.name}: the dataset in {self.config.data_dir} yielded no samples")
             scored = metrics.score(domain.score_domain, records, **self._score_options(domain, stats))
+            if domain.metric_kind == "classification":  # MultiNet scored ODinW subset by subset
+                scored = {**scored, **summary.per_subset(domain, records)}
             summary.plot_domain(self.output_dir / "plots" / f"{domain.name}.png", domain, summary.json_safe(scored), records)
         wall_seconds = time.perf_counter() - wall_start
         evaluated = len(records) - resumed_from
@@ -462,6 +429,8 @@ class Evaluator:
             "domain": domain.name,
             "metric_kind": domain.metric_kind,
             "config": dataclasses.asdict(self.config),
+            "protocol": domains.PROTOCOL_NAME,
+            "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
             "action_horizon": self.model.config.action_horizon if domain.uses_actions else None,
             **self._openvla_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
@@ -469,6 +438,7 @@ class Evaluator:
                 "tokenizers": self.manifest["tokenizers"],
                 "data": self.manifest["domains"][domain.name]["data"],
             },
+            "prompt_truncation": self._prompt_truncation(domain, records),
             "num_samples": len(records),
             "resumed_from_sample": resumed_from,
             "timing_seconds": timing_seconds,
@@ -485,6 +455,18 @@ class Evaluator:
         note = openvla_actions.conversion_note(openvla_actions.dataset_name(domain.name), self.action_options.action_dim)
         return {"openvla_actions": {**note, "center_crop": self.action_options.center_crop}}
 
+    def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record]) -> dict[str, Any] | None:
+        """How many prompts were cut at the truncation length (reported, and warned about on stderr)."""
+        lengths = [record["prompt_tokens"] for record in records if "prompt_tokens" in record]
+        if not lengths:
+            return None
+        limit = domain.protocol.truncation_length(self.config.max_token_len)
+        truncated = sum(length > limit for length in lengths) if limit is not None else 0
+        if truncated:
+            print(f"warning: {domain.name}: {truncated} of {len(lengths)} prompts truncated to {limit} tokens "
+                  f"(longest {max(lengths)})", file=sys.stderr)
+        return {"max_prompt_tokens": limit, "truncated": truncated, "longest_prompt_tokens": max(lengths)}
+
     def _score_options(self, domain: domains.Domain, stats: dict | None) -> dict[str, Any]:
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             return {"action_stats": stats}
@@ -493,19 +475,11 @@ class Evaluator:
         return {}
 
 
-def _item(value: Any) -> Any:
-    """A per-sample field of a batch as plain Python (numpy scalars/arrays/bytes unwrapped)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _row(batch: Mapping[str, Any], row: int) -> dict[str, Any]:
-    return {key: _item(value[row]) for key, value in batch.items() if not key.startswith(data.MODEL_INPUT_PREFIXES)}
+def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
+    """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
+    manifest, so a resume under another protocol is refused, and in the domain's metrics file."""
+    decodes_tokens = not (config.model in FLOW_MODELS and domains.lookup(name).uses_actions)
+    return data.domain_protocol(name).applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens)
 
 
 def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:
@@ -517,7 +491,7 @@ def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[res
         if index >= start_index:
             pending = True
         elif index < len(completed):
-            results.check_resumed_sample(path, completed, index, str(_item(batch["id"][row])), _item(batch["ground_truth"][row]))
+            results.check_resumed_sample(path, completed, index, str(runners.plain(batch["id"][row])), runners.plain(batch["ground_truth"][row]))
     return pending
 
 

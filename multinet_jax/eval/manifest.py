@@ -1,7 +1,8 @@
 """The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
 
 It records the settings that change predictions (`PREDICTION_SETTINGS`), content fingerprints of the checkpoint
-and the tokenizers, and per domain a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
+and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
+format and length, decoding budget, image resizing, ...) and a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
 sizes and content digests, so a moved copy matches and a changed file does not). It is written before the first
 batch. An output folder that already holds predictions is continued (`--resume`) or extended with more domains
 only when every recorded item equals the new run's; otherwise the run is refused with one line naming each item
@@ -84,8 +85,9 @@ def _located(location: str | pathlib.Path) -> dict[str, Any]:
     return {"path": str(fingerprints.as_path(location)), **fingerprints.fingerprint(location)}
 
 
-def describe(config: Any, paths: Mapping[str, str | pathlib.Path]) -> dict[str, Any]:
-    """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`).
+def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`) and
+    whose domains run under `protocols` (by domain name; `loop.protocol_settings`).
 
     Fingerprints every input: call it before the long part. Without a "checkpoint" path the model is in memory
     (benchmarks, a model under training): it has no files to fingerprint, so such a run is never resumable.
@@ -96,7 +98,8 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path]) -> dict[str, 
         "settings": settings(config),
         "checkpoint": _located(paths["checkpoint"]) if "checkpoint" in paths else None,
         "tokenizers": tokenizers,
-        "domains": {name: {"data": _located(domain_data_dir(config, name))} for name in config.domains},
+        "domains": {name: {"protocol": dict(protocols[name]), "data": _located(domain_data_dir(config, name))}
+                    for name in config.domains},
     }
 
 
@@ -114,6 +117,16 @@ def _differs(what: str, recorded: Mapping[str, Any] | None, current: Mapping[str
         f"{what}: content differs (recorded {recorded.get('path')}: {recorded.get('files')} files, "
         f"{recorded.get('bytes')} bytes, sha256 {str(_content(recorded))[:12]}; now {current['path']}: "
         f"{current['files']} files, {current['bytes']} bytes, sha256 {str(_content(current))[:12]})"
+    ]
+
+
+def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
+    """One line per protocol setting of domain `name` that is not the recorded one."""
+    if recorded is None:
+        return [f"protocol of {name}: not recorded by the earlier run, now {current.get('name')!r}"]
+    return [
+        f"protocol of {name}: {key} recorded {recorded.get(key)!r}, now {current[key]!r}"
+        for key in current if key not in recorded or recorded[key] != current[key]
     ]
 
 
@@ -138,6 +151,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
         if recorded_domain is None:
             found.append(f"data of {name}: its predictions are not recorded in the manifest")
         else:
+            found += _protocol_differs(name, recorded_domain.get("protocol"), current["domains"][name]["protocol"])
             found += _differs(f"data of {name}", recorded_domain.get("data"), current["domains"][name]["data"])
     return found
 

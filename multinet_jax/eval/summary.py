@@ -90,6 +90,17 @@ def read_rows(output_dir: pathlib.Path, names: Sequence[str]) -> dict[str, dict[
     return rows
 
 
+def per_subset(domain: domains.Domain, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """ODinW as MultiNet scored it: each subset on its own (`per_subset`), and the mean of each headline metric
+    over the subsets (`subset_mean`), beside the metrics over all samples pooled."""
+    from multinet_jax import metrics
+
+    subsets = sorted({record["subset"] for record in records})
+    scored = {name: metrics.score(domain.name, [r for r in records if r["subset"] == name]) for name in subsets}
+    means = {metric: float(np.mean([as_float(scored[name][metric]) for name in subsets])) for metric in domain.headline_metrics}
+    return {"per_subset": scored, "subset_mean": means}
+
+
 def write_summary(output_dir: pathlib.Path, rows: Mapping[str, Mapping[str, Any]]) -> None:
     """`summary.json` ({domain: row}) and `summary.csv` (one line per domain and metric)."""
     write_json(output_dir / "summary.json", rows)
@@ -131,7 +142,7 @@ def _class_counts(domain: domains.Domain, records: Sequence[Mapping[str, Any]]) 
     if domain.metric_kind == "discrete":
         num_classes = domains.NUM_OVERCOOKED_ACTIONS
     elif domain.metric_kind == "multiple_choice":
-        num_classes = domains.PIQA_NUM_OPTIONS
+        num_classes = len(domains.PIQA_ANSWERS)
     else:  # classification (ODinW): options per sample
         num_classes = max((int(r.get("num_options", 0)) for r in records), default=0)
     predicted = Counter("invalid" if r["prediction"] is None else str(r["prediction"]) for r in records)

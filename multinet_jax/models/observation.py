@@ -1,6 +1,6 @@
 """The observation boundary: every model's `sample_actions` / `sample_tokens` validates its inputs here, once.
 
-An observation is a dict mirroring openpi's `Observation` (see the README): `image/<camera>` `[b, H, W, 3]`,
+An observation is a dict mirroring openpi's `Observation` (see the README): `image/<camera>` `[b, h, w, 3]` at any size,
 `image_mask/<camera>` `[b]`, `tokenized_prompt` / `tokenized_prompt_mask` `[b, L]`, optionally `token_ar_mask`,
 `token_loss_mask`, `state` `[b, state_dim]` and `sample_index` `[b]`. `validate` returns it as host numpy arrays of
 one dtype per key, or raises `ObservationError` naming the key and what is wrong. Inside the jitted samplers
@@ -8,7 +8,9 @@ nothing is checked, and bad values there do not fail: an out-of-vocabulary id is
 lookup, a 0..255 image runs as a very bright one. So:
 
 - Images: uint8 is mapped [0, 255] -> [-1, 1] as openpi's `Observation.from_dict` does; floating images must
-  already be in [-1, 1] (within `IMAGE_RANGE_TOLERANCE`) and finite; any other dtype is refused.
+  already be in [-1, 1] (within `IMAGE_RANGE_TOLERANCE`) and finite; any other dtype is refused. Any height and
+  width is accepted: inside the jitted samplers every camera is brought to the model's size by `resize_with_pad`,
+  openpi's `preprocess_observation` resize (in float, after the conversion; identity at the model's size).
 - Token ids must be integers in [0, vocab_size) of the model; masks bool (or integers 0/1).
 - The state, when the model reads it, must be finite floats of the model's state width.
 """
@@ -18,14 +20,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
-
-from multinet_jax.pixels import to_model_range
 
 Observation = Mapping[str, Any]
 # Float images may exceed [-1, 1] by this much (float rounding of a resize or a conversion), no more.
 IMAGE_RANGE_TOLERANCE = 1e-3
 _PROMPT_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
+
+
+def to_model_range(image: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1] as openpi's `Observation.from_dict` computes it (`x / 255 * 2 - 1` in
+    float32), any shape. For every uint8 value this equals the Hugging Face SigLIP processor's rescale (float64
+    `x * (1/255)` cast to float32) followed by its normalize (`(x - 0.5) / 0.5` in float32), bit for bit."""
+    return np.asarray(image).astype(np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
 
 
 class ObservationError(ValueError):
@@ -65,8 +74,10 @@ def _mask(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndar
     raise ObservationError(key, f"a mask must be bool (or integers 0/1), got {value.dtype}")
 
 
-def _image(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndarray:
-    value = _array(observation, key, shape)
+def _image(observation: Observation, key: str, batch: int) -> np.ndarray:
+    value = np.asarray(observation[key])
+    if value.ndim != 4 or value.shape[0] != batch or value.shape[3] != 3 or min(value.shape[1:3]) < 1:
+        raise ObservationError(key, f"shape {value.shape}, expected ({batch}, height, width, 3)")
     if value.dtype == np.uint8:
         return to_model_range(value)
     if value.dtype.kind != "f" and "float" not in value.dtype.name:  # ml_dtypes' bfloat16 is kind "V"
@@ -96,11 +107,11 @@ def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab
 
 
 def validate(
-    observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None
+    observation: Observation, *, vocab_size: int, state_dim: int | None = None
 ) -> dict[str, np.ndarray]:
     """The observation as numpy arrays ready for a model, or ObservationError.
 
-    Returns `image/<camera>` float32 in [-1, 1], `image_mask/<camera>` bool (True when absent),
+    Returns `image/<camera>` float32 in [-1, 1] at the size given (`resize_with_pad` is the model's), `image_mask/<camera>` bool (True when absent),
     `tokenized_prompt` int32, the masks bool, `token_ar_mask` int32 (zeros when absent), `sample_index` int32
     (arange when absent) and, when `state_dim` is given (a model that reads the state), `state` float32.
     """
@@ -117,10 +128,9 @@ def validate(
     for key in observation:
         if key.startswith("image_mask/") and key.removeprefix("image_mask/") not in cameras:
             raise ObservationError(key, "a mask for a camera without an `image/` entry")
-    image_shape = (batch, image_size, image_size, 3)
     validated: dict[str, np.ndarray] = {}
     for camera in cameras:
-        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", image_shape)
+        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", batch)
         mask_key = f"image_mask/{camera}"
         validated[mask_key] = _mask(observation, mask_key, (batch,)) if mask_key in observation else np.ones(batch, bool)
     validated["tokenized_prompt"] = _token_ids(observation, "tokenized_prompt", prompt_shape, vocab_size)
@@ -153,3 +163,19 @@ def check_num_steps(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def resize_with_pad(images: jax.Array, height: int, width: int) -> jax.Array:
+    """openpi's `image_tools.resize_with_pad` for float images `[b, h, w, c]` in [-1, 1] (identity at the target size):
+    `jax.image.resize(..., "linear")` (antialiased when shrinking) to fit, clipped to [-1, 1], padded with -1 (black)
+    to keep the aspect ratio, nothing rounded. Runs inside the jitted samplers, on every camera."""
+    current_height, current_width = images.shape[1:3]
+    if (current_height, current_width) == (height, width):
+        return images
+    ratio = max(current_width / width, current_height / height)
+    resized_height, resized_width = int(current_height / ratio), int(current_width / ratio)
+    resized = jax.image.resize(images, (images.shape[0], resized_height, resized_width, images.shape[3]), method="linear")
+    resized = jnp.clip(resized, -1.0, 1.0)
+    pad_top, pad_left = (height - resized_height) // 2, (width - resized_width) // 2
+    padding = ((0, 0), (pad_top, height - resized_height - pad_top), (pad_left, width - resized_width - pad_left), (0, 0))
+    return jnp.pad(resized, padding, constant_values=-1.0)

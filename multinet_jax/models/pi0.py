@@ -35,7 +35,7 @@ from multinet_jax.models import activations, numerics
 from multinet_jax.models.configs import ModelConfig, Pi0Config, model_kind
 from multinet_jax.models.gemma import Gemma, KVCache
 from multinet_jax.models.interface import InferenceOptions
-from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, resize_with_pad, validate
 from multinet_jax.models.vit import ViT
 
 Observation = Mapping[str, Any]
@@ -79,12 +79,14 @@ class PaliGemma(nn.Module):
     ) -> tuple[jax.Array, jax.Array]:
         """Image tokens of each camera (one batched SigLIP pass), then prompt tokens -> (tokens, valid mask).
 
-        `images`: per camera `[b, H, W, 3]`; `image_masks`: per camera bool `[b]`. Returns `[b, n, width]` in the
-        model dtype and bool `[b, n]`.
+        `images`: per camera `[b, h, w, 3]` in [-1, 1] at any size (resized as openpi does, `observation.resize_with_pad`);
+        `image_masks`: per camera bool `[b]`. Returns `[b, n, width]` in the model dtype and bool `[b, n]`.
         """
         batch = tokens.shape[0]
         parts, masks = [], []
         if images:
+            size = self.config.siglip.image_size
+            images = [resize_with_pad(image, size, size) for image in images]
             encoded = self.img(jnp.concatenate(images, axis=0))
             per_camera = encoded.reshape(len(images), batch, *encoded.shape[1:])
             for camera_tokens, camera_mask in zip(per_camera, image_masks, strict=True):
@@ -271,8 +273,7 @@ class Pi0Model:
     def validate_observation(self, observation: Observation) -> dict[str, np.ndarray]:
         """The observation checked and converted at the boundary (`models/observation.py`)."""
         config = self.config
-        return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size,
-                        state_dim=config.action_dim)
+        return validate(observation, vocab_size=config.vocab_size, state_dim=config.action_dim)
 
     def _place_inputs(self, observation: dict[str, np.ndarray], skip_absent_cameras: bool) -> dict[str, Any]:
         cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)

@@ -21,6 +21,9 @@ NUM_LOC_TOKENS = 1024
 NUM_SEG_TOKENS = 128
 PALIGEMMA_VOCAB_SIZE = GEMMA_VOCAB_SIZE + NUM_LOC_TOKENS + NUM_SEG_TOKENS
 STATE_BINS = 256  # openpi's discretization of the state in the Pi0.5 and Pi0-FAST prompts
+# Hugging Face's PaliGemma processor expands this placeholder into the image tokens and puts BOS after the last one.
+IMAGE_PLACEHOLDER = "<image>"
+PROMPT_FORMATS = ("openpi", "paligemma_processor")
 
 
 def build_paligemma_vocab(gemma_model_path: str | os.PathLike, output_path: str | os.PathLike) -> pathlib.Path:
@@ -79,27 +82,50 @@ class PaliGemmaTokenizer:
     def pad_id(self) -> int:
         return self._processor.pad_id()
 
+    @property
+    def unk_id(self) -> int:
+        return self._processor.unk_id()
+
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
         return self._processor.encode(text, add_bos=add_bos, add_eos=add_eos)
 
     def decode(self, ids: list[int] | np.ndarray) -> str:
         return self._processor.decode([int(i) for i in ids])
 
+    def prompt_ids(self, text: str, prompt_format: str) -> list[int]:
+        """A prompt's token ids, unpadded and untruncated, in one of two formats (`PROMPT_FORMATS`):
+
+        - "openpi": openpi's Pi0 tokenizer (MultiNet's Open-X and Overcooked runs): the text stripped, "_" and
+          "\\n" turned into spaces, then BOS + text + "\\n" (its own piece, the start-of-answer marker).
+        - "paligemma_processor": Hugging Face's PaliGemmaProcessor (MultiNet's text domains): BOS + the text as
+          is + "\\n", encoded as one string; a leading "<image>" placeholder (PIQA's system prompt has one) is
+          where the processor puts the image tokens, which are the image's embeddings here, so only the text
+          after it is encoded. Text before or between placeholders has no place in this model's prefix: refused.
+        """
+        if prompt_format == "openpi":
+            cleaned = text.strip().replace("_", " ").replace("\n", " ")
+            return self.encode(cleaned, add_bos=True) + self.encode("\n")
+        if prompt_format == "paligemma_processor":
+            rest = text.removeprefix(IMAGE_PLACEHOLDER)
+            if IMAGE_PLACEHOLDER in rest:
+                raise ValueError(f"prompt has {IMAGE_PLACEHOLDER!r} after its start ({text[:60]!r}...): only a leading one "
+                                 "(the image tokens' place) is supported")
+            return [self.bos_id] + self.encode(rest + "\n")
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+
     def tokenize_prompt(self, text: str, max_len: int, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """openpi's `PaligemmaTokenizer.tokenize`, right-padded.
 
-        Without `state`, the Pi0 prompt: BOS + cleaned text + "\\n" (its own piece, the start-of-answer marker).
-        With `state` (a vector normalized to [-1, 1]), the Pi0.5 prompt: BOS + "Task: {cleaned text}, State:
-        {256-bin indices, space-separated};\\nAction: " in one piece. Returns (ids int32 [max_len], mask bool
-        [max_len]); longer prompts are truncated to `max_len` as openpi does.
+        Without `state`, the Pi0 prompt (`prompt_ids(text, "openpi")`). With `state` (a vector normalized to
+        [-1, 1]), the Pi0.5 prompt: BOS + "Task: {cleaned text}, State: {256-bin indices, space-separated};\\nAction: "
+        in one piece. Returns (ids int32 [max_len], mask bool [max_len]); longer prompts are truncated to `max_len`
+        as openpi does.
         """
-        cleaned = text.strip().replace("_", " ").replace("\n", " ")
         if state is None:
-            ids = self.encode(cleaned, add_bos=True) + self.encode("\n")
-        else:
-            state_text = " ".join(map(str, discretize_state(np.asarray(state))))
-            ids = self.encode(f"Task: {cleaned}, State: {state_text};\nAction: ", add_bos=True)
-        return pad_to_length(ids, max_len)
+            return pad_to_length(self.prompt_ids(text, "openpi"), max_len)
+        cleaned = text.strip().replace("_", " ").replace("\n", " ")
+        state_text = " ".join(map(str, discretize_state(np.asarray(state))))
+        return pad_to_length(self.encode(f"Task: {cleaned}, State: {state_text};\nAction: ", add_bos=True), max_len)
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:

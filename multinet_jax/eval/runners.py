@@ -1,0 +1,173 @@
+"""How a domain turns one data batch into prediction records: the evaluator's per-domain strategy.
+
+- `SingleCall` (every domain but BFCL): one model call for the batch (Act2Answer: its two probes), then the domain's
+  output mapping.
+- `TurnByTurn` (BFCL, as MultiNet's `bfcl_hf_inference.py` ran it): each conversation's history starts at its
+  environment description; per turn the user's messages are appended (`"\\n User:"`), the model answers from the
+  whole history (system prompt + history, re-tokenized each turn, up to the domain's decoding budget), and its
+  own stripped answer is appended (`"\\n Assistant:"`), so later turns see earlier answers. The batch keeps its
+  shape every turn (conversations already finished ride along masked), so each prompt bucket compiles once.
+
+Text outputs are decoded as Hugging Face's processor decodes them (`decode_text`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from multinet_jax import data, domains, openvla_actions
+from multinet_jax.data import prompts, transforms
+from multinet_jax.eval import act2answer, results
+
+if TYPE_CHECKING:
+    from multinet_jax.eval.loop import Evaluator, Timing
+
+def plain(value: Any) -> Any:
+    """A per-sample field of a batch as plain Python (numpy scalars/arrays/bytes unwrapped)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def sample_fields(batch: Mapping[str, Any], row: int) -> dict[str, Any]:
+    """One row of a batch as plain Python, model inputs left out."""
+    return {key: plain(value[row]) for key, value in batch.items() if not key.startswith(data.MODEL_INPUT_PREFIXES)}
+
+
+def decode_text(tokenizer: Any, tokens: Sequence[int]) -> str:
+    """Generated ids -> text as the HF processor's `decode(..., skip_special_tokens=True).strip()`: the ids up to
+    the end-of-sequence token, without PAD / BOS / UNK (which MultiNet's decoding skipped), stripped. `tokenizer`:
+    PaliGemma's, or a model's bundled one (`decode`, `eos_id`; the others where it has them)."""
+    skipped = {getattr(tokenizer, name, None) for name in ("pad_id", "bos_id", "unk_id")} - {None}
+    ids = []
+    for token in (int(token) for token in tokens):
+        if token == tokenizer.eos_id:
+            break
+        if token not in skipped:
+            ids.append(token)
+    return tokenizer.decode(ids).strip()
+
+
+class Runner(Protocol):
+    def records(self, evaluator: Evaluator, domain: domains.Domain, batch: Mapping[str, Any],
+                norm: domains.ActionNorm | None, timing: Timing) -> list[results.Record]: ...
+
+
+def runner_for(domain: domains.Domain) -> Runner:
+    return TurnByTurn() if domain.protocol.turn_by_turn else SingleCall()
+
+
+def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction: Any) -> results.Record:
+    record = {
+        "id": str(plain(batch["id"][row])),
+        "sample_index": int(batch["sample_index"][row]),
+        "raw_output": raw_output,
+        "prediction": prediction,
+        "ground_truth": plain(batch["ground_truth"][row]),
+    }
+    if "prompt_tokens" in batch:  # the prompt's full length, before any truncation
+        record["prompt_tokens"] = int(batch["prompt_tokens"][row])
+    return record
+
+
+class SingleCall:
+    """One model call per batch; actions or text mapped to predictions by the domain's rules."""
+
+    def records(self, evaluator: Evaluator, domain: domains.Domain, batch: Mapping[str, Any],
+                norm: domains.ActionNorm | None, timing: Timing) -> list[results.Record]:
+        with timing.clock("model"):
+            raw = evaluator._run_model(domain, evaluator._observation(domain, batch))
+        with timing.clock("output"):
+            return self.output_records(evaluator.text_tokenizer, evaluator.model.family, domain, batch, raw, norm)
+
+    @staticmethod
+    def output_records(tokenizer: Any, family: str, domain: domains.Domain, batch: Mapping[str, Any], raw: Any,
+                       norm: domains.ActionNorm | None) -> list[results.Record]:
+        rows = np.flatnonzero(np.asarray(batch["_mask"], bool))
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            return act2answer.records(batch, rows, raw, norm, plain)
+        if domain.output is domains.Output.CONTINUOUS_ACTIONS:
+            action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
+            if family == "openvla":  # MultiNet's per-dataset conversion of OpenVLA's actions
+                predictions = openvla_actions.predictions(raw[rows], norm, openvla_actions.dataset_name(domain.name))
+            else:
+                predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
+            raw_outputs = [raw[row, 0].tolist() for row in rows]
+        elif domain.output is domains.Output.DISCRETE_ACTION:
+            predictions = domains.discrete_predictions(raw[rows], norm)
+            raw_outputs = [raw[row, 0].tolist() for row in rows]
+        else:
+            raw_outputs = [decode_text(tokenizer, raw[row]) for row in rows]
+            predictions = [domains.parse_text(domain, text, sample_fields(batch, row)) for text, row in zip(raw_outputs, rows)]
+        records = []
+        for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
+            record = _base_record(batch, row, raw_output, prediction)
+            if domain.metric_kind == "classification":
+                record["num_options"] = int(batch["num_options"][row])
+                record["subset"] = plain(batch["subset"][row])
+            records.append(record)
+        return records
+
+
+class TurnByTurn:
+    """BFCL's conversations, one model call per turn over the whole batch (see the module docstring)."""
+
+    def records(self, evaluator: Evaluator, domain: domains.Domain, batch: Mapping[str, Any],
+                norm: domains.ActionNorm | None, timing: Timing) -> list[results.Record]:
+        rows = np.flatnonzero(np.asarray(batch["_mask"], bool)).tolist()
+        turns = {row: batch["turns"][row] for row in rows}
+        histories = {row: batch["environment"][row] for row in rows}
+        responses: dict[int, list[str]] = {row: [] for row in rows}
+        longest_prompt = {row: 0 for row in rows}
+        observation = evaluator._observation(domain, batch)
+        for turn in range(max((len(turns[row]) for row in rows), default=0)):
+            active = [row for row in rows if turn < len(turns[row])]
+            with timing.clock("output"):
+                for row in active:
+                    histories[row] = prompts.bfcl_user_turn(histories[row], turns[row][turn])
+                texts = {row: prompts.bfcl_prompt(histories[row]) for row in active}
+                if evaluator.bundled_tokenizer:  # the model tokenizes `prompt` texts itself
+                    turn_inputs = {"prompt": [texts.get(row, "") for row in range(len(batch["_mask"]))]}
+                else:
+                    tokens = self._tokenize(evaluator, domain, len(batch["_mask"]), texts)
+                    turn_inputs = {key: tokens[key] for key in ("tokenized_prompt", "tokenized_prompt_mask")}
+                    for row in active:
+                        longest_prompt[row] = max(longest_prompt[row], int(tokens["prompt_tokens"][row]))
+            with timing.clock("model"):
+                raw = evaluator._run_model(domain, {**observation, **turn_inputs})
+            with timing.clock("output"):
+                for row in active:
+                    response = decode_text(evaluator.text_tokenizer, raw[row])
+                    responses[row].append(response)
+                    histories[row] = prompts.bfcl_assistant_turn(histories[row], response)
+        records = []
+        for row in rows:
+            calls = [domains.parse_function_calls(response) for response in responses[row]]
+            record = _base_record(batch, row, "\n".join(responses[row]), calls)
+            record["responses"] = responses[row]  # per-turn texts: what `score` embeds for BFCL's similarity
+            if longest_prompt[row]:  # the longest turn's prompt (a bundled tokenizer's lengths are its own)
+                record["prompt_tokens"] = longest_prompt[row]
+            records.append(record)
+        return records
+
+    @staticmethod
+    def _tokenize(evaluator: Evaluator, domain: domains.Domain, batch_size: int, texts: dict[int, str]) -> dict[str, np.ndarray]:
+        """This turn's prompts of the active rows, bucketed like the pipeline's; other rows get an empty prompt."""
+        max_len = domain.protocol.truncation_length(evaluator.config.max_token_len)
+        per_row = {row: transforms.tokenize(evaluator.paligemma, text, domain.protocol.prompt_format.value, max_len)
+                   for row, text in texts.items()}
+        length = max(len(tokens["tokenized_prompt"]) for tokens in per_row.values())
+        ids, mask = np.zeros((batch_size, length), np.int32), np.zeros((batch_size, length), bool)
+        prompt_tokens = np.zeros(batch_size, np.int32)
+        for row, tokens in per_row.items():
+            ids[row, : len(tokens["tokenized_prompt"])] = tokens["tokenized_prompt"]
+            mask[row, : len(tokens["tokenized_prompt_mask"])] = tokens["tokenized_prompt_mask"]
+            prompt_tokens[row] = tokens["prompt_tokens"]
+        return {"tokenized_prompt": ids, "tokenized_prompt_mask": mask, "prompt_tokens": prompt_tokens}

@@ -45,7 +45,7 @@ def random_like(shapes, seed: int = 0, scale: float = 0.3):
 
 
 def tiny_observation(batch: int = 2, length: int = 5) -> dict[str, np.ndarray]:
-    """A valid observation for `validate(..., vocab_size=8, state_dim=4)`: one camera, 5 tokens."""
+    """A valid observation for `validate(..., image_size=14, vocab_size=8, state_dim=4)`: one camera, 5 tokens."""
     return {
         "image/base_0_rgb": np.zeros((batch, 14, 14, 3), np.float32),
         "image_mask/base_0_rgb": np.ones(batch, bool),

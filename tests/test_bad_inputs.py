@@ -319,6 +319,7 @@ def test_help_lists_the_commands_own_flags_and_bogus_commands_are_named():
         ("image/base_0_rgb", np.zeros((2, 16, 16, 4), np.uint8), r"shape \(2, 16, 16, 4\), expected \(2, height, width, 3\)"),
         ("image/base_0_rgb", np.zeros((3, 16, 16, 3), np.uint8), r"shape \(3, 16, 16, 3\), expected \(2, height, width, 3\)"),
         ("image/base_0_rgb", np.zeros((2, 0, 16, 3), np.uint8), r"shape \(2, 0, 16, 3\), expected \(2, height, width, 3\)"),
+        ("image/base_0_rgb", [np.zeros((16, 16, 3), np.uint8)], "1 per-row images for a batch of 2"),
         ("image_mask/base_0_rgb", np.array([0.5, 1.0]), "a mask must be bool .*"),
         ("image_mask/wrist", np.ones(2, bool), "a mask for a camera without an `image/` entry"),
         ("tokenized_prompt", np.full((2, 5), -1, np.int32), r"token id -1 is outside the model's vocabulary \[0, 8\) .*"),
@@ -337,7 +338,7 @@ def test_bad_observation_is_refused_naming_the_key(key, value, problem):
     observation = tiny_observation()
     observation[key] = value
     with pytest.raises(ObservationError) as raised:
-        validate(observation, vocab_size=8, state_dim=4)
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)
     assert re.fullmatch(rf"observation\['{re.escape(key)}'\]: {problem}", str(raised.value))
 
 
@@ -348,4 +349,11 @@ def test_missing_observation_key_is_named(missing):
     if missing == "image/base_0_rgb":
         del observation["image_mask/base_0_rgb"]
     with pytest.raises(ObservationError, match=r"observation\['(tokenized_prompt|tokenized_prompt_mask|state|image/<camera>)'\]"):
-        validate(observation, vocab_size=8, state_dim=4)
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)
+
+
+def test_bad_row_of_a_batch_mixing_image_sizes_is_named():
+    observation = tiny_observation()
+    observation["image/base_0_rgb"] = [np.zeros((16, 16, 3), np.uint8), np.zeros((14, 14, 4), np.uint8)]
+    with pytest.raises(ObservationError, match=r"^observation\['image/base_0_rgb\[1\]'\]: shape \(1, 14, 14, 4\), expected \(1, height, width, 3\)$"):
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)

@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_path
 from data_helpers import CharTokenizer
 from multinet_jax import data
-from multinet_jax.data import transforms
+from multinet_jax.data import pipeline, transforms
 
 
 def _valid_indices(batches):
@@ -125,3 +125,22 @@ def test_inspect_reports_counts_fields_and_one_sample():
     assert report["num_samples"] == 200 and report["num_checked"] == 3 and report["action_dim"] is None
     assert report["sample"]["ground_truth"] == first["ground_truth"] and report["sample"]["id"] == first["id"]
     assert report["fields"]["state"] == {"dtype": "float32", "shape": [32]} and report["fields"]["turns"] == {"type": "list"}
+
+
+def test_rows_with_images_of_different_sizes_batch_as_a_list_of_rows():
+    """Overcooked's layouts render at different sizes: such a camera stays per row (the model's boundary resizes
+    each as the model would); padding rows get black images; other keys must agree in shape."""
+    def row(valid: bool, size: tuple[int, int]) -> dict:
+        return {pipeline.VALID_KEY: valid, "id": f"{size}", "image/base_0_rgb": np.full((*size, 3), 7, np.uint8),
+                "image_mask/base_0_rgb": np.asarray(valid), "state": np.zeros(32, np.float32)}
+
+    batch = pipeline.Batcher()([row(True, (375, 675)), row(True, (255, 255)), row(False, (375, 675))])
+    images = batch["image/base_0_rgb"]
+    assert isinstance(images, list) and [image.shape for image in images] == [(375, 675, 3), (255, 255, 3), (375, 675, 3)]
+    assert images[0].max() == 7 and images[2].max() == 0  # the padding row's image is black
+    assert batch["state"].shape == (3, 32) and isinstance(pipeline.model_inputs({**batch, "sample_index": np.arange(3)})["image/base_0_rgb"], list)
+    same = pipeline.Batcher()([row(True, (8, 8)), row(True, (8, 8))])
+    assert isinstance(same["image/base_0_rgb"], np.ndarray) and same["image/base_0_rgb"].shape == (2, 8, 8, 3)
+    ragged_state = [row(True, (8, 8)), {**row(True, (8, 8)), "state": np.zeros(31, np.float32)}]
+    with pytest.raises(ValueError, match=r"state differs in shape within one batch"):
+        pipeline.Batcher()(ragged_state)

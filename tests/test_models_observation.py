@@ -57,9 +57,9 @@ def test_validate_converts_and_fills_defaults():
     observation = tiny_observation()
     observation["image/base_0_rgb"] = np.full((2, 14, 14, 3), 255, np.uint8)
     observation["tokenized_prompt_mask"] = np.ones((2, 5), np.int64)
-    validated = validate(observation, vocab_size=8, state_dim=4)
+    validated = validate(observation, image_size=14, vocab_size=8, state_dim=4)
     assert validated["image/base_0_rgb"].dtype == np.float32 and (validated["image/base_0_rgb"] == 1).all()
     assert validated["tokenized_prompt_mask"].dtype == bool
     np.testing.assert_array_equal(validated["sample_index"], [0, 1])
     assert validated["token_ar_mask"].dtype == np.int32 and not validated["token_ar_mask"].any()
-    assert "state" not in validate(observation, vocab_size=8)  # a model that does not read it
+    assert "state" not in validate(observation, image_size=14, vocab_size=8)  # a model that does not read it

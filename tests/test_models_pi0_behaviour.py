@@ -110,6 +110,18 @@ def test_native_size_uint8_images_are_resized_inside_the_model_as_openpi_does(mo
     np.testing.assert_allclose(from_native, from_resized, rtol=0, atol=1e-5 * np.abs(from_resized).max())
 
 
+def test_a_batch_mixing_image_sizes_gives_each_rows_own_actions(model, observation, io):
+    """Per-row images of different sizes (the pipeline's list for, e.g., Overcooked's layouts) are resized row by row at
+    the boundary exactly as the model resizes a batch of one size: each row's actions are those it gets alone."""
+    rng = np.random.default_rng(1)
+    rows = [rng.integers(0, 256, (256, 320, 3), dtype=np.uint8), rng.integers(0, 256, (150, 100, 3), dtype=np.uint8)]
+    mixed = np.asarray(model.sample_actions({**observation, "image/base_0_rgb": rows}, noise=io["noise"], num_steps=3))
+    for index, row in enumerate(rows):
+        alone = {key: value[index : index + 1] for key, value in observation.items()} | {"image/base_0_rgb": row[None]}
+        own = np.asarray(model.sample_actions(alone, noise=io["noise"][index : index + 1], num_steps=3))
+        np.testing.assert_allclose(mixed[index], own[0], rtol=0, atol=LAYOUT_TOLERANCE * np.abs(own).max())
+
+
 def test_observation_errors_name_the_key(model, observation):
     two_channels = {**observation, "image/base_0_rgb": observation["image/base_0_rgb"][..., :2]}
     with pytest.raises(ValueError, match=r"image/base_0_rgb.*\(2, 224, 224, 2\), expected \(2, height, width, 3\)"):

@@ -81,7 +81,7 @@ def test_images_reach_siglip_as_in_multinets_run(reference, bimanual_batch):
     """uint8 at native size from the pipeline, then the model's observation boundary and its openpi resize (what
     `PaliGemma.embed_prefix` runs): within 1e-6 of what SigLIP saw."""
     np.testing.assert_array_equal(bimanual_batch["image/base_0_rgb"], reference["raw_image_uint8"])
-    observation = validate(data.model_inputs(bimanual_batch), vocab_size=PALIGEMMA_VOCAB_SIZE, state_dim=32)
+    observation = validate(data.model_inputs(bimanual_batch), image_size=224, vocab_size=PALIGEMMA_VOCAB_SIZE, state_dim=32)
     to_siglip = jax.jit(lambda image: resize_with_pad(image, 224, 224))
     for ours, theirs in _CAMERAS.items():
         np.testing.assert_array_equal(observation[f"image_mask/{ours}"], reference[f"image_mask_{theirs}"])

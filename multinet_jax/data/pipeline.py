@@ -120,8 +120,9 @@ class Batcher:
     """Rows -> one batch: arrays stacked, other values as lists.
 
     A row lacking a key, and every padding / skipped row's image, gets zeros shaped like a valid row's value;
-    prompts (`RAGGED_KEYS`) are right-padded with 0 to the batch's longest. Valid rows whose images differ in
-    size cannot share a batch: that is an error naming them (openpi, too, resizes one batch array at a time).
+    prompts (`RAGGED_KEYS`) are right-padded with 0 to the batch's longest. A camera whose valid rows differ in
+    size (Overcooked's layouts render at different sizes) stays a list of per-row uint8 images, which the model's
+    observation boundary brings to its size row by row exactly as its own resize would (`models.observation`).
     """
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -139,18 +140,14 @@ class Batcher:
             elif isinstance(example, (np.ndarray, np.generic)):
                 zero = np.zeros_like(example)
                 values = [row.get(key, zero) if row[VALID_KEY] or not key.startswith("image/") else zero for row in rows]
-                _check_same_shape(key, values, rows)
-                batch[key] = np.stack(values)
+                same_shape = len({np.shape(value) for value in values}) == 1
+                if not same_shape and not key.startswith("image/"):
+                    described = ", ".join(f"{row.get('id')!r}: {list(np.shape(value))}" for row, value in zip(rows, values))
+                    raise ValueError(f"{key} differs in shape within one batch ({described})")
+                batch[key] = np.stack(values) if same_shape else values
             else:
                 batch[key] = [row.get(key) for row in rows]
         return batch
-
-
-def _check_same_shape(key: str, values: Sequence[np.ndarray], rows: Sequence[dict[str, Any]]) -> None:
-    shapes = {np.shape(value) for value in values}
-    if len(shapes) > 1:
-        described = ", ".join(f"{row.get('id')!r}: {list(np.shape(value))}" for row, value in zip(rows, values))
-        raise ValueError(f"{key} differs in shape within one batch ({described}): evaluate images of one size per batch")
 
 
 def finish_sample(sample: dict[str, Any]) -> dict[str, Any]:
@@ -159,8 +156,9 @@ def finish_sample(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_inputs(batch: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A batch's model inputs as host arrays, with `sample_index` (padding rows' -1 as 0) for per-sample noise."""
-    inputs = {key: np.asarray(value) for key, value in batch.items()
+    """A batch's model inputs as host arrays (a camera whose rows differ in size as its list of rows), with
+    `sample_index` (padding rows' -1 as 0) for per-sample noise."""
+    inputs = {key: value if isinstance(value, list) else np.asarray(value) for key, value in batch.items()
               if key in MODEL_INPUT_KEYS or key.startswith(MODEL_INPUT_PREFIXES)}
     inputs["sample_index"] = np.maximum(np.asarray(batch["sample_index"], np.int32), 0)
     return inputs

@@ -381,7 +381,7 @@ def decoder_inputs(
 
 def validate_for(config: ModelConfig, observation: Observation) -> dict[str, np.ndarray]:
     """The observation checked and converted for a decoder of `config` (`models/observation.py`; no state read)."""
-    return validate(observation, vocab_size=config.vocab_size)
+    return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size)
 
 
 def _place_decoder_inputs(

@@ -10,7 +10,9 @@ lookup, a 0..255 image runs as a very bright one. So:
 - Images: uint8 is mapped [0, 255] -> [-1, 1] as openpi's `Observation.from_dict` does; floating images must
   already be in [-1, 1] (within `IMAGE_RANGE_TOLERANCE`) and finite; any other dtype is refused. Any height and
   width is accepted: inside the jitted samplers every camera is brought to the model's size by `resize_with_pad`,
-  openpi's `preprocess_observation` resize (in float, after the conversion; identity at the model's size).
+  openpi's `preprocess_observation` resize (in float, after the conversion; identity at the model's size). A
+  camera may also be a list of per-row images of different sizes (a batch mixing them, as the data pipeline
+  hands over Overcooked's layouts): each row is resized here, on the host, exactly as the model would.
 - Token ids must be integers in [0, vocab_size) of the model; masks bool (or integers 0/1).
 - The state, when the model reads it, must be finite floats of the model's state width.
 """
@@ -74,8 +76,18 @@ def _mask(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndar
     raise ObservationError(key, f"a mask must be bool (or integers 0/1), got {value.dtype}")
 
 
-def _image(observation: Observation, key: str, batch: int) -> np.ndarray:
-    value = np.asarray(observation[key])
+def _image(observation: Observation, key: str, batch: int, image_size: int) -> np.ndarray:
+    value = observation[key]
+    if not isinstance(value, (list, tuple)):
+        return _pixels(key, np.asarray(value), batch)
+    if len(value) != batch:
+        raise ObservationError(key, f"{len(value)} per-row images for a batch of {batch}")
+    rows = [_pixels(f"{key}[{index}]", np.asarray(row)[None], 1) for index, row in enumerate(value)]
+    return np.concatenate([np.asarray(resize_with_pad(jnp.asarray(row), image_size, image_size)) for row in rows])
+
+
+def _pixels(key: str, value: np.ndarray, batch: int) -> np.ndarray:
+    """A `[batch, h, w, 3]` image array checked and converted to float32 in [-1, 1]."""
     if value.ndim != 4 or value.shape[0] != batch or value.shape[3] != 3 or min(value.shape[1:3]) < 1:
         raise ObservationError(key, f"shape {value.shape}, expected ({batch}, height, width, 3)")
     if value.dtype == np.uint8:
@@ -107,11 +119,12 @@ def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab
 
 
 def validate(
-    observation: Observation, *, vocab_size: int, state_dim: int | None = None
+    observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None
 ) -> dict[str, np.ndarray]:
     """The observation as numpy arrays ready for a model, or ObservationError.
 
-    Returns `image/<camera>` float32 in [-1, 1] at the size given (`resize_with_pad` is the model's), `image_mask/<camera>` bool (True when absent),
+    Returns `image/<camera>` float32 in [-1, 1] at the size given (`resize_with_pad` is the model's; per-row images
+    of different sizes already at `image_size`), `image_mask/<camera>` bool (True when absent),
     `tokenized_prompt` int32, the masks bool, `token_ar_mask` int32 (zeros when absent), `sample_index` int32
     (arange when absent) and, when `state_dim` is given (a model that reads the state), `state` float32.
     """
@@ -130,7 +143,7 @@ def validate(
             raise ObservationError(key, "a mask for a camera without an `image/` entry")
     validated: dict[str, np.ndarray] = {}
     for camera in cameras:
-        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", batch)
+        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", batch, image_size)
         mask_key = f"image_mask/{camera}"
         validated[mask_key] = _mask(observation, mask_key, (batch,)) if mask_key in observation else np.ones(batch, bool)
     validated["tokenized_prompt"] = _token_ids(observation, "tokenized_prompt", prompt_shape, vocab_size)

@@ -264,10 +264,11 @@ class OpenVLAModel:
         rows = [self.tokenizer.encode_for_actions(action_prompt(p)) if for_actions else self.tokenizer.encode(f"In: {p}\nOut:")
                 for p in prompts]
         tokens, mask = pad_batch(rows)
-        images = np.asarray(observation[cameras[0]])
-        if images.dtype != np.uint8:  # the pipeline's [-1, 1] floats: back to the uint8 values they came from, exactly
-            images = np.rint((images.astype(np.float32) + 1) * 127.5).astype(np.uint8)
-        return self.pixels(list(images), center_crop), tokens, mask
+        images = [np.asarray(image) for image in observation[cameras[0]]]  # one array, or rows of different sizes
+        # [-1, 1] floats: back to the uint8 values they came from, exactly
+        images = [image if image.dtype == np.uint8 else np.rint((image.astype(np.float32) + 1) * 127.5).astype(np.uint8)
+                  for image in images]
+        return self.pixels(images, center_crop), tokens, mask
 
     def _placed_inputs(self, pixels: np.ndarray, tokens: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, ...]:
         place = functools.partial(sharding.place_batch, mesh=self.mesh)

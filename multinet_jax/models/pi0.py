@@ -273,7 +273,8 @@ class Pi0Model:
     def validate_observation(self, observation: Observation) -> dict[str, np.ndarray]:
         """The observation checked and converted at the boundary (`models/observation.py`)."""
         config = self.config
-        return validate(observation, vocab_size=config.vocab_size, state_dim=config.action_dim)
+        return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size,
+                        state_dim=config.action_dim)
 
     def _place_inputs(self, observation: dict[str, np.ndarray], skip_absent_cameras: bool) -> dict[str, Any]:
         cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)

@@ -53,7 +53,7 @@ def test_multinet_flagfiles_carry_multinets_settings():
     parsed = {line["file"]: line for line in map(json.loads, result.stdout.splitlines())}
     for name in ("pi0_openx.flags", "pi0_overcooked.flags"):  # Pi0Config(action_horizon=1), the split's statistics
         assert (parsed[name]["action_horizon"], parsed[name]["unnormalize"]) == (1, "split")
-    for name in ("pi0_openx.flags", "pi0_overcooked.flags", "pi0_text.flags", "pi0_fast_text.flags"):
+    for name in ("pi0_openx.flags", "pi0_overcooked.flags", "pi0_text.flags", "pi0_fast_text.flags", "pi05_text.flags"):
         # prompt lengths and decoding budgets come from each domain's protocol, not a flag
         assert parsed[name]["max_token_len"] is None and parsed[name]["max_decoding_steps"] is None, name
 

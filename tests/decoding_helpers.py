@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import pathlib
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from conftest import openpi_io, openpi_observation, shared_path
-from multinet_jax.models import load_model
+from multinet_jax import sharding, weights
+from multinet_jax.models import configs, load_model, param_shapes
+from multinet_jax.weights import big_vision
 from multinet_jax.models.pi0 import PaliGemma, make_attn_mask
 
 # What the fixture's README.json says shapes cannot tell: Pi0FASTConfig(action_dim=8, action_horizon=10, ...).
@@ -102,3 +108,17 @@ def openpi_greedy_tokens(model, observation: dict[str, np.ndarray], steps: int) 
         mask = (slots[None, None, :] >= prefix_start[:, None, None]) & (slots[None, None, :] < prefill_size + step + 1)
         last_logit, cache = forward(token_embedding, (prefill_len + step + 1)[:, None], mask, cache, prefill_size + step)
     return output
+
+
+@functools.cache
+def pi0_backbone_npz() -> pathlib.Path:
+    """The PaliGemma weights of `pi0/ckpt/0` (every action-expert `*_1` leaf and the action head dropped), written in
+    big_vision's layout: what the shared fixture was meant to be."""
+    reference = pi0_model()
+    config = configs.PaliGemmaConfig(reference.config.paligemma, reference.config.siglip, reference.config.vocab_size)
+    expected = param_shapes(config)
+    params = weights.restore_params(str(shared_path("openpi_reference", "pi0", "ckpt", "0")), expected,
+                                    sharding.param_shardings(expected, sharding.make_mesh()), skip=weights.is_pi0_only)
+    root = tempfile.mkdtemp(prefix="big_vision_")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return big_vision.save_npz(params, pathlib.Path(root) / "pt_tiny.npz")

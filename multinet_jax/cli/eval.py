@@ -22,12 +22,13 @@ from multinet_jax.domains import ALL_DOMAINS
 
 # The model registry's kinds (`models.registry.model_kinds()`; a test keeps them equal), listed here so that flag
 # parsing does not import JAX.
-MODEL_KINDS = ("pi0", "pi05", "pi0_fast", "openvla")
+MODEL_KINDS = ("pi0", "pi05", "pi0_fast", "openvla", "paligemma")
 flags.DEFINE_enum("model", None, list(MODEL_KINDS), "Model family of --checkpoint; default: the one its layout and "
                   "parameters hold (when given, it must agree with them).")
 flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
                     "gs://..., or the step directory holding params/ (or params/ itself); openvla: a Hugging Face "
-                    "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b.")
+                    "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b; paligemma: a "
+                    "big_vision .npz (paligemma_pt_224, ...; text domains and act2answer's text probe, no action head).")
 flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name "
                     "(default: paligemma_tokenizer, gs://big_vision/paligemma_tokenizer.model, cached); not for "
                     "openvla, whose checkpoint bundles its own.")

@@ -9,7 +9,9 @@
   displacement's xy points closer to (cosine; `act2answer.geometry.HARNESS_TABLETOP`). This assumes the first three
   action dimensions are end-effector translation deltas in the tiles' world frame (Bridge / WidowX policies); a
   displacement of zero or a NaN chunk (a FAST sequence that did not decode) is an invalid action prediction.
-Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_prediction`,
+- A model without an action head (PaliGemma, the source VLM) gets the text probe only: its records say
+  `"action_head": false` (action fields null) and the metrics say the action probe does not apply.
+Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_head`, `action_prediction`,
 `text_scores`, `action_displacement`, `category` and `layout`; `score --domain=act2answer_probes` scores them.
 """
 
@@ -50,8 +52,10 @@ def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: i
     }
 
 
-def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[dict], Any]) -> dict[str, np.ndarray]:
-    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}."""
+def run(model: Any, observation: Mapping[str, Any],
+        sample_actions: Callable[[dict], Any] | None) -> dict[str, np.ndarray]:
+    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}; no "actions" when
+    `sample_actions` is None (a model without an action head)."""
     action_inputs = {key: value for key, value in observation.items()
                      if key not in (*TEXT_PROMPT_KEYS, "option_tokens", "option_mask")}
     if "text_prompt_mask" not in observation:  # question texts for a model with its own tokenizer
@@ -62,8 +66,10 @@ def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[di
     for key in ("token_ar_mask", "token_loss_mask"):  # the action prompt's (Pi0-FAST); the question is all prefix
         text_inputs.pop(key, None)
     scores = model.score_options(text_inputs, observation["option_tokens"], observation["option_mask"])
-    actions = sample_actions(action_inputs)
-    return {"text_scores": np.asarray(jax.device_get(scores)), "actions": np.asarray(jax.device_get(actions))}
+    probes = {"text_scores": np.asarray(jax.device_get(scores))}
+    if sample_actions is not None:
+        probes["actions"] = np.asarray(jax.device_get(sample_actions(action_inputs)))
+    return probes
 
 
 def action_choice(displacement: np.ndarray) -> int | None:
@@ -80,10 +86,11 @@ def action_choice(displacement: np.ndarray) -> int | None:
 
 
 def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.ndarray],
-            norm: Callable[[np.ndarray], np.ndarray], item: Callable[[Any], Any]) -> list[dict[str, Any]]:
-    """One record per valid row (see the module docstring); `norm` unnormalizes actions (`domains.ActionNorm`)."""
-    actions = raw["actions"]
-    displacement = norm(actions[:, :, :3]).sum(axis=1)  # [b, 3]
+            norm: Callable[[np.ndarray], np.ndarray] | None, item: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    """One record per valid row (see the module docstring); `norm` unnormalizes actions (`domains.ActionNorm`; None
+    without an action head)."""
+    has_actions = "actions" in raw
+    displacement = norm(raw["actions"][:, :, :3]).sum(axis=1) if has_actions else np.full((len(raw["text_scores"]), 3), np.nan)
     output = []
     for row in rows:
         scores = raw["text_scores"][row]
@@ -93,6 +100,7 @@ def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.
             "raw_output": [float(score) for score in scores],
             "prediction": int(np.argmax(scores)),
             "ground_truth": int(item(batch["ground_truth"][row])),
+            "action_head": has_actions,
             "action_prediction": action_choice(displacement[row]),
             "action_displacement": ([float(value) for value in displacement[row]]
                                     if np.all(np.isfinite(displacement[row])) else None),  # NaN: not decoded

@@ -7,6 +7,8 @@ project's own code, deterministically, the first time `multinet-jax eval --demo`
   (`models.param_shapes`) filled with seeded normal noise, written by `weights.save_openpi_checkpoint` in
   openpi's exact layout. (Flax's `init_params` gives the same tree but costs a minute of tracing and
   compiling on a 2-core CPU; the demo only needs a deterministic random model.)
+- PaliGemma (`checkpoints/paligemma_tiny.npz`, `flags/demo_paligemma.flags`): a random tiny PaliGemma in big_vision's
+  npz layout (the source-VLM baseline; text domains and Act2Answer's text probe).
 - OpenVLA (`checkpoints/openvla_tiny/`, `flags/demo_openvla.flags`): a random tiny OpenVLA in openvla-7b's Hugging
   Face layout (config.json, model.safetensors, a Llama-convention tokenizer.model trained on the demo prompts,
   preprocessor_config.json), written by `build_openvla_checkpoint`.
@@ -36,7 +38,7 @@ from multinet_jax.models import openvla_checkpoint
 
 DEMO_SEED = 0
 DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the tiny networks finite
-DEMO_CONFIGS = {"pi0": "pi0_tiny", "pi0_fast": "pi0_fast_tiny"}
+DEMO_CONFIGS = {"pi0": "pi0_tiny", "pi0_fast": "pi0_fast_tiny", "paligemma": "paligemma_tiny"}
 DEMO_VOCAB_SIZE = 1024  # the tiny configs' embedding rows
 DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
@@ -58,13 +60,16 @@ DEMO_OPENVLA_PREPROCESSOR = {
 
 
 def build_checkpoint(model: str, directory: pathlib.Path, norm_dims: int = 32) -> pathlib.Path:
-    """Random tiny checkpoint of the `model` family (seeded), with identity norm stats (mean 0, std 1, q01 -1, q99 1)."""
+    """Random tiny checkpoint of the `model` family (seeded): openpi's layout with identity action norm stats, or for
+    PaliGemma (no actions) a big_vision npz at `directory`."""
     from multinet_jax import models, weights
 
     config = models.configs.get_config(DEMO_CONFIGS[model])
     rng = np.random.default_rng(DEMO_SEED)
     params = jax.tree.map(lambda leaf: (rng.standard_normal(leaf.shape) * DEMO_PARAM_SCALE).astype(leaf.dtype),
                           models.param_shapes(config))
+    if model == "paligemma":
+        return weights.big_vision.save_npz(params, directory)
     identity = {"mean": np.zeros(norm_dims), "std": np.ones(norm_dims), "q01": -np.ones(norm_dims), "q99": np.ones(norm_dims)}
     weights.save_openpi_checkpoint(params, directory, norm_stats={"actions": identity, "state": identity}, asset_id="demo")
     return directory

@@ -90,6 +90,8 @@ class EvalConfig:
             raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if self.action_dim is not None and self.model in FLOW_MODELS:
             raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
+        if not registry.predicts_actions(self.model):
+            self._check_text_only()
         if self.unnorm_key is not None and self.unnormalize != "checkpoint":
             raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
         if not self.domains:
@@ -100,6 +102,17 @@ class EvalConfig:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
                              "(--noskip_similarity overrides a flagfile's --skip_similarity)")
         self._fill_asset_defaults()
+
+    def _check_text_only(self) -> None:
+        """A model without an action head (PaliGemma) evaluates text domains and Act2Answer's text probe only."""
+        needs_actions = [name for name in self.domains
+                         if domains.lookup(name).uses_actions and domains.lookup(name).output is not domains.Output.KNOWLEDGE_PROBES]
+        if needs_actions:
+            raise ValueError(f"--model={self.model} has no action head: --domains {needs_actions} need actions "
+                             "(it evaluates text domains and act2answer's text probe)")
+        for name in ("action_horizon", "action_dim"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"--{name} is for models with an action head, not --model={self.model}")
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
@@ -228,6 +241,7 @@ class Evaluator:
         if not self.bundled_tokenizer:
             _check_vocabulary(paths["tokenizer"], config.checkpoint, self.paligemma.vocab_size, self.model.config.vocab_size)
         _on_writer(lambda: manifest.record(self.output_dir, checked))
+        self.predicts_actions = registry.predicts_actions(self.model.family)
         self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
         self.state_prompts = None
         if config.model in ("pi05", "pi0_fast") and any(domains.lookup(name).uses_actions for name in config.domains):
@@ -328,7 +342,7 @@ class Evaluator:
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer.run(self.model, observation, self._sample_actions)
+            return act2answer.run(self.model, observation, self._sample_actions if self.predicts_actions else None)
         if domain.uses_actions:
             out = self._sample_actions(observation)
         else:
@@ -358,7 +372,7 @@ class Evaluator:
         dataset = self._dataset(domain)
         norm = None
         stats = None
-        if domain.uses_actions:
+        if domain.uses_actions and self.predicts_actions:
             norm, stats = self._action_norm(domain)
         self.action_options = self._action_options(domain, norm)
         ordered = results.OrderedRecords(start_index)
@@ -431,7 +445,7 @@ class Evaluator:
             "config": dataclasses.asdict(self.config),
             "protocol": domains.PROTOCOL_NAME,
             "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
-            "action_horizon": self.model.config.action_horizon if domain.uses_actions else None,
+            "action_horizon": self.model.config.action_horizon if domain.uses_actions and self.predicts_actions else None,
             **self._openvla_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
                 "checkpoint": self.manifest["checkpoint"],

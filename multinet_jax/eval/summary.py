@@ -220,7 +220,8 @@ def domain_figure(domain: domains.Domain, metrics: Mapping[str, Any], records: S
         categories = metrics.get("categories", {})
         positions = np.arange(len(categories))
         for offset, (key, label) in zip((-0.2, 0.2), (("text_probe_accuracy", "text probe"), ("action_probe_accuracy", "action probe"))):
-            right.bar(positions + offset, [as_float(entry[key]) for entry in categories.values()], width=0.4, label=label)
+            # without an action head the action probe has no entry (NaN: no bar)
+            right.bar(positions + offset, [as_float(entry.get(key)) for entry in categories.values()], width=0.4, label=label)
         right.axhline(0.5, color="gray", linewidth=0.8)
         right.set_xticks(positions, list(categories))
         right.set_title("accuracy per category (chance 0.5)")

@@ -322,6 +322,8 @@ def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 # -- eval's text and action probes -----------------------------------------------------------------------------------
 
+NO_ACTION_HEAD = "not applicable: the model has no action head (a VLM such as PaliGemma); text probe only"
+
 
 def _probes_kernel(correct: Mapping[str, jax.Array], valid: jax.Array, category: jax.Array, layout: jax.Array,
                    num_categories: int) -> dict[str, Any]:
@@ -343,10 +345,16 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     A record: `id`, `category`, `layout`, `ground_truth` (the target tile, 0 = left, 1 = right), `prediction` (the
     text probe's choice) and `action_prediction` (the action probe's, null when invalid: counted wrong). Each rate is
-    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates.
+    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates. Records of a
+    model without an action head (`"action_head": false`, PaliGemma) get the text probe's metrics and an
+    `action_probe` note in place of the action probe's.
     """
     if not records:
         raise ValueError("no records to score")
+    action_heads = [record.get("action_head", True) for record in records]
+    for index, value in enumerate(action_heads):
+        if not isinstance(value, bool) or value != action_heads[0]:
+            raise RecordError(index, "action_head", f"expected {action_heads[0]!r} like record 0 (one model per file), got {value!r}")
     rows = []
     for index, record in enumerate(records):
         category = require_field(record, index, "category")
@@ -370,11 +378,13 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         text_correct[index], action_correct[index], valid[index] = text == truth, action == truth, action is not None
     raw = to_python(_probes({"text_probe_accuracy": text_correct, "action_probe_accuracy": action_correct}, valid,
                             category, layout, num_categories=len(categories)))
-    result: dict[str, Any] = {key: raw[key] for key in ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate")}
+    keys = ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate") if action_heads[0] else ("text_probe_accuracy",)
+    result: dict[str, Any] = {key: raw[key] for key in keys}
+    if not action_heads[0]:
+        result["action_probe"] = NO_ACTION_HEAD
     result["episodes"] = len(rows)
     result["categories"] = {
-        name: {key: raw[f"category_{key}"][index] for key in ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate")}
-        | {"episodes": sum(row[0] == name for row in rows)}
+        name: {key: raw[f"category_{key}"][index] for key in keys} | {"episodes": sum(row[0] == name for row in rows)}
         for index, name in enumerate(categories)
     }
     return result

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding, weights
 from multinet_jax.models import configs, registry
-from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig
+from multinet_jax.models.configs import ModelConfig, PaliGemmaConfig, Pi0Config, Pi0FastConfig
 from multinet_jax.models.interface import InferenceOptions, Model
 from multinet_jax.models.pi0 import PaliGemma, Pi0, Pi0Model
 from multinet_jax.models.registry import load_model
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
-    """float32 parameters with openpi's tree: Pi0's full tree, or `{"PaliGemma": ...}` for Pi0-FAST."""
+    """float32 parameters with openpi's tree: Pi0's full tree, or `{"PaliGemma": ...}` for Pi0-FAST and PaliGemma."""
     if isinstance(config, Pi0Config):
         return Pi0(config).init(rng, method=Pi0.init_all)["params"]
     variables = PaliGemma(config).init(rng, config.siglip.image_size, method=PaliGemma.init_all)
@@ -50,11 +50,16 @@ def param_shapes(config: ModelConfig) -> dict[str, Any]:
 
 
 def build_model(config: ModelConfig, params: Any, norm_stats: dict | None = None, mesh: Mesh | None = None):
-    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` (models/pi0_fast.py) for a Pi0FastConfig."""
+    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` (models/pi0_fast.py) for a Pi0FastConfig,
+    `PaliGemmaModel` (models/paligemma.py, no norm stats: no actions) for a PaliGemmaConfig."""
     if isinstance(config, Pi0FastConfig):
         from multinet_jax.models.pi0_fast import Pi0FastModel
 
         return Pi0FastModel(config, params, norm_stats, mesh)
+    if isinstance(config, PaliGemmaConfig):
+        from multinet_jax.models.paligemma import PaliGemmaModel
+
+        return PaliGemmaModel(config, params, mesh)
     return Pi0Model(config, params, norm_stats, mesh)
 
 

@@ -123,15 +123,13 @@ class Pi0Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class Pi0FastConfig:
-    """Pi0-FAST: PaliGemma alone, decoding FAST action tokens autoregressively."""
+class PaliGemmaConfig:
+    """PaliGemma alone (SigLIP + one Gemma expert), as big_vision's `pt_224.npz` holds it: text only, no action head."""
 
     paligemma: GemmaConfig = GEMMA_2B
     siglip: SiglipConfig = SIGLIP_SO400M
     vocab_size: int = PALIGEMMA_VOCAB_SIZE
-    action_dim: int = 32
-    action_horizon: int = 32
-    max_token_len: int = 250
+    max_token_len: int = 48
     dtype: DType = "float32"
 
     def __post_init__(self) -> None:
@@ -146,12 +144,24 @@ class Pi0FastConfig:
         return (False,)
 
 
-ModelConfig = Pi0Config | Pi0FastConfig
+@dataclasses.dataclass(frozen=True)
+class Pi0FastConfig(PaliGemmaConfig):
+    """Pi0-FAST: PaliGemma's architecture, decoding FAST action tokens autoregressively."""
+
+    max_token_len: int = 250
+    action_dim: int = 32
+    action_horizon: int = 32
+
+
+ModelConfig = Pi0Config | Pi0FastConfig | PaliGemmaConfig
+
 
 def model_kind(config: ModelConfig) -> str:
-    """The family name `eval --model` uses: "pi0", "pi05" or "pi0_fast"."""
+    """The family name `eval --model` uses: "pi0", "pi05", "pi0_fast" or "paligemma"."""
     if isinstance(config, Pi0FastConfig):
         return "pi0_fast"
+    if isinstance(config, PaliGemmaConfig):
+        return "paligemma"
     return "pi05" if config.pi05 else "pi0"
 
 
@@ -163,6 +173,7 @@ NAMED_CONFIGS: dict[str, ModelConfig] = {
     "pi0_fast_tiny": Pi0FastConfig(
         GEMMA_TINY, SIGLIP_TINY, vocab_size=1024, action_dim=8, action_horizon=10, max_token_len=64
     ),
+    "paligemma_tiny": PaliGemmaConfig(GEMMA_TINY, SIGLIP_TINY, vocab_size=1024),
     "pi05_tiny": Pi0Config(
         GEMMA_TINY, GEMMA_TINY_EXPERT, SIGLIP_TINY, vocab_size=1024, max_token_len=PI05_MAX_TOKEN_LEN, pi05=True
     ),
@@ -252,3 +263,12 @@ def infer_config(param_shapes: Mapping[str, Any], **overrides: Any) -> ModelConf
         expert = _gemma_from_shapes(shapes, "_1")
         return Pi0Config(action_expert=expert, pi05=pi05, **common, **overrides)
     return Pi0FastConfig(**common, **overrides)
+
+
+def infer_paligemma_config(param_shapes: Mapping[str, Any], **overrides: Any) -> PaliGemmaConfig:
+    """PaliGemmaConfig from the shapes of a PaliGemma-only tree (`PaliGemma/{img,llm}/...`, no action expert);
+    `overrides`: max_token_len, dtype."""
+    config = infer_config(param_shapes)
+    if not isinstance(config, Pi0FastConfig):
+        raise ValueError("not a PaliGemma checkpoint: it holds an action expert (`*_1`) and a Pi0 action head")
+    return PaliGemmaConfig(config.paligemma, config.siglip, config.vocab_size, **overrides)

@@ -34,6 +34,7 @@ class Family:
     load: Callable[..., Model]
     description: str
     bundles_tokenizer: bool = False  # the checkpoint carries its own text tokenizer (the model's `.tokenizer`)
+    predicts_actions: bool = True  # False: a VLM without an action head (text domains and text probes only)
 
 
 _FAMILIES: list[Family] = []
@@ -58,6 +59,11 @@ def model_kinds() -> tuple[str, ...]:
 def bundles_tokenizer(kind: str) -> bool:
     """Whether models of `kind` bring their own tokenizer (else prompts are tokenized with PaliGemma's)."""
     return any(family.bundles_tokenizer for family in _FAMILIES if kind in family.names)
+
+
+def predicts_actions(kind: str) -> bool:
+    """Whether models of `kind` have an action head (`predict_actions`); PaliGemma has none."""
+    return any(family.predicts_actions for family in _FAMILIES if kind in family.names)
 
 
 def family_of(checkpoint: str | pathlib.Path) -> Family:
@@ -137,3 +143,19 @@ def _load_openvla(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
 register(Family("huggingface_openvla", ("openvla",), _is_openvla, lambda path: "openvla", _load_openvla,
                 "a Hugging Face OpenVLA directory (config.json with model_type 'openvla', safetensors)",
                 bundles_tokenizer=True))
+
+
+def _is_big_vision(path: str) -> bool:
+    from multinet_jax.weights import big_vision
+
+    return big_vision.is_big_vision_npz(path)
+
+
+def _load_paligemma(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
+    from multinet_jax.models import paligemma
+
+    return paligemma.load(checkpoint, **kwargs)
+
+
+register(Family("big_vision_npz", ("paligemma",), _is_big_vision, lambda path: "paligemma", _load_paligemma,
+                "a big_vision PaliGemma .npz (params/img/..., params/llm/...; e.g. pt_224.npz)", predicts_actions=False))

@@ -1,0 +1,70 @@
+"""PaliGemma, the VLM Pi0 / Pi0.5 / Pi0-FAST were tuned from, loaded from big_vision's `.npz` checkpoints.
+
+    model = multinet_jax.load_model("paligemma_pt_224")          # gs://vertex-model-garden-paligemma-us/.../pt_224.npz
+    tokens = model.sample_tokens(observation, max_decoding_steps=32)
+    scores = model.score_options(observation, option_tokens, option_mask)      # [b, K] log-likelihoods
+
+The source-VLM baseline of Act2Answer: the same modules as Pi0's backbone (`pi0.PaliGemma`: SigLIP + Gemma expert 0),
+the same prefix-LM decoder and option scorer (`models/decoding.py`), so a PaliGemma and a Pi0 backbone holding the
+same weights give the same logits. It has no action head: `predict_actions` refuses, and `eval` gives it text
+domains and Act2Answer's text probe only (its action probe is reported as not applicable).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from multinet_jax import sharding
+from multinet_jax.models import decoding
+from multinet_jax.models.configs import PaliGemmaConfig, infer_paligemma_config
+from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.weights import big_vision
+from multinet_jax.weights.trees import CheckpointError
+
+
+class PaliGemmaModel:
+    """A PaliGemma ready to decode: `.config`, `.params` (`{"PaliGemma": ...}`, openpi's tree), `.mesh`,
+    `.sample_tokens`, `.score_options` (an `interface.Model` of family "paligemma" without actions)."""
+
+    family = "paligemma"
+    action_normalization = "mean_std"  # never used: there are no actions
+    tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
+    norm_stats = None
+
+    def __init__(self, config: PaliGemmaConfig, params: Any, mesh: Mesh | None = None):
+        self.config = config
+        self.mesh = sharding.make_mesh() if mesh is None else mesh
+        self.params = jax.device_put(params, sharding.param_shardings(params, self.mesh))
+
+    def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
+        """Greedy/sampled text (`decoding.sample_tokens`)."""
+        return decoding.sample_tokens(self, observation, **kwargs)
+
+    def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
+        """Log-likelihood `[b, K]` of candidate answers given the observation (`decoding.score_options`)."""
+        return decoding.score_options(self, observation, option_tokens, option_mask)
+
+    def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
+        raise ValueError("PaliGemma has no action head: it predicts text only (text domains, Act2Answer's text probe)")
+
+
+def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> PaliGemmaModel:
+    """A big_vision PaliGemma npz -> PaliGemmaModel, restored as `dtype` into `mesh`'s shardings (default: all devices
+    on "data"); sizes from the arrays' shapes, `overrides` for max_token_len."""
+    from multinet_jax.models import param_shapes
+
+    try:
+        config = infer_paligemma_config(big_vision.checkpoint_shapes(checkpoint), dtype=dtype, **overrides)
+    except KeyError as error:  # a key the sizes are read from
+        raise CheckpointError(f"{checkpoint}: lacks {big_vision.npz_key(error.args[0])}, which PaliGemma's sizes are read from")
+    except ValueError as error:
+        raise CheckpointError(f"{checkpoint}: {error}")
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    expected = param_shapes(config)
+    params = big_vision.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)
+    return PaliGemmaModel(config, params, mesh)

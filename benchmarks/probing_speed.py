@@ -40,8 +40,9 @@ def _features(episodes: int, layers: int, width: int, seed: int = 0) -> tuple[np
     return features, labels, groups
 
 
-def _sklearn_probes(features, labels, folds, C: float, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
-    """Per layer and fold: StandardScaler + LogisticRegression(lbfgs); held-out accuracy and unconverged fits."""
+def _sklearn_probes(features, labels, folds, C: float, max_iter: int, tol: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """Per layer and fold: StandardScaler + LogisticRegression(lbfgs); held-out accuracy, unconverged fits and the
+    L-BFGS iterations `[layers, folds]`."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -49,10 +50,11 @@ def _sklearn_probes(features, labels, folds, C: float, max_iter: int, tol: float
     from sklearn.preprocessing import StandardScaler
 
     accuracy = np.zeros(features.shape[1])
+    iterations = np.zeros((features.shape[1], len(np.unique(folds))), np.int64)
     unconverged = 0
     for layer in range(features.shape[1]):
         correct = 0
-        for fold in np.unique(folds):
+        for index, fold in enumerate(np.unique(folds)):
             test = folds == fold
             scaler = StandardScaler().fit(features[~test, layer])
             model = LogisticRegression(C=C, max_iter=max_iter, tol=tol)
@@ -60,9 +62,10 @@ def _sklearn_probes(features, labels, folds, C: float, max_iter: int, tol: float
                 warnings.simplefilter("always", ConvergenceWarning)
                 model.fit(scaler.transform(features[~test, layer]), labels[~test])
             unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            iterations[layer, index] = int(model.n_iter_[0])
             correct += int(np.sum(model.predict(scaler.transform(features[test, layer])) == labels[test]))
         accuracy[layer] = correct / len(labels)
-    return accuracy, unconverged
+    return accuracy, unconverged, iterations
 
 
 def _timed(fn):
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--max_iter", type=int, default=100)
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     features, labels, groups = _features(args.episodes, args.layers, args.width)
     options = {"num_folds": args.folds, "seed": 0, "C": 1.0, "max_iter": args.max_iter, "tol": args.tol}
     ours = lambda control: probing.fit_probes(features, labels, groups, control=control, **options)
@@ -89,7 +93,7 @@ def main() -> None:
     for _ in range(args.rounds):
         result, seconds = _timed(lambda: ours(False))
         ours_seconds.append(seconds)
-        (baseline, unconverged), seconds = _timed(lambda: _sklearn_probes(features, labels, result.folds, 1.0, args.max_iter, args.tol))
+        (baseline, unconverged, sklearn_iterations), seconds = _timed(lambda: _sklearn_probes(features, labels, result.folds, 1.0, args.max_iter, args.tol))
         sklearn_seconds.append(seconds)
     ours(True)  # compile the with-control solve
     for _ in range(args.rounds):
@@ -99,7 +103,7 @@ def main() -> None:
     write_report("probing_speed", {
         "shape": {"episodes": args.episodes, "layers": args.layers, "width": args.width, "folds": args.folds},
         "settings": {"C": 1.0, "max_iter": args.max_iter, "tol": args.tol, "rounds": args.rounds},
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_at_start,
         "ours_first_call_with_compile_s": compile_and_first,
         "ours_s": float(np.median(ours_seconds)),
         "ours_with_shuffled_control_s": float(np.median(with_control_seconds)),
@@ -110,6 +114,10 @@ def main() -> None:
         "mean_accuracy_gap_points": float(gap.mean()),
         "ours_unconverged_fits": int((~result.converged).sum()),
         "sklearn_unconverged_fits": unconverged,
+        "ours_iterations_per_layer": result.iterations.max(1).tolist(),  # a layer's step runs until its last fold converges
+        "sklearn_iterations_per_layer": sklearn_iterations.max(1).tolist(),
+        "ours_iterations_total": int(result.iterations.sum()),
+        "sklearn_iterations_total": int(sklearn_iterations.sum()),
         "ours_accuracy": result.accuracy.round(4).tolist(),
         "sklearn_accuracy": baseline.round(4).tolist(),
         "ours_control_accuracy": controlled.control_accuracy.round(4).tolist(),

@@ -123,18 +123,30 @@ def fit_probes(
 
 # -- the batched solver ----------------------------------------------------------------------------------------------
 # Shapes: L layers, P problems (fold x {real, control}), n samples, d width, K outputs (1 for two classes, else the
-# number of classes). Parameters per problem: W [d, K] (on standardized features) and b [K].
+# number of classes). Parameters per problem: W [K, d] (on standardized features) and b [K].
 
 
-def _log_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Per-sample log loss and its gradient w.r.t. the logits; logits `[..., n, K]`, labels `[P, n]`."""
+def _loss_gradient(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-sample gradient of the log loss w.r.t. the logits `[..., n, P, K]` (labels `[n, P]`): p - one_hot(y)."""
     if logits.shape[-1] == 1:  # two classes: sigmoid of one logit
-        z = logits[..., 0]
-        y = labels.astype(z.dtype)
-        return jax.nn.softplus(z) - y * z, (jax.nn.sigmoid(z) - y)[..., None]
-    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.sum(one_hot * log_probs, -1), jnp.exp(log_probs) - one_hot
+        return (jax.nn.sigmoid(logits[..., 0]) - labels.astype(logits.dtype))[..., None]
+    return jax.nn.softmax(logits, -1) - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+
+
+def _loss_change(logits: jax.Array, delta: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-sample change of the log loss when the logits move by `delta`, computed as a difference-free expression
+    (`log1p(sum_k p_k expm1(delta_k)) - delta_label`) where the move is small: near the optimum a step changes the
+    loss by less than float32 resolves in the loss itself, and a line search comparing two rounded losses stalls."""
+    if logits.shape[-1] == 1:
+        z, d, y = logits[..., 0], delta[..., 0], labels.astype(logits.dtype)
+        small = jnp.log1p(jax.nn.sigmoid(z) * jnp.expm1(jnp.minimum(d, 1.0)))
+        large = jax.nn.softplus(z + d) - jax.nn.softplus(z)
+        return jnp.where(jnp.abs(d) < 1, small, large) - y * d
+    chosen = jnp.sum(delta * jax.nn.one_hot(labels, delta.shape[-1], dtype=delta.dtype), -1)
+    probs = jax.nn.softmax(logits, -1)
+    small = jnp.log1p(jnp.sum(probs * jnp.expm1(jnp.minimum(delta, 1.0)), -1))
+    large = jax.nn.logsumexp(logits + delta, -1) - jax.nn.logsumexp(logits, -1)
+    return jnp.where(jnp.max(jnp.abs(delta), -1) < 1, small, large) - chosen
 
 
 def _predict(logits: jax.Array) -> jax.Array:
@@ -166,12 +178,19 @@ def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, 
 
 
 def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter: int, memory: int):
-    """`_solve` for one step's layers, features `[L, n, d]`."""
-    layers, _, width = features.shape
+    """`_solve` for one step's layers, features `[L, n, d]`.
+
+    Layout: every problem's weights sit side by side, W `[L, P * K, d]`, so each pass over a layer's features is one
+    matmul, `[n, d] x [d, P K]` (logits) or `[P K, n] x [n, d]` (gradient), instead of P matrix-vector products
+    each streaming the features again; logits and residuals are `[L, n, P, K]`, samples before problems.
+    """
+    layers, count, width = features.shape
     problems = labels.shape[0]
     outputs = 1 if num_classes == 2 else num_classes
-    weight = train.astype(jnp.float32)
+    labels_t = labels.T  # [n, P]
+    weight = train.astype(jnp.float32)  # [P, n]
     n_train = weight.sum(-1)  # [P]
+    sample_weight = weight.T / n_train  # [n, P]: each training row's share of its problem's mean loss
     penalty = 1.0 / (C * n_train)  # [P]: scikit-learn's l2 strength on the mean loss
 
     def layer_stats(x):  # x [n, d] -> mean, inverse std [P, d] over each problem's training rows
@@ -181,36 +200,32 @@ def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter
         return mean, jnp.where(std > 1e-12 * (1 + jnp.abs(mean)), 1.0 / jnp.maximum(std, 1e-30), 1.0)
 
     mean, inv_std = jax.lax.map(layer_stats, features)  # [L, P, d] each
+    mean, inv_std = mean[:, :, None, :], inv_std[:, :, None, :]  # [L, P, 1, d]: broadcast over outputs
 
-    def logits_of(params):  # linear in (W, b)
+    def logits_of(params):  # linear in (W, b); W [L, P, K, d] -> logits [L, n, P, K]
         w, b = params
-        scaled = w * inv_std[..., None]  # [L, P, d, K]
-        offset = b - jnp.einsum("lpd,lpdk->lpk", mean, scaled)
-        return jnp.einsum("lnd,lpdk->lpnk", features, scaled) + offset[:, :, None, :]
-
-    def objective(logits, params):
-        losses, dlogits = _log_loss(logits, labels)
-        data = jnp.sum(losses * weight, -1) / n_train  # [L, P]
-        return data + 0.5 * penalty * jnp.sum(params[0] ** 2, (-2, -1)), dlogits
+        scaled = w * inv_std  # the weights on the raw features
+        offset = b - jnp.sum(mean * scaled, -1)  # [L, P, K]
+        raw = jnp.einsum("lnd,lqd->lnq", features, scaled.reshape(layers, problems * outputs, width))
+        return raw.reshape(layers, count, problems, outputs) + offset[:, None]
 
     def gradient(dlogits, params):
-        residual = dlogits * (weight / n_train[:, None])[..., None]  # [L, P, n, K]
-        total = residual.sum(2)  # [L, P, K]
-        raw = jnp.einsum("lnd,lpnk->lpdk", features, residual)
-        grad_w = (raw - mean[..., None] * total[:, :, None, :]) * inv_std[..., None] + penalty[:, None, None] * params[0]
+        residual = dlogits * sample_weight[..., None]  # [L, n, P, K]
+        total = residual.sum(1)  # [L, P, K]
+        raw = jnp.einsum("lnq,lnd->lqd", residual.reshape(layers, count, problems * outputs), features)
+        grad_w = (raw.reshape(params[0].shape) - mean * total[..., None]) * inv_std + penalty[:, None, None] * params[0]
         return grad_w, total
 
     def max_abs(grad):
         return jnp.maximum(jnp.max(jnp.abs(grad[0]), (-2, -1)), jnp.max(jnp.abs(grad[1]), -1))
 
-    params = (jnp.zeros((layers, problems, width, outputs)), jnp.zeros((layers, problems, outputs)))
+    params = (jnp.zeros((layers, problems, outputs, width)), jnp.zeros((layers, problems, outputs)))
     logits = logits_of(params)
-    value, dlogits = objective(logits, params)
-    grad = gradient(dlogits, params)
+    grad = gradient(_loss_gradient(logits, labels_t), params)
     history = jax.tree.map(lambda x: jnp.zeros((memory, *x.shape)), {"s": params, "y": params})
     rho = jnp.zeros((memory, layers, problems))
     state = {
-        "params": params, "logits": logits, "value": value, "grad": grad, "history": history, "rho": rho,
+        "params": params, "logits": logits, "grad": grad, "history": history, "rho": rho,
         "count": jnp.int32(0), "iteration": jnp.zeros((layers, problems), jnp.int32),
         "active": max_abs(grad) > tol,
     }
@@ -244,22 +259,21 @@ def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter
         return jax.tree.map(lambda ri, gi: jnp.where(_expand(descent, ri), ri, -gi), r, state["grad"])
 
     def step(state):
-        params, logits, value, grad = state["params"], state["logits"], state["value"], state["grad"]
+        params, logits, grad = state["params"], state["logits"], state["grad"]
         move = direction(state)
         move_logits = logits_of(move)  # logits are linear in (W, b): these are the logits' direction
         slope = _pair_dot(grad, move)  # [L, P], negative
-        w_w, w_m, m_m = (jnp.sum(a * b, (-2, -1)) for a, b in ((params[0], params[0]), (params[0], move[0]), (move[0], move[0])))
+        w_m, m_m = (jnp.sum(a * b, (-2, -1)) for a, b in ((params[0], move[0]), (move[0], move[0])))
 
         steps = jnp.asarray(_STEP_CANDIDATES, jnp.float32)
-        t = steps[:, None, None]
-        losses, _ = _log_loss(logits + t[..., None, None] * move_logits, labels)  # [J, L, P, n]
-        trials = jnp.sum(losses * weight, -1) / n_train + 0.5 * penalty * (w_w + 2 * t * w_m + t * t * m_m)
-        accepted = trials <= value + _ARMIJO * steps[:, None, None] * slope
+        t = steps[:, None, None]  # [J, 1, 1] against [L, P]
+        changes = _loss_change(logits, steps[:, None, None, None, None] * move_logits, labels_t)  # [J, L, n, P]
+        decrease = jnp.einsum("jlnp,np->jlp", changes, sample_weight) + 0.5 * penalty * (2 * t * w_m + t * t * m_m)
+        accepted = decrease <= _ARMIJO * t * slope  # [J, L, P]
         chosen = jnp.where(jnp.any(accepted, 0), steps[jnp.argmax(accepted, 0)], 0.0) * state["active"]
         new_params = jax.tree.map(lambda p, m: p + _expand(chosen, m) * m, params, move)
-        new_logits = logits + chosen[:, :, None, None] * move_logits
-        new_value, dlogits = objective(new_logits, new_params)
-        new_grad = gradient(dlogits, new_params)
+        new_logits = logits + chosen[:, None, :, None] * move_logits
+        new_grad = gradient(_loss_gradient(new_logits, labels_t), new_params)
         s = jax.tree.map(lambda a, b: a - b, new_params, params)
         y = jax.tree.map(lambda a, b: a - b, new_grad, grad)
         sy = _pair_dot(s, y)
@@ -272,13 +286,13 @@ def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter
         rho = state["rho"].at[slot].set(jnp.where(keep, 1.0 / jnp.where(keep, sy, 1.0), 0.0))
         active = state["active"] & (chosen > 0) & (max_abs(new_grad) > tol)
         return {
-            "params": new_params, "logits": new_logits, "value": new_value, "grad": new_grad, "history": history,
+            "params": new_params, "logits": new_logits, "grad": new_grad, "history": history,
             "rho": rho, "count": state["count"] + 1, "iteration": state["iteration"] + state["active"], "active": active,
         }
 
     final = jax.lax.while_loop(lambda s: (s["count"] < max_iter) & jnp.any(s["active"]), step, state)
-    predicted = _predict(logits_of(final["params"]))  # fresh logits, no accumulated update error
-    correct = (predicted == labels[None]) & ~train[None]
+    predicted = _predict(logits_of(final["params"]))  # fresh logits, no accumulated update error: [L, n, P]
+    correct = jnp.swapaxes((predicted == labels_t) & ~train.T, 1, 2)  # [L, P, n]
     converged = max_abs(final["grad"]) <= tol
     return correct, final["iteration"], converged
 

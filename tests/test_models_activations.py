@@ -1,6 +1,6 @@
 """Activations for probing: captured in the sampling pass without changing its actions, pooled at the right
 tokens, and the very streams that produce the model's outputs (the last layer, normed, gives the first text
-logits and the first flow step's velocity)."""
+logits and the first flow step's velocity); Pi0-FAST's and PaliGemma's from the decoder's prefix pass."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import openpi_observation
+from decoding_helpers import fast_io, fast_model, fast_observation, pi0_backbone_npz
 from models_helpers import openpi_checkpoint, relative_error
 from multinet_jax import models
 from multinet_jax.models import activations, decoding
@@ -81,3 +82,30 @@ def test_action_streams_are_the_first_flow_step(pi0):
     normed = _rms_norm(action_tokens[-1], pi0.params["PaliGemma"]["llm"]["final_norm_1"]["scale"])
     velocity = normed @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"], np.float64)
     assert relative_error(np.asarray(noise) - velocity, actions) < 1e-4
+
+
+def test_pi0_fast_prefix_streams_give_openpi_first_logits():
+    """Pi0-FAST's activations come from the decoder's prefix pass: its first-token logits are openpi's (golden
+    fixture), and the last layer's stream at the last prompt token, normed, gives them. No action expert."""
+    model = fast_model()
+    observation = fast_observation()
+    logits, streams = model.activations(observation)
+    expected = fast_io()["prefill_last_logits_f32"]
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+    assert set(streams) == {"prefix_last", "prefix_mean"}
+    depth, width = model.config.paligemma.depth, model.config.paligemma.width
+    assert streams["prefix_last"].shape == streams["prefix_mean"].shape == (observation["state"].shape[0], depth, width)
+    llm = model.params["PaliGemma"]["llm"]
+    last_layer = np.asarray(streams["prefix_last"])[:, -1]
+    from_stream = _rms_norm(last_layer, llm["final_norm"]["scale"]) @ np.asarray(llm["embedder"]["input_embedding"], np.float64).T
+    assert relative_error(from_stream, logits) < 1e-4
+
+
+def test_paligemma_prefix_streams_equal_the_pi0_backbones(pi0):
+    """The PaliGemma npz holding Pi0's backbone weights: the same prefix streams as Pi0's sampling pass."""
+    observation = openpi_observation("pi0")
+    _, expected = pi0.activations(observation, num_steps=1)
+    _, streams = models.load_model(pi0_backbone_npz()).activations(observation)
+    assert set(streams) == {"prefix_last", "prefix_mean"}
+    for name in streams:
+        assert relative_error(np.asarray(streams[name]), np.asarray(expected[name])) < 1e-5, name

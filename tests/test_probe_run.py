@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
 from multinet_jax import models
 from multinet_jax.eval import demo, demo_data, probe
-from multinet_jax.probing import activations
+from multinet_jax.probing import activations, report
 
 
 class CountingModel:
@@ -91,3 +91,17 @@ def test_bad_probe_flags(flag, message):
                "--tokenizer=t", "--data_dir=d", flag]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 2 and completed.stderr == message + "\n"
+
+
+def test_probe_without_action_expert_says_so(setup, tmp_path):
+    """Pi0-FAST: prefix streams from the decoder's prefix pass; probing.json says there is no action expert."""
+    fast = models.load_model(openpi_checkpoint("fast"))
+    config = probe.ProbeConfig(checkpoint=openpi_checkpoint("fast"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
+                               output_dir=str(tmp_path), batch_size=4, num_folds=2)
+    result = probe.run_probe(config, model=fast)
+    saved = activations.read(tmp_path / "activations" / "all")
+    depth, width = fast.config.paligemma.depth, fast.config.paligemma.width
+    assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
+    written = json.loads((tmp_path / "probing.json").read_text())
+    assert written["streams"] == ["prefix_last", "prefix_mean"] and "retention" not in written
+    assert written["action_streams"] == report.NO_ACTION_EXPERT == result["action_streams"]

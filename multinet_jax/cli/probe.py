@@ -1,4 +1,5 @@
-"""`multinet-jax probe`: layerwise intent probing of a Pi0 / Pi0.5 checkpoint on an Act2Answer item set.
+"""`multinet-jax probe`: layerwise intent probing of a Pi0 / Pi0.5 / Pi0-FAST checkpoint (or a PaliGemma npz: prefix
+streams only) on an Act2Answer item set.
 
     multinet-jax probe --flagfile=flags/demo_act2answer_probe.flags          # tiny Pi0 on the generated items
     multinet-jax probe --checkpoint=gs://openpi-assets/checkpoints/pi0_base --tokenizer=paligemma_tokenizer.model \
@@ -16,7 +17,8 @@ from absl import flags
 
 from multinet_jax.cli.errors import InputError
 
-flags.DEFINE_string("checkpoint", None, "openpi Pi0 / Pi0.5 checkpoint (step directory holding params/, local or gs://).")
+flags.DEFINE_string("checkpoint", None, "openpi Pi0 / Pi0.5 / Pi0-FAST checkpoint (step directory holding params/, local or "
+                    "gs://, or a name) or a big_vision PaliGemma .npz; the last two have no action expert (prefix streams only).")
 flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name (default: the public one).")
 flags.DEFINE_string("data_dir", None, "An Act2Answer item set: pairs.json + images/ or shapes/<asset>/textured.glb.")
 flags.DEFINE_string("frames_dir", None, "Simulator first frames <item id>_<layout>.png instead of rendered composites.")
@@ -58,7 +60,10 @@ def main(argv: list[str]) -> None:
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
                                     for stream in result["streams"]) for task, entry in result["tasks"].items()]
     retention = result.get("retention")
-    lines.append(f"retention: {retention:.3f}" if retention is not None else
-                 f"retention: undefined (no task's prefix probe beats chance: {json.dumps(result.get('retention_excluded'))})")
+    if "action_streams" in result:
+        lines.append(f"action streams: {result['action_streams']}")
+    else:
+        lines.append(f"retention: {retention:.3f}" if retention is not None else
+                     f"retention: undefined (no task's prefix probe beats chance: {json.dumps(result.get('retention_excluded'))})")
     lines.append(f"results: {FLAGS.output_dir}/probing.json, probing.png")
     print("\n".join(lines))

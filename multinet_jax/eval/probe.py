@@ -4,7 +4,8 @@
     run_probe(ProbeConfig(checkpoint=..., tokenizer=..., data_dir="<item set>", output_dir="runs/probe"))
 
 Per batch the model's `activations` call returns the actions and the pooled residual streams from one jitted pass
-(`models/activations.py`); the valid rows go to `<output_dir>/activations/<split>/batch_*.npz` with their ids,
+(`models/activations.py`; Pi0-FAST and PaliGemma: the decoder's prefix pass, prefix streams only). Every model gets
+the same prompt (the instruction in Pi0's format, BOS + text + "\n"), so prefix curves compare across models; the valid rows go to `<output_dir>/activations/<split>/batch_*.npz` with their ids,
 layouts, categories and labels (the target tile). A resumed run checks the saved ids against the item set and
 continues after the last whole batch. Labels are the target tile (0 = left, 1 = right); folds keep both layouts of
 an item together.

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multinet_jax import sharding
+from multinet_jax.models import activations
 from multinet_jax.models.configs import ModelConfig
 from multinet_jax.models.gemma import KVCache
 from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
@@ -503,3 +504,43 @@ def score_options(model: Any, observation: Observation, option_tokens: np.ndarra
     del inputs["sample_index"], inputs["rng"]
     return compiled_option_scorer(model.config, mesh)(model.params, **inputs, option_tokens=place(option_tokens),
                                                       option_mask=place(option_mask))
+
+
+def _prefix_activations_fn(
+    module: PaliGemma,
+    params: Any,
+    images: list[jax.Array],
+    image_masks: list[jax.Array],
+    tokens: jax.Array,
+    token_mask: jax.Array,
+    token_ar_mask: jax.Array,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The decoder's prefix pass, capturing: (first-token logits float32 `[b, vocab]`, pooled prefix streams).
+
+    The prefix runs as `prefill` runs it (the same attention mask and positions; every valid token's stream is the
+    prefill's), in place rather than right-aligned so the prompt tokens stay the last positions for pooling.
+    """
+    variables = {"params": params["PaliGemma"]}
+    prefix, prefix_mask, ar_mask = embed_observation(module, variables, images, image_masks, tokens, token_mask, token_ar_mask)
+    positions = jnp.cumsum(prefix_mask, axis=1) - 1
+    ((hidden, *_), _), (streams, *_) = activations.apply_capturing(
+        module, variables, prefix, positions, make_attn_mask(prefix_mask, ar_mask), method=_llm)
+    last = jnp.max(jnp.where(prefix_mask, jnp.arange(prefix_mask.shape[1]), 0), axis=1)
+    last_hidden = jnp.take_along_axis(hidden, last[:, None, None], axis=1)
+    first_logits = module.apply(variables, last_hidden, method=_logits)[:, 0].astype(jnp.float32)
+    return first_logits, activations.pool_prompt(streams, token_mask)
+
+
+@functools.cache
+def compiled_prefix_activations(config: ModelConfig, mesh: jax.sharding.Mesh | None):
+    out_shardings = None if mesh is None else sharding.batch_sharding(mesh)
+    return jax.jit(functools.partial(_prefix_activations_fn, PaliGemma(config)), out_shardings=out_shardings)
+
+
+def prefix_activations(model: Any, observation: Observation) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(first-token logits `[b, vocab]`, `{"prefix_last", "prefix_mean": [b, depth, width]}`) of a PaliGemma-only
+    model (Pi0-FAST, PaliGemma), from one jitted, batch-sharded prefix pass (`models/activations.py` pools)."""
+    mesh = getattr(model, "mesh", None)
+    inputs = decoder_inputs(model.config, observation, None, mesh)
+    del inputs["sample_index"], inputs["rng"]
+    return compiled_prefix_activations(model.config, mesh)(model.params, **inputs)

@@ -49,6 +49,12 @@ class PaliGemmaModel:
         """Log-likelihood `[b, K]` of candidate answers given the observation (`decoding.score_options`)."""
         return decoding.score_options(self, observation, option_tokens, option_mask)
 
+    def activations(self, observation: Observation, *, rng: jax.Array | None = None,
+                    num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(first-token logits, `{"prefix_last", "prefix_mean"}`) from the decoder's prefix pass, as Pi0-FAST's
+        (`decoding.prefix_activations`); `rng` and `num_steps` do not apply (no flow sampling, no action expert)."""
+        return decoding.prefix_activations(self, observation)
+
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         raise ValueError("PaliGemma has no action head: it predicts text only (text domains, Act2Answer's text probe)")
 

@@ -86,6 +86,13 @@ class Pi0FastModel:
         """Log-likelihood `[b, K]` of candidate answers given the observation (`decoding.score_options`)."""
         return decoding.score_options(self, observation, option_tokens, option_mask)
 
+    def activations(self, observation: Observation, *, rng: jax.Array | None = None,
+                    num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """(first-token logits, `{"prefix_last", "prefix_mean"}`) from the decoder's prefix pass
+        (`decoding.prefix_activations`). No action expert, so no `action_mean`; `rng` and `num_steps` (flow sampling)
+        do not apply, and are accepted so that probing calls every family alike."""
+        return decoding.prefix_activations(self, observation)
+
     def decode_actions(self, tokens: jax.Array | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(actions float32 `[b, horizon, action_dim]`, valid bool `[b]`); invalid rows are NaN."""
         if self.action_tokenizer is None:

@@ -4,7 +4,8 @@ each with its shuffled control and peak layer, and the protocol's retention.
 Streams: `prefix_last` / `prefix_mean` (the VLM prefix's residual stream per layer, at the last valid prompt token /
 averaged over the prompt tokens) and `action_mean` (the action expert's, averaged over the action tokens). The
 retention compares `prefix_last` with `action_mean`; a task whose prefix curve never rises above chance has no signal
-to retain and is left out of the mean, listed under `retention_excluded` with its peak.
+to retain and is left out of the mean, listed under `retention_excluded` with its peak. Models without an action
+expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams` says so, and there is no retention.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PREFIX_STREAMS = ("prefix_last", "prefix_mean")
 ACTION_STREAMS = ("action_mean",)
 RETENTION_STREAMS = ("prefix_last", "action_mean")
 CHANCE = 0.5  # two tiles
+NO_ACTION_EXPERT = "none: the model has no action expert (Pi0-FAST, PaliGemma, OpenVLA): prefix streams only, no retention"
 
 
 def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, seed: int = 0, C: float = 1.0,
@@ -53,6 +55,8 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
     }
     if all(stream in streams for stream in RETENTION_STREAMS):
         report.update(_retention(tasks))
+    elif not any(stream in streams for stream in ACTION_STREAMS):
+        report["action_streams"] = NO_ACTION_EXPERT
     return report
 
 

@@ -81,6 +81,8 @@ def _larger_tokenizer(source: pathlib.Path, target: pathlib.Path) -> None:
 
 
 def _build(root: pathlib.Path) -> Inputs:
+    from multinet_jax.eval import demo
+
     assets = eval_helpers.assets()
     inputs = Inputs(root, assets)
     data_dir = pathlib.Path(assets["data_dir"])
@@ -119,6 +121,10 @@ def _build(root: pathlib.Path) -> Inputs:
     _nan_checkpoint(root / "ckpt_nan")
     stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
+    npz = demo.build_checkpoint("paligemma", root / "paligemma.npz")
+    with np.load(npz, allow_pickle=False) as arrays:
+        np.savez(root / "incomplete.npz", **{key: arrays[key] for key in arrays.files if not key.endswith("LayerNorm_1/bias")})
+    (root / "torn.npz").write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
     (root / "garbage.model").write_bytes(b"\x08garbage tokenizer")
     _larger_tokenizer(pathlib.Path(assets["tokenizer"]), root / "larger.model")
 
@@ -224,6 +230,13 @@ CASES = [
          lambda i: f"{E(str(i.ckpt_bad_norm_stats))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\] lacks 'mean'"),
     Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
          lambda i: f"{E(i.assets['checkpoint'])}: holds a pi0 model \\(from its parameters\\), but --model=pi0_fast; pass --model=pi0 or leave --model out"),
+    Case("eval_npz_missing_keys", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.incomplete) + ".npz"),
+         lambda i: f"{E(str(i.incomplete))}.npz: parameter paths differ from the model's: missing "
+                   "\\['params/img/Transformer/encoderblock/LayerNorm_1/bias'\\], unexpected \\[\\]"),
+    Case("eval_npz_truncated", "eval", lambda i: _eval(i, checkpoint=str(i.torn) + ".npz"),
+         lambda i: f"{E(str(i.torn))}.npz: not a readable npz \\(BadZipFile: .*\\)"),
+    Case("eval_paligemma_action_domain", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.paligemma) + ".npz", domains=("openx_bimanual",)),
+         lambda i: "--model=paligemma has no action head: --domains \\['openx_bimanual'\\] need actions .*"),
     # eval: tokenizers
     Case("eval_garbage_tokenizer", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/garbage.model"),
          lambda i: f"{E(str(i.root))}/garbage.model: not a SentencePiece model \\(.*\\)"),

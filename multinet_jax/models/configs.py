@@ -133,7 +133,7 @@ class PaliGemmaConfig:
     dtype: DType = "float32"
 
     def __post_init__(self) -> None:
-        check_positive(self, ("action_dim", "action_horizon", "max_token_len", "vocab_size"))
+        check_positive(self, ("max_token_len", "vocab_size"))
 
     @property
     def experts(self) -> tuple[GemmaConfig]:
@@ -151,6 +151,10 @@ class Pi0FastConfig(PaliGemmaConfig):
     max_token_len: int = 250
     action_dim: int = 32
     action_horizon: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, ("action_dim", "action_horizon"))
 
 
 ModelConfig = Pi0Config | Pi0FastConfig | PaliGemmaConfig

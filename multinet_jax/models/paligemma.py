@@ -59,17 +59,24 @@ class PaliGemmaModel:
         raise ValueError("PaliGemma has no action head: it predicts text only (text domains, Act2Answer's text probe)")
 
 
+def read_config(checkpoint: str | pathlib.Path, **overrides: Any) -> PaliGemmaConfig:
+    """PaliGemma's sizes from the npz's array headers (no array read); `overrides`: dtype, max_token_len."""
+    try:
+        return infer_paligemma_config(big_vision.checkpoint_shapes(checkpoint), **overrides)
+    except KeyError as error:  # a key the sizes are read from
+        raise CheckpointError(f"{checkpoint}: lacks {big_vision.npz_key(error.args[0])}, which PaliGemma's sizes are read from")
+    except ValueError as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{checkpoint}: {error}")
+
+
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> PaliGemmaModel:
     """A big_vision PaliGemma npz -> PaliGemmaModel, restored as `dtype` into `mesh`'s shardings (default: all devices
     on "data"); sizes from the arrays' shapes, `overrides` for max_token_len."""
     from multinet_jax.models import param_shapes
 
-    try:
-        config = infer_paligemma_config(big_vision.checkpoint_shapes(checkpoint), dtype=dtype, **overrides)
-    except KeyError as error:  # a key the sizes are read from
-        raise CheckpointError(f"{checkpoint}: lacks {big_vision.npz_key(error.args[0])}, which PaliGemma's sizes are read from")
-    except ValueError as error:
-        raise CheckpointError(f"{checkpoint}: {error}")
+    config = read_config(checkpoint, dtype=dtype, **overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = big_vision.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)

@@ -151,11 +151,19 @@ def _is_big_vision(path: str) -> bool:
     return big_vision.is_big_vision_npz(path)
 
 
+def _big_vision_kind(path: str) -> str:
+    """"paligemma", once the npz's headers show PaliGemma's sizes (a torn or foreign npz fails here, naming it)."""
+    from multinet_jax.models import paligemma
+
+    paligemma.read_config(path)
+    return "paligemma"
+
+
 def _load_paligemma(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
     from multinet_jax.models import paligemma
 
     return paligemma.load(checkpoint, **kwargs)
 
 
-register(Family("big_vision_npz", ("paligemma",), _is_big_vision, lambda path: "paligemma", _load_paligemma,
+register(Family("big_vision_npz", ("paligemma",), _is_big_vision, _big_vision_kind, _load_paligemma,
                 "a big_vision PaliGemma .npz (params/img/..., params/llm/...; e.g. pt_224.npz)", predicts_actions=False))

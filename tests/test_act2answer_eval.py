@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
 
 import eval_helpers
 import multinet_jax
-from multinet_jax.eval import act2answer, demo_data
+from multinet_jax.eval import act2answer, demo_data, manifest
 
 
 def test_eval_writes_both_probes_per_episode(tmp_path):
@@ -61,3 +62,17 @@ def test_action_direction_rule():
     assert act2answer.action_choice(np.array([0.0, 0.0, 0.3])) is None  # no horizontal motion
     assert act2answer.action_choice(np.array([-0.1, 0.0, 0.0])) is None  # straight between the tiles
     assert act2answer.action_choice(np.array([np.nan, 0.1, 0.0])) is None
+
+
+def test_resume_refuses_a_changed_item_set(tmp_path):
+    """The run manifest fingerprints the item set (pairs.json, candidate images, first frames): a changed item set
+    cannot be resumed into the same act2answer predictions."""
+    source = pathlib.Path(eval_helpers.assets()["data_dir"])
+    demo_data.write_missing(source, ["act2answer"])
+    shutil.copytree(source / "act2answer", tmp_path / "data" / "act2answer")
+    settings = {"data_dir": str(tmp_path / "data"), "limit": 4, "batch_size": 4, "num_flow_steps": 1}
+    eval_helpers.evaluate(tmp_path / "run", ["act2answer"], **settings)
+    pairs = tmp_path / "data" / "act2answer" / "public" / "pairs.json"
+    pairs.write_text(pairs.read_text().replace("Left", "Right", 1))
+    with pytest.raises(manifest.RunChangedError, match="data of act2answer: content differs"):
+        eval_helpers.evaluate(tmp_path / "run", ["act2answer"], resume=True, **settings)

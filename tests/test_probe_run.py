@@ -3,6 +3,7 @@ the plot, resume without recomputing, a changed item set refused, bad flags refu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from act2answer_helpers import item_set
 from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
 from multinet_jax import models
-from multinet_jax.eval import demo, demo_data, probe
+from multinet_jax.eval import demo, demo_data, manifest, probe
 from multinet_jax.probing import activations, report
 
 
@@ -105,3 +106,29 @@ def test_probe_without_action_expert_says_so(setup, tmp_path):
     written = json.loads((tmp_path / "probing.json").read_text())
     assert written["streams"] == ["prefix_last", "prefix_mean"] and "retention" not in written
     assert written["action_streams"] == report.NO_ACTION_EXPERT == result["action_streams"]
+
+
+def test_probe_settings_are_all_classified():
+    fields = {field.name for field in dataclasses.fields(probe.ProbeConfig)}
+    assert set(probe.ACTIVATION_SETTINGS) | set(probe.OTHER_SETTINGS) == fields
+    assert not set(probe.ACTIVATION_SETTINGS) & set(probe.OTHER_SETTINGS)
+
+
+def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
+    """The probe manifest: resuming activations with another seed, item set or checkpoint is refused, naming each."""
+    items = item_set(tmp_path / "items", items_per_category=2)
+    config = _config(setup, tmp_path / "run", limit=4)
+    config = dataclasses.replace(config, data_dir=str(items))
+    probe.check_manifest(config, probe.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer}))
+    probe.capture(config, setup["model"])
+    recorded = json.loads((tmp_path / "run" / probe.MANIFEST).read_text())
+    assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0}
+    assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"}
+    (items / "pairs.json").write_text((items / "pairs.json").read_text().replace("Left", "Right", 1))
+    resumed = dataclasses.replace(config, resume=True, seed=1)
+    with pytest.raises(manifest.RunChangedError, match=r"probe_manifest.json: the activations in this folder come from "
+                       r"another run: --seed: recorded 0, now 1; data: content differs .*"):
+        probe.run_probe(resumed, model=setup["model"])
+    (tmp_path / "run" / probe.MANIFEST).unlink()
+    with pytest.raises(manifest.RunChangedError, match="holds activations but no probe_manifest.json"):
+        probe.run_probe(resumed, model=setup["model"])

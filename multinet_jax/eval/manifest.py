@@ -81,7 +81,8 @@ def domain_data_dir(config: Any, name: str) -> pathlib.Path:
     return data.split_dir(pathlib.Path(config.data_dir) / domains.lookup(name).folder, config.split)[0]
 
 
-def _located(location: str | pathlib.Path) -> dict[str, Any]:
+def located(location: str | pathlib.Path) -> dict[str, Any]:
+    """Where an input is and its content fingerprint (what a manifest records of it)."""
     return {"path": str(fingerprints.as_path(location)), **fingerprints.fingerprint(location)}
 
 
@@ -92,13 +93,13 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Ma
     Fingerprints every input: call it before the long part. Without a "checkpoint" path the model is in memory
     (benchmarks, a model under training): it has no files to fingerprint, so such a run is never resumable.
     """
-    tokenizers = {name: _located(paths[name]) for name in TOKENIZER_ASSETS if name in paths}
+    tokenizers = {name: located(paths[name]) for name in TOKENIZER_ASSETS if name in paths}
     return {
         "format": FORMAT,
         "settings": settings(config),
-        "checkpoint": _located(paths["checkpoint"]) if "checkpoint" in paths else None,
+        "checkpoint": located(paths["checkpoint"]) if "checkpoint" in paths else None,
         "tokenizers": tokenizers,
-        "domains": {name: {"protocol": dict(protocols[name]), "data": _located(domain_data_dir(config, name))}
+        "domains": {name: {"protocol": dict(protocols[name]), "data": located(domain_data_dir(config, name))}
                     for name in config.domains},
     }
 
@@ -107,7 +108,7 @@ def _content(entry: Mapping[str, Any] | None) -> str | None:
     return None if entry is None else entry.get("sha256")
 
 
-def _differs(what: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
+def differs(what: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any] | None) -> list[str]:
     """One line for a fingerprinted input that is not the recorded one."""
     if recorded is not None and current is not None and _content(recorded) == _content(current):
         return []
@@ -139,20 +140,20 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
             found.append(f"--{name}: not recorded by the earlier run, now {value!r}")
         elif recorded_settings[name] != value:
             found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
-    found += _differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
+    found += differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
     recorded_tokenizers = recorded.get("tokenizers", {})
     for name in sorted(set(recorded_tokenizers) | set(current["tokenizers"])):
         if name not in recorded_tokenizers or name not in current["tokenizers"]:
             found.append(f"--{name}: {'not given now' if name in recorded_tokenizers else 'not given before'}")
         else:
-            found += _differs(f"--{name}", recorded_tokenizers[name], current["tokenizers"][name])
+            found += differs(f"--{name}", recorded_tokenizers[name], current["tokenizers"][name])
     for name in compared_domains:
         recorded_domain = recorded.get("domains", {}).get(name)
         if recorded_domain is None:
             found.append(f"data of {name}: its predictions are not recorded in the manifest")
         else:
             found += _protocol_differs(name, recorded_domain.get("protocol"), current["domains"][name]["protocol"])
-            found += _differs(f"data of {name}", recorded_domain.get("data"), current["domains"][name]["data"])
+            found += differs(f"data of {name}", recorded_domain.get("data"), current["domains"][name]["data"])
     return found
 
 

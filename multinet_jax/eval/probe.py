@@ -4,9 +4,11 @@
     run_probe(ProbeConfig(checkpoint=..., tokenizer=..., data_dir="<item set>", output_dir="runs/probe"))
 
 Per batch the model's `activations` call returns the actions and the pooled residual streams from one jitted pass
-(`models/activations.py`; Pi0-FAST and PaliGemma: the decoder's prefix pass, prefix streams only). Every model gets
-the same prompt (the instruction in Pi0's format, BOS + text + "\n"), so prefix curves compare across models; the valid rows go to `<output_dir>/activations/<split>/batch_*.npz` with their ids,
-layouts, categories and labels (the target tile). A resumed run checks the saved ids against the item set and
+(`models/activations.py`; Pi0-FAST and PaliGemma: the decoder's prefix pass, prefix streams only). Every model but
+OpenVLA, which tokenizes its own, gets the same prompt (the instruction in Pi0's format, BOS + text + "\n"). The valid
+rows go to `<output_dir>/activations/<split>/batch_*.npz` with their ids, layouts, categories and labels (the target
+tile). `probe_manifest.json` records what the activations depend on, so a resume with other settings or inputs is
+refused (`check_manifest`). A resumed run checks the saved ids against the item set and
 continues after the last whole batch. Labels are the target tile (0 = left, 1 = right); folds keep both layouts of
 an item together.
 """
@@ -14,7 +16,9 @@ an item together.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -22,11 +26,31 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, models, sharding, tokenizers
+from multinet_jax.eval import manifest, summary
 from multinet_jax.models import registry
-from multinet_jax.eval import summary
 from multinet_jax.probing import activations, report
 
 DOMAIN = "act2answer"
+MANIFEST = "probe_manifest.json"
+MANIFEST_FORMAT = "multinet_jax.probe_manifest/v1"
+# `ProbeConfig` fields whose value changes the saved activations: resuming with a different one is refused.
+ACTIVATION_SETTINGS = ("split", "max_token_len", "dtype", "num_flow_steps", "seed")
+# Every other field, and why a resumed run may differ in it.
+OTHER_SETTINGS = {
+    "checkpoint": "compared by content (the manifest's `checkpoint` fingerprint)",
+    "tokenizer": "compared by content (the `tokenizer` fingerprint)",
+    "data_dir": "compared by content (the `data` fingerprint: pairs.json, candidate images, first_frames/)",
+    "frames_dir": "compared by content (the `frames` fingerprint)",
+    "output_dir": "is where the manifest lives",
+    "batch_size": "each episode's noise is folded from its own index, so batching does not change activations",
+    "mesh": "sharding does not change activations",
+    "limit": "episodes come in a fixed order, so a larger limit extends the same activations",
+    "resume": "decides whether saved activations are continued, not what they are",
+    "num_folds": "the probes are refitted on all saved activations every run (probing.json records the settings)",
+    "probe_seed": "the probes are refitted on all saved activations every run",
+    "C": "the probes are refitted on all saved activations every run",
+    "max_iter": "the probes are refitted on all saved activations every run",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +135,56 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     return directory
 
 
+def describe(config: ProbeConfig, paths: Mapping[str, Any]) -> dict[str, Any]:
+    """The probe run's manifest: the activation settings and the content fingerprints of every input."""
+    inputs = {"checkpoint": manifest.located(paths["checkpoint"]), "data": manifest.located(config.data_dir)}
+    if paths["tokenizer"] is not None:  # None: the checkpoint bundles its own (OpenVLA), fingerprinted with it
+        inputs["tokenizer"] = manifest.located(paths["tokenizer"])
+    if config.frames_dir:
+        inputs["frames"] = manifest.located(config.frames_dir)
+    return {"format": MANIFEST_FORMAT, "settings": {name: getattr(config, name) for name in ACTIVATION_SETTINGS},
+            "inputs": inputs}
+
+
+def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
+    """Refuses to resume activations that another run (other settings or inputs) wrote, naming each difference;
+    records `current` otherwise (before the first batch)."""
+    output_dir = pathlib.Path(config.output_dir)
+    path = output_dir / MANIFEST
+    if config.resume and activations.resume_index(_activations_dir(config)):
+        try:
+            recorded = json.loads(path.read_text()) if path.exists() else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise manifest.RunChangedError(f"{path}: unreadable probe manifest ({error}); use a new --output_dir") from None
+        if not isinstance(recorded, dict) or recorded.get("format") != MANIFEST_FORMAT:
+            raise manifest.RunChangedError(f"{output_dir}: holds activations but no {MANIFEST}, so they cannot be verified "
+                                           "to come from this run; use a new --output_dir")
+        found = [f"--{name}: recorded {recorded['settings'].get(name)!r}, now {value!r}"
+                 for name, value in current["settings"].items() if recorded["settings"].get(name) != value]
+        for name in sorted(set(recorded["inputs"]) | set(current["inputs"])):
+            before, now = recorded["inputs"].get(name), current["inputs"].get(name)
+            if before is None or now is None:
+                found.append(f"{name}: {'not given now' if now is None else 'not given before'}")
+            else:
+                found += manifest.differs(name, before, now)
+        if found:
+            raise manifest.RunChangedError(f"{path}: the activations in this folder come from another run: "
+                                           f"{'; '.join(found)}. Use a new --output_dir, or the recorded settings and inputs")
+    summary.write_json(path, current)
+
+
 def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
-    """Capture (or resume) the activations, fit the probes, write `probing.json` and `probing.png`."""
-    paths = assets.resolve_all({} if model is not None else {"checkpoint": config.checkpoint})
+    """Capture (or resume) the activations, fit the probes, write `probing.json` and `probing.png`.
+
+    `model` (a loaded model, e.g. in tests) skips loading `config.checkpoint`, which is still fingerprinted: it must
+    name the checkpoint the model came from."""
+    paths = assets.resolve_all({"checkpoint": config.checkpoint})
     bundled = getattr(model, "tokenizer", None) is not None if model is not None else \
         registry.family_of(paths["checkpoint"]).bundles_tokenizer
     if bundled:  # its own tokenizer reads the prompts: none is resolved or recorded
         config = dataclasses.replace(config, tokenizer=None)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer or assets.DEFAULT_TOKENIZER))
+    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}))  # before the model loads
     if model is None:
         mesh = sharding.make_mesh(config.mesh, devices=jax.local_devices())
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh)

@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 REPORT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = REPORT_DIR.parents[1]
@@ -112,3 +113,14 @@ def measure_load(checkpoint: pathlib.Path, num_params: int) -> dict[str, Any]:
     bf16_bytes = 2 * num_params
     return {"num_params": num_params, "bf16_param_bytes": bf16_bytes, **measured,
             "peak_rss_over_bf16_bytes": measured["peak_rss_bytes"] / bf16_bytes, "goal_peak_rss_over_bf16_bytes": 1.3}
+
+
+def matmul_peak(size: int, iters: int, dtype: str) -> dict[str, Any]:
+    """`[n, n] @ [n, n]` FLOP/s in `dtype`, AOT-compiled and fenced: the denominator of MFU and of how close a
+    model's matmuls run to what this device does at best."""
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(key_a, (size, size), dtype)
+    b = jax.random.normal(key_b, (size, size), dtype)
+    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+    timing = time_call(lambda: matmul(a, b), warmup=2, iters=max(iters, 5))
+    return {"matmul_size": size, "dtype": dtype, "median_s": timing["median_s"], "flops_per_s": 2 * size**3 / timing["median_s"]}

@@ -13,6 +13,12 @@ Every function is AOT-compiled (`lower().compile()`) and warmed up; ours and the
 call in alternation, so a shared machine's changing load hits both alike; times are medians. Only ratios
 measured within one run are reported: no figure from another day or machine enters the results.
 
+Parameters are the random init plus `--perturb` x N(0, 1) on every leaf (0.3, as the golden fixtures do): openpi's
+initializers leave Pi0.5's adaRMS gates at exactly zero, so unperturbed its action expert's blocks add nothing and
+the two sides' actions would agree trivially. Where the time goes: `prefix_gflop` (matmul FLOPs counted on the
+jaxpr, `benchmarks/flops.py`) over `prefix_ms` gives the prefix's achieved FLOP/s (SigLIP dominates it), reported
+beside a square matmul's FLOP/s in the run's dtype measured in the same process (`matmul_peak`).
+
 Real openpi was not timed: its model code is not on PyPI (the `openpi` name there is a reserved 0.0.0 placeholder;
 the GitHub repository with its pinned jax 0.5.3 stack would have to be fetched), and this project's machines reach
 no network but the package registries, so the baseline is the re-creation above (the results' `baseline_note`).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import resource
 import statistics
 import time
@@ -34,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import time_call, write_report
+from benchmarks.common import matmul_peak, time_call, write_report
+from benchmarks.flops import count_flops
 from multinet_jax.models import configs, init_params, numerics, vit
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
 
@@ -60,6 +68,18 @@ def make_observation(config: configs.Pi0Config, batch: int, live_cameras: int, s
     observation["tokenized_prompt_mask"] = np.arange(config.max_token_len)[None, :].repeat(batch, 0) < PROMPT_LEN
     observation["state"] = rng.uniform(-1, 1, (batch, config.action_dim)).astype(np.float32)
     return observation
+
+
+def benchmark_params(config: configs.Pi0Config, perturb: float, seed: int = 0) -> Any:
+    """Random init + `perturb` * N(0, 1) on every leaf (see the module docstring), in the config's dtype."""
+    params = init_params(config, jax.random.key(seed))
+    if not perturb:
+        return params
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(
+        lambda leaf: (np.asarray(leaf, np.float32) + perturb * rng.standard_normal(leaf.shape, np.float32)).astype(leaf.dtype),
+        params,
+    )
 
 
 def _prefix(module, params, images, image_masks, tokens, token_mask, state):
@@ -125,6 +145,7 @@ class Sampler:
                 sample_actions_jit, model.module, self.params, noise=self.noise, num_steps=self.steps, **self.inputs
             )
             self.prefix, _ = _compile(jax.jit(_prefix, static_argnums=0), model.module, self.params, **self.inputs)
+            self.prefix_flops = count_flops(functools.partial(_prefix, model.module), self.params, **self.inputs)
             self.kv_cache, self.prefix_mask = self.prefix(self.params, **self.inputs)
             self.step, _ = _compile(
                 jax.jit(_flow_step, static_argnums=0),
@@ -149,6 +170,8 @@ class Sampler:
             "sample_min_s": min(seconds),
             "chunks_per_s": batch / statistics.median(seconds),
             "prefix_ms": 1e3 * prefix_t["median_s"],
+            "prefix_gflop": self.prefix_flops / 1e9,
+            "prefix_gflop_per_s": self.prefix_flops / 1e9 / prefix_t["median_s"],
             "ms_per_flow_step": 1e3 * step_t["median_s"],
             "compile_s": self.compile_s,
             "compiled_peak_bytes": _memory_bytes(self.sample),
@@ -197,12 +220,14 @@ def main() -> None:
     parser.add_argument("--skip_baseline", action="store_true")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--name", default="pi0_throughput")
+    parser.add_argument("--perturb", type=float, default=0.3, help="add this x N(0, 1) to every parameter (0: the plain init)")
+    parser.add_argument("--peak_matmul", type=int, default=2048, help="size of the square matmul whose FLOP/s is reported")
     args = parser.parse_args()
 
     results, skipped = [], []
     for name in args.configs.split(","):
         config = configs.get_config(name, dtype=args.dtype)
-        model = Pi0Model(config, init_params(config, jax.random.key(0)), norm_stats=None)
+        model = Pi0Model(config, benchmark_params(config, args.perturb), norm_stats=None)
         for live in (int(c) for c in args.cameras.split(",")):
             for batch in (int(b) for b in args.batch_sizes.split(",")):
                 baseline_images = batch * len(CAMERAS)
@@ -210,12 +235,15 @@ def main() -> None:
                     skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
                     continue
                 results.append({"config": name, **run_case(model, batch, live, args)})
+    peak = matmul_peak(args.peak_matmul, args.iters, args.dtype)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     write_report(
         args.name,
         {
             "num_steps": NUM_STEPS,
             "dtype": args.dtype,
+            "perturb": args.perturb,
+            "matmul_peak": peak,
             "results": results,
             "skipped": skipped,
             "process_peak_rss_bytes": peak_rss,

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import REPORT_DIR, REPO_ROOT, data_label, machine_info, time_call
+from benchmarks.common import REPORT_DIR, REPO_ROOT, data_label, machine_info, matmul_peak, time_call
 from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from benchmarks.pi0_throughput import make_observation
@@ -94,16 +94,6 @@ DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, metrics_samples
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-
-
-def measure_peak(size: int, iters: int) -> dict[str, Any]:
-    """bfloat16 `[n, n] @ [n, n]` FLOP/s, AOT-compiled and fenced: the MFU denominator."""
-    key_a, key_b = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(key_a, (size, size), jnp.bfloat16)
-    b = jax.random.normal(key_b, (size, size), jnp.bfloat16)
-    matmul = jax.jit(jnp.matmul).lower(a, b).compile()
-    timing = time_call(lambda: matmul(a, b), warmup=2, iters=max(iters, 5))
-    return {"matmul_size": size, "median_s": timing["median_s"], "bf16_flops_per_s": 2 * size**3 / timing["median_s"]}
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
@@ -372,8 +362,8 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     stages = report["stages"]
     peak = None
     if "peak" in args.stages:
-        stages["peak"] = measure_peak(sizes.peak_matmul, sizes.iters)
-        peak = stages["peak"]["bf16_flops_per_s"]
+        stages["peak"] = matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16")
+        peak = stages["peak"]["flops_per_s"]
     if "models" in args.stages:
         stages["models"] = run_models(args, sizes, budget, peak, mesh)
     if "metrics" in args.stages:
@@ -395,7 +385,7 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
 def format_table(report: dict[str, Any]) -> str:
     """The printed summary: the device, then one line per model case."""
     device, stages = report["device"], report["stages"]
-    peak = stages.get("peak", {}).get("bf16_flops_per_s")
+    peak = stages.get("peak", {}).get("flops_per_s")
     lines = [f"device: {device['kind']} ({device['platform']}), measured bf16 matmul peak "
              + (f"{peak / 1e12:.3g} TFLOP/s" if peak else "not measured"),
              f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"]

@@ -49,7 +49,7 @@ def dry_run(tmp_path_factory):
 def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     report, stdout = dry_run
     assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
-    assert report["stages"]["peak"]["bf16_flops_per_s"] > 0
+    assert report["stages"]["peak"]["flops_per_s"] > 0 and report["stages"]["peak"]["dtype"] == "bfloat16"
     models = report["stages"]["models"]
     assert set(models) == set(suite.MODELS) >= {"pi0", "pi05", "pi0_fast", "openvla"}
     for name, entry in models.items():

@@ -224,33 +224,34 @@ def main() -> None:
     parser.add_argument("--peak_matmul", type=int, default=2048, help="size of the square matmul whose FLOP/s is reported")
     args = parser.parse_args()
 
-    results, skipped = [], []
-    for name in args.configs.split(","):
-        config = configs.get_config(name, dtype=args.dtype)
-        model = Pi0Model(config, benchmark_params(config, args.perturb), norm_stats=None)
-        for live in (int(c) for c in args.cameras.split(",")):
-            for batch in (int(b) for b in args.batch_sizes.split(",")):
-                baseline_images = batch * len(CAMERAS)
-                if baseline_images > args.max_images:
-                    skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
-                    continue
-                results.append({"config": name, **run_case(model, batch, live, args)})
     peak = matmul_peak(args.peak_matmul, args.iters, args.dtype)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    write_report(
-        args.name,
-        {
-            "num_steps": NUM_STEPS,
-            "dtype": args.dtype,
-            "perturb": args.perturb,
-            "matmul_peak": peak,
-            "results": results,
-            "skipped": skipped,
-            "process_peak_rss_bytes": peak_rss,
-            "baseline_note": BASELINE_NOTE,
-        },
-    )
-
+    results, skipped = [], []
+    cases = [(name, live, batch) for name in args.configs.split(",") for live in (int(c) for c in args.cameras.split(","))
+             for batch in (int(b) for b in args.batch_sizes.split(","))]
+    models: dict[str, Pi0Model] = {}
+    for index, (name, live, batch) in enumerate(cases):
+        if batch * len(CAMERAS) > args.max_images:
+            skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
+        else:
+            if name not in models:
+                config = configs.get_config(name, dtype=args.dtype)
+                models = {name: Pi0Model(config, benchmark_params(config, args.perturb), norm_stats=None)}
+            results.append({"config": name, **run_case(models[name], batch, live, args)})
+        # Written after every case, so an interrupted run keeps what it measured (`complete` says whether it ended).
+        write_report(
+            args.name,
+            {
+                "num_steps": NUM_STEPS,
+                "dtype": args.dtype,
+                "perturb": args.perturb,
+                "matmul_peak": peak,
+                "complete": index == len(cases) - 1,
+                "results": results,
+                "skipped": skipped,
+                "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "baseline_note": BASELINE_NOTE,
+            },
+        )
 
 if __name__ == "__main__":
     main()

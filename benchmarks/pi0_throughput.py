@@ -7,8 +7,9 @@
 Cases: one live camera (MultiNet's Open-X setup: three camera slots, two masked for the whole batch) and three
 live cameras. Each case runs our sampler and, in the same process, the openpi way of sampling: every camera slot
 encoded (`skip_absent_cameras=False`) and openpi's numerics as XLA compiles them, i.e. bf16-output matmuls,
-GELU rounded to bf16 after each elementwise op, and a plain `nn.scan` over bf16 layer weights (`openpi_numerics`;
-for float32 only the encoded cameras differ). The report gives the speed ratio and how far the actions differ.
+GELU rounded to bf16 after each elementwise op, a plain `nn.scan` over bf16 layer weights, and attention weights
+normalized by the softmax before their product with the values (`openpi_numerics`; for float32 only the encoded
+cameras and that normalization differ). The report gives the speed ratio and how far the actions differ.
 Every function is AOT-compiled (`lower().compile()`) and warmed up; ours and the baseline are then timed call by
 call in alternation, so a shared machine's changing load hits both alike; times are medians. Only ratios
 measured within one run are reported: no figure from another day or machine enters the results.
@@ -103,10 +104,16 @@ def _bf16_output_einsum(equation: str, lhs: jax.Array, rhs: jax.Array) -> jax.Ar
     return jnp.einsum(equation, lhs, rhs)
 
 
+def _normalized_softmax_attend(logits: jax.Array, values: jax.Array) -> jax.Array:
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+    return jnp.einsum("...qs,...sh->...qh", probs, values)
+
+
 @contextlib.contextmanager
 def openpi_numerics() -> Iterator[None]:
     """Trace with openpi's way of writing the same math: `jnp.einsum` / `lax.dot_general` in the operands' dtype,
-    `nn.gelu` in the activation dtype, and `nn.scan` over the stacked weights. Only tracing is affected: clear
+    `nn.gelu` in the activation dtype, `nn.scan` over the stacked weights, and attention weights normalized by the
+    softmax before the product with the values. Only tracing is affected: clear
     JAX's caches around it so neither side reuses the other's trace."""
     jax.clear_caches()
     with contextlib.ExitStack() as stack:
@@ -114,6 +121,7 @@ def openpi_numerics() -> Iterator[None]:
         stack.enter_context(mock.patch.object(numerics, "dot_general", jax.lax.dot_general))
         stack.enter_context(mock.patch.object(numerics, "gelu", lambda x, approximate=True: nn.gelu(x, approximate=approximate)))
         stack.enter_context(mock.patch.object(numerics, "scan_layers", _openpi_scan))
+        stack.enter_context(mock.patch.object(numerics, "attend", _normalized_softmax_attend))
         stack.enter_context(mock.patch.dict(vit._DENSE_OPTIONS, dot_general=jax.lax.dot_general))
         yield
     jax.clear_caches()

@@ -1,5 +1,6 @@
-"""`models.numerics`: float32-accumulating matmuls, single-rounding GELU, and layer scans whose bfloat16 weights
-are never copied to float32 (XLA's CPU backend did so for a plain scan: a float32 copy of every weight per call)."""
+"""`models.numerics`: float32-accumulating matmuls, single-rounding GELU, layer scans whose bfloat16 weights
+are never copied to float32 (XLA's CPU backend did so for a plain scan: a float32 copy of every weight per call),
+and softmax attention normalized after the product with the values."""
 
 from __future__ import annotations
 
@@ -62,3 +63,22 @@ def test_bfloat16_layer_scan_keeps_weights_in_bfloat16_and_matches_float32():
     reference = np.asarray(float32_module.apply(float32_params, images), np.float32)
     scale = np.abs(reference).max()
     assert np.abs(outputs - reference).max() < 0.05 * scale  # bf16 rounding, not a wrong layer order or slice
+
+
+def test_attend_is_softmax_attention_with_the_normalization_moved_to_the_output():
+    """float64 softmax(logits) @ values: float32 within float32 rounding, bfloat16 within one rounding of the
+    weights and of the output; a masked key (a huge negative logit, as the models write masks) gets no weight."""
+    logits = _random((2, 3, 40, 56), 0, jnp.float32) * 4
+    logits = logits.at[..., :5].set(-2.3819763e38)  # the models' masked logit
+    values = _random((2, 3, 56, 24), 1, jnp.float32)
+    exact_logits = np.asarray(logits, np.float64)
+    weights = np.exp(exact_logits - exact_logits.max(-1, keepdims=True))
+    exact = (weights / weights.sum(-1, keepdims=True)) @ np.asarray(values, np.float64)
+    out = numerics.attend(logits, values)
+    assert out.dtype == jnp.float32 and out.shape == (2, 3, 40, 24)
+    np.testing.assert_allclose(np.asarray(out, np.float64), exact, rtol=1e-5, atol=1e-6)
+    changed = numerics.attend(logits, values.at[..., :5, :].set(1e3))  # values of masked keys are never read
+    np.testing.assert_array_equal(np.asarray(changed), np.asarray(out))
+    bf16 = numerics.attend(logits, values.astype(jnp.bfloat16))
+    assert bf16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(bf16, np.float64), exact, rtol=2**-7, atol=2**-7)

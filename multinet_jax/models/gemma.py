@@ -172,7 +172,7 @@ def _attend_cache(
 
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.Array | None) -> jax.Array:
     """GQA softmax attention: q `[b, t, heads, h]` (already scaled), k/v `[b, s, kv_heads, h]`, optional bool
-    mask `[b, t, s]` -> `[b, t, heads, h]` in v's dtype. Logits and softmax in float32.
+    mask `[b, t, s]` -> `[b, t, heads, h]` in v's dtype. Logits and softmax in float32 (`numerics.attend`).
 
     The query heads of one KV head and the query tokens are folded into one matmul dimension, so both products
     are plain batched matmuls over (b, kv_heads); XLA's CPU backend runs those several times faster than the
@@ -187,8 +187,7 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
     logits = logits.reshape(b, num_kv_heads, group, t, s)
     if attn_mask is not None:
         logits = jnp.where(attn_mask[:, None, None, :, :], logits, _BIG_NEG)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, num_kv_heads, group * t, s)
-    encoded = numerics.einsum("bkqs,bksh->bkqh", probs, v).reshape(b, num_kv_heads, group, t, head_dim)
+    encoded = numerics.attend(logits.reshape(b, num_kv_heads, group * t, s), v).reshape(b, num_kv_heads, group, t, head_dim)
     return encoded.transpose(0, 3, 1, 2, 4).reshape(b, t, num_heads, head_dim)
 
 

@@ -7,7 +7,8 @@
   results agree with the bf16-output product up to summation order.
 - `gelu`: evaluated in float32 and rounded once (see its docstring).
 - `scan_layers`: layer scans that never copy bf16 weights to float32 (see its docstring).
-For float32 models all three are exactly the plain operations.
+- `attend`: softmax attention with the normalization applied to the output (see its docstring).
+For float32 models the first three are exactly the plain operations, and `attend` equals them up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -81,3 +82,19 @@ def gelu(x: jax.Array, approximate: bool = True) -> jax.Array:
 def silu(x: jax.Array) -> jax.Array:
     """SiLU (Llama's gate activation) evaluated in float32 and rounded once to `x`'s dtype, as `gelu`."""
     return nn.silu(x.astype(jnp.float32)).astype(x.dtype)
+
+
+def attend(logits: jax.Array, values: jax.Array) -> jax.Array:
+    """`softmax(logits) @ values`: logits float32 `[..., q, s]`, values `[..., s, h]` -> `[..., q, h]` in the values'
+    dtype, the softmax's normalization applied to the output instead of to the weights.
+
+    Why: dividing the `[q, s]` weights by their row sums is one more full pass over attention's largest array;
+    dividing the `[q, h]` output (h < s) gives the same values up to float32 rounding (~1e-7 relative), and made
+    SigLIP So400m's attention (24 images x 16 heads x 256 tokens) 1.65x faster in float32 on this project's CPU.
+    The unnormalized weights lie in [0, 1] (each row's largest is exactly 1), so casting them to bfloat16 rounds
+    them as finely, relatively, as the normalized ones; the product accumulates in float32 and is rounded once.
+    """
+    weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+    totals = jnp.sum(weights, axis=-1, keepdims=True)
+    out = jnp.einsum("...qs,...sh->...qh", weights.astype(values.dtype), values, preferred_element_type=jnp.float32)
+    return (out / totals).astype(values.dtype)

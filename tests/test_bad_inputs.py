@@ -125,6 +125,11 @@ def _build(root: pathlib.Path) -> Inputs:
     with np.load(npz, allow_pickle=False) as arrays:
         np.savez(root / "incomplete.npz", **{key: arrays[key] for key in arrays.files if not key.endswith("LayerNorm_1/bias")})
     (root / "torn.npz").write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    fast = _writable_copy(pathlib.Path(assets["fast_checkpoint"]), root / "fast_without_state_quantiles")
+    fast_stats = next((fast / "assets").rglob("norm_stats.json"))
+    raw = json.loads(fast_stats.read_text())
+    raw["norm_stats"]["state"] = {key: raw["norm_stats"]["state"][key] for key in ("mean", "std")}  # no q01/q99
+    fast_stats.write_text(json.dumps(raw))
     (root / "garbage.model").write_bytes(b"\x08garbage tokenizer")
     _larger_tokenizer(pathlib.Path(assets["tokenizer"]), root / "larger.model")
 
@@ -237,6 +242,11 @@ CASES = [
          lambda i: f"{E(str(i.torn))}.npz: not a readable npz \\(BadZipFile: .*\\)"),
     Case("eval_paligemma_action_domain", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.paligemma) + ".npz", domains=("openx_bimanual",)),
          lambda i: "--model=paligemma has no action head: --domains \\['openx_bimanual'\\] need actions .*"),
+    Case("eval_no_state_quantiles", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="pi0_fast", checkpoint=str(i.fast_without_state_quantiles),
+                         fast_tokenizer=i.assets["fast_tokenizer"]),
+         lambda i: f"{E(str(i.fast_without_state_quantiles))}: the Pi0\\.5 / Pi0-FAST prompt holds the state quantile-normalized "
+                   ".*; --nonormalize_state discretizes the state as the data gives it"),
     # eval: tokenizers
     Case("eval_garbage_tokenizer", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/garbage.model"),
          lambda i: f"{E(str(i.root))}/garbage.model: not a SentencePiece model \\(.*\\)"),

@@ -143,6 +143,8 @@ def _build(root: pathlib.Path) -> Inputs:
     eval_helpers.evaluate(root / "finished_run", ("piqa",), limit=2)
     corrupt = shutil.copytree(root / "finished_run", root / "corrupt_predictions")
     (corrupt / "predictions" / "piqa.jsonl").write_text('{"id": "0", "sample_index": 0\n{"id": "1"}\n')
+    (shutil.copytree(root / "finished_run", root / "torn_manifest") / "run_manifest.json").write_text('{"format": ')
+    (shutil.copytree(root / "finished_run", root / "no_manifest") / "run_manifest.json").unlink()
     return inputs
 
 
@@ -215,6 +217,12 @@ CASES = [
                    "expected a non-empty list of names, got None"),
     Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
          lambda i: "unknown domain 'atari'; known: .*"),
+    # report
+    Case("report_torn_manifest", "report", lambda i: [str(i.finished_run), str(i.torn_manifest)],
+         lambda i: f"{E(str(i.torn_manifest))}/run_manifest.json: unreadable run manifest \\(.*\\); use a new --output_dir"),
+    Case("report_run_without_manifest", "report", lambda i: [str(i.finished_run), str(i.no_manifest)],
+         lambda i: "no_manifest: no run_manifest.json \\(written by `multinet-jax eval`\\), so its data cannot be checked "
+                   "against the other runs'; report it alone or re-run it"),
     # convert
     Case("convert_not_openx", "convert", lambda i: [f"--input={i.score}", f"--output={i.converted}"],
          lambda i: f"{E(str(i.score))}: not an Open-X dataset: expected .*"),

@@ -86,3 +86,17 @@ def test_openvla_runs_the_knowledge_probes(tmp_path):
     for record in records:  # both options scored by OpenVLA's log-likelihood; the action probe from its 7 dims
         assert len(record["raw_output"]) == 2 and all(score < 0 for score in record["raw_output"])
         assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["action_displacement"]) == 3
+
+
+def test_the_manifest_records_openvlas_run_and_refuses_a_resume_with_another_unnorm_key(tmp_path):
+    from multinet_jax import fingerprints
+    from multinet_jax.eval import manifest
+
+    settings = {"model": "openvla", "checkpoint": openvla_dir(), "tokenizer": None, "limit": 2, "unnormalize": "checkpoint"}
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), **settings)
+    recorded = json.loads((tmp_path / manifest.FILENAME).read_text())
+    assert recorded["settings"]["model"] == "openvla" and recorded["settings"]["unnorm_key"] is None
+    assert recorded["checkpoint"]["sha256"] == fingerprints.fingerprint(openvla_dir())["sha256"]  # the safetensors folder
+    assert recorded["tokenizers"] == {}  # its tokenizer is part of the checkpoint's fingerprint
+    with pytest.raises(manifest.RunChangedError, match="--unnorm_key: recorded None, now 'bridge_orig'"):
+        eval_helpers.evaluate(tmp_path, ("openx_bimanual",), **settings, unnorm_key="bridge_orig", resume=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -115,3 +116,27 @@ def test_bad_run_folders_fail_naming_the_file(runs, tmp_path):
         report.load_runs([broken])
     with pytest.raises(report.ReportError, match="given twice"):
         report.load_runs([runs / "pi0", runs / "pi0"])
+
+
+def test_runs_are_labelled_by_their_manifests_and_different_data_is_refused(runs, tmp_path):
+    header, rows = _markdown_table(report.to_markdown(report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
+    for row, run in zip(rows, ("pi0", "pi0_fast")):
+        recorded = json.loads((runs / run / "run_manifest.json").read_text())
+        assert row[1] == recorded["settings"]["model"] == run
+        assert row[2].endswith(f"(sha256 {recorded['checkpoint']['sha256'][:12]})")
+    # PIQA evaluated on other data (one answer changed): refused beside the pi0 run, naming the domain and the runs
+    paths = eval_helpers.assets()
+    data_dir = tmp_path / "data"
+    shutil.copytree(pathlib.Path(paths["data_dir"]) / "piqa", data_dir / "piqa")
+    piqa = next((data_dir / "piqa").rglob("*.jsonl"))
+    lines = piqa.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "label": 1 - int(first["label"])})
+    piqa.write_text("\n".join(lines) + "\n")
+    eval_helpers.evaluate(tmp_path / "other", ("piqa",), limit=2, data_dir=str(data_dir))
+    with pytest.raises(report.ReportError, match=r"piqa: the runs evaluated different data \(data sha256 pi0 \w{12}, other \w{12}\)"):
+        report.load_runs([runs / "pi0", tmp_path / "other"])
+    (tmp_path / "other" / "run_manifest.json").unlink()
+    with pytest.raises(report.ReportError, match="other: no run_manifest.json"):
+        report.load_runs([runs / "pi0", tmp_path / "other"])
+    assert report.load_runs([tmp_path / "other"])[0].manifest is None  # alone it is reported as it is

@@ -11,6 +11,11 @@ and `predictions/<domain>.jsonl` (for Open-X's per-dimension errors), and writes
 
 Nothing is averaged across domains or runs. A domain whose runs scored different sample counts (or splits) shows
 each cell's count and a note under its table; a domain a run did not evaluate is an empty cell.
+
+Each run's `run_manifest.json` (written by `eval`) labels it in the runs table: model, checkpoint with its content
+fingerprint, and the prediction settings that differ between the runs. Runs are put side by side only on the same
+data: a domain whose data fingerprint differs between two runs is refused, naming the domain and the runs; so is a
+run without a manifest beside others (its data cannot be checked).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax import domains
-from multinet_jax.eval import summary
+from multinet_jax.eval import manifest, summary
 
 # Output kinds in MultiNet's order, with the heading of their table.
 KIND_TITLES = {
@@ -43,6 +48,7 @@ KIND_TITLES = {
 # Config fields that say where a run wrote, not what it computed.
 _NOT_SETTINGS = ("output_dir", "resume")
 _MISSING = "—"
+
 
 
 class ReportError(ValueError):
@@ -66,6 +72,7 @@ class Run:
     label: str
     config: Mapping[str, Any]
     results: Mapping[str, DomainResult]
+    manifest: Mapping[str, Any] | None = None  # `run_manifest.json`, when the run wrote one
 
 
 def _read_json(path: pathlib.Path) -> dict[str, Any]:
@@ -109,7 +116,11 @@ def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
         config = config or content["config"]
     if not results:
         raise ReportError(f"{run_dir}: no <domain>_metrics.json; not a finished `multinet-jax eval` run folder")
-    return Run(label=label or str(run_dir), config=config, results=results)
+    try:
+        recorded = manifest.read(run_dir)
+    except manifest.RunChangedError as error:  # unreadable, or not a run manifest
+        raise ReportError(str(error)) from None
+    return Run(label=label or str(run_dir), config=config, results=results, manifest=recorded)
 
 
 def load_runs(run_dirs: Sequence[str | pathlib.Path]) -> list[Run]:
@@ -121,7 +132,29 @@ def load_runs(run_dirs: Sequence[str | pathlib.Path]) -> list[Run]:
     labels = names if len(set(names)) == len(names) else [str(path) for path in paths]
     if len(set(labels)) != len(labels):
         raise ReportError(f"a run folder is given twice: {', '.join(map(str, paths))}")
-    return [load_run(path, label) for path, label in zip(paths, labels)]
+    runs = [load_run(path, label) for path, label in zip(paths, labels)]
+    check_same_data(runs)
+    return runs
+
+
+def _data_fingerprint(run: Run, domain: str) -> str | None:
+    return ((run.manifest or {}).get("domains", {}).get(domain, {}).get("data") or {}).get("sha256")
+
+
+def check_same_data(runs: Sequence[Run]) -> None:
+    """Refuses runs whose shared domains were evaluated on different data (their manifests' fingerprints)."""
+    if len(runs) < 2:
+        return
+    unverifiable = [run.label for run in runs if run.manifest is None]
+    if unverifiable:
+        raise ReportError(f"{', '.join(unverifiable)}: no {manifest.FILENAME} (written by `multinet-jax eval`), so its data "
+                          "cannot be checked against the other runs'; report it alone or re-run it")
+    for domain in sorted({name for run in runs for name in run.results}):
+        prints = {run.label: _data_fingerprint(run, domain) for run in runs if domain in run.results}
+        if len(set(prints.values())) > 1:
+            listed = ", ".join(f"{label} {str(value)[:12]}" for label, value in prints.items())
+            raise ReportError(f"{domain}: the runs evaluated different data (data sha256 {listed}); "
+                              "their numbers cannot be put side by side")
 
 
 def _format(value: Any) -> str:
@@ -129,10 +162,22 @@ def _format(value: Any) -> str:
     return "NaN" if math.isnan(number) else f"{number:.4g}"
 
 
+def _settings(run: Run) -> Mapping[str, Any]:
+    """The run's settings: its metrics files' config, the manifest's prediction settings over it (what resume checks)."""
+    return {**run.config, **(run.manifest or {}).get("settings", {})}
+
+
 def differing_settings(runs: Sequence[Run]) -> list[str]:
-    """Config fields whose values differ between the runs (model and checkpoint always shown)."""
-    keys = sorted({key for run in runs for key in run.config} - set(_NOT_SETTINGS) - {"model", "checkpoint", "domains"})
-    return [key for key in keys if len({json.dumps(run.config.get(key), sort_keys=True) for run in runs}) > 1]
+    """Settings whose values differ between the runs (model and checkpoint always shown)."""
+    keys = sorted({key for run in runs for key in _settings(run)} - set(_NOT_SETTINGS) - {"model", "checkpoint", "domains"})
+    return [key for key in keys if len({json.dumps(_settings(run).get(key), sort_keys=True) for run in runs}) > 1]
+
+
+def _checkpoint(run: Run) -> str:
+    """The checkpoint as the run names it, with its content fingerprint when the manifest has one."""
+    fingerprint = ((run.manifest or {}).get("checkpoint") or {}).get("sha256")
+    name = str(run.config.get("checkpoint"))
+    return f"{name} (sha256 {fingerprint[:12]})" if fingerprint else name
 
 
 def _domains_by_kind(runs: Sequence[Run]) -> dict[str, list[str]]:
@@ -165,8 +210,8 @@ class Table:
 def runs_table(runs: Sequence[Run]) -> Table:
     settings = differing_settings(runs)
     header = ["run", "model", "checkpoint", *settings]
-    rows = [[run.label, str(run.config.get("model")), str(run.config.get("checkpoint")),
-             *(json.dumps(run.config.get(key)) for key in settings)] for run in runs]
+    rows = [[run.label, str(_settings(run).get("model")), _checkpoint(run),
+             *(json.dumps(_settings(run).get(key)) for key in settings)] for run in runs]
     return Table("Runs", header, rows, [])
 
 

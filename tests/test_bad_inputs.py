@@ -121,6 +121,8 @@ def _build(root: pathlib.Path) -> Inputs:
     _nan_checkpoint(root / "ckpt_nan")
     stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
+    two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
+    shutil.copytree(two_assets / "demo", two_assets / "physical-intelligence" / "libero")  # openpi's nested asset ids
     npz = demo.build_checkpoint("paligemma", root / "paligemma.npz")
     with np.load(npz, allow_pickle=False) as arrays:
         np.savez(root / "incomplete.npz", **{key: arrays[key] for key in arrays.files if not key.endswith("LayerNorm_1/bias")})
@@ -244,6 +246,11 @@ CASES = [
          lambda i: f"{E(str(i.ckpt_nan))}/params: parameters \\['state_proj/kernel'\\] hold NaN or infinite values \\(corrupt checkpoint bytes\\?\\)"),
     Case("eval_bad_norm_stats", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_bad_norm_stats)),
          lambda i: f"{E(str(i.ckpt_bad_norm_stats))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\] lacks 'mean'"),
+    Case("eval_several_asset_ids", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_two_assets)),
+         lambda i: f"{E(str(i.ckpt_two_assets))}/assets: norm stats for several asset ids \\['demo', 'physical-intelligence/libero'\\]; "
+                   "pass --asset_id .*"),
+    Case("eval_unknown_asset_id", "eval", lambda i: _eval(i, asset_id="droid"),
+         lambda i: f"{E(i.assets['checkpoint'])}/assets: no norm stats for --asset_id='droid' \\(the checkpoint has \\['demo'\\]\\)"),
     Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
          lambda i: f"{E(i.assets['checkpoint'])}: holds a pi0 model \\(from its parameters\\), but --model=pi0_fast; pass --model=pi0 or leave --model out"),
     Case("eval_npz_missing_keys", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.incomplete) + ".npz"),

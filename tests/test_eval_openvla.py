@@ -58,6 +58,8 @@ def test_openvla_takes_no_tokenizer_and_unnorm_key_needs_checkpoint_stats(tmp_pa
     assert "tokenizer" in EvalConfig(**{**settings, "model": "pi0"}).asset_specs()
     with pytest.raises(ValueError, match="--unnorm_key picks the checkpoint's statistics"):
         EvalConfig(**{**settings, "unnorm_key": "bridge_orig"})
+    with pytest.raises(ValueError, match="--asset_id picks an openpi checkpoint's norm stats; --model=openvla does not"):
+        EvalConfig(**{**settings, "asset_id": "droid"})
 
 
 def test_openvla_decodes_the_splits_dims_and_says_how_in_the_metrics(tmp_path):

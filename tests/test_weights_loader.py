@@ -177,3 +177,29 @@ def test_malformed_norm_stats_name_the_file(tmp_path):
     (asset / "norm_stats.json").write_text(json.dumps({"norm_stats": {"state": {"mean": [0.0]}}}))
     with pytest.raises(weights.CheckpointError, match=r"norm_stats.json: norm_stats\['state'\] lacks 'std'"):
         weights.read_norm_stats(tmp_path)
+
+
+def _norm_stats(directory, asset_id: str, mean: float) -> None:
+    asset = directory / "assets" / asset_id
+    asset.mkdir(parents=True)
+    entry = {"mean": [mean], "std": [1.0], "q01": [-1.0], "q99": [1.0]}
+    (asset / "norm_stats.json").write_text(json.dumps({"norm_stats": {"actions": entry, "state": entry}}))
+
+
+def test_norm_stats_are_found_under_openpis_nested_asset_ids_and_picked_by_asset_id(tmp_path):
+    _norm_stats(tmp_path, "physical-intelligence/libero", 1.0)  # pi05_libero's layout
+    assert weights.norm_stats_asset_ids(tmp_path) == ["physical-intelligence/libero"]
+    assert weights.read_norm_stats(tmp_path)["actions"]["mean"].tolist() == [1.0]
+    _norm_stats(tmp_path, "droid", 2.0)
+    with pytest.raises(weights.CheckpointError, match=r"several asset ids \['droid', 'physical-intelligence/libero'\]; pass --asset_id"):
+        weights.read_norm_stats(tmp_path)
+    assert weights.read_norm_stats(tmp_path, "droid")["state"]["mean"].tolist() == [2.0]
+    assert weights.read_norm_stats(tmp_path, "physical-intelligence/libero")["state"]["mean"].tolist() == [1.0]
+    with pytest.raises(weights.CheckpointError, match=r"no norm stats for --asset_id='libero' \(the checkpoint has \['droid', "):
+        weights.read_norm_stats(tmp_path, "libero")
+
+
+def test_a_checkpoint_without_norm_stats_reads_none_unless_an_asset_id_is_asked_for(tmp_path):
+    assert weights.read_norm_stats(tmp_path) is None
+    with pytest.raises(weights.CheckpointError, match=r"no norm stats for --asset_id='droid' \(the checkpoint has none\)"):
+        weights.read_norm_stats(tmp_path, "droid")

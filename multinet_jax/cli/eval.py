@@ -63,6 +63,9 @@ flags.DEFINE_enum("unnormalize", "split", ["split", "split_exact", "checkpoint"]
                   "split's exact float64 mean/std (split_exact) or the checkpoint's norm stats.")
 flags.DEFINE_string("unnorm_key", None, "openvla with --unnormalize=checkpoint: the dataset key of the checkpoint's norm_stats "
                     "(e.g. bridge_orig); default: its only key.")
+flags.DEFINE_string("asset_id", None, "openpi checkpoints with norm stats for several robots: whose "
+                    "assets/<asset_id>/norm_stats.json normalize the state and unnormalize the actions (e.g. droid, "
+                    "physical-intelligence/libero); default: the checkpoint's only one.")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoints, tokenizers and datasets at the given paths when missing "
                   "(deterministic; see checkpoints/README.md).")
 flags.DEFINE_string("embedder_dir", None, "all-MiniLM-L6-v2 for the similarity metrics of SQA3D, RoboVQA and BFCL: a "
@@ -110,6 +113,7 @@ def config_from_flags(*, require_data: bool = True):
         resume=FLAGS.resume,
         unnormalize=FLAGS.unnormalize,
         unnorm_key=FLAGS.unnorm_key,
+        asset_id=FLAGS.asset_id,
         embedder_dir=FLAGS.embedder_dir,
         skip_similarity=FLAGS.skip_similarity,
     )

@@ -36,6 +36,8 @@ flags.DEFINE_integer("num_folds", 5, "Cross-validation folds (grouped by item); 
 flags.DEFINE_integer("probe_seed", 0, "Seed of the fold assignment and the shuffled-label control.")
 flags.DEFINE_float("C", 1.0, "Inverse L2 strength of the logistic-regression probes (scikit-learn's C).")
 flags.DEFINE_integer("max_iter", 100, "L-BFGS iterations per probe at most.")
+flags.DEFINE_string("asset_id", None, "openpi checkpoints with norm stats for several robots: whose "
+                    "assets/<asset_id>/norm_stats.json the model loads with (default: the checkpoint's only one).")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoint, tokenizer and generated item set at the given paths when missing.")
 
 FLAGS = flags.FLAGS

@@ -75,6 +75,7 @@ class EvalConfig:
     embedder_dir: str | None = None
     skip_similarity: bool = False
     unnorm_key: str | None = None
+    asset_id: str | None = None  # openpi: whose `assets/<asset_id>/norm_stats.json` (state and action statistics)
 
     def __post_init__(self) -> None:
         if self.model is None:
@@ -94,6 +95,9 @@ class EvalConfig:
             self._check_text_only()
         if self.unnorm_key is not None and self.unnormalize != "checkpoint":
             raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
+        if self.asset_id is not None and registry.layout_of(self.model) != "openpi":
+            raise ValueError(f"--asset_id picks an openpi checkpoint's norm stats; --model={self.model} does not read "
+                             "them (OpenVLA's statistics are picked with --unnorm_key)")
         if not self.domains:
             raise ValueError("--domains is empty")
         for name in self.domains:
@@ -176,7 +180,7 @@ class _Clock:
 def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
     # What parameter shapes cannot tell, when given; openpi's defaults otherwise.
     overrides = {
-        name: getattr(config, name) for name in ("action_horizon", "action_dim") if getattr(config, name) is not None
+        name: getattr(config, name) for name in ("action_horizon", "action_dim", "asset_id") if getattr(config, name) is not None
     }
     registry.check_model_kind(checkpoint, config.model)  # before any array is read
     model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)

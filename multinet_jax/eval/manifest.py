@@ -43,6 +43,7 @@ PREDICTION_SETTINGS = (
     "seed",
     "unnormalize",
     "unnorm_key",
+    "asset_id",
 )
 
 # Every other `EvalConfig` field, and why two runs filling one output folder may differ in it.

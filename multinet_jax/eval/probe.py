@@ -50,6 +50,8 @@ OTHER_SETTINGS = {
     "probe_seed": "the probes are refitted on all saved activations every run",
     "C": "the probes are refitted on all saved activations every run",
     "max_iter": "the probes are refitted on all saved activations every run",
+    "asset_id": "norm stats do not enter the activations (Act2Answer's state is zeros); it only lets a checkpoint "
+                "holding several load",
 }
 
 
@@ -75,6 +77,7 @@ class ProbeConfig:
     probe_seed: int = 0
     C: float = 1.0
     max_iter: int = 100
+    asset_id: str | None = None  # openpi checkpoints with norm stats for several robots: which one's
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_flow_steps", "max_iter", "max_token_len"):
@@ -187,7 +190,8 @@ def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
     check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}))  # before the model loads
     if model is None:
         mesh = sharding.make_mesh(config.mesh, devices=jax.local_devices())
-        model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh)
+        asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
+        model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
     if not hasattr(model, "activations"):
         raise ValueError(f"{config.checkpoint}: a {type(model).__name__} exposes no activations to probe")
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model)

@@ -64,17 +64,23 @@ def build_model(config: ModelConfig, params: Any, norm_stats: dict | None = None
 
 
 def load_openpi(
-    checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **config_overrides: Any
+    checkpoint: str | pathlib.Path,
+    *,
+    dtype: str = "float32",
+    mesh: Mesh | None = None,
+    asset_id: str | None = None,
+    **config_overrides: Any,
 ):
     """An openpi checkpoint (a local step dir holding `params/`, or `params/` itself) -> model.
 
     Parameters are restored directly as `dtype` ("float32" or "bfloat16", also the compute dtype) into the
-    shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from `assets/` when present.
+    shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from
+    `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
     """
     config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)
-    norm_stats = weights.read_norm_stats(weights.params_directory(checkpoint).parent)
+    norm_stats = weights.read_norm_stats(weights.params_directory(checkpoint).parent, asset_id)
     return build_model(config, params, norm_stats, mesh)
 

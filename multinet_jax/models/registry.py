@@ -66,6 +66,11 @@ def predicts_actions(kind: str) -> bool:
     return any(family.predicts_actions for family in _FAMILIES if kind in family.names)
 
 
+def layout_of(kind: str) -> str:
+    """The checkpoint layout models of `kind` come in (e.g. "openpi" for pi0)."""
+    return next(family.layout for family in _FAMILIES if kind in family.names)
+
+
 def family_of(checkpoint: str | pathlib.Path) -> Family:
     """The family whose layout `checkpoint` has; a one-line error listing the known layouts otherwise."""
     path = str(checkpoint)

@@ -181,19 +181,34 @@ def _quiet_orbax() -> None:
             logger.addFilter(_OrbaxNoiseFilter())
 
 
+def norm_stats_asset_ids(checkpoint_dir: str | pathlib.Path) -> list[str]:
+    """The asset ids whose `assets/<asset_id>/norm_stats.json` the checkpoint holds. An id may contain slashes:
+    openpi names assets by dataset repo id (`pi05_libero` holds `assets/physical-intelligence/libero/`)."""
+    assets = epath.Path(checkpoint_dir) / "assets"
+    if not assets.exists():
+        return []
+    found = (directory.relative_to(assets).as_posix() for directory, _, files in assets.walk() if "norm_stats.json" in files)
+    return sorted(asset_id for asset_id in found if asset_id != ".")
+
+
 def read_norm_stats(checkpoint_dir: str | pathlib.Path, asset_id: str | None = None) -> dict[str, dict] | None:
     """`assets/<asset_id>/norm_stats.json` -> {key: {"mean", "std", "q01", "q99": np.ndarray | None}}.
 
-    None when the checkpoint has no assets; `asset_id` picks one when there are several.
+    None when the checkpoint has no norm stats and no `asset_id` was asked for. A checkpoint with stats for several
+    asset ids needs `asset_id`: picking one silently would unnormalize with another robot's statistics.
     """
     assets = epath.Path(checkpoint_dir) / "assets"
+    available = norm_stats_asset_ids(checkpoint_dir)
     if asset_id is None:
-        candidates = sorted(p.parent.name for p in assets.glob("*/norm_stats.json")) if assets.exists() else []
-        if not candidates:
+        if not available:
             return None
-        if len(candidates) > 1:
-            raise CheckpointError(f"{assets}: several norm stats {candidates}; pass asset_id")
-        asset_id = candidates[0]
+        if len(available) > 1:
+            raise CheckpointError(f"{assets}: norm stats for several asset ids {available}; pass --asset_id "
+                                  "(load_model(..., asset_id=...)) to pick the one of your robot and data")
+        asset_id = available[0]
+    elif asset_id not in available:
+        raise CheckpointError(f"{assets}: no norm stats for --asset_id={asset_id!r} (the checkpoint has "
+                              f"{available or 'none'})")
     path = assets / asset_id / "norm_stats.json"
     try:
         raw = json.loads(path.read_text())["norm_stats"]

@@ -332,6 +332,16 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(case, cli_results):
     assert re.fullmatch(f"error: {case.expected(inputs)}\n", stderr), result["stderr"]
 
 
+def test_a_wrong_attention_mode_in_the_environment_is_one_line(cli_results):
+    inputs, _ = cli_results
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "MULTINET_JAX_ATTENTION": "flash"}
+    environment.pop("XLA_FLAGS", None)
+    result = subprocess.run([sys.executable, "-c", "from multinet_jax.cli import main; main()", "eval", *_eval(inputs, output="attention")],
+                            capture_output=True, text=True, env=environment, cwd=inputs.root, timeout=600)
+    assert (result.returncode, result.stderr) == (
+        2, "error: $MULTINET_JAX_ATTENTION: 'flash' is not an attention mode (one of auto, reference, xla)\n")
+
+
 def test_hostile_pickle_ran_no_code(cli_results):
     inputs, results = cli_results
     assert results["data_hostile_pickle"]["rc"] == 2

@@ -11,6 +11,7 @@ import pytest
 import eval_helpers
 from multinet_jax.eval import EvalConfig, demo, manifest
 from multinet_jax.eval.loop import protocol_settings
+from multinet_jax.models import attention
 
 DOMAIN = "piqa"
 SETTINGS = {"limit": 4}
@@ -116,6 +117,15 @@ def test_resume_after_the_data_changed_is_refused(tmp_path):
     rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(manifest.RunChangedError, match=r"data of piqa: content differs"):
         eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=4, resume=True)
+
+
+def test_resuming_under_another_attention_mode_is_refused(finished_run, tmp_path):
+    output_dir = _copy_run(finished_run, tmp_path)
+    assert json.loads((output_dir / manifest.FILENAME).read_text())["attention"] == {"mode": "auto", "fast_path": None}
+    with attention.mode("xla"), pytest.raises(manifest.RunChangedError) as refused:
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert ("attention ($MULTINET_JAX_ATTENTION): recorded {'mode': 'auto', 'fast_path': None}, "
+            "now {'mode': 'xla', 'fast_path': 'xla'}") in str(refused.value)
 
 
 def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):

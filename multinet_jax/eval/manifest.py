@@ -1,6 +1,7 @@
 """The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
 
-It records the settings that change predictions (`PREDICTION_SETTINGS`), content fingerprints of the checkpoint
+It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
+`models.attention`), content fingerprints of the checkpoint
 and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
 format and length, decoding budget, image resizing, ...) and a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
 sizes and content digests, so a moved copy matches and a changed file does not). It is written before the first
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from multinet_jax import data, domains, fingerprints
+from multinet_jax.models import attention
 
 FILENAME = "run_manifest.json"
 FORMAT = "multinet_jax.run_manifest/v1"
@@ -98,6 +100,7 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Ma
     return {
         "format": FORMAT,
         "settings": settings(config),
+        "attention": attention.manifest_entry(),
         "checkpoint": located(paths["checkpoint"]) if "checkpoint" in paths else None,
         "tokenizers": tokenizers,
         "domains": {name: {"protocol": dict(protocols[name]), "data": located(domain_data_dir(config, name))}
@@ -122,6 +125,13 @@ def differs(what: str, recorded: Mapping[str, Any] | None, current: Mapping[str,
     ]
 
 
+def attention_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line when the attention mode or the fast path it takes (`models.attention.manifest_entry`) differs."""
+    if recorded.get("attention") == current["attention"]:
+        return []
+    return [f"attention (${attention.ENV_VAR}): recorded {recorded.get('attention')!r}, now {current['attention']!r}"]
+
+
 def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
     """One line per protocol setting of domain `name` that is not the recorded one."""
     if recorded is None:
@@ -141,6 +151,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
             found.append(f"--{name}: not recorded by the earlier run, now {value!r}")
         elif recorded_settings[name] != value:
             found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
+    found += attention_differs(recorded, current)
     found += differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
     recorded_tokenizers = recorded.get("tokenizers", {})
     for name in sorted(set(recorded_tokenizers) | set(current["tokenizers"])):

@@ -27,7 +27,7 @@ import tqdm
 
 from multinet_jax import assets, data, models, sharding, tokenizers
 from multinet_jax.eval import manifest, summary
-from multinet_jax.models import registry
+from multinet_jax.models import attention, registry
 from multinet_jax.probing import activations, report
 
 DOMAIN = "act2answer"
@@ -146,7 +146,7 @@ def describe(config: ProbeConfig, paths: Mapping[str, Any]) -> dict[str, Any]:
     if config.frames_dir:
         inputs["frames"] = manifest.located(config.frames_dir)
     return {"format": MANIFEST_FORMAT, "settings": {name: getattr(config, name) for name in ACTIVATION_SETTINGS},
-            "inputs": inputs}
+            "attention": attention.manifest_entry(), "inputs": inputs}
 
 
 def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
@@ -164,6 +164,7 @@ def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
                                            "to come from this run; use a new --output_dir")
         found = [f"--{name}: recorded {recorded['settings'].get(name)!r}, now {value!r}"
                  for name, value in current["settings"].items() if recorded["settings"].get(name) != value]
+        found += manifest.attention_differs(recorded, current)
         for name in sorted(set(recorded["inputs"]) | set(current["inputs"])):
             before, now = recorded["inputs"].get(name), current["inputs"].get(name)
             if before is None or now is None:

@@ -18,14 +18,14 @@ import jax
 from jax.sharding import Mesh
 
 from multinet_jax import sharding, weights
-from multinet_jax.models import configs, registry
+from multinet_jax.models import attention, configs, registry
 from multinet_jax.models.configs import ModelConfig, PaliGemmaConfig, Pi0Config, Pi0FastConfig
 from multinet_jax.models.interface import InferenceOptions, Model
 from multinet_jax.models.pi0 import PaliGemma, Pi0, Pi0Model
 from multinet_jax.models.registry import load_model
 
 __all__ = [
-    "load_model", "load_openpi", "init_params", "param_shapes", "build_model", "configs", "registry",
+    "load_model", "load_openpi", "init_params", "param_shapes", "build_model", "attention", "configs", "registry",
     "InferenceOptions", "Model", "Pi0Model",
 ]
 

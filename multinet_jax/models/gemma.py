@@ -54,7 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from multinet_jax.models import numerics
+from multinet_jax.models import attention, numerics
 from multinet_jax.models.configs import GemmaConfig
 
 KVCache = tuple[jax.Array, jax.Array]
@@ -176,8 +176,12 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
 
     The query heads of one KV head and the query tokens are folded into one matmul dimension, so both products
     are plain batched matmuls over (b, kv_heads); XLA's CPU backend runs those several times faster than the
-    equivalent einsums with the group axis kept apart.
+    equivalent einsums with the group axis kept apart. On a GPU, calls cuDNN can take run its fused kernel instead:
+    `attention` chooses, per call, at trace time.
     """
+    implementation = attention.implementation_for(q, k, v)
+    if implementation != "reference":
+        return attention.fused(q, k, v, attn_mask, implementation)
     b, t, num_heads, head_dim = q.shape
     s, num_kv_heads = k.shape[1], k.shape[2]
     group = num_heads // num_kv_heads

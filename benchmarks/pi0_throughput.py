@@ -20,9 +20,16 @@ the two sides' actions would agree trivially. Where the time goes: `prefix_gflop
 jaxpr, `benchmarks/flops.py`) over `prefix_ms` gives the prefix's achieved FLOP/s (SigLIP dominates it), reported
 beside a square matmul's FLOP/s in the run's dtype measured in the same process (`matmul_peak`).
 
-Real openpi was not timed: its model code is not on PyPI (the `openpi` name there is a reserved 0.0.0 placeholder;
-the GitHub repository with its pinned jax 0.5.3 stack would have to be fetched), and this project's machines reach
-no network but the package registries, so the baseline is the re-creation above (the results' `baseline_note`).
+Real openpi (`--openpi_python` + `--openpi_src`): openpi's own model code (`src` of a clone of
+github.com/Physical-Intelligence/openpi) under the interpreter of a venv holding openpi's pinned stack (jax 0.5.3,
+flax 0.10.2, ...), in a worker process (`benchmarks/openpi_worker.py`). Each case hands it EXACTLY our parameters,
+observation and noise through a temporary npz; it builds openpi's `Pi0Config` for the same sizes, AOT-compiles
+`sample_actions` in the run's dtype and serves timed calls over a pipe, so ours, the openpi way and real openpi
+are timed call by call in alternation (each idles while another runs). Results then gain `openpi` (its times,
+prefix ms), `speedup_vs_openpi` and `relative_diff_vs_openpi` (actions, same noise).
+
+    .venv/bin/python -m benchmarks.pi0_throughput --configs pi0_dummy_gemma_so400m --batch_sizes 8 --cameras 3 \
+        --openpi_python=/path/to/openpi-venv/bin/python --openpi_src=/path/to/openpi/src
 """
 
 from __future__ import annotations
@@ -30,8 +37,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
+import pathlib
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -46,13 +58,18 @@ from benchmarks.common import matmul_peak, time_call, write_report
 from benchmarks.flops import count_flops
 from multinet_jax.models import configs, init_params, numerics, vit
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
+from multinet_jax.weights.trees import flatten_params
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 NUM_STEPS = 10
 PROMPT_LEN = 12
+GEMMA_SIZES = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
+WORKER = pathlib.Path(__file__).resolve().parent / "openpi_worker.py"
 BASELINE_NOTE = (
-    "openpi_way = this project's model traced with openpi's numerics and every camera slot encoded, timed in "
-    "alternation with ours in the same process; real openpi was not run (its code is not on PyPI, no other network)"
+    "openpi = openpi's own model code (--openpi_src) in its own venv (jax 0.5.3, flax 0.10.2), given our "
+    "parameters, observation and noise, AOT-compiled in the run's dtype, timed in alternation with ours through a "
+    "pipe (benchmarks/openpi_worker.py); openpi_way = this project's model traced with openpi's numerics and every "
+    "camera slot encoded, timed in alternation with ours in the same process (a second baseline)"
 )
 
 
@@ -165,8 +182,11 @@ class Sampler:
                 self.noise,
             )
 
-    def __call__(self) -> jax.Array:
-        return self.sample(self.params, noise=self.noise, num_steps=self.steps, **self.inputs)
+    def timed(self) -> tuple[float, np.ndarray]:
+        """One fenced call: wall seconds and the actions."""
+        start = time.perf_counter()
+        actions = jax.block_until_ready(self.sample(self.params, noise=self.noise, num_steps=self.steps, **self.inputs))
+        return time.perf_counter() - start, np.asarray(actions, np.float32)
 
     def report(self, seconds: list[float], batch: int, args: argparse.Namespace) -> dict[str, Any]:
         prefix_t = time_call(lambda: self.prefix(self.params, **self.inputs), warmup=0, iters=args.breakdown_iters)
@@ -187,31 +207,101 @@ class Sampler:
         }
 
 
-def _timed(sampler: Sampler) -> tuple[float, np.ndarray]:
-    start = time.perf_counter()
-    actions = jax.block_until_ready(sampler())
-    return time.perf_counter() - start, np.asarray(actions, np.float32)
+class OpenpiReference:
+    """Real openpi in its own process (`openpi_worker.py serve`), loaded with this case's parameters and inputs."""
+
+    def __init__(self, args: argparse.Namespace, model: Pi0Model, observation: dict[str, Any], noise: jax.Array):
+        config = model.config
+        spec = {
+            "paligemma": {key: getattr(config.paligemma, key) for key in GEMMA_SIZES},
+            "action_expert": {key: getattr(config.action_expert, key) for key in GEMMA_SIZES},
+            "siglip": {"width": config.siglip.width, "depth": config.siglip.depth, "mlp_dim": config.siglip.mlp_dim,
+                       "num_heads": config.siglip.num_heads, "patch_size": (config.siglip.patch_size,) * 2},
+            "vocab_size": config.vocab_size,
+            "action_dim": config.action_dim,
+            "action_horizon": config.action_horizon,
+            "max_token_len": config.max_token_len,
+            "pi05": config.pi05,
+            "dtype": config.dtype,
+            "num_steps": NUM_STEPS,
+        }
+        arrays = {f"params/{path}": np.asarray(leaf, np.float32) for path, leaf in flatten_params(model.params).items()}
+        arrays.update({f"obs/{key}": np.asarray(value) for key, value in observation.items()})
+        with tempfile.TemporaryDirectory() as folder:
+            case = pathlib.Path(folder) / "case.npz"
+            np.savez(case, spec=json.dumps(spec), noise=np.asarray(noise, np.float32), **arrays)
+            del arrays
+            self.process = subprocess.Popen(
+                [args.openpi_python, str(WORKER), "serve", f"--openpi_src={args.openpi_src}", f"--case={case}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            self.info = self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()
+        if not line:
+            errors = [row for row in self.process.stderr.read().splitlines() if row.startswith("error: ")]
+            raise SystemExit(errors[-1] if errors else f"error: {WORKER.name} ended without an answer")
+        return json.loads(line)
+
+    def _ask(self, op: str) -> dict[str, Any]:
+        self.process.stdin.write(json.dumps({"op": op}) + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def timed(self) -> tuple[float, np.ndarray]:
+        """One call timed inside the worker (excludes the pipe): seconds and the actions."""
+        reply = self._ask("sample")
+        return reply["seconds"], np.asarray(reply["actions"], np.float32)
+
+    def report(self, seconds: list[float], batch: int, args: argparse.Namespace) -> dict[str, Any]:
+        prefix_s = [self._ask("prefix")["seconds"] for _ in range(args.breakdown_iters)]
+        return {
+            "sample_s": statistics.median(seconds),
+            "sample_min_s": min(seconds),
+            "chunks_per_s": batch / statistics.median(seconds),
+            "prefix_ms": 1e3 * statistics.median(prefix_s),
+            "compile_s": self.info["compile_s"],
+            "iters": len(seconds),
+            "jax": self.info["jax"],
+            "injected_sizes": self.info["injected"],
+        }
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=120)
 
 
 def run_case(model: Pi0Model, batch: int, live: int, args: argparse.Namespace) -> dict[str, Any]:
     observation = make_observation(model.config, batch, live)
-    samplers = {"ours": Sampler(model, observation, openpi_way=False)}
+    ours = Sampler(model, observation, openpi_way=False)
+    samplers: dict[str, Any] = {"ours": ours}
     if not args.skip_baseline:
         samplers["openpi_way"] = Sampler(model, observation, openpi_way=True)
-    seconds: dict[str, list[float]] = {name: [] for name in samplers}
-    actions: dict[str, np.ndarray] = {}
-    for round_index in range(args.warmup + args.iters):
-        for name, sampler in samplers.items():
-            elapsed, actions[name] = _timed(sampler)
-            if round_index >= args.warmup:
-                seconds[name].append(elapsed)
-    result: dict[str, Any] = {"batch": batch, "live_cameras": live}
-    result.update({name: sampler.report(seconds[name], batch, args) for name, sampler in samplers.items()})
-    if "openpi_way" in samplers:
-        difference = float(np.abs(actions["ours"] - actions["openpi_way"]).max())
-        result["max_abs_diff_vs_openpi_way"] = difference
-        result["relative_diff_vs_openpi_way"] = difference / float(np.abs(actions["openpi_way"]).max())
-        result["speedup_vs_openpi_way"] = result["openpi_way"]["sample_s"] / result["ours"]["sample_s"]
+    if args.openpi_src:
+        samplers["openpi"] = OpenpiReference(args, model, observation, ours.noise)
+    try:
+        seconds: dict[str, list[float]] = {name: [] for name in samplers}
+        actions: dict[str, np.ndarray] = {}
+        for round_index in range(args.warmup + args.iters):
+            for name, sampler in samplers.items():
+                elapsed, actions[name] = sampler.timed()
+                if round_index >= args.warmup:
+                    seconds[name].append(elapsed)
+        result: dict[str, Any] = {"batch": batch, "live_cameras": live}
+        result.update({name: sampler.report(seconds[name], batch, args) for name, sampler in samplers.items()})
+    finally:
+        if "openpi" in samplers:
+            samplers["openpi"].close()
+    for baseline in ("openpi_way", "openpi"):
+        if baseline in samplers:
+            difference = float(np.abs(actions["ours"] - actions[baseline]).max())
+            result[f"max_abs_diff_vs_{baseline}"] = difference
+            result[f"relative_diff_vs_{baseline}"] = difference / float(np.abs(actions[baseline]).max())
+            result[f"speedup_vs_{baseline}"] = result[baseline]["sample_s"] / result["ours"]["sample_s"]
+    if {"openpi_way", "openpi"} <= samplers.keys():
+        difference = float(np.abs(actions["openpi_way"] - actions["openpi"]).max())
+        result["relative_diff_openpi_way_vs_openpi"] = difference / float(np.abs(actions["openpi"]).max())
     print(result, flush=True)
     return result
 
@@ -230,7 +320,13 @@ def main() -> None:
     parser.add_argument("--name", default="pi0_throughput")
     parser.add_argument("--perturb", type=float, default=0.3, help="add this x N(0, 1) to every parameter (0: the plain init)")
     parser.add_argument("--peak_matmul", type=int, default=2048, help="size of the square matmul whose FLOP/s is reported")
+    parser.add_argument("--openpi_src", help="src folder of a clone of github.com/Physical-Intelligence/openpi: time real openpi too")
+    parser.add_argument("--openpi_python", default=sys.executable, help="python of the venv holding openpi's pinned stack")
     args = parser.parse_args()
+    if args.openpi_src and not (pathlib.Path(args.openpi_src) / "openpi" / "models" / "pi0.py").is_file():
+        parser.exit(2, f"error: {args.openpi_src}: --openpi_src is not openpi's src folder (no openpi/models/pi0.py under it)\n")
+    if args.openpi_src and not pathlib.Path(args.openpi_python).is_file():
+        parser.exit(2, f"error: {args.openpi_python}: --openpi_python is not a file\n")
 
     peak = matmul_peak(args.peak_matmul, args.iters, args.dtype)
     results, skipped = [], []

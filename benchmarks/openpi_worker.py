@@ -64,7 +64,7 @@ def import_openpi(openpi_src: str) -> dict[str, Any]:
 def openpi_config(modules: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, list[str]]:
     """`Pi0Config` for `spec`'s sizes, with openpi's variant names where they exist; returns what had to be injected."""
     gemma, siglip = modules["gemma"], modules["siglip"]
-    injected, variants = [], {}
+    injected, variants, names = [], {}, []
     original_get_config, original_decode = gemma.get_config, siglip.decode_variant
     for role in ("paligemma", "action_expert"):
         wanted = gemma.Config(**spec[role])
@@ -73,6 +73,7 @@ def openpi_config(modules: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, l
             name = f"injected_{role}"
             injected.append(f"gemma {role} {spec[role]}")
         variants[name] = wanted
+        names.append(name)
     gemma.get_config = lambda variant: variants.get(variant) or original_get_config(variant)
     vision = {**spec["siglip"], "patch_size": tuple(spec["siglip"]["patch_size"])}
     if vision != SO400M_14:
@@ -81,7 +82,6 @@ def openpi_config(modules: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, l
     if spec["vocab_size"] != gemma.PALIGEMMA_VOCAB_SIZE:
         injected.append(f"vocab_size {spec['vocab_size']}")
         gemma.PALIGEMMA_VOCAB_SIZE = spec["vocab_size"]
-    names = list(variants)
     config = modules["pi0_config"].Pi0Config(
         dtype=spec["dtype"],
         paligemma_variant=names[0],

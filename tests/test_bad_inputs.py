@@ -420,3 +420,40 @@ def test_bad_row_of_a_batch_mixing_image_sizes_is_named():
     observation["image/base_0_rgb"] = [np.zeros((16, 16, 3), np.uint8), np.zeros((14, 14, 4), np.uint8)]
     with pytest.raises(ObservationError, match=r"^observation\['image/base_0_rgb\[1\]'\]: shape \(1, 14, 14, 4\), expected \(1, height, width, 3\)$"):
         validate(observation, image_size=14, vocab_size=8, state_dim=4)
+
+
+# ------------------------------------------------------------------------------------------------ real-openpi baseline
+
+
+def _broken_openpi(root: pathlib.Path) -> pathlib.Path:
+    """A folder laid out like openpi's `src` whose model code does not import."""
+    models = root / "openpi" / "models"
+    models.mkdir(parents=True)
+    for package in (root / "openpi", models):
+        (package / "__init__.py").write_text("")
+    (models / "pi0.py").write_text("def broken(:\n")
+    (models / "gemma.py").write_text("raise ImportError('no module named flax')\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["-m", "benchmarks.pi0_throughput", "--openpi_src={missing}"],
+         r"error: {missing}: --openpi_src is not openpi's src folder \(no openpi/models/pi0\.py under it\)"),
+        (["-m", "benchmarks.pi0_throughput", "--openpi_src={broken}", "--openpi_python={missing}"],
+         r"error: {missing}: --openpi_python is not a file"),
+        (["benchmarks/openpi_worker.py", "serve", "--openpi_src={missing}", "--case=x.npz"],
+         r"error: {missing}: --openpi_src is not openpi's src folder \(no openpi/models/pi0\.py under it\)"),
+        (["benchmarks/openpi_worker.py", "serve", "--openpi_src={broken}", "--case=x.npz"],
+         r"error: {broken}: importing openpi failed: ImportError: no module named flax"),
+        (["benchmarks/openpi_worker.py", "serve", "--openpi_src={broken}"], r"error: serve needs --case"),
+    ],
+    ids=["throughput_missing_src", "throughput_missing_python", "worker_missing_src", "worker_broken_src", "worker_no_case"],
+)
+def test_bad_openpi_checkout_is_one_line(argv, problem, tmp_path):
+    paths = {"missing": str(tmp_path / "no_openpi"), "broken": str(_broken_openpi(tmp_path / "src"))}
+    run = subprocess.run([sys.executable, *(arg.format(**paths) for arg in argv)], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 2
+    assert re.fullmatch(problem.format(**{key: re.escape(value) for key, value in paths.items()}) + "\n", run.stderr)

@@ -5,6 +5,14 @@
 
 Stages, in this order (what does not fit in the budget is recorded as skipped, never estimated):
 - `peak`: the device's measured bfloat16 matmul peak (FLOP/s), the denominator of MFU;
+- `attention_parity`, before the models wherever `--attention` (default `$MULTINET_JAX_ATTENTION`, else `auto`)
+  takes a fast path on this device (`models.attention`: cuDNN on a CUDA GPU; `xla` forces XLA's kernel in its
+  place, which the CPU dry run does): each model's tiny config (parameters `PARITY_PARAM_SCALE` N(0, 1)) and
+  `gemma.grouped_attention` at every attention geometry of its full and tiny configs (a prefix and a decode step,
+  boolean masks with a query row that has no valid key) through the fast path and the reference on the device;
+  the max differences against `MODEL_TOLERANCE` / `KERNEL_TOLERANCE`. A model that fails, or whose check raises,
+  is timed on the reference attention and its entry says why (`attention.fast_path_refused`); every case records
+  the implementation of each attention call it traced (`attention`, `attention_calls`);
 - `models`: each model of `MODELS` with random weights (in `--dtype`, bfloat16 by default) at each batch size:
   Pi0-like models sample one action chunk with 10 flow steps (`ms_per_call` is one chunk for the whole batch),
   token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran), OpenVLA predicts one
@@ -50,8 +58,8 @@ from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from benchmarks.pi0_throughput import make_observation
 from multinet_jax import models, sharding
-from multinet_jax.models import configs, decoding, openvla, openvla_checkpoint
-from multinet_jax.models.pi0 import sample_actions_fn, sample_actions_jit
+from multinet_jax.models import attention, configs, decoding, gemma, openvla, openvla_checkpoint
+from multinet_jax.models.pi0 import PaliGemma, sample_actions_fn, sample_actions_jit
 
 NUM_FLOW_STEPS = 10
 LIVE_CAMERAS = 1  # MultiNet's Open-X setup: three camera slots, one image
@@ -61,6 +69,17 @@ SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "multinet_sample"
 OPENVLA_ACTION_DIM = 7  # openvla-7b's action tokens per step
 LLAMA_EOS_ID = 2  # OpenVLA's stop token (Llama-2's EOS)
 OPENVLA_PROMPT_TOKENS = 24  # BOS + "In: What action should the robot take to <instruction>?\nOut:" + the empty token
+# The fast path's parity check: parameters 0.2 N(0, 1), so that attention is far from uniform and a wrong mask shows,
+# yet bf16 rounding does not grow chaotically (at the golden fixtures' 0.3, tiny Pi0.5's bf16 actions move by 27%
+# between two attentions equal to 1e-7 in float32). Measured on CPU in bf16 with XLA's kernel for the fast path: the
+# four tiny models differ from the reference by 0.3-1.1%; with the mask ignored, by 9-51%. Tolerances are on
+# max |fast - reference| / max |reference|: float32 rounding, or a few bf16 roundings, for one attention call; the
+# golden tests' float32 tolerance, and 3% in bf16 between the two, for a whole model.
+PARITY_PARAM_SCALE = 0.2
+PARITY_BATCH = 2
+KERNEL_TOLERANCE = {"float32": 1e-5, "bfloat16": 2.0**-6}
+MODEL_TOLERANCE = {"float32": 5e-3, "bfloat16": 0.03}
+KERNEL_SHAPES = {"prefix": (48, 64), "decode_step": (1, 64)}  # (queries, keys) per attention geometry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,21 +115,21 @@ DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, metrics_samples
 # ---------------------------------------------------------------------------------------------- pieces
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _random_leaf(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    return (jax.random.normal(key, shape, jnp.float32) * PARAM_SCALE).astype(dtype)
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _random_leaf(key: jax.Array, shape: tuple[int, ...], dtype: Any, scale: float) -> jax.Array:
+    return (jax.random.normal(key, shape, jnp.float32) * scale).astype(dtype)
 
 
-def _random_params(shapes: Any) -> Any:
+def _random_params(shapes: Any, scale: float = PARAM_SCALE) -> Any:
     """A parameter tree of ShapeDtypeStructs filled on the device with seeded normal values (no host copy)."""
     leaves, treedef = jax.tree.flatten(shapes)
     keys = jax.random.split(jax.random.key(0), len(leaves))
-    return treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype) for key, leaf in zip(keys, leaves)])
+    return treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype, scale) for key, leaf in zip(keys, leaves)])
 
 
-def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh) -> Any:
+def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh, scale: float = PARAM_SCALE) -> Any:
     """A Pi0-family model of `config` with random parameters on the mesh."""
-    return models.build_model(config, _random_params(models.param_shapes(config)), mesh=mesh)
+    return models.build_model(config, _random_params(models.param_shapes(config), scale), mesh=mesh)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,17 +141,26 @@ class RandomOpenVLA:
     mesh: jax.sharding.Mesh
 
 
-def random_openvla(config: openvla_checkpoint.OpenVLAConfig, mesh: jax.sharding.Mesh) -> RandomOpenVLA:
-    params = _random_params(openvla.param_shapes(config))
+def random_openvla(config: openvla_checkpoint.OpenVLAConfig, mesh: jax.sharding.Mesh,
+                   scale: float = PARAM_SCALE) -> RandomOpenVLA:
+    params = _random_params(openvla.param_shapes(config), scale)
     return RandomOpenVLA(config, jax.device_put(params, sharding.param_shardings(params, mesh)), mesh)
 
 
-def bench_model(bench: ModelBench, dry_run: bool, dtype: str, mesh: jax.sharding.Mesh) -> Any:
-    """The benchmarked model of `bench` (its tiny config in a dry run) with random weights."""
-    name = bench.tiny if dry_run else bench.full
+def bench_config(bench: ModelBench, tiny: bool, dtype: str) -> Any:
+    """The config of `bench` (tiny or full size) in `dtype`."""
+    name = bench.tiny if tiny else bench.full
     if bench.call == "openvla":
-        return random_openvla(openvla_checkpoint.named_config(name, dtype), mesh)
-    return random_model(configs.get_config(name, dtype=dtype), mesh)
+        return openvla_checkpoint.named_config(name, dtype)
+    return configs.get_config(name, dtype=dtype)
+
+
+def bench_model(bench: ModelBench, dry_run: bool, dtype: str, mesh: jax.sharding.Mesh, scale: float = PARAM_SCALE) -> Any:
+    """The benchmarked model of `bench` (its tiny config in a dry run) with random weights."""
+    config = bench_config(bench, dry_run, dtype)
+    if bench.call == "openvla":
+        return random_openvla(config, mesh, scale)
+    return random_model(config, mesh, scale)
 
 
 @dataclasses.dataclass
@@ -177,20 +205,25 @@ def prepare_decode(model: Any, batch: int, sizes: Sizes) -> Prepared:
                     tokens=lambda output: batch * int(output[1]))
 
 
-def prepare_openvla(model: RandomOpenVLA, batch: int, sizes: Sizes) -> Prepared:
-    """OpenVLA: one action per sample, as `predict_action` (random fused pixels, a padded prompt, 7 greedy tokens)."""
-    del sizes
+def openvla_prompt(model: RandomOpenVLA, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """OpenVLA's inputs on the mesh: random fused pixels, a random prompt padded as `openvla_inputs.pad_batch` pads."""
     config, rng = model.config, np.random.default_rng(0)
     size = config.dino.image_size
     place = functools.partial(sharding.place_batch, mesh=model.mesh)
-    length = -(-OPENVLA_PROMPT_TOKENS // 16) * 16  # `openvla_inputs.pad_batch`'s rounding
-    args = (model.params, place(rng.standard_normal((batch, size, size, 6)), np.float32),
+    length = -(-OPENVLA_PROMPT_TOKENS // 16) * 16
+    return (place(rng.standard_normal((batch, size, size, 6)), np.float32),
             place(rng.integers(3, config.unpadded_vocab_size, (batch, length)), np.int32),
-            place(np.arange(length)[None, :].repeat(batch, 0) < OPENVLA_PROMPT_TOKENS, bool),
-            place(np.arange(batch), np.int32), jax.random.key(0),
+            place(np.arange(length)[None, :].repeat(batch, 0) < OPENVLA_PROMPT_TOKENS, bool))
+
+
+def prepare_openvla(model: RandomOpenVLA, batch: int, sizes: Sizes) -> Prepared:
+    """OpenVLA: one action per sample, as `predict_action` (random fused pixels, a padded prompt, 7 greedy tokens)."""
+    del sizes
+    args = (model.params, *openvla_prompt(model, batch),
+            sharding.place_batch(np.arange(batch), np.int32, mesh=model.mesh), jax.random.key(0),
             decoding.Sampling.create(stop_token_ids=(LLAMA_EOS_ID,)))
     settings = decoding.DecodeSettings(OPENVLA_ACTION_DIM, per_row_stopping=False, openpi_exact=False)
-    generate = openvla.compiled_generate(config, settings, model.mesh)
+    generate = openvla.compiled_generate(model.config, settings, model.mesh)
     start = time.perf_counter()
     compiled = generate.lower(*args).compile()
     compile_s = time.perf_counter() - start
@@ -201,6 +234,124 @@ def prepare_openvla(model: RandomOpenVLA, batch: int, sizes: Sizes) -> Prepared:
 PREPARE = {"flow": prepare_flow, "decode": prepare_decode, "openvla": prepare_openvla}
 
 
+# ---------------------------------------------------------------------------------------------- fast-path parity
+
+
+def attention_geometries(config: Any) -> list[tuple[int, int, int]]:
+    """(heads, kv heads, head dim) of every attention in a model config: its Gemma experts' and its ViTs'."""
+    found = set()
+    for value in (getattr(config, field.name) for field in dataclasses.fields(config)):
+        if isinstance(value, configs.GemmaConfig):
+            found.add((value.num_heads, value.num_kv_heads, value.head_dim))
+        elif isinstance(value, configs.ViTConfig):
+            found.add((value.num_heads, value.num_heads, value.width // value.num_heads))
+        elif dataclasses.is_dataclass(value):
+            found.update(attention_geometries(value))
+    return sorted(found)
+
+
+def _relative_difference(fast: Any, reference: Any) -> float:
+    fast, reference = (np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in jax.tree.leaves(tree)])
+                       for tree in (fast, reference))
+    return float(np.abs(fast - reference).max() / max(np.abs(reference).max(), np.finfo(np.float32).tiny))
+
+
+def _fast_and_reference(fast_mode: str, compute: Callable[[], Any]) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """`compute()` traced and run under the reference attention and under `fast_mode` (with its recorded calls)."""
+    with attention.mode("reference"):
+        reference = jax.device_get(compute())
+    with attention.mode(fast_mode), attention.recording() as calls:
+        fast = jax.device_get(compute())
+    return fast, reference, attention.distinct(calls)
+
+
+def _verdict(difference: float, tolerance: float, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"relative_difference": difference, "tolerance": tolerance, "passed": difference <= tolerance,
+            "implementations": sorted({call["implementation"] for call in calls})}
+
+
+def kernel_parity(geometry: tuple[int, int, int], dtype: str, fast_mode: str) -> dict[str, Any]:
+    """`gemma.grouped_attention` at one attention geometry, a prefix and a decode step, random boolean masks with a
+    query row that has no valid key (its output must stay the mean of all values)."""
+    heads, kv_heads, head_dim = geometry
+    rng = np.random.default_rng(0)
+    results = {}
+    for case, (queries, keys) in KERNEL_SHAPES.items():
+        q = jnp.asarray(rng.standard_normal((PARITY_BATCH, queries, heads, head_dim)) * head_dim**-0.5, dtype)
+        k, v = (jnp.asarray(rng.standard_normal((PARITY_BATCH, keys, kv_heads, head_dim)), dtype) for _ in range(2))
+        mask = rng.random((PARITY_BATCH, queries, keys)) > 0.3
+        mask[0, 0] = False
+        fast, reference, calls = _fast_and_reference(fast_mode, lambda: jax.jit(gemma.grouped_attention)(q, k, v, mask))
+        results[case] = _verdict(_relative_difference(fast, reference), KERNEL_TOLERANCE[dtype], calls)
+    return results
+
+
+def _flow_output(model: Any) -> Any:
+    return prepare_flow(model, PARITY_BATCH, DRY).run()
+
+
+def _decode_output(model: Any) -> Any:
+    """The first-token logits of openpi-exact decoding's prefill, every camera encoded: the masked cameras' tokens
+    are query rows without a valid key."""
+    settings = decoding.DecodeSettings(max_decoding_steps=DRY.decode_steps)
+    observation = make_observation(model.config, PARITY_BATCH, LIVE_CAMERAS)
+    inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh, skip_absent_cameras=False)
+    del inputs["sample_index"], inputs["rng"]
+    prefill = jax.jit(functools.partial(decoding.prefill_observation, PaliGemma(model.config), settings))
+    return prefill(model.params, **inputs).first_logits
+
+
+def _openvla_output(model: RandomOpenVLA) -> Any:
+    """The residual streams of OpenVLA's prompt pass (both ViTs, the projector, the causal Llama), pooled."""
+    return openvla.compiled_prompt_fn("streams", model.config, model.mesh)(model.params, *openvla_prompt(model, PARITY_BATCH))
+
+
+PARITY_OUTPUT = {"flow": _flow_output, "decode": _decode_output, "openvla": _openvla_output}
+
+
+def model_parity(bench: ModelBench, dtype: str, fast_mode: str, mesh: Any) -> dict[str, Any]:
+    """The tiny config of `bench` (parameters perturbed by `PARITY_PARAM_SCALE`) through both attentions."""
+    model = bench_model(bench, True, dtype, mesh, scale=PARITY_PARAM_SCALE)
+    fast, reference, calls = _fast_and_reference(fast_mode, lambda: PARITY_OUTPUT[bench.call](model))
+    return {"config": bench.tiny, **_verdict(_relative_difference(fast, reference), MODEL_TOLERANCE[dtype], calls)}
+
+
+def _geometry_name(geometry: tuple[int, int, int]) -> str:
+    return "heads {} / kv heads {} / head dim {}".format(*geometry)
+
+
+def run_parity(args: argparse.Namespace, fast_mode: str, mesh: Any) -> dict[str, Any]:
+    """Before any figure: each model's tiny config, and every attention geometry of its full and tiny configs, fast
+    path against reference on this device. A model that fails (or whose check raises) is refused the fast path."""
+    kernels: dict[str, dict[str, Any]] = {}
+    result: dict[str, Any] = {"fast_path": fast_mode, "dtype": args.dtype, "kernels": kernels, "models": {}}
+    for name in args.models:
+        bench = MODELS[name]
+        try:
+            entry = model_parity(bench, args.dtype, fast_mode, mesh)
+            failed = [] if entry["passed"] else [f"outputs differ by {entry['relative_difference']:.3g} > {entry['tolerance']}"]
+            for geometry in sorted({geometry for tiny in (True, False)
+                                    for geometry in attention_geometries(bench_config(bench, tiny, args.dtype))}):
+                key = _geometry_name(geometry)
+                if key not in kernels:
+                    kernels[key] = kernel_parity(geometry, args.dtype, fast_mode)
+                failed += [f"{key}, {case}" for case, verdict in kernels[key].items() if not verdict["passed"]]
+        except Exception as error:  # e.g. a kernel the device refuses: recorded; the model is timed on the reference
+            entry, failed = {"config": bench.tiny, "passed": False}, [f"{type(error).__name__}: {error}"[:500]]
+        entry["refused"] = "; ".join(failed) or None
+        result["models"][name] = entry
+        print(f"attention parity {name}: {entry['refused'] or 'passed'}", flush=True)
+    return result
+
+
+def attention_mode_for(name: str, attention_mode: str, parity: dict[str, Any] | None) -> tuple[str, str | None]:
+    """The mode model `name` is timed under and why not the suite's: the reference where its fast path failed parity."""
+    if parity is None:
+        return attention_mode, None
+    refused = f"parity not checked ({parity['skipped']})" if "skipped" in parity else parity["models"][name]["refused"]
+    return ("reference", refused) if refused else (attention_mode, None)
+
+
 def _memory_bytes(compiled: Any) -> int | None:
     stats = compiled.memory_analysis()
     if stats is None:
@@ -209,7 +360,8 @@ def _memory_bytes(compiled: Any) -> int | None:
 
 
 def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
-    prepared = PREPARE[bench.call](model, batch, sizes)
+    with attention.recording() as calls:
+        prepared = PREPARE[bench.call](model, batch, sizes)
     output = jax.block_until_ready(prepared.run())
     timing = time_call(prepared.run, warmup=1, iters=sizes.iters)
     seconds = timing["median_s"]
@@ -224,6 +376,8 @@ def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: fl
         "model_flops_per_call": prepared.flops,
         "mfu": prepared.flops / seconds / peak if peak else None,
         "iters": timing["iters"],
+        "attention": sorted({call["implementation"] for call in calls}),
+        "attention_calls": attention.distinct(calls),
     }
     if prepared.tokens is not None:
         result["tokens_per_call"] = prepared.tokens(output)
@@ -261,28 +415,36 @@ class Budget:
         return result, time.perf_counter() - start
 
 
-def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any) -> dict[str, Any]:
+def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
+               parity: dict[str, Any] | None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     last_case_s = 0.0
     for name in args.models:
-        bench = MODELS[name]
-        entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
-        built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(bench, args.dry_run, args.dtype, mesh)})
-        if "skipped" in built:
-            results[name] = {**entry, **built}
-            continue
-        model = built.pop("model")
-        entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
-        entry["build_s"] = build_s
-        for batch in sizes.batch_sizes:
-            case, last_case_s = budget.run(last_case_s, lambda: model_case(model, bench, batch, sizes, peak))
-            entry["cases"][str(batch)] = case
-            print(f"{name} batch {batch}: {case}", flush=True)
-        results[name] = entry
-        if name == args.multinet_model and "multinet_recreation" in args.stages:
-            results[name]["multinet_recreation"] = multinet_case(model, entry, budget, last_case_s)
-        del model
+        model_mode, refused = attention_mode_for(name, args.attention, parity)
+        with attention.mode(model_mode):
+            results[name], last_case_s = time_model(args, name, sizes, budget, peak, mesh, last_case_s)
+        results[name]["attention"] = {"mode": model_mode, "dtype": args.dtype, "fast_path_refused": refused}
     return results
+
+
+def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
+               last_case_s: float) -> tuple[dict[str, Any], float]:
+    """One model's cases (and MultiNet's loop for `--multinet_model`); returns them and the last case's duration."""
+    bench = MODELS[name]
+    entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
+    built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(bench, args.dry_run, args.dtype, mesh)})
+    if "skipped" in built:
+        return {**entry, **built}, last_case_s
+    model = built.pop("model")
+    entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
+    entry["build_s"] = build_s
+    for batch in sizes.batch_sizes:
+        case, last_case_s = budget.run(last_case_s, lambda: model_case(model, bench, batch, sizes, peak))
+        entry["cases"][str(batch)] = case
+        print(f"{name} batch {batch}: {case}", flush=True)
+    if name == args.multinet_model and "multinet_recreation" in args.stages:
+        entry["multinet_recreation"] = multinet_case(model, entry, budget, last_case_s)
+    return entry, last_case_s
 
 
 def multinet_case(model: Any, entry: dict[str, Any], budget: Budget, estimate_s: float) -> dict[str, Any]:
@@ -364,11 +526,19 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     if "peak" in args.stages:
         stages["peak"] = matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16")
         peak = stages["peak"]["flops_per_s"]
+    with attention.mode(args.attention):
+        fast_path = attention.fast_path()
+    report["attention"] = {"mode": args.attention, "fast_path": fast_path, "dtype": args.dtype}
+    parity = None
+    if fast_path is not None and {"models", "eval"} & set(args.stages):
+        parity, _ = budget.run(0.0, lambda: run_parity(args, fast_path, mesh))
+        stages["attention_parity"] = parity
     if "models" in args.stages:
-        stages["models"] = run_models(args, sizes, budget, peak, mesh)
+        stages["models"] = run_models(args, sizes, budget, peak, mesh, parity)
     if "metrics" in args.stages:
         stages["metrics"], _ = budget.run(0.0, lambda: run_metrics(sizes))
-    with tempfile.TemporaryDirectory() as tmp:
+    eval_mode, _ = attention_mode_for(args.multinet_model, args.attention, parity)
+    with tempfile.TemporaryDirectory() as tmp, attention.mode(eval_mode):
         for name, fn in (("data", lambda: run_data(pathlib.Path(tmp))), ("eval", lambda: run_eval(pathlib.Path(tmp), args, mesh))):
             if name not in args.stages:
                 continue
@@ -388,8 +558,12 @@ def format_table(report: dict[str, Any]) -> str:
     peak = stages.get("peak", {}).get("flops_per_s")
     lines = [f"device: {device['kind']} ({device['platform']}), measured bf16 matmul peak "
              + (f"{peak / 1e12:.3g} TFLOP/s" if peak else "not measured"),
-             f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"]
+             "attention: mode {mode}, fast path {fast_path}, {dtype}".format(**report["attention"]),
+             f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"
+             "  attention"]
     for name, entry in stages.get("models", {}).items():
+        if entry["attention"]["fast_path_refused"]:
+            lines.append(f"{name:<10} fast path refused, timed on the reference: {entry['attention']['fast_path_refused']}")
         for batch, case in entry.get("cases", {}).items():
             if "skipped" in case:
                 lines.append(f"{name:<10} {batch:>5}  skipped ({case['skipped']})")
@@ -397,7 +571,7 @@ def format_table(report: dict[str, Any]) -> str:
             tokens = f"{case['tokens_per_s']:.1f}" if "tokens_per_s" in case else "-"
             mfu = f"{100 * case['mfu']:.2f}%" if case["mfu"] is not None else "-"
             lines.append(f"{name:<10} {batch:>5} {case['ms_per_call']:>10.2f} {case['samples_per_s']:>10.2f} "
-                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}")
+                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}  {'+'.join(case['attention'])}")
         if "skipped" in entry:
             lines.append(f"{name:<10} skipped ({entry['skipped']})")
         recreation = entry.get("multinet_recreation")
@@ -418,9 +592,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"Comma-separated subset of {', '.join(STAGES)}.")
     parser.add_argument("--batch_sizes", default=None, help="Comma-separated batch sizes (default 1,8,32; dry run 1,2).")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    parser.add_argument("--attention", default=None, choices=attention.MODES,
+                        help=f"Attention mode (default ${attention.ENV_VAR}, else auto: cuDNN on a CUDA GPU; xla: the "
+                             "fast path with XLA's kernel, what the CPU dry run checks).")
     parser.add_argument("--multinet_model", default="pi0", help="The flow model compared with MultiNet's loop and run end to end.")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/suite_<device>.json).")
     args = parser.parse_args(argv)
+    args.attention = args.attention or attention.current_mode()
     args.models = [name for name in args.models.split(",") if name]
     args.stages = [name for name in args.stages.split(",") if name]
     unknown = [name for name in args.models if name not in MODELS] + [name for name in args.stages if name not in STAGES]

@@ -58,3 +58,14 @@ def openpi_io(model: str) -> dict[str, np.ndarray]:
 def openpi_observation(model: str) -> dict[str, np.ndarray]:
     """The fixture's observation dict: keys without `obs/`, copied, in the file's camera order."""
     return {key.removeprefix("obs/"): value.copy() for key, value in _openpi_io(model).items() if key.startswith("obs/")}
+
+
+@pytest.fixture
+def fresh_traces():
+    """For a test that patches what tracing reads (a mocked device, a broken kernel): jit caches key on the inputs
+    and the attention mode, not on the patch, so traces made before must not serve it, nor its traces later tests."""
+    import jax
+
+    jax.clear_caches()
+    yield
+    jax.clear_caches()

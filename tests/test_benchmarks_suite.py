@@ -13,13 +13,17 @@ import pytest
 from benchmarks import suite
 from benchmarks.flops import count_flops
 from conftest import REPO_ROOT
+from multinet_jax import sharding
+from multinet_jax.models import attention
 
-# The accelerator image has neither grain nor TensorFlow: block both, run the suite, list what got imported.
+# The accelerator image has neither grain nor TensorFlow: block both, run the suite, list what got imported. The
+# attention fast path is forced with XLA's kernel in cuDNN's place, so the parity stage runs as on a GPU.
 DRY_RUN = """
 import json, sys
 sys.modules["grain"] = sys.modules["tensorflow"] = None
 from benchmarks import suite
-suite.main(["--dry_run", "--budget_s=1200", "--stages=peak,models,metrics,data,eval", "--output", sys.argv[1]])
+suite.main(["--dry_run", "--budget_s=1200", "--stages=peak,models,metrics,data,eval", "--attention=xla",
+            "--output", sys.argv[1]])
 print("IMPORTED", json.dumps(sorted(m for m in sys.modules if m.startswith(("multinet_jax.data", "grain", "tensorflow"))
                                     and sys.modules[m] is not None)))
 """
@@ -67,6 +71,52 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     assert "pi0_fast" in stdout and "MFU" in stdout and report["stages"]["metrics"]["samples_per_s"] > 0
 
 
+def test_dry_run_checks_the_fast_path_first_and_records_each_models_attention(dry_run):
+    report, stdout = dry_run
+    assert report["attention"] == {"mode": "xla", "fast_path": "xla", "dtype": "bfloat16"}
+    parity = report["stages"]["attention_parity"]
+    assert set(parity["models"]) == set(suite.MODELS)
+    for name, verdict in parity["models"].items():
+        assert verdict["passed"] and verdict["refused"] is None and verdict["implementations"] == ["xla"], (name, verdict)
+        assert 0 < verdict["relative_difference"] <= suite.MODEL_TOLERANCE["bfloat16"]
+    # Full-size geometries are checked too: Gemma 2B's GQA 8:1 at head dim 256, So400m's 72, Llama-2's 128.
+    assert {"heads 8 / kv heads 1 / head dim 256", "heads 16 / kv heads 16 / head dim 72",
+            "heads 32 / kv heads 32 / head dim 128"} <= set(parity["kernels"])
+    for cases in parity["kernels"].values():
+        assert set(cases) == {"prefix", "decode_step"} and all(case["passed"] for case in cases.values())
+    for name, entry in report["stages"]["models"].items():
+        assert entry["attention"] == {"mode": "xla", "dtype": "bfloat16", "fast_path_refused": None}
+        for case in entry["cases"].values():
+            assert case["attention"] == ["xla"] and {call["dtype"] for call in case["attention_calls"]} == {"bfloat16"}
+    decode_calls = report["stages"]["models"]["pi0_fast"]["cases"]["1"]["attention_calls"]
+    assert any(call["q"][1] == 1 for call in decode_calls)  # the KV-cache decode step
+    assert "attention: mode xla, fast path xla, bfloat16" in stdout
+
+
+def _mask_ignored(q, k, v, attn_mask, implementation):
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0, implementation="xla")
+
+
+def _kernel_refused(q, k, v, attn_mask, implementation):
+    raise RuntimeError("cuDNN refused the graph")
+
+
+@pytest.mark.parametrize("broken, problem", [(_mask_ignored, "outputs differ by "), (_kernel_refused, "RuntimeError: cuDNN refused")])
+def test_a_fast_path_failing_parity_is_refused_and_the_model_timed_on_the_reference(broken, problem, monkeypatch,
+                                                                                     fresh_traces):
+    monkeypatch.setattr(attention, "fused", broken)
+    args = suite.parse_args(["--dry_run", "--models=pi0", "--stages=models", "--attention=xla"])
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
+    parity = suite.run_parity(args, "xla", mesh)
+    verdict = parity["models"]["pi0"]
+    assert not verdict["passed"] and verdict["refused"].startswith(problem)
+    if broken is _mask_ignored:  # every attention geometry's check fails as well
+        assert all(not case["passed"] for cases in parity["kernels"].values() for case in cases.values())
+    assert suite.attention_mode_for("pi0", "xla", parity) == ("reference", verdict["refused"])
+    assert suite.attention_mode_for("pi0", "xla", {"skipped": "budget: 0 s left"}) == (
+        "reference", "parity not checked (budget: 0 s left)")
+
+
 def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):
     report, stdout = dry_run
     for stage in ("data", "eval"):
@@ -82,6 +132,7 @@ def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):
     (["--stages=peak,gpu"], "unknown model or stage: gpu"),
     (["--multinet_model=pi0_fast"], "--multinet_model must be a flow model"),
     (["--models=pi0_fast", "--stages=models,multinet_recreation"], "add it to --models"),
+    (["--attention=flash"], "argument --attention: invalid choice: 'flash'"),
 ])
 def test_bad_suite_flags_are_refused(flags, problem, capsys):
     with pytest.raises(SystemExit):

@@ -105,7 +105,7 @@ def test_modes_override_the_backend_and_mixed_dtypes_stay_on_the_reference():
             pass
 
 
-def test_a_gpu_traces_the_cudnn_call_and_logs_each_refusal_once(monkeypatch, caplog):
+def test_a_gpu_traces_the_cudnn_call_and_logs_each_refusal_once(monkeypatch, caplog, fresh_traces):
     """A mocked Hopper GPU: the wrapper asks jax for cuDNN (here answered by XLA's kernel); float32 stays ours."""
     monkeypatch.setattr(attention, "current_device", lambda: HOPPER)
     monkeypatch.setattr(attention, "_logged", set())

@@ -11,8 +11,9 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
   `gemma.grouped_attention` at every attention geometry of its full and tiny configs (a prefix and a decode step,
   boolean masks with a query row that has no valid key) through the fast path and the reference on the device;
   the max differences against `MODEL_TOLERANCE` / `KERNEL_TOLERANCE`. A model that fails, or whose check raises,
-  is timed on the reference attention and its entry says why (`attention.fast_path_refused`); every case records
-  the implementation of each attention call it traced (`attention`, `attention_calls`);
+  is timed on the reference attention and its entry says why (`attention.fast_path_refused`); a case whose fast
+  path fails at full size is timed on the reference too (`fast_path_failed`); every case records the
+  implementation of each attention call it traced (`attention`, `attention_calls`);
 - `models`: each model of `MODELS` with random weights (in `--dtype`, bfloat16 by default) at each batch size:
   Pi0-like models sample one action chunk with 10 flow steps (`ms_per_call` is one chunk for the whole batch),
   token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran), OpenVLA predicts one
@@ -385,6 +386,19 @@ def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: fl
     return result
 
 
+def model_case_or_reference(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
+    """`model_case`; where its fast path fails at this size (a shape cuDNN refuses that the parity stage's small ones
+    did not show), the failure is recorded and the case timed on the reference attention, not the suite ended."""
+    try:
+        return model_case(model, bench, batch, sizes, peak)
+    except Exception as error:
+        if attention.fast_path() is None:
+            raise
+        failure = f"{type(error).__name__}: {error}"[:500]
+    with attention.mode("reference"):
+        return {**model_case(model, bench, batch, sizes, peak), "fast_path_failed": failure}
+
+
 def _missing_modules(*names: str) -> list[str]:
     missing = []
     for name in names:
@@ -439,7 +453,7 @@ def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget
     entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
     entry["build_s"] = build_s
     for batch in sizes.batch_sizes:
-        case, last_case_s = budget.run(last_case_s, lambda: model_case(model, bench, batch, sizes, peak))
+        case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, bench, batch, sizes, peak))
         entry["cases"][str(batch)] = case
         print(f"{name} batch {batch}: {case}", flush=True)
     if name == args.multinet_model and "multinet_recreation" in args.stages:
@@ -571,7 +585,8 @@ def format_table(report: dict[str, Any]) -> str:
             tokens = f"{case['tokens_per_s']:.1f}" if "tokens_per_s" in case else "-"
             mfu = f"{100 * case['mfu']:.2f}%" if case["mfu"] is not None else "-"
             lines.append(f"{name:<10} {batch:>5} {case['ms_per_call']:>10.2f} {case['samples_per_s']:>10.2f} "
-                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}  {'+'.join(case['attention'])}")
+                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}  {'+'.join(case['attention'])}"
+                         + (" (fast path failed)" if "fast_path_failed" in case else ""))
         if "skipped" in entry:
             lines.append(f"{name:<10} skipped ({entry['skipped']})")
         recreation = entry.get("multinet_recreation")

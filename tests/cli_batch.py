@@ -10,7 +10,6 @@ absl's flags are reset between cases. Commands run exactly as `multinet-jax` run
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import json
 import sys
@@ -21,9 +20,6 @@ from multinet_jax.cli import main
 
 
 def run(argv: list[str]) -> dict:
-    # What an earlier case left for the garbage collector (orbax's abandoned reads after a failed restore; a real
-    # run exits instead) is collected before this case's stderr is captured.
-    gc.collect()
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import pathlib
 import shutil
+import sys
+import time
 
 import jax
 import numpy as np
@@ -146,6 +149,25 @@ def test_truncated_checkpoint_is_reported(tmp_path):
     data_files[0].write_bytes(data_files[0].read_bytes()[:100])
     with pytest.raises(weights.CheckpointError, match="could not read the parameter arrays"):
         load_model(target)
+
+
+def test_a_failed_read_leaves_no_read_running(tmp_path, monkeypatch):
+    """orbax closes a restore's event loop at the first failed read: reads still running then post to the closed loop
+    ("Event loop is closed") or are dropped mid-way, and Python reports each as unraisable, around the error line."""
+    torn_data, torn_index = copy_checkpoint(tmp_path / "data"), copy_checkpoint(tmp_path / "index")
+    largest_data_file = max((torn_data / "params" / "ocdbt.process_0" / "d").iterdir(), key=lambda p: p.stat().st_size)
+    for torn in [largest_data_file, *(torn_index / "params" / "d").iterdir()]:  # params/d: the OCDBT B-tree
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    for _ in range(5):  # how many reads are still running when one fails depends on the threads' timing
+        with pytest.raises(weights.CheckpointError, match=r"could not read the parameter arrays .*OUT_OF_RANGE"):
+            load_model(torn_data)
+        with pytest.raises(weights.CheckpointError, match=r"unreadable orbax checkpoint metadata \(ValueError: OUT_OF_RANGE"):
+            load_model(torn_index)
+    time.sleep(0.5)  # a read left running has posted to its closed loop by then,
+    gc.collect()  # and one dropped mid-way is finalized here
+    assert [f"{report.exc_type.__name__}: {report.exc_value}"[:300] for report in unraisable] == []
 
 
 def test_unreadable_metadata_is_reported(tmp_path):

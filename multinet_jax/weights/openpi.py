@@ -12,10 +12,10 @@ Norm stats live in `<step>/assets/<asset_id>/norm_stats.json` (openpi's `normali
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -76,10 +76,9 @@ def _model_path(keys: tuple[str, ...]) -> str:
 def read_param_metadata(checkpoint: str | pathlib.Path) -> tuple[epath.Path, dict[str, tuple[tuple[str, ...], Any]]]:
     """(params dir, {model path: (checkpoint key path, orbax ArrayMetadata)}) without reading any array."""
     directory = params_directory(checkpoint)
-    _quiet_orbax()
     try:
-        metadata = ocp.PyTreeCheckpointer().metadata(directory).item_metadata
-        flat = flatten_tree(dict(metadata))
+        # The handler's own `metadata` raises what went wrong; `Checkpointer.metadata` logs it and returns None.
+        flat = flatten_tree(dict(_pytree_handler().metadata(directory)))
     except Exception as error:  # orbax raises many types for corrupt files; name the directory instead
         raise CheckpointError(f"{directory}: unreadable orbax checkpoint metadata ({type(error).__name__}: {error})")
     if not flat:
@@ -115,9 +114,8 @@ def restore_params(
                  {path: tuple(leaf.shape) for path, leaf in expected_flat.items()})
 
     restored: dict[str, Any] = {}
-    # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache). Closing it also
-    # settles orbax's other pending reads when one fails (else they linger past the event loop's end).
-    checkpointer = ocp.PyTreeCheckpointer()
+    # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache).
+    checkpointer = ocp.Checkpointer(_pytree_handler())
     try:
         for group in restore_groups({path: tuple(meta.shape) for path, (_, meta) in wanted.items()}, dtype):
             restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
@@ -127,7 +125,7 @@ def restore_params(
 
 
 def _restore_group(
-    checkpointer: ocp.PyTreeCheckpointer,
+    checkpointer: ocp.Checkpointer,
     directory: Any,
     group: list[str],
     wanted: Mapping[str, tuple[tuple[str, ...], Any]],
@@ -149,8 +147,13 @@ def _restore_group(
             directory, args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
         )
     except Exception as error:  # tensorstore/orbax errors for missing or truncated chunks
+        # orbax wraps tensorstore's error (which names the array and the bytes it lacks) in one that prints the
+        # TensorStore spec's bound method: report tensorstore's.
+        cause: BaseException = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
         raise CheckpointError(
-            f"{directory}: could not read the parameter arrays (truncated or corrupt?): {type(error).__name__}: {error}"
+            f"{directory}: could not read the parameter arrays (truncated or corrupt?): {type(cause).__name__}: {cause}"
         )
     # device_put is asynchronous: wait, so this group's host read buffers are freed before the next is read.
     group_flat = jax.block_until_ready(flatten_tree(group_tree))
@@ -159,26 +162,59 @@ def _restore_group(
     return arrays
 
 
-class _OrbaxNoiseFilter(logging.Filter):
-    """Drops two orbax messages that are expected here and say nothing wrong:
-    - "Metadata file does not exist: .../_CHECKPOINT_METADATA": openpi writes its checkpoints without that file;
-    - asyncio's "Task exception was never retrieved" for orbax's other reads of a failed restore: they fail for the
-      reason already reported (a CheckpointError names the checkpoint), then linger until collected.
+async def _settled(operation: Awaitable[Any]) -> Any:
+    """`await operation`; when it fails, first wait for every read it started, so that none outlives orbax's loop.
+
+    orbax runs each restore (and each metadata read) on an event loop of its own and closes that loop as soon as the
+    first read fails (`asyncio_utils._run_sync_via_new_loop`: `run_until_complete`, then `close`), while the reads
+    that `asyncio.gather` started beside it still run in tensorstore. Each then posts its result to the closed loop
+    (`call_soon_threadsafe` in tensorstore's `Future.__await__` callback) or is dropped unfinished, and Python prints
+    each as unraisable ("Event loop is closed", "Exception ignored in: <coroutine ...>") around the one error line.
+    Waiting here, while the loop still runs, leaves nothing in flight; the first error then propagates unchanged.
+    (Cancelling them instead would race: a read that completes as it is cancelled still posts to the loop after its
+    task is done.)
     """
+    running_before = asyncio.all_tasks()
+    try:
+        return await operation
+    except Exception:
+        # Every task started since is one of this operation's reads (or a step of one): none waits on this one.
+        while started := asyncio.all_tasks() - running_before - {asyncio.current_task()}:
+            await asyncio.wait(started)
+        raise
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        missing_metadata = message.startswith("Metadata file does not exist") and message.endswith("_CHECKPOINT_METADATA")
-        abandoned_read = "Task exception was never retrieved" in message and "_read_array_index_and_device_put" in message
-        return not (missing_metadata or abandoned_read)
+
+class _SettledReads:
+    """Mixin for an orbax type handler: its failed reads end only once all their sibling reads have (`_settled`)."""
+
+    async def metadata(self, infos: Sequence[Any]) -> Sequence[Any]:
+        return await _settled(super().metadata(infos))
+
+    async def deserialize(self, infos: Sequence[Any], args: Sequence[Any] | None = None) -> Sequence[Any]:
+        return await _settled(super().deserialize(infos, args))
 
 
-def _quiet_orbax() -> None:
-    """Installs `_OrbaxNoiseFilter` on the loggers those messages go through (once)."""
-    for name in ("absl", "asyncio"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(existing, _OrbaxNoiseFilter) for existing in logger.filters):
-            logger.addFilter(_OrbaxNoiseFilter())
+class _SettledArrayHandler(_SettledReads, ocp.type_handlers.ArrayHandler):
+    """Reads the arrays (`ArrayRestoreArgs` restores every parameter as a `jax.Array`)."""
+
+
+class _SettledNumpyHandler(_SettledReads, ocp.type_handlers.NumpyHandler):
+    """Reads the metadata of leaves saved as numpy arrays (metadata goes by the type each leaf was saved as)."""
+
+
+def _pytree_handler() -> ocp.PyTreeCheckpointHandler:
+    """orbax's PyTree handler, its array handlers settling their failed reads, other types as orbax's defaults.
+
+    Unlike orbax's default `jax.Array` handler it has no ArrayMetadata store: that store serves writing and PRNG-key
+    arrays, and parameters hold none.
+    """
+    handlers = ocp.type_handlers
+    registry = handlers.create_type_handler_registry(
+        *((kind, handlers.get_type_handler(kind)) for kind in handlers.supported_types()),
+        (np.ndarray, _SettledNumpyHandler()),
+        (jax.Array, _SettledArrayHandler()),
+    )
+    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
 
 
 def norm_stats_asset_ids(checkpoint_dir: str | pathlib.Path) -> list[str]:

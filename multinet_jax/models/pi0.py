@@ -13,7 +13,8 @@ itself) + `action_horizon` action tokens (attending to everything valid), the fl
 tokens by `action_time_mlp_*`; Pi0.5's suffix is the action tokens alone, the flow time entering every norm of the
 action expert through `time_mlp_*` (adaRMSNorm, see `gemma.py`), and the state only through the prompt's text.
 
-Speed without changing outputs: all live cameras go through SigLIP in one batched pass, and a camera whose mask is
+Speed without changing outputs: each live camera goes through SigLIP in its own pass, as in openpi (on CPU one
+pass over all cameras' images was measured slower, `benchmarks/pi0_throughput`), and a camera whose mask is
 False for the whole batch is dropped before tracing (its tokens would be masked out of every attention anyway, so
 removing them is exact). Noise is per sample: `normal(fold_in(rng, sample_index))`, independent of batch makeup.
 """
@@ -77,21 +78,17 @@ class PaliGemma(nn.Module):
     def embed_prefix(
         self, images: Sequence[jax.Array], image_masks: Sequence[jax.Array], tokens: jax.Array, token_mask: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
-        """Image tokens of each camera (one batched SigLIP pass), then prompt tokens -> (tokens, valid mask).
+        """Image tokens of each camera (one SigLIP pass per camera, as openpi), then prompt tokens -> (tokens, mask).
 
         `images`: per camera `[b, h, w, 3]` in [-1, 1] at any size (resized as openpi does, `observation.resize_with_pad`);
         `image_masks`: per camera bool `[b]`. Returns `[b, n, width]` in the model dtype and bool `[b, n]`.
         """
-        batch = tokens.shape[0]
+        size = self.config.siglip.image_size
         parts, masks = [], []
-        if images:
-            size = self.config.siglip.image_size
-            images = [resize_with_pad(image, size, size) for image in images]
-            encoded = self.img(jnp.concatenate(images, axis=0))
-            per_camera = encoded.reshape(len(images), batch, *encoded.shape[1:])
-            for camera_tokens, camera_mask in zip(per_camera, image_masks, strict=True):
-                parts.append(camera_tokens)
-                masks.append(jnp.broadcast_to(camera_mask[:, None], camera_tokens.shape[:2]))
+        for image, camera_mask in zip(images, image_masks, strict=True):
+            camera_tokens = self.img(resize_with_pad(image, size, size))
+            parts.append(camera_tokens)
+            masks.append(jnp.broadcast_to(camera_mask[:, None], camera_tokens.shape[:2]))
         parts.append(self.llm.embed(tokens))
         masks.append(token_mask)
         return jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1)

@@ -113,7 +113,7 @@ def openpi_greedy_tokens(model, observation: dict[str, np.ndarray], steps: int) 
 @functools.cache
 def pi0_backbone_npz() -> pathlib.Path:
     """The PaliGemma weights of `pi0/ckpt/0` (every action-expert `*_1` leaf and the action head dropped), written in
-    big_vision's layout: what the shared fixture was meant to be."""
+    big_vision's layout by `save_npz` (equal to the shared `paligemma_npz/pt_tiny.npz`)."""
     reference = pi0_model()
     config = configs.PaliGemmaConfig(reference.config.paligemma, reference.config.siglip, reference.config.vocab_size)
     expected = param_shapes(config)

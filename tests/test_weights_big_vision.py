@@ -1,6 +1,7 @@
 """big_vision PaliGemma npz checkpoints: the source-VLM baseline loads natively and equals the Pi0 backbone it came
 from (logits and openpi's greedy tokens), the full-size layout is proven with `jax.eval_shape`, and every way an npz
-can be wrong (the shared fixture's missing keys included) fails with one line naming the file."""
+can be wrong fails with one line naming the file. The shared `pt_tiny.npz` (the Pi0 fixture's backbone as big_vision
+writes it) loads whole and reproduces openpi's greedy tokens for that backbone."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from multinet_jax.models.paligemma import PaliGemmaModel
 from multinet_jax.models.pi0 import PaliGemma
 from multinet_jax.weights import big_vision
 
-# What `../shared/openpi_reference/paligemma_npz/pt_tiny.npz` lacks: the SigLIP blocks' second LayerNorm and MLP
-# output layer (28 keys where a complete PaliGemma npz of that size has 32).
-FIXTURE_MISSING = sorted(f"params/img/Transformer/encoderblock/{name}" for name in (
-    "LayerNorm_1/bias", "LayerNorm_1/scale", "MlpBlock_0/Dense_1/bias", "MlpBlock_0/Dense_1/kernel"))
+
+def shared_npz() -> pathlib.Path:
+    """`../shared/openpi_reference/paligemma_npz/pt_tiny.npz`: `pi0/ckpt/0` without its action expert, 32 arrays."""
+    return shared_path("openpi_reference", "paligemma_npz", "pt_tiny.npz")
 
 
 def rewrite(source: pathlib.Path, target: pathlib.Path, **changes) -> pathlib.Path:
@@ -38,16 +39,28 @@ def rewrite(source: pathlib.Path, target: pathlib.Path, **changes) -> pathlib.Pa
     return target
 
 
-def test_written_npz_has_big_vision_layout_and_the_fixture_values():
-    """Every fixture key is in our npz with the same float32 values; ours adds exactly the fixture's missing keys."""
-    with np.load(shared_path("openpi_reference", "paligemma_npz", "pt_tiny.npz"), allow_pickle=False) as fixture, \
-            np.load(pi0_backbone_npz(), allow_pickle=False) as ours:
-        assert sorted(set(ours.files) - set(fixture.files)) == FIXTURE_MISSING and set(fixture.files) <= set(ours.files)
+def test_written_npz_equals_the_shared_big_vision_npz():
+    """`save_npz` writes exactly the shared fixture's keys with its float32 values, and both are recognised as
+    big_vision PaliGemma checkpoints."""
+    with np.load(shared_npz(), allow_pickle=False) as fixture, np.load(pi0_backbone_npz(), allow_pickle=False) as ours:
+        assert sorted(ours.files) == sorted(fixture.files)
         for key in fixture.files:
-            assert ours[key].dtype == np.float32
+            assert ours[key].dtype == fixture[key].dtype == np.float32
             np.testing.assert_array_equal(ours[key], fixture[key], err_msg=key)
-    assert registry.family_of(str(pi0_backbone_npz())).layout == "big_vision_npz"
-    assert registry.model_kind(pi0_backbone_npz()) == "paligemma"  # what `eval` infers when --model is left out
+    for path in (shared_npz(), pi0_backbone_npz()):
+        assert registry.family_of(str(path)).layout == "big_vision_npz"
+        assert registry.model_kind(path) == "paligemma"  # what `eval` infers when --model is left out
+
+
+def test_shared_npz_loads_whole_and_reproduces_openpi_pi0_backbone_tokens():
+    """openpi's greedy tokens for the Pi0 backbone (`tokens_greedy_pi0backbone_f32` of `fast/io.npz`) from the shared
+    npz alone: every parameter comes from the file (a missing one would fail the load, not be filled at random)."""
+    model = load_model(shared_npz())
+    assert isinstance(model, PaliGemmaModel)
+    with np.load(shared_npz(), allow_pickle=False) as fixture:
+        assert {big_vision.npz_key(path) for path in weights.flatten_params(model.params)} == set(fixture.files)
+    tokens = model.sample_tokens(fast_observation(), max_decoding_steps=STEPS)
+    assert_tokens_match(tokens, fast_io()["tokens_greedy_pi0backbone_f32"])
 
 
 def test_text_logits_equal_the_pi0_backbone():
@@ -67,11 +80,6 @@ def test_text_logits_equal_the_pi0_backbone():
     np.testing.assert_array_equal(scores[0], scores[1])
 
 
-def test_greedy_tokens_match_openpi_pi0_backbone():
-    tokens = load_model(pi0_backbone_npz()).sample_tokens(fast_observation(), max_decoding_steps=STEPS)
-    assert_tokens_match(tokens, fast_io()["tokens_greedy_pi0backbone_f32"])
-
-
 def test_bfloat16_restore_and_no_action_head():
     model = load_model(pi0_backbone_npz(), dtype="bfloat16")
     assert {leaf.dtype for leaf in jax.tree.leaves(model.params)} == {jax.numpy.dtype("bfloat16")}
@@ -87,16 +95,8 @@ def test_full_size_pt_224_layout_with_eval_shape():
     assert config == configs.PaliGemmaConfig()
     shapes = {path: tuple(leaf.shape) for path, leaf in weights.flatten_params(param_shapes(config)).items()}
     assert shapes == spec
-    assert {big_vision.npz_key(path) for path in shapes} >= set(FIXTURE_MISSING)
-
-
-def test_shared_fixture_fails_naming_the_npz_and_missing_keys():
-    fixture = shared_path("openpi_reference", "paligemma_npz", "pt_tiny.npz")
-    assert registry.family_of(str(fixture)).layout == "big_vision_npz"
-    with pytest.raises(weights.CheckpointError) as error:
-        load_model(fixture)
-    message = str(error.value)
-    assert "\n" not in message and message.startswith(f"{fixture}: ") and f"missing {FIXTURE_MISSING}" in message
+    with np.load(shared_npz(), allow_pickle=False) as fixture:  # the same 32 names as the tiny fixture
+        assert {big_vision.npz_key(path) for path in shapes} == set(fixture.files)
 
 
 def test_bad_npz_files_fail_with_the_file_and_key(tmp_path):
@@ -122,6 +122,11 @@ def test_bad_npz_files_fail_with_the_file_and_key(tmp_path):
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
     with pytest.raises(weights.CheckpointError, match="truncated.npz: not a readable npz"):
         load_model(truncated)
+    dropped = [f"params/img/Transformer/encoderblock/{name}" for name in ("LayerNorm_1/bias", "MlpBlock_0/Dense_1/kernel")]
+    missing = rewrite(source, tmp_path / "missing.npz", **dict.fromkeys(dropped))
+    with pytest.raises(weights.CheckpointError) as error:  # what the shared npz's first version did (openpi: random fill)
+        load_model(missing)
+    assert "\n" not in str(error.value) and str(error.value).startswith(f"{missing}: ") and f"missing {dropped}" in str(error.value)
     no_sizes = rewrite(source, tmp_path / "no_sizes.npz", **{"params/llm/layers/attn/kv_einsum/w": None})
     with pytest.raises(weights.CheckpointError, match="no_sizes.npz: lacks params/llm/layers/attn/kv_einsum/w"):
         load_model(no_sizes)

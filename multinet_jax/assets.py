@@ -202,13 +202,13 @@ def hub_cache_dir() -> str | None:
 
 
 def _resolve_hub(asset: Asset, offline: bool) -> pathlib.Path:
-    import huggingface_hub
-    from huggingface_hub import errors
+    # Imported by name: `import huggingface_hub` alone does not load its `constants` submodule (2.4).
+    from huggingface_hub import constants, errors, snapshot_download
 
     repo, revision = _hub_repo(asset)
-    where = hub_cache_dir() or huggingface_hub.constants.HF_HUB_CACHE
+    where = hub_cache_dir() or constants.HF_HUB_CACHE
     try:
-        path = huggingface_hub.snapshot_download(
+        path = snapshot_download(
             repo, revision=revision, cache_dir=hub_cache_dir(), allow_patterns=list(asset.files) or None,
             local_files_only=offline,
         )

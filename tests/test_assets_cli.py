@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -41,6 +42,27 @@ def test_fetch_downloads_then_offline_finds_it(tmp_path):
     shutil.rmtree(source)
     again = run("fetch", "--offline", source.as_uri(), MULTINET_JAX_CACHE=str(tmp_path / "cache"))
     assert again.returncode == 0 and again.stdout == fetched.stdout
+
+
+def test_hub_assets_resolve_from_the_default_hub_cache_offline_and_when_the_hub_refuses(tmp_path):
+    """A fresh user's setup: no `$HF_HUB_CACHE`, so the hub's own default (`$HF_HOME/hub`) is the cache; a fresh
+    process imports `huggingface_hub` as the CLI does (nothing else has loaded its submodules). Online, the hub's
+    endpoint refuses connections: the cached snapshot answers, a repo not cached fails naming the cache."""
+    hub = tmp_path / "hf" / "hub"
+    snapshot = build_hub_cache(hub, shared_path("models", "all-MiniLM-L6-v2"), EMBEDDER)
+    with socket.socket() as refusing:  # bound, never listening: connections to it are refused
+        refusing.bind(("127.0.0.1", 0))
+        home = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": None}
+        online = {**home, "MULTINET_JAX_OFFLINE": None, "HF_HUB_OFFLINE": None,
+                  "HF_ENDPOINT": f"http://127.0.0.1:{refusing.getsockname()[1]}"}
+        for env in (home, online):
+            result = run("fetch", "--offline" if env is home else "--nooffline", "all-MiniLM-L6-v2", **env)
+            assert result.returncode == 0 and result.stdout == f"all-MiniLM-L6-v2 -> {snapshot}\n", result.stderr
+        for env, reason in ((home, "offline"), (online, "the hub could not be reached")):
+            result = run("fetch", "physical-intelligence/fast", **env)
+            (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+            assert result.returncode == 2 and "Traceback" not in result.stderr
+            assert line.startswith(f"error: physical-intelligence/fast: not in the Hugging Face cache {hub} and {reason}")
 
 
 def test_eval_offline_with_a_missing_checkpoint_fails_at_start_up(tmp_path):

@@ -321,11 +321,16 @@ def _geometry_name(geometry: tuple[int, int, int]) -> str:
     return "heads {} / kv heads {} / head dim {}".format(*geometry)
 
 
-def run_parity(args: argparse.Namespace, fast_mode: str, mesh: Any) -> dict[str, Any]:
-    """Before any figure: each model's tiny config, and every attention geometry of its full and tiny configs, fast
-    path against reference on this device. A model that fails (or whose check raises) is refused the fast path."""
+def run_parity(args: argparse.Namespace, mesh: Any) -> dict[str, Any]:
+    """Before any figure: each model's tiny config, and every attention geometry of its full and tiny configs, under
+    the suite's attention mode (`args.attention`, which takes the device's fast path) against the reference on this
+    device. A model that fails (or whose check raises) is refused the fast path."""
+    fast_mode = args.attention
     kernels: dict[str, dict[str, Any]] = {}
-    result: dict[str, Any] = {"fast_path": fast_mode, "dtype": args.dtype, "kernels": kernels, "models": {}}
+    with attention.mode(fast_mode):
+        fast_path = attention.fast_path()
+    result: dict[str, Any] = {"mode": fast_mode, "fast_path": fast_path, "dtype": args.dtype, "kernels": kernels,
+                              "models": {}}
     for name in args.models:
         bench = MODELS[name]
         try:
@@ -545,7 +550,7 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     report["attention"] = {"mode": args.attention, "fast_path": fast_path, "dtype": args.dtype}
     parity = None
     if fast_path is not None and {"models", "eval"} & set(args.stages):
-        parity, _ = budget.run(0.0, lambda: run_parity(args, fast_path, mesh))
+        parity, _ = budget.run(0.0, lambda: run_parity(args, mesh))
         stages["attention_parity"] = parity
     if "models" in args.stages:
         stages["models"] = run_models(args, sizes, budget, peak, mesh, parity)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_a_fast_path_failing_parity_is_refused_and_the_model_timed_on_the_refere
     monkeypatch.setattr(attention, "fused", broken)
     args = suite.parse_args(["--dry_run", "--models=pi0", "--stages=models", "--attention=xla"])
     mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
-    parity = suite.run_parity(args, "xla", mesh)
+    parity = suite.run_parity(args, mesh)
     verdict = parity["models"]["pi0"]
     assert not verdict["passed"] and verdict["refused"].startswith(problem)
     if broken is _mask_ignored:  # every attention geometry's check fails as well
@@ -115,6 +116,31 @@ def test_a_fast_path_failing_parity_is_refused_and_the_model_timed_on_the_refere
     assert suite.attention_mode_for("pi0", "xla", parity) == ("reference", verdict["refused"])
     assert suite.attention_mode_for("pi0", "xla", {"skipped": "budget: 0 s left"}) == (
         "reference", "parity not checked (budget: 0 s left)")
+
+
+def test_on_a_gpu_the_parity_stage_runs_the_mode_whose_fast_path_has_another_name(monkeypatch, fresh_traces):
+    """On a CUDA GPU `auto` (a mode) takes cuDNN (an implementation): the parity stage and the timed cases must trace
+    under the mode. Here a mocked Hopper GPU, with XLA's kernel standing in for cuDNN's."""
+    kernels_run = []
+
+    def cudnn_stand_in(q, k, v, attn_mask, implementation):
+        kernels_run.append(implementation)
+        return jax.nn.dot_product_attention(q, k, v, mask=None if attn_mask is None else attn_mask[:, None],
+                                            scale=1.0, implementation="xla")
+
+    monkeypatch.setattr(attention, "current_device", lambda: attention.Device("gpu", True, (9, 0)))
+    monkeypatch.setattr(attention, "fused", cudnn_stand_in)
+    args = suite.parse_args(["--dry_run", "--models=pi0", "--stages=models", "--attention=auto", "--batch_sizes=1"])
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
+    parity = suite.run_parity(args, mesh)
+    assert (parity["mode"], parity["fast_path"]) == ("auto", "cudnn")
+    verdict = parity["models"]["pi0"]
+    assert verdict["passed"] and verdict["refused"] is None and verdict["implementations"] == ["cudnn"], verdict
+    assert set(kernels_run) == {"cudnn"}
+    sizes = dataclasses.replace(suite.DRY, batch_sizes=(1,))
+    models = suite.run_models(args, sizes, suite.Budget(600), None, mesh, parity)
+    assert models["pi0"]["attention"] == {"mode": "auto", "dtype": "bfloat16", "fast_path_refused": None}
+    assert models["pi0"]["cases"]["1"]["attention"] == ["cudnn"]
 
 
 def test_a_fast_path_failing_at_full_size_times_that_case_on_the_reference(monkeypatch, fresh_traces):

@@ -60,7 +60,8 @@ from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from benchmarks.pi0_throughput import make_observation
 from multinet_jax import models, sharding
 from multinet_jax.models import attention, configs, decoding, gemma, openvla, openvla_checkpoint
-from multinet_jax.models.pi0 import PaliGemma, sample_actions_fn, sample_actions_jit
+from multinet_jax.models.backbone import PaliGemma
+from multinet_jax.models.pi0 import sample_actions_fn, sample_actions_jit
 
 NUM_FLOW_STEPS = 10
 LIVE_CAMERAS = 1  # MultiNet's Open-X setup: three camera slots, one image

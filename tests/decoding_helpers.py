@@ -16,7 +16,8 @@ from conftest import openpi_io, openpi_observation, shared_path
 from multinet_jax import sharding, weights
 from multinet_jax.models import configs, load_model, param_shapes
 from multinet_jax.weights import big_vision
-from multinet_jax.models.pi0 import PaliGemma, make_attn_mask
+from multinet_jax.models.backbone import PaliGemma
+from multinet_jax.models.masks import make_attn_mask
 
 # What the fixture's README.json says shapes cannot tell: Pi0FASTConfig(action_dim=8, action_horizon=10, ...).
 FAST_OVERRIDES = {"action_dim": 8, "action_horizon": 10, "max_token_len": 64}

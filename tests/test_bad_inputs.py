@@ -240,7 +240,7 @@ CASES = [
     Case("eval_missing_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.nope)),
          lambda i: f"{E(str(i.nope))}: no such file or directory"),
     Case("eval_checkpoint_is_a_file", "eval", lambda i: _eval(i, checkpoint=str(i.a_file)),
-         lambda i: f"{E(str(i.a_file))}: not a checkpoint layout this project reads \\(known: openpi: .*huggingface_openvla: .*\\)"),
+         lambda i: f"{E(str(i.a_file))}: not a checkpoint format this project reads \\(known: openpi: .*huggingface_openvla: .*\\)"),
     # A failed read leaves none of orbax's other reads running: the eval cases after these would print what they print.
     Case("eval_truncated_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_torn)),
          lambda i: f"{E(str(i.ckpt_torn))}/params: could not read the parameter arrays \\(truncated or corrupt\\?\\): "

@@ -11,7 +11,7 @@ from conftest import shared_path
 from decoding_helpers import FAST_OVERRIDES, fast_io, fast_model, fast_observation, pi0_model
 from multinet_jax import sharding, weights
 from multinet_jax.models import configs, decoding, param_shapes
-from multinet_jax.models.pi0 import PaliGemma
+from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.pi0_fast import Pi0FastModel
 
 STEPS = 24  # the fixture's max_decoding_steps

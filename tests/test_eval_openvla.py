@@ -12,15 +12,10 @@ import pytest
 import eval_helpers
 from openvla_helpers import openvla_dir
 from multinet_jax import domains, openvla_actions, weights
-from multinet_jax.cli import eval as eval_cli
 from multinet_jax.eval import demo, demo_data
-from multinet_jax.models import load_model, openvla_checkpoint, registry
+from multinet_jax.models import load_model, openvla_checkpoint
 
 LIMIT = 4
-
-
-def test_cli_model_choices_are_the_registrys():
-    assert set(eval_cli.MODEL_KINDS) == set(registry.model_kinds())
 
 
 def test_demo_builds_a_loadable_openvla_in_the_hugging_face_layout(tmp_path):

@@ -13,7 +13,7 @@ from models_helpers import openpi_checkpoint, random_like, relative_error, take
 from multinet_jax.models import configs, load_model
 from multinet_jax.models.observation import resize_with_pad, to_model_range
 from multinet_jax.models.gemma import Gemma
-from multinet_jax.models.pi0 import make_attn_mask
+from multinet_jax.models.masks import make_attn_mask
 
 # Same computation in a different batch layout: only float summation order may differ, which this chaotic
 # fixture model (every weight perturbed by 0.3 N(0, 1)) amplifies to ~3e-5 of max|action| (once just over 1e-4);

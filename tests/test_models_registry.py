@@ -1,4 +1,5 @@
-"""The model interface and the family registry: layouts are recognized, every family implements the interface."""
+"""The model interface and the family registry: checkpoint formats are recognized, every family implements the
+interface."""
 
 from __future__ import annotations
 
@@ -13,23 +14,24 @@ from multinet_jax import weights
 from multinet_jax.models import InferenceOptions, Model, load_model, registry
 
 
-def test_openpi_layout_is_recognized_as_the_openpi_family():
-    assert registry.family_of(pi0_checkpoint()).layout == "openpi"
-    assert registry.family_of(f"{pi0_checkpoint()}/params").layout == "openpi"
-    assert registry.family_of("gs://openpi-assets/checkpoints/pi0_base").layout == "openpi"
-    assert {"pi0", "pi0_fast"} <= set(registry.model_kinds())
+def test_openpi_checkpoints_are_recognized_as_the_openpi_format():
+    assert registry.format_of(pi0_checkpoint()).name == "openpi"
+    assert registry.format_of(f"{pi0_checkpoint()}/params").name == "openpi"
+    assert registry.format_of("gs://openpi-assets/checkpoints/pi0_base").name == "openpi"
+    assert {name for name in registry.family_names() if registry.family(name).checkpoint_format == "openpi"} == {
+        "pi0", "pi05", "pi0_fast"}
 
 
-def test_model_kind_is_read_from_the_layout_and_parameter_shapes():
-    """What `eval` infers when --model is left out: every family's kind, from headers alone (no arrays)."""
+def test_the_family_is_read_from_the_format_and_parameter_shapes():
+    """What `eval` infers when --model is left out: every family, from headers alone (no arrays)."""
     fixtures = shared_path("openpi_reference")
-    assert registry.model_kind(pi0_checkpoint()) == registry.model_kind(f"{pi0_checkpoint()}/params") == "pi0"
-    assert registry.model_kind(fixtures / "pi05" / "ckpt" / "0") == "pi05"
-    assert registry.model_kind(fixtures / "fast" / "ckpt" / "0") == "pi0_fast"
-    assert registry.model_kind(openvla_dir()) == "openvla"
-    registry.check_model_kind(fixtures / "pi05" / "ckpt" / "0", "pi05")
+    assert registry.family_of(pi0_checkpoint()) == registry.family_of(f"{pi0_checkpoint()}/params") == "pi0"
+    assert registry.family_of(fixtures / "pi05" / "ckpt" / "0") == "pi05"
+    assert registry.family_of(fixtures / "fast" / "ckpt" / "0") == "pi0_fast"
+    assert registry.family_of(openvla_dir()) == "openvla"
+    registry.check_family(fixtures / "pi05" / "ckpt" / "0", "pi05")
     with pytest.raises(weights.CheckpointError, match=r"holds a pi0_fast model \(from its parameters\), but --model=pi0;"):
-        registry.check_model_kind(fixtures / "fast" / "ckpt" / "0", "pi0")
+        registry.check_family(fixtures / "fast" / "ckpt" / "0", "pi0")
 
 
 def test_pi0_model_implements_the_interface_and_predict_actions_is_sample_actions():
@@ -46,15 +48,18 @@ def test_pi0_fast_model_implements_the_interface():
     assert isinstance(model, Model) and model.family == "pi0_fast"
 
 
-def test_unknown_layout_and_dtype_fail_with_one_line(tmp_path):
+def test_unknown_format_and_dtype_fail_with_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(weights.CheckpointError, match=r"not a checkpoint layout this project reads \(known: openpi"):
+    with pytest.raises(weights.CheckpointError, match=r"not a checkpoint format this project reads \(known: openpi"):
         load_model(tmp_path)
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_model(pi0_checkpoint(), dtype="float16")
 
 
-def test_a_layout_registers_once():
-    family = registry.families()[0]
+def test_a_format_and_a_family_register_once():
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(family)
+        registry.register_format(registry.formats()[0])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_family(registry.family("pi0"))
+    with pytest.raises(ValueError, match="unknown checkpoint format"):
+        registry.register_family(registry.Family("new", "no_such_format"))

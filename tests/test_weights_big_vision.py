@@ -20,7 +20,7 @@ from test_models_configs import read_param_spec
 from multinet_jax import weights
 from multinet_jax.models import configs, decoding, load_model, param_shapes, registry
 from multinet_jax.models.paligemma import PaliGemmaModel
-from multinet_jax.models.pi0 import PaliGemma
+from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.weights import big_vision
 
 
@@ -48,8 +48,8 @@ def test_written_npz_equals_the_shared_big_vision_npz():
             assert ours[key].dtype == fixture[key].dtype == np.float32
             np.testing.assert_array_equal(ours[key], fixture[key], err_msg=key)
     for path in (shared_npz(), pi0_backbone_npz()):
-        assert registry.family_of(str(path)).layout == "big_vision_npz"
-        assert registry.model_kind(path) == "paligemma"  # what `eval` infers when --model is left out
+        assert registry.format_of(str(path)).name == "big_vision_npz"
+        assert registry.family_of(path) == "paligemma"  # what `eval` infers when --model is left out
 
 
 def test_shared_npz_loads_whole_and_reproduces_openpi_pi0_backbone_tokens():

@@ -181,7 +181,7 @@ def test_not_a_checkpoint_directory(tmp_path):
     with pytest.raises(weights.CheckpointError, match="no such checkpoint directory"):
         load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(weights.CheckpointError, match=r"empty: not a checkpoint layout this project reads \(known: openpi"):
+    with pytest.raises(weights.CheckpointError, match=r"empty: not a checkpoint format this project reads \(known: openpi"):
         load_model(tmp_path / "empty")
     with pytest.raises(weights.CheckpointError, match="holds an orbax checkpoint"):
         weights.params_directory(tmp_path / "empty")

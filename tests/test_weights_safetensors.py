@@ -34,7 +34,7 @@ def write_sharded(directory: pathlib.Path, shards: int = 3) -> None:
 
 def test_layout_is_recognized_and_python_files_are_never_read(tmp_path):
     target = copy_model(tmp_path)
-    assert registry.family_of(str(target)).layout == "huggingface_openvla"
+    assert registry.format_of(str(target)).name == "huggingface_openvla"
     for name in ("modeling_prismatic.py", "processing_prismatic.py", "configuration_prismatic.py"):
         (target / name).write_text("raise SystemExit('the trust_remote_code files must not run')\n")
     write_sharded(target)

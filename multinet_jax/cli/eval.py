@@ -19,12 +19,10 @@ from absl import flags
 from multinet_jax.cli import offline
 from multinet_jax.cli.errors import InputError
 from multinet_jax.domains import ALL_DOMAINS
+from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
-# The model registry's kinds (`models.registry.model_kinds()`; a test keeps them equal), listed here so that flag
-# parsing does not import JAX.
-MODEL_KINDS = ("pi0", "pi05", "pi0_fast", "openvla", "paligemma")
-flags.DEFINE_enum("model", None, list(MODEL_KINDS), "Model family of --checkpoint; default: the one its layout and "
-                  "parameters hold (when given, it must agree with them).")
+flags.DEFINE_enum("model", None, list(registry.family_names()), "Model family of --checkpoint; default: the one its "
+                  "checkpoint format and parameters hold (when given, it must agree with them).")
 flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
                     "gs://..., or the step directory holding params/ (or params/ itself); openvla: a Hugging Face "
                     "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b; paligemma: a "

@@ -33,7 +33,7 @@ from multinet_jax.eval import act2answer, manifest, preflight, results, runners,
 from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
 
-MODEL_KINDS = registry.model_kinds()
+FAMILIES = registry.family_names()
 FLOW_MODELS = ("pi0", "pi05")
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
 # checkpoint: the checkpoint's norm stats.
@@ -48,7 +48,7 @@ class EvalConfig:
     `multinet_jax.assets` resolves; the tokenizers and the embedder default to their public names.
     """
 
-    model: str | None  # None: the kind the checkpoint holds (`registry.model_kind`)
+    model: str | None  # the family (`--model`); None: the one the checkpoint holds (`registry.family_of`)
     checkpoint: str
     tokenizer: str | None
     domains: tuple[str, ...]
@@ -79,9 +79,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.model is None:
-            object.__setattr__(self, "model", registry.model_kind(self.checkpoint))
-        if self.model not in MODEL_KINDS:
-            raise ValueError(f"--model must be one of {MODEL_KINDS}, got {self.model!r}")
+            object.__setattr__(self, "model", registry.family_of(self.checkpoint))
+        if self.model not in FAMILIES:
+            raise ValueError(f"--model must be one of {FAMILIES}, got {self.model!r}")
         if self.unnormalize not in UNNORMALIZE_CHOICES:
             raise ValueError(f"--unnormalize must be one of {UNNORMALIZE_CHOICES}, got {self.unnormalize!r}")
         for name in ("batch_size", "max_token_len", "num_flow_steps", "max_decoding_steps", "action_horizon", "action_dim", "limit"):
@@ -91,11 +91,11 @@ class EvalConfig:
             raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if self.action_dim is not None and self.model in FLOW_MODELS:
             raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
-        if not registry.predicts_actions(self.model):
+        if not registry.family(self.model).action_head:
             self._check_text_only()
         if self.unnorm_key is not None and self.unnormalize != "checkpoint":
             raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
-        if self.asset_id is not None and registry.layout_of(self.model) != "openpi":
+        if self.asset_id is not None and registry.family(self.model).checkpoint_format != "openpi":
             raise ValueError(f"--asset_id picks an openpi checkpoint's norm stats; --model={self.model} does not read "
                              "them (OpenVLA's statistics are picked with --unnorm_key)")
         if not self.domains:
@@ -121,7 +121,7 @@ class EvalConfig:
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
         # A family whose checkpoint bundles its tokenizer (OpenVLA) takes none.
-        defaults = {} if registry.bundles_tokenizer(self.model) else {"tokenizer": assets.DEFAULT_TOKENIZER}
+        defaults = {} if registry.family(self.model).bundles_tokenizer else {"tokenizer": assets.DEFAULT_TOKENIZER}
         if self.model == "pi0_fast":
             defaults["fast_tokenizer"] = assets.DEFAULT_FAST_TOKENIZER
         if self.similarity_domains() and not self.skip_similarity:
@@ -133,7 +133,7 @@ class EvalConfig:
     def asset_specs(self) -> dict[str, str]:
         """Every asset this run reads, by flag name (what `multinet-jax fetch` gets ahead of time)."""
         specs = {"checkpoint": self.checkpoint}
-        if not registry.bundles_tokenizer(self.model):
+        if not registry.family(self.model).bundles_tokenizer:
             specs["tokenizer"] = self.tokenizer
         if self.model == "pi0_fast":
             specs["fast_tokenizer"] = self.fast_tokenizer
@@ -182,7 +182,7 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
     overrides = {
         name: getattr(config, name) for name in ("action_horizon", "action_dim", "asset_id") if getattr(config, name) is not None
     }
-    registry.check_model_kind(checkpoint, config.model)  # before any array is read
+    registry.check_family(checkpoint, config.model)  # before any array is read
     model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
     if fast_prompt is not None:
         model.action_tokenizer = fast_prompt  # openpi checkpoints ship no FAST tokenizer
@@ -230,7 +230,7 @@ class Evaluator:
             del specs["checkpoint"]
         paths = assets.resolve_all(specs)
         # A family whose checkpoint bundles its tokenizer (OpenVLA) tokenizes the `prompt` texts itself.
-        self.bundled_tokenizer = registry.bundles_tokenizer(config.model)
+        self.bundled_tokenizer = registry.family(config.model).bundles_tokenizer
         self.paligemma = None if self.bundled_tokenizer else tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
         self.fast_prompt = None
         if config.model == "pi0_fast":
@@ -245,7 +245,7 @@ class Evaluator:
         if not self.bundled_tokenizer:
             _check_vocabulary(paths["tokenizer"], config.checkpoint, self.paligemma.vocab_size, self.model.config.vocab_size)
         _on_writer(lambda: manifest.record(self.output_dir, checked))
-        self.predicts_actions = registry.predicts_actions(self.model.family)
+        self.predicts_actions = registry.family(self.model.family).action_head
         self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
         self.state_prompts = None
         if config.model in ("pi05", "pi0_fast") and any(domains.lookup(name).uses_actions for name in config.domains):

@@ -184,7 +184,7 @@ def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
     name the checkpoint the model came from."""
     paths = assets.resolve_all({"checkpoint": config.checkpoint})
     bundled = getattr(model, "tokenizer", None) is not None if model is not None else \
-        registry.family_of(paths["checkpoint"]).bundles_tokenizer
+        registry.family(registry.family_of(paths["checkpoint"])).bundles_tokenizer
     if bundled:  # its own tokenizer reads the prompts: none is resolved or recorded
         config = dataclasses.replace(config, tokenizer=None)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer or assets.DEFAULT_TOKENIZER))

@@ -160,8 +160,8 @@ class Pi0FastConfig(PaliGemmaConfig):
 ModelConfig = Pi0Config | Pi0FastConfig | PaliGemmaConfig
 
 
-def model_kind(config: ModelConfig) -> str:
-    """The family name `eval --model` uses: "pi0", "pi05", "pi0_fast" or "paligemma"."""
+def family_name(config: ModelConfig) -> str:
+    """The family a config belongs to (what `eval --model` names): "pi0", "pi05", "pi0_fast" or "paligemma"."""
     if isinstance(config, Pi0FastConfig):
         return "pi0_fast"
     if isinstance(config, PaliGemmaConfig):

@@ -49,10 +49,11 @@ import numpy as np
 
 from multinet_jax import sharding
 from multinet_jax.models import activations
+from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import ModelConfig
 from multinet_jax.models.gemma import KVCache
+from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
-from multinet_jax.models.pi0 import PaliGemma, make_attn_mask
 
 PALIGEMMA_EOS_ID = 1
 Observation = Mapping[str, Any]

@@ -1,6 +1,6 @@
 """The one small interface every model family implements; the evaluator, probing and benchmarks use only this.
 
-    model = multinet_jax.load_model(path)                      # the registry picks the family from the layout
+    model = multinet_jax.load_model(path)                      # the registry picks the family from the checkpoint
     actions = model.predict_actions(observation, rng=key, options=InferenceOptions(num_flow_steps=10))
     tokens = model.sample_tokens(observation, rng=key, max_decoding_steps=32)
 
@@ -47,7 +47,7 @@ class InferenceOptions:
 class Model(Protocol):
     """A loaded model: parameters on a mesh plus the calls an evaluation makes."""
 
-    family: str  # the model kind `eval --model` names, e.g. "pi0", "pi05", "pi0_fast", "openvla"
+    family: str  # what `eval --model` names (`registry.family_names()`), e.g. "pi0", "pi05", "pi0_fast", "openvla"
     action_normalization: ClassVar[str]  # one of ACTION_NORMALIZATIONS
     config: Any
     params: Any

@@ -37,6 +37,7 @@ from multinet_jax import sharding
 from multinet_jax.models import activations, decoding, numerics
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
 from multinet_jax.models.openvla_inputs import ImageProcessor, LlamaPromptTokenizer, action_prompt, pad_batch
 from multinet_jax.models.vit import ViT
@@ -92,7 +93,7 @@ class OpenVLA(nn.Module):
         Apply with `mutable=["intermediates"]` to also get every layer's output (`intermediates/llm/layers/residual`,
         read by `models.activations`).
         """
-        attn_mask = decoding.make_attn_mask(mask, jnp.ones(mask.shape, bool))
+        attn_mask = make_attn_mask(mask, jnp.ones(mask.shape, bool))
         positions = jnp.cumsum(mask, axis=1) - 1
         (hidden,), _ = self.llm([prefix], positions, attn_mask)
         return self.llm.logits(hidden), hidden

@@ -4,7 +4,7 @@
     tokens = model.sample_tokens(observation, max_decoding_steps=32)
     scores = model.score_options(observation, option_tokens, option_mask)      # [b, K] log-likelihoods
 
-The source-VLM baseline of Act2Answer: the same modules as Pi0's backbone (`pi0.PaliGemma`: SigLIP + Gemma expert 0),
+The source-VLM baseline of Act2Answer: the same modules as Pi0's backbone (`backbone.PaliGemma`: SigLIP + Gemma expert 0),
 the same prefix-LM decoder and option scorer (`models/decoding.py`), so a PaliGemma and a Pi0 backbone holding the
 same weights give the same logits. It has no action head: `predict_actions` refuses, and `eval` gives it text
 domains and Act2Answer's text probe only (its action probe is reported as not applicable).
@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import decoding
+from multinet_jax.models.openpi_checkpoint import param_shapes
 from multinet_jax.models.configs import PaliGemmaConfig, infer_paligemma_config
 from multinet_jax.models.interface import InferenceOptions, Observation
 from multinet_jax.weights import big_vision
@@ -74,8 +75,6 @@ def read_config(checkpoint: str | pathlib.Path, **overrides: Any) -> PaliGemmaCo
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> PaliGemmaModel:
     """A big_vision PaliGemma npz -> PaliGemmaModel, restored as `dtype` into `mesh`'s shardings (default: all devices
     on "data"); sizes from the arrays' shapes, `overrides` for max_token_len."""
-    from multinet_jax.models import param_shapes
-
     config = read_config(checkpoint, dtype=dtype, **overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)

@@ -32,27 +32,15 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import activations, numerics
-from multinet_jax.models.configs import ModelConfig, Pi0Config, model_kind
-from multinet_jax.models.gemma import Gemma, KVCache
+from multinet_jax.models import activations, decoding, numerics
+from multinet_jax.models.backbone import PaliGemma
+from multinet_jax.models.configs import Pi0Config, family_name
+from multinet_jax.models.gemma import KVCache
 from multinet_jax.models.interface import InferenceOptions
-from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, resize_with_pad, validate
-from multinet_jax.models.vit import ViT
+from multinet_jax.models.masks import make_attn_mask
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
 
 Observation = Mapping[str, Any]
-
-
-def make_attn_mask(input_mask: jax.Array, ar_mask: jax.Array) -> jax.Array:
-    """openpi's (big_vision's) mask: token i attends valid token j iff cumsum(ar)[j] <= cumsum(ar)[i].
-
-    `input_mask` bool `[b, n]` (False = padding), `ar_mask` bool `[n]` or `[b, n]` (True starts a new causal
-    block). Returns bool `[b, n, n]` (query, key).
-    """
-    ar_mask = jnp.broadcast_to(ar_mask, input_mask.shape)
-    cumsum = jnp.cumsum(ar_mask, axis=1)
-    causal = cumsum[:, None, :] <= cumsum[:, :, None]
-    valid = input_mask[:, None, :] & input_mask[:, :, None]
-    return causal & valid
 
 
 def posemb_sincos(pos: jax.Array, dim: int, min_period: float, max_period: float) -> jax.Array:
@@ -63,39 +51,6 @@ def posemb_sincos(pos: jax.Array, dim: int, min_period: float, max_period: float
     # frequency moves sin/cos by ~1e-4, which Pi0.5's time-conditioned norms amplify.
     angles = jnp.einsum("i,j->ij", pos, 1.0 / period * 2 * jnp.pi, precision=jax.lax.Precision.HIGHEST)
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-class PaliGemma(nn.Module):
-    """Namespace module so parameter paths read `PaliGemma/img/...` and `PaliGemma/llm/...` as in openpi."""
-
-    config: ModelConfig
-
-    def setup(self) -> None:
-        cfg = self.config
-        self.llm = Gemma(cfg.experts, cfg.vocab_size, cfg.dtype, cfg.adaptive_norms)
-        self.img = ViT(cfg.siglip, cfg.paligemma.width, cfg.dtype)
-
-    def embed_prefix(
-        self, images: Sequence[jax.Array], image_masks: Sequence[jax.Array], tokens: jax.Array, token_mask: jax.Array
-    ) -> tuple[jax.Array, jax.Array]:
-        """Image tokens of each camera (one SigLIP pass per camera, as openpi), then prompt tokens -> (tokens, mask).
-
-        `images`: per camera `[b, h, w, 3]` in [-1, 1] at any size (resized as openpi does, `observation.resize_with_pad`);
-        `image_masks`: per camera bool `[b]`. Returns `[b, n, width]` in the model dtype and bool `[b, n]`.
-        """
-        size = self.config.siglip.image_size
-        parts, masks = [], []
-        for image, camera_mask in zip(images, image_masks, strict=True):
-            camera_tokens = self.img(resize_with_pad(image, size, size))
-            parts.append(camera_tokens)
-            masks.append(jnp.broadcast_to(camera_mask[:, None], camera_tokens.shape[:2]))
-        parts.append(self.llm.embed(tokens))
-        masks.append(token_mask)
-        return jnp.concatenate(parts, axis=1), jnp.concatenate(masks, axis=1)
-
-    def init_all(self, image_size: int) -> None:
-        self.img(jnp.zeros((1, image_size, image_size, 3), jnp.float32))
-        self.llm.init_all()
 
 
 class Pi0(nn.Module):
@@ -254,8 +209,8 @@ class Pi0Model:
 
     @property
     def family(self) -> str:
-        """"pi0" or "pi05" (`configs.model_kind`)."""
-        return model_kind(self.config)
+        """"pi0" or "pi05" (`configs.family_name`)."""
+        return family_name(self.config)
 
     def __init__(self, config: Pi0Config, params: Any, norm_stats: dict | None, mesh: Mesh | None = None):
         self.config = config
@@ -341,12 +296,8 @@ class Pi0Model:
 
     def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
         """Greedy/sampled text from the PaliGemma backbone (implemented in `multinet_jax.models.decoding`)."""
-        from multinet_jax.models import decoding
-
         return decoding.sample_tokens(self, observation, **kwargs)
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """Log-likelihood `[b, K]` of candidate answers under the PaliGemma backbone (`decoding.score_options`)."""
-        from multinet_jax.models import decoding
-
         return decoding.score_options(self, observation, option_tokens, option_mask)

@@ -22,7 +22,7 @@ from multinet_jax import sharding
 from multinet_jax.models import decoding
 from multinet_jax.models.configs import Pi0FastConfig
 from multinet_jax.models.interface import InferenceOptions
-from multinet_jax.models.pi0 import PaliGemma
+from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.tokenizers import FastPromptTokenizer
 
 Observation = Mapping[str, Any]

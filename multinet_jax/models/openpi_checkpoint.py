@@ -1,0 +1,88 @@
+"""openpi's checkpoint format (an orbax `params/` tree with `assets/<asset id>/norm_stats.json`) -> Pi0, Pi0.5 or
+Pi0-FAST; and the parameter tree of every openpi-tree config (PaliGemma's too: `{"PaliGemma": ...}`).
+
+    model = load(checkpoint, dtype="bfloat16", action_horizon=10)    # what `registry.load_model` calls
+
+The family (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the parameter
+shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action dim)
+defaults to openpi's values and can be passed as keyword overrides.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+from jax.sharding import Mesh
+
+from multinet_jax import sharding, weights
+from multinet_jax.models import configs
+from multinet_jax.models.backbone import PaliGemma
+from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig
+from multinet_jax.models.pi0 import Pi0, Pi0Model
+from multinet_jax.models.pi0_fast import Pi0FastModel
+
+
+def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
+    """float32 parameters with openpi's tree: Pi0's full tree, or `{"PaliGemma": ...}` for Pi0-FAST and PaliGemma."""
+    if isinstance(config, Pi0Config):
+        return Pi0(config).init(rng, method=Pi0.init_all)["params"]
+    variables = PaliGemma(config).init(rng, config.siglip.image_size, method=PaliGemma.init_all)
+    return {"PaliGemma": variables["params"]}
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
+    """Random parameters (openpi-style initializers) with the real tree, in the config's dtype."""
+    params = _init(config, rng)
+    return jax.tree.map(lambda p: p.astype(config.dtype), params)
+
+
+def param_shapes(config: ModelConfig) -> dict[str, Any]:
+    """The parameter tree of `config` as ShapeDtypeStructs (no memory: `jax.eval_shape`)."""
+    return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
+
+
+def build_model(config: Pi0Config | Pi0FastConfig, params: Any, norm_stats: dict | None = None,
+                mesh: Mesh | None = None) -> Pi0Model | Pi0FastModel:
+    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` for a Pi0FastConfig, on `mesh`."""
+    if isinstance(config, Pi0FastConfig):
+        return Pi0FastModel(config, params, norm_stats, mesh)
+    if not isinstance(config, Pi0Config):
+        raise TypeError(f"an openpi checkpoint holds Pi0, Pi0.5 or Pi0-FAST, not a {type(config).__name__}")
+    return Pi0Model(config, params, norm_stats, mesh)
+
+
+def is_openpi(path: str) -> bool:
+    """An openpi step directory (holding `params/`) or `params/` itself; remote (gs://) paths are openpi's."""
+    if "://" in path:
+        return True
+    local = pathlib.Path(path)
+    return (local / "params" / "_METADATA").exists() or (local / "_METADATA").exists()
+
+
+def family(path: str) -> str:
+    """The family an openpi checkpoint holds ("pi0", "pi05" or "pi0_fast"), from its parameter shapes (no arrays)."""
+    return configs.family_name(configs.infer_config(weights.checkpoint_shapes(path)))
+
+
+def load(
+    checkpoint: str | pathlib.Path,
+    *,
+    dtype: str = "float32",
+    mesh: Mesh | None = None,
+    asset_id: str | None = None,
+    **config_overrides: Any,
+) -> Pi0Model | Pi0FastModel:
+    """An openpi checkpoint (a local step dir holding `params/`, or `params/` itself) -> model.
+
+    Parameters are restored directly as `dtype` ("float32" or "bfloat16", also the compute dtype) into the
+    shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from
+    `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
+    """
+    config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    expected = param_shapes(config)
+    params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)
+    norm_stats = weights.read_norm_stats(weights.params_directory(checkpoint).parent, asset_id)
+    return build_model(config, params, norm_stats, mesh)

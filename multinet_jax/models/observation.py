@@ -19,8 +19,8 @@ lookup, a 0..255 image runs as a very bright one. So:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ Observation = Mapping[str, Any]
 # Float images may exceed [-1, 1] by this much (float rounding of a resize or a conversion), no more.
 IMAGE_RANGE_TOLERANCE = 1e-3
 _PROMPT_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
+Resize = Callable[[jax.Array, int, int], jax.Array]  # (images [b, h, w, c], height, width) -> resized
 
 
 def to_model_range(image: np.ndarray) -> np.ndarray:
@@ -76,14 +77,14 @@ def _mask(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndar
     raise ObservationError(key, f"a mask must be bool (or integers 0/1), got {value.dtype}")
 
 
-def _image(observation: Observation, key: str, batch: int, image_size: int) -> np.ndarray:
+def _image(observation: Observation, key: str, batch: int, image_size: int, resize: Resize) -> np.ndarray:
     value = observation[key]
     if not isinstance(value, (list, tuple)):
         return _pixels(key, np.asarray(value), batch)
     if len(value) != batch:
         raise ObservationError(key, f"{len(value)} per-row images for a batch of {batch}")
     rows = [_pixels(f"{key}[{index}]", np.asarray(row)[None], 1) for index, row in enumerate(value)]
-    return np.concatenate([np.asarray(resize_with_pad(jnp.asarray(row), image_size, image_size)) for row in rows])
+    return np.concatenate([np.asarray(resize(jnp.asarray(row), image_size, image_size)) for row in rows])
 
 
 def _pixels(key: str, value: np.ndarray, batch: int) -> np.ndarray:
@@ -119,7 +120,8 @@ def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab
 
 
 def validate(
-    observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None
+    observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None,
+    resize: Resize | None = None,
 ) -> dict[str, np.ndarray]:
     """The observation as numpy arrays ready for a model, or ObservationError.
 
@@ -127,6 +129,7 @@ def validate(
     of different sizes already at `image_size`), `image_mask/<camera>` bool (True when absent),
     `tokenized_prompt` int32, the masks bool, `token_ar_mask` int32 (zeros when absent), `sample_index` int32
     (arange when absent) and, when `state_dim` is given (a model that reads the state), `state` float32.
+    `resize`: the model's own resize of per-row images (default `resize_with_pad`, openpi's).
     """
     for key in _PROMPT_KEYS:
         if key not in observation:
@@ -143,7 +146,7 @@ def validate(
             raise ObservationError(key, "a mask for a camera without an `image/` entry")
     validated: dict[str, np.ndarray] = {}
     for camera in cameras:
-        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", batch, image_size)
+        validated[f"image/{camera}"] = _image(observation, f"image/{camera}", batch, image_size, resize or resize_with_pad)
         mask_key = f"image_mask/{camera}"
         validated[mask_key] = _mask(observation, mask_key, (batch,)) if mask_key in observation else np.ones(batch, bool)
     validated["tokenized_prompt"] = _token_ids(observation, "tokenized_prompt", prompt_shape, vocab_size)
@@ -178,17 +181,24 @@ def check_num_steps(name: str, value: Any) -> int:
     return int(value)
 
 
-def resize_with_pad(images: jax.Array, height: int, width: int) -> jax.Array:
+def resize_with_pad(images: jax.Array, height: int, width: int, *, pad: Literal["center", "top_left"] = "center",
+                    antialias: bool = True) -> jax.Array:
     """openpi's `image_tools.resize_with_pad` for float images `[b, h, w, c]` in [-1, 1] (identity at the target size):
     `jax.image.resize(..., "linear")` (antialiased when shrinking) to fit, clipped to [-1, 1], padded with -1 (black)
-    to keep the aspect ratio, nothing rounded. Runs inside the jitted samplers, on every camera."""
+    to keep the aspect ratio, nothing rounded. Runs inside the jitted samplers, on every camera.
+
+    `pad="top_left", antialias=False` is LeRobot's SmolVLA `resize_with_pad` instead: torch's bilinear
+    `interpolate(align_corners=False)` (no antialiasing), the whole padding at the top and the left."""
     current_height, current_width = images.shape[1:3]
     if (current_height, current_width) == (height, width):
         return images
     ratio = max(current_width / width, current_height / height)
     resized_height, resized_width = int(current_height / ratio), int(current_width / ratio)
-    resized = jax.image.resize(images, (images.shape[0], resized_height, resized_width, images.shape[3]), method="linear")
+    resized = jax.image.resize(images, (images.shape[0], resized_height, resized_width, images.shape[3]), method="linear",
+                               antialias=antialias)
     resized = jnp.clip(resized, -1.0, 1.0)
-    pad_top, pad_left = (height - resized_height) // 2, (width - resized_width) // 2
+    pad_top, pad_left = height - resized_height, width - resized_width
+    if pad == "center":
+        pad_top, pad_left = pad_top // 2, pad_left // 2
     padding = ((0, 0), (pad_top, height - resized_height - pad_top), (pad_left, width - resized_width - pad_left), (0, 0))
     return jnp.pad(resized, padding, constant_values=-1.0)

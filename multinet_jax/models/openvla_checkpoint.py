@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
-from multinet_jax.weights.safetensors import Source
+from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
 from multinet_jax.weights.trees import CheckpointError
 
 CONFIG_FILE = "config.json"
@@ -166,25 +166,11 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
 
 # -- tensor name map ---------------------------------------------------------------------------------------------
 
-def _transposed(weight: np.ndarray) -> np.ndarray:
-    return weight.T
-
-
-def _heads_in(weight: np.ndarray, heads: int) -> np.ndarray:
-    """torch Linear `[heads * head_dim, width]` -> `[width, heads, head_dim]` (flax DenseGeneral kernel)."""
-    return weight.T.reshape(weight.shape[1], heads, -1)
-
-
-def _heads_out(weight: np.ndarray, heads: int) -> np.ndarray:
-    """torch Linear `[width, heads * head_dim]` -> `[heads, head_dim, width]`."""
-    return weight.T.reshape(heads, -1, weight.shape[0])
-
-
 def _qkv_part(part: int, heads: int, is_bias: bool):
     def take(qkv: np.ndarray) -> np.ndarray:
         width = qkv.shape[0] // 3
         chunk = qkv[part * width:(part + 1) * width]
-        return chunk.reshape(heads, -1) if is_bias else _heads_in(chunk, heads)
+        return chunk.reshape(heads, -1) if is_bias else heads_in(chunk, heads)
 
     return take
 
@@ -206,11 +192,11 @@ def _vit_sources(prefix: str, flax_prefix: str, config: ViTConfig) -> dict[str, 
         f"{block}/LayerNorm_0/bias": per_block("norm1.bias"),
         f"{block}/LayerNorm_1/scale": per_block("norm2.weight"),
         f"{block}/LayerNorm_1/bias": per_block("norm2.bias"),
-        f"{attention}/out/kernel": per_block("attn.proj.weight", lambda w: _heads_out(w, heads)),
+        f"{attention}/out/kernel": per_block("attn.proj.weight", lambda w: heads_out(w, heads)),
         f"{attention}/out/bias": per_block("attn.proj.bias"),
-        f"{block}/MlpBlock_0/Dense_0/kernel": per_block("mlp.fc1.weight", _transposed),
+        f"{block}/MlpBlock_0/Dense_0/kernel": per_block("mlp.fc1.weight", transposed),
         f"{block}/MlpBlock_0/Dense_0/bias": per_block("mlp.fc1.bias"),
-        f"{block}/MlpBlock_0/Dense_1/kernel": per_block("mlp.fc2.weight", _transposed),
+        f"{block}/MlpBlock_0/Dense_1/kernel": per_block("mlp.fc2.weight", transposed),
         f"{block}/MlpBlock_0/Dense_1/bias": per_block("mlp.fc2.bias"),
     }
     for part, name in enumerate(("query", "key", "value")):
@@ -227,28 +213,11 @@ def _vit_sources(prefix: str, flax_prefix: str, config: ViTConfig) -> dict[str, 
 
 
 def _llm_sources(config: GemmaConfig) -> dict[str, Source]:
-    layers = range(config.depth)
-    heads, kv_heads = config.num_heads, config.num_kv_heads
-
-    def per_layer(*names: str, transform=lambda tensor: tensor) -> Source:
-        return Source(tuple(tuple(f"{_LLM}.layers.{i}.{name}" for name in names) for i in layers), transform, stacked=True)
-
     return {
         "llm/embedder/input_embedding": Source(((f"{_LLM}.embed_tokens.weight",),)),
         "llm/embedder/lm_head": Source((("language_model.lm_head.weight",),)),
         "llm/final_norm/scale": Source(((f"{_LLM}.norm.weight",),)),
-        "llm/layers/pre_attention_norm/scale": per_layer("input_layernorm.weight"),
-        "llm/layers/pre_ffw_norm/scale": per_layer("post_attention_layernorm.weight"),
-        "llm/layers/attn/q_einsum/w": per_layer(
-            "self_attn.q_proj.weight", transform=lambda q: _heads_in(q, heads).transpose(1, 0, 2)),
-        "llm/layers/attn/kv_einsum/w": per_layer(
-            "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-            transform=lambda k, v: np.stack([_heads_in(k, kv_heads).transpose(1, 0, 2),
-                                             _heads_in(v, kv_heads).transpose(1, 0, 2)])),
-        "llm/layers/attn/attn_vec_einsum/w": per_layer("self_attn.o_proj.weight", transform=lambda o: _heads_out(o, heads)),
-        "llm/layers/mlp/gating_einsum": per_layer(
-            "mlp.gate_proj.weight", "mlp.up_proj.weight", transform=lambda gate, up: np.stack([gate.T, up.T])),
-        "llm/layers/mlp/linear": per_layer("mlp.down_proj.weight", transform=_transposed),
+        **llama_layer_sources(f"{_LLM}.layers", "llm/layers", range(config.depth), config.num_heads, config.num_kv_heads),
     }
 
 
@@ -256,7 +225,7 @@ def tensor_sources(config: OpenVLAConfig) -> dict[str, Source]:
     """Flat Flax path -> its `Source` in an OpenVLA checkpoint."""
     sources = {**_vit_sources(_DINO, "dino", config.dino), **_vit_sources(_SIGLIP, "siglip", config.siglip)}
     for index in (1, 2, 3):
-        sources[f"projector/fc{index}/kernel"] = Source(((f"projector.fc{index}.weight",),), _transposed)
+        sources[f"projector/fc{index}/kernel"] = Source(((f"projector.fc{index}.weight",),), transposed)
         sources[f"projector/fc{index}/bias"] = Source(((f"projector.fc{index}.bias",),))
     sources.update(_llm_sources(config.llm))
     return sources

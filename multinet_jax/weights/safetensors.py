@@ -210,3 +210,50 @@ def _stack_on_device(directory: Any, path: str, layers: Any, shape: tuple[int, .
     if count != shape[0]:
         raise CheckpointError(f"{directory}: {path}: {count} layers in the checkpoint, the model has {shape[0]}")
     return stack
+
+
+# -- Hugging Face (torch) tensors in the Flax layouts the shared modules use -------------------------------------
+
+def transposed(weight: np.ndarray) -> np.ndarray:
+    """torch Linear `[out, in]` -> flax Dense kernel `[in, out]`."""
+    return weight.T
+
+
+def heads_in(weight: np.ndarray, heads: int) -> np.ndarray:
+    """torch Linear `[heads * head_dim, width]` -> `[width, heads, head_dim]` (flax DenseGeneral kernel)."""
+    return weight.T.reshape(weight.shape[1], heads, -1)
+
+
+def heads_out(weight: np.ndarray, heads: int) -> np.ndarray:
+    """torch Linear `[width, heads * head_dim]` -> `[heads, head_dim, width]`."""
+    return weight.T.reshape(heads, -1, weight.shape[0])
+
+
+def llama_layer_sources(prefix: str, flax_prefix: str, layers: Sequence[int], num_heads: int,
+                        num_kv_heads: int) -> dict[str, Source]:
+    """One `gemma.Block` (Llama switches, one expert) stacked over Hugging Face Llama decoder layers
+    `<prefix>.<i>.*` for i in `layers`, in that order, under the Flax path `flax_prefix`.
+
+    The k/v projections may read another width than the layer's (SmolVLA's cross-attention layers project the
+    VLM's keys and values): `kv_einsum`'s input dimension is whatever the checkpoint's tensors have.
+    """
+    def per_layer(*names: str, transform: Callable[..., np.ndarray] = lambda tensor: tensor) -> Source:
+        return Source(tuple(tuple(f"{prefix}.{i}.{name}" for name in names) for i in layers), transform, stacked=True)
+
+    def heads_first(weight: np.ndarray, heads: int) -> np.ndarray:
+        return heads_in(weight, heads).transpose(1, 0, 2)
+
+    return {
+        f"{flax_prefix}/pre_attention_norm/scale": per_layer("input_layernorm.weight"),
+        f"{flax_prefix}/pre_ffw_norm/scale": per_layer("post_attention_layernorm.weight"),
+        f"{flax_prefix}/attn/q_einsum/w": per_layer("self_attn.q_proj.weight", transform=lambda q: heads_first(q, num_heads)),
+        f"{flax_prefix}/attn/kv_einsum/w": per_layer(
+            "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+            transform=lambda k, v: np.stack([heads_first(k, num_kv_heads), heads_first(v, num_kv_heads)])),
+        f"{flax_prefix}/attn/attn_vec_einsum/w": per_layer(
+            "self_attn.o_proj.weight", transform=lambda o: heads_out(o, num_heads)),
+        f"{flax_prefix}/mlp/gating_einsum": per_layer(
+            "mlp.gate_proj.weight", "mlp.up_proj.weight", transform=lambda gate, up: np.stack([gate.T, up.T])),
+        f"{flax_prefix}/mlp/linear": per_layer("mlp.down_proj.weight", transform=transposed),
+    }
+

@@ -1,0 +1,514 @@
+"""SmolVLA's LeRobot checkpoint: its config, its layout test, the map from its tensor names to the Flax tree, its
+processor statistics and its tokenizer.
+
+A checkpoint directory (lerobot/smolvla_base's layout: what `SmolVLAPolicy.save_pretrained` and the processor
+pipelines' `save_pretrained` write) holds
+- `config.json`: SmolVLAConfig's fields, `"type": "smolvla"`;
+- `model.safetensors`: the torch module's tensors (`model.vlm_with_expert.vlm.model.{vision_model,connector,
+  text_model}.*`, `model.vlm_with_expert.lm_expert.*`, `model.{state_proj,action_*}.*`), float32 or bfloat16;
+- `policy_preprocessor.json` / `policy_postprocessor.json` (LeRobot >= 0.4): the processor steps; the normalizer's
+  statistics are in the safetensors file its step names (`observation.state.mean`, `action.std`, ...).
+
+The backbone's architecture is not in the checkpoint: `vlm_model_name` names the SmolVLM2 model it was built from
+(HuggingFaceTB/SmolVLM2-500M-Video-Instruct), whose `config.json` gives the vision and text sizes and whose tokenizer
+files tokenize the task. It is found as a local folder (absolute, or beside the checkpoint directory as LeRobot's
+own fixtures lay it out) or else as a named asset (`multinet_jax.assets`: config and tokenizer files only; its
+weights are in the checkpoint). Sizes a backbone `config.json` leaves out take transformers' defaults
+(`_VISION_DEFAULTS`, `_TEXT_DEFAULTS`), as `from_pretrained` does.
+
+What SmolVLA derives (LeRobot 0.6.1 `smolvlm_with_expert.py`): the first `num_vlm_layers` text layers are kept; the
+action expert has one layer per kept layer, width `int(hidden * expert_width_multiplier)`, the MLP width of
+`get_intermediate_size`, the text model's heads and head_dim; layer i is a self-attention layer when
+`i % self_attn_every_n_layers == 0`, else a cross-attention layer whose k/v projections read the VLM's keys and
+values (`kv_heads * head_dim` wide). RoPE's base is 10000 wherever SmolVLA applies it (the backbone's `rope_theta`
+is never used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import tokenizers
+from safetensors import safe_open
+
+from multinet_jax.models.configs import GemmaConfig, ViTConfig
+from multinet_jax.models.openvla_checkpoint import read_json
+from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
+from multinet_jax.weights.trees import CheckpointError
+
+CONFIG_FILE = "config.json"
+PREPROCESSOR_FILE = "policy_preprocessor.json"
+POSTPROCESSOR_FILE = "policy_postprocessor.json"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+ROPE_BASE = 10_000.0  # `smolvlm_with_expert.apply_rope`'s hard-coded max_wavelength
+_VLM = "model.vlm_with_expert.vlm.model"
+_EXPERT = "model.vlm_with_expert.lm_expert"
+ACTION_HEAD = ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")
+# transformers' SmolVLMVisionConfig and LlamaConfig defaults, for the fields a backbone config.json leaves out
+# (SmolVLM2-500M's lists neither the vision tower's depth nor its MLP width).
+_VISION_DEFAULTS = {"hidden_size": 1152, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 16,
+                    "num_channels": 3, "image_size": 224, "patch_size": 32, "hidden_act": "gelu_pytorch_tanh",
+                    "layer_norm_eps": 1e-6}
+_TEXT_DEFAULTS = {"hidden_act": "silu", "rms_norm_eps": 1e-6, "num_key_value_heads": None, "head_dim": None,
+                  "attention_bias": False, "mlp_bias": False}
+# SmolVLAConfig's defaults (LeRobot 0.6.1) for fields an older config.json may lack.
+_POLICY_DEFAULTS = {"chunk_size": 50, "max_state_dim": 32, "max_action_dim": 32, "resize_imgs_with_padding": [512, 512],
+                    "tokenizer_max_length": 48, "num_steps": 10, "use_cache": True, "attention_mode": "cross_attn",
+                    "num_expert_layers": -1, "num_vlm_layers": 16, "self_attn_every_n_layers": 2,
+                    "expert_width_multiplier": 0.75, "min_period": 4e-3, "max_period": 4.0, "add_image_special_tokens": False,
+                    "pad_language_to": "longest", "adapt_to_pi_aloha": False, "use_delta_joint_actions_aloha": False,
+                    "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}
+# The published configs (sources in tests/data/smolvla_base_tensors.tsv's header): lerobot/smolvla_base's
+# config.json fields that shape the network, with SmolVLM2-500M-Video-Instruct's config.json; and a tiny one with the
+# sizes of `../shared/smolvla_reference` (the demo's).
+SMOLVLM2_500M = {
+    "model_type": "smolvlm", "scale_factor": 4, "vocab_size": 49280,
+    "text_config": {"model_type": "llama", "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
+                    "num_attention_heads": 15, "num_key_value_heads": 5, "head_dim": 64, "rms_norm_eps": 1e-5,
+                    "rope_theta": 100000, "vocab_size": 49280},
+    "vision_config": {"model_type": "smolvlm_vision", "hidden_size": 768, "image_size": 512, "num_attention_heads": 12,
+                      "patch_size": 16},
+}
+SMOLVLA_BASE = {
+    "type": "smolvla", "chunk_size": 50, "n_action_steps": 50, "max_state_dim": 32, "max_action_dim": 32,
+    "input_features": {"observation.state": {"type": "STATE", "shape": [6]},
+                       "observation.image2": {"type": "VISUAL", "shape": [3, 256, 256]},
+                       "observation.image": {"type": "VISUAL", "shape": [3, 256, 256]},
+                       "observation.image3": {"type": "VISUAL", "shape": [3, 256, 256]}},
+    "output_features": {"action": {"type": "ACTION", "shape": [6]}},
+    "resize_imgs_with_padding": [512, 512], "tokenizer_max_length": 48, "num_steps": 10, "use_cache": True,
+    "vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "attention_mode": "cross_attn", "prefix_length": 0,
+    "pad_language_to": "max_length", "num_expert_layers": 0, "num_vlm_layers": 16, "self_attn_every_n_layers": 2,
+    "expert_width_multiplier": 0.75,
+}
+TINY_BACKBONE = {
+    "model_type": "smolvlm", "scale_factor": 4, "vocab_size": 512,
+    "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "rms_norm_eps": 1e-5,
+                    "vocab_size": 512},
+    "vision_config": {"model_type": "smolvlm_vision", "hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2,
+                      "num_attention_heads": 2, "patch_size": 16, "image_size": 256},
+}
+TINY_POLICY = {
+    **SMOLVLA_BASE, "resize_imgs_with_padding": [256, 256], "pad_language_to": "longest", "vlm_model_name": "tiny_smolvlm2",
+    "input_features": {"observation.images.camera1": {"type": "VISUAL", "shape": [3, 96, 128]},
+                       "observation.images.camera2": {"type": "VISUAL", "shape": [3, 120, 100]},
+                       "observation.state": {"type": "STATE", "shape": [6]}},
+}
+NAMED_CONFIGS = {"smolvla_base": (SMOLVLA_BASE, SMOLVLM2_500M), "smolvla_tiny": (TINY_POLICY, TINY_BACKBONE)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SmolVLAConfig:
+    """Everything that shapes SmolVLA's computation (from the policy's and the backbone's config.json)."""
+
+    vision: ViTConfig
+    vlm: GemmaConfig  # the kept text layers
+    expert: GemmaConfig
+    vocab_size: int
+    scale_factor: int  # the connector's pixel shuffle
+    self_attn_every_n_layers: int
+    cameras: tuple[str, ...]  # input_features' VISUAL keys, in order (the image tokens' order)
+    state_dim: int  # input_features["observation.state"]
+    action_dim: int  # output_features["action"]
+    max_state_dim: int = 32
+    max_action_dim: int = 32
+    chunk_size: int = 50
+    num_steps: int = 10
+    tokenizer_max_length: int = 48
+    pad_language_to: Literal["longest", "max_length"] = "longest"
+    min_period: float = 4e-3
+    max_period: float = 4.0
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @property
+    def experts(self) -> tuple[GemmaConfig]:
+        """The VLM's decoder (one expert), as the shared decoder code reads it."""
+        return (self.vlm,)
+
+    @property
+    def action_horizon(self) -> int:
+        return self.chunk_size
+
+    @property
+    def image_tokens(self) -> int:
+        """Tokens per camera after the pixel shuffle (64 for a 512 x 512 image in 16 x 16 patches)."""
+        return self.vision.num_tokens // self.scale_factor**2
+
+    def layer_kind(self, index: int) -> Literal["self_attn", "cross_attn"]:
+        """Expert layer `index`'s attention (LeRobot's schedule for `attention_mode="cross_attn"`)."""
+        return "self_attn" if index % self.self_attn_every_n_layers == 0 else "cross_attn"
+
+
+def is_smolvla(path: str) -> bool:
+    """A local directory whose config.json says `"type": "smolvla"` (the registry's layout test)."""
+    config_path = pathlib.Path(path) / CONFIG_FILE
+    if "://" in path or not config_path.is_file():
+        return False
+    try:
+        return json.loads(config_path.read_text()).get("type") == "smolvla"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def backbone_directory(directory: str | pathlib.Path, name: str) -> pathlib.Path:
+    """The SmolVLM2 folder `vlm_model_name` names: a local folder (absolute, or beside the checkpoint directory),
+    else the named asset (resolved, offline or not, by `multinet_jax.assets`)."""
+    from multinet_jax import assets
+
+    local = pathlib.Path(name).expanduser()
+    beside = pathlib.Path(directory).resolve().parent / name
+    for candidate in (local if local.is_absolute() else None, beside):
+        if candidate is not None and (candidate / CONFIG_FILE).is_file():
+            return candidate
+    return assets.resolve(name)
+
+
+def backbone_of(directory: str | pathlib.Path) -> pathlib.Path:
+    """The backbone folder the checkpoint's `vlm_model_name` names (`backbone_directory`)."""
+    policy = read_json(pathlib.Path(directory) / CONFIG_FILE)
+    return backbone_directory(directory, str(policy.get("vlm_model_name", _POLICY_DEFAULTS["vlm_model_name"])))
+
+
+def read_config(directory: str | pathlib.Path, dtype: str = "float32",
+                backbone: pathlib.Path | None = None) -> SmolVLAConfig:
+    """SmolVLAConfig from `<directory>/config.json` and its backbone's (`backbone_of` unless given); one-line
+    errors name the file and the field."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    backbone = backbone_of(directory) if backbone is None else backbone
+    return parse_config(read_json(path), read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
+
+
+def named_config(name: str, dtype: str = "float32") -> SmolVLAConfig:
+    """The SmolVLAConfig of a `NAMED_CONFIGS` entry (benchmarks and the demo build these without a checkpoint)."""
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown SmolVLA config {name!r}: expected one of {sorted(NAMED_CONFIGS)}")
+    policy, backbone = NAMED_CONFIGS[name]
+    return parse_config(policy, backbone, dtype, pathlib.Path(f"<{name}>"), pathlib.Path(f"<{name} backbone>"))
+
+
+def _field(raw: Mapping[str, Any], name: str, path: pathlib.Path, kind: type = int) -> Any:
+    try:
+        value = raw[name]
+        if kind is int and (isinstance(value, bool) or int(value) != value):
+            raise TypeError(f"{value!r} is not an integer")
+        return kind(value)
+    except KeyError:
+        raise CheckpointError(f"{path}: missing field {name!r}") from None
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: field {name!r}: {error}") from None
+
+
+def _features(policy: Mapping[str, Any], path: pathlib.Path) -> tuple[tuple[str, ...], int, int]:
+    """(camera keys in order, state dim, action dim) from input_features / output_features."""
+    try:
+        inputs, outputs = policy["input_features"], policy["output_features"]
+        cameras = tuple(key for key, feature in inputs.items() if feature["type"] == "VISUAL")
+        state_dim = int(inputs["observation.state"]["shape"][0])
+        action_dim = int(outputs["action"]["shape"][0])
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:
+        raise CheckpointError(f"{path}: input_features / output_features: expected VISUAL cameras, "
+                              f"observation.state and action with their shapes ({type(error).__name__}: {error})") from None
+    if not cameras:
+        raise CheckpointError(f"{path}: input_features: no VISUAL feature (SmolVLA needs at least one camera)")
+    return cameras, state_dim, action_dim
+
+
+def parse_config(policy: Mapping[str, Any], backbone: Mapping[str, Any], dtype: str, path: pathlib.Path,
+                 backbone_path: pathlib.Path) -> SmolVLAConfig:
+    """SmolVLAConfig from the policy's and the backbone's config.json fields (the paths name them in errors)."""
+    if policy.get("type") != "smolvla":
+        raise CheckpointError(f"{path}: type: expected 'smolvla', got {policy.get('type')!r}")
+    policy = {**_POLICY_DEFAULTS, **policy}
+    unsupported = {"attention_mode": "cross_attn", "add_image_special_tokens": False, "adapt_to_pi_aloha": False,
+                   "use_delta_joint_actions_aloha": False, "use_cache": True}
+    for name, supported in unsupported.items():
+        if policy[name] != supported:
+            raise CheckpointError(f"{path}: {name}={policy[name]!r} is not supported (only {supported!r}, "
+                                  "as lerobot/smolvla_base has it)")
+    if policy["pad_language_to"] not in ("longest", "max_length"):
+        raise CheckpointError(f"{path}: pad_language_to={policy['pad_language_to']!r}: expected 'longest' or 'max_length'")
+    try:
+        text = {**_TEXT_DEFAULTS, **backbone["text_config"]}
+        vision = {**_VISION_DEFAULTS, **backbone["vision_config"]}
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{backbone_path}: missing field {error} (a SmolVLM2 config.json has text_config "
+                              "and vision_config)") from None
+    if text["hidden_act"] != "silu" or text["attention_bias"] or text["mlp_bias"]:
+        raise CheckpointError(f"{backbone_path}: text_config: expected Llama's bias-free silu layers")
+    if vision["hidden_act"] != "gelu_pytorch_tanh" or float(vision["layer_norm_eps"]) != 1e-6:
+        raise CheckpointError(f"{backbone_path}: vision_config: expected SigLIP's tanh GELU and LayerNorm eps 1e-6")
+    width, heads = _field(text, "hidden_size", backbone_path), _field(text, "num_attention_heads", backbone_path)
+    kv_heads = int(text["num_key_value_heads"] or heads)
+    head_dim = int(text["head_dim"] or width // heads)
+    layers = _field(text, "num_hidden_layers", backbone_path)
+    num_vlm_layers = _field(policy, "num_vlm_layers", path)
+    kept = min(layers, num_vlm_layers) if num_vlm_layers > 0 else layers
+    expert_layers = _field(policy, "num_expert_layers", path)
+    if expert_layers > 0 and expert_layers != kept:
+        raise CheckpointError(f"{path}: num_expert_layers={expert_layers} (an expert layer every "
+                              f"{kept // expert_layers} VLM layers) is not supported: only one per kept VLM layer ({kept})")
+    period = _field(policy, "self_attn_every_n_layers", path)
+    if period < 1 or kept % period:
+        raise CheckpointError(f"{path}: self_attn_every_n_layers={period} must be positive and divide the "
+                              f"{kept} kept VLM layers")
+    llama = dict(num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, norm_offset=False,
+                 norm_eps=float(text["rms_norm_eps"]), activation="silu", rope_theta=ROPE_BASE)
+    vlm = GemmaConfig(width=width, depth=kept, mlp_dim=_field(text, "intermediate_size", backbone_path),
+                      scale_embedding=True, tied_embedding=False, **llama)
+    expert_width = int(width * _field(policy, "expert_width_multiplier", path, float))
+    expert = GemmaConfig(width=expert_width, depth=kept, mlp_dim=intermediate_size(expert_width),
+                         scale_embedding=False, tied_embedding=False, **llama)
+    image_size = _field(vision, "image_size", backbone_path)
+    resize = policy["resize_imgs_with_padding"]
+    if resize is None or list(resize) != [image_size, image_size]:
+        raise CheckpointError(f"{path}: resize_imgs_with_padding={resize!r}: only the vision tower's own size "
+                              f"[{image_size}, {image_size}] is supported")
+    vit = ViTConfig(width=_field(vision, "hidden_size", backbone_path), depth=_field(vision, "num_hidden_layers", backbone_path),
+                    mlp_dim=_field(vision, "intermediate_size", backbone_path),
+                    num_heads=_field(vision, "num_attention_heads", backbone_path),
+                    patch_size=_field(vision, "patch_size", backbone_path), image_size=image_size)
+    cameras, state_dim, action_dim = _features(policy, path)
+    config = SmolVLAConfig(
+        vision=vit, vlm=vlm, expert=expert, vocab_size=_field(text, "vocab_size", backbone_path),
+        scale_factor=_field(backbone, "scale_factor", backbone_path), self_attn_every_n_layers=period, cameras=cameras,
+        state_dim=state_dim, action_dim=action_dim, max_state_dim=_field(policy, "max_state_dim", path),
+        max_action_dim=_field(policy, "max_action_dim", path), chunk_size=_field(policy, "chunk_size", path),
+        num_steps=_field(policy, "num_steps", path), tokenizer_max_length=_field(policy, "tokenizer_max_length", path),
+        pad_language_to=policy["pad_language_to"], min_period=_field(policy, "min_period", path, float),
+        max_period=_field(policy, "max_period", path, float), dtype=dtype,
+    )
+    for name in ("chunk_size", "num_steps", "tokenizer_max_length", "max_state_dim", "max_action_dim"):
+        if getattr(config, name) < 1:
+            raise CheckpointError(f"{path}: {name} must be positive, got {getattr(config, name)}")
+    if state_dim > config.max_state_dim or action_dim > config.max_action_dim:
+        raise CheckpointError(f"{path}: observation.state ({state_dim}) / action ({action_dim}) are wider than "
+                              f"max_state_dim / max_action_dim ({config.max_state_dim} / {config.max_action_dim})")
+    if config.vision.num_tokens % config.scale_factor**2 or (image_size // config.vision.patch_size) % config.scale_factor:
+        raise CheckpointError(f"{backbone_path}: scale_factor {config.scale_factor} does not divide the "
+                              f"{image_size // config.vision.patch_size} x {image_size // config.vision.patch_size} patch grid")
+    return config
+
+
+def intermediate_size(width: int, multiplier: int = 4, multiple_of: int = 256) -> int:
+    """The action expert's MLP width (LeRobot's `get_intermediate_size`): 2048 for SmolVLA's 720-wide expert."""
+    hidden = int(multiplier * int(2 * width / 3))
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+# -- tensor name map ---------------------------------------------------------------------------------------------
+
+def _vision_sources(config: ViTConfig) -> dict[str, Source]:
+    prefix, block = f"{_VLM}.vision_model", "vision/Transformer/encoderblock"
+    attention, heads = f"{block}/MultiHeadDotProductAttention_0", config.num_heads
+
+    def per_block(name: str, transform=lambda tensor: tensor) -> Source:
+        return Source(tuple((f"{prefix}.encoder.layers.{i}.{name}",) for i in range(config.depth)), transform, stacked=True)
+
+    sources = {
+        "vision/embedding/kernel": Source(((f"{prefix}.embeddings.patch_embedding.weight",),), lambda w: w.transpose(2, 3, 1, 0)),
+        "vision/embedding/bias": Source(((f"{prefix}.embeddings.patch_embedding.bias",),)),
+        "vision/pos_embedding": Source(((f"{prefix}.embeddings.position_embedding.weight",),), lambda w: w[None]),
+        "vision/Transformer/encoder_norm/scale": Source(((f"{prefix}.post_layernorm.weight",),)),
+        "vision/Transformer/encoder_norm/bias": Source(((f"{prefix}.post_layernorm.bias",),)),
+        f"{attention}/out/kernel": per_block("self_attn.out_proj.weight", lambda w: heads_out(w, heads)),
+        f"{attention}/out/bias": per_block("self_attn.out_proj.bias"),
+    }
+    for index, name in ((0, "layer_norm1"), (1, "layer_norm2")):
+        sources[f"{block}/LayerNorm_{index}/scale"] = per_block(f"{name}.weight")
+        sources[f"{block}/LayerNorm_{index}/bias"] = per_block(f"{name}.bias")
+    for index, name in ((0, "fc1"), (1, "fc2")):
+        sources[f"{block}/MlpBlock_0/Dense_{index}/kernel"] = per_block(f"mlp.{name}.weight", transposed)
+        sources[f"{block}/MlpBlock_0/Dense_{index}/bias"] = per_block(f"mlp.{name}.bias")
+    for flax_name, name in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
+        sources[f"{attention}/{flax_name}/kernel"] = per_block(f"self_attn.{name}.weight", lambda w: heads_in(w, heads))
+        sources[f"{attention}/{flax_name}/bias"] = per_block(f"self_attn.{name}.bias", lambda b: b.reshape(heads, -1))
+    return sources
+
+
+def tensor_sources(config: SmolVLAConfig) -> dict[str, Source]:
+    """Flat Flax path -> its `Source` in a SmolVLA checkpoint (every tensor is read: the text model's final norm
+    and `lm_head` serve `score_options`)."""
+    vlm, expert, period = config.vlm, config.expert, config.self_attn_every_n_layers
+    sources = {
+        **_vision_sources(config.vision),
+        "connector/kernel": Source(((f"{_VLM}.connector.modality_projection.proj.weight",),), transposed),
+        "vlm/embedder/input_embedding": Source(((f"{_VLM}.text_model.embed_tokens.weight",),)),
+        "vlm/embedder/lm_head": Source((("model.vlm_with_expert.vlm.lm_head.weight",),)),
+        "vlm/final_norm/scale": Source(((f"{_VLM}.text_model.norm.weight",),)),
+        **llama_layer_sources(f"{_VLM}.text_model.layers", "vlm/layers", range(vlm.depth), vlm.num_heads, vlm.num_kv_heads),
+        "expert/final_norm/scale": Source(((f"{_EXPERT}.norm.weight",),)),
+    }
+    for offset in range(period):  # expert layer `group * period + offset` of each period
+        name = "self_attn" if offset == 0 else f"cross_attn_{offset - 1}"
+        layers = range(offset, expert.depth, period)
+        sources.update(llama_layer_sources(f"{_EXPERT}.layers", f"expert/layers/{name}", layers, expert.num_heads,
+                                           expert.num_kv_heads))
+    for name in ACTION_HEAD:
+        sources[f"{name}/kernel"] = Source(((f"model.{name}.weight",),), transposed)
+        sources[f"{name}/bias"] = Source(((f"model.{name}.bias",),))
+    return sources
+
+
+def _llama_layer_shapes(prefix: str, config: GemmaConfig, kv_input: int) -> dict[str, tuple[int, ...]]:
+    q_dim, kv_dim = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    shapes = {"input_layernorm.weight": (config.width,), "post_attention_layernorm.weight": (config.width,),
+              "self_attn.q_proj.weight": (q_dim, config.width), "self_attn.k_proj.weight": (kv_dim, kv_input),
+              "self_attn.v_proj.weight": (kv_dim, kv_input), "self_attn.o_proj.weight": (config.width, q_dim),
+              "mlp.gate_proj.weight": (config.mlp_dim, config.width), "mlp.up_proj.weight": (config.mlp_dim, config.width),
+              "mlp.down_proj.weight": (config.width, config.mlp_dim)}
+    return {f"{prefix}.{name}": shape for name, shape in shapes.items()}
+
+
+def tensor_shapes(config: SmolVLAConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a SmolVLA checkpoint with `config` (name -> shape), as lerobot/smolvla_base stores them."""
+    vision, vlm, expert = config.vision, config.vlm, config.expert
+    width, patch, prefix = vision.width, vision.patch_size, f"{_VLM}.vision_model"
+    shapes = {f"{prefix}.embeddings.patch_embedding.weight": (width, 3, patch, patch),
+              f"{prefix}.embeddings.patch_embedding.bias": (width,),
+              f"{prefix}.embeddings.position_embedding.weight": (vision.num_tokens, width),
+              f"{prefix}.post_layernorm.weight": (width,), f"{prefix}.post_layernorm.bias": (width,)}
+    block = {"layer_norm1.weight": (width,), "layer_norm1.bias": (width,), "layer_norm2.weight": (width,),
+             "layer_norm2.bias": (width,), "mlp.fc1.weight": (vision.mlp_dim, width), "mlp.fc1.bias": (vision.mlp_dim,),
+             "mlp.fc2.weight": (width, vision.mlp_dim), "mlp.fc2.bias": (width,)}
+    for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        block |= {f"self_attn.{name}.weight": (width, width), f"self_attn.{name}.bias": (width,)}
+    for index in range(vision.depth):
+        shapes |= {f"{prefix}.encoder.layers.{index}.{name}": shape for name, shape in block.items()}
+    shapes[f"{_VLM}.connector.modality_projection.proj.weight"] = (vlm.width, width * config.scale_factor**2)
+    shapes[f"{_VLM}.text_model.embed_tokens.weight"] = (config.vocab_size, vlm.width)
+    shapes["model.vlm_with_expert.vlm.lm_head.weight"] = (config.vocab_size, vlm.width)
+    shapes[f"{_VLM}.text_model.norm.weight"] = (vlm.width,)
+    for index in range(vlm.depth):
+        shapes |= _llama_layer_shapes(f"{_VLM}.text_model.layers.{index}", vlm, vlm.width)
+    vlm_kv = vlm.num_kv_heads * vlm.head_dim
+    for index in range(expert.depth):
+        kv_input = expert.width if config.layer_kind(index) == "self_attn" else vlm_kv
+        shapes |= _llama_layer_shapes(f"{_EXPERT}.layers.{index}", expert, kv_input)
+    shapes[f"{_EXPERT}.norm.weight"] = (expert.width,)
+    head = {"state_proj": (vlm.width, config.max_state_dim), "action_in_proj": (expert.width, config.max_action_dim),
+            "action_out_proj": (config.max_action_dim, expert.width),
+            "action_time_mlp_in": (expert.width, 2 * expert.width), "action_time_mlp_out": (expert.width, expert.width)}
+    for name, shape in head.items():
+        shapes |= {f"model.{name}.weight": shape, f"model.{name}.bias": (shape[0],)}
+    return shapes
+
+
+# -- processor statistics ------------------------------------------------------------------------------------------
+
+def _normalizer_step(directory: pathlib.Path, file: str, registry_name: str) -> tuple[pathlib.Path, dict[str, Any]] | None:
+    """(statistics file, step config) of the pipeline file's normalizer step, or None without a pipeline file."""
+    path = directory / file
+    if not path.exists():
+        return None
+    steps = read_json(path).get("steps")
+    if not isinstance(steps, list):
+        raise CheckpointError(f"{path}: steps: expected a list of processor steps")
+    found = [step for step in steps if isinstance(step, dict) and step.get("registry_name") == registry_name]
+    if len(found) != 1 or "state_file" not in found[0]:
+        raise CheckpointError(f"{path}: expected one {registry_name!r} step with a state_file, found {len(found)}")
+    return directory / str(found[0]["state_file"]), found[0].get("config", {})
+
+
+def read_norm_stats(directory: str | pathlib.Path, config: SmolVLAConfig) -> dict[str, dict[str, np.ndarray]]:
+    """The mean/std SmolVLA's processors normalize the state and unnormalize the actions with, in openpi's layout
+    (`{"state": {"mean", "std"}, "actions": {"mean", "std"}}`, float32): the state's from `policy_preprocessor.json`'s
+    normalizer, the actions' from `policy_postprocessor.json`'s unnormalizer.
+
+    An entry is absent when the checkpoint has no statistics for it (lerobot/smolvla_base keeps its statistics only
+    under robot-specific keys, which LeRobot then silently skips): whoever needs them refuses then, naming the files.
+    Modes other than MEAN_STD (and IDENTITY) are refused; so are statistics whose width is not the feature's.
+    """
+    directory = pathlib.Path(directory)
+    stats: dict[str, dict[str, np.ndarray]] = {}
+    wanted = (("state", PREPROCESSOR_FILE, "normalizer_processor", "observation.state", "STATE", config.state_dim),
+              ("actions", POSTPROCESSOR_FILE, "unnormalizer_processor", "action", "ACTION", config.action_dim))
+    for name, file, registry_name, key, feature_type, dims in wanted:
+        step = _normalizer_step(directory, file, registry_name)
+        if step is None:
+            continue
+        stats_file, step_config = step
+        mode = step_config.get("norm_map", {}).get(feature_type, "MEAN_STD")
+        if mode == "IDENTITY":
+            continue
+        if mode != "MEAN_STD":
+            raise CheckpointError(f"{directory / file}: norm_map.{feature_type}={mode!r}: only MEAN_STD (and IDENTITY) "
+                                  "is supported")
+        if float(step_config.get("eps", 1e-8)) != 1e-8:
+            raise CheckpointError(f"{directory / file}: eps={step_config['eps']!r}: only LeRobot's default 1e-8 is supported")
+        try:
+            with safe_open(stats_file, framework="numpy") as handle:
+                tensors = {field: handle.get_tensor(f"{key}.{field}") for field in ("mean", "std")
+                           if f"{key}.{field}" in handle.keys()}
+        except Exception as error:  # safetensors raises its own SafetensorError, OSError, ...
+            raise CheckpointError(f"{stats_file}: unreadable statistics ({type(error).__name__}: {error})") from None
+        if not tensors:
+            continue
+        if set(tensors) != {"mean", "std"}:
+            raise CheckpointError(f"{stats_file}: has {key}.{next(iter(tensors))} but not both {key}.mean and {key}.std")
+        for field, tensor in tensors.items():
+            if tensor.shape != (dims,) or not np.isfinite(tensor).all():
+                raise CheckpointError(f"{stats_file}: {key}.{field} must be {dims} finite values (the feature's "
+                                      f"shape in config.json), got shape {tensor.shape}")
+        stats[name] = {field: tensor.astype(np.float32) for field, tensor in tensors.items()}
+    return stats
+
+
+# -- tokenizer -----------------------------------------------------------------------------------------------------
+
+class SmolVLATokenizer:
+    """The backbone's `tokenizer.json` as LeRobot's `TokenizerProcessorStep` uses it: the task with a newline
+    appended (`NewLineTaskProcessorStep`), the tokenizer's own special tokens (its post-processor; SmolVLM2's adds
+    none), truncated to `max_length` on the `truncation_side` of `tokenizer_config.json`, right-padded with its
+    `pad_token` to `max_length` or to the batch's longest row (`pad_language_to`)."""
+
+    def __init__(self, directory: str | pathlib.Path, max_length: int, padding: str):
+        directory = pathlib.Path(directory)
+        self.path = directory / TOKENIZER_FILE
+        try:
+            self.tokenizer = tokenizers.Tokenizer.from_file(str(self.path))
+        except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+            raise CheckpointError(f"{self.path}: not a tokenizers JSON file ({error})") from None
+        settings = read_json(directory / TOKENIZER_CONFIG_FILE)
+        self.pad_id = self._token_id(settings, "pad_token", directory)
+        self.eos_id = self._token_id(settings, "eos_token", directory)
+        self.truncation_side = settings.get("truncation_side", "right")
+        self.max_length, self.padding = max_length, padding
+
+    def _token_id(self, settings: Mapping[str, Any], field: str, directory: pathlib.Path) -> int:
+        token = settings.get(field)
+        token = token.get("content") if isinstance(token, dict) else token
+        token_id = None if token is None else self.tokenizer.token_to_id(str(token))
+        if token_id is None:
+            raise CheckpointError(f"{directory / TOKENIZER_CONFIG_FILE}: {field}={token!r} is not a token of {self.path}")
+        return token_id
+
+    def encode(self, text: str) -> list[int]:
+        """The ids of `text` with the tokenizer's own special tokens, truncated to `max_length`."""
+        ids = self.tokenizer.encode(text).ids
+        if len(ids) <= self.max_length:
+            return ids
+        return ids[-self.max_length:] if self.truncation_side == "left" else ids[: self.max_length]
+
+    def encode_continuation(self, text: str) -> list[int]:
+        """The ids of `text` alone (no special tokens): an answer `score_options` scores after a prompt."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def tokenize_tasks(self, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Tasks -> (ids int32 `[b, L]`, mask bool `[b, L]`), each task ending in one newline as LeRobot makes it."""
+        rows = [self.encode(task if task.endswith("\n") else f"{task}\n") for task in tasks]
+        length = self.max_length if self.padding == "max_length" else max(len(row) for row in rows)
+        ids = np.full((len(rows), length), self.pad_id, np.int32)
+        mask = np.zeros((len(rows), length), bool)
+        for index, row in enumerate(rows):
+            ids[index, : len(row)], mask[index, : len(row)] = row, True
+        return ids, mask

@@ -1,0 +1,105 @@
+"""SmolVLA's checkpoint layout: the published lerobot/smolvla_base's 500 tensors (`checkpoints/smolvla_base_tensors.tsv`)
+against the full-size config read from the published config.json files (through `jax.eval_shape`: no memory), the
+derived sizes, and the processor statistics and tokenizer files of the fixture's layout."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from smolvla_helpers import smolvla_dir
+from multinet_jax.models import smolvla, smolvla_checkpoint
+from multinet_jax.weights import flatten_params
+from multinet_jax.weights.trees import CheckpointError
+
+SPEC = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "smolvla_base_tensors.tsv"
+
+
+def _published_spec() -> dict[str, tuple[tuple[int, ...], str]]:
+    specs = {}
+    for line in SPEC.read_text().splitlines()[1:]:
+        name, shape, dtype, _ = line.split("\t")
+        specs[name] = (tuple(int(dim) for dim in shape.split(",")), dtype)
+    return specs
+
+
+def _write_published_layout(directory: pathlib.Path) -> pathlib.Path:
+    """lerobot/smolvla_base's config.json fields and SmolVLM2-500M's config.json, as files (the backbone by its
+    absolute path, as LeRobot writes a local one)."""
+    backbone = directory / "SmolVLM2-500M-Video-Instruct"
+    backbone.mkdir(parents=True)
+    (backbone / "config.json").write_text(json.dumps(smolvla_checkpoint.SMOLVLM2_500M))
+    policy = directory / "smolvla_base"
+    policy.mkdir()
+    (policy / "config.json").write_text(json.dumps({**smolvla_checkpoint.SMOLVLA_BASE, "vlm_model_name": str(backbone)}))
+    return policy
+
+
+def test_full_size_smolvla_base_layout_with_eval_shape(tmp_path):
+    """Every published tensor is read, each into a Flax parameter of the shape the transform gives, and the tree
+    holds nothing else: 450,046,176 parameters."""
+    specs = _published_spec()
+    assert len(specs) == 500
+    config = smolvla_checkpoint.read_config(_write_published_layout(tmp_path), "bfloat16")
+    assert config == smolvla_checkpoint.named_config("smolvla_base", "bfloat16")  # what the benchmark suite builds
+    assert (config.vlm.width, config.vlm.depth, config.expert.width, config.expert.mlp_dim) == (960, 16, 720, 2048)
+    assert (config.vision.depth, config.vision.mlp_dim, config.image_tokens) == (12, 3072, 64)
+    assert smolvla_checkpoint.tensor_shapes(config) == {name: shape for name, (shape, _) in specs.items()}
+    expected = flatten_params(smolvla.param_shapes(config))  # jax.eval_shape
+    sources = smolvla_checkpoint.tensor_sources(config)
+    assert set(sources) == set(expected)
+    read = [name for source in sources.values() for layer in source.names for name in layer]
+    assert sorted(read) == sorted(specs)  # each tensor read exactly once
+    for path, source in sources.items():
+        # Zero-stride views: the transforms see full-size shapes without the memory.
+        layers = [source.transform(*(np.broadcast_to(np.zeros((), np.uint8), specs[name][0]) for name in names))
+                  for names in source.names]
+        shape = (len(layers), *layers[0].shape) if source.stacked else layers[0].shape
+        assert shape == expected[path].shape, path
+    total = sum(math.prod(leaf.shape) for leaf in expected.values())
+    assert total == sum(math.prod(shape) for shape, _ in specs.values()) == 450_046_176
+    assert {leaf.dtype for leaf in expected.values()} == {np.dtype("bfloat16")}
+
+
+def test_the_expert_alternates_self_and_cross_attention_layers():
+    config = smolvla_checkpoint.named_config("smolvla_base")
+    assert [config.layer_kind(index) for index in range(4)] == ["self_attn", "cross_attn", "self_attn", "cross_attn"]
+    sources = smolvla_checkpoint.tensor_sources(config)
+    cross_k = sources["expert/layers/cross_attn_0/attn/kv_einsum/w"].names
+    assert [names[0] for names in cross_k][:2] == [f"model.vlm_with_expert.lm_expert.layers.{i}.self_attn.k_proj.weight"
+                                                  for i in (1, 3)]
+    specs = _published_spec()  # the published cross-attention layers are the odd ones: their k/v read 320 channels
+    assert specs["model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight"][0] == (320, 320)
+    assert specs["model.vlm_with_expert.lm_expert.layers.2.self_attn.k_proj.weight"][0] == (320, 720)
+    assert smolvla_checkpoint.intermediate_size(720) == 2048
+
+
+def test_fixture_layout_statistics_and_tokenizer():
+    directory = smolvla_dir()
+    assert smolvla_checkpoint.is_smolvla(directory)
+    config = smolvla_checkpoint.read_config(directory)
+    assert config.cameras == ("observation.images.camera1", "observation.images.camera2")
+    assert (config.state_dim, config.action_dim, config.pad_language_to) == (6, 6, "longest")
+    stats = smolvla_checkpoint.read_norm_stats(directory, config)
+    assert set(stats) == {"state", "actions"} and stats["actions"]["std"].shape == (6,)
+    backbone = smolvla_checkpoint.backbone_of(directory)
+    tokenizer = smolvla_checkpoint.SmolVLATokenizer(backbone, 48, "max_length")
+    tokens, mask = tokenizer.tokenize_tasks(["pick up the red cube"])
+    assert tokens.shape == (1, 48) and mask.sum() == len(tokenizer.encode("pick up the red cube\n"))
+    assert (tokens[0, ~mask[0]] == tokenizer.pad_id).all() and tokenizer.decode(tokens[0, mask[0]]) == "pick up the red cube\n"
+    short = smolvla_checkpoint.SmolVLATokenizer(backbone, 3, "longest")  # the fixture keeps SmolVLM2's left truncation
+    assert short.truncation_side == "left" and short.encode("pick up the red cube\n") == tokenizer.encode("pick up the red cube\n")[-3:]
+
+
+def test_unsupported_policy_settings_are_refused_naming_the_field():
+    policy, backbone = smolvla_checkpoint.NAMED_CONFIGS["smolvla_base"]
+    cases = {"attention_mode": "self_attn", "num_expert_layers": 8, "self_attn_every_n_layers": 3,
+             "resize_imgs_with_padding": [384, 384], "add_image_special_tokens": True, "adapt_to_pi_aloha": True}
+    for field, value in cases.items():
+        with pytest.raises(CheckpointError, match=field):
+            smolvla_checkpoint.parse_config({**policy, field: value}, backbone, "float32", pathlib.Path("config.json"),
+                                            pathlib.Path("backbone/config.json"))

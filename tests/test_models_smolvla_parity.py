@@ -1,0 +1,128 @@
+"""SmolVLA in Flax against the outputs of LeRobot's own PyTorch code (`../shared/smolvla_reference/`, float32): the
+preprocessing, every intermediate the fixture records (vision tower, connector, prefix, the first text layer, the
+KV cache, the time embedding, the expert's first layer and output, the velocity of all 10 flow steps) and the
+action chunk from the same noise, each within 1e-4 absolute."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from smolvla_helpers import CAMERAS, preprocessed_observation, raw_observation, smolvla_io, smolvla_model
+from multinet_jax.models import smolvla
+from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.smolvla import SmolVLA
+
+TOLERANCE = 1e-4  # absolute; the fixture's own float64 numpy re-implementation agrees with it to ~1.5e-5
+
+
+def _close(actual, expected, tolerance=TOLERANCE):
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=0, atol=tolerance)
+
+
+def _apply(method, *args, **kwargs):
+    model = smolvla_model()
+    return model.module.apply({"params": model.params}, *args, method=method, **kwargs)
+
+
+def _images(io):
+    return [jnp.asarray(io[f"image_{camera}"].transpose(0, 2, 3, 1)) for camera in CAMERAS]
+
+
+def _prefix(io):
+    masks = [jnp.asarray(io["img_masks"][:, index]) for index in range(len(CAMERAS))]
+    return _apply(SmolVLA.embed_prefix, _images(io), masks, jnp.asarray(io["lang_tokens"], jnp.int32),
+                  jnp.asarray(io["lang_masks"]), jnp.asarray(io["state_padded"]))
+
+
+def _time_embedding(io, step):
+    config = smolvla_model().config
+    return smolvla.time_embedding(io["denoise_time"][step], config.expert.width, config.min_period, config.max_period)
+
+
+def test_preprocessing_matches_lerobots_processors():
+    model, io = smolvla_model(), smolvla_io()
+    for camera in CAMERAS:  # resize with padding at the left and top (upsampling here), then [-1, 1]
+        raw = jnp.asarray(io[f"raw_image_{camera}"].transpose(0, 2, 3, 1)) * 2 - 1
+        _close(smolvla.resize_images(raw, 256, 256), io[f"image_{camera}"].transpose(0, 2, 3, 1), 1e-6)
+    tokens, mask = model.tokenizer.tokenize_tasks([str(task) for task in io["tasks"]])
+    np.testing.assert_array_equal(tokens, io["lang_tokens"])
+    np.testing.assert_array_equal(mask, io["lang_masks"])
+    _close(model.normalized_state(io["raw_state"]), io["state_padded"], 1e-6)
+    np.testing.assert_array_equal(smolvla.flow_times(10), io["denoise_time"][:, 0])
+    np.testing.assert_array_equal(_time_embedding(io, 0), io["time_emb_step0"])
+
+
+def test_vision_tower_and_connector_match():
+    io = smolvla_io()
+    for image, camera in zip(_images(io), CAMERAS):
+        _close(_apply(lambda module, x: module.vision(x), image), io[f"vision_out_{camera}"])
+        _close(_apply(SmolVLA.embed_image, image), io[f"img_emb_{camera}"])
+
+
+def test_prefix_first_layer_and_kv_cache_match():
+    io = smolvla_io()
+    prefix, prefix_mask = _prefix(io)
+    _close(prefix, io["prefix_embs"])  # magnitude ~30 (sqrt(64) scaling)
+    np.testing.assert_array_equal(prefix_mask, io["prefix_pad_masks"])
+    (keys, values), state = _apply(SmolVLA.fill_prefix_cache, prefix, prefix_mask, mutable=["intermediates"])
+    ((layers,),) = state["intermediates"]["vlm"]["layers"]["residual"]  # [depth, b, n, w]
+    _close(layers[0], io["vlm_layer0_out"])
+    # LeRobot's DynamicCache layout is [layer, b, kv_heads, n, head_dim]; keys after RoPE.
+    _close(np.asarray(keys).transpose(0, 1, 3, 2, 4), io["kv_cache_keys"])
+    _close(np.asarray(values).transpose(0, 1, 3, 2, 4), io["kv_cache_values"])
+
+
+def test_velocity_of_every_flow_step_and_the_experts_layers_match():
+    model, io = smolvla_model(), smolvla_io()
+    prefix, prefix_mask = _prefix(io)
+    kv_cache = _apply(SmolVLA.fill_prefix_cache, prefix, prefix_mask)
+    for step in range(10):
+        inputs = (kv_cache, prefix_mask, jnp.asarray(io["denoise_x_t"][step]), jnp.asarray(_time_embedding(io, step)))
+        if step:
+            _close(_apply(SmolVLA.velocity, *inputs), io["denoise_v_t"][step])
+            continue
+        velocity, state = _apply(SmolVLA.velocity, *inputs, mutable=["intermediates"])
+        _close(velocity, io["denoise_v_t"][0])
+        streams = smolvla.expert_streams(state["intermediates"], model.config)  # [depth, b, chunk, w]
+        _close(streams[0], io["expert_layer0_out_step0"])
+    hidden = _apply(lambda module, *args: module.expert(*args), jnp.asarray(io["suffix_embs_step0"]), kv_cache, prefix_mask)
+    _close(hidden, io["expert_out_step0"])
+
+
+def test_sampled_chunk_matches_from_the_same_noise():
+    model, io = smolvla_model(), smolvla_io()
+    actions = model.sample_actions(preprocessed_observation(), noise=io["noise"])
+    _close(actions, io["actions_padded"])
+    _close(model.unnormalize_actions(actions), io["actions_unnormalized"])
+
+
+def test_raw_inputs_give_lerobots_actions_through_predict_actions(monkeypatch):
+    """From the cameras' raw pixels at their own sizes, the task texts and the raw state, as LeRobot's processors
+    take them, to the unnormalized chunk."""
+    model, io = smolvla_model(), smolvla_io()
+    monkeypatch.setattr(model, "make_noise", lambda sample_index, rng: jnp.asarray(io["noise"]))
+    actions = model.predict_actions(raw_observation(), rng=None, options=InferenceOptions(num_flow_steps=10))
+    _close(actions, io["actions_padded"])
+    _close(model.unnormalize_actions(actions), io["actions_unnormalized"])
+
+
+@pytest.mark.parametrize("steps", [3, 10])
+def test_captured_activations_are_the_fixtures_streams_from_the_same_pass(monkeypatch, steps):
+    """Probing's pooled streams: layer 0's are LeRobot's recorded ones pooled over the task's tokens (the prefix) and
+    over the action tokens at the first flow step; the actions are `predict_actions`'."""
+    model, io = smolvla_model(), smolvla_io()
+    monkeypatch.setattr(model, "make_noise", lambda sample_index, rng: jnp.asarray(io["noise"]))
+    actions, streams = model.activations(raw_observation(), rng=None, num_steps=steps)
+    expected = model.predict_actions(raw_observation(), rng=None, options=InferenceOptions(num_flow_steps=steps))
+    _close(actions, expected, 1e-5)
+    images = len(CAMERAS) * model.config.image_tokens
+    for row, length in enumerate(io["lang_masks"].sum(axis=1)):
+        language = io["vlm_layer0_out"][row, images : images + length]
+        _close(streams["prefix_mean"][row, 0], language.mean(axis=0))
+        _close(streams["prefix_last"][row, 0], language[-1])
+    _close(streams["action_mean"][:, 0], io["expert_layer0_out_step0"].mean(axis=1))
+    config = model.config
+    assert streams["prefix_last"].shape == (2, config.vlm.depth, config.vlm.width)
+    assert streams["action_mean"].shape == (2, config.expert.depth, config.expert.width)

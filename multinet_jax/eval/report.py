@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from multinet_jax import domains
+from multinet_jax import domains, plots
 from multinet_jax.eval import manifest, summary
 
 # Output kinds in MultiNet's order, with the heading of their table.
@@ -47,7 +47,7 @@ KIND_TITLES = {
 }
 # Config fields that say where a run wrote, not what it computed.
 _NOT_SETTINGS = ("output_dir", "resume")
-_MISSING = "—"
+_MISSING = plots.MISSING
 
 
 
@@ -268,57 +268,52 @@ def write_csv(runs: Sequence[Run], path: pathlib.Path) -> None:
                                      result.kind, result.split, result.num_samples, metric, value])
 
 
-def _png(figure: Any) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def domain_plots(domain: str, runs: Sequence[Run]) -> str:
-    """A base64 PNG for one domain: bars per run for each headline metric, and Open-X's per-dimension MAE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+def domain_figure(domain: str, runs: Sequence[Run]) -> Any:
+    """One domain across runs: bars per run for each headline metric (each on its unit's axis; a metric a run did
+    not report is labelled as the tables show it), and Open-X's per-dimension MAE."""
     present = [run for run in runs if domain in run.results]
     metrics = _headline(domain, runs)
     per_dim = [run for run in present if run.results[domain].per_dim_mae is not None]
     panels = len(metrics) + (1 if per_dim else 0)
     columns = min(panels, 3)
     rows = -(-panels // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-    axes = axes.ravel()
-    for axis in axes[panels:]:
-        axis.set_visible(False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    figure = plots.new_figure(4.6 * columns, 3.6 * rows + 0.6)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for unused in axes[panels:]:
+        unused.set_visible(False)
+    colors = [f"C{runs.index(run) % 10}" for run in present]
+    positions = np.arange(len(present))
     for axis, metric in zip(axes, metrics):
-        values = [summary.as_float(run.results[domain].metrics.get(metric)) for run in present]
-        positions = np.arange(len(present))
-        axis.bar(positions, [v if math.isfinite(v) else 0.0 for v in values],
-                 color=[colors[runs.index(run) % len(colors)] for run in present])
-        for position, value in zip(positions, values):  # the value on each bar: a NaN is never a silent zero
-            axis.text(position, value if math.isfinite(value) else 0.0, f"{value:.3g}" if math.isfinite(value) else "NaN",
-                      ha="center", va="bottom", fontsize=7)
-        axis.set_xticks(positions, [run.label for run in present], rotation=30, ha="right", fontsize=7)
-        axis.set_title(metric, fontsize=8)
+        values = [summary.as_float(run.results[domain].metrics[metric]) if metric in run.results[domain].metrics
+                  else None for run in present]
+        plots.value_axis(axis, summary.metric_unit(domains.lookup(domain), metric), values)
+        plots.bars(axis, positions, values, color=colors)
+        axis.set_xticks(positions, [run.label for run in present], rotation=30, ha="right")
+        axis.set_title(metric)
     if per_dim:
         axis = axes[panels - 1]
         width = 0.8 / len(per_dim)
+        errors = {run.label: run.results[domain].per_dim_mae for run in per_dim}
+        plots.value_axis(axis, summary.metric_unit(domains.lookup(domain), "avg_dataset_amae"),
+                         [value for values in errors.values() for value in values])
         for index, run in enumerate(per_dim):
-            errors = run.results[domain].per_dim_mae
-            axis.bar(np.arange(len(errors)) + index * width, errors, width=width, label=run.label,
-                     color=colors[runs.index(run) % len(colors)])
+            axis.bar(np.arange(len(errors[run.label])) + index * width, errors[run.label], width=width,
+                     label=run.label, color=colors[present.index(run)])
         axis.set_xlabel("action dimension")
+        plots.integer_ticks(axis.xaxis)
         without = [run.label for run in present if run.results[domain].per_dim_mae is None]
         axis.set_title("mean absolute error per dimension"
-                       + (f"\n(no valid predictions: {', '.join(without)})" if without else ""), fontsize=8)
-        axis.legend(fontsize=7)
-    figure.suptitle(domain, fontsize=10)
-    figure.tight_layout()
-    encoded = _png(figure)
-    plt.close(figure)
-    return encoded
+                       + (f"\n(no valid predictions: {', '.join(without)})" if without else ""))
+        plots.legend_below(figure)
+    figure.suptitle(domain)
+    return figure
+
+
+def _png(figure: Any) -> str:
+    """The figure as base64 PNG, for an `<img>` of the page."""
+    buffer = io.BytesIO()
+    plots.save(figure, buffer)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 _STYLE = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:0.5em 0 1.5em}
@@ -340,7 +335,7 @@ def to_html(runs: Sequence[Run]) -> str:
     for names in _domains_by_kind(runs).values():
         for domain in names:
             parts.append(f'<h3>{html.escape(domain)}</h3><img alt="{html.escape(domain)}" '
-                         f'src="data:image/png;base64,{domain_plots(domain, runs)}">')
+                         f'src="data:image/png;base64,{_png(domain_figure(domain, runs))}">')
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>MultiNet evaluation report</title>'
             f"<style>{_STYLE}</style></head><body><h1>MultiNet evaluation report</h1>{''.join(parts)}</body></html>\n")
 

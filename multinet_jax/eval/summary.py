@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from multinet_jax import domains
+from multinet_jax import domains, plots
+from multinet_jax.act2answer.geometry import TILE_NAMES
+from multinet_jax.metrics.discrete_actions import INVALID_BRIER_ERROR
+
+
+ACT2ANSWER_CHANCE = 1 / len(TILE_NAMES)  # one answer tile of two
 
 
 def json_safe(value: Any) -> Any:
@@ -157,86 +162,108 @@ def is_percentage(metric: str) -> bool:
     return "percentage" in metric or metric == "action_success_rate"
 
 
-def _bars(axis: Any, values: Mapping[str, float], title: str) -> None:
-    axis.barh(list(values), [0.0 if not math.isfinite(v) else v for v in values.values()], color="tab:blue")
-    axis.set_title(title)
-    for y, value in enumerate(values.values()):
-        axis.text(0, y, f" {value:.4g}", va="center")
-
-
-def _count_axis(axis: Any) -> None:
-    """A y axis of sample counts: labelled, whole numbers only."""
-    from matplotlib.ticker import MaxNLocator
-
-    axis.set_ylabel("samples")
-    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+def metric_unit(domain: domains.Domain, metric: str) -> plots.Unit:
+    """The unit a headline metric is plotted in, from MultiNet's names. A metric not known here gets a unit of its
+    own, so it never shares an axis with another."""
+    if is_percentage(metric):
+        return plots.PERCENT
+    if "similarity" in metric:
+        return plots.Unit("cosine similarity (-1 to 1)", 1.0)
+    if metric == "avg_turn_of_first_failure":
+        return plots.Unit("turn", integer=True)
+    if domain.metric_kind == "discrete" and metric == "avg_dataset_amae":  # a Brier error of one-hot predictions
+        return plots.Unit(f"Brier absolute error (0 to {INVALID_BRIER_ERROR:g})", INVALID_BRIER_ERROR)
+    if metric.startswith("normalized_"):
+        return plots.Unit("min-max normalized error (0 to 1)", 1.0)
+    if metric == "avg_dataset_amae":
+        return plots.Unit("mean absolute error (action units)")
+    if metric == "avg_dataset_amse":
+        return plots.Unit("mean squared error (action units²)")
+    if any(word in metric for word in ("accuracy", "f1", "exact_match", "rate")):
+        return plots.FRACTION
+    return plots.Unit(metric)
 
 
 def plot_domain(path: pathlib.Path, domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
     """One PNG (`domain_figure`)."""
-    from matplotlib import pyplot as plt
-
-    figure = domain_figure(domain, metrics, records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)
+    plots.save(domain_figure(domain, metrics, records), path)
 
 
 def domain_figure(domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Any:
-    """The headline metrics as bars (plain values and percentages on axes of their own), and the domain's error
-    or answer distribution."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    """Left, the headline metrics as bars, one panel per unit (`metric_unit`); right, the domain's error, class,
+    answer or per-category distribution."""
     values = headline(domain, metrics)
-    percentages = {name: value for name, value in values.items() if is_percentage(name)}
-    plain = {name: value for name, value in values.items() if not is_percentage(name)}
-    # Percentages and plain values never share an axis: 50 (%) beside 0.3 (a fraction) would misread either.
-    panels = [part for part in (plain, percentages) if part]
-    figure, axes = plt.subplots(1, len(panels) + 1, figsize=(6 * (len(panels) + 1), 4.5))
-    for axis, part in zip(axes, panels):
-        _bars(axis, part, f"{domain.name}: headline metrics" + (" (%)" if part is percentages else ""))
-        if part is percentages:
-            axis.set_xlim(0, 100)
-    right = axes[-1]
+    by_unit: dict[plots.Unit, dict[str, float]] = {}
+    for name, value in values.items():
+        by_unit.setdefault(metric_unit(domain, name), {})[name] = value
+    rows = [len(part) + 1 for part in by_unit.values()] or [1]  # +1: room for the axis label
+    figure = plots.new_figure(13, max(4.5, 0.5 * sum(rows) + 1))
+    left, right = figure.subfigures(1, 2, width_ratios=[1, 1.25])
+    left.suptitle(f"{domain.name}: headline metrics")
+    for axes, (unit, part) in zip(left.subplots(len(rows), 1, height_ratios=rows, squeeze=False)[:, 0], by_unit.items()):
+        plots.value_axis(axes, unit, list(part.values()), horizontal=True)
+        positions = np.arange(len(part))
+        plots.bars(axes, positions, list(part.values()), horizontal=True, color="tab:blue")
+        axes.set_yticks(positions, list(part))
+        axes.invert_yaxis()  # the headline order, top to bottom
+    _distribution(right, domain, metrics, records)
+    return figure
+
+
+def _distribution(figure: Any, domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
+    """The right-hand panel of `domain_figure`, drawn into the subfigure `figure`."""
+    axes = figure.subplots()
     if domain.output is domains.Output.CONTINUOUS_ACTIONS:
         errors = _per_sample_mae(records)
-        right.hist(errors, bins=min(40, max(5, len(errors) // 3)), color="tab:orange")
-        right.set_xlabel("per-sample MAE (valid predictions)")
-        _count_axis(right)
-        right.set_title("error distribution")
+        counts, _, _ = axes.hist(errors, bins=min(40, max(5, len(errors) // 3)), color="tab:orange")
+        plots.value_axis(axes, plots.SAMPLES, counts.tolist())
+        axes.set_xlabel("per-sample mean absolute error (action units, valid predictions)")
+        axes.set_title("error distribution")
     elif domain.metric_kind in ("discrete", "multiple_choice", "classification"):
         labels, predicted, truth = _class_counts(domain, records)
         positions = np.arange(len(labels))
-        right.bar(positions - 0.2, truth, width=0.4, label="ground truth")
-        right.bar(positions + 0.2, predicted, width=0.4, label="predicted")
-        right.set_xticks(positions, labels, rotation=90 if len(labels) > 12 else 0, fontsize=7)
-        _count_axis(right)
-        right.set_title("class distribution")
-        right.legend()
+        plots.value_axis(axes, plots.SAMPLES, truth + predicted)
+        axes.bar(positions - 0.2, truth, width=0.4, label="ground truth")
+        axes.bar(positions + 0.2, predicted, width=0.4, label="predicted")
+        axes.set_xticks(positions, labels, rotation=90 if len(labels) > 12 else 0)
+        axes.set_xlabel("class")
+        axes.set_title("class distribution")
+        plots.legend_below(figure)
     elif domain.metric_kind == "act2answer_probes":
-        categories = metrics.get("categories", {})
-        positions = np.arange(len(categories))
-        for offset, (key, label) in zip((-0.2, 0.2), (("text_probe_accuracy", "text probe"), ("action_probe_accuracy", "action probe"))):
-            # without an action head the action probe has no entry (NaN: no bar)
-            right.bar(positions + offset, [as_float(entry.get(key)) for entry in categories.values()], width=0.4, label=label)
-        right.axhline(0.5, color="gray", linewidth=0.8)
-        right.set_xticks(positions, list(categories))
-        right.set_title("accuracy per category (chance 0.5)")
-        right.legend()
+        _probe_accuracies(figure, axes, metrics)
     elif domain.metric_kind == "function_calls":
         accuracy = metrics.get("turn_level_accuracy")
-        values = list(accuracy.values()) if isinstance(accuracy, Mapping) else list(accuracy or [])
-        right.bar(range(1, len(values) + 1), [as_float(value) for value in values], color="tab:purple")
-        right.set_xlabel("turn")
-        right.set_title("accuracy per turn")
+        values = [as_float(value) for value in (accuracy.values() if isinstance(accuracy, Mapping) else accuracy or [])]
+        plots.value_axis(axes, plots.FRACTION, values)
+        plots.bars(axes, range(1, len(values) + 1), values, color="tab:purple")
+        axes.set_xlabel("turn")
+        plots.integer_ticks(axes.xaxis)
+        axes.set_title("accuracy per turn")
     else:
         lengths = [len(r["prediction"]) for r in records if isinstance(r["prediction"], str)]
-        right.hist(lengths, bins=20, color="tab:green")
-        right.set_xlabel("answer length (characters, valid answers)")
-        _count_axis(right)
-        right.set_title(f"answers: {len(lengths)} valid of {len(records)}")
-    figure.tight_layout()
-    return figure
+        low, high = min(lengths, default=0), max(lengths, default=0)
+        bins = np.linspace(low - 0.5, high + 0.5, min(high - low + 1, 20) + 1)  # whole lengths at bin centres
+        counts, _, _ = axes.hist(lengths, bins=bins, color="tab:green")
+        plots.value_axis(axes, plots.SAMPLES, counts.tolist())
+        axes.set_xlabel("answer length (characters, valid answers)")
+        plots.integer_ticks(axes.xaxis)
+        axes.set_title(f"answers: {len(lengths)} valid of {len(records)}")
+
+
+def _probe_accuracies(figure: Any, axes: Any, metrics: Mapping[str, Any]) -> None:
+    """Act2Answer's text and action probe accuracy per category on a 0-to-1 axis with chance marked; a model
+    without an action head has no action bars, and the legend says why."""
+    categories = metrics.get("categories", {})
+    probes = {"text probe": [as_float(entry.get("text_probe_accuracy")) for entry in categories.values()]}
+    if "action_probe" not in metrics:  # present (a string) only when the model has no action head
+        probes["action probe"] = [as_float(entry.get("action_probe_accuracy")) for entry in categories.values()]
+    positions = np.arange(len(categories))
+    width = 0.8 / len(probes)
+    plots.value_axis(axes, plots.Unit("accuracy (0 to 1)", 1.0), [v for values in probes.values() for v in values])
+    for index, (label, values) in enumerate(probes.items()):
+        plots.bars(axes, positions + (index - (len(probes) - 1) / 2) * width, values, width=width, label=label)
+    axes.axhline(ACT2ANSWER_CHANCE, color="gray", linewidth=1, linestyle="--", label=f"chance ({ACT2ANSWER_CHANCE:g})")
+    axes.set_xticks(positions, list(categories))
+    axes.set_xlabel("category")
+    axes.set_title("accuracy per category" + ("\n(action probe: not applicable, no action head)" if "action_probe" in metrics else ""))
+    plots.legend_below(figure)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import plots
 from multinet_jax.probing.probes import fit_probes
 from multinet_jax.probing.retention import retention
 
@@ -73,35 +74,34 @@ def _retention(tasks: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plot(report: Mapping[str, Any], path: str | pathlib.Path) -> pathlib.Path:
-    """One panel per task: each stream's accuracy per layer (solid) and its shuffled control (dashed)."""
-    import matplotlib
+    """`figure(report)` written as a PNG to `path`."""
+    path = pathlib.Path(path)
+    plots.save(figure(report), path)
+    return path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def figure(report: Mapping[str, Any]) -> Any:
+    """One panel per task: each stream's accuracy per layer (solid, its peak marked) and its shuffled control
+    (dashed), on a 0-to-1 axis with chance marked; each panel's legend, under it, names the peak layers."""
     tasks = list(report["tasks"])
     columns = min(len(tasks), 4)
     rows = -(-len(tasks) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, task in zip(axes.flat, tasks):
+    whole = plots.new_figure(4.4 * columns, 4.2 * rows + 0.5)
+    for panel, task in zip(whole.subfigures(rows, columns, squeeze=False).flat, tasks):
+        axis = panel.subplots()
         for index, stream in enumerate(report["streams"]):
             entry = report["tasks"][task][stream]
             colour = f"C{index}"
-            axis.plot(entry["accuracy"], color=colour, label=f"{stream} (peak {entry['peak_layer']})")
+            axis.plot(entry["accuracy"], color=colour, label=f"{stream}: peak at layer {entry['peak_layer']}")
+            axis.plot(entry["peak_layer"], entry["accuracy"][entry["peak_layer"]], "o", color=colour)
             axis.plot(entry["control_accuracy"], color=colour, linestyle="--", alpha=0.6)
         axis.axhline(report["chance"], color="gray", linewidth=0.8)
+        plots.value_axis(axis, plots.Unit("probe accuracy (0 to 1)", 1.0), [])
         axis.set_title(f"{task} ({report['tasks'][task]['episodes']} episodes)")
         axis.set_xlabel("layer")
-        axis.set_ylabel("probe accuracy")
-        axis.legend(fontsize=7)
-    for axis in list(axes.flat)[len(tasks):]:
-        axis.set_visible(False)
+        plots.integer_ticks(axis.xaxis)
+        panel.legend(loc="outside lower center", ncols=1)
     retained = report.get("retention")
-    figure.suptitle("dashed: shuffled-label control" + (f"; retention {retained:.3f}" if retained is not None else ""))
-    figure.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
+    whole.suptitle(f"dashed: shuffled-label control; gray: chance ({report['chance']:g})"
+                   + (f"; retention {retained:.3f}" if retained is not None else ""))
+    return whole

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -24,6 +25,7 @@ import pytest
 import eval_helpers
 from conftest import REPO_ROOT
 from models_helpers import tiny_observation
+from multinet_jax.eval import preflight
 from multinet_jax.models.observation import ObservationError, validate
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -43,6 +45,7 @@ class _Payload:
 class Inputs:
     root: pathlib.Path
     assets: dict
+    held: list  # what must stay open while the cases run (the lock of a busy output folder)
 
     def __getattr__(self, name: str) -> pathlib.Path:
         """A path under the inputs' root, named like the attribute (`inputs.ckpt_nan`)."""
@@ -84,7 +87,7 @@ def _build(root: pathlib.Path) -> Inputs:
     from multinet_jax.eval import demo
 
     assets = eval_helpers.assets()
-    inputs = Inputs(root, assets)
+    inputs = Inputs(root, assets, [])
     data_dir = pathlib.Path(assets["data_dir"])
     (root / "a_file").write_text("not a folder\n")
 
@@ -97,6 +100,8 @@ def _build(root: pathlib.Path) -> Inputs:
     (score / "not_object.jsonl").write_text("[1, 2]\n")
     (score / "missing_truth.jsonl").write_text(json.dumps(piqa[0]) + "\n" + json.dumps({"id": "x", "prediction": 1}) + "\n")
     (score / "stats.json").write_text("{min: 0}")
+    (score / "linked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in piqa))
+    os.link(score / "linked.jsonl", score / "linked_output.json")  # one file under two names
 
     shard = data_dir / "openx_bimanual" / "public" / "translated_shard_0"
     for name, cut in (("openx_garbage", None), ("openx_torn", 0.5)):
@@ -151,6 +156,7 @@ def _build(root: pathlib.Path) -> Inputs:
     (corrupt / "predictions" / "piqa.jsonl").write_text('{"id": "0", "sample_index": 0\n{"id": "1"}\n')
     (shutil.copytree(root / "finished_run", root / "torn_manifest") / "run_manifest.json").write_text('{"format": ')
     (shutil.copytree(root / "finished_run", root / "no_manifest") / "run_manifest.json").unlink()
+    inputs.held.append(preflight.lock_output_dir(root / "busy_run"))  # as another eval writing there holds it
     return inputs
 
 
@@ -179,6 +185,8 @@ CASES = [
          lambda i: f"{E(str(i.nope))}: No such file or directory"),
     Case("score_output_is_predictions", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.root}/score/../score/good.jsonl"],
          lambda i: f"{E(str(i.root))}/score/../score/good.jsonl: --output is the --predictions file; writing the metrics would destroy it"),
+    Case("score_output_is_a_hard_link_to_predictions", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/linked.jsonl", f"--output={i.root}/score/linked_output.json"],
+         lambda i: f"{E(str(i.root))}/score/linked_output.json: --output is the --predictions file; writing the metrics would destroy it"),
     Case("score_duplicate_id", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/duplicate.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/duplicate.jsonl:4: field 'id': duplicate id '1', first at line 2"),
     Case("score_not_json", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_json.jsonl", f"--output={i.m}"],
@@ -284,6 +292,13 @@ CASES = [
     Case("eval_zero_max_token_len", "eval", lambda i: _eval(i, max_token_len=0), lambda i: "--max_token_len must be positive, got 0"),
     Case("eval_zero_limit", "eval", lambda i: _eval(i, limit=0), lambda i: "--limit must be positive, got 0"),
     Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
+    Case("eval_seed_beyond_32_bits", "eval", lambda i: _eval(i, seed=2**32),
+         lambda i: r"--seed must be in \[0, 2\^32\) \(jax's PRNG keys hold 32 bits: other seeds alias these\), got 4294967296"),
+    Case("eval_negative_seed", "eval", lambda i: _eval(i, seed=-1), lambda i: r"--seed must be in \[0, 2\^32\) .*, got -1"),
+    Case("eval_huge_max_token_len", "eval", lambda i: _eval(i, max_token_len=10**8), lambda i: "--max_token_len must be at most 8192, got 100000000"),
+    Case("eval_huge_decoding_steps", "eval", lambda i: _eval(i, max_decoding_steps=10**8), lambda i: "--max_decoding_steps must be at most 8192, got 100000000"),
+    Case("eval_huge_action_horizon", "eval", lambda i: _eval(i, action_horizon=10**8), lambda i: "--action_horizon must be at most 1024, got 100000000"),
+    Case("eval_duplicate_domain", "eval", lambda i: _eval(i, domains=("piqa", "odinw", "piqa")), lambda i: "--domains names piqa more than once"),
     Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
          lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),
     Case("eval_unknown_domain", "eval", lambda i: _eval(i, domains=("procgen",)), lambda i: "unknown domain 'procgen'.*"),
@@ -298,8 +313,17 @@ CASES = [
          lambda i: f"{E(str(i.a_file))}: --output_dir is a file, not a folder"),
     Case("eval_results_exist", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2),
          lambda i: f"{E(str(i.finished_run))}/predictions/piqa.jsonl exists; pass --resume to continue it or choose another --output_dir"),
+    Case("eval_output_dir_busy", "eval", lambda i: _eval(i, output_dir=str(i.busy_run)),
+         lambda i: f"{E(str(i.busy_run))}: another multinet-jax eval or probe is writing into this --output_dir \\(it holds "
+                   "\\.multinet_jax\\.lock\\); wait for it to finish or choose another --output_dir"),
+    Case("eval_resume_with_a_smaller_limit", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=1, resume=True),
+         lambda i: f"{E(str(i.finished_run))}/predictions/piqa.jsonl: holds 2 predictions, more than --limit=1; a resume only "
+                   "continues a run: pass --limit=2 or more \\(or none\\), or choose another --output_dir"),
     Case("eval_resume_changed_settings", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2, resume=True, seed=7),
          lambda i: f"{E(str(i.finished_run))}/run_manifest.json: the results in this folder come from another run: --seed: recorded 0, now 7\\. .*"),
+    Case("eval_resume_with_another_batch_size", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2, resume=True, batch_size=2),
+         lambda i: f"{E(str(i.finished_run))}/run_manifest.json: the results in this folder come from another run: "
+                   "--batch_size: recorded 4, now 2\\. .*"),
     Case("eval_corrupt_predictions", "eval", lambda i: _eval(i, output_dir=str(i.corrupt_predictions), limit=2, resume=True),
          lambda i: f"{E(str(i.corrupt_predictions))}/predictions/piqa.jsonl: line 1 is not JSON .*"),
     Case("eval_domain_fails_mid_run", "eval", lambda i: _eval(i, domains=("overcooked_ai",), data_dir=str(i.bad_row), output="mid_run", limit=8),
@@ -346,6 +370,23 @@ def test_a_wrong_attention_mode_in_the_environment_is_one_line(cli_results):
                             capture_output=True, text=True, env=environment, cwd=inputs.root, timeout=600)
     assert (result.returncode, result.stderr) == (
         2, "error: $MULTINET_JAX_ATTENTION: 'flash' is not an attention mode (one of auto, reference, xla)\n")
+
+
+def test_two_evals_started_together_into_one_folder_one_is_refused(tmp_path):
+    """The same command twice, one second apart: one run writes the folder, the other is refused naming it, and the
+    predictions hold each sample once."""
+    arguments = eval_helpers.flags(tmp_path / "run", ("openx_bimanual",), limit=12, batch_size=1, num_flow_steps=20)
+    first = eval_helpers.start_eval(arguments)
+    time.sleep(1)
+    second = eval_helpers.run_eval(arguments, timeout=600)
+    first_output, _ = first.communicate(timeout=600)
+    outcomes = sorted([(first.returncode, first_output), (second.returncode, second.stdout)], key=lambda item: item[0])
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert f"error: {tmp_path / 'run'}: another multinet-jax eval or probe is writing into this --output_dir" in outcomes[1][1]
+    records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "openx_bimanual.jsonl")
+    assert [record["sample_index"] for record in records] == list(range(12))
+    # the lock dies with its holder: the folder is free again once the run ended
+    preflight.lock_output_dir(tmp_path / "run").release()
 
 
 def test_hostile_pickle_ran_no_code(cli_results):

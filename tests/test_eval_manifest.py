@@ -128,6 +128,19 @@ def test_resuming_under_another_attention_mode_is_refused(finished_run, tmp_path
             "now {'mode': 'xla', 'fast_path': 'xla'}") in str(refused.value)
 
 
+def test_resuming_on_another_device_layout_is_refused(finished_run, tmp_path):
+    """Each per-device batch shape rounds its own way (`manifest.device_layout`): a resume must keep the layout."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    path = output_dir / manifest.FILENAME
+    recorded = json.loads(path.read_text())
+    assert recorded["layout"] == {"processes": 1, "mesh": {"data": 1, "model": 1}}
+    recorded["layout"]["mesh"]["data"] = 2  # as the run would record on two devices
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(manifest.RunChangedError, match=r"device layout: recorded \{'processes': 1, 'mesh': \{'data': 2, "
+                       r"'model': 1\}\}, now \{'processes': 1, 'mesh': \{'data': 1, 'model': 1\}\}"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+
+
 def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):
     output_dir = _copy_run(finished_run, tmp_path)
     (output_dir / manifest.FILENAME).unlink()

@@ -68,6 +68,8 @@ def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
     again = CountingModel(setup["model"])
     resumed = probe.run_probe(_config(setup, tmp_path, resume=True), model=again)
     assert again.calls == 0 and resumed["tasks"] == written["tasks"]
+    with pytest.raises(ValueError, match=r"holds 12 episodes, more than --limit=8; a resume only continues a run"):
+        probe.run_probe(_config(setup, tmp_path, resume=True, limit=8), model=again)
 
 
 def test_resume_refuses_a_changed_item_set(setup, tmp_path):
@@ -119,10 +121,12 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     items = item_set(tmp_path / "items", items_per_category=2)
     config = _config(setup, tmp_path / "run", limit=4)
     config = dataclasses.replace(config, data_dir=str(items))
-    probe.check_manifest(config, probe.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer}))
+    probe.check_manifest(config, probe.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer},
+                                                setup["model"].mesh))
     probe.capture(config, setup["model"])
     recorded = json.loads((tmp_path / "run" / probe.MANIFEST).read_text())
-    assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0}
+    assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0,
+                                    "batch_size": 4}
     assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"}
     (items / "pairs.json").write_text((items / "pairs.json").read_text().replace("Left", "Right", 1))
     resumed = dataclasses.replace(config, resume=True, seed=1)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 from absl import flags
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> None:
     offline.apply()
     path = _PREDICTIONS.value
     output = pathlib.Path(_OUTPUT.value)
-    if output.resolve() == pathlib.Path(path).resolve():
+    if _same_file(output, pathlib.Path(path)):
         raise InputError(f"{output}: --output is the --predictions file; writing the metrics would destroy it")
     records, line_numbers = metrics.load_records(path)
     embedder = _embedder()
@@ -60,6 +61,14 @@ def main(argv: list[str]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(metrics.to_json(result))
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")
+
+
+def _same_file(first: pathlib.Path, second: pathlib.Path) -> bool:
+    """One file under two names (the same path, a symlink or a hard link), or the same path when one is missing."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return first.resolve() == second.resolve()
 
 
 def _embedder() -> str | pathlib.Path | None:

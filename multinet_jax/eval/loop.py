@@ -6,7 +6,9 @@ the mesh -> the domain's output mapping (`multinet_jax.domains`) -> `predictions
 of the summary.
 
 Randomness: one base key from `--seed`; the model folds it with each sample's global `sample_index`,
-so predictions do not depend on batch size, device count, host count or where a resumed run restarts.
+so a sample's noise does not depend on its batch, the devices or where a resumed run restarts. Its float
+rounding does: XLA compiles each per-device batch shape into its own program, so `--batch_size` and the device
+layout are recorded in the run manifest and a resume must keep them (`manifest.device_layout`).
 
 Multi-host: every process loads its own shard (`shard_index=jax.process_index()`) and runs the model
 on its own devices (the mesh is built from `jax.local_devices()`: data parallel over hosts, the model
@@ -87,6 +89,10 @@ class EvalConfig:
         for name in ("batch_size", "max_token_len", "num_flow_steps", "max_decoding_steps", "action_horizon", "action_dim", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        for name, most in preflight.MAX_SIZES.items():
+            if getattr(self, name) is not None and getattr(self, name) > most:
+                raise ValueError(f"--{name} must be at most {most}, got {getattr(self, name)}")
+        preflight.check_seed(self.seed)
         if not self.temperature >= 0:
             raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if self.action_dim is not None and self.model in FLOW_MODELS:
@@ -100,6 +106,9 @@ class EvalConfig:
                              "them (OpenVLA's statistics are picked with --unnorm_key)")
         if not self.domains:
             raise ValueError("--domains is empty")
+        repeated = sorted({name for name in self.domains if self.domains.count(name) > 1})
+        if repeated:
+            raise ValueError(f"--domains names {', '.join(repeated)} more than once")
         for name in self.domains:
             domains.lookup(name)  # an unknown domain fails before any model is loaded
         if self.skip_similarity and self.embedder_dir:
@@ -236,7 +245,8 @@ class Evaluator:
         if config.model == "pi0_fast":
             fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
             self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
-        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains})
+        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
+                                          manifest.device_layout(self.mesh))
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
@@ -420,7 +430,13 @@ class Evaluator:
             return []
         if not self.config.resume:
             raise FileExistsError(f"{path} exists; pass --resume to continue it or choose another --output_dir")
-        return results.read_completed(path)
+        completed = results.read_completed(path)
+        if self.config.limit is not None and len(completed) > self.config.limit:
+            raise results.ResultsError(
+                f"{path}: holds {len(completed)} predictions, more than --limit={self.config.limit}; a resume only "
+                f"continues a run: pass --limit={len(completed)} or more (or none), or choose another --output_dir"
+            )
+        return completed
 
     def _finish_domain(self, domain: domains.Domain, path: pathlib.Path, stats: dict | None, timing: Timing,
                        wall_start: float, resumed_from: int) -> dict[str, Any]:
@@ -549,12 +565,23 @@ def evaluate(config: EvalConfig) -> dict[str, dict[str, Any]]:
     """Evaluates `config.checkpoint` on every domain in `config.domains`; returns the summary rows.
 
     Writes `predictions/<domain>.jsonl`, `<domain>_metrics.json`, `plots/<domain>.png`, `summary.json`
-    and `summary.csv` under `config.output_dir` (process 0 only). Inputs are checked before the first batch;
+    and `summary.csv` under `config.output_dir` (process 0 only), which it holds alone for the whole run: another
+    `evaluate` into the same folder is refused (`preflight.lock_output_dir`). Inputs are checked before the first batch;
     a domain that fails mid-run anyway does not stop the others: the summary marks it failed (with the error),
     and `EvaluationFailed` is raised once the summary is written.
     """
-    evaluator = Evaluator(config)
     output_dir = pathlib.Path(config.output_dir)
+    lock = _on_writer(lambda: preflight.lock_output_dir(output_dir))  # for the whole run, before anything is read
+    try:
+        return _evaluate_locked(config, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate_locked(config: EvalConfig, output_dir: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """`evaluate` once process 0 owns `output_dir` (the other processes write nothing)."""
+    evaluator = Evaluator(config)
     rows: dict[str, dict[str, Any]] = {}
     failures: dict[str, Exception] = {}
     for name in config.domains:

@@ -1,7 +1,7 @@
 """The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
 
 It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
-`models.attention`), content fingerprints of the checkpoint
+`models.attention`; the device layout, `device_layout`), content fingerprints of the checkpoint
 and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
 format and length, decoding budget, image resizing, ...) and a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
 sizes and content digests, so a moved copy matches and a changed file does not). It is written before the first
@@ -46,6 +46,10 @@ PREDICTION_SETTINGS = (
     "unnormalize",
     "unnorm_key",
     "asset_id",
+    # Each sample's noise is its own (folded from its index), but XLA compiles each batch shape into another program
+    # whose float rounding differs: tiny Pi0, float32, batch 2 vs 4, up to 3.8e-6 in 9 of 16 act2answer outputs and
+    # 4.8e-7 in all 12 openx_bimanual actions; bfloat16, 7.8e-4 in 1 of 12.
+    "batch_size",
 )
 
 # Every other `EvalConfig` field, and why two runs filling one output folder may differ in it.
@@ -57,8 +61,7 @@ OTHER_SETTINGS = {
     "domains": "each domain has its own entry; a later run may add domains",
     "output_dir": "is where the manifest lives",
     "cache_dir": "holds conversions derived from the data, which is fingerprinted itself",
-    "batch_size": "each sample's randomness is folded from its own index, so batching does not change predictions",
-    "mesh": "sharding does not change predictions (a preempted run may come back on other devices)",
+    "mesh": "compared as the device layout it resolves to (the manifest's `layout`; see `device_layout`)",
     "limit": "samples come in a fixed order, so a larger limit extends the same predictions",
     "resume": "decides whether existing predictions are continued, not what they are",
     "embedder_dir": "used by the metrics only, which are recomputed from the whole predictions file",
@@ -79,6 +82,18 @@ def settings(config: Any) -> dict[str, Any]:
     return {name: json.loads(json.dumps(getattr(config, name))) for name in PREDICTION_SETTINGS}
 
 
+def device_layout(mesh: Any) -> dict[str, Any]:
+    """What decides each device's batch shape besides `--batch_size`: the processes and this host's mesh axes.
+
+    A resumed run must keep it: a per-device batch of 2 instead of 4 (`--mesh=data:2` on two devices) moves tiny
+    Pi0's float32 outputs as a batch size of 2 does (measured: 4.8e-7 in every openx_bimanual action), while the
+    model axis left them bit-identical.
+    """
+    import jax
+
+    return {"processes": jax.process_count(), "mesh": {name: int(size) for name, size in mesh.shape.items()}}
+
+
 def domain_data_dir(config: Any, name: str) -> pathlib.Path:
     """The folder the domain's samples are read from (its split folder in MultiNet's layout)."""
     return data.split_dir(pathlib.Path(config.data_dir) / domains.lookup(name).folder, config.split)[0]
@@ -89,9 +104,11 @@ def located(location: str | pathlib.Path) -> dict[str, Any]:
     return {"path": str(fingerprints.as_path(location)), **fingerprints.fingerprint(location)}
 
 
-def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`) and
-    whose domains run under `protocols` (by domain name; `loop.protocol_settings`).
+def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Mapping[str, Mapping[str, Any]],
+             layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`), whose
+    domains run under `protocols` (by domain name; `loop.protocol_settings`) on devices laid out as `layout`
+    (`device_layout`).
 
     Fingerprints every input: call it before the long part. Without a "checkpoint" path the model is in memory
     (benchmarks, a model under training): it has no files to fingerprint, so such a run is never resumable.
@@ -101,6 +118,7 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Ma
         "format": FORMAT,
         "settings": settings(config),
         "attention": attention.manifest_entry(),
+        "layout": None if layout is None else dict(layout),
         "checkpoint": located(paths["checkpoint"]) if "checkpoint" in paths else None,
         "tokenizers": tokenizers,
         "domains": {name: {"protocol": dict(protocols[name]), "data": located(domain_data_dir(config, name))}
@@ -132,6 +150,14 @@ def attention_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -
     return [f"attention (${attention.ENV_VAR}): recorded {recorded.get('attention')!r}, now {current['attention']!r}"]
 
 
+def layout_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line when the processes or mesh axes (`device_layout`) differ: each per-device batch shape rounds its own way."""
+    if recorded.get("layout") == current["layout"]:
+        return []
+    return [f"device layout: recorded {recorded.get('layout')!r}, now {current['layout']!r} (keep --batch_size per "
+            "device: XLA rounds each batch shape differently)"]
+
+
 def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
     """One line per protocol setting of domain `name` that is not the recorded one."""
     if recorded is None:
@@ -152,6 +178,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
         elif recorded_settings[name] != value:
             found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
     found += attention_differs(recorded, current)
+    found += layout_differs(recorded, current)
     found += differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
     recorded_tokenizers = recorded.get("tokenizers", {})
     for name in sorted(set(recorded_tokenizers) | set(current["tokenizers"])):

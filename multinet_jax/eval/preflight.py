@@ -8,11 +8,20 @@ first batch (see `loop.Evaluator`).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pathlib
 from typing import Any
 
 from multinet_jax import data, domains
+
+# jax's PRNG keys hold 32 bits of seed: `jax.random.key(2**32)` is `jax.random.key(0)`, `key(-1)` is `key(2**32 - 1)`.
+SEED_LIMIT = 2**32
+# Upper bounds of the size flags, so a typo fails at start-up and not as an out-of-memory error after the model
+# loaded: Gemma's context (8192 positions) for prompt and decoding lengths, 1024 actions per chunk (openpi's: 10-50).
+MAX_SIZES = {"max_token_len": 8192, "max_decoding_steps": 8192, "action_horizon": 1024}
+# The output folder's lock file: held (an OS lock on the open file) by the one `eval` writing into the folder.
+OUTPUT_LOCK = ".multinet_jax.lock"
 
 
 def check_output_dir(path: pathlib.Path) -> None:
@@ -26,6 +35,55 @@ def check_output_dir(path: pathlib.Path) -> None:
         raise NotADirectoryError(f"{path}: cannot create --output_dir: {ancestor} is a file")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise PermissionError(f"{path}: --output_dir is not writable ({ancestor} is read-only)")
+
+
+def check_seed(seed: int) -> None:
+    """A seed jax's PRNG takes as it is (`SEED_LIMIT`): any other would silently alias another seed's noise."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"--seed must be in [0, 2^32) (jax's PRNG keys hold 32 bits: other seeds alias these), got {seed}")
+
+
+class OutputLock:
+    """This process's hold on an output folder (`lock_output_dir`); `release()` ends it."""
+
+    def __init__(self, folder: pathlib.Path, descriptor: int, created: bool):
+        self.folder, self._descriptor, self._created = folder, descriptor, created
+
+    def release(self) -> None:
+        """Unlocks; a run that wrote nothing leaves nothing behind (its lock file, and the folder if it made it)."""
+        if [entry.name for entry in self.folder.iterdir()] == [OUTPUT_LOCK]:
+            (self.folder / OUTPUT_LOCK).unlink()  # while still held: a run waiting on it re-checks the inode
+            if self._created:
+                self.folder.rmdir()
+        os.close(self._descriptor)
+
+
+def lock_output_dir(path: pathlib.Path) -> OutputLock:
+    """Takes the output folder for this run alone (until `release()`), or refuses naming it.
+
+    Two runs appending to one predictions file would interleave and duplicate lines. The lock is the kernel's lock
+    on an open file (`flock` on `<path>/.multinet_jax.lock`), which dies with its process: a run killed with SIGKILL,
+    or its crashed host, may leave the file behind but never a held lock, so the next run starts at once. A lock
+    file removed by its holder while this run was taking it is taken again (the inode must be the one at the path).
+    """
+    check_output_dir(path)
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    lock_path = path / OUTPUT_LOCK
+    while True:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise BlockingIOError(f"{path}: another multinet-jax eval or probe is writing into this --output_dir (it holds "
+                                  f"{OUTPUT_LOCK}); wait for it to finish or choose another --output_dir") from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(descriptor).st_ino:
+                return OutputLock(path, descriptor, created)
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
 
 
 def check_labeled(directory: pathlib.Path, sample_id: Any, ground_truth: Any) -> None:

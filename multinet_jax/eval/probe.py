@@ -26,7 +26,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, models, sharding, tokenizers
-from multinet_jax.eval import manifest, summary
+from multinet_jax.eval import manifest, preflight, summary
 from multinet_jax.models import attention, registry
 from multinet_jax.probing import activations, report
 
@@ -34,7 +34,8 @@ DOMAIN = "act2answer"
 MANIFEST = "probe_manifest.json"
 MANIFEST_FORMAT = "multinet_jax.probe_manifest/v1"
 # `ProbeConfig` fields whose value changes the saved activations: resuming with a different one is refused.
-ACTIVATION_SETTINGS = ("split", "max_token_len", "dtype", "num_flow_steps", "seed")
+# `batch_size`: XLA rounds each batch shape's program differently (see `manifest.PREDICTION_SETTINGS`).
+ACTIVATION_SETTINGS = ("split", "max_token_len", "dtype", "num_flow_steps", "seed", "batch_size")
 # Every other field, and why a resumed run may differ in it.
 OTHER_SETTINGS = {
     "checkpoint": "compared by content (the manifest's `checkpoint` fingerprint)",
@@ -42,8 +43,7 @@ OTHER_SETTINGS = {
     "data_dir": "compared by content (the `data` fingerprint: pairs.json, candidate images, first_frames/)",
     "frames_dir": "compared by content (the `frames` fingerprint)",
     "output_dir": "is where the manifest lives",
-    "batch_size": "each episode's noise is folded from its own index, so batching does not change activations",
-    "mesh": "sharding does not change activations",
+    "mesh": "compared as the device layout it resolves to (the manifest's `layout`, `manifest.device_layout`)",
     "limit": "episodes come in a fixed order, so a larger limit extends the same activations",
     "resume": "decides whether saved activations are continued, not what they are",
     "num_folds": "the probes are refitted on all saved activations every run (probing.json records the settings)",
@@ -83,10 +83,13 @@ class ProbeConfig:
         for name in ("batch_size", "num_flow_steps", "max_iter", "max_token_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.max_token_len > preflight.MAX_SIZES["max_token_len"]:
+            raise ValueError(f"--max_token_len must be at most {preflight.MAX_SIZES['max_token_len']}, got {self.max_token_len}")
         if self.num_folds < 2:
             raise ValueError(f"--num_folds must be at least 2, got {self.num_folds}")
         if self.C <= 0:
             raise ValueError(f"--C must be positive, got {self.C}")
+        preflight.check_seed(self.seed)
 
 
 def _activations_dir(config: ProbeConfig) -> pathlib.Path:
@@ -103,14 +106,25 @@ def _check_resumed(directory: pathlib.Path, source: Any, done: int) -> None:
                              "the item set changed since these activations were written")
 
 
+def _saved_episodes(config: ProbeConfig) -> int:
+    """How many episodes' activations the output folder holds, when this run may continue them: only with --resume,
+    and only up to `--limit` (below them the probes would be fitted on more episodes than the run says)."""
+    directory = _activations_dir(config)
+    done = activations.resume_index(directory)
+    if done and not config.resume:
+        raise FileExistsError(f"{directory} holds {done} episodes; pass --resume to continue it or choose another --output_dir")
+    if config.limit is not None and done > config.limit:
+        raise ValueError(f"{directory}: holds {done} episodes, more than --limit={config.limit}; a resume only continues "
+                         f"a run: pass --limit={done} or more (or none), or choose another --output_dir")
+    return done
+
+
 def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     """Writes the activations of every episode not saved yet; returns their folder.
 
     `config.tokenizer` is a local path here (`run_probe` resolves names first)."""
     directory = _activations_dir(config)
-    done = activations.resume_index(directory)
-    if done and not config.resume:
-        raise FileExistsError(f"{directory} holds {done} episodes; pass --resume to continue it or choose another --output_dir")
+    done = _saved_episodes(config)
     source = data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
     total = len(source) if config.limit is None else min(config.limit, len(source))
     if done:
@@ -138,15 +152,17 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     return directory
 
 
-def describe(config: ProbeConfig, paths: Mapping[str, Any]) -> dict[str, Any]:
-    """The probe run's manifest: the activation settings and the content fingerprints of every input."""
+def describe(config: ProbeConfig, paths: Mapping[str, Any], mesh: Any = None) -> dict[str, Any]:
+    """The probe run's manifest: the activation settings, the device layout of `mesh` (None: unknown, a model the
+    caller loaded without one) and the content fingerprints of every input."""
     inputs = {"checkpoint": manifest.located(paths["checkpoint"]), "data": manifest.located(config.data_dir)}
     if paths["tokenizer"] is not None:  # None: the checkpoint bundles its own (OpenVLA), fingerprinted with it
         inputs["tokenizer"] = manifest.located(paths["tokenizer"])
     if config.frames_dir:
         inputs["frames"] = manifest.located(config.frames_dir)
     return {"format": MANIFEST_FORMAT, "settings": {name: getattr(config, name) for name in ACTIVATION_SETTINGS},
-            "attention": attention.manifest_entry(), "inputs": inputs}
+            "attention": attention.manifest_entry(), "layout": None if mesh is None else manifest.device_layout(mesh),
+            "inputs": inputs}
 
 
 def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
@@ -154,7 +170,7 @@ def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
     records `current` otherwise (before the first batch)."""
     output_dir = pathlib.Path(config.output_dir)
     path = output_dir / MANIFEST
-    if config.resume and activations.resume_index(_activations_dir(config)):
+    if _saved_episodes(config):  # continued only with --resume, so the manifest is written over nothing
         try:
             recorded = json.loads(path.read_text()) if path.exists() else None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -165,6 +181,7 @@ def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
         found = [f"--{name}: recorded {recorded['settings'].get(name)!r}, now {value!r}"
                  for name, value in current["settings"].items() if recorded["settings"].get(name) != value]
         found += manifest.attention_differs(recorded, current)
+        found += manifest.layout_differs(recorded, current)
         for name in sorted(set(recorded["inputs"]) | set(current["inputs"])):
             before, now = recorded["inputs"].get(name), current["inputs"].get(name)
             if before is None or now is None:
@@ -181,16 +198,26 @@ def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
     """Capture (or resume) the activations, fit the probes, write `probing.json` and `probing.png`.
 
     `model` (a loaded model, e.g. in tests) skips loading `config.checkpoint`, which is still fingerprinted: it must
-    name the checkpoint the model came from."""
+    name the checkpoint the model came from. The output folder is this run's alone while it runs
+    (`preflight.lock_output_dir`)."""
+    lock = preflight.lock_output_dir(pathlib.Path(config.output_dir))
+    try:
+        return _run_probe_locked(config, model)
+    finally:
+        lock.release()
+
+
+def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
+    """`run_probe` once this process owns the output folder."""
     paths = assets.resolve_all({"checkpoint": config.checkpoint})
     bundled = getattr(model, "tokenizer", None) is not None if model is not None else \
         registry.family(registry.family_of(paths["checkpoint"])).bundles_tokenizer
     if bundled:  # its own tokenizer reads the prompts: none is resolved or recorded
         config = dataclasses.replace(config, tokenizer=None)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer or assets.DEFAULT_TOKENIZER))
-    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}))  # before the model loads
+    mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
+    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}, mesh))  # before the model loads
     if model is None:
-        mesh = sharding.make_mesh(config.mesh, devices=jax.local_devices())
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
     if not hasattr(model, "activations"):

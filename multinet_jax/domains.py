@@ -5,12 +5,15 @@ Each domain's `Protocol` is how MultiNet v1.0 ran Pi0 on it (`PROTOCOL_NAME`, na
 `../shared/multinet_reference/pi0_text_protocol.md` lists the sources): Open-X and Overcooked through its copy of
 openpi (openpi's Pi0 prompt tokens truncated at 48 / 256, images resized inside the model); the text domains
 through Hugging Face's PaliGemma processor (BOS + the whole prompt + "\n", never truncated; images resized
-straight to 224x224 with PIL bicubic) and greedy decoding with a per-domain budget; BFCL turn by turn.
+straight to 224x224 with PIL bicubic) and greedy decoding with a per-domain budget over Hugging Face's zero-padded
+vocabulary (`HF_PALIGEMMA_VOCAB_SIZE`); BFCL turn by turn.
 
 Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - Open-X (`openx_<dataset>`): flow/FAST actions; the first step of the predicted chunk, the first
-    min(32, D) dims, unnormalized as openpi's `Unnormalize` does (x * (std + 1e-6) + mean) with either the
-    evaluated split's statistics (MultiNet's choice) or the checkpoint's norm stats. OpenVLA's binned actions
+    min(32, D) dims (D: the ground truth's; single-arm and mobile manipulation rebuild it from the action dict
+    as MultiNet's Pi0 script did, `OPENX_ACTION_FROM_DICT`), unnormalized as openpi's `Unnormalize` does
+    (x * (std + 1e-6) + mean) with either the evaluated split's statistics (MultiNet's choice) or the checkpoint's
+    norm stats. OpenVLA's binned actions
     (D <= 7 dims) are unnormalized with the bounds rule of its `predict_action` (`unnormalize_quantiles`): with the
     split's q01/q99 (what MultiNet did, adding each dataset's statistics under its own `unnorm_key`) or a
     checkpoint key's (`--unnorm_key`).
@@ -19,8 +22,8 @@ Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - Text: the generated ids up to the end-of-sequence token, special tokens dropped, decoded and stripped
     (the HF processor's `decode(..., skip_special_tokens=True).strip()`).
   - PIQA: valid only when the whole stripped output is "0" or "1" (`piqa_hf_inference._validate_output`).
-  - ODinW: `int(output.strip())` must parse the whole output and name one of the subset's classes as MultiNet
-    counted them (`ODINW_SUBSET_CLASSES`, `odinw_hf_inference._validate_output`).
+  - ODinW: `int(output.strip())` must parse the whole output and name one of the subset's classes
+    (`num_options`, MultiNet's `ODINW_SUBSET_CLASSES` count; `odinw_hf_inference._validate_output`).
   - SQA3D / RoboVQA (`openx_multi_embodiment`): the stripped text, invalid when empty; `score` normalizes it.
   - BFCL: per turn, the matches of `\\b\\w+\\s*\\([^)]*\\)` in the stripped answer, as is
     (`bfcl_hf_inference._extract_function_calls`).
@@ -50,6 +53,13 @@ _FUNCTION_CALL = re.compile(r"\b\w+\s*\([^)]*\)")
 
 PROTOCOL_NAME = "multinet_v1"
 FAST_ACTION_DECODING_STEPS = 256  # openpi's Pi0-FAST default for action tokens
+# MultiNet's text runs put Pi0's 257,152-row PaliGemma embedding into Hugging Face's paligemma-3b-pt-224, whose table
+# has 257,216 rows: the injector zero-padded it (ManifoldRG/openpi `pi0_weight_injector.py`, lines 200-209), the head
+# is tied, so every greedy step also saw 64 logits of exactly 0 (`models/decoding.py`). A reproduced quirk.
+HF_PALIGEMMA_VOCAB_SIZE = 257_216
+# How tokens are decoded (`models/decoding.py`): openpi's decode window and positions, or contiguous positions over
+# the valid tokens, as Hugging Face's `generate` (and later openpi) does.
+DECODING_MODES = ("openpi_window", "contiguous")
 
 
 class PromptFormat(enum.Enum):
@@ -73,7 +83,8 @@ class Protocol:
     `max_prompt_tokens`: openpi's `max_token_len` where MultiNet truncated (longer prompts are cut and counted);
     None: never truncated, padded to a power-of-two bucket. `max_new_tokens`: the greedy decoding budget (per
     turn for BFCL). `blank_image`: the pixel value of the 224x224 image a sample without one shows the model,
-    attended (BFCL's white image); None: every camera masked (PIQA's black image, whose tokens MultiNet masked).
+    attended (PIQA's black image, BFCL's white one: MultiNet's scripts left `--mask_image_tokens` off); None:
+    every camera masked.
     """
 
     prompt_format: PromptFormat
@@ -82,6 +93,8 @@ class Protocol:
     max_new_tokens: int | None = None
     blank_image: int | None = None
     turn_by_turn: bool = False
+    action_from_dict: str | None = None  # Open-X: the ground truth rebuilt from the action dict (`data/openx.py`)
+    logits_vocab_size: int | None = None  # text: the zero-padded vocabulary MultiNet's argmax ran over
 
     def truncation_length(self, max_token_len: int | None) -> int | None:
         """Where prompts are cut: `--max_token_len` when given, else MultiNet's (None: never, bucketed)."""
@@ -92,17 +105,25 @@ class Protocol:
         openpi's for Pi0-FAST action tokens."""
         return max_decoding_steps or self.max_new_tokens or FAST_ACTION_DECODING_STEPS
 
-    def applied(self, max_token_len: int | None, max_decoding_steps: int | None, *, decodes_tokens: bool) -> dict[str, Any]:
+    def applied(self, max_token_len: int | None, max_decoding_steps: int | None, *, decodes_tokens: bool,
+                decoding: str, paligemma_vocabulary: bool) -> dict[str, Any]:
         """The protocol as a run applies it (flag overrides included), as JSON: what the run manifest and the
-        metrics files record. `decodes_tokens`: False for a flow-matching model on an action domain (no budget)."""
+        metrics files record. `decodes_tokens`: False for a flow-matching model on an action domain (no budget, no
+        decoding); `decoding`: one of `DECODING_MODES`; `paligemma_vocabulary`: whether the model's vocabulary is
+        PaliGemma's (the padded-vocabulary quirk applies only to it)."""
+        if decoding not in DECODING_MODES:
+            raise ValueError(f"decoding must be one of {DECODING_MODES}, got {decoding!r}")
         return {
             "name": PROTOCOL_NAME,
             "prompt_format": self.prompt_format.value,
             "max_prompt_tokens": self.truncation_length(max_token_len),  # None: untruncated, power-of-two buckets
             "max_new_tokens": self.decoding_budget(max_decoding_steps) if decodes_tokens else None,
+            "decoding": decoding if decodes_tokens else None,
+            "logits_vocab_size": self.logits_vocab_size if decodes_tokens and paligemma_vocabulary else None,
             "image_resize": self.image_resize.value,
             "blank_image": self.blank_image,
             "turn_by_turn": self.turn_by_turn,
+            "action_from_dict": self.action_from_dict,
         }
 
 
@@ -111,14 +132,17 @@ def _openpi(max_prompt_tokens: int) -> Protocol:
 
 
 def _paligemma(max_new_tokens: int, **options: Any) -> Protocol:
-    return Protocol(PromptFormat.PALIGEMMA_PROCESSOR, ImageResize.PALIGEMMA_PROCESSOR, None, max_new_tokens, **options)
+    return Protocol(PromptFormat.PALIGEMMA_PROCESSOR, ImageResize.PALIGEMMA_PROCESSOR, None, max_new_tokens,
+                    logits_vocab_size=HF_PALIGEMMA_VOCAB_SIZE, **options)
 
 
 OPENX_PROTOCOL = _openpi(48)
+# MultiNet's Pi0 script rebuilt these datasets' ground truth from the action dict as their OXE transforms do, and
+# recomputed the split's statistics over the rebuilt actions (`data/openx.py` `ACTION_REBUILDS`).
+OPENX_ACTION_FROM_DICT = {"openx_single_arm": "bridge", "openx_mobile_manipulation": "rt1"}
 
 # The ODinW subsets MultiNet v1.0 evaluated and their class counts, which bound a valid answer
-# (`definitions/odinw.py` `SUB_DATASET_CATEGORIES`). The count excludes the root category that the prompt's
-# options (`category_names`) list first, so MultiNet's valid range stops one short of the last option.
+# (`definitions/odinw.py` `SUB_DATASET_CATEGORIES`): the categories under the root, which are the prompt's options.
 ODINW_SUBSET_CLASSES = {
     "AerialMaritimeDrone": 5, "AmericanSignLanguageLetters": 26, "Aquarium": 7, "BCCD": 3, "ChessPieces": 13,
     "DroneControl": 8, "EgoHands": 4, "HardHatWorkers": 3, "MaskWearing": 2, "NorthAmericaMushrooms": 2,
@@ -173,7 +197,8 @@ _FIXED_DOMAINS = {
     for domain in (
         Domain("overcooked_ai", "overcooked_ai", Output.DISCRETE_ACTION,
                ("exact_match", "micro_f1", "macro_f1", "avg_dataset_amae", "percentage_invalids"), _openpi(256)),
-        Domain("piqa", "piqa", Output.TEXT, ("overall_accuracy", "valid_accuracy", "invalid_percentage"), _paligemma(10)),
+        Domain("piqa", "piqa", Output.TEXT, ("overall_accuracy", "valid_accuracy", "invalid_percentage"),
+               _paligemma(10, blank_image=0)),
         Domain("odinw", "odinw", Output.TEXT, ("overall_accuracy", "macro_f1", "invalid_percentage"), _paligemma(10)),
         Domain("sqa3d", "sqa3d", Output.TEXT, _VQA_HEADLINE, _paligemma(50)),
         Domain("openx_multi_embodiment", "openx_multi_embodiment", Output.TEXT, _VQA_HEADLINE, _paligemma(50)),
@@ -193,7 +218,8 @@ def lookup(name: str) -> Domain:
     if name in _FIXED_DOMAINS:
         return _FIXED_DOMAINS[name]
     if name.startswith("openx_") and len(name) > len("openx_"):
-        return Domain(name, name, Output.CONTINUOUS_ACTIONS, _OPENX_HEADLINE, OPENX_PROTOCOL)
+        protocol = dataclasses.replace(OPENX_PROTOCOL, action_from_dict=OPENX_ACTION_FROM_DICT.get(name))
+        return Domain(name, name, Output.CONTINUOUS_ACTIONS, _OPENX_HEADLINE, protocol)
     known = ", ".join(sorted(_FIXED_DOMAINS))
     raise ValueError(f"unknown domain {name!r}: expected openx_<dataset> or one of {known}")
 
@@ -244,14 +270,14 @@ def continuous_predictions(actions: np.ndarray, action_dim: int, norm: ActionNor
     return [row.tolist() if np.all(np.isfinite(row)) else None for row in values]
 
 
-def discrete_predictions(actions: np.ndarray, norm: ActionNorm) -> list[int | None]:
-    """Overcooked: dimension 0 of the first step, unnormalized and rounded; outside 0..35 is invalid."""
+def discrete_predictions(actions: np.ndarray, norm: ActionNorm) -> tuple[list[int | None], list[int]]:
+    """Overcooked: dimension 0 of the first step, unnormalized and rounded: (predictions, invalid (None) outside
+    0..35; the same clipped into 0..35, a non-finite value as 0, for MultiNet's `avg_clipped_*` metrics)."""
     values = norm(np.asarray(actions)[:, 0, :1])[:, 0]
-    predictions: list[int | None] = []
-    for value in values:
-        index = int(np.round(value)) if np.isfinite(value) else -1
-        predictions.append(index if 0 <= index < NUM_OVERCOOKED_ACTIONS else None)
-    return predictions
+    rounded = [int(np.round(value)) if np.isfinite(value) else None for value in values]
+    predictions = [index if index is not None and 0 <= index < NUM_OVERCOOKED_ACTIONS else None for index in rounded]
+    clipped = [0 if index is None else min(max(index, 0), NUM_OVERCOOKED_ACTIONS - 1) for index in rounded]
+    return predictions, clipped
 
 
 def parse_piqa(text: str) -> int | None:
@@ -260,13 +286,13 @@ def parse_piqa(text: str) -> int | None:
     return int(answer) if answer in PIQA_ANSWERS else None
 
 
-def parse_odinw(text: str, valid_outputs: int) -> int | None:
-    """ODinW: Python's `int()` of the whole stripped output, valid in [0, valid_outputs) (so " +2 " and "0_2" are 2)."""
+def parse_odinw(text: str, num_options: int) -> int | None:
+    """ODinW: Python's `int()` of the whole stripped output, valid in [0, num_options) (so " +2 " and "0_2" are 2)."""
     try:
         index = int(text.strip())
     except ValueError:
         return None
-    return index if 0 <= index < valid_outputs else None
+    return index if 0 <= index < num_options else None
 
 
 def parse_answer(text: str) -> str | None:
@@ -286,7 +312,7 @@ def parse_text(domain: Domain, text: str, sample: dict[str, Any]) -> Any:
     if kind == "multiple_choice":
         return parse_piqa(text)
     if kind == "classification":
-        return parse_odinw(text, int(sample["valid_outputs"]))
+        return parse_odinw(text, int(sample["num_options"]))
     if kind == "vqa":
         return parse_answer(text)
     raise ValueError(f"domain {domain.name} has no single-answer text output")

@@ -100,3 +100,24 @@ def write_sqa3d(directory: pathlib.Path, split: str = "test") -> dict:
     image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
     Image.fromarray(image).save(directory / "scene0015_00_vh_clean_top_down.png")  # scene0099_01 has no image
     return {"questions": questions, "annotations": annotations, "image": image}
+
+
+def write_translated_shards(directory: pathlib.Path, shards: list[list[dict]], state_fields: tuple[str, ...] = ()) -> pathlib.Path:
+    """MultiNet's translated shards (`translated_shard_N`, written by `tf.data.Dataset.save`) holding steps with the
+    given `action` dicts (`{key: {"dtype": ..., "value": ...}}`); each step also gets an 8x8 image, the float
+    `observation/<name>` fields in `state_fields` (shape [1]), an instruction, a reward and `is_last`."""
+    import tensorflow as tf
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, actions in enumerate(shards):
+        steps = [{
+            "observation": {"image": np.full((8, 8, 3), step, np.uint8),
+                            **{name: np.full((1,), step, np.float32) for name in state_fields}},
+            "action": {key: np.asarray(leaf["value"], leaf["dtype"]) for key, leaf in action.items()},
+            "language_instruction": f"shard {index} step {step}".encode(),
+            "reward": np.float32(0),
+            "is_last": step == len(actions) - 1,
+        } for step, action in enumerate(actions)]
+        stacked = tf.nest.map_structure(lambda *leaves: np.stack(leaves), *steps)
+        tf.data.Dataset.from_tensor_slices(stacked).save(str(directory / f"translated_shard_{index}"))
+    return directory

@@ -113,10 +113,10 @@ def _build(root: pathlib.Path) -> Inputs:
     (root / "piqa_bad_line").mkdir()
     lines = (data_dir / "piqa" / "public" / "piqa.jsonl").read_text().splitlines()
     (root / "piqa_bad_line" / "piqa.jsonl").write_text("\n".join([lines[0], lines[1], lines[2][:-9], *lines[3:]]) + "\n")
-    odinw = _writable_copy(data_dir / "odinw" / "public", root / "odinw_no_category_names")
+    odinw = _writable_copy(data_dir / "odinw" / "public", root / "odinw_no_categories")
     categories_path = sorted(odinw.glob("*/categories.json"))[0]
     categories = json.loads(categories_path.read_text())
-    del categories["category_names"]  # MultiNet's options: without them there is no prompt to build
+    del categories["categories"]  # MultiNet's options: without them there is no prompt to build
     categories_path.write_text(json.dumps(categories))
 
     checkpoint = pathlib.Path(assets["checkpoint"])
@@ -226,9 +226,9 @@ CASES = [
          lambda i: f"{E(str(i.overcooked_hostile))}/trials.pickle: refusing to unpickle (posix|os).system: .*"),
     Case("data_bad_jsonl_line", "data", lambda i: ["--domain=piqa", f"--data_dir={i.piqa_bad_line}"],
          lambda i: "piqa: record piqa.jsonl:3: field '<line>': invalid JSON: .*"),
-    Case("data_odinw_without_category_names", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_no_category_names}"],
-         lambda i: f"{E(str(sorted(i.odinw_no_category_names.glob('*/categories.json'))[0]))}: category_names: "
-                   "expected a non-empty list of names, got None"),
+    Case("data_odinw_without_categories", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_no_categories}"],
+         lambda i: f"{E(str(sorted(i.odinw_no_categories.glob('*/categories.json'))[0]))}: categories: "
+                   "expected a list of \\{name, supercategory\\} objects, got None"),
     Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
          lambda i: "unknown domain 'atari'; known: .*"),
     # report

@@ -22,9 +22,9 @@ def test_unbatched_samples_in_order_with_limit():
     samples = list(data.load("piqa", shared_path("data", "piqa_validation"), limit=5, shard_index=0, shard_count=1))
     assert [int(sample["sample_index"]) for sample in samples] == list(range(5))
     assert [sample["id"] for sample in samples] == [f"data-00000-of-00001.arrow:{index}" for index in range(5)]
-    first = samples[0]  # PIQA has no image: MultiNet's black image, whose tokens it masked
+    first = samples[0]  # PIQA has no image: MultiNet's black image, attended (its script left --mask_image_tokens off)
     assert first["image/base_0_rgb"].shape == (224, 224, 3) and first["image/base_0_rgb"].dtype == np.uint8
-    assert not first["image/base_0_rgb"].any() and not first["image_mask/base_0_rgb"] and first["state"].shape == (32,)
+    assert not first["image/base_0_rgb"].any() and first["image_mask/base_0_rgb"] and first["state"].shape == (32,)
     assert "tokenized_prompt" not in first and "_valid" not in first
 
 
@@ -52,9 +52,8 @@ def test_batches_carry_tokens_and_options():
     np.testing.assert_array_equal(batches[0]["tokenized_prompt"][0], ids[:16])  # truncated at the given 16 ...
     assert batches[0]["tokenized_prompt_mask"][0].all() and batches[0]["prompt_tokens"][0] == len(ids)  # ... and counted
     assert not batches[1]["tokenized_prompt_mask"][1].any()
-    assert batches[0]["num_options"].tolist() == [6, 6, 3] and batches[1]["num_options"].tolist() == [3, 0, 0]
-    assert batches[0]["valid_outputs"].tolist() == [5, 5, 2]  # MultiNet's class counts, root category excluded
-    assert batches[0]["options"][2] == ["mushroom", "CoW", "chanterelle"] and batches[1]["options"][1] is None
+    assert batches[0]["num_options"].tolist() == [5, 5, 2] and batches[1]["num_options"].tolist() == [2, 0, 0]
+    assert batches[0]["options"][2] == ["CoW", "chanterelle"] and batches[1]["options"][1] is None  # root category left out
     assert batches[0]["image/base_0_rgb"].shape == (3, 224, 224, 3) and batches[0]["image/base_0_rgb"].dtype == np.uint8
 
 

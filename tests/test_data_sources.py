@@ -58,22 +58,18 @@ def test_piqa_hf_arrow_split():
 
 
 def test_odinw_subsets_options_and_images():
+    """Samples in subset order, each crop decoded as is, its label among the options (the options and prompts are
+    compared with MultiNet's in test_protocol_prompts.py)."""
     root = shared_path("data", "multinet_sample", "odinw", "public")
     source = data.make_source("odinw", root.parent, split="public")
-    expected = []
-    for subset in sorted(path for path in root.iterdir() if path.is_dir()):
-        options = json.loads((subset / "categories.json").read_text())["category_names"]  # MultiNet's options
-        for pair in json.loads((subset / "object_caption_pairs.json").read_text()):
-            expected.append((subset, options, pair))
+    expected = [(subset, pair) for subset in sorted(path for path in root.iterdir() if path.is_dir())
+                for pair in json.loads((subset / "object_caption_pairs.json").read_text())]
     assert len(source) == len(expected) == 4
-    for index, (subset, options, pair) in enumerate(expected):
+    for index, (subset, pair) in enumerate(expected):
         sample = source[index]
-        assert sample["options"] == options and int(sample["num_options"]) == len(options)
-        assert options[sample["ground_truth"]] == pair["category_name"]
+        assert sample["options"][sample["ground_truth"]] == pair["category_name"]
         assert sample["id"] == f"{subset.name}/{pair['bbox_image']}"
         np.testing.assert_array_equal(sample["image"], np.asarray(Image.open(subset / "bbox_images" / pair["bbox_image"]).convert("RGB")))
-        assert f"What object is shown in this image from the {subset.name} dataset?\nOption 0: {options[0]}\n" in sample["prompt"]
-        assert sample["prompt"].endswith(f"Output the number (0-{len(options) - 1}) of the correct option only.")
 
 
 def test_odinw_evaluates_only_multinets_subsets(tmp_path):
@@ -160,15 +156,21 @@ def test_overcooked_action_stats_over_joint_indices():
 def test_sqa3d_published_format(tmp_path):
     written = write_sqa3d(tmp_path / "sqa3d")
     source = data.make_source("sqa3d", tmp_path / "sqa3d", split="test")
-    assert len(source) == len(written["questions"]) - 1 and source.skipped_without_image == 1  # scene0099_01: no image
+    # scene0099_01 has no image, question ...003 no annotation: both skipped, as MultiNet did, and counted
+    assert len(source) == len(written["questions"]) - 2
+    assert source.skipped_without_image == 1 and source.skipped_without_annotation == 1
     first = source[0]
     assert first["ground_truth"] == "table" and first["id"] == "220602000000"
     np.testing.assert_array_equal(first["image"], written["image"])
-    assert first["prompt"].endswith("\n\nSituation: I am facing the window.\nQuestion: What is on my left?\nPlease answer the "
-                                    "question based on the provided scene image and context situation in one word only and nothing more.")
     assert "Alternative" not in source[1]["prompt"] and source[1]["ground_truth"] == "two"
-    with pytest.raises(BadRecordError, match="sqa3d: record .*\\[3\\]: field 'answers'"):
-        source[2]
+
+
+def test_sqa3d_annotation_without_answers_is_a_bad_record(tmp_path):
+    written = write_sqa3d(tmp_path)
+    annotations = [{**annotation, "answers": []} if index == 1 else annotation for index, annotation in enumerate(written["annotations"])]
+    (tmp_path / "v1_balanced_sqa_annotations_test_scannetv2.json").write_text(json.dumps({"annotations": annotations}))
+    with pytest.raises(BadRecordError, match="sqa3d: record .*\\[1\\]: field 'answers'"):
+        data.make_source("sqa3d", tmp_path, split="test")[1]
 
 
 def test_sqa3d_missing_split_file_names_the_file(tmp_path):
@@ -187,8 +189,8 @@ def test_unknown_domain_and_missing_split():
 def test_odinw_categories_without_names_name_the_file_and_field(tmp_path):
     shutil.copytree(shared_path("data", "multinet_sample", "odinw", "public", "NorthAmericaMushrooms"), tmp_path / "NorthAmericaMushrooms")
     path = tmp_path / "NorthAmericaMushrooms" / "categories.json"
-    path.write_text(json.dumps({key: value for key, value in json.loads(path.read_text()).items() if key != "category_names"}))
-    with pytest.raises(ValueError, match=r"NorthAmericaMushrooms/categories.json: category_names: expected a non-empty list"):
+    path.write_text(json.dumps({key: value for key, value in json.loads(path.read_text()).items() if key != "categories"}))
+    with pytest.raises(ValueError, match=r"NorthAmericaMushrooms/categories.json: categories: expected a list of"):
         data.make_source("odinw", tmp_path)
 
 

@@ -132,7 +132,7 @@ def test_robovqa_question_follows_multinets_split(raw, question):
         ("[[-1, 0], [0, 1]]", 19, (3, 1), True),
         ("[[0, 0], [0, 0]]", 28, (4, 4), True),
         ("[[2, 2], [0, 0]]", 28, (4, 4), False),
-        ("not a literal", 28, (4, 4), False),
+        ('[[0, 1], "stay"]', 10, (1, 4), False),  # one player's fallback to STAY (tests/test_protocol_prompts.py: MultiNet's)
     ],
 )
 def test_overcooked_joint_action(text, joint, players, known):

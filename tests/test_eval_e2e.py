@@ -97,8 +97,8 @@ def test_overcooked_predictions_are_valid_joint_actions_or_invalid(pi0_run):
 
 def test_odinw_records_carry_the_number_of_options(pi0_run):
     records = _records(pi0_run, "odinw")
-    assert {r["num_options"] for r in records} == {6, 3}  # the generator's two subsets, root category listed first
-    assert all(1 <= r["ground_truth"] < r["num_options"] for r in records)
+    assert {r["num_options"] for r in records} == {5, 2}  # the generator's two subsets, root categories left out
+    assert all(0 <= r["ground_truth"] < r["num_options"] for r in records)
     scored = _metrics(pi0_run, "odinw")["metrics"]  # MultiNet scored ODinW subset by subset
     assert set(scored["per_subset"]) == {r["subset"] for r in records} == {"AerialMaritimeDrone", "NorthAmericaMushrooms"}
     for subset, subset_metrics in scored["per_subset"].items():

@@ -27,7 +27,8 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
     print(json.dumps({"file": path.name, "model": config.model, "domains": list(config.domains),
                       "skip_similarity": config.skip_similarity, "action_horizon": config.action_horizon,
                       "max_token_len": config.max_token_len, "max_decoding_steps": config.max_decoding_steps,
-                      "unnormalize": config.unnormalize, "assets": config.asset_specs()}))
+                      "unnormalize": config.unnormalize, "dtype": config.dtype,
+                      "openpi_exact_decoding": config.openpi_exact_decoding, "assets": config.asset_specs()}))
 """
 
 
@@ -56,6 +57,8 @@ def test_multinet_flagfiles_carry_multinets_settings():
     for name in ("pi0_openx.flags", "pi0_overcooked.flags", "pi0_text.flags", "pi0_fast_text.flags", "pi05_text.flags"):
         # prompt lengths and decoding budgets come from each domain's protocol, not a flag
         assert parsed[name]["max_token_len"] is None and parsed[name]["max_decoding_steps"] is None, name
+    # MultiNet's text runs: Hugging Face's PaliGemma (contiguous positions, valid tokens only), in float32
+    assert (parsed["pi0_text.flags"]["dtype"], parsed["pi0_text.flags"]["openpi_exact_decoding"]) == ("float32", False)
 
 
 def test_non_positive_lengths_are_refused(tmp_path):

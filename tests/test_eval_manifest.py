@@ -43,7 +43,8 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
     assert recorded["domains"][DOMAIN]["data"]["path"].endswith("piqa/public")
     assert recorded["domains"][DOMAIN]["protocol"] == {  # MultiNet's PIQA, the tests' --max_decoding_steps=6 applied
         "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
-        "image_resize": "paligemma_processor", "blank_image": None, "turn_by_turn": False,
+        "decoding": "openpi_window", "logits_vocab_size": 257_216, "image_resize": "paligemma_processor", "blank_image": 0,
+        "turn_by_turn": False, "action_from_dict": None,
     }
     metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
@@ -71,14 +72,18 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "openx_bimanual", "overcooked_ai"), max_decoding_steps=None))
     assert protocol_settings(config, "piqa")["max_new_tokens"] == 10 and protocol_settings(config, "bfcl")["turn_by_turn"]
     assert protocol_settings(config, "openx_bimanual") == {
-        "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None,
-        "image_resize": "openpi", "blank_image": None, "turn_by_turn": False,
+        "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
+        "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
     }
+    assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
     assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256
     overridden = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), max_token_len=64, max_decoding_steps=7))
     assert (protocol_settings(overridden, "piqa")["max_prompt_tokens"], protocol_settings(overridden, "piqa")["max_new_tokens"]) == (64, 7)
     fast = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast", max_decoding_steps=None))
     assert protocol_settings(fast, "openx_bimanual")["max_new_tokens"] == 256  # openpi's budget for FAST action tokens
+    assert protocol_settings(fast, "openx_bimanual")["logits_vocab_size"] is None  # MultiNet's padded vocabulary: text only
+    hf = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), openpi_exact_decoding=False))
+    assert protocol_settings(hf, "piqa")["decoding"] == "contiguous"  # a resume under the other mode is refused
 
 
 def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_path):

@@ -1,26 +1,32 @@
-"""BFCL turn by turn, as MultiNet's `bfcl_hf_inference.py` ran it: what the model reads at every turn of real conversations.
+"""BFCL turn by turn, as MultiNet's `bfcl_hf_inference.py` ran it: what the model reads at every turn.
 
-A scripted stand-in for the model answers each turn; the test rebuilds every prompt it must have been shown from the
-conversation's own fields (history = environment, then per turn `"\\n User:" + contents`, the model's stripped
-answer after `"\\n Assistant:"`), and checks the records that come out.
+A scripted stand-in for the model answers each turn; every prompt it is shown must be the text MultiNet's own turn loop
+passed its processor for the same conversations and answers (`fixtures/multinet_generated.json`, "bfcl": the sample's
+conversations plus one without a configuration and one without a path; row 1 always answers nothing).
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from multinet_jax import data, domains
-from multinet_jax.data import prompts
 from multinet_jax.eval import runners
 from multinet_jax.eval.loop import Timing
 from tokenizers_helpers import build_test_paligemma
 
-BATCH = 4
+REFERENCE = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_generated.json").read_text())["bfcl"]
+BATCH = len(REFERENCE["questions"])
+SILENT_ROW = 1
+
+
+def scripted_answer(turn: int, row: int) -> str:
+    """The answers the reference was generated with (its `answer_rule`), before the decoder's strip."""
+    return "" if row == SILENT_ROW else f"  cd(folder='t{turn}r{row}') then ls( a = True )\n"
 
 
 class ScriptedModel:
@@ -48,37 +54,34 @@ class ScriptedModel:
 @pytest.fixture(scope="module")
 def conversation_run(tmp_path_factory):
     tokenizer = build_test_paligemma(tmp_path_factory.mktemp("paligemma"))
-    directory = shared_path("data", "multinet_sample", "bfcl_v3")
-    batch = next(iter(data.load("bfcl", directory, split="public", tokenizer=tokenizer, batch_size=BATCH, shard_index=0, shard_count=1)))
-    model = ScriptedModel(tokenizer, lambda turn, row: f"  cd(folder='t{turn}r{row}') then ls( a = True )\n")
+    directory = tmp_path_factory.mktemp("bfcl")
+    for name in ("questions", "answers"):
+        (directory / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in REFERENCE[name]))
+    batch = next(iter(data.load("bfcl", directory, tokenizer=tokenizer, batch_size=BATCH, shard_index=0, shard_count=1)))
+    model = ScriptedModel(tokenizer, scripted_answer)
     records = runners.TurnByTurn().records(model, domains.lookup("bfcl"), batch, None, Timing())
-    questions = [json.loads(line) for line in (directory / "public" / "questions.jsonl").read_text().splitlines()]
-    return tokenizer, batch, model, records, questions
+    return tokenizer, model, records, REFERENCE["questions"]
 
 
-def test_every_turn_reads_the_whole_history_with_the_models_own_answers(conversation_run):
-    tokenizer, batch, model, _, questions = conversation_run
-    assert len(model.shown) == max(len(question["question"]) for question in questions) == 5
-    for row, question in enumerate(questions):
-        history = batch["environment"][row]
-        for turn, messages in enumerate(question["question"]):
-            history += "\n User:" + " ".join(message["content"] for message in messages)
-            expected = prompts.BFCL_SYSTEM_PROMPT + "\n\n" + history
-            shown = model.shown[turn]
+def test_every_turn_reads_what_multinet_read(conversation_run):
+    tokenizer, model, _, questions = conversation_run
+    assert len(model.shown) == len(REFERENCE["multinet_turn_prompts"]) == max(len(question["question"]) for question in questions)
+    for turn, (shown, multinet_prompts) in enumerate(zip(model.shown, REFERENCE["multinet_turn_prompts"])):
+        for row, question in enumerate(questions):
             ids = shown["tokenized_prompt"][row][shown["tokenized_prompt_mask"][row]]
-            assert ids.tolist() == tokenizer.prompt_ids(expected, "paligemma_processor"), (row, turn)
-            history += "\n Assistant:" + f"cd(folder='t{turn}r{row}') then ls( a = True )"
-        for turn in range(len(question["question"]), len(model.shown)):  # finished: rides along with no prompt
-            assert not model.shown[turn]["tokenized_prompt_mask"][row].any()
+            if turn < len(question["question"]):
+                assert ids.tolist() == tokenizer.prompt_ids(multinet_prompts[row], "paligemma_processor"), (row, turn)
+            else:  # finished: rides along with no prompt (MultiNet re-ran its unchanged history)
+                assert not ids.size
     for shown in model.shown:  # BFCL's white 224x224 image, attended
-        assert np.all(shown["image/base_0_rgb"][:3] == 255) and shown["image_mask/base_0_rgb"][:3].all()
+        assert np.all(shown["image/base_0_rgb"] == 255) and shown["image_mask/base_0_rgb"].all()
 
 
 def test_records_hold_each_turns_calls_and_answer(conversation_run):
-    _, _, _, records, questions = conversation_run
+    _, _, records, questions = conversation_run
     assert [record["id"] for record in records] == [question["id"] for question in questions]
     for row, (record, question) in enumerate(zip(records, questions)):
         turns = range(len(question["question"]))
-        assert record["responses"] == [f"cd(folder='t{turn}r{row}') then ls( a = True )" for turn in turns]
-        assert record["prediction"] == [[f"cd(folder='t{turn}r{row}')", "ls( a = True )"] for turn in turns]
+        assert record["responses"] == [scripted_answer(turn, row).strip() for turn in turns]
+        assert record["prediction"] == [[] if row == SILENT_ROW else [f"cd(folder='t{turn}r{row}')", "ls( a = True )"] for turn in turns]
         assert record["prompt_tokens"] > 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import csv
+import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -123,3 +125,18 @@ def test_bad_ground_truth_names_the_record():
         metrics.score("overcooked", records([0, 0], [3, 36]))
     with pytest.raises(metrics.RecordError, match="record 0: field 'ground_truth'"):
         metrics.score("overcooked", records([0], ["3"]))
+
+
+def test_clipped_metrics_are_multinets_pi0_scripts():
+    """Records that carry the rounded action clipped into [0, 35] (the evaluator's) get `avg_clipped_*`, computed as
+    MultiNet's `overcooked_inference.py` did (expected values from its own functions, `fixtures/README.md`)."""
+    reference = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_generated.json").read_text())["overcooked_clipped"]
+    rounded, truth = reference["rounded_predictions"], reference["ground_truth"]
+    predictions = [value if 0 <= value < 36 else None for value in rounded]
+    clipped = [min(max(value, 0), 35) for value in rounded]
+    result = metrics.score("overcooked", records(predictions, truth, clipped_prediction=clipped))
+    for name, value in reference["multinet"].items():
+        assert result[name] == pytest.approx(value, rel=1e-12), name
+    assert not any(name.startswith("avg_clipped") for name in metrics.score("overcooked", records(predictions, truth)))
+    with pytest.raises(metrics.RecordError, match="record 1: field 'clipped_prediction'"):
+        metrics.score("overcooked", records([0, 0], [3, 5], clipped_prediction=[0, 36]))

@@ -2,19 +2,24 @@
 
 The reference was written by MultiNet's unmodified `openx_inference.py` (action horizon 1) on the bimanual sample
 shard: what SigLIP received (after openpi's float resize), the masks, state and prompt tokens, the split statistics
-it computed, and the final predictions it maps a fixed model output to.
+it computed, and the final predictions it maps a fixed model output to. Single-arm and mobile-manipulation ground
+truth and statistics are compared with what MultiNet's own code made of constructed action dicts.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import shared_path
+from data_helpers import write_translated_shards
 from multinet_jax import data, domains
+from multinet_jax.data import BadRecordError
 from multinet_jax.models.observation import resize_with_pad, validate
 from multinet_jax.tokenizers import PALIGEMMA_VOCAB_SIZE
 from tokenizers_helpers import build_test_paligemma
@@ -94,3 +99,55 @@ def test_state_and_prompt_tokens_are_multinets_exactly(reference, bimanual_batch
     np.testing.assert_array_equal(bimanual_batch["state"], reference["state"])
     np.testing.assert_array_equal(bimanual_batch["tokenized_prompt"], reference["tokenized_prompt"])
     np.testing.assert_array_equal(bimanual_batch["tokenized_prompt_mask"], reference["tokenized_prompt_mask"])
+
+
+# Single arm (Bridge) and mobile manipulation (RT-1): MultiNet's Pi0 script rebuilt the ground truth from the action
+# dict and recomputed the split's statistics over the rebuilt actions. `fixtures/multinet_generated.json` holds
+# constructed Bridge- / RT-1-style action dicts and what MultiNet's own dataloader and functions made of them.
+REBUILT = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_generated.json").read_text())["openx"]
+
+
+@pytest.fixture(scope="module", params=sorted(REBUILT))
+def rebuilt_domain(request, tmp_path_factory) -> tuple[str, pathlib.Path, pathlib.Path, dict]:
+    name, reference = request.param, REBUILT[request.param]
+    work = tmp_path_factory.mktemp(name)
+    directory = write_translated_shards(work / name, reference["shards"], tuple(reference["state_fields"]))
+    return name, directory, work / "cache", reference
+
+
+def test_ground_truth_is_rebuilt_from_the_action_dict_as_multinet_did(rebuilt_domain):
+    name, directory, cache, reference = rebuilt_domain
+    source = data.make_source(name, directory, cache_dir=cache)
+    truth = [source[index]["ground_truth"] for index in range(len(source))]
+    np.testing.assert_array_equal(np.asarray(truth, np.float64), np.asarray(reference["multinet_ground_truth"], np.float64))
+
+
+def test_split_statistics_are_recomputed_over_the_rebuilt_actions_bit_for_bit(rebuilt_domain):
+    name, directory, cache, reference = rebuilt_domain
+    stats = data.action_stats(name, directory, cache_dir=cache, kind="multinet")
+    for key in ("count", "size", "min", "max", "mean", "std"):
+        assert stats[key] == reference["multinet_stats"][key], key
+    exact = data.action_stats(name, directory, cache_dir=cache, kind="exact")
+    truth = np.asarray(reference["multinet_ground_truth"], np.float64)
+    np.testing.assert_allclose(exact["std"], truth.std(axis=0), rtol=1e-12, atol=1e-15)
+    # Unnormalized with these statistics, a prediction has the rebuilt actions' 7 dims, as MultiNet's process_output.
+    raw = np.random.default_rng(0).standard_normal((2, 1, 32))
+    assert np.shape(domains.continuous_predictions(raw, len(truth[0]), domains.ActionNorm("mean_std", stats))) == (2, 7)
+
+
+def test_other_names_keep_the_flat_action(rebuilt_domain):
+    """The rebuild belongs to the two MultiNet domains: the same data under another name scores its float leaves."""
+    name, directory, cache, reference = rebuilt_domain
+    sample = data.make_source("openx_same_data", directory, cache_dir=cache)[0]
+    leaves = reference["shards"][0][0]
+    floats = [np.reshape(leaf["value"], -1) for _, leaf in sorted(leaves.items()) if leaf["dtype"].startswith("float")]
+    np.testing.assert_array_equal(sample["ground_truth"], np.concatenate(floats).astype(np.float32))
+    assert data.action_stats("openx_same_data", directory, cache_dir=cache, kind="multinet")["size"] == [len(sample["ground_truth"])]
+
+
+def test_an_action_dict_without_the_rebuilds_keys_is_a_bad_record(tmp_path):
+    shard = [{key: leaf for key, leaf in step.items() if key != "open_gripper"} for step in REBUILT["openx_single_arm"]["shards"][0]]
+    directory = write_translated_shards(tmp_path / "openx_single_arm", [shard])
+    with pytest.raises(BadRecordError, match=r"field 'action': MultiNet rebuilt openx_single_arm's actions from \['world_vector', "
+                                             r"'rotation_delta', 'open_gripper'\]"):
+        data.make_source("openx_single_arm", directory, cache_dir=tmp_path / "cache")[0]

@@ -117,3 +117,6 @@ def test_decode_text_is_the_processors_skip_special_tokens_then_strip(paligemma)
     with_specials = [paligemma.bos_id, *paligemma.encode("ls("), paligemma.pad_id, paligemma.unk_id, *paligemma.encode(")")]
     assert decode_text(paligemma, with_specials) == "ls()"  # skipped, not stopped at: decoding continues past them
     assert decode_text(paligemma, [paligemma.eos_id]) == "" and decode_text(paligemma, []) == ""
+    # MultiNet's zero-padded rows (257,152..257,215): the first is the processor's special `<image>`, the rest unknown
+    padded = [paligemma.vocab_size, *paligemma.encode("ls()"), paligemma.vocab_size + 63]
+    assert decode_text(paligemma, padded) == "ls()"

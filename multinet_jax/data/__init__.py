@@ -176,7 +176,9 @@ def action_stats(
 
     Open-X: from the conversion manifest (computed once, cached); `kind="exact"`: float64 mean and
     population std, histogram quantiles; `kind="multinet"`: MultiNet v1.0's own split statistics,
-    reproduced bit for bit (float32 sums, `sqrt(E[x^2] - E[x]^2 + 1e-8)`, exact quantiles; `stats.py`).
+    reproduced bit for bit (float32 sums, `sqrt(E[x^2] - E[x]^2 + 1e-8)`, exact quantiles; `stats.py`); for the
+    domains whose ground truth MultiNet rebuilt from the action dict, over the rebuilt actions (numpy's mean and
+    population std for `kind="multinet"`, as MultiNet recomputed them).
     Overcooked: over the joint action indices (1 dim), exact for both kinds (MultiNet used openpi's
     float32 `RunningStats` over its batches: the same to ~1e-7 relative, far below the rounding to an index).
     """

@@ -4,9 +4,10 @@ Per subset directory: `categories.json` (`categories`: id, name, supercategory),
 `bbox_images/`, and `test_object_caption_pairs.json` (preferred) or `object_caption_pairs.json`
 (`bbox_image`, `category_name`, ...). `data_dir` is one subset or a folder of subsets (taken in
 sorted order); as MultiNet, only the subsets of its `SUB_DATASET_CATEGORIES` are evaluated
-(`domains.ODINW_SUBSET_CLASSES`; others are skipped with a warning). The options are the subset's
-`category_names` in file order, root category included (MultiNet's `odinw_dataloader.py`); the
-ground truth is the index of the crop's category among them.
+(`domains.ODINW_SUBSET_CLASSES`; others are skipped with a warning). The options are the names of the
+subset's `categories` in file order without the root category (`supercategory == "none"`), as MultiNet's
+`odinw_dataloader.py` (d6fe80e, `_load_categories`, lines 41-47) builds them; the ground truth is the index of
+the crop's category among them, and their count is the class count MultiNet's table gives the subset.
 """
 
 from __future__ import annotations
@@ -41,10 +42,19 @@ def subset_dirs(directory: pathlib.Path) -> list[pathlib.Path]:
 
 
 def subset_options(categories: dict[str, Any], path: pathlib.Path) -> list[str]:
-    """The options MultiNet listed: `category_names` in file order (root category included)."""
-    names = categories.get("category_names")
-    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{path}: category_names: expected a non-empty list of names, got {names!r}")
+    """The options MultiNet listed: the names of `categories` whose `supercategory` is not "none", in file order.
+
+    Their count must be the subset's in MultiNet's table (`ODINW_SUBSET_CLASSES`), which bounds a valid answer.
+    """
+    entries = categories.get("categories")
+    if not isinstance(entries, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("name"), str) and "supercategory" in entry for entry in entries):
+        raise ValueError(f"{path}: categories: expected a list of {{name, supercategory}} objects, got {entries!r}"[:300])
+    names = [entry["name"] for entry in entries if entry["supercategory"] != "none"]
+    expected = ODINW_SUBSET_CLASSES[path.parent.name]
+    if len(names) != expected:
+        raise ValueError(f"{path}: {len(names)} categories under the root ({names}), but MultiNet's table gives "
+                         f"{path.parent.name} {expected} classes")
     return names
 
 
@@ -83,6 +93,5 @@ class OdinwSource:
             "ground_truth": options.index(pair["category_name"]),
             "options": list(options),
             "num_options": np.int32(len(options)),
-            "valid_outputs": np.int32(ODINW_SUBSET_CLASSES[subset.name]),
             "subset": subset.name,
         }

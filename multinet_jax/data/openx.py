@@ -21,6 +21,9 @@ the first of `observation/instruction` (language-table bytes as int32), `observa
 `language_instruction`, `natural_language_instruction`, `action_instruct` (empty when none); a dict
 action is flattened with keys sorted, float leaves only, concatenated; the state is
 `observation/state` when present, else the per-dataset fields MultiNet's Pi0 script used.
+
+Two domains' ground truth is rebuilt from the action dict instead, as MultiNet's Pi0 script did (`ACTION_REBUILDS`,
+picked by `domains.OPENX_ACTION_FROM_DICT`), and their split statistics are computed over the rebuilt actions.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from multinet_jax import assets
+from multinet_jax import assets, domains
 from multinet_jax.data import stats as stats_lib
 from multinet_jax.data import steps as steps_lib
 from multinet_jax.data.errors import BadRecordError
@@ -61,6 +64,9 @@ STATE_FIELDS = {
 EPISODE_KEY, STEP_KEY = "_episode_id", "_step_index"
 # The manifest entry holding MultiNet's own split statistics (`stats.MultinetActionStats`).
 MULTINET_STATS_KEY = "action_stats_multinet"
+# The manifest entry holding, per rebuild of `ACTION_REBUILDS` the steps' action dicts allow, both kinds of
+# statistics over the rebuilt actions.
+REBUILT_STATS_KEY = "action_stats_rebuilt"
 
 
 # ---------------------------------------------------------------------------- field rules
@@ -91,6 +97,50 @@ def instruction(step: dict[str, Any]) -> str:
     return ""
 
 
+def _rel2abs_gripper(actions: np.ndarray) -> np.ndarray:
+    """RT-1's relative gripper command (+1 close, -1 open, |x| <= 0.1 none) as an absolute one (0 closed, 1 open)."""
+    return np.where(actions < -0.1, 1, np.where(actions > 0.1, -1, 0)) / 2 + 0.5
+
+
+# MultiNet's `openx_inference.py` (d6fe80e) `_create_action_tensor_from_dict`, lines 142-235: per rebuild, the
+# action dict's leaves in this order, each flattened, the last transformed (Bridge's `open_gripper` cast to float32;
+# RT-1's `gripper_closedness_action` through `_rel2abs_gripper_actions`, lines 84-98). The concatenation keeps
+# numpy's promoted dtype (float32 for Bridge, float64 for RT-1), as MultiNet's did.
+ACTION_REBUILDS = {
+    "bridge": (("world_vector", "rotation_delta", "open_gripper"), lambda gripper: gripper.astype(np.float32)),
+    "rt1": (("world_vector", "rotation_delta", "gripper_closedness_action"), _rel2abs_gripper),
+}
+
+
+def rebuilt_action(leaves: dict[str, np.ndarray], rebuild: str) -> np.ndarray | None:
+    """The action MultiNet rebuilt from an action dict's leaves; None when the dict lacks one of its keys."""
+    keys, gripper = ACTION_REBUILDS[rebuild]
+    if not all(key in leaves for key in keys):
+        return None
+    *arm, last = (np.asarray(leaves[key]).reshape(-1) for key in keys)
+    return np.concatenate([*arm, gripper(last)])
+
+
+def action_leaves(step: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A dict action's leaves by key (empty for an array action)."""
+    return {key[len("action/") :]: np.asarray(value) for key, value in step.items() if key.startswith("action/")}
+
+
+def ground_truth_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
+    """(the float32 action scored, the action dict or None): the flat action, or the rebuilt one for a domain whose
+    actions MultiNet rebuilt (`domains.OPENX_ACTION_FROM_DICT`) when the step's action is a dict (MultiNet used
+    the flat action otherwise)."""
+    action, action_dict = action_vector(step, dataset, record)
+    rebuild = domains.lookup(dataset).protocol.action_from_dict
+    if rebuild is None or action_dict is None:
+        return action, action_dict
+    rebuilt = rebuilt_action(action_leaves(step), rebuild)
+    if rebuilt is None:
+        raise BadRecordError(dataset, record, "action", f"MultiNet rebuilt {dataset}'s actions from "
+                             f"{list(ACTION_REBUILDS[rebuild][0])}; this action dict has {sorted(action_dict)}")
+    return rebuilt.astype(np.float32), action_dict
+
+
 def action_vector(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
     """(flat float32 action, the action dict or None when the action is a plain array)."""
     action, action_dict = native_action(step, dataset, record)
@@ -104,7 +154,7 @@ def native_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.n
         if action.dtype.kind != "f":
             raise BadRecordError(dataset, record, "action", f"expected floats, got {action.dtype}")
         return action.reshape(-1), None
-    leaves = {key[len("action/") :]: np.asarray(value) for key, value in step.items() if key.startswith("action/")}
+    leaves = action_leaves(step)
     if not leaves:
         raise BadRecordError(dataset, record, "action", "missing")
     floats = [leaves[key].reshape(-1) for key in sorted(leaves) if leaves[key].dtype.kind == "f"]
@@ -133,7 +183,7 @@ def step_record_name(step: dict[str, Any]) -> str:
 def openx_sample(step: dict[str, Any], dataset: str) -> dict[str, Any]:
     """A converted step -> the domain-independent raw sample the pipeline turns into model inputs."""
     record = step_record_name(step)
-    action, action_dict = action_vector(step, dataset, record)
+    action, action_dict = ground_truth_action(step, dataset, record)
     sample = {
         "id": record,
         "image": first_image(step, dataset, record),
@@ -347,6 +397,7 @@ def _convert_into(
     source_dir: pathlib.Path, out_dir: pathlib.Path, *, split: str | None, steps_per_file: int, source_key: str | None
 ) -> dict:
     action_stats, multinet_stats = stats_lib.RunningActionStats(), stats_lib.MultinetActionStats()
+    rebuilt: dict[str, list[np.ndarray]] = {name: [] for name in ACTION_REBUILDS}
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
 
@@ -366,6 +417,11 @@ def _convert_into(
             else:
                 pending.append(action.astype(np.float32))
                 multinet_stats.update(action)
+                leaves = action_leaves(step)
+                for name, actions in rebuilt.items():
+                    vector = rebuilt_action(leaves, name) if leaves else None
+                    if vector is not None:
+                        actions.append(vector)
             if len(pending) == 1024:
                 action_stats.update(np.stack(pending))
                 pending.clear()
@@ -386,6 +442,8 @@ def _convert_into(
         "features": summary["features"] or {},
         "action_stats": action_stats.result() if action_stats.count else None,
         MULTINET_STATS_KEY: multinet_stats.result() if multinet_stats.count else None,
+        REBUILT_STATS_KEY: {name: {"multinet": stats_lib.multinet_rebuilt_stats(actions), "exact": stats_lib.compute_action_stats(actions)}
+                            for name, actions in rebuilt.items() if actions},
         "steps_without_action": summary["without_action"],
         "steps_without_action_examples": summary["examples"],
     }
@@ -415,7 +473,7 @@ def conversion_dir(directory: pathlib.Path, *, split: str | None = None, cache_d
 
 def _is_current(manifest: dict | None) -> bool:
     """A finished conversion (the manifest is written last) holding every statistic this version reads."""
-    return manifest is not None and MULTINET_STATS_KEY in manifest
+    return manifest is not None and MULTINET_STATS_KEY in manifest and REBUILT_STATS_KEY in manifest
 
 
 def ensure_converted(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
@@ -451,7 +509,12 @@ class OpenxSource:
         return self._sample_fn(self.steps[index], self.dataset)
 
     def action_stats(self, kind: str = "exact") -> dict | None:
-        """The split's action statistics: "exact" (float64, streaming) or "multinet" (MultiNet's own, see stats.py)."""
+        """The split's action statistics: "exact" (float64, streaming) or "multinet" (MultiNet's own, see stats.py),
+        over the rebuilt actions for a domain MultiNet rebuilt them for (`ground_truth_action`)."""
+        rebuild = domains.lookup(self.dataset).protocol.action_from_dict
+        rebuilt = self.steps.manifest.get(REBUILT_STATS_KEY, {}).get(rebuild) if rebuild else None
+        if rebuilt is not None:
+            return rebuilt[kind]
         if kind == "exact":
             return self.steps.manifest["action_stats"]
         if MULTINET_STATS_KEY not in self.steps.manifest:

@@ -7,9 +7,12 @@ Columns as in overcooked_ai's `2020_hh_trials_*`: `state` is a base64 PNG of the
 
 Each player's action maps to NORTH (0,-1)=0, SOUTH (0,1)=1, EAST (1,0)=2, WEST (-1,0)=3,
 STAY (0,0)=4, "interact"=5; the joint action is 6 * p0 + p1 (36 options, MultiNet's
-`definitions/overcooked.py` order). A joint action that cannot be parsed or holds an unknown move
-maps to 28 (STAY, STAY), as MultiNet's v1.0 pipeline does, and the sample says so
-(`joint_action_known=False`) so it is counted, not hidden.
+`definitions/overcooked.py` order). Fallbacks follow MultiNet's `_convert_joint_action_to_discrete`
+(`src/data_utils/overcooked_dataloader.py`, d6fe80e, lines 76-109): "interact" and [1, 1] are INTERACT; a player's
+move that is not a list or tuple is STAY for that player alone; a joint action that is not a two-item list, or
+holds a move outside the six, is (STAY, STAY) = 28. The sample says when a fallback applied
+(`joint_action_known=False`) so it is counted, not hidden. A joint action that is not a Python literal is a bad
+record (MultiNet raised too).
 """
 
 from __future__ import annotations
@@ -28,32 +31,43 @@ from multinet_jax.data import prompts, safe_pickle
 from multinet_jax.data.errors import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
-MOVES = {(0, -1): 0, (0, 1): 1, (1, 0): 2, (-1, 0): 3, (0, 0): 4, "interact": 5}
-UNKNOWN_JOINT_ACTION = 28
+MOVES = {(0, -1): 0, (0, 1): 1, (1, 0): 2, (-1, 0): 3, (0, 0): 4, (1, 1): 5}
+STAY, INTERACT = (0, 0), (1, 1)
+UNKNOWN_JOINT_ACTION = 6 * MOVES[STAY] + MOVES[STAY]
 NUM_JOINT_ACTIONS = 36
 MAX_JOINT_ACTION_CHARS = 64
 
 
-def player_action_index(action: Any) -> int | None:
-    key = action if isinstance(action, str) else tuple(action) if isinstance(action, (list, tuple)) else None
-    return MOVES.get(key) if key is not None else None
+def _player_move(action: Any) -> tuple[Any, bool]:
+    """(the move as MultiNet keyed it, whether it was a move): "interact" -> (1, 1); not a list or tuple -> STAY."""
+    if action == "interact":
+        return INTERACT, True
+    if not isinstance(action, (list, tuple)):
+        return STAY, False
+    return tuple(action), True
 
 
 def parse_joint_action(text: str) -> tuple[int, tuple[int, int], bool]:
-    """(joint index, (p0, p1) indices, known); unknown -> (28, (4, 4), False).
+    """(joint index, (p0, p1) indices, known: no fallback applied) by MultiNet's rules (module docstring).
 
-    The longest real joint action, `["interact", "interact"]`, has 22 characters: a longer text is unknown without
-    being parsed (`literal_eval` of a huge or deeply nested literal costs unbounded memory and recursion).
+    Raises ValueError when `text` is not a Python literal. The longest real joint action, `["interact", "interact"]`,
+    has 22 characters: a text longer than 64 is refused unparsed (`literal_eval` of a huge or deeply nested
+    literal costs unbounded memory and recursion).
     """
     try:
-        actions = ast.literal_eval(text) if len(text) <= MAX_JOINT_ACTION_CHARS else None
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        actions = None
-    if isinstance(actions, (list, tuple)) and len(actions) == 2:
-        p0, p1 = (player_action_index(action) for action in actions)
-        if p0 is not None and p1 is not None:
-            return 6 * p0 + p1, (p0, p1), True
-    return UNKNOWN_JOINT_ACTION, (4, 4), False
+        if len(text) > MAX_JOINT_ACTION_CHARS:
+            raise ValueError(f"longer than {MAX_JOINT_ACTION_CHARS} characters")
+        actions = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as error:
+        raise ValueError(f"not a joint action literal {text[:80]!r} ({type(error).__name__})") from None
+    if not isinstance(actions, list) or len(actions) != 2:
+        return UNKNOWN_JOINT_ACTION, (MOVES[STAY], MOVES[STAY]), False
+    (p0, p0_known), (p1, p1_known) = (_player_move(action) for action in actions)
+    try:
+        indices = MOVES[p0], MOVES[p1]
+    except (KeyError, TypeError):  # a move outside the six (an unhashable one too)
+        return UNKNOWN_JOINT_ACTION, (MOVES[STAY], MOVES[STAY]), False
+    return 6 * indices[0] + indices[1], indices, p0_known and p1_known
 
 
 def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
@@ -105,9 +119,16 @@ class OvercookedSource:
         except (TypeError, ValueError):
             raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", name, f"not a number: {row[name]!r}") from None
 
+    def _joint_action(self, row_index: int) -> tuple[int, tuple[int, int], bool]:
+        row = self._rows[row_index]
+        try:
+            return parse_joint_action(str(self._field(row, row_index, "joint_action")))
+        except ValueError as error:
+            raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", "joint_action", str(error)) from None
+
     def joint_actions(self) -> np.ndarray:
         """Joint action index of every sample, in sample order (no image decoding)."""
-        return np.array([parse_joint_action(str(self._rows[row].get("joint_action")))[0] for _, _, row in self._order])
+        return np.array([self._joint_action(row)[0] for _, _, row in self._order])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         trial, step, row_index = self._order[index]
@@ -116,7 +137,7 @@ class OvercookedSource:
             image = decode_image(base64.b64decode(self._field(row, row_index, "state"), validate=True))
         except (binascii.Error, ValueError, OSError) as error:
             raise BadRecordError(self.dataset, record, "state", f"not a base64 image: {error}") from None
-        joint, (p0, p1), known = parse_joint_action(str(self._field(row, row_index, "joint_action")))
+        joint, (p0, p1), known = self._joint_action(row_index)
         layout = str(self._field(row, row_index, "layout_name"))
         time_left, time_elapsed = self._float(row, row_index, "time_left"), self._float(row, row_index, "time_elapsed")
         return {

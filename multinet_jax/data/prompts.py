@@ -1,14 +1,17 @@
-"""The prompts MultiNet v1.0 fed Pi0, character for character (`../shared/multinet_reference/pi0_text_protocol.md`).
+"""The prompts MultiNet v1.0 fed Pi0, character for character (`../shared/multinet_reference/pi0_text_protocol.md`;
+`tests/test_protocol_prompts.py` compares them with what MultiNet's own code built, `multinet_built_prompts.json`).
 
 Each builder returns the whole text the model's tokenizer receives. Sources (ManifoldRG/MultiNet `d6fe80e` and its
-openpi submodule ManifoldRG/openpi, whose `scripts/*_hf_inference.py` ran the text domains):
+openpi submodule ManifoldRG/openpi `f3c69f2`, whose `scripts/*_hf_inference.py` ran the text domains; BFCL's
+turn-wise script at `d88fd33`):
 - Open-X: the step's instruction as is (`openx_dataloader.py`, tokenized by openpi's Pi0 tokenizer).
 - Overcooked-AI: `overcooked_inference.py` `_build_prompt` (layout, time, the 36 joint actions in six groups).
-- PIQA: `f"{PIQA_SYSTEM_PROMPT}\\n\\n{question}"`, system prompt from `piqa_hf_inference.py` (with its leading
-  `<image>`, where the processor puts the image tokens), question from `piqa_dataloader.py`.
+- PIQA: `f"{PIQA_SYSTEM_PROMPT}\\n\\n{question}"`, system prompt from `piqa_hf_inference.py`, question from
+  `piqa_dataloader.py`.
 - ODinW: `definitions/odinw.py` `SYSTEM_PROMPT` + the question of `odinw_dataloader.py`, whose options are the
-  subset's `categories.json` `category_names` (root category included).
-- SQA3D: `definitions/sqa3d_prompt.py` + the question of `sqa3d_dataloader.py`.
+  subset's categories under its root (`data/odinw.py`).
+- SQA3D: `definitions/sqa3d_prompt.py` + the question of `sqa3d_dataloader.py` (its "Situation:" line only when
+  the situation is not empty).
 - RoboVQA: `definitions/robovqa_prompt.py` `ROBOVQA_PROMPT` + `"\\n\\nQuestion: "` + the question that
   `openx_dataloader.py` builds from `raw_text_question`.
 - BFCL: `bfcl_hf_inference.py`'s `BFCL_SYSTEM_PROMPT` + the conversation history, which starts from
@@ -26,7 +29,7 @@ from typing import Any
 _I4, _I8, _I12, _I16 = " " * 4, " " * 8, " " * 12, " " * 16
 
 PIQA_SYSTEM_PROMPT = "\n    ".join([
-    "<image>You are evaluating physical commonsense reasoning questions. You will be presented with a goal and possible solutions.",
+    "You are evaluating physical commonsense reasoning questions. You will be presented with a goal and possible solutions.",
     "Your task is to determine which solution is more appropriate for achieving the given goal.",
     "Output only the index of the correct solution, and nothing else.",
     "Do not provide any explanation, reasoning, or additional text.",
@@ -67,7 +70,7 @@ ROBOVQA_PROMPT = "\n" + "\n".join([
     "",
     _I8 + "Output formatting rules:",
     _I8 + "Your response must be one of the following, and nothing else. Do not add conversational filler, explanations, or apologies.",
-    _I12 + '1. Action Execution Query (e.g., "What should I do?", "What is the next step? What should I do to achieve the current goal"):',
+    _I12 + '1. Action Execution Query (e.g., "What should I do?", "What is the next step?"):',
     _I16 + "- Respond with a concise action phrase.",
     _I12 + '2. Feasibility/Possibility/Completion Query (e.g., "Is it possible to grasp the handle?", "Is the drawer open?"):',
     _I16 + "- Respond with a single word: yes or no.",
@@ -125,9 +128,12 @@ def odinw_prompt(subset: str, options: Sequence[str]) -> str:
 
 
 def sqa3d_prompt(situation: str, question: str) -> str:
-    body = (f"Situation: {situation}\nQuestion: {question}\nPlease answer the question based on the provided scene image "
-            "and context situation in one word only and nothing more.")
-    return with_system_prompt(SQA3D_SYSTEM_PROMPT, body)
+    """`sqa3d_dataloader.py` `_process_sample` (d6fe80e, lines 206-224): its lines joined by newlines, the situation's
+    only when it is not empty."""
+    lines = [f"Situation: {situation}"] if situation else []
+    lines += [f"Question: {question}",
+              "Please answer the question based on the provided scene image and context situation in one word only and nothing more."]
+    return with_system_prompt(SQA3D_SYSTEM_PROMPT, "\n".join(lines))
 
 
 def robovqa_question(raw_question: str) -> str:
@@ -145,13 +151,17 @@ def robovqa_prompt(raw_question: str) -> str:
 
 
 def bfcl_environment(initial_config: dict[str, Any], involved_classes: Sequence[str], path: Sequence[str]) -> str:
-    """The conversation's start (`bfcl_dataloader.py` `_format_full_conversation_prompt` at d6fe80e).
-
-    pi0_text_protocol.md names the functions line's values `{names}` without their source; the question's own
-    record of functions is its `path` (`Class.function`, in call order), listed here as is.
-    """
-    return (f"Initial Environment Configuration:\n{json.dumps(initial_config, indent=2)}\n\n"
-            f"Available Tool Classes: {', '.join(involved_classes)}\nAvailable Functions: {', '.join(path)}\n")
+    """The conversation's start (`bfcl_dataloader.py` `_format_full_conversation_prompt`, d6fe80e lines 119-133):
+    the configuration when there is one, the tool lines when there are both classes and a path (the path's
+    function names without their class, `func.split('.')[-1]`), each section followed by a blank line, joined
+    by newlines."""
+    lines: list[str] = []
+    if initial_config:
+        lines += ["Initial Environment Configuration:", json.dumps(initial_config, indent=2), ""]
+    if involved_classes and path:
+        lines += [f"Available Tool Classes: {', '.join(involved_classes)}",
+                  f"Available Functions: {', '.join(function.split('.')[-1] for function in path)}", ""]
+    return "\n".join(lines)
 
 
 def bfcl_user_turn(history: str, messages: Sequence[dict[str, Any]]) -> str:

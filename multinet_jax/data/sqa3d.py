@@ -5,8 +5,10 @@ scene_id, situation, question, ...) and `v1_balanced_sqa_annotations_<split>_sca
 (`annotations`: question_id, answers[{answer, ...}], ...), plus one top-down image per scene
 (`<scene_id>*.png` anywhere below `data_dir`, e.g. `scene0015_00_vh_clean_top_down.png` or
 `scene0015_00/scene0015_00.png`, MultiNet's naming). The ground truth is the first answer. As
-MultiNet did, questions whose scene has no image are skipped (counted in `skipped_without_image` and
-logged); a question without an annotation, or an image that does not decode, is a bad record.
+MultiNet did, questions without an annotation (`sqa3d_dataloader.py` `_create_qa_pairs`, d6fe80e) and
+questions whose scene has no image (`sqa3d_hf_inference.py`) are skipped, each counted
+(`skipped_without_annotation`, `skipped_without_image`) and logged; an annotation without answers, or an image
+that does not decode, is a bad record.
 """
 
 from __future__ import annotations
@@ -51,11 +53,14 @@ class Sqa3dSource:
         answers = {item["question_id"]: item for item in json.loads(annotations_path.read_text())["annotations"]}
         self._images = scene_images(directory)
         indexed = [(f"{questions_path.name}[{i}]", question, answers.get(question.get("question_id"))) for i, question in enumerate(questions)]
-        self._questions = [entry for entry in indexed if entry[1].get("scene_id") in self._images]
-        self.skipped_without_image = len(indexed) - len(self._questions)
-        if self.skipped_without_image:
-            logging.warning("%s: skipping %d of %d questions whose scene has no image (as MultiNet did)",
-                            questions_path, self.skipped_without_image, len(indexed))
+        annotated = [entry for entry in indexed if entry[2] is not None]
+        self._questions = [entry for entry in annotated if entry[1].get("scene_id") in self._images]
+        self.skipped_without_annotation = len(indexed) - len(annotated)
+        self.skipped_without_image = len(annotated) - len(self._questions)
+        for count, reason in ((self.skipped_without_annotation, f"without an annotation in {annotations_path.name}"),
+                              (self.skipped_without_image, "whose scene has no image")):
+            if count:
+                logging.warning("%s: skipping %d of %d questions %s (as MultiNet did)", questions_path, count, len(indexed), reason)
 
     def __len__(self) -> int:
         return len(self._questions)
@@ -65,8 +70,8 @@ class Sqa3dSource:
         for name in ("question_id", "scene_id", "question"):
             if name not in question:
                 raise BadRecordError(self.dataset, record, name, "missing")
-        if annotation is None or not annotation.get("answers"):
-            raise BadRecordError(self.dataset, record, "answers", f"no annotation for question_id {question['question_id']}")
+        if not annotation.get("answers"):
+            raise BadRecordError(self.dataset, record, "answers", f"no answers for question_id {question['question_id']}")
         scene_id = question["scene_id"]
         try:
             image = decode_image(self._images[scene_id].read_bytes())

@@ -142,6 +142,24 @@ class MultinetActionStats:
         }
 
 
+def multinet_rebuilt_stats(actions: list[np.ndarray]) -> dict[str, list[float] | int]:
+    """MultiNet's statistics over actions it rebuilt from action dicts (`openx_inference.py`
+    `_recalculate_action_stats_from_tensors`, d6fe80e lines 101-139): numpy's min, max, mean and population std
+    of the stacked actions, in their own dtype. q01/q99 (exact `np.quantile`), which MultiNet's recomputation left
+    out, serve OpenVLA's bounds rule."""
+    stacked = np.stack(actions)
+    return {
+        "count": int(stacked.shape[0]),
+        "size": [int(stacked.shape[1])],
+        "min": np.min(stacked, axis=0).tolist(),
+        "max": np.max(stacked, axis=0).tolist(),
+        "mean": np.mean(stacked, axis=0).tolist(),
+        "std": np.std(stacked, axis=0).tolist(),
+        "q01": np.quantile(stacked, 0.01, axis=0).tolist(),
+        "q99": np.quantile(stacked, 0.99, axis=0).tolist(),
+    }
+
+
 def _tensorflow_square(values: np.ndarray) -> np.ndarray:
     """`tf.constant(values) ** 2` as MultiNet computed it (TensorFlow's pow, not `values * values`)."""
     import tensorflow as tf

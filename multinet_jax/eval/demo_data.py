@@ -149,7 +149,7 @@ def write_odinw(root: pathlib.Path) -> None:
         (directory / "bbox_images").mkdir(parents=True, exist_ok=True)
         categories = [{"id": 0, "name": "objects", "supercategory": "none"}]
         categories += [{"id": i + 1, "name": name, "supercategory": "objects"} for i, name in enumerate(names)]
-        category_names = [category["name"] for category in categories]  # MultiNet's files list the root first
+        category_names = [category["name"] for category in categories]  # ODinW's files list the root first
         (directory / "categories.json").write_text(json.dumps(
             {"categories": categories, "num_categories": len(categories), "category_names": category_names, "dataset": subset}, indent=2))
         pairs = []
@@ -241,7 +241,7 @@ def corpus() -> Iterator[str]:
     words = [*_OBJECTS, *_VERBS, *_PLACES, *_FILE_CALLS, *(n for names in _ODINW_SUBSETS.values() for n in names)]
     yield from words
     yield prompts.piqa_prompt("How do I move the cup?", "Carry it.", "Throw it.")
-    yield prompts.odinw_prompt("AerialMaritimeDrone", ("objects", *_ODINW_SUBSETS["AerialMaritimeDrone"]))
+    yield prompts.odinw_prompt("AerialMaritimeDrone", _ODINW_SUBSETS["AerialMaritimeDrone"])
     yield prompts.overcooked_prompt("cramped_room", 59.8, 0.2)
     yield prompts.sqa3d_prompt("I am standing next to the red cup.", "What color is the cup?")
     yield prompts.robovqa_prompt("current goal is: push the block Q: is it possible to push the block")

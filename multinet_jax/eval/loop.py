@@ -360,9 +360,11 @@ class Evaluator:
         if domain.uses_actions:
             out = self._sample_actions(observation)
         else:
+            padded_vocabulary = self.manifest["domains"][domain.name]["protocol"]["logits_vocab_size"]
             out = self.model.sample_tokens(
                 observation, rng=self.rng, max_decoding_steps=self._decoding_steps(domain), temperature=self.config.temperature,
                 openpi_exact=self.config.openpi_exact_decoding,
+                **({"logits_vocab_size": padded_vocabulary} if padded_vocabulary else {}),
             )
         return np.asarray(jax.block_until_ready(out))
 
@@ -511,9 +513,13 @@ class Evaluator:
 
 def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
-    manifest, so a resume under another protocol is refused, and in the domain's metrics file."""
+    manifest, so a resume under another protocol is refused, and in the domain's metrics file. Families with their
+    own tokenizer (OpenVLA) always decode as Hugging Face does, over their own vocabulary."""
     decodes_tokens = not (config.model in FLOW_MODELS and domains.lookup(name).uses_actions)
-    return data.domain_protocol(name).applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens)
+    paligemma_vocabulary = not registry.family(config.model).bundles_tokenizer
+    decoding = "openpi_window" if config.openpi_exact_decoding and paligemma_vocabulary else "contiguous"
+    return data.domain_protocol(name).applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
+                                              decoding=decoding, paligemma_vocabulary=paligemma_vocabulary)
 
 
 def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:

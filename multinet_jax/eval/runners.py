@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from multinet_jax import data, domains, openvla_actions
+from multinet_jax import data, domains, metrics, openvla_actions
 from multinet_jax.data import prompts, transforms
 from multinet_jax.eval import act2answer, results
 
@@ -43,14 +43,17 @@ def sample_fields(batch: Mapping[str, Any], row: int) -> dict[str, Any]:
 
 def decode_text(tokenizer: Any, tokens: Sequence[int]) -> str:
     """Generated ids -> text as the HF processor's `decode(..., skip_special_tokens=True).strip()`: the ids up to
-    the end-of-sequence token, without PAD / BOS / UNK (which MultiNet's decoding skipped), stripped. `tokenizer`:
-    PaliGemma's, or a model's bundled one (`decode`, `eos_id`; the others where it has them)."""
+    the end-of-sequence token, without PAD / BOS / UNK (which MultiNet's decoding skipped) and ids past the
+    vocabulary (the zero-padded rows of MultiNet's text runs: the first is HF's special `<image>`, the others have
+    no piece), stripped. `tokenizer`: PaliGemma's, or a model's bundled one (`decode`, `eos_id`; the others where it
+    has them)."""
     skipped = {getattr(tokenizer, name, None) for name in ("pad_id", "bos_id", "unk_id")} - {None}
+    vocab_size = getattr(tokenizer, "vocab_size", None)
     ids = []
     for token in (int(token) for token in tokens):
         if token == tokenizer.eos_id:
             break
-        if token not in skipped:
+        if token not in skipped and (vocab_size is None or token < vocab_size):
             ids.append(token)
     return tokenizer.decode(ids).strip()
 
@@ -101,7 +104,7 @@ class SingleCall:
                 predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
         elif domain.output is domains.Output.DISCRETE_ACTION:
-            predictions = domains.discrete_predictions(raw[rows], norm)
+            predictions, clipped = domains.discrete_predictions(raw[rows], norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
         else:
             raw_outputs = [decode_text(tokenizer, raw[row]) for row in rows]
@@ -113,6 +116,9 @@ class SingleCall:
                 record["num_options"] = int(batch["num_options"][row])
                 record["subset"] = plain(batch["subset"][row])
             records.append(record)
+        if domain.output is domains.Output.DISCRETE_ACTION:
+            for record, value in zip(records, clipped):
+                record[metrics.CLIPPED_FIELD] = value
         return records
 
 

@@ -122,3 +122,24 @@ discrete_kernel = x64_jit(_discrete_kernel)
 def discrete(inputs: DiscreteInputs) -> dict[str, Any]:
     """MultiNet's Overcooked metrics for packed inputs (device values; `score` makes them Python)."""
     return discrete_kernel(*inputs)
+
+
+def _clipped_kernel(clipped, ground_truth):
+    classes = class_metrics(clipped, ground_truth, NUM_JOINT_ACTIONS)
+    return {
+        "avg_clipped_emr": divide(jnp.sum(clipped == ground_truth), clipped.shape[0]),
+        "avg_clipped_micro_precision": classes["micro_precision"],
+        "avg_clipped_micro_recall": classes["micro_recall"],
+        "avg_clipped_micro_f1": classes["micro_f1"],
+    }
+
+
+clipped_kernel = x64_jit(_clipped_kernel)
+
+
+def clipped(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> dict[str, Any]:
+    """MultiNet's Pi0 Overcooked script's clipped metrics (`overcooked_inference.py`, d6fe80e lines 455-573): the
+    rounded joint action clipped into [0, 35] (so never invalid) against the truth, exact match and micro
+    precision / recall / F1. `predictions`: the records' `clipped_prediction`."""
+    truth = integer_ground_truth(ground_truth, NUM_JOINT_ACTIONS)
+    return clipped_kernel(integer_ground_truth(predictions, NUM_JOINT_ACTIONS, "clipped_prediction"), truth)

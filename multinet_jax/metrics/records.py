@@ -81,10 +81,10 @@ def fields(records: Sequence[Mapping[str, Any]], field: str) -> list[Any]:
         return [require_field(record, index, field) for index, record in enumerate(records)]
 
 
-def integer_ground_truth(values: Sequence[Any], num_classes: int | Sequence[int]) -> np.ndarray:
-    """Ground-truth class indices as int64, each checked to lie in [0, num_classes)."""
+def integer_ground_truth(values: Sequence[Any], num_classes: int | Sequence[int], field: str = "ground_truth") -> np.ndarray:
+    """Class indices (the records' `field`) as int64, each checked to lie in [0, num_classes)."""
     limits = [num_classes] * len(values) if isinstance(num_classes, int) else num_classes
     for index, (value, limit) in enumerate(zip(values, limits)):
         if not is_integer(value) or isinstance(value, bool) or not 0 <= value < limit:
-            raise RecordError(index, "ground_truth", f"expected an integer in [0, {limit}), got {value!r}")
+            raise RecordError(index, field, f"expected an integer in [0, {limit}), got {value!r}")
     return np.asarray(values, dtype=np.int64).reshape(len(values))

@@ -57,6 +57,8 @@ PIPELINE_NAMES = {
     "continuous": {"invalid_predictions_percentage": "invalid_percentage", "total_timesteps": "num_timesteps"},
     "discrete": {"invalid_predictions_percentage": "percentage_invalids"},
 }
+# Overcooked records may carry the rounded action clipped into [0, 35]: then the `avg_clipped_*` metrics are added.
+CLIPPED_FIELD = "clipped_prediction"
 # Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
 OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
@@ -125,7 +127,10 @@ def _score_kind(
             result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}
         return result
     if kind == "discrete":
-        return to_python(discrete_actions.discrete(discrete_actions.pack_discrete(predictions, ground_truth)))
+        result = to_python(discrete_actions.discrete(discrete_actions.pack_discrete(predictions, ground_truth)))
+        if all(CLIPPED_FIELD in record for record in records):  # the evaluator's Pi0 records (MultiNet's Pi0 script)
+            result |= to_python(discrete_actions.clipped(fields(records, CLIPPED_FIELD), ground_truth))
+        return result
     if kind == "multiple_choice":
         truth = integer_ground_truth(ground_truth, num_choices)
         predicted = choices.pack_choices(predictions, [num_choices] * len(records))

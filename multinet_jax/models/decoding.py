@@ -23,7 +23,15 @@ slot P - 1; the token generated at step i then goes into the same cache slot `P 
   openpi), decode steps attend to the valid tokens only, and cameras masked in every row are dropped before
   tracing (exact: masked tokens are never attended).
 Rows whose valid prefix tokens are contiguous after right-alignment (no camera masked after a valid one) get the
-same window both ways; they differ only by the position gap.
+same window both ways; they differ only by the position gap. False is also how Hugging Face's PaliGemma generates
+(MultiNet's text runs: positions from the attention mask's cumulative sum, every valid token attended, masked
+cameras never; `tests/test_decoding_hf.py` checks it against a cache-free transcription).
+
+`logits_vocab_size` (default None) reproduces one more detail of MultiNet's text runs: Pi0's 257,152-row embedding
+was zero-padded to Hugging Face PaliGemma's 257,216 rows (ManifoldRG/openpi `pi0_weight_injector.py`, lines
+200-209), and the head is tied, so every step's argmax also saw 64 logits of exactly 0 (picked when every real logit
+is negative) and such a token, fed back, embeds as zeros. Given, the logits are zero-padded to that size and ids past
+the model's vocabulary embed as zeros.
 
 Sampling: greedy at temperature 0, else categorical over temperature-scaled logits with optional top-k / top-p
 filters. Temperature, top-k, top-p and the stop-token set are run-time arrays (`Sampling`), so one compiled
@@ -71,9 +79,12 @@ class DecodeSettings:
     max_decoding_steps: int = 256
     per_row_stopping: bool = True
     openpi_exact: bool = True  # see the module docstring
+    logits_vocab_size: int | None = None  # see the module docstring
 
     def __post_init__(self) -> None:
         check_num_steps("max_decoding_steps", self.max_decoding_steps)
+        if self.logits_vocab_size is not None and self.logits_vocab_size < 1:
+            raise ValueError(f"logits_vocab_size must be positive (or None), got {self.logits_vocab_size}")
 
     @property
     def position_gap(self) -> int:
@@ -181,6 +192,21 @@ def _logits(module: PaliGemma, hidden: jax.Array) -> jax.Array:
     return module.llm.logits(hidden)
 
 
+def pad_logits(logits: jax.Array, settings: DecodeSettings) -> jax.Array:
+    """`[b, vocab]` logits zero-padded to `settings.logits_vocab_size` (module docstring); as is when None."""
+    extra = (settings.logits_vocab_size or 0) - logits.shape[-1]
+    return jnp.pad(logits, ((0, 0), (0, extra))) if extra > 0 else logits
+
+
+def _embed_generated(module: PaliGemma, variables: Any, tokens: jax.Array, settings: DecodeSettings) -> jax.Array:
+    """Embeddings `[b, 1, width]` of generated tokens `[b]`; with `logits_vocab_size`, ids past the vocabulary are zeros."""
+    if settings.logits_vocab_size is None:
+        return module.apply(variables, tokens[:, None], method=_embed)
+    vocab = module.config.vocab_size
+    embedded = module.apply(variables, jnp.minimum(tokens, vocab - 1)[:, None], method=_embed)
+    return jnp.where((tokens < vocab)[:, None, None], embedded, 0)
+
+
 def prefill(
     module: PaliGemma,
     variables: Any,
@@ -228,7 +254,7 @@ def decode_loop(
     """The token loop after `prefill`; returns (tokens int32 `[b, steps]`, number of tokens it produced)."""
     batch, prefix_len = state.prefix_keys.shape
     steps = settings.max_decoding_steps
-    first = sample_next(state.first_logits, row_keys, jnp.int32(0), sampling)
+    first = sample_next(pad_logits(state.first_logits, settings), row_keys, jnp.int32(0), sampling)
     done = _is_stop(first, sampling.stop_token_ids)
     tokens = jnp.zeros((batch, steps), jnp.int32).at[:, 0].set(first)
     generated_slot = jnp.arange(steps)
@@ -246,14 +272,14 @@ def decode_loop(
         )
         (hidden, *_), cache = module.apply(
             variables,
-            module.apply(variables, last[:, None], method=_embed),
+            _embed_generated(module, variables, last, settings),
             (state.valid_len + step - 1 + settings.position_gap)[:, None],
             key_valid[:, None, :],
             kv_cache=cache,
             cache_write_index=prefix_len + step - 1,
             method=_llm,
         )
-        logits = module.apply(variables, hidden, method=_logits)[:, 0]
+        logits = pad_logits(module.apply(variables, hidden, method=_logits)[:, 0], settings)
         token = jnp.where(done, 0, sample_next(logits, row_keys, step, sampling))
         done = done | _is_stop(token, sampling.stop_token_ids)
         tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
@@ -415,16 +441,18 @@ def sample_tokens(
     stop_token_ids: tuple[int, ...] = (PALIGEMMA_EOS_ID,),
     per_row_stopping: bool = True,
     openpi_exact: bool = True,
+    logits_vocab_size: int | None = None,
 ) -> jax.Array:
     """Tokens int32 `[b, max_decoding_steps]` from the PaliGemma part of `model` (a Pi0Model or Pi0FastModel).
 
     Each row ends with its first stop token and is 0 afterwards. `rng` (default key 0) is folded with
     `observation["sample_index"]` (default arange(b)) per row; greedy decoding (temperature 0) ignores it.
-    `openpi_exact` (default) reproduces openpi's tokens; False is the corrected masking with contiguous positions
-    (module docstring). Only `max_decoding_steps`, `per_row_stopping` and `openpi_exact` (and input shapes)
-    trigger a new compile.
+    `openpi_exact` (default) reproduces openpi's tokens; False is the corrected masking with contiguous positions,
+    Hugging Face's (module docstring). `logits_vocab_size`: MultiNet's zero-padded vocabulary (module docstring);
+    tokens past the model's vocabulary can then appear. Only `max_decoding_steps`, `per_row_stopping`,
+    `openpi_exact` and `logits_vocab_size` (and input shapes) trigger a new compile.
     """
-    settings = DecodeSettings(max_decoding_steps, per_row_stopping, openpi_exact)
+    settings = DecodeSettings(max_decoding_steps, per_row_stopping, openpi_exact, logits_vocab_size)
     sampling = Sampling.create(temperature, top_k, top_p, tuple(stop_token_ids))
     mesh = getattr(model, "mesh", None)
     observation = validate_for(model.config, observation)

@@ -98,9 +98,9 @@ class PaliGemmaTokenizer:
         - "openpi": openpi's Pi0 tokenizer (MultiNet's Open-X and Overcooked runs): the text stripped, "_" and
           "\\n" turned into spaces, then BOS + text + "\\n" (its own piece, the start-of-answer marker).
         - "paligemma_processor": Hugging Face's PaliGemmaProcessor (MultiNet's text domains): BOS + the text as
-          is + "\\n", encoded as one string; a leading "<image>" placeholder (PIQA's system prompt has one) is
-          where the processor puts the image tokens, which are the image's embeddings here, so only the text
-          after it is encoded. Text before or between placeholders has no place in this model's prefix: refused.
+          is + "\\n", encoded as one string; a leading "<image>" placeholder is where the processor puts the
+          image tokens, which are the image's embeddings here, so only the text after it is encoded. Text before
+          or between placeholders has no place in this model's prefix: refused.
         """
         if prompt_format == "openpi":
             cleaned = text.strip().replace("_", " ").replace("\n", " ")

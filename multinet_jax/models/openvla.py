@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import activations, decoding, numerics
+from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import InferenceOptions, Observation
 from multinet_jax.models.masks import make_attn_mask
@@ -121,25 +121,10 @@ def _generate_fn(module: OpenVLA, settings: decoding.DecodeSettings, params: Any
 
 def _score_options_fn(module: OpenVLA, params: Any, pixels: jax.Array, tokens: jax.Array, token_mask: jax.Array,
                       option_tokens: jax.Array, option_mask: jax.Array) -> jax.Array:
-    """Log-likelihood `[b, K]` of each option's tokens `[b, K, m]` after the prompt (teacher forcing, no cache): per
-    option one causal pass over [prefix, option]; the prompt's right padding is masked and positions stay contiguous,
-    so token 0's log-probability comes from the prompt's last valid position, token j's from option token j - 1."""
+    """Log-likelihood `[b, K]` of each option's tokens `[b, K, m]` after the prompt (`causal_lm.score_continuations`)."""
     variables = {"params": params}
     prefix, mask = module.apply(variables, pixels, tokens, token_mask, method=OpenVLA.embed_prefix)
-    batch, prefix_len = mask.shape
-    length = option_tokens.shape[2]
-    predictors = jnp.concatenate([jnp.sum(mask, axis=1, keepdims=True) - 1,
-                                  jnp.broadcast_to(prefix_len + jnp.arange(length - 1), (batch, length - 1))], axis=1)
-    scores = []
-    for option in range(option_tokens.shape[1]):
-        ids, valid = option_tokens[:, option], option_mask[:, option]
-        embedded = module.apply(variables, ids, method=OpenVLA.embed_tokens).astype(prefix.dtype)
-        logits, _ = module.apply(variables, jnp.concatenate([prefix, embedded], axis=1),
-                                 jnp.concatenate([mask, valid], axis=1), method=OpenVLA.forward)
-        picked = jnp.take_along_axis(logits, predictors[:, :, None], axis=1)  # [b, m, vocab]
-        log_probs = jnp.take_along_axis(jax.nn.log_softmax(picked, axis=-1), ids[:, :, None], axis=2)[..., 0]
-        scores.append(jnp.sum(jnp.where(valid, log_probs, 0.0), axis=1))
-    return jnp.stack(scores, axis=1)
+    return causal_lm.score_continuations(module, variables, prefix, mask, option_tokens, option_mask)
 
 
 def _prompt_streams_fn(module: OpenVLA, params: Any, pixels: jax.Array, tokens: jax.Array,
@@ -152,18 +137,15 @@ def _prompt_streams_fn(module: OpenVLA, params: Any, pixels: jax.Array, tokens: 
     return activations.pool_prompt(residual, token_mask[:, 1:])
 
 
-@functools.cache
 def compiled_prompt_fn(name: str, config: OpenVLAConfig, mesh: Mesh):
     """The jitted `score_options` ("score_options") or activations ("streams") pass for one config."""
     function = {"score_options": _score_options_fn, "streams": _prompt_streams_fn}[name]
-    return jax.jit(functools.partial(function, OpenVLA(config)), out_shardings=sharding.batch_sharding(mesh))
+    return causal_lm.compiled_pass(function, OpenVLA(config), mesh)
 
 
-@functools.cache
 def compiled_generate(config: OpenVLAConfig, settings: decoding.DecodeSettings, mesh: Mesh):
     """The jitted OpenVLA sampler for one config and setting (traced once per input shape)."""
-    return jax.jit(functools.partial(_generate_fn, OpenVLA(config), settings),
-                   out_shardings=(sharding.batch_sharding(mesh), sharding.replicated(mesh)))
+    return causal_lm.compiled_decoder(_generate_fn, OpenVLA(config), settings, mesh)
 
 
 class OpenVLAModel:
@@ -181,8 +163,6 @@ class OpenVLAModel:
         self.image_processor = image_processor
         self.mesh = sharding.make_mesh() if mesh is None else mesh
         self.params = jax.device_put(params, sharding.param_shardings(params, self.mesh))
-        edges = np.linspace(-1, 1, config.n_action_bins)
-        self.bin_centers = (edges[:-1] + edges[1:]) / 2.0
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -213,22 +193,11 @@ class OpenVLAModel:
 
     def normalized_actions(self, token_ids: np.ndarray) -> np.ndarray:
         """Action token ids -> bin centers in [-1, 1] (float64, as OpenVLA's numpy decoding)."""
-        vocab = self.config.unpadded_vocab_size
-        bins = np.clip(vocab - np.asarray(token_ids, np.int64) - 1, 0, len(self.bin_centers) - 1)
-        return self.bin_centers[bins]
+        return action_bins.normalized_actions(token_ids, self.config.unpadded_vocab_size, self.config.n_action_bins)
 
     def action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray]:
         """`norm_stats[unnorm_key]["action"]` as arrays (q01, q99, mask); the only key when `unnorm_key` is None."""
-        if unnorm_key is None:
-            if len(self.norm_stats) != 1:
-                raise ValueError(f"this OpenVLA has norm stats for {sorted(self.norm_stats)}: pass unnorm_key")
-            unnorm_key = next(iter(self.norm_stats))
-        if unnorm_key not in self.norm_stats:
-            raise ValueError(f"unnorm_key {unnorm_key!r} is not in the checkpoint's norm_stats {sorted(self.norm_stats)}")
-        stats = self.norm_stats[unnorm_key]["action"]
-        q01 = np.asarray(stats["q01"], np.float64)
-        return {"q01": q01, "q99": np.asarray(stats["q99"], np.float64),
-                "mask": np.asarray(stats.get("mask", np.ones(q01.shape, bool)), bool)}
+        return action_bins.select_stats(self.norm_stats, unnorm_key, "the checkpoint's")
 
     @property
     def action_dim(self) -> int:
@@ -250,9 +219,7 @@ class OpenVLAModel:
         stats = self.action_stats(unnorm_key)
         tokens, mask = self.action_tokens(instructions)
         generated = self.generate(self.pixels(images, center_crop), tokens, mask, max_decoding_steps=len(stats["q01"]))
-        actions = self.normalized_actions(generated)
-        unnormalized = 0.5 * (actions + 1) * (stats["q99"] - stats["q01"]) + stats["q01"]
-        return np.where(stats["mask"], unnormalized, actions)
+        return action_bins.unnormalize(self.normalized_actions(generated), stats)
 
     def _observation_inputs(self, observation: Observation, for_actions: bool,
                             center_crop: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -278,13 +245,8 @@ class OpenVLAModel:
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """`interface.Model`: log-likelihood float32 `[b, K]` of K candidate answers (`option_tokens` int32
         `[b, K, m]`, no BOS, right-padded; `option_mask` bool) after the text prompt `In: {prompt}\nOut:`."""
-        option_tokens, option_mask = np.asarray(option_tokens, np.int32), np.asarray(option_mask, bool)
         pixels, tokens, mask = self._observation_inputs(observation, for_actions=False)
-        if option_tokens.ndim != 3 or option_tokens.shape[0] != len(tokens) or option_mask.shape != option_tokens.shape:
-            raise ValueError(f"option_tokens / option_mask must both be [b={len(tokens)}, options, tokens], got "
-                             f"{option_tokens.shape} and {option_mask.shape}")
-        if not option_mask[..., 0].all():
-            raise ValueError("every option needs at least one token (option_mask[..., 0] must be True)")
+        option_tokens, option_mask = causal_lm.check_options(option_tokens, option_mask, len(tokens))
         place = functools.partial(sharding.place_batch, mesh=self.mesh)
         scores = compiled_prompt_fn("score_options", self.config, self.mesh)(
             self.params, *self._placed_inputs(pixels, tokens, mask), place(option_tokens, np.int32), place(option_mask, bool))

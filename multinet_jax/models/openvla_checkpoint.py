@@ -16,26 +16,22 @@ final norm; the checkpoint's last block, final norms and SigLIP's attention-pool
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any, Literal
 
 import numpy as np
 
+from multinet_jax.models import llama_checkpoint
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
-from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
+from multinet_jax.models.llama_checkpoint import CONFIG_FILE, read_json
+from multinet_jax.weights.safetensors import Source, heads_in, heads_out, transposed
 from multinet_jax.weights.trees import CheckpointError
 
-CONFIG_FILE = "config.json"
 # timm id -> (width, depth, heads, mlp ratio, class token, registers, LayerScale) of the ViTs OpenVLA fuses.
 TIMM_VITS = {
     "vit_large_patch14_reg4_dinov2.lvd142m": (1024, 24, 16, 4.0, True, 4, True),
     "vit_so400m_patch14_siglip_224": (1152, 27, 16, 3.7362, False, 0, False),
 }
-# transformers.LlamaConfig defaults (4.40.1) that config.json may leave out.
-_LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-                   "num_attention_heads": 32, "num_key_value_heads": None, "rms_norm_eps": 1e-6,
-                   "rope_theta": 10_000.0, "hidden_act": "silu", "tie_word_embeddings": False}
 _TIMM_IDS = ["vit_large_patch14_reg4_dinov2.lvd142m", "vit_so400m_patch14_siglip_224"]
 _OPENVLA_LAYOUT = {
     "model_type": "openvla", "arch_specifier": "no-align+fused-gelu-mlp", "use_fused_vision_backbone": True,
@@ -56,7 +52,6 @@ NAMED_CONFIGS = {
     },
 }
 _DINO, _SIGLIP = "vision_backbone.featurizer", "vision_backbone.fused_featurizer"
-_LLM = "language_model.model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,23 +87,7 @@ class OpenVLAConfig:
 
 def is_openvla(path: str) -> bool:
     """A local directory whose config.json says `model_type: "openvla"` (the registry's layout test)."""
-    config_path = pathlib.Path(path) / CONFIG_FILE
-    if "://" in path or not config_path.is_file():
-        return False
-    try:
-        return json.loads(config_path.read_text()).get("model_type") == "openvla"
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
-
-
-def read_json(path: pathlib.Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable JSON ({type(error).__name__}: {error})")
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return value
+    return llama_checkpoint.config_model_type(path) == "openvla"
 
 
 def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size: int) -> ViTConfig:
@@ -140,8 +119,7 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
     try:
         timm_ids = raw["timm_model_ids"]
         image_sizes = raw["image_sizes"]
-        text = {**_LLAMA_DEFAULTS, **raw["text_config"]}
-        vocab_size = int(text["vocab_size"])
+        text_config = raw["text_config"]
     except (KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: missing field {error}")
     if not raw.get("use_fused_vision_backbone") or len(timm_ids) != 2:
@@ -149,17 +127,9 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
                               f"backbone (dinosiglip) is supported, got {timm_ids}")
     if raw.get("arch_specifier", "no-align+fused-gelu-mlp") != "no-align+fused-gelu-mlp":
         raise CheckpointError(f"{path}: arch_specifier: {raw['arch_specifier']!r}; only 'no-align+fused-gelu-mlp' is supported")
-    if text["hidden_act"] != "silu" or text["tie_word_embeddings"]:
-        raise CheckpointError(f"{path}: text_config: expected Llama's silu MLP and an untied lm_head")
     overrides = raw.get("tiny_timm_overrides", {})
     dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), size) for timm_id, size in zip(timm_ids, image_sizes))
-    heads = int(text["num_attention_heads"])
-    llm = GemmaConfig(
-        width=int(text["hidden_size"]), depth=int(text["num_hidden_layers"]), mlp_dim=int(text["intermediate_size"]),
-        num_heads=heads, num_kv_heads=int(text["num_key_value_heads"] or heads),
-        head_dim=int(text["hidden_size"]) // heads, norm_offset=False, norm_eps=float(text["rms_norm_eps"]),
-        activation="silu", scale_embedding=False, tied_embedding=False, rope_theta=float(text["rope_theta"]),
-    )
+    llm, vocab_size = llama_checkpoint.parse_text_config(text_config, path)
     return OpenVLAConfig(dino, siglip, llm, vocab_size, int(raw.get("pad_to_multiple_of", 64)),
                          int(raw.get("n_action_bins", 256)), dtype)
 
@@ -212,22 +182,13 @@ def _vit_sources(prefix: str, flax_prefix: str, config: ViTConfig) -> dict[str, 
     return sources
 
 
-def _llm_sources(config: GemmaConfig) -> dict[str, Source]:
-    return {
-        "llm/embedder/input_embedding": Source(((f"{_LLM}.embed_tokens.weight",),)),
-        "llm/embedder/lm_head": Source((("language_model.lm_head.weight",),)),
-        "llm/final_norm/scale": Source(((f"{_LLM}.norm.weight",),)),
-        **llama_layer_sources(f"{_LLM}.layers", "llm/layers", range(config.depth), config.num_heads, config.num_kv_heads),
-    }
-
-
 def tensor_sources(config: OpenVLAConfig) -> dict[str, Source]:
     """Flat Flax path -> its `Source` in an OpenVLA checkpoint."""
     sources = {**_vit_sources(_DINO, "dino", config.dino), **_vit_sources(_SIGLIP, "siglip", config.siglip)}
     for index in (1, 2, 3):
         sources[f"projector/fc{index}/kernel"] = Source(((f"projector.fc{index}.weight",),), transposed)
         sources[f"projector/fc{index}/bias"] = Source(((f"projector.fc{index}.bias",),))
-    sources.update(_llm_sources(config.llm))
+    sources.update(llama_checkpoint.tensor_sources(config.llm))
     return sources
 
 
@@ -271,15 +232,4 @@ def tensor_shapes(config: OpenVLAConfig) -> dict[str, tuple[int, ...]]:
     shapes |= {"projector.fc1.weight": (4 * vision, vision), "projector.fc1.bias": (4 * vision,),
                "projector.fc2.weight": (llm.width, 4 * vision), "projector.fc2.bias": (llm.width,),
                "projector.fc3.weight": (llm.width, llm.width), "projector.fc3.bias": (llm.width,)}
-    q_dim, kv_dim = llm.num_heads * llm.head_dim, llm.num_kv_heads * llm.head_dim
-    layer = {"self_attn.q_proj.weight": (q_dim, llm.width), "self_attn.k_proj.weight": (kv_dim, llm.width),
-             "self_attn.v_proj.weight": (kv_dim, llm.width), "self_attn.o_proj.weight": (llm.width, q_dim),
-             "mlp.gate_proj.weight": (llm.mlp_dim, llm.width), "mlp.up_proj.weight": (llm.mlp_dim, llm.width),
-             "mlp.down_proj.weight": (llm.width, llm.mlp_dim), "input_layernorm.weight": (llm.width,),
-             "post_attention_layernorm.weight": (llm.width,)}
-    shapes[f"{_LLM}.embed_tokens.weight"] = (config.vocab_size, llm.width)
-    for index in range(llm.depth):
-        shapes |= {f"{_LLM}.layers.{index}.{name}": shape for name, shape in layer.items()}
-    shapes[f"{_LLM}.norm.weight"] = (llm.width,)
-    shapes["language_model.lm_head.weight"] = (config.vocab_size, llm.width)
-    return shapes
+    return shapes | llama_checkpoint.tensor_shapes(llm, config.vocab_size)

@@ -1,0 +1,102 @@
+"""A Hugging Face `LlamaForCausalLM` held under `language_model.` (OpenVLA's Llama-2, Magma's Llama-3): its config,
+the map from its tensor names to the shared decoder-LM's Flax tree (`models/gemma.py` with Llama switches, under
+`llm/`), and its tensor shapes. The families' own checkpoint modules add their vision towers around it.
+
+Config: `text_config` over `transformers.LlamaConfig`'s defaults (what `from_pretrained` does when the file leaves a
+field out). Llama rotates split halves as `gemma.apply_rope` does, so only the head layout of q/k/v/o differs from
+Gemma's (transposes below); RoPE scaling (Llama-3.1's "llama3" and the others) is not implemented and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+from multinet_jax.models.configs import GemmaConfig
+from multinet_jax.weights.safetensors import Source, llama_layer_sources
+from multinet_jax.weights.trees import CheckpointError
+
+CONFIG_FILE = "config.json"
+PREFIX = "language_model.model"
+LM_HEAD = "language_model.lm_head.weight"
+# transformers.LlamaConfig defaults (4.40.1 .. 4.49.0) that config.json may leave out.
+LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+                  "num_key_value_heads": None, "head_dim": None, "rms_norm_eps": 1e-6, "rope_theta": 10_000.0,
+                  "rope_scaling": None, "hidden_act": "silu", "tie_word_embeddings": False, "attention_bias": False,
+                  "mlp_bias": False}
+
+
+def config_model_type(path: str) -> str | None:
+    """`model_type` of a local directory's config.json, or None (no file, a remote path, unreadable): the families'
+    cheap layout test, which reads no tensor."""
+    config_path = pathlib.Path(path) / CONFIG_FILE
+    if "://" in path or not config_path.is_file():
+        return None
+    try:
+        return json.loads(config_path.read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def read_json(path: pathlib.Path) -> dict[str, Any]:
+    """A JSON object from `path`; a one-line CheckpointError naming the file otherwise."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: unreadable JSON ({type(error).__name__}: {error})")
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return value
+
+
+def parse_text_config(raw: Any, path: pathlib.Path) -> tuple[GemmaConfig, int]:
+    """(the decoder's GemmaConfig, embedding rows) from config.json's `text_config` (`path` names the file)."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: text_config: expected a JSON object, got {type(raw).__name__}")
+    text = {**LLAMA_DEFAULTS, **raw}
+    if "vocab_size" not in raw:
+        raise CheckpointError(f"{path}: text_config: missing field 'vocab_size'")
+    if text["hidden_act"] != "silu" or text["tie_word_embeddings"]:
+        raise CheckpointError(f"{path}: text_config: expected Llama's silu MLP and an untied lm_head")
+    if text["rope_scaling"] is not None:
+        raise CheckpointError(f"{path}: text_config: rope_scaling {text['rope_scaling']!r} is not supported (plain RoPE only)")
+    if text["attention_bias"] or text["mlp_bias"]:
+        raise CheckpointError(f"{path}: text_config: attention_bias / mlp_bias are not supported (Llama has none)")
+    try:
+        width, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
+        config = GemmaConfig(
+            width=width, depth=int(text["num_hidden_layers"]), mlp_dim=int(text["intermediate_size"]), num_heads=heads,
+            num_kv_heads=int(text["num_key_value_heads"] or heads), head_dim=int(text["head_dim"] or width // heads),
+            norm_offset=False, norm_eps=float(text["rms_norm_eps"]), activation="silu", scale_embedding=False,
+            tied_embedding=False, rope_theta=float(text["rope_theta"]),
+        )
+        return config, int(text["vocab_size"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: text_config: {error}")
+
+
+def tensor_sources(config: GemmaConfig) -> dict[str, Source]:
+    """Flat Flax path (`llm/...`) -> its `Source` among the `language_model.` tensors."""
+    return {
+        "llm/embedder/input_embedding": Source(((f"{PREFIX}.embed_tokens.weight",),)),
+        "llm/embedder/lm_head": Source(((LM_HEAD,),)),
+        "llm/final_norm/scale": Source(((f"{PREFIX}.norm.weight",),)),
+        **llama_layer_sources(f"{PREFIX}.layers", "llm/layers", range(config.depth), config.num_heads, config.num_kv_heads),
+    }
+
+
+def tensor_shapes(config: GemmaConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Every `language_model.` tensor of a checkpoint with `config` (name -> shape), in the file's order."""
+    q_dim, kv_dim = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+    layer = {"self_attn.q_proj.weight": (q_dim, config.width), "self_attn.k_proj.weight": (kv_dim, config.width),
+             "self_attn.v_proj.weight": (kv_dim, config.width), "self_attn.o_proj.weight": (config.width, q_dim),
+             "mlp.gate_proj.weight": (config.mlp_dim, config.width), "mlp.up_proj.weight": (config.mlp_dim, config.width),
+             "mlp.down_proj.weight": (config.width, config.mlp_dim), "input_layernorm.weight": (config.width,),
+             "post_attention_layernorm.weight": (config.width,)}
+    shapes = {f"{PREFIX}.embed_tokens.weight": (vocab_size, config.width)}
+    for index in range(config.depth):
+        shapes |= {f"{PREFIX}.layers.{index}.{name}": shape for name, shape in layer.items()}
+    shapes[f"{PREFIX}.norm.weight"] = (config.width,)
+    shapes[LM_HEAD] = (vocab_size, config.width)
+    return shapes

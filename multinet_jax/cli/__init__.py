@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("multinet_jax.cli.score", "score a predictions JSONL file with MultiNet's metrics"),
     "data": ("multinet_jax.cli.data", "inspect and validate a domain's dataset"),
     "convert": ("multinet_jax.cli.convert", "convert tfrecord RLDS / tf.data snapshots to ArrayRecord"),
-    "eval": ("multinet_jax.cli.eval", "evaluate a Pi0 / Pi0-FAST checkpoint on MultiNet domains"),
+    "eval": ("multinet_jax.cli.eval", "evaluate a VLA or VLM checkpoint (any --model family) on MultiNet domains and Act2Answer"),
     "report": ("multinet_jax.cli.report", "compare evaluation runs across domains: markdown, CSV and one HTML page"),
     "fetch": ("multinet_jax.cli.fetch", "download the checkpoints, tokenizers and embedder a run needs, into the cache"),
     "probe": ("multinet_jax.cli.probe", "layerwise intent probing on an Act2Answer item set"),
@@ -54,9 +54,17 @@ def command_help(command: str, module: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv if argv is None else argv)
+    try:
+        _dispatch(list(sys.argv if argv is None else argv))
+    except BrokenPipeError:  # the help text's reader went away (`| head`); a command's own output is guarded
+        if not errors.stdout_closed():
+            raise
+        sys.exit(errors.EXIT_PIPE_CLOSED)
+
+
+def _dispatch(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] in ("help", *HELP_FLAGS):
-        print(usage(), file=sys.stdout if len(argv) >= 2 else sys.stderr)
+        print(usage(), file=sys.stdout if len(argv) >= 2 else sys.stderr, flush=True)
         sys.exit(0 if len(argv) >= 2 else errors.EXIT_BAD_INPUT)
     command = argv[1]
     if command not in COMMANDS:
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     module = importlib.import_module(COMMANDS[command][0])
     if any(argument in HELP_FLAGS for argument in argv[2:]):
-        print(command_help(command, module))
+        print(command_help(command, module), flush=True)
         sys.exit(0)
     app.run(errors.guarded(_quiet(module.main)), argv=[f"multinet-jax {command}", *argv[2:]], flags_parser=errors.parse_flags)
 

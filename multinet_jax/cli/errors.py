@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from absl import flags
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
+EXIT_PIPE_CLOSED = 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13), as `seq 9999 | head -1`
 TRACEBACK_ENV = "MULTINET_JAX_TRACEBACK"
 BAD_INPUT_ERRORS = (ValueError, OSError)
 
@@ -81,14 +83,34 @@ def guarded(main: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
     @functools.wraps(main)
     def run(argv: list[str]) -> Any:
         try:
-            return main(argv)
+            result = main(argv)
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is handled below
+            return result
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         except Exception as error:  # every failure becomes one line (see the module docstring)
+            if isinstance(error, BrokenPipeError) and stdout_closed():
+                raise SystemExit(EXIT_PIPE_CLOSED) from None
             raise SystemExit(report(error)) from None
 
     return run
+
+
+def stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (`multinet-jax eval --help | head`), so that a BrokenPipeError
+    from anything else is still reported. If so, stdout is pointed at /dev/null (Python's documented recipe): the
+    interpreter's last flush then raises no second BrokenPipeError at exit."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by an object without a descriptor
+        return False
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    if not any(events & select.POLLERR for _, events in poller.poll(0)):  # Linux: a pipe without reader
+        return False
+    os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
+    return True
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`multinet-jax eval`: evaluate a Pi0 / Pi0-FAST checkpoint on MultiNet v1.0 domains.
+"""`multinet-jax eval`: evaluate a checkpoint of any `--model` family on MultiNet v1.0 domains and Act2Answer.
 
     multinet-jax eval --flagfile=flags/demo.flags                 # tiny checkpoints on generated demo data
     multinet-jax eval --flagfile=flags/pi0_openx.flags --data_dir=/data/multinet --output_dir=runs/pi0

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -166,9 +165,12 @@ def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None,
     from multinet_jax.eval import demo_data
 
     data_root = pathlib.Path(data_dir)
-    written = demo_data.write_missing(data_root, domains)
-    if written:
-        logging.info("wrote demo datasets %s under %s", written, data_root)
+    datasets = demo_data.missing(data_root, domains)
+    files = [path for path in (tokenizer, fast_tokenizer, checkpoint) if path is not None and not pathlib.Path(path).exists()]
+    if datasets or files:
+        listed = files + ([f"the {', '.join(datasets)} data under {data_root}"] if datasets else [])
+        print(f"demo: building {'; '.join(listed)} (first run only)", flush=True)
+    demo_data.write_missing(data_root, datasets)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
     if fast_tokenizer is not None and not pathlib.Path(fast_tokenizer).exists():

@@ -220,17 +220,19 @@ WRITERS: dict[str, tuple[str, Callable[[pathlib.Path], None]]] = {
 }
 
 
-def write_missing(root: pathlib.Path, domains: Sequence[str]) -> list[str]:
-    """Writes the demo dataset of every listed domain whose folder does not exist; returns those written."""
+def missing(root: pathlib.Path, domains: Sequence[str]) -> list[str]:
+    """The listed domains whose demo dataset folder under `root` does not exist."""
     unknown = [name for name in domains if name not in WRITERS]
     if unknown:
         raise ValueError(f"no demo dataset for {unknown}; demo domains: {sorted(WRITERS)}")
-    written = []
-    for name in domains:
-        folder, writer = WRITERS[name]
-        if not (root / folder).exists():
-            writer(root)
-            written.append(name)
+    return [name for name in domains if not (root / WRITERS[name][0]).exists()]
+
+
+def write_missing(root: pathlib.Path, domains: Sequence[str]) -> list[str]:
+    """Writes the demo dataset of every listed domain whose folder does not exist; returns those written."""
+    written = missing(root, domains)
+    for name in written:
+        WRITERS[name][1](root)
     return written
 
 

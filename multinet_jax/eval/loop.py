@@ -393,7 +393,11 @@ class Evaluator:
         self.action_options = self._action_options(domain, norm)
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
-        progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=self._num_samples(domain), disable=not is_writer, dynamic_ncols=True)
+        total = self._num_samples(domain)
+        if is_writer and start_index >= total:  # a finished domain resumed: only its metrics and plot are rewritten
+            print(f"{name}: all {total} predictions are in {predictions_path}: nothing to recompute")
+        progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=total,
+                             disable=not is_writer or start_index >= total, dynamic_ncols=True)
         try:
             batches = iter(dataset)
             has_more = True
@@ -606,6 +610,7 @@ def _evaluate_locked(config: EvalConfig, output_dir: pathlib.Path) -> dict[str, 
         if config.skip_similarity and config.similarity_domains():
             print(f"similarity metrics skipped (--skip_similarity): {', '.join(config.similarity_domains())}")
         print(f"results: {output_dir.resolve()}")
+        print(f"next: multinet-jax report {output_dir}  (tables and plots of this run; more run folders side by side)")
     if failures:
         raise EvaluationFailed(failures, output_dir)
     return rows

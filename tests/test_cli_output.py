@@ -1,0 +1,53 @@
+"""What the commands tell a person: what the demo builds on its first run, that a finished run resumed has nothing to
+recompute (and no progress bars), the next command after an evaluation, and a closed pipe (`| head`) ends quietly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import eval_helpers
+from conftest import REPO_ROOT
+from multinet_jax.eval import demo
+
+
+def _with_closed_stdout(*argv: str) -> subprocess.CompletedProcess:
+    """The command with stdout a pipe whose reader has already gone, as `multinet-jax ... | head -0` leaves it."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-c", "from multinet_jax.cli import main; main()", *argv], cwd=REPO_ROOT,
+                              stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("eval", "--help"), ("fetch", "--offline", "README.md")],
+                         ids=["usage", "command help", "command output"])
+def test_a_closed_pipe_ends_the_command_without_a_traceback(argv):
+    result = _with_closed_stdout(*argv)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+def test_the_demo_says_what_it_builds_and_then_nothing(tmp_path, capsys):
+    paths = eval_helpers.assets()
+    built = {"checkpoint": paths["checkpoint"], "tokenizer": paths["tokenizer"], "fast_tokenizer": None, "model": "pi0"}
+    capsys.readouterr()  # what building the session's assets printed
+    demo.build(data_dir=str(tmp_path / "data"), domains=["piqa", "odinw"], **built)
+    assert capsys.readouterr().out == f"demo: building the piqa, odinw data under {tmp_path / 'data'} (first run only)\n"
+    demo.build(data_dir=str(tmp_path / "data"), domains=["piqa", "odinw"], **built)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_finished_run_resumed_has_nothing_to_recompute_and_names_the_next_command(tmp_path, capsys):
+    eval_helpers.evaluate(tmp_path, ("piqa",), limit=4)
+    first = capsys.readouterr()
+    assert "piqa: 100%" in first.err and "nothing to recompute" not in first.out
+    assert first.out.splitlines()[-1].startswith(f"next: multinet-jax report {tmp_path}  ")
+    eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
+    again = capsys.readouterr()
+    assert f"piqa: all 4 predictions are in {tmp_path / 'predictions' / 'piqa.jsonl'}: nothing to recompute\n" in again.out
+    assert "piqa:" not in again.err  # no progress bar

@@ -92,6 +92,8 @@ NAMED_ASSETS: dict[str, Asset] = {
               required=("config.json", "model.safetensors", "tokenizer.json")),
         Asset("openvla/openvla-7b", "hf://openvla/openvla-7b", "OpenVLA 7B (Hugging Face safetensors)",
               files=("*.json", "*.safetensors", "tokenizer.model", "*.py"), required=("config.json",)),
+        Asset("microsoft/Magma-8B", "hf://microsoft/Magma-8B", "Magma 8B (Hugging Face safetensors)",
+              files=("*.json", "*.safetensors"), required=("config.json", "tokenizer.json", "preprocessor_config.json")),
         *(
             Asset(f"paligemma_pt_{size}", f"gs://vertex-model-garden-paligemma-us/paligemma/pt_{size}.npz",
                   f"PaliGemma 3B pretrained at {size}x{size} (big_vision npz)")
@@ -102,6 +104,7 @@ NAMED_ASSETS: dict[str, Asset] = {
 ALIASES = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "openvla-7b": "openvla/openvla-7b",
+    "magma-8b": "microsoft/Magma-8B",
 }
 DEFAULT_TOKENIZER = "paligemma_tokenizer"
 DEFAULT_FAST_TOKENIZER = "physical-intelligence/fast"

@@ -504,3 +504,20 @@ def test_bad_openpi_checkout_is_one_line(argv, problem, tmp_path):
                          text=True, timeout=300)
     assert run.returncode == 2
     assert re.fullmatch(problem.format(**{key: re.escape(value) for key, value in paths.items()}) + "\n", run.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["--torch_python={missing}", "--magma_src={missing}"], r"error: {missing}: --torch_python is not a file"),
+        (["--torch_python={python}", "--magma_src={missing}"],
+         r"error: {missing}: --magma_src is not a Magma checkout \(no magma/modeling_magma\.py under it\)"),
+    ],
+    ids=["magma_throughput_missing_python", "magma_throughput_missing_src"],
+)
+def test_bad_magma_reference_is_one_line(argv, problem, tmp_path):
+    paths = {"missing": str(tmp_path / "no_magma"), "python": sys.executable}
+    run = subprocess.run([sys.executable, "-m", "benchmarks.magma_throughput", *(arg.format(**paths) for arg in argv)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert re.fullmatch(problem.format(**{key: re.escape(value) for key, value in paths.items()}) + "\n", run.stderr)

@@ -16,7 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from magma_helpers import magma_dir, magma_model
 from multinet_jax import weights
-from multinet_jax.models import magma, magma_checkpoint
+from multinet_jax.models import magma, magma_checkpoint, magma_inputs
 from multinet_jax.weights.trees import CheckpointError
 
 SPEC = pathlib.Path(__file__).parent / "param_specs" / "magma_8b.tsv"
@@ -137,3 +137,41 @@ def test_bad_tensors_are_named(tmp_path, edit, message):
     _edit_tensors(target, edit)
     with pytest.raises(CheckpointError, match=message):
         magma.load(target)
+
+
+def test_magma_8b_resolves_offline_from_the_hub_cache_and_loads(tmp_path, monkeypatch):
+    """`magma-8b` names microsoft/Magma-8B; a hub cache holding a Magma in its layout (the fixture's files) resolves
+    offline and loads the same parameters."""
+    from test_assets import build_hub_cache
+
+    from multinet_jax import assets
+
+    assert assets.lookup("magma-8b").url == "hf://microsoft/Magma-8B"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = build_hub_cache(tmp_path / "hub", pathlib.Path(magma_dir()), "microsoft/Magma-8B")
+    assert assets.resolve("magma-8b", offline=True) == snapshot
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, magma.load(snapshot).params),
+                 jax.tree.map(np.asarray, magma_model().params))
+
+
+def test_demo_checkpoint_has_the_published_layout_and_runs(tmp_path):
+    """The demo's random tiny Magma (no ../shared needed): the tiny config's tensors, a tokenizer laid out as
+    Magma-8B's (two BOS, `<image>` after the special block), and batched actions and text from images of any size."""
+    from multinet_jax.eval import demo_data
+    from multinet_jax.models import magma_demo
+
+    directory = magma_demo.build_checkpoint(tmp_path / "magma_tiny", demo_data.corpus())
+    model = magma.load(directory)
+    tiny = magma_checkpoint.named_config("magma_tiny")
+    assert (model.config.vision, model.config.llm, model.config.vocab_size) == (tiny.vision, tiny.llm, tiny.vocab_size)
+    ids = model.tokenizer.encode(model.prompt(magma_inputs.action_prompt("open the drawer")))
+    assert ids[:2] == [model.tokenizer.bos_id] * 2 and model.config.image_token_id in ids
+    assert model.tokenizer.vocab_size < model.config.image_token_id < model.config.vocab_size
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (120, 160, 3), np.uint8), rng.integers(0, 256, (64, 200, 3), np.uint8)]
+    actions = model.predict_action(images, ["open the drawer", "pick up the can"], "google_robot")
+    assert actions.shape == (2, 7) and np.isfinite(actions).all()
+    for row in (1, 0):  # each row as it is alone
+        np.testing.assert_array_equal(model.predict_action(images[row:row + 1], [["open the drawer", "pick up the can"][row]],
+                                                           "google_robot")[0], actions[row])
+    assert len(model.generate_text(images, ["What is here?", "Describe it."], max_decoding_steps=4)) == 2

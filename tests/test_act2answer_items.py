@@ -188,3 +188,11 @@ def test_data_command_reports_the_item_set(tmp_path):
     assert report["num_samples"] == 6 and report["num_bad_records"] == 0 and report["action_stats"] is None
     assert report["sample"]["id"] == "0/original" and report["sample"]["scene"] == "composite"
     assert report["fields"]["image/base_0_rgb"] == {"dtype": "uint8", "shape": [224, 224, 3]}  # uint8 until the model
+
+
+def test_the_readme_item_set_folder_is_ignored_by_git():
+    """The README writes a generated item set to data/act2answer/public: git must not see it as untracked."""
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/act2answer/public/pairs.json"], cwd=REPO_ROOT, timeout=60)
+    assert ignored.returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import sys
 
@@ -168,3 +169,23 @@ def test_score_command_names_the_bad_line(tmp_path):
     completed = _run_score(path, tmp_path / "m.json")
     assert completed.returncode == 2 and not (tmp_path / "m.json").exists()
     assert f"{path}:3: field 'target': expected one of ['left', 'right'], got 'up'" in completed.stderr
+
+
+def test_the_readme_command_scores_the_bundled_episodes(tmp_path):
+    """The README's `score --domain=act2answer` line, run as written (its --output moved to tmp_path): the bundled
+    episodes score as the per-episode reference says and as examples/act2answer/README.md states."""
+    (line,) = [line for line in (REPO_ROOT / "README.md").read_text().splitlines()
+               if line.startswith("multinet-jax score --domain=act2answer ")]
+    arguments = [argument for argument in shlex.split(line)[1:] if not argument.startswith("--output=")]
+    command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", *arguments, f"--output={tmp_path / 'm.json'}"]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads((tmp_path / "m.json").read_text())
+    records = [json.loads(line) for line in (REPO_ROOT / "examples" / "act2answer" / "episodes.jsonl").read_text().splitlines()]
+    for category, (success, answered, original, swapped) in _reference_rates(records).items():
+        entry = result["categories"][category]
+        assert (entry["success_rate"], entry["answered_rate"]) == pytest.approx((success, answered))
+        assert (entry["success_rate_original"], entry["success_rate_swapped"]) == pytest.approx((original, swapped))
+    stated = (REPO_ROOT / "examples" / "act2answer" / "README.md").read_text()
+    assert f"success rate {result['success_rate']:.3f} and answered rate {result['answered_rate']:.3f}" in stated
+    assert result["intent"]["episodes_with_trajectory"] == 6

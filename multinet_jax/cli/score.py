@@ -4,7 +4,7 @@
     multinet-jax score --domain=sqa3d --predictions=preds.jsonl --output=metrics.json \
         --embedder_dir=../shared/models/all-MiniLM-L6-v2
     multinet-jax score --domain=sqa3d --predictions=preds.jsonl --output=metrics.json --skip_similarity
-    multinet-jax score --domain=act2answer --predictions=episodes.jsonl --output=metrics.json   # episode logs
+    multinet-jax score --domain=act2answer --predictions=examples/act2answer/episodes.jsonl --output=metrics.json
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def write_random_checkpoint(directory: pathlib.Path, llm_layers: int) -> float |
         return None
     shutil.rmtree(directory, ignore_errors=True)
     start = time.perf_counter()
-    demo.build_openvla_checkpoint(directory, TOKENIZER_CORPUS)  # a tiny one: its tokenizer and preprocessor stay
+    # A tiny one: its tokenizer and preprocessor stay.
+    openvla_checkpoint.write_random(directory, "openvla_tiny", corpus=TOKENIZER_CORPUS, seed=demo.DEMO_SEED,
+                                    scale=demo.DEMO_PARAM_SCALE)
     config = json.loads((directory / "config.json").read_text())
     del config["tiny_timm_overrides"]  # the timm ids' real sizes
     config["text_config"] = {"model_type": "llama", "pad_token_id": 32000, "vocab_size": 32064,

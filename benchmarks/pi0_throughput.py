@@ -57,12 +57,11 @@ import numpy as np
 from benchmarks.common import matmul_peak, time_call, write_report
 from benchmarks.flops import count_flops
 from multinet_jax.models import configs, init_params, numerics, vit
+from multinet_jax.models.observation import BENCHMARK_CAMERAS, random_observation
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
 from multinet_jax.weights.trees import flatten_params
 
-CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 NUM_STEPS = 10
-PROMPT_LEN = 12
 GEMMA_SIZES = ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim")
 WORKER = pathlib.Path(__file__).resolve().parent / "openpi_worker.py"
 BASELINE_NOTE = (
@@ -71,21 +70,6 @@ BASELINE_NOTE = (
     "pipe (benchmarks/openpi_worker.py); openpi_way = this project's model traced with openpi's numerics and every "
     "camera slot encoded, timed in alternation with ours in the same process (a second baseline)"
 )
-
-
-def make_observation(config: configs.Pi0Config, batch: int, live_cameras: int, seed: int = 0) -> dict[str, Any]:
-    """Random inputs in the documented ranges; cameras beyond `live_cameras` are masked for the whole batch."""
-    rng = np.random.default_rng(seed)
-    size = config.siglip.image_size
-    observation: dict[str, Any] = {}
-    for index, camera in enumerate(CAMERAS):
-        observation[f"image/{camera}"] = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
-        observation[f"image_mask/{camera}"] = np.full(batch, index < live_cameras)
-    tokens = rng.integers(0, config.vocab_size, (batch, config.max_token_len), dtype=np.int32)
-    observation["tokenized_prompt"] = tokens
-    observation["tokenized_prompt_mask"] = np.arange(config.max_token_len)[None, :].repeat(batch, 0) < PROMPT_LEN
-    observation["state"] = rng.uniform(-1, 1, (batch, config.action_dim)).astype(np.float32)
-    return observation
 
 
 def benchmark_params(config: configs.Pi0Config, perturb: float, seed: int = 0) -> Any:
@@ -273,7 +257,7 @@ class OpenpiReference:
 
 
 def run_case(model: Pi0Model, batch: int, live: int, args: argparse.Namespace) -> dict[str, Any]:
-    observation = make_observation(model.config, batch, live)
+    observation = random_observation(model.config, batch, live)
     ours = Sampler(model, observation, openpi_way=False)
     samplers: dict[str, Any] = {"ours": ours}
     if not args.skip_baseline:
@@ -334,7 +318,7 @@ def main() -> None:
              for batch in (int(b) for b in args.batch_sizes.split(","))]
     models: dict[str, Pi0Model] = {}
     for index, (name, live, batch) in enumerate(cases):
-        if batch * len(CAMERAS) > args.max_images:
+        if batch * len(BENCHMARK_CAMERAS) > args.max_images:
             skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
         else:
             if name not in models:

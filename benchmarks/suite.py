@@ -17,7 +17,7 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
 - `models`: each model of `MODELS` with random weights (in `--dtype`, bfloat16 by default) at each batch size:
   Pi0-like models sample one action chunk with 10 flow steps (`ms_per_call` is one chunk for the whole batch),
   token models decode `DECODE_STEPS` tokens (tokens/s counts the steps the loop really ran), OpenVLA predicts one
-  action per sample (`predict_action`: its image and a `OPENVLA_PROMPT_TOKENS`-token prompt, then 7 greedy action
+  action per sample (`predict_action`: its image and a `openvla.BENCHMARK_PROMPT_TOKENS`-token prompt, then 7 greedy action
   tokens; `samples_per_s` is actions/s, `tokens_per_s` its decode rate, prefill included). Each call is
   AOT-compiled, warmed up and fenced (`benchmarks.common.time_call`); model FLOPs per call are counted on the
   jaxpr (`benchmarks.flops`: matmuls and convolutions, loops times their trips, as MaxText counts them) and
@@ -29,7 +29,8 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
   with the first flow model; they need grain and TensorFlow, and are recorded as skipped where those are not
   installed (the accelerator image has neither; the model stages import no data stack).
 
-Adding a model is one line in `MODELS` (a named config at full size, one for the dry run, and how it is called).
+Adding a model is one line in `MODELS` (its family's named configs at full size and for the dry run); what one call
+is, and what the parity stage compares, are the family's (`interface.Model.benchmark_call` / `parity_output`).
 The JSON (`benchmarks/results/suite_<device>.json` unless `--output`) names the device, the settings and, per
 figure, what was measured; data is named by its path relative to the repo.
 """
@@ -57,20 +58,16 @@ import numpy as np
 from benchmarks.common import REPORT_DIR, REPO_ROOT, data_label, machine_info, matmul_peak, time_call
 from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
-from benchmarks.pi0_throughput import make_observation
-from multinet_jax import models, sharding
-from multinet_jax.models import attention, configs, decoding, gemma, openvla, openvla_checkpoint
-from multinet_jax.models.backbone import PaliGemma
-from multinet_jax.models.pi0 import sample_actions_fn, sample_actions_jit
+from multinet_jax import sharding
+from multinet_jax.models import attention, configs, gemma, registry
+from multinet_jax.models.interface import InferenceOptions, Model
+from multinet_jax.models.observation import random_observation
 
 NUM_FLOW_STEPS = 10
 LIVE_CAMERAS = 1  # MultiNet's Open-X setup: three camera slots, one image
 PARAM_SCALE = 0.02
 STAGES = ("peak", "models", "multinet_recreation", "metrics", "data", "eval")
 SHARED_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "multinet_sample"
-OPENVLA_ACTION_DIM = 7  # openvla-7b's action tokens per step
-LLAMA_EOS_ID = 2  # OpenVLA's stop token (Llama-2's EOS)
-OPENVLA_PROMPT_TOKENS = 24  # BOS + "In: What action should the robot take to <instruction>?\nOut:" + the empty token
 # The fast path's parity check: parameters 0.2 N(0, 1), so that attention is far from uniform and a wrong mask shows,
 # yet bf16 rounding does not grow chaotically (at the golden fixtures' 0.3, tiny Pi0.5's bf16 actions move by 27%
 # between two attentions equal to 1e-7 in float32). Measured on CPU in bf16 with XLA's kernel for the fast path: the
@@ -86,18 +83,18 @@ KERNEL_SHAPES = {"prefix": (48, 64), "decode_step": (1, 64)}  # (queries, keys) 
 
 @dataclasses.dataclass(frozen=True)
 class ModelBench:
-    """A model the suite times: named configs at full size and for the dry run, and its call ("flow" / "decode")."""
+    """A model family the suite times (`MODELS`' key, a registered family): its named configs at full size and for
+    the dry run. What one call is comes from the family's model (`interface.Model.benchmark_call`)."""
 
     full: str
     tiny: str
-    call: str
 
 
 MODELS = {
-    "pi0": ModelBench("pi0_full", "pi0_tiny", "flow"),
-    "pi05": ModelBench("pi05_full", "pi05_tiny", "flow"),
-    "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny", "decode"),
-    "openvla": ModelBench("openvla_7b", "openvla_tiny", "openvla"),
+    "pi0": ModelBench("pi0_full", "pi0_tiny"),
+    "pi05": ModelBench("pi05_full", "pi05_tiny"),
+    "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny"),
+    "openvla": ModelBench("openvla_7b", "openvla_tiny"),
 }
 
 
@@ -129,46 +126,29 @@ def _random_params(shapes: Any, scale: float = PARAM_SCALE) -> Any:
     return treedef.unflatten([_random_leaf(key, leaf.shape, leaf.dtype, scale) for key, leaf in zip(keys, leaves)])
 
 
-def random_model(config: configs.ModelConfig, mesh: jax.sharding.Mesh, scale: float = PARAM_SCALE) -> Any:
-    """A Pi0-family model of `config` with random parameters on the mesh."""
-    return models.build_model(config, _random_params(models.param_shapes(config), scale), mesh=mesh)
+def bench_config(name: str, tiny: bool, dtype: str) -> Any:
+    """The config of family `name`'s benchmark (tiny or full size) in `dtype`."""
+    bench = MODELS[name]
+    return registry.checkpoint_format(name).named_config(bench.tiny if tiny else bench.full, dtype)
 
 
-@dataclasses.dataclass(frozen=True)
-class RandomOpenVLA:
-    """What the OpenVLA benchmark calls: its config, random parameters on the mesh, the mesh."""
-
-    config: openvla_checkpoint.OpenVLAConfig
-    params: Any
-    mesh: jax.sharding.Mesh
+def bench_model(name: str, dry_run: bool, dtype: str, mesh: jax.sharding.Mesh, scale: float = PARAM_SCALE) -> Model:
+    """The benchmarked model of family `name` (its tiny config in a dry run) with random weights."""
+    bench = MODELS[name]
+    return registry.random_model(name, bench.tiny if dry_run else bench.full, dtype=dtype, mesh=mesh,
+                                 params=lambda shapes: _random_params(shapes, scale))
 
 
-def random_openvla(config: openvla_checkpoint.OpenVLAConfig, mesh: jax.sharding.Mesh,
-                   scale: float = PARAM_SCALE) -> RandomOpenVLA:
-    params = _random_params(openvla.param_shapes(config), scale)
-    return RandomOpenVLA(config, jax.device_put(params, sharding.param_shardings(params, mesh)), mesh)
-
-
-def bench_config(bench: ModelBench, tiny: bool, dtype: str) -> Any:
-    """The config of `bench` (tiny or full size) in `dtype`."""
-    name = bench.tiny if tiny else bench.full
-    if bench.call == "openvla":
-        return openvla_checkpoint.named_config(name, dtype)
-    return configs.get_config(name, dtype=dtype)
-
-
-def bench_model(bench: ModelBench, dry_run: bool, dtype: str, mesh: jax.sharding.Mesh, scale: float = PARAM_SCALE) -> Any:
-    """The benchmarked model of `bench` (its tiny config in a dry run) with random weights."""
-    config = bench_config(bench, dry_run, dtype)
-    if bench.call == "openvla":
-        return random_openvla(config, mesh, scale)
-    return random_model(config, mesh, scale)
+def call_options(sizes: Sizes) -> InferenceOptions:
+    """What one timed call decodes: `NUM_FLOW_STEPS` flow steps, or `sizes.decode_steps` tokens."""
+    return InferenceOptions(num_flow_steps=NUM_FLOW_STEPS, max_decoding_steps=sizes.decode_steps)
 
 
 @dataclasses.dataclass
 class Prepared:
     """One model call ready to time: the compiled call, its model FLOPs, what one call produces."""
 
+    kind: str
     run: Callable[[], Any]
     flops: int
     compile_s: float
@@ -176,64 +156,17 @@ class Prepared:
     tokens: Callable[[Any], int] | None = None
 
 
-def prepare_flow(model: Any, batch: int, sizes: Sizes) -> Prepared:
-    """Pi0-like: one action chunk per sample, `NUM_FLOW_STEPS` Euler steps after the prefix."""
-    del sizes
-    observation = make_observation(model.config, batch, LIVE_CAMERAS)
-    inputs = model.prepare_inputs(observation)
-    noise = model.make_noise(observation, jax.random.key(0))
-    steps = jnp.int32(NUM_FLOW_STEPS)
+def prepare(model: Model, batch: int, sizes: Sizes) -> Prepared:
+    """The family's benchmark call (`Model.benchmark_call`: Pi0-like models one action chunk per sample, token models
+    `decode_steps` tokens with every row run to the end, OpenVLA one action), AOT-compiled, its FLOPs counted."""
+    call = model.benchmark_call(batch, call_options(sizes), LIVE_CAMERAS)
     start = time.perf_counter()
-    compiled = sample_actions_jit.lower(model.module, model.params, noise=noise, num_steps=steps, **inputs).compile()
+    compiled = call.function.lower(*call.args, **call.kwargs).compile()
     compile_s = time.perf_counter() - start
-    flops = count_flops(functools.partial(sample_actions_fn, model.module), model.params, noise=noise,
-                        num_steps=steps, while_trips=NUM_FLOW_STEPS, **inputs)
-    return Prepared(lambda: compiled(model.params, noise=noise, num_steps=steps, **inputs), flops, compile_s, compiled)
-
-
-def prepare_decode(model: Any, batch: int, sizes: Sizes) -> Prepared:
-    """Token models: `decode_steps` greedy tokens per sample, every row run to the end (no per-row stopping)."""
-    observation = make_observation(model.config, batch, LIVE_CAMERAS)
-    settings = decoding.DecodeSettings(max_decoding_steps=sizes.decode_steps, per_row_stopping=False)
-    decode = decoding.compiled_decoder(model.config, settings, model.mesh)
-    inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh)
-    sampling = decoding.Sampling.create()
-    start = time.perf_counter()
-    compiled = decode.lower(model.params, **inputs, sampling=sampling).compile()
-    compile_s = time.perf_counter() - start
-    flops = count_flops(decode, model.params, **inputs, sampling=sampling, while_trips=sizes.decode_steps - 1)
-    # The loop stops early only if every row emits EOS at once: count the steps it really ran.
-    return Prepared(lambda: compiled(model.params, **inputs, sampling=sampling), flops, compile_s, compiled,
-                    tokens=lambda output: batch * int(output[1]))
-
-
-def openvla_prompt(model: RandomOpenVLA, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """OpenVLA's inputs on the mesh: random fused pixels, a random prompt padded as `openvla_inputs.pad_batch` pads."""
-    config, rng = model.config, np.random.default_rng(0)
-    size = config.dino.image_size
-    place = functools.partial(sharding.place_batch, mesh=model.mesh)
-    length = -(-OPENVLA_PROMPT_TOKENS // 16) * 16
-    return (place(rng.standard_normal((batch, size, size, 6)), np.float32),
-            place(rng.integers(3, config.unpadded_vocab_size, (batch, length)), np.int32),
-            place(np.arange(length)[None, :].repeat(batch, 0) < OPENVLA_PROMPT_TOKENS, bool))
-
-
-def prepare_openvla(model: RandomOpenVLA, batch: int, sizes: Sizes) -> Prepared:
-    """OpenVLA: one action per sample, as `predict_action` (random fused pixels, a padded prompt, 7 greedy tokens)."""
-    del sizes
-    args = (model.params, *openvla_prompt(model, batch),
-            sharding.place_batch(np.arange(batch), np.int32, mesh=model.mesh), jax.random.key(0),
-            decoding.Sampling.create(stop_token_ids=(LLAMA_EOS_ID,)))
-    settings = decoding.DecodeSettings(OPENVLA_ACTION_DIM, per_row_stopping=False, openpi_exact=False)
-    generate = openvla.compiled_generate(model.config, settings, model.mesh)
-    start = time.perf_counter()
-    compiled = generate.lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    flops = count_flops(generate, *args, while_trips=OPENVLA_ACTION_DIM - 1)
-    return Prepared(lambda: compiled(*args), flops, compile_s, compiled, tokens=lambda output: batch * int(output[1]))
-
-
-PREPARE = {"flow": prepare_flow, "decode": prepare_decode, "openvla": prepare_openvla}
+    flops = count_flops(call.function, *call.args, while_trips=call.loop_trips, **call.kwargs)
+    # A decode loop stops early only if every row emits EOS at once: count the steps it really ran.
+    tokens = (lambda output: batch * int(output[1])) if call.counts_tokens else None
+    return Prepared(call.kind, lambda: compiled(*call.args, **call.kwargs), flops, compile_s, compiled, tokens)
 
 
 # ---------------------------------------------------------------------------------------------- fast-path parity
@@ -288,34 +221,13 @@ def kernel_parity(geometry: tuple[int, int, int], dtype: str, fast_mode: str) ->
     return results
 
 
-def _flow_output(model: Any) -> Any:
-    return prepare_flow(model, PARITY_BATCH, DRY).run()
-
-
-def _decode_output(model: Any) -> Any:
-    """The first-token logits of openpi-exact decoding's prefill, every camera encoded: the masked cameras' tokens
-    are query rows without a valid key."""
-    settings = decoding.DecodeSettings(max_decoding_steps=DRY.decode_steps)
-    observation = make_observation(model.config, PARITY_BATCH, LIVE_CAMERAS)
-    inputs = decoding.decoder_inputs(model.config, observation, None, model.mesh, skip_absent_cameras=False)
-    del inputs["sample_index"], inputs["rng"]
-    prefill = jax.jit(functools.partial(decoding.prefill_observation, PaliGemma(model.config), settings))
-    return prefill(model.params, **inputs).first_logits
-
-
-def _openvla_output(model: RandomOpenVLA) -> Any:
-    """The residual streams of OpenVLA's prompt pass (both ViTs, the projector, the causal Llama), pooled."""
-    return openvla.compiled_prompt_fn("streams", model.config, model.mesh)(model.params, *openvla_prompt(model, PARITY_BATCH))
-
-
-PARITY_OUTPUT = {"flow": _flow_output, "decode": _decode_output, "openvla": _openvla_output}
-
-
-def model_parity(bench: ModelBench, dtype: str, fast_mode: str, mesh: Any) -> dict[str, Any]:
-    """The tiny config of `bench` (parameters perturbed by `PARITY_PARAM_SCALE`) through both attentions."""
-    model = bench_model(bench, True, dtype, mesh, scale=PARITY_PARAM_SCALE)
-    fast, reference, calls = _fast_and_reference(fast_mode, lambda: PARITY_OUTPUT[bench.call](model))
-    return {"config": bench.tiny, **_verdict(_relative_difference(fast, reference), MODEL_TOLERANCE[dtype], calls)}
+def model_parity(name: str, dtype: str, fast_mode: str, mesh: Any) -> dict[str, Any]:
+    """The tiny config of family `name` (parameters perturbed by `PARITY_PARAM_SCALE`) through both attentions: its
+    `Model.parity_output` (actions, first-token logits or pooled streams)."""
+    model = bench_model(name, True, dtype, mesh, scale=PARITY_PARAM_SCALE)
+    fast, reference, calls = _fast_and_reference(
+        fast_mode, lambda: model.parity_output(PARITY_BATCH, call_options(DRY), LIVE_CAMERAS))
+    return {"config": MODELS[name].tiny, **_verdict(_relative_difference(fast, reference), MODEL_TOLERANCE[dtype], calls)}
 
 
 def _geometry_name(geometry: tuple[int, int, int]) -> str:
@@ -333,18 +245,17 @@ def run_parity(args: argparse.Namespace, mesh: Any) -> dict[str, Any]:
     result: dict[str, Any] = {"mode": fast_mode, "fast_path": fast_path, "dtype": args.dtype, "kernels": kernels,
                               "models": {}}
     for name in args.models:
-        bench = MODELS[name]
         try:
-            entry = model_parity(bench, args.dtype, fast_mode, mesh)
+            entry = model_parity(name, args.dtype, fast_mode, mesh)
             failed = [] if entry["passed"] else [f"outputs differ by {entry['relative_difference']:.3g} > {entry['tolerance']}"]
             for geometry in sorted({geometry for tiny in (True, False)
-                                    for geometry in attention_geometries(bench_config(bench, tiny, args.dtype))}):
+                                    for geometry in attention_geometries(bench_config(name, tiny, args.dtype))}):
                 key = _geometry_name(geometry)
                 if key not in kernels:
                     kernels[key] = kernel_parity(geometry, args.dtype, fast_mode)
                 failed += [f"{key}, {case}" for case, verdict in kernels[key].items() if not verdict["passed"]]
         except Exception as error:  # e.g. a kernel the device refuses: recorded; the model is timed on the reference
-            entry, failed = {"config": bench.tiny, "passed": False}, [f"{type(error).__name__}: {error}"[:500]]
+            entry, failed = {"config": MODELS[name].tiny, "passed": False}, [f"{type(error).__name__}: {error}"[:500]]
         entry["refused"] = "; ".join(failed) or None
         result["models"][name] = entry
         print(f"attention parity {name}: {entry['refused'] or 'passed'}", flush=True)
@@ -366,15 +277,15 @@ def _memory_bytes(compiled: Any) -> int | None:
     return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
-def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
+def model_case(model: Model, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
     with attention.recording() as calls:
-        prepared = PREPARE[bench.call](model, batch, sizes)
+        prepared = prepare(model, batch, sizes)
     output = jax.block_until_ready(prepared.run())
     timing = time_call(prepared.run, warmup=1, iters=sizes.iters)
     seconds = timing["median_s"]
     result = {
         "batch": batch,
-        "call": bench.call,
+        "call": prepared.kind,
         "ms_per_call": 1e3 * seconds,
         "ms_per_call_min": 1e3 * timing["min_s"],
         "samples_per_s": batch / seconds,
@@ -392,17 +303,17 @@ def model_case(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: fl
     return result
 
 
-def model_case_or_reference(model: Any, bench: ModelBench, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
+def model_case_or_reference(model: Model, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
     """`model_case`; where its fast path fails at this size (a shape cuDNN refuses that the parity stage's small ones
     did not show), the failure is recorded and the case timed on the reference attention, not the suite ended."""
     try:
-        return model_case(model, bench, batch, sizes, peak)
+        return model_case(model, batch, sizes, peak)
     except Exception as error:
         if attention.fast_path() is None:
             raise
         failure = f"{type(error).__name__}: {error}"[:500]
     with attention.mode("reference"):
-        return {**model_case(model, bench, batch, sizes, peak), "fast_path_failed": failure}
+        return {**model_case(model, batch, sizes, peak), "fast_path_failed": failure}
 
 
 def _missing_modules(*names: str) -> list[str]:
@@ -452,14 +363,14 @@ def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget
     """One model's cases (and MultiNet's loop for `--multinet_model`); returns them and the last case's duration."""
     bench = MODELS[name]
     entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
-    built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(bench, args.dry_run, args.dtype, mesh)})
+    built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(name, args.dry_run, args.dtype, mesh)})
     if "skipped" in built:
         return {**entry, **built}, last_case_s
     model = built.pop("model")
     entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
     entry["build_s"] = build_s
     for batch in sizes.batch_sizes:
-        case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, bench, batch, sizes, peak))
+        case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, batch, sizes, peak))
         entry["cases"][str(batch)] = case
         print(f"{name} batch {batch}: {case}", flush=True)
     if name == args.multinet_model and "multinet_recreation" in args.stages:
@@ -472,7 +383,7 @@ def multinet_case(model: Any, entry: dict[str, Any], budget: Budget, estimate_s:
     ours = [case for case in entry["cases"].values() if "samples_per_s" in case]
     if not ours:
         return {"skipped": "no batch of ours was measured"}
-    observation = make_observation(model.config, MULTINET_BATCH, LIVE_CAMERAS)
+    observation = random_observation(model.config, MULTINET_BATCH, LIVE_CAMERAS)
     result, _ = budget.run(estimate_s, lambda: multinet_pipeline(model, [observation], 1))
     if "skipped" in result:
         return result
@@ -509,13 +420,12 @@ def run_eval(work: pathlib.Path, args: argparse.Namespace, mesh: Any) -> dict[st
     from benchmarks.eval_throughput import DOMAIN, evaluator_throughput
     from multinet_jax.eval import EvalConfig, demo, demo_data
 
-    bench = MODELS[args.multinet_model]
-    config = configs.get_config(bench.tiny if args.dry_run else bench.full, dtype=args.dtype)
+    model = bench_model(args.multinet_model, args.dry_run, args.dtype, mesh)
     tokenizer = demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus())
-    eval_config = EvalConfig(model=args.multinet_model, checkpoint=f"<random {config}>", tokenizer=str(tokenizer),
+    eval_config = EvalConfig(model=args.multinet_model, checkpoint=f"<random {model.config}>", tokenizer=str(tokenizer),
                              domains=(DOMAIN,), data_dir=str(SHARED_SAMPLE), split="public", dtype=args.dtype,
                              output_dir=str(work / "runs"), batch_size=8, cache_dir=str(work / "cache"))
-    result = evaluator_throughput(random_model(config, mesh), eval_config, repeats=1)
+    result = evaluator_throughput(model, eval_config, repeats=1)
     return {"data": data_label(SHARED_SAMPLE / DOMAIN, "openx_bimanual sample"), "model": args.multinet_model, **result}
 
 
@@ -605,6 +515,11 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def flow_families() -> list[str]:
+    """The `MODELS` whose family samples actions by flow matching, as the MultiNet loop re-created here does."""
+    return [name for name in MODELS if registry.family(name).action_decoding == "flow"]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget_s", type=float, default=480.0, help="Wall-clock budget for the whole suite.")
@@ -616,7 +531,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attention", default=None, choices=attention.MODES,
                         help=f"Attention mode (default ${attention.ENV_VAR}, else auto: cuDNN on a CUDA GPU; xla: the "
                              "fast path with XLA's kernel, what the CPU dry run checks).")
-    parser.add_argument("--multinet_model", default="pi0", help="The flow model compared with MultiNet's loop and run end to end.")
+    parser.add_argument("--multinet_model", default=flow_families()[0],
+                        help="The flow model compared with MultiNet's loop and run end to end.")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/suite_<device>.json).")
     args = parser.parse_args(argv)
     args.attention = args.attention or attention.current_mode()
@@ -625,7 +541,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [name for name in args.models if name not in MODELS] + [name for name in args.stages if name not in STAGES]
     if unknown:
         parser.error(f"unknown model or stage: {', '.join(unknown)}")
-    flow_models = [name for name, bench in MODELS.items() if bench.call == "flow"]
+    flow_models = flow_families()
     if args.multinet_model not in flow_models:
         parser.error(f"--multinet_model must be a flow model ({', '.join(flow_models)}), got {args.multinet_model!r}")
     if {"multinet_recreation", "eval"} & set(args.stages) and args.multinet_model not in args.models:

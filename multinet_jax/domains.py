@@ -106,11 +106,11 @@ class Protocol:
         return max_decoding_steps or self.max_new_tokens or FAST_ACTION_DECODING_STEPS
 
     def applied(self, max_token_len: int | None, max_decoding_steps: int | None, *, decodes_tokens: bool,
-                decoding: str, paligemma_vocabulary: bool) -> dict[str, Any]:
+                decoding: str, pads_vocabulary: bool) -> dict[str, Any]:
         """The protocol as a run applies it (flag overrides included), as JSON: what the run manifest and the
         metrics files record. `decodes_tokens`: False for a flow-matching model on an action domain (no budget, no
-        decoding); `decoding`: one of `DECODING_MODES`; `paligemma_vocabulary`: whether the model's vocabulary is
-        PaliGemma's (the padded-vocabulary quirk applies only to it)."""
+        decoding); `decoding`: one of `DECODING_MODES`; `pads_vocabulary`: whether the padded-vocabulary quirk applies
+        (only to models whose vocabulary is the prompt tokenizer's, PaliGemma's)."""
         if decoding not in DECODING_MODES:
             raise ValueError(f"decoding must be one of {DECODING_MODES}, got {decoding!r}")
         return {
@@ -119,7 +119,7 @@ class Protocol:
             "max_prompt_tokens": self.truncation_length(max_token_len),  # None: untruncated, power-of-two buckets
             "max_new_tokens": self.decoding_budget(max_decoding_steps) if decodes_tokens else None,
             "decoding": decoding if decodes_tokens else None,
-            "logits_vocab_size": self.logits_vocab_size if decodes_tokens and paligemma_vocabulary else None,
+            "logits_vocab_size": self.logits_vocab_size if decodes_tokens and pads_vocabulary else None,
             "image_resize": self.image_resize.value,
             "blank_image": self.blank_image,
             "turn_by_turn": self.turn_by_turn,

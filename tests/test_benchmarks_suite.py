@@ -146,10 +146,9 @@ def test_on_a_gpu_the_parity_stage_runs_the_mode_whose_fast_path_has_another_nam
 def test_a_fast_path_failing_at_full_size_times_that_case_on_the_reference(monkeypatch, fresh_traces):
     monkeypatch.setattr(attention, "fused", _kernel_refused)
     mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
-    bench = suite.MODELS["pi0"]
-    model = suite.bench_model(bench, True, "bfloat16", mesh)
+    model = suite.bench_model("pi0", True, "bfloat16", mesh)
     with attention.mode("xla"):
-        case = suite.model_case_or_reference(model, bench, 1, suite.DRY, None)
+        case = suite.model_case_or_reference(model, 1, suite.DRY, None)
     assert case["fast_path_failed"] == "RuntimeError: cuDNN refused the graph" and case["attention"] == ["reference"]
     assert case["ms_per_call"] > 0
 
@@ -159,7 +158,7 @@ def test_a_fast_path_failing_at_full_size_times_that_case_on_the_reference(monke
 
     monkeypatch.setattr(suite, "model_case", failing_case)
     with attention.mode("reference"), pytest.raises(ValueError, match="not the attention"):  # no fast path to blame
-        suite.model_case_or_reference(model, bench, 1, suite.DRY, None)
+        suite.model_case_or_reference(model, 1, suite.DRY, None)
 
 
 def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):

@@ -92,7 +92,7 @@ def test_action_shape_flags_reach_the_loaded_models(tmp_path):
 def test_action_dim_is_refused_for_pi0_whose_checkpoint_fixes_it(tmp_path):
     result = eval_helpers.run_eval([*eval_helpers.flags(tmp_path / "out", ("openx_bimanual",)), "--action_dim=14"], timeout=120)
     assert result.returncode != 0
-    assert "error: --action_dim is for pi0_fast" in result.stdout
+    assert "error: --action_dim is for --model=pi0_fast, not --model=pi0 (its checkpoint fixes it)" in result.stdout
     assert not (tmp_path / "out").exists()
 
 

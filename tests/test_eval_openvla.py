@@ -11,15 +11,15 @@ import pytest
 
 import eval_helpers
 from openvla_helpers import openvla_dir
-from multinet_jax import domains, openvla_actions, weights
+from multinet_jax import domains, weights
 from multinet_jax.eval import demo, demo_data
-from multinet_jax.models import load_model, openvla_checkpoint
+from multinet_jax.models import load_model, openvla_actions, openvla_checkpoint
 
 LIMIT = 4
 
 
 def test_demo_builds_a_loadable_openvla_in_the_hugging_face_layout(tmp_path):
-    directory = demo.build_openvla_checkpoint(tmp_path / "openvla_tiny", ["pick up the cup", "what is on the table?"])
+    directory = demo.build_checkpoint("openvla", tmp_path / "openvla_tiny")
     config = openvla_checkpoint.read_config(directory)
     specs = weights.safetensors.read_tensor_specs(directory)
     assert {name: spec.shape for name, spec in specs.items()} == openvla_checkpoint.tensor_shapes(config)
@@ -53,7 +53,8 @@ def test_openvla_takes_no_tokenizer_and_unnorm_key_needs_checkpoint_stats(tmp_pa
     assert "tokenizer" in EvalConfig(**{**settings, "model": "pi0"}).asset_specs()
     with pytest.raises(ValueError, match="--unnorm_key picks the checkpoint's statistics"):
         EvalConfig(**{**settings, "unnorm_key": "bridge_orig"})
-    with pytest.raises(ValueError, match="--asset_id picks an openpi checkpoint's norm stats; --model=openvla does not"):
+    with pytest.raises(ValueError, match=r"--asset_id picks the checkpoint's statistics of --model=pi0\|pi05\|pi0_fast; "
+                                         "--model=openvla picks them with --unnorm_key"):
         EvalConfig(**{**settings, "asset_id": "droid"})
 
 

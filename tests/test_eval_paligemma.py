@@ -45,7 +45,7 @@ def test_text_domain_and_text_probe_without_action_head(tmp_path):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"domains": ("piqa", "openx_bimanual")}, "--model=paligemma has no action head: --domains \\['openx_bimanual'\\] need actions"),
     ({"domains": ("overcooked_ai",)}, "--model=paligemma has no action head: --domains \\['overcooked_ai'\\]"),
-    ({"action_horizon": 4}, "--action_horizon is for models with an action head, not --model=paligemma"),
+    ({"action_horizon": 4}, "--action_horizon is for --model=pi0\\|pi05\\|pi0_fast, not --model=paligemma \\(it has no action head\\)"),
 ])
 def test_action_settings_are_refused(tmp_path, overrides, message):
     settings = {**eval_helpers.settings(tmp_path, ["piqa"], model="paligemma", checkpoint="paligemma_pt_224"), **overrides}

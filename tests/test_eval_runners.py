@@ -33,7 +33,7 @@ class ScriptedModel:
     """Stands in for the evaluator: answers turn t of row r with `answers(t, r)` and remembers what it was shown."""
 
     def __init__(self, tokenizer, answers):
-        self.paligemma = self.text_tokenizer = tokenizer
+        self.prompt_tokenizer = self.text_tokenizer = tokenizer
         self.answers, self.bundled_tokenizer = answers, False
         self.config = SimpleNamespace(max_token_len=None)
         self.shown: list[dict] = []
@@ -46,7 +46,7 @@ class ScriptedModel:
         self.shown.append(observation)
         tokens = np.zeros((BATCH, domain.protocol.max_new_tokens), np.int32)
         for row in range(BATCH):
-            ids = self.paligemma.encode(self.answers(turn, row)) + [self.paligemma.eos_id]
+            ids = self.prompt_tokenizer.encode(self.answers(turn, row)) + [self.prompt_tokenizer.eos_id]
             tokens[row, : len(ids)] = ids
         return tokens
 

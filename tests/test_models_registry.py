@@ -62,4 +62,4 @@ def test_a_format_and_a_family_register_once():
     with pytest.raises(ValueError, match="already registered"):
         registry.register_family(registry.family("pi0"))
     with pytest.raises(ValueError, match="unknown checkpoint format"):
-        registry.register_family(registry.Family("new", "no_such_format"))
+        registry.register_family(registry.Family("new", "no_such_format", "a checkpoint"))

@@ -1,4 +1,4 @@
-"""OpenVLA as MultiNet ran it (`multinet_jax.openvla_actions`, `openvla_inputs.crop_center`): each rule of MultiNet's
+"""OpenVLA as MultiNet ran it (`multinet_jax.models.openvla_actions`, `openvla_inputs.crop_center`): each rule of MultiNet's
 OpenVLA harness (ManifoldRG/MultiNet src/eval/profiling/openvla) on its own cases."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from openvla_helpers import fixture_images, fixture_instructions, openvla_model
-from multinet_jax import openvla_actions
-from multinet_jax.models import InferenceOptions
+from multinet_jax.models import InferenceOptions, openvla_actions
 from multinet_jax.models.openvla_inputs import crop_center
 
 

@@ -16,42 +16,58 @@ from __future__ import annotations
 
 from absl import flags
 
+from multinet_jax import assets
 from multinet_jax.cli import offline
 from multinet_jax.cli.errors import InputError
 from multinet_jax.domains import ALL_DOMAINS
 from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
+
+def _families(accepts) -> str:
+    """`--model=a|b`: the registered families for which `accepts(family)` holds (flag help comes from the registry)."""
+    return "--model=" + "|".join(name for name in registry.family_names() if accepts(registry.family(name)))
+
+
+def _checkpoint_help() -> str:
+    by_help: dict[str, list[str]] = {}
+    for name in registry.family_names():
+        by_help.setdefault(registry.family(name).checkpoint_help, []).append(name)
+    return "The checkpoint, per --model: " + "; ".join(f"{'|'.join(names)}: {text}" for text, names in by_help.items()) + "."
+
+
 flags.DEFINE_enum("model", None, list(registry.family_names()), "Model family of --checkpoint; default: the one its "
                   "checkpoint format and parameters hold (when given, it must agree with them).")
-flags.DEFINE_string("checkpoint", None, "openpi checkpoint: a published name (pi0_base, pi0_fast_droid, pi05_libero, ...), "
-                    "gs://..., or the step directory holding params/ (or params/ itself); openvla: a Hugging Face "
-                    "OpenVLA directory (config.json, safetensors, tokenizer.model) or hf://openvla/openvla-7b; paligemma: a "
-                    "big_vision .npz (paligemma_pt_224, ...; text domains and act2answer's text probe, no action head).")
-flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name "
-                    "(default: paligemma_tokenizer, gs://big_vision/paligemma_tokenizer.model, cached); not for "
-                    "openvla, whose checkpoint bundles its own.")
-flags.DEFINE_string("fast_tokenizer", None, "pi0_fast only: FAST action tokenizer directory (processor_config.json + "
-                    "tokenizer.json) or hub name (default: physical-intelligence/fast, cached).")
+flags.DEFINE_string("checkpoint", None, _checkpoint_help())
+flags.DEFINE_string("tokenizer", None, "The SentencePiece model prompts are tokenized with: a path or an asset name (default: "
+                    f"{assets.DEFAULT_TOKENIZER}, cached); not for {_families(lambda family: family.bundles_tokenizer)}, "
+                    "whose checkpoints bundle their own.")
+flags.DEFINE_string("fast_tokenizer", None, f"{_families(lambda family: 'fast_tokenizer' in family.assets)} only: FAST "
+                    "action tokenizer directory (processor_config.json + tokenizer.json) or hub name (default: "
+                    f"{assets.DEFAULT_FAST_TOKENIZER}, cached).")
 flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: openx_<dataset> or any of {', '.join(ALL_DOMAINS)}.")
 flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in MultiNet's layout (<domain>/<split>/...).")
 flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
 flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_metrics.json, plots/ and summary.* go.")
 flags.DEFINE_integer("max_token_len", None, "Truncate every prompt at this many tokens instead of MultiNet's per-domain "
                      "protocol (Open-X 48, Overcooked 256, text domains never); truncations are counted in <domain>_metrics.json.")
-flags.DEFINE_integer("action_horizon", None, "Actions per predicted chunk, which parameters cannot tell (default: openpi's, 50 for Pi0 and 32 for Pi0-FAST).")
-flags.DEFINE_integer("action_dim", None, "Pi0-FAST's action dimension, which its parameters cannot tell (default: openpi's 32); Pi0 reads it from the checkpoint.")
+flags.DEFINE_integer("action_horizon", None, "Actions per predicted chunk, which parameters cannot tell "
+                     f"({_families(lambda family: 'action_horizon' in family.config_overrides)}; default: the family's).")
+flags.DEFINE_integer("action_dim", None, "The action dimension, which parameters cannot tell "
+                     f"({_families(lambda family: 'action_dim' in family.config_overrides)}; default: the family's); "
+                     "other families read it from the checkpoint.")
 flags.DEFINE_string("cache_dir", None, "Where converted Open-X steps and their action stats go (default: $MULTINET_JAX_CACHE/converted; never the data folder).")
 flags.DEFINE_integer("batch_size", 8, "Global batch per host; a multiple of the mesh's data axis.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:-1,model:1 or data:2,model:4.")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"],
-                  "Parameter and compute dtype; bfloat16 is what openpi's policies (and so MultiNet's Pi0 numbers) run.")
-flags.DEFINE_integer("num_flow_steps", 10, "Pi0 Euler steps of flow matching.")
+                  "Parameter and compute dtype; bfloat16 is what openpi's policies (and so MultiNet's numbers) run.")
+flags.DEFINE_integer("num_flow_steps", 10, f"Euler steps of flow matching ({_families(lambda family: family.action_decoding == 'flow')}).")
 flags.DEFINE_integer("max_decoding_steps", None, "Most tokens decoded per sample (per BFCL turn) instead of MultiNet's "
-                     "budgets (PIQA/ODinW 10, SQA3D/RoboVQA 50, BFCL 150; Pi0-FAST actions: openpi's 256).")
+                     "budgets (PIQA/ODinW 10, SQA3D/RoboVQA 50, BFCL 150; FAST action tokens: openpi's 256).")
 flags.DEFINE_bool("openpi_exact_decoding", True, "Decode text and FAST tokens exactly as openpi does (its attention window "
                   "and positions, which read masked cameras' tokens); --noopenpi_exact_decoding: the corrected masking.")
-flags.DEFINE_bool("normalize_state", True, "pi05 / pi0_fast: the prompt's state quantile-normalized with the checkpoint's "
-                  "state q01/q99 before its 256 bins, as openpi does; --nonormalize_state: the state as the data gives it.")
+flags.DEFINE_bool("normalize_state", True, "Action prompts holding the state (openpi's formats): the state quantile-"
+                  "normalized with the checkpoint's state q01/q99 before its 256 bins, as openpi does; "
+                  "--nonormalize_state: the state as the data gives it.")
 flags.DEFINE_float("temperature", 0.0, "Sampling temperature for text decoding; 0 is greedy.")
 flags.DEFINE_integer("seed", 0, "Base random seed; each sample folds in its global index.")
 flags.DEFINE_integer("limit", None, "Evaluate at most this many samples per domain.")
@@ -59,9 +75,11 @@ flags.DEFINE_bool("resume", False, "Continue existing predictions files instead 
 flags.DEFINE_enum("unnormalize", "split", ["split", "split_exact", "checkpoint"],
                   "Unnormalize actions with the evaluated split's statistics as MultiNet computed them (split), the "
                   "split's exact float64 mean/std (split_exact) or the checkpoint's norm stats.")
-flags.DEFINE_string("unnorm_key", None, "openvla with --unnormalize=checkpoint: the dataset key of the checkpoint's norm_stats "
-                    "(e.g. bridge_orig); default: its only key.")
-flags.DEFINE_string("asset_id", None, "openpi checkpoints with norm stats for several robots: whose "
+flags.DEFINE_string("unnorm_key", None, f"{_families(lambda family: family.norm_stats_flag == 'unnorm_key')} with "
+                    "--unnormalize=checkpoint: the dataset key of the checkpoint's norm_stats (e.g. bridge_orig); "
+                    "default: its only key.")
+flags.DEFINE_string("asset_id", None, f"{_families(lambda family: family.norm_stats_flag == 'asset_id')}: checkpoints with "
+                    "norm stats for several robots: whose "
                     "assets/<asset_id>/norm_stats.json normalize the state and unnormalize the actions (e.g. droid, "
                     "physical-intelligence/libero); default: the checkpoint's only one.")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoints, tokenizers and datasets at the given paths when missing "

@@ -1,5 +1,5 @@
-"""`multinet-jax probe`: layerwise intent probing of a Pi0 / Pi0.5 / Pi0-FAST checkpoint (or a PaliGemma npz: prefix
-streams only) on an Act2Answer item set.
+"""`multinet-jax probe`: layerwise intent probing of a checkpoint of any model family on an Act2Answer item set
+(families without an action expert give prefix streams only).
 
     multinet-jax probe --flagfile=flags/demo_act2answer_probe.flags          # tiny Pi0 on the generated items
     multinet-jax probe --checkpoint=gs://openpi-assets/checkpoints/pi0_base --tokenizer=paligemma_tokenizer.model \
@@ -16,10 +16,14 @@ import json
 from absl import flags
 
 from multinet_jax.cli.errors import InputError
+from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
-flags.DEFINE_string("checkpoint", None, "openpi Pi0 / Pi0.5 / Pi0-FAST checkpoint (step directory holding params/, local or "
-                    "gs://, or a name) or a big_vision PaliGemma .npz; the last two have no action expert (prefix streams only).")
-flags.DEFINE_string("tokenizer", None, "PaliGemma SentencePiece model: a path or an asset name (default: the public one).")
+flags.DEFINE_enum("model", None, list(registry.family_names()), "Model family of --checkpoint; default: the one it "
+                  "holds (when given, it must agree with it). --demo builds a tiny checkpoint of it, so it needs it.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint of any model family (see `multinet-jax eval --help`); families "
+                    "without an action expert give prefix streams only.")
+flags.DEFINE_string("tokenizer", None, "The SentencePiece model prompts are tokenized with: a path or an asset name "
+                    "(default: the public one); none for a family whose checkpoint bundles its own.")
 flags.DEFINE_string("data_dir", None, "An Act2Answer item set: pairs.json + images/ or shapes/<asset>/textured.glb.")
 flags.DEFINE_string("frames_dir", None, "Simulator first frames <item id>_<layout>.png instead of rendered composites.")
 flags.DEFINE_string("split", None, "Split folder inside --data_dir, if any.")
@@ -57,7 +61,12 @@ def main(argv: list[str]) -> None:
     # Errors (a ValueError of the config or the assets, a missing file) are one line, exit code 2 (cli/errors.py).
     config = probe.ProbeConfig(**{**values, "tokenizer": values["tokenizer"] or assets.DEFAULT_TOKENIZER})
     if FLAGS.demo:
-        demo.build_probe_demo(checkpoint=config.checkpoint, tokenizer=config.tokenizer, item_set=config.data_dir)
+        if not FLAGS.model:
+            raise InputError("--demo builds the checkpoint, so it needs --model to know which family to build")
+        demo.build_probe_demo(checkpoint=config.checkpoint, tokenizer=config.tokenizer, item_set=config.data_dir,
+                              model=FLAGS.model)
+    if FLAGS.model:
+        registry.check_family(config.checkpoint, FLAGS.model)  # before any array is read
     result = probe.run_probe(config)
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
                                     for stream in result["streams"]) for task, entry in result["tasks"].items()]

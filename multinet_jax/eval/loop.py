@@ -30,13 +30,11 @@ import jax
 import numpy as np
 import tqdm
 
-from multinet_jax import assets, data, domains, metrics, models, openvla_actions, sharding, tokenizers
+from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import act2answer, manifest, preflight, results, runners, summary
-from multinet_jax.eval.state_prompts import StatePrompts
 from multinet_jax.models import InferenceOptions, registry
 
 FAMILIES = registry.family_names()
-FLOW_MODELS = ("pi0", "pi05")
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
 # checkpoint: the checkpoint's norm stats.
 UNNORMALIZE_CHOICES = ("split", "split_exact", "checkpoint")
@@ -84,6 +82,7 @@ class EvalConfig:
             object.__setattr__(self, "model", registry.family_of(self.checkpoint))
         if self.model not in FAMILIES:
             raise ValueError(f"--model must be one of {FAMILIES}, got {self.model!r}")
+        family = registry.family(self.model)
         if self.unnormalize not in UNNORMALIZE_CHOICES:
             raise ValueError(f"--unnormalize must be one of {UNNORMALIZE_CHOICES}, got {self.unnormalize!r}")
         for name in ("batch_size", "max_token_len", "num_flow_steps", "max_decoding_steps", "action_horizon", "action_dim", "limit"):
@@ -95,15 +94,6 @@ class EvalConfig:
         preflight.check_seed(self.seed)
         if not self.temperature >= 0:
             raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if self.action_dim is not None and self.model in FLOW_MODELS:
-            raise ValueError(f"--action_dim is for pi0_fast: a {self.model} checkpoint's action projections fix its action_dim")
-        if not registry.family(self.model).action_head:
-            self._check_text_only()
-        if self.unnorm_key is not None and self.unnormalize != "checkpoint":
-            raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
-        if self.asset_id is not None and registry.family(self.model).checkpoint_format != "openpi":
-            raise ValueError(f"--asset_id picks an openpi checkpoint's norm stats; --model={self.model} does not read "
-                             "them (OpenVLA's statistics are picked with --unnorm_key)")
         if not self.domains:
             raise ValueError("--domains is empty")
         repeated = sorted({name for name in self.domains if self.domains.count(name) > 1})
@@ -111,28 +101,47 @@ class EvalConfig:
             raise ValueError(f"--domains names {', '.join(repeated)} more than once")
         for name in self.domains:
             domains.lookup(name)  # an unknown domain fails before any model is loaded
+        self._check_family_flags(family)
+        self._check_capabilities(family)
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
                              "(--noskip_similarity overrides a flagfile's --skip_similarity)")
         self._fill_asset_defaults()
 
-    def _check_text_only(self) -> None:
-        """A model without an action head (PaliGemma) evaluates text domains and Act2Answer's text probe only."""
-        needs_actions = [name for name in self.domains
-                         if domains.lookup(name).uses_actions and domains.lookup(name).output is not domains.Output.KNOWLEDGE_PROBES]
-        if needs_actions:
-            raise ValueError(f"--model={self.model} has no action head: --domains {needs_actions} need actions "
-                             "(it evaluates text domains and act2answer's text probe)")
-        for name in ("action_horizon", "action_dim"):
-            if getattr(self, name) is not None:
-                raise ValueError(f"--{name} is for models with an action head, not --model={self.model}")
+    def _check_family_flags(self, family: registry.Family) -> None:
+        """Load-time settings and statistics flags the family does not read are refused, naming those that do."""
+        if self.unnorm_key is not None and self.unnormalize != "checkpoint":
+            raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
+        for name in registry.CONFIG_OVERRIDES:
+            if getattr(self, name) is not None and name not in family.config_overrides:
+                takers = [other for other in FAMILIES if name in registry.family(other).config_overrides]
+                why = "its checkpoint fixes it" if family.action_head else "it has no action head"
+                raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
+        for name in registry.NORM_STATS_FLAGS:
+            if getattr(self, name) is not None and family.norm_stats_flag != name:
+                takers = [other for other in FAMILIES if registry.family(other).norm_stats_flag == name]
+                own = f"picks them with --{family.norm_stats_flag}" if family.norm_stats_flag else "reads none"
+                raise ValueError(f"--{name} picks the checkpoint's statistics of --model={'|'.join(takers)}; "
+                                 f"--model={self.model} {own}")
+
+    def _check_capabilities(self, family: registry.Family) -> None:
+        """Every domain must be one the family serves: actions need an action head (Act2Answer then gets its text
+        probe only), text domains text decoding, Act2Answer's text probe option scoring."""
+        probes = [name for name in self.domains if domains.lookup(name).output is domains.Output.KNOWLEDGE_PROBES]
+        checks = (
+            (family.action_head, "has no action head", "need actions",
+             [name for name in self.domains if domains.lookup(name).uses_actions and name not in probes]),
+            (family.text_decoding, "decodes no text", "are text domains",
+             [name for name in self.domains if not domains.lookup(name).uses_actions]),
+            (family.option_scoring, "scores no options", "need them (act2answer's text probe)", probes),
+        )
+        for capable, lacks, need, names in checks:
+            if names and not capable:
+                raise ValueError(f"--model={self.model} {lacks}: --domains {names} {need}")
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
-        # A family whose checkpoint bundles its tokenizer (OpenVLA) takes none.
-        defaults = {} if registry.family(self.model).bundles_tokenizer else {"tokenizer": assets.DEFAULT_TOKENIZER}
-        if self.model == "pi0_fast":
-            defaults["fast_tokenizer"] = assets.DEFAULT_FAST_TOKENIZER
+        defaults = dict(registry.family(self.model).assets)  # none when the checkpoint bundles its tokenizer
         if self.similarity_domains() and not self.skip_similarity:
             defaults["embedder_dir"] = assets.DEFAULT_EMBEDDER
         for name, value in defaults.items():
@@ -141,11 +150,7 @@ class EvalConfig:
 
     def asset_specs(self) -> dict[str, str]:
         """Every asset this run reads, by flag name (what `multinet-jax fetch` gets ahead of time)."""
-        specs = {"checkpoint": self.checkpoint}
-        if not registry.family(self.model).bundles_tokenizer:
-            specs["tokenizer"] = self.tokenizer
-        if self.model == "pi0_fast":
-            specs["fast_tokenizer"] = self.fast_tokenizer
+        specs = {"checkpoint": self.checkpoint, **{name: getattr(self, name) for name in registry.family(self.model).assets}}
         if self.similarity_domains() and not self.skip_similarity:
             specs["embedder_dir"] = self.embedder_dir
         return specs
@@ -186,16 +191,15 @@ class _Clock:
         setattr(self.timing, self.stage, getattr(self.timing, self.stage) + time.perf_counter() - self.start)
 
 
-def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding.Mesh, fast_prompt: Any) -> Any:
-    # What parameter shapes cannot tell, when given; openpi's defaults otherwise.
-    overrides = {
-        name: getattr(config, name) for name in ("action_horizon", "action_dim", "asset_id") if getattr(config, name) is not None
-    }
+def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding.Mesh, action_tokenizer: Any) -> models.Model:
+    """The checkpoint's model, with what parameter shapes cannot tell when given (the family's defaults otherwise),
+    the statistics `--asset_id` picks and the action tokenizer its checkpoint does not ship (`Family`)."""
+    overrides = {name: getattr(config, name) for name in ("action_horizon", "action_dim", "asset_id")
+                 if getattr(config, name) is not None}
+    if action_tokenizer is not None:
+        overrides["action_tokenizer"] = action_tokenizer
     registry.check_family(checkpoint, config.model)  # before any array is read
-    model = models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
-    if fast_prompt is not None:
-        model.action_tokenizer = fast_prompt  # openpi checkpoints ship no FAST tokenizer
-    return model
+    return models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
 
 
 def _check_vocabulary(tokenizer: Any, checkpoint: str, tokenizer_size: int, embedding_rows: int) -> None:
@@ -216,8 +220,8 @@ def _local_mesh(spec: str) -> jax.sharding.Mesh:
 class Evaluator:
     """One loaded model and tokenizers, evaluated on one domain after another.
 
-    `model` skips loading `config.checkpoint`: an in-memory `Pi0Model` / `Pi0FastModel` (e.g. built with
-    `models.build_model` for benchmarks, or a model under training) placed on this evaluator's `mesh`.
+    `model` skips loading `config.checkpoint`: an in-memory `models.Model` of the family `config.model` names (e.g.
+    built with `models.build_model` for benchmarks, or a model under training) placed on this evaluator's `mesh`.
     Every asset is resolved first, so a missing one fails before anything is loaded.
     """
 
@@ -238,30 +242,29 @@ class Evaluator:
         if model is not None:
             del specs["checkpoint"]
         paths = assets.resolve_all(specs)
-        # A family whose checkpoint bundles its tokenizer (OpenVLA) tokenizes the `prompt` texts itself.
-        self.bundled_tokenizer = registry.family(config.model).bundles_tokenizer
-        self.paligemma = None if self.bundled_tokenizer else tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
-        self.fast_prompt = None
-        if config.model == "pi0_fast":
-            fast = tokenizers.FastTokenizer.from_pretrained(paths["fast_tokenizer"])
-            self.fast_prompt = tokenizers.FastPromptTokenizer(self.paligemma, fast)
+        family = registry.family(config.model)
+        # A family whose checkpoint bundles its tokenizer tokenizes the `prompt` texts itself; the others read prompts
+        # tokenized with PaliGemma's (`--tokenizer`).
+        self.bundled_tokenizer = family.bundles_tokenizer
+        self.prompt_tokenizer = None if self.bundled_tokenizer else tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+        action_tokenizer = family.action_tokenizer(paths, self.prompt_tokenizer) if family.action_tokenizer else None
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
                                           manifest.device_layout(self.mesh))
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
         self.completed = _on_writer(lambda: {name: self._completed(self._predictions_path(name)) for name in config.domains}) or {}
-        self.model = _load_model(config, paths["checkpoint"], self.mesh, self.fast_prompt) if model is None else model
+        self.model = _load_model(config, paths["checkpoint"], self.mesh, action_tokenizer) if model is None else model
         if not self.bundled_tokenizer:
-            _check_vocabulary(paths["tokenizer"], config.checkpoint, self.paligemma.vocab_size, self.model.config.vocab_size)
+            _check_vocabulary(paths["tokenizer"], config.checkpoint, self.prompt_tokenizer.vocab_size, self.model.config.vocab_size)
         _on_writer(lambda: manifest.record(self.output_dir, checked))
-        self.predicts_actions = registry.family(self.model.family).action_head
-        self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.paligemma
-        self.state_prompts = None
-        if config.model in ("pi05", "pi0_fast") and any(domains.lookup(name).uses_actions for name in config.domains):
-            self.state_prompts = StatePrompts(
-                paligemma=self.paligemma, fast_prompt=self.fast_prompt, max_token_len=self.model.config.max_token_len,
-                norm_stats=self.model.norm_stats, normalize=config.normalize_state, source=config.checkpoint)
+        self.predicts_actions = family.action_head
+        self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.prompt_tokenizer
+        # Action prompts holding the state (openpi's Pi0.5 and FAST formats), built per batch; checked at start.
+        self.action_prompts = None
+        if any(domains.lookup(name).uses_actions for name in config.domains):
+            self.action_prompts = self.model.action_prompts(self.prompt_tokenizer, normalize_state=config.normalize_state,
+                                                            source=config.checkpoint)
         self.rng = jax.random.key(config.seed)
         self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
                                                   config.openpi_exact_decoding)
@@ -271,18 +274,17 @@ class Evaluator:
     # -- data --------------------------------------------------------------------------------------
 
     def _prompt_holds_state(self, domain: domains.Domain) -> bool:
-        """Pi0-FAST and Pi0.5 predict actions from prompts holding the discretized state (openpi's FAST and Pi0.5
-        formats), so those are built per batch (`state_prompts`); text domains use Pi0's prompt with every model."""
-        return self.state_prompts is not None and domain.uses_actions
+        """Whether the model's action prompts hold the state (`Model.action_prompts`), so they are built per batch;
+        text domains use the pipeline's prompts with every model."""
+        return self.action_prompts is not None and domain.uses_actions
 
     def _dataset(self, domain: domains.Domain) -> Any:
         return data.load(
             domain.name,
             self._domain_dir(domain),
             split=self.config.split,
-            # The FAST and Pi0.5 prompts need the state too, so they are built per batch (`_observation`); a
-            # bundled tokenizer is the model's own.
-            tokenizer=None if self._prompt_holds_state(domain) or self.bundled_tokenizer else self.paligemma,
+            # Prompts holding the state are built per batch (`_observation`); a bundled tokenizer is the model's own.
+            tokenizer=None if self._prompt_holds_state(domain) or self.bundled_tokenizer else self.prompt_tokenizer,
             batch_size=self.config.batch_size,
             limit=self.config.limit,
             shard_index=jax.process_index(),
@@ -308,31 +310,25 @@ class Evaluator:
         split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=stats_kind)
         if self.config.unnormalize == "checkpoint":
             return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), split_stats
-        if kind == "quantiles":  # OpenVLA: the split's q01/q99 with MultiNet's mask (the last dim stays normalized)
-            return domains.ActionNorm(kind, openvla_actions.multinet_mask(split_stats)), split_stats
-        return domains.ActionNorm(kind, split_stats), split_stats
+        rules = self.model.multinet_actions
+        return domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats)), split_stats
 
     def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:
-        """One domain's prediction settings: its decoding budget (Pi0-FAST's action tokens); OpenVLA decodes as many
-        action tokens as its statistics have dims, from center-cropped images, as MultiNet ran it (`openvla_actions`,
-        `models.openvla_inputs`)."""
+        """One domain's prediction settings: its decoding budget (token-decoded actions), then whatever MultiNet's
+        rules for the family's actions set (`Model.multinet_actions`; checked before any model time)."""
         options = dataclasses.replace(self.inference_options, max_decoding_steps=self._decoding_steps(domain))
-        if self.model.family != "openvla" or norm is None:
+        rules = self.model.multinet_actions
+        if rules is None or norm is None:
             return options
-        dims = openvla_actions.decoded_dims(norm.stats)
-        if domain.output is domains.Output.CONTINUOUS_ACTIONS:  # before any model time
-            openvla_actions.check_convertible(openvla_actions.dataset_name(domain.name), dims)
-        return dataclasses.replace(options, action_dim=dims, center_crop=True)
+        return rules.options(domain.name, domain.output is domains.Output.CONTINUOUS_ACTIONS, norm.stats, options)
 
     def _checkpoint_stats(self, user: str) -> dict[str, Any]:
-        """The checkpoint's action statistics: OpenVLA's `norm_stats[--unnorm_key]`, openpi's `actions`."""
-        if self.model.action_normalization == "quantiles":
-            return self.model.action_stats(self.config.unnorm_key)
-        norm_stats = self.model.norm_stats
-        if not norm_stats or "actions" not in norm_stats:
+        """The checkpoint's action statistics (`Model.checkpoint_action_stats`, with `--unnorm_key` where it applies)."""
+        stats = self.model.checkpoint_action_stats(self.config.unnorm_key)
+        if stats is None:
             raise ValueError(f"{user} unnormalizes with the checkpoint's action norm stats, but {self.config.checkpoint} "
                              "has none (assets/<asset id>/norm_stats.json)")
-        return norm_stats["actions"]
+        return stats
 
     # -- model -------------------------------------------------------------------------------------
 
@@ -340,7 +336,7 @@ class Evaluator:
         """Host arrays of the model inputs; the models place them on the mesh (batch over "data")."""
         observation = data.model_inputs(batch)
         if self._prompt_holds_state(domain):
-            observation.update(self.state_prompts(batch))
+            observation.update(self.action_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             max_len = domain.protocol.truncation_length(self.config.max_token_len)
             observation.update(act2answer.text_probe_inputs(batch, self.text_tokenizer, max_len, bundled=self.bundled_tokenizer))
@@ -472,7 +468,7 @@ class Evaluator:
             "protocol": domains.PROTOCOL_NAME,
             "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
             "action_horizon": self.model.config.action_horizon if domain.uses_actions and self.predicts_actions else None,
-            **self._openvla_note(domain),
+            **self._actions_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
                 "checkpoint": self.manifest["checkpoint"],
                 "tokenizers": self.manifest["tokenizers"],
@@ -488,12 +484,13 @@ class Evaluator:
         })
         return summary.row(domain, len(records), samples_per_second, wall_seconds, scored)
 
-    def _openvla_note(self, domain: domains.Domain) -> dict[str, Any]:
-        """OpenVLA on Open-X: how its actions were decoded and converted (MultiNet's rules), for the metrics JSON."""
-        if self.model.family != "openvla" or domain.output is not domains.Output.CONTINUOUS_ACTIONS:
+    def _actions_note(self, domain: domains.Domain) -> dict[str, Any]:
+        """On Open-X, how the family's actions were decoded and converted where MultiNet's rules for it differ from
+        the default (`Model.multinet_actions`), for the metrics JSON."""
+        rules = self.model.multinet_actions
+        if rules is None or domain.output is not domains.Output.CONTINUOUS_ACTIONS:
             return {}
-        note = openvla_actions.conversion_note(openvla_actions.dataset_name(domain.name), self.action_options.action_dim)
-        return {"openvla_actions": {**note, "center_crop": self.action_options.center_crop}}
+        return rules.note(domain.name, self.action_options)
 
     def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record]) -> dict[str, Any] | None:
         """How many prompts were cut at the truncation length (reported, and warned about on stderr)."""
@@ -518,12 +515,14 @@ class Evaluator:
 def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
     manifest, so a resume under another protocol is refused, and in the domain's metrics file. Families with their
-    own tokenizer (OpenVLA) always decode as Hugging Face does, over their own vocabulary."""
-    decodes_tokens = not (config.model in FLOW_MODELS and domains.lookup(name).uses_actions)
-    paligemma_vocabulary = not registry.family(config.model).bundles_tokenizer
-    decoding = "openpi_window" if config.openpi_exact_decoding and paligemma_vocabulary else "contiguous"
+    own tokenizer always decode as Hugging Face does, over their own vocabulary; the others read the prompt
+    tokenizer's (PaliGemma's) and decode as openpi does."""
+    family = registry.family(config.model)
+    decodes_tokens = not (family.action_decoding == "flow" and domains.lookup(name).uses_actions)
+    prompt_vocabulary = not family.bundles_tokenizer
+    decoding = "openpi_window" if config.openpi_exact_decoding and prompt_vocabulary else "contiguous"
     return data.domain_protocol(name).applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
-                                              decoding=decoding, paligemma_vocabulary=paligemma_vocabulary)
+                                              decoding=decoding, pads_vocabulary=prompt_vocabulary)
 
 
 def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:

@@ -220,8 +220,6 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
-    if not hasattr(model, "activations"):
-        raise ValueError(f"{config.checkpoint}: a {type(model).__name__} exposes no activations to probe")
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model)
     result = report.probe_tasks(activations.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                 C=config.C, max_iter=config.max_iter)

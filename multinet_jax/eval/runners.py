@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from multinet_jax import data, domains, metrics, openvla_actions
+from multinet_jax import data, domains, metrics
 from multinet_jax.data import prompts, transforms
 from multinet_jax.eval import act2answer, results
+from multinet_jax.models.interface import MultiNetActions
 
 if TYPE_CHECKING:
     from multinet_jax.eval.loop import Evaluator, Timing
@@ -88,18 +89,19 @@ class SingleCall:
         with timing.clock("model"):
             raw = evaluator._run_model(domain, evaluator._observation(domain, batch))
         with timing.clock("output"):
-            return self.output_records(evaluator.text_tokenizer, evaluator.model.family, domain, batch, raw, norm)
+            return self.output_records(evaluator.text_tokenizer, evaluator.model.multinet_actions, domain, batch, raw, norm)
 
     @staticmethod
-    def output_records(tokenizer: Any, family: str, domain: domains.Domain, batch: Mapping[str, Any], raw: Any,
-                       norm: domains.ActionNorm | None) -> list[results.Record]:
+    def output_records(tokenizer: Any, rules: MultiNetActions | None, domain: domains.Domain, batch: Mapping[str, Any],
+                       raw: Any, norm: domains.ActionNorm | None) -> list[results.Record]:
+        """`rules`: MultiNet's rules for the family's actions (`Model.multinet_actions`); None: the default ones."""
         rows = np.flatnonzero(np.asarray(batch["_mask"], bool))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             return act2answer.records(batch, rows, raw, norm, plain)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
-            if family == "openvla":  # MultiNet's per-dataset conversion of OpenVLA's actions
-                predictions = openvla_actions.predictions(raw[rows], norm, openvla_actions.dataset_name(domain.name))
+            if rules is not None:
+                predictions = rules.predictions(raw[rows], norm, domain.name)
             else:
                 predictions = domains.continuous_predictions(raw[rows], action_dim, norm)
             raw_outputs = [raw[row, 0].tolist() for row in rows]
@@ -167,7 +169,7 @@ class TurnByTurn:
     def _tokenize(evaluator: Evaluator, domain: domains.Domain, batch_size: int, texts: dict[int, str]) -> dict[str, np.ndarray]:
         """This turn's prompts of the active rows, bucketed like the pipeline's; other rows get an empty prompt."""
         max_len = domain.protocol.truncation_length(evaluator.config.max_token_len)
-        per_row = {row: transforms.tokenize(evaluator.paligemma, text, domain.protocol.prompt_format.value, max_len)
+        per_row = {row: transforms.tokenize(evaluator.prompt_tokenizer, text, domain.protocol.prompt_format.value, max_len)
                    for row, text in texts.items()}
         length = max(len(tokens["tokenized_prompt"]) for tokens in per_row.values())
         ids, mask = np.zeros((batch_size, length), np.int32), np.zeros((batch_size, length), bool)

@@ -61,7 +61,8 @@ from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import ModelConfig
 from multinet_jax.models.gemma import KVCache
 from multinet_jax.models.masks import make_attn_mask
-from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, random_observation, validate
 
 PALIGEMMA_EOS_ID = 1
 Observation = Mapping[str, Any]
@@ -573,3 +574,24 @@ def prefix_activations(model: Any, observation: Observation) -> tuple[jax.Array,
     inputs = decoder_inputs(model.config, observation, None, mesh)
     del inputs["sample_index"], inputs["rng"]
     return compiled_prefix_activations(model.config, mesh)(model.params, **inputs)
+
+
+def benchmark_call(model: Any, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+    """A PaliGemma-backbone token model's `interface.Model.benchmark_call`: `options.max_decoding_steps` greedy tokens
+    per sample on random inputs, every row run to the end (no per-row stopping)."""
+    settings = DecodeSettings(max_decoding_steps=options.max_decoding_steps, per_row_stopping=False)
+    inputs = decoder_inputs(model.config, random_observation(model.config, batch, live_cameras), None, model.mesh)
+    return BenchmarkCall("decode", compiled_decoder(model.config, settings, model.mesh), (model.params,),
+                         {**inputs, "sampling": Sampling.create()}, loop_trips=options.max_decoding_steps - 1,
+                         counts_tokens=True)
+
+
+def parity_output(model: Any, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+    """A PaliGemma-backbone token model's `interface.Model.parity_output`: the first-token logits of openpi-exact
+    decoding's prefill with every camera encoded, so the masked cameras' tokens are query rows without a valid key."""
+    settings = DecodeSettings(max_decoding_steps=options.max_decoding_steps)
+    observation = random_observation(model.config, batch, live_cameras)
+    inputs = decoder_inputs(model.config, observation, None, model.mesh, skip_absent_cameras=False)
+    del inputs["sample_index"], inputs["rng"]
+    prefill = jax.jit(functools.partial(prefill_observation, PaliGemma(model.config), settings))
+    return prefill(model.params, **inputs).first_logits

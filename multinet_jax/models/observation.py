@@ -202,3 +202,25 @@ def resize_with_pad(images: jax.Array, height: int, width: int, *, pad: Literal[
         pad_top, pad_left = pad_top // 2, pad_left // 2
     padding = ((0, 0), (pad_top, height - resized_height - pad_top), (pad_left, width - resized_width - pad_left), (0, 0))
     return jnp.pad(resized, padding, constant_values=-1.0)
+
+
+# openpi's three camera slots (the data pipeline's `transforms.PI0_CAMERAS`) and a prompt of this many valid tokens:
+# the random observations benchmarks time.
+BENCHMARK_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+BENCHMARK_PROMPT_TOKENS = 12
+
+
+def random_observation(config: Any, batch: int, live_cameras: int, seed: int = 0) -> dict[str, Any]:
+    """Random inputs in the documented ranges for a PaliGemma-backbone `config` (a state where it has an action
+    dimension); cameras beyond `live_cameras` are masked for the whole batch (MultiNet's Open-X: one of three)."""
+    rng = np.random.default_rng(seed)
+    size = config.siglip.image_size
+    observation: dict[str, Any] = {}
+    for index, camera in enumerate(BENCHMARK_CAMERAS):
+        observation[f"image/{camera}"] = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+        observation[f"image_mask/{camera}"] = np.full(batch, index < live_cameras)
+    observation["tokenized_prompt"] = rng.integers(0, config.vocab_size, (batch, config.max_token_len), dtype=np.int32)
+    observation["tokenized_prompt_mask"] = np.arange(config.max_token_len)[None, :].repeat(batch, 0) < BENCHMARK_PROMPT_TOKENS
+    if hasattr(config, "action_dim"):
+        observation["state"] = rng.uniform(-1, 1, (batch, config.action_dim)).astype(np.float32)
+    return observation

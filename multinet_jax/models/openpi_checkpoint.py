@@ -14,6 +14,7 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding, weights
@@ -43,14 +44,39 @@ def param_shapes(config: ModelConfig) -> dict[str, Any]:
     return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))
 
 
+def named_config(name: str, dtype: str = "float32") -> ModelConfig:
+    """A named config (`configs.NAMED_CONFIGS`: "pi0_tiny", "pi0_full", ...) in `dtype`."""
+    return configs.get_config(name, dtype=dtype)
+
+
+def random_params(config: ModelConfig, seed: int, scale: float) -> Any:
+    """The parameter tree of `config` filled with `scale` * N(0, 1) from numpy's generator `seed` (host arrays)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda leaf: (rng.standard_normal(leaf.shape) * scale).astype(leaf.dtype), param_shapes(config))
+
+
 def build_model(config: Pi0Config | Pi0FastConfig, params: Any, norm_stats: dict | None = None,
-                mesh: Mesh | None = None) -> Pi0Model | Pi0FastModel:
-    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` for a Pi0FastConfig, on `mesh`."""
+                mesh: Mesh | None = None, action_tokenizer: Any = None) -> Pi0Model | Pi0FastModel:
+    """`Pi0Model` for a Pi0Config (Pi0 or Pi0.5), `Pi0FastModel` (with its `action_tokenizer`) for a Pi0FastConfig,
+    on `mesh`."""
     if isinstance(config, Pi0FastConfig):
-        return Pi0FastModel(config, params, norm_stats, mesh)
+        return Pi0FastModel(config, params, norm_stats, mesh, action_tokenizer)
     if not isinstance(config, Pi0Config):
         raise TypeError(f"an openpi checkpoint holds Pi0, Pi0.5 or Pi0-FAST, not a {type(config).__name__}")
+    if action_tokenizer is not None:
+        raise ValueError("an action tokenizer is for Pi0-FAST's tokens; Pi0 and Pi0.5 predict actions by flow matching")
     return Pi0Model(config, params, norm_stats, mesh)
+
+
+def write_random(directory: pathlib.Path, config_name: str, *, corpus: Any, seed: int, scale: float,
+                 norm_dims: int = 32) -> pathlib.Path:
+    """A random checkpoint of a named config in openpi's exact layout, with identity norm stats under the asset id
+    "demo" (the demo's; `corpus` is unused: openpi checkpoints bundle no tokenizer)."""
+    del corpus
+    identity = {"mean": np.zeros(norm_dims), "std": np.ones(norm_dims), "q01": -np.ones(norm_dims), "q99": np.ones(norm_dims)}
+    weights.save_openpi_checkpoint(random_params(named_config(config_name), seed, scale), directory,
+                                   norm_stats={"actions": identity, "state": identity}, asset_id="demo")
+    return pathlib.Path(directory)
 
 
 def is_openpi(path: str) -> bool:
@@ -72,6 +98,7 @@ def load(
     dtype: str = "float32",
     mesh: Mesh | None = None,
     asset_id: str | None = None,
+    action_tokenizer: Any = None,
     **config_overrides: Any,
 ) -> Pi0Model | Pi0FastModel:
     """An openpi checkpoint (a local step dir holding `params/`, or `params/` itself) -> model.
@@ -79,10 +106,11 @@ def load(
     Parameters are restored directly as `dtype` ("float32" or "bfloat16", also the compute dtype) into the
     shardings of `mesh` (default: all devices on the "data" axis). Norm stats come from
     `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
+    `action_tokenizer`: Pi0-FAST's (`pi0_fast.load_action_tokenizer`), which openpi's checkpoints do not ship.
     """
     config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)
     norm_stats = weights.read_norm_stats(weights.params_directory(checkpoint).parent, asset_id)
-    return build_model(config, params, norm_stats, mesh)
+    return build_model(config, params, norm_stats, mesh, action_tokenizer)

@@ -34,13 +34,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics
+from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics, openvla_actions
 from multinet_jax.models.gemma import Gemma
-from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
 from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
 from multinet_jax.models.openvla_inputs import ImageProcessor, LlamaPromptTokenizer, action_prompt, pad_batch
 from multinet_jax.models.vit import ViT
+
+LLAMA_EOS_ID = 2  # Llama-2's end of sequence, OpenVLA's stop token (what a model built without its tokenizer stops at)
+BENCHMARK_PROMPT_TOKENS = 24  # BOS + "In: What action should the robot take to <instruction>?\nOut:" + the empty token
 
 
 class Projector(nn.Module):
@@ -154,9 +157,12 @@ class OpenVLAModel:
 
     family = "openvla"
     action_normalization = "quantiles"
+    multinet_actions = openvla_actions.MultiNetActions()
 
     def __init__(self, config: OpenVLAConfig, params: Any, norm_stats: Mapping[str, Any] | None,
-                 tokenizer: LlamaPromptTokenizer, image_processor: ImageProcessor, mesh: Mesh | None = None):
+                 tokenizer: LlamaPromptTokenizer | None, image_processor: ImageProcessor | None, mesh: Mesh | None = None):
+        """`tokenizer` and `image_processor` None: a model of parameters alone (`build_model`, for benchmarks), which
+        takes no texts or images."""
         self.config = config
         self.norm_stats = dict(norm_stats or {})
         self.tokenizer = tokenizer
@@ -274,16 +280,56 @@ class OpenVLAModel:
         return self.normalized_actions(generated)[:, None, :]
 
     def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
-                      temperature: float = 0.0, openpi_exact: bool = True) -> jax.Array:
+                      temperature: float = 0.0, openpi_exact: bool = True, logits_vocab_size: int | None = None) -> jax.Array:
         """`interface.Model`: text after `In: {prompt}\\nOut:`, int32 `[b, max_decoding_steps]`, 0 after EOS.
 
         `openpi_exact` is openpi's decode window for PaliGemma families; OpenVLA always decodes as HF's `generate`
-        (contiguous positions, valid keys only), so it does not apply."""
+        (contiguous positions, valid keys only), so it does not apply. Its logits are over its own vocabulary:
+        `logits_vocab_size` (MultiNet's padding of PaliGemma's) is refused."""
+        if logits_vocab_size is not None:
+            raise ValueError("logits_vocab_size pads PaliGemma's vocabulary; OpenVLA decodes over its own")
         pixels, tokens, mask = self._observation_inputs(observation, for_actions=False)
         generated = self.generate(pixels, tokens, mask, max_decoding_steps=max_decoding_steps, rng=rng,
                                   temperature=temperature, sample_index=observation.get("sample_index"))
         return np.where(generated == self.tokenizer.pad_id, 0, generated)
 
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray]:
+        """`interface.Model`: `action_stats(unnorm_key)`."""
+        return self.action_stats(unnorm_key)
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> None:
+        """`interface.Model`: OpenVLA reads no state; it formats its own prompts (`action_prompt`)."""
+        return None
+
+    # -- benchmarks --------------------------------------------------------------------------------
+
+    def _random_prompt(self, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Random fused pixels and a random `BENCHMARK_PROMPT_TOKENS`-token prompt padded as `pad_batch` pads, placed."""
+        rng = np.random.default_rng(0)
+        size, length = self.config.dino.image_size, -(-BENCHMARK_PROMPT_TOKENS // 16) * 16
+        return self._placed_inputs(rng.standard_normal((batch, size, size, 6)),
+                                   rng.integers(3, self.config.unpadded_vocab_size, (batch, length)),
+                                   np.arange(length)[None, :].repeat(batch, 0) < BENCHMARK_PROMPT_TOKENS)
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: one action per sample as `predict_action` makes it (random fused pixels, a padded
+        prompt, `options.action_dim` greedy tokens, openvla-7b's 7 by default); OpenVLA reads one camera."""
+        dims = options.action_dim or openvla_actions.OPENVLA_ACTION_DIM
+        args = (self.params, *self._random_prompt(batch), sharding.place_batch(np.arange(batch), np.int32, mesh=self.mesh),
+                jax.random.key(0), decoding.Sampling.create(stop_token_ids=(LLAMA_EOS_ID,)))
+        settings = decoding.DecodeSettings(dims, per_row_stopping=False, openpi_exact=False)
+        return BenchmarkCall("openvla", compiled_generate(self.config, settings, self.mesh), args, {},
+                             loop_trips=dims - 1, counts_tokens=True)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the pooled residual streams of the prompt pass (both ViTs, the projector, the Llama)."""
+        return compiled_prompt_fn("streams", self.config, self.mesh)(self.params, *self._random_prompt(batch))
+
+
+
+def build_model(config: OpenVLAConfig, params: Any, *, mesh: Mesh | None = None) -> OpenVLAModel:
+    """An OpenVLAModel of parameters alone (no tokenizer, processor or statistics: benchmarks)."""
+    return OpenVLAModel(config, params, None, None, None, mesh)
 
 
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> OpenVLAModel:

@@ -16,7 +16,9 @@ final norm; the checkpoint's last block, final norms and SigLIP's attention-pool
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +26,8 @@ import numpy as np
 from multinet_jax.models import llama_checkpoint
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
 from multinet_jax.models.llama_checkpoint import CONFIG_FILE, read_json
+from multinet_jax.tokenizers import sentencepiece_training
+from multinet_jax.weights import safetensors
 from multinet_jax.weights.safetensors import Source, heads_in, heads_out, transposed
 from multinet_jax.weights.trees import CheckpointError
 
@@ -50,6 +54,13 @@ NAMED_CONFIGS = {
                         "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": TINY_VOCAB_SIZE + 64,
                         "pad_token_id": TINY_VOCAB_SIZE},
     },
+}
+# openvla-7b's preprocessor_config.json (the fields `openvla_inputs.ImageProcessor` reads): what `write_random` writes.
+PREPROCESSOR_CONFIG = {
+    "image_resize_strategy": "resize-naive", "tvf_do_letterbox": False,
+    "tvf_resize_params": [{"size": [224, 224], "interpolation": 3, "antialias": True, "max_size": None}] * 2,
+    "tvf_normalize_params": [{"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375]},
+                             {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}],
 }
 _DINO, _SIGLIP = "vision_backbone.featurizer", "vision_backbone.fused_featurizer"
 
@@ -88,6 +99,12 @@ class OpenVLAConfig:
 def is_openvla(path: str) -> bool:
     """A local directory whose config.json says `model_type: "openvla"` (the registry's layout test)."""
     return llama_checkpoint.config_model_type(path) == "openvla"
+
+
+def family(path: str) -> str:
+    """The family an OpenVLA directory holds (the registry's question; there is one)."""
+    del path
+    return "openvla"
 
 
 def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size: int) -> ViTConfig:
@@ -233,3 +250,25 @@ def tensor_shapes(config: OpenVLAConfig) -> dict[str, tuple[int, ...]]:
                "projector.fc2.weight": (llm.width, 4 * vision), "projector.fc2.bias": (llm.width,),
                "projector.fc3.weight": (llm.width, llm.width), "projector.fc3.bias": (llm.width,)}
     return shapes | llama_checkpoint.tensor_shapes(llm, config.vocab_size)
+
+
+def write_random(directory: pathlib.Path, config_name: str, *, corpus: Sequence[str], seed: int, scale: float) -> pathlib.Path:
+    """A random OpenVLA of a named config in openvla/openvla-7b's Hugging Face layout (the demo's): config.json (with
+    7-dim actions, q01/q99 = -1/1, under the key "demo"), model.safetensors, a Llama-convention tokenizer.model
+    trained on `corpus` and padded to the vocabulary, preprocessor_config.json."""
+    raw = NAMED_CONFIGS[config_name]
+    vocab_size = raw["text_config"]["vocab_size"] - raw["pad_to_multiple_of"]
+    # Llama's special ids (unk 0, BOS 1, EOS 2, no pad piece), dummy prefix; the empty token's piece must exist.
+    proto = sentencepiece_training.train(corpus, vocab_size - 256, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True)
+    missing_empty = ["\u2581"] if "\u2581" not in {piece.piece for piece in proto.pieces} else []
+    pieces = missing_empty + [f"<unused{i:03d}>" for i in range(vocab_size - len(proto.pieces) - len(missing_empty))]
+    sentencepiece_training.write_padded(proto, directory / "tokenizer.model", pieces, piece_type="NORMAL")
+    config = {**raw, "architectures": ["OpenVLAForActionPrediction"], "pad_token_id": raw["text_config"]["pad_token_id"],
+              "norm_stats": {"demo": {"action": {"q01": [-1.0] * 7, "q99": [1.0] * 7, "mask": [True] * 7}}}}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2))
+    rng = np.random.default_rng(seed)
+    shapes = tensor_shapes(read_config(directory))
+    tensors = {name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in sorted(shapes.items())}
+    safetensors.save_checkpoint(tensors, directory)
+    return directory

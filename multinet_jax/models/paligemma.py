@@ -21,9 +21,9 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import decoding
-from multinet_jax.models.openpi_checkpoint import param_shapes
+from multinet_jax.models.openpi_checkpoint import named_config, param_shapes, random_params
 from multinet_jax.models.configs import PaliGemmaConfig, infer_paligemma_config
-from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
 from multinet_jax.weights import big_vision
 from multinet_jax.weights.trees import CheckpointError
 
@@ -36,6 +36,7 @@ class PaliGemmaModel:
     action_normalization = "mean_std"  # never used: there are no actions
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     norm_stats = None
+    multinet_actions = None  # no actions
 
     def __init__(self, config: PaliGemmaConfig, params: Any, mesh: Mesh | None = None):
         self.config = config
@@ -59,6 +60,22 @@ class PaliGemmaModel:
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         raise ValueError("PaliGemma has no action head: it predicts text only (text domains, Act2Answer's text probe)")
 
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> None:
+        """`interface.Model`: a PaliGemma npz has no action statistics (no actions)."""
+        return None
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> None:
+        """`interface.Model`: the pipeline's prompts (no state in them)."""
+        return None
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: `options.max_decoding_steps` text tokens per sample (`decoding.benchmark_call`)."""
+        return decoding.benchmark_call(self, batch, options, live_cameras)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the prefill's first-token logits (`decoding.parity_output`)."""
+        return decoding.parity_output(self, batch, options, live_cameras)
+
 
 def read_config(checkpoint: str | pathlib.Path, **overrides: Any) -> PaliGemmaConfig:
     """PaliGemma's sizes from the npz's array headers (no array read); `overrides`: dtype, max_token_len."""
@@ -70,6 +87,23 @@ def read_config(checkpoint: str | pathlib.Path, **overrides: Any) -> PaliGemmaCo
         if isinstance(error, CheckpointError):
             raise
         raise CheckpointError(f"{checkpoint}: {error}")
+
+
+def family(checkpoint: str) -> str:
+    """"paligemma", once the npz's headers show PaliGemma's sizes (a torn or foreign npz fails here, naming it)."""
+    read_config(checkpoint)
+    return "paligemma"
+
+
+def build_model(config: PaliGemmaConfig, params: Any, *, mesh: Mesh | None = None) -> PaliGemmaModel:
+    return PaliGemmaModel(config, params, mesh)
+
+
+def write_random(path: pathlib.Path, config_name: str, *, corpus: Any, seed: int, scale: float) -> pathlib.Path:
+    """A random PaliGemma of a named config as a big_vision npz at `path` (the demo's; `corpus` is unused: the npz
+    bundles no tokenizer)."""
+    del corpus
+    return big_vision.save_npz(random_params(named_config(config_name), seed, scale), path)
 
 
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> PaliGemmaModel:

@@ -36,9 +36,10 @@ from multinet_jax.models import activations, decoding, numerics
 from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import Pi0Config, family_name
 from multinet_jax.models.gemma import KVCache
-from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions
 from multinet_jax.models.masks import make_attn_mask
-from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, validate
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, random_observation, validate
+from multinet_jax.models.state_prompts import StatePrompts
 
 Observation = Mapping[str, Any]
 
@@ -206,6 +207,7 @@ class Pi0Model:
 
     action_normalization = "mean_std"
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
+    multinet_actions = None  # MultiNet scored Pi0 by the default rules (the first step's first dims, unnormalized)
 
     @property
     def family(self) -> str:
@@ -297,6 +299,29 @@ class Pi0Model:
     def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
         """Greedy/sampled text from the PaliGemma backbone (implemented in `multinet_jax.models.decoding`)."""
         return decoding.sample_tokens(self, observation, **kwargs)
+
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, Any] | None:
+        """`interface.Model`: openpi's `actions` norm stats (the asset id was chosen at load; no `unnorm_key`)."""
+        return (self.norm_stats or {}).get("actions")
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> StatePrompts | None:
+        """`interface.Model`: Pi0.5's prompts hold the discretized state (`state_prompts`); Pi0's are the pipeline's."""
+        if not self.config.pi05:
+            return None
+        return StatePrompts(paligemma=prompt_tokenizer, fast_prompt=None, max_token_len=self.config.max_token_len,
+                            norm_stats=self.norm_stats, normalize=normalize_state, source=source)
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: one action chunk per sample, `options.num_flow_steps` Euler steps after the prefix."""
+        observation = random_observation(self.config, batch, live_cameras)
+        kwargs = {**self.prepare_inputs(observation), "noise": self.make_noise(observation, jax.random.key(0)),
+                  "num_steps": jnp.int32(options.num_flow_steps)}
+        return BenchmarkCall("flow", jax.jit(functools.partial(sample_actions_fn, self.module)), (self.params,), kwargs,
+                             loop_trips=options.num_flow_steps)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the actions of `benchmark_call`."""
+        return self.benchmark_call(batch, options, live_cameras)()
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """Log-likelihood `[b, K]` of candidate answers under the PaliGemma backbone (`decoding.score_options`)."""

@@ -20,10 +20,11 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import decoding
-from multinet_jax.models.configs import Pi0FastConfig
-from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.backbone import PaliGemma
-from multinet_jax.tokenizers import FastPromptTokenizer
+from multinet_jax.models.configs import Pi0FastConfig
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions
+from multinet_jax.models.state_prompts import StatePrompts
+from multinet_jax.tokenizers import FastPromptTokenizer, FastTokenizer
 
 Observation = Mapping[str, Any]
 
@@ -48,6 +49,7 @@ class Pi0FastModel:
     family = "pi0_fast"
     action_normalization = "mean_std"
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
+    multinet_actions = None  # the default rules (the first step's first dims, unnormalized)
 
     def __init__(
         self,
@@ -132,3 +134,27 @@ class Pi0FastModel:
         """`interface.Model`: greedy `sample_actions` with `options.max_decoding_steps` (the temperature is for text)."""
         return self.sample_actions(observation, rng=rng, max_decoding_steps=options.max_decoding_steps,
                                    openpi_exact=options.openpi_exact)
+
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, Any] | None:
+        """`interface.Model`: openpi's `actions` norm stats (the asset id was chosen at load; no `unnorm_key`)."""
+        return (self.norm_stats or {}).get("actions")
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> StatePrompts:
+        """`interface.Model`: openpi's FAST prompt, which holds the discretized state (`state_prompts`)."""
+        return StatePrompts(paligemma=prompt_tokenizer, fast_prompt=self.action_tokenizer,
+                            max_token_len=self.config.max_token_len, norm_stats=self.norm_stats,
+                            normalize=normalize_state, source=source)
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: `options.max_decoding_steps` action tokens per sample (`decoding.benchmark_call`)."""
+        return decoding.benchmark_call(self, batch, options, live_cameras)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the prefill's first-token logits (`decoding.parity_output`)."""
+        return decoding.parity_output(self, batch, options, live_cameras)
+
+
+def load_action_tokenizer(paths: Mapping[str, Any], prompt_tokenizer: Any) -> FastPromptTokenizer:
+    """The action tokenizer a Pi0-FAST is loaded with (`registry.Family.action_tokenizer`): openpi's FAST prompt over
+    the PaliGemma tokenizer and the FAST tokenizer at `paths["fast_tokenizer"]` (openpi checkpoints ship none)."""
+    return FastPromptTokenizer(prompt_tokenizer, FastTokenizer.from_pretrained(paths["fast_tokenizer"]))

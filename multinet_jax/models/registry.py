@@ -1,23 +1,35 @@
-"""Which model family a checkpoint holds and how to load it; `load_model` asks here and nowhere else.
+"""The model families and the checkpoint formats they come in; `load_model` and the evaluator ask here and nowhere else.
 
 Two words, used the same way everywhere:
-- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, paligemma): one kind of model, with its
-  capabilities (`Family`);
-- a *checkpoint format* is how its publisher stores it (openpi's orbax tree, a Hugging Face safetensors directory,
-  a big_vision npz): a cheap `recognizes(path)` test on the files and headers (never the arrays), `family(path)`
-  naming the family a checkpoint of that format holds (from the same headers), and `load(path, dtype=, mesh=,
-  **overrides)` returning a `models.interface.Model` (`CheckpointFormat`). One format may hold several families
-  (openpi: Pi0, Pi0.5, Pi0-FAST).
+- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, paligemma): one kind of model and what the
+  evaluator must know about it before loading one (`Family`: its capabilities, the assets and flags it reads, its
+  demo config). Everything the evaluator needs after loading is a member of the loaded `interface.Model`.
+- a *checkpoint format* is how a publisher stores models (openpi's orbax tree, a Hugging Face safetensors
+  directory, a big_vision npz): a cheap test on a checkpoint's files and headers, which family it holds, and how
+  to load it, build one from parameters, or write a random one (`CheckpointFormat`). One format may hold several
+  families (openpi: Pi0, Pi0.5, Pi0-FAST).
 
-This module imports no JAX (the hooks import their modules when called), so the CLI reads the family names from it
+This module imports no JAX: hooks are `"module:function"` names imported when called, so the CLI lists the families
 while parsing flags.
+
+Adding a family (e.g. `magma`, stored as a Hugging Face directory) touches these files and no evaluator module:
+1. `models/<family>.py`: the Flax module and the loaded model, a class implementing every member of
+   `interface.Model` (a capability it lacks raises ValueError naming it, as PaliGemma's `predict_actions` does);
+   a new checkpoint format also gets its module here (`models/<family>_checkpoint.py`: recognize, read the config,
+   map tensor names, load, build, write a random one; the tensor reading itself is `weights/`'s).
+2. this file: a `register_format(...)` for a new format, and one `register_family(...)` line.
+3. `models/configs.py` or the family's checkpoint module: its named configs (full size, and the tiny one the demo
+   and the benchmarks' dry run build).
+4. `benchmarks/suite.py`: one `MODELS` line; `flags/`: its demo flagfile; `assets.py`: its published names.
+`tests/test_models_interface.py` checks that no evaluator module names a registered family.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from multinet_jax import assets
@@ -28,51 +40,101 @@ if TYPE_CHECKING:
     from multinet_jax.models.interface import Model
 
 DTYPES = ("float32", "bfloat16")
+# Action decodings: flow matching (`--num_flow_steps` applies) or tokens (`--max_decoding_steps` applies).
+ACTION_DECODINGS = ("flow", "tokens")
+# Load-time settings a family may take (the `eval` flags of the same names): what its parameter shapes cannot tell.
+CONFIG_OVERRIDES = ("action_horizon", "action_dim")
+# The flag that picks a checkpoint's statistics when it holds several: openpi's assets dir or OpenVLA's dataset key.
+NORM_STATS_FLAGS = ("asset_id", "unnorm_key")
+
+
+def hook(target: str) -> Callable[..., Any]:
+    """`"package.module:function"` -> a function that imports the module when first called."""
+    module, name = target.split(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = target
+    return call
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointFormat:
-    """One way checkpoints are stored, and how to read one."""
+    """One way checkpoints are stored, and the hooks that read and write one."""
 
     name: str
     description: str
-    recognizes: Callable[[str], bool]
-    family: Callable[[str], str]
-    load: Callable[..., Model]
+    recognizes: Callable[[str], bool]  # (path) -> whether it is a checkpoint of this format (files and headers only)
+    family: Callable[[str], str]  # (path) -> the family it holds (headers only)
+    load: Callable[..., Model]  # (path, *, dtype, mesh, **overrides) -> Model
+    named_config: Callable[[str, str], Any]  # (config name, dtype) -> the config of a named size (e.g. "pi0_tiny")
+    param_shapes: Callable[[Any], Any]  # (config) -> its parameter tree as ShapeDtypeStructs
+    build: Callable[..., Model]  # (config, params, *, mesh) -> a Model of those parameters (benchmarks: random ones)
+    # (directory, config name, *, corpus, seed, scale) -> a random checkpoint written in this format (the demo's);
+    # `corpus`: texts for a tokenizer the format bundles.
+    write_random: Callable[..., pathlib.Path]
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One model family (`eval --model`): the checkpoint format it comes in and what it can do."""
+    """One model family (`eval --model`): what the evaluator checks and resolves before any checkpoint is loaded."""
 
     name: str
     checkpoint_format: str
-    bundles_tokenizer: bool = False  # the checkpoint carries its own text tokenizer (the model's `.tokenizer`)
-    action_head: bool = True  # False: a VLM without an action head (text domains and text probes only)
+    checkpoint_help: str  # what `--checkpoint` takes for this family (the CLI's help)
+    # Assets read beside the checkpoint, by flag name, with their default names: "tokenizer" (PaliGemma's
+    # SentencePiece: prompts come tokenized) and "fast_tokenizer"; none when the checkpoint bundles its tokenizer.
+    assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    action_decoding: str | None = None  # one of ACTION_DECODINGS; None: no action head (text and text probes only)
+    text_decoding: bool = True  # text domains (`sample_tokens`)
+    option_scoring: bool = True  # Act2Answer's text probe (`score_options`)
+    config_overrides: tuple[str, ...] = ()  # of CONFIG_OVERRIDES
+    norm_stats_flag: str | None = None  # of NORM_STATS_FLAGS
+    # (assets by flag name -> local paths, the prompt tokenizer or None) -> the action tokenizer `load` takes as
+    # `action_tokenizer=` (Pi0-FAST's FAST tokens, which its checkpoint does not ship); None: none needed.
+    action_tokenizer: Callable[[Mapping[str, Any], Any], Any] | None = None
+    demo_config: str | None = None  # the named tiny config `eval --demo` writes (`CheckpointFormat.write_random`)
+
+    def __post_init__(self) -> None:
+        if self.action_decoding not in (None, *ACTION_DECODINGS):
+            raise ValueError(f"family {self.name!r}: action_decoding must be one of {ACTION_DECODINGS} or None")
+        if not set(self.config_overrides) <= set(CONFIG_OVERRIDES) or self.norm_stats_flag not in (None, *NORM_STATS_FLAGS):
+            raise ValueError(f"family {self.name!r}: config_overrides from {CONFIG_OVERRIDES}, norm_stats_flag from "
+                             f"{NORM_STATS_FLAGS}")
+
+    @property
+    def action_head(self) -> bool:
+        return self.action_decoding is not None
+
+    @property
+    def bundles_tokenizer(self) -> bool:
+        """The checkpoint carries its own text tokenizer (the model's `.tokenizer`, reading `prompt` texts)."""
+        return "tokenizer" not in self.assets
 
 
-_FORMATS: list[CheckpointFormat] = []
+_FORMATS: dict[str, CheckpointFormat] = {}
 _FAMILIES: dict[str, Family] = {}
 
 
 def register_format(checkpoint_format: CheckpointFormat) -> None:
     """Add a checkpoint format (later registrations are tried after earlier ones)."""
-    if any(known.name == checkpoint_format.name for known in _FORMATS):
+    if checkpoint_format.name in _FORMATS:
         raise ValueError(f"checkpoint format {checkpoint_format.name!r} is already registered")
-    _FORMATS.append(checkpoint_format)
+    _FORMATS[checkpoint_format.name] = checkpoint_format
 
 
 def register_family(family: Family) -> None:
     """Add a family; its checkpoint format must be registered first."""
     if family.name in _FAMILIES:
         raise ValueError(f"family {family.name!r} is already registered")
-    if family.checkpoint_format not in {known.name for known in _FORMATS}:
+    if family.checkpoint_format not in _FORMATS:
         raise ValueError(f"family {family.name!r}: unknown checkpoint format {family.checkpoint_format!r}")
     _FAMILIES[family.name] = family
 
 
 def formats() -> tuple[CheckpointFormat, ...]:
-    return tuple(_FORMATS)
+    return tuple(_FORMATS.values())
 
 
 def family_names() -> tuple[str, ...]:
@@ -87,18 +149,23 @@ def family(name: str) -> Family:
     return _FAMILIES[name]
 
 
+def checkpoint_format(family_name: str) -> CheckpointFormat:
+    """The format checkpoints of family `family_name` come in."""
+    return _FORMATS[family(family_name).checkpoint_format]
+
+
 def format_of(checkpoint: str | pathlib.Path) -> CheckpointFormat:
     """The format `checkpoint` is stored in; a one-line error listing the known formats otherwise."""
     from multinet_jax.weights.trees import CheckpointError
 
     path = str(checkpoint)
-    for checkpoint_format in _FORMATS:
-        if checkpoint_format.recognizes(path):
-            return checkpoint_format
+    for known in _FORMATS.values():
+        if known.recognizes(path):
+            return known
     if "://" not in path and not pathlib.Path(path).exists():
         raise CheckpointError(f"{path}: no such checkpoint directory")
-    known = "; ".join(f"{known.name}: {known.description}" for known in _FORMATS)
-    raise CheckpointError(f"{path}: not a checkpoint format this project reads (known: {known})")
+    listed = "; ".join(f"{known.name}: {known.description}" for known in _FORMATS.values())
+    raise CheckpointError(f"{path}: not a checkpoint format this project reads (known: {listed})")
 
 
 def family_of(checkpoint: str | pathlib.Path) -> str:
@@ -127,70 +194,55 @@ def load_model(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: 
     return format_of(checkpoint).load(checkpoint, dtype=dtype, mesh=mesh, **overrides)
 
 
-# -- the registered formats and families (each hook imports its module when called) --------------------------------
+def random_model(family_name: str, config_name: str, *, dtype: str, mesh: Mesh, params: Callable[[Any], Any]) -> Model:
+    """A model of a named config with the parameters `params(shapes)` makes from its parameter shapes (benchmarks)."""
+    checkpoint_format_ = checkpoint_format(family_name)
+    config = checkpoint_format_.named_config(config_name, dtype)
+    return checkpoint_format_.build(config, params(checkpoint_format_.param_shapes(config)), mesh=mesh)
 
 
-def _is_openpi(path: str) -> bool:
-    from multinet_jax.models import openpi_checkpoint
-
-    return openpi_checkpoint.is_openpi(path)
-
-
-def _openpi_family(path: str) -> str:
-    from multinet_jax.models import openpi_checkpoint
-
-    return openpi_checkpoint.family(path)
+def write_demo_checkpoint(family_name: str, directory: pathlib.Path, *, corpus: list[str], seed: int, scale: float) -> pathlib.Path:
+    """The demo's random tiny checkpoint of `family_name` (its `demo_config`), written in its format."""
+    demo_config = family(family_name).demo_config
+    if demo_config is None:
+        raise ValueError(f"--model={family_name} has no demo checkpoint")
+    return checkpoint_format(family_name).write_random(directory, demo_config, corpus=corpus, seed=seed, scale=scale)
 
 
-def _load_openpi(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
-    from multinet_jax.models import openpi_checkpoint
+# -- the registered formats and families ----------------------------------------------------------------------------
 
-    return openpi_checkpoint.load(checkpoint, **kwargs)
-
-
-def _is_openvla(path: str) -> bool:
-    from multinet_jax.models import openvla_checkpoint
-
-    return openvla_checkpoint.is_openvla(path)
-
-
-def _load_openvla(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
-    from multinet_jax.models import openvla
-
-    return openvla.load(checkpoint, **kwargs)
-
-
-def _is_big_vision(path: str) -> bool:
-    from multinet_jax.weights import big_vision
-
-    return big_vision.is_big_vision_npz(path)
-
-
-def _big_vision_family(path: str) -> str:
-    """"paligemma", once the npz's headers show PaliGemma's sizes (a torn or foreign npz fails here, naming it)."""
-    from multinet_jax.models import paligemma
-
-    paligemma.read_config(path)
-    return "paligemma"
-
-
-def _load_paligemma(checkpoint: str | pathlib.Path, **kwargs: Any) -> Model:
-    from multinet_jax.models import paligemma
-
-    return paligemma.load(checkpoint, **kwargs)
-
-
-register_format(CheckpointFormat("openpi", "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST",
-                                 _is_openpi, _openpi_family, _load_openpi))
+_OPENPI, _OPENVLA, _PALIGEMMA = (f"multinet_jax.models.{name}" for name in ("openpi_checkpoint", "openvla_checkpoint", "paligemma"))
+register_format(CheckpointFormat(
+    "openpi", "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST",
+    recognizes=hook(f"{_OPENPI}:is_openpi"), family=hook(f"{_OPENPI}:family"), load=hook(f"{_OPENPI}:load"),
+    named_config=hook(f"{_OPENPI}:named_config"), param_shapes=hook(f"{_OPENPI}:param_shapes"),
+    build=hook(f"{_OPENPI}:build_model"), write_random=hook(f"{_OPENPI}:write_random")))
 register_format(CheckpointFormat(
     "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json with model_type 'openvla', safetensors)",
-    _is_openvla, lambda path: "openvla", _load_openvla))
+    recognizes=hook(f"{_OPENVLA}:is_openvla"), family=hook(f"{_OPENVLA}:family"), load=hook("multinet_jax.models.openvla:load"),
+    named_config=hook(f"{_OPENVLA}:named_config"), param_shapes=hook("multinet_jax.models.openvla:param_shapes"),
+    build=hook("multinet_jax.models.openvla:build_model"), write_random=hook(f"{_OPENVLA}:write_random")))
 register_format(CheckpointFormat(
     "big_vision_npz", "a big_vision PaliGemma .npz (params/img/..., params/llm/...; e.g. pt_224.npz)",
-    _is_big_vision, _big_vision_family, _load_paligemma))
+    recognizes=hook("multinet_jax.weights.big_vision:is_big_vision_npz"), family=hook(f"{_PALIGEMMA}:family"),
+    load=hook(f"{_PALIGEMMA}:load"), named_config=hook(f"{_OPENPI}:named_config"),
+    param_shapes=hook(f"{_OPENPI}:param_shapes"), build=hook(f"{_PALIGEMMA}:build_model"),
+    write_random=hook(f"{_PALIGEMMA}:write_random")))
 
-register_family(Family("pi0", "openpi"))
-register_family(Family("pi05", "openpi"))
-register_family(Family("pi0_fast", "openpi"))
-register_family(Family("openvla", "huggingface_openvla", bundles_tokenizer=True))
-register_family(Family("paligemma", "big_vision_npz", action_head=False))
+_OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, pi0_fast_droid, ...), gs://..., or the "
+                "step directory holding params/ (or params/ itself)")
+_PALIGEMMA_TOKENIZER = {"tokenizer": assets.DEFAULT_TOKENIZER}
+register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny"))
+register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny"))
+register_family(Family(
+    "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
+    action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id",
+    action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny"))
+register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
+                       "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
+                       norm_stats_flag="unnorm_key", demo_config="openvla_tiny"))
+register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
+                       "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
+                       demo_config="paligemma_tiny"))

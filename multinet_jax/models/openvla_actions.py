@@ -29,10 +29,13 @@ utokyo_xarm_bimanual_converted_externally_to_rlds (`DOMAIN_DATASETS`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from multinet_jax.models.interface import InferenceOptions
 
 OPENVLA_ACTION_DIM = 7
 GRIPPER_INDEX = 6
@@ -193,3 +196,26 @@ def check_convertible(dataset: str, dims: int) -> None:
         raise ValueError(f"{dataset}: MultiNet converts OpenVLA's {OPENVLA_ACTION_DIM}-dim actions, but the statistics "
                          f"have {dims} dims; unnormalize with {OPENVLA_ACTION_DIM}-dim statistics in OpenVLA's order "
                          "(--unnormalize=checkpoint --unnorm_key=<dataset>)")
+
+
+class MultiNetActions:
+    """`interface.MultiNetActions` for OpenVLA: the rules above, as the evaluator applies them per domain."""
+
+    def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """The split's q01/q99 with MultiNet's mask (the last dim stays normalized)."""
+        return multinet_mask(stats)
+
+    def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
+        """As many action tokens as the statistics have dims, from center-cropped images, as MultiNet ran OpenVLA;
+        an Open-X domain whose conversion cannot take those dims is refused before any model time."""
+        dims = decoded_dims(stats)
+        if continuous:
+            check_convertible(dataset_name(domain), dims)
+        return dataclasses.replace(options, action_dim=dims, center_crop=True)
+
+    def predictions(self, actions: np.ndarray, norm: Callable[[np.ndarray], np.ndarray], domain: str) -> list[list[float] | None]:
+        return predictions(actions, norm, dataset_name(domain))
+
+    def note(self, domain: str, options: InferenceOptions) -> dict[str, Any]:
+        return {"openvla_actions": {**conversion_note(dataset_name(domain), options.action_dim),
+                                    "center_crop": options.center_crop}}

@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_path
 from multinet_jax import tokenizers, weights
 from multinet_jax.data import transforms
-from multinet_jax.eval.state_prompts import StatePrompts
+from multinet_jax.models.state_prompts import StatePrompts
 from tokenizers_helpers import build_test_paligemma
 
 

@@ -45,6 +45,10 @@ import numpy as np
 # openpi's Unnormalize adds this to std so a constant dimension does not divide by zero.
 UNNORMALIZE_EPSILON = 1e-6
 MAX_ACTION_DIMS = 32
+# The largest |value| a ground-truth action may hold (data and `score` refuse larger ones): robot actions are deltas,
+# positions and gripper states of magnitude 1e-3-1e3, and beyond this float32 sums of squares over a split lose
+# their digits long before they overflow (a single 1e30 action made every statistic inf and every prediction invalid).
+ACTION_VALUE_LIMIT = 1e6
 NUM_OVERCOOKED_ACTIONS = 36
 PIQA_ANSWERS = ("0", "1")
 

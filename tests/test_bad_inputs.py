@@ -83,6 +83,75 @@ def _larger_tokenizer(source: pathlib.Path, target: pathlib.Path) -> None:
     target.write_bytes(proto.SerializeToString())
 
 
+def _openx_copy(shard: pathlib.Path, target: pathlib.Path, edit: Callable[[dict], None]) -> None:
+    """The tf.data snapshot `shard` written again at `target` after `edit` changed its columns (one array per field)."""
+    import tensorflow as tf
+
+    steps = list(tf.data.Dataset.load(str(shard)).as_numpy_iterator())
+    columns = tf.nest.map_structure(lambda *values: np.stack(values), *steps)
+    columns["language_instruction"] = columns["language_instruction"].astype(object)  # any byte length
+    edit(columns)
+    tf.data.Dataset.from_tensor_slices(columns).save(str(target))
+
+
+def _edited_rows(source: pathlib.Path, target: pathlib.Path, row: int, **fields: object) -> None:
+    """The Overcooked trials pickle `source` with `fields` of one row replaced, at `target`."""
+    rows = pickle.loads(source.read_bytes())
+    rows[row].update(fields)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(pickle.dumps(rows))
+
+
+def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
+    """Data that decodes but holds values no run can score right (NaN, huge, duplicate, unparsable, not UTF-8)."""
+    shard = data_dir / "openx_bimanual" / "public" / "translated_shard_0"
+
+    def action_value(value: float) -> Callable[[dict], None]:
+        return lambda columns: columns["action"].__setitem__((3, 2), value)
+
+    _openx_copy(shard, root / "openx_nan_action" / "translated_shard_0", action_value(np.nan))
+    _openx_copy(shard, root / "openx_huge_action" / "translated_shard_0", action_value(3e38))
+    _openx_copy(shard, root / "huge_action_data" / "openx_bimanual" / "public" / "translated_shard_0", action_value(1e30))
+    _openx_copy(shard, root / "openx_nan_state" / "translated_shard_0",
+                lambda columns: columns["observation"]["pose_l"].__setitem__((2, 0), np.nan))
+    _openx_copy(shard, root / "openx_not_utf8" / "translated_shard_0",
+                lambda columns: columns["language_instruction"].__setitem__(4, b"\xff\xfe pick up the cup"))
+    spec = _writable_copy(shard, root / "openx_bad_spec" / "translated_shard_0") / "dataset_spec.pb"
+    spec.write_bytes(b"\x0a\xff\xff\xff garbage")
+
+    trials = data_dir / "overcooked_ai" / "public" / "2020_hh_trials_train.pickle"
+    _edited_rows(trials, root / "overcooked_int_action" / "trials.pickle", 3, joint_action=7)
+    _edited_rows(trials, root / "overcooked_dance" / "trials.pickle", 3, joint_action="dance")
+    _edited_rows(trials, root / "overcooked_nan_time" / "trials.pickle", 3, time_left="nan")
+    _edited_rows(trials, root / "overcooked_huge_time" / "trials.pickle", 3, time_elapsed="1e300")
+    _edited_rows(trials, root / "int_action_data" / "overcooked_ai" / "public" / "trials.pickle", 3, joint_action=7)
+
+    piqa_lines = (data_dir / "piqa" / "public" / "piqa.jsonl").read_bytes().splitlines()
+    for name, lines in (("piqa_duplicate_id", [*piqa_lines[:3], piqa_lines[1]]),
+                        ("piqa_not_utf8", [piqa_lines[0], piqa_lines[1].replace(b"How", b"H\xffw")])):
+        (root / name).mkdir()
+        (root / name / "piqa.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (root / "piqa_torn_arrow").mkdir()
+    (root / "piqa_torn_arrow" / "data-00000-of-00001.arrow").write_bytes(b"\xff\xff\xff\xff\x10\x00")
+    bfcl = _writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_not_utf8")
+    questions = (bfcl / "questions.jsonl").read_bytes().splitlines()
+    (bfcl / "questions.jsonl").write_bytes(b"\n".join([questions[0], questions[1].replace(b"Please", b"Pl\xe9ase")]) + b"\n")
+    for name, file, content in (("odinw_torn_categories", "categories.json", None),
+                                ("odinw_categories_list", "categories.json", b'["a", "b"]'),
+                                ("odinw_torn_pairs", "object_caption_pairs.json", None)):
+        subset = sorted(_writable_copy(data_dir / "odinw" / "public", root / name).glob("*/categories.json"))[0].parent
+        original = (subset / file).read_bytes()
+        (subset / file).write_bytes(original[: len(original) // 2] if content is None else content)
+    sqa3d = _writable_copy(data_dir / "sqa3d" / "public", root / "sqa3d_torn_questions")
+    questions_file = sqa3d / "v1_balanced_questions_test_scannetv2.json"
+    questions_file.write_bytes(questions_file.read_bytes()[:100])
+
+    score = root / "score"
+    action = {"id": "0", "prediction": [0.1] * 3, "ground_truth": [0.2] * 3}
+    (score / "huge_truth.jsonl").write_text(json.dumps(action) + "\n" + json.dumps({**action, "id": "1", "ground_truth": [0.2, 1e300, 0.1]}) + "\n")
+    (score / "not_utf8.jsonl").write_bytes(json.dumps(action).encode() + b"\n" + b'{"id": "\xff"}\n')
+
+
 def _build(root: pathlib.Path) -> Inputs:
     from multinet_jax.eval import demo
 
@@ -118,6 +187,7 @@ def _build(root: pathlib.Path) -> Inputs:
     categories = json.loads(categories_path.read_text())
     del categories["categories"]  # MultiNet's options: without them there is no prompt to build
     categories_path.write_text(json.dumps(categories))
+    _build_bad_data(root, data_dir)
 
     checkpoint = pathlib.Path(assets["checkpoint"])
     torn = _writable_copy(checkpoint, root / "ckpt_torn")
@@ -195,6 +265,10 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/not_object.jsonl:1: expected a JSON object, got list"),
     Case("score_missing_field", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/missing_truth.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/missing_truth.jsonl:2: field 'ground_truth': missing"),
+    Case("score_huge_ground_truth", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/huge_truth.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/huge_truth.jsonl:2: field 'ground_truth': holds 1e\\+300, beyond \\+-1e\\+06 .*"),
+    Case("score_not_utf8", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_utf8.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/not_utf8.jsonl:2: not UTF-8 text \\(invalid start byte at byte 8\\)"),
     Case("score_action_stats_not_json", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats.json"],
          lambda i: f"{E(str(i.root))}/score/stats.json: not a JSON file .*"),
     Case("score_output_under_a_file", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.a_file}/m.json"],
@@ -229,6 +303,42 @@ CASES = [
     Case("data_odinw_without_categories", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_no_categories}"],
          lambda i: f"{E(str(sorted(i.odinw_no_categories.glob('*/categories.json'))[0]))}: categories: "
                    "expected a list of \\{name, supercategory\\} objects, got None"),
+    # data: values that decode but cannot be scored right; the same checks eval applies (issue 25)
+    Case("data_openx_nan_action", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_nan_action}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_nan_action))}: record translated_shard_0/3: field 'action': value nan at dim 2 is not a "
+                   "finite number within \\+-1e\\+06 \\(corrupt data\\?\\)"),
+    Case("data_openx_huge_action", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_huge_action}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_huge_action))}: record translated_shard_0/3: field 'action': value 3e\\+38 at dim 2 .*"),
+    Case("data_openx_instruction_not_utf8", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_not_utf8}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_not_utf8))}: step translated_shard_0/4: field 'language_instruction' is not UTF-8 text "
+                   "\\(invalid start byte at byte 0\\)"),
+    Case("data_openx_corrupt_dataset_spec", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_bad_spec}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_bad_spec))}/translated_shard_0: unreadable tf.data snapshot \\(DecodeError: .*\\)"),
+    Case("data_overcooked_joint_action_int", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_int_action}"],
+         lambda i: "overcooked_ai: record trials.pickle:3: field 'joint_action': '7' is not two moves of .* \\(MultiNet would have scored it as 28\\)"),
+    Case("data_overcooked_joint_action_dance", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_dance}"],
+         lambda i: "overcooked_ai: record trials.pickle:3: field 'joint_action': not a joint action literal 'dance' \\(ValueError\\)"),
+    Case("data_overcooked_nan_time_left", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_nan_time}"],
+         lambda i: "overcooked_ai: record trials.pickle:3: field 'time_left': 'nan' is not a number of seconds in \\[0, 86400\\]"),
+    Case("data_overcooked_huge_time_elapsed", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_huge_time}"],
+         lambda i: "overcooked_ai: record trials.pickle:3: field 'time_elapsed': '1e300' is not a number of seconds in \\[0, 86400\\]"),
+    Case("data_piqa_duplicate_id", "data", lambda i: ["--domain=piqa", f"--data_dir={i.piqa_duplicate_id}"],
+         lambda i: "piqa: record piqa.jsonl:4: field 'id': duplicate id 'demo-piqa-1', first at piqa.jsonl:2"),
+    Case("data_piqa_not_utf8", "data", lambda i: ["--domain=piqa", f"--data_dir={i.piqa_not_utf8}"],
+         lambda i: "piqa: record piqa.jsonl:2: field '<line>': not UTF-8 text \\(invalid start byte at byte \\d+\\)"),
+    Case("data_piqa_torn_arrow", "data", lambda i: ["--domain=piqa", f"--data_dir={i.piqa_torn_arrow}"],
+         lambda i: f"{E(str(i.piqa_torn_arrow))}/data-00000-of-00001.arrow: not a readable Arrow IPC stream \\(.*\\)"),
+    Case("data_bfcl_not_utf8", "data", lambda i: ["--domain=bfcl", f"--data_dir={i.bfcl_not_utf8}"],
+         lambda i: "bfcl: record questions.jsonl:2: field '<line>': not UTF-8 text \\(invalid continuation byte at byte \\d+\\)"),
+    Case("data_odinw_torn_categories", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_torn_categories}"],
+         lambda i: f"{E(str(sorted(i.odinw_torn_categories.glob('*/categories.json'))[0]))}: not valid JSON \\(.*\\)"),
+    Case("data_odinw_categories_list", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_categories_list}"],
+         lambda i: f"{E(str(sorted(i.odinw_categories_list.glob('*/categories.json'))[0]))}: expected a JSON object with "
+                   "categories, got a list"),
+    Case("data_odinw_torn_pairs", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_torn_pairs}"],
+         lambda i: f"{E(str(sorted(i.odinw_torn_pairs.glob('*/object_caption_pairs.json'))[0]))}: not valid JSON \\(.*\\)"),
+    Case("data_sqa3d_torn_questions", "data", lambda i: ["--domain=sqa3d", f"--data_dir={i.sqa3d_torn_questions}"],
+         lambda i: f"{E(str(i.sqa3d_torn_questions))}/v1_balanced_questions_test_scannetv2.json: not valid JSON \\(.*\\)"),
     Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
          lambda i: "unknown domain 'atari'; known: .*"),
     # report
@@ -309,6 +419,10 @@ CASES = [
     # eval: data and outputs
     Case("eval_a_domain_missing", "eval", lambda i: _eval(i, domains=("piqa", "sqa3d"), data_dir=str(i.piqa_only), skip_similarity=True),
          lambda i: f"sqa3d: data_dir {E(str(i.piqa_only))}/sqa3d is not a directory"),
+    Case("eval_huge_action_in_the_data", "eval", lambda i: _eval(i, domains=("openx_bimanual",), data_dir=str(i.huge_action_data), cache_dir=str(i.cache)),
+         lambda i: f"{E(str(i.huge_action_data))}/openx_bimanual/public: record translated_shard_0/3: field 'action': value 1e\\+30 at dim 2 .*"),
+    Case("eval_joint_action_needing_a_fallback", "eval", lambda i: _eval(i, domains=("overcooked_ai",), data_dir=str(i.int_action_data)),
+         lambda i: "overcooked_ai: record trials.pickle:3: field 'joint_action': '7' is not two moves of .* \\(MultiNet would have scored it as 28\\)"),
     Case("eval_output_dir_is_a_file", "eval", lambda i: _eval(i, output_dir=str(i.a_file)),
          lambda i: f"{E(str(i.a_file))}: --output_dir is a file, not a folder"),
     Case("eval_results_exist", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2),
@@ -387,6 +501,30 @@ def test_two_evals_started_together_into_one_folder_one_is_refused(tmp_path):
     assert [record["sample_index"] for record in records] == list(range(12))
     # the lock dies with its holder: the folder is free again once the run ended
     preflight.lock_output_dir(tmp_path / "run").release()
+
+
+def test_data_lists_a_nan_state_as_a_bad_record(cli_results):
+    """A step whose state holds NaN is a bad record `data` names (and `eval` stops at), not a NaN fed to the model."""
+    from multinet_jax import data
+
+    inputs, _ = cli_results
+    report = data.inspect("openx_bimanual", inputs.openx_nan_state, cache_dir=inputs.cache)
+    assert report["bad_records"] == ["openx_bimanual: record translated_shard_0/2: field 'observation/pose_l': holds NaN "
+                                     "or infinite values"]
+
+
+def test_score_counts_json_booleans_as_invalid_predictions():
+    """JSON `true` is no answer index and no action value: invalid, as a string would be (it used to count as 1)."""
+    import multinet_jax
+
+    piqa = multinet_jax.score("piqa", [{"id": "0", "prediction": True, "ground_truth": 1},
+                                       {"id": "1", "prediction": 1, "ground_truth": 1}])
+    assert (piqa["total_invalid_preds"], piqa["overall_accuracy"]) == (1, 0.5)
+    openx = multinet_jax.score("openx", [{"id": "0", "prediction": [True, 0.5], "ground_truth": [1.0, 0.5]},
+                                         {"id": "1", "prediction": [1.0, 0.5], "ground_truth": [1.0, 0.5]}])
+    assert openx["total_invalid_preds"] == 1
+    overcooked = multinet_jax.score("overcooked", [{"id": "0", "prediction": False, "ground_truth": 0}])
+    assert overcooked["total_invalid_preds"] == 1
 
 
 def test_hostile_pickle_ran_no_code(cli_results):

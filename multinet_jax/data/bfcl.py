@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.errors import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
 
 # BFCL's MULTI_TURN_FUNC_DOC_FILE_MAPPING: involved class -> func doc file stem
@@ -49,6 +49,8 @@ class BfclSource:
             raise FileNotFoundError(f"{answers_path}: missing (ground truth for {questions_path.name})")
         self._questions = read_json_lines(questions_path, dataset)
         self._answers = {row.get("id"): row for _, row in read_json_lines(answers_path, dataset)}
+        check_unique_ids(dataset, ((record, question["id"]) for record, question in self._questions
+                                   if isinstance(question.get("id"), str)))
         doc_dir = pathlib.Path(func_doc_dir) if func_doc_dir else directory / "multi_turn_func_doc"
         self._doc_dir = doc_dir if doc_dir.is_dir() else None
         self._docs: dict[str, list[dict]] = {}

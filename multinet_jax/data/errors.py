@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
+from typing import Any
 
 ON_BAD_RECORD_CHOICES = ("fail", "skip")
 
@@ -43,3 +45,13 @@ def check_on_bad_record(on_bad_record: str) -> str:
 
 def log_skipped(bad: BadRecord) -> None:
     logging.warning("skipping bad record: %s", bad)
+
+
+def check_unique_ids(dataset: str, located_ids: Iterable[tuple[str, Any]]) -> None:
+    """Every sample's id (given with its record's location) differs from the others': a duplicate would be scored
+    twice, or refused by `score` only after the whole domain ran."""
+    first: dict[str, str] = {}
+    for record, sample_id in located_ids:
+        if str(sample_id) in first:
+            raise BadRecordError(dataset, record, "id", f"duplicate id {str(sample_id)!r}, first at {first[str(sample_id)]}")
+        first[str(sample_id)] = record

@@ -12,7 +12,6 @@ the crop's category among them, and their count is the class count MultiNet's ta
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 from typing import Any
@@ -21,7 +20,8 @@ import numpy as np
 
 from multinet_jax.data import prompts
 from multinet_jax.domains import ODINW_SUBSET_CLASSES
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.errors import BadRecordError, check_unique_ids
+from multinet_jax.data.jsonl import read_json
 from multinet_jax.data.transforms import decode_image
 
 PAIR_FILES = ("test_object_caption_pairs.json", "object_caption_pairs.json")
@@ -41,11 +41,13 @@ def subset_dirs(directory: pathlib.Path) -> list[pathlib.Path]:
     return subsets
 
 
-def subset_options(categories: dict[str, Any], path: pathlib.Path) -> list[str]:
+def subset_options(categories: Any, path: pathlib.Path) -> list[str]:
     """The options MultiNet listed: the names of `categories` whose `supercategory` is not "none", in file order.
 
     Their count must be the subset's in MultiNet's table (`ODINW_SUBSET_CLASSES`), which bounds a valid answer.
     """
+    if not isinstance(categories, dict):
+        raise ValueError(f"{path}: expected a JSON object with categories, got a {type(categories).__name__}")
     entries = categories.get("categories")
     if not isinstance(entries, list) or not all(
             isinstance(entry, dict) and isinstance(entry.get("name"), str) and "supercategory" in entry for entry in entries):
@@ -58,6 +60,10 @@ def subset_options(categories: dict[str, Any], path: pathlib.Path) -> list[str]:
     return names
 
 
+def _sample_id(subset: pathlib.Path, pair: dict) -> str:
+    return f"{subset.name}/{pair.get('bbox_image')}"
+
+
 class OdinwSource:
     def __init__(self, directory: pathlib.Path, dataset: str = "odinw"):
         self.dataset = dataset
@@ -66,9 +72,12 @@ class OdinwSource:
             pairs_path = next((subset / name for name in PAIR_FILES if (subset / name).exists()), None)
             if pairs_path is None:
                 raise FileNotFoundError(f"{subset}: none of {PAIR_FILES}")
-            options = subset_options(json.loads((subset / "categories.json").read_text()), subset / "categories.json")
-            pairs = json.loads(pairs_path.read_text())
+            options = subset_options(read_json(subset / "categories.json"), subset / "categories.json")
+            pairs = read_json(pairs_path)
+            if not isinstance(pairs, list) or not all(isinstance(pair, dict) for pair in pairs):
+                raise ValueError(f"{pairs_path}: expected a JSON list of objects (bbox_image, category_name, ...)")
             self._samples += [(subset, options, f"{subset.name}/{pairs_path.name}[{i}]", pair) for i, pair in enumerate(pairs)]
+        check_unique_ids(dataset, ((record, _sample_id(subset, pair)) for subset, _, record, pair in self._samples))
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -86,7 +95,7 @@ class OdinwSource:
         except (OSError, ValueError) as error:
             raise BadRecordError(self.dataset, record, "bbox_image", f"{image_path}: {error}") from None
         return {
-            "id": f"{subset.name}/{pair['bbox_image']}",
+            "id": _sample_id(subset, pair),
             "image": image,
             "state": None,
             "prompt": prompts.odinw_prompt(subset.name, options),

@@ -86,11 +86,14 @@ def checked_image(image: Any, dataset: str, record: str, field: str) -> np.ndarr
     return image
 
 
-def instruction(step: dict[str, Any]) -> str:
+def instruction(step: dict[str, Any], dataset: str, record: str) -> str:
     language_table = step.get("observation/instruction")
     if language_table is not None and np.asarray(language_table).dtype == np.int32:
         codes = np.asarray(language_table)
-        return bytes(codes[codes != 0].tolist()).decode("utf-8")
+        try:
+            return bytes(codes[codes != 0].tolist()).decode("utf-8")
+        except (UnicodeDecodeError, ValueError) as error:  # ValueError: a code outside 0..255
+            raise BadRecordError(dataset, record, "observation/instruction", f"not UTF-8 text ({error})") from None
     for key in INSTRUCTION_KEYS:
         if key in step:
             return str(step[key])
@@ -144,7 +147,17 @@ def ground_truth_action(step: dict[str, Any], dataset: str, record: str) -> tupl
 def action_vector(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
     """(flat float32 action, the action dict or None when the action is a plain array)."""
     action, action_dict = native_action(step, dataset, record)
+    check_action_values(action, dataset, record)
     return action.astype(np.float32), action_dict
+
+
+def check_action_values(action: np.ndarray, dataset: str, record: str) -> None:
+    """A ground-truth action holds finite values within `domains.ACTION_VALUE_LIMIT`: one NaN, inf or 1e30 would
+    make the split's statistics (and so every unnormalized prediction and metric) NaN or inf."""
+    bad = np.flatnonzero(~(np.abs(action) <= domains.ACTION_VALUE_LIMIT))
+    if bad.size:
+        raise BadRecordError(dataset, record, "action", f"value {float(action[bad[0]]):g} at dim {int(bad[0])} is not a "
+                             f"finite number within +-{domains.ACTION_VALUE_LIMIT:g} (corrupt data?)")
 
 
 def native_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
@@ -172,6 +185,8 @@ def state_vector(step: dict[str, Any], dataset: str, record: str) -> np.ndarray 
         value = np.asarray(step[key])
         if value.dtype.kind != "f":
             raise BadRecordError(dataset, record, key, f"expected floats, got {value.dtype}")
+        if not np.isfinite(value).all():
+            raise BadRecordError(dataset, record, key, "holds NaN or infinite values")
         parts.append(value.astype(np.float32).reshape(-1))
     return np.concatenate(parts) if parts else None
 
@@ -188,7 +203,7 @@ def openx_sample(step: dict[str, Any], dataset: str) -> dict[str, Any]:
         "id": record,
         "image": first_image(step, dataset, record),
         "state": state_vector(step, dataset, record),
-        "prompt": instruction(step),
+        "prompt": instruction(step, dataset, record),
         "ground_truth": action.tolist(),
         "action": action,
         "episode_id": str(step[EPISODE_KEY]),
@@ -221,8 +236,15 @@ def _numpy_leaf(value: Any) -> Any:
     return array
 
 
-def _to_flat_numpy(step: dict[str, Any]) -> dict[str, Any]:
-    return {key: _numpy_leaf(value) for key, value in steps_lib.flatten(step).items()}
+def _to_flat_numpy(step: dict[str, Any], where: str) -> dict[str, Any]:
+    """A decoded step as flat numpy leaves and text; `where` names the step in the error for a field that is not UTF-8."""
+    flat = {}
+    for key, value in steps_lib.flatten(step).items():
+        try:
+            flat[key] = _numpy_leaf(value)
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: field {key!r} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return flat
 
 
 def translated_shards(directory: pathlib.Path) -> list[pathlib.Path]:
@@ -277,13 +299,15 @@ def snapshot_element_count(shard: pathlib.Path) -> int | None:
 def _iter_translated(directory: pathlib.Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Steps of every translated shard, each shard's count checked against what its metadata recorded."""
     tf = _tf()
+    from google.protobuf.message import DecodeError
+
     for shard in translated_shards(directory):
         expected, read = snapshot_element_count(shard), 0
         try:
             for step in tf.data.Dataset.load(str(shard)).as_numpy_iterator():
                 read += 1
                 yield shard.name, step
-        except tf.errors.OpError as error:
+        except (tf.errors.OpError, DecodeError) as error:  # DecodeError: a corrupt dataset_spec.pb
             raise ValueError(f"{shard}: unreadable tf.data snapshot ({_error_line(error)})") from None
         if expected is not None and read != expected:
             raise ValueError(
@@ -359,7 +383,7 @@ def iter_source_steps(directory: pathlib.Path, split: str | None = None) -> Iter
     for episode_id, step in raw:
         step_index = step_index + 1 if episode_id == previous else 0
         previous = episode_id
-        flat = _to_flat_numpy(step)
+        flat = _to_flat_numpy(step, f"{directory}: step {episode_id}/{step_index}")
         flat[EPISODE_KEY], flat[STEP_KEY] = episode_id, np.int64(step_index)
         yield flat
 
@@ -415,6 +439,7 @@ def _convert_into(
                 if len(summary["examples"]) < 5:
                     summary["examples"].append(str(error.bad_record))
             else:
+                check_action_values(action, str(source_dir), step_record_name(step))  # before any statistic sees it
                 pending.append(action.astype(np.float32))
                 multinet_stats.update(action)
                 leaves = action_leaves(step)
@@ -514,10 +539,17 @@ class OpenxSource:
         rebuild = domains.lookup(self.dataset).protocol.action_from_dict
         rebuilt = self.steps.manifest.get(REBUILT_STATS_KEY, {}).get(rebuild) if rebuild else None
         if rebuilt is not None:
-            return rebuilt[kind]
+            return self._finite(rebuilt[kind])
         if kind == "exact":
-            return self.steps.manifest["action_stats"]
+            return self._finite(self.steps.manifest["action_stats"])
         if MULTINET_STATS_KEY not in self.steps.manifest:
             raise ValueError(f"{self.steps.directory}: converted by an older multinet_jax without MultiNet's split "
                              "statistics; run `multinet-jax convert` on the source again")
-        return self.steps.manifest[MULTINET_STATS_KEY]
+        return self._finite(self.steps.manifest[MULTINET_STATS_KEY])
+
+    def _finite(self, stats: dict | None) -> dict | None:
+        """Statistics an earlier version computed over a non-finite or huge action are refused, not used."""
+        if stats is not None and not all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean", "std")):
+            raise ValueError(f"{self.steps.directory}: its action statistics hold NaN or inf (a step's action is not "
+                             "finite or too large); fix the data, then remove this conversion to convert it again")
+        return stats

@@ -7,12 +7,14 @@ Columns as in overcooked_ai's `2020_hh_trials_*`: `state` is a base64 PNG of the
 
 Each player's action maps to NORTH (0,-1)=0, SOUTH (0,1)=1, EAST (1,0)=2, WEST (-1,0)=3,
 STAY (0,0)=4, "interact"=5; the joint action is 6 * p0 + p1 (36 options, MultiNet's
-`definitions/overcooked.py` order). Fallbacks follow MultiNet's `_convert_joint_action_to_discrete`
-(`src/data_utils/overcooked_dataloader.py`, d6fe80e, lines 76-109): "interact" and [1, 1] are INTERACT; a player's
-move that is not a list or tuple is STAY for that player alone; a joint action that is not a two-item list, or
-holds a move outside the six, is (STAY, STAY) = 28. The sample says when a fallback applied
-(`joint_action_known=False`) so it is counted, not hidden. A joint action that is not a Python literal is a bad
-record (MultiNet raised too).
+`definitions/overcooked.py` order). MultiNet's `_convert_joint_action_to_discrete`
+(`src/data_utils/overcooked_dataloader.py`, d6fe80e, lines 76-109) maps "interact" and [1, 1] to INTERACT, and
+falls back to STAY for a player's move that is not a list or tuple and to (STAY, STAY) = 28 for a joint action
+that is not a two-item list or holds a move outside the six (`parse_joint_action` reproduces it, `known=False`).
+Here a row that needs a fallback is a bad record, as one that is not a Python literal is (MultiNet raised there):
+scoring a model against a guessed ground truth is silently wrong, and every joint action of MultiNet's published
+trials maps without one. `time_left` and `time_elapsed` must be seconds in [0, 86400]. These fields are checked for
+every row when the file opens, so bad data is refused before any sample is read.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ STAY, INTERACT = (0, 0), (1, 1)
 UNKNOWN_JOINT_ACTION = 6 * MOVES[STAY] + MOVES[STAY]
 NUM_JOINT_ACTIONS = 36
 MAX_JOINT_ACTION_CHARS = 64
+MAX_SECONDS = 24 * 3600  # `time_left` / `time_elapsed`: a trial lasts minutes
 
 
 def _player_move(action: Any) -> tuple[Any, bool]:
@@ -76,8 +79,11 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise ValueError(f"{path}: expected a pickled list of row dicts, got {type(rows).__name__}")
         return rows
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            return list(csv.DictReader(file))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
 def data_file(directory: pathlib.Path) -> pathlib.Path:
@@ -104,6 +110,10 @@ class OvercookedSource:
             trials.setdefault(str(row.get("trial_id")), []).append(row_index)
         self._rows = rows
         self._order = [(trial, step, row_index) for trial, indices in trials.items() for step, row_index in enumerate(indices)]
+        for row_index, row in enumerate(rows):  # every field but the image, before any sample is read: cheap, and a
+            self._joint_action(row_index)  # bad one refuses the data at once (`data` and `eval` alike)
+            self._seconds(row, row_index, "time_left")
+            self._seconds(row, row_index, "time_elapsed")
 
     def __len__(self) -> int:
         return len(self._order)
@@ -113,18 +123,29 @@ class OvercookedSource:
             raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", name, "missing")
         return row[name]
 
-    def _float(self, row: dict, row_index: int, name: str) -> float:
+    def _seconds(self, row: dict, row_index: int, name: str) -> float:
         try:
-            return float(self._field(row, row_index, name))
+            value = float(self._field(row, row_index, name))
         except (TypeError, ValueError):
             raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", name, f"not a number: {row[name]!r}") from None
+        if not 0 <= value <= MAX_SECONDS:
+            raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", name,
+                                 f"{row[name]!r} is not a number of seconds in [0, {MAX_SECONDS}]")
+        return value
 
-    def _joint_action(self, row_index: int) -> tuple[int, tuple[int, int], bool]:
-        row = self._rows[row_index]
+    def _joint_action(self, row_index: int) -> tuple[int, tuple[int, int]]:
+        """(joint index, player indices) of a row; a joint action MultiNet would have mapped by a fallback, or could
+        not parse, is a bad record (module docstring)."""
+        row, record = self._rows[row_index], f"{self.path.name}:{row_index}"
+        text = str(self._field(row, row_index, "joint_action"))
         try:
-            return parse_joint_action(str(self._field(row, row_index, "joint_action")))
+            joint, players, known = parse_joint_action(text)
         except ValueError as error:
-            raise BadRecordError(self.dataset, f"{self.path.name}:{row_index}", "joint_action", str(error)) from None
+            raise BadRecordError(self.dataset, record, "joint_action", str(error)) from None
+        if not known:
+            raise BadRecordError(self.dataset, record, "joint_action", f"{text[:80]!r} is not two moves of {list(MOVES)} "
+                                 f"or 'interact' (MultiNet would have scored it as {joint})")
+        return joint, players
 
     def joint_actions(self) -> np.ndarray:
         """Joint action index of every sample, in sample order (no image decoding)."""
@@ -137,9 +158,9 @@ class OvercookedSource:
             image = decode_image(base64.b64decode(self._field(row, row_index, "state"), validate=True))
         except (binascii.Error, ValueError, OSError) as error:
             raise BadRecordError(self.dataset, record, "state", f"not a base64 image: {error}") from None
-        joint, (p0, p1), known = self._joint_action(row_index)
+        joint, (p0, p1) = self._joint_action(row_index)
         layout = str(self._field(row, row_index, "layout_name"))
-        time_left, time_elapsed = self._float(row, row_index, "time_left"), self._float(row, row_index, "time_elapsed")
+        time_left, time_elapsed = self._seconds(row, row_index, "time_left"), self._seconds(row, row_index, "time_elapsed")
         return {
             "id": f"{trial}/{step}",
             "image": image,
@@ -147,7 +168,6 @@ class OvercookedSource:
             "prompt": prompts.overcooked_prompt(layout, time_left, time_elapsed),
             "ground_truth": joint,
             "player_actions": np.array([p0, p1], np.int32),
-            "joint_action_known": np.asarray(known),
             "joint_action_text": str(row["joint_action"]),
             "layout_name": layout,
             "time_left": np.float32(time_left),

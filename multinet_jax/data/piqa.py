@@ -17,17 +17,20 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.errors import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
 
 FIELDS = ("goal", "sol1", "sol2")
 
 
 def _attach_labels(rows: list[tuple[str, dict]], labels_path: pathlib.Path) -> None:
-    labels = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
+    lines = enumerate(labels_path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1)
+    labels = [(number, line.strip()) for number, line in lines if line.strip()]
     if len(labels) != len(rows):
         raise ValueError(f"{labels_path}: {len(labels)} labels for {len(rows)} questions")
-    for (_, row), label in zip(rows, labels):
+    for (_, row), (number, label) in zip(rows, labels):
+        if label not in ("0", "1"):
+            raise ValueError(f"{labels_path}:{number}: expected a label 0 or 1, got {label!r}")
         row.setdefault("label", int(label))
 
 
@@ -36,8 +39,11 @@ def _read_arrow(directory: pathlib.Path) -> list[tuple[str, dict]]:
 
     rows = []
     for path in sorted(directory.glob("data-*.arrow")):
-        with pa.ipc.open_stream(str(path)) as reader:
-            table = reader.read_all()
+        try:
+            with pa.ipc.open_stream(str(path)) as reader:
+                table = reader.read_all()
+        except (pa.ArrowException, OSError) as error:  # truncated, empty or not an Arrow stream
+            raise ValueError(f"{path}: not a readable Arrow IPC stream ({type(error).__name__}: {error})") from None
         rows += [(f"{path.name}:{index}", row) for index, row in enumerate(table.to_pylist())]
     return rows
 
@@ -57,6 +63,7 @@ class PiqaSource:
         else:
             raise FileNotFoundError(f"{directory}: no PIQA *.jsonl or Hugging Face data-*.arrow files")
         self.labeled = any("label" in row for _, row in self._rows)
+        check_unique_ids(dataset, ((record, row.get("id", record)) for record, row in self._rows))
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -13,14 +13,14 @@ that does not decode, is a bad record.
 
 from __future__ import annotations
 
-import json
 import logging
 import pathlib
 import re
 from typing import Any
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.errors import BadRecordError, check_unique_ids
+from multinet_jax.data.jsonl import read_json
 from multinet_jax.data.transforms import decode_image
 
 SCENE_ID = re.compile(r"^(scene\d+_\d+)")
@@ -44,19 +44,29 @@ def scene_images(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     return images
 
 
+def _entries(path: pathlib.Path, key: str) -> list[dict]:
+    """`path`'s `key` list of objects (SQA3D's questions or annotations file)."""
+    content = read_json(path)
+    entries = content.get(key) if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise ValueError(f"{path}: expected a JSON object whose {key!r} is a list of objects")
+    return entries
+
+
 class Sqa3dSource:
     def __init__(self, directory: pathlib.Path, split: str | None = None, dataset: str = "sqa3d"):
         directory = pathlib.Path(directory)
         self.dataset = dataset
         questions_path, annotations_path = question_files(directory, split or "test")
-        questions = json.loads(questions_path.read_text())["questions"]
-        answers = {item["question_id"]: item for item in json.loads(annotations_path.read_text())["annotations"]}
+        questions = _entries(questions_path, "questions")
+        answers = {item.get("question_id"): item for item in _entries(annotations_path, "annotations")}
         self._images = scene_images(directory)
         indexed = [(f"{questions_path.name}[{i}]", question, answers.get(question.get("question_id"))) for i, question in enumerate(questions)]
         annotated = [entry for entry in indexed if entry[2] is not None]
         self._questions = [entry for entry in annotated if entry[1].get("scene_id") in self._images]
         self.skipped_without_annotation = len(indexed) - len(annotated)
         self.skipped_without_image = len(annotated) - len(self._questions)
+        check_unique_ids(dataset, ((record, question.get("question_id")) for record, question, _ in self._questions))
         for count, reason in ((self.skipped_without_annotation, f"without an annotation in {annotations_path.name}"),
                               (self.skipped_without_image, "whose scene has no image")):
             if count:

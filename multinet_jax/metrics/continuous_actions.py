@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multinet_jax.domains import ACTION_VALUE_LIMIT
 from multinet_jax.metrics._numerics import divide, numpy_mean, x64_jit
 from multinet_jax.metrics.errors import error_aggregates, normalized_mean
 from multinet_jax.metrics.records import RecordError, is_finite_number, is_number
@@ -35,9 +36,8 @@ class ContinuousInputs(NamedTuple):
     valid: np.ndarray  # [N] bool
 
 
-# JSON numbers arrive as these exact types; `bool` passes MultiNet's isinstance(x, int) check too.
-_PREDICTION_NUMBER_TYPES = frozenset({float, int, bool})
-_TRUTH_NUMBER_TYPES = frozenset({float, int})
+# JSON numbers arrive as these exact types (JSON `true` is no number: `records.is_number`).
+_NUMBER_TYPES = frozenset({float, int})
 
 
 def is_valid_action(prediction: Any, action_dim: int) -> bool:
@@ -47,9 +47,9 @@ def is_valid_action(prediction: Any, action_dim: int) -> bool:
     return all(is_finite_number(item) for item in prediction)
 
 
-def _is_numeric_list(values: Any, length: int, number_types: frozenset = _PREDICTION_NUMBER_TYPES) -> bool:
+def _is_numeric_list(values: Any, length: int) -> bool:
     """Fast path for JSON input: a list of plain Python numbers (finiteness is checked vectorized)."""
-    return type(values) is list and len(values) == length and number_types.issuperset(map(type, values))
+    return type(values) is list and len(values) == length and _NUMBER_TYPES.issuperset(map(type, values))
 
 
 def pack_continuous(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> ContinuousInputs:
@@ -99,20 +99,24 @@ def _pack_ground_truth(ground_truth: Sequence[Any]) -> np.ndarray:
     action_dim = len(first) if isinstance(first, (list, tuple, np.ndarray)) else 0
     if isinstance(ground_truth, np.ndarray) and ground_truth.ndim == 2 and ground_truth.dtype.kind in "fiu":
         truth = np.asarray(ground_truth, np.float64)
-    elif action_dim and all(_is_numeric_list(action, action_dim, _TRUTH_NUMBER_TYPES) for action in ground_truth):
+    elif action_dim and all(_is_numeric_list(action, action_dim) for action in ground_truth):
         truth = np.asarray(ground_truth, np.float64)
     else:
         truth = np.asarray([_checked_action(action, index, action_dim) for index, action in enumerate(ground_truth)])
     bad_rows = np.flatnonzero(~np.isfinite(truth).all(axis=1))
     if bad_rows.size:
         raise RecordError(int(bad_rows[0]), "ground_truth", "contains NaN or inf")
+    huge_rows = np.flatnonzero((np.abs(truth) > ACTION_VALUE_LIMIT).any(axis=1))
+    if huge_rows.size:  # its errors would overflow and be blamed on the prediction
+        raise RecordError(int(huge_rows[0]), "ground_truth", f"holds {np.abs(truth[huge_rows[0]]).max():g}, beyond "
+                          f"+-{ACTION_VALUE_LIMIT:g} (no robot action is that large: corrupt data?)")
     return truth
 
 
 def _checked_action(action: Any, index: int, action_dim: int) -> list[float]:
     if not isinstance(action, (list, tuple, np.ndarray)) or len(action) != action_dim or action_dim == 0:
         raise RecordError(index, "ground_truth", f"expected a list of {action_dim or 'some'} numbers (as in record 0)")
-    if not all(is_number(value) and not isinstance(value, bool) for value in action):
+    if not all(is_number(value) for value in action):
         raise RecordError(index, "ground_truth", "expected numbers only")
     return [float(value) for value in action]
 

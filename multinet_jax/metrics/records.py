@@ -52,13 +52,14 @@ def check_unique_ids(records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def is_integer(value: Any) -> bool:
-    """What MultiNet's `isinstance(x, (int, np.integer))` accepts (bool included, as in Python)."""
-    return isinstance(value, (int, np.integer))
+    """What MultiNet's `isinstance(x, (int, np.integer))` accepts, but a bool: MultiNet's parsers never produced one,
+    and JSON `true` in a predictions file is not the answer 1."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
-    """What MultiNet's action validator accepts as one action value (no strings, no None)."""
-    return isinstance(value, (int, float, np.integer, np.floating))
+    """What MultiNet's action validator accepts as one action value (no strings, no None), but a bool (`is_integer`)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def is_finite_number(value: Any) -> bool:
@@ -85,6 +86,6 @@ def integer_ground_truth(values: Sequence[Any], num_classes: int | Sequence[int]
     """Class indices (the records' `field`) as int64, each checked to lie in [0, num_classes)."""
     limits = [num_classes] * len(values) if isinstance(num_classes, int) else num_classes
     for index, (value, limit) in enumerate(zip(values, limits)):
-        if not is_integer(value) or isinstance(value, bool) or not 0 <= value < limit:
+        if not is_integer(value) or not 0 <= value < limit:
             raise RecordError(index, field, f"expected an integer in [0, {limit}), got {value!r}")
     return np.asarray(values, dtype=np.int64).reshape(len(values))

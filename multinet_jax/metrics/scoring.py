@@ -183,8 +183,12 @@ def _embedder(embedder: SentenceEmbedder | str | pathlib.Path | None, domain: st
 def load_records(path: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[int]]:
     """Records of a predictions JSONL file and their 1-based line numbers (blank lines skipped)."""
     records, line_numbers = [], []
-    with open(path, encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
+    with open(path, "rb") as file:
+        for line_number, raw in enumerate(file, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{line_number}: not UTF-8 text ({error.reason} at byte {error.start})") from None
             if not line.strip():
                 continue
             try:

@@ -94,6 +94,13 @@ NAMED_ASSETS: dict[str, Asset] = {
               files=("*.json", "*.safetensors", "tokenizer.model", "*.py"), required=("config.json",)),
         Asset("microsoft/Magma-8B", "hf://microsoft/Magma-8B", "Magma 8B (Hugging Face safetensors)",
               files=("*.json", "*.safetensors"), required=("config.json", "tokenizer.json", "preprocessor_config.json")),
+        Asset("lerobot/smolvla_base", "hf://lerobot/smolvla_base", "SmolVLA base (LeRobot policy: safetensors + processors)",
+              files=("*.json", "*.safetensors"), required=("config.json", "model.safetensors")),
+        # SmolVLA's backbone: its config and tokenizer only (the policy's checkpoint holds every weight SmolVLA uses).
+        Asset("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "hf://HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+              "SmolVLM2-500M's config and tokenizer (SmolVLA's backbone)",
+              files=("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"),
+              required=("config.json", "tokenizer.json", "tokenizer_config.json")),
         *(
             Asset(f"paligemma_pt_{size}", f"gs://vertex-model-garden-paligemma-us/paligemma/pt_{size}.npz",
                   f"PaliGemma 3B pretrained at {size}x{size} (big_vision npz)")
@@ -105,6 +112,7 @@ ALIASES = {
     "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2",
     "openvla-7b": "openvla/openvla-7b",
     "magma-8b": "microsoft/Magma-8B",
+    "smolvla_base": "lerobot/smolvla_base",
 }
 DEFAULT_TOKENIZER = "paligemma_tokenizer"
 DEFAULT_FAST_TOKENIZER = "physical-intelligence/fast"

@@ -107,6 +107,7 @@ def test_names_map_to_their_publishers():
     assert assets.lookup(assets.DEFAULT_FAST_TOKENIZER).url == "hf://physical-intelligence/fast"
     assert assets.lookup("all-MiniLM-L6-v2").url == "hf://sentence-transformers/all-MiniLM-L6-v2"
     assert assets.lookup("openvla-7b").url == "hf://openvla/openvla-7b"
+    assert assets.lookup("smolvla_base").url == "hf://lerobot/smolvla_base"
     assert assets.lookup("paligemma_pt_224").url == "gs://vertex-model-garden-paligemma-us/paligemma/pt_224.npz"
     for not_a_name in ("pi0", "checkpoints/pi0_tiny", "Pi0_base", "pi0_base/params"):
         assert assets.lookup(not_a_name) is None

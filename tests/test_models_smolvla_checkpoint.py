@@ -103,3 +103,43 @@ def test_unsupported_policy_settings_are_refused_naming_the_field():
         with pytest.raises(CheckpointError, match=field):
             smolvla_checkpoint.parse_config({**policy, field: value}, backbone, "float32", pathlib.Path("config.json"),
                                             pathlib.Path("backbone/config.json"))
+
+
+def test_a_backbone_named_by_its_hub_id_resolves_offline_from_the_hub_cache(tmp_path, monkeypatch):
+    """lerobot/smolvla_base names its backbone `HuggingFaceTB/SmolVLM2-500M-Video-Instruct`: the named asset (config and
+    tokenizer files) is read from the hub's cache; missing there, offline, the error names the fetch command."""
+    from test_assets import build_hub_cache
+
+    repo = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    raw = json.loads((pathlib.Path(smolvla_dir()) / "config.json").read_text())
+    (policy / "config.json").write_text(json.dumps({**raw, "vlm_model_name": repo}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(Exception, match=f"multinet-jax fetch {repo}"):
+        smolvla_checkpoint.backbone_of(policy)
+    snapshot = build_hub_cache(tmp_path / "hub", pathlib.Path(smolvla_dir()).parent / "tiny_smolvlm2", repo)
+    assert smolvla_checkpoint.backbone_of(policy) == snapshot
+    assert smolvla_checkpoint.read_config(policy) == smolvla_checkpoint.read_config(smolvla_dir())
+
+
+def test_written_tiny_checkpoint_has_the_fixtures_tensor_layout(tmp_path):
+    """The demo's writer: the tensors LeRobot saved for the same sizes, a backbone folder the loader resolves beside
+    the policy, statistics the loader reads back, and a tokenizer with SmolVLM2's special-token layout."""
+    from safetensors import safe_open
+
+    policy = smolvla_checkpoint.write_checkpoint(tmp_path / "policy", "smolvla_tiny", seed=3,
+                                                 stats={"observation.state": {"mean": np.arange(6.0), "std": np.ones(6)},
+                                                        "action": {"mean": np.zeros(6), "std": np.full(6, 2.0)}})
+    with safe_open(pathlib.Path(smolvla_dir()) / "model.safetensors", "numpy") as reference:
+        fixture = {name: tuple(reference.get_slice(name).get_shape()) for name in reference.keys()}
+    with safe_open(policy / "model.safetensors", "numpy") as written:
+        assert {name: tuple(written.get_slice(name).get_shape()) for name in written.keys()} == fixture
+    config = smolvla_checkpoint.read_config(policy)
+    assert config == smolvla_checkpoint.named_config("smolvla_tiny")
+    stats = smolvla_checkpoint.read_norm_stats(policy, config)
+    np.testing.assert_array_equal(stats["state"]["mean"], np.arange(6.0))
+    np.testing.assert_array_equal(stats["actions"]["std"], np.full(6, 2.0))
+    tokenizer = smolvla_checkpoint.SmolVLATokenizer(smolvla_checkpoint.backbone_of(policy), 48, "longest")
+    assert tokenizer.tokenizer.get_vocab_size() == config.vocab_size == 512
+    assert tokenizer.tokenizer.token_to_id("<image>") == 422 and tokenizer.pad_id == 2  # as in SmolVLM2's layout

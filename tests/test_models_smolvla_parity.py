@@ -5,6 +5,8 @@ action chunk from the same noise, each within 1e-4 absolute."""
 
 from __future__ import annotations
 
+import pathlib
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -126,3 +128,13 @@ def test_captured_activations_are_the_fixtures_streams_from_the_same_pass(monkey
     config = model.config
     assert streams["prefix_last"].shape == (2, config.vlm.depth, config.vlm.width)
     assert streams["action_mean"].shape == (2, config.expert.depth, config.expert.width)
+
+
+def test_resize_matches_lerobots_when_shrinking_and_growing():
+    """`tests/data/smolvla_lerobot_resize.npz` was written by LeRobot 0.6.1's own `resize_with_pad` (torch 2.11, CPU;
+    `benchmarks/smolvla_lerobot_worker.py resize_fixture`): torch's bilinear without antialiasing, padding at the top
+    and left, then [-1, 1]."""
+    with np.load(pathlib.Path(__file__).parent / "data" / "smolvla_lerobot_resize.npz") as data:
+        for name in ("shrink", "grow", "tall"):
+            images = jnp.asarray(data[f"{name}_input"].transpose(0, 2, 3, 1)) * 2 - 1
+            _close(smolvla.resize_images(images, 16, 16), data[f"{name}_output"].transpose(0, 2, 3, 1), 1e-6)

@@ -45,8 +45,9 @@ from multinet_jax import sharding
 from multinet_jax.models import activations, numerics
 from multinet_jax.models.gemma import Block, Einsum, FeedForward, Gemma, KVCache, RMSNorm, apply_rope, grouped_attention
 from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.observation import check_num_steps, live_cameras, resize_with_pad, validate
-from multinet_jax.models.pi0 import make_attn_mask, per_sample_noise
+from multinet_jax.models.pi0 import per_sample_noise
 from multinet_jax.models.smolvla_checkpoint import SmolVLAConfig, SmolVLATokenizer
 from multinet_jax.models.vit import ViT
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -512,3 +513,111 @@ class SmolVLATokenizer:
         for index, row in enumerate(rows):
             ids[index, : len(row)], mask[index, : len(row)] = row, True
         return ids, mask
+
+
+# -- writing the layout (demo checkpoints, benchmarks) ------------------------------------------------------------
+
+# SmolVLM2's added tokens after its 49152 BPE ids, in its order (the fixture's tiny tokenizer keeps the layout).
+_ADDED_TOKENS = ("<global-img>", *(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)),
+                 "<fake_token_around_image>", "<image>", *(f"<|reserved_special_token_{i}|>" for i in range(88)),
+                 "<end_of_utterance>")
+_BASE_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def write_tokenizer(directory: pathlib.Path, corpus: Sequence[str], vocab_size: int) -> None:
+    """A byte-level BPE laid out like SmolVLM2's (`<|endoftext|>`, `<|im_start|>`, `<|im_end|>` = 0, 1, 2, BPE
+    merges trained on `corpus`, then its 128 added tokens at the end of `vocab_size`), with the `tokenizer_config.json`
+    fields SmolVLA and transformers read (pad `<|im_end|>`, left truncation)."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = tokenizers.Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                       pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    base = vocab_size - len(_ADDED_TOKENS)
+    trainer = trainers.BpeTrainer(vocab_size=base, min_frequency=1, show_progress=False, special_tokens=list(_BASE_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(list(corpus) * 4, trainer=trainer)
+    # A small corpus learns fewer merges: unused tokens fill the rest, so the added tokens sit at their places.
+    unused = [f"<|unused_{index}|>" for index in range(base - tokenizer.get_vocab_size())]
+    tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in (*unused, *_ADDED_TOKENS)])
+    tokenizer.save(str(directory / TOKENIZER_FILE))
+    special = {"bos_token": "<|im_start|>", "eos_token": "<end_of_utterance>", "pad_token": "<|im_end|>",
+               "unk_token": "<|endoftext|>", "additional_special_tokens": ["<fake_token_around_image>", "<image>",
+                                                                           "<end_of_utterance>"]}
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    (directory / TOKENIZER_CONFIG_FILE).write_text(json.dumps({
+        **special, "tokenizer_class": "PreTrainedTokenizerFast", "truncation_side": "left", "model_max_length": 8192,
+        "fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>", "image_token": "<image>",
+        "end_of_utterance_token": "<end_of_utterance>",
+        "extra_special_tokens": {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>",
+                                 "image_token": "<image>", "end_of_utterance_token": "<end_of_utterance>"},
+    }, indent=2))
+
+
+def _random_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Weights with O(1) activations (the fixture's rule): matrices N(0, 1/fan_in) (embeddings N(0, 1)), norm
+    scales 1 + 0.1 N(0, 1), biases 0.1 N(0, 1)."""
+    if len(shape) >= 2:
+        scale = 1.0 if "embed_tokens" in name or "position_embedding" in name else math.prod(shape[1:]) ** -0.5
+        return (rng.standard_normal(shape, np.float32) * scale).astype(np.float32)
+    offset = 1.0 if name.endswith(".weight") else 0.0
+    return (offset + 0.1 * rng.standard_normal(shape, np.float32)).astype(np.float32)
+
+
+def _processor_file(directory: pathlib.Path, name: str, registry_name: str, step: int,
+                    stats: Mapping[str, np.ndarray], features: Mapping[str, Any]) -> None:
+    """A processor pipeline file with one (un)normalizer step (LeRobot's layout) and its statistics."""
+    from safetensors.numpy import save_file
+
+    state_file = f"{name}_step_{step}_{registry_name}.safetensors"
+    save_file({key: np.asarray(value, np.float32) for key, value in stats.items()}, directory / state_file)
+    norm_map = {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    steps = [{"registry_name": registry_name, "config": {"eps": 1e-8, "features": features, "norm_map": norm_map},
+              "state_file": state_file}]
+    (directory / f"{name}.json").write_text(json.dumps({"name": name, "steps": steps}, indent=2))
+
+
+def write_checkpoint(directory: str | pathlib.Path, name: str, *, seed: int = 0, backbone: str = "smolvlm2",
+                     stats: Mapping[str, Mapping[str, np.ndarray]] | None = None, corpus: Sequence[str] = (),
+                     tokenizer_vocab: int | None = None) -> pathlib.Path:
+    """A random SmolVLA of `NAMED_CONFIGS[name]` in LeRobot's layout: `<directory>/config.json`, `model.safetensors`,
+    the processor pipeline files with `stats` (`{"observation.state", "action": {"mean", "std"}}`, identity when
+    None), and the backbone folder `<directory>/../<backbone>` (its config.json and a tokenizer trained on `corpus`)
+    that `vlm_model_name` names; the tokenizer has the config's vocabulary size unless `tokenizer_vocab` is given (a
+    full-size checkpoint's benchmark needs no 49280-token tokenizer). LeRobot's `SmolVLAPolicy.from_pretrained` loads
+    it too (given the backbone's path). Returns the policy directory."""
+    from multinet_jax.weights.safetensors import save_checkpoint
+
+    policy_fields, backbone_fields = NAMED_CONFIGS[name]
+    directory = pathlib.Path(directory)
+    backbone_dir = directory.resolve().parent / backbone
+    backbone_dir.mkdir(parents=True, exist_ok=True)
+    config = named_config(name)
+    (backbone_dir / CONFIG_FILE).write_text(json.dumps({
+        **backbone_fields, "architectures": ["SmolVLMForConditionalGeneration"], "torch_dtype": "float32",
+        "text_config": {**backbone_fields["text_config"], "architectures": ["VLlama3ForCausalLM"]},
+    }, indent=2))
+    write_tokenizer(backbone_dir, corpus or ["pick up the red cube and place it on the left tile"],
+                    tokenizer_vocab or config.vocab_size)
+    (backbone_dir / "processor_config.json").write_text(json.dumps({"image_seq_len": config.image_tokens,
+                                                                    "processor_class": "SmolVLMProcessor"}))
+    (backbone_dir / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "SmolVLMImageProcessor", "processor_class": "SmolVLMProcessor", "do_image_splitting": False,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 1, "rescale_factor": 1 / 255,
+        "size": {"longest_edge": config.vision.image_size}, "max_image_size": {"longest_edge": config.vision.image_size},
+    }))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps({**policy_fields, "vlm_model_name": backbone, "device": "cpu",
+                                                     "push_to_hub": False, "load_vlm_weights": False}, indent=2))
+    rng = np.random.default_rng(seed)
+    save_checkpoint({name: _random_tensor(name, shape, rng) for name, shape in sorted(tensor_shapes(config).items())},
+                    directory)
+    if stats is None:
+        stats = {"observation.state": {"mean": np.zeros(config.state_dim), "std": np.ones(config.state_dim)},
+                 "action": {"mean": np.zeros(config.action_dim), "std": np.ones(config.action_dim)}}
+    flat = {f"{key}.{field}": value for key, fields in stats.items() for field, value in fields.items()}
+    features = {key: value for key, value in policy_fields["input_features"].items()} | policy_fields["output_features"]
+    _processor_file(directory, "policy_preprocessor", "normalizer_processor", 0, flat, features)
+    _processor_file(directory, "policy_postprocessor", "unnormalizer_processor", 0, flat, {"action": features["action"]})
+    return directory

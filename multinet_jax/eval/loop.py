@@ -135,9 +135,12 @@ class EvalConfig:
              [name for name in self.domains if not domains.lookup(name).uses_actions]),
             (family.option_scoring, "scores no options", "need them (act2answer's text probe)", probes),
         )
+        served = [what for capable, what in ((family.text_decoding, "text domains"),
+                                             (family.option_scoring, "act2answer's text probe")) if capable]
         for capable, lacks, need, names in checks:
             if names and not capable:
-                raise ValueError(f"--model={self.model} {lacks}: --domains {names} {need}")
+                raise ValueError(f"--model={self.model} {lacks}: --domains {names} {need}"
+                                 + (f" (it evaluates {' and '.join(served)})" if served else ""))
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""

@@ -383,7 +383,7 @@ CASES = [
     Case("eval_npz_truncated", "eval", lambda i: _eval(i, checkpoint=str(i.torn) + ".npz"),
          lambda i: f"{E(str(i.torn))}.npz: not a readable npz \\(BadZipFile: .*\\)"),
     Case("eval_paligemma_action_domain", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.paligemma) + ".npz", domains=("openx_bimanual",)),
-         lambda i: "--model=paligemma has no action head: --domains \\['openx_bimanual'\\] need actions"),
+         lambda i: "--model=paligemma has no action head: --domains \\['openx_bimanual'\\] need actions \\(it evaluates text domains and act2answer's text probe\\)"),
     Case("eval_no_state_quantiles", "eval",
          lambda i: _eval(i, domains=("openx_bimanual",), model="pi0_fast", checkpoint=str(i.fast_without_state_quantiles),
                          fast_tokenizer=i.assets["fast_tokenizer"]),

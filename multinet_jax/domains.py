@@ -215,17 +215,37 @@ _FIXED_DOMAINS = {
     )
 }
 ALL_DOMAINS = ("openx_bimanual", *_FIXED_DOMAINS)
+# Other names every command and function accepts for a domain (MultiNet's folder and script names, short forms), each
+# standing for one canonical name: the one outputs, metrics files and manifests use.
+ALIASES = {
+    "overcooked": "overcooked_ai",
+    "robovqa": "openx_multi_embodiment",
+    "openx_robovqa": "openx_multi_embodiment",
+    "bfcl_v3": "bfcl",
+}
+
+
+def names_help() -> str:
+    """The accepted domain names, for flag help and errors."""
+    aliases = ", ".join(f"{alias} = {name}" for alias, name in ALIASES.items())
+    return f"openx_<dataset>, {', '.join(_FIXED_DOMAINS)} (also accepted: {aliases})"
 
 
 def lookup(name: str) -> Domain:
-    """The table entry for a domain name; any other `openx_<dataset>` is a continuous-action domain."""
+    """The table entry for a domain name or alias (`ALIASES`); any other `openx_<dataset>` is a continuous-action
+    domain. The entry's `name` is the canonical one."""
+    name = ALIASES.get(name, name)
     if name in _FIXED_DOMAINS:
         return _FIXED_DOMAINS[name]
     if name.startswith("openx_") and len(name) > len("openx_"):
         protocol = dataclasses.replace(OPENX_PROTOCOL, action_from_dict=OPENX_ACTION_FROM_DICT.get(name))
         return Domain(name, name, Output.CONTINUOUS_ACTIONS, _OPENX_HEADLINE, protocol)
-    known = ", ".join(sorted(_FIXED_DOMAINS))
-    raise ValueError(f"unknown domain {name!r}: expected openx_<dataset> or one of {known}")
+    raise ValueError(f"unknown domain {name!r}; known: {names_help()}")
+
+
+def canonical(name: str) -> str:
+    """A domain's canonical name, given any accepted one (unknown names fail as in `lookup`)."""
+    return lookup(name).name
 
 
 def unnormalize(values: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

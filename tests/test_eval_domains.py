@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -30,6 +32,27 @@ def test_lookup(name, folder, kind, output):
 def test_unknown_domain_names_the_choices(name):
     with pytest.raises(ValueError, match="unknown domain"):
         domains.lookup(name)
+
+
+@pytest.mark.parametrize(("alias", "name"), list(domains.ALIASES.items()))
+def test_an_alias_is_its_domain_for_every_command(alias, name, tmp_path):
+    """`eval` (EvalConfig), `score` (metrics), `data` (sources, protocols) and the table take an alias as its
+    canonical domain, and outputs use the canonical name."""
+    import eval_helpers
+    from multinet_jax import data, metrics
+    from multinet_jax.eval import EvalConfig
+
+    assert domains.lookup(alias) == domains.lookup(name) and domains.canonical(alias) == name
+    assert metrics.metric_kind(alias) == metrics.metric_kind(name) == domains.lookup(name).metric_kind
+    assert data.domain_protocol(alias) == data.domain_protocol(name)
+    config = EvalConfig(**eval_helpers.settings(tmp_path, (alias, "piqa")))
+    assert config.domains == (name, "piqa")
+    with pytest.raises(ValueError, match=f"--domains names {name} more than once"):
+        EvalConfig(**eval_helpers.settings(tmp_path, (alias, name)))
+    if name == "overcooked_ai":  # a source read under the alias is the domain's own
+        directory = pathlib.Path(eval_helpers.assets()["data_dir"]) / domains.lookup(name).folder
+        by_alias, by_name = (data.make_source(which, directory, split="public") for which in (alias, name))
+        assert len(by_alias) == len(by_name) > 0 and by_alias.dataset == by_name.dataset == name
 
 
 def test_continuous_takes_first_step_first_dims_and_unnormalizes():

@@ -12,9 +12,9 @@ import json
 import numpy as np
 from absl import flags
 
-from multinet_jax import data
+from multinet_jax import data, domains
 
-_DOMAIN = flags.DEFINE_string("domain", None, f"one of {', '.join(data.DOMAINS)}", required=True)
+_DOMAIN = flags.DEFINE_string("domain", None, domains.names_help(), required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "the domain's data directory", required=True)
 _SPLIT = flags.DEFINE_string("split", None, "split: a subfolder (MultiNet's layout), a TFDS split or SQA3D's split name")
 _LIMIT = flags.DEFINE_integer("limit", None, "check only the first N samples (counts still cover all)")

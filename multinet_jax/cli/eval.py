@@ -19,7 +19,7 @@ from absl import flags
 from multinet_jax import assets
 from multinet_jax.cli import offline
 from multinet_jax.cli.errors import InputError
-from multinet_jax.domains import ALL_DOMAINS
+from multinet_jax.domains import names_help
 from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
 
@@ -44,7 +44,7 @@ flags.DEFINE_string("tokenizer", None, "The SentencePiece model prompts are toke
 flags.DEFINE_string("fast_tokenizer", None, f"{_families(lambda family: 'fast_tokenizer' in family.assets)} only: FAST "
                     "action tokenizer directory (processor_config.json + tokenizer.json) or hub name (default: "
                     f"{assets.DEFAULT_FAST_TOKENIZER}, cached).")
-flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: openx_<dataset> or any of {', '.join(ALL_DOMAINS)}.")
+flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: {names_help()}.")
 flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in MultiNet's layout (<domain>/<split>/...).")
 flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
 flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_metrics.json, plots/ and summary.* go.")
@@ -149,5 +149,5 @@ def main(argv: list[str]) -> None:
     config = config_from_flags()
     if FLAGS.demo:
         demo.build(checkpoint=FLAGS.checkpoint, tokenizer=FLAGS.tokenizer, fast_tokenizer=FLAGS.fast_tokenizer,
-                   data_dir=FLAGS.data_dir, model=FLAGS.model, domains=FLAGS.domains)
+                   data_dir=FLAGS.data_dir, model=FLAGS.model, domains=config.domains)
     evaluate(config)

@@ -14,13 +14,13 @@ import pathlib
 
 from absl import flags
 
-from multinet_jax import assets, metrics
+from multinet_jax import assets, domains, metrics
 from multinet_jax.cli import offline
 from multinet_jax.cli.errors import InputError
 
 _DOMAIN = flags.DEFINE_string(
-    "domain", None, "openx | openx_<dataset> | overcooked | overcooked_ai | piqa | odinw | sqa3d | robovqa | bfcl | act2answer",
-    required=True,
+    "domain", None, f"openx (any Open-X dataset), {domains.names_help()}; act2answer scores episode logs, "
+    "act2answer_probes the records `eval --domains=act2answer` wrote", required=True,
 )
 _PREDICTIONS = flags.DEFINE_string(
     "predictions", None, "JSONL, one object per line: id, prediction, ground_truth (+ num_options for ODinW); act2answer: one "

@@ -25,10 +25,9 @@ from multinet_jax.data import pipeline, stats, transforms
 from multinet_jax.data.errors import BadRecord, BadRecordError
 from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_inputs
 
-ROBOVQA_DOMAINS = ("openx_multi_embodiment", "openx_robovqa")
-DOMAINS = ("openx_<name>", *ROBOVQA_DOMAINS, "overcooked_ai", "piqa", "sqa3d", "odinw", "bfcl", "act2answer")
+ROBOVQA_DOMAIN = "openx_multi_embodiment"  # MultiNet's RoboVQA, under its Open-X name
 
-__all__ = ["load", "make_source", "split_dir", "action_stats", "domain_protocol", "inspect", "BadRecord", "BadRecordError", "DOMAINS", "STATS_KINDS"]
+__all__ = ["load", "make_source", "split_dir", "action_stats", "domain_protocol", "inspect", "BadRecord", "BadRecordError", "STATS_KINDS"]
 
 
 def split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
@@ -63,6 +62,7 @@ def make_source(
     `func_doc_dir` (BFCL): the function docs folder. `frames_dir` (Act2Answer): simulator first frames
     `<item id>_<layout>.png` to use instead of the rendered composites.
     """
+    domain = domains.canonical(domain)
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{domain}: data_dir {data_dir} is not a directory")
@@ -73,7 +73,7 @@ def make_source(
 
         if split is not None and not openx.is_rlds_builder(directory):  # a TFDS split is only for builder dirs
             _no_split(domain, directory, split)
-        sample_fn = robovqa.robovqa_sample if domain in ROBOVQA_DOMAINS else openx.openx_sample
+        sample_fn = robovqa.robovqa_sample if domain == ROBOVQA_DOMAIN else openx.openx_sample
         return openx.OpenxSource(directory, domain, sample_fn, split=split, cache_dir=cache_dir)
     if domain == "overcooked_ai":
         from multinet_jax.data.overcooked import OvercookedSource
@@ -99,7 +99,7 @@ def make_source(
         from multinet_jax.data.act2answer import Act2AnswerSource
 
         return Act2AnswerSource(_no_split(domain, directory, split), domain, frames_dir=frames_dir)
-    raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
+    raise ValueError(f"{domain}: no data source reads this domain")
 
 
 def _default_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
@@ -157,8 +157,8 @@ def load(
 
 
 def domain_protocol(domain: str) -> domains.Protocol:
-    """MultiNet's protocol for a data domain name (`openx_robovqa` is RoboVQA under its other name)."""
-    return domains.lookup("openx_multi_embodiment" if domain in ROBOVQA_DOMAINS else domain).protocol
+    """MultiNet's protocol for a domain name or alias."""
+    return domains.lookup(domain).protocol
 
 
 STATS_KINDS = ("multinet", "exact")
@@ -184,6 +184,7 @@ def action_stats(
     """
     if kind not in STATS_KINDS:
         raise ValueError(f"kind must be one of {STATS_KINDS}, got {kind!r}")
+    domain = domains.canonical(domain)
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir)
     if domain.startswith("openx_"):
         return source.action_stats(kind)
@@ -209,6 +210,7 @@ def inspect(
 ) -> dict[str, Any]:
     """Validate a dataset before a long run: counts, fields, one decoded sample, action stats, every bad record."""
     pipeline.check_limit(limit)
+    domain = domains.canonical(domain)
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, frames_dir=frames_dir)
     total = len(source) if limit is None else min(limit, len(source))
     builder = pipeline.SampleBuilder(source, tokenizer=None, protocol=domain_protocol(domain), cameras=transforms.PI0_CAMERAS, on_bad_record="skip")

@@ -96,11 +96,11 @@ class EvalConfig:
             raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if not self.domains:
             raise ValueError("--domains is empty")
+        # Canonical names (an unknown one fails here, before any model is loaded): output files use them.
+        object.__setattr__(self, "domains", tuple(domains.canonical(name) for name in self.domains))
         repeated = sorted({name for name in self.domains if self.domains.count(name) > 1})
         if repeated:
             raise ValueError(f"--domains names {', '.join(repeated)} more than once")
-        for name in self.domains:
-            domains.lookup(name)  # an unknown domain fails before any model is loaded
         self._check_family_flags(family)
         self._check_capabilities(family)
         if self.skip_similarity and self.embedder_dir:

@@ -23,22 +23,20 @@ import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
+from multinet_jax import domains
 from multinet_jax.metrics import act2answer, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import RecordError, check_unique_ids, fields, integer_ground_truth, require_field
 from multinet_jax.metrics.report import to_python
 
 KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
-_DOMAIN_KINDS = {
-    "overcooked": "discrete",
+_DOMAIN_KINDS = {  # by canonical name; `domains.ALIASES` are accepted too
     "overcooked_ai": "discrete",
     "piqa": "multiple_choice",
     "odinw": "classification",
     "sqa3d": "vqa",
-    "robovqa": "vqa",
     "openx_multi_embodiment": "vqa",  # MultiNet's RoboVQA split lives under the Open-X name
     "bfcl": "function_calls",
-    "bfcl_v3": "function_calls",
     "act2answer": "episodes",
     "act2answer_probes": "act2answer_probes",  # what `eval --domains=act2answer` writes
 }
@@ -65,13 +63,14 @@ OVERFLOW_IDS_SHOWN = 10
 
 
 def metric_kind(domain: str) -> str:
-    """Which calculator scores `domain`: MultiNet names (`openx_<dataset>`, `overcooked_ai`, ...) or short ones."""
+    """Which calculator scores `domain`: a domain name or alias (`domains.names_help()`), `openx` (any Open-X dataset)
+    or `act2answer_probes` (the records of `eval --domains=act2answer`)."""
+    domain = domains.ALIASES.get(domain, domain)
     if domain in _DOMAIN_KINDS:
         return _DOMAIN_KINDS[domain]
     if domain == "openx" or domain.startswith("openx_"):
         return "continuous"
-    known = ", ".join(["openx", "openx_<dataset>", *_DOMAIN_KINDS])
-    raise ValueError(f"unknown domain {domain!r}; known: {known}")
+    raise ValueError(f"unknown domain {domain!r}; known: openx, {domains.names_help()}, act2answer_probes")
 
 
 def score(

@@ -7,17 +7,28 @@
 Every loader in this project takes local paths; the CLIs and `load_model` turn what a user wrote into one here,
 so nothing else ever downloads. What a spec may be, in the order it is tried:
 - an existing local path: itself (a local folder named like an asset wins over the asset);
-- a registered name (`NAMED_ASSETS`, and every openpi checkpoint name `pi0_*`, `pi0_fast_*`, `pi05_*`);
+- a registered name (`NAMED_ASSETS`, and openpi's published checkpoints `OPENPI_CHECKPOINT_NAMES`; any other
+  checkpoint of its bucket by URL, `gs://openpi-assets/checkpoints/<name>`);
 - `hf://owner/repo[@revision]`: any Hugging Face hub repository, fetched with `huggingface_hub`;
 - any other URL fsspec reads (`gs://bucket/path` through gcsfs, `s3://`, `file://`, ...): mirrored into
   `<cache>/<protocol>/<bucket>/<path>`, where the cache is `$MULTINET_JAX_CACHE` (default `~/.cache/multinet_jax`);
-- anything else: returned as a path, so the loader reports it in its own words.
+- anything else: returned as a path, so the loader reports it in its own words; a bare name close to an asset's
+  (`pi0_bse`) fails at once, naming the near ones, instead of trying the network.
 
 Downloads from a URL are verified (every file's size, and its MD5 / CRC32C when the store publishes one, as GCS
 does) and resume after an interruption: each file grows in `<file>.partial` from where it stopped and is renamed
-only once verified; the asset counts as present only when its `<asset>.complete.json` record is written. Hosts
-sharing one cache (an NFS home on a pod slice) download once: a file lock makes one the writer and the others
-wait. Hub repos land in the hub's cache (`$HF_HUB_CACHE`), which does the same itself.
+only once verified; the asset counts as present only when its `<asset>.complete.json` record is written, which
+holds every file's size and sha256 (its content manifest). Hosts sharing one cache (an NFS home on a pod slice)
+download once: a file lock makes one the writer and the others wait. Hub repos land in the hub's cache
+(`$HF_HUB_CACHE`), which does the same itself and names each file's blob by its content hash (sha256 for large
+files, the git blob id for small ones).
+
+Every resolution of a fetched asset verifies it against what was recorded when it was fetched (so a bit flipped
+in the cache since is refused, `fingerprints.ContentError`, instead of loading as other weights): a URL asset's
+files against its record's sizes and sha256s, a hub snapshot's files against their blob names. Digests are cached
+by file identity (`fingerprints`), so this reads a file once. A local path (your own checkpoint, a copy of a
+cached one) has no record: its integrity is not verified (beyond shapes and finite values when it loads); records
+written before sha256s were recorded are checked by size only.
 
 Offline (`offline=True`, `MULTINET_JAX_OFFLINE=1` or `HF_HUB_OFFLINE=1`; the CLIs' `--offline`) everything is
 read from the caches; a missing asset is an `AssetError` naming it, where it was looked for and the
@@ -29,6 +40,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -40,11 +52,17 @@ from typing import Any
 
 import tqdm
 
+from multinet_jax import fingerprints
+
 DEFAULT_CACHE_DIR = pathlib.Path.home() / ".cache" / "multinet_jax"
 OFFLINE_ENVIRONMENT = ("MULTINET_JAX_OFFLINE", "HF_HUB_OFFLINE")
 OPENPI_CHECKPOINTS = "gs://openpi-assets/checkpoints"
 # openpi's published checkpoint names (pi0_base, pi0_fast_droid, pi05_libero, ...).
-_OPENPI_NAME = re.compile(r"(pi0|pi0_fast|pi05)_[a-z0-9_]+")
+# The checkpoints openpi's README publishes under gs://openpi-assets/checkpoints/ (others of the bucket: by URL).
+OPENPI_CHECKPOINT_NAMES = (
+    "pi0_base", "pi0_fast_base", "pi05_base", "pi0_droid", "pi0_fast_droid", "pi05_droid", "pi0_libero", "pi0_fast_libero",
+    "pi05_libero", "pi0_aloha_sim", "pi0_aloha_towel", "pi0_aloha_tupperware", "pi0_aloha_pen_uncap",
+)
 COMPLETE_SUFFIX = ".complete.json"
 PARTIAL_SUFFIX = ".partial"
 _CHUNK_BYTES = 8 << 20
@@ -136,7 +154,7 @@ def lookup(spec: str) -> Asset | None:
     name = ALIASES.get(spec, spec)
     if name in NAMED_ASSETS:
         return NAMED_ASSETS[name]
-    if _OPENPI_NAME.fullmatch(name):
+    if name in OPENPI_CHECKPOINT_NAMES:
         return Asset(name, f"{OPENPI_CHECKPOINTS}/{name}", f"openpi checkpoint {name}", required=("params/_METADATA",))
     return None
 
@@ -155,6 +173,8 @@ def resolve(spec: str | pathlib.Path, *, offline: bool | None = None) -> pathlib
         return pathlib.Path(text)
     asset = asset_for(text)
     if asset is None:
+        if os.sep not in text and near_names(text):
+            raise not_found(text)
         return pathlib.Path(text)
     offline = is_offline(offline)
     path = _resolve_hub(asset, offline) if asset.url.startswith("hf://") else _resolve_url(asset, offline)
@@ -162,6 +182,19 @@ def resolve(spec: str | pathlib.Path, *, offline: bool | None = None) -> pathlib
     if missing:
         raise AssetError(f"{asset.name}: {path} lacks {', '.join(missing)}; {_refetch_hint(asset)}")
     return path
+
+
+def near_names(spec: str) -> list[str]:
+    """Asset names a mistyped `spec` may have meant."""
+    return difflib.get_close_matches(spec, [*NAMED_ASSETS, *ALIASES, *OPENPI_CHECKPOINT_NAMES], n=3, cutoff=0.75)
+
+
+def not_found(spec: str) -> AssetError:
+    """The error for a spec that is neither an existing path nor an asset, naming the asset names close to it."""
+    near = near_names(spec)
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    return AssetError(f"{spec}: no such file or directory, and no asset of that name{hint}; other openpi checkpoints: "
+                      f"{OPENPI_CHECKPOINTS}/<name>, hub repos: hf://owner/repo")
 
 
 def resolve_all(specs: Mapping[str, str | pathlib.Path], *, offline: bool | None = None) -> dict[str, pathlib.Path]:
@@ -229,7 +262,32 @@ def _resolve_hub(asset: Asset, offline: bool) -> pathlib.Path:
     except (errors.RepositoryNotFoundError, errors.GatedRepoError, errors.RevisionNotFoundError) as error:
         raise AssetError(f"{asset.name}: the hub refused {asset.url} ({type(error).__name__}); "
                          "check the name, or log in (`hf auth login`) for a gated repo") from None
+    _verify_blobs(pathlib.Path(path))
     return pathlib.Path(path)
+
+
+_SHA256, _GIT_OID = re.compile(r"[0-9a-f]{64}"), re.compile(r"[0-9a-f]{40}")
+
+
+def _verify_blobs(snapshot: pathlib.Path) -> None:
+    """Each file of a hub snapshot links to a blob named by its content hash (the hub's ETag: sha256 for LFS files,
+    the git blob id otherwise); a blob whose bytes do not hash to its name is refused. Files that are not such links
+    (a cache on a filesystem without symlinks) are not verified."""
+    for link in sorted(snapshot.rglob("*")):
+        if not link.is_symlink() or not link.is_file():
+            continue
+        name = pathlib.Path(os.readlink(link)).name
+        if _SHA256.fullmatch(name):
+            digest = fingerprints.file_sha256(link)
+        elif _GIT_OID.fullmatch(name):
+            data = link.read_bytes()
+            digest = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        else:
+            continue
+        if digest != name:
+            raise fingerprints.ContentError(
+                f"{link}: its content hashes to {digest[:16]}..., not to the {name[:16]}... the hub named its blob "
+                f"by: the cached file is corrupt; delete {link.resolve()} and fetch it again")
 
 
 # ------------------------------------------------------------------------------------------ URLs (gs://, ...)
@@ -241,13 +299,16 @@ def _is_complete(path: pathlib.Path) -> bool:
     if not record_path.exists():
         return False
     try:
-        files = json.loads(record_path.read_text())["files"]
+        record = json.loads(record_path.read_text())
+        files, digests = record["files"], record.get("sha256", {})
     except (json.JSONDecodeError, KeyError, TypeError):
         raise AssetError(f"{record_path}: not a download record (no \"files\"); remove it and fetch again") from None
     for relative, size in files.items():
         local = path / relative if relative else path
         if not local.is_file() or local.stat().st_size != size:
             return False
+    fingerprints.verify(path, {relative: {"bytes": size, "sha256": digests.get(relative)} for relative, size in files.items()},
+                        record_path)
     return True
 
 
@@ -320,7 +381,8 @@ def _download(asset: Asset, path: pathlib.Path) -> None:
                 progress.update(int(info["size"]))  # verified and renamed by an interrupted earlier download
                 continue
             _download_file(fs, remote, info, local, progress)
-    record = {"url": asset.url, "files": {relative: int(info["size"]) for relative, info in files.items()}}
+    record = {"url": asset.url, "files": {relative: int(info["size"]) for relative, info in files.items()},
+              "sha256": {relative: fingerprints.file_sha256(path / relative if relative else path) for relative in files}}
     record_path = path.with_name(path.name + COMPLETE_SUFFIX)
     temporary = record_path.with_name(record_path.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=1, sort_keys=True))

@@ -21,7 +21,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from conftest import shared_path
-from multinet_jax import assets, weights
+from multinet_jax import assets, fingerprints, weights
 
 EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -161,7 +161,8 @@ def test_a_snapshot_without_the_weights_is_refused(tmp_path, monkeypatch):
         assets.resolve(EMBEDDER, offline=True)
 
 
-def test_openpi_name_is_mirrored_from_gcs_verified_and_then_read_offline(gcs, tmp_path):
+def test_openpi_name_is_mirrored_from_gcs_verified_and_then_read_offline(gcs, tmp_path, monkeypatch):
+    monkeypatch.setattr(assets, "OPENPI_CHECKPOINT_NAMES", (*assets.OPENPI_CHECKPOINT_NAMES, "pi0_reference"))
     checkpoint = shared_path("openpi_reference", "pi0", "ckpt", "0")
     uploaded = upload(gcs, checkpoint, "gs://openpi-assets/checkpoints/pi0_reference")
     path = assets.resolve("pi0_reference", offline=False)
@@ -170,6 +171,7 @@ def test_openpi_name_is_mirrored_from_gcs_verified_and_then_read_offline(gcs, tm
     assert not list(path.rglob("*" + assets.PARTIAL_SUFFIX))
     record = json.loads(path.with_name(path.name + assets.COMPLETE_SUFFIX).read_text())
     assert record["files"] == {name: len(content) for name, content in uploaded.items()}
+    assert record["sha256"] == {name: hashlib.sha256(content).hexdigest() for name, content in uploaded.items()}
     assert weights.checkpoint_shapes(path) == weights.checkpoint_shapes(checkpoint)  # a real orbax checkpoint
 
     gcs.store.clear()  # the store is gone: the cache alone answers, online or not
@@ -241,7 +243,53 @@ def test_concurrent_resolutions_download_once(gcs, caplog):
 
 def test_a_missing_remote_object_is_named(gcs):
     with pytest.raises(assets.AssetError, match="gs://openpi-assets/checkpoints/pi0_nonexistent does not exist"):
-        assets.resolve("pi0_nonexistent", offline=False)
+        assets.resolve("gs://openpi-assets/checkpoints/pi0_nonexistent", offline=False)
+
+
+def test_a_mistyped_name_fails_at_once_naming_the_near_ones(gcs):
+    """An openpi-looking name that is not a published checkpoint is not looked for in the bucket (without network
+    that took 82 s of retries): the error names the close ones, and URLs reach the rest of the bucket."""
+    with pytest.raises(assets.AssetError, match=r"pi0_bse: no such file or directory, and no asset of that name \(did you "
+                       r"mean pi0_base.*\?\); other openpi checkpoints: gs://openpi-assets/checkpoints/<name>"):
+        assets.resolve("pi0_bse", offline=False)
+    assert gcs.reads == []
+
+
+def test_a_cached_file_changed_since_its_download_is_refused(gcs, tmp_path):
+    """The download record is the asset's content manifest: a bit flipped in the cache (same size) is named."""
+    content = np.random.default_rng(0).bytes(100_000)
+    gcs.pipe("gs://bucket/model/weights.bin", content)
+    path = assets.resolve("gs://bucket/model", offline=False)
+    corrupt = bytearray(content)
+    corrupt[50_000] ^= 1
+    (path / "weights.bin").write_bytes(bytes(corrupt))
+    with pytest.raises(fingerprints.ContentError, match=rf"{path}/weights.bin: its sha256 .* differs from the .* that "
+                       rf"{path}.complete.json records: the file is corrupt or was edited"):
+        assets.resolve("gs://bucket/model", offline=True)
+
+
+def test_a_hub_blob_that_does_not_hash_to_its_name_is_refused(tmp_path, monkeypatch):
+    """The hub names each blob by its content hash (git blob id for small files, sha256 for LFS ones)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    source = tmp_path / "source"
+    shutil.copytree(shared_path("models", "all-MiniLM-L6-v2"), source)
+    snapshot = build_hub_cache(tmp_path / "hub", source, EMBEDDER)
+    config = snapshot / "config.json"  # a small file: re-linked to a blob named by its git blob id, as the hub does
+    data = config.read_bytes()
+    git_blob = snapshot.parents[1] / "blobs" / hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    git_blob.write_bytes(data)
+    config.unlink()
+    config.symlink_to(pathlib.Path("..", "..", "blobs", git_blob.name))
+    assert assets.resolve(EMBEDDER, offline=True) == snapshot
+    git_blob.write_bytes(data.replace(b"384", b"385"))
+    with pytest.raises(fingerprints.ContentError, match=rf"{config}: its content hashes to .*, not to the .* the hub named "
+                       "its blob by: the cached file is corrupt"):
+        assets.resolve(EMBEDDER, offline=True)
+    git_blob.write_bytes(data)
+    tokenizer = source / "tokenizer.json"  # the blob of a large file is named by its sha256
+    tokenizer.write_bytes(tokenizer.read_bytes().replace(b"[UNK]", b"[UNQ]", 1))
+    with pytest.raises(fingerprints.ContentError, match=rf"{snapshot / 'tokenizer.json'}: its content hashes to"):
+        assets.resolve(EMBEDDER, offline=True)
 
 
 def test_file_urls_are_mirrored_like_any_store(tmp_path, monkeypatch):

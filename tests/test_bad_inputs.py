@@ -152,6 +152,54 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
     (score / "not_utf8.jsonl").write_bytes(json.dumps(action).encode() + b"\n" + b'{"id": "\xff"}\n')
 
 
+class _HugeBytes:
+    """Pickles as a call of `builtins.bytes(3_000_000_000)`: a few bytes of file asking for 3 GB."""
+
+    def __reduce__(self):
+        return (bytes, (3_000_000_000,))
+
+
+def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
+    """Checkpoints and tokenizers that read, but whose values or layout are wrong (issue 25)."""
+    from multinet_jax import assets as asset_store
+    from multinet_jax.eval import demo
+    from safetensors.numpy import load_file, save_file
+
+    checkpoint = pathlib.Path(assets["checkpoint"])
+    stats = _writable_copy(checkpoint, root / "ckpt_nan_norm_stats")
+    stats_file = next((stats / "assets").rglob("norm_stats.json"))
+    raw = json.loads(stats_file.read_text())
+    raw["norm_stats"]["actions"]["std"][1] = float("nan")
+    stats_file.write_text(json.dumps(raw))  # Python writes NaN, which JSON readers (and openpi) accept
+    # A checkpoint fetched through the project (a file:// URL mirrors like gs://), then one bit flipped in its cache.
+    fetched = asset_store.resolve(checkpoint.as_uri(), offline=False)
+    largest = max((p for p in (fetched / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    flipped = bytearray(largest.read_bytes())
+    flipped[len(flipped) // 2] ^= 0x10
+    largest.write_bytes(bytes(flipped))
+    npz = demo.build_checkpoint("paligemma", root / "paligemma_nan_source.npz")
+    with np.load(npz, allow_pickle=False) as arrays:
+        values = {key: arrays[key] for key in arrays.files}
+    values["params/llm/final_norm/scale"] = np.full_like(values["params/llm/final_norm/scale"], np.nan)
+    np.savez(root / "paligemma_nan.npz", **values)
+    openvla = demo.build_checkpoint("openvla", root / "openvla_source")
+    for name in ("openvla_nan_q01", "openvla_transposed", "openvla_bad_config"):
+        _writable_copy(openvla, root / name)
+    config = json.loads((root / "openvla_nan_q01" / "config.json").read_text())
+    next(iter(config["norm_stats"].values()))["action"]["q01"][0] = float("nan")
+    (root / "openvla_nan_q01" / "config.json").write_text(json.dumps(config))
+    tensors = load_file(root / "openvla_transposed" / "model.safetensors")
+    name = "language_model.model.layers.1.mlp.down_proj.weight"
+    tensors[name] = np.ascontiguousarray(tensors[name].T)
+    save_file(tensors, root / "openvla_transposed" / "model.safetensors", metadata={"format": "pt"})
+    config_file = root / "openvla_bad_config" / "config.json"
+    config_file.write_text(config_file.read_text()[:-40])
+    fast = _writable_copy(pathlib.Path(assets["fast_tokenizer"]), root / "fast_torn_tokenizer") / "tokenizer.json"
+    fast.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
+    (root / "overcooked_huge_bytes").mkdir()
+    (root / "overcooked_huge_bytes" / "trials.pickle").write_bytes(pickle.dumps([_HugeBytes()]))
+
+
 def _build(root: pathlib.Path) -> Inputs:
     from multinet_jax.eval import demo
 
@@ -213,6 +261,7 @@ def _build(root: pathlib.Path) -> Inputs:
     fast_stats.write_text(json.dumps(raw))
     (root / "garbage.model").write_bytes(b"\x08garbage tokenizer")
     _larger_tokenizer(pathlib.Path(assets["tokenizer"]), root / "larger.model")
+    _build_bad_checkpoints(root, assets)
 
     (root / "piqa_only" / "piqa").mkdir(parents=True)
     shutil.copytree(data_dir / "piqa" / "public", root / "piqa_only" / "piqa" / "public")
@@ -341,6 +390,16 @@ CASES = [
          lambda i: f"{E(str(i.sqa3d_torn_questions))}/v1_balanced_questions_test_scannetv2.json: not valid JSON \\(.*\\)"),
     Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
          lambda i: "unknown domain 'atari'; known: .*"),
+    Case("data_pickle_asking_for_gigabytes", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_huge_bytes}"],
+         lambda i: f"{E(str(i.overcooked_huge_bytes))}/trials.pickle: refusing to unpickle bytes\\(3000000000\\): larger than the file itself"),
+    # fetch
+    Case("fetch_offline_no_such_asset", "fetch", lambda i: ["--offline", "no_such_asset_xyz"],
+         lambda i: "no_such_asset_xyz: no such file or directory, and no asset of that name; other openpi checkpoints: "
+                   "gs://openpi-assets/checkpoints/<name>, hub repos: hf://owner/repo"),
+    Case("fetch_offline_missing_path", "fetch", lambda i: ["--offline", str(i.nope)],
+         lambda i: f"{E(str(i.nope))}: no such file or directory, and no asset of that name; .*"),
+    Case("fetch_a_mistyped_name", "fetch", lambda i: ["pi0_bse"],
+         lambda i: "pi0_bse: no such file or directory, and no asset of that name \\(did you mean pi0_base.*\\?\\); .*"),
     # report
     Case("report_torn_manifest", "report", lambda i: [str(i.finished_run), str(i.torn_manifest)],
          lambda i: f"{E(str(i.torn_manifest))}/run_manifest.json: unreadable run manifest \\(.*\\); use a new --output_dir"),
@@ -389,6 +448,28 @@ CASES = [
                          fast_tokenizer=i.assets["fast_tokenizer"]),
          lambda i: f"{E(str(i.fast_without_state_quantiles))}: the Pi0\\.5 / Pi0-FAST prompt holds the state quantile-normalized "
                    ".*; --nonormalize_state discretizes the state as the data gives it"),
+    Case("eval_nan_norm_stats", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_nan_norm_stats)),
+         lambda i: f"{E(str(i.ckpt_nan_norm_stats))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\]\\['std'\\] holds NaN "
+                   "or infinite values"),
+    Case("eval_flipped_bit_in_a_fetched_checkpoint", "eval", lambda i: _eval(i, checkpoint=pathlib.Path(i.assets["checkpoint"]).as_uri()),
+         lambda i: f".*/params/.*: its sha256 [0-9a-f]{{16}}\\.\\.\\. differs from the [0-9a-f]{{16}}\\.\\.\\. that "
+                   f".*{E(pathlib.Path(i.assets['checkpoint']).name)}\\.complete\\.json records: the file is corrupt or was edited"),
+    Case("eval_npz_nan_parameter", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.paligemma_nan) + ".npz"),
+         lambda i: f"{E(str(i.paligemma_nan))}.npz: parameters \\['params/llm/final_norm/scale'\\] hold NaN or infinite values "
+                   "\\(corrupt checkpoint bytes\\?\\)"),
+    Case("eval_openvla_nan_q01", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_nan_q01), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_nan_q01))}/config.json: norm_stats\\['[^']+'\\]\\['action'\\]\\['q01'\\] holds NaN or "
+                   "infinite values"),
+    Case("eval_openvla_transposed_tensor", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_transposed), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_transposed))}: .*\\[1\\] \\(from \\['language_model.model.layers.1.mlp.down_proj.weight'\\]\\): "
+                   "expected shape \\(\\d+, \\d+\\), the checkpoint gives \\(\\d+, \\d+\\)"),
+    Case("eval_openvla_malformed_config", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_bad_config), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_bad_config))}/config.json: unreadable JSON \\(JSONDecodeError: .*\\)"),
+    Case("eval_tokenizer_for_openvla", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source)),
+         lambda i: "--tokenizer is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint bundles its own\\)"),
+    Case("eval_corrupt_fast_tokenizer", "eval",
+         lambda i: _eval(i, model="pi0_fast", checkpoint=i.assets["fast_checkpoint"], fast_tokenizer=str(i.fast_torn_tokenizer)),
+         lambda i: f"{E(str(i.fast_torn_tokenizer))}/tokenizer.json: not a Hugging Face tokenizers file \\(.*\\)"),
     # eval: tokenizers
     Case("eval_garbage_tokenizer", "eval", lambda i: _eval(i, tokenizer=f"{i.root}/garbage.model"),
          lambda i: f"{E(str(i.root))}/garbage.model: not a SentencePiece model \\(.*\\)"),
@@ -600,11 +681,85 @@ def test_missing_observation_key_is_named(missing):
         validate(observation, image_size=14, vocab_size=8, state_dim=4)
 
 
+def test_an_empty_batch_is_named():
+    observation = {key: value[:0] for key, value in tiny_observation().items()}
+    with pytest.raises(ObservationError, match=r"^observation\['tokenized_prompt'\]: an empty batch \(0 rows\): nothing to run$"):
+        validate(observation, image_size=14, vocab_size=8, state_dim=4)
+
+
 def test_bad_row_of_a_batch_mixing_image_sizes_is_named():
     observation = tiny_observation()
     observation["image/base_0_rgb"] = [np.zeros((16, 16, 3), np.uint8), np.zeros((14, 14, 4), np.uint8)]
     with pytest.raises(ObservationError, match=r"^observation\['image/base_0_rgb\[1\]'\]: shape \(1, 14, 14, 4\), expected \(1, height, width, 3\)$"):
         validate(observation, image_size=14, vocab_size=8, state_dim=4)
+
+
+# ------------------------------------------------------------------------------------------------ probing
+
+
+PAPER_PREFIX, PAPER_ACTION = [63.83, 65.67, 71.26, 59.18], [55.79, 55.72, 56.99, 53.08]  # the paper's Pi0 maxima, percent
+
+
+@pytest.mark.parametrize(
+    "prefix, action, chance, problem",
+    [
+        # percent curves with the default chance=0.5 gave 0.874 (0.420 is right; the paper's maxima gave 0.854, not 0.362)
+        ({"t": [50, 63.8]}, {"t": [50, 55.8]}, 0.5, r"task 't': the prefix curve holds 50, outside \[0, 1\]: with chance=0.5 "
+         r"accuracies are fractions \(pass chance=50 for percent\)"),
+        ({"t": [0.5, 1.7]}, {"t": [0.5, 0.6]}, 0.5, r"task 't': the prefix curve holds 1.7, outside \[0, 1\]"),
+        ({"t": [0.5, 0.7]}, {"t": [-0.1, 0.6]}, 0.5, r"task 't': the action curve holds -0.1, outside \[0, 1\]"),
+        ({"t": [55.0, 101.0]}, {"t": [50.0, 60.0]}, 50, r"task 't': the prefix curve holds 101, outside \[0, 100\]: with "
+         r"chance=50 accuracies are percent \(pass chance=0.5 for fractions\)"),
+        ({"t": []}, {"t": [0.5]}, 0.5, r"task 't': the prefix curve must be a non-empty list of per-layer accuracies"),
+        ({"t": [0.6, np.nan]}, {"t": [0.5, 0.55]}, 0.5, r"task 't': the prefix curve holds nan, outside \[0, 1\]"),
+        ({"t": [0.6]}, {"t": [0.55]}, 0.0, r"chance must be a probability in \(0, 1\) or a percentage in \(1, 100\)"),
+    ],
+    ids=["percent_with_chance_one_half", "above_one", "below_zero", "above_100_percent", "empty_curve", "nan_curve",
+         "zero_chance"],
+)
+def test_retention_refuses_curves_outside_their_unit(prefix, action, chance, problem):
+    from multinet_jax.probing import retention
+
+    with pytest.raises(ValueError, match=f"^{problem}"):
+        retention(prefix, action, chance=chance)
+
+
+def test_retention_in_either_unit_gives_the_papers_value():
+    from multinet_jax.probing import retention
+
+    percent = retention({str(i): [p] for i, p in enumerate(PAPER_PREFIX)}, {str(i): [a] for i, a in enumerate(PAPER_ACTION)}, chance=50)
+    fractions = retention({str(i): [p / 100] for i, p in enumerate(PAPER_PREFIX)},
+                          {str(i): [a / 100] for i, a in enumerate(PAPER_ACTION)})
+    assert round(percent, 3) == round(fractions, 3) == 0.362
+
+
+@pytest.mark.parametrize("options", [{"C": 0.0}, {"C": -1.0}, {"C": float("inf")}, {"max_iter": 0}, {"tol": 0.0}])
+def test_fit_probes_refuses_what_the_cli_refuses(options):
+    from multinet_jax.probing import fit_probes
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="C must be a positive finite number, max_iter >= 1 and tol > 0"):
+        fit_probes(rng.standard_normal((20, 2, 4)), np.arange(20) % 2, **options)
+
+
+def test_fit_probes_refuses_zero_samples():
+    from multinet_jax.probing import fit_probes
+
+    with pytest.raises(ValueError, match=r"^no samples to probe \(features hold 0 rows\)$"):
+        fit_probes(np.zeros((0, 2, 4), np.float32), np.zeros(0, np.int64))
+
+
+def test_a_truncated_activations_batch_is_named(tmp_path):
+    from multinet_jax.probing import activations
+
+    text = {field: [f"{field}{index}" for index in range(4)] for field in activations.TEXT_FIELDS}
+    activations.write_batch(tmp_path, {"sample_index": np.arange(4), "label": np.arange(4) % 2, **text,
+                                       "prefix_last": np.zeros((4, 2, 3), np.float32)})
+    (batch,) = tmp_path.glob("*.npz")
+    batch.write_bytes(batch.read_bytes()[:100])
+    with pytest.raises(activations.ActivationError, match=rf"^{re.escape(str(batch))}: not a readable activations batch "
+                       r"\(BadZipFile: .*\); remove it and resume$"):
+        activations.read(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ real-openpi baseline

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
 import eval_helpers
+from multinet_jax import fingerprints
 from multinet_jax.eval import EvalConfig, demo, manifest
 from multinet_jax.eval.loop import protocol_settings
 from multinet_jax.models import attention
@@ -122,6 +125,46 @@ def test_resume_after_the_data_changed_is_refused(tmp_path):
     rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with pytest.raises(manifest.RunChangedError, match=r"data of piqa: content differs"):
         eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=4, resume=True)
+
+
+def test_resume_after_a_large_data_file_changed_in_its_middle_is_refused(tmp_path):
+    """Whole files are fingerprinted: an answer changed in the middle of a 9 MB file (same size, same mtime) is seen."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(pathlib.Path(eval_helpers.assets()["data_dir"]) / DOMAIN, data_dir / DOMAIN)
+    rows_file = next((data_dir / DOMAIN / "public").glob("*.jsonl"))
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    rows[0]["padding"] = rows[-1]["padding"] = "x" * (5 << 20)  # the edited row lies MiBs from either end of the file
+    rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    output_dir = tmp_path / "run"
+    eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=2)
+    content = rows_file.read_bytes()
+    label = content.index(b'"label": ', content.index(b'"id": "demo-piqa-3"')) + len(b'"label": ')
+    stat = rows_file.stat()
+    rows_file.write_bytes(content[:label] + (b"1" if content[label:label + 1] == b"0" else b"0") + content[label + 1:])
+    os.utime(rows_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as a copy that kept the times would
+    with pytest.raises(manifest.RunChangedError, match=r"data of piqa: content differs"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), data_dir=str(data_dir), limit=4, resume=True)
+
+
+def test_file_digests_are_cached_by_file_identity(tmp_path, monkeypatch):
+    """A second fingerprint of an unchanged file reads no byte of it; a changed one (even with its old size and mtime)
+    is read again, since any write changes its ctime."""
+    monkeypatch.setenv("MULTINET_JAX_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(np.random.default_rng(0).bytes(9 << 20))
+    first = fingerprints.fingerprint(data)
+    hashed = []
+    real_hash = fingerprints._hash_file
+    monkeypatch.setattr(fingerprints, "_hash_file", lambda path: hashed.append(path) or real_hash(path))
+    assert fingerprints.fingerprint(data) == first and hashed == []
+    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1
+    stat = (data / "big.bin").stat()
+    with open(data / "big.bin", "r+b") as handle:
+        handle.seek(5 << 20)
+        handle.write(b"\x00edited\x00")
+    os.utime(data / "big.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprints.fingerprint(data)["sha256"] != first["sha256"] and len(hashed) == 1
 
 
 def test_resuming_under_another_attention_mode_is_refused(finished_run, tmp_path):

@@ -100,6 +100,14 @@ def test_noise_of_the_wrong_shape_names_both_shapes(model, observation, shape, m
         model.sample_actions(observation, noise=np.zeros(shape, np.float32))
 
 
+def test_nan_noise_is_refused(model, observation):
+    """NaN noise would come back as NaN actions, scored invalid, with nothing failing."""
+    noise = np.zeros((2, model.config.action_horizon, model.config.action_dim), np.float32)
+    noise[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^noise holds NaN or infinite values$"):
+        model.sample_actions(observation, noise=noise)
+
+
 def test_native_size_uint8_images_are_resized_inside_the_model_as_openpi_does(model, observation, io):
     """A 256x320 uint8 camera gives the actions of its openpi-preprocessed 224x224 float image (179x224 + black bars)."""
     native = np.random.default_rng(0).integers(0, 256, (2, 256, 320, 3), dtype=np.uint8)

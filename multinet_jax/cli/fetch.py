@@ -27,5 +27,8 @@ def main(argv: list[str]) -> None:
     if FLAGS["checkpoint"].present or not specs:
         specs.update(eval_cli.config_from_flags(require_data=False).asset_specs())
     resolved = assets.resolve_all(specs)  # an AssetError is bad input: one line, exit code 2 (cli/errors.py)
+    missing = [specs[role] for role, path in resolved.items() if not path.exists()]
+    if missing:  # neither a path nor an asset: nothing was fetched, and a run would not find it either
+        raise assets.not_found(missing[0])
     for role, path in resolved.items():
         print(f"{role}: {specs[role]} -> {path}" if role != specs[role] else f"{role} -> {path}")

@@ -33,7 +33,16 @@ class _DataUnpickler(pickle.Unpickler):
                 f"{self._path}: refusing to unpickle {module}.{name}: a data file may hold only lists, dicts, "
                 "strings and numbers (this one could run code); convert it to CSV or JSON"
             )
+        if (module, name) == ("builtins", "bytes"):
+            return self._bounded_bytes
         return super().find_class(module, name)
+
+    def _bounded_bytes(self, *args: Any) -> bytes:
+        """`bytes(...)` as protocols 0-2 call it, except `bytes(n)` beyond the file's own size: a few bytes of pickle
+        must not ask for gigabytes of zeros."""
+        if args and isinstance(args[0], int) and args[0] > self._path.stat().st_size:
+            raise UnsafePickleError(f"{self._path}: refusing to unpickle bytes({args[0]}): larger than the file itself")
+        return bytes(*args)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self._path}: refusing to unpickle a persistent reference {pid!r}")

@@ -28,22 +28,20 @@ LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_l
 
 
 def config_model_type(path: str) -> str | None:
-    """`model_type` of a local directory's config.json, or None (no file, a remote path, unreadable): the families'
-    cheap layout test, which reads no tensor."""
+    """`model_type` of a local directory's config.json, or None (no file, a remote path): the families' cheap layout
+    test, which reads no tensor. A config.json that is not a JSON object is a CheckpointError naming it (else the
+    directory would be reported as no checkpoint at all)."""
     config_path = pathlib.Path(path) / CONFIG_FILE
     if "://" in path or not config_path.is_file():
         return None
-    try:
-        return json.loads(config_path.read_text()).get("model_type")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    return read_json(config_path).get("model_type")
 
 
 def read_json(path: pathlib.Path) -> dict[str, Any]:
     """A JSON object from `path`; a one-line CheckpointError naming the file otherwise."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # missing, not UTF-8, not JSON
         raise CheckpointError(f"{path}: unreadable JSON ({type(error).__name__}: {error})")
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: expected a JSON object")

@@ -138,6 +138,8 @@ def validate(
     if len(prompt_shape) != 2:
         raise ObservationError("tokenized_prompt", f"shape {prompt_shape}, expected [batch, length]")
     batch = prompt_shape[0]
+    if batch == 0:
+        raise ObservationError("tokenized_prompt", "an empty batch (0 rows): nothing to run")
     cameras = observation_cameras(observation)
     if not cameras:
         raise ObservationError("image/<camera>", f"no camera in the observation (it has {sorted(observation)})")

@@ -335,13 +335,14 @@ def build_model(config: OpenVLAConfig, params: Any, *, mesh: Mesh | None = None)
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> OpenVLAModel:
     """A Hugging Face OpenVLA directory -> OpenVLAModel, restored as `dtype` into `mesh`'s shardings."""
     from multinet_jax.models import openvla_checkpoint
-    from multinet_jax.weights import safetensors
+    from multinet_jax.weights import safetensors, trees
 
     if overrides:
         raise ValueError(f"{checkpoint}: OpenVLA takes no config overrides (its config.json fixes them), got {sorted(overrides)}")
     directory = pathlib.Path(checkpoint)
     config = openvla_checkpoint.read_config(directory, dtype)
     raw = openvla_checkpoint.read_json(directory / openvla_checkpoint.CONFIG_FILE)
+    trees.check_finite_stats(directory / openvla_checkpoint.CONFIG_FILE, raw.get("norm_stats"))
     # The small files first: a bad one fails before any tensor is read.
     tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=int(raw.get("pad_token_id", config.unpadded_vocab_size)))
     image_processor = ImageProcessor.from_pretrained(directory)

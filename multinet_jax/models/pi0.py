@@ -288,6 +288,8 @@ class Pi0Model:
         batch = observation["tokenized_prompt"].shape[0]
         if noise is not None:
             check_noise(np.shape(noise), batch, self.config)
+            if not np.isfinite(np.asarray(noise, np.float32)).all():  # would come back as NaN actions, silently
+                raise ValueError("noise holds NaN or infinite values")
         inputs = self._place_inputs(observation, skip_absent_cameras)
         inputs["noise"] = self.make_noise(observation, rng) if noise is None else self._place_batch(noise, np.float32)
         return batch, inputs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zipfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -63,18 +64,24 @@ def read(directory: str | pathlib.Path, streams: Sequence[str] | None = None) ->
     parts: dict[str, list[np.ndarray]] = {}
     expected_next = 0
     for path in files:
-        with np.load(path, allow_pickle=False) as batch:
-            indices = batch["sample_index"]
-            if indices.size == 0 or not np.array_equal(indices, np.arange(expected_next, expected_next + indices.size)):
-                raise ActivationError(f"{path}: holds samples {indices[:3].tolist()}..., expected to start at {expected_next}")
-            if names is None:
-                names = [name for name in batch.files if keep is None or name in keep]
-            missing = [name for name in names if name not in batch.files]
-            if missing:
-                raise ActivationError(f"{path}: no array {missing[0]!r} (the first batch has it)")
-            for name in names:
-                parts.setdefault(name, []).append(batch[name])
-            expected_next += indices.size
+        try:
+            with np.load(path, allow_pickle=False) as batch:
+                indices = batch["sample_index"]
+                if indices.size == 0 or not np.array_equal(indices, np.arange(expected_next, expected_next + indices.size)):
+                    raise ActivationError(f"{path}: holds samples {indices[:3].tolist()}..., expected to start at {expected_next}")
+                if names is None:
+                    names = [name for name in batch.files if keep is None or name in keep]
+                missing = [name for name in names if name not in batch.files]
+                if missing:
+                    raise ActivationError(f"{path}: no array {missing[0]!r} (the first batch has it)")
+                for name in names:
+                    parts.setdefault(name, []).append(batch[name])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a truncated or foreign file
+            if isinstance(error, ActivationError):
+                raise
+            raise ActivationError(f"{path}: not a readable activations batch ({type(error).__name__}: {error}); remove it "
+                                  "and resume") from None
+        expected_next += indices.size
     for name in streams or ():
         if name not in parts:
             raise ActivationError(f"{directory}: no stream {name!r} (has {sorted(set(parts) - {*TEXT_FIELDS, 'label', 'sample_index'})})")

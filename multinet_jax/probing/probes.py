@@ -62,6 +62,8 @@ def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) 
         raise ValueError(f"labels must be [n] = [{features.shape[0]}], got shape {labels.shape}")
     if groups is not None and np.shape(groups) != labels.shape:
         raise ValueError(f"groups must be [n] = [{features.shape[0]}], got shape {np.shape(groups)}")
+    if labels.size == 0:
+        raise ValueError("no samples to probe (features hold 0 rows)")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
         raise ValueError("labels must be non-negative integer class indices")
     if not np.all(np.isfinite(features)):
@@ -90,6 +92,9 @@ def fit_probes(
     `grouped_folds(groups, num_folds, seed)`. `C`, `max_iter`, `tol` mean what they mean for scikit-learn's
     `LogisticRegression` (lbfgs). `control` adds the same probes fitted on labels shuffled with `seed`.
     """
+    if not (C > 0 and np.isfinite(C)) or max_iter < 1 or not tol > 0:  # as the CLI refuses them
+        raise ValueError(f"C must be a positive finite number, max_iter >= 1 and tol > 0; got C={C}, max_iter={max_iter}, "
+                         f"tol={tol}")
     features, labels, num_classes = _check(np.asarray(features), np.asarray(labels), groups)
     count = labels.shape[0]
     folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)

@@ -48,12 +48,19 @@ class FastTokenizer:
         for path in (config_path, tokenizer_path):
             if not path.is_file():
                 raise FileNotFoundError(f"FAST tokenizer directory {local_dir} has no {path.name}")
-        config = json.loads(config_path.read_text())
-        missing = [key for key in ("scale", "min_token", "vocab_size") if key not in config]
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except ValueError as error:  # not UTF-8, not JSON
+            raise ValueError(f"{config_path}: not a JSON file ({error})") from None
+        missing = [key for key in ("scale", "min_token", "vocab_size") if not isinstance(config, dict) or key not in config]
         if missing:
             raise ValueError(f"{config_path}: missing field(s) {missing}")
+        try:
+            bpe = tokenizers.Tokenizer.from_file(str(tokenizer_path))
+        except Exception as error:  # the tokenizers library raises its own Exception for a corrupt file
+            raise ValueError(f"{tokenizer_path}: not a Hugging Face tokenizers file ({' '.join(str(error).split())[:200]})") from None
         return cls(
-            tokenizers.Tokenizer.from_file(str(tokenizer_path)),
+            bpe,
             scale=config["scale"],
             min_token=config["min_token"],
             vocab_size=config["vocab_size"],

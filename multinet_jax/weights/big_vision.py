@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multinet_jax.weights.trees import CheckpointError, check_layout, flatten_params, unflatten_params
+from multinet_jax.weights.trees import CheckpointError, check_finite, check_layout, flatten_params, unflatten_params
 
 KEY_ROOT = "params"
 MODEL_ROOT = "PaliGemma"
@@ -78,7 +78,8 @@ def restore_params(
     path: str | pathlib.Path, expected: Mapping[str, Any], shardings: Mapping[str, Any], *, dtype: str = "float32"
 ) -> dict[str, Any]:
     """The parameters of `expected` (nested ShapeDtypeStructs, `PaliGemma/...`) from the npz, as `dtype`, placed per
-    `shardings`. CheckpointError names the file and the missing / unexpected keys or the mismatched shapes."""
+    `shardings`. CheckpointError names the file and the missing / unexpected keys, the mismatched shapes or the arrays
+    holding NaN or inf."""
     expected_flat = {npz_key(path_): tuple(leaf.shape) for path_, leaf in flatten_params(expected).items()}
     sharding_flat = {npz_key(path_): value for path_, value in flatten_params(shardings).items()}
     check_layout(path, read_shapes(path), expected_flat)
@@ -87,10 +88,14 @@ def restore_params(
     try:
         with np.load(path, allow_pickle=False) as arrays:
             for key in sorted(expected_flat):
-                array = arrays[key].astype(target)
+                array = arrays[key]
+                check_finite(path, {key: array})  # as the orbax and safetensors readers do
+                array = array.astype(target)
                 restored[model_path(key)] = jax.block_until_ready(jax.device_put(array, sharding_flat[key]))
                 del array  # the host copy goes before the next array is read
     except (OSError, zipfile.BadZipFile, ValueError) as error:  # a truncated member fails here
+        if isinstance(error, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: could not read the arrays (truncated or corrupt?): {type(error).__name__}: {error}")
     return unflatten_params(restored)
 

@@ -174,8 +174,11 @@ def restore(
     target = np.dtype(jnp.dtype(dtype))
     restored: dict[str, Any] = {}
     for path, source in sources.items():
-        layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
         shape = expected_flat[path]
+        layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
+        if source.stacked:  # every layer's shape is checked before it is stacked, naming its tensors
+            layers = (_check_layer(directory, path, index, source.names[index], layer, shape[1:])
+                      for index, layer in enumerate(layers))
         if source.stacked and math.prod(shape) * target.itemsize > trees.RESTORE_GROUP_BYTES:
             restored[path] = _stack_on_device(directory, path, layers, shape, target, sharding_flat[path])
             continue
@@ -194,6 +197,15 @@ def _make_layer(path: str, source: Source, names: Sequence[str], specs: Mapping[
         raise CheckpointError(f"{specs[names[0]].file}: {path}: tensors {shapes} do not fit the model ({error})")
 
 
+def _check_layer(directory: Any, path: str, index: int, names: Sequence[str], layer: np.ndarray,
+                 want: tuple[int, ...]) -> np.ndarray:
+    """One layer of a stacked parameter, whose shape must be the stack's (a transposed tensor is named, not stacked)."""
+    if tuple(layer.shape) != tuple(want):
+        raise CheckpointError(f"{directory}: {path}[{index}] (from {list(names)}): expected shape {tuple(want)}, the "
+                              f"checkpoint gives {tuple(layer.shape)}")
+    return layer
+
+
 def _check_shape(directory: Any, path: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
     if tuple(got) != tuple(want):
         raise CheckpointError(f"{directory}: {path}: expected shape {tuple(want)}, the checkpoint gives {tuple(got)}")
@@ -204,7 +216,6 @@ def _stack_on_device(directory: Any, path: str, layers: Any, shape: tuple[int, .
     stack = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
     count = 0
     for index, layer in enumerate(layers):
-        _check_shape(directory, f"{path}[{index}]", layer.shape, shape[1:])
         stack = jax.block_until_ready(_write_layer(stack, layer, np.int32(index)))
         count += 1
     if count != shape[0]:

@@ -37,6 +37,25 @@ def check_finite(source: Any, arrays: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{source}: parameters {sorted(bad)} hold NaN or infinite values (corrupt checkpoint bytes?)")
 
 
+def check_finite_stats(source: Any, stats: Any, where: str = "norm_stats") -> None:
+    """Normalization statistics (nested dicts of number lists) hold finite numbers: a NaN q01 or std would turn every
+    unnormalized action into NaN, scored invalid, with nothing failing. The error names the entry."""
+    if isinstance(stats, Mapping):
+        for key, value in stats.items():
+            check_finite_stats(source, value, f"{where}[{key!r}]")
+        return
+    if stats is None or isinstance(stats, (str, bool)):
+        return
+    try:
+        values = np.asarray(stats)
+    except ValueError:  # a ragged list
+        values = np.asarray(None, object)
+    if values.dtype.kind not in "biuf":
+        raise CheckpointError(f"{source}: {where} is not a number or a list of numbers")
+    if not np.isfinite(values).all():
+        raise CheckpointError(f"{source}: {where} holds NaN or infinite values")
+
+
 def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     """Nested mapping -> `{key tuple: leaf}`."""
     flat: dict[tuple[str, ...], Any] = {}

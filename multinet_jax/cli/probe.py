@@ -50,7 +50,6 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from multinet_jax import assets
     from multinet_jax.eval import demo, probe
 
     missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> None:
     names = [field.name for field in probe.ProbeConfig.__dataclass_fields__.values()]
     values = {name: getattr(FLAGS, name) for name in names}
     # Errors (a ValueError of the config or the assets, a missing file) are one line, exit code 2 (cli/errors.py).
-    config = probe.ProbeConfig(**{**values, "tokenizer": values["tokenizer"] or assets.DEFAULT_TOKENIZER})
+    config = probe.ProbeConfig(**values)
     if FLAGS.demo:
         if not FLAGS.model:
             raise InputError("--demo builds the checkpoint, so it needs --model to know which family to build")

@@ -63,15 +63,15 @@ def build_fast_tokenizer(directory: pathlib.Path, action_chunks: Sequence[np.nda
     return fast.save_pretrained(directory)
 
 
-def build_probe_demo(*, checkpoint: str, tokenizer: str, item_set: str, model: str) -> None:
-    """`multinet-jax probe --demo`: the tiny checkpoint of family `model`, the demo tokenizer and the generated
-    Act2Answer items."""
+def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, model: str) -> None:
+    """`multinet-jax probe --demo`: the tiny checkpoint of family `model`, the demo tokenizer (None: the family's
+    checkpoint bundles its own) and the generated Act2Answer items."""
     from multinet_jax.act2answer import write_item_set
     from multinet_jax.eval import demo_data
 
     if not pathlib.Path(item_set, "pairs.json").exists():
         write_item_set(item_set, items_per_category=5)
-    if not pathlib.Path(tokenizer).exists():
+    if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
     if not pathlib.Path(checkpoint).exists():
         build_checkpoint(model, pathlib.Path(checkpoint).resolve())

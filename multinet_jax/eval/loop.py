@@ -117,11 +117,7 @@ class EvalConfig:
                 takers = [other for other in FAMILIES if name in registry.family(other).config_overrides]
                 why = "its checkpoint fixes it" if family.action_head else "it has no action head"
                 raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
-        for name in ("tokenizer", "fast_tokenizer"):  # a tokenizer the family never reads would be ignored silently
-            if getattr(self, name) is not None and name not in family.assets:
-                takers = [other for other in FAMILIES if name in registry.family(other).assets]
-                why = "its checkpoint bundles its own" if family.bundles_tokenizer else "it reads none"
-                raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
+        registry.check_tokenizers(self.model, {"tokenizer": self.tokenizer, "fast_tokenizer": self.fast_tokenizer})
         for name in registry.NORM_STATS_FLAGS:
             if getattr(self, name) is not None and family.norm_stats_flag != name:
                 takers = [other for other in FAMILIES if registry.family(other).norm_stats_flag == name]

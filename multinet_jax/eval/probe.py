@@ -60,7 +60,7 @@ class ProbeConfig:
     """Everything that decides a probing run's results (written into `probing.json`)."""
 
     checkpoint: str  # a local path or a name `multinet_jax.assets` resolves
-    tokenizer: str | None  # likewise (default: the public PaliGemma tokenizer); None for a family bundling its own
+    tokenizer: str | None  # likewise; None: the public PaliGemma tokenizer, or the checkpoint's own where it bundles one
     data_dir: str
     output_dir: str
     frames_dir: str | None = None
@@ -210,11 +210,12 @@ def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
 def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     """`run_probe` once this process owns the output folder."""
     paths = assets.resolve_all({"checkpoint": config.checkpoint})
-    bundled = getattr(model, "tokenizer", None) is not None if model is not None else \
-        registry.family(registry.family_of(paths["checkpoint"])).bundles_tokenizer
-    if bundled:  # its own tokenizer reads the prompts: none is resolved or recorded
-        config = dataclasses.replace(config, tokenizer=None)
-    tokenizer = None if bundled else str(assets.resolve(config.tokenizer or assets.DEFAULT_TOKENIZER))
+    family_name = registry.family_of(paths["checkpoint"])  # a given `model` came from it (the docstring)
+    registry.check_tokenizers(family_name, {"tokenizer": config.tokenizer})
+    bundled = registry.family(family_name).bundles_tokenizer  # its own tokenizer reads the prompts
+    if not bundled:
+        config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)
+    tokenizer = None if bundled else str(assets.resolve(config.tokenizer))
     mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
     check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}, mesh))  # before the model loads
     if model is None:

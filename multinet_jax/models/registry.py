@@ -149,6 +149,17 @@ def family(name: str) -> Family:
     return _FAMILIES[name]
 
 
+def check_tokenizers(family_name: str, given: Mapping[str, Any]) -> None:
+    """A tokenizer flag (`--tokenizer`, `--fast_tokenizer`) the family never reads would be ignored silently: refused,
+    naming the families that read it. `given`: flag name -> value (None: not given)."""
+    own = family(family_name)
+    for name, value in given.items():
+        if value is not None and name not in own.assets:
+            takers = [other for other in _FAMILIES if name in _FAMILIES[other].assets]
+            why = "its checkpoint bundles its own" if own.bundles_tokenizer else "it reads none"
+            raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={family_name} ({why})")
+
+
 def checkpoint_format(family_name: str) -> CheckpointFormat:
     """The format checkpoints of family `family_name` come in."""
     return _FORMATS[family(family_name).checkpoint_format]

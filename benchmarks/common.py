@@ -14,10 +14,12 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 REPORT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = REPORT_DIR.parents[1]
@@ -62,6 +64,61 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 1, iters: int = 5) -> dict
         jax.block_until_ready(fn())
         seconds.append(time.perf_counter() - start)
     return {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds), "iters": iters}
+
+
+class ReferenceWorker:
+    """A reference implementation in a process of its own environment (its torch, its code), speaking JSON lines: it
+    first prints one line describing itself, then answers each `{"batch": n}` with `{"seconds", "actions"}`, the
+    seconds timed inside the worker around its own call."""
+
+    def __init__(self, argv: Sequence[str], *, close_timeout_s: float = 60):
+        self.name, self.close_timeout_s = pathlib.Path(argv[1]).name, close_timeout_s
+        self.process = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the reference worker exited (code {self.process.wait()}) without a reply; "
+                               "its stderr above says why")
+        return json.loads(line)
+
+    def run(self, batch: int) -> tuple[float, np.ndarray]:
+        """One reference call on `batch` samples: (its seconds, its actions)."""
+        self.process.stdin.write(json.dumps({"batch": batch}) + "\n")
+        self.process.stdin.flush()
+        reply = self._reply()
+        return reply["seconds"], np.asarray(reply["actions"])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=self.close_timeout_s)
+
+    def __enter__(self) -> "ReferenceWorker":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def time_alternately(ours: Callable[[], Any], reference: ReferenceWorker, batch: int, *, rounds: int,
+                     unit: str) -> tuple[dict[str, Any], Any, np.ndarray]:
+    """Ours (fenced) against the reference on one batch: a warm-up call each (compiles ours), then `rounds` rounds
+    timing one call of each in turn, so both sides see the same machine load. Returns the row (medians, `unit`s per
+    second, their ratio `speedup`, every timing) and the warm-up outputs of ours and the reference."""
+    ours_output = jax.block_until_ready(ours())
+    _, reference_output = reference.run(batch)
+    ours_seconds, reference_seconds = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        jax.block_until_ready(ours())
+        ours_seconds.append(time.perf_counter() - start)
+        reference_seconds.append(reference.run(batch)[0])
+    ours_median, reference_median = statistics.median(ours_seconds), statistics.median(reference_seconds)
+    row = {"batch": batch, f"ours_{unit}_per_s": batch / ours_median, f"reference_{unit}_per_s": batch / reference_median,
+           "speedup": reference_median / ours_median, "ours_median_s": ours_median, "reference_median_s": reference_median,
+           "ours_seconds": ours_seconds, "reference_seconds": reference_seconds}
+    return row, ours_output, reference_output
 
 
 def write_report(name: str, results: dict[str, Any]) -> pathlib.Path:

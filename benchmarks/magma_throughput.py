@@ -18,39 +18,16 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import subprocess
 import sys
-import time
 
-import jax
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import ReferenceWorker, time_alternately, write_report
 from multinet_jax.models import magma
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "magma_reference"
 WORKER = pathlib.Path(__file__).resolve().parent / "magma_torch_worker.py"
 ROBOT_TASK = "pick up the red block and put it in the blue bowl"  # the fixture's robot case (its README.json)
-
-
-class TorchReference:
-    """Magma's PyTorch code in its own process (see `magma_torch_worker.py`)."""
-
-    def __init__(self, python: str, magma_src: str, fixture: pathlib.Path):
-        self.process = subprocess.Popen([python, str(WORKER), magma_src, str(fixture)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.process.stdout.readline())
-
-    def run(self, batch: int) -> tuple[float, np.ndarray]:
-        self.process.stdin.write(json.dumps({"batch": batch}) + "\n")
-        self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
-        return reply["seconds"], np.asarray(reply["actions"])
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
 
 
 def main() -> None:
@@ -71,35 +48,16 @@ def main() -> None:
     image = np.load(SHARED / "io.npz")["robot_image_0_uint8"]
 
     model = magma.load(SHARED)
-    reference = TorchReference(args.torch_python, args.magma_src, SHARED)
     rows = []
-    try:
+    with ReferenceWorker([args.torch_python, str(WORKER), args.magma_src, str(SHARED)]) as reference:
         for batch in (int(size) for size in args.batch_sizes.split(",")):
-            ours_call = lambda: jax.block_until_ready(model.predict_action([image] * batch, [ROBOT_TASK] * batch, "bridge_orig"))
-            ours_actions = ours_call()  # warm-up: compiles this batch's shapes
-            _, reference_actions = reference.run(batch)  # warm-up
-            ours_seconds, reference_seconds = [], []
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                ours_call()
-                ours_seconds.append(time.perf_counter() - start)
-                reference_seconds.append(reference.run(batch)[0])
-            ours_median, reference_median = statistics.median(ours_seconds), statistics.median(reference_seconds)
-            rows.append({
-                "batch": batch,
-                "ours_actions_per_s": batch / ours_median,
-                "reference_actions_per_s": batch / reference_median,
-                "speedup": reference_median / ours_median,
-                "ours_median_s": ours_median,
-                "reference_median_s": reference_median,
-                "ours_seconds": ours_seconds,
-                "reference_seconds": reference_seconds,
-                "same_actions_as_fixture": bool(np.array_equal(ours_actions, np.broadcast_to(expected, ours_actions.shape))
-                                                and np.array_equal(reference_actions, ours_actions)),
-            })
-            print(json.dumps(rows[-1]), flush=True)
-    finally:
-        reference.close()
+            row, ours_actions, reference_actions = time_alternately(
+                lambda: model.predict_action([image] * batch, [ROBOT_TASK] * batch, "bridge_orig"), reference, batch,
+                rounds=args.rounds, unit="actions")
+            row["same_actions_as_fixture"] = bool(np.array_equal(ours_actions, np.broadcast_to(expected, ours_actions.shape))
+                                                  and np.array_equal(reference_actions, ours_actions))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     write_report("magma_throughput", {
         "what": "Magma SimplerEnv step actions/s, tiny fixture model (../shared/magma_reference), float32, ours batched "
                 "vs Magma's PyTorch code one sample per call, timed in alternation",

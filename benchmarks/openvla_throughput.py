@@ -16,37 +16,14 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import subprocess
-import time
 
-import jax
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import ReferenceWorker, time_alternately, write_report
 from multinet_jax.models import load_model
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "openvla_reference"
 WORKER = pathlib.Path(__file__).resolve().parent / "openvla_torch_worker.py"
-
-
-class TorchReference:
-    """OpenVLA's PyTorch code in its own process (see `openvla_torch_worker.py`)."""
-
-    def __init__(self, python: str, model_dir: pathlib.Path, io_path: pathlib.Path):
-        self.process = subprocess.Popen([python, str(WORKER), str(model_dir), str(io_path)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.process.stdout.readline())
-
-    def run(self, batch: int) -> tuple[float, np.ndarray]:
-        self.process.stdin.write(json.dumps({"batch": batch}) + "\n")
-        self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
-        return reply["seconds"], np.asarray(reply["actions"])
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
 
 
 def main() -> None:
@@ -62,36 +39,17 @@ def main() -> None:
     instructions = [str(text) for text in data["instructions"]]
 
     model = load_model(model_dir)
-    reference = TorchReference(args.torch_python, model_dir, io_path)
     rows = []
-    try:
+    with ReferenceWorker([args.torch_python, str(WORKER), str(model_dir), str(io_path)]) as reference:
         for batch in (int(size) for size in args.batch_sizes.split(",")):
             batch_images = [images[i % count] for i in range(batch)]
             batch_instructions = [instructions[i % count] for i in range(batch)]
-            ours_call = lambda: jax.block_until_ready(model.predict_action(batch_images, batch_instructions, "bridge_orig"))
-            ours_actions = ours_call()  # warm-up: compiles this batch's shapes
-            _, reference_actions = reference.run(batch)  # warm-up
-            ours_seconds, reference_seconds = [], []
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                ours_call()
-                ours_seconds.append(time.perf_counter() - start)
-                reference_seconds.append(reference.run(batch)[0])
-            ours_median, reference_median = statistics.median(ours_seconds), statistics.median(reference_seconds)
-            rows.append({
-                "batch": batch,
-                "ours_actions_per_s": batch / ours_median,
-                "reference_actions_per_s": batch / reference_median,
-                "speedup": reference_median / ours_median,
-                "ours_median_s": ours_median,
-                "reference_median_s": reference_median,
-                "ours_seconds": ours_seconds,
-                "reference_seconds": reference_seconds,
-                "same_actions": bool(np.array_equal(ours_actions, reference_actions)),
-            })
-            print(json.dumps(rows[-1]), flush=True)
-    finally:
-        reference.close()
+            row, ours_actions, reference_actions = time_alternately(
+                lambda: model.predict_action(batch_images, batch_instructions, "bridge_orig"), reference, batch,
+                rounds=args.rounds, unit="actions")
+            row["same_actions"] = bool(np.array_equal(ours_actions, reference_actions))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     write_report("openvla_throughput", {
         "what": "OpenVLA predict_action actions/s, tiny fixture model (../shared/openvla_reference/model), float32, "
                 "ours batched vs OpenVLA's PyTorch code one sample per call, timed in alternation",

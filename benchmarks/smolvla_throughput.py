@@ -20,15 +20,13 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import subprocess
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import ReferenceWorker, time_alternately, write_report
 from multinet_jax.models import smolvla, smolvla_checkpoint
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "smolvla_reference"
@@ -37,23 +35,9 @@ TASKS = ("pick up the red cube and place it in the box", "put the green block in
          "open the drawer and push the blue cup to the left", "fold the towel and wipe the table")
 
 
-class LeRobotReference:
+def lerobot_worker(python: str, policy_dir: pathlib.Path, backbone_dir: pathlib.Path, inputs: pathlib.Path) -> ReferenceWorker:
     """LeRobot's SmolVLA in its own process (see `smolvla_lerobot_worker.py`)."""
-
-    def __init__(self, python: str, policy_dir: pathlib.Path, backbone_dir: pathlib.Path, inputs: pathlib.Path):
-        self.process = subprocess.Popen([python, str(WORKER), "serve", str(policy_dir), str(backbone_dir), str(inputs)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.info = json.loads(self.process.stdout.readline())
-
-    def run(self, batch: int) -> tuple[float, np.ndarray]:
-        self.process.stdin.write(json.dumps({"batch": batch}) + "\n")
-        self.process.stdin.flush()
-        reply = json.loads(self.process.stdout.readline())
-        return reply["seconds"], np.asarray(reply["actions"], np.float32)
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=120)
+    return ReferenceWorker([python, str(WORKER), "serve", str(policy_dir), str(backbone_dir), str(inputs)], close_timeout_s=120)
 
 
 def check_fixture(python: str, workdir: pathlib.Path) -> float:
@@ -64,11 +48,8 @@ def check_fixture(python: str, workdir: pathlib.Path) -> float:
     cameras = {f"image/observation.images.{camera}": io[f"raw_image_{camera}"] for camera in ("camera1", "camera2")}
     np.savez(inputs, **cameras, tokens=io["lang_tokens"], token_mask=io["lang_masks"], state=io["state_normalized"],
              noise=io["noise"])
-    reference = LeRobotReference(python, SHARED / "policy", SHARED / "tiny_smolvlm2", inputs)
-    try:
+    with lerobot_worker(python, SHARED / "policy", SHARED / "tiny_smolvlm2", inputs) as reference:
         _, actions = reference.run(len(io["tasks"]))
-    finally:
-        reference.close()
     return float(np.abs(actions - io["actions"]).max())
 
 
@@ -109,40 +90,22 @@ def main() -> None:
         data = make_inputs(model, max(batch_sizes), cameras, (480, 640))
         inputs_path = workdir / "inputs.npz"
         np.savez(inputs_path, **data)
-        reference = LeRobotReference(args.lerobot_python, policy_dir, smolvla_checkpoint.backbone_of(policy_dir), inputs_path)
         rows = []
-        try:
+        with lerobot_worker(args.lerobot_python, policy_dir, smolvla_checkpoint.backbone_of(policy_dir), inputs_path) as reference:
             for batch in batch_sizes:
                 observation = {f"image/{camera}": data[f"image/{camera}"][:batch].transpose(0, 2, 3, 1) * 2 - 1
                                for camera in cameras}
                 observation |= {"tokenized_prompt": data["tokens"][:batch], "tokenized_prompt_mask": data["token_mask"][:batch],
                                 "state": np.pad(data["state"][:batch], ((0, 0), (0, model.config.max_state_dim - model.config.state_dim)))}
-                ours_call = lambda: jax.block_until_ready(model.sample_actions(observation, noise=data["noise"][:batch]))
-                ours_actions = np.asarray(ours_call())[..., : model.config.action_dim]  # warm-up: compiles
-                _, reference_actions = reference.run(batch)  # warm-up
-                ours_seconds, reference_seconds = [], []
-                for _ in range(args.rounds):
-                    start = time.perf_counter()
-                    ours_call()
-                    ours_seconds.append(time.perf_counter() - start)
-                    reference_seconds.append(reference.run(batch)[0])
-                ours_median, reference_median = statistics.median(ours_seconds), statistics.median(reference_seconds)
-                rows.append({
-                    "batch": batch,
-                    "ours_chunks_per_s": batch / ours_median,
-                    "reference_chunks_per_s": batch / reference_median,
-                    "speedup": reference_median / ours_median,
-                    "ours_median_s": ours_median,
-                    "reference_median_s": reference_median,
-                    "ours_seconds": ours_seconds,
-                    "reference_seconds": reference_seconds,
-                    "relative_diff_vs_reference": float(np.abs(ours_actions - reference_actions).max()
-                                                        / np.abs(reference_actions).max()),
-                    "load_average_after": os.getloadavg(),
-                })
-                print(json.dumps(rows[-1]), flush=True)
-        finally:
-            reference.close()
+                row, ours_actions, reference_actions = time_alternately(
+                    lambda: model.sample_actions(observation, noise=data["noise"][:batch]), reference, batch,
+                    rounds=args.rounds, unit="chunks")
+                ours_actions = np.asarray(ours_actions)[..., : model.config.action_dim]
+                row["relative_diff_vs_reference"] = float(np.abs(ours_actions - reference_actions).max()
+                                                          / np.abs(reference_actions).max())
+                row["load_average_after"] = os.getloadavg()
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     config = model.config
     write_report(f"smolvla_throughput_{args.config}", {
         "what": f"SmolVLA action chunks/s ({args.config}: {sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(model.params)):,} "

@@ -28,7 +28,7 @@ Output mapping follows MultiNet v1.0's Pi0 scripts and harness adapters:
   - BFCL: per turn, the matches of `\\b\\w+\\s*\\([^)]*\\)` in the stripped answer, as is
     (`bfcl_hf_inference._extract_function_calls`).
   - Act2Answer: a text probe (options scored by log-likelihood) and an action probe (the integrated chunk's
-    direction) per episode (`eval/act2answer.py`), scored as `act2answer_probes`; openpi's inputs, as Open-X.
+    direction) per episode (`eval/act2answer_probes.py`), scored as `act2answer_probes`; openpi's inputs, as Open-X.
 Unparseable output becomes an invalid prediction (None), never an exception.
 """
 

@@ -12,7 +12,7 @@ import pytest
 
 import eval_helpers
 import multinet_jax
-from multinet_jax.eval import act2answer, demo_data, manifest
+from multinet_jax.eval import act2answer_probes, demo_data, manifest
 
 
 def test_eval_writes_both_probes_per_episode(tmp_path):
@@ -24,7 +24,7 @@ def test_eval_writes_both_probes_per_episode(tmp_path):
     assert [r["id"] for r in records] == [f"{p['index']}/{layout}" for p in pairs[:6] for layout in ("original", "swapped")]
     for record in records:
         assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
-        assert record["action_prediction"] == act2answer.action_choice(np.array(record["action_displacement"], float))
+        assert record["action_prediction"] == act2answer_probes.action_choice(np.array(record["action_displacement"], float))
     metrics = json.loads((tmp_path / "act2answer_metrics.json").read_text())
     assert metrics["metric_kind"] == "act2answer_probes"
     assert metrics["metrics"] == json.loads(json.dumps(multinet_jax.score("act2answer_probes", records)))
@@ -57,11 +57,11 @@ def test_probe_scores_average_layouts_then_categories():
 
 
 def test_action_direction_rule():
-    assert act2answer.action_choice(np.array([-0.1, -0.15, 0.0])) == 0  # towards the left tile (-y)
-    assert act2answer.action_choice(np.array([-0.1, 0.15, -0.05])) == 1
-    assert act2answer.action_choice(np.array([0.0, 0.0, 0.3])) is None  # no horizontal motion
-    assert act2answer.action_choice(np.array([-0.1, 0.0, 0.0])) is None  # straight between the tiles
-    assert act2answer.action_choice(np.array([np.nan, 0.1, 0.0])) is None
+    assert act2answer_probes.action_choice(np.array([-0.1, -0.15, 0.0])) == 0  # towards the left tile (-y)
+    assert act2answer_probes.action_choice(np.array([-0.1, 0.15, -0.05])) == 1
+    assert act2answer_probes.action_choice(np.array([0.0, 0.0, 0.3])) is None  # no horizontal motion
+    assert act2answer_probes.action_choice(np.array([-0.1, 0.0, 0.0])) is None  # straight between the tiles
+    assert act2answer_probes.action_choice(np.array([np.nan, 0.1, 0.0])) is None
 
 
 def test_resume_refuses_a_changed_item_set(tmp_path):

@@ -754,16 +754,16 @@ def test_fit_probes_refuses_zero_samples():
 
 
 def test_a_truncated_activations_batch_is_named(tmp_path):
-    from multinet_jax.probing import activations
+    from multinet_jax.probing import activation_store
 
-    text = {field: [f"{field}{index}" for index in range(4)] for field in activations.TEXT_FIELDS}
-    activations.write_batch(tmp_path, {"sample_index": np.arange(4), "label": np.arange(4) % 2, **text,
+    text = {field: [f"{field}{index}" for index in range(4)] for field in activation_store.TEXT_FIELDS}
+    activation_store.write_batch(tmp_path, {"sample_index": np.arange(4), "label": np.arange(4) % 2, **text,
                                        "prefix_last": np.zeros((4, 2, 3), np.float32)})
     (batch,) = tmp_path.glob("*.npz")
     batch.write_bytes(batch.read_bytes()[:100])
-    with pytest.raises(activations.ActivationError, match=rf"^{re.escape(str(batch))}: not a readable activations batch "
+    with pytest.raises(activation_store.ActivationError, match=rf"^{re.escape(str(batch))}: not a readable activations batch "
                        r"\(BadZipFile: .*\); remove it and resume$"):
-        activations.read(tmp_path)
+        activation_store.read(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ real-openpi baseline

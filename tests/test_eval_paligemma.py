@@ -12,7 +12,7 @@ import eval_helpers
 import multinet_jax
 from multinet_jax.eval import EvalConfig, demo, demo_data
 from multinet_jax.metrics import RecordError
-from multinet_jax.metrics.act2answer import NO_ACTION_HEAD
+from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 
 
 def paligemma_settings(tmp_path: pathlib.Path, domains, **overrides) -> dict:

@@ -10,10 +10,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 import multinet_jax
-from multinet_jax import domains, plots
-from multinet_jax.eval import report, summary
-from multinet_jax.metrics.act2answer import NO_ACTION_HEAD
-from multinet_jax.probing import report as probing_report
+from multinet_jax import cross_run_report, domains, plots
+from multinet_jax.eval import summary
+from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
+from multinet_jax.probing import layer_curves
 
 MIN_TEXT_PIXELS = 12  # 9 pt at 100 dpi; matplotlib's defaults are 10 pt and up
 
@@ -155,28 +155,28 @@ def test_a_model_without_action_head_has_no_action_bars_and_no_nan():
     assert not [text for text in _texts(figure) if "NaN" in text.get_text()]
 
 
-def _run(label: str, metrics: dict) -> report.Run:
-    result = report.DomainResult("act2answer", "act2answer_probes", 12, metrics, "public", None)
-    return report.Run(label, {"model": label}, {"act2answer": result})
+def _run(label: str, metrics: dict) -> cross_run_report.Run:
+    result = cross_run_report.DomainResult("act2answer", "act2answer_probes", 12, metrics, "public", None)
+    return cross_run_report.Run(label, {"model": label}, {"act2answer": result})
 
 
 def test_report_labels_a_metric_a_run_did_not_report_as_the_table_does():
     runs = [_run("pi0", multinet_jax.score("act2answer_probes", _probe_records(action_head=True))),
             _run("paligemma", multinet_jax.score("act2answer_probes", _probe_records(action_head=False)))]
-    figure = report.domain_figure("act2answer", runs)
+    figure = cross_run_report.domain_figure("act2answer", runs)
     text, action, invalid = (axes for axes in figure.axes if axes.get_visible())
     assert _bar_labels(text) == ["0.5", "0.5"] and _bar_labels(action) == ["1", plots.MISSING]
     assert _bar_labels(invalid) == ["0", plots.MISSING] and action.get_ylim() == (0, 1)
-    assert report.kind_tables(runs)[0].rows[1][2] == plots.MISSING  # the same mark as the table
+    assert cross_run_report.kind_tables(runs)[0].rows[1][2] == plots.MISSING  # the same mark as the table
     _assert_readable_and_inside(figure)
 
 
 def test_report_figure_of_continuous_actions_keeps_run_labels_and_legend_inside_the_image():
-    results = [report.DomainResult("openx_bimanual", "continuous", 4, {"avg_dataset_amae": amae, "action_success_rate": 0.0},
+    results = [cross_run_report.DomainResult("openx_bimanual", "continuous", 4, {"avg_dataset_amae": amae, "action_success_rate": 0.0},
                                    "public", (0.1, amae, 0.3)) for amae in (0.25, 0.5)]
-    runs = [report.Run(label, {"model": "pi0"}, {"openx_bimanual": result})
+    runs = [cross_run_report.Run(label, {"model": "pi0"}, {"openx_bimanual": result})
             for label, result in zip(("a run with a long folder name", "another run"), results)]
-    figure = report.domain_figure("openx_bimanual", runs)
+    figure = cross_run_report.domain_figure("openx_bimanual", runs)
     mae, success, per_dimension = (axes for axes in figure.axes if axes.get_visible())
     assert mae.get_ylabel() == "mean absolute error (action units)" and mae.get_ylim()[0] == 0
     assert success.get_ylim() == (0, 100) and _bar_labels(success) == ["0", "0"]
@@ -192,8 +192,8 @@ def test_probing_plot_has_layer_ticks_peak_layers_and_legends_under_the_panels(t
                                                 "peak_layer": int(np.argmax(values))} for stream, values in curves.items()}}
              for task in ("color", "shape")}
     result = {"chance": 0.5, "streams": list(curves), "tasks": tasks, "retention": 0.75}
-    probing_report.plot(result, tmp_path / "probing.png")
-    figure = probing_report.figure(result)
+    layer_curves.plot(result, tmp_path / "probing.png")
+    figure = layer_curves.figure(result)
     _rendered(figure)
     for axes in figure.axes:
         assert _ticks(axes.xaxis) == [0, 1, 2] and axes.get_ylim() == (0, 1) and axes.get_xlabel() == "layer"

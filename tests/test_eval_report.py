@@ -16,7 +16,7 @@ import pytest
 
 import eval_helpers
 from conftest import REPO_ROOT
-from multinet_jax.eval import report
+from multinet_jax import cross_run_report
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _markdown_table(text, title):
 
 
 def test_markdown_tables_per_output_kind_with_unequal_samples_marked(runs):
-    text = report.to_markdown(report.load_runs([runs / "pi0", runs / "pi0_fast"]))
+    text = cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"]))
     header, rows = _markdown_table(text, "Runs")
     assert header[:3] == ["run", "model", "checkpoint"] and "limit" in header and "output_dir" not in header
     assert [row[:2] for row in rows] == [["pi0", "pi0"], ["pi0_fast", "pi0_fast"]]
@@ -62,8 +62,8 @@ def test_markdown_tables_per_output_kind_with_unequal_samples_marked(runs):
 
 
 def test_csv_holds_every_scalar_metric(runs):
-    loaded = report.load_runs([runs / "pi0", runs / "pi0_fast"])
-    report.write_csv(loaded, runs / "report.csv")
+    loaded = cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])
+    cross_run_report.write_csv(loaded, runs / "report.csv")
     with open(runs / "report.csv") as handle:
         lines = list(csv.DictReader(handle))
     piqa = {line["metric"]: line for line in lines if line["run"] == "pi0_fast" and line["domain"] == "piqa"}
@@ -74,7 +74,7 @@ def test_csv_holds_every_scalar_metric(runs):
 
 
 def test_per_dimension_error_from_the_predictions(runs):
-    (run,) = report.load_runs([runs / "pi0"])
+    (run,) = cross_run_report.load_runs([runs / "pi0"])
     records = eval_helpers.read_jsonl(runs / "pi0" / "predictions" / "openx_bimanual.jsonl")
     valid = [r for r in records if r["prediction"] is not None]
     expected = np.mean([np.abs(np.subtract(r["prediction"], r["ground_truth"])) for r in valid], axis=0)
@@ -97,29 +97,29 @@ def test_cli_writes_a_self_contained_html_page(runs):
 
 def test_equal_sample_counts_go_in_the_header(runs, tmp_path):
     shutil.copytree(runs / "pi0", tmp_path / "pi0_again")
-    text = report.to_markdown(report.load_runs([runs / "pi0", tmp_path / "pi0_again"]))
+    text = cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", tmp_path / "pi0_again"]))
     header, rows = _markdown_table(text, "Multiple choice (PIQA)")
     assert header[1] == "piqa (n=4): overall_accuracy" and rows[0][1:] == rows[1][1:]
     assert "different samples" not in text
 
 
 def test_bad_run_folders_fail_naming_the_file(runs, tmp_path):
-    with pytest.raises(report.ReportError, match=f"{tmp_path}: no <domain>_metrics.json"):
-        report.load_runs([tmp_path])
+    with pytest.raises(cross_run_report.ReportError, match=f"{tmp_path}: no <domain>_metrics.json"):
+        cross_run_report.load_runs([tmp_path])
     broken = tmp_path / "broken"
     shutil.copytree(runs / "pi0", broken)
     (broken / "piqa_metrics.json").write_text("{\n  oops")
-    with pytest.raises(report.ReportError, match=f"{broken / 'piqa_metrics.json'}:2: not JSON"):
-        report.load_runs([broken])
+    with pytest.raises(cross_run_report.ReportError, match=f"{broken / 'piqa_metrics.json'}:2: not JSON"):
+        cross_run_report.load_runs([broken])
     (broken / "piqa_metrics.json").write_text(json.dumps({"domain": "piqa"}))
-    with pytest.raises(report.ReportError, match="piqa_metrics.json: no 'metric_kind' field"):
-        report.load_runs([broken])
-    with pytest.raises(report.ReportError, match="given twice"):
-        report.load_runs([runs / "pi0", runs / "pi0"])
+    with pytest.raises(cross_run_report.ReportError, match="piqa_metrics.json: no 'metric_kind' field"):
+        cross_run_report.load_runs([broken])
+    with pytest.raises(cross_run_report.ReportError, match="given twice"):
+        cross_run_report.load_runs([runs / "pi0", runs / "pi0"])
 
 
 def test_runs_are_labelled_by_their_manifests_and_different_data_is_refused(runs, tmp_path):
-    header, rows = _markdown_table(report.to_markdown(report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
+    header, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
     for row, run in zip(rows, ("pi0", "pi0_fast")):
         recorded = json.loads((runs / run / "run_manifest.json").read_text())
         assert row[1] == recorded["settings"]["model"] == run
@@ -134,9 +134,9 @@ def test_runs_are_labelled_by_their_manifests_and_different_data_is_refused(runs
     lines[0] = json.dumps({**first, "label": 1 - int(first["label"])})
     piqa.write_text("\n".join(lines) + "\n")
     eval_helpers.evaluate(tmp_path / "other", ("piqa",), limit=2, data_dir=str(data_dir))
-    with pytest.raises(report.ReportError, match=r"piqa: the runs evaluated different data \(data sha256 pi0 \w{12}, other \w{12}\)"):
-        report.load_runs([runs / "pi0", tmp_path / "other"])
+    with pytest.raises(cross_run_report.ReportError, match=r"piqa: the runs evaluated different data \(data sha256 pi0 \w{12}, other \w{12}\)"):
+        cross_run_report.load_runs([runs / "pi0", tmp_path / "other"])
     (tmp_path / "other" / "run_manifest.json").unlink()
-    with pytest.raises(report.ReportError, match="other: no run_manifest.json"):
-        report.load_runs([runs / "pi0", tmp_path / "other"])
-    assert report.load_runs([tmp_path / "other"])[0].manifest is None  # alone it is reported as it is
+    with pytest.raises(cross_run_report.ReportError, match="other: no run_manifest.json"):
+        cross_run_report.load_runs([runs / "pi0", tmp_path / "other"])
+    assert cross_run_report.load_runs([tmp_path / "other"])[0].manifest is None  # alone it is reported as it is

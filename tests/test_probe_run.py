@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
 from multinet_jax import models
 from multinet_jax.eval import demo, demo_data, manifest, probe
-from multinet_jax.probing import activations, report
+from multinet_jax.probing import activation_store, layer_curves
 
 
 class CountingModel:
@@ -47,7 +47,7 @@ def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
     model = CountingModel(setup["model"])
     result = probe.run_probe(_config(setup, tmp_path), model=model)
     assert model.calls == 3  # 12 episodes in batches of 4
-    saved = activations.read(tmp_path / "activations" / "all")
+    saved = activation_store.read(tmp_path / "activations" / "all")
     pairs = json.loads((setup["items"] / "pairs.json").read_text())
     assert saved["id"].tolist() == [f"{pair['index']}/{layout}" for pair in pairs for layout in ("original", "swapped")]
     answers = [0 if pair["answer"] == "Left" else 1 for pair in pairs]
@@ -102,12 +102,12 @@ def test_probe_without_action_expert_says_so(setup, tmp_path):
     config = probe.ProbeConfig(checkpoint=openpi_checkpoint("fast"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
                                output_dir=str(tmp_path), batch_size=4, num_folds=2)
     result = probe.run_probe(config, model=fast)
-    saved = activations.read(tmp_path / "activations" / "all")
+    saved = activation_store.read(tmp_path / "activations" / "all")
     depth, width = fast.config.paligemma.depth, fast.config.paligemma.width
     assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
     written = json.loads((tmp_path / "probing.json").read_text())
     assert written["streams"] == ["prefix_last", "prefix_mean"] and "retention" not in written
-    assert written["action_streams"] == report.NO_ACTION_EXPERT == result["action_streams"]
+    assert written["action_streams"] == layer_curves.NO_ACTION_EXPERT == result["action_streams"]
 
 
 def test_probe_settings_are_all_classified():

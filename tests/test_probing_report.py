@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from multinet_jax.probing import activations, report
+from multinet_jax.probing import activation_store, layer_curves
 
 PREFIX_STRENGTH = np.array([0.1, 0.9, 0.4])  # per layer, sigma 1
 ACTION_STRENGTH = np.array([0.1, 0.5, 0.3])
@@ -30,24 +30,24 @@ def _batch(start, size, rng, direction):
 def test_batches_round_trip_resume_and_gaps(tmp_path):
     rng = np.random.default_rng(0)
     direction = np.eye(8)[0]
-    assert activations.resume_index(tmp_path / "split") == 0
+    assert activation_store.resume_index(tmp_path / "split") == 0
     written = [_batch(0, 6, rng, direction), _batch(6, 6, rng, direction)]
     for batch in written:
-        activations.write_batch(tmp_path / "split", batch)
-    assert activations.resume_index(tmp_path / "split") == 12
+        activation_store.write_batch(tmp_path / "split", batch)
+    assert activation_store.resume_index(tmp_path / "split") == 12
     (tmp_path / "split" / "batch_00000012.tmp").write_bytes(b"torn")  # a killed write leaves no batch behind
-    loaded = activations.read(tmp_path / "split")
+    loaded = activation_store.read(tmp_path / "split")
     np.testing.assert_array_equal(loaded["prefix_last"], np.concatenate([b["prefix_last"] for b in written]))
     assert loaded["id"].tolist() == written[0]["id"] + written[1]["id"] and loaded["label"].dtype == np.int64
-    assert set(activations.read(tmp_path / "split", streams=["action_mean"])) == {
+    assert set(activation_store.read(tmp_path / "split", streams=["action_mean"])) == {
         "sample_index", "id", "item_id", "layout", "category", "label", "action_mean"}
-    with pytest.raises(activations.ActivationError, match="no stream 'prefix_mean'"):
-        activations.read(tmp_path / "split", streams=["prefix_mean"])
-    activations.write_batch(tmp_path / "split", _batch(18, 6, rng, direction))
-    with pytest.raises(activations.ActivationError, match=r"batch_00000018.npz: holds samples \[18, 19, 20\]\.\.\., expected to start at 12"):
-        activations.read(tmp_path / "split")
-    with pytest.raises(activations.ActivationError, match="no batch_"):
-        activations.read(tmp_path / "empty")
+    with pytest.raises(activation_store.ActivationError, match="no stream 'prefix_mean'"):
+        activation_store.read(tmp_path / "split", streams=["prefix_mean"])
+    activation_store.write_batch(tmp_path / "split", _batch(18, 6, rng, direction))
+    with pytest.raises(activation_store.ActivationError, match=r"batch_00000018.npz: holds samples \[18, 19, 20\]\.\.\., expected to start at 12"):
+        activation_store.read(tmp_path / "split")
+    with pytest.raises(activation_store.ActivationError, match="no batch_"):
+        activation_store.read(tmp_path / "empty")
 
 
 def test_report_curves_retention_and_plot(tmp_path):
@@ -55,8 +55,8 @@ def test_report_curves_retention_and_plot(tmp_path):
     direction = rng.standard_normal(8)
     direction /= np.linalg.norm(direction)
     for start in range(0, 3200, 800):
-        activations.write_batch(tmp_path / "split", _batch(start, 800, rng, direction))
-    result = report.probe_tasks(activations.read(tmp_path / "split"), num_folds=5)
+        activation_store.write_batch(tmp_path / "split", _batch(start, 800, rng, direction))
+    result = layer_curves.probe_tasks(activation_store.read(tmp_path / "split"), num_folds=5)
     assert result["streams"] == ["prefix_last", "action_mean"] and set(result["tasks"]) == {"color", "shape"}
     for task in ("color", "shape"):
         entry = result["tasks"][task]
@@ -68,4 +68,4 @@ def test_report_curves_retention_and_plot(tmp_path):
     bayes_retention = (norm.cdf(0.5) - 0.5) / (norm.cdf(0.9) - 0.5)
     assert result["retention"] == pytest.approx(bayes_retention, abs=0.1) and result["retention_excluded"] == {}
     json.dumps(result)  # plain JSON
-    assert report.plot(result, tmp_path / "probing.png").stat().st_size > 10_000
+    assert layer_curves.plot(result, tmp_path / "probing.png").stat().st_size > 10_000

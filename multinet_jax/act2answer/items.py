@@ -24,7 +24,7 @@ import numpy as np
 
 from multinet_jax.act2answer import glb
 from multinet_jax.act2answer.geometry import LAYOUTS, TILE_NAMES
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
 PAIRS_FILE = "pairs.json"

@@ -7,7 +7,7 @@
 Domains (module = source format): `openx_<name>` (openx.py: MultiNet translated shards, RLDS
 tfrecord/ArrayRecord builder dirs, converted steps), `openx_multi_embodiment` (robovqa.py),
 `overcooked_ai` (overcooked.py), `piqa` (piqa.py), `sqa3d` (sqa3d.py), `odinw` (odinw.py),
-`bfcl` (bfcl.py), `act2answer` (act2answer.py: an Act2Answer item set, one sample per item and
+`bfcl` (bfcl.py), `act2answer` (act2answer_episodes.py: an Act2Answer item set, one sample per item and
 layout). Every sample has `id`, `sample_index`, the model inputs, `prompt` and
 `ground_truth` in the `score` command's per-domain format.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from multinet_jax import domains
 from multinet_jax.data import pipeline, stats, transforms
-from multinet_jax.data.errors import BadRecord, BadRecordError
+from multinet_jax.data.bad_records import BadRecord, BadRecordError
 from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_inputs
 
 ROBOVQA_DOMAIN = "openx_multi_embodiment"  # MultiNet's RoboVQA, under its Open-X name
@@ -96,7 +96,7 @@ def make_source(
 
         return BfclSource(_no_split(domain, directory, split), domain, func_doc_dir=func_doc_dir)
     if domain == "act2answer":
-        from multinet_jax.data.act2answer import Act2AnswerSource
+        from multinet_jax.data.act2answer_episodes import Act2AnswerSource
 
         return Act2AnswerSource(_no_split(domain, directory, split), domain, frames_dir=frames_dir)
     raise ValueError(f"{domain}: no data source reads this domain")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError, check_unique_ids
+from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
 
 # BFCL's MULTI_TURN_FUNC_DOC_FILE_MAPPING: involved class -> func doc file stem

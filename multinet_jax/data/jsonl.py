@@ -7,7 +7,7 @@ import json
 import pathlib
 from typing import Any
 
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 
 
 def read_json(path: pathlib.Path) -> Any:

@@ -41,7 +41,7 @@ import numpy as np
 from multinet_jax import assets, domains
 from multinet_jax.data import stats as stats_lib
 from multinet_jax.data import steps as steps_lib
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 
 IMAGE_KEYS = tuple(f"observation/{key}" for key in ("image", "hand_color_image", "agentview_rgb", "hand_image", "wrist_image", "rgb"))
 INSTRUCTION_KEYS = (

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts, safe_pickle
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
 MOVES = {(0, -1): 0, (0, 1): 1, (1, 0): 2, (-1, 0): 3, (0, 0): 4, (1, 1): 5}

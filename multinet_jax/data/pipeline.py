@@ -18,7 +18,7 @@ import grain
 import numpy as np
 
 from multinet_jax.data import transforms
-from multinet_jax.data.errors import BadRecord, BadRecordError, check_on_bad_record, log_skipped
+from multinet_jax.data.bad_records import BadRecord, BadRecordError, check_on_bad_record, log_skipped
 from multinet_jax import domains
 
 VALID_KEY = "_valid"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError, check_unique_ids
+from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
 
 FIELDS = ("goal", "sol1", "sol2")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.openx import EPISODE_KEY, STEP_KEY, checked_image, step_record_name
 
 QUESTION_KEY, ANSWER_KEY, IMAGES_KEY = "observation/raw_text_question", "observation/raw_text_answer", "observation/images"

@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from multinet_jax.data import prompts
-from multinet_jax.data.errors import BadRecordError, check_unique_ids
+from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json
 from multinet_jax.data.transforms import decode_image
 

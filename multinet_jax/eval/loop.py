@@ -31,7 +31,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
-from multinet_jax.eval import act2answer, manifest, preflight, results, runners, summary
+from multinet_jax.eval import act2answer_probes, manifest, preflight, results, runners, summary
 from multinet_jax.models import InferenceOptions, registry
 
 FAMILIES = registry.family_names()
@@ -343,7 +343,7 @@ class Evaluator:
             observation.update(self.action_prompts(batch))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
             max_len = domain.protocol.truncation_length(self.config.max_token_len)
-            observation.update(act2answer.text_probe_inputs(batch, self.text_tokenizer, max_len, bundled=self.bundled_tokenizer))
+            observation.update(act2answer_probes.text_probe_inputs(batch, self.text_tokenizer, max_len, bundled=self.bundled_tokenizer))
         if self.bundled_tokenizer:
             observation["prompt"] = [prompt or "" for prompt in batch["prompt"]]
         return observation
@@ -356,7 +356,7 @@ class Evaluator:
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer.run(self.model, observation, self._sample_actions if self.predicts_actions else None)
+            return act2answer_probes.run(self.model, observation, self._sample_actions if self.predicts_actions else None)
         if domain.uses_actions:
             out = self._sample_actions(observation)
         else:

@@ -28,7 +28,7 @@ import tqdm
 from multinet_jax import assets, data, models, sharding, tokenizers
 from multinet_jax.eval import manifest, preflight, summary
 from multinet_jax.models import attention, registry
-from multinet_jax.probing import activations, report
+from multinet_jax.probing import activation_store, layer_curves
 
 DOMAIN = "act2answer"
 MANIFEST = "probe_manifest.json"
@@ -98,7 +98,7 @@ def _activations_dir(config: ProbeConfig) -> pathlib.Path:
 
 def _check_resumed(directory: pathlib.Path, source: Any, done: int) -> None:
     """The saved episodes must be the item set's first `done` episodes, in order."""
-    saved = activations.read(directory, streams=())["id"]
+    saved = activation_store.read(directory, streams=())["id"]
     for index in range(done):
         expected = source.episode(index).episode_id
         if str(saved[index]) != expected:
@@ -110,7 +110,7 @@ def _saved_episodes(config: ProbeConfig) -> int:
     """How many episodes' activations the output folder holds, when this run may continue them: only with --resume,
     and only up to `--limit` (below them the probes would be fitted on more episodes than the run says)."""
     directory = _activations_dir(config)
-    done = activations.resume_index(directory)
+    done = activation_store.resume_index(directory)
     if done and not config.resume:
         raise FileExistsError(f"{directory} holds {done} episodes; pass --resume to continue it or choose another --output_dir")
     if config.limit is not None and done > config.limit:
@@ -146,8 +146,8 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
             saved = {name: np.asarray(value)[rows] for name, value in streams.items()}
             saved["sample_index"] = np.asarray(batch["sample_index"])[rows]
             saved["label"] = np.asarray(batch["ground_truth"])[rows]
-            saved.update({field: [batch[field][row] for row in rows] for field in activations.TEXT_FIELDS})
-            activations.write_batch(directory, saved)
+            saved.update({field: [batch[field][row] for row in rows] for field in activation_store.TEXT_FIELDS})
+            activation_store.write_batch(directory, saved)
             progress.update(len(rows))
     return directory
 
@@ -222,10 +222,10 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model)
-    result = report.probe_tasks(activations.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
+    result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                 C=config.C, max_iter=config.max_iter)
     result["config"] = dataclasses.asdict(config)
     output_dir = pathlib.Path(config.output_dir)
     summary.write_json(output_dir / "probing.json", result)
-    report.plot(result, output_dir / "probing.png")
+    layer_curves.plot(result, output_dir / "probing.png")
     return result

@@ -20,7 +20,7 @@ import numpy as np
 
 from multinet_jax import data, domains, metrics
 from multinet_jax.data import prompts, transforms
-from multinet_jax.eval import act2answer, results
+from multinet_jax.eval import act2answer_probes, results
 from multinet_jax.models.interface import MultiNetActions
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class SingleCall:
         """`rules`: MultiNet's rules for the family's actions (`Model.multinet_actions`); None: the default ones."""
         rows = np.flatnonzero(np.asarray(batch["_mask"], bool))
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer.records(batch, rows, raw, norm, plain)
+            return act2answer_probes.records(batch, rows, raw, norm, plain)
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:
             action_dim = len(batch["ground_truth"][rows[0]]) if len(rows) else 0
             if rules is not None:

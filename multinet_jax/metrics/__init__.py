@@ -10,14 +10,14 @@ logs: success rule, per-category rates, intent metrics); `SentenceEmbedder`
 is all-MiniLM-L6-v2 in Flax for the text similarity metrics.
 """
 
-from multinet_jax.metrics.act2answer import score_episodes
+from multinet_jax.metrics.act2answer_scoring import score_episodes
 from multinet_jax.metrics.choices import classification, multiple_choice, pack_choices
 from multinet_jax.metrics.continuous_actions import ACTION_SLICES, action_stats_from_ground_truth, continuous, pack_continuous
 from multinet_jax.metrics.discrete_actions import discrete, pack_discrete
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.function_calling import function_calls
 from multinet_jax.metrics.records import DuplicateIdError, RecordError
-from multinet_jax.metrics.report import to_json, to_python
+from multinet_jax.metrics.json_values import to_json, to_python
 from multinet_jax.metrics.scoring import CLIPPED_FIELD, SIMILARITY_KINDS, load_action_stats, load_records, metric_kind, score
 from multinet_jax.metrics.text_answers import vqa
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from multinet_jax.domains import ACTION_VALUE_LIMIT
 from multinet_jax.metrics._numerics import divide, numpy_mean, x64_jit
-from multinet_jax.metrics.errors import error_aggregates, normalized_mean
+from multinet_jax.metrics.error_stats import error_aggregates, normalized_mean
 from multinet_jax.metrics.records import RecordError, is_finite_number, is_number
 
 # Baseline errors below this count as zero (MultiNet's baseline-relative guard).

@@ -16,7 +16,7 @@ import numpy as np
 
 from multinet_jax.metrics._numerics import divide, first_argmax, pairwise_sum, sequential_sum, x64_jit
 from multinet_jax.metrics.classes import class_metrics
-from multinet_jax.metrics.errors import error_aggregates
+from multinet_jax.metrics.error_stats import error_aggregates
 from multinet_jax.metrics.records import integer_ground_truth, is_integer, is_number
 
 NUM_JOINT_ACTIONS = 36

@@ -8,7 +8,7 @@ strings / per-turn lists of call strings (optionally `responses`: the raw per-tu
 used for similarity; without them the predicted calls are). Predictions may be null or malformed
 (scored as invalid); malformed ground truth, a missing field or a duplicate id is a `RecordError`. Open-X predictions
 so large that their errors would overflow float64 count as invalid (`invalid_by_overflow` names them).
-Act2Answer records are episode logs instead (`metrics/act2answer.py`: id, category, layout, target,
+Act2Answer records are episode logs instead (`metrics/act2answer_scoring.py`: id, category, layout, target,
 cube_position, tiles, ...).
 
 The similarity metrics of SQA3D, RoboVQA and BFCL need all-MiniLM-L6-v2. Without it `score` refuses,
@@ -24,10 +24,10 @@ import pathlib
 from typing import Any, Mapping, Sequence
 
 from multinet_jax import domains
-from multinet_jax.metrics import act2answer, choices, continuous_actions, discrete_actions, function_calling, text_answers
+from multinet_jax.metrics import act2answer_scoring, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import RecordError, check_unique_ids, fields, integer_ground_truth, require_field
-from multinet_jax.metrics.report import to_python
+from multinet_jax.metrics.json_values import to_python
 
 KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
 _DOMAIN_KINDS = {  # by canonical name; `domains.ALIASES` are accepted too
@@ -110,9 +110,9 @@ def _score_kind(
 ) -> dict[str, Any]:
     """`score` for one metric kind (MultiNet's harness names)."""
     if kind == "episodes":
-        return act2answer.score_episodes(records)
+        return act2answer_scoring.score_episodes(records)
     if kind == "act2answer_probes":
-        return act2answer.score_probes(records)
+        return act2answer_scoring.score_probes(records)
     check_unique_ids(records)
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
     if kind == "continuous":

@@ -18,7 +18,7 @@ import numpy as np
 
 from multinet_jax.act2answer import items, scene
 from multinet_jax.act2answer.geometry import LAYOUTS, TILE_NAMES
-from multinet_jax.data.errors import BadRecordError
+from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
 FRAMES_DIR = "first_frames"  # the default simulator-frames folder inside an item set

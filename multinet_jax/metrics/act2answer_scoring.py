@@ -42,7 +42,7 @@ import numpy as np
 from multinet_jax.act2answer.geometry import CUBE_HALF_SIZE, HEIGHT_TOLERANCE, LAYOUTS, TILE_NAMES, XY_MARGIN
 from multinet_jax.metrics._numerics import x64_jit
 from multinet_jax.metrics.records import RecordError, is_finite_number, require_field
-from multinet_jax.metrics.report import to_python
+from multinet_jax.metrics.json_values import to_python
 
 WILSON_Z = 1.959963984540054  # the standard normal's 97.5% quantile
 GRIPPER_OPEN = 0.5

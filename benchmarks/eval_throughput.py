@@ -29,8 +29,9 @@ from absl import app, flags
 
 from benchmarks.common import data_label, write_report
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
-from multinet_jax import data, models, sharding, tokenizers
-from multinet_jax.eval import EvalConfig, Evaluator, demo, demo_data
+from multinet_jax import data, demo, models, sharding, tokenizers
+from multinet_jax.demo import datasets
+from multinet_jax.eval import EvalConfig, Evaluator
 
 DOMAIN = "openx_bimanual"
 SHARED_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "multinet_sample"
@@ -83,13 +84,13 @@ def model_batches(data_root: pathlib.Path, tokenizer, cache_dir: str) -> list[di
 def main(argv: list[str]) -> None:
     del argv
     work = pathlib.Path(tempfile.mkdtemp(prefix="eval_throughput_"))
-    tokenizer_path = demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus())
+    tokenizer_path = demo.build_tokenizer(work / "demo_tokenizer.model", datasets.corpus())
     data_roots = {}
     if (SHARED_SAMPLE / DOMAIN).exists():
         data_roots["multinet_sample"] = SHARED_SAMPLE
     if _GENERATED.value:
         data_roots[f"generated_{_GENERATED.value}"] = work / "generated"
-        demo_data.write_openx_bimanual(work / "generated", count=_GENERATED.value)
+        datasets.write_openx_bimanual(work / "generated", count=_GENERATED.value)
     mesh = sharding.make_mesh("data:-1,model:1", devices=jax.local_devices())
     first_root = next(iter(data_roots.values()))
     batches = model_batches(first_root, tokenizers.PaliGemmaTokenizer(tokenizer_path), str(work / "cache"))

@@ -22,7 +22,7 @@ import ml_dtypes
 import numpy as np
 
 from benchmarks.common import measure_load, write_report
-from multinet_jax.eval import demo
+from multinet_jax import demo
 from multinet_jax.models import openvla, openvla_checkpoint
 from multinet_jax.weights import flatten_params, safetensors
 

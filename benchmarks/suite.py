@@ -405,12 +405,12 @@ def run_metrics(sizes: Sizes) -> dict[str, Any]:
 
 def run_data(work: pathlib.Path) -> dict[str, Any]:
     from benchmarks.data_throughput import BATCH_SIZE, measure
-    from multinet_jax import data
-    from multinet_jax.eval import demo, demo_data
+    from multinet_jax import data, demo
+    from multinet_jax.demo import datasets
     from multinet_jax.tokenizers import PaliGemmaTokenizer
 
     directory = SHARED_SAMPLE / "openx_bimanual"
-    tokenizer = PaliGemmaTokenizer(demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus()))
+    tokenizer = PaliGemmaTokenizer(demo.build_tokenizer(work / "demo_tokenizer.model", datasets.corpus()))
     dataset = data.load("openx_bimanual", directory, split="public", tokenizer=tokenizer, batch_size=BATCH_SIZE,
                         cache_dir=work / "cache")
     return {"data": data_label(directory, "openx_bimanual sample"), "batch_size": BATCH_SIZE, **measure(dataset)}
@@ -418,10 +418,12 @@ def run_data(work: pathlib.Path) -> dict[str, Any]:
 
 def run_eval(work: pathlib.Path, args: argparse.Namespace, mesh: Any) -> dict[str, Any]:
     from benchmarks.eval_throughput import DOMAIN, evaluator_throughput
-    from multinet_jax.eval import EvalConfig, demo, demo_data
+    from multinet_jax import demo
+    from multinet_jax.demo import datasets
+    from multinet_jax.eval import EvalConfig
 
     model = bench_model(args.multinet_model, args.dry_run, args.dtype, mesh)
-    tokenizer = demo.build_tokenizer(work / "demo_tokenizer.model", demo_data.corpus())
+    tokenizer = demo.build_tokenizer(work / "demo_tokenizer.model", datasets.corpus())
     eval_config = EvalConfig(model=args.multinet_model, checkpoint=f"<random {model.config}>", tokenizer=str(tokenizer),
                              domains=(DOMAIN,), data_dir=str(SHARED_SAMPLE), split="public", dtype=args.dtype,
                              output_dir=str(work / "runs"), batch_size=8, cache_dir=str(work / "cache"))

@@ -21,7 +21,7 @@ ALL_DEMO_DOMAINS = ("openx_bimanual", "openx_multi_embodiment", "overcooked_ai",
 @functools.cache
 def assets() -> dict[str, str]:
     """Tiny checkpoints, tokenizers and demo datasets, built once per test session (as `eval --demo` does)."""
-    from multinet_jax.eval import demo
+    from multinet_jax import demo
 
     root = pathlib.Path(tempfile.mkdtemp(prefix="multinet_jax_eval_assets_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

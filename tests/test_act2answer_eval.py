@@ -12,12 +12,13 @@ import pytest
 
 import eval_helpers
 import multinet_jax
-from multinet_jax.eval import act2answer_probes, demo_data, manifest
+from multinet_jax.demo import datasets
+from multinet_jax.eval import act2answer_probes, manifest
 
 
 def test_eval_writes_both_probes_per_episode(tmp_path):
     data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
-    demo_data.write_missing(data_dir, ["act2answer"])
+    datasets.write_missing(data_dir, ["act2answer"])
     rows = eval_helpers.evaluate(tmp_path, ["act2answer"], limit=12, batch_size=4, num_flow_steps=2)
     records = [json.loads(line) for line in (tmp_path / "predictions" / "act2answer.jsonl").read_text().splitlines()]
     pairs = json.loads((data_dir / "act2answer" / "public" / "pairs.json").read_text())
@@ -68,7 +69,7 @@ def test_resume_refuses_a_changed_item_set(tmp_path):
     """The run manifest fingerprints the item set (pairs.json, candidate images, first frames): a changed item set
     cannot be resumed into the same act2answer predictions."""
     source = pathlib.Path(eval_helpers.assets()["data_dir"])
-    demo_data.write_missing(source, ["act2answer"])
+    datasets.write_missing(source, ["act2answer"])
     shutil.copytree(source / "act2answer", tmp_path / "data" / "act2answer")
     settings = {"data_dir": str(tmp_path / "data"), "limit": 4, "batch_size": 4, "num_flow_steps": 1}
     eval_helpers.evaluate(tmp_path / "run", ["act2answer"], **settings)

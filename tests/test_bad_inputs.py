@@ -162,7 +162,7 @@ class _HugeBytes:
 def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     """Checkpoints and tokenizers that read, but whose values or layout are wrong (issue 25)."""
     from multinet_jax import assets as asset_store
-    from multinet_jax.eval import demo
+    from multinet_jax import demo
     from safetensors.numpy import load_file, save_file
 
     checkpoint = pathlib.Path(assets["checkpoint"])
@@ -201,7 +201,7 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
 
 
 def _build(root: pathlib.Path) -> Inputs:
-    from multinet_jax.eval import demo
+    from multinet_jax import demo
 
     assets = eval_helpers.assets()
     inputs = Inputs(root, assets, [])

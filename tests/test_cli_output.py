@@ -11,7 +11,7 @@ import pytest
 
 import eval_helpers
 from conftest import REPO_ROOT
-from multinet_jax.eval import demo
+from multinet_jax import demo
 
 
 def _with_closed_stdout(*argv: str) -> subprocess.CompletedProcess:

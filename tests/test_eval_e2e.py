@@ -17,7 +17,7 @@ import pytest
 import eval_helpers
 from conftest import shared_path
 from multinet_jax import assets, data, domains
-from multinet_jax.eval import demo_data
+from multinet_jax.demo import datasets
 
 ACTION_AND_CHOICE_DOMAINS = ("openx_bimanual", "overcooked_ai", "piqa", "odinw")
 SIMILARITY_DOMAINS = ("openx_multi_embodiment", "sqa3d", "bfcl")
@@ -59,7 +59,7 @@ def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_sta
     from multinet_jax import models, tokenizers
 
     records = _records(pi0_run, "openx_bimanual")
-    actions = demo_data.openx_actions()  # what the generator wrote, independent of the reader
+    actions = datasets.openx_actions()  # what the generator wrote, independent of the reader
     np.testing.assert_allclose([r["ground_truth"] for r in records], actions[:LIMIT], rtol=1e-6)
 
     paths = eval_helpers.assets()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import eval_helpers
-from multinet_jax import fingerprints
-from multinet_jax.eval import EvalConfig, demo, manifest
+from multinet_jax import demo, fingerprints
+from multinet_jax.eval import EvalConfig, manifest
 from multinet_jax.eval.loop import protocol_settings
 from multinet_jax.models import attention
 

@@ -11,8 +11,8 @@ import pytest
 
 import eval_helpers
 from openvla_helpers import openvla_dir
-from multinet_jax import domains, weights
-from multinet_jax.eval import demo, demo_data
+from multinet_jax import demo, domains, weights
+from multinet_jax.demo import datasets
 from multinet_jax.models import load_model, openvla_actions, openvla_checkpoint
 
 LIMIT = 4
@@ -77,7 +77,7 @@ def test_openvla_decodes_the_splits_dims_and_says_how_in_the_metrics(tmp_path):
 
 def test_openvla_runs_the_knowledge_probes(tmp_path):
     data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
-    demo_data.write_missing(data_dir, ["act2answer"])
+    datasets.write_missing(data_dir, ["act2answer"])
     eval_helpers.evaluate(tmp_path, ("act2answer",), model="openvla", checkpoint=openvla_dir(), tokenizer=None, limit=4)
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
     assert len(records) == 4

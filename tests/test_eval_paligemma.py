@@ -10,7 +10,9 @@ import pytest
 
 import eval_helpers
 import multinet_jax
-from multinet_jax.eval import EvalConfig, demo, demo_data
+from multinet_jax import demo
+from multinet_jax.demo import datasets
+from multinet_jax.eval import EvalConfig
 from multinet_jax.metrics import RecordError
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 
@@ -23,7 +25,7 @@ def paligemma_settings(tmp_path: pathlib.Path, domains, **overrides) -> dict:
 
 
 def test_text_domain_and_text_probe_without_action_head(tmp_path):
-    demo_data.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
+    datasets.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
     rows = multinet_jax.eval.evaluate(EvalConfig(**paligemma_settings(tmp_path, ["piqa", "act2answer"], limit=8)))
     run = tmp_path / "run"
     records = eval_helpers.read_jsonl(run / "predictions" / "act2answer.jsonl")

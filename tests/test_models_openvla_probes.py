@@ -12,9 +12,9 @@ import pytest
 from act2answer_helpers import item_set
 from models_helpers import relative_error
 from openvla_helpers import fixture_images, fixture_instructions, openvla_dir, openvla_io, openvla_model
-from multinet_jax.eval import probe
 from multinet_jax.models import InferenceOptions
 from multinet_jax.models.openvla_inputs import action_prompt
+from multinet_jax.probing import runner
 from multinet_jax.probing import activation_store
 
 TOLERANCE = 1e-4
@@ -79,9 +79,9 @@ def test_activations_are_the_reference_hidden_states_at_the_prompts_last_token()
 
 
 def test_probe_runs_openvla_without_a_paligemma_tokenizer(tmp_path):
-    config = probe.ProbeConfig(checkpoint=openvla_dir(), tokenizer=None, data_dir=str(item_set(tmp_path / "items", 2)),
+    config = runner.ProbeConfig(checkpoint=openvla_dir(), tokenizer=None, data_dir=str(item_set(tmp_path / "items", 2)),
                                output_dir=str(tmp_path / "run"), batch_size=4, num_folds=2)
-    result = probe.run_probe(config, model=openvla_model())
+    result = runner.run_probe(config, model=openvla_model())
     saved = activation_store.read(tmp_path / "run" / "activations" / "all")
     depth, width = openvla_model().config.llm.depth, openvla_model().config.llm.width
     assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved

@@ -14,8 +14,10 @@ import pytest
 from act2answer_helpers import item_set
 from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
-from multinet_jax import models
-from multinet_jax.eval import demo, demo_data, manifest, probe
+from multinet_jax import demo, models
+from multinet_jax.demo import datasets
+from multinet_jax.eval import manifest
+from multinet_jax.probing import runner
 from multinet_jax.probing import activation_store, layer_curves
 
 
@@ -33,19 +35,19 @@ class CountingModel:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe")
-    tokenizer = demo.build_tokenizer(root / "tokenizer.model", demo_data.corpus())
+    tokenizer = demo.build_tokenizer(root / "tokenizer.model", datasets.corpus())
     return {"items": item_set(root / "items", items_per_category=2), "tokenizer": str(tokenizer),
             "model": models.load_model(openpi_checkpoint("pi0"))}
 
 
 def _config(setup, output_dir, **overrides):
-    return probe.ProbeConfig(checkpoint=openpi_checkpoint("pi0"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
+    return runner.ProbeConfig(checkpoint=openpi_checkpoint("pi0"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
                              output_dir=str(output_dir), batch_size=4, num_flow_steps=2, num_folds=2, **overrides)
 
 
 def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
     model = CountingModel(setup["model"])
-    result = probe.run_probe(_config(setup, tmp_path), model=model)
+    result = runner.run_probe(_config(setup, tmp_path), model=model)
     assert model.calls == 3  # 12 episodes in batches of 4
     saved = activation_store.read(tmp_path / "activations" / "all")
     pairs = json.loads((setup["items"] / "pairs.json").read_text())
@@ -64,24 +66,24 @@ def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
     assert written["tasks"] == json.loads(json.dumps(result["tasks"]))  # the file holds what run_probe returned
 
     with pytest.raises(FileExistsError, match="pass --resume"):
-        probe.run_probe(_config(setup, tmp_path), model=model)
+        runner.run_probe(_config(setup, tmp_path), model=model)
     again = CountingModel(setup["model"])
-    resumed = probe.run_probe(_config(setup, tmp_path, resume=True), model=again)
+    resumed = runner.run_probe(_config(setup, tmp_path, resume=True), model=again)
     assert again.calls == 0 and resumed["tasks"] == written["tasks"]
     with pytest.raises(ValueError, match=r"holds 12 episodes, more than --limit=8; a resume only continues a run"):
-        probe.run_probe(_config(setup, tmp_path, resume=True, limit=8), model=again)
+        runner.run_probe(_config(setup, tmp_path, resume=True, limit=8), model=again)
 
 
 def test_resume_refuses_a_changed_item_set(setup, tmp_path):
     items = item_set(tmp_path / "items", items_per_category=2)
-    config = probe.ProbeConfig(checkpoint="unused", tokenizer=setup["tokenizer"], data_dir=str(items), output_dir=str(tmp_path / "run"),
+    config = runner.ProbeConfig(checkpoint="unused", tokenizer=setup["tokenizer"], data_dir=str(items), output_dir=str(tmp_path / "run"),
                                batch_size=4, num_flow_steps=1, num_folds=2, limit=4)
-    probe.capture(config, setup["model"])
+    runner.capture(config, setup["model"])
     pairs = json.loads((items / "pairs.json").read_text())
     pairs[0]["index"] = 99
     (items / "pairs.json").write_text(json.dumps(pairs))
     with pytest.raises(ValueError, match=r"sample 0 is '0/original' but the item set's is '99/original'"):
-        probe.capture(probe.ProbeConfig(**{**vars(config), "resume": True, "limit": None}), setup["model"])
+        runner.capture(runner.ProbeConfig(**{**vars(config), "resume": True, "limit": None}), setup["model"])
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -99,9 +101,9 @@ def test_bad_probe_flags(flag, message):
 def test_probe_without_action_expert_says_so(setup, tmp_path):
     """Pi0-FAST: prefix streams from the decoder's prefix pass; probing.json says there is no action expert."""
     fast = models.load_model(openpi_checkpoint("fast"))
-    config = probe.ProbeConfig(checkpoint=openpi_checkpoint("fast"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
+    config = runner.ProbeConfig(checkpoint=openpi_checkpoint("fast"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
                                output_dir=str(tmp_path), batch_size=4, num_folds=2)
-    result = probe.run_probe(config, model=fast)
+    result = runner.run_probe(config, model=fast)
     saved = activation_store.read(tmp_path / "activations" / "all")
     depth, width = fast.config.paligemma.depth, fast.config.paligemma.width
     assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
@@ -111,9 +113,9 @@ def test_probe_without_action_expert_says_so(setup, tmp_path):
 
 
 def test_probe_settings_are_all_classified():
-    fields = {field.name for field in dataclasses.fields(probe.ProbeConfig)}
-    assert set(probe.ACTIVATION_SETTINGS) | set(probe.OTHER_SETTINGS) == fields
-    assert not set(probe.ACTIVATION_SETTINGS) & set(probe.OTHER_SETTINGS)
+    fields = {field.name for field in dataclasses.fields(runner.ProbeConfig)}
+    assert set(runner.ACTIVATION_SETTINGS) | set(runner.OTHER_SETTINGS) == fields
+    assert not set(runner.ACTIVATION_SETTINGS) & set(runner.OTHER_SETTINGS)
 
 
 def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
@@ -121,10 +123,10 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     items = item_set(tmp_path / "items", items_per_category=2)
     config = _config(setup, tmp_path / "run", limit=4)
     config = dataclasses.replace(config, data_dir=str(items))
-    probe.check_manifest(config, probe.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer},
+    runner.check_manifest(config, runner.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer},
                                                 setup["model"].mesh))
-    probe.capture(config, setup["model"])
-    recorded = json.loads((tmp_path / "run" / probe.MANIFEST).read_text())
+    runner.capture(config, setup["model"])
+    recorded = json.loads((tmp_path / "run" / runner.MANIFEST).read_text())
     assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0,
                                     "batch_size": 4}
     assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"}
@@ -132,7 +134,7 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     resumed = dataclasses.replace(config, resume=True, seed=1)
     with pytest.raises(manifest.RunChangedError, match=r"probe_manifest.json: the activations in this folder come from "
                        r"another run: --seed: recorded 0, now 1; data: content differs .*"):
-        probe.run_probe(resumed, model=setup["model"])
-    (tmp_path / "run" / probe.MANIFEST).unlink()
+        runner.run_probe(resumed, model=setup["model"])
+    (tmp_path / "run" / runner.MANIFEST).unlink()
     with pytest.raises(manifest.RunChangedError, match="holds activations but no probe_manifest.json"):
-        probe.run_probe(resumed, model=setup["model"])
+        runner.run_probe(resumed, model=setup["model"])

@@ -142,7 +142,8 @@ def main(argv: list[str]) -> None:
     from multinet_jax import sharding
 
     sharding.initialize_distributed()
-    from multinet_jax.eval import demo, evaluate
+    from multinet_jax import demo
+    from multinet_jax.eval import evaluate
 
     if FLAGS.demo and not FLAGS.model:
         raise SystemExit("error: --demo builds the checkpoint, so it needs --model to know which family to build")

@@ -50,15 +50,16 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from multinet_jax.eval import demo, probe
+    from multinet_jax import demo
+    from multinet_jax.probing import runner
 
     missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
     if missing:
         raise InputError(f"missing flags: {', '.join('--' + name for name in missing)}")
-    names = [field.name for field in probe.ProbeConfig.__dataclass_fields__.values()]
+    names = [field.name for field in runner.ProbeConfig.__dataclass_fields__.values()]
     values = {name: getattr(FLAGS, name) for name in names}
     # Errors (a ValueError of the config or the assets, a missing file) are one line, exit code 2 (cli/errors.py).
-    config = probe.ProbeConfig(**values)
+    config = runner.ProbeConfig(**values)
     if FLAGS.demo:
         if not FLAGS.model:
             raise InputError("--demo builds the checkpoint, so it needs --model to know which family to build")
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> None:
                               model=FLAGS.model)
     if FLAGS.model:
         registry.check_family(config.checkpoint, FLAGS.model)  # before any array is read
-    result = probe.run_probe(config)
+    result = runner.run_probe(config)
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
                                     for stream in result["streams"]) for task, entry in result["tasks"].items()]
     retention = result.get("retention")

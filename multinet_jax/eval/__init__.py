@@ -2,8 +2,9 @@
 
 Modules: `loop` (data -> model -> output mapping -> results -> metrics), `results` (append-only,
 resumable predictions files, multi-host gathering), `manifest` (what a run is; resume refuses
-another), `preflight` (inputs checked before the first batch), `summary` (metrics files, summary, plots),
-`demo` (the tiny embedded checkpoints, tokenizers and datasets of the one-command demo).
+another), `preflight` (inputs checked before the first batch), `summary` (metrics files, summary, plots).
+The cross-run report (`multinet_jax.cross_run_report`), the probe loop (`multinet_jax.probing.runner`) and the demo's
+inputs (`multinet_jax.demo`) live outside: they read or feed an evaluation, they are not part of one.
 """
 
 from multinet_jax.eval.loop import EvalConfig, EvaluationFailed, Evaluator, evaluate

@@ -2,7 +2,9 @@
 
 Probing only consumes arrays (`features [n, layers, width]`, `labels [n]`, `groups [n]`); the models expose the
 activations. `fit_probes` fits every layer and fold at once (`probes.py`), `grouped_folds` keeps both layouts of an
-item in one fold (`folds.py`), `retention` and `peak_layer` summarize the curves (`retention.py`).
+item in one fold (`folds.py`), `retention` and `peak_layer` summarize the curves (`retention.py`). The loop behind
+`multinet-jax probe` (model -> activations on disk -> probes -> `probing.json`) is `runner.py`; it is not imported
+here, so fitting probes never imports the model stack.
 """
 
 from multinet_jax.probing.folds import grouped_folds

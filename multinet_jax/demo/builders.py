@@ -13,7 +13,7 @@ by the project's own code, deterministically, the first time `multinet-jax eval 
   model trained on the demo prompts, padded with `<unusedNNN>` pieces and ending in 128 `<segNNN>` pieces;
   the FAST action tokens land on the padding pieces exactly as openpi maps them onto PaliGemma's vocabulary.
 - FAST tokenizer (`checkpoints/demo_fast_tokenizer/`): a FAST BPE trained on the demo Open-X actions.
-- Datasets (`<data_dir>/<domain folder>/public/...`): `multinet_jax.eval.demo_data` writes each domain in its
+- Datasets (`<data_dir>/<domain folder>/public/...`): `multinet_jax.demo.datasets` writes each domain in its
   publisher's real format (the layout of MultiNet's `multinet_sample`; point `--data_dir` at a real
   `multinet_sample` or MultiNet download instead and `--demo` leaves it alone).
 """
@@ -39,9 +39,9 @@ _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
 
 def build_checkpoint(family: str, directory: pathlib.Path) -> pathlib.Path:
     """The random tiny checkpoint of `family` (seeded), written at `directory` in its checkpoint format."""
-    from multinet_jax.eval import demo_data
+    from multinet_jax.demo import datasets
 
-    return registry.write_demo_checkpoint(family, directory, corpus=list(demo_data.corpus()), seed=DEMO_SEED,
+    return registry.write_demo_checkpoint(family, directory, corpus=list(datasets.corpus()), seed=DEMO_SEED,
                                           scale=DEMO_PARAM_SCALE)
 
 
@@ -67,12 +67,12 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
     """`multinet-jax probe --demo`: the tiny checkpoint of family `model`, the demo tokenizer (None: the family's
     checkpoint bundles its own) and the generated Act2Answer items."""
     from multinet_jax.act2answer import write_item_set
-    from multinet_jax.eval import demo_data
+    from multinet_jax.demo import datasets
 
     if not pathlib.Path(item_set, "pairs.json").exists():
         write_item_set(item_set, items_per_category=5)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
-        build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
+        build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if not pathlib.Path(checkpoint).exists():
         build_checkpoint(model, pathlib.Path(checkpoint).resolve())
 
@@ -80,18 +80,18 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
 def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None, data_dir: str, model: str,
           domains: Sequence[str]) -> None:
     """Creates whichever demo artifacts are missing at the given paths (existing ones are kept)."""
-    from multinet_jax.eval import demo_data
+    from multinet_jax.demo import datasets
 
     data_root = pathlib.Path(data_dir)
-    datasets = demo_data.missing(data_root, domains)
+    missing_domains = datasets.missing(data_root, domains)
     files = [path for path in (tokenizer, fast_tokenizer, checkpoint) if path is not None and not pathlib.Path(path).exists()]
-    if datasets or files:
-        listed = files + ([f"the {', '.join(datasets)} data under {data_root}"] if datasets else [])
+    if missing_domains or files:
+        listed = files + ([f"the {', '.join(missing_domains)} data under {data_root}"] if missing_domains else [])
         print(f"demo: building {'; '.join(listed)} (first run only)", flush=True)
-    demo_data.write_missing(data_root, datasets)
+    datasets.write_missing(data_root, missing_domains)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
-        build_tokenizer(pathlib.Path(tokenizer), demo_data.corpus())
+        build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if fast_tokenizer is not None and not pathlib.Path(fast_tokenizer).exists():
-        build_fast_tokenizer(pathlib.Path(fast_tokenizer), demo_data.action_chunks())
+        build_fast_tokenizer(pathlib.Path(fast_tokenizer), datasets.action_chunks())
     if not pathlib.Path(checkpoint).exists():
         build_checkpoint(model, pathlib.Path(checkpoint).resolve())

@@ -6,6 +6,7 @@ directly, numpy re-computations of MultiNet's rules, the PNG signature.
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import pathlib
@@ -26,11 +27,31 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def pi0_run(tmp_path_factory) -> pathlib.Path:
+def source_opens() -> collections.Counter:
+    """How many times `pi0_run` opened each domain's data source (`data.make_source` calls, by canonical domain)."""
+    return collections.Counter()
+
+
+@pytest.fixture(scope="module")
+def pi0_run(tmp_path_factory, source_opens) -> pathlib.Path:
     output_dir = tmp_path_factory.mktemp("pi0_run")
-    # float32 (not eval's bfloat16 default) so the model called directly below, at another batch size, agrees to 1e-4.
-    eval_helpers.evaluate(output_dir, ACTION_AND_CHOICE_DOMAINS, limit=LIMIT, dtype="float32")
+    make_source = data.make_source
+
+    def counted(domain, *args, **kwargs):
+        source_opens[domains.canonical(domain)] += 1
+        return make_source(domain, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "make_source", counted)  # also what `data.load` and `data.action_stats` call
+        # float32 (not eval's bfloat16 default) so the model called directly below, at another batch size, agrees to 1e-4.
+        eval_helpers.evaluate(output_dir, ACTION_AND_CHOICE_DOMAINS, limit=LIMIT, dtype="float32")
     return output_dir
+
+
+def test_each_domains_data_source_is_opened_once(pi0_run, source_opens):
+    """Preflight, the sample count, the split's action statistics and the dataset share one source per domain
+    (the Open-X and Overcooked domains here unnormalize with the split's statistics, which preflight also checks)."""
+    assert dict(source_opens) == {domain: 1 for domain in ACTION_AND_CHOICE_DOMAINS}
 
 
 def _records(output_dir: pathlib.Path, domain: str) -> list[dict]:

@@ -14,11 +14,10 @@ import pytest
 from act2answer_helpers import item_set
 from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
-from multinet_jax import demo, models
+from multinet_jax import data, demo, models
 from multinet_jax.demo import datasets
 from multinet_jax.eval import manifest
-from multinet_jax.probing import runner
-from multinet_jax.probing import activation_store, layer_curves
+from multinet_jax.probing import activation_store, layer_curves, runner
 
 
 class CountingModel:
@@ -45,10 +44,18 @@ def _config(setup, output_dir, **overrides):
                              output_dir=str(output_dir), batch_size=4, num_flow_steps=2, num_folds=2, **overrides)
 
 
-def test_probe_writes_activations_report_and_resumes(setup, tmp_path):
+def test_probe_writes_activations_report_and_resumes(setup, tmp_path, monkeypatch):
     model = CountingModel(setup["model"])
+    make_source, opens = data.make_source, []
+
+    def counted(domain, *args, **kwargs):
+        opens.append(domain)
+        return make_source(domain, *args, **kwargs)
+
+    monkeypatch.setattr(data, "make_source", counted)
     result = runner.run_probe(_config(setup, tmp_path), model=model)
     assert model.calls == 3  # 12 episodes in batches of 4
+    assert opens == ["act2answer"]  # the episode count and the dataset read one source
     saved = activation_store.read(tmp_path / "activations" / "all")
     pairs = json.loads((setup["items"] / "pairs.json").read_text())
     assert saved["id"].tolist() == [f"{pair['index']}/{layout}" for pair in pairs for layout in ("original", "swapped")]

@@ -27,7 +27,8 @@ from multinet_jax.data.pipeline import MODEL_INPUT_PREFIXES, Source, model_input
 
 ROBOVQA_DOMAIN = "openx_multi_embodiment"  # MultiNet's RoboVQA, under its Open-X name
 
-__all__ = ["load", "make_source", "split_dir", "action_stats", "domain_protocol", "inspect", "BadRecord", "BadRecordError", "STATS_KINDS"]
+__all__ = ["load", "load_source", "make_source", "split_dir", "action_stats", "source_action_stats", "domain_protocol", "inspect",
+           "BadRecord", "BadRecordError", "STATS_KINDS"]
 
 
 def split_dir(data_dir: pathlib.Path, split: str | None) -> tuple[pathlib.Path, str | None]:
@@ -140,11 +141,31 @@ def load(
     `bad_record`; dropped when unbatched).
     """
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, func_doc_dir=func_doc_dir, frames_dir=frames_dir)
+    return load_source(source, tokenizer=tokenizer, batch_size=batch_size, limit=limit, shard_index=shard_index,
+                       shard_count=shard_count, on_bad_record=on_bad_record, max_token_len=max_token_len, cameras=cameras,
+                       num_workers=num_workers)
+
+
+def load_source(
+    source: Source,
+    *,
+    tokenizer: transforms.PromptTokenizer | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    on_bad_record: str = "fail",
+    max_token_len: int | None = None,
+    cameras: Sequence[str] = transforms.PI0_CAMERAS,
+    num_workers: int = 0,
+) -> grain.MapDataset | grain.IterDataset:
+    """`load` on a source `make_source` opened already, so a caller that also counts or checks the source (the
+    evaluator, the probe loop) opens the data once."""
     shard_index, shard_count = _default_shard(shard_index, shard_count)
     return pipeline.build(
         source,
         tokenizer=tokenizer,
-        protocol=domain_protocol(domain),
+        protocol=domain_protocol(source.dataset),
         max_token_len=max_token_len,
         cameras=cameras,
         batch_size=batch_size,
@@ -182,10 +203,14 @@ def action_stats(
     Overcooked: over the joint action indices (1 dim), exact for both kinds (MultiNet used openpi's
     float32 `RunningStats` over its batches: the same to ~1e-7 relative, far below the rounding to an index).
     """
+    return source_action_stats(make_source(domain, data_dir, split=split, cache_dir=cache_dir), kind=kind)
+
+
+def source_action_stats(source: Source, *, kind: str = "exact") -> dict[str, Any] | None:
+    """`action_stats` of a source `make_source` opened already."""
     if kind not in STATS_KINDS:
         raise ValueError(f"kind must be one of {STATS_KINDS}, got {kind!r}")
-    domain = domains.canonical(domain)
-    source = make_source(domain, data_dir, split=split, cache_dir=cache_dir)
+    domain = domains.canonical(source.dataset)
     if domain.startswith("openx_"):
         return source.action_stats(kind)
     if domain == "overcooked_ai":
@@ -219,7 +244,7 @@ def inspect(
         sample = builder(index)
         if first_valid is None and sample[pipeline.VALID_KEY]:
             first_valid = sample
-    split_stats = action_stats(domain, data_dir, split=split, cache_dir=cache_dir)
+    split_stats = source_action_stats(source)
     shown = pipeline.finish_sample(first_valid) if first_valid else {}
     report: dict[str, Any] = {
         "domain": domain,

@@ -240,8 +240,9 @@ class Evaluator:
             )
         self.output_dir = pathlib.Path(config.output_dir)
         preflight.check_output_dir(self.output_dir)
-        for name in config.domains:  # every domain's data, before any download or model time
-            preflight.check_domain_data(config, name)
+        # Every domain's data, opened and checked before any download or model time, then kept for the run (the
+        # sample count, the split's action statistics and the dataset all read this one source).
+        self.sources = {name: preflight.open_domain_data(config, name) for name in config.domains}
         specs = config.asset_specs()
         if model is not None:
             del specs["checkpoint"]
@@ -283,10 +284,8 @@ class Evaluator:
         return self.action_prompts is not None and domain.uses_actions
 
     def _dataset(self, domain: domains.Domain) -> Any:
-        return data.load(
-            domain.name,
-            self._domain_dir(domain),
-            split=self.config.split,
+        return data.load_source(
+            self.sources[domain.name],
             # Prompts holding the state are built per batch (`_observation`); a bundled tokenizer is the model's own.
             tokenizer=None if self._prompt_holds_state(domain) or self.bundled_tokenizer else self.prompt_tokenizer,
             batch_size=self.config.batch_size,
@@ -294,12 +293,11 @@ class Evaluator:
             shard_index=jax.process_index(),
             shard_count=jax.process_count(),
             max_token_len=self.config.max_token_len,
-            cache_dir=self.config.cache_dir,
         )
 
     def _num_samples(self, domain: domains.Domain) -> int:
         """How many samples this evaluation covers (all hosts), for the progress bar's ETA."""
-        total = len(data.make_source(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir))
+        total = len(self.sources[domain.name])
         return total if self.config.limit is None else min(total, self.config.limit)
 
     def _domain_dir(self, domain: domains.Domain) -> pathlib.Path:
@@ -311,7 +309,7 @@ class Evaluator:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
             return domains.ActionNorm(kind, self._checkpoint_stats(f"{domain.name}'s action probe")), None
         stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
-        split_stats = data.action_stats(domain.name, self._domain_dir(domain), split=self.config.split, cache_dir=self.config.cache_dir, kind=stats_kind)
+        split_stats = data.source_action_stats(self.sources[domain.name], kind=stats_kind)
         if self.config.unnormalize == "checkpoint":
             return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), split_stats
         rules = self.model.multinet_actions

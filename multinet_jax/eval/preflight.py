@@ -95,9 +95,10 @@ def check_labeled(directory: pathlib.Path, sample_id: Any, ground_truth: Any) ->
         )
 
 
-def check_domain_data(config: Any, name: str) -> None:
-    """The domain's data opens, holds samples, its first sample decodes with ground truth, and (when actions are
-    unnormalized with the split's statistics) it has action statistics."""
+def open_domain_data(config: Any, name: str) -> data.Source:
+    """The domain's data source, once it is checked: it opens, holds samples, its first sample decodes with ground
+    truth, and (when actions are unnormalized with the split's statistics) it has action statistics. The evaluator
+    keeps it for the whole run, so each domain's data is opened once."""
     domain = domains.lookup(name)
     directory = pathlib.Path(config.data_dir) / domain.folder
     source = data.make_source(name, directory, split=config.split, cache_dir=config.cache_dir)
@@ -107,7 +108,8 @@ def check_domain_data(config: Any, name: str) -> None:
     check_labeled(directory, first.get("id"), first.get("ground_truth"))
     scored_against_actions = domain.output in (domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION)
     if scored_against_actions and config.unnormalize != "checkpoint":
-        if data.action_stats(name, directory, split=config.split, cache_dir=config.cache_dir) is None:
+        if data.source_action_stats(source) is None:
             raise ValueError(
                 f"{directory}: {name} has no action statistics to unnormalize with (--unnormalize={config.unnormalize})"
             )
+    return source

@@ -131,9 +131,8 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
         _check_resumed(directory, source, done)
     # A family bundling its tokenizer (OpenVLA, `config.tokenizer` None) reads the prompt texts itself.
     tokenizer = None if config.tokenizer is None else tokenizers.PaliGemmaTokenizer(config.tokenizer)
-    dataset = data.load(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir, limit=config.limit,
-                        tokenizer=tokenizer, batch_size=config.batch_size,
-                        max_token_len=config.max_token_len, shard_index=0, shard_count=1)
+    dataset = data.load_source(source, limit=config.limit, tokenizer=tokenizer, batch_size=config.batch_size,
+                               max_token_len=config.max_token_len, shard_index=0, shard_count=1)
     rng = jax.random.key(config.seed)
     with tqdm.tqdm(desc="activations", unit="episode", initial=done, total=total, dynamic_ncols=True) as progress:
         for batch in dataset:

@@ -49,5 +49,6 @@ def test_a_finished_run_resumed_has_nothing_to_recompute_and_names_the_next_comm
     assert first.out.splitlines()[-1].startswith(f"next: multinet-jax report {tmp_path}  ")
     eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
     again = capsys.readouterr()
+    assert again.out.startswith("eval: checking piqa, then loading ")  # a line before the model loads
     assert f"piqa: all 4 predictions are in {tmp_path / 'predictions' / 'piqa.jsonl'}: nothing to recompute\n" in again.out
     assert "piqa:" not in again.err  # no progress bar

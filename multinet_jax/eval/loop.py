@@ -240,6 +240,9 @@ class Evaluator:
             )
         self.output_dir = pathlib.Path(config.output_dir)
         preflight.check_output_dir(self.output_dir)
+        # Said at once: checking the data and loading a checkpoint can take a while before the first progress bar.
+        if jax.process_index() == 0:
+            print(f"eval: checking {', '.join(config.domains)}, then loading {config.checkpoint}", flush=True)
         # Every domain's data, opened and checked before any download or model time, then kept for the run (the
         # sample count, the split's action statistics and the dataset all read this one source).
         self.sources = {name: preflight.open_domain_data(config, name) for name in config.domains}

@@ -118,32 +118,15 @@ def load(
     data_dir: str | pathlib.Path,
     *,
     split: str | None = None,
-    tokenizer: transforms.PromptTokenizer | None = None,
-    batch_size: int | None = None,
-    limit: int | None = None,
-    shard_index: int | None = None,
-    shard_count: int | None = None,
-    on_bad_record: str = "fail",
-    max_token_len: int | None = None,
-    cameras: Sequence[str] = transforms.PI0_CAMERAS,
     cache_dir: str | pathlib.Path | None = None,
     func_doc_dir: str | pathlib.Path | None = None,
     frames_dir: str | pathlib.Path | None = None,
-    num_workers: int = 0,
+    **options: Any,
 ) -> grain.MapDataset | grain.IterDataset:
-    """`domain`'s Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set.
-
-    Prompts and images follow the domain's MultiNet protocol (`domains.Protocol`); `max_token_len`
-    truncates every prompt at that length instead of the protocol's (None: the protocol's; the sample's
-    `prompt_tokens` tells the full length). `num_workers` > 0 decodes in that many processes (order kept;
-    needs absl flags parsed, as under `absl.app.run`). Bad records raise `BadRecordError`
-    (`on_bad_record="fail"`) or are logged and yielded masked (`"skip"`: `_mask` False and the message in
-    `bad_record`; dropped when unbatched).
-    """
+    """`domain`'s Grain dataset: `make_source` (the first keywords) then `load_source` (`options`: tokenizer,
+    batch_size, limit, shards, on_bad_record, max_token_len, cameras, num_workers)."""
     source = make_source(domain, data_dir, split=split, cache_dir=cache_dir, func_doc_dir=func_doc_dir, frames_dir=frames_dir)
-    return load_source(source, tokenizer=tokenizer, batch_size=batch_size, limit=limit, shard_index=shard_index,
-                       shard_count=shard_count, on_bad_record=on_bad_record, max_token_len=max_token_len, cameras=cameras,
-                       num_workers=num_workers)
+    return load_source(source, **options)
 
 
 def load_source(
@@ -159,8 +142,16 @@ def load_source(
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     num_workers: int = 0,
 ) -> grain.MapDataset | grain.IterDataset:
-    """`load` on a source `make_source` opened already, so a caller that also counts or checks the source (the
-    evaluator, the probe loop) opens the data once."""
+    """A source's Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set. A caller
+    that also counts or checks the source (the evaluator, the probe loop) opens the data once and passes it here.
+
+    Prompts and images follow the domain's MultiNet protocol (`domains.Protocol`); `max_token_len`
+    truncates every prompt at that length instead of the protocol's (None: the protocol's; the sample's
+    `prompt_tokens` tells the full length). `num_workers` > 0 decodes in that many processes (order kept;
+    needs absl flags parsed, as under `absl.app.run`). Bad records raise `BadRecordError`
+    (`on_bad_record="fail"`) or are logged and yielded masked (`"skip"`: `_mask` False and the message in
+    `bad_record`; dropped when unbatched). Shards: both or neither (then `jax.process_index/count`).
+    """
     shard_index, shard_count = _default_shard(shard_index, shard_count)
     return pipeline.build(
         source,

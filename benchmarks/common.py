@@ -181,3 +181,13 @@ def matmul_peak(size: int, iters: int, dtype: str) -> dict[str, Any]:
     matmul = jax.jit(jnp.matmul).lower(a, b).compile()
     timing = time_call(lambda: matmul(a, b), warmup=2, iters=max(iters, 5))
     return {"matmul_size": size, "dtype": dtype, "median_s": timing["median_s"], "flops_per_s": 2 * size**3 / timing["median_s"]}
+
+
+def copy_bandwidth(num_bytes: int, iters: int) -> dict[str, Any]:
+    """Device memory bandwidth (bytes/s) of copying a `num_bytes` array, each byte read once and written once,
+    AOT-compiled and fenced: the denominator of MBU (memory-bound decode steps read every weight once per step)."""
+    source = jnp.arange(num_bytes // 4, dtype=jnp.uint32)
+    copy = jax.jit(lambda x: x + jnp.uint32(1)).lower(source).compile()  # `x + 1`: XLA may not elide it as a copy
+    timing = time_call(lambda: copy(source), warmup=2, iters=max(iters, 5))
+    moved = 2 * source.nbytes
+    return {"copy_bytes": source.nbytes, "median_s": timing["median_s"], "bytes_per_s": moved / timing["median_s"]}

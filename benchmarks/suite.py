@@ -4,7 +4,9 @@
     python -m benchmarks.suite --dry_run --output=/tmp/suite.json   # tiny configs, batch 1 / 2: what CI runs
 
 Stages, in this order (what does not fit in the budget is recorded as skipped, never estimated):
-- `peak`: the device's measured bfloat16 matmul peak (FLOP/s), the denominator of MFU;
+- `peak`: the device's measured bfloat16 matmul peak (FLOP/s), the denominator of MFU, and its measured copy
+  bandwidth (`peak.copy.bytes_per_s`: bytes read plus written per second by an elementwise pass over
+  `peak_copy_bytes`), the denominator of memory-bandwidth utilization (MBU) for decode steps;
 - `attention_parity`, before the models wherever `--attention` (default `$MULTINET_JAX_ATTENTION`, else `auto`)
   takes a fast path on this device (`models.attention`: cuDNN on a CUDA GPU; `xla` forces XLA's kernel in its
   place, which the CPU dry run does): each model's tiny config (parameters `PARITY_PARAM_SCALE` N(0, 1)) and
@@ -55,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import REPORT_DIR, REPO_ROOT, data_label, machine_info, matmul_peak, time_call
+from benchmarks.common import REPORT_DIR, REPO_ROOT, copy_bandwidth, data_label, machine_info, matmul_peak, time_call
 from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from multinet_jax import sharding
@@ -103,12 +105,13 @@ class Sizes:
     batch_sizes: tuple[int, ...]
     decode_steps: int
     peak_matmul: int
+    peak_copy_bytes: int
     metrics_samples: int
     iters: int
 
 
-FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, metrics_samples=1_000_000, iters=5)
-DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, metrics_samples=10_000, iters=2)
+FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, peak_copy_bytes=2**31, metrics_samples=1_000_000, iters=5)
+DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, peak_copy_bytes=2**24, metrics_samples=10_000, iters=2)
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -368,6 +371,7 @@ def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget
         return {**entry, **built}, last_case_s
     model = built.pop("model")
     entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
+    entry["param_bytes"] = sum(leaf.nbytes for leaf in jax.tree.leaves(model.params))  # what one decode step reads
     entry["build_s"] = build_s
     for batch in sizes.batch_sizes:
         case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, batch, sizes, peak))
@@ -456,7 +460,8 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     stages = report["stages"]
     peak = None
     if "peak" in args.stages:
-        stages["peak"] = matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16")
+        stages["peak"] = {**matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16"),
+                          "copy": copy_bandwidth(sizes.peak_copy_bytes, sizes.iters)}
         peak = stages["peak"]["flops_per_s"]
     with attention.mode(args.attention):
         fast_path = attention.fast_path()
@@ -488,8 +493,10 @@ def format_table(report: dict[str, Any]) -> str:
     """The printed summary: the device, then one line per model case."""
     device, stages = report["device"], report["stages"]
     peak = stages.get("peak", {}).get("flops_per_s")
+    bandwidth = stages.get("peak", {}).get("copy", {}).get("bytes_per_s")
     lines = [f"device: {device['kind']} ({device['platform']}), measured bf16 matmul peak "
-             + (f"{peak / 1e12:.3g} TFLOP/s" if peak else "not measured"),
+             + (f"{peak / 1e12:.3g} TFLOP/s" if peak else "not measured") + ", copy bandwidth "
+             + (f"{bandwidth / 1e9:.3g} GB/s" if bandwidth else "not measured"),
              "attention: mode {mode}, fast path {fast_path}, {dtype}".format(**report["attention"]),
              f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"
              "  attention"]

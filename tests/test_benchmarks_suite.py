@@ -55,6 +55,8 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     report, stdout = dry_run
     assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
     assert report["stages"]["peak"]["flops_per_s"] > 0 and report["stages"]["peak"]["dtype"] == "bfloat16"
+    copy = report["stages"]["peak"]["copy"]
+    assert copy["copy_bytes"] == report["settings"]["peak_copy_bytes"] and copy["bytes_per_s"] > 0
     models = report["stages"]["models"]
     assert set(models) == set(suite.MODELS) >= {"pi0", "pi05", "pi0_fast", "openvla"}
     for name, entry in models.items():
@@ -69,7 +71,9 @@ def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     for batch, case in models["openvla"]["cases"].items():  # one action of 7 tokens per sample
         assert case["tokens_per_call"] == 7 * int(batch) and case["tokens_per_s"] == pytest.approx(7 * case["samples_per_s"])
     assert models["openvla"]["config"] == "openvla_tiny" and models["openvla"]["params"] > 0
-    assert "pi0_fast" in stdout and "MFU" in stdout and report["stages"]["metrics"]["samples_per_s"] > 0
+    for entry in models.values():  # bf16 weights: two bytes each (the suite's default dtype)
+        assert entry["param_bytes"] == 2 * entry["params"], entry["config"]
+    assert "pi0_fast" in stdout and "MFU" in stdout and "copy bandwidth" in stdout and report["stages"]["metrics"]["samples_per_s"] > 0
 
 
 def test_dry_run_checks_the_fast_path_first_and_records_each_models_attention(dry_run):

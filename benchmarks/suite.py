@@ -97,6 +97,7 @@ MODELS = {
     "pi05": ModelBench("pi05_full", "pi05_tiny"),
     "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny"),
     "openvla": ModelBench("openvla_7b", "openvla_tiny"),
+    "magma": ModelBench("magma_8b", "magma_tiny"),
 }
 
 

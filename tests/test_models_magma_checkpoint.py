@@ -157,10 +157,9 @@ def test_magma_8b_resolves_offline_from_the_hub_cache_and_loads(tmp_path, monkey
 def test_demo_checkpoint_has_the_published_layout_and_runs(tmp_path):
     """The demo's random tiny Magma (no ../shared needed): the tiny config's tensors, a tokenizer laid out as
     Magma-8B's (two BOS, `<image>` after the special block), and batched actions and text from images of any size."""
-    from multinet_jax.demo import datasets
-    from multinet_jax.models import magma_demo
+    from multinet_jax import demo
 
-    directory = magma_demo.build_checkpoint(tmp_path / "magma_tiny", datasets.corpus())
+    directory = demo.build_checkpoint("magma", tmp_path / "magma_tiny")
     model = magma.load(directory)
     tiny = magma_checkpoint.named_config("magma_tiny")
     assert (model.config.vision, model.config.llm, model.config.vocab_size) == (tiny.vision, tiny.llm, tiny.vocab_size)

@@ -40,12 +40,15 @@ from multinet_jax import sharding
 from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
-from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
 from multinet_jax.models.magma_checkpoint import MagmaConfig
 from multinet_jax.models.magma_inputs import Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt, merge_plan
 from multinet_jax.models.masks import make_attn_mask
 
 ACTION_DIM = 7  # SimplerEnv / MultiNet read 7 action tokens
+# Text ids of the benchmarks' random prompt: the order of a chat-formatted action prompt's (two BOS, the Llama-3 headers,
+# "<image>\nWhat action should the robot take to <instruction>?"); a chosen length, not a measured one.
+BENCHMARK_PROMPT_TOKENS = 48
 # SimplerEnv's statistics (microsoft/Magma `tools/simplerenv-magma/simpler_env/policies/magma/magma_model.py`,
 # `action_norm_stats`: the fields Magma's decoding reads), in OpenVLA's `norm_stats[key]["action"]` layout.
 SIMPLERENV_NORM_STATS = {
@@ -169,9 +172,12 @@ class MagmaModel:
     family = "magma"
     action_normalization = "quantiles"
     norm_stats = SIMPLERENV_NORM_STATS  # Magma-8B ships none: SimplerEnv's, which its evaluation code hard-codes
+    multinet_actions = None  # MultiNet's default rules: the first dims, unnormalized with the split's q01 / q99
 
-    def __init__(self, config: MagmaConfig, params: Any, tokenizer: MagmaTokenizer, image_processor: ImageProcessor,
-                 image_start_end: bool, mesh: Mesh | None = None):
+    def __init__(self, config: MagmaConfig, params: Any, tokenizer: MagmaTokenizer | None,
+                 image_processor: ImageProcessor | None, image_start_end: bool, mesh: Mesh | None = None):
+        """`tokenizer` and `image_processor` None: a model of parameters alone (`build_model`, for benchmarks), which
+        takes no texts or images."""
         self.config = config
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -274,9 +280,12 @@ class MagmaModel:
         return self.normalized_actions(self.action_token_ids(generated, dims))[:, None, :]
 
     def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
-                      temperature: float = 0.0, openpi_exact: bool = True) -> jax.Array:
+                      temperature: float = 0.0, openpi_exact: bool = True, logits_vocab_size: int | None = None) -> jax.Array:
         """`interface.Model`: the answer to `<image>\\n{prompt}`, int32 `[b, max_decoding_steps]`, 0 after EOS
-        (`openpi_exact` is PaliGemma's decode window; Magma decodes as HF's `generate`)."""
+        (`openpi_exact` is PaliGemma's decode window; Magma decodes as HF's `generate`). `logits_vocab_size` is for
+        families reading PaliGemma's tokenizer: Magma's bundled one has none, so it is refused."""
+        if logits_vocab_size is not None:
+            raise ValueError(f"Magma decodes over its own vocabulary; logits_vocab_size={logits_vocab_size} does not apply")
         generated = self.generate(self._observation_batch(observation, for_actions=False),
                                   max_decoding_steps=max_decoding_steps, rng=rng, temperature=temperature,
                                   sample_index=observation.get("sample_index"))
@@ -302,6 +311,48 @@ class MagmaModel:
         streams = causal_lm.compiled_pass(_prompt_streams_fn, Magma(self.config), self.mesh)(
             self.params, *self._placed(batch, batch.prompt_mask))
         return actions, {name: value[: len(batch.tokens)] for name, value in streams.items()}
+
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray]:
+        """`interface.Model`: `action_stats(unnorm_key)` (SimplerEnv's "bridge_orig" / "google_robot")."""
+        return self.action_stats(unnorm_key)
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> None:
+        """`interface.Model`: Magma reads no state; it formats its own prompts (`action_prompt`, `prompt`)."""
+        return None
+
+    # -- benchmarks --------------------------------------------------------------------------------
+
+    def _random_batch(self, batch: int) -> tuple[jax.Array, ...]:
+        """Random crops (one `crop_size` crop per row: a SimplerEnv frame's 1x1 grid) and `BENCHMARK_PROMPT_TOKENS`
+        random text ids with one `<image>` after the two BOS, merged as `batch` merges them, placed."""
+        rng = np.random.default_rng(0)
+        image_id, size = self.config.image_token_id, self.config.crop_size
+        rows = [[*rng.integers(0, image_id, 2), image_id, *rng.integers(0, image_id, BENCHMARK_PROMPT_TOKENS - 3)]
+                for _ in range(batch)]
+        images = [[(rng.standard_normal((1, size, size, 3)).astype(np.float32), (1, 1))] for _ in range(batch)]
+        return self._placed(merge_plan(rows, images, image_id, size // self.config.vision.stride))
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: one action per sample as `predict_actions` makes it (`options.action_dim` greedy tokens,
+        7 by default, and the EOS after them), every row decoded to the end; Magma reads one camera."""
+        steps = (options.action_dim or ACTION_DIM) + 1
+        settings = decoding.DecodeSettings(steps, per_row_stopping=False, openpi_exact=False)
+        args = (self.params, *self._random_batch(batch), sharding.place_batch(np.arange(batch), np.int32, mesh=self.mesh),
+                jax.random.key(0), decoding.Sampling.create(stop_token_ids=()))
+        return BenchmarkCall("magma", causal_lm.compiled_decoder(_generate_fn, Magma(self.config), settings, self.mesh),
+                             args, {}, loop_trips=steps - 1, counts_tokens=True)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the pooled residual streams of the prompt pass (the ConvNeXt, the projector, the Llama)."""
+        crops, tokens, gather, mask = self._random_batch(batch)
+        prompt_mask = sharding.place_batch(np.asarray(mask), bool, mesh=self.mesh)
+        return causal_lm.compiled_pass(_prompt_streams_fn, Magma(self.config), self.mesh)(
+            self.params, crops, tokens, gather, mask, prompt_mask)["prefix_mean"]
+
+
+def build_model(config: MagmaConfig, params: Any, *, mesh: Mesh | None = None) -> MagmaModel:
+    """A MagmaModel of parameters alone (no tokenizer or processor: benchmarks)."""
+    return MagmaModel(config, params, None, None, False, mesh)
 
 
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> MagmaModel:

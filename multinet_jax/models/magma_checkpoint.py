@@ -79,6 +79,7 @@ class MagmaConfig:
     llm: GemmaConfig
     vocab_size: int  # embedding rows
     image_token_id: int  # the one `<image>` id each image's tokens replace
+    crop_size: int  # vision_config.img_size: one crop's side (the size benchmarks feed; the processor's sets real inputs)
     dtype: Literal["float32", "bfloat16"] = "float32"
 
     @property
@@ -95,6 +96,12 @@ class MagmaConfig:
 def is_magma(path: str) -> bool:
     """A local directory whose config.json says `model_type: "magma"` (the registry's layout test)."""
     return llama_checkpoint.config_model_type(path) == "magma"
+
+
+def family(path: str) -> str:
+    """The family a Magma directory holds (the registry's question; there is one)."""
+    del path
+    return "magma"
 
 
 def convnext_from_shapes(shapes: Mapping[str, tuple[int, ...]], where: Any) -> ConvNeXtConfig:
@@ -145,7 +152,11 @@ def parse_config(raw: dict[str, Any], vision: ConvNeXtConfig, dtype: str, path: 
         raise CheckpointError(f"{path}: vision_config.hidden_size: {vision_config['hidden_size']}, the decoder's width is {llm.width}")
     if not isinstance(image_token_id, int) or not 0 <= image_token_id < vocab_size:
         raise CheckpointError(f"{path}: image_token_index: {image_token_id!r} is not an id of the {vocab_size}-row embedding")
-    return MagmaConfig(vision, llm, vocab_size, image_token_id, dtype)
+    crop_size = vision_config.get("img_size")
+    if not isinstance(crop_size, int) or crop_size < vision.stride or crop_size % vision.stride:
+        raise CheckpointError(f"{path}: vision_config.img_size: {crop_size!r}; expected a positive multiple of the "
+                              f"ConvNeXt's stride {vision.stride}")
+    return MagmaConfig(vision, llm, vocab_size, image_token_id, crop_size, dtype)
 
 
 def read_config(directory: str | pathlib.Path, shapes: Mapping[str, tuple[int, ...]], dtype: str = "float32") -> MagmaConfig:

@@ -19,8 +19,6 @@ from multinet_jax.models.magma_inputs import (GENERATION_CONFIG_FILE, IMAGE_STAR
                                               TOKENIZER_CONFIG_FILE, TOKENIZER_FILE)
 from multinet_jax.weights import safetensors
 
-DEMO_SEED = 0
-DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the tiny network finite
 _BASE_VOCAB = 900  # trained BPE tokens; with the 20 special and added tokens it fits the tiny embedding's 1024 rows
 # Llama-3's 256-token special block, at the tiny size: the ids Magma's prompts use, then reserved tokens.
 _SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
@@ -61,12 +59,16 @@ def _build_tokenizer(directory: pathlib.Path, corpus: Iterable[str]) -> tokenize
     return bpe
 
 
-def build_checkpoint(directory: str | pathlib.Path, corpus: Iterable[str]) -> pathlib.Path:
-    """Write the random tiny Magma (module docstring) into `directory`, its tokenizer trained on `corpus`."""
+def write_random(directory: str | pathlib.Path, config_name: str, *, corpus: Iterable[str], seed: int, scale: float) -> pathlib.Path:
+    """`CheckpointFormat.write_random`: the random Magma of a named config with a ConvNeXt given by size (the demo's
+    "magma_tiny"; module docstring) into `directory`, normal weights of std `scale` seeded by `seed`, its tokenizer
+    trained on `corpus`."""
+    raw = json.loads(json.dumps(magma_checkpoint.NAMED_CONFIGS[config_name]))
+    if "convnext" not in raw:
+        raise ValueError(f"{config_name}: a random Magma is written only for a config whose ConvNeXt is given by size (magma_tiny)")
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     bpe = _build_tokenizer(directory, corpus)
-    raw = json.loads(json.dumps(magma_checkpoint.NAMED_CONFIGS["magma_tiny"]))
     convnext = raw.pop("convnext")  # a checkpoint's headers tell the ConvNeXt's sizes
     eos, pad = bpe.token_to_id("<|eot_id|>"), bpe.token_to_id("<pad>")
     raw |= {"architectures": ["MagmaForCausalLM"], "image_token_index": bpe.token_to_id(IMAGE_TOKEN),
@@ -77,8 +79,8 @@ def build_checkpoint(directory: str | pathlib.Path, corpus: Iterable[str]) -> pa
     (directory / PREPROCESSOR_FILE).write_text(json.dumps(_PREPROCESSOR, indent=2))
     vision = magma_checkpoint.ConvNeXtConfig(tuple(convnext["depths"]), tuple(convnext["widths"]))
     config = magma_checkpoint.parse_config(raw, vision, "float32", directory / magma_checkpoint.CONFIG_FILE)
-    rng = np.random.default_rng(DEMO_SEED)
+    rng = np.random.default_rng(seed)
     shapes = magma_checkpoint.tensor_shapes(config)
-    tensors = {name: (rng.standard_normal(shape) * DEMO_PARAM_SCALE).astype(np.float32) for name, shape in sorted(shapes.items())}
+    tensors = {name: (rng.standard_normal(shape) * scale).astype(np.float32) for name, shape in sorted(shapes.items())}
     safetensors.save_checkpoint(tensors, directory)
     return directory

@@ -1,7 +1,7 @@
 """The model families and the checkpoint formats they come in; `load_model` and the evaluator ask here and nowhere else.
 
 Two words, used the same way everywhere:
-- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, paligemma): one kind of model and what the
+- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, magma, paligemma): one kind of model and what the
   evaluator must know about it before loading one (`Family`: its capabilities, the assets and flags it reads, its
   demo config). Everything the evaluator needs after loading is a member of the loaded `interface.Model`.
 - a *checkpoint format* is how a publisher stores models (openpi's orbax tree, a Hugging Face safetensors
@@ -239,6 +239,12 @@ register_format(CheckpointFormat(
     load=hook(f"{_PALIGEMMA}:load"), named_config=hook(f"{_OPENPI}:named_config"),
     param_shapes=hook(f"{_OPENPI}:param_shapes"), build=hook(f"{_PALIGEMMA}:build_model"),
     write_random=hook(f"{_PALIGEMMA}:write_random")))
+_MAGMA = "multinet_jax.models.magma"
+register_format(CheckpointFormat(
+    "huggingface_magma", "a Hugging Face Magma directory (config.json with model_type 'magma', safetensors, tokenizer)",
+    recognizes=hook(f"{_MAGMA}_checkpoint:is_magma"), family=hook(f"{_MAGMA}_checkpoint:family"), load=hook(f"{_MAGMA}:load"),
+    named_config=hook(f"{_MAGMA}_checkpoint:named_config"), param_shapes=hook(f"{_MAGMA}:param_shapes"),
+    build=hook(f"{_MAGMA}:build_model"), write_random=hook(f"{_MAGMA}_demo:write_random")))
 
 _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, pi0_fast_droid, ...), gs://..., or the "
                 "step directory holding params/ (or params/ itself)")
@@ -254,6 +260,9 @@ register_family(Family(
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
                        norm_stats_flag="unnorm_key", demo_config="openvla_tiny"))
+register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
+                       "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
+                       norm_stats_flag="unnorm_key", demo_config="magma_tiny"))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny"))

@@ -1,0 +1,52 @@
+"""`eval --model=magma` and `probe` with Magma: the registry's family runs on action and text domains, Act2Answer's
+probes and layer activations through the model interface, with the tiny Magma written by Magma's own code
+(`../shared/magma_reference`)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+import eval_helpers
+from act2answer_helpers import item_set
+from magma_helpers import magma_dir, magma_model
+from multinet_jax.demo import datasets
+from multinet_jax.probing import activation_store, runner
+
+LIMIT = 4
+
+
+def test_magma_runs_action_and_text_domains(tmp_path):
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual", "overcooked_ai", "piqa"), model="magma",
+                          checkpoint=magma_dir(), tokenizer=None, limit=LIMIT, max_decoding_steps=4)
+    texts = eval_helpers.read_jsonl(tmp_path / "predictions" / "piqa.jsonl")
+    assert [record["sample_index"] for record in texts] == list(range(LIMIT))
+    assert all(isinstance(record["raw_output"], str) for record in texts)
+    overcooked = eval_helpers.read_jsonl(tmp_path / "predictions" / "overcooked_ai.jsonl")
+    assert len(overcooked) == LIMIT
+    manifest = json.loads((tmp_path / "run_manifest.json").read_text())
+    assert manifest["settings"]["model"] == "magma" and manifest["tokenizers"] == {}  # its checkpoint bundles one
+
+
+def test_magma_runs_the_knowledge_probes(tmp_path):
+    data_dir = eval_helpers.assets()["data_dir"]
+    datasets.write_missing(pathlib.Path(data_dir), ["act2answer"])
+    eval_helpers.evaluate(tmp_path, ("act2answer",), model="magma", checkpoint=magma_dir(), tokenizer=None, limit=LIMIT,
+                          unnormalize="checkpoint", unnorm_key="bridge_orig")  # the action probe unnormalizes with SimplerEnv's bridge statistics
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
+    assert len(records) == LIMIT
+    for record in records:  # both options scored by Magma's log-likelihood; the action probe from its 7 action tokens
+        assert len(record["raw_output"]) == 2 and all(score < 0 for score in record["raw_output"])
+        assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["action_displacement"]) == 3
+
+
+def test_probe_runs_magma_without_a_paligemma_tokenizer(tmp_path):
+    config = runner.ProbeConfig(checkpoint=magma_dir(), tokenizer=None, data_dir=str(item_set(tmp_path / "items", 2)),
+                               output_dir=str(tmp_path / "run"), batch_size=4, num_folds=2)
+    runner.run_probe(config, model=magma_model())
+    saved = activation_store.read(tmp_path / "run" / "activations" / "all")
+    depth, width = magma_model().config.llm.depth, magma_model().config.llm.width
+    assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
+    assert np.all(np.isfinite(saved["prefix_mean"]))

@@ -372,7 +372,8 @@ def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget
         return {**entry, **built}, last_case_s
     model = built.pop("model")
     entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
-    entry["param_bytes"] = sum(leaf.nbytes for leaf in jax.tree.leaves(model.params))  # what one decode step reads
+    # Every weight in its dtype; a decode step reads only the language model's (not yet MBU's numerator).
+    entry["param_bytes"] = sum(leaf.nbytes for leaf in jax.tree.leaves(model.params))
     entry["build_s"] = build_s
     for batch in sizes.batch_sizes:
         case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, batch, sizes, peak))

@@ -98,6 +98,7 @@ MODELS = {
     "pi0_fast": ModelBench("pi0_fast_full", "pi0_fast_tiny"),
     "openvla": ModelBench("openvla_7b", "openvla_tiny"),
     "magma": ModelBench("magma_8b", "magma_tiny"),
+    "smolvla": ModelBench("smolvla_base", "smolvla_tiny"),
 }
 
 

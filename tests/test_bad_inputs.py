@@ -26,6 +26,7 @@ import eval_helpers
 from conftest import REPO_ROOT
 from models_helpers import tiny_observation
 from multinet_jax.eval import preflight
+from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.observation import ObservationError, validate
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -696,6 +697,46 @@ def test_bad_row_of_a_batch_mixing_image_sizes_is_named():
     observation["image/base_0_rgb"] = [np.zeros((16, 16, 3), np.uint8), np.zeros((14, 14, 4), np.uint8)]
     with pytest.raises(ObservationError, match=r"^observation\['image/base_0_rgb\[1\]'\]: shape \(1, 14, 14, 4\), expected \(1, height, width, 3\)$"):
         validate(observation, image_size=14, vocab_size=8, state_dim=4)
+
+
+def _smolvla_observation(**changes) -> dict:
+    """A batch of 2 as the evaluator hands SmolVLA one: the Open-X cameras, the padded state and its dims, texts."""
+    observation = {"image/base_0_rgb": np.zeros((2, 32, 32, 3), np.uint8), "image_mask/base_0_rgb": np.ones(2, bool),
+                   "image/left_wrist_0_rgb": np.zeros((2, 32, 32, 3), np.uint8),
+                   "image_mask/left_wrist_0_rgb": np.zeros(2, bool), "state": np.zeros((2, 32), np.float32),
+                   "state_dim": np.array([12, 12], np.int32), "sample_index": np.arange(2, dtype=np.int32),
+                   "prompt": ["pick up the cup", "open the drawer"]}
+    return {**observation, **changes}
+
+
+@pytest.fixture(scope="module")
+def smolvla_demo(tmp_path_factory):
+    from multinet_jax import demo
+    from multinet_jax.models import load_model
+
+    return load_model(demo.build_checkpoint("smolvla", tmp_path_factory.mktemp("smolvla") / "smolvla_demo"))
+
+
+@pytest.mark.parametrize("changes, problem", [
+    # the demo checkpoint has one camera: a second live one would be dropped unseen
+    ({"image_mask/left_wrist_0_rgb": np.array([False, True])}, r"image/left_wrist_0_rgb: a live camera, but {dir}'s "
+     r"config.json input_features has only 1 VISUAL features \['observation.images.camera1'\]"),
+    ({"state_dim": np.array([12, 6], np.int32)}, r"{dir}/config.json: input_features observation.state has 12 dims, "
+     r"the data's states have \[6, 12\]"),
+    ({"state": np.full((2, 32), np.nan, np.float32)}, r"state: expected 12 finite values per row \(the checkpoint's "
+     r"observation.state\), got shape \(2, 12\)"),
+])
+def test_bad_smolvla_input_is_refused_in_one_line(smolvla_demo, changes, problem):
+    with pytest.raises(ValueError) as raised:
+        smolvla_demo.predict_actions(_smolvla_observation(**changes), rng=None, options=InferenceOptions(num_flow_steps=1))
+    assert re.fullmatch(problem.format(dir=re.escape(smolvla_demo.source)), str(raised.value))
+
+
+def test_smolvla_without_prompt_texts_names_what_it_reads(smolvla_demo):
+    observation = _smolvla_observation()
+    del observation["prompt"]
+    with pytest.raises(KeyError, match=r"SmolVLA reads `image/<camera>`, `prompt` \(task texts\) and `state`"):
+        smolvla_demo.predict_actions(observation, rng=None, options=InferenceOptions(num_flow_steps=1))
 
 
 # ------------------------------------------------------------------------------------------------ probing

@@ -24,7 +24,7 @@ from multinet_jax import domains
 VALID_KEY = "_valid"
 # Keys of a batch that are model inputs (the fixtures' `io.npz` observation keys).
 MODEL_INPUT_PREFIXES = ("image/", "image_mask/")
-MODEL_INPUT_KEYS = ("state", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
+MODEL_INPUT_KEYS = ("state", "state_dim", "tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask")
 # Per-sample arrays whose length varies (bucketed prompts): a batch pads them with 0 to its longest.
 RAGGED_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
 

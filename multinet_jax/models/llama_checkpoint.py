@@ -84,17 +84,24 @@ def tensor_sources(config: GemmaConfig) -> dict[str, Source]:
     }
 
 
-def tensor_shapes(config: GemmaConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
-    """Every `language_model.` tensor of a checkpoint with `config` (name -> shape), in the file's order."""
+def layer_shapes(prefix: str, config: GemmaConfig, kv_input: int | None = None) -> dict[str, tuple[int, ...]]:
+    """One Llama decoder layer's tensors under `prefix` (name -> shape); `kv_input`: the k/v projections' input
+    width when it is not the layer's own (SmolVLA's cross-attention expert layers read the VLM's keys and values)."""
     q_dim, kv_dim = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    layer = {"self_attn.q_proj.weight": (q_dim, config.width), "self_attn.k_proj.weight": (kv_dim, config.width),
-             "self_attn.v_proj.weight": (kv_dim, config.width), "self_attn.o_proj.weight": (config.width, q_dim),
+    kv_input = config.width if kv_input is None else kv_input
+    layer = {"self_attn.q_proj.weight": (q_dim, config.width), "self_attn.k_proj.weight": (kv_dim, kv_input),
+             "self_attn.v_proj.weight": (kv_dim, kv_input), "self_attn.o_proj.weight": (config.width, q_dim),
              "mlp.gate_proj.weight": (config.mlp_dim, config.width), "mlp.up_proj.weight": (config.mlp_dim, config.width),
              "mlp.down_proj.weight": (config.width, config.mlp_dim), "input_layernorm.weight": (config.width,),
              "post_attention_layernorm.weight": (config.width,)}
+    return {f"{prefix}.{name}": shape for name, shape in layer.items()}
+
+
+def tensor_shapes(config: GemmaConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Every `language_model.` tensor of a checkpoint with `config` (name -> shape), in the file's order."""
     shapes = {f"{PREFIX}.embed_tokens.weight": (vocab_size, config.width)}
     for index in range(config.depth):
-        shapes |= {f"{PREFIX}.layers.{index}.{name}": shape for name, shape in layer.items()}
+        shapes |= layer_shapes(f"{PREFIX}.layers.{index}", config)
     shapes[f"{PREFIX}.norm.weight"] = (config.width,)
     shapes[LM_HEAD] = (vocab_size, config.width)
     return shapes

@@ -1,9 +1,9 @@
 """The model families and the checkpoint formats they come in; `load_model` and the evaluator ask here and nowhere else.
 
 Two words, used the same way everywhere:
-- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, magma, paligemma): one kind of model and what the
-  evaluator must know about it before loading one (`Family`: its capabilities, the assets and flags it reads, its
-  demo config). Everything the evaluator needs after loading is a member of the loaded `interface.Model`.
+- a *family* is what `eval --model` names (pi0, pi05, pi0_fast, openvla, magma, paligemma, smolvla): one kind of
+  model and what the evaluator must know about it before loading one (`Family`: its capabilities, the assets and
+  flags it reads, its demo config). Everything the evaluator needs after loading is a member of the loaded `interface.Model`.
 - a *checkpoint format* is how a publisher stores models (openpi's orbax tree, a Hugging Face safetensors
   directory, a big_vision npz): a cheap test on a checkpoint's files and headers, which family it holds, and how
   to load it, build one from parameters, or write a random one (`CheckpointFormat`). One format may hold several
@@ -245,6 +245,14 @@ register_format(CheckpointFormat(
     recognizes=hook(f"{_MAGMA}_checkpoint:is_magma"), family=hook(f"{_MAGMA}_checkpoint:family"), load=hook(f"{_MAGMA}:load"),
     named_config=hook(f"{_MAGMA}_checkpoint:named_config"), param_shapes=hook(f"{_MAGMA}:param_shapes"),
     build=hook(f"{_MAGMA}:build_model"), write_random=hook(f"{_MAGMA}_demo:write_random")))
+_SMOLVLA = "multinet_jax.models.smolvla"
+register_format(CheckpointFormat(
+    "lerobot_smolvla", "a LeRobot SmolVLA policy directory (config.json with type 'smolvla', model.safetensors, "
+    "policy_pre/postprocessor files; its SmolVLM2 backbone beside it or named)",
+    recognizes=hook(f"{_SMOLVLA}_checkpoint:is_smolvla"), family=hook(f"{_SMOLVLA}_checkpoint:family"),
+    load=hook(f"{_SMOLVLA}:load"), named_config=hook(f"{_SMOLVLA}_checkpoint:named_config"),
+    param_shapes=hook(f"{_SMOLVLA}:param_shapes"), build=hook(f"{_SMOLVLA}:build_model"),
+    write_random=hook(f"{_SMOLVLA}_checkpoint:write_random")))
 
 _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, pi0_fast_droid, ...), gs://..., or the "
                 "step directory holding params/ (or params/ itself)")
@@ -266,3 +274,8 @@ register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma direc
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny"))
+# SmolVLA keeps only its VLM's first layers: no text decoding, but those layers and the LM head score options
+# (Act2Answer's text probe, `SmolVLAModel.score_options`).
+register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
+                       "saved with save_pretrained)", action_decoding="flow", text_decoding=False,
+                       demo_config="smolvla_demo"))

@@ -44,9 +44,9 @@ from jax.sharding import Mesh
 from multinet_jax import sharding
 from multinet_jax.models import activations, numerics
 from multinet_jax.models.gemma import Block, Einsum, FeedForward, Gemma, KVCache, RMSNorm, apply_rope, grouped_attention
-from multinet_jax.models.interface import InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
 from multinet_jax.models.masks import make_attn_mask
-from multinet_jax.models.observation import check_num_steps, live_cameras, resize_with_pad, validate
+from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, resize_with_pad, validate
 from multinet_jax.models.pi0 import per_sample_noise
 from multinet_jax.models.smolvla_checkpoint import SmolVLAConfig, SmolVLATokenizer
 from multinet_jax.models.vit import ViT
@@ -353,8 +353,9 @@ class SmolVLAModel:
 
     family = "smolvla"
     action_normalization = "mean_std"
+    multinet_actions = None  # MultiNet did not run SmolVLA: the default rules (first step, first dims)
 
-    def __init__(self, config: SmolVLAConfig, params: Any, norm_stats: Mapping[str, Any], tokenizer: SmolVLATokenizer,
+    def __init__(self, config: SmolVLAConfig, params: Any, norm_stats: Mapping[str, Any], tokenizer: SmolVLATokenizer | None,
                  mesh: Mesh | None = None, source: str = "SmolVLA"):
         self.config = config
         self.norm_stats = dict(norm_stats)
@@ -394,10 +395,21 @@ class SmolVLAModel:
         return np.asarray(actions, np.float32)[..., : self.config.action_dim] * stats["std"] + stats["mean"]
 
     def _model_inputs(self, observation: Observation, prompts: Sequence[str]) -> dict[str, Any]:
-        """The cameras, masks and sample indices of an evaluator observation, with the prompts tokenized here."""
+        """The cameras, masks and sample indices of an evaluator observation, with the prompts tokenized here.
+
+        Cameras map by position: the observation's k-th camera (`image/<camera>` in key order; the Open-X pipeline's
+        `base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`) is the checkpoint's k-th VISUAL input feature
+        (`config.cameras`, config.json's order, the image tokens' order). A camera beyond the checkpoint's count must
+        be masked in every row (it is dropped); a live one is refused rather than silently ignored."""
+        cameras = observation_cameras(observation)
+        for camera in cameras[len(self.config.cameras):]:
+            if np.asarray(observation[f"image_mask/{camera}"]).any():
+                raise ValueError(f"image/{camera}: a live camera, but {self.source}'s config.json input_features has "
+                                 f"only {len(self.config.cameras)} VISUAL features {list(self.config.cameras)}")
+        dropped = {f"{kind}/{camera}" for camera in cameras[len(self.config.cameras):] for kind in ("image", "image_mask")}
         tokens, mask = self.tokenizer.tokenize_tasks([str(prompt) for prompt in prompts])
         kept = {key: value for key, value in observation.items()
-                if key.startswith(("image/", "image_mask/")) or key == "sample_index"}
+                if (key.startswith(("image/", "image_mask/")) and key not in dropped) or key == "sample_index"}
         return {**kept, "tokenized_prompt": tokens, "tokenized_prompt_mask": mask}
 
     def _action_inputs(self, observation: Observation) -> dict[str, Any]:
@@ -406,9 +418,12 @@ class SmolVLAModel:
                            f"{sorted(observation)}")
         state, dims = np.asarray(observation["state"], np.float32), self.config.state_dim
         if "state_dim" in observation:  # the pipeline's zero-padded state and each row's own dims
-            own = sorted({int(count) for count in np.asarray(observation["state_dim"]).reshape(-1)})
-            if own != [dims]:
-                raise ValueError(f"state: the data's states have {own} dims, the checkpoint's observation.state {dims}")
+            # Rows without a state (state_dim 0: padding rows; Act2Answer's episodes, whose state is zeros by its
+            # protocol) get the zero state, as the pipeline pads it for every family.
+            own = sorted({int(count) for count in np.asarray(observation["state_dim"]).reshape(-1)} - {0})
+            if own not in ([dims], []):
+                raise ValueError(f"{self.source}/config.json: input_features observation.state has {dims} dims, the "
+                                 f"data's states have {own}")
             state = state[:, :dims]
         return {**self._model_inputs(observation, observation["prompt"]), "state": self.normalized_state(state)}
 
@@ -496,6 +511,44 @@ class SmolVLAModel:
     def sample_tokens(self, observation: Observation, **kwargs: Any) -> jax.Array:
         raise ValueError("SmolVLA decodes no text: it keeps only the first layers of its VLM (Act2Answer's text probe "
                          "scores options with them instead)")
+
+    def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray] | None:
+        """`interface.Model`: the postprocessor's action mean/std (`action_dim` dims; one set per checkpoint)."""
+        return self.norm_stats.get("actions")
+
+    def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> None:
+        """`interface.Model`: SmolVLA tokenizes the task texts and normalizes the state itself (`predict_actions`)."""
+        return None
+
+    # -- benchmarks --------------------------------------------------------------------------------------------
+
+    def benchmark_call(self, batch: int, options: InferenceOptions, live_cameras: int) -> BenchmarkCall:
+        """`interface.Model`: one action chunk per sample (`options.num_flow_steps` Euler steps after the prefix) on
+        random images for `live_cameras` of the checkpoint's cameras, a full `tokenizer_max_length`-token prompt and
+        a random normalized state."""
+        cfg, rng = self.config, np.random.default_rng(0)
+        size, cameras = cfg.vision.image_size, min(live_cameras, len(cfg.cameras))
+        steps = check_num_steps("num_flow_steps", options.num_flow_steps)
+        inputs = {
+            "images": [self._place(rng.uniform(-1, 1, (batch, size, size, 3)), np.float32) for _ in range(cameras)],
+            "image_masks": [self._place(np.ones(batch, bool), bool) for _ in range(cameras)],
+            "tokens": self._place(rng.integers(0, cfg.vocab_size, (batch, cfg.tokenizer_max_length)), np.int32),
+            "token_mask": self._place(np.ones((batch, cfg.tokenizer_max_length), bool), bool),
+            "state": self._place(rng.standard_normal((batch, cfg.max_state_dim)), np.float32),
+            "noise": self.make_noise(np.arange(batch), jax.random.key(0)),
+            "time_embeddings": jnp.asarray(time_embedding(flow_times(steps), cfg.expert.width, cfg.min_period, cfg.max_period)),
+        }
+        return BenchmarkCall("flow", jax.jit(functools.partial(sample_actions_fn, self.module)), (self.params,), inputs,
+                             loop_trips=steps)
+
+    def parity_output(self, batch: int, options: InferenceOptions, live_cameras: int) -> jax.Array:
+        """`interface.Model`: the actions of `benchmark_call`."""
+        return self.benchmark_call(batch, options, live_cameras)()
+
+
+def build_model(config: SmolVLAConfig, params: Any, *, mesh: Mesh | None = None) -> SmolVLAModel:
+    """A SmolVLAModel of parameters alone (no tokenizer or statistics: benchmarks)."""
+    return SmolVLAModel(config, params, {}, None, mesh)
 
 
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> SmolVLAModel:

@@ -38,6 +38,7 @@ import tokenizers
 from safetensors import safe_open
 
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
+from multinet_jax.models.llama_checkpoint import layer_shapes
 from multinet_jax.models.openvla_checkpoint import read_json
 from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
 from multinet_jax.weights.trees import CheckpointError
@@ -102,7 +103,14 @@ TINY_POLICY = {
                        "observation.images.camera2": {"type": "VISUAL", "shape": [3, 120, 100]},
                        "observation.state": {"type": "STATE", "shape": [6]}},
 }
-NAMED_CONFIGS = {"smolvla_base": (SMOLVLA_BASE, SMOLVLM2_500M), "smolvla_tiny": (TINY_POLICY, TINY_BACKBONE)}
+# The demo's: the tiny policy with the demo's Open-X bimanual state (12 dims) and one camera (Open-X has one image).
+DEMO_POLICY = {
+    **TINY_POLICY, "input_features": {"observation.images.camera1": {"type": "VISUAL", "shape": [3, 96, 128]},
+                                      "observation.state": {"type": "STATE", "shape": [12]}},
+    "output_features": {"action": {"type": "ACTION", "shape": [14]}},
+}
+NAMED_CONFIGS = {"smolvla_base": (SMOLVLA_BASE, SMOLVLM2_500M), "smolvla_tiny": (TINY_POLICY, TINY_BACKBONE),
+                 "smolvla_demo": (DEMO_POLICY, TINY_BACKBONE)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +164,12 @@ def is_smolvla(path: str) -> bool:
         return json.loads(config_path.read_text()).get("type") == "smolvla"
     except (OSError, json.JSONDecodeError, AttributeError):
         return False
+
+
+def family(path: str) -> str:
+    """The family a SmolVLA directory holds (the registry's question; there is one)."""
+    del path
+    return "smolvla"
 
 
 def backbone_directory(directory: str | pathlib.Path, name: str) -> pathlib.Path:
@@ -357,16 +371,6 @@ def tensor_sources(config: SmolVLAConfig) -> dict[str, Source]:
     return sources
 
 
-def _llama_layer_shapes(prefix: str, config: GemmaConfig, kv_input: int) -> dict[str, tuple[int, ...]]:
-    q_dim, kv_dim = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-    shapes = {"input_layernorm.weight": (config.width,), "post_attention_layernorm.weight": (config.width,),
-              "self_attn.q_proj.weight": (q_dim, config.width), "self_attn.k_proj.weight": (kv_dim, kv_input),
-              "self_attn.v_proj.weight": (kv_dim, kv_input), "self_attn.o_proj.weight": (config.width, q_dim),
-              "mlp.gate_proj.weight": (config.mlp_dim, config.width), "mlp.up_proj.weight": (config.mlp_dim, config.width),
-              "mlp.down_proj.weight": (config.width, config.mlp_dim)}
-    return {f"{prefix}.{name}": shape for name, shape in shapes.items()}
-
-
 def tensor_shapes(config: SmolVLAConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of a SmolVLA checkpoint with `config` (name -> shape), as lerobot/smolvla_base stores them."""
     vision, vlm, expert = config.vision, config.vlm, config.expert
@@ -387,11 +391,11 @@ def tensor_shapes(config: SmolVLAConfig) -> dict[str, tuple[int, ...]]:
     shapes["model.vlm_with_expert.vlm.lm_head.weight"] = (config.vocab_size, vlm.width)
     shapes[f"{_VLM}.text_model.norm.weight"] = (vlm.width,)
     for index in range(vlm.depth):
-        shapes |= _llama_layer_shapes(f"{_VLM}.text_model.layers.{index}", vlm, vlm.width)
+        shapes |= layer_shapes(f"{_VLM}.text_model.layers.{index}", vlm, vlm.width)
     vlm_kv = vlm.num_kv_heads * vlm.head_dim
     for index in range(expert.depth):
         kv_input = expert.width if config.layer_kind(index) == "self_attn" else vlm_kv
-        shapes |= _llama_layer_shapes(f"{_EXPERT}.layers.{index}", expert, kv_input)
+        shapes |= layer_shapes(f"{_EXPERT}.layers.{index}", expert, kv_input)
     shapes[f"{_EXPERT}.norm.weight"] = (expert.width,)
     head = {"state_proj": (vlm.width, config.max_state_dim), "action_in_proj": (expert.width, config.max_action_dim),
             "action_out_proj": (config.max_action_dim, expert.width),
@@ -621,3 +625,11 @@ def write_checkpoint(directory: str | pathlib.Path, name: str, *, seed: int = 0,
     _processor_file(directory, "policy_preprocessor", "normalizer_processor", 0, flat, features)
     _processor_file(directory, "policy_postprocessor", "unnormalizer_processor", 0, flat, {"action": features["action"]})
     return directory
+
+
+def write_random(directory: pathlib.Path, config_name: str, *, corpus: Sequence[str], seed: int, scale: float) -> pathlib.Path:
+    """The registry's random checkpoint (the demo's): `write_checkpoint` with identity statistics; `scale` is not
+    used (the weights follow the fixture's O(1)-activation rule, `_random_tensor`)."""
+    del scale
+    directory = pathlib.Path(directory)
+    return write_checkpoint(directory, config_name, seed=seed, corpus=corpus, backbone=f"{directory.name}_smolvlm2")

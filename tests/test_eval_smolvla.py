@@ -1,0 +1,83 @@
+"""`eval --model=smolvla` and `probe` on the demo's tiny SmolVLA (LeRobot's layout, written by the registry's
+`write_random`): Open-X actions, Act2Answer's text and action probes, per-layer activations of both stacks."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+import eval_helpers
+from act2answer_helpers import item_set
+from multinet_jax import data, demo, weights
+from multinet_jax.demo import datasets
+from multinet_jax.models import load_model, registry, smolvla_checkpoint
+from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.probing import activation_store, runner
+
+LIMIT = 4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> pathlib.Path:
+    return demo.build_checkpoint("smolvla", tmp_path_factory.mktemp("smolvla") / "smolvla_demo")
+
+
+def test_demo_checkpoint_is_lerobots_layout_and_loads_as_smolvla(checkpoint):
+    config = smolvla_checkpoint.read_config(checkpoint)
+    specs = weights.safetensors.read_tensor_specs(checkpoint)
+    assert {name: spec.shape for name, spec in specs.items()} == smolvla_checkpoint.tensor_shapes(config)
+    assert registry.family_of(checkpoint) == "smolvla"
+    model = load_model(checkpoint)
+    assert model.family == "smolvla" and model.multinet_actions is None
+    stats = model.checkpoint_action_stats(None)
+    assert stats["mean"].shape == stats["std"].shape == (config.action_dim,)
+
+
+def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_stats(checkpoint, tmp_path):
+    """Each prediction is `predict_actions` on the same batch (task texts, the 12-dim state normalized with the
+    checkpoint's statistics, base_0_rgb as its one camera), first step, unnormalized with the split's z-score."""
+    paths = eval_helpers.assets()
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), model="smolvla", checkpoint=str(checkpoint), tokenizer=None,
+                          limit=LIMIT, batch_size=LIMIT, num_flow_steps=2, dtype="float32")
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "openx_bimanual.jsonl")
+    assert [record["sample_index"] for record in records] == list(range(LIMIT))
+    model = load_model(checkpoint)
+    batch = next(iter(data.load("openx_bimanual", pathlib.Path(paths["data_dir"]) / "openx_bimanual", split="public",
+                                tokenizer=None, batch_size=LIMIT, limit=LIMIT, cache_dir=paths["cache_dir"])))
+    observation = {**data.model_inputs(batch), "prompt": list(batch["prompt"])}
+    raw = model.predict_actions(observation, rng=jax.random.key(0), options=InferenceOptions(num_flow_steps=2))
+    actions = datasets.openx_actions()
+    mean, std = actions.astype(np.float64).mean(axis=0), actions.astype(np.float64).std(axis=0)
+    np.testing.assert_allclose([r["prediction"] for r in records], raw[:, 0, :14] * (std + 1e-6) + mean,
+                               rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 0
+
+
+def test_smolvla_runs_both_knowledge_probes(checkpoint, tmp_path):
+    data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
+    datasets.write_missing(data_dir, ["act2answer"])
+    rows = eval_helpers.evaluate(tmp_path, ("act2answer",), model="smolvla", checkpoint=str(checkpoint), tokenizer=None,
+                                 limit=LIMIT, batch_size=4, num_flow_steps=2)
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
+    assert len(records) == LIMIT
+    for record in records:  # the text probe scores both options; the action probe reads the chunk's displacement
+        assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
+        assert record["action_prediction"] in (0, 1, None)
+    assert {"text_probe_accuracy", "action_probe_accuracy"} <= set(rows["act2answer"])
+
+
+def test_probe_saves_both_stacks_per_layer(checkpoint, tmp_path):
+    items = item_set(tmp_path / "items", items_per_category=2)
+    config = runner.ProbeConfig(checkpoint=str(checkpoint), tokenizer=None, data_dir=str(items),
+                                output_dir=str(tmp_path / "probe"), batch_size=6, num_flow_steps=2, num_folds=2)
+    runner.run_probe(config)
+    saved = activation_store.read(tmp_path / "probe" / "activations" / "all")
+    vlm, expert = smolvla_checkpoint.read_config(checkpoint).vlm, smolvla_checkpoint.read_config(checkpoint).expert
+    count = len(saved["id"])
+    assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (count, vlm.depth, vlm.width)
+    assert saved["action_mean"].shape == (count, expert.depth, expert.width)
+    assert np.isfinite(saved["action_mean"]).all()

@@ -97,6 +97,8 @@ def test_sharded_files_and_the_older_layer_scale_name_load_the_same_parameters(t
     ("config.json", lambda raw: raw["text_config"].update(rope_scaling={"rope_type": "llama3", "factor": 8.0}),
      r"config.json: text_config: rope_scaling .* is not supported"),
     ("config.json", lambda raw: raw["text_config"].pop("vocab_size"), r"config.json: text_config: missing field 'vocab_size'"),
+    ("config.json", lambda raw: raw["vision_config"].update(img_size=100),
+     r"config.json: vision_config.img_size: 100; expected a positive multiple of the ConvNeXt's stride 32"),
     ("config.json", lambda raw: raw.update(image_token_index=5000), r"config.json: image_token_index: 5000 is not an id"),
     ("config.json", lambda raw: raw.update(tokenizer_vocab_size=999),
      r"config.json: tokenizer_vocab_size: 999, but the tokenizer's base vocabulary has 1000 tokens"),

@@ -121,12 +121,20 @@ def time_alternately(ours: Callable[[], Any], reference: ReferenceWorker, batch:
     return row, ours_output, reference_output
 
 
+def write_json(path: pathlib.Path, report: dict[str, Any]) -> None:
+    """Write `report` to `path` atomically (a temporary file in the same folder, then a rename), so a run killed
+    while writing leaves the previous complete file, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    os.replace(temporary, path)
+
+
 def write_report(name: str, results: dict[str, Any]) -> pathlib.Path:
     """Write `benchmarks/results/<name>.json` with the machine description and print it."""
-    REPORT_DIR.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": name, "machine": machine_info(), **results}
     path = REPORT_DIR / f"{name}.json"
-    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(path, report)
     print(json.dumps(report, indent=2, default=str))
     return path
 

@@ -57,7 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.common import REPORT_DIR, REPO_ROOT, copy_bandwidth, data_label, machine_info, matmul_peak, time_call
+from benchmarks.common import (REPORT_DIR, REPO_ROOT, copy_bandwidth, data_label, machine_info, matmul_peak, time_call,
+                               write_json)
 from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from multinet_jax import sharding
@@ -352,25 +353,31 @@ class Budget:
 
 
 def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
-               parity: dict[str, Any] | None) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+               parity: dict[str, Any] | None, results: dict[str, Any] | None = None,
+               save: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Every model's cases into `results` (a new dict unless given), `save()` called after each case so that the
+    report on disk holds every finished one."""
+    results = {} if results is None else results
     last_case_s = 0.0
     for name in args.models:
         model_mode, refused = attention_mode_for(name, args.attention, parity)
+        results[name] = {"attention": {"mode": model_mode, "dtype": args.dtype, "fast_path_refused": refused}}
         with attention.mode(model_mode):
-            results[name], last_case_s = time_model(args, name, sizes, budget, peak, mesh, last_case_s)
-        results[name]["attention"] = {"mode": model_mode, "dtype": args.dtype, "fast_path_refused": refused}
+            last_case_s = time_model(args, name, sizes, budget, peak, mesh, last_case_s, results[name], save)
     return results
 
 
 def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
-               last_case_s: float) -> tuple[dict[str, Any], float]:
-    """One model's cases (and MultiNet's loop for `--multinet_model`); returns them and the last case's duration."""
+               last_case_s: float, entry: dict[str, Any], save: Callable[[], None]) -> float:
+    """One model's cases (and MultiNet's loop for `--multinet_model`) into `entry`, `save()` after each; returns
+    the last case's duration."""
     bench = MODELS[name]
-    entry: dict[str, Any] = {"config": bench.tiny if args.dry_run else bench.full, "cases": {}}
+    entry.update({"config": bench.tiny if args.dry_run else bench.full, "cases": {}})
     built, build_s = budget.run(last_case_s, lambda: {"model": bench_model(name, args.dry_run, args.dtype, mesh)})
     if "skipped" in built:
-        return {**entry, **built}, last_case_s
+        entry.update(built)
+        save()
+        return last_case_s
     model = built.pop("model")
     entry["params"] = sum(leaf.size for leaf in jax.tree.leaves(model.params))
     # Every weight in its dtype; a decode step reads only the language model's (not yet MBU's numerator).
@@ -379,10 +386,12 @@ def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget
     for batch in sizes.batch_sizes:
         case, last_case_s = budget.run(last_case_s, lambda: model_case_or_reference(model, batch, sizes, peak))
         entry["cases"][str(batch)] = case
+        save()
         print(f"{name} batch {batch}: {case}", flush=True)
     if name == args.multinet_model and "multinet_recreation" in args.stages:
         entry["multinet_recreation"] = multinet_case(model, entry, budget, last_case_s)
-    return entry, last_case_s
+        save()
+    return last_case_s
 
 
 def multinet_case(model: Any, entry: dict[str, Any], budget: Budget, estimate_s: float) -> dict[str, Any]:
@@ -443,7 +452,9 @@ def _device_slug() -> str:
     return re.sub(r"[^a-z0-9]+", "_", f"{device.platform}_{device.device_kind}".lower()).strip("_")
 
 
-def suite(args: argparse.Namespace) -> dict[str, Any]:
+def suite(args: argparse.Namespace, write: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
+    """The report of every stage in `args.stages`; `write(report)` after each stage and each model case, so a crash
+    loses at most the piece in flight (`complete` stays false in such a file)."""
     sizes = DRY if args.dry_run else FULL
     if args.batch_sizes:
         sizes = dataclasses.replace(sizes, batch_sizes=tuple(int(size) for size in args.batch_sizes.split(",")))
@@ -456,16 +467,21 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
         "device": {"kind": device.device_kind, "platform": device.platform, "devices_used": 1,
                    "devices_available": len(jax.devices())},
         "load_average_1m_at_start": os.getloadavg()[0],
+        "complete": False,
+        # XLA's own flags in effect (e.g. `--xla_gpu_enable_command_buffer`; None: XLA's defaults, README.md).
+        "xla_flags": os.environ.get("XLA_FLAGS"),
         "settings": {"dry_run": args.dry_run, "dtype": args.dtype, "budget_s": args.budget_s,
                      **dataclasses.asdict(sizes), "num_flow_steps": NUM_FLOW_STEPS, "live_cameras": LIVE_CAMERAS},
         "stages": {},
     }
     stages = report["stages"]
+    save = lambda: write(report)
     peak = None
     if "peak" in args.stages:
         stages["peak"] = {**matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16"),
                           "copy": copy_bandwidth(sizes.peak_copy_bytes, sizes.iters)}
         peak = stages["peak"]["flops_per_s"]
+        save()
     with attention.mode(args.attention):
         fast_path = attention.fast_path()
     report["attention"] = {"mode": args.attention, "fast_path": fast_path, "dtype": args.dtype}
@@ -473,10 +489,12 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
     if fast_path is not None and {"models", "eval"} & set(args.stages):
         parity, _ = budget.run(0.0, lambda: run_parity(args, mesh))
         stages["attention_parity"] = parity
+        save()
     if "models" in args.stages:
-        stages["models"] = run_models(args, sizes, budget, peak, mesh, parity)
+        run_models(args, sizes, budget, peak, mesh, parity, stages.setdefault("models", {}), save)
     if "metrics" in args.stages:
         stages["metrics"], _ = budget.run(0.0, lambda: run_metrics(sizes))
+        save()
     eval_mode, _ = attention_mode_for(args.multinet_model, args.attention, parity)
     with tempfile.TemporaryDirectory() as tmp, attention.mode(eval_mode):
         for name, fn in (("data", lambda: run_data(pathlib.Path(tmp))), ("eval", lambda: run_eval(pathlib.Path(tmp), args, mesh))):
@@ -487,8 +505,11 @@ def suite(args: argparse.Namespace) -> dict[str, Any]:
                 stages[name] = {"skipped": f"needs {', '.join(missing) or '../shared'}, absent here"}
                 continue
             stages[name], _ = budget.run(0.0, fn)
+            save()
     report["not_run"] = [stage for stage in STAGES if stage not in args.stages]
     report["wall_s"] = args.budget_s - budget.left()
+    report["complete"] = True
+    save()
     return report
 
 
@@ -564,10 +585,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> pathlib.Path:
     args = parse_args(argv)
-    report = suite(args)
     output = pathlib.Path(args.output) if args.output else REPORT_DIR / f"suite_{_device_slug()}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    report = suite(args, lambda report: write_json(output, report))
     print(format_table(report))
     print(f"results: {output}")
     return output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,7 @@ def dry_run(tmp_path_factory):
 def test_dry_run_times_every_model_with_flops_and_mfu(dry_run):
     report, stdout = dry_run
     assert report["device"]["kind"] == jax.devices()[0].device_kind and report["settings"]["dry_run"]
+    assert report["complete"] is True and report["xla_flags"] == os.environ.get("XLA_FLAGS")
     assert report["stages"]["peak"]["flops_per_s"] > 0 and report["stages"]["peak"]["dtype"] == "bfloat16"
     copy = report["stages"]["peak"]["copy"]
     assert copy["copy_bytes"] == report["settings"]["peak_copy_bytes"] and copy["bytes_per_s"] > 0
@@ -186,3 +188,24 @@ def test_bad_suite_flags_are_refused(flags, problem, capsys):
     with pytest.raises(SystemExit):
         suite.parse_args(flags)
     assert problem in capsys.readouterr().err
+
+
+def test_the_report_on_disk_holds_every_finished_case_when_the_run_dies(monkeypatch, tmp_path, fresh_traces):
+    """The JSON is rewritten (atomically) after each case: a run that raises in its second case leaves the first."""
+    finished = []
+
+    def first_case_then_crash(*args):
+        if finished:
+            raise RuntimeError("the device fell over")
+        finished.append(real_case(*args))
+        return finished[-1]
+
+    real_case = suite.model_case
+    monkeypatch.setattr(suite, "model_case", first_case_then_crash)
+    output = tmp_path / "suite.json"
+    with pytest.raises(RuntimeError, match="the device fell over"):
+        suite.main(["--dry_run", "--models=pi0", "--stages=models", "--attention=reference", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["complete"] is False and list(report["stages"]["models"]["pi0"]["cases"]) == ["1"]
+    assert report["stages"]["models"]["pi0"]["cases"]["1"]["ms_per_call"] == finished[0]["ms_per_call"] > 0
+    assert [path.name for path in tmp_path.iterdir()] == ["suite.json"]  # no temporary file left behind

@@ -164,6 +164,7 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     """Checkpoints and tokenizers that read, but whose values or layout are wrong (issue 25)."""
     from multinet_jax import assets as asset_store
     from multinet_jax import demo
+    from multinet_jax.demo import datasets
     from safetensors.numpy import load_file, save_file
 
     checkpoint = pathlib.Path(assets["checkpoint"])
@@ -195,6 +196,12 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     save_file(tensors, root / "openvla_transposed" / "model.safetensors", metadata={"format": "pt"})
     config_file = root / "openvla_bad_config" / "config.json"
     config_file.write_text(config_file.read_text()[:-40])
+    demo.build_checkpoint("smolvla", root / "smolvla_demo")
+    # Torn weights: the preflight refusals below must come before any weight is read.
+    magma = _writable_copy(demo.build_checkpoint("magma", root / "magma_source"), root / "magma_torn_weights")
+    weights_file = magma / "model.safetensors"
+    weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
+    datasets.write_missing(pathlib.Path(assets["data_dir"]), ["act2answer"])
     fast = _writable_copy(pathlib.Path(assets["fast_tokenizer"]), root / "fast_torn_tokenizer") / "tokenizer.json"
     fast.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     (root / "overcooked_huge_bytes").mkdir()
@@ -466,6 +473,20 @@ CASES = [
                    "expected shape \\(\\d+, \\d+\\), the checkpoint gives \\(\\d+, \\d+\\)"),
     Case("eval_openvla_malformed_config", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_bad_config), tokenizer=None),
          lambda i: f"{E(str(i.openvla_bad_config))}/config.json: unreadable JSON \\(JSONDecodeError: .*\\)"),
+    # checked from the checkpoint's small files before its weights load (`preflight.check_checkpoint_inputs`)
+    Case("eval_magma_act2answer_without_unnorm_key", "eval",
+         lambda i: _eval(i, domains=("act2answer",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None),
+         lambda i: f"{E(str(i.magma_torn_weights))}: the actions of act2answer are unnormalized with the checkpoint's "
+                   "statistics, which hold \\['bridge_orig', 'google_robot'\\]: pass --unnorm_key \\(one of them\\)"),
+    Case("eval_openvla_unknown_unnorm_key", "eval",
+         lambda i: _eval(i, domains=("act2answer",), model="openvla", checkpoint=str(i.openvla_source), tokenizer=None,
+                         unnorm_key="bridge_orig"),
+         lambda i: f"{E(str(i.openvla_source))}: --unnorm_key='bridge_orig' is not one of its action statistics \\['demo'\\]"),
+    Case("eval_smolvla_domain_without_state", "eval",
+         lambda i: _eval(i, domains=("overcooked_ai",), model="smolvla", checkpoint=str(i.smolvla_demo), tokenizer=None),
+         lambda i: f"{E(i.assets['data_dir'])}/overcooked_ai: overcooked_ai sample '[^']+': field 'state': none, but "
+                   f"{E(str(i.smolvla_demo))}/config.json input_features observation.state reads 12 dims: the model would "
+                   "act on a made-up zero state; evaluate a domain whose data holds it"),
     Case("eval_tokenizer_for_openvla", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source)),
          lambda i: "--tokenizer is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint bundles its own\\)"),
     Case("probe_tokenizer_for_openvla", "probe",
@@ -723,8 +744,9 @@ def smolvla_demo(tmp_path_factory):
      r"config.json input_features has only 1 VISUAL features \['observation.images.camera1'\]"),
     ({"state_dim": np.array([12, 6], np.int32)}, r"{dir}/config.json: input_features observation.state has 12 dims, "
      r"the data's states have \[6, 12\]"),
-    ({"state": np.full((2, 32), np.nan, np.float32)}, r"state: expected 12 finite values per row \(the checkpoint's "
-     r"observation.state\), got shape \(2, 12\)"),
+    ({"state": np.where(np.arange(64).reshape(2, 32) == 35, np.nan, 0).astype(np.float32),
+      "sample_index": np.array([6, 7], np.int32)},
+     r"state: row 1 \(sample_index 7\) holds nan at dim 3: NaN or infinite values, not a robot state"),
 ])
 def test_bad_smolvla_input_is_refused_in_one_line(smolvla_demo, changes, problem):
     with pytest.raises(ValueError) as raised:

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import eval_helpers
 from conftest import REPO_ROOT
 from multinet_jax import assets
@@ -103,3 +105,17 @@ def test_demo_without_model_fails_before_building_anything(tmp_path):
     assert result.returncode != 0
     assert "error: --demo builds the checkpoint, so it needs --model" in result.stdout
     assert "Traceback" not in result.stdout and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flagfile, extra", [("magma_act2answer.flags", []), ("smolvla_act2answer.flags", ["--num_flow_steps=2"])])
+def test_act2answer_flagfiles_run_on_the_demo_checkpoints(flagfile, extra, tmp_path):
+    """The real-model Act2Answer flagfiles, with the family's demo checkpoint (built by --demo) in place of the
+    published one: both probes give a record per episode, the action probe a displacement from real statistics."""
+    data_dir = eval_helpers.assets()["data_dir"]
+    result = eval_helpers.run_eval([f"--flagfile=flags/{flagfile}", "--demo", f"--checkpoint={tmp_path / 'checkpoint'}",
+                                    f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'run'}", "--limit=2",
+                                    "--batch_size=2", "--dtype=float32", *extra], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "act2answer.jsonl")
+    assert len(records) == 2 and all(record["action_head"] for record in records)
+    assert all(len(record["raw_output"]) == 2 and len(record["action_displacement"]) == 3 for record in records)

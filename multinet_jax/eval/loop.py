@@ -110,8 +110,6 @@ class EvalConfig:
 
     def _check_family_flags(self, family: registry.Family) -> None:
         """Load-time settings and statistics flags the family does not read are refused, naming those that do."""
-        if self.unnorm_key is not None and self.unnormalize != "checkpoint":
-            raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint")
         for name in registry.CONFIG_OVERRIDES:
             if getattr(self, name) is not None and name not in family.config_overrides:
                 takers = [other for other in FAMILIES if name in registry.family(other).config_overrides]
@@ -124,6 +122,9 @@ class EvalConfig:
                 own = f"picks them with --{family.norm_stats_flag}" if family.norm_stats_flag else "reads none"
                 raise ValueError(f"--{name} picks the checkpoint's statistics of --model={'|'.join(takers)}; "
                                  f"--model={self.model} {own}")
+        if self.unnorm_key is not None and not preflight.checkpoint_stats_users(self):
+            raise ValueError("--unnorm_key picks the checkpoint's statistics: it needs --unnormalize=checkpoint or "
+                             "act2answer (whose action probe reads them)")
 
     def _check_capabilities(self, family: registry.Family) -> None:
         """Every domain must be one the family serves: actions need an action head (Act2Answer then gets its text
@@ -250,6 +251,8 @@ class Evaluator:
         if model is not None:
             del specs["checkpoint"]
         paths = assets.resolve_all(specs)
+        if model is None:  # before the manifest fingerprints the weights, and before they load
+            preflight.check_checkpoint_inputs(config, paths["checkpoint"], self.sources)
         family = registry.family(config.model)
         # A family whose checkpoint bundles its tokenizer tokenizes the `prompt` texts itself; the others read prompts
         # tokenized with PaliGemma's (`--tokenizer`).

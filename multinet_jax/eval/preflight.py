@@ -2,6 +2,10 @@
 seconds, not after evaluating four: the output folder, and per domain its data (found, readable, not empty, the
 first sample decodable and labeled, action statistics where actions are unnormalized with them).
 
+Once the checkpoint is resolved and before any of its weights are read (`check_checkpoint_inputs`): what the family's
+registry entry can tell from the checkpoint's small files, so that an 8B model is not loaded for minutes only to be
+refused: the action statistics `--unnorm_key` picks, and a state for a model that reads one.
+
 Tokenizers, the checkpoint and the run manifest are checked by the evaluator itself in the same phase, before the
 first batch (see `loop.Evaluator`).
 """
@@ -14,6 +18,7 @@ import pathlib
 from typing import Any
 
 from multinet_jax import data, domains
+from multinet_jax.models import registry
 
 # jax's PRNG keys hold 32 bits of seed: `jax.random.key(2**32)` is `jax.random.key(0)`, `key(-1)` is `key(2**32 - 1)`.
 SEED_LIMIT = 2**32
@@ -113,3 +118,40 @@ def open_domain_data(config: Any, name: str) -> data.Source:
                 f"{directory}: {name} has no action statistics to unnormalize with (--unnormalize={config.unnormalize})"
             )
     return source
+
+
+def checkpoint_stats_users(config: Any) -> list[str]:
+    """The domains whose actions this run unnormalizes with the checkpoint's statistics: Act2Answer's action probe
+    (no ground truth to take the split's from) and, with --unnormalize=checkpoint, every action domain."""
+    if not registry.family(config.model).action_head:
+        return []
+    outputs = (domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION) if config.unnormalize == "checkpoint" else ()
+    return [name for name in config.domains
+            if domains.lookup(name).output in (domains.Output.KNOWLEDGE_PROBES, *outputs)]
+
+
+def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict[str, data.Source]) -> None:
+    """What the family reads beside its weights, checked from the checkpoint's small files before the weights load
+    (`registry.Family.unnorm_keys`, `.state_dims`): the statistics `--unnorm_key` picks exist (or the checkpoint
+    holds one set), and an action domain holds the state a model reading one needs."""
+    family = registry.family(config.model)
+    users = checkpoint_stats_users(config)
+    if users and family.unnorm_keys is not None:
+        keys = list(family.unnorm_keys(str(checkpoint)))
+        if config.unnorm_key is None and len(keys) != 1:
+            raise ValueError(f"{checkpoint}: the actions of {', '.join(users)} are unnormalized with the checkpoint's "
+                             f"statistics, which hold {keys}: pass --unnorm_key (one of them)")
+        if config.unnorm_key is not None and config.unnorm_key not in keys:
+            raise ValueError(f"{checkpoint}: --unnorm_key={config.unnorm_key!r} is not one of its action statistics {keys}")
+    if family.state_dims is None:
+        return
+    for name, source in sources.items():
+        domain = domains.lookup(name)
+        if domain.output not in (domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION):
+            continue  # Act2Answer's episodes: zeros by its protocol, for every family (`data/act2answer_episodes.py`)
+        first = source[0]  # a domain's samples all hold a state or none (`data/openx.state_vector`)
+        if first["state"] is None:
+            directory = pathlib.Path(config.data_dir) / domain.folder
+            raise ValueError(f"{directory}: {name} sample {first['id']!r}: field 'state': none, but {checkpoint}/"
+                             f"config.json input_features observation.state reads {family.state_dims(str(checkpoint))} "
+                             "dims: the model would act on a made-up zero state; evaluate a domain whose data holds it")

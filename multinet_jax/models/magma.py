@@ -350,6 +350,13 @@ class MagmaModel:
             self.params, crops, tokens, gather, mask, prompt_mask)["prefix_mean"]
 
 
+def unnorm_keys(directory: str) -> tuple[str, ...]:
+    """`--unnorm_key`'s choices (the registry's preflight question): SimplerEnv's keys, whatever the checkpoint, since
+    Magma-8B ships no statistics."""
+    del directory
+    return tuple(sorted(SIMPLERENV_NORM_STATS))
+
+
 def build_model(config: MagmaConfig, params: Any, *, mesh: Mesh | None = None) -> MagmaModel:
     """A MagmaModel of parameters alone (no tokenizer or processor: benchmarks)."""
     return MagmaModel(config, params, None, None, False, mesh)

@@ -118,6 +118,11 @@ def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size
                      layer_scale=layer_scale, exact_gelu=True, final_norm=False)
 
 
+def unnorm_keys(directory: str) -> tuple[str, ...]:
+    """The dataset keys of config.json's `norm_stats` (`--unnorm_key`'s choices; the registry's preflight question)."""
+    return tuple(sorted(read_json(pathlib.Path(directory) / CONFIG_FILE).get("norm_stats") or {}))
+
+
 def read_config(directory: str | pathlib.Path, dtype: str = "float32") -> OpenVLAConfig:
     """OpenVLAConfig from `<directory>/config.json`; one-line errors name the file and the field."""
     path = pathlib.Path(directory) / CONFIG_FILE

@@ -95,6 +95,14 @@ class Family:
     # `action_tokenizer=` (Pi0-FAST's FAST tokens, which its checkpoint does not ship); None: none needed.
     action_tokenizer: Callable[[Mapping[str, Any], Any], Any] | None = None
     demo_config: str | None = None  # the named tiny config `eval --demo` writes (`CheckpointFormat.write_random`)
+    # (checkpoint path) -> the dataset keys of its action statistics, `--unnorm_key`'s choices, read from its small
+    # files (no weights): `eval`'s preflight refuses a missing or unknown key before the model loads. Required with
+    # norm_stats_flag "unnorm_key".
+    unnorm_keys: Callable[[str], tuple[str, ...]] | None = None
+    # (checkpoint path) -> the state dims its config names as an input feature (no weights): an action domain whose
+    # samples hold no state is refused for it (the zero state would be made up). None: the family takes the state the
+    # data gives, none included (MultiNet's Pi0 protocol pads it with zeros).
+    state_dims: Callable[[str], int] | None = None
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -102,6 +110,8 @@ class Family:
         if not set(self.config_overrides) <= set(CONFIG_OVERRIDES) or self.norm_stats_flag not in (None, *NORM_STATS_FLAGS):
             raise ValueError(f"family {self.name!r}: config_overrides from {CONFIG_OVERRIDES}, norm_stats_flag from "
                              f"{NORM_STATS_FLAGS}")
+        if (self.norm_stats_flag == "unnorm_key") != (self.unnorm_keys is not None):
+            raise ValueError(f"family {self.name!r}: unnorm_keys is given exactly when norm_stats_flag is 'unnorm_key'")
 
     @property
     def action_head(self) -> bool:
@@ -267,10 +277,11 @@ register_family(Family(
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny"))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
-                       norm_stats_flag="unnorm_key", demo_config="openvla_tiny"))
+                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_OPENVLA}:unnorm_keys"),
+                       demo_config="openvla_tiny"))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
-                       norm_stats_flag="unnorm_key", demo_config="magma_tiny"))
+                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny"))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny"))
@@ -278,4 +289,4 @@ register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .n
 # (Act2Answer's text probe, `SmolVLAModel.score_options`).
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
                        "saved with save_pretrained)", action_decoding="flow", text_decoding=False,
-                       demo_config="smolvla_demo"))
+                       state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo"))

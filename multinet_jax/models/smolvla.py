@@ -376,14 +376,20 @@ class SmolVLAModel:
                              "unnormalized without a word); pass normalized values, or statistics of your own")
         return self.norm_stats[name]
 
-    def normalized_state(self, state: Any) -> np.ndarray:
+    def normalized_state(self, state: Any, sample_index: Any = None) -> np.ndarray:
         """LeRobot's state preprocessing: `(x - mean) / (std + 1e-8)` with the checkpoint's statistics, zero-padded
-        to `max_state_dim` (`prepare_state`): `[b, state_dim]` -> float32 `[b, max_state_dim]`."""
+        to `max_state_dim` (`prepare_state`): `[b, state_dim]` -> float32 `[b, max_state_dim]`. A NaN would make the
+        whole chunk NaN (every action invalid, nothing failing): refused naming the row (`sample_index`'s, if given)."""
         state = np.asarray(state, np.float32)
         dims = self.config.state_dim
-        if state.ndim != 2 or state.shape[1] != dims or not np.isfinite(state).all():
-            raise ValueError(f"state: expected {dims} finite values per row (the checkpoint's observation.state), "
-                             f"got shape {state.shape}")
+        if state.ndim != 2 or state.shape[1] != dims:
+            raise ValueError(f"state: expected [batch, {dims}] (the checkpoint's observation.state), got shape {state.shape}")
+        bad = np.argwhere(~np.isfinite(state))
+        if bad.size:
+            row, dim = (int(value) for value in bad[0])
+            sample = "" if sample_index is None else f" (sample_index {int(np.asarray(sample_index)[row])})"
+            raise ValueError(f"state: row {row}{sample} holds {state[row, dim]} at dim {dim}: NaN or infinite values, "
+                             f"not a robot state")
         stats = self._stats("state", "policy_preprocessor.json's normalizer (observation.state)")
         normalized = (state - stats["mean"]) / (stats["std"] + np.float32(1e-8))
         return np.pad(normalized, ((0, 0), (0, self.config.max_state_dim - dims)))
@@ -419,13 +425,15 @@ class SmolVLAModel:
         state, dims = np.asarray(observation["state"], np.float32), self.config.state_dim
         if "state_dim" in observation:  # the pipeline's zero-padded state and each row's own dims
             # Rows without a state (state_dim 0: padding rows; Act2Answer's episodes, whose state is zeros by its
-            # protocol) get the zero state, as the pipeline pads it for every family.
+            # protocol) get the zero state, as the pipeline pads it for every family; an action domain whose samples
+            # hold none is refused before the model loads (`eval.preflight.check_checkpoint_inputs`).
             own = sorted({int(count) for count in np.asarray(observation["state_dim"]).reshape(-1)} - {0})
             if own not in ([dims], []):
                 raise ValueError(f"{self.source}/config.json: input_features observation.state has {dims} dims, the "
                                  f"data's states have {own}")
             state = state[:, :dims]
-        return {**self._model_inputs(observation, observation["prompt"]), "state": self.normalized_state(state)}
+        return {**self._model_inputs(observation, observation["prompt"]),
+                "state": self.normalized_state(state, observation.get("sample_index"))}
 
     # -- sampling ------------------------------------------------------------------------------------------------
 

@@ -200,6 +200,12 @@ def read_config(directory: str | pathlib.Path, dtype: str = "float32",
     return parse_config(read_json(path), read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
 
 
+def state_dims(directory: str) -> int:
+    """config.json's `input_features["observation.state"]` dims (the registry's preflight question: an action domain
+    without states is refused rather than run on a made-up zero state)."""
+    return read_config(directory).state_dim
+
+
 def named_config(name: str, dtype: str = "float32") -> SmolVLAConfig:
     """The SmolVLAConfig of a `NAMED_CONFIGS` entry (benchmarks and the demo build these without a checkpoint)."""
     if name not in NAMED_CONFIGS:

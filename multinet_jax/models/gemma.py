@@ -141,10 +141,11 @@ class FeedForward(nn.Module):
         init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
         gating = self.param("gating_einsum", init, (2, cfg.width, cfg.mlp_dim)).astype(x.dtype)
         linear = self.param("linear", nn.initializers.lecun_normal(), (cfg.mlp_dim, cfg.width)).astype(x.dtype)
-        gate = numerics.einsum("btd,df->btf", x, gating[0])
+        # Both halves in one product batched over the stacked axis: the weight is read where it lies (`gating[i]`
+        # made XLA's CPU backend copy each half out, through float32, per layer and step).
+        gate, up = numerics.einsum("cbtd,cdf->cbtf", jnp.broadcast_to(x, (2, *x.shape)), gating)
         hidden = numerics.gelu(gate) if cfg.activation == "gelu_tanh" else numerics.silu(gate)
-        hidden = hidden * numerics.einsum("btd,df->btf", x, gating[1])
-        return numerics.einsum("btf,fd->btd", hidden, linear)
+        return numerics.einsum("btf,fd->btd", hidden * up, linear)
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.0) -> jax.Array:
@@ -242,6 +243,8 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond):
+        """`kv_cache` (this layer's slice) comes and goes as `numerics.bfloat16_as_bits` (see `Gemma.__call__`)."""
+        kv_cache = numerics.bits_as_bfloat16(kv_cache)
         experts = list(zip(xs, self.adaptive_norms, adarms_cond, self.configs, strict=True))
         normed = [
             (None, None) if x is None else apply_norm(make_norm("pre_attention_norm", i, adaptive, cfg), x, cond)
@@ -260,7 +263,7 @@ class Block(nn.Module):
         # Each expert's residual stream after this layer, kept only when the caller asks for "intermediates"
         # (a no-op otherwise); the layer scan stacks them on a leading depth axis. Probing reads them.
         self.sow("intermediates", "residual", tuple(outputs))
-        return outputs, kv_cache
+        return outputs, numerics.bfloat16_as_bits(kv_cache)
 
 
 class Embedder(nn.Module):
@@ -283,7 +286,7 @@ class Embedder(nn.Module):
 
     def decode(self, x: jax.Array) -> jax.Array:
         table = (self.input_embedding if self.config.tied_embedding else self.lm_head).astype(x.dtype)
-        return jnp.einsum("btd,vd->btv", x, table, preferred_element_type=jnp.float32)
+        return numerics.einsum("btd,vd->btv", x, table, out_dtype=jnp.float32)
 
 
 class Gemma(nn.Module):
@@ -330,7 +333,12 @@ class Gemma(nn.Module):
     ) -> tuple[list[jax.Array | None], KVCache]:
         xs = [None if e is None else e.astype(self.dtype) for e in embedded]
         adarms_cond = [None] * len(self.configs) if adarms_cond is None else list(adarms_cond)
-        xs, kv_cache = self.layers(xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond)
+        # The stacked cache goes through the layer scan as uint16 bits, as the weights do: XLA's CPU backend would
+        # otherwise convert the whole bf16 cache to float32 at every step to slice it per layer.
+        xs, kv_cache = self.layers(
+            xs, numerics.bfloat16_as_bits(kv_cache), positions, attn_mask, cache_write_index, adarms_cond
+        )
+        kv_cache = numerics.bits_as_bfloat16(kv_cache)
         outputs = [
             None if x is None else apply_norm(norm, x, cond)[0]
             for norm, x, cond in zip(self.final_norms, xs, adarms_cond, strict=True)

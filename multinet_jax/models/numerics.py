@@ -4,7 +4,8 @@
   bf16 operands XLA's CPU backend runs `dot(bf16, bf16) -> bf16` on a slow generic path but `dot(bf16, bf16) -> f32`
   on its native AVX512-BF16 kernel: on this project's 2-core Zen 4 machine a `[768, 1152] x [1152, 4304]` product
   runs at 110-140 GFLOP/s the first way and about 250 GFLOP/s the second. TPUs and GPUs also sum in float32, so
-  results agree with the bf16-output product up to summation order.
+  results agree with the bf16-output product up to summation order. A bf16 product whose activation side is a
+  single row (a decode step at batch 1) is computed on two rows, the second zero (see `_two_rows`).
 - `gelu`: evaluated in float32 and rounded once (see its docstring).
 - `scan_layers`: layer scans that never copy bf16 weights to float32 (see its docstring).
 - `attend`: softmax attention with the normalization applied to the output (see its docstring).
@@ -13,11 +14,33 @@ For float32 models the first three are exactly the plain operations, and `attend
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+def _two_rows(lhs: jax.Array, rhs: jax.Array, free_axes: Sequence[int]) -> int | None:
+    """The lhs axis to pad to two rows (the first of its free, i.e. non-contracting non-batch, axes) when the
+    operands are narrower than float32 and those axes hold a single row; None otherwise.
+
+    Why: XLA's CPU backend rewrites a product whose lhs is one row (a vector) into a float32 matrix-vector product,
+    converting the whole bf16 weight to a float32 copy first: inside a decode loop at batch 1, a float32 copy of
+    every weight per step, written and read again (`tests/test_models_loop_hlo.py`). With two rows the product runs
+    on the bf16 weight as it lies (XLA's bf16 kernel); at decode sizes reading the weight dominates, so the zero row
+    is nearly free. The H200 trace of issue 22 shows float32 weight copies in the same place (`loop_slice_fusion`);
+    whether two rows remove them there has not been measured. float32 products are left as they are (bit-identical).
+    """
+    if not free_axes or max(jnp.dtype(lhs.dtype).itemsize, jnp.dtype(rhs.dtype).itemsize) >= 4:
+        return None
+    return free_axes[0] if math.prod(lhs.shape[axis] for axis in free_axes) == 1 else None
+
+
+def _padded(lhs: jax.Array, axis: int) -> jax.Array:
+    return jnp.concatenate([lhs, jnp.zeros_like(lhs)], axis=axis)
 
 
 def dot_general(
@@ -29,21 +52,41 @@ def dot_general(
 ) -> jax.Array:
     """`lax.dot_general` with float32 accumulation, cast back to the operands' dtype (flax's `dot_general=`)."""
     out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
-    out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32)
+    (lhs_contracting, _), (lhs_batch, _) = dimension_numbers
+    free = [axis for axis in range(lhs.ndim) if axis not in (*lhs_contracting, *lhs_batch)]
+    axis = _two_rows(lhs, rhs, free)
+    if axis is None:
+        out = jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32)
+    else:
+        padded = _padded(lhs, axis)
+        out = jax.lax.dot_general(padded, rhs, dimension_numbers, precision, preferred_element_type=jnp.float32)
+        # The output's axes: batch, lhs free, rhs free.
+        out = jax.lax.slice_in_dim(out, 0, 1, axis=len(lhs_batch) + free.index(axis))
     return out.astype(out_dtype)
 
 
-def einsum(equation: str, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-    """`jnp.einsum` of two operands with float32 accumulation, in the operands' dtype."""
-    out = jnp.einsum(equation, lhs, rhs, preferred_element_type=jnp.float32)
-    return out.astype(jnp.result_type(lhs, rhs))
+def einsum(equation: str, lhs: jax.Array, rhs: jax.Array, out_dtype: Any = None) -> jax.Array:
+    """`jnp.einsum` of two operands (explicit `->` form) with float32 accumulation, in `out_dtype` (default: the
+    operands' dtype)."""
+    out_dtype = out_dtype or jnp.result_type(lhs, rhs)
+    operands, output = equation.split("->")
+    lhs_spec, rhs_spec = operands.split(",")
+    axis = _two_rows(lhs, rhs, [i for i, letter in enumerate(lhs_spec) if letter not in rhs_spec])
+    if axis is None:
+        out = jnp.einsum(equation, lhs, rhs, preferred_element_type=jnp.float32)
+    else:
+        out = jnp.einsum(equation, _padded(lhs, axis), rhs, preferred_element_type=jnp.float32)
+        out = jax.lax.slice_in_dim(out, 0, 1, axis=output.index(lhs_spec[axis]))
+    return out.astype(out_dtype)
 
 
-def _bfloat16_as_bits(tree: Any) -> Any:
+def bfloat16_as_bits(tree: Any) -> Any:
+    """Every bfloat16 leaf as its uint16 bits (see `scan_layers`), the others as they are."""
     return jax.tree.map(lambda x: jax.lax.bitcast_convert_type(x, jnp.uint16) if x.dtype == jnp.bfloat16 else x, tree)
 
 
-def _bits_as_bfloat16(tree: Any) -> Any:
+def bits_as_bfloat16(tree: Any) -> Any:
+    """The inverse of `bfloat16_as_bits`."""
     return jax.tree.map(lambda x: jax.lax.bitcast_convert_type(x, jnp.bfloat16) if x.dtype == jnp.uint16 else x, tree)
 
 
@@ -55,16 +98,17 @@ def scan_layers(block: type[nn.Module], *, length: int, initializing: bool, **sc
     the whole stack to float32 once per call (a float32 copy of every weight: +1.6 GB for SigLIP So400m, +8 GB for
     Gemma 2B) and each layer's slice back to bf16; SigLIP's forward pass took 3.5 s instead of 2.8 s for three
     images on this project's CPU. Integer bits are sliced as they are. Parameter names are unchanged, and on
-    accelerators the bitcasts cost nothing.
+    accelerators the bitcasts cost nothing. Other bf16 arrays scanned over (a stacked KV cache) need the same:
+    pass them as `bfloat16_as_bits` and read each layer's slice with `bits_as_bfloat16`.
     """
     per_layer = nn.map_variables(
-        block, "params", trans_in_fn=_bits_as_bfloat16, trans_out_fn=_bfloat16_as_bits, init=initializing
+        block, "params", trans_in_fn=bits_as_bfloat16, trans_out_fn=bfloat16_as_bits, init=initializing
     )
     scanned = nn.scan(
         per_layer, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True}, length=length, **scan_kwargs
     )
     return nn.map_variables(
-        scanned, "params", trans_in_fn=_bfloat16_as_bits, trans_out_fn=_bits_as_bfloat16, init=initializing
+        scanned, "params", trans_in_fn=bfloat16_as_bits, trans_out_fn=bits_as_bfloat16, init=initializing
     )
 
 

@@ -761,6 +761,25 @@ def test_smolvla_without_prompt_texts_names_what_it_reads(smolvla_demo):
         smolvla_demo.predict_actions(observation, rng=None, options=InferenceOptions(num_flow_steps=1))
 
 
+def test_smolvla_on_a_domain_with_more_action_dims_scores_invalid_rows_not_padding(tmp_path, monkeypatch):
+    """A SmolVLA with 7 action dims on the demo's 14-dim openx_bimanual: its max_action_dim padding (dims 7-31, which
+    no loss trained) is never scored as actions; each row has the checkpoint's 7 dims, so MultiNet's rule counts it
+    invalid."""
+    from multinet_jax.demo import datasets
+    from multinet_jax.models import load_model, smolvla_checkpoint
+
+    policy, backbone = smolvla_checkpoint.NAMED_CONFIGS["smolvla_demo"]
+    monkeypatch.setitem(smolvla_checkpoint.NAMED_CONFIGS, "smolvla_demo_7",
+                        ({**policy, "output_features": {"action": {"type": "ACTION", "shape": [7]}}}, backbone))
+    checkpoint = smolvla_checkpoint.write_checkpoint(tmp_path / "smolvla_7", "smolvla_demo_7", corpus=datasets.corpus())
+    assert load_model(checkpoint).config.action_dim == 7
+    eval_helpers.evaluate(tmp_path / "run", ("openx_bimanual",), model="smolvla", checkpoint=str(checkpoint),
+                          tokenizer=None, limit=2, batch_size=2, num_flow_steps=1)
+    records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "openx_bimanual.jsonl")
+    assert len(records) == 2 and all(len(record["prediction"]) == 7 for record in records)
+    assert json.loads((tmp_path / "run" / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 100
+
+
 # ------------------------------------------------------------------------------------------------ probing
 
 

@@ -476,11 +476,14 @@ class SmolVLAModel:
         return sample_actions_jit(self.module, self.params, **inputs)[:batch]
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
-        """`interface.Model`: normalized chunks `[b, chunk_size, max_action_dim]` from task texts (`prompt`) and the
+        """`interface.Model`: normalized chunks `[b, chunk_size, action_dim]` from task texts (`prompt`) and the
         raw state (its first `state_dim` dims, normalized with the checkpoint's statistics), with
-        `options.num_flow_steps`."""
+        `options.num_flow_steps`. Only the checkpoint's `action_dim` dims, as LeRobot returns them: the rest of
+        `max_action_dim` is padding no loss trained, which a domain with more action dims would score as predictions
+        (its rows are invalid instead: fewer dims than the ground truth)."""
         inputs = self._action_inputs(observation)
-        return np.asarray(self.sample_actions(inputs, rng=rng, num_steps=options.num_flow_steps))
+        actions = self.sample_actions(inputs, rng=rng, num_steps=options.num_flow_steps)
+        return np.asarray(actions[..., : self.config.action_dim])
 
     def activations(self, observation: Observation, *, rng: jax.Array | None = None,
                     num_steps: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -489,7 +492,7 @@ class SmolVLAModel:
         expert's over the action tokens at the first flow step (float32; `models/activations.py`)."""
         batch, inputs = self._sampler_inputs(self._action_inputs(observation), rng, None, num_steps)
         actions, streams = sample_actions_jit(self.module, self.params, capture=True, **inputs)
-        return actions[:batch], {name: value[:batch] for name, value in streams.items()}
+        return actions[:batch, :, : self.config.action_dim], {name: value[:batch] for name, value in streams.items()}
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """`interface.Model`: log-likelihood float32 `[b, K]` of K candidate answers (`option_tokens` int32 `[b, K, m]`,

@@ -1,7 +1,8 @@
 """The one table every part of an evaluation looks up: per MultiNet v1.0 domain, how to call the
 model, how to turn its raw output into a prediction, and which `score` metrics apply.
 
-Each domain's `Protocol` is how MultiNet v1.0 ran Pi0 on it (`PROTOCOL_NAME`, named in every metrics file;
+Each domain's `Protocol` is how MultiNet v1.0 ran Pi0 on it (`PROTOCOL_NAME`, named in every metrics file; a family
+MultiNet ran with scripts of its own, Magma, has its own protocol, `registry.Family.protocol`;
 `../shared/multinet_reference/pi0_text_protocol.md` lists the sources): Open-X and Overcooked through its copy of
 openpi (openpi's Pi0 prompt tokens truncated at 48 / 256, images resized inside the model); the text domains
 through Hugging Face's PaliGemma processor (BOS + the whole prompt + "\n", never truncated; images resized
@@ -66,6 +67,11 @@ HF_PALIGEMMA_VOCAB_SIZE = 257_216
 DECODING_MODES = ("openpi_window", "contiguous")
 
 
+# How a text answer is read: as MultiNet's Pi0 scripts read it (`parse_text`) or as its Magma scripts did
+# (`parse_text_magma`).
+ANSWER_RULES = ("pi0_scripts", "magma_scripts")
+
+
 class PromptFormat(enum.Enum):
     """How a prompt becomes token ids (`tokenizers.PaliGemmaTokenizer.prompt_ids`)."""
 
@@ -81,14 +87,43 @@ class ImageResize(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class Chat:
+    """A conversation MultiNet built for a family that reads chat messages through its own chat template (Magma):
+    an optional system turn and a user turn around the domain's question. The question is the domain's prompt
+    (`data/prompts.py`, Pi0's) after `question_after`, which MultiNet's Pi0 scripts put before it and these did not.
+    `tokenizer_bos`: the tokenizer adds its BOS after the template's (the processor's call) or not
+    (`apply_chat_template(tokenize=True)`)."""
+
+    system: str | None
+    user: str  # "{question}" stands for the question; "<image>" for the sample's image
+    question_after: str
+    tokenizer_bos: bool
+
+    def question(self, prompt: str) -> str:
+        """The question in a domain's prompt; a prompt without `question_after` is refused (built by other code)."""
+        if not prompt.startswith(self.question_after):
+            raise ValueError(f"prompt does not start with MultiNet's {self.question_after[:40]!r}...: {prompt[:80]!r}")
+        return prompt[len(self.question_after):]
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The conversation for one sample's prompt, as `{"role", "content"}` messages."""
+        system = [] if self.system is None else [{"role": "system", "content": self.system}]
+        return [*system, {"role": "user", "content": self.user.replace("{question}", self.question(prompt))}]
+
+
+@dataclasses.dataclass(frozen=True)
 class Protocol:
-    """What MultiNet v1.0 fed Pi0 on a domain and how long it let it answer.
+    """What MultiNet v1.0 fed a model on a domain and how long it let it answer: by default how it ran Pi0
+    (`PROTOCOL_NAME`); a family MultiNet ran with scripts of its own names its protocol in the registry
+    (`registry.Family.protocol`).
 
     `max_prompt_tokens`: openpi's `max_token_len` where MultiNet truncated (longer prompts are cut and counted);
-    None: never truncated, padded to a power-of-two bucket. `max_new_tokens`: the greedy decoding budget (per
-    turn for BFCL). `blank_image`: the pixel value of the 224x224 image a sample without one shows the model,
-    attended (PIQA's black image, BFCL's white one: MultiNet's scripts left `--mask_image_tokens` off); None:
-    every camera masked.
+    None: never truncated, padded to a power-of-two bucket. `max_new_tokens`: the decoding budget (per turn for
+    BFCL). `blank_image`: the pixel value of the 224x224 image a sample without one shows the model, attended
+    (PIQA's black image, BFCL's white one: MultiNet's scripts left `--mask_image_tokens` off); None: every camera
+    masked. `temperature`: the sampling temperature MultiNet decoded with (None: the run's `--temperature` for
+    text, greedy actions). `chat`: the conversation, for a model reading chat messages (None: the prompt text).
+    `answer`: how a text answer is read, one of `ANSWER_RULES`.
     """
 
     prompt_format: PromptFormat
@@ -99,6 +134,15 @@ class Protocol:
     turn_by_turn: bool = False
     action_from_dict: str | None = None  # Open-X: the ground truth rebuilt from the action dict (`data/openx.py`)
     logits_vocab_size: int | None = None  # text: the zero-padded vocabulary MultiNet's argmax ran over
+    name: str = PROTOCOL_NAME
+    temperature: float | None = None
+    chat: Chat | None = None
+    answer: str = "pi0_scripts"
+
+
+    def __post_init__(self) -> None:
+        if self.answer not in ANSWER_RULES:
+            raise ValueError(f"Protocol.answer must be one of {ANSWER_RULES}, got {self.answer!r}")
 
     def truncation_length(self, max_token_len: int | None) -> int | None:
         """Where prompts are cut: `--max_token_len` when given, else MultiNet's (None: never, bucketed)."""
@@ -118,7 +162,7 @@ class Protocol:
         if decoding not in DECODING_MODES:
             raise ValueError(f"decoding must be one of {DECODING_MODES}, got {decoding!r}")
         return {
-            "name": PROTOCOL_NAME,
+            "name": self.name,
             "prompt_format": self.prompt_format.value,
             "max_prompt_tokens": self.truncation_length(max_token_len),  # None: untruncated, power-of-two buckets
             "max_new_tokens": self.decoding_budget(max_decoding_steps) if decodes_tokens else None,
@@ -128,6 +172,9 @@ class Protocol:
             "blank_image": self.blank_image,
             "turn_by_turn": self.turn_by_turn,
             "action_from_dict": self.action_from_dict,
+            "temperature": self.temperature,
+            "chat": None if self.chat is None else dataclasses.asdict(self.chat),
+            "answer": self.answer,
         }
 
 
@@ -330,9 +377,35 @@ def parse_function_calls(text: str) -> list[str]:
     return _FUNCTION_CALL.findall(text.strip())
 
 
+_NUMBER = re.compile(r"\d+")
+_NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def parse_text_magma(kind: str, text: str, sample: dict[str, Any]) -> Any:
+    """As MultiNet's Magma scripts read an answer (d6fe80e): PIQA the first run of digits, any number
+    (`piqa_inference._validate_outputs_and_parse`); ODinW the first run of digits when it names a class, an output
+    starting with "Coordinate" invalid (`odinw_single_inference._validate_output`); SQA3D / RoboVQA the stripped text,
+    empty invalid, lowercased without punctuation or repeated spaces, a lone digit as its word (`_normalize_text`)."""
+    text = text.strip()
+    numbers = _NUMBER.findall(text)
+    if kind == "multiple_choice":
+        return int(numbers[0]) if numbers else None
+    if kind == "classification":
+        index = int(numbers[0]) if numbers and not text.startswith("Coordinate") else None
+        return index if index is not None and index < int(sample["num_options"]) else None
+    if kind == "vqa":
+        from multinet_jax.metrics.text_answers import normalize_text
+
+        answer = normalize_text(text)
+        return None if not text else _NUMBER_WORDS[int(answer)] if len(answer) == 1 and answer in "0123456789" else answer
+    raise ValueError(f"{kind} has no single-answer text output")
+
+
 def parse_text(domain: Domain, text: str, sample: dict[str, Any]) -> Any:
-    """Prediction of a single-answer text domain from its decoded output."""
+    """Prediction of a single-answer text domain from its decoded output, by its protocol's `answer` rule."""
     kind = domain.metric_kind
+    if domain.protocol.answer == "magma_scripts":
+        return parse_text_magma(kind, text, sample)
     if kind == "multiple_choice":
         return parse_piqa(text)
     if kind == "classification":

@@ -780,6 +780,20 @@ def test_smolvla_on_a_domain_with_more_action_dims_scores_invalid_rows_not_paddi
     assert json.loads((tmp_path / "run" / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 100
 
 
+@pytest.mark.parametrize("change", ["one_conversation_for_two_rows", "no_chat_tokenizer_bos"])
+def test_a_magma_chat_that_does_not_fit_the_batch_is_one_line(change):
+    from magma_helpers import magma_model
+
+    observation = {"image/base_0_rgb": np.zeros((2, 32, 32, 3), np.uint8), "prompt": ["a", "b"],
+                   "chat": [[{"role": "user", "content": "<image>\nWhat is this?"}]] * 2, "chat_tokenizer_bos": True}
+    if change == "one_conversation_for_two_rows":
+        observation["chat"] = observation["chat"][:1]
+    else:
+        del observation["chat_tokenizer_bos"]
+    with pytest.raises(ValueError, match=r"^chat: Magma reads one conversation per row and `chat_tokenizer_bos`, got \d for 2 rows$"):
+        magma_model().sample_tokens(observation, max_decoding_steps=2)
+
+
 # ------------------------------------------------------------------------------------------------ probing
 
 

@@ -20,7 +20,7 @@ LIMIT = 4
 
 def test_magma_runs_action_and_text_domains(tmp_path):
     eval_helpers.evaluate(tmp_path, ("openx_bimanual", "overcooked_ai", "piqa"), model="magma",
-                          checkpoint=magma_dir(), tokenizer=None, limit=LIMIT, max_decoding_steps=4)
+                          checkpoint=magma_dir(), tokenizer=None, limit=LIMIT, max_decoding_steps=8)
     texts = eval_helpers.read_jsonl(tmp_path / "predictions" / "piqa.jsonl")
     assert [record["sample_index"] for record in texts] == list(range(LIMIT))
     assert all(isinstance(record["raw_output"], str) for record in texts)
@@ -34,7 +34,7 @@ def test_magma_runs_the_knowledge_probes(tmp_path):
     data_dir = eval_helpers.assets()["data_dir"]
     datasets.write_missing(pathlib.Path(data_dir), ["act2answer"])
     eval_helpers.evaluate(tmp_path, ("act2answer",), model="magma", checkpoint=magma_dir(), tokenizer=None, limit=LIMIT,
-                          unnormalize="checkpoint", unnorm_key="bridge_orig")  # the action probe unnormalizes with SimplerEnv's bridge statistics
+                          max_decoding_steps=None, unnormalize="checkpoint", unnorm_key="bridge_orig")  # the action probe unnormalizes with SimplerEnv's bridge statistics
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
     assert len(records) == LIMIT
     for record in records:  # both options scored by Magma's log-likelihood; the action probe from its 7 action tokens

@@ -47,7 +47,7 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
     assert recorded["domains"][DOMAIN]["protocol"] == {  # MultiNet's PIQA, the tests' --max_decoding_steps=6 applied
         "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
         "decoding": "openpi_window", "logits_vocab_size": 257_216, "image_resize": "paligemma_processor", "blank_image": 0,
-        "turn_by_turn": False, "action_from_dict": None,
+        "turn_by_turn": False, "action_from_dict": None, "temperature": None, "chat": None, "answer": "pi0_scripts",
     }
     metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
@@ -77,6 +77,7 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
     assert protocol_settings(config, "openx_bimanual") == {
         "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
         "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
+        "temperature": None, "chat": None, "answer": "pi0_scripts",
     }
     assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
     assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256

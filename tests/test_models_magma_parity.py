@@ -7,7 +7,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from magma_helpers import MULTI_USER, ROBOT_TASK, case_images, magma_io, magma_model
 from models_helpers import relative_error
@@ -82,7 +81,7 @@ def test_actions_decode_as_simplerenv_does():
     model, io = magma_model(), magma_io()
     actions = model.predict_action(case_images("robot"), [ROBOT_TASK], unnorm_key="bridge_orig")
     np.testing.assert_array_equal(actions[0], io["robot_actions_unnorm_bridge_orig"])
-    np.testing.assert_array_equal(model.action_token_ids(io["robot_generated_ids"][None])[0], io["robot_action_token_ids"])
+    np.testing.assert_array_equal(model.action_token_ids(io["robot_generated_ids"][None])[0][0], io["robot_action_token_ids"])
     np.testing.assert_array_equal(model.normalized_actions(io["robot_action_token_ids"]), io["robot_actions_normalized"])
     synthetic = io["synthetic_action_token_ids"]
     np.testing.assert_array_equal(model.normalized_actions(synthetic), io["synthetic_actions_normalized"])
@@ -94,11 +93,13 @@ def test_actions_decode_as_simplerenv_does():
 def test_an_eos_ends_the_row_and_the_action_ids_are_the_seven_before_it():
     model = magma_model()
     eos, pad = model.tokenizer.eos_id, model.tokenizer.pad_id
-    generated = np.array([[900, 901, 902, 903, 904, 905, 906, eos, pad, pad], [1, 2, 3, 900, 901, 902, 903, 904, 905, 906]])
-    np.testing.assert_array_equal(model.action_token_ids(generated), [[900, 901, 902, 903, 904, 905, 906],
-                                                                      [3, 900, 901, 902, 903, 904, 905]])
-    with pytest.raises(ValueError, match="a row ended before 7 action tokens"):
-        model.action_token_ids(np.array([[900, eos, pad, pad, pad, pad, pad, pad]]))
+    generated = np.array([[900, 901, 902, 903, 904, 905, 906, eos, pad, pad], [1, 2, 3, 900, 901, 902, 903, 904, 905, 906],
+                          [900, eos, pad, pad, pad, pad, pad, pad, pad, pad]])
+    token_ids, complete = model.action_token_ids(generated)
+    np.testing.assert_array_equal(token_ids[:2], [[900, 901, 902, 903, 904, 905, 906], [3, 900, 901, 902, 903, 904, 905]])
+    np.testing.assert_array_equal(complete, [True, True, False])  # the last row ended before 7 action ids
+    actions = model.decoded_actions(generated)
+    assert np.all(np.isfinite(actions[:2])) and np.all(np.isnan(actions[2]))
 
 
 def test_bfloat16_restores_bfloat16_params_and_stays_close():

@@ -141,11 +141,12 @@ def load_source(
     max_token_len: int | None = None,
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     num_workers: int = 0,
+    protocol: domains.Protocol | None = None,
 ) -> grain.MapDataset | grain.IterDataset:
     """A source's Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set. A caller
     that also counts or checks the source (the evaluator, the probe loop) opens the data once and passes it here.
 
-    Prompts and images follow the domain's MultiNet protocol (`domains.Protocol`); `max_token_len`
+    Prompts and images follow `protocol` (None: the domain's MultiNet protocol, `domains.Protocol`); `max_token_len`
     truncates every prompt at that length instead of the protocol's (None: the protocol's; the sample's
     `prompt_tokens` tells the full length). `num_workers` > 0 decodes in that many processes (order kept;
     needs absl flags parsed, as under `absl.app.run`). Bad records raise `BadRecordError`
@@ -156,7 +157,7 @@ def load_source(
     return pipeline.build(
         source,
         tokenizer=tokenizer,
-        protocol=domain_protocol(source.dataset),
+        protocol=domain_protocol(source.dataset) if protocol is None else protocol,
         max_token_len=max_token_len,
         cameras=cameras,
         batch_size=batch_size,

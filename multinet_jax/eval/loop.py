@@ -294,6 +294,7 @@ class Evaluator:
             self.sources[domain.name],
             # Prompts holding the state are built per batch (`_observation`); a bundled tokenizer is the model's own.
             tokenizer=None if self._prompt_holds_state(domain) or self.bundled_tokenizer else self.prompt_tokenizer,
+            protocol=domain.protocol,
             batch_size=self.config.batch_size,
             limit=self.config.limit,
             shard_index=jax.process_index(),
@@ -324,7 +325,9 @@ class Evaluator:
     def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:
         """One domain's prediction settings: its decoding budget (token-decoded actions), then whatever MultiNet's
         rules for the family's actions set (`Model.multinet_actions`; checked before any model time)."""
-        options = dataclasses.replace(self.inference_options, max_decoding_steps=self._decoding_steps(domain))
+        # Actions are greedy unless the protocol sampled them (Magma's Open-X).
+        options = dataclasses.replace(self.inference_options, max_decoding_steps=self._decoding_steps(domain),
+                                      temperature=domain.protocol.temperature or 0.0)
         rules = self.model.multinet_actions
         if rules is None or norm is None:
             return options
@@ -350,10 +353,20 @@ class Evaluator:
             observation.update(act2answer_probes.text_probe_inputs(batch, self.text_tokenizer, max_len, bundled=self.bundled_tokenizer))
         if self.bundled_tokenizer:
             observation["prompt"] = [prompt or "" for prompt in batch["prompt"]]
+        chat = domain.protocol.chat
+        if chat is not None and self.bundled_tokenizer and not domain.protocol.turn_by_turn:
+            # The conversation MultiNet built around each prompt (padding rows: an empty question).
+            observation["chat"] = [chat.messages(prompt if valid else chat.question_after)
+                                   for prompt, valid in zip(observation["prompt"], np.asarray(batch["_mask"], bool))]
+            observation["chat_tokenizer_bos"] = chat.tokenizer_bos
         return observation
 
     def _decoding_steps(self, domain: domains.Domain) -> int:
         return domain.protocol.decoding_budget(self.config.max_decoding_steps)
+
+    def _temperature(self, domain: domains.Domain) -> float:
+        """The protocol's sampling temperature where MultiNet sampled, else `--temperature`."""
+        return self.config.temperature if domain.protocol.temperature is None else domain.protocol.temperature
 
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
         return self.model.predict_actions(observation, rng=self.rng, options=self.action_options)
@@ -366,7 +379,7 @@ class Evaluator:
         else:
             padded_vocabulary = self.manifest["domains"][domain.name]["protocol"]["logits_vocab_size"]
             out = self.model.sample_tokens(
-                observation, rng=self.rng, max_decoding_steps=self._decoding_steps(domain), temperature=self.config.temperature,
+                observation, rng=self.rng, max_decoding_steps=self._decoding_steps(domain), temperature=self._temperature(domain),
                 openpi_exact=self.config.openpi_exact_decoding,
                 **({"logits_vocab_size": padded_vocabulary} if padded_vocabulary else {}),
             )
@@ -382,7 +395,7 @@ class Evaluator:
     # -- one domain --------------------------------------------------------------------------------
 
     def evaluate_domain(self, name: str) -> dict[str, Any]:
-        domain = domains.lookup(name)
+        domain = domain_for(self.config.model, name)
         is_writer = jax.process_index() == 0
         predictions_path = self._predictions_path(name)
         completed = (self.completed.pop(name) if name in self.completed else self._completed(predictions_path)) if is_writer else []
@@ -473,7 +486,7 @@ class Evaluator:
             "domain": domain.name,
             "metric_kind": domain.metric_kind,
             "config": dataclasses.asdict(self.config),
-            "protocol": domains.PROTOCOL_NAME,
+            "protocol": domain.protocol.name,
             "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
             "action_horizon": self.model.config.action_horizon if domain.uses_actions and self.predicts_actions else None,
             **self._actions_note(domain),
@@ -520,17 +533,26 @@ class Evaluator:
         return {}
 
 
+def domain_for(model: str, name: str) -> domains.Domain:
+    """Domain `name`'s table entry under the protocol MultiNet ran family `model` with: the family's own where the
+    registry names one (`registry.Family.protocol`), MultiNet's Pi0 protocol otherwise."""
+    domain = domains.lookup(name)
+    family = registry.family(model)
+    return domain if family.protocol is None else dataclasses.replace(domain, protocol=family.protocol(domain.name))
+
+
 def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
     manifest, so a resume under another protocol is refused, and in the domain's metrics file. Families with their
     own tokenizer always decode as Hugging Face does, over their own vocabulary; the others read the prompt
     tokenizer's (PaliGemma's) and decode as openpi does."""
     family = registry.family(config.model)
-    decodes_tokens = not (family.action_decoding == "flow" and domains.lookup(name).uses_actions)
+    domain = domain_for(config.model, name)
+    decodes_tokens = not (family.action_decoding == "flow" and domain.uses_actions)
     prompt_vocabulary = not family.bundles_tokenizer
     decoding = "openpi_window" if config.openpi_exact_decoding and prompt_vocabulary else "contiguous"
-    return data.domain_protocol(name).applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
-                                              decoding=decoding, pads_vocabulary=prompt_vocabulary)
+    return domain.protocol.applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
+                                   decoding=decoding, pads_vocabulary=prompt_vocabulary)
 
 
 def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:

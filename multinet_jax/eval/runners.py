@@ -5,7 +5,9 @@
 - `TurnByTurn` (BFCL, as MultiNet's `bfcl_hf_inference.py` ran it): each conversation's history starts at its
   environment description; per turn the user's messages are appended (`"\\n User:"`), the model answers from the
   whole history (system prompt + history, re-tokenized each turn, up to the domain's decoding budget), and its
-  own stripped answer is appended (`"\\n Assistant:"`), so later turns see earlier answers. The batch keeps its
+  own stripped answer is appended (`"\\n Assistant:"`), so later turns see earlier answers. Under a protocol with a
+  chat (Magma's `bfcl_inference.py`) the history is chat messages instead: [system, user: the environment], each
+  turn's messages as the data has them, each non-empty answer as an assistant turn. The batch keeps its
   shape every turn (conversations already finished ride along masked), so each prompt bucket compiles once.
 
 Text outputs are decoded as Hugging Face's processor decodes them (`decode_text`).
@@ -134,15 +136,24 @@ class TurnByTurn:
         histories = {row: batch["environment"][row] for row in rows}
         responses: dict[int, list[str]] = {row: [] for row in rows}
         longest_prompt = {row: 0 for row in rows}
+        chat = domain.protocol.chat
+        chats = {row: chat.messages(histories[row]) for row in rows} if chat is not None else {}
         observation = evaluator._observation(domain, batch)
         for turn in range(max((len(turns[row]) for row in rows), default=0)):
             active = [row for row in rows if turn < len(turns[row])]
             with timing.clock("output"):
                 for row in active:
                     histories[row] = prompts.bfcl_user_turn(histories[row], turns[row][turn])
+                    if chat is not None:
+                        chats[row] += [{"role": str(message["role"]), "content": str(message["content"])}
+                                       for message in turns[row][turn]]
                 texts = {row: prompts.bfcl_prompt(histories[row]) for row in active}
                 if evaluator.bundled_tokenizer:  # the model tokenizes `prompt` texts itself
                     turn_inputs = {"prompt": [texts.get(row, "") for row in range(len(batch["_mask"]))]}
+                    if chat is not None:  # ... from the conversation (rows not in this turn: an empty one)
+                        turn_inputs["chat"] = [chats[row] if row in active else chat.messages("")
+                                               for row in range(len(batch["_mask"]))]
+                        turn_inputs["chat_tokenizer_bos"] = chat.tokenizer_bos
                 else:
                     tokens = self._tokenize(evaluator, domain, len(batch["_mask"]), texts)
                     turn_inputs = {key: tokens[key] for key in ("tokenized_prompt", "tokenized_prompt_mask")}
@@ -155,6 +166,8 @@ class TurnByTurn:
                     response = decode_text(evaluator.text_tokenizer, raw[row])
                     responses[row].append(response)
                     histories[row] = prompts.bfcl_assistant_turn(histories[row], response)
+                    if chat is not None and response:  # MultiNet's Magma script adds only non-empty answers
+                        chats[row].append({"role": "assistant", "content": response})
         records = []
         for row in rows:
             calls = [domains.parse_function_calls(response) for response in responses[row]]

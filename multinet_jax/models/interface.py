@@ -17,13 +17,15 @@ the evaluator refuse such a run before loading anything.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
     import jax
+
+    from multinet_jax import domains
 
 Observation = Mapping[str, Any]
 # How a family's action outputs are normalized: openpi's z-score (x * std + mean) or OpenVLA's bounds
@@ -37,7 +39,7 @@ class InferenceOptions:
 
     num_flow_steps: int = 10  # flow-matching families (Pi0)
     max_decoding_steps: int = 32  # token-decoding families (Pi0-FAST actions, every family's text)
-    temperature: float = 0.0  # text decoding; action decoding is greedy
+    temperature: float = 0.0  # text decoding; actions are greedy unless the domain's protocol samples them (Magma's Open-X)
     openpi_exact: bool = True  # Pi0-FAST: openpi's decode window (`models.decoding`)
     action_dim: int | None = None  # one-token-per-dim families (OpenVLA): dims to decode; None: the family's own
     center_crop: bool = False  # OpenVLA: its evaluation scripts' center crop before the processor (MultiNet ran it so)
@@ -68,8 +70,9 @@ class MultiNetActions(Protocol):
         domain it cannot score (before any model time)."""
         ...
 
-    def predictions(self, actions: np.ndarray, norm: Callable[[np.ndarray], np.ndarray], domain: str) -> list[list[float] | None]:
-        """Continuous actions `[b, 1, dims]` (normalized) -> one prediction per row (None: invalid)."""
+    def predictions(self, actions: np.ndarray, norm: domains.ActionNorm, domain: str) -> list[list[float] | None]:
+        """Continuous actions `[b, 1, dims]` (normalized) -> one prediction per row (None: invalid); `norm` unnormalizes
+        with the statistics it holds (`norm.stats`)."""
         ...
 
     def note(self, domain: str, options: InferenceOptions) -> dict[str, Any]:

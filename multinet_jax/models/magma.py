@@ -37,15 +37,16 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics
+from multinet_jax.models import action_bins, activations, causal_lm, decoding, magma_protocol, numerics
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
 from multinet_jax.models.magma_checkpoint import MagmaConfig
-from multinet_jax.models.magma_inputs import Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt, merge_plan
+from multinet_jax.models.magma_inputs import (IMAGE_TOKEN, Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt,
+                                              chat_text, merge_plan)
 from multinet_jax.models.masks import make_attn_mask
 
-ACTION_DIM = 7  # SimplerEnv / MultiNet read 7 action tokens
+ACTION_DIM = magma_protocol.ACTION_DIM  # SimplerEnv / MultiNet read 7 action tokens
 # Text ids of the benchmarks' random prompt: the order of a chat-formatted action prompt's (two BOS, the Llama-3 headers,
 # "<image>\nWhat action should the robot take to <instruction>?"); a chosen length, not a measured one.
 BENCHMARK_PROMPT_TOKENS = 48
@@ -172,7 +173,7 @@ class MagmaModel:
     family = "magma"
     action_normalization = "quantiles"
     norm_stats = SIMPLERENV_NORM_STATS  # Magma-8B ships none: SimplerEnv's, which its evaluation code hard-codes
-    multinet_actions = None  # MultiNet's default rules: the first dims, unnormalized with the split's q01 / q99
+    multinet_actions = magma_protocol.MultiNetActions()  # MultiNet's Magma script's Open-X rules
 
     def __init__(self, config: MagmaConfig, params: Any, tokenizer: MagmaTokenizer | None,
                  image_processor: ImageProcessor | None, image_start_end: bool, mesh: Mesh | None = None):
@@ -191,12 +192,15 @@ class MagmaModel:
         """Magma's chat prompt around one user turn (`magma_inputs.chat_prompt`)."""
         return chat_prompt(user, self.tokenizer.bos_token, self.image_start_end)
 
-    def batch(self, prompts: Sequence[str], images: Sequence[Sequence[np.ndarray]]) -> Batch:
-        """Full prompts (each `<image>` once per image) and each row's RGB uint8 images -> the model's batch."""
+    def batch(self, prompts: Sequence[str], images: Sequence[Sequence[np.ndarray]], tokenizer_bos: bool = True) -> Batch:
+        """Full prompts (each `<image>` once per image) and each row's RGB uint8 images -> the model's batch.
+        `tokenizer_bos`: the tokenizer adds its BOS before the template's (Magma's processor) or not
+        (`apply_chat_template(tokenize=True)`)."""
         if len(prompts) != len(images) or not prompts:
             raise ValueError(f"Magma needs one image list per prompt (>= 1), got {len(prompts)} prompts and {len(images)}")
         processed = [[self.image_processor(image) for image in row] for row in images]
-        rows = [self.tokenizer.encode(prompt) for prompt in prompts]
+        encode = self.tokenizer.encode if tokenizer_bos else self.tokenizer.encode_continuation
+        rows = [encode(prompt) for prompt in prompts]
         feature_size = self.image_processor.crop_size // self.config.vision.stride
         return merge_plan(rows, processed, self.config.image_token_id, feature_size)
 
@@ -228,20 +232,23 @@ class MagmaModel:
         generated = self.generate(batch, max_decoding_steps=max_decoding_steps, rng=rng, temperature=temperature)
         return [self.tokenizer.decode(row) for row in generated]
 
-    def action_token_ids(self, generated: np.ndarray, dims: int = ACTION_DIM) -> np.ndarray:
-        """The `dims` ids before each row's last generated token (its EOS), as `output_ids[-8:-1]` reads them;
-        int64 `[b, dims]`."""
+    def action_token_ids(self, generated: np.ndarray, dims: int = ACTION_DIM) -> tuple[np.ndarray, np.ndarray]:
+        """(the `dims` ids before each row's last generated token (its EOS), as `output_ids[-8:-1]` reads them, int64
+        `[b, dims]`; whether the row has them: False where it ended before `dims` ids were generated)."""
         generated = np.asarray(generated)
         ended = np.isin(generated, self.tokenizer.eos_ids)
         last = np.where(ended.any(axis=1), ended.argmax(axis=1), generated.shape[1] - 1)  # the row's final token
         columns = last[:, None] - dims + np.arange(dims)[None, :]
-        if (columns < 0).any():
-            raise ValueError(f"a row ended before {dims} action tokens (decode at least {dims + 1} tokens)")
-        return np.take_along_axis(generated, columns, axis=1).astype(np.int64)
+        return np.take_along_axis(generated, np.maximum(columns, 0), axis=1).astype(np.int64), columns[:, 0] >= 0
 
     def normalized_actions(self, token_ids: np.ndarray) -> np.ndarray:
         """Action token ids -> bin centers in [-1, 1] (float64; the last 256 ids of the tokenizer's base vocabulary)."""
         return action_bins.normalized_actions(token_ids, self.tokenizer.vocab_size)
+
+    def decoded_actions(self, generated: np.ndarray, dims: int = ACTION_DIM) -> np.ndarray:
+        """Generated ids -> normalized actions float64 `[b, dims]`; NaN rows where the decode ended before `dims` ids."""
+        token_ids, complete = self.action_token_ids(generated, dims)
+        return np.where(complete[:, None], self.normalized_actions(token_ids), np.nan)
 
     def action_stats(self, unnorm_key: str | None) -> dict[str, np.ndarray]:
         """SimplerEnv's `action_norm_stats[unnorm_key]` as arrays (q01, q99, mask)."""
@@ -253,31 +260,42 @@ class MagmaModel:
                        max_decoding_steps: int = ACTION_DIM + 1) -> np.ndarray:
         """SimplerEnv's `MagmaInference.step` for a batch, greedy: RGB uint8 images (SimplerEnv resizes its frames to
         256 x 256 first) and instructions -> unnormalized actions float64 `[b, 7]` with the statistics of
-        `unnorm_key` ("bridge_orig" or "google_robot")."""
+        `unnorm_key` ("bridge_orig" or "google_robot"); NaN rows where the decode ended before 7 action ids."""
         stats = self.action_stats(unnorm_key)
         batch = self.batch([self.prompt(action_prompt(text)) for text in instructions], [[image] for image in images])
         generated = self.generate(batch, max_decoding_steps=max_decoding_steps)
-        return action_bins.unnormalize(self.normalized_actions(self.action_token_ids(generated)), stats)
+        return action_bins.unnormalize(self.decoded_actions(generated), stats)
 
     def _observation_batch(self, observation: Observation, for_actions: bool) -> Batch:
         """The evaluator's batch -> Magma's: its first camera's image (uint8, or the pipeline's [-1, 1] float32) and
-        its `prompt` texts, as the action question or a plain question."""
+        its conversation: `chat` (per row the protocol's messages; the image goes where they say `<image>`), else its
+        `prompt` texts as the action question or a plain question after Magma's system prompt."""
         cameras = [key for key in observation if key.startswith("image/")]
         if not cameras or "prompt" not in observation:
             raise KeyError(f"Magma reads `image/<camera>` (uint8) and `prompt`; the observation has {sorted(observation)}")
         images = [np.asarray(image) for image in observation[cameras[0]]]
         images = [image if image.dtype == np.uint8 else np.rint((image.astype(np.float32) + 1) * 127.5).astype(np.uint8)
                   for image in images]
+        if "chat" in observation:
+            if len(observation["chat"]) != len(images) or "chat_tokenizer_bos" not in observation:
+                raise ValueError(f"chat: Magma reads one conversation per row and `chat_tokenizer_bos`, got "
+                                 f"{len(observation['chat'])} for {len(images)} rows")
+            texts = [chat_text(messages, self.tokenizer.bos_token, self.image_start_end) for messages in observation["chat"]]
+            return self.batch(texts, [[image] if IMAGE_TOKEN in text else [] for text, image in zip(texts, images)],
+                              tokenizer_bos=bool(observation["chat_tokenizer_bos"]))
         users = [action_prompt(str(text)) if for_actions else f"<image>\n{text}" for text in observation["prompt"]]
         return self.batch([self.prompt(user) for user in users], [[image] for image in images])
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
-        """`interface.Model`: greedy action tokens -> normalized actions `[b, 1, dims]` in [-1, 1] (`options.action_dim`
-        dims, default 7), read as `output_ids[-(dims + 1):-1]`."""
+        """`interface.Model`: up to `options.max_decoding_steps` action tokens (sampled at `options.temperature`, from
+        `rng` folded with each row's `sample_index`) -> normalized actions `[b, 1, dims]` in [-1, 1]
+        (`options.action_dim` dims, default 7), read as `output_ids[-(dims + 1):-1]`; NaN rows where the decode ended
+        before `dims` ids (invalid predictions)."""
         dims = ACTION_DIM if options.action_dim is None else options.action_dim
-        generated = self.generate(self._observation_batch(observation, for_actions=True), max_decoding_steps=dims + 1,
+        generated = self.generate(self._observation_batch(observation, for_actions=True), rng=rng,
+                                  max_decoding_steps=options.max_decoding_steps, temperature=options.temperature,
                                   sample_index=observation.get("sample_index"))
-        return self.normalized_actions(self.action_token_ids(generated, dims))[:, None, :]
+        return self.decoded_actions(generated, dims)[:, None, :]
 
     def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
                       temperature: float = 0.0, openpi_exact: bool = True, logits_vocab_size: int | None = None) -> jax.Array:
@@ -306,7 +324,7 @@ class MagmaModel:
         `{"prefix_last", "prefix_mean": [b, depth, width]}` of its action prompt's text after the image, float32).
         Magma has no action expert (no `action_mean`); `num_steps` does not apply."""
         del num_steps
-        actions = self.predict_actions(observation, rng=rng, options=InferenceOptions())
+        actions = self.predict_actions(observation, rng=rng, options=InferenceOptions(max_decoding_steps=ACTION_DIM + 1))
         batch = self._observation_batch(observation, for_actions=True)
         streams = causal_lm.compiled_pass(_prompt_streams_fn, Magma(self.config), self.mesh)(
             self.params, *self._placed(batch, batch.prompt_mask))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,12 +96,18 @@ class MagmaTokenizer:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
 
-def chat_prompt(user: str, bos_token: str, image_start_end: bool, system: str = SYSTEM_PROMPT) -> str:
-    """Llama-3-Instruct's chat template over [system, user] with the generation prompt (module docstring)."""
-    turns = "".join(f"<|start_header_id|>{role}<|end_header_id|>\n\n{content.strip()}<|eot_id|>"
-                    for role, content in (("system", system), ("user", user)))
+def chat_text(messages: Sequence[Mapping[str, str]], bos_token: str, image_start_end: bool) -> str:
+    """Llama-3-Instruct's chat template over `{"role", "content"}` messages with the generation prompt (module
+    docstring); every `<image>` wrapped in its start/end tokens when `image_start_end`."""
+    turns = "".join(f"<|start_header_id|>{message['role']}<|end_header_id|>\n\n{message['content'].strip()}<|eot_id|>"
+                    for message in messages)
     prompt = f"{bos_token}{turns}<|start_header_id|>assistant<|end_header_id|>\n\n"
     return prompt.replace(IMAGE_TOKEN, "".join((IMAGE_START_END[0], IMAGE_TOKEN, IMAGE_START_END[1]))) if image_start_end else prompt
+
+
+def chat_prompt(user: str, bos_token: str, image_start_end: bool, system: str = SYSTEM_PROMPT) -> str:
+    """The chat template over [system, user] (`chat_text`)."""
+    return chat_text([{"role": "system", "content": system}, {"role": "user", "content": user}], bos_token, image_start_end)
 
 
 def select_best_resolution(original_size: tuple[int, int], resolutions: Sequence[tuple[int, int]]) -> tuple[int, int]:
@@ -248,7 +254,7 @@ def merge_plan(token_rows: Sequence[Sequence[int]], images: Sequence[Sequence[tu
             prompt_start = len(sequence)
         merged.append((sequence, prompt_start))
     length = _round_up(max(len(sequence) for sequence, _ in merged), length_multiple)
-    size = images[0][0][0].shape[1] if any(images) else feature_size * 32
+    size = next((row[0][0].shape[1] for row in images if row), feature_size * 32)
     crops = np.zeros((batch, max_crops, size, size, 3), np.float32)
     tokens = np.zeros((batch, text_length), np.int32)
     gather = np.zeros((batch, length), np.int32)

@@ -103,6 +103,9 @@ class Family:
     # samples hold no state is refused for it (the zero state would be made up). None: the family takes the state the
     # data gives, none included (MultiNet's Pi0 protocol pads it with zeros).
     state_dims: Callable[[str], int] | None = None
+    # (domain name) -> the `domains.Protocol` MultiNet ran this family under with scripts of its own (Magma's);
+    # None: MultiNet's Pi0 protocol, the domain table's.
+    protocol: Callable[[str], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -281,7 +284,8 @@ register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA
                        demo_config="openvla_tiny"))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
-                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny"))
+                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
+                       protocol=hook(f"{_MAGMA}_protocol:domain_protocol")))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny"))

@@ -1,0 +1,137 @@
+"""MultiNet v1.0's Magma protocol: how MultiNet's own Magma scripts (ManifoldRG/MultiNet d6fe80e,
+`src/v1/modules/Magma/scripts/`) prompted Magma-8B, how long they let it answer and how they read its answers.
+The Magma family's registry entry names `domain_protocol`, so `eval --model=magma` runs it without the evaluator
+naming the family. `tests/test_protocol_magma.py` checks all of it against what those scripts built when run
+(`tests/fixtures/multinet_magma_generated.json`).
+
+- Open-X (`magma_openx_inference.py`): [system "You are agent that can see, talk and act.", user "<image>\\nWhat
+  action should the robot take to {instruction}?"] through Magma's chat template; sampled at temperature 0.7 with
+  `max_new_tokens=1000` (here from `--seed`, folded with each sample's index: reproducible, not MultiNet's torch
+  draws); the 7 ids before the last generated token (`generate_ids[0, -8:-1]`) decoded by Magma's `ActionTokenizer`,
+  zero-padded (normalized zeros) or truncated to the split statistics' dims, unnormalized with the split's q01 / q99
+  on every dim (`unnormalize_action`: no mask). A row whose decode ends before 7 ids exist is an invalid prediction
+  here; MultiNet's slice then read prompt ids as actions.
+- PIQA (`piqa_inference.py`): the question alone as the user turn (no system prompt, no image), tokenized by
+  `apply_chat_template` (one BOS); greedy, 5 new tokens; the answer is the first run of digits.
+- ODinW, SQA3D, RoboVQA (`odinw_single_inference.py`, `sqa3d_single_inference.py`, `robovqa_single_inference.py`):
+  [system: the domain's system prompt, user "<image>\\n{question}"] with the sample's image at its own size (Magma's
+  processor crops it); greedy, 75 new tokens; ODinW's answer is the first run of digits when it names a class (an
+  answer starting "Coordinate" is invalid), SQA3D's / RoboVQA's the normalized text (`domains.parse_text_magma`).
+- BFCL (`bfcl_inference.py`): [system: BFCL's prompt, user: the environment, then each turn's user messages and
+  Magma's non-empty answers as assistant turns], tokenized by `apply_chat_template`; greedy, 150 new tokens a turn.
+
+Not reproduced (each named in the metrics files): MultiNet's Open-X ground-truth transforms for openx_bimanual
+(the last 7 of 14 dims, statistics recomputed over them) and openx_wheeled_robot (zeros appended to 7 dims), since
+the project scores every family against the split's own ground truth (a 14-dim split gets the zero-padded
+predictions the rule above gives any split the script does not transform); the 1024-token right truncation of
+PIQA's and BFCL's chats (`max_length=1024`); the scripts of Overcooked (36 joint-action probabilities, Brier scores)
+and openx_quadrupedal (its own prompt, greedy, 256 tokens; `NOT_ENCODED`). On those two and on Act2Answer, which
+MultiNet never ran with Magma, Magma keeps the default output rules and reads SimplerEnv's step (7 greedy action
+ids and the EOS after them), recorded as protocol `magma_simplerenv_step`, not MultiNet's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from multinet_jax import domains
+from multinet_jax.data import prompts
+from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.magma_inputs import SYSTEM_PROMPT, action_prompt
+
+PROTOCOL_NAME = "multinet_v1_magma"
+# Domains run without a MultiNet Magma script: SimplerEnv's step (7 greedy action ids and the EOS after them).
+SIMPLERENV_STEP_NAME = "magma_simplerenv_step"
+# Domains MultiNet ran Magma on with scripts whose protocol is not encoded here, and those scripts.
+NOT_ENCODED = {"overcooked_ai": "overcooked_single_inference.py", "openx_quadrupedal": "magma_openx_quadrupedal_inference.py"}
+ACTION_DIM = 7
+OPENX_MAX_NEW_TOKENS = 1000
+OPENX_TEMPERATURE = 0.7
+_IMAGE_QUESTION = "<image>\n{question}"
+
+OPENX_CHAT = domains.Chat(SYSTEM_PROMPT, action_prompt("{question}"), "", tokenizer_bos=True)
+# Per text domain: the conversation of its script (the question after what the domain's prompt puts before it,
+# `data/prompts.py`) and its budget (max_new_tokens).
+TEXT_CHATS = {
+    "piqa": (domains.Chat(None, "{question}", prompts.with_system_prompt(prompts.PIQA_SYSTEM_PROMPT, ""), tokenizer_bos=False), 5),
+    "odinw": (domains.Chat(prompts.ODINW_SYSTEM_PROMPT, _IMAGE_QUESTION,
+                           prompts.with_system_prompt(prompts.ODINW_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
+    "sqa3d": (domains.Chat(prompts.SQA3D_SYSTEM_PROMPT, _IMAGE_QUESTION,
+                           prompts.with_system_prompt(prompts.SQA3D_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
+    "openx_multi_embodiment": (domains.Chat(prompts.ROBOVQA_PROMPT, _IMAGE_QUESTION, prompts.robovqa_prompt(""),
+                                            tokenizer_bos=True), 75),
+    # The conversation starts from the environment (`bfcl_environment`); the runner appends the turns.
+    "bfcl": (domains.Chat(prompts.BFCL_SYSTEM_PROMPT, "{question}", "", tokenizer_bos=False), 150),
+}
+
+
+def domain_protocol(name: str) -> domains.Protocol:
+    """Magma's protocol on domain `name` (the registry's `Family.protocol`): MultiNet's Magma script's where it ran
+    one, else the domain's default rules with SimplerEnv's step (module docstring)."""
+    domain = domains.lookup(name)
+    default = domain.protocol
+    if domain.name in TEXT_CHATS:
+        chat, budget = TEXT_CHATS[domain.name]
+        return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=budget, name=PROTOCOL_NAME, chat=chat,
+                                   image_resize=domains.ImageResize.OPENPI, blank_image=None, logits_vocab_size=None,
+                                   answer="magma_scripts")
+    if domain.output is domains.Output.CONTINUOUS_ACTIONS and domain.name not in NOT_ENCODED:
+        return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=OPENX_MAX_NEW_TOKENS, name=PROTOCOL_NAME,
+                                   temperature=OPENX_TEMPERATURE, chat=OPENX_CHAT)
+    return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=ACTION_DIM + 1, name=SIMPLERENV_STEP_NAME)
+
+
+def fit_dims(actions: np.ndarray, dims: int) -> np.ndarray:
+    """Normalized actions `[b, n]` zero-padded or truncated to `dims` (`magma_openx_inference.py`, after decoding)."""
+    actions = np.asarray(actions, np.float64)
+    if actions.shape[1] >= dims:
+        return actions[:, :dims]
+    return np.concatenate([actions, np.zeros((len(actions), dims - actions.shape[1]))], axis=1)
+
+
+def ground_truth_note(domain: str) -> str:
+    """How this project's ground truth for `domain` relates to what MultiNet's Magma script scored."""
+    if domain in NOT_ENCODED:
+        return (f"the split's own dims, the 7 predicted ones zero-padded or truncated to them; MultiNet ran Magma here "
+                f"with {NOT_ENCODED[domain]}, whose protocol is not encoded")
+    if domain == "openx_bimanual":
+        return ("the split's 14 dims, the 7 predicted ones zero-padded to 14; MultiNet's script scored the ground truth's "
+                "last 7 dims instead (its bimanual transform, statistics recomputed over them): not reproduced")
+    if domain == "openx_wheeled_robot":
+        return ("the split's own dims, the predictions truncated to them; MultiNet's script appended zeros to the ground "
+                "truth up to 7 dims and scored all 7: not reproduced")
+    return "the split's own dims, the 7 predicted ones zero-padded or truncated to them (as MultiNet's script)"
+
+
+class MultiNetActions:
+    """`interface.MultiNetActions` for Magma: the Open-X rules of `magma_openx_inference.py` (module docstring)."""
+
+    def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """The split's q01 / q99 on every dim (`unnormalize_action` has no mask)."""
+        return {key: value for key, value in stats.items() if key != "mask"}
+
+    def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
+        """Magma reads 7 action ids whatever the statistics' dims; budget and temperature are the protocol's. A budget
+        without room for the 7 ids and the token after them is refused before any model time."""
+        if options.max_decoding_steps < ACTION_DIM + 1:
+            raise ValueError(f"{domain}: --max_decoding_steps={options.max_decoding_steps} leaves Magma no room for its "
+                             f"{ACTION_DIM} action ids and the token after them: pass at least {ACTION_DIM + 1}")
+        return dataclasses.replace(options, action_dim=ACTION_DIM)
+
+    def predictions(self, actions: np.ndarray, norm: domains.ActionNorm, domain: str) -> list[list[float] | None]:
+        """`[b, 1, 7]` normalized actions (NaN rows: the decode ended before 7 ids) -> per row the action fitted to the
+        statistics' dims and unnormalized; None when invalid."""
+        values = norm(fit_dims(np.asarray(actions)[:, 0], len(norm.stats["q01"])))
+        return [row.tolist() if np.all(np.isfinite(row)) else None for row in values]
+
+    def note(self, domain: str, options: InferenceOptions) -> dict[str, Any]:
+        return {"magma_actions": {
+            "action_ids": "the 7 ids before each row's last generated token (generate_ids[0, -8:-1]); a row ending "
+                          "before 7 exist is invalid",
+            "max_decoding_steps": options.max_decoding_steps, "temperature": options.temperature,
+            "ground_truth": ground_truth_note(domain),
+            "source": "ManifoldRG/MultiNet d6fe80e src/v1/modules/Magma/scripts/magma_openx_inference.py"}}

@@ -1,0 +1,281 @@
+"""MultiNet's Magma protocol (`models/magma_protocol.py`) against what MultiNet's own Magma scripts built when run.
+
+`fixtures/multinet_magma_generated.json` was written by running those scripts (ManifoldRG/MultiNet d6fe80e,
+`src/v1/modules/Magma/scripts/`) unmodified on `../shared/data/multinet_sample` with a scripted stand-in model
+(`fixtures/README.md`): the conversations, the text Magma's chat template made of them, the `generate` arguments,
+the scripted outputs and what the scripts made of them. Every expected value below is read from it; the project's
+side is built from the same data by the project's own sources, protocol and model code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import eval_helpers
+from conftest import shared_path
+from magma_helpers import magma_dir, magma_model
+from multinet_jax import data, domains, metrics
+from multinet_jax.eval import loop, runners
+from multinet_jax.models import magma_protocol
+from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.magma_inputs import MagmaTokenizer, chat_text
+
+FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "multinet_magma_generated.json"
+
+
+@functools.cache
+def fixture() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+@functools.cache
+def bos() -> str:
+    return MagmaTokenizer(magma_dir()).bos_token
+
+
+def samples(domain: str, directory: pathlib.Path, cache_dir: pathlib.Path, split: str = "public") -> list[dict]:
+    source = data.make_source(domain, directory, split=split, cache_dir=cache_dir)
+    return [source[index] for index in range(len(source))]
+
+
+def rendered(domain: str, prompt: str, image_start_end: bool) -> str:
+    """The text Magma's chat template makes of the protocol's conversation around a domain's prompt."""
+    return chat_text(magma_protocol.domain_protocol(domain).chat.messages(prompt), bos(), image_start_end)
+
+
+def check_generation(domain: str, reference: dict) -> None:
+    """Budget, sampling and how the chat was tokenized, as the script's `generate` and template calls had them."""
+    protocol, kwargs = magma_protocol.domain_protocol(domain), reference["generate_kwargs"][0]
+    assert all(call == kwargs for call in reference["generate_kwargs"]), domain
+    assert protocol.max_new_tokens == kwargs["max_new_tokens"], domain
+    assert protocol.temperature == (kwargs["temperature"] if kwargs["do_sample"] else None), domain
+    # apply_chat_template(tokenize=True) adds no BOS of the tokenizer's; the processor's call on the text does
+    assert protocol.chat.tokenizer_bos == (not reference["chat_template_kwargs"][0]["tokenize"]), domain
+
+
+def check_text_domain(domain: str, ours: list[dict], reference: dict) -> None:
+    """Our samples' conversations rendered as MultiNet's (as multisets: the scripts' order may differ) and each
+    image reaching the processor at its own size."""
+    texts = [rendered(domain, sample["prompt"], image_start_end=True) for sample in ours]
+    assert sorted(texts) == sorted(reference["chat_template_text"]), domain
+    if "image_sizes" in reference:
+        sizes = [[list(sample["image"].shape[1::-1])] for sample in ours]
+        assert sorted(zip(texts, sizes)) == sorted(zip(reference["chat_template_text"], reference["image_sizes"])), domain
+    check_generation(domain, reference)
+
+
+# ---------------------------------------------------------------------------------------------------- Open-X
+
+
+@pytest.fixture(scope="module")
+def bimanual(tmp_path_factory) -> tuple[list[dict], dict]:
+    directory = shared_path("data", "multinet_sample", "openx_bimanual")
+    cache_dir = tmp_path_factory.mktemp("cache")
+    return (samples("openx_bimanual", directory, cache_dir),
+            data.action_stats("openx_bimanual", directory, split="public", cache_dir=cache_dir, kind="multinet"))
+
+
+def test_openx_conversation_budget_and_sampling_are_multinets(bimanual):
+    ours, _ = bimanual
+    for reference in fixture()["openx"].values():
+        assert len(ours) == len(reference["chat_template_text"])
+        for sample, template_text, processor_text, sizes in zip(ours, reference["chat_template_text"],
+                                                                 reference["processor_texts"], reference["image_sizes"]):
+            assert rendered("openx_bimanual", sample["prompt"], image_start_end=False) == template_text
+            assert rendered("openx_bimanual", sample["prompt"], image_start_end=True) == processor_text
+            assert [list(sample["image"].shape[1::-1])] == sizes  # the frame at its own size
+        check_generation("openx_bimanual", reference)
+
+
+def fixture_predictions(reference: dict, stats: dict) -> list[list[float] | None]:
+    """The project's predictions from the fixture's generated ids: Magma's action ids and decoding, then the rules."""
+    model = magma_model()
+    width = max(len(row) for row in reference["generated_ids"])
+    generated = np.array([row + [model.tokenizer.pad_id] * (width - len(row)) for row in reference["generated_ids"]])
+    rules = magma_protocol.MultiNetActions()
+    norm = domains.ActionNorm(model.action_normalization, rules.split_statistics(stats))
+    return rules.predictions(model.decoded_actions(generated)[:, None, :], norm, "openx_bimanual")
+
+
+def test_a_14_dim_split_gets_multinets_zero_padded_predictions(bimanual):
+    """Under the script's default dataset name nothing transforms the 14-dim ground truth: the 7 decoded dims are
+    zero-padded to 14 and unnormalized with the split's q01 / q99."""
+    ours, stats = bimanual
+    reference = fixture()["openx"]["openx"]
+    for key in ("q01", "q99"):
+        np.testing.assert_allclose(stats[key], reference["action_stats"][key], rtol=1e-6, atol=0, err_msg=key)
+    np.testing.assert_array_equal([sample["ground_truth"] for sample in ours], reference["ground_truth"])
+    predictions = fixture_predictions(reference, stats)
+    early = [index for index, row in enumerate(reference["generated_ids"]) if len(row) < magma_protocol.ACTION_DIM + 1]
+    assert early == [3]
+    for index, (prediction, expected) in enumerate(zip(predictions, reference["predictions"])):
+        if index in early:  # MultiNet's slice read prompt ids as actions there; here the row is invalid
+            assert prediction is None and np.all(np.isfinite(expected))
+        else:
+            assert len(prediction) == 14 and prediction[7:] == pytest.approx(np.asarray(stats["q01"][7:]) / 2 + np.asarray(stats["q99"][7:]) / 2)
+            np.testing.assert_allclose(prediction, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_multinets_bimanual_run_scored_the_last_seven_dims(bimanual):
+    """As MultiNet named the dataset, its script scored the ground truth's last 7 dims: not reproduced, and said."""
+    ours, _ = bimanual
+    np.testing.assert_array_equal(np.asarray([sample["ground_truth"] for sample in ours])[:, -7:],
+                                  fixture()["openx"]["openx_bimanual"]["ground_truth"])
+    assert "last 7 dims" in magma_protocol.ground_truth_note("openx_bimanual")
+
+
+def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
+    ours, stats = bimanual
+    reference = fixture()["openx"]["openx"]
+    model = magma_model()
+    width = max(len(row) for row in reference["generated_ids"])
+    generated = np.array([row + [model.tokenizer.pad_id] * (width - len(row)) for row in reference["generated_ids"]])
+    domain = loop.domain_for("magma", "openx_bimanual")
+    rules = magma_protocol.MultiNetActions()
+    batch = {"_mask": np.ones(len(ours), bool), "id": [sample["id"] for sample in ours],
+             "sample_index": np.arange(len(ours)), "ground_truth": [sample["ground_truth"] for sample in ours]}
+    records = runners.SingleCall.output_records(model.tokenizer, rules, domain, batch, model.decoded_actions(generated)[:, None, :],
+                                                domains.ActionNorm("quantiles", rules.split_statistics(stats)))
+    assert [record["prediction"] is None for record in records] == [index == 3 for index in range(len(ours))]
+    scored = metrics.score("openx_bimanual", records, action_stats=stats)
+    assert scored["total_invalid_preds"] == 1
+
+
+def test_a_budget_without_room_for_the_action_ids_is_refused():
+    with pytest.raises(ValueError, match=r"^openx_bimanual: --max_decoding_steps=7 leaves Magma no room for its 7 action ids"):
+        magma_protocol.MultiNetActions().options("openx_bimanual", True, {}, InferenceOptions(max_decoding_steps=7))
+
+
+def test_sampled_actions_are_reproducible_from_the_seed():
+    """MultiNet's temperature 0.7 from one key folded with each row's sample index: the same key gives the same
+    actions, another key other ones."""
+    model = magma_model()
+    image = np.asarray(Image.new("RGB", (64, 48), (120, 30, 200)))
+    observation = {"image/base_0_rgb": np.stack([image, image]), "prompt": ["pick up the cup", "open the drawer"],
+                   "sample_index": np.array([0, 1])}
+    options = InferenceOptions(max_decoding_steps=24, temperature=magma_protocol.OPENX_TEMPERATURE)
+    first, again = (model.predict_actions(observation, rng=jax.random.key(5), options=options) for _ in range(2))
+    other = model.predict_actions(observation, rng=jax.random.key(6), options=options)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(np.nan_to_num(first, nan=9.0), np.nan_to_num(other, nan=9.0))
+
+
+# ---------------------------------------------------------------------------------------------------- text
+
+
+def test_piqa_is_multinets(tmp_path):
+    reference = fixture()["piqa"]
+    ours = samples("piqa", shared_path("data", "multinet_sample", "piqa"), tmp_path)
+    assert [rendered("piqa", s["prompt"], True) for s in ours] == reference["chat_template_text"]  # batched in order
+    assert [magma_protocol.domain_protocol("piqa").chat.messages(s["prompt"]) for s in ours] == reference["chats"]
+    check_text_domain("piqa", ours, reference)
+    parsed = [domains.parse_text_magma("multiple_choice", answer, {}) for answer in reference["answers"]]
+    assert parsed == [None if value == -1 else value for value in reference["parsed"]]
+
+
+def test_odinw_is_multinets(tmp_path):
+    reference = fixture()["odinw"]
+    check_text_domain("odinw", samples("odinw", shared_path("data", "multinet_sample", "odinw"), tmp_path), reference)
+    for subset, result in reference["subsets"].items():
+        sample = {"num_options": domains.ODINW_SUBSET_CLASSES[subset]}
+        parsed = [domains.parse_text_magma("classification", answer, sample) for answer in result["answers"]]
+        assert parsed == [None if value == -1 else value for value in result["parsed"]], subset
+
+
+def test_sqa3d_is_multinets(tmp_path):
+    reference = fixture()["sqa3d"]
+    constructed = json.loads((FIXTURE.parent / "multinet_generated.json").read_text())["sqa3d"]
+    (tmp_path / "v1_balanced_questions_test_scannetv2.json").write_text(json.dumps({"questions": constructed["questions"]}))
+    (tmp_path / "v1_balanced_sqa_annotations_test_scannetv2.json").write_text(json.dumps({"annotations": constructed["annotations"]}))
+    for scene in constructed["scenes_with_image"]:
+        Image.new("RGB", (4, 4)).save(tmp_path / f"{scene}_vh_clean_top_down.png")
+    check_text_domain("sqa3d", samples("sqa3d", tmp_path, tmp_path / "cache", split="test"), reference)
+    parsed = [domains.parse_text_magma("vqa", answer, {}) for answer in reference["answers"]]
+    assert parsed == reference["parsed"]
+
+
+def test_robovqa_is_multinets(tmp_path):
+    reference = fixture()["robovqa"]
+    ours = samples("openx_multi_embodiment", shared_path("data", "multinet_sample", "openx_multi_embodiment"), tmp_path)
+    check_text_domain("openx_multi_embodiment", ours, reference)
+    assert [domains.parse_text_magma("vqa", answer, {}) for answer in reference["answers"]] == reference["parsed"]
+
+
+class ScriptedEvaluator:
+    """What `TurnByTurn` reads of the evaluator, answering each conversation's turn with MultiNet's scripted answer
+    for it and keeping the conversations it was given."""
+
+    bundled_tokenizer = True
+
+    def __init__(self, responses: list[list[str]], ids: list[str]):
+        self.tokenizer = MagmaTokenizer(magma_dir())
+        self.text_tokenizer = self.tokenizer
+        self.responses, self.ids, self.turn, self.chats = responses, ids, 0, []
+
+    def _observation(self, domain, batch):
+        self.batch_ids = [str(value) for value in batch["id"]]
+        self.turn = 0
+        return {}
+
+    def _run_model(self, domain, observation):
+        rows = []
+        for row, chat in enumerate(observation["chat"]):
+            conversation = self.ids.index(self.batch_ids[row]) if self.batch_ids[row] in self.ids else None
+            answers = self.responses[conversation] if conversation is not None else []
+            if self.turn < len(answers):
+                self.chats.append(chat_text(chat, self.tokenizer.bos_token, False))
+            answer = answers[self.turn] if self.turn < len(answers) else ""
+            rows.append(self.tokenizer.encode_continuation(answer) + [self.tokenizer.eos_id])
+        self.turn += 1
+        width = max(len(row) for row in rows)
+        return np.array([row + [self.tokenizer.pad_id] * (width - len(row)) for row in rows])
+
+
+def test_bfcl_conversations_are_multinets(tmp_path):
+    """The runner's chat history, turn by turn, with MultiNet's answers scripted back: every conversation it builds is
+    one MultiNet's script built (which also re-sent finished ones while its batch went on), one per turn."""
+    reference = fixture()["bfcl"]
+    directory = shared_path("data", "multinet_sample", "bfcl_v3")
+    ours = samples("bfcl", directory, tmp_path)
+    evaluator = ScriptedEvaluator(reference["responses"], [sample["id"] for sample in ours])
+    domain = loop.domain_for("magma", "bfcl")
+    source = data.make_source("bfcl", directory, split="public", cache_dir=tmp_path)
+    for batch in data.load_source(source, batch_size=2, shard_index=0, shard_count=1, protocol=domain.protocol):
+        records = runners.TurnByTurn().records(evaluator, domain, batch, None, loop.Timing())
+        for record in records:
+            assert record["responses"] == reference["responses"][evaluator.ids.index(record["id"])]
+    assert len(evaluator.chats) == sum(len(turns) for turns in reference["responses"])
+    assert set(evaluator.chats) <= set(reference["chat_template_text"])
+    check_generation("bfcl", reference)
+
+
+# ---------------------------------------------------------------------------------------------------- eval
+
+
+@pytest.mark.parametrize("flagfile, domains_run", [("magma_openx.flags", "openx_bimanual"),
+                                                   ("magma_text.flags", "piqa,odinw,openx_multi_embodiment,bfcl")])
+def test_magma_flagfiles_run_the_protocol_on_the_demo(tmp_path, flagfile, domains_run):
+    paths = eval_helpers.assets()
+    result = eval_helpers.run_eval([f"--flagfile=flags/{flagfile}", f"--checkpoint={magma_dir()}", f"--data_dir={paths['data_dir']}",
+                                    f"--cache_dir={paths['cache_dir']}", "--split=public", f"--domains={domains_run}", "--limit=2",
+                                    "--batch_size=2", "--skip_similarity", "--seed=3", f"--output_dir={tmp_path}"], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name in domains_run.split(","):
+        written = json.loads((tmp_path / f"{name}_metrics.json").read_text())
+        assert written["protocol"] == written["protocol_settings"]["name"] == magma_protocol.PROTOCOL_NAME
+        assert written["config"]["seed"] == 3
+        assert written["protocol_settings"]["max_new_tokens"] == magma_protocol.domain_protocol(name).max_new_tokens
+        records = eval_helpers.read_jsonl(tmp_path / "predictions" / f"{name}.jsonl")
+        assert len(records) == 2
+    if flagfile == "magma_openx.flags":
+        assert written["protocol_settings"]["temperature"] == magma_protocol.OPENX_TEMPERATURE
+        assert written["magma_actions"]["temperature"] == magma_protocol.OPENX_TEMPERATURE
+        dims = len(records[0]["ground_truth"])
+        assert all(record["prediction"] is None or len(record["prediction"]) == dims for record in records)

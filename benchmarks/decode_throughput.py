@@ -3,7 +3,9 @@ of openpi's exact decode window on MultiNet's one-camera Open-X inputs.
 
 Run: `.venv/bin/python -m benchmarks.decode_throughput` (writes benchmarks/results/decode_throughput.json).
 
-Model: the `pi0_fast_tiny` config (SigLIP width 48 x 2 layers, Gemma width 64 x 3 layers, vocab 1024), float32,
+Model: the `pi0_fast_tiny` config (SigLIP width 48 x 2 layers, Gemma width 64 x 3 layers, vocab 1024), float32
+(`--dtype=bfloat16`: parameters and computation in bf16; bf16 rounding breaks the counter, so no row stops early
+and both modes run every step, which still times a step),
 random parameters with the LLM rewired into a counter so that every row finishes at a chosen step: the embedding
 puts token t (t < 256) on a circle at angle 2*pi*t/256, attention outputs are zero, and the first layer's MLP
 rotates by one notch, so greedy decoding after token t emits t+1, t+2, ... (mod 256) whatever the context. A row
@@ -35,6 +37,7 @@ import functools
 import statistics
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import time_call, write_report
@@ -51,9 +54,10 @@ CAMERAS = ("base_0_rgb", "base_1_rgb", "wrist_0_rgb")
 MODES = {"per_row_stopping": True, "baseline_run_to_max": False}
 
 
-def counting_model(seed: int = 0) -> Pi0FastModel:
-    """A tiny Pi0-FAST whose greedy output after token t is t+1 mod CYCLE (see the module docstring)."""
-    config = configs.get_config("pi0_fast_tiny")
+def counting_model(seed: int = 0, dtype: str = "float32") -> Pi0FastModel:
+    """A tiny Pi0-FAST whose greedy output after token t is t+1 mod CYCLE (see the module docstring), its parameters
+    and computation in `dtype`."""
+    config = configs.get_config("pi0_fast_tiny", dtype=dtype)
     params = jax.tree.map(np.array, init_params(config, jax.random.key(seed)))
     llm = params["PaliGemma"]["llm"]
     angles = 2 * np.pi * np.arange(CYCLE) / CYCLE
@@ -71,7 +75,7 @@ def counting_model(seed: int = 0) -> Pi0FastModel:
     gating[0, 1, 1:3, 0] = np.cos(step), -np.sin(step)
     gating[0, 1, 1:3, 1] = np.sin(step), np.cos(step)
     linear[0, 0, 1] = linear[0, 1, 2] = 100.0  # dominate the residual (the un-rotated angle)
-    return Pi0FastModel(config, params, None)
+    return Pi0FastModel(config, jax.tree.map(lambda x: jnp.asarray(x, dtype), params), None)
 
 
 def make_observation(finish: np.ndarray, with_images: bool, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -199,14 +203,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS))
     parser.add_argument("--name", default="decode_throughput", help="results file benchmarks/results/<name>.json")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="parameters and compute")
+    parser.add_argument("--batch_sizes", default=",".join(map(str, BATCH_SIZES)), help="comma-separated")
     args = parser.parse_args()
-    model = counting_model()
+    model = counting_model(dtype=args.dtype)
+    batch_sizes = [int(batch) for batch in args.batch_sizes.split(",")]
     rng = np.random.default_rng(0)
-    scenarios = {name: [SCENARIOS[name](model, batch, rng) for batch in BATCH_SIZES] for name in args.scenarios.split(",")}
+    scenarios = {name: [SCENARIOS[name](model, batch, rng) for batch in batch_sizes] for name in args.scenarios.split(",")}
     write_report(
         args.name,
         {
-            "model": "pi0_fast_tiny (SigLIP 48x2, Gemma 64x3, vocab 1024), float32, LLM rewired as a counter",
+            "model": f"pi0_fast_tiny (SigLIP 48x2, Gemma 64x3, vocab 1024), {args.dtype}, LLM rewired as a counter",
             "max_decoding_steps": MAX_DECODING_STEPS,
             "finish_step_range": FINISH_RANGE,
             "prompt_lengths": PROMPT_LENGTHS,

@@ -16,10 +16,11 @@ float32 inputs, as openpi's, so their kernels are converted once per call).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -30,6 +31,7 @@ from multinet_jax import sharding
 from multinet_jax.models.interface import InferenceOptions
 
 OPTIONS = InferenceOptions(num_flow_steps=3, max_decoding_steps=4)
+FAMILIES = ("pi0_fast", "openvla", "pi0", "pi05")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(([^)]*)\)")
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
@@ -97,7 +99,7 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
 
     A weight: an operand with the dims of a parameter (a stack of layers, or the `[.., 2, width, mlp]` gating),
     output with the element count of the whole operand or of a trailing block of at least a matrix. A cache: an
-    operand `cache_dims` accepts (the stacked `[depth, b, slots, kv_heads, head_dim]`), the whole or one layer."""
+    operand `cache_dims` accepts (the stacked `[depth, b, slots, kv_heads, head_dim]`), whole."""
     weights = {np.shape(leaf) for leaf in jax.tree.leaves(params)}
     found = []
     for instruction in instructions:
@@ -110,14 +112,9 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
                 if operand_dtype not in ("bf16", "u16"):
                     continue
                 blocks = {math.prod(operand[start:]) for start in range(max(len(operand) - 1, 1))}
-                if (operand in weights or cache_dims(operand)) and math.prod(dims) in blocks:
+                if (operand in weights and math.prod(dims) in blocks) or (cache_dims(operand) and dims == operand):
                     found.append((instruction.opcode, dims, operand))
     return found
-
-
-@pytest.fixture(scope="module")
-def mesh():
-    return sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
 
 
 def kv_cache_dims(params) -> Callable[[tuple[int, ...]], bool]:
@@ -129,12 +126,34 @@ def kv_cache_dims(params) -> Callable[[tuple[int, ...]], bool]:
     return lambda dims: len(dims) == 5 and (dims[0], dims[3], dims[4]) in layouts
 
 
-@pytest.mark.parametrize("family", ["pi0_fast", "openvla", "pi0", "pi05"])
-def test_bf16_loops_read_weights_and_cache_without_float32_copies(family, mesh):
+@functools.cache
+def compiled_loops(family: str) -> tuple[Any, list[Instruction]]:
+    """(the parameters, the loop instructions) of `family`'s `benchmark_call` at batch 1, tiny, random bf16 weights."""
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
     model = suite.bench_model(family, True, "bfloat16", mesh)
     assert {leaf.dtype for leaf in jax.tree.leaves(model.params)} == {np.dtype("bfloat16")}
     call = model.benchmark_call(1, OPTIONS, 1)
     instructions = loop_instructions(call.function.lower(*call.args, **call.kwargs).compile().as_text())
     assert sum(i.opcode == "while" for i in instructions) >= 1, "no nested loops found: the parser no longer reads XLA's text"
-    copies = float32_copies(instructions, model.params, kv_cache_dims(model.params))
+    return model.params, instructions
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_loops_read_weights_and_cache_without_float32_copies(family):
+    params, instructions = compiled_loops(family)
+    copies = float32_copies(instructions, params, kv_cache_dims(params))
     assert not copies, f"float32 copies of weights or cache in {family}'s loops (opcode, dims, of dims): {copies}"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cache_is_updated_in_place(family):
+    """A decode step writes its K and V into the stacked cache where it lies: the only cache-sized arrays its loops
+    make are those two in-place updates (no copy, no conversion, no stack rebuilt by the layer scan); a flow step
+    only reads the prefix cache. Before the cache was the layer scan's carry, a Pi0-FAST or OpenVLA step made 8:
+    the scan's new stack (a broadcast and its copy, the per-layer writes into it for K and V) and the K and V
+    conversions to and from the scan's form."""
+    params, instructions = compiled_loops(family)
+    is_cache = kv_cache_dims(params)
+    made = [(i.opcode, dtype, dims) for i in instructions if i.opcode not in _PASS_THROUGH
+            for dtype, dims in i.arrays if is_cache(dims)]
+    assert len(made) <= 2 and not any(opcode == "copy" for opcode, *_ in made), made

@@ -56,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multinet_jax import sharding
-from multinet_jax.models import activations
+from multinet_jax.models import activations, numerics
 from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import ModelConfig
 from multinet_jax.models.gemma import KVCache
@@ -286,7 +286,8 @@ def decode_loop(
         tokens = jax.lax.dynamic_update_slice(tokens, token[:, None], (0, step))
         return step + 1, token, done, tokens, cache
 
-    initial = (jnp.int32(1), first, done, tokens, state.cache)
+    # The cache as uint16 bits through the loop: each step's write is in place, no step converts it (gemma's API).
+    initial = (jnp.int32(1), first, done, tokens, numerics.bfloat16_as_bits(state.cache))
     step, _, _, tokens, _ = jax.lax.while_loop(keep_going, decode_step, initial)
     return tokens, step
 

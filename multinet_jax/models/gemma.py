@@ -40,7 +40,9 @@ KV-cache API (Pi0's flow sampler and the Pi0-FAST decoder both use it)::
     concatenation. Pi0's suffix attends to the prefix cache like this at every flow step.
   * `cache_write_index` given (int32 scalar, may be traced): write the new k/v into the preallocated cache at
     slots [index, index + t) (`lax.dynamic_update_slice` along s), attend over the whole cache (s = cache_len;
-    mask the unwritten slots in `attn_mask`), and return the updated cache.
+    mask the unwritten slots in `attn_mask`), and return the updated cache. The write is in place (the stack is
+    the layer scan's carry). A bf16 cache may be given as its uint16 bits (`numerics.bfloat16_as_bits`) and then
+    comes back so: a decode loop keeps it as bits, so that no step converts the whole cache.
 - `embed(tokens)` (method): int tokens `[b, t]` -> `[b, t, width_0]` in `dtype`, scaled by sqrt(width_0).
 - `logits(x)` (method): `[b, t, width_0]` -> float32 `[b, t, vocab]` via the tied embedding (or `lm_head`).
 Use `Gemma.apply(params, tokens, method="embed")` / `method="logits"` with the `llm` sub-tree as params.
@@ -159,16 +161,22 @@ def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_00
 
 
 def _attend_cache(
-    k: jax.Array, v: jax.Array, kv_cache: KVCache | None, cache_write_index: jax.Array | None
-) -> tuple[jax.Array, jax.Array]:
-    """Keys/values to attend over, per the three cache modes in the module docstring (one layer's slice)."""
+    k: jax.Array, v: jax.Array, kv_cache: KVCache | None, layer: jax.Array, cache_write_index: jax.Array | None
+) -> tuple[KVCache, KVCache | None]:
+    """(this layer's keys and values to attend over, the stacked cache after this layer) per the three cache modes
+    in the module docstring. `kv_cache` is the whole stack `[depth, ...]`, bf16 as uint16 bits (`Gemma.__call__`),
+    `layer` this layer's index in it. A write updates the stack where it lies (`dynamic_update_slice` of the layer
+    scan's carry); the other modes leave it as it is."""
     if kv_cache is None:
-        return k, v
-    cache_k, cache_v = kv_cache
+        return (k, v), None
+    at_layer = lambda stack: numerics.bits_as_bfloat16(jax.lax.dynamic_index_in_dim(stack, layer, keepdims=False))
     if cache_write_index is None:
-        return jnp.concatenate([cache_k, k], axis=1), jnp.concatenate([cache_v, v], axis=1)
-    start = (0, cache_write_index, 0, 0)
-    return jax.lax.dynamic_update_slice(cache_k, k, start), jax.lax.dynamic_update_slice(cache_v, v, start)
+        return (jnp.concatenate([at_layer(kv_cache[0]), k], axis=1), jnp.concatenate([at_layer(kv_cache[1]), v], axis=1)), kv_cache
+    start = (layer, jnp.int32(0), jnp.asarray(cache_write_index, jnp.int32), jnp.int32(0), jnp.int32(0))
+    kv_cache = tuple(
+        jax.lax.dynamic_update_slice(stack, numerics.bfloat16_as_bits(new)[None], start) for stack, new in zip(kv_cache, (k, v))
+    )
+    return (at_layer(kv_cache[0]), at_layer(kv_cache[1])), kv_cache
 
 
 def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.Array | None) -> jax.Array:
@@ -188,7 +196,7 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
     group = num_heads // num_kv_heads
     q = q.reshape(b, t, num_kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4).reshape(b, num_kv_heads, group * t, -1)
     k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    logits = jnp.einsum("bkqh,bksh->bkqs", q, k, preferred_element_type=jnp.float32)
+    logits = numerics.einsum("bkqh,bksh->bkqs", q, k, out_dtype=jnp.float32)
     logits = logits.reshape(b, num_kv_heads, group, t, s)
     if attn_mask is not None:
         logits = jnp.where(attn_mask[:, None, None, :, :], logits, _BIG_NEG)
@@ -200,7 +208,8 @@ class Attention(nn.Module):
     configs: tuple[GemmaConfig, ...]
 
     @nn.compact
-    def __call__(self, xs, positions, attn_mask, kv_cache, cache_write_index):
+    def __call__(self, xs, positions, attn_mask, kv_cache, layer, cache_write_index):
+        """(each expert's output, this layer's keys and values attended over, the stacked cache after the layer)."""
         qs, ks, vs = [], [], []
         for i, (x, cfg) in enumerate(zip(xs, self.configs, strict=True)):
             if x is None:
@@ -218,7 +227,7 @@ class Attention(nn.Module):
         theta = self.configs[0].rope_theta
         q = apply_rope(q, positions, theta) * jnp.asarray(head_dim**-0.5, q.dtype)
         k = apply_rope(k, positions, theta)
-        k, v = _attend_cache(k, v, kv_cache, cache_write_index)
+        (k, v), kv_cache = _attend_cache(k, v, kv_cache, layer, cache_write_index)
 
         encoded = grouped_attention(q, k, v, attn_mask)
 
@@ -232,26 +241,27 @@ class Attention(nn.Module):
             out_proj = Einsum((cfg.num_heads, cfg.head_dim, cfg.width), out_init, name=expert_name("attn_vec_einsum", i))
             outputs.append(out_proj("btnh,nhd->btd", encoded[:, start:end]))
             start = end
-        return outputs, (k, v)
+        return outputs, (k, v), kv_cache
 
 
 class Block(nn.Module):
-    """One decoder layer for all experts; scanned over depth with the activations as carry."""
+    """One decoder layer for all experts; scanned over depth with the activations and the stacked cache as carry
+    and the layer's index as the scanned input."""
 
     configs: tuple[GemmaConfig, ...]
     adaptive_norms: tuple[bool, ...]
 
     @nn.compact
-    def __call__(self, xs, kv_cache, positions, attn_mask, cache_write_index, adarms_cond):
-        """`kv_cache` (this layer's slice) comes and goes as `numerics.bfloat16_as_bits` (see `Gemma.__call__`)."""
-        kv_cache = numerics.bits_as_bfloat16(kv_cache)
+    def __call__(self, carry, layer, positions, attn_mask, cache_write_index, adarms_cond):
+        """((each expert's stream, the stacked cache), this layer's keys and values unless the cache is written)."""
+        xs, kv_cache = carry
         experts = list(zip(xs, self.adaptive_norms, adarms_cond, self.configs, strict=True))
         normed = [
             (None, None) if x is None else apply_norm(make_norm("pre_attention_norm", i, adaptive, cfg), x, cond)
             for i, (x, adaptive, cond, cfg) in enumerate(experts)
         ]
-        attn_out, kv_cache = Attention(self.configs, name="attn")(
-            [y for y, _ in normed], positions, attn_mask, kv_cache, cache_write_index
+        attn_out, attended, kv_cache = Attention(self.configs, name="attn")(
+            [y for y, _ in normed], positions, attn_mask, kv_cache, layer, cache_write_index
         )
         xs = [None if x is None else _gated_residual(x, y, gate) for x, y, (_, gate) in zip(xs, attn_out, normed)]
         outputs = []
@@ -263,7 +273,7 @@ class Block(nn.Module):
         # Each expert's residual stream after this layer, kept only when the caller asks for "intermediates"
         # (a no-op otherwise); the layer scan stacks them on a leading depth axis. Probing reads them.
         self.sow("intermediates", "residual", tuple(outputs))
-        return outputs, numerics.bfloat16_as_bits(kv_cache)
+        return (outputs, kv_cache), (None if cache_write_index is not None else attended)
 
 
 class Embedder(nn.Module):
@@ -333,12 +343,18 @@ class Gemma(nn.Module):
     ) -> tuple[list[jax.Array | None], KVCache]:
         xs = [None if e is None else e.astype(self.dtype) for e in embedded]
         adarms_cond = [None] * len(self.configs) if adarms_cond is None else list(adarms_cond)
-        # The stacked cache goes through the layer scan as uint16 bits, as the weights do: XLA's CPU backend would
-        # otherwise convert the whole bf16 cache to float32 at every step to slice it per layer.
-        xs, kv_cache = self.layers(
-            xs, numerics.bfloat16_as_bits(kv_cache), positions, attn_mask, cache_write_index, adarms_cond
+        # The stacked cache is the layer scan's carry, so a write updates it where it lies; bf16 goes as uint16 bits,
+        # as the weights do: XLA's CPU backend would otherwise convert the whole cache to float32 at every step to
+        # slice it per layer. A cache given as bits comes back as bits (a decode loop keeps it so; see the API).
+        given_as_bits = kv_cache is not None and kv_cache[0].dtype == jnp.uint16
+        layers = jnp.arange(self.configs[0].depth, dtype=jnp.int32)
+        (xs, stack), attended = self.layers(
+            (xs, numerics.bfloat16_as_bits(kv_cache)), layers, positions, attn_mask, cache_write_index, adarms_cond
         )
-        kv_cache = numerics.bits_as_bfloat16(kv_cache)
+        if cache_write_index is None:
+            kv_cache = attended
+        else:
+            kv_cache = stack if given_as_bits else numerics.bits_as_bfloat16(stack)
         outputs = [
             None if x is None else apply_norm(norm, x, cond)[0]
             for norm, x, cond in zip(self.final_norms, xs, adarms_cond, strict=True)

@@ -129,8 +129,8 @@ def silu(x: jax.Array) -> jax.Array:
 
 
 def attend(logits: jax.Array, values: jax.Array) -> jax.Array:
-    """`softmax(logits) @ values`: logits float32 `[..., q, s]`, values `[..., s, h]` -> `[..., q, h]` in the values'
-    dtype, the softmax's normalization applied to the output instead of to the weights.
+    """`softmax(logits) @ values`: logits float32 `[b, heads, q, s]`, values `[b, heads, s, h]` -> `[b, heads, q, h]`
+    in the values' dtype, the softmax's normalization applied to the output instead of to the weights.
 
     Why: dividing the `[q, s]` weights by their row sums is one more full pass over attention's largest array;
     dividing the `[q, h]` output (h < s) gives the same values up to float32 rounding (~1e-7 relative), and made
@@ -140,5 +140,5 @@ def attend(logits: jax.Array, values: jax.Array) -> jax.Array:
     """
     weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
     totals = jnp.sum(weights, axis=-1, keepdims=True)
-    out = jnp.einsum("...qs,...sh->...qh", weights.astype(values.dtype), values, preferred_element_type=jnp.float32)
+    out = einsum("bkqs,bksh->bkqh", weights.astype(values.dtype), values, out_dtype=jnp.float32)
     return (out / totals).astype(values.dtype)

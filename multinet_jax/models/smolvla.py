@@ -132,8 +132,9 @@ class ExpertPeriod(nn.Module):
                  cross_positions: jax.Array, cross_mask: jax.Array) -> tuple[jax.Array, None]:
         cfg = self.config
         keys, values = cache  # [period, b, s, kv_heads, head_dim]: this period's VLM layers
-        (x,), _ = Block((cfg.expert,), (False,), name="self_attn")(
-            [x], (keys[0], values[0]), positions, self_mask, None, [None])
+        # `gemma.Block` takes the stacked cache and the layer's index in it: this layer is the stack's first.
+        ((x,), _), _ = Block((cfg.expert,), (False,), name="self_attn")(
+            ([x], (keys[:1], values[:1])), jnp.int32(0), positions, self_mask, None, [None])
         for offset in range(1, cfg.self_attn_every_n_layers):
             x = CrossAttentionBlock(cfg.expert, name=f"cross_attn_{offset - 1}")(
                 x, (keys[offset], values[offset]), cross_positions, cross_mask)

@@ -92,12 +92,14 @@ class Chat:
     an optional system turn and a user turn around the domain's question. The question is the domain's prompt
     (`data/prompts.py`, Pi0's) after `question_after`, which MultiNet's Pi0 scripts put before it and these did not.
     `tokenizer_bos`: the tokenizer adds its BOS after the template's (the processor's call) or not
-    (`apply_chat_template(tokenize=True)`)."""
+    (`apply_chat_template(tokenize=True)`). `max_tokens`: the tokenizer's right-side truncation of the whole chat
+    (`apply_chat_template(truncation=True, max_length=...)`); None: none."""
 
     system: str | None
     user: str  # "{question}" stands for the question; "<image>" for the sample's image
     question_after: str
     tokenizer_bos: bool
+    max_tokens: int | None = None
 
     def question(self, prompt: str) -> str:
         """The question in a domain's prompt; a prompt without `question_after` is refused (built by other code)."""

@@ -58,6 +58,8 @@ def check_generation(domain: str, reference: dict) -> None:
     assert protocol.temperature == (kwargs["temperature"] if kwargs["do_sample"] else None), domain
     # apply_chat_template(tokenize=True) adds no BOS of the tokenizer's; the processor's call on the text does
     assert protocol.chat.tokenizer_bos == (not reference["chat_template_kwargs"][0]["tokenize"]), domain
+    template = reference["chat_template_kwargs"][0]
+    assert protocol.chat.max_tokens == (template["max_length"] if template.get("truncation") else None), domain
 
 
 def check_text_domain(domain: str, ours: list[dict], reference: dict) -> None:
@@ -146,6 +148,14 @@ def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
     assert [record["prediction"] is None for record in records] == [index == 3 for index in range(len(ours))]
     scored = metrics.score("openx_bimanual", records, action_stats=stats)
     assert scored["total_invalid_preds"] == 1
+
+
+def test_a_chat_longer_than_its_max_tokens_is_cut_on_the_right():
+    model = magma_model()
+    text = chat_text([{"role": "user", "content": "move the cup " * 40}], model.tokenizer.bos_token, False)
+    ids = model.tokenizer.encode_continuation(text)
+    batch = model.batch([text], [[]], tokenizer_bos=False, max_tokens=16)
+    assert len(ids) > 16 and batch.mask.sum() == 16 and batch.tokens[0, :16].tolist() == ids[:16]
 
 
 def test_a_budget_without_room_for_the_action_ids_is_refused():

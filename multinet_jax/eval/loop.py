@@ -358,7 +358,7 @@ class Evaluator:
             # The conversation MultiNet built around each prompt (padding rows: an empty question).
             observation["chat"] = [chat.messages(prompt if valid else chat.question_after)
                                    for prompt, valid in zip(observation["prompt"], np.asarray(batch["_mask"], bool))]
-            observation["chat_tokenizer_bos"] = chat.tokenizer_bos
+            observation["chat_tokenizer_bos"], observation["chat_max_tokens"] = chat.tokenizer_bos, chat.max_tokens
         return observation
 
     def _decoding_steps(self, domain: domains.Domain) -> int:

@@ -153,7 +153,7 @@ class TurnByTurn:
                     if chat is not None:  # ... from the conversation (rows not in this turn: an empty one)
                         turn_inputs["chat"] = [chats[row] if row in active else chat.messages("")
                                                for row in range(len(batch["_mask"]))]
-                        turn_inputs["chat_tokenizer_bos"] = chat.tokenizer_bos
+                        turn_inputs["chat_tokenizer_bos"], turn_inputs["chat_max_tokens"] = chat.tokenizer_bos, chat.max_tokens
                 else:
                     tokens = self._tokenize(evaluator, domain, len(batch["_mask"]), texts)
                     turn_inputs = {key: tokens[key] for key in ("tokenized_prompt", "tokenized_prompt_mask")}

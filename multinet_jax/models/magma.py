@@ -192,15 +192,16 @@ class MagmaModel:
         """Magma's chat prompt around one user turn (`magma_inputs.chat_prompt`)."""
         return chat_prompt(user, self.tokenizer.bos_token, self.image_start_end)
 
-    def batch(self, prompts: Sequence[str], images: Sequence[Sequence[np.ndarray]], tokenizer_bos: bool = True) -> Batch:
+    def batch(self, prompts: Sequence[str], images: Sequence[Sequence[np.ndarray]], tokenizer_bos: bool = True,
+              max_tokens: int | None = None) -> Batch:
         """Full prompts (each `<image>` once per image) and each row's RGB uint8 images -> the model's batch.
         `tokenizer_bos`: the tokenizer adds its BOS before the template's (Magma's processor) or not
-        (`apply_chat_template(tokenize=True)`)."""
+        (`apply_chat_template(tokenize=True)`); `max_tokens`: each row's ids cut there (right side), None: never."""
         if len(prompts) != len(images) or not prompts:
             raise ValueError(f"Magma needs one image list per prompt (>= 1), got {len(prompts)} prompts and {len(images)}")
         processed = [[self.image_processor(image) for image in row] for row in images]
         encode = self.tokenizer.encode if tokenizer_bos else self.tokenizer.encode_continuation
-        rows = [encode(prompt) for prompt in prompts]
+        rows = [encode(prompt)[:max_tokens] for prompt in prompts]
         feature_size = self.image_processor.crop_size // self.config.vision.stride
         return merge_plan(rows, processed, self.config.image_token_id, feature_size)
 
@@ -282,7 +283,7 @@ class MagmaModel:
                                  f"{len(observation['chat'])} for {len(images)} rows")
             texts = [chat_text(messages, self.tokenizer.bos_token, self.image_start_end) for messages in observation["chat"]]
             return self.batch(texts, [[image] if IMAGE_TOKEN in text else [] for text, image in zip(texts, images)],
-                              tokenizer_bos=bool(observation["chat_tokenizer_bos"]))
+                              tokenizer_bos=bool(observation["chat_tokenizer_bos"]), max_tokens=observation.get("chat_max_tokens"))
         users = [action_prompt(str(text)) if for_actions else f"<image>\n{text}" for text in observation["prompt"]]
         return self.batch([self.prompt(user) for user in users], [[image] for image in images])
 

@@ -12,19 +12,19 @@ naming the family. `tests/test_protocol_magma.py` checks all of it against what 
   on every dim (`unnormalize_action`: no mask). A row whose decode ends before 7 ids exist is an invalid prediction
   here; MultiNet's slice then read prompt ids as actions.
 - PIQA (`piqa_inference.py`): the question alone as the user turn (no system prompt, no image), tokenized by
-  `apply_chat_template` (one BOS); greedy, 5 new tokens; the answer is the first run of digits.
+  `apply_chat_template` (one BOS, cut at 1024 tokens); greedy, 5 new tokens; the answer is the first run of digits.
 - ODinW, SQA3D, RoboVQA (`odinw_single_inference.py`, `sqa3d_single_inference.py`, `robovqa_single_inference.py`):
   [system: the domain's system prompt, user "<image>\\n{question}"] with the sample's image at its own size (Magma's
   processor crops it); greedy, 75 new tokens; ODinW's answer is the first run of digits when it names a class (an
   answer starting "Coordinate" is invalid), SQA3D's / RoboVQA's the normalized text (`domains.parse_text_magma`).
 - BFCL (`bfcl_inference.py`): [system: BFCL's prompt, user: the environment, then each turn's user messages and
-  Magma's non-empty answers as assistant turns], tokenized by `apply_chat_template`; greedy, 150 new tokens a turn.
+  Magma's non-empty answers as assistant turns], tokenized by `apply_chat_template` (cut at 1024 tokens, right side,
+  as MultiNet's tokenizer did); greedy, 150 new tokens a turn.
 
 Not reproduced (each named in the metrics files): MultiNet's Open-X ground-truth transforms for openx_bimanual
 (the last 7 of 14 dims, statistics recomputed over them) and openx_wheeled_robot (zeros appended to 7 dims), since
 the project scores every family against the split's own ground truth (a 14-dim split gets the zero-padded
-predictions the rule above gives any split the script does not transform); the 1024-token right truncation of
-PIQA's and BFCL's chats (`max_length=1024`); the scripts of Overcooked (36 joint-action probabilities, Brier scores)
+predictions the rule above gives any split the script does not transform); the scripts of Overcooked (36 joint-action probabilities, Brier scores)
 and openx_quadrupedal (its own prompt, greedy, 256 tokens; `NOT_ENCODED`). On those two and on Act2Answer, which
 MultiNet never ran with Magma, Magma keeps the default output rules and reads SimplerEnv's step (7 greedy action
 ids and the EOS after them), recorded as protocol `magma_simplerenv_step`, not MultiNet's.
@@ -52,12 +52,14 @@ ACTION_DIM = 7
 OPENX_MAX_NEW_TOKENS = 1000
 OPENX_TEMPERATURE = 0.7
 _IMAGE_QUESTION = "<image>\n{question}"
+MAX_SEQ_LEN = 1024  # the scripts' --max_seq_len: PIQA's and BFCL's chats cut there (right side) when tokenized
 
 OPENX_CHAT = domains.Chat(SYSTEM_PROMPT, action_prompt("{question}"), "", tokenizer_bos=True)
 # Per text domain: the conversation of its script (the question after what the domain's prompt puts before it,
 # `data/prompts.py`) and its budget (max_new_tokens).
 TEXT_CHATS = {
-    "piqa": (domains.Chat(None, "{question}", prompts.with_system_prompt(prompts.PIQA_SYSTEM_PROMPT, ""), tokenizer_bos=False), 5),
+    "piqa": (domains.Chat(None, "{question}", prompts.with_system_prompt(prompts.PIQA_SYSTEM_PROMPT, ""), tokenizer_bos=False,
+                          max_tokens=MAX_SEQ_LEN), 5),
     "odinw": (domains.Chat(prompts.ODINW_SYSTEM_PROMPT, _IMAGE_QUESTION,
                            prompts.with_system_prompt(prompts.ODINW_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
     "sqa3d": (domains.Chat(prompts.SQA3D_SYSTEM_PROMPT, _IMAGE_QUESTION,
@@ -65,7 +67,7 @@ TEXT_CHATS = {
     "openx_multi_embodiment": (domains.Chat(prompts.ROBOVQA_PROMPT, _IMAGE_QUESTION, prompts.robovqa_prompt(""),
                                             tokenizer_bos=True), 75),
     # The conversation starts from the environment (`bfcl_environment`); the runner appends the turns.
-    "bfcl": (domains.Chat(prompts.BFCL_SYSTEM_PROMPT, "{question}", "", tokenizer_bos=False), 150),
+    "bfcl": (domains.Chat(prompts.BFCL_SYSTEM_PROMPT, "{question}", "", tokenizer_bos=False, max_tokens=MAX_SEQ_LEN), 150),
 }
 
 

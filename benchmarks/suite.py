@@ -23,7 +23,14 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
   tokens; `samples_per_s` is actions/s, `tokens_per_s` its decode rate, prefill included). Each call is
   AOT-compiled, warmed up and fenced (`benchmarks.common.time_call`); model FLOPs per call are counted on the
   jaxpr (`benchmarks.flops`: matmuls and convolutions, loops times their trips, as MaxText counts them) and
-  MFU = FLOPs per call / median seconds / the measured peak;
+  MFU = FLOPs per call / median seconds / the measured peak. Each case also records (`benchmarks.suite_profile`) ms
+  per flow or decode step (`ms_per_flow_step`, `ms_per_decode_step`: by difference with the same call making one
+  loop trip), for token decoders the bytes a step must read (`decode_step_bytes`: the language model's weights and
+  the KV cache) and MBU = those bytes / step time / the measured copy bandwidth, kernels per call
+  (`kernel_count_source`: `trace` on an accelerator, the compiled HLO's ops, `hlo`, on CPU) and the top kernels of
+  one `jax.profiler` call. Under `auto` with a fast path, each attention call shape of the case is first timed
+  through both implementations and the case compiled with the faster per shape (`benchmarks.suite_attention`,
+  `attention_selection`);
 - `multinet_recreation`: MultiNet's own Pi0 loop (eager, every camera encoded, caches cleared per batch of 4) on
   the first flow model, against our per-sample time at the largest batch measured: the speed-up ratio;
 - `metrics`: the jitted Open-X metric kernels on `metrics_samples` samples;
@@ -59,11 +66,12 @@ import numpy as np
 
 from benchmarks.common import (REPORT_DIR, REPO_ROOT, copy_bandwidth, data_label, machine_info, matmul_peak, time_call,
                                write_json)
+from benchmarks import suite_attention, suite_profile
 from benchmarks.flops import count_flops
 from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from multinet_jax import sharding
 from multinet_jax.models import attention, configs, gemma, registry
-from multinet_jax.models.interface import InferenceOptions, Model
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Model
 from multinet_jax.models.observation import random_observation
 
 NUM_FLOW_STEPS = 10
@@ -114,7 +122,7 @@ class Sizes:
 
 
 FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, peak_copy_bytes=2**31, metrics_samples=1_000_000, iters=5)
-DRY = Sizes(batch_sizes=(1, 2), decode_steps=4, peak_matmul=256, peak_copy_bytes=2**24, metrics_samples=10_000, iters=2)
+DRY = Sizes(batch_sizes=(1, 2), decode_steps=64, peak_matmul=256, peak_copy_bytes=2**24, metrics_samples=10_000, iters=2)
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -150,6 +158,14 @@ def call_options(sizes: Sizes) -> InferenceOptions:
     return InferenceOptions(num_flow_steps=NUM_FLOW_STEPS, max_decoding_steps=sizes.decode_steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Peak:
+    """The device's measured limits (the `peak` stage): MFU's and MBU's denominators."""
+
+    flops_per_s: float
+    copy_bytes_per_s: float
+
+
 @dataclasses.dataclass
 class Prepared:
     """One model call ready to time: the compiled call, its model FLOPs, what one call produces."""
@@ -159,20 +175,22 @@ class Prepared:
     flops: int
     compile_s: float
     compiled: Any
+    hlo: str  # the lowered program, to tell whether another call's program is the same one
     tokens: Callable[[Any], int] | None = None
 
 
-def prepare(model: Model, batch: int, sizes: Sizes) -> Prepared:
-    """The family's benchmark call (`Model.benchmark_call`: Pi0-like models one action chunk per sample, token models
+def prepare(call: BenchmarkCall, batch: int) -> Prepared:
+    """A family's benchmark call (`Model.benchmark_call`: Pi0-like models one action chunk per sample, token models
     `decode_steps` tokens with every row run to the end, OpenVLA one action), AOT-compiled, its FLOPs counted."""
-    call = model.benchmark_call(batch, call_options(sizes), LIVE_CAMERAS)
     start = time.perf_counter()
-    compiled = call.function.lower(*call.args, **call.kwargs).compile()
+    lowered = call.function.lower(*call.args, **call.kwargs)
+    compiled = lowered.compile()
     compile_s = time.perf_counter() - start
     flops = count_flops(call.function, *call.args, while_trips=call.loop_trips, **call.kwargs)
     # A decode loop stops early only if every row emits EOS at once: count the steps it really ran.
     tokens = (lambda output: batch * int(output[1])) if call.counts_tokens else None
-    return Prepared(call.kind, lambda: compiled(*call.args, **call.kwargs), flops, compile_s, compiled, tokens)
+    return Prepared(call.kind, lambda: compiled(*call.args, **call.kwargs), flops, compile_s, compiled,
+                    lowered.as_text(), tokens)
 
 
 # ---------------------------------------------------------------------------------------------- fast-path parity
@@ -283,9 +301,61 @@ def _memory_bytes(compiled: Any) -> int | None:
     return int(stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes)
 
 
-def model_case(model: Model, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
-    with attention.recording() as calls:
-        prepared = prepare(model, batch, sizes)
+def attention_table(call: BenchmarkCall, iters: int) -> tuple[dict[attention.ShapeKey, str], list[dict[str, Any]] | None,
+                                                               list[dict[str, Any]]]:
+    """Under `auto` with a fast path on this device: the faster implementation per attention call shape of `call`,
+    each timed both ways (`suite_attention.select`), those measurements, and the calls of that trace; elsewhere
+    nothing to choose (None) and nothing traced."""
+    if attention.current_mode() != "auto" or attention.fast_path() is None:
+        return {}, None, []
+    with attention.recording() as traced:
+        jax.eval_shape(call.function, *call.args, **call.kwargs)
+    return *suite_attention.select(attention.distinct(traced), iters), attention.distinct(traced)
+
+
+def _program(call: BenchmarkCall, prepared: Prepared,
+             calls: list[dict[str, Any]]) -> tuple[BenchmarkCall, Callable[[], Any], list[dict[str, Any]], bool]:
+    """`call` ready to run, the attention calls its program makes, and whether it was compiled anew: the case's own
+    compiled program serves where the lowered one is the same (Pi0's step count is an argument; Pi0-FAST's long
+    call is the case's)."""
+    with attention.recording() as traced:
+        lowered = call.function.lower(*call.args, **call.kwargs)
+    same = lowered.as_text() == prepared.hlo
+    compiled = prepared.compiled if same else lowered.compile()
+    return call, lambda: compiled(*call.args, **call.kwargs), calls if same else attention.distinct(traced), not same
+
+
+def loop_step_figures(model: Model, call: BenchmarkCall, prepared: Prepared, batch: int, sizes: Sizes,
+                      peak: Peak | None, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """ms per flow or decode step, by difference of a long and a one-trip call (`suite_profile.step_options`); for
+    token decoders also the bytes a step of the long call must read and MBU = those bytes / step time / the
+    measured copy bandwidth."""
+    (long, long_run, long_calls, long_new), (short, short_run, _, short_new) = (
+        _program(model.benchmark_call(batch, options, LIVE_CAMERAS), prepared, calls)
+        for options in suite_profile.step_options(call_options(sizes)))
+    cost = suite_profile.step_cost(long_run, short_run, long.loop_trips, short.loop_trips, sizes.iters)
+    kind = "decode" if call.counts_tokens else "flow"
+    figures: dict[str, Any] = {f"ms_per_{kind}_step": cost["ms_per_step"],
+                               f"{kind}_step_timing": {**cost, "compiled_anew": [short_new, long_new]}}
+    if call.counts_tokens:
+        read = suite_profile.decode_step_bytes(model.params, long_calls)
+        figures["decode_step_bytes"] = read
+        # A step time within noise (not above zero) gives no MBU rather than a meaningless one.
+        figures["mbu"] = (read["total"] / (cost["ms_per_step"] / 1e3) / peak.copy_bytes_per_s
+                          if peak and cost["ms_per_step"] > 0 else None)
+    return figures
+
+
+def model_case(model: Model, batch: int, sizes: Sizes, peak: Peak | None) -> dict[str, Any]:
+    """One timed case: ms per call, throughput, MFU; ms per loop step (and MBU for decoders); kernels per call and
+    the top kernels of one profiled call; under `auto`, the attention implementation chosen per shape."""
+    call = model.benchmark_call(batch, call_options(sizes), LIVE_CAMERAS)
+    table, selection, traced = attention_table(call, sizes.iters)
+    with attention.choices(table), attention.recording() as recorded:
+        prepared = prepare(call, batch)
+    # With nothing chosen against the fast path, the program is the selection's own trace, served from jax's cache
+    # (nothing recorded anew): its calls are those.
+    calls = attention.distinct(recorded) or (traced if not table else [])
     output = jax.block_until_ready(prepared.run())
     timing = time_call(prepared.run, warmup=1, iters=sizes.iters)
     seconds = timing["median_s"]
@@ -298,18 +368,23 @@ def model_case(model: Model, batch: int, sizes: Sizes, peak: float | None) -> di
         "compile_s": prepared.compile_s,
         "compiled_peak_bytes": _memory_bytes(prepared.compiled),
         "model_flops_per_call": prepared.flops,
-        "mfu": prepared.flops / seconds / peak if peak else None,
+        "mfu": prepared.flops / seconds / peak.flops_per_s if peak else None,
         "iters": timing["iters"],
         "attention": sorted({call["implementation"] for call in calls}),
-        "attention_calls": attention.distinct(calls),
+        "attention_calls": calls,
     }
+    if selection is not None:
+        result["attention_selection"] = selection
     if prepared.tokens is not None:
         result["tokens_per_call"] = prepared.tokens(output)
         result["tokens_per_s"] = result["tokens_per_call"] / seconds
+    with attention.choices(table):
+        result.update(loop_step_figures(model, call, prepared, batch, sizes, peak, calls))
+    result.update(suite_profile.profile_call(prepared.run, prepared.compiled))
     return result
 
 
-def model_case_or_reference(model: Model, batch: int, sizes: Sizes, peak: float | None) -> dict[str, Any]:
+def model_case_or_reference(model: Model, batch: int, sizes: Sizes, peak: Peak | None) -> dict[str, Any]:
     """`model_case`; where its fast path fails at this size (a shape cuDNN refuses that the parity stage's small ones
     did not show), the failure is recorded and the case timed on the reference attention, not the suite ended."""
     try:
@@ -352,7 +427,7 @@ class Budget:
         return result, time.perf_counter() - start
 
 
-def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
+def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: Peak | None, mesh: Any,
                parity: dict[str, Any] | None, results: dict[str, Any] | None = None,
                save: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Every model's cases into `results` (a new dict unless given), `save()` called after each case so that the
@@ -367,7 +442,7 @@ def run_models(args: argparse.Namespace, sizes: Sizes, budget: Budget, peak: flo
     return results
 
 
-def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget, peak: float | None, mesh: Any,
+def time_model(args: argparse.Namespace, name: str, sizes: Sizes, budget: Budget, peak: Peak | None, mesh: Any,
                last_case_s: float, entry: dict[str, Any], save: Callable[[], None]) -> float:
     """One model's cases (and MultiNet's loop for `--multinet_model`) into `entry`, `save()` after each; returns
     the last case's duration."""
@@ -480,7 +555,7 @@ def suite(args: argparse.Namespace, write: Callable[[dict[str, Any]], None] = la
     if "peak" in args.stages:
         stages["peak"] = {**matmul_peak(sizes.peak_matmul, sizes.iters, "bfloat16"),
                           "copy": copy_bandwidth(sizes.peak_copy_bytes, sizes.iters)}
-        peak = stages["peak"]["flops_per_s"]
+        peak = Peak(stages["peak"]["flops_per_s"], stages["peak"]["copy"]["bytes_per_s"])
         save()
     with attention.mode(args.attention):
         fast_path = attention.fast_path()
@@ -523,7 +598,7 @@ def format_table(report: dict[str, Any]) -> str:
              + (f"{bandwidth / 1e9:.3g} GB/s" if bandwidth else "not measured"),
              "attention: mode {mode}, fast path {fast_path}, {dtype}".format(**report["attention"]),
              f"{'model':<10} {'batch':>5} {'ms/call':>10} {'samples/s':>10} {'tokens/s':>10} {'GFLOP/call':>11} {'MFU':>7}"
-             "  attention"]
+             f" {'ms/step':>8} {'MBU':>7} {'kernels':>8}  attention"]
     for name, entry in stages.get("models", {}).items():
         if entry["attention"]["fast_path_refused"]:
             lines.append(f"{name:<10} fast path refused, timed on the reference: {entry['attention']['fast_path_refused']}")
@@ -533,8 +608,12 @@ def format_table(report: dict[str, Any]) -> str:
                 continue
             tokens = f"{case['tokens_per_s']:.1f}" if "tokens_per_s" in case else "-"
             mfu = f"{100 * case['mfu']:.2f}%" if case["mfu"] is not None else "-"
+            step = case.get("ms_per_decode_step", case.get("ms_per_flow_step"))
+            mbu = f"{100 * case['mbu']:.1f}%" if case.get("mbu") is not None else "-"
+            kernels = f"{case['kernels_per_call']}{'' if case['kernel_count_source'] == 'trace' else '*'}"
             lines.append(f"{name:<10} {batch:>5} {case['ms_per_call']:>10.2f} {case['samples_per_s']:>10.2f} "
-                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7}  {'+'.join(case['attention'])}"
+                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7} {step:>8.3f} {mbu:>7} "
+                         f"{kernels:>8}  {'+'.join(case['attention'])}"
                          + (" (fast path failed)" if "fast_path_failed" in case else ""))
         if "skipped" in entry:
             lines.append(f"{name:<10} skipped ({entry['skipped']})")
@@ -542,6 +621,8 @@ def format_table(report: dict[str, Any]) -> str:
         if recreation and "speedup_per_sample" in recreation:
             lines.append(f"{name:<10} vs MultiNet's pipeline: {recreation['speedup_per_sample']:.1f}x per sample "
                          f"({recreation['seconds_per_sample']:.3g} s vs {recreation['ours_seconds_per_sample']:.3g} s)")
+    lines.append("ms/step: per flow or decode step; MBU: a decode step's bytes / its time / the copy bandwidth; "
+                 "kernels* (CPU): the compiled HLO's ops, each loop body once")
     for name in ("metrics", "data", "eval"):
         if name in stages:
             lines.append(f"{name}: {json.dumps(stages[name], default=str)[:160]}")

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
+import tarfile
+from collections import Counter
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import suite
+from benchmarks import suite, suite_profile
 from benchmarks.flops import count_flops
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_path
 from multinet_jax import sharding
-from multinet_jax.models import attention
+from multinet_jax.models import attention, registry
 
 # The accelerator image has neither grain nor TensorFlow: block both, run the suite, list what got imported. The
 # attention fast path is forced with XLA's kernel in cuDNN's place, so the parity stage runs as on a GPU.
@@ -126,7 +129,8 @@ def test_a_fast_path_failing_parity_is_refused_and_the_model_timed_on_the_refere
 
 def test_on_a_gpu_the_parity_stage_runs_the_mode_whose_fast_path_has_another_name(monkeypatch, fresh_traces):
     """On a CUDA GPU `auto` (a mode) takes cuDNN (an implementation): the parity stage and the timed cases must trace
-    under the mode. Here a mocked Hopper GPU, with XLA's kernel standing in for cuDNN's."""
+    under the mode, and each case takes, per attention call shape, the faster of cuDNN and the reference, both timed.
+    Here a mocked Hopper GPU, with XLA's kernel standing in for cuDNN's."""
     kernels_run = []
 
     def cudnn_stand_in(q, k, v, attn_mask, implementation):
@@ -146,7 +150,14 @@ def test_on_a_gpu_the_parity_stage_runs_the_mode_whose_fast_path_has_another_nam
     sizes = dataclasses.replace(suite.DRY, batch_sizes=(1,))
     models = suite.run_models(args, sizes, suite.Budget(600), None, mesh, parity)
     assert models["pi0"]["attention"] == {"mode": "auto", "dtype": "bfloat16", "fast_path_refused": None}
-    assert models["pi0"]["cases"]["1"]["attention"] == ["cudnn"]
+    case = models["pi0"]["cases"]["1"]
+    chosen = {attention.shape_key(row["q"], row["kv"], row["dtype"]): row["chosen"] for row in case["attention_selection"]}
+    assert len(chosen) == len(case["attention_selection"]) == len(case["attention_calls"]) >= 3  # SigLIP, prefix, suffix
+    for row in case["attention_selection"]:  # never slower than the reference, per shape, by construction
+        assert row["reference_ms"] > 0 and row["fast_ms"] > 0 and row["fast"] == "cudnn"
+        assert row["chosen"] == ("reference" if row["reference_ms"] < row["fast_ms"] else "cudnn")
+    for call in case["attention_calls"]:  # the timed program took the chosen implementation at each shape
+        assert call["implementation"] == chosen[attention.shape_key(call["q"], call["kv"], call["dtype"])], call
 
 
 def test_a_fast_path_failing_at_full_size_times_that_case_on_the_reference(monkeypatch, fresh_traces):
@@ -209,3 +220,73 @@ def test_the_report_on_disk_holds_every_finished_case_when_the_run_dies(monkeypa
     assert report["complete"] is False and list(report["stages"]["models"]["pi0"]["cases"]) == ["1"]
     assert report["stages"]["models"]["pi0"]["cases"]["1"]["ms_per_call"] == finished[0]["ms_per_call"] > 0
     assert [path.name for path in tmp_path.iterdir()] == ["suite.json"]  # no temporary file left behind
+
+
+def test_dry_run_measures_step_costs_mbu_and_kernels(dry_run):
+    """Per case: ms per flow or decode step by difference, MBU for the token decoders (bytes from the parameter tree
+    and the decode step's cache shape), kernels per call from the CPU-compiled HLO, top kernels from a real CPU trace."""
+    report, _ = dry_run
+    models = report["stages"]["models"]
+    for name, entry in models.items():
+        decoder = registry.family(name).action_decoding != "flow"
+        for batch, case in entry["cases"].items():
+            assert case["kernel_count_source"] == "hlo" and case["kernels_per_call"] > 0, name
+            assert case["top_kernels_source"] == "host trace: XLA:CPU thunks" and case["top_kernels"], name
+            for kernel in case["top_kernels"]:
+                assert kernel["name"] and kernel["count"] >= 1 and kernel["total_ms"] >= 0, (name, kernel)
+            kind = "decode" if decoder else "flow"
+            timing = case[f"{kind}_step_timing"]
+            assert case[f"ms_per_{kind}_step"] == timing["ms_per_step"] > 0, (name, batch, timing)
+            assert timing["loop_trips"][0] < timing["loop_trips"][1] and min(timing["ms_per_call"]) > 0
+            if not decoder:
+                assert "mbu" not in case and "decode_step_bytes" not in case
+                continue
+            read = case["decode_step_bytes"]
+            assert 0 < read["language_model_weights"] < entry["param_bytes"] and 0 < case["mbu"], (name, case)
+            step = [call for call in case["attention_calls"] if call["q"][1] == 1]  # the case's own decode step
+            assert len(step) == 1 and step[0]["kv"][0] == read["kv_shape_per_layer"][0] == int(batch)
+            assert step[0]["kv"][2:] == read["kv_shape_per_layer"][2:]  # the same heads; the long call's cache is longer
+            assert read["kv_cache"] % (2 * 2 * math.prod(read["kv_shape_per_layer"])) == 0  # K and V, bf16, whole layers
+            assert read["total"] == read["language_model_weights"] + read["kv_cache"]
+            assert case["mbu"] == pytest.approx(read["total"] / (case["ms_per_decode_step"] / 1e3)
+                                                / report["stages"]["peak"]["copy"]["bytes_per_s"])
+        if decoder:  # the same weights at every batch; the cache grows with it
+            one, two = (entry["cases"][batch]["decode_step_bytes"] for batch in ("1", "2"))
+            assert one["language_model_weights"] == two["language_model_weights"]
+            assert two["kv_cache"] == 2 * one["kv_cache"], name
+    # Pi0's step count is an argument of one program, and Pi0-FAST's long call is its case's: those run on the case's
+    # own executable; OpenVLA decodes `decode_steps` action tokens for the difference (its case: one action).
+    assert models["pi0"]["cases"]["1"]["flow_step_timing"]["compiled_anew"] == [False, False]
+    assert models["pi0_fast"]["cases"]["1"]["decode_step_timing"]["compiled_anew"] == [True, False]
+    assert models["openvla"]["cases"]["1"]["decode_step_timing"]["compiled_anew"] == [True, True]
+    assert models["openvla"]["cases"]["1"]["decode_step_timing"]["loop_trips"] == [0, report["settings"]["decode_steps"] - 1]
+
+
+def test_hlo_ops_count_what_the_cpu_runs_each_loop_body_once(tmp_path):
+    """On a real CPU trace of a loop: every thunk XLA:CPU ran is an op `hlo_ops` counts, each once however often
+    the loop runs it; the fusions' insides and the tuples are not counted."""
+    step = lambda i, y: jnp.tanh(y @ w) + 1
+    w = jnp.ones((32, 32))
+    compiled = jax.jit(lambda x: jax.lax.fori_loop(0, 5, step, x)).lower(w).compile()
+    jax.block_until_ready(compiled(w))
+    with jax.profiler.trace(str(tmp_path)):
+        jax.block_until_ready(compiled(w))
+    events, source = suite_profile.trace_kernels(tmp_path)
+    ops = suite_profile.hlo_ops(compiled.as_text())
+    ran = {event["args"]["hlo_op"] for event in events}
+    assert source == "host trace: XLA:CPU thunks" and ran <= set(ops) and len(ops) == len(set(ops))
+    assert any(count == 5 for count in Counter(event["name"] for event in events).values())  # the loop body's ops
+    assert not {"parameter", "tuple"} & {op.split(".")[0] for op in ops}
+
+
+def test_top_kernels_of_the_h200_trace_are_those_its_readme_reports(tmp_path):
+    """The parser on a real GPU trace (`../shared/gpu_profiles`, OpenVLA at batch 1 on an H200): 8,484 device events,
+    the per-step float32 copy of the MLP weights 224x = 29 ms and memcpy128 1,761x = 21 ms, as its README says."""
+    with tarfile.open(shared_path("gpu_profiles", "trace_openvla_b1.tar.gz")) as archive:
+        archive.extractall(tmp_path, filter="data")
+    events, source = suite_profile.trace_kernels(tmp_path)
+    assert source == "device trace" and len(events) == 8484
+    top = {kernel["name"]: kernel for kernel in suite_profile.top_kernels(events)}
+    assert top["loop_slice_fusion"]["count"] == 224 and round(top["loop_slice_fusion"]["total_ms"]) == 29
+    assert top["memcpy128"]["count"] == 1761 and round(top["memcpy128"]["total_ms"]) == 21
+    assert list(top) == sorted(top, key=lambda name: -top[name]["total_ms"])

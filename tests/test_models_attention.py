@@ -105,6 +105,21 @@ def test_modes_override_the_backend_and_mixed_dtypes_stay_on_the_reference():
             pass
 
 
+def test_auto_takes_the_per_shape_table_where_cudnn_can_take_the_call():
+    """`choices`: the suite's measured per-shape choice, data passed to the trace; other shapes, and calls cuDNN
+    cannot take, stay as `auto` chooses them."""
+    q, kv, long_kv = _spec((1, 1, 8, 256)), _spec((1, 9, 1, 256)), _spec((1, 64, 1, 256))
+    table = {attention.shape_key(q.shape, kv.shape, q.dtype): "reference"}
+    assert choose(q, kv, kv, "auto", HOPPER, table).implementation == "reference"
+    assert choose(q, long_kv, long_kv, "auto", HOPPER, table).implementation == "cudnn"
+    assert choose(q, kv, kv, "auto", Device("cpu"), {attention.shape_key(q.shape, kv.shape, q.dtype): "cudnn"}
+                  ).implementation == "reference"
+    assert choose(q, kv, kv, "xla", HOPPER, table).implementation == "xla"  # a forced mode is not auto's choice
+    with pytest.raises(ValueError, match="attention choices must be among cudnn, reference, got xla"):
+        with attention.choices({attention.shape_key(q.shape, kv.shape, q.dtype): "xla"}):
+            pass
+
+
 def test_a_gpu_traces_the_cudnn_call_and_logs_each_refusal_once(monkeypatch, caplog, fresh_traces):
     """A mocked Hopper GPU: the wrapper asks jax for cuDNN (here answered by XLA's kernel); float32 stays ours."""
     monkeypatch.setattr(attention, "current_device", lambda: HOPPER)

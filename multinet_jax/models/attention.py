@@ -16,7 +16,9 @@ decode step, OpenVLA's Llama, which is the same Gemma, and SigLIP / DINOv2 throu
 
 The mode is `MULTINET_JAX_ATTENTION` (`auto`, the default; `reference`; `xla`) or, inside a program, the context
 manager `mode("...")`. It is a jit-cache key (`jax.make_user_context`): a function traced under one mode is traced
-again under another, never served from the other's cache.
+again under another, never served from the other's cache. Under `auto`, `choices(table)` gives per call shape which of
+cuDNN and the reference to take where cuDNN can (the benchmark suite measures both per shape and passes the faster:
+`benchmarks/suite_attention.py`); it is a jit-cache key too.
 
 Semantics kept from the reference: q arrives already scaled (the wrapper passes `scale=1`); query head n reads KV
 head n // group, as the reference folds them; `attn_mask` bool `[b, t, s]` applies to every head. A query row with
@@ -36,7 +38,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +55,11 @@ _log = logging.getLogger(__name__)
 # The environment's value is checked where it is read (`current_mode`), so a wrong one is a one-line error of the
 # command that traces a model, not a failed import.
 _mode = jax.make_user_context(default_value=os.environ.get(ENV_VAR, "auto").strip().lower() or "auto")
+# `choices`' table as sorted (shape key, implementation) pairs: hashable, as a jit-cache key must be.
+_choices = jax.make_user_context(default_value=())
+
+ShapeKey = tuple[tuple[int, ...], tuple[int, ...], str]  # (q shape, k/v shape, dtype) of one call
+CHOICES = ("cudnn", "reference")
 
 
 @contextlib.contextmanager
@@ -60,6 +68,22 @@ def mode(name: str) -> Iterator[None]:
     if name not in MODES:
         raise ValueError(f"attention mode must be one of {', '.join(MODES)}, got {name!r}")
     with _mode(name):
+        yield
+
+
+def shape_key(q_shape: Sequence[int], kv_shape: Sequence[int], dtype: Any) -> ShapeKey:
+    """What `choices` looks a call up by: q `[b, t, heads, h]`, k/v `[b, s, kv_heads, h]`, the dtype's name."""
+    return tuple(int(n) for n in q_shape), tuple(int(n) for n in kv_shape), str(dtype)
+
+
+@contextlib.contextmanager
+def choices(table: Mapping[ShapeKey, str]) -> Iterator[None]:
+    """Trace `auto` with `table`'s implementation (`cudnn` or `reference`) for each call shape it holds, where cuDNN
+    can take the call; other shapes as `auto` chooses without it."""
+    unknown = sorted({implementation for implementation in table.values() if implementation not in CHOICES})
+    if unknown:
+        raise ValueError(f"attention choices must be among {', '.join(CHOICES)}, got {', '.join(unknown)}")
+    with _choices(tuple(sorted(table.items()))):
         yield
 
 
@@ -111,8 +135,9 @@ def cudnn_unsupported(q: jax.ShapeDtypeStruct, k: jax.ShapeDtypeStruct, v: jax.S
 
 
 def choose(q: jax.ShapeDtypeStruct, k: jax.ShapeDtypeStruct, v: jax.ShapeDtypeStruct, attention_mode: str,
-           device: Device) -> Choice:
-    """The implementation of one call (q `[b, t, heads, h]`, k/v `[b, s, kv_heads, h]`) under `attention_mode`."""
+           device: Device, table: Mapping[ShapeKey, str] | None = None) -> Choice:
+    """The implementation of one call (q `[b, t, heads, h]`, k/v `[b, s, kv_heads, h]`) under `attention_mode`, and
+    under `auto` `table`'s choice for its shape where cuDNN can take it (`choices`)."""
     if attention_mode == "reference":
         return Choice("reference", "mode reference")
     if attention_mode == "xla":
@@ -122,6 +147,9 @@ def choose(q: jax.ShapeDtypeStruct, k: jax.ShapeDtypeStruct, v: jax.ShapeDtypeSt
     unsupported = cudnn_unsupported(q, k, v, device)
     if unsupported:
         return Choice("reference", f"auto on GPU, cuDNN cannot: {unsupported}")
+    chosen = (table or {}).get(shape_key(q.shape, k.shape, q.dtype))
+    if chosen is not None:
+        return Choice(chosen, "auto on a CUDA GPU, the faster measured for this shape")
     return Choice("cudnn", "auto on a CUDA GPU")
 
 
@@ -163,7 +191,7 @@ def _note(choice: Choice, q: jax.Array, k: jax.Array) -> None:
 
 def implementation_for(q: jax.Array, k: jax.Array, v: jax.Array) -> str:
     """The implementation of this call under the current mode and device, recorded (called while tracing)."""
-    choice = choose(q, k, v, current_mode(), current_device())
+    choice = choose(q, k, v, current_mode(), current_device(), dict(_choices.value))
     _note(choice, q, k)
     return choice.implementation
 

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from multinet_jax import domains
-from multinet_jax.data import prompts
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.magma_inputs import SYSTEM_PROMPT, action_prompt
 
@@ -55,20 +54,26 @@ _IMAGE_QUESTION = "<image>\n{question}"
 MAX_SEQ_LEN = 1024  # the scripts' --max_seq_len: PIQA's and BFCL's chats cut there (right side) when tokenized
 
 OPENX_CHAT = domains.Chat(SYSTEM_PROMPT, action_prompt("{question}"), "", tokenizer_bos=True)
-# Per text domain: the conversation of its script (the question after what the domain's prompt puts before it,
-# `data/prompts.py`) and its budget (max_new_tokens).
-TEXT_CHATS = {
-    "piqa": (domains.Chat(None, "{question}", prompts.with_system_prompt(prompts.PIQA_SYSTEM_PROMPT, ""), tokenizer_bos=False,
-                          max_tokens=MAX_SEQ_LEN), 5),
-    "odinw": (domains.Chat(prompts.ODINW_SYSTEM_PROMPT, _IMAGE_QUESTION,
-                           prompts.with_system_prompt(prompts.ODINW_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
-    "sqa3d": (domains.Chat(prompts.SQA3D_SYSTEM_PROMPT, _IMAGE_QUESTION,
-                           prompts.with_system_prompt(prompts.SQA3D_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
-    "openx_multi_embodiment": (domains.Chat(prompts.ROBOVQA_PROMPT, _IMAGE_QUESTION, prompts.robovqa_prompt(""),
-                                            tokenizer_bos=True), 75),
-    # The conversation starts from the environment (`bfcl_environment`); the runner appends the turns.
-    "bfcl": (domains.Chat(prompts.BFCL_SYSTEM_PROMPT, "{question}", "", tokenizer_bos=False, max_tokens=MAX_SEQ_LEN), 150),
-}
+
+
+def text_chats() -> dict[str, tuple[domains.Chat, int]]:
+    """Per text domain: the conversation of its script (the question after what the domain's prompt puts before it,
+    `data/prompts.py`) and its budget (max_new_tokens). A function, so that loading Magma (the suite, on an image
+    without grain) does not import the data package."""
+    from multinet_jax.data import prompts  # noqa: PLC0415  (the data package imports grain)
+
+    return {
+        "piqa": (domains.Chat(None, "{question}", prompts.with_system_prompt(prompts.PIQA_SYSTEM_PROMPT, ""), tokenizer_bos=False,
+                              max_tokens=MAX_SEQ_LEN), 5),
+        "odinw": (domains.Chat(prompts.ODINW_SYSTEM_PROMPT, _IMAGE_QUESTION,
+                               prompts.with_system_prompt(prompts.ODINW_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
+        "sqa3d": (domains.Chat(prompts.SQA3D_SYSTEM_PROMPT, _IMAGE_QUESTION,
+                               prompts.with_system_prompt(prompts.SQA3D_SYSTEM_PROMPT, ""), tokenizer_bos=True), 75),
+        "openx_multi_embodiment": (domains.Chat(prompts.ROBOVQA_PROMPT, _IMAGE_QUESTION, prompts.robovqa_prompt(""),
+                                                tokenizer_bos=True), 75),
+        # The conversation starts from the environment (`bfcl_environment`); the runner appends the turns.
+        "bfcl": (domains.Chat(prompts.BFCL_SYSTEM_PROMPT, "{question}", "", tokenizer_bos=False, max_tokens=MAX_SEQ_LEN), 150),
+    }
 
 
 def domain_protocol(name: str) -> domains.Protocol:
@@ -76,8 +81,9 @@ def domain_protocol(name: str) -> domains.Protocol:
     one, else the domain's default rules with SimplerEnv's step (module docstring)."""
     domain = domains.lookup(name)
     default = domain.protocol
-    if domain.name in TEXT_CHATS:
-        chat, budget = TEXT_CHATS[domain.name]
+    chats = text_chats()
+    if domain.name in chats:
+        chat, budget = chats[domain.name]
         return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=budget, name=PROTOCOL_NAME, chat=chat,
                                    image_resize=domains.ImageResize.OPENPI, blank_image=None, logits_vocab_size=None,
                                    answer="magma_scripts")

@@ -290,7 +290,12 @@ def attention_mode_for(name: str, attention_mode: str, parity: dict[str, Any] | 
     """The mode model `name` is timed under and why not the suite's: the reference where its fast path failed parity."""
     if parity is None:
         return attention_mode, None
-    refused = f"parity not checked ({parity['skipped']})" if "skipped" in parity else parity["models"][name]["refused"]
+    if "skipped" in parity:
+        refused = f"parity not checked ({parity['skipped']})"
+    elif name not in parity["models"]:  # e.g. the eval stage's model, left out of --models
+        refused = f"parity not checked for {name} (not in --models)"
+    else:
+        refused = parity["models"][name]["refused"]
     return ("reference", refused) if refused else (attention_mode, None)
 
 

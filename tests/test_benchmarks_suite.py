@@ -125,6 +125,8 @@ def test_a_fast_path_failing_parity_is_refused_and_the_model_timed_on_the_refere
     assert suite.attention_mode_for("pi0", "xla", parity) == ("reference", verdict["refused"])
     assert suite.attention_mode_for("pi0", "xla", {"skipped": "budget: 0 s left"}) == (
         "reference", "parity not checked (budget: 0 s left)")
+    # the eval stage's model when --models left it out: timed on the reference, not a KeyError after the models stage
+    assert suite.attention_mode_for("pi05", "xla", parity) == ("reference", "parity not checked for pi05 (not in --models)")
 
 
 def test_on_a_gpu_the_parity_stage_runs_the_mode_whose_fast_path_has_another_name(monkeypatch, fresh_traces):

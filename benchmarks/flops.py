@@ -16,6 +16,8 @@ from typing import Any
 import jax
 from jax.extend import core as jax_core
 
+from multinet_jax.models import numerics
+
 
 def _dot_flops(equation: Any) -> int:
     lhs, rhs = (variable.aval.shape for variable in equation.invars[:2])
@@ -65,5 +67,7 @@ def jaxpr_flops(jaxpr: Any, while_trips: int) -> int:
 
 
 def count_flops(fn: Callable[..., Any], *args: Any, while_trips: int = 1, **kwargs: Any) -> int:
-    """Model FLOPs of `fn(*args, **kwargs)` (traced abstractly: nothing runs)."""
-    return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs), while_trips)
+    """Model FLOPs of `fn(*args, **kwargs)` (traced abstractly: nothing runs), one-row products counted as the model
+    writes them (`numerics.products_as_written`), not with the zero row the CPU backend is given."""
+    with numerics.products_as_written():
+        return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs), while_trips)

@@ -14,13 +14,26 @@ For float32 models the first three are exactly the plain operations, and `attend
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+
+# Whether `_two_rows` pads (a jit cache key, as attention's mode is): off only to count a model's FLOPs.
+_pad_one_row = jax.make_user_context(default_value=True)
+
+
+@contextlib.contextmanager
+def products_as_written() -> Iterator[None]:
+    """Trace one-row products as the model writes them, without `_two_rows`' zero row: for counting the model's
+    FLOPs (`benchmarks.flops`), which that row would inflate at batch 1 (it is the CPU backend's, not the model's)."""
+    with _pad_one_row(False):
+        yield
 
 
 def _two_rows(lhs: jax.Array, rhs: jax.Array, free_axes: Sequence[int]) -> int | None:
@@ -34,7 +47,7 @@ def _two_rows(lhs: jax.Array, rhs: jax.Array, free_axes: Sequence[int]) -> int |
     is nearly free. The H200 trace of issue 22 shows float32 weight copies in the same place (`loop_slice_fusion`);
     whether two rows remove them there has not been measured. float32 products are left as they are (bit-identical).
     """
-    if not free_axes or max(jnp.dtype(lhs.dtype).itemsize, jnp.dtype(rhs.dtype).itemsize) >= 4:
+    if not _pad_one_row.value or not free_axes or max(jnp.dtype(lhs.dtype).itemsize, jnp.dtype(rhs.dtype).itemsize) >= 4:
         return None
     return free_axes[0] if math.prod(lhs.shape[axis] for axis in free_axes) == 1 else None
 

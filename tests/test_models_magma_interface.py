@@ -9,6 +9,11 @@ import pytest
 
 from magma_helpers import ROBOT_TASK, case_images, magma_io, magma_model
 from multinet_jax.models.interface import InferenceOptions
+from multinet_jax.models.magma import ACTION_DIM
+
+# SimplerEnv's step, as the fixture's 8 greedy ids were decoded: 7 action ids and the EOS after them. predict_actions
+# decodes the budget it is given (MultiNet's Open-X protocol gives 1000) and reads the 7 ids before the last.
+SIMPLERENV_STEP = InferenceOptions(max_decoding_steps=ACTION_DIM + 1)
 
 
 def _observation(prompts, images=None):
@@ -18,7 +23,7 @@ def _observation(prompts, images=None):
 
 def test_predict_actions_and_sample_tokens_read_the_observation_as_simplerenv_prompts():
     model, io = magma_model(), magma_io()
-    actions = model.predict_actions(_observation([ROBOT_TASK, ROBOT_TASK]), rng=None, options=InferenceOptions())
+    actions = model.predict_actions(_observation([ROBOT_TASK, ROBOT_TASK]), rng=None, options=SIMPLERENV_STEP)
     assert actions.shape == (2, 1, 7)
     np.testing.assert_array_equal(actions[:, 0], np.stack([io["robot_actions_normalized"]] * 2))
     # A text question is `<image>\n{prompt}`: the fixture's robot prompt is that question for its instruction.
@@ -43,7 +48,7 @@ def test_activations_give_the_actions_and_one_stream_per_layer():
     model = magma_model()
     observation = _observation([ROBOT_TASK, "open the drawer"])
     actions, streams = model.activations(observation)
-    np.testing.assert_array_equal(actions, model.predict_actions(observation, rng=None, options=InferenceOptions()))
+    np.testing.assert_array_equal(actions, model.predict_actions(observation, rng=None, options=SIMPLERENV_STEP))
     depth, width = model.config.llm.depth, model.config.llm.width
     assert {name: value.shape for name, value in streams.items()} == {"prefix_last": (2, depth, width),
                                                                      "prefix_mean": (2, depth, width)}

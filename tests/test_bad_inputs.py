@@ -197,6 +197,9 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     config_file = root / "openvla_bad_config" / "config.json"
     config_file.write_text(config_file.read_text()[:-40])
     demo.build_checkpoint("smolvla", root / "smolvla_demo")
+    from multinet_jax.models import smolvla_checkpoint  # its tiny named config reads a 6-dim state (the demo data: 12)
+
+    smolvla_checkpoint.write_checkpoint(root / "smolvla_6_dim_state", "smolvla_tiny", corpus=datasets.corpus())
     # Torn weights: the preflight refusals below must come before any weight is read.
     magma = _writable_copy(demo.build_checkpoint("magma", root / "magma_source"), root / "magma_torn_weights")
     weights_file = magma / "model.safetensors"
@@ -487,6 +490,11 @@ CASES = [
          lambda i: f"{E(i.assets['data_dir'])}/overcooked_ai: overcooked_ai sample '[^']+': field 'state': none, but "
                    f"{E(str(i.smolvla_demo))}/config.json input_features observation.state reads 12 dims: the model would "
                    "act on a made-up zero state; evaluate a domain whose data holds it"),
+    Case("eval_smolvla_state_of_another_size", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="smolvla", checkpoint=str(i.smolvla_6_dim_state), tokenizer=None),
+         lambda i: f"{E(i.assets['data_dir'])}/openx_bimanual: openx_bimanual sample '[^']+': field 'state': 12 dims, but "
+                   f"{E(str(i.smolvla_6_dim_state))}/config.json input_features observation.state reads 6: evaluate a "
+                   "checkpoint trained on this robot's state"),
     Case("eval_tokenizer_for_openvla", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source)),
          lambda i: "--tokenizer is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint bundles its own\\)"),
     Case("probe_tokenizer_for_openvla", "probe",

@@ -4,7 +4,7 @@ first sample decodable and labeled, action statistics where actions are unnormal
 
 Once the checkpoint is resolved and before any of its weights are read (`check_checkpoint_inputs`): what the family's
 registry entry can tell from the checkpoint's small files, so that an 8B model is not loaded for minutes only to be
-refused: the action statistics `--unnorm_key` picks, and a state for a model that reads one.
+refused: the action statistics `--unnorm_key` picks, and a state of the right size for a model that reads one.
 
 Tokenizers, the checkpoint and the run manifest are checked by the evaluator itself in the same phase, before the
 first batch (see `loop.Evaluator`).
@@ -133,7 +133,7 @@ def checkpoint_stats_users(config: Any) -> list[str]:
 def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict[str, data.Source]) -> None:
     """What the family reads beside its weights, checked from the checkpoint's small files before the weights load
     (`registry.Family.unnorm_keys`, `.state_dims`): the statistics `--unnorm_key` picks exist (or the checkpoint
-    holds one set), and an action domain holds the state a model reading one needs."""
+    holds one set), and an action domain holds the state a model reading one needs, of the size it reads."""
     family = registry.family(config.model)
     users = checkpoint_stats_users(config)
     if users and family.unnorm_keys is not None:
@@ -145,13 +145,20 @@ def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict
             raise ValueError(f"{checkpoint}: --unnorm_key={config.unnorm_key!r} is not one of its action statistics {keys}")
     if family.state_dims is None:
         return
+    dims = family.state_dims(str(checkpoint))
     for name, source in sources.items():
         domain = domains.lookup(name)
         if domain.output not in (domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION):
             continue  # Act2Answer's episodes: zeros by its protocol, for every family (`data/act2answer_episodes.py`)
-        first = source[0]  # a domain's samples all hold a state or none (`data/openx.state_vector`)
+        # A domain's samples all hold a state of one size or none (one robot: `data/openx.state_vector`), so the
+        # first tells, here, what the model would otherwise refuse only after its weights load.
+        first = source[0]
+        directory = pathlib.Path(config.data_dir) / domain.folder
         if first["state"] is None:
-            directory = pathlib.Path(config.data_dir) / domain.folder
             raise ValueError(f"{directory}: {name} sample {first['id']!r}: field 'state': none, but {checkpoint}/"
-                             f"config.json input_features observation.state reads {family.state_dims(str(checkpoint))} "
+                             f"config.json input_features observation.state reads {dims} "
                              "dims: the model would act on a made-up zero state; evaluate a domain whose data holds it")
+        if len(first["state"]) != dims:
+            raise ValueError(f"{directory}: {name} sample {first['id']!r}: field 'state': {len(first['state'])} dims, but "
+                             f"{checkpoint}/config.json input_features observation.state reads {dims}: evaluate a "
+                             "checkpoint trained on this robot's state")

@@ -100,8 +100,9 @@ class Family:
     # norm_stats_flag "unnorm_key".
     unnorm_keys: Callable[[str], tuple[str, ...]] | None = None
     # (checkpoint path) -> the state dims its config names as an input feature (no weights): an action domain whose
-    # samples hold no state is refused for it (the zero state would be made up). None: the family takes the state the
-    # data gives, none included (MultiNet's Pi0 protocol pads it with zeros).
+    # samples hold no state (the zero state would be made up), or a state of another size, is refused for it before
+    # the weights load. None: the family takes the state the data gives, none included (MultiNet's Pi0 protocol pads
+    # or cuts it to 32 dims).
     state_dims: Callable[[str], int] | None = None
     # (domain name) -> the `domains.Protocol` MultiNet ran this family under with scripts of its own (Magma's);
     # None: MultiNet's Pi0 protocol, the domain table's.

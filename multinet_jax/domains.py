@@ -125,7 +125,10 @@ class Protocol:
     (PIQA's black image, BFCL's white one: MultiNet's scripts left `--mask_image_tokens` off); None: every camera
     masked. `temperature`: the sampling temperature MultiNet decoded with (None: the run's `--temperature` for
     text, greedy actions). `chat`: the conversation, for a model reading chat messages (None: the prompt text).
-    `answer`: how a text answer is read, one of `ANSWER_RULES`.
+    `answer`: how a text answer is read, one of `ANSWER_RULES`. `min_new_tokens`: (the fewest tokens the output rule
+    reads an answer from, what they are): a smaller `--max_decoding_steps` is refused before the model loads.
+    `refused`: why a family's protocol cannot run this domain (MultiNet's script for it is not encoded): the run is
+    refused before the model loads, rather than giving numbers that are not MultiNet's under its protocol's name.
     """
 
     prompt_format: PromptFormat
@@ -140,7 +143,8 @@ class Protocol:
     temperature: float | None = None
     chat: Chat | None = None
     answer: str = "pi0_scripts"
-
+    min_new_tokens: tuple[int, str] | None = None
+    refused: str | None = None
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_RULES:

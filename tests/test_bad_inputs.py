@@ -478,9 +478,20 @@ CASES = [
          lambda i: f"{E(str(i.openvla_bad_config))}/config.json: unreadable JSON \\(JSONDecodeError: .*\\)"),
     # checked from the checkpoint's small files before its weights load (`preflight.check_checkpoint_inputs`)
     Case("eval_magma_act2answer_without_unnorm_key", "eval",
-         lambda i: _eval(i, domains=("act2answer",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None),
+         lambda i: _eval(i, domains=("act2answer",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None,
+                         max_decoding_steps=8),
          lambda i: f"{E(str(i.magma_torn_weights))}: the actions of act2answer are unnormalized with the checkpoint's "
                    "statistics, which hold \\['bridge_orig', 'google_robot'\\]: pass --unnorm_key \\(one of them\\)"),
+    # the family's own protocol on each domain, from flags alone (`preflight.check_protocols`)
+    Case("eval_magma_domain_its_protocol_does_not_encode", "eval",
+         lambda i: _eval(i, domains=("overcooked_ai",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None),
+         lambda i: "--domains=overcooked_ai: --model=magma does not run overcooked_ai: MultiNet ran Magma there with "
+                   "overcooked_single_inference.py \\(.*\\), a protocol not encoded here"),
+    Case("eval_magma_budget_below_its_action_ids", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None,
+                         max_decoding_steps=7),
+         lambda i: "--max_decoding_steps=7: --model=magma on openx_bimanual reads 7 action ids and the token after them "
+                   "\\(protocol multinet_v1_magma\\): pass at least 8"),
     Case("eval_openvla_unknown_unnorm_key", "eval",
          lambda i: _eval(i, domains=("act2answer",), model="openvla", checkpoint=str(i.openvla_source), tokenizer=None,
                          unnorm_key="bridge_orig"),

@@ -22,7 +22,7 @@ import eval_helpers
 from conftest import shared_path
 from magma_helpers import magma_dir, magma_model
 from multinet_jax import data, domains, metrics
-from multinet_jax.eval import loop, runners
+from multinet_jax.eval import loop, preflight, runners
 from multinet_jax.models import magma_protocol
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.magma_inputs import MagmaTokenizer, chat_text
@@ -158,9 +158,22 @@ def test_a_chat_longer_than_its_max_tokens_is_cut_on_the_right():
     assert len(ids) > 16 and batch.mask.sum() == 16 and batch.tokens[0, :16].tolist() == ids[:16]
 
 
-def test_a_budget_without_room_for_the_action_ids_is_refused():
-    with pytest.raises(ValueError, match=r"^openx_bimanual: --max_decoding_steps=7 leaves Magma no room for its 7 action ids"):
-        magma_protocol.MultiNetActions().options("openx_bimanual", True, {}, InferenceOptions(max_decoding_steps=7))
+@pytest.mark.parametrize("name", ["openx_bimanual", "act2answer"])
+def test_a_budget_without_room_for_the_action_ids_is_refused_at_preflight(name):
+    """Both action rules (MultiNet's Open-X one and SimplerEnv's step) read 7 ids and the token after them: a smaller
+    budget fails from the flags, before the model loads; 8 runs."""
+    with pytest.raises(ValueError, match=rf"^--max_decoding_steps=7: --model=magma on {name} reads 7 action ids and the "
+                                         r"token after them \((protocol magma_simplerenv_step|protocol multinet_v1_magma)\): pass at least 8$"):
+        preflight.check_protocols("magma", (name,), 7)
+    preflight.check_protocols("magma", (name,), 8)
+    preflight.check_protocols("magma", ("piqa",), 1)  # a text answer reads what it gets
+
+
+@pytest.mark.parametrize("name", sorted(magma_protocol.NOT_ENCODED))
+def test_a_domain_whose_script_is_not_encoded_is_refused_at_preflight(name):
+    with pytest.raises(ValueError, match=rf"^--domains={name}: --model=magma does not run {name}: MultiNet ran Magma there "
+                                         rf"with {magma_protocol.NOT_ENCODED[name][0]} \(.*\), a protocol not encoded here$"):
+        preflight.check_protocols("magma", ("piqa", name), None)
 
 
 def test_sampled_actions_are_reproducible_from_the_seed():

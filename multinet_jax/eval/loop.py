@@ -103,6 +103,7 @@ class EvalConfig:
             raise ValueError(f"--domains names {', '.join(repeated)} more than once")
         self._check_family_flags(family)
         self._check_capabilities(family)
+        preflight.check_protocols(self.model, self.domains, self.max_decoding_steps)
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
                              "(--noskip_similarity overrides a flagfile's --skip_similarity)")

@@ -1,6 +1,7 @@
 """Checks an evaluation runs before its long part, so a run with five domains whose fifth is missing fails in
-seconds, not after evaluating four: the output folder, and per domain its data (found, readable, not empty, the
-first sample decodable and labeled, action statistics where actions are unnormalized with them).
+seconds, not after evaluating four: the output folder, the family's own protocol on each domain (`check_protocols`),
+and per domain its data (found, readable, not empty, the first sample decodable and labeled, action statistics where
+actions are unnormalized with them).
 
 Once the checkpoint is resolved and before any of its weights are read (`check_checkpoint_inputs`): what the family's
 registry entry can tell from the checkpoint's small files, so that an 8B model is not loaded for minutes only to be
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from multinet_jax import data, domains
@@ -89,6 +91,24 @@ def lock_output_dir(path: pathlib.Path) -> OutputLock:
         except FileNotFoundError:
             pass
         os.close(descriptor)
+
+
+def check_protocols(model: str, names: Sequence[str], max_decoding_steps: int | None) -> None:
+    """The family's own protocol (`registry.Family.protocol`) can run each domain as asked, checked from flags alone:
+    a domain whose MultiNet script it does not encode is refused (`Protocol.refused`), and so is a
+    `--max_decoding_steps` below the fewest tokens its output rule reads (`Protocol.min_new_tokens`)."""
+    family = registry.family(model)
+    if family.protocol is None:
+        return
+    for name in names:
+        protocol = family.protocol(name)
+        if protocol.refused is not None:
+            raise ValueError(f"--domains={name}: --model={model} {protocol.refused}")
+        if max_decoding_steps is not None and protocol.min_new_tokens is not None:
+            fewest, what = protocol.min_new_tokens
+            if max_decoding_steps < fewest:
+                raise ValueError(f"--max_decoding_steps={max_decoding_steps}: --model={model} on {name} reads {what} "
+                                 f"(protocol {protocol.name}): pass at least {fewest}")
 
 
 def check_labeled(directory: pathlib.Path, sample_id: Any, ground_truth: Any) -> None:

@@ -25,9 +25,10 @@ Not reproduced (each named in the metrics files): MultiNet's Open-X ground-truth
 (the last 7 of 14 dims, statistics recomputed over them) and openx_wheeled_robot (zeros appended to 7 dims), since
 the project scores every family against the split's own ground truth (a 14-dim split gets the zero-padded
 predictions the rule above gives any split the script does not transform); the scripts of Overcooked (36 joint-action probabilities, Brier scores)
-and openx_quadrupedal (its own prompt, greedy, 256 tokens; `NOT_ENCODED`). On those two and on Act2Answer, which
-MultiNet never ran with Magma, Magma keeps the default output rules and reads SimplerEnv's step (7 greedy action
-ids and the EOS after them), recorded as protocol `magma_simplerenv_step`, not MultiNet's.
+and openx_quadrupedal (its own prompt, greedy, 256 tokens, a text list of values; `NOT_ENCODED`): `eval` refuses
+Magma there at preflight (`Protocol.refused`). On Act2Answer, which MultiNet never ran with Magma, Magma keeps the
+default output rules and reads SimplerEnv's step (7 greedy action ids and the EOS after them), recorded as protocol
+`magma_simplerenv_step`, not MultiNet's. Every action rule needs a budget of 8 tokens at least (`ACTION_TOKENS`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,18 @@ from multinet_jax.models.magma_inputs import SYSTEM_PROMPT, action_prompt
 PROTOCOL_NAME = "multinet_v1_magma"
 # Domains run without a MultiNet Magma script: SimplerEnv's step (7 greedy action ids and the EOS after them).
 SIMPLERENV_STEP_NAME = "magma_simplerenv_step"
-# Domains MultiNet ran Magma on with scripts whose protocol is not encoded here, and those scripts.
-NOT_ENCODED = {"overcooked_ai": "overcooked_single_inference.py", "openx_quadrupedal": "magma_openx_quadrupedal_inference.py"}
+# Domains MultiNet ran Magma on with scripts whose protocol is not encoded here: the script and what it did
+# (`tests/test_protocol_magma.py` checks these facts against the script run). `eval` refuses them for Magma.
+NOT_ENCODED = {
+    "overcooked_ai": ("overcooked_single_inference.py", "its own prompt, greedy with 256 new tokens, the answer read as a "
+                      "list of 36 joint-action probabilities and scored with Brier errors"),
+    "openx_quadrupedal": ("magma_openx_quadrupedal_inference.py", "its own prompt holding the split's action statistics, "
+                          "greedy with 256 new tokens, the answer read as a text list of the action's values"),
+}
 ACTION_DIM = 7
+# Magma's action rules read 7 action ids and the token after them (the EOS that SimplerEnv's step stops at, the
+# last generated token for `generate_ids[0, -8:-1]`).
+ACTION_TOKENS = (ACTION_DIM + 1, f"{ACTION_DIM} action ids and the token after them")
 OPENX_MAX_NEW_TOKENS = 1000
 OPENX_TEMPERATURE = 0.7
 _IMAGE_QUESTION = "<image>\n{question}"
@@ -87,10 +97,15 @@ def domain_protocol(name: str) -> domains.Protocol:
         return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=budget, name=PROTOCOL_NAME, chat=chat,
                                    image_resize=domains.ImageResize.OPENPI, blank_image=None, logits_vocab_size=None,
                                    answer="magma_scripts")
-    if domain.output is domains.Output.CONTINUOUS_ACTIONS and domain.name not in NOT_ENCODED:
+    if domain.name in NOT_ENCODED:
+        script, what = NOT_ENCODED[domain.name]
+        return dataclasses.replace(default, name=PROTOCOL_NAME, refused=f"does not run {domain.name}: MultiNet ran Magma "
+                                   f"there with {script} ({what}), a protocol not encoded here")
+    if domain.output is domains.Output.CONTINUOUS_ACTIONS:
         return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=OPENX_MAX_NEW_TOKENS, name=PROTOCOL_NAME,
-                                   temperature=OPENX_TEMPERATURE, chat=OPENX_CHAT)
-    return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=ACTION_DIM + 1, name=SIMPLERENV_STEP_NAME)
+                                   temperature=OPENX_TEMPERATURE, chat=OPENX_CHAT, min_new_tokens=ACTION_TOKENS)
+    return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=ACTION_DIM + 1, name=SIMPLERENV_STEP_NAME,
+                               min_new_tokens=ACTION_TOKENS)
 
 
 def fit_dims(actions: np.ndarray, dims: int) -> np.ndarray:
@@ -103,9 +118,6 @@ def fit_dims(actions: np.ndarray, dims: int) -> np.ndarray:
 
 def ground_truth_note(domain: str) -> str:
     """How this project's ground truth for `domain` relates to what MultiNet's Magma script scored."""
-    if domain in NOT_ENCODED:
-        return (f"the split's own dims, the 7 predicted ones zero-padded or truncated to them; MultiNet ran Magma here "
-                f"with {NOT_ENCODED[domain]}, whose protocol is not encoded")
     if domain == "openx_bimanual":
         return ("the split's 14 dims, the 7 predicted ones zero-padded to 14; MultiNet's script scored the ground truth's "
                 "last 7 dims instead (its bimanual transform, statistics recomputed over them): not reproduced")
@@ -123,11 +135,8 @@ class MultiNetActions:
         return {key: value for key, value in stats.items() if key != "mask"}
 
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
-        """Magma reads 7 action ids whatever the statistics' dims; budget and temperature are the protocol's. A budget
-        without room for the 7 ids and the token after them is refused before any model time."""
-        if options.max_decoding_steps < ACTION_DIM + 1:
-            raise ValueError(f"{domain}: --max_decoding_steps={options.max_decoding_steps} leaves Magma no room for its "
-                             f"{ACTION_DIM} action ids and the token after them: pass at least {ACTION_DIM + 1}")
+        """Magma reads 7 action ids whatever the statistics' dims; budget and temperature are the protocol's (a budget
+        without room for the ids is refused at preflight: `Protocol.min_new_tokens`)."""
         return dataclasses.replace(options, action_dim=ACTION_DIM)
 
     def predictions(self, actions: np.ndarray, norm: domains.ActionNorm, domain: str) -> list[list[float] | None]:

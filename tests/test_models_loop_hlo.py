@@ -99,7 +99,8 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
 
     A weight: an operand with the dims of a parameter (a stack of layers, or the `[.., 2, width, mlp]` gating),
     output with the element count of the whole operand or of a trailing block of at least a matrix. A cache: an
-    operand `cache_dims` accepts (the stacked `[depth, b, slots, kv_heads, head_dim]`), whole."""
+    operand `cache_dims` accepts (the stacked `[depth, b, slots, kv_heads, head_dim]`), whole or one layer's slice
+    in any layout (OpenVLA's attention converted each layer's K and V slice, transposed, before s4_decode)."""
     weights = {np.shape(leaf) for leaf in jax.tree.leaves(params)}
     found = []
     for instruction in instructions:
@@ -112,7 +113,8 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
                 if operand_dtype not in ("bf16", "u16"):
                     continue
                 blocks = {math.prod(operand[start:]) for start in range(max(len(operand) - 1, 1))}
-                if (operand in weights and math.prod(dims) in blocks) or (cache_dims(operand) and dims == operand):
+                cache_blocks = {math.prod(operand), math.prod(operand[1:])}
+                if (operand in weights and math.prod(dims) in blocks) or (cache_dims(operand) and math.prod(dims) in cache_blocks):
                     found.append((instruction.opcode, dims, operand))
     return found
 

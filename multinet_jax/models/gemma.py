@@ -185,8 +185,12 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
 
     The query heads of one KV head and the query tokens are folded into one matmul dimension, so both products
     are plain batched matmuls over (b, kv_heads); XLA's CPU backend runs those several times faster than the
-    equivalent einsums with the group axis kept apart. On a GPU, calls cuDNN can take run its fused kernel instead:
-    `attention` chooses, per call, at trace time.
+    equivalent einsums with the group axis kept apart. Keys and values enter the products in their `[b, s, kv, h]`
+    layout: transposing them to `[b, kv, s, h]` first made XLA's CPU backend convert each bf16 decode step's
+    cache slice (and the query) to float32 when there are several KV heads (OpenVLA's Llama; 1.5x slower at
+    batch 1, 2.5x at batch 8 for 32 heads x 300 slots); with one KV head that transpose is a free reshape and is
+    kept (the products then run on the slice as it lies). On a GPU, calls cuDNN can take run its fused kernel
+    instead: `attention` chooses, per call, at trace time.
     """
     implementation = attention.implementation_for(q, k, v)
     if implementation != "reference":
@@ -195,12 +199,14 @@ def grouped_attention(q: jax.Array, k: jax.Array, v: jax.Array, attn_mask: jax.A
     s, num_kv_heads = k.shape[1], k.shape[2]
     group = num_heads // num_kv_heads
     q = q.reshape(b, t, num_kv_heads, group, head_dim).transpose(0, 2, 3, 1, 4).reshape(b, num_kv_heads, group * t, -1)
-    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    logits = numerics.einsum("bkqh,bksh->bkqs", q, k, out_dtype=jnp.float32)
+    kv_axes = "bskh"
+    if num_kv_heads == 1:
+        k, v, kv_axes = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), "bksh"
+    logits = numerics.einsum(f"bkqh,{kv_axes}->bkqs", q, k, out_dtype=jnp.float32)
     logits = logits.reshape(b, num_kv_heads, group, t, s)
     if attn_mask is not None:
         logits = jnp.where(attn_mask[:, None, None, :, :], logits, _BIG_NEG)
-    encoded = numerics.attend(logits.reshape(b, num_kv_heads, group * t, s), v).reshape(b, num_kv_heads, group, t, head_dim)
+    encoded = numerics.attend(logits.reshape(b, num_kv_heads, group * t, s), v, kv_axes).reshape(b, num_kv_heads, group, t, head_dim)
     return encoded.transpose(0, 3, 1, 2, 4).reshape(b, t, num_heads, head_dim)
 
 

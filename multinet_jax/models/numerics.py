@@ -141,9 +141,10 @@ def silu(x: jax.Array) -> jax.Array:
     return nn.silu(x.astype(jnp.float32)).astype(x.dtype)
 
 
-def attend(logits: jax.Array, values: jax.Array) -> jax.Array:
-    """`softmax(logits) @ values`: logits float32 `[b, heads, q, s]`, values `[b, heads, s, h]` -> `[b, heads, q, h]`
-    in the values' dtype, the softmax's normalization applied to the output instead of to the weights.
+def attend(logits: jax.Array, values: jax.Array, value_axes: str = "bksh") -> jax.Array:
+    """`softmax(logits) @ values`: logits float32 `[b, heads, q, s]`, values `[b, heads, s, h]` (or as `value_axes`
+    names them, e.g. `"bskh"`) -> `[b, heads, q, h]` in the values' dtype, the softmax's normalization applied to the
+    output instead of to the weights.
 
     Why: dividing the `[q, s]` weights by their row sums is one more full pass over attention's largest array;
     dividing the `[q, h]` output (h < s) gives the same values up to float32 rounding (~1e-7 relative), and made
@@ -153,5 +154,5 @@ def attend(logits: jax.Array, values: jax.Array) -> jax.Array:
     """
     weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
     totals = jnp.sum(weights, axis=-1, keepdims=True)
-    out = einsum("bkqs,bksh->bkqh", weights.astype(values.dtype), values, out_dtype=jnp.float32)
+    out = einsum(f"bkqs,{value_axes}->bkqh", weights.astype(values.dtype), values, out_dtype=jnp.float32)
     return (out / totals).astype(values.dtype)

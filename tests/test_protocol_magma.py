@@ -176,6 +176,30 @@ def test_a_domain_whose_script_is_not_encoded_is_refused_at_preflight(name):
         preflight.check_protocols("magma", ("piqa", name), None)
 
 
+def test_the_scripts_refused_are_what_the_refusal_says():
+    """What MultiNet's Overcooked and quadrupedal Magma scripts did when run (`NOT_ENCODED`'s words): their own prompts
+    (not the Open-X question), greedy with 256 new tokens, the answer read as a Python / JSON list: 36 probabilities
+    (a one-hot list -> its index; a list of 2 or a sentence invalid), or the action's values, scored as given."""
+    for name in ("overcooked", "openx_quadrupedal"):
+        reference = fixture()[name]
+        kwargs = reference["generate_kwargs"][0]
+        assert all(call == kwargs for call in reference["generate_kwargs"]) and not kwargs["do_sample"], name
+        words = magma_protocol.NOT_ENCODED[domains.canonical(name)][1]
+        assert f"greedy with {kwargs['max_new_tokens']} new tokens" in words, name
+        user = reference["chats"][0][-1]["content"]
+        assert user.startswith("<image>\n") and "What action should the robot take" not in user, name
+    overcooked = fixture()["overcooked"]
+    assert "36 joint-action probabilities" in magma_protocol.NOT_ENCODED["overcooked_ai"][1]
+    assert overcooked["preds"] == [5, -1, 0, -1, 5]  # one-hot at 5, [0.5, 0.5], uniform (argmax 0), a sentence, ...
+    assert "player0_results" in overcooked["metric_names"] and "micro_f1" in overcooked["metric_names"]
+    quadrupedal = fixture()["openx_quadrupedal"]
+    assert "the split's action statistics" in magma_protocol.NOT_ENCODED["openx_quadrupedal"][1]
+    assert "Range: " in quadrupedal["chats"][0][-1]["content"] and "Mean: " in quadrupedal["chats"][0][-1]["content"]
+    assert [len(prediction) if prediction else None for prediction, _ in quadrupedal["scored"]] == [12, 2, 1, None]
+    # its first batch (2 samples) raised inside the prompt builder and was skipped: 4 of the 6 samples were scored
+    assert quadrupedal["total_timesteps"] == len(quadrupedal["instructions"]) - 2 == len(quadrupedal["chats"])
+
+
 def test_sampled_actions_are_reproducible_from_the_seed():
     """MultiNet's temperature 0.7 from one key folded with each row's sample index: the same key gives the same
     actions, another key other ones."""
@@ -201,6 +225,29 @@ def test_piqa_is_multinets(tmp_path):
     check_text_domain("piqa", ours, reference)
     parsed = [domains.parse_text_magma("multiple_choice", answer, {}) for answer in reference["answers"]]
     assert parsed == [None if value == -1 else value for value in reference["parsed"]]
+
+
+def test_piqa_is_scored_as_multinets_magma_script(tmp_path):
+    """MultiNet's Magma PIQA script counted any number valid (a number naming no choice is wrong, not invalid): the
+    project's records of its answers, decoded and parsed by the runner, score to the script's own metrics."""
+    reference = fixture()["piqa"]
+    tokenizer = MagmaTokenizer(magma_dir())
+    rows = [tokenizer.encode_continuation(answer) + [tokenizer.eos_id] for answer in reference["answers"]]
+    raw = np.array([row + [tokenizer.pad_id] * (max(map(len, rows)) - len(row)) for row in rows])
+    count = len(rows)
+    batch = {"_mask": np.ones(count, bool), "id": [str(index) for index in range(count)], "sample_index": np.arange(count),
+             "ground_truth": reference["ground_truth"]}
+    records = runners.SingleCall.output_records(tokenizer, None, loop.domain_for("magma", "piqa"), batch, raw, None)
+    assert [record["prediction"] for record in records] == [None if value == -1 else value for value in reference["parsed"]]
+    scored, expected = metrics.score("piqa", records), reference["metrics"]
+    assert scored["valid_predictions"] == expected["valid_predictions"] and scored["total_invalid_preds"] == expected["invalid_predictions"]
+    assert scored["valid_accuracy"] == pytest.approx(expected["exact_match_rate"])
+    assert scored["overall_accuracy"] == pytest.approx(expected["exact_match_rate_with_invalids"])
+    assert scored["invalid_percentage"] == pytest.approx(expected["percentage_invalids"])
+    pi0_rule = [{key: value for key, value in record.items() if key != metrics.ANSWER_RULE_FIELD} for record in records]
+    assert metrics.score("piqa", pi0_rule)["valid_predictions"] < expected["valid_predictions"]  # 2 is invalid there
+    with pytest.raises(ValueError, match="records mix answer rules"):
+        metrics.score("piqa", records[:1] + pi0_rule[1:])
 
 
 def test_odinw_is_multinets(tmp_path):

@@ -116,6 +116,8 @@ class SingleCall:
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
             record = _base_record(batch, row, raw_output, prediction)
+            if domain.metric_kind == "multiple_choice" and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
+                record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then counts any number valid
             if domain.metric_kind == "classification":
                 record["num_options"] = int(batch["num_options"][row])
                 record["subset"] = plain(batch["subset"][row])

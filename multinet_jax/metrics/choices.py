@@ -16,10 +16,12 @@ from multinet_jax.metrics.records import is_integer
 INVALID_CHOICE = -1
 
 
-def pack_choices(predictions: Sequence[Any], num_options: Sequence[int]) -> np.ndarray:
-    """Predicted indices as int64, -1 where MultiNet's validator rejects them (not an int in range)."""
+def pack_choices(predictions: Sequence[Any], num_options: Sequence[int], any_integer: bool = False) -> np.ndarray:
+    """Predicted indices as int64, -1 where MultiNet's validator rejects them (not an int in range; with `any_integer`,
+    MultiNet's Magma PIQA rule, not a non-negative int: one out of range is valid and wrong)."""
     return np.array(
-        [int(p) if is_integer(p) and 0 <= p < limit else INVALID_CHOICE for p, limit in zip(predictions, num_options)],
+        [int(p) if is_integer(p) and 0 <= p and (any_integer or p < limit) else INVALID_CHOICE
+         for p, limit in zip(predictions, num_options)],
         np.int64,
     ).reshape(len(predictions))
 
@@ -41,7 +43,8 @@ def _accuracies(predicted: jax.Array, truth: jax.Array) -> dict[str, jax.Array]:
 
 
 def _multiple_choice_kernel(predicted, truth, num_choices: int):
-    counts = jnp.bincount(jnp.where(predicted == INVALID_CHOICE, num_choices, predicted), length=num_choices + 1)
+    # the last bin: invalid answers and valid ones naming no choice (MultiNet's Magma PIQA rule), neither reported
+    counts = jnp.bincount(jnp.where((predicted >= 0) & (predicted < num_choices), predicted, num_choices), length=num_choices + 1)
     return _accuracies(predicted, truth) | {
         "num_choices": num_choices,
         "choice_distribution": {f"choice_{i}_count": counts[i] for i in range(num_choices)},

@@ -57,6 +57,11 @@ PIPELINE_NAMES = {
 }
 # Overcooked records may carry the rounded action clipped into [0, 35]: then the `avg_clipped_*` metrics are added.
 CLIPPED_FIELD = "clipped_prediction"
+# PIQA records may name the answer rule that parsed them (`domains.ANSWER_RULES`): under MultiNet's Magma scripts any
+# number is a valid answer, wrong unless it is the label (`piqa_inference._calculate_final_metrics`); by default only
+# 0 and 1 are valid.
+ANSWER_RULE_FIELD = "answer_rule"
+ANY_NUMBER_RULE = "magma_scripts"
 # Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
 OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
@@ -132,7 +137,10 @@ def _score_kind(
         return result
     if kind == "multiple_choice":
         truth = integer_ground_truth(ground_truth, num_choices)
-        predicted = choices.pack_choices(predictions, [num_choices] * len(records))
+        rules = {record.get(ANSWER_RULE_FIELD) for record in records}
+        if len(rules) > 1:
+            raise ValueError(f"records mix answer rules {sorted(map(str, rules))} (field {ANSWER_RULE_FIELD!r}): score each run alone")
+        predicted = choices.pack_choices(predictions, [num_choices] * len(records), any_integer=rules == {ANY_NUMBER_RULE})
         return to_python(choices.multiple_choice(predicted, truth, num_choices))
     if kind == "classification":
         num_options = [_num_options(record, index) for index, record in enumerate(records)]

@@ -4,6 +4,7 @@ assets (a typo there would only show on a TPU)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -110,7 +111,9 @@ def test_demo_without_model_fails_before_building_anything(tmp_path):
 @pytest.mark.parametrize("flagfile, extra", [("magma_act2answer.flags", []), ("smolvla_act2answer.flags", ["--num_flow_steps=2"])])
 def test_act2answer_flagfiles_run_on_the_demo_checkpoints(flagfile, extra, tmp_path):
     """The real-model Act2Answer flagfiles, with the family's demo checkpoint (built by --demo) in place of the
-    published one: both probes give a record per episode, the action probe a displacement from real statistics."""
+    published one: both probes give a record per episode where the checkpoint's actions are end-effector deltas
+    (Magma, SimplerEnv's bridge_orig statistics), the action probe a displacement from real statistics; SmolVLA's
+    LeRobot config names no action frame, so its records and metrics say why its action probe does not apply."""
     data_dir = eval_helpers.assets()["data_dir"]
     result = eval_helpers.run_eval([f"--flagfile=flags/{flagfile}", "--demo", f"--checkpoint={tmp_path / 'checkpoint'}",
                                     f"--data_dir={data_dir}", f"--output_dir={tmp_path / 'run'}", "--limit=2",
@@ -118,4 +121,13 @@ def test_act2answer_flagfiles_run_on_the_demo_checkpoints(flagfile, extra, tmp_p
     assert result.returncode == 0, result.stdout[-3000:]
     records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "act2answer.jsonl")
     assert len(records) == 2 and all(record["action_head"] for record in records)
-    assert all(len(record["raw_output"]) == 2 and len(record["action_displacement"]) == 3 for record in records)
+    assert all(len(record["raw_output"]) == 2 for record in records)
+    metrics = json.loads((tmp_path / "run" / "act2answer_metrics.json").read_text())["metrics"]
+    if flagfile.startswith("smolvla"):
+        note = re.compile(f"not applicable: {re.escape(str(tmp_path / 'checkpoint' / 'config.json'))}: "
+                          "output_features.action is \\d+ dims with no frame named .*: its actions are unnamed, .*")
+        assert all(note.fullmatch(record["action_probe"]) and record["action_displacement"] is None for record in records)
+        assert metrics["action_probe"] == records[0]["action_probe"] and "action_probe_accuracy" not in metrics
+    else:
+        assert all(record["action_probe"] is None and len(record["action_displacement"]) == 3 for record in records)
+        assert "action_probe" not in metrics and "action_probe_accuracy" in metrics

@@ -9,10 +9,13 @@
   displacement's xy points closer to (cosine; `act2answer.geometry.HARNESS_TABLETOP`). This assumes the first three
   action dimensions are end-effector translation deltas in the tiles' world frame (Bridge / WidowX policies); a
   displacement of zero or a NaN chunk (a FAST sequence that did not decode) is an invalid action prediction.
-- A model without an action head (PaliGemma, the source VLM) gets the text probe only: its records say
-  `"action_head": false` (action fields null) and the metrics say the action probe does not apply.
-Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_head`, `action_prediction`,
-`text_scores`, `action_displacement`, `category` and `layout`; `score --domain=act2answer_probes` scores them.
+- A model the action probe does not apply to gets the text probe only, its records and metrics saying why in
+  `action_probe` (action fields null; `eval/preflight.action_probe_unavailable`): one without an action head
+  (PaliGemma, the source VLM; `"action_head": false`), or a checkpoint whose actions are not end-effector deltas or
+  do not say (`registry.Family.action_frame`: a LeRobot config.json names none).
+Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_head`, `action_probe`,
+`action_prediction`, `text_scores`, `action_displacement`, `category` and `layout`; `score --domain=act2answer_probes`
+scores them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import jax
 import numpy as np
 
 from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES
+from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 
 TEXT_PROMPT_KEYS = ("text_prompt", "text_prompt_mask")
 
@@ -52,10 +56,10 @@ def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: i
     }
 
 
-def run(model: Any, observation: Mapping[str, Any],
-        sample_actions: Callable[[dict], Any] | None) -> dict[str, np.ndarray]:
-    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}; no "actions" when
-    `sample_actions` is None (a model without an action head)."""
+def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[dict], Any],
+        unavailable: str | None) -> dict[str, Any]:
+    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}; where the action probe
+    does not apply, {"text_scores", "action_probe": `unavailable`} (why: "not applicable: ...") and no action call."""
     action_inputs = {key: value for key, value in observation.items()
                      if key not in (*TEXT_PROMPT_KEYS, "option_tokens", "option_mask")}
     if "text_prompt_mask" not in observation:  # question texts for a model with its own tokenizer
@@ -67,8 +71,10 @@ def run(model: Any, observation: Mapping[str, Any],
         text_inputs.pop(key, None)
     scores = model.score_options(text_inputs, observation["option_tokens"], observation["option_mask"])
     probes = {"text_scores": np.asarray(jax.device_get(scores))}
-    if sample_actions is not None:
+    if unavailable is None:
         probes["actions"] = np.asarray(jax.device_get(sample_actions(action_inputs)))
+    else:
+        probes["action_probe"] = unavailable
     return probes
 
 
@@ -85,10 +91,10 @@ def action_choice(displacement: np.ndarray) -> int | None:
     return int(np.argmax(cosines)) if cosines[0] != cosines[1] else None
 
 
-def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.ndarray],
+def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, Any],
             norm: Callable[[np.ndarray], np.ndarray] | None, item: Callable[[Any], Any]) -> list[dict[str, Any]]:
     """One record per valid row (see the module docstring); `norm` unnormalizes actions (`domains.ActionNorm`; None
-    without an action head)."""
+    where the action probe does not apply)."""
     has_actions = "actions" in raw
     displacement = norm(raw["actions"][:, :, :3]).sum(axis=1) if has_actions else np.full((len(raw["text_scores"]), 3), np.nan)
     output = []
@@ -100,7 +106,8 @@ def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, np.
             "raw_output": [float(score) for score in scores],
             "prediction": int(np.argmax(scores)),
             "ground_truth": int(item(batch["ground_truth"][row])),
-            "action_head": has_actions,
+            "action_head": has_actions or raw["action_probe"] != NO_ACTION_HEAD,
+            "action_probe": raw.get("action_probe"),  # None: it ran
             "action_prediction": action_choice(displacement[row]),
             "action_displacement": ([float(value) for value in displacement[row]]
                                     if np.all(np.isfinite(displacement[row])) else None),  # NaN: not decoded

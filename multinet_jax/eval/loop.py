@@ -254,6 +254,8 @@ class Evaluator:
         paths = assets.resolve_all(specs)
         if model is None:  # before the manifest fingerprints the weights, and before they load
             preflight.check_checkpoint_inputs(config, paths["checkpoint"], self.sources)
+        # Act2Answer's action probe: None where it runs, else why not (its metrics say so; the text probe runs).
+        self.action_probe_unavailable = preflight.action_probe_unavailable(config, paths.get("checkpoint"))
         family = registry.family(config.model)
         # A family whose checkpoint bundles its tokenizer tokenizes the `prompt` texts itself; the others read prompts
         # tokenized with PaliGemma's (`--tokenizer`).
@@ -369,12 +371,18 @@ class Evaluator:
         """The protocol's sampling temperature where MultiNet sampled, else `--temperature`."""
         return self.config.temperature if domain.protocol.temperature is None else domain.protocol.temperature
 
+    def _predicts_actions(self, domain: domains.Domain) -> bool:
+        """Whether the model predicts actions on `domain` (on Act2Answer: whether its action probe applies)."""
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            return self.action_probe_unavailable is None
+        return domain.uses_actions and self.predicts_actions
+
     def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
         return self.model.predict_actions(observation, rng=self.rng, options=self.action_options)
 
     def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer_probes.run(self.model, observation, self._sample_actions if self.predicts_actions else None)
+            return act2answer_probes.run(self.model, observation, self._sample_actions, self.action_probe_unavailable)
         if domain.uses_actions:
             out = self._sample_actions(observation)
         else:
@@ -406,7 +414,7 @@ class Evaluator:
         dataset = self._dataset(domain)
         norm = None
         stats = None
-        if domain.uses_actions and self.predicts_actions:
+        if self._predicts_actions(domain):
             norm, stats = self._action_norm(domain)
         self.action_options = self._action_options(domain, norm)
         ordered = results.OrderedRecords(start_index)
@@ -489,7 +497,7 @@ class Evaluator:
             "config": dataclasses.asdict(self.config),
             "protocol": domain.protocol.name,
             "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
-            "action_horizon": self.model.config.action_horizon if domain.uses_actions and self.predicts_actions else None,
+            "action_horizon": self.model.config.action_horizon if self._predicts_actions(domain) else None,
             **self._actions_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
                 "checkpoint": self.manifest["checkpoint"],

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from multinet_jax import data, domains
+from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 from multinet_jax.models import registry
 
 # jax's PRNG keys hold 32 bits of seed: `jax.random.key(2**32)` is `jax.random.key(0)`, `key(-1)` is `key(2**32 - 1)`.
@@ -140,14 +141,34 @@ def open_domain_data(config: Any, name: str) -> data.Source:
     return source
 
 
-def checkpoint_stats_users(config: Any) -> list[str]:
+def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> str | None:
+    """Why Act2Answer's action probe does not apply to this model ("not applicable: ...", the text probe still runs),
+    or None when it does: it reads end-effector translation deltas, so a model without an action head, or a
+    checkpoint whose actions are in another frame or in none it names (`registry.Family.action_frame`, read from its
+    small files before the weights load), gets no action probe rather than a meaningless one. `checkpoint` None: an
+    in-memory model, whose frame is the family's as given to the evaluator (`Evaluator(model=)`) and not checked."""
+    family = registry.family(config.model)
+    if not family.action_head:
+        return NO_ACTION_HEAD
+    if checkpoint is None:
+        return None
+    frame = family.action_frame(str(checkpoint))
+    if frame.kind == "ee_delta":
+        return None
+    return (f"not applicable: {frame.source}: its actions are {frame.kind}, and the action probe reads end-effector "
+            "translation deltas; text probe only")
+
+
+def checkpoint_stats_users(config: Any, checkpoint: pathlib.Path | None = None) -> list[str]:
     """The domains whose actions this run unnormalizes with the checkpoint's statistics: Act2Answer's action probe
-    (no ground truth to take the split's from) and, with --unnormalize=checkpoint, every action domain."""
+    (no ground truth to take the split's from; only where it applies to `checkpoint`) and, with
+    --unnormalize=checkpoint, every action domain."""
     if not registry.family(config.model).action_head:
         return []
-    outputs = (domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION) if config.unnormalize == "checkpoint" else ()
-    return [name for name in config.domains
-            if domains.lookup(name).output in (domains.Output.KNOWLEDGE_PROBES, *outputs)]
+    outputs = [domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION] if config.unnormalize == "checkpoint" else []
+    if checkpoint is None or action_probe_unavailable(config, checkpoint) is None:
+        outputs.append(domains.Output.KNOWLEDGE_PROBES)
+    return [name for name in config.domains if domains.lookup(name).output in outputs]
 
 
 def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict[str, data.Source]) -> None:
@@ -155,7 +176,7 @@ def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict
     (`registry.Family.unnorm_keys`, `.state_dims`): the statistics `--unnorm_key` picks exist (or the checkpoint
     holds one set), and an action domain holds the state a model reading one needs, of the size it reads."""
     family = registry.family(config.model)
-    users = checkpoint_stats_users(config)
+    users = checkpoint_stats_users(config, checkpoint)
     if users and family.unnorm_keys is not None:
         keys = list(family.unnorm_keys(str(checkpoint)))
         if config.unnorm_key is None and len(keys) != 1:

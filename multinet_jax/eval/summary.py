@@ -255,7 +255,7 @@ def _probe_accuracies(figure: Any, axes: Any, metrics: Mapping[str, Any]) -> Non
     without an action head has no action bars, and the legend says why."""
     categories = metrics.get("categories", {})
     probes = {"text probe": [as_float(entry.get("text_probe_accuracy")) for entry in categories.values()]}
-    if "action_probe" not in metrics:  # present (a string) only when the model has no action head
+    if "action_probe" not in metrics:  # present (why, a string) only where the action probe did not apply
         probes["action probe"] = [as_float(entry.get("action_probe_accuracy")) for entry in categories.values()]
     positions = np.arange(len(categories))
     width = 0.8 / len(probes)
@@ -265,5 +265,5 @@ def _probe_accuracies(figure: Any, axes: Any, metrics: Mapping[str, Any]) -> Non
     axes.axhline(ACT2ANSWER_CHANCE, color="gray", linewidth=1, linestyle="--", label=f"chance ({ACT2ANSWER_CHANCE:g})")
     axes.set_xticks(positions, list(categories))
     axes.set_xlabel("category")
-    axes.set_title("accuracy per category" + ("\n(action probe: not applicable, no action head)" if "action_probe" in metrics else ""))
+    axes.set_title("accuracy per category" + ("\n(action probe: not applicable, see action_probe)" if "action_probe" in metrics else ""))
     plots.legend_below(figure)

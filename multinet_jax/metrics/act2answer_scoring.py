@@ -345,8 +345,9 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     A record: `id`, `category`, `layout`, `ground_truth` (the target tile, 0 = left, 1 = right), `prediction` (the
     text probe's choice) and `action_prediction` (the action probe's, null when invalid: counted wrong). Each rate is
-    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates. Records of a
-    model without an action head (`"action_head": false`, PaliGemma) get the text probe's metrics and an
+    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates. Records whose
+    action probe did not apply (`action_probe`: why, "not applicable: ..."; a record of a model without an action
+    head, `"action_head": false`, written before that field: NO_ACTION_HEAD) get the text probe's metrics and that
     `action_probe` note in place of the action probe's.
     """
     if not records:
@@ -355,6 +356,13 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for index, value in enumerate(action_heads):
         if not isinstance(value, bool) or value != action_heads[0]:
             raise RecordError(index, "action_head", f"expected {action_heads[0]!r} like record 0 (one model per file), got {value!r}")
+    notes = [record.get("action_probe", None if action_heads[0] else NO_ACTION_HEAD) for record in records]
+    for index, value in enumerate(notes):
+        if value != notes[0] or not (value is None or isinstance(value, str) and value.startswith("not applicable: ")):
+            raise RecordError(index, "action_probe", f"expected {notes[0]!r} like record 0 (one model per file; null or "
+                              f"'not applicable: ...'), got {value!r}")
+    if not action_heads[0] and notes[0] is None:
+        raise RecordError(0, "action_probe", "null (the action probe ran) for a model without an action head")
     rows = []
     for index, record in enumerate(records):
         category = require_field(record, index, "category")
@@ -378,10 +386,10 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         text_correct[index], action_correct[index], valid[index] = text == truth, action == truth, action is not None
     raw = to_python(_probes({"text_probe_accuracy": text_correct, "action_probe_accuracy": action_correct}, valid,
                             category, layout, num_categories=len(categories)))
-    keys = ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate") if action_heads[0] else ("text_probe_accuracy",)
+    keys = ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate") if notes[0] is None else ("text_probe_accuracy",)
     result: dict[str, Any] = {key: raw[key] for key in keys}
-    if not action_heads[0]:
-        result["action_probe"] = NO_ACTION_HEAD
+    if notes[0] is not None:
+        result["action_probe"] = notes[0]
     result["episodes"] = len(rows)
     result["categories"] = {
         name: {key: raw[f"category_{key}"][index] for key in keys} | {"episodes": sum(row[0] == name for row in rows)}

@@ -46,6 +46,27 @@ ACTION_DECODINGS = ("flow", "tokens")
 CONFIG_OVERRIDES = ("action_horizon", "action_dim")
 # The flag that picks a checkpoint's statistics when it holds several: openpi's assets dir or OpenVLA's dataset key.
 NORM_STATS_FLAGS = ("asset_id", "unnorm_key")
+# What a checkpoint's action dims are. Act2Answer's action probe reads only "ee_delta" (the first three dims are
+# end-effector translation deltas, as Bridge / WidowX policies emit); any other frame gets the text probe only.
+ACTION_FRAMES = ("ee_delta", "joint_position", "unnamed")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionFrame:
+    """A checkpoint's action frame and where it was read (a file and field), so a refusal can name both."""
+
+    kind: str  # of ACTION_FRAMES
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTION_FRAMES:
+            raise ValueError(f"action frame {self.kind!r}: expected one of {ACTION_FRAMES}")
+
+
+def fixed_frame(kind: str, source: str) -> Callable[[str], ActionFrame]:
+    """`Family.action_frame` of a family whose checkpoints all act in one frame, `source` saying why."""
+    frame = ActionFrame(kind, source)
+    return lambda checkpoint: frame
 
 
 def hook(target: str) -> Callable[..., Any]:
@@ -107,6 +128,9 @@ class Family:
     # (domain name) -> the `domains.Protocol` MultiNet ran this family under with scripts of its own (Magma's);
     # None: MultiNet's Pi0 protocol, the domain table's.
     protocol: Callable[[str], Any] | None = None
+    # (checkpoint path) -> its ActionFrame, from its small files (no weights): what Act2Answer's action probe may read.
+    # Required with an action head.
+    action_frame: Callable[[str], ActionFrame] | None = None
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -116,6 +140,8 @@ class Family:
                              f"{NORM_STATS_FLAGS}")
         if (self.norm_stats_flag == "unnorm_key") != (self.unnorm_keys is not None):
             raise ValueError(f"family {self.name!r}: unnorm_keys is given exactly when norm_stats_flag is 'unnorm_key'")
+        if self.action_head != (self.action_frame is not None):
+            raise ValueError(f"family {self.name!r}: action_frame is given exactly when it has an action head")
 
     @property
     def action_head(self) -> bool:
@@ -271,22 +297,33 @@ register_format(CheckpointFormat(
 _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, pi0_fast_droid, ...), gs://..., or the "
                 "step directory holding params/ (or params/ itself)")
 _PALIGEMMA_TOKENIZER = {"tokenizer": assets.DEFAULT_TOKENIZER}
+# openpi's norm_stats.json holds mean/std/q01/q99 per key and names no action dims: the frame is taken, not read.
+_OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.json names no action dims: taken as "
+                            "end-effector deltas (a Pi0 on Bridge / WidowX); an asset of joint actions (ALOHA, DROID) "
+                            "is not told apart")
+# OpenVLA's loader (prismatic/vla/datasets/rlds/oxe/materialize.py) loads only EEF_POS datasets: end-effector delta
+# xyz, delta roll-pitch-yaw, gripper; every dataset key of its statistics is one. Magma's keys are SimplerEnv's.
+_OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "
+                             "encoding (end-effector delta xyz, rpy, gripper)")
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
-                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny"))
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny",
+                       action_frame=_OPENPI_FRAME))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
-                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny"))
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny",
+                       action_frame=_OPENPI_FRAME))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
     action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id",
-    action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny"))
+    action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
+    action_frame=_OPENPI_FRAME))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
                        norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_OPENVLA}:unnorm_keys"),
-                       demo_config="openvla_tiny"))
+                       demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
                        norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
-                       protocol=hook(f"{_MAGMA}_protocol:domain_protocol")))
+                       protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny"))
@@ -294,4 +331,5 @@ register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .n
 # (Act2Answer's text probe, `SmolVLAModel.score_options`).
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
                        "saved with save_pretrained)", action_decoding="flow", text_decoding=False,
-                       state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo"))
+                       state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo",
+                       action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame")))

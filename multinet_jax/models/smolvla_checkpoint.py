@@ -38,6 +38,7 @@ import tokenizers
 from safetensors import safe_open
 
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
+from multinet_jax.models.registry import ActionFrame
 from multinet_jax.models.llama_checkpoint import layer_shapes
 from multinet_jax.models.openvla_checkpoint import read_json
 from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
@@ -204,6 +205,17 @@ def state_dims(directory: str) -> int:
     """config.json's `input_features["observation.state"]` dims (the registry's preflight question: an action domain
     without states is refused rather than run on a made-up zero state)."""
     return read_config(directory).state_dim
+
+
+def action_frame(directory: str) -> ActionFrame:
+    """The frame of the policy's actions (the registry's preflight question for Act2Answer's action probe): LeRobot's
+    config.json gives `output_features["action"]` a type and a shape, never what the dims are, and a LeRobot policy
+    predicts its training data's action vector (smolvla_base: SO-100's 6 absolute joint positions), so it is unnamed."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    dims = read_config(directory).action_dim
+    return ActionFrame("unnamed", f"{path}: output_features.action is {dims} dims with no frame named (LeRobot "
+                                  "policies predict their training data's action vector; smolvla_base's: SO-100's 6 "
+                                  "absolute joint positions)")
 
 
 def named_config(name: str, dtype: str = "float32") -> SmolVLAConfig:

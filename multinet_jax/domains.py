@@ -323,6 +323,18 @@ def unnormalize_quantiles(values: np.ndarray, q01: Sequence[float], q99: Sequenc
     return np.where(mask, 0.5 * (values + 1) * (high - low) + low, values)
 
 
+# The per-dimension entries of a split's action statistics (`data.action_stats`).
+PER_DIM_STATS = ("min", "max", "mean", "std", "q01", "q99")
+
+
+def transformed_stats(stats: dict[str, Any], transform: Any) -> dict[str, Any]:
+    """Statistics over actions `transform` maps dim-wise (a slice of dims, zero dims appended): each per-dim entry
+    mapped as an action is, `size` updated. Min, max, q01 and q99 are then exactly those of the mapped actions; so are
+    mean and std up to rounding (a zero dim's are 0)."""
+    mapped = {key: transform(np.asarray(stats[key], np.float64)).tolist() for key in PER_DIM_STATS if key in stats}
+    return {**stats, **mapped, **({"size": [len(mapped["min"])]} if "size" in stats and "min" in mapped else {})}
+
+
 @dataclasses.dataclass(frozen=True)
 class ActionNorm:
     """The statistics that turn a family's normalized actions into dataset units, by the family's

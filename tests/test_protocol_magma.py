@@ -125,12 +125,30 @@ def test_a_14_dim_split_gets_multinets_zero_padded_predictions(bimanual):
             np.testing.assert_allclose(prediction, expected, rtol=1e-6, atol=1e-9)
 
 
-def test_multinets_bimanual_run_scored_the_last_seven_dims(bimanual):
-    """As MultiNet named the dataset, its script scored the ground truth's last 7 dims: not reproduced, and said."""
-    ours, _ = bimanual
-    np.testing.assert_array_equal(np.asarray([sample["ground_truth"] for sample in ours])[:, -7:],
-                                  fixture()["openx"]["openx_bimanual"]["ground_truth"])
-    assert "last 7 dims" in magma_protocol.ground_truth_note("openx_bimanual")
+def test_bimanual_is_scored_on_multinets_last_seven_dims(bimanual):
+    """As MultiNet named the dataset, its script scored the ground truth's last 7 dims with statistics recomputed over
+    them: the project's rule gives the same ground truth, statistics and predictions from the same generated ids."""
+    ours, stats = bimanual
+    reference = fixture()["openx"]["openx_bimanual"]
+    rules = magma_protocol.MultiNetActions()
+    scored = domains.transformed_stats(stats, lambda values: rules.ground_truth("openx_bimanual", values))
+    for key in ("q01", "q99", "min", "max", "mean"):
+        np.testing.assert_allclose(scored[key], reference["action_stats"][key], rtol=1e-6, atol=1e-12, err_msg=key)
+    truth = [rules.ground_truth("openx_bimanual", np.asarray(sample["ground_truth"])).tolist() for sample in ours]
+    np.testing.assert_array_equal(truth, reference["ground_truth"])
+    predictions = fixture_predictions(reference, scored)
+    for index, (prediction, expected) in enumerate(zip(predictions, reference["predictions"])):
+        if index == 3:  # MultiNet's slice read prompt ids as actions there; here the row is invalid
+            assert prediction is None
+        else:
+            np.testing.assert_allclose(prediction, expected, rtol=1e-6, atol=1e-9)
+    assert "last 7 of 14 dims" in magma_protocol.ground_truth_note("openx_bimanual")
+
+
+def test_wheeled_robot_ground_truth_is_multinets_transform():
+    reference = fixture()["openx_wheeled_robot_transform"]
+    ours = magma_protocol.MultiNetActions().ground_truth("openx_wheeled_robot", np.asarray(reference["actions"], np.float32))
+    np.testing.assert_array_equal(ours, reference["transformed"])
 
 
 def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
@@ -143,11 +161,14 @@ def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
     rules = magma_protocol.MultiNetActions()
     batch = {"_mask": np.ones(len(ours), bool), "id": [sample["id"] for sample in ours],
              "sample_index": np.arange(len(ours)), "ground_truth": [sample["ground_truth"] for sample in ours]}
+    stats = domains.transformed_stats(stats, lambda values: rules.ground_truth("openx_bimanual", values))
     records = runners.SingleCall.output_records(model.tokenizer, rules, domain, batch, model.decoded_actions(generated)[:, None, :],
                                                 domains.ActionNorm("quantiles", rules.split_statistics(stats)))
     assert [record["prediction"] is None for record in records] == [index == 3 for index in range(len(ours))]
+    assert all(len(record["ground_truth"]) == len(record["prediction"] or range(7)) == 7 for record in records)
     scored = metrics.score("openx_bimanual", records, action_stats=stats)
     assert scored["total_invalid_preds"] == 1
+    assert scored["action_slices_not_scored"] == "['left_arm', 'right_arm'] span 14 dims, the ground truth has 7"
 
 
 def test_a_chat_longer_than_its_max_tokens_is_cut_on_the_right():

@@ -320,9 +320,11 @@ class Evaluator:
             return domains.ActionNorm(kind, self._checkpoint_stats(f"{domain.name}'s action probe")), None
         stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
         split_stats = data.source_action_stats(self.sources[domain.name], kind=stats_kind)
+        rules = self.model.multinet_actions
+        if rules is not None and domain.output is domains.Output.CONTINUOUS_ACTIONS:  # what MultiNet scored against
+            split_stats = domains.transformed_stats(split_stats, lambda values: rules.ground_truth(domain.name, values))
         if self.config.unnormalize == "checkpoint":
             return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), split_stats
-        rules = self.model.multinet_actions
         return domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats)), split_stats
 
     def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:

@@ -116,6 +116,8 @@ class SingleCall:
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
             record = _base_record(batch, row, raw_output, prediction)
+            if rules is not None and domain.output is domains.Output.CONTINUOUS_ACTIONS:  # the ground truth MultiNet scored
+                record["ground_truth"] = rules.ground_truth(domain.name, np.asarray(record["ground_truth"], np.float64)).tolist()
             if domain.metric_kind == "multiple_choice" and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
                 record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then counts any number valid
             if domain.metric_kind == "classification":

@@ -62,6 +62,9 @@ CLIPPED_FIELD = "clipped_prediction"
 # 0 and 1 are valid.
 ANSWER_RULE_FIELD = "answer_rule"
 ANY_NUMBER_RULE = "magma_scripts"
+# A domain's named action slices (`continuous_actions.ACTION_SLICES`) are not scored on a ground truth of other dims
+# (MultiNet's Magma script scored openx_bimanual's last 7 of 14): the result says so under this key.
+SLICES_SKIPPED_KEY = "action_slices_not_scored"
 # Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
 OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
@@ -125,7 +128,9 @@ def _score_kind(
         stats = action_stats if action_stats is not None else continuous_actions.action_stats_from_ground_truth(inputs.ground_truth)
         inputs, overflowing = continuous_actions.invalidate_overflowing(inputs)
         slices = continuous_actions.ACTION_SLICES.get(domain, {})
-        result = to_python(continuous_actions.continuous_with_slices(inputs, stats, slices))
+        dims, spanned = inputs.ground_truth.shape[1], max((stop for _, stop in slices.values()), default=0)
+        unsliced = {SLICES_SKIPPED_KEY: f"{sorted(slices)} span {spanned} dims, the ground truth has {dims}"} if slices and spanned != dims else {}
+        result = to_python(continuous_actions.continuous_with_slices(inputs, stats, {} if unsliced else slices)) | unsliced
         if overflowing.size:  # counted in total_invalid_preds; named here so the count explains itself
             ids = [records[row]["id"] for row in overflowing[:OVERFLOW_IDS_SHOWN]]
             result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}

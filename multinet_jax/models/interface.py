@@ -65,6 +65,12 @@ class MultiNetActions(Protocol):
         """The evaluated split's action statistics as the family's unnormalization reads them."""
         ...
 
+    def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
+        """MultiNet's transform of the Open-X ground truth it scored the family against, over the last axis (the
+        identity where it scored the split's own): applied to each record's ground truth and to each per-dim statistic
+        of the split (`domains.transformed_stats`), which then unnormalize and score."""
+        ...
+
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
         """One action domain's prediction settings, given the statistics that will unnormalize its actions; refuses a
         domain it cannot score (before any model time)."""

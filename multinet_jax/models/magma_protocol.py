@@ -21,10 +21,10 @@ naming the family. `tests/test_protocol_magma.py` checks all of it against what 
   Magma's non-empty answers as assistant turns], tokenized by `apply_chat_template` (cut at 1024 tokens, right side,
   as MultiNet's tokenizer did); greedy, 150 new tokens a turn.
 
-Not reproduced (each named in the metrics files): MultiNet's Open-X ground-truth transforms for openx_bimanual
-(the last 7 of 14 dims, statistics recomputed over them) and openx_wheeled_robot (zeros appended to 7 dims), since
-the project scores every family against the split's own ground truth (a 14-dim split gets the zero-padded
-predictions the rule above gives any split the script does not transform); the scripts of Overcooked (36 joint-action probabilities, Brier scores)
+MultiNet's Open-X ground-truth transforms are reproduced (`scored_ground_truth`, named in each metrics file):
+openx_bimanual is scored on its last 7 of 14 dims and openx_wheeled_robot on its action padded with zeros to 7
+dims, each with the split's statistics mapped the same way (what MultiNet's recomputation gives). Not reproduced:
+the scripts of Overcooked (36 joint-action probabilities, Brier scores)
 and openx_quadrupedal (its own prompt, greedy, 256 tokens, a text list of values; `NOT_ENCODED`): `eval` refuses
 Magma there at preflight (`Protocol.refused`). On Act2Answer, which MultiNet never ran with Magma, Magma keeps the
 default output rules and reads SimplerEnv's step (7 greedy action ids and the EOS after them), recorded as protocol
@@ -116,14 +116,26 @@ def fit_dims(actions: np.ndarray, dims: int) -> np.ndarray:
     return np.concatenate([actions, np.zeros((len(actions), dims - actions.shape[1]))], axis=1)
 
 
+def scored_ground_truth(domain: str, values: np.ndarray) -> np.ndarray:
+    """The ground truth `[..., D]` MultiNet's Magma script scored (`_transform_action_tensor`): openx_bimanual's last 7
+    dims; openx_wheeled_robot's action, two zero copies of it and one zero (gnm_dataset's 2 dims -> 7); else as is."""
+    values = np.asarray(values)
+    if domain == "openx_bimanual":
+        return values[..., -ACTION_DIM:]
+    if domain == "openx_wheeled_robot":
+        zeros = np.zeros_like(values)
+        return np.concatenate([values, zeros, zeros, zeros[..., :1]], axis=-1)
+    return values
+
+
 def ground_truth_note(domain: str) -> str:
     """How this project's ground truth for `domain` relates to what MultiNet's Magma script scored."""
     if domain == "openx_bimanual":
-        return ("the split's 14 dims, the 7 predicted ones zero-padded to 14; MultiNet's script scored the ground truth's "
-                "last 7 dims instead (its bimanual transform, statistics recomputed over them): not reproduced")
+        return ("the split's last 7 of 14 dims, and the split's statistics of those dims (MultiNet's bimanual transform "
+                "and recomputed statistics)")
     if domain == "openx_wheeled_robot":
-        return ("the split's own dims, the predictions truncated to them; MultiNet's script appended zeros to the ground "
-                "truth up to 7 dims and scored all 7: not reproduced")
+        return ("the split's action, two zero copies of it and one zero, and the statistics of those dims (MultiNet's "
+                "wheeled-robot transform and recomputed statistics)")
     return "the split's own dims, the 7 predicted ones zero-padded or truncated to them (as MultiNet's script)"
 
 
@@ -133,6 +145,9 @@ class MultiNetActions:
     def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
         """The split's q01 / q99 on every dim (`unnormalize_action` has no mask)."""
         return {key: value for key, value in stats.items() if key != "mask"}
+
+    def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
+        return scored_ground_truth(domain, values)
 
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
         """Magma reads 7 action ids whatever the statistics' dims; budget and temperature are the protocol's (a budget

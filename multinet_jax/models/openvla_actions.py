@@ -205,6 +205,10 @@ class MultiNetActions:
         """The split's q01/q99 with MultiNet's mask (the last dim stays normalized)."""
         return multinet_mask(stats)
 
+    def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
+        """The split's own: MultiNet's OpenVLA scoring converted the predictions, not the ground truth."""
+        return values
+
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
         """As many action tokens as the statistics have dims, from center-cropped images, as MultiNet ran OpenVLA;
         an Open-X domain whose conversion cannot take those dims is refused before any model time."""

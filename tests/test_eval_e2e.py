@@ -254,7 +254,10 @@ def test_prompt_truncation_is_counted_reported_and_warned(tmp_path, capsys):
     eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, max_token_len=16, max_decoding_steps=None)
     records, metrics_file = _records(tmp_path, "piqa"), _metrics(tmp_path, "piqa")
     assert all(r["prompt_tokens"] > 16 for r in records)  # the full lengths, not the truncated ones
-    assert metrics_file["prompt_truncation"] == {"max_prompt_tokens": 16, "truncated": 4, "longest_prompt_tokens": max(r["prompt_tokens"] for r in records)}
+    assert all(r["prompt_token_limit"] == 16 and r["prompt_tokens_cut"] == r["prompt_tokens"] - 16 for r in records)
+    assert metrics_file["prompt_truncation"] == {
+        "max_prompt_tokens": 16, "truncated": 4, "counted": 4, "longest_prompt_tokens": max(r["prompt_tokens"] for r in records),
+        "most_tokens_cut": max(r["prompt_tokens"] for r in records) - 16}
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"]["max_new_tokens"] == 10  # PIQA's budget
     assert metrics_file["protocol_settings"]["max_prompt_tokens"] == 16  # the override, recorded
     assert "warning: piqa: 4 of 4 prompts truncated to 16 tokens" in capsys.readouterr().err

@@ -33,6 +33,7 @@ import tqdm
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import act2answer_probes, manifest, preflight, results, runners, summary
 from multinet_jax.models import InferenceOptions, registry
+from multinet_jax.models.interface import PromptLengths
 
 FAMILIES = registry.family_names()
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
@@ -366,6 +367,17 @@ class Evaluator:
             observation["chat_tokenizer_bos"], observation["chat_max_tokens"] = chat.tokenizer_bos, chat.max_tokens
         return observation
 
+    def _prompt_lengths(self, domain: domains.Domain, batch: Mapping[str, Any],
+                        observation: Mapping[str, Any]) -> PromptLengths | None:
+        """Each row's prompt length and the cut it got, from whoever tokenized it: the model (a bundled tokenizer) or
+        the pipeline (`prompt_tokens`, cut at the protocol's length); None where neither tokenized one (prompts
+        holding the state, built per batch by `Model.action_prompts`)."""
+        if self.bundled_tokenizer:
+            return self.model.prompt_lengths(observation, for_actions=domain.uses_actions)
+        if "prompt_tokens" in batch:
+            return PromptLengths(np.asarray(batch["prompt_tokens"]), domain.protocol.truncation_length(self.config.max_token_len))
+        return None
+
     def _decoding_steps(self, domain: domains.Domain) -> int:
         return domain.protocol.decoding_budget(self.config.max_decoding_steps)
 
@@ -525,16 +537,23 @@ class Evaluator:
         return rules.note(domain.name, self.action_options)
 
     def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record]) -> dict[str, Any] | None:
-        """How many prompts were cut at the truncation length (reported, and warned about on stderr)."""
-        lengths = [record["prompt_tokens"] for record in records if "prompt_tokens" in record]
-        if not lengths:
+        """How many prompts were cut, and at what length, from the records' own counts (`runners.prompt_fields`):
+        reported, and warned about on stderr, never refused (MultiNet cut some protocols' prompts silently)."""
+        counted = [record for record in records if runners.PROMPT_CUT in record]
+        if not counted:
             return None
-        limit = domain.protocol.truncation_length(self.config.max_token_len)
-        truncated = sum(length > limit for length in lengths) if limit is not None else 0
+        limits = sorted({record[runners.PROMPT_LIMIT] for record in counted}, key=str)
+        if len(limits) > 1:
+            raise results.ResultsError(f"{self._predictions_path(domain.name)}: prompts cut at several lengths {limits} "
+                                       "in one run; the file mixes runs")
+        cuts = [record[runners.PROMPT_CUT] for record in counted]
+        truncated = sum(cut > 0 for cut in cuts)
+        longest = max(record[runners.PROMPT_TOKENS] for record in counted)
         if truncated:
-            print(f"warning: {domain.name}: {truncated} of {len(lengths)} prompts truncated to {limit} tokens "
-                  f"(longest {max(lengths)})", file=sys.stderr)
-        return {"max_prompt_tokens": limit, "truncated": truncated, "longest_prompt_tokens": max(lengths)}
+            print(f"warning: {domain.name}: {truncated} of {len(counted)} prompts truncated to {limits[0]} tokens "
+                  f"(longest {longest}, up to {max(cuts)} tokens cut)", file=sys.stderr)
+        return {"max_prompt_tokens": limits[0], "truncated": truncated, "counted": len(counted),
+                "longest_prompt_tokens": longest, "most_tokens_cut": max(cuts)}
 
     def _score_options(self, domain: domains.Domain, stats: dict | None) -> dict[str, Any]:
         if domain.output is domains.Output.CONTINUOUS_ACTIONS:

@@ -23,7 +23,7 @@ import numpy as np
 from multinet_jax import data, domains, metrics
 from multinet_jax.data import prompts, transforms
 from multinet_jax.eval import act2answer_probes, results
-from multinet_jax.models.interface import MultiNetActions
+from multinet_jax.models.interface import MultiNetActions, PromptLengths
 
 if TYPE_CHECKING:
     from multinet_jax.eval.loop import Evaluator, Timing
@@ -78,9 +78,16 @@ def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction
         "prediction": prediction,
         "ground_truth": plain(batch["ground_truth"][row]),
     }
-    if "prompt_tokens" in batch:  # the prompt's full length, before any truncation
-        record["prompt_tokens"] = int(batch["prompt_tokens"][row])
     return record
+
+
+# Each record's prompt: its whole length in the model's tokens, the most tokens kept (None: never cut), how many were cut.
+PROMPT_TOKENS, PROMPT_LIMIT, PROMPT_CUT = "prompt_tokens", "prompt_token_limit", "prompt_tokens_cut"
+
+
+def prompt_fields(lengths: PromptLengths, row: int) -> dict[str, Any]:
+    """Row `row`'s prompt length and cut, as every record carries them (the domain's count in its metrics file)."""
+    return {PROMPT_TOKENS: int(lengths.tokens[row]), PROMPT_LIMIT: lengths.limit, PROMPT_CUT: lengths.cut(row)}
 
 
 class SingleCall:
@@ -88,10 +95,17 @@ class SingleCall:
 
     def records(self, evaluator: Evaluator, domain: domains.Domain, batch: Mapping[str, Any],
                 norm: domains.ActionNorm | None, timing: Timing) -> list[results.Record]:
+        observation = evaluator._observation(domain, batch)
         with timing.clock("model"):
-            raw = evaluator._run_model(domain, evaluator._observation(domain, batch))
+            raw = evaluator._run_model(domain, observation)
         with timing.clock("output"):
-            return self.output_records(evaluator.text_tokenizer, evaluator.model.multinet_actions, domain, batch, raw, norm)
+            records = self.output_records(evaluator.text_tokenizer, evaluator.model.multinet_actions, domain, batch, raw, norm)
+            lengths = evaluator._prompt_lengths(domain, batch, observation)
+            if lengths is not None:
+                row_of = {int(index): row for row, index in enumerate(batch["sample_index"])}
+                for record in records:
+                    record.update(prompt_fields(lengths, row_of[record["sample_index"]]))
+            return records
 
     @staticmethod
     def output_records(tokenizer: Any, rules: MultiNetActions | None, domain: domains.Domain, batch: Mapping[str, Any],
@@ -139,7 +153,7 @@ class TurnByTurn:
         turns = {row: batch["turns"][row] for row in rows}
         histories = {row: batch["environment"][row] for row in rows}
         responses: dict[int, list[str]] = {row: [] for row in rows}
-        longest_prompt = {row: 0 for row in rows}
+        longest_prompt: dict[int, dict[str, Any]] = {}  # per row, the fields of its turn with the longest prompt
         chat = domain.protocol.chat
         chats = {row: chat.messages(histories[row]) for row in rows} if chat is not None else {}
         observation = evaluator._observation(domain, batch)
@@ -158,11 +172,15 @@ class TurnByTurn:
                         turn_inputs["chat"] = [chats[row] if row in active else chat.messages("")
                                                for row in range(len(batch["_mask"]))]
                         turn_inputs["chat_tokenizer_bos"], turn_inputs["chat_max_tokens"] = chat.tokenizer_bos, chat.max_tokens
+                    lengths = evaluator.model.prompt_lengths({**observation, **turn_inputs}, for_actions=False)
                 else:
                     tokens = self._tokenize(evaluator, domain, len(batch["_mask"]), texts)
                     turn_inputs = {key: tokens[key] for key in ("tokenized_prompt", "tokenized_prompt_mask")}
-                    for row in active:
-                        longest_prompt[row] = max(longest_prompt[row], int(tokens["prompt_tokens"][row]))
+                    lengths = PromptLengths(tokens["prompt_tokens"], domain.protocol.truncation_length(evaluator.config.max_token_len))
+                for row in active:
+                    fields = prompt_fields(lengths, row)
+                    if fields[PROMPT_TOKENS] > longest_prompt.get(row, {}).get(PROMPT_TOKENS, -1):
+                        longest_prompt[row] = fields
             with timing.clock("model"):
                 raw = evaluator._run_model(domain, {**observation, **turn_inputs})
             with timing.clock("output"):
@@ -177,8 +195,7 @@ class TurnByTurn:
             calls = [domains.parse_function_calls(response) for response in responses[row]]
             record = _base_record(batch, row, "\n".join(responses[row]), calls)
             record["responses"] = responses[row]  # per-turn texts: what `score` embeds for BFCL's similarity
-            if longest_prompt[row]:  # the longest turn's prompt (a bundled tokenizer's lengths are its own)
-                record["prompt_tokens"] = longest_prompt[row]
+            record.update(longest_prompt.get(row, {}))  # the longest turn's prompt, in the model's own tokens
             records.append(record)
         return records
 

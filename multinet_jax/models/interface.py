@@ -49,6 +49,19 @@ class InferenceOptions:
             raise ValueError(f"InferenceOptions.action_dim must be positive (or None), got {self.action_dim}")
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptLengths:
+    """Each row's prompt length in the tokens its model reads, before any cut, and the cut applied: what the
+    evaluator counts per row and per domain, since MultiNet cut some protocols' prompts silently."""
+
+    tokens: np.ndarray  # int [b]: the whole prompt's length
+    limit: int | None  # the most tokens kept (None: never cut)
+
+    def cut(self, row: int) -> int:
+        """How many tokens row `row` lost to the limit (0: none)."""
+        return 0 if self.limit is None else max(int(self.tokens[row]) - self.limit, 0)
+
+
 class ActionPrompts(Protocol):
     """A family whose action prompts hold the robot's state (openpi's Pi0.5 and Pi0-FAST formats) builds them per batch."""
 
@@ -126,6 +139,12 @@ class Model(Protocol):
         """Generated token ids int32 `[b, max_decoding_steps]`, 0 after each row's stop token; `openpi_exact`:
         openpi's decode window where the family decodes as openpi does; `logits_vocab_size`: MultiNet's zero-padded
         vocabulary, for families reading the prompt tokenizer's (`models.decoding`)."""
+        ...
+
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> PromptLengths | None:
+        """Each row's prompt length as the model tokenizes `observation` itself (a bundled `tokenizer`; `for_actions`:
+        the action prompt, else the text one) and the cut it applies; None: prompts arrive tokenized (the pipeline
+        counts them, `prompt_tokens`)."""
         ...
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:

@@ -40,7 +40,7 @@ from multinet_jax import sharding
 from multinet_jax.models import action_bins, activations, causal_lm, decoding, magma_protocol, numerics
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
-from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
 from multinet_jax.models.magma_checkpoint import MagmaConfig
 from multinet_jax.models.magma_inputs import (IMAGE_TOKEN, Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt,
                                               chat_text, merge_plan)
@@ -267,25 +267,42 @@ class MagmaModel:
         generated = self.generate(batch, max_decoding_steps=max_decoding_steps)
         return action_bins.unnormalize(self.decoded_actions(generated), stats)
 
-    def _observation_batch(self, observation: Observation, for_actions: bool) -> Batch:
-        """The evaluator's batch -> Magma's: its first camera's image (uint8, or the pipeline's [-1, 1] float32) and
-        its conversation: `chat` (per row the protocol's messages; the image goes where they say `<image>`), else its
-        `prompt` texts as the action question or a plain question after Magma's system prompt."""
+    def _prompt_texts(self, observation: Observation, for_actions: bool) -> tuple[list[str], bool, int | None]:
+        """The evaluator's batch -> (each row's full prompt, whether the tokenizer adds its BOS, the cut): its
+        conversation `chat` (per row the protocol's messages, cut at `chat_max_tokens`), else its `prompt` texts as
+        the action question or a plain question after Magma's system prompt."""
         cameras = [key for key in observation if key.startswith("image/")]
         if not cameras or "prompt" not in observation:
             raise KeyError(f"Magma reads `image/<camera>` (uint8) and `prompt`; the observation has {sorted(observation)}")
-        images = [np.asarray(image) for image in observation[cameras[0]]]
+        if "chat" in observation:
+            rows = len(observation[cameras[0]])
+            if len(observation["chat"]) != rows or "chat_tokenizer_bos" not in observation:
+                raise ValueError(f"chat: Magma reads one conversation per row and `chat_tokenizer_bos`, got "
+                                 f"{len(observation['chat'])} for {rows} rows")
+            texts = [chat_text(messages, self.tokenizer.bos_token, self.image_start_end) for messages in observation["chat"]]
+            return texts, bool(observation["chat_tokenizer_bos"]), observation.get("chat_max_tokens")
+        users = [action_prompt(str(text)) if for_actions else f"<image>\n{text}" for text in observation["prompt"]]
+        return [self.prompt(user) for user in users], True, None
+
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> PromptLengths:
+        """`interface.Model`: each row's prompt ids as `batch` encodes them, and the protocol's cut (PIQA's and BFCL's
+        chats at 1024 tokens; none elsewhere)."""
+        texts, tokenizer_bos, max_tokens = self._prompt_texts(observation, for_actions)
+        encode = self.tokenizer.encode if tokenizer_bos else self.tokenizer.encode_continuation
+        return PromptLengths(np.array([len(encode(text)) for text in texts]), max_tokens)
+
+    def _observation_batch(self, observation: Observation, for_actions: bool) -> Batch:
+        """The evaluator's batch -> Magma's: its first camera's image (uint8, or the pipeline's [-1, 1] float32) and
+        its prompts (`_prompt_texts`; in a chat the image goes where it says `<image>`)."""
+        texts, tokenizer_bos, max_tokens = self._prompt_texts(observation, for_actions)
+        camera = next(key for key in observation if key.startswith("image/"))
+        images = [np.asarray(image) for image in observation[camera]]
         images = [image if image.dtype == np.uint8 else np.rint((image.astype(np.float32) + 1) * 127.5).astype(np.uint8)
                   for image in images]
         if "chat" in observation:
-            if len(observation["chat"]) != len(images) or "chat_tokenizer_bos" not in observation:
-                raise ValueError(f"chat: Magma reads one conversation per row and `chat_tokenizer_bos`, got "
-                                 f"{len(observation['chat'])} for {len(images)} rows")
-            texts = [chat_text(messages, self.tokenizer.bos_token, self.image_start_end) for messages in observation["chat"]]
             return self.batch(texts, [[image] if IMAGE_TOKEN in text else [] for text, image in zip(texts, images)],
-                              tokenizer_bos=bool(observation["chat_tokenizer_bos"]), max_tokens=observation.get("chat_max_tokens"))
-        users = [action_prompt(str(text)) if for_actions else f"<image>\n{text}" for text in observation["prompt"]]
-        return self.batch([self.prompt(user) for user in users], [[image] for image in images])
+                              tokenizer_bos=tokenizer_bos, max_tokens=max_tokens)
+        return self.batch(texts, [[image] for image in images])
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         """`interface.Model`: up to `options.max_decoding_steps` action tokens (sampled at `options.temperature`, from

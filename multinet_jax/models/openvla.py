@@ -36,7 +36,7 @@ from jax.sharding import Mesh
 from multinet_jax import sharding
 from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics, openvla_actions
 from multinet_jax.models.gemma import Gemma
-from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
 from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
 from multinet_jax.models.openvla_inputs import ImageProcessor, LlamaPromptTokenizer, action_prompt, pad_batch
@@ -234,15 +234,22 @@ class OpenVLAModel:
         cameras = [key for key in observation if key.startswith("image/")]
         if not cameras or "prompt" not in observation:
             raise KeyError(f"OpenVLA reads `image/<camera>` (uint8) and `prompt`; the observation has {sorted(observation)}")
-        prompts = [str(prompt) for prompt in observation["prompt"]]
-        rows = [self.tokenizer.encode_for_actions(action_prompt(p)) if for_actions else self.tokenizer.encode(f"In: {p}\nOut:")
-                for p in prompts]
-        tokens, mask = pad_batch(rows)
+        tokens, mask = pad_batch(self._prompt_rows(observation, for_actions))
         images = [np.asarray(image) for image in observation[cameras[0]]]  # one array, or rows of different sizes
         # [-1, 1] floats: back to the uint8 values they came from, exactly
         images = [image if image.dtype == np.uint8 else np.rint((image.astype(np.float32) + 1) * 127.5).astype(np.uint8)
                   for image in images]
         return self.pixels(images, center_crop), tokens, mask
+
+    def _prompt_rows(self, observation: Observation, for_actions: bool) -> list[list[int]]:
+        """Each row's prompt ids: the action prompt with the empty token, or OpenVLA's `In: ...\nOut:` question."""
+        prompts = [str(prompt) for prompt in observation["prompt"]]
+        return [self.tokenizer.encode_for_actions(action_prompt(p)) if for_actions else self.tokenizer.encode(f"In: {p}\nOut:")
+                for p in prompts]
+
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> PromptLengths:
+        """`interface.Model`: OpenVLA's prompts are never cut (padded to a multiple of 16)."""
+        return PromptLengths(np.array([len(row) for row in self._prompt_rows(observation, for_actions)]), None)
 
     def _placed_inputs(self, pixels: np.ndarray, tokens: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, ...]:
         place = functools.partial(sharding.place_batch, mesh=self.mesh)

@@ -47,6 +47,10 @@ class PaliGemmaModel:
         """Greedy/sampled text (`decoding.sample_tokens`)."""
         return decoding.sample_tokens(self, observation, **kwargs)
 
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> None:
+        """`interface.Model`: prompts arrive tokenized with PaliGemma's (the pipeline counts them)."""
+        del observation, for_actions
+
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """Log-likelihood `[b, K]` of candidate answers given the observation (`decoding.score_options`)."""
         return decoding.score_options(self, observation, option_tokens, option_mask)

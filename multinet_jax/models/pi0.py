@@ -325,6 +325,10 @@ class Pi0Model:
         """`interface.Model`: the actions of `benchmark_call`."""
         return self.benchmark_call(batch, options, live_cameras)()
 
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> None:
+        """`interface.Model`: prompts arrive tokenized with PaliGemma's (the pipeline counts them)."""
+        del observation, for_actions
+
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """Log-likelihood `[b, K]` of candidate answers under the PaliGemma backbone (`decoding.score_options`)."""
         return decoding.score_options(self, observation, option_tokens, option_mask)

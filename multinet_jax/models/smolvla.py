@@ -44,7 +44,7 @@ from jax.sharding import Mesh
 from multinet_jax import sharding
 from multinet_jax.models import activations, numerics
 from multinet_jax.models.gemma import Block, Einsum, FeedForward, Gemma, KVCache, RMSNorm, apply_rope, grouped_attention
-from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation
+from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
 from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, resize_with_pad, validate
 from multinet_jax.models.pi0 import per_sample_noise
@@ -494,6 +494,15 @@ class SmolVLAModel:
         batch, inputs = self._sampler_inputs(self._action_inputs(observation), rng, None, num_steps)
         actions, streams = sample_actions_jit(self.module, self.params, capture=True, **inputs)
         return actions[:batch, :, : self.config.action_dim], {name: value[:batch] for name, value in streams.items()}
+
+    def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> PromptLengths:
+        """`interface.Model`: each task's tokens (actions and option scoring read the same prompt) and the cut at
+        config.json's `tokenizer_max_length`."""
+        del for_actions
+        if "prompt" not in observation:
+            raise KeyError(f"SmolVLA reads `prompt` texts; the observation has {sorted(observation)}")
+        return PromptLengths(self.tokenizer.task_lengths([str(prompt) for prompt in observation["prompt"]]),
+                             self.tokenizer.max_length)
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """`interface.Model`: log-likelihood float32 `[b, K]` of K candidate answers (`option_tokens` int32 `[b, K, m]`,

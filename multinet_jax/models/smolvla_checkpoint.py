@@ -526,15 +526,24 @@ class SmolVLATokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids])
 
+    def task_lengths(self, tasks: Sequence[str]) -> np.ndarray:
+        """Each task's length in tokens as `tokenize_tasks` encodes it, before the cut at `max_length`."""
+        return np.array([len(self.tokenizer.encode(_task_text(task)).ids) for task in tasks])
+
     def tokenize_tasks(self, tasks: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Tasks -> (ids int32 `[b, L]`, mask bool `[b, L]`), each task ending in one newline as LeRobot makes it."""
-        rows = [self.encode(task if task.endswith("\n") else f"{task}\n") for task in tasks]
+        rows = [self.encode(_task_text(task)) for task in tasks]
         length = self.max_length if self.padding == "max_length" else max(len(row) for row in rows)
         ids = np.full((len(rows), length), self.pad_id, np.int32)
         mask = np.zeros((len(rows), length), bool)
         for index, row in enumerate(rows):
             ids[index, : len(row)], mask[index, : len(row)] = row, True
         return ids, mask
+
+
+def _task_text(task: str) -> str:
+    """A task as LeRobot's `NewLineTaskProcessorStep` hands it to the tokenizer: ending in one newline."""
+    return task if task.endswith("\n") else f"{task}\n"
 
 
 # -- writing the layout (demo checkpoints, benchmarks) ------------------------------------------------------------

@@ -524,6 +524,9 @@ CASES = [
          lambda i: f"{E(str(i.root))}/larger.model: a 1029-piece tokenizer, but {E(i.assets['checkpoint'])} embeds 1024 tokens; .*"),
     # eval: flags
     Case("eval_zero_flow_steps", "eval", lambda i: _eval(i, num_flow_steps=0), lambda i: "--num_flow_steps must be positive, got 0"),
+    Case("eval_flow_steps_for_token_actions", "eval",
+         lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source), tokenizer=None, num_flow_steps=3),
+         lambda i: "--num_flow_steps is for --model=pi0\\|pi05\\|smolvla, not --model=openvla \\(it samples no flow\\)"),
     Case("eval_zero_decoding_steps", "eval", lambda i: _eval(i, max_decoding_steps=0), lambda i: "--max_decoding_steps must be positive, got 0"),
     Case("eval_zero_max_token_len", "eval", lambda i: _eval(i, max_token_len=0), lambda i: "--max_token_len must be positive, got 0"),
     Case("eval_zero_limit", "eval", lambda i: _eval(i, limit=0), lambda i: "--limit must be positive, got 0"),

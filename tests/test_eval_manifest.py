@@ -39,7 +39,7 @@ def _copy_run(finished_run: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Pat
 
 def test_manifest_records_settings_and_fingerprints(finished_run):
     recorded = json.loads((finished_run / manifest.FILENAME).read_text())
-    assert recorded["settings"]["seed"] == 0 and recorded["settings"]["num_flow_steps"] == 10
+    assert recorded["settings"]["seed"] == 0 and recorded["settings"]["num_flow_steps"] is None  # the checkpoint's own
     assert set(recorded["settings"]) == set(manifest.PREDICTION_SETTINGS)
     assert recorded["checkpoint"]["files"] > 0 and len(recorded["checkpoint"]["sha256"]) == 64
     assert list(recorded["tokenizers"]) == ["tokenizer"]
@@ -96,7 +96,7 @@ def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_p
     with pytest.raises(manifest.RunChangedError) as raised:
         eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, seed=1, num_flow_steps=3, **SETTINGS)
     message = str(raised.value)
-    assert "--seed: recorded 0, now 1" in message and "--num_flow_steps: recorded 10, now 3" in message
+    assert "--seed: recorded 0, now 1" in message and "--num_flow_steps: recorded None, now 3" in message
     assert "\n" not in message
     assert _snapshot(output_dir) == before  # nothing rewritten: predictions, metrics and manifest stay the old run's
 

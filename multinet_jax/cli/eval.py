@@ -60,7 +60,9 @@ flags.DEFINE_integer("batch_size", 8, "Global batch per host; a multiple of the 
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh per host, e.g. data:-1,model:1 or data:2,model:4.")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"],
                   "Parameter and compute dtype; bfloat16 is what openpi's policies (and so MultiNet's numbers) run.")
-flags.DEFINE_integer("num_flow_steps", 10, f"Euler steps of flow matching ({_families(lambda family: family.action_decoding == 'flow')}).")
+flags.DEFINE_integer("num_flow_steps", None, "Euler steps of flow matching "
+                     f"({_families(lambda family: family.action_decoding == 'flow')}; default: the checkpoint's own, "
+                     "a LeRobot config.json's num_steps, openpi's sampler's 10); recorded in <domain>_metrics.json.")
 flags.DEFINE_integer("max_decoding_steps", None, "Most tokens decoded per sample (per BFCL turn) instead of MultiNet's "
                      "budgets (PIQA/ODinW 10, SQA3D/RoboVQA 50, BFCL 150; FAST action tokens: openpi's 256).")
 flags.DEFINE_bool("openpi_exact_decoding", True, "Decode text and FAST tokens exactly as openpi does (its attention window "

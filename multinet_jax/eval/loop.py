@@ -64,7 +64,7 @@ class EvalConfig:
     batch_size: int = 8
     mesh: str = "data:-1,model:1"
     dtype: str = "bfloat16"
-    num_flow_steps: int = 10
+    num_flow_steps: int | None = None  # flow families: None samples with the checkpoint's own (`Model.num_flow_steps`)
     max_decoding_steps: int | None = None
     openpi_exact_decoding: bool = True
     normalize_state: bool = True  # Pi0.5 / Pi0-FAST prompts: the state quantile-normalized with the checkpoint's stats
@@ -118,6 +118,10 @@ class EvalConfig:
                 why = "its checkpoint fixes it" if family.action_head else "it has no action head"
                 raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
         registry.check_tokenizers(self.model, {"tokenizer": self.tokenizer, "fast_tokenizer": self.fast_tokenizer})
+        if self.num_flow_steps is not None and family.action_decoding != "flow":
+            takers = [other for other in FAMILIES if registry.family(other).action_decoding == "flow"]
+            raise ValueError(f"--num_flow_steps is for --model={'|'.join(takers)}, not --model={self.model} "
+                             "(it samples no flow)")
         for name in registry.NORM_STATS_FLAGS:
             if getattr(self, name) is not None and family.norm_stats_flag != name:
                 takers = [other for other in FAMILIES if registry.family(other).norm_stats_flag == name]
@@ -281,8 +285,12 @@ class Evaluator:
             self.action_prompts = self.model.action_prompts(self.prompt_tokenizer, normalize_state=config.normalize_state,
                                                             source=config.checkpoint)
         self.rng = jax.random.key(config.seed)
-        self.inference_options = InferenceOptions(config.num_flow_steps, config.max_decoding_steps, config.temperature,
-                                                  config.openpi_exact_decoding)
+        # Flow steps: --num_flow_steps, else the checkpoint's own (never a default of the evaluator's).
+        self.num_flow_steps = self.model.num_flow_steps if config.num_flow_steps is None else config.num_flow_steps
+        self.inference_options = InferenceOptions(
+            max_decoding_steps=config.max_decoding_steps, temperature=config.temperature,
+            openpi_exact=config.openpi_exact_decoding,
+            **({} if self.num_flow_steps is None else {"num_flow_steps": self.num_flow_steps}))
         self.action_options = self.inference_options  # per domain: `_action_options`
         self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
@@ -512,6 +520,8 @@ class Evaluator:
             "protocol": domain.protocol.name,
             "protocol_settings": self.manifest["domains"][domain.name]["protocol"],
             "action_horizon": self.model.config.action_horizon if self._predicts_actions(domain) else None,
+            # the Euler steps the actions were sampled with (--num_flow_steps or the checkpoint's own); None: no flow
+            "num_flow_steps": self.num_flow_steps if self._predicts_actions(domain) else None,
             **self._actions_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
                 "checkpoint": self.manifest["checkpoint"],

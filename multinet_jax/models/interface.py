@@ -127,6 +127,9 @@ class Model(Protocol):
     # `observation["prompt"]` texts), or None: prompts arrive tokenized with PaliGemma's (`tokenized_prompt`).
     tokenizer: Any
     multinet_actions: MultiNetActions | None  # MultiNet's rules for this family's actions; None: the default ones
+    # The Euler steps the checkpoint samples its actions with when none are asked for (SmolVLA: config.json
+    # `num_steps`; openpi's Pi0 / Pi0.5: `sample_actions`' 10, its checkpoints hold none); None: no flow head.
+    num_flow_steps: int | None
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         """Actions `[b, horizon, action_dim]` in the family's normalized space."""

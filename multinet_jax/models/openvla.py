@@ -157,6 +157,7 @@ class OpenVLAModel:
 
     family = "openvla"
     action_normalization = "quantiles"
+    num_flow_steps = None  # token-decoded actions, or none
     multinet_actions = openvla_actions.MultiNetActions()
 
     def __init__(self, config: OpenVLAConfig, params: Any, norm_stats: Mapping[str, Any] | None,

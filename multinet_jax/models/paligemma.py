@@ -34,6 +34,7 @@ class PaliGemmaModel:
 
     family = "paligemma"
     action_normalization = "mean_std"  # never used: there are no actions
+    num_flow_steps = None  # token-decoded actions, or none
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     norm_stats = None
     multinet_actions = None  # no actions

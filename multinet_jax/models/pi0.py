@@ -201,11 +201,16 @@ def check_noise(shape: tuple[int, ...], batch: int, config: Pi0Config) -> None:
     raise ValueError(f"noise has shape {tuple(shape)}, expected {expected} (batch, action_horizon, action_dim)")
 
 
+# openpi's `Pi0.sample_actions` default (`num_steps=10`), which its policies and MultiNet ran: no checkpoint holds one.
+OPENPI_FLOW_STEPS = 10
+
+
 class Pi0Model:
     """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`
     (an `interface.Model` of family "pi0" or "pi05")."""
 
     action_normalization = "mean_std"
+    num_flow_steps = OPENPI_FLOW_STEPS
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     multinet_actions = None  # MultiNet scored Pi0 by the default rules (the first step's first dims, unnormalized)
 
@@ -258,7 +263,7 @@ class Pi0Model:
         *,
         rng: jax.Array | None = None,
         noise: jax.Array | None = None,
-        num_steps: int = 10,
+        num_steps: int = OPENPI_FLOW_STEPS,
         skip_absent_cameras: bool = True,
     ) -> jax.Array:
         """Actions `[b, horizon, action_dim]` (normalized space, as openpi's model outputs).
@@ -272,7 +277,7 @@ class Pi0Model:
         return sample_actions_jit(self.module, self.params, num_steps=steps, **inputs)[:batch]
 
     def activations(
-        self, observation: Observation, *, rng: jax.Array | None = None, num_steps: int = 10
+        self, observation: Observation, *, rng: jax.Array | None = None, num_steps: int = OPENPI_FLOW_STEPS
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(actions, streams) from one sampling pass: the actions `sample_actions` gives for the same inputs and
         each layer's residual streams `{"prefix_last", "prefix_mean", "action_mean": [b, depth, width]}` (float32;

@@ -48,6 +48,7 @@ class Pi0FastModel:
 
     family = "pi0_fast"
     action_normalization = "mean_std"
+    num_flow_steps = None  # token-decoded actions, or none
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     multinet_actions = None  # the default rules (the first step's first dims, unnormalized)
 

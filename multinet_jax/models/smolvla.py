@@ -495,6 +495,11 @@ class SmolVLAModel:
         actions, streams = sample_actions_jit(self.module, self.params, capture=True, **inputs)
         return actions[:batch, :, : self.config.action_dim], {name: value[:batch] for name, value in streams.items()}
 
+    @property
+    def num_flow_steps(self) -> int:
+        """`interface.Model`: config.json's `num_steps` (LeRobot samples with it)."""
+        return self.config.num_steps
+
     def prompt_lengths(self, observation: Observation, *, for_actions: bool) -> PromptLengths:
         """`interface.Model`: each task's tokens (actions and option scoring read the same prompt) and the cut at
         config.json's `tokenizer_max_length`."""

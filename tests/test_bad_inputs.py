@@ -257,6 +257,8 @@ def _build(root: pathlib.Path) -> Inputs:
     for node in index:
         node.write_bytes(node.read_bytes()[: node.stat().st_size // 2])
     _nan_checkpoint(root / "ckpt_nan")
+    # torn weights too: the refusal must come before any weight is read
+    shutil.rmtree(_writable_copy(torn, root / "ckpt_torn_no_norm_stats") / "assets")
     stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
     two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
@@ -496,6 +498,14 @@ CASES = [
          lambda i: _eval(i, domains=("act2answer",), model="openvla", checkpoint=str(i.openvla_source), tokenizer=None,
                          unnorm_key="bridge_orig"),
          lambda i: f"{E(str(i.openvla_source))}: --unnorm_key='bridge_orig' is not one of its action statistics \\['demo'\\]"),
+    Case("eval_pi0_act2answer_without_norm_stats", "eval",
+         lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_torn_no_norm_stats)),
+         lambda i: f"{E(str(i.ckpt_torn_no_norm_stats))}: the actions of act2answer are unnormalized with the checkpoint's "
+                   "statistics, but it holds none \\(nothing for --asset_id to pick\\)"),
+    Case("eval_pi0_act2answer_several_asset_ids", "eval",
+         lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_two_assets)),
+         lambda i: f"{E(str(i.ckpt_two_assets))}: the actions of act2answer are unnormalized with the checkpoint's "
+                   "statistics, which hold \\['demo', 'physical-intelligence/libero'\\]: pass --asset_id \\(one of them\\)"),
     Case("eval_smolvla_domain_without_state", "eval",
          lambda i: _eval(i, domains=("overcooked_ai",), model="smolvla", checkpoint=str(i.smolvla_demo), tokenizer=None),
          lambda i: f"{E(i.assets['data_dir'])}/overcooked_ai: overcooked_ai sample '[^']+': field 'state': none, but "

@@ -173,17 +173,23 @@ def checkpoint_stats_users(config: Any, checkpoint: pathlib.Path | None = None) 
 
 def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict[str, data.Source]) -> None:
     """What the family reads beside its weights, checked from the checkpoint's small files before the weights load
-    (`registry.Family.unnorm_keys`, `.state_dims`): the statistics `--unnorm_key` picks exist (or the checkpoint
-    holds one set), and an action domain holds the state a model reading one needs, of the size it reads."""
+    (`registry.Family.stats_keys`, `.state_dims`): the statistics the family's flag (`--unnorm_key`, `--asset_id`)
+    picks exist (or the checkpoint holds one set), and an action domain holds the state a model reading one needs,
+    of the size it reads."""
     family = registry.family(config.model)
     users = checkpoint_stats_users(config, checkpoint)
-    if users and family.unnorm_keys is not None:
-        keys = list(family.unnorm_keys(str(checkpoint)))
-        if config.unnorm_key is None and len(keys) != 1:
+    if users and family.stats_keys is not None:
+        keys = list(family.stats_keys(str(checkpoint)))
+        flag = family.norm_stats_flag
+        chosen = getattr(config, flag)
+        if not keys:
             raise ValueError(f"{checkpoint}: the actions of {', '.join(users)} are unnormalized with the checkpoint's "
-                             f"statistics, which hold {keys}: pass --unnorm_key (one of them)")
-        if config.unnorm_key is not None and config.unnorm_key not in keys:
-            raise ValueError(f"{checkpoint}: --unnorm_key={config.unnorm_key!r} is not one of its action statistics {keys}")
+                             f"statistics, but it holds none (nothing for --{flag} to pick)")
+        if chosen is None and len(keys) != 1:
+            raise ValueError(f"{checkpoint}: the actions of {', '.join(users)} are unnormalized with the checkpoint's "
+                             f"statistics, which hold {keys}: pass --{flag} (one of them)")
+        if chosen is not None and chosen not in keys:
+            raise ValueError(f"{checkpoint}: --{flag}={chosen!r} is not one of its action statistics {keys}")
     if family.state_dims is None:
         return
     dims = family.state_dims(str(checkpoint))

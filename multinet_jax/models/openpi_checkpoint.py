@@ -92,6 +92,12 @@ def family(path: str) -> str:
     return configs.family_name(configs.infer_config(weights.checkpoint_shapes(path)))
 
 
+def asset_ids(checkpoint: str) -> tuple[str, ...]:
+    """The asset ids whose action statistics the checkpoint holds, `--asset_id`'s choices (the registry's preflight
+    question: no weights read)."""
+    return tuple(weights.norm_stats_asset_ids(weights.params_directory(checkpoint).parent))
+
+
 def load(
     checkpoint: str | pathlib.Path,
     *,

@@ -116,10 +116,10 @@ class Family:
     # `action_tokenizer=` (Pi0-FAST's FAST tokens, which its checkpoint does not ship); None: none needed.
     action_tokenizer: Callable[[Mapping[str, Any], Any], Any] | None = None
     demo_config: str | None = None  # the named tiny config `eval --demo` writes (`CheckpointFormat.write_random`)
-    # (checkpoint path) -> the dataset keys of its action statistics, `--unnorm_key`'s choices, read from its small
-    # files (no weights): `eval`'s preflight refuses a missing or unknown key before the model loads. Required with
-    # norm_stats_flag "unnorm_key".
-    unnorm_keys: Callable[[str], tuple[str, ...]] | None = None
+    # (checkpoint path) -> the keys of its action statistics, the choices of its norm_stats_flag (OpenVLA's dataset
+    # keys, openpi's asset ids), read from its small files (no weights): `eval`'s preflight refuses a checkpoint with
+    # none, a missing choice among several or an unknown one before the model loads. Required with norm_stats_flag.
+    stats_keys: Callable[[str], tuple[str, ...]] | None = None
     # (checkpoint path) -> the state dims its config names as an input feature (no weights): an action domain whose
     # samples hold no state (the zero state would be made up), or a state of another size, is refused for it before
     # the weights load. None: the family takes the state the data gives, none included (MultiNet's Pi0 protocol pads
@@ -138,8 +138,8 @@ class Family:
         if not set(self.config_overrides) <= set(CONFIG_OVERRIDES) or self.norm_stats_flag not in (None, *NORM_STATS_FLAGS):
             raise ValueError(f"family {self.name!r}: config_overrides from {CONFIG_OVERRIDES}, norm_stats_flag from "
                              f"{NORM_STATS_FLAGS}")
-        if (self.norm_stats_flag == "unnorm_key") != (self.unnorm_keys is not None):
-            raise ValueError(f"family {self.name!r}: unnorm_keys is given exactly when norm_stats_flag is 'unnorm_key'")
+        if (self.norm_stats_flag is None) != (self.stats_keys is None):
+            raise ValueError(f"family {self.name!r}: stats_keys is given exactly when norm_stats_flag is")
         if self.action_head != (self.action_frame is not None):
             raise ValueError(f"family {self.name!r}: action_frame is given exactly when it has an action head")
 
@@ -297,6 +297,7 @@ register_format(CheckpointFormat(
 _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, pi0_fast_droid, ...), gs://..., or the "
                 "step directory holding params/ (or params/ itself)")
 _PALIGEMMA_TOKENIZER = {"tokenizer": assets.DEFAULT_TOKENIZER}
+_OPENPI_ASSETS = hook(f"{_OPENPI}:asset_ids")
 # openpi's norm_stats.json holds mean/std/q01/q99 per key and names no action dims: the frame is taken, not read.
 _OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.json names no action dims: taken as "
                             "end-effector deltas (a Pi0 on Bridge / WidowX); an asset of joint actions (ALOHA, DROID) "
@@ -306,23 +307,23 @@ _OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.j
 _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "
                              "encoding (end-effector delta xyz, rpy, gripper)")
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
-                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny",
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
                        action_frame=_OPENPI_FRAME))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
-                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny",
+                       config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
                        action_frame=_OPENPI_FRAME))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
-    action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id",
+    action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
     action_frame=_OPENPI_FRAME))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
-                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_OPENVLA}:unnorm_keys"),
+                       norm_stats_flag="unnorm_key", stats_keys=hook(f"{_OPENVLA}:unnorm_keys"),
                        demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
-                       norm_stats_flag="unnorm_key", unnorm_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
+                       norm_stats_flag="unnorm_key", stats_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
                        protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,

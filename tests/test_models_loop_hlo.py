@@ -31,7 +31,7 @@ from multinet_jax import sharding
 from multinet_jax.models.interface import InferenceOptions
 
 OPTIONS = InferenceOptions(num_flow_steps=3, max_decoding_steps=4)
-FAMILIES = ("pi0_fast", "openvla", "pi0", "pi05")
+FAMILIES = ("pi0_fast", "openvla", "pi0", "pi05", "smolvla")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(([^)]*)\)")
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
@@ -113,7 +113,7 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
                 if operand_dtype not in ("bf16", "u16"):
                     continue
                 blocks = {math.prod(operand[start:]) for start in range(max(len(operand) - 1, 1))}
-                cache_blocks = {math.prod(operand), math.prod(operand[1:])}
+                cache_blocks = {math.prod(operand), math.prod(operand[1:]), math.prod(operand[-4:])}
                 if (operand in weights and math.prod(dims) in blocks) or (cache_dims(operand) and math.prod(dims) in cache_blocks):
                     found.append((instruction.opcode, dims, operand))
     return found
@@ -121,11 +121,12 @@ def float32_copies(instructions: list[Instruction], params, cache_dims: Callable
 
 def kv_cache_dims(params) -> Callable[[tuple[int, ...]], bool]:
     """Whether dims are a stacked KV cache `[depth, b, slots, kv_heads, head_dim]` of the decoder whose stacked
-    `kv_einsum` weights (`[depth, 2, kv_heads, width, head_dim]`, one per expert) are in `params`."""
+    `kv_einsum` weights (`[depth, 2, kv_heads, width, head_dim]`, one per expert) are in `params`; also as SmolVLA's
+    expert reads it, depth split into `[depth / period, period, ...]`."""
     layouts = {(shape[0], shape[2], shape[4]) for path, leaf in jax.tree_util.tree_leaves_with_path(params)
                if "kv_einsum" in jax.tree_util.keystr(path) and len(shape := np.shape(leaf)) == 5}
     assert layouts, "no stacked kv_einsum weights in the parameters"
-    return lambda dims: len(dims) == 5 and (dims[0], dims[3], dims[4]) in layouts
+    return lambda dims: len(dims) in (5, 6) and (math.prod(dims[:-4]), dims[-2], dims[-1]) in layouts
 
 
 @functools.cache
@@ -145,6 +146,11 @@ def test_bf16_loops_read_weights_and_cache_without_float32_copies(family):
     params, instructions = compiled_loops(family)
     copies = float32_copies(instructions, params, kv_cache_dims(params))
     assert not copies, f"float32 copies of weights or cache in {family}'s loops (opcode, dims, of dims): {copies}"
+    # Nor a cache held in float32 through the loops (converted once, outside them, then read and converted back per
+    # layer and step): SmolVLA's flow loop did so while its expert scanned the prefix cache as bf16.
+    is_cache = kv_cache_dims(params)
+    held = {dims for i in instructions for dtype, dims in i.arrays if dtype == "f32" and is_cache(dims)}
+    assert not held, f"float32 KV cache carried through {family}'s loops: {held}"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

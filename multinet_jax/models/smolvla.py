@@ -131,13 +131,13 @@ class ExpertPeriod(nn.Module):
     def __call__(self, x: jax.Array, cache: KVCache, positions: jax.Array, self_mask: jax.Array,
                  cross_positions: jax.Array, cross_mask: jax.Array) -> tuple[jax.Array, None]:
         cfg = self.config
-        keys, values = cache  # [period, b, s, kv_heads, head_dim]: this period's VLM layers
-        # `gemma.Block` takes the stacked cache and the layer's index in it: this layer is the stack's first.
+        keys, values = cache  # [period, b, s, kv_heads, head_dim]: this period's VLM layers, bf16 as uint16 bits
+        # `gemma.Block` takes the stacked cache (bf16 or its bits) and the layer's index in it: the stack's first.
         ((x,), _), _ = Block((cfg.expert,), (False,), name="self_attn")(
             ([x], (keys[:1], values[:1])), jnp.int32(0), positions, self_mask, None, [None])
         for offset in range(1, cfg.self_attn_every_n_layers):
             x = CrossAttentionBlock(cfg.expert, name=f"cross_attn_{offset - 1}")(
-                x, (keys[offset], values[offset]), cross_positions, cross_mask)
+                x, numerics.bits_as_bfloat16((keys[offset], values[offset])), cross_positions, cross_mask)
         return x, None
 
 
@@ -155,7 +155,10 @@ class ActionExpert(nn.Module):
         positions = jnp.sum(prefix_mask, axis=1, keepdims=True) + jnp.arange(length)[None, :]
         cross_positions = jnp.broadcast_to(jnp.arange(length)[None, :], (batch, length))
         period = cfg.self_attn_every_n_layers
-        cache = tuple(part.reshape(part.shape[0] // period, period, *part.shape[1:]) for part in kv_cache)
+        # Scanned over as uint16 bits (`numerics.scan_layers`): a bf16 cache made XLA's CPU backend hold the whole
+        # prefix cache in float32 through the flow loop and convert each period's slice back per step.
+        cache = numerics.bfloat16_as_bits(
+            tuple(part.reshape(part.shape[0] // period, period, *part.shape[1:]) for part in kv_cache))
         layers = numerics.scan_layers(
             ExpertPeriod, length=cfg.expert.depth // period, initializing=self.is_initializing(),
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),

@@ -1,5 +1,5 @@
 """`eval --model=smolvla` and `probe` on the demo's tiny SmolVLA (LeRobot's layout, written by the registry's
-`write_random`): Open-X actions, Act2Answer's text and action probes, per-layer activations of both stacks."""
+`write_random`): Open-X actions, Act2Answer (its text probe; the action probe off for want of a frame), per-layer activations of both stacks."""
 
 from __future__ import annotations
 
@@ -57,17 +57,23 @@ def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_sta
     assert json.loads((tmp_path / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 0
 
 
-def test_smolvla_runs_both_knowledge_probes(checkpoint, tmp_path):
+def test_smolvla_act2answer_runs_the_text_probe_and_says_why_not_the_action_probe(checkpoint, tmp_path):
+    """LeRobot's config names no action frame, so the action probe (which reads an end-effector displacement) is
+    off with its reason in every record and in the metrics; the text probe scores both options."""
     data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
     datasets.write_missing(data_dir, ["act2answer"])
     rows = eval_helpers.evaluate(tmp_path, ("act2answer",), model="smolvla", checkpoint=str(checkpoint), tokenizer=None,
                                  limit=LIMIT, batch_size=4, num_flow_steps=2)
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
     assert len(records) == LIMIT
-    for record in records:  # the text probe scores both options; the action probe reads the chunk's displacement
+    reason = records[0]["action_probe"]
+    assert reason.startswith("not applicable: ") and f"{checkpoint}/config.json" in reason
+    for record in records:
         assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
-        assert record["action_prediction"] in (0, 1, None)
-    assert {"text_probe_accuracy", "action_probe_accuracy"} <= set(rows["act2answer"])
+        assert record["action_probe"] == reason and record["action_prediction"] is None
+    assert "text_probe_accuracy" in rows["act2answer"] and "action_probe_accuracy" not in rows["act2answer"]
+    written = json.loads((tmp_path / "act2answer_metrics.json").read_text())["metrics"]
+    assert written["action_probe"] == reason
 
 
 def test_probe_saves_both_stacks_per_layer(checkpoint, tmp_path):

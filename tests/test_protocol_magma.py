@@ -306,6 +306,7 @@ class ScriptedEvaluator:
     bundled_tokenizer = True
 
     def __init__(self, responses: list[list[str]], ids: list[str]):
+        self.model = magma_model()  # the runner counts each turn's prompt with the model's own tokenizer
         self.tokenizer = MagmaTokenizer(magma_dir())
         self.text_tokenizer = self.tokenizer
         self.responses, self.ids, self.turn, self.chats = responses, ids, 0, []
@@ -313,7 +314,7 @@ class ScriptedEvaluator:
     def _observation(self, domain, batch):
         self.batch_ids = [str(value) for value in batch["id"]]
         self.turn = 0
-        return {}
+        return data.model_inputs(batch)  # as `loop.Evaluator` gives it, for the prompt count
 
     def _run_model(self, domain, observation):
         rows = []
@@ -342,6 +343,10 @@ def test_bfcl_conversations_are_multinets(tmp_path):
         records = runners.TurnByTurn().records(evaluator, domain, batch, None, loop.Timing())
         for record in records:
             assert record["responses"] == reference["responses"][evaluator.ids.index(record["id"])]
+            # the longest turn's prompt, counted as the chat MultiNet's script sent, cut at its 1024 tokens
+            assert record["prompt_token_limit"] == domain.protocol.chat.max_tokens
+            assert record["prompt_tokens_cut"] == max(0, record["prompt_tokens"] - domain.protocol.chat.max_tokens)
+            assert record["prompt_tokens"] > 0
     assert len(evaluator.chats) == sum(len(turns) for turns in reference["responses"])
     assert set(evaluator.chats) <= set(reference["chat_template_text"])
     check_generation("bfcl", reference)

@@ -24,7 +24,8 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["multinet-jax eval", f"--flagfile={path}"])
     values = {field.name: getattr(flags.FLAGS, field.name) for field in dataclasses.fields(EvalConfig)}
-    # The pod-slice and probe flagfiles are completed on the command line: no checkpoint to infer --model from.
+    # The pod-slice, probe and SmolVLA Open-X flagfiles are completed on the command line (no checkpoint to infer
+    # --model from).
     values["model"] = values["model"] or "pi0"
     config = EvalConfig(**{**values, "domains": tuple(values["domains"])})
     print(json.dumps({"file": path.name, "model": config.model, "domains": list(config.domains),
@@ -33,6 +34,9 @@ for path in sorted(pathlib.Path("flags").glob("*.flags")):
                       "unnormalize": config.unnormalize, "dtype": config.dtype,
                       "openpi_exact_decoding": config.openpi_exact_decoding, "assets": config.asset_specs()}))
 """
+# Flagfiles whose checkpoint the user names: the pod slice's, and SmolVLA's Open-X one (smolvla_base reads SO-100's
+# state; a checkpoint trained on the domains' robot is needed).
+COMPLETED_ON_COMMAND_LINE = ("tpu_pod_slice.flags", "smolvla_openx.flags")
 
 
 def test_flagfiles_parse_into_valid_configs():
@@ -46,8 +50,10 @@ def test_flagfiles_parse_into_valid_configs():
         assert parsed[name]["model"] == model
         assert sorted(parsed[name]["domains"]) == sorted(ALL_DOMAINS)
         assert parsed[name]["skip_similarity"]  # the demo downloads nothing
+    for name in COMPLETED_ON_COMMAND_LINE:  # they name no checkpoint: one is given with the run
+        assert parsed[name]["assets"]["checkpoint"] is None, name
     for name, line in parsed.items():  # real runs need nothing fetched by hand: every asset is a public name
-        if not name.startswith("demo") and name != "tpu_pod_slice.flags":
+        if not name.startswith("demo") and name not in COMPLETED_ON_COMMAND_LINE:
             assert all(assets.asset_for(spec) is not None for spec in line["assets"].values()), line
             assert ("embedder_dir" in line["assets"]) == any(d in ("sqa3d", "bfcl") for d in line["domains"])
 

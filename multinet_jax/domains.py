@@ -67,6 +67,11 @@ HF_PALIGEMMA_VOCAB_SIZE = 257_216
 DECODING_MODES = ("openpi_window", "contiguous")
 
 
+# A protocol's ground truth scored as the data holds it (`Protocol.ground_truth`); a family whose MultiNet script
+# transformed it names the transform instead (Magma's Open-X: `magma_protocol.GROUND_TRUTH_TRANSFORMS`).
+GROUND_TRUTH_AS_IS = "identity"
+
+
 # How a text answer is read: as MultiNet's Pi0 scripts read it (`parse_text`) or as its Magma scripts did
 # (`parse_text_magma`).
 ANSWER_RULES = ("pi0_scripts", "magma_scripts")
@@ -129,6 +134,9 @@ class Protocol:
     reads an answer from, what they are): a smaller `--max_decoding_steps` is refused before the model loads.
     `refused`: why a family's protocol cannot run this domain (MultiNet's script for it is not encoded): the run is
     refused before the model loads, rather than giving numbers that are not MultiNet's under its protocol's name.
+    `ground_truth`: the name of the transform MultiNet's script applied to the ground truth (and the split's statistics)
+    before scoring (`Model.multinet_actions` applies it), `GROUND_TRUTH_AS_IS` where it scored the data's own: recorded,
+    so a resume never mixes two scorings in one predictions file.
     """
 
     prompt_format: PromptFormat
@@ -145,6 +153,7 @@ class Protocol:
     answer: str = "pi0_scripts"
     min_new_tokens: tuple[int, str] | None = None
     refused: str | None = None
+    ground_truth: str = GROUND_TRUTH_AS_IS
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_RULES:
@@ -181,6 +190,7 @@ class Protocol:
             "temperature": self.temperature,
             "chat": None if self.chat is None else dataclasses.asdict(self.chat),
             "answer": self.answer,
+            "ground_truth": self.ground_truth,
         }
 
 

@@ -288,6 +288,10 @@ def _build(root: pathlib.Path) -> Inputs:
     (corrupt / "predictions" / "piqa.jsonl").write_text('{"id": "0", "sample_index": 0\n{"id": "1"}\n')
     (shutil.copytree(root / "finished_run", root / "torn_manifest") / "run_manifest.json").write_text('{"format": ')
     (shutil.copytree(root / "finished_run", root / "no_manifest") / "run_manifest.json").unlink()
+    recorded_path = shutil.copytree(root / "finished_run", root / "other_ground_truth") / "run_manifest.json"
+    recorded = json.loads(recorded_path.read_text())
+    recorded["domains"]["piqa"]["protocol"]["ground_truth"] = "last_7_of_14_dims"  # scored against another ground truth
+    recorded_path.write_text(json.dumps(recorded))
     inputs.held.append(preflight.lock_output_dir(root / "busy_run"))  # as another eval writing there holds it
     return inputs
 
@@ -577,6 +581,11 @@ CASES = [
     Case("eval_resume_with_another_batch_size", "eval", lambda i: _eval(i, output_dir=str(i.finished_run), limit=2, resume=True, batch_size=2),
          lambda i: f"{E(str(i.finished_run))}/run_manifest.json: the results in this folder come from another run: "
                    "--batch_size: recorded 4, now 2\\. .*"),
+    Case("eval_resume_across_a_ground_truth_transform", "eval",
+         lambda i: _eval(i, output_dir=str(i.other_ground_truth), limit=2, resume=True),
+         lambda i: f"{E(str(i.other_ground_truth))}/run_manifest.json: the results in this folder come from another run: "
+                   "protocol of piqa: ground_truth \\(domains\\.piqa\\.protocol\\.ground_truth\\) recorded "
+                   "'last_7_of_14_dims', now 'identity'\\. .*"),
     Case("eval_corrupt_predictions", "eval", lambda i: _eval(i, output_dir=str(i.corrupt_predictions), limit=2, resume=True),
          lambda i: f"{E(str(i.corrupt_predictions))}/predictions/piqa.jsonl: line 1 is not JSON .*"),
     Case("eval_domain_fails_mid_run", "eval", lambda i: _eval(i, domains=("overcooked_ai",), data_dir=str(i.bad_row), output="mid_run", limit=8),

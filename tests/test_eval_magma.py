@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 
 import numpy as np
+import pytest
 
 import eval_helpers
 from act2answer_helpers import item_set
 from magma_helpers import magma_dir, magma_model
+from multinet_jax import data, domains
 from multinet_jax.demo import datasets
+from multinet_jax.eval import manifest
+from multinet_jax.models import magma_protocol
 from multinet_jax.probing import activation_store, runner
 
 LIMIT = 4
@@ -27,6 +32,36 @@ def test_magma_runs_action_and_text_domains(tmp_path):
     assert len(eval_helpers.read_jsonl(tmp_path / "predictions" / "openx_bimanual.jsonl")) == LIMIT
     manifest = json.loads((tmp_path / "run_manifest.json").read_text())
     assert manifest["settings"]["model"] == "magma" and manifest["tokenizers"] == {}  # its checkpoint bundles one
+
+
+def test_magma_resumes_its_transformed_ground_truth_and_refuses_another(tmp_path):
+    """MultiNet's Magma script scored openx_bimanual on the last 7 of 14 dims (`magma_protocol.GROUND_TRUTH_TRANSFORMS`):
+    the manifest records the transform, a resume compares the written ground truth with the data's transformed (it was
+    refused as changed data before), and a manifest recording another transform, or none, is refused."""
+    settings = {"model": "magma", "checkpoint": magma_dir(), "tokenizer": None, "max_decoding_steps": 8, "batch_size": 2}
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), limit=2, **settings)
+    path = tmp_path / manifest.FILENAME
+    recorded = json.loads(path.read_text())
+    transform, scored = magma_protocol.GROUND_TRUTH_TRANSFORMS["openx_bimanual"]
+    assert recorded["domains"]["openx_bimanual"]["protocol"]["ground_truth"] == transform
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), limit=LIMIT, resume=True, **settings)
+    source = data.make_source("openx_bimanual", pathlib.Path(eval_helpers.assets()["data_dir"]) / "openx_bimanual",
+                              split="public", cache_dir=eval_helpers.assets()["cache_dir"])
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "openx_bimanual.jsonl")
+    assert [record["ground_truth"] for record in records] == [
+        scored(np.asarray(source[index]["ground_truth"], np.float64)).tolist() for index in range(LIMIT)]
+    predictions = (tmp_path / "predictions" / "openx_bimanual.jsonl").read_bytes()
+    for written in (domains.GROUND_TRUTH_AS_IS, None):  # another transform; a manifest from before it was recorded
+        if written is None:
+            del recorded["domains"]["openx_bimanual"]["protocol"]["ground_truth"]
+        else:
+            recorded["domains"]["openx_bimanual"]["protocol"]["ground_truth"] = written
+        path.write_text(json.dumps(recorded))
+        with pytest.raises(manifest.RunChangedError, match=re.escape(
+                f"{path}: the results in this folder come from another run: protocol of openx_bimanual: ground_truth "
+                f"(domains.openx_bimanual.protocol.ground_truth) ")):
+            eval_helpers.evaluate(tmp_path, ("openx_bimanual",), limit=LIMIT, resume=True, **settings)
+    assert (tmp_path / "predictions" / "openx_bimanual.jsonl").read_bytes() == predictions
 
 
 def test_magma_runs_the_knowledge_probes(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import eval_helpers
-from multinet_jax import demo, fingerprints
+from multinet_jax import demo, domains, fingerprints
 from multinet_jax.eval import EvalConfig, manifest
 from multinet_jax.eval.loop import protocol_settings
 from multinet_jax.models import attention
@@ -48,6 +48,7 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
         "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
         "decoding": "openpi_window", "logits_vocab_size": 257_216, "image_resize": "paligemma_processor", "blank_image": 0,
         "turn_by_turn": False, "action_from_dict": None, "temperature": None, "chat": None, "answer": "pi0_scripts",
+        "ground_truth": domains.GROUND_TRUTH_AS_IS,
     }
     metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
@@ -61,7 +62,7 @@ def test_resume_under_another_protocol_is_refused_naming_the_setting(finished_ru
     recorded["domains"][DOMAIN]["protocol"]["max_new_tokens"] = 32  # as an earlier version decoded PIQA
     path.write_text(json.dumps(recorded))
     before = _snapshot(output_dir)
-    with pytest.raises(manifest.RunChangedError, match=r"protocol of piqa: max_new_tokens recorded 32, now 6"):
+    with pytest.raises(manifest.RunChangedError, match=r"protocol of piqa: max_new_tokens \(domains\.piqa\.protocol\.max_new_tokens\) recorded 32, now 6"):
         eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
     del recorded["domains"][DOMAIN]["protocol"]  # written before protocols were recorded
     path.write_text(json.dumps(recorded))
@@ -71,13 +72,35 @@ def test_resume_under_another_protocol_is_refused_naming_the_setting(finished_ru
         name: data for name, data in before.items() if name != manifest.FILENAME}
 
 
+def test_resume_across_another_ground_truth_transform_is_refused_and_a_manifest_before_it_resumes(finished_run, tmp_path):
+    """The protocol's ground-truth transform (`domains.Protocol.ground_truth`) is recorded: predictions scored against
+    another ground truth are never continued. A manifest written before it was recorded reads as the data's own, so
+    families whose ground truth was never transformed resume as before."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    path = output_dir / manifest.FILENAME
+    recorded = json.loads(path.read_text())
+    recorded["domains"][DOMAIN]["protocol"]["ground_truth"] = "last_7_of_14_dims"
+    path.write_text(json.dumps(recorded))
+    before = _snapshot(output_dir)
+    with pytest.raises(manifest.RunChangedError) as refused:
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert str(refused.value).startswith(f"{path}: the results in this folder come from another run: protocol of piqa: "
+                                         f"ground_truth (domains.piqa.protocol.ground_truth) recorded 'last_7_of_14_dims', "
+                                         f"now {domains.GROUND_TRUTH_AS_IS!r}")
+    assert _snapshot(output_dir) == before
+    del recorded["domains"][DOMAIN]["protocol"]["ground_truth"]  # written before the transform was recorded
+    path.write_text(json.dumps(recorded))
+    eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert _snapshot(output_dir)["predictions/piqa.jsonl"] == before["predictions/piqa.jsonl"]
+
+
 def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_tokens():
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "openx_bimanual", "overcooked_ai"), max_decoding_steps=None))
     assert protocol_settings(config, "piqa")["max_new_tokens"] == 10 and protocol_settings(config, "bfcl")["turn_by_turn"]
     assert protocol_settings(config, "openx_bimanual") == {
         "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
         "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
-        "temperature": None, "chat": None, "answer": "pi0_scripts",
+        "temperature": None, "chat": None, "answer": "pi0_scripts", "ground_truth": domains.GROUND_TRUTH_AS_IS,
     }
     assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
     assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256

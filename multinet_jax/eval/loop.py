@@ -33,7 +33,7 @@ import tqdm
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
 from multinet_jax.eval import act2answer_probes, manifest, preflight, results, runners, summary
 from multinet_jax.models import InferenceOptions, registry
-from multinet_jax.models.interface import PromptLengths
+from multinet_jax.models.interface import MultiNetActions, PromptLengths
 
 FAMILIES = registry.family_names()
 # split: MultiNet's own split statistics (its formula, bit for bit); split_exact: float64 mean/std of the split;
@@ -453,7 +453,8 @@ class Evaluator:
                 with timing.clock("data"):
                     batch = next(batches, None)
                 records: list[results.Record] = []
-                if batch is not None and _has_pending(batch, start_index, completed, predictions_path):
+                if batch is not None and _has_pending(domain, self.model.multinet_actions, batch, start_index, completed,
+                                                      predictions_path):
                     self._check_labeled(domain, batch)
                     batch_records = runners.runner_for(domain).records(self, domain, batch, norm, timing)
                     records = [r for r in batch_records if r["sample_index"] >= start_index]
@@ -595,8 +596,10 @@ def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
                                    decoding=decoding, pads_vocabulary=prompt_vocabulary)
 
 
-def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[results.Record], path: pathlib.Path) -> bool:
-    """Whether a batch holds samples not yet written; checks the written ones still match the data."""
+def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,
+                 completed: list[results.Record], path: pathlib.Path) -> bool:
+    """Whether a batch holds samples not yet written; checks the written ones still match the data (their ground truth
+    as the records hold it: `runners.scored_ground_truth` with the family's `rules`, `Model.multinet_actions`)."""
     valid = np.asarray(batch["_mask"], bool)
     pending = False
     for row in np.flatnonzero(valid):
@@ -604,7 +607,8 @@ def _has_pending(batch: Mapping[str, Any], start_index: int, completed: list[res
         if index >= start_index:
             pending = True
         elif index < len(completed):
-            results.check_resumed_sample(path, completed, index, str(runners.plain(batch["id"][row])), runners.plain(batch["ground_truth"][row]))
+            results.check_resumed_sample(path, completed, index, str(runners.plain(batch["id"][row])),
+                                         runners.scored_ground_truth(rules, domain, batch, row))
     return pending
 
 

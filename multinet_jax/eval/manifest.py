@@ -3,12 +3,12 @@
 It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
 `models.attention`; the device layout, `device_layout`), content fingerprints of the checkpoint
 and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
-format and length, decoding budget, image resizing, ...) and a fingerprint of the data files it reads (`multinet_jax.fingerprints`: names,
-sizes and content digests, so a moved copy matches and a changed file does not). It is written before the first
-batch. An output folder that already holds predictions is continued (`--resume`) or extended with more domains
-only when every recorded item equals the new run's; otherwise the run is refused with one line naming each item
-that differs, and nothing in the folder is touched. Predictions without a manifest cannot be verified and are
-refused the same way.
+format and length, decoding budget, image resizing, the ground truth's transform, ...) and a fingerprint of the data
+files it reads (`multinet_jax.fingerprints`: names, sizes and content digests, so a moved copy matches and a changed
+file does not). It is written before the first batch. An output folder that already holds predictions is continued
+(`--resume`) or extended with more domains only when every recorded item equals the new run's; otherwise the run is
+refused with one line naming each item that differs, and nothing in the folder is touched. Predictions without a
+manifest cannot be verified and are refused the same way.
 
 Adding a setting that changes predictions: add the `EvalConfig` field to `PREDICTION_SETTINGS`. Adding one that
 does not: say why in `OTHER_SETTINGS`. Every field must be in exactly one of them (a test checks), so no setting
@@ -68,6 +68,12 @@ OTHER_SETTINGS = {
     "skip_similarity": "used by the metrics only, which are recomputed from the whole predictions file",
 }
 
+
+# Protocol entries (`domains.Protocol.applied`) added after manifests were first written, with the value a manifest
+# without one is read as, so that the runs of every family it did not change still resume. `ground_truth`: the
+# data's own; a Magma openx_bimanual / openx_wheeled_robot run written without it is refused (it may predate the
+# transform MultiNet's script applied there, which is now reproduced: one predictions file would mix two scorings).
+ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS}
 
 # Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
 TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")
@@ -159,13 +165,22 @@ def layout_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
 
 def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
-    """One line per protocol setting of domain `name` that is not the recorded one."""
+    """One line per protocol setting of domain `name` that is not the recorded one (an entry added since the manifest
+    was written reads as `ADDED_PROTOCOL_ENTRIES` says)."""
     if recorded is None:
         return [f"protocol of {name}: not recorded by the earlier run, now {current.get('name')!r}"]
-    return [
-        f"protocol of {name}: {key} recorded {recorded.get(key)!r}, now {current[key]!r}"
-        for key in current if key not in recorded or recorded[key] != current[key]
-    ]
+    found = []
+    for key, value in current.items():
+        field = f"protocol of {name}: {key} (domains.{name}.protocol.{key})"
+        if key in recorded:
+            if recorded[key] != value:
+                found.append(f"{field} recorded {recorded[key]!r}, now {value!r}")
+        elif key not in ADDED_PROTOCOL_ENTRIES:
+            found.append(f"{field} not recorded, now {value!r}")
+        elif ADDED_PROTOCOL_ENTRIES[key] != value:
+            found.append(f"{field} not recorded (written before it was: read as {ADDED_PROTOCOL_ENTRIES[key]!r}), "
+                         f"now {value!r}")
+    return found
 
 
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compared_domains: Iterable[str]) -> list[str]:

@@ -70,13 +70,23 @@ def runner_for(domain: domains.Domain) -> Runner:
     return TurnByTurn() if domain.protocol.turn_by_turn else SingleCall()
 
 
-def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction: Any) -> results.Record:
+def scored_ground_truth(rules: MultiNetActions | None, domain: domains.Domain, batch: Mapping[str, Any], row: int) -> Any:
+    """Row `row`'s ground truth as its record holds it: on Open-X, MultiNet's transform for the family
+    (`MultiNetActions.ground_truth`, named by the protocol's `ground_truth`), else the data's own. A resume compares
+    the written records with it."""
+    truth = plain(batch["ground_truth"][row])
+    if rules is None or domain.output is not domains.Output.CONTINUOUS_ACTIONS:
+        return truth
+    return rules.ground_truth(domain.name, np.asarray(truth, np.float64)).tolist()
+
+
+def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction: Any, ground_truth: Any) -> results.Record:
     record = {
         "id": str(plain(batch["id"][row])),
         "sample_index": int(batch["sample_index"][row]),
         "raw_output": raw_output,
         "prediction": prediction,
-        "ground_truth": plain(batch["ground_truth"][row]),
+        "ground_truth": ground_truth,
     }
     return record
 
@@ -129,9 +139,7 @@ class SingleCall:
             predictions = [domains.parse_text(domain, text, sample_fields(batch, row)) for text, row in zip(raw_outputs, rows)]
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
-            record = _base_record(batch, row, raw_output, prediction)
-            if rules is not None and domain.output is domains.Output.CONTINUOUS_ACTIONS:  # the ground truth MultiNet scored
-                record["ground_truth"] = rules.ground_truth(domain.name, np.asarray(record["ground_truth"], np.float64)).tolist()
+            record = _base_record(batch, row, raw_output, prediction, scored_ground_truth(rules, domain, batch, row))
             if domain.metric_kind == "multiple_choice" and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
                 record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then counts any number valid
             if domain.metric_kind == "classification":
@@ -193,7 +201,8 @@ class TurnByTurn:
         records = []
         for row in rows:
             calls = [domains.parse_function_calls(response) for response in responses[row]]
-            record = _base_record(batch, row, "\n".join(responses[row]), calls)
+            record = _base_record(batch, row, "\n".join(responses[row]), calls,
+                                  scored_ground_truth(evaluator.model.multinet_actions, domain, batch, row))
             record["responses"] = responses[row]  # per-turn texts: what `score` embeds for BFCL's similarity
             record.update(longest_prompt.get(row, {}))  # the longest turn's prompt, in the model's own tokens
             records.append(record)

@@ -21,7 +21,8 @@ naming the family. `tests/test_protocol_magma.py` checks all of it against what 
   Magma's non-empty answers as assistant turns], tokenized by `apply_chat_template` (cut at 1024 tokens, right side,
   as MultiNet's tokenizer did); greedy, 150 new tokens a turn.
 
-MultiNet's Open-X ground-truth transforms are reproduced (`scored_ground_truth`, named in each metrics file):
+MultiNet's Open-X ground-truth transforms are reproduced (`scored_ground_truth`, named in each metrics file and in
+the run manifest's protocol, `ground_truth`, so a resume across another transform is refused):
 openx_bimanual is scored on its last 7 of 14 dims and openx_wheeled_robot on its action padded with zeros to 7
 dims, each with the split's statistics mapped the same way (what MultiNet's recomputation gives). Not reproduced:
 the scripts of Overcooked (36 joint-action probabilities, Brier scores)
@@ -102,8 +103,10 @@ def domain_protocol(name: str) -> domains.Protocol:
         return dataclasses.replace(default, name=PROTOCOL_NAME, refused=f"does not run {domain.name}: MultiNet ran Magma "
                                    f"there with {script} ({what}), a protocol not encoded here")
     if domain.output is domains.Output.CONTINUOUS_ACTIONS:
+        ground_truth = GROUND_TRUTH_TRANSFORMS[domain.name][0] if domain.name in GROUND_TRUTH_TRANSFORMS else default.ground_truth
         return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=OPENX_MAX_NEW_TOKENS, name=PROTOCOL_NAME,
-                                   temperature=OPENX_TEMPERATURE, chat=OPENX_CHAT, min_new_tokens=ACTION_TOKENS)
+                                   temperature=OPENX_TEMPERATURE, chat=OPENX_CHAT, min_new_tokens=ACTION_TOKENS,
+                                   ground_truth=ground_truth)
     return dataclasses.replace(default, max_prompt_tokens=None, max_new_tokens=ACTION_DIM + 1, name=SIMPLERENV_STEP_NAME,
                                min_new_tokens=ACTION_TOKENS)
 
@@ -116,16 +119,25 @@ def fit_dims(actions: np.ndarray, dims: int) -> np.ndarray:
     return np.concatenate([actions, np.zeros((len(actions), dims - actions.shape[1]))], axis=1)
 
 
+def _wheeled_robot(values: np.ndarray) -> np.ndarray:
+    zeros = np.zeros_like(values)
+    return np.concatenate([values, zeros, zeros, zeros[..., :1]], axis=-1)
+
+
+# MultiNet's Magma script's ground-truth transforms (`_transform_action_tensor`), by domain: (the name the protocol
+# records, `Protocol.ground_truth`; the transform over the last axis). openx_bimanual's last 7 dims;
+# openx_wheeled_robot's action, two zero copies of it and one zero (gnm_dataset's 2 dims -> 7).
+GROUND_TRUTH_TRANSFORMS: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "openx_bimanual": ("last_7_of_14_dims", lambda values: values[..., -ACTION_DIM:]),
+    "openx_wheeled_robot": ("zero_padded_to_7_dims", _wheeled_robot),
+}
+
+
 def scored_ground_truth(domain: str, values: np.ndarray) -> np.ndarray:
-    """The ground truth `[..., D]` MultiNet's Magma script scored (`_transform_action_tensor`): openx_bimanual's last 7
-    dims; openx_wheeled_robot's action, two zero copies of it and one zero (gnm_dataset's 2 dims -> 7); else as is."""
+    """The ground truth `[..., D]` MultiNet's Magma script scored: `GROUND_TRUTH_TRANSFORMS`' where it has one, else
+    as is."""
     values = np.asarray(values)
-    if domain == "openx_bimanual":
-        return values[..., -ACTION_DIM:]
-    if domain == "openx_wheeled_robot":
-        zeros = np.zeros_like(values)
-        return np.concatenate([values, zeros, zeros, zeros[..., :1]], axis=-1)
-    return values
+    return GROUND_TRUTH_TRANSFORMS[domain][1](values) if domain in GROUND_TRUTH_TRANSFORMS else values
 
 
 def ground_truth_note(domain: str) -> str:

@@ -3,6 +3,7 @@ the probes' scoring against hand counts; the action probe's direction rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ import eval_helpers
 import multinet_jax
 from multinet_jax.demo import datasets
 from multinet_jax.eval import act2answer_probes, manifest
+from multinet_jax.models import registry
 
 
 def test_eval_writes_both_probes_per_episode(tmp_path):
@@ -28,6 +30,8 @@ def test_eval_writes_both_probes_per_episode(tmp_path):
         assert record["action_prediction"] == act2answer_probes.action_choice(np.array(record["action_displacement"], float))
     metrics = json.loads((tmp_path / "act2answer_metrics.json").read_text())
     assert metrics["metric_kind"] == "act2answer_probes"
+    frame = registry.family("pi0").action_frame(eval_helpers.assets()["checkpoint"])  # what the displacement was read as
+    assert frame.kind == "ee_delta" and metrics["action_frame"] == dataclasses.asdict(frame)
     assert metrics["metrics"] == json.loads(json.dumps(multinet_jax.score("act2answer_probes", records)))
     assert rows["act2answer"]["text_probe_accuracy"] == metrics["metrics"]["text_probe_accuracy"]
     assert (tmp_path / "plots" / "act2answer.png").exists()

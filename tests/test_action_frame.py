@@ -44,6 +44,21 @@ def test_the_probe_runs_for_end_effector_frames_and_not_without_an_action_head(t
     assert preflight.action_probe_unavailable(_config("pi0"), tmp_path) is None
     assert preflight.action_probe_unavailable(_config("openvla"), tmp_path) is None
     assert preflight.action_probe_unavailable(_config("paligemma"), tmp_path) == NO_ACTION_HEAD
+    assert preflight.action_frame(_config("paligemma"), tmp_path) is None
+
+
+def test_an_in_memory_model_is_frame_checked_as_its_family_tells():
+    """`Evaluator(model=)` has no checkpoint files: a fixed frame is the family's, SmolVLA's is unnamed, saying why."""
+    for name in registry.family_names():
+        family = registry.family(name)
+        if family.action_head and name != "smolvla":
+            assert preflight.action_frame(_config(name), None) == family.action_frame("unused"), name
+            assert preflight.action_probe_unavailable(_config(name), None) is None, name
+    assert preflight.action_frame(_config("smolvla"), None).kind == "unnamed"
+    assert re.fullmatch("not applicable: an in-memory SmolVLA model \\(Evaluator\\(model=\\)\\): no config.json, and "
+                        "LeRobot's names no action frame \\(.*\\): its actions are unnamed, and the action probe reads "
+                        "end-effector translation deltas; text probe only",
+                        preflight.action_probe_unavailable(_config("smolvla"), None))
 
 
 def _record(index: int, **changes) -> dict:

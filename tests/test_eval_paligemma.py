@@ -35,7 +35,7 @@ def test_text_domain_and_text_probe_without_action_head(tmp_path):
         assert record["action_displacement"] is None and record["prediction"] in (0, 1)
     metrics = json.loads((run / "act2answer_metrics.json").read_text())
     assert metrics["action_horizon"] is None and metrics["config"]["model"] == "paligemma"
-    assert metrics["metrics"]["action_probe"] == NO_ACTION_HEAD
+    assert metrics["metrics"]["action_probe"] == NO_ACTION_HEAD and metrics["action_frame"] is None
     assert "action_probe_accuracy" not in metrics["metrics"] and "text_probe_accuracy" in metrics["metrics"]
     assert set(rows["act2answer"]) >= {"text_probe_accuracy"} and "action_probe_accuracy" not in rows["act2answer"]
     assert len(eval_helpers.read_jsonl(run / "predictions" / "piqa.jsonl")) == 8

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -14,6 +15,7 @@ import eval_helpers
 from act2answer_helpers import item_set
 from multinet_jax import data, demo, weights
 from multinet_jax.demo import datasets
+from multinet_jax.eval import EvalConfig, Evaluator
 from multinet_jax.models import load_model, registry, smolvla_checkpoint
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.probing import activation_store, runner
@@ -72,8 +74,26 @@ def test_smolvla_act2answer_runs_the_text_probe_and_says_why_not_the_action_prob
         assert record["prediction"] == int(np.argmax(record["raw_output"])) and len(record["raw_output"]) == 2
         assert record["action_probe"] == reason and record["action_prediction"] is None
     assert "text_probe_accuracy" in rows["act2answer"] and "action_probe_accuracy" not in rows["act2answer"]
-    written = json.loads((tmp_path / "act2answer_metrics.json").read_text())["metrics"]
-    assert written["action_probe"] == reason
+    written = json.loads((tmp_path / "act2answer_metrics.json").read_text())
+    assert written["metrics"]["action_probe"] == reason
+    assert written["action_frame"] == dataclasses.asdict(smolvla_checkpoint.action_frame(str(checkpoint)))
+
+
+def test_an_in_memory_smolvla_is_frame_checked_too(checkpoint, tmp_path):
+    """`Evaluator(model=)` reads no checkpoint files; the action probe is still off for a SmolVLA (its frame unnamed),
+    with the reason in the records and the metrics, and the text probe runs."""
+    datasets.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
+    config = EvalConfig(**eval_helpers.settings(tmp_path, ("act2answer",), model="smolvla", checkpoint=str(checkpoint),
+                                                tokenizer=None, limit=LIMIT, batch_size=4, num_flow_steps=2))
+    evaluator = Evaluator(config, model=load_model(checkpoint))
+    reason = evaluator.action_probe_unavailable
+    assert reason.startswith("not applicable: an in-memory SmolVLA model") and str(checkpoint) not in reason
+    evaluator.evaluate_domain("act2answer")
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
+    assert len(records) == LIMIT and all(record["action_probe"] == reason for record in records)
+    written = json.loads((tmp_path / "act2answer_metrics.json").read_text())
+    assert written["metrics"]["action_probe"] == reason
+    assert written["action_frame"] == dataclasses.asdict(smolvla_checkpoint.action_frame(None))
 
 
 def test_probe_saves_both_stacks_per_layer(checkpoint, tmp_path):

@@ -232,7 +232,8 @@ class Evaluator:
     """One loaded model and tokenizers, evaluated on one domain after another.
 
     `model` skips loading `config.checkpoint`: an in-memory `models.Model` of the family `config.model` names (e.g.
-    built with `models.build_model` for benchmarks, or a model under training) placed on this evaluator's `mesh`.
+    built with `models.build_model` for benchmarks, or a model under training) placed on this evaluator's `mesh`; its
+    action frame is the one its family tells without files (`preflight.action_frame`).
     Every asset is resolved first, so a missing one fails before anything is loaded.
     """
 
@@ -259,7 +260,9 @@ class Evaluator:
         paths = assets.resolve_all(specs)
         if model is None:  # before the manifest fingerprints the weights, and before they load
             preflight.check_checkpoint_inputs(config, paths["checkpoint"], self.sources)
-        # Act2Answer's action probe: None where it runs, else why not (its metrics say so; the text probe runs).
+        # Act2Answer's action probe: None where it runs, else why not (its metrics say so; the text probe runs). An
+        # in-memory model is checked as its family tells its frame (no checkpoint files to read).
+        self.action_frame = preflight.action_frame(config, paths.get("checkpoint"))
         self.action_probe_unavailable = preflight.action_probe_unavailable(config, paths.get("checkpoint"))
         family = registry.family(config.model)
         # A family whose checkpoint bundles its tokenizer tokenizes the `prompt` texts itself; the others read prompts
@@ -524,6 +527,7 @@ class Evaluator:
             # the Euler steps the actions were sampled with (--num_flow_steps or the checkpoint's own); None: no flow
             "num_flow_steps": self.num_flow_steps if self._predicts_actions(domain) else None,
             **self._actions_note(domain),
+            **self._probe_note(domain),
             "inputs": {  # content fingerprints of what produced these numbers (see run_manifest.json)
                 "checkpoint": self.manifest["checkpoint"],
                 "tokenizers": self.manifest["tokenizers"],
@@ -546,6 +550,13 @@ class Evaluator:
         if rules is None or domain.output is not domains.Output.CONTINUOUS_ACTIONS:
             return {}
         return rules.note(domain.name, self.action_options)
+
+    def _probe_note(self, domain: domains.Domain) -> dict[str, Any]:
+        """On Act2Answer, the frame the model's actions are read in (`preflight.action_frame`: its kind and where that
+        was read; None without an action head): what the action probe took the displacement as, or why it did not run."""
+        if domain.output is not domains.Output.KNOWLEDGE_PROBES:
+            return {}
+        return {"action_frame": None if self.action_frame is None else dataclasses.asdict(self.action_frame)}
 
     def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record]) -> dict[str, Any] | None:
         """How many prompts were cut, and at what length, from the records' own counts (`runners.prompt_fields`):

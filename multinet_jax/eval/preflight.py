@@ -141,18 +141,24 @@ def open_domain_data(config: Any, name: str) -> data.Source:
     return source
 
 
-def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> str | None:
-    """Why Act2Answer's action probe does not apply to this model ("not applicable: ...", the text probe still runs),
-    or None when it does: it reads end-effector translation deltas, so a model without an action head, or a
-    checkpoint whose actions are in another frame or in none it names (`registry.Family.action_frame`, read from its
-    small files before the weights load), gets no action probe rather than a meaningless one. `checkpoint` None: an
-    in-memory model, whose frame is the family's as given to the evaluator (`Evaluator(model=)`) and not checked."""
+def action_frame(config: Any, checkpoint: pathlib.Path | None) -> registry.ActionFrame | None:
+    """The frame of the model's actions (`registry.Family.action_frame`, read from the checkpoint's small files before
+    the weights load; `checkpoint` None: an in-memory model, `Evaluator(model=)`, as its family tells it), or None
+    without an action head. What Act2Answer's action probe reads its actions as: its metrics file records it."""
     family = registry.family(config.model)
     if not family.action_head:
-        return NO_ACTION_HEAD
-    if checkpoint is None:
         return None
-    frame = family.action_frame(str(checkpoint))
+    return family.action_frame(None if checkpoint is None else str(checkpoint))
+
+
+def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> str | None:
+    """Why Act2Answer's action probe does not apply to this model ("not applicable: ...", the text probe still runs),
+    or None when it does: it reads end-effector translation deltas, so a model without an action head, or one whose
+    actions are in another frame or in none it names (`action_frame`; an in-memory model's too), gets no action
+    probe rather than a meaningless one."""
+    frame = action_frame(config, checkpoint)
+    if frame is None:
+        return NO_ACTION_HEAD
     if frame.kind == "ee_delta":
         return None
     return (f"not applicable: {frame.source}: its actions are {frame.kind}, and the action probe reads end-effector "
@@ -161,8 +167,8 @@ def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> st
 
 def checkpoint_stats_users(config: Any, checkpoint: pathlib.Path | None = None) -> list[str]:
     """The domains whose actions this run unnormalizes with the checkpoint's statistics: Act2Answer's action probe
-    (no ground truth to take the split's from; only where it applies to `checkpoint`) and, with
-    --unnormalize=checkpoint, every action domain."""
+    (no ground truth to take the split's from; only where it applies to `checkpoint`, counted while `checkpoint` is
+    None: not resolved yet, flags alone) and, with --unnormalize=checkpoint, every action domain."""
     if not registry.family(config.model).action_head:
         return []
     outputs = [domains.Output.CONTINUOUS_ACTIONS, domains.Output.DISCRETE_ACTION] if config.unnormalize == "checkpoint" else []

@@ -63,8 +63,9 @@ class ActionFrame:
             raise ValueError(f"action frame {self.kind!r}: expected one of {ACTION_FRAMES}")
 
 
-def fixed_frame(kind: str, source: str) -> Callable[[str], ActionFrame]:
-    """`Family.action_frame` of a family whose checkpoints all act in one frame, `source` saying why."""
+def fixed_frame(kind: str, source: str) -> Callable[[str | None], ActionFrame]:
+    """`Family.action_frame` of a family whose checkpoints all act in one frame, `source` saying why (an in-memory
+    model's too)."""
     frame = ActionFrame(kind, source)
     return lambda checkpoint: frame
 
@@ -129,8 +130,9 @@ class Family:
     # None: MultiNet's Pi0 protocol, the domain table's.
     protocol: Callable[[str], Any] | None = None
     # (checkpoint path) -> its ActionFrame, from its small files (no weights): what Act2Answer's action probe may read.
-    # Required with an action head.
-    action_frame: Callable[[str], ActionFrame] | None = None
+    # None for the path: an in-memory model (`Evaluator(model=)`), whose frame the family tells without files or
+    # says it cannot. Required with an action head.
+    action_frame: Callable[[str | None], ActionFrame] | None = None
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):

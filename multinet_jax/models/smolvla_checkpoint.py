@@ -207,15 +207,21 @@ def state_dims(directory: str) -> int:
     return read_config(directory).state_dim
 
 
-def action_frame(directory: str) -> ActionFrame:
+_UNNAMED_FRAME = ("LeRobot policies predict their training data's action vector; smolvla_base's: SO-100's 6 absolute "
+                  "joint positions")
+
+
+def action_frame(directory: str | None) -> ActionFrame:
     """The frame of the policy's actions (the registry's preflight question for Act2Answer's action probe): LeRobot's
     config.json gives `output_features["action"]` a type and a shape, never what the dims are, and a LeRobot policy
-    predicts its training data's action vector (smolvla_base: SO-100's 6 absolute joint positions), so it is unnamed."""
+    predicts its training data's action vector (smolvla_base: SO-100's 6 absolute joint positions), so it is unnamed;
+    so is an in-memory model's (`directory` None: no config.json, and none would name it)."""
+    if directory is None:
+        return ActionFrame("unnamed", f"an in-memory SmolVLA model (Evaluator(model=)): no {CONFIG_FILE}, and LeRobot's "
+                                      f"names no action frame ({_UNNAMED_FRAME})")
     path = pathlib.Path(directory) / CONFIG_FILE
     dims = read_config(directory).action_dim
-    return ActionFrame("unnamed", f"{path}: output_features.action is {dims} dims with no frame named (LeRobot "
-                                  "policies predict their training data's action vector; smolvla_base's: SO-100's 6 "
-                                  "absolute joint positions)")
+    return ActionFrame("unnamed", f"{path}: output_features.action is {dims} dims with no frame named ({_UNNAMED_FRAME})")
 
 
 def named_config(name: str, dtype: str = "float32") -> SmolVLAConfig:

@@ -259,6 +259,8 @@ def _build(root: pathlib.Path) -> Inputs:
     _nan_checkpoint(root / "ckpt_nan")
     # torn weights too: the refusal must come before any weight is read
     shutil.rmtree(_writable_copy(torn, root / "ckpt_torn_no_norm_stats") / "assets")
+    state_only = next((_writable_copy(torn, root / "ckpt_torn_state_stats_only") / "assets").rglob("norm_stats.json"))
+    state_only.write_text(json.dumps({"norm_stats": {"state": json.loads(state_only.read_text())["norm_stats"]["state"]}}))
     stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
     two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
@@ -506,6 +508,14 @@ CASES = [
          lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_torn_no_norm_stats)),
          lambda i: f"{E(str(i.ckpt_torn_no_norm_stats))}: the actions of act2answer are unnormalized with the checkpoint's "
                    "statistics, but it holds none \\(nothing for --asset_id to pick\\)"),
+    Case("eval_pi0_act2answer_without_action_stats", "eval",
+         lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_torn_state_stats_only)),
+         lambda i: f"{E(str(i.ckpt_torn_state_stats_only))}/assets/demo/norm_stats.json: norm_stats has no 'actions' key "
+                   "\\(it holds \\['state'\\]\\): the actions of act2answer are unnormalized with these statistics"),
+    Case("eval_pi0_unnormalize_checkpoint_without_action_stats", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), unnormalize="checkpoint", checkpoint=str(i.ckpt_torn_state_stats_only)),
+         lambda i: f"{E(str(i.ckpt_torn_state_stats_only))}/assets/demo/norm_stats.json: norm_stats has no 'actions' key "
+                   "\\(it holds \\['state'\\]\\): the actions of openx_bimanual are unnormalized with these statistics"),
     Case("eval_pi0_act2answer_several_asset_ids", "eval",
          lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_two_assets)),
          lambda i: f"{E(str(i.ckpt_two_assets))}: the actions of act2answer are unnormalized with the checkpoint's "

@@ -225,3 +225,28 @@ def test_a_checkpoint_without_norm_stats_reads_none_unless_an_asset_id_is_asked_
     assert weights.read_norm_stats(tmp_path) is None
     with pytest.raises(weights.CheckpointError, match=r"no norm stats for --asset_id='droid' \(the checkpoint has none\)"):
         weights.read_norm_stats(tmp_path, "droid")
+
+
+def test_an_asset_without_action_statistics_is_refused_before_any_weight_loads(tmp_path):
+    """openpi's loader takes an asset of the state's statistics alone (Pi0.5's state prompts read them); where a run
+    unnormalizes actions with it, preflight names its file and the missing key from the small files."""
+    import types
+
+    from multinet_jax.eval import preflight
+    from multinet_jax.models import openpi_checkpoint as openpi_format
+
+    weights.save_openpi_checkpoint({"x": np.zeros(2, np.float32)}, tmp_path)
+    _norm_stats(tmp_path, "droid", 2.0)
+    state_only = tmp_path / "assets" / "state_only" / "norm_stats.json"
+    state_only.parent.mkdir(parents=True)
+    state_only.write_text(json.dumps({"norm_stats": {"state": {"mean": [0.0], "std": [1.0]}}}))
+    assert openpi_format.missing_action_stats(str(tmp_path), "droid") is None
+    lacking = openpi_format.missing_action_stats(str(tmp_path), "state_only")
+    assert lacking == f"{state_only}: norm_stats has no 'actions' key (it holds ['state'])"
+    for model in ("pi0", "pi05", "pi0_fast"):  # every openpi family asks it
+        config = types.SimpleNamespace(model=model, domains=("act2answer",), unnormalize="split", asset_id="state_only")
+        with pytest.raises(ValueError) as refused:
+            preflight.check_checkpoint_inputs(config, tmp_path, {})
+        assert str(refused.value) == (f"{lacking}: the actions of act2answer are unnormalized with these statistics; "
+                                      "pass --asset_id of one holding them (['droid', 'state_only'])")
+        preflight.check_checkpoint_inputs(types.SimpleNamespace(**{**vars(config), "asset_id": "droid"}), tmp_path, {})

@@ -5,7 +5,8 @@ actions are unnormalized with them).
 
 Once the checkpoint is resolved and before any of its weights are read (`check_checkpoint_inputs`): what the family's
 registry entry can tell from the checkpoint's small files, so that an 8B model is not loaded for minutes only to be
-refused: the action statistics `--unnorm_key` picks, and a state of the right size for a model that reads one.
+refused: the action statistics `--unnorm_key` / `--asset_id` picks (an openpi asset of the state's alone is refused),
+and a state of the right size for a model that reads one.
 
 Tokenizers, the checkpoint and the run manifest are checked by the evaluator itself in the same phase, before the
 first batch (see `loop.Evaluator`).
@@ -179,9 +180,10 @@ def checkpoint_stats_users(config: Any, checkpoint: pathlib.Path | None = None) 
 
 def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict[str, data.Source]) -> None:
     """What the family reads beside its weights, checked from the checkpoint's small files before the weights load
-    (`registry.Family.stats_keys`, `.state_dims`): the statistics the family's flag (`--unnorm_key`, `--asset_id`)
-    picks exist (or the checkpoint holds one set), and an action domain holds the state a model reading one needs,
-    of the size it reads."""
+    (`registry.Family.stats_keys`, `.missing_action_stats`, `.state_dims`): the statistics the family's flag
+    (`--unnorm_key`, `--asset_id`) picks exist (or the checkpoint holds one set) and hold the actions' (an openpi asset
+    of state statistics alone does not), and an action domain holds the state a model reading one needs, of the size
+    it reads."""
     family = registry.family(config.model)
     users = checkpoint_stats_users(config, checkpoint)
     if users and family.stats_keys is not None:
@@ -196,6 +198,10 @@ def check_checkpoint_inputs(config: Any, checkpoint: pathlib.Path, sources: dict
                              f"statistics, which hold {keys}: pass --{flag} (one of them)")
         if chosen is not None and chosen not in keys:
             raise ValueError(f"{checkpoint}: --{flag}={chosen!r} is not one of its action statistics {keys}")
+        lacking = None if family.missing_action_stats is None else family.missing_action_stats(str(checkpoint), chosen or keys[0])
+        if lacking is not None:
+            raise ValueError(f"{lacking}: the actions of {', '.join(users)} are unnormalized with these statistics"
+                             + (f"; pass --{flag} of one holding them ({keys})" if len(keys) > 1 else ""))
     if family.state_dims is None:
         return
     dims = family.state_dims(str(checkpoint))

@@ -93,9 +93,21 @@ def family(path: str) -> str:
 
 
 def asset_ids(checkpoint: str) -> tuple[str, ...]:
-    """The asset ids whose action statistics the checkpoint holds, `--asset_id`'s choices (the registry's preflight
-    question: no weights read)."""
+    """The asset ids whose statistics (`assets/<asset id>/norm_stats.json`) the checkpoint holds, `--asset_id`'s
+    choices (the registry's preflight question: no weights read)."""
     return tuple(weights.norm_stats_asset_ids(weights.params_directory(checkpoint).parent))
+
+
+def missing_action_stats(checkpoint: str, asset_id: str) -> str | None:
+    """What asset `asset_id`'s norm_stats.json lacks to unnormalize actions (the registry's preflight question: no
+    weights read), naming the file and key; None when it holds them. An asset may hold the state's statistics alone,
+    which the loader takes (Pi0.5's state prompts read them) and `checkpoint_action_stats` then finds no `actions` in:
+    only after the weights loaded. Read as the loader reads it, so a malformed file is refused here too."""
+    directory = weights.params_directory(checkpoint).parent
+    stats = weights.read_norm_stats(directory, asset_id)
+    if "actions" in stats:
+        return None
+    return f"{directory / 'assets' / asset_id / 'norm_stats.json'}: norm_stats has no 'actions' key (it holds {sorted(stats)})"
 
 
 def load(

@@ -121,6 +121,10 @@ class Family:
     # keys, openpi's asset ids), read from its small files (no weights): `eval`'s preflight refuses a checkpoint with
     # none, a missing choice among several or an unknown one before the model loads. Required with norm_stats_flag.
     stats_keys: Callable[[str], tuple[str, ...]] | None = None
+    # (checkpoint path, the stats key picked) -> what that key's statistics lack to unnormalize actions, naming the file
+    # and key (None: nothing), from its small files: refused before the weights load where actions are unnormalized
+    # with it. None: every key holds action statistics (OpenVLA's, Magma's); openpi's assets may hold the state's alone.
+    missing_action_stats: Callable[[str, str], str | None] | None = None
     # (checkpoint path) -> the state dims its config names as an input feature (no weights): an action domain whose
     # samples hold no state (the zero state would be made up), or a state of another size, is refused for it before
     # the weights load. None: the family takes the state the data gives, none included (MultiNet's Pi0 protocol pads
@@ -142,6 +146,8 @@ class Family:
                              f"{NORM_STATS_FLAGS}")
         if (self.norm_stats_flag is None) != (self.stats_keys is None):
             raise ValueError(f"family {self.name!r}: stats_keys is given exactly when norm_stats_flag is")
+        if self.missing_action_stats is not None and self.stats_keys is None:
+            raise ValueError(f"family {self.name!r}: missing_action_stats needs stats_keys (the key it is asked about)")
         if self.action_head != (self.action_frame is not None):
             raise ValueError(f"family {self.name!r}: action_frame is given exactly when it has an action head")
 
@@ -300,6 +306,7 @@ _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, 
                 "step directory holding params/ (or params/ itself)")
 _PALIGEMMA_TOKENIZER = {"tokenizer": assets.DEFAULT_TOKENIZER}
 _OPENPI_ASSETS = hook(f"{_OPENPI}:asset_ids")
+_OPENPI_ACTION_STATS = hook(f"{_OPENPI}:missing_action_stats")
 # openpi's norm_stats.json holds mean/std/q01/q99 per key and names no action dims: the frame is taken, not read.
 _OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.json names no action dims: taken as "
                             "end-effector deltas (a Pi0 on Bridge / WidowX); an asset of joint actions (ALOHA, DROID) "
@@ -310,13 +317,14 @@ _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are pe
                              "encoding (end-effector delta xyz, rpy, gripper)")
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
-                       action_frame=_OPENPI_FRAME))
+                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
-                       action_frame=_OPENPI_FRAME))
+                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
     action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
+    missing_action_stats=_OPENPI_ACTION_STATS,
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
     action_frame=_OPENPI_FRAME))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "

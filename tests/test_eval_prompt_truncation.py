@@ -1,17 +1,26 @@
-"""Prompt truncation is counted for every family that tokenizes its own prompts (SmolVLA, Magma, OpenVLA), on the demo
-data and checkpoints: per row the prompt's whole length, the limit and the tokens cut; per domain the count in the
-metrics file and a warning line. The pipeline-tokenized families (Pi0, PaliGemma): `test_eval_e2e.py`."""
+"""Prompt truncation is counted for every family that tokenizes its own prompts (SmolVLA, Magma, OpenVLA), for the
+Pi0.5 / Pi0-FAST action prompts holding the state (`models/state_prompts.py`) and for Act2Answer's text-probe
+questions, on the demo data and checkpoints: per row the prompt's whole length, the limit and the tokens cut; per
+domain the count in the metrics file and a warning line. The pipeline-tokenized families (Pi0, PaliGemma):
+`test_eval_e2e.py`."""
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
+import numpy as np
 import tokenizers
+
+from conftest import shared_path
+from multinet_jax.demo import datasets
+from multinet_jax.models import configs
 
 import eval_helpers
 from magma_helpers import magma_dir
-from multinet_jax import data, demo
+from multinet_jax import data, demo, weights
+from multinet_jax import tokenizers as paligemma_tokenizers
 from multinet_jax.models import load_model, magma_protocol
 from openvla_helpers import openvla_dir
 
@@ -19,7 +28,8 @@ LIMIT = 4
 
 
 def _run(tmp_path: pathlib.Path, domain: str, **settings) -> tuple[list[dict], dict]:
-    eval_helpers.evaluate(tmp_path, (domain,), tokenizer=None, limit=LIMIT, batch_size=LIMIT, max_decoding_steps=2, **settings)
+    settings = {"tokenizer": None, **settings}  # the model's own, unless a PaliGemma-tokenized family's is given
+    eval_helpers.evaluate(tmp_path, (domain,), limit=LIMIT, batch_size=LIMIT, max_decoding_steps=2, **settings)
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / f"{domain}.jsonl")
     return records, json.loads((tmp_path / f"{domain}_metrics.json").read_text())["prompt_truncation"]
 
@@ -77,3 +87,108 @@ def test_openvla_never_cuts_and_counts_its_own_prompt_tokens(tmp_path):
         [(length, None, 0) for length in lengths]
     assert truncation == {"max_prompt_tokens": None, "truncated": 0, "counted": LIMIT,
                           "longest_prompt_tokens": max(lengths), "most_tokens_cut": 0}
+
+
+def _batch(domain: str) -> dict:
+    paths = eval_helpers.assets()
+    return next(iter(data.load(domain, pathlib.Path(paths["data_dir"]) / domain, split="public", tokenizer=None,
+                               batch_size=LIMIT, limit=LIMIT, cache_dir=paths["cache_dir"])))
+
+
+def _normalized_states(domain: str, norm_stats: dict) -> list[np.ndarray]:
+    """Each demo row's own state dims, quantile-normalized with the checkpoint's state q01/q99 (openpi's order)."""
+    batch = _batch(domain)
+    q01, q99 = (np.asarray(norm_stats["state"][key], np.float64) for key in ("q01", "q99"))
+    states = [np.asarray(state, np.float64)[:dim] for state, dim in zip(batch["state"], batch["state_dim"])]
+    return [(state - q01[:len(state)]) / (q99[:len(state)] - q01[:len(state)] + 1e-6) * 2 - 1 for state in states]
+
+
+def _cut_between(lengths: list[int]) -> int:
+    """A limit that cuts the longer demo prompts and not the shortest (so both cases are checked)."""
+    assert min(lengths) < max(lengths)
+    return min(lengths) + 1
+
+
+def test_pi05_counts_its_state_prompts_cut_at_max_token_len(tmp_path, capsys, monkeypatch):
+    """Pi0.5 (openpi's tiny fixture) builds the prompts holding the state per batch and cuts them at its
+    max_token_len (openpi's 200, lowered here): each row's whole length is what PaliGemma's tokenizer gives the
+    uncut openpi prompt (at 200, which none reaches), the cut what the limit leaves out, 0 for the shortest."""
+    paths = eval_helpers.assets()
+    checkpoint = shared_path("openpi_reference", "pi05", "ckpt", "0")
+    tokenizer = paligemma_tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+    states = _normalized_states("openx_bimanual", weights.read_norm_stats(checkpoint))
+    lengths = [int(tokenizer.tokenize_prompt(prompt, configs.PI05_MAX_TOKEN_LEN, state=state)[1].sum())
+               for prompt, state in zip(_prompts("openx_bimanual"), states)]
+    assert max(lengths) < configs.PI05_MAX_TOKEN_LEN  # uncut: the whole lengths
+    limit = _cut_between(lengths)
+    monkeypatch.setattr(configs, "PI05_MAX_TOKEN_LEN", limit)
+    records, truncation = _run(tmp_path, "openx_bimanual", model=None, checkpoint=str(checkpoint), tokenizer=paths["tokenizer"])
+    assert [(r["prompt_tokens"], r["prompt_token_limit"], r["prompt_tokens_cut"]) for r in records] == \
+        [(length, limit, max(length - limit, 0)) for length in lengths]
+    cut = sum(length > limit for length in lengths)
+    assert truncation == {"max_prompt_tokens": limit, "truncated": cut, "counted": LIMIT, "longest_prompt_tokens": max(lengths),
+                          "most_tokens_cut": max(lengths) - limit}
+    assert f"warning: openx_bimanual: {cut} of {LIMIT} prompts truncated to {limit} tokens" in capsys.readouterr().err
+
+
+def test_pi0_fast_counts_its_state_prompts_cut_at_its_prompt_length(tmp_path, monkeypatch):
+    """Pi0-FAST's prompt is cut at its FAST prompt tokenizer's max_len (256, lowered here): the whole lengths are
+    those of the uncut prompts PaliGemma's tokenizer gives (at 256, which none reaches)."""
+    paths = eval_helpers.assets()
+    tokenizer = paligemma_tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+    states = _normalized_states("openx_bimanual", weights.read_norm_stats(paths["fast_checkpoint"]))
+    uncut = paligemma_tokenizers.FastPromptTokenizer(tokenizer)
+    lengths = [int(uncut.tokenize(prompt, state)["tokenized_prompt_mask"].sum())
+               for prompt, state in zip(_prompts("openx_bimanual"), states)]
+    assert max(lengths) < uncut.max_len
+    limit = _cut_between(lengths)
+    monkeypatch.setattr(paligemma_tokenizers.FastPromptTokenizer, "__init__",
+                        functools.partialmethod(paligemma_tokenizers.FastPromptTokenizer.__init__, max_len=limit))
+    records, truncation = _run(tmp_path, "openx_bimanual", model="pi0_fast", checkpoint=paths["fast_checkpoint"],
+                               tokenizer=paths["tokenizer"], fast_tokenizer=paths["fast_tokenizer"])
+    assert [(r["prompt_tokens"], r["prompt_token_limit"], r["prompt_tokens_cut"]) for r in records] == \
+        [(length, limit, max(length - limit, 0)) for length in lengths]
+    assert truncation["truncated"] == sum(length > limit for length in lengths) and truncation["counted"] == LIMIT
+
+
+def test_act2answer_counts_the_text_probe_questions_and_the_action_prompts(tmp_path, capsys):
+    """Act2Answer's records count the text probe's question (the prediction's prompt, PaliGemma's tokens cut at the
+    protocol's length, --max_token_len here) and, apart, the action probe's instruction, each in its metrics entry
+    and warning line."""
+    paths = eval_helpers.assets()
+    datasets.write_missing(pathlib.Path(paths["data_dir"]), ["act2answer"])
+    tokenizer = paligemma_tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
+    batch = _batch("act2answer")
+    lengths = {"": [int(tokenizer.tokenize_prompt(question, 1024)[1].sum()) for question in batch["question"]],
+               "action_": [int(tokenizer.tokenize_prompt(prompt, 1024)[1].sum()) for prompt in batch["prompt"]]}
+    limit = _cut_between(lengths[""])
+    records, _ = _run(tmp_path, "act2answer", max_token_len=limit, tokenizer=paths["tokenizer"], num_flow_steps=1)
+    metrics_file, err = json.loads((tmp_path / "act2answer_metrics.json").read_text()), capsys.readouterr().err
+    for prefix, whole in lengths.items():
+        assert [(r[f"{prefix}prompt_tokens"], r[f"{prefix}prompt_token_limit"], r[f"{prefix}prompt_tokens_cut"])
+                for r in records] == [(length, limit, max(length - limit, 0)) for length in whole]
+        cut = sum(length > limit for length in whole)
+        assert 0 < cut < LIMIT
+        assert metrics_file[f"{prefix}prompt_truncation"] == {
+            "max_prompt_tokens": limit, "truncated": cut, "counted": LIMIT, "longest_prompt_tokens": max(whole),
+            "most_tokens_cut": max(whole) - limit}
+        assert f"warning: act2answer: {cut} of {LIMIT} {prefix.replace('_', ' ')}prompts truncated to {limit} tokens" in err
+
+
+def test_act2answer_counts_a_bundled_tokenizers_questions_and_no_action_prompt_it_did_not_run(tmp_path):
+    """SmolVLA tokenizes the questions itself (its backbone's tokenizer.json, read here with `tokenizers`, cut at
+    config.json's tokenizer_max_length); its action probe does not apply, so no action prompt is counted."""
+    datasets.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
+    checkpoint = demo.build_checkpoint("smolvla", tmp_path / "smolvla_demo")
+    config = json.loads((checkpoint / "config.json").read_text())
+    backbone = tokenizers.Tokenizer.from_file(str(checkpoint.parent / config["vlm_model_name"] / "tokenizer.json"))
+    lengths = [len(backbone.encode(f"{question}\n").ids) for question in _batch("act2answer")["question"]]
+    limit = _cut_between(lengths)
+    (checkpoint / "config.json").write_text(json.dumps({**config, "tokenizer_max_length": limit}))
+    records, truncation = _run(tmp_path / "run", "act2answer", model="smolvla", checkpoint=str(checkpoint))
+    assert [(r["prompt_tokens"], r["prompt_token_limit"], r["prompt_tokens_cut"]) for r in records] == \
+        [(length, limit, max(length - limit, 0)) for length in lengths]
+    assert truncation["truncated"] == sum(length > limit for length in lengths)
+    assert all(r["action_prompt_tokens"] is r["action_prompt_token_limit"] is r["action_prompt_tokens_cut"] is None
+               for r in records)
+    assert json.loads((tmp_path / "run" / "act2answer_metrics.json").read_text())["action_prompt_truncation"] is None

@@ -45,13 +45,25 @@ def test_pi05_prompt_holds_the_normalized_unpadded_state(paligemma, norm_stats):
     assert _text(paligemma, ids[0], masks[0]) == "Task: Pick up the cup, State: 0 255 127 -1 255;\nAction: "
     assert _text(paligemma, ids[1], masks[1]) == "Task: Stir, State: ;\nAction: "
     assert ids[0, 0] == paligemma.bos_id
+    assert prompts["prompt_tokens"].tolist() == masks.sum(axis=1).tolist()  # uncut at 200: their whole lengths
+
+
+def test_prompts_cut_at_the_limit_keep_their_whole_length(paligemma, norm_stats):
+    """The cut happens here, so the whole lengths are counted here: the prompts uncut at 200, cut at 8."""
+    def build(max_token_len: int) -> dict:
+        return StatePrompts(paligemma=paligemma, fast_prompt=None, max_token_len=max_token_len, norm_stats=norm_stats,
+                            normalize=True, source="ckpt")(_batch(norm_stats))
+    whole, cut = build(200), build(8)
+    assert whole["prompt_tokens"].tolist() == cut["prompt_tokens"].tolist() == whole["tokenized_prompt_mask"].sum(axis=1).tolist()
+    assert cut["tokenized_prompt_mask"].sum(axis=1).tolist() == [8, 8] and min(whole["prompt_tokens"]) > 8
 
 
 def test_fast_prompt_holds_the_normalized_unpadded_state(paligemma, norm_stats):
     fast_prompt = tokenizers.FastPromptTokenizer(paligemma)
     prompts = StatePrompts(paligemma=paligemma, fast_prompt=fast_prompt, max_token_len=200, norm_stats=norm_stats,
                            normalize=True, source="ckpt")(_batch(norm_stats))
-    assert set(prompts) == {"tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask"}
+    assert set(prompts) == {"tokenized_prompt", "tokenized_prompt_mask", "token_ar_mask", "token_loss_mask", "prompt_tokens"}
+    assert prompts["prompt_tokens"].tolist() == prompts["tokenized_prompt_mask"].sum(axis=1).tolist()  # uncut at 256
     text = _text(paligemma, prompts["tokenized_prompt"][0], prompts["tokenized_prompt_mask"][0])
     assert text == "Task: pick up the cup, State: 0 255 127 -1 255;\n"  # FAST's prompt is lower-cased
     assert not prompts["token_ar_mask"].any()  # no action postfix at inference

@@ -13,9 +13,10 @@
   `action_probe` (action fields null; `eval/preflight.action_probe_unavailable`): one without an action head
   (PaliGemma, the source VLM; `"action_head": false`), or a checkpoint whose actions are not end-effector deltas or
   do not say (`registry.Family.action_frame`: a LeRobot config.json names none).
-Records keep the evaluator's keys (`prediction` is the text probe's choice) plus `action_head`, `action_probe`,
-`action_prediction`, `text_scores`, `action_displacement`, `category` and `layout`; `score --domain=act2answer_probes`
-scores them.
+Records keep the evaluator's keys (`prediction` is the text probe's choice; `prompt_tokens`, `prompt_token_limit`,
+`prompt_tokens_cut` count its question) plus `action_head`, `action_probe`, `action_prediction`, `text_scores`,
+`action_displacement`, `action_prompt_tokens` / `action_prompt_token_limit` / `action_prompt_tokens_cut` (the action
+probe's prompt; null where it did not run), `category` and `layout`; `score --domain=act2answer_probes` scores them.
 """
 
 from __future__ import annotations
@@ -26,17 +27,21 @@ from typing import Any
 import jax
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES
+from multinet_jax.data import transforms
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 
 TEXT_PROMPT_KEYS = ("text_prompt", "text_prompt_mask")
+TEXT_PROMPT_TOKENS = "text_prompt_tokens"  # each question's whole length (PaliGemma's tokens), before the cut
 
 
 def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: int, bundled: bool = False) -> dict[str, Any]:
     """The question prompts and the options' tokens `[b, 2, m]` (no BOS) for `score_options`.
 
-    `tokenizer`: PaliGemma's (the prompts are tokenized here), or with `bundled` the model's own (OpenVLA's: the
-    model formats and tokenizes the question texts itself, so `text_prompt` holds them)."""
+    `tokenizer`: PaliGemma's (the prompts are tokenized here, cut at `max_token_len` and counted in
+    `TEXT_PROMPT_TOKENS`), or with `bundled` the model's own (OpenVLA's: the model formats and tokenizes the
+    question texts itself, so `text_prompt` holds them and `Model.prompt_lengths` counts them)."""
     questions = [question or "" for question in batch["question"]]
     encode = tokenizer.encode_continuation if bundled else tokenizer.encode
     options = [encode(name) for name in TILE_NAMES]
@@ -47,21 +52,22 @@ def text_probe_inputs(batch: Mapping[str, Any], tokenizer: Any, max_token_len: i
         option_tokens[:, index, : len(ids)], option_mask[:, index, : len(ids)] = ids, True
     if bundled:
         return {"text_prompt": questions, "option_tokens": option_tokens, "option_mask": option_mask}
-    prompts = [tokenizer.tokenize_prompt(question, max_token_len) for question in questions]
+    # Pi0's prompt format, tokenized, cut and counted as the pipeline does any prompt
+    prompts = [transforms.tokenize(tokenizer, question, domains.PromptFormat.OPENPI.value, max_token_len)
+               for question in questions]
     return {
-        "text_prompt": np.stack([ids for ids, _ in prompts]).astype(np.int32),
-        "text_prompt_mask": np.stack([mask for _, mask in prompts]).astype(bool),
+        "text_prompt": np.stack([prompt["tokenized_prompt"] for prompt in prompts]).astype(np.int32),
+        "text_prompt_mask": np.stack([prompt["tokenized_prompt_mask"] for prompt in prompts]).astype(bool),
+        TEXT_PROMPT_TOKENS: np.array([prompt["prompt_tokens"] for prompt in prompts], np.int32),
         "option_tokens": option_tokens,
         "option_mask": option_mask,
     }
 
 
-def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[dict], Any],
-        unavailable: str | None) -> dict[str, Any]:
-    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}; where the action probe
-    does not apply, {"text_scores", "action_probe": `unavailable`} (why: "not applicable: ...") and no action call."""
-    action_inputs = {key: value for key, value in observation.items()
-                     if key not in (*TEXT_PROMPT_KEYS, "option_tokens", "option_mask")}
+def text_probe_observation(observation: Mapping[str, Any]) -> dict[str, Any]:
+    """The model inputs of the text probe: the action probe's observation with the question as its prompt (texts for
+    a model with its own tokenizer, else PaliGemma's tokens)."""
+    action_inputs = _action_inputs(observation)
     if "text_prompt_mask" not in observation:  # question texts for a model with its own tokenizer
         text_inputs = {**action_inputs, "prompt": observation["text_prompt"]}
     else:
@@ -69,10 +75,22 @@ def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[di
                        "tokenized_prompt_mask": observation["text_prompt_mask"]}
     for key in ("token_ar_mask", "token_loss_mask"):  # the action prompt's (Pi0-FAST); the question is all prefix
         text_inputs.pop(key, None)
-    scores = model.score_options(text_inputs, observation["option_tokens"], observation["option_mask"])
+    return text_inputs
+
+
+def _action_inputs(observation: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in observation.items()
+            if key not in (*TEXT_PROMPT_KEYS, TEXT_PROMPT_TOKENS, "option_tokens", "option_mask")}
+
+
+def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[dict], Any],
+        unavailable: str | None) -> dict[str, Any]:
+    """Both probes for one batch: {"text_scores": [b, 2], "actions": [b, horizon, action_dim]}; where the action probe
+    does not apply, {"text_scores", "action_probe": `unavailable`} (why: "not applicable: ...") and no action call."""
+    scores = model.score_options(text_probe_observation(observation), observation["option_tokens"], observation["option_mask"])
     probes = {"text_scores": np.asarray(jax.device_get(scores))}
     if unavailable is None:
-        probes["actions"] = np.asarray(jax.device_get(sample_actions(action_inputs)))
+        probes["actions"] = np.asarray(jax.device_get(sample_actions(_action_inputs(observation))))
     else:
         probes["action_probe"] = unavailable
     return probes

@@ -379,15 +379,30 @@ class Evaluator:
         return observation
 
     def _prompt_lengths(self, domain: domains.Domain, batch: Mapping[str, Any],
-                        observation: Mapping[str, Any]) -> PromptLengths | None:
-        """Each row's prompt length and the cut it got, from whoever tokenized it: the model (a bundled tokenizer) or
-        the pipeline (`prompt_tokens`, cut at the protocol's length); None where neither tokenized one (prompts
-        holding the state, built per batch by `Model.action_prompts`)."""
+                        observation: Mapping[str, Any]) -> dict[str, PromptLengths | None]:
+        """Each prompt's lengths and cuts by the prefix of its record fields (`runners.prompt_fields`): the prompt the
+        prediction answers (""; on Act2Answer the text probe's question) and Act2Answer's action probe prompt
+        (`runners.ACTION_PROBE`; None where that probe did not run)."""
+        if domain.output is not domains.Output.KNOWLEDGE_PROBES:
+            return {"": self._action_or_text_prompt_lengths(domain, batch, observation)}
+        if self.bundled_tokenizer:  # the model formats and tokenizes the questions itself
+            questions = self.model.prompt_lengths(act2answer_probes.text_probe_observation(observation), for_actions=False)
+        else:
+            questions = PromptLengths(observation[act2answer_probes.TEXT_PROMPT_TOKENS],
+                                      domain.protocol.truncation_length(self.config.max_token_len))
+        action = self._action_or_text_prompt_lengths(domain, batch, observation) if self._predicts_actions(domain) else None
+        return {"": questions, runners.ACTION_PROBE: action}
+
+    def _action_or_text_prompt_lengths(self, domain: domains.Domain, batch: Mapping[str, Any],
+                                       observation: Mapping[str, Any]) -> PromptLengths:
+        """The model's prompt (actions or text) as whoever tokenized it counted it: the model (a bundled tokenizer),
+        the action prompts holding the state (`Model.action_prompts`, built and cut per batch) or the pipeline
+        (`prompt_tokens`, cut at the protocol's length)."""
         if self.bundled_tokenizer:
             return self.model.prompt_lengths(observation, for_actions=domain.uses_actions)
-        if "prompt_tokens" in batch:
-            return PromptLengths(np.asarray(batch["prompt_tokens"]), domain.protocol.truncation_length(self.config.max_token_len))
-        return None
+        if self._prompt_holds_state(domain):
+            return PromptLengths(observation["prompt_tokens"], self.action_prompts.limit)
+        return PromptLengths(np.asarray(batch["prompt_tokens"]), domain.protocol.truncation_length(self.config.max_token_len))
 
     def _decoding_steps(self, domain: domains.Domain) -> int:
         return domain.protocol.decoding_budget(self.config.max_decoding_steps)
@@ -534,6 +549,8 @@ class Evaluator:
                 "data": self.manifest["domains"][domain.name]["data"],
             },
             "prompt_truncation": self._prompt_truncation(domain, records),
+            **({"action_prompt_truncation": self._prompt_truncation(domain, records, runners.ACTION_PROBE)}
+               if domain.output is domains.Output.KNOWLEDGE_PROBES else {}),
             "num_samples": len(records),
             "resumed_from_sample": resumed_from,
             "timing_seconds": timing_seconds,
@@ -558,21 +575,24 @@ class Evaluator:
             return {}
         return {"action_frame": None if self.action_frame is None else dataclasses.asdict(self.action_frame)}
 
-    def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record]) -> dict[str, Any] | None:
-        """How many prompts were cut, and at what length, from the records' own counts (`runners.prompt_fields`):
-        reported, and warned about on stderr, never refused (MultiNet cut some protocols' prompts silently)."""
-        counted = [record for record in records if runners.PROMPT_CUT in record]
+    def _prompt_truncation(self, domain: domains.Domain, records: list[results.Record], prefix: str = "") -> dict[str, Any] | None:
+        """How many prompts were cut, and at what length, from the records' own counts (`runners.prompt_fields`, the
+        fields named with `prefix`): reported, and warned about on stderr, never refused (MultiNet cut some
+        protocols' prompts silently)."""
+        tokens, limit, cut = (prefix + name for name in (runners.PROMPT_TOKENS, runners.PROMPT_LIMIT, runners.PROMPT_CUT))
+        counted = [record for record in records if record.get(cut) is not None]
         if not counted:
             return None
-        limits = sorted({record[runners.PROMPT_LIMIT] for record in counted}, key=str)
+        limits = sorted({record[limit] for record in counted}, key=str)
         if len(limits) > 1:
-            raise results.ResultsError(f"{self._predictions_path(domain.name)}: prompts cut at several lengths {limits} "
+            raise results.ResultsError(f"{self._predictions_path(domain.name)}: {limit} holds several lengths {limits} "
                                        "in one run; the file mixes runs")
-        cuts = [record[runners.PROMPT_CUT] for record in counted]
-        truncated = sum(cut > 0 for cut in cuts)
-        longest = max(record[runners.PROMPT_TOKENS] for record in counted)
+        cuts = [record[cut] for record in counted]
+        truncated = sum(value > 0 for value in cuts)
+        longest = max(record[tokens] for record in counted)
         if truncated:
-            print(f"warning: {domain.name}: {truncated} of {len(counted)} prompts truncated to {limits[0]} tokens "
+            what = f"{prefix.replace('_', ' ')}prompts"
+            print(f"warning: {domain.name}: {truncated} of {len(counted)} {what} truncated to {limits[0]} tokens "
                   f"(longest {longest}, up to {max(cuts)} tokens cut)", file=sys.stderr)
         return {"max_prompt_tokens": limits[0], "truncated": truncated, "counted": len(counted),
                 "longest_prompt_tokens": longest, "most_tokens_cut": max(cuts)}

@@ -93,11 +93,17 @@ def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction
 
 # Each record's prompt: its whole length in the model's tokens, the most tokens kept (None: never cut), how many were cut.
 PROMPT_TOKENS, PROMPT_LIMIT, PROMPT_CUT = "prompt_tokens", "prompt_token_limit", "prompt_tokens_cut"
+# Act2Answer's records hold two prompts: the text probe's question (the fields above) and the action probe's (these).
+ACTION_PROBE = "action_"
 
 
-def prompt_fields(lengths: PromptLengths, row: int) -> dict[str, Any]:
-    """Row `row`'s prompt length and cut, as every record carries them (the domain's count in its metrics file)."""
-    return {PROMPT_TOKENS: int(lengths.tokens[row]), PROMPT_LIMIT: lengths.limit, PROMPT_CUT: lengths.cut(row)}
+def prompt_fields(lengths: PromptLengths | None, row: int, prefix: str = "") -> dict[str, Any]:
+    """Row `row`'s prompt length and cut, as every record carries them (the domain's count in its metrics file),
+    named with `prefix`; `lengths` None: no such prompt ran (the fields are null)."""
+    if lengths is None:
+        return {prefix + PROMPT_TOKENS: None, prefix + PROMPT_LIMIT: None, prefix + PROMPT_CUT: None}
+    return {prefix + PROMPT_TOKENS: int(lengths.tokens[row]), prefix + PROMPT_LIMIT: lengths.limit,
+            prefix + PROMPT_CUT: lengths.cut(row)}
 
 
 class SingleCall:
@@ -110,11 +116,11 @@ class SingleCall:
             raw = evaluator._run_model(domain, observation)
         with timing.clock("output"):
             records = self.output_records(evaluator.text_tokenizer, evaluator.model.multinet_actions, domain, batch, raw, norm)
-            lengths = evaluator._prompt_lengths(domain, batch, observation)
-            if lengths is not None:
-                row_of = {int(index): row for row, index in enumerate(batch["sample_index"])}
-                for record in records:
-                    record.update(prompt_fields(lengths, row_of[record["sample_index"]]))
+            prompts = evaluator._prompt_lengths(domain, batch, observation)
+            row_of = {int(index): row for row, index in enumerate(batch["sample_index"])}
+            for record in records:
+                for prefix, lengths in prompts.items():
+                    record.update(prompt_fields(lengths, row_of[record["sample_index"]], prefix))
             return records
 
     @staticmethod

@@ -65,8 +65,11 @@ class PromptLengths:
 class ActionPrompts(Protocol):
     """A family whose action prompts hold the robot's state (openpi's Pi0.5 and Pi0-FAST formats) builds them per batch."""
 
+    limit: int  # the most tokens a prompt keeps (longer ones are cut, and counted)
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """A data batch (`prompt`, `state`, `state_dim`) -> `tokenized_prompt` and its masks."""
+        """A data batch (`prompt`, `state`, `state_dim`) -> `tokenized_prompt` and its masks, and `prompt_tokens`
+        (int32 `[b]`: each prompt's whole length, before the cut at `limit`)."""
         ...
 
 

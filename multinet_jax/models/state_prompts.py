@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from multinet_jax import tokenizers
+from multinet_jax.tokenizers.paligemma import pad_to_length
 
 QUANTILE_EPSILON = 1e-6  # openpi's `Normalize._normalize_quantile`
 
@@ -52,14 +53,23 @@ class StatePrompts:
         # float64, as openpi's float32 state meets its float64 statistics
         return (state.astype(np.float64) - q01) / (q99 - q01 + QUANTILE_EPSILON) * 2.0 - 1.0
 
+    @property
+    def limit(self) -> int:
+        """The most prompt tokens kept: Pi0-FAST's prompt tokenizer's own `max_len`, else `max_token_len`."""
+        return self.fast_prompt.max_len if self.fast_prompt is not None else self.max_token_len
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """`interface.ActionPrompts`: the model inputs, and `prompt_tokens` (each row's length before the cut at
+        `limit`), counted here where the cut happens since the evaluator never sees these prompts uncut."""
         rows = [(prompt or "", self.normalized_state(state, int(dim)))
                 for prompt, state, dim in zip(batch["prompt"], batch["state"], batch["state_dim"])]
         if self.fast_prompt is not None:
             tokenized = [self.fast_prompt.tokenize(prompt, state) for prompt, state in rows]
             return {key: np.stack([row[key] for row in tokenized]) for key in tokenized[0]}
-        ids, masks = zip(*(self.paligemma.tokenize_prompt(prompt, self.max_token_len, state=state) for prompt, state in rows))
-        return {"tokenized_prompt": np.stack(ids), "tokenized_prompt_mask": np.stack(masks)}
+        whole = [self.paligemma.state_prompt_ids(prompt, state) for prompt, state in rows]
+        ids, masks = zip(*(pad_to_length(row, self.max_token_len) for row in whole))
+        return {"tokenized_prompt": np.stack(ids), "tokenized_prompt_mask": np.stack(masks),
+                "prompt_tokens": np.array([len(row) for row in whole], np.int32)}
 
 
 def _state_quantiles(norm_stats: Mapping[str, Any] | None, source: str) -> tuple[np.ndarray, np.ndarray]:

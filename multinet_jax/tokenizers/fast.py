@@ -145,7 +145,8 @@ class FastPromptTokenizer:
         self.max_len = max_len
 
     def tokenize(self, prompt: str, state: np.ndarray, actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The model inputs `tokenized_prompt`, `tokenized_prompt_mask`, `token_ar_mask`, `token_loss_mask`.
+        """The model inputs `tokenized_prompt`, `tokenized_prompt_mask`, `token_ar_mask`, `token_loss_mask`, and
+        `prompt_tokens`: the whole sequence's length before the cut at `max_len` (as the pipeline counts prompts).
 
         The prefix is bidirectional (ar 0, no loss); the optional action postfix is causal (ar 1) and carries the
         loss, exactly as openpi's `FASTTokenizer.tokenize`.
@@ -167,6 +168,7 @@ class FastPromptTokenizer:
             "tokenized_prompt_mask": mask,
             "token_ar_mask": (mask & is_postfix).astype(np.int32),
             "token_loss_mask": mask & is_postfix,
+            "prompt_tokens": np.int32(len(prefix) + len(postfix)),
         }
 
     def extract_actions(self, tokens: np.ndarray, horizon: int, action_dim: int) -> np.ndarray | None:

@@ -121,11 +121,13 @@ class PaliGemmaTokenizer:
         in one piece. Returns (ids int32 [max_len], mask bool [max_len]); longer prompts are truncated to `max_len`
         as openpi does.
         """
-        if state is None:
-            return pad_to_length(self.prompt_ids(text, "openpi"), max_len)
+        return pad_to_length(self.prompt_ids(text, "openpi") if state is None else self.state_prompt_ids(text, state), max_len)
+
+    def state_prompt_ids(self, text: str, state: np.ndarray) -> list[int]:
+        """The Pi0.5 prompt's ids (`tokenize_prompt` with `state`), unpadded and uncut: its whole length is counted."""
         cleaned = text.strip().replace("_", " ").replace("\n", " ")
         state_text = " ".join(map(str, discretize_state(np.asarray(state))))
-        return pad_to_length(self.encode(f"Task: {cleaned}, State: {state_text};\nAction: ", add_bos=True), max_len)
+        return self.encode(f"Task: {cleaned}, State: {state_text};\nAction: ", add_bos=True)
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:

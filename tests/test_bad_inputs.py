@@ -60,6 +60,11 @@ def _writable_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
     return target
 
 
+def _halve(path: pathlib.Path) -> None:
+    """A file torn halfway, as an interrupted copy leaves it."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 def _nan_checkpoint(directory: pathlib.Path) -> None:
     """The tiny demo Pi0 with one parameter holding NaN (what a flipped exponent bit decodes to)."""
     from multinet_jax import models, weights
@@ -185,11 +190,18 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     values["params/llm/final_norm/scale"] = np.full_like(values["params/llm/final_norm/scale"], np.nan)
     np.savez(root / "paligemma_nan.npz", **values)
     openvla = demo.build_checkpoint("openvla", root / "openvla_source")
-    for name in ("openvla_nan_q01", "openvla_transposed", "openvla_bad_config"):
+    for name in ("openvla_nan_q01", "openvla_transposed", "openvla_bad_config", "openvla_no_action_stats",
+                 "openvla_no_q99"):
         _writable_copy(openvla, root / name)
     config = json.loads((root / "openvla_nan_q01" / "config.json").read_text())
     next(iter(config["norm_stats"].values()))["action"]["q01"][0] = float("nan")
     (root / "openvla_nan_q01" / "config.json").write_text(json.dumps(config))
+    for name, edit in (("openvla_no_action_stats", lambda entry: entry.pop("action")),
+                       ("openvla_no_q99", lambda entry: entry["action"].pop("q99"))):
+        config = json.loads((root / name / "config.json").read_text())
+        edit(next(iter(config["norm_stats"].values())))
+        (root / name / "config.json").write_text(json.dumps(config))
+        _halve(root / name / "model.safetensors")  # the refusal must come before any weight is read
     tensors = load_file(root / "openvla_transposed" / "model.safetensors")
     name = "language_model.model.layers.1.mlp.down_proj.weight"
     tensors[name] = np.ascontiguousarray(tensors[name].T)
@@ -202,8 +214,7 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     smolvla_checkpoint.write_checkpoint(root / "smolvla_6_dim_state", "smolvla_tiny", corpus=datasets.corpus())
     # Torn weights: the preflight refusals below must come before any weight is read.
     magma = _writable_copy(demo.build_checkpoint("magma", root / "magma_source"), root / "magma_torn_weights")
-    weights_file = magma / "model.safetensors"
-    weights_file.write_bytes(weights_file.read_bytes()[: weights_file.stat().st_size // 2])
+    _halve(magma / "model.safetensors")
     datasets.write_missing(pathlib.Path(assets["data_dir"]), ["act2answer"])
     fast = _writable_copy(pathlib.Path(assets["fast_tokenizer"]), root / "fast_torn_tokenizer") / "tokenizer.json"
     fast.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
@@ -504,6 +515,19 @@ CASES = [
          lambda i: _eval(i, domains=("act2answer",), model="openvla", checkpoint=str(i.openvla_source), tokenizer=None,
                          unnorm_key="bridge_orig"),
          lambda i: f"{E(str(i.openvla_source))}: --unnorm_key='bridge_orig' is not one of its action statistics \\['demo'\\]"),
+    Case("eval_openvla_act2answer_without_action_stats", "eval",
+         lambda i: _eval(i, domains=("act2answer",), model="openvla", checkpoint=str(i.openvla_no_action_stats), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_no_action_stats))}/config.json: norm_stats\\['demo'\\]: no 'action' statistics "
+                   "\\(it holds \\[.*\\]\\): the actions of act2answer are unnormalized with these statistics"),
+    Case("eval_openvla_load_with_an_entry_without_action_stats", "eval",  # its action dimension is read from every entry
+         lambda i: _eval(i, domains=("openx_bimanual",), model="openvla", checkpoint=str(i.openvla_no_action_stats), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_no_action_stats))}/config.json: norm_stats\\['demo'\\]: no 'action' statistics "
+                   "\\(it holds \\[.*\\]\\)$"),
+    Case("eval_openvla_unnormalize_checkpoint_without_q99", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="openvla", checkpoint=str(i.openvla_no_q99), tokenizer=None,
+                         unnormalize="checkpoint"),
+         lambda i: f"{E(str(i.openvla_no_q99))}/config.json: norm_stats\\['demo'\\]: action has no 'q99' \\(it holds "
+                   "\\[.*\\]\\): the actions of openx_bimanual are unnormalized with these statistics"),
     Case("eval_pi0_act2answer_without_norm_stats", "eval",
          lambda i: _eval(i, domains=("act2answer",), checkpoint=str(i.ckpt_torn_no_norm_stats)),
          lambda i: f"{E(str(i.ckpt_torn_no_norm_stats))}: the actions of act2answer are unnormalized with the checkpoint's "

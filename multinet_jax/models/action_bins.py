@@ -23,6 +23,21 @@ def normalized_actions(token_ids: Any, vocab_size: int, n_bins: int = N_BINS) ->
     return centers[np.clip(vocab_size - np.asarray(token_ids, np.int64) - 1, 0, len(centers) - 1)]
 
 
+def action_stats_problem(entry: Any) -> str | None:
+    """What one dataset's entry of `norm_stats` lacks to unnormalize actions (an `action` mapping with q01 and q99 of
+    one length), said after the entry's name; None when it holds them. Asked before any weight loads
+    (`openvla_checkpoint.missing_action_stats`) and again where the statistics are read."""
+    action = entry.get("action") if isinstance(entry, Mapping) else None
+    if not isinstance(action, Mapping):
+        return f"no 'action' statistics (it holds {sorted(entry) if isinstance(entry, Mapping) else type(entry).__name__})"
+    missing = [name for name in ("q01", "q99") if name not in action]
+    if missing:
+        return f"action has no {' or '.join(repr(name) for name in missing)} (it holds {sorted(action)})"
+    if np.shape(action["q01"]) != np.shape(action["q99"]):
+        return f"action q01 {list(np.shape(action['q01']))} and q99 {list(np.shape(action['q99']))} differ in shape"
+    return None
+
+
 def select_stats(norm_stats: Mapping[str, Any], unnorm_key: str | None, source: str) -> dict[str, np.ndarray]:
     """`norm_stats[unnorm_key]["action"]` as arrays (q01, q99, mask); the only key when `unnorm_key` is None.
     `source` ("the checkpoint's") says where the statistics come from in the one-line errors."""
@@ -32,6 +47,9 @@ def select_stats(norm_stats: Mapping[str, Any], unnorm_key: str | None, source: 
         unnorm_key = next(iter(norm_stats))
     if unnorm_key not in norm_stats:
         raise ValueError(f"unnorm_key {unnorm_key!r} is not in {source} norm_stats {sorted(norm_stats)}")
+    problem = action_stats_problem(norm_stats[unnorm_key])
+    if problem is not None:
+        raise ValueError(f"{source} norm_stats[{unnorm_key!r}]: {problem}")
     stats = norm_stats[unnorm_key]["action"]
     q01 = np.asarray(stats["q01"], np.float64)
     return {"q01": q01, "q99": np.asarray(stats["q99"], np.float64),

@@ -351,6 +351,11 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     config = openvla_checkpoint.read_config(directory, dtype)
     raw = openvla_checkpoint.read_json(directory / openvla_checkpoint.CONFIG_FILE)
     trees.check_finite_stats(directory / openvla_checkpoint.CONFIG_FILE, raw.get("norm_stats"))
+    # Every entry, not only the one a run picks: the action dimension is read across all of them (`action_dim`).
+    for key in raw.get("norm_stats") or {}:
+        problem = openvla_checkpoint.action_stats_error(directory / openvla_checkpoint.CONFIG_FILE, raw["norm_stats"], key)
+        if problem is not None:
+            raise trees.CheckpointError(problem)
     # The small files first: a bad one fails before any tensor is read.
     tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=int(raw.get("pad_token_id", config.unpadded_vocab_size)))
     image_processor = ImageProcessor.from_pretrained(directory)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from multinet_jax.models import llama_checkpoint
+from multinet_jax.models import action_bins, llama_checkpoint
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
 from multinet_jax.models.llama_checkpoint import CONFIG_FILE, read_json
 from multinet_jax.tokenizers import sentencepiece_training
@@ -121,6 +121,19 @@ def _vit(path: pathlib.Path, timm_id: str, overrides: dict[str, Any], image_size
 def unnorm_keys(directory: str) -> tuple[str, ...]:
     """The dataset keys of config.json's `norm_stats` (`--unnorm_key`'s choices; the registry's preflight question)."""
     return tuple(sorted(read_json(pathlib.Path(directory) / CONFIG_FILE).get("norm_stats") or {}))
+
+
+def missing_action_stats(directory: str, unnorm_key: str) -> str | None:
+    """What config.json's `norm_stats[unnorm_key]` lacks to unnormalize actions (the registry's preflight question:
+    no weights read), naming the file and the entry; None when it holds them."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    return action_stats_error(path, read_json(path)["norm_stats"], unnorm_key)
+
+
+def action_stats_error(path: pathlib.Path, norm_stats: Any, unnorm_key: str) -> str | None:
+    """`action_bins.action_stats_problem` of one entry, said with the file and the entry's name."""
+    problem = action_bins.action_stats_problem(norm_stats[unnorm_key])
+    return None if problem is None else f"{path}: norm_stats[{unnorm_key!r}]: {problem}"
 
 
 def read_config(directory: str | pathlib.Path, dtype: str = "float32") -> OpenVLAConfig:

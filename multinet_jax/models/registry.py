@@ -330,6 +330,7 @@ register_family(Family(
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_OPENVLA}:unnorm_keys"),
+                       missing_action_stats=hook(f"{_OPENVLA}:missing_action_stats"),
                        demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",

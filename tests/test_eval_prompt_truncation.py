@@ -6,7 +6,6 @@ domain the count in the metrics file and a warning line. The pipeline-tokenized 
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 
@@ -131,9 +130,10 @@ def test_pi05_counts_its_state_prompts_cut_at_max_token_len(tmp_path, capsys, mo
     assert f"warning: openx_bimanual: {cut} of {LIMIT} prompts truncated to {limit} tokens" in capsys.readouterr().err
 
 
-def test_pi0_fast_counts_its_state_prompts_cut_at_its_prompt_length(tmp_path, monkeypatch):
-    """Pi0-FAST's prompt is cut at its FAST prompt tokenizer's max_len (256, lowered here): the whole lengths are
-    those of the uncut prompts PaliGemma's tokenizer gives (at 256, which none reaches)."""
+def test_pi0_fast_counts_its_state_prompts_cut_at_its_max_token_len(tmp_path, monkeypatch):
+    """Pi0-FAST's prompt is cut at the model's max_token_len, as openpi's data config builds its FAST tokenizer
+    (openpi's 250, lowered here; not the tokenizer's own default 256): the whole lengths are those of the uncut
+    prompts PaliGemma's tokenizer gives (at 256, which none reaches)."""
     paths = eval_helpers.assets()
     tokenizer = paligemma_tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
     states = _normalized_states("openx_bimanual", weights.read_norm_stats(paths["fast_checkpoint"]))
@@ -142,8 +142,7 @@ def test_pi0_fast_counts_its_state_prompts_cut_at_its_prompt_length(tmp_path, mo
                for prompt, state in zip(_prompts("openx_bimanual"), states)]
     assert max(lengths) < uncut.max_len
     limit = _cut_between(lengths)
-    monkeypatch.setattr(paligemma_tokenizers.FastPromptTokenizer, "__init__",
-                        functools.partialmethod(paligemma_tokenizers.FastPromptTokenizer.__init__, max_len=limit))
+    monkeypatch.setattr(configs, "PI0_FAST_MAX_TOKEN_LEN", limit)
     records, truncation = _run(tmp_path, "openx_bimanual", model="pi0_fast", checkpoint=paths["fast_checkpoint"],
                                tokenizer=paths["tokenizer"], fast_tokenizer=paths["fast_tokenizer"])
     assert [(r["prompt_tokens"], r["prompt_token_limit"], r["prompt_tokens_cut"]) for r in records] == \

@@ -107,7 +107,11 @@ def test_every_family_builds_a_model_with_the_whole_interface(name):
     model = registry.random_model(name, family.demo_config, dtype="float32", mesh=mesh, params=lambda shapes: jax.tree.map(
         lambda leaf: (rng.standard_normal(leaf.shape) * 0.02).astype(leaf.dtype), shapes))
     assert isinstance(model, Model) and model.family == name
-    assert model.action_prompts(None, normalize_state=False, source="x") is None or family.assets
+    if family.action_tokenizer is not None:  # attached at load (Pi0-FAST's FAST prompt): refused without it
+        with pytest.raises(ValueError, match="x: .* has no action tokenizer"):
+            model.action_prompts(None, normalize_state=False, source="x")
+    else:
+        assert model.action_prompts(None, normalize_state=False, source="x") is None or family.assets
     call = model.benchmark_call(2, InferenceOptions(num_flow_steps=2, max_decoding_steps=3), live_cameras=1)
     output = call()
     if call.counts_tokens:

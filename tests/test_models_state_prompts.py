@@ -9,6 +9,8 @@ import pytest
 from conftest import shared_path
 from multinet_jax import tokenizers, weights
 from multinet_jax.data import transforms
+from multinet_jax.models import configs
+from multinet_jax.models.pi0_fast import Pi0FastModel
 from multinet_jax.models.state_prompts import StatePrompts
 from tokenizers_helpers import build_test_paligemma
 
@@ -96,3 +98,15 @@ def test_missing_or_short_state_quantiles_fail_naming_the_checkpoint(paligemma, 
     batch = {"prompt": ["go"], "state": transforms.pad_state(np.zeros(9))[None], "state_dim": np.array([9])}
     with pytest.raises(ValueError, match=r"^ckpt/x: the state has 9 dims but the checkpoint's state norm stats only 8"):
         prompts(batch)
+
+
+def test_pi0_fast_builds_its_prompts_at_its_max_token_len_and_refuses_without_its_tokenizer(paligemma, norm_stats):
+    """openpi's data config builds Pi0-FAST's prompt tokenizer with the model's max_token_len (not the tokenizer's
+    default 256), and a Pi0-FAST without its FAST tokenizer must not fall back to Pi0.5's prompt format."""
+    config = configs.NAMED_CONFIGS["pi0_fast_tiny"]
+    fast = Pi0FastModel(config, {}, norm_stats, action_tokenizer=tokenizers.FastPromptTokenizer(paligemma))
+    prompts = fast.action_prompts(paligemma, normalize_state=True, source="ckpt")
+    assert prompts.limit == config.max_token_len != tokenizers.FastPromptTokenizer(paligemma).max_len
+    assert prompts(_batch(norm_stats))["tokenized_prompt"].shape == (2, config.max_token_len)
+    with pytest.raises(ValueError, match="ckpt: Pi0FastModel has no action tokenizer to build its state prompts with"):
+        Pi0FastModel(config, {}, norm_stats).action_prompts(paligemma, normalize_state=True, source="ckpt")

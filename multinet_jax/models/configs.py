@@ -148,7 +148,7 @@ class PaliGemmaConfig:
 class Pi0FastConfig(PaliGemmaConfig):
     """Pi0-FAST: PaliGemma's architecture, decoding FAST action tokens autoregressively."""
 
-    max_token_len: int = 250
+    max_token_len: int = 250  # openpi's Pi0FASTConfig default (PI0_FAST_MAX_TOKEN_LEN, what a checkpoint is read with)
     action_dim: int = 32
     action_horizon: int = 32
 
@@ -171,6 +171,8 @@ def family_name(config: ModelConfig) -> str:
 
 # openpi's Pi0.5 default prompt length (the discretized state makes prompts longer than Pi0's 48).
 PI05_MAX_TOKEN_LEN = 200
+# openpi's Pi0-FAST prompt length, where its data config cuts the FAST prompt (`FASTTokenizer(model_config.max_token_len)`).
+PI0_FAST_MAX_TOKEN_LEN = 250
 
 NAMED_CONFIGS: dict[str, ModelConfig] = {
     "pi0_tiny": Pi0Config(GEMMA_TINY, GEMMA_TINY_EXPERT, SIGLIP_TINY, vocab_size=1024, max_token_len=48),
@@ -266,7 +268,7 @@ def infer_config(param_shapes: Mapping[str, Any], **overrides: Any) -> ModelConf
             overrides = {"max_token_len": PI05_MAX_TOKEN_LEN, **overrides}
         expert = _gemma_from_shapes(shapes, "_1")
         return Pi0Config(action_expert=expert, pi05=pi05, **common, **overrides)
-    return Pi0FastConfig(**common, **overrides)
+    return Pi0FastConfig(**common, **{"max_token_len": PI0_FAST_MAX_TOKEN_LEN, **overrides})
 
 
 def infer_paligemma_config(param_shapes: Mapping[str, Any], **overrides: Any) -> PaliGemmaConfig:

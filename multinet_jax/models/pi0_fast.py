@@ -145,8 +145,12 @@ class Pi0FastModel:
         return (self.norm_stats or {}).get("actions")
 
     def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> StatePrompts:
-        """`interface.Model`: openpi's FAST prompt, which holds the discretized state (`state_prompts`)."""
-        return StatePrompts(paligemma=prompt_tokenizer, fast_prompt=self.action_tokenizer,
+        """`interface.Model`: openpi's FAST prompt, which holds the discretized state (`state_prompts`), cut at the
+        model's `max_token_len` as openpi's data config builds it (`FASTTokenizer(model_config.max_token_len)`)."""
+        if self.action_tokenizer is None:
+            raise ValueError(f"{source}: Pi0FastModel has no action tokenizer to build its state prompts with: set "
+                             "model.action_tokenizer = FastPromptTokenizer(PaliGemmaTokenizer(path), FastTokenizer.from_pretrained(fast_dir))")
+        return StatePrompts(paligemma=prompt_tokenizer, fast_prompt=self.action_tokenizer.with_max_len(self.config.max_token_len),
                             max_token_len=self.config.max_token_len, norm_stats=self.norm_stats,
                             normalize=normalize_state, source=source)
 

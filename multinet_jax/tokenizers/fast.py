@@ -144,6 +144,11 @@ class FastPromptTokenizer:
         self.fast = fast
         self.max_len = max_len
 
+    def with_max_len(self, max_len: int) -> FastPromptTokenizer:
+        """The same prompt cut and padded at `max_len`: openpi builds it with the model config's `max_token_len`
+        (Pi0FASTConfig's default 250; some training configs set others), not the tokenizer's default 256."""
+        return FastPromptTokenizer(self.paligemma, self.fast, max_len=max_len)
+
     def tokenize(self, prompt: str, state: np.ndarray, actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """The model inputs `tokenized_prompt`, `tokenized_prompt_mask`, `token_ar_mask`, `token_loss_mask`, and
         `prompt_tokens`: the whole sequence's length before the cut at `max_len` (as the pipeline counts prompts).

@@ -21,13 +21,15 @@ from multinet_jax.probing import activation_store, layer_curves, runner
 
 
 class CountingModel:
-    """The loaded model, counting `activations` calls (a resumed run must make none for saved episodes)."""
+    """The loaded model, counting `activations` calls (a resumed run must make none for saved episodes) and keeping
+    the flow steps each asked for."""
 
     def __init__(self, model):
-        self.model, self.calls = model, 0
+        self.model, self.calls, self.num_steps = model, 0, set()
 
     def activations(self, observation, **kwargs):
         self.calls += 1
+        self.num_steps.add(kwargs["num_steps"])
         return self.model.activations(observation, **kwargs)
 
 
@@ -41,7 +43,7 @@ def setup(tmp_path_factory):
 
 def _config(setup, output_dir, **overrides):
     return runner.ProbeConfig(checkpoint=openpi_checkpoint("pi0"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
-                             output_dir=str(output_dir), batch_size=4, num_flow_steps=2, num_folds=2, **overrides)
+                             output_dir=str(output_dir), **{"batch_size": 4, "num_flow_steps": 2, "num_folds": 2, **overrides})
 
 
 def test_probe_writes_activations_report_and_resumes(setup, tmp_path, monkeypatch):
@@ -116,6 +118,7 @@ def test_probe_without_action_expert_says_so(setup, tmp_path):
     assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
     written = json.loads((tmp_path / "probing.json").read_text())
     assert written["streams"] == ["prefix_last", "prefix_mean"] and "retention" not in written
+    assert _manifest_and_report_steps(tmp_path) == (None, None)  # no flow sampled, none recorded
     assert written["action_streams"] == layer_curves.NO_ACTION_EXPERT == result["action_streams"]
 
 
@@ -145,3 +148,44 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     (tmp_path / "run" / runner.MANIFEST).unlink()
     with pytest.raises(manifest.RunChangedError, match="holds activations but no probe_manifest.json"):
         runner.run_probe(resumed, model=setup["model"])
+
+
+def _manifest_and_report_steps(output_dir) -> tuple:
+    return tuple(json.loads((output_dir / name).read_text())[key]["num_flow_steps"]
+                 for name, key in ((runner.MANIFEST, "settings"), ("probing.json", "config")))
+
+
+def test_probe_samples_with_the_checkpoints_own_flow_steps_unless_told(setup, tmp_path):
+    """No --num_flow_steps: Pi0 samples with openpi's own steps (the model's `num_flow_steps`), recorded as the steps
+    used, so resuming with them given explicitly continues the run and other steps are refused."""
+    own = setup["model"].num_flow_steps
+    model = CountingModel(setup["model"])
+    runner.run_probe(_config(setup, tmp_path, num_flow_steps=None, limit=4), model=model)
+    assert model.num_steps == {own} and _manifest_and_report_steps(tmp_path) == (own, own)
+    resumed = CountingModel(setup["model"])
+    runner.run_probe(_config(setup, tmp_path, num_flow_steps=own, resume=True, limit=8), model=resumed)
+    assert resumed.calls == 1 and resumed.num_steps == {own}
+    with pytest.raises(manifest.RunChangedError, match=rf"--num_flow_steps: recorded {own}, now {own + 1}"):
+        runner.run_probe(_config(setup, tmp_path, num_flow_steps=own + 1, resume=True), model=resumed)
+
+
+def test_probe_samples_smolvla_with_its_config_num_steps(tmp_path):
+    """The demo SmolVLA with config.json num_steps 3: read before the weights load, used and recorded."""
+    checkpoint = demo.build_checkpoint("smolvla", tmp_path / "smolvla_demo")
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "num_steps": 3}))
+    model = CountingModel(models.load_model(checkpoint))
+    assert model.model.num_flow_steps == 3
+    probe = runner.ProbeConfig(checkpoint=str(checkpoint), tokenizer=None, data_dir=str(item_set(tmp_path / "items", 2)),
+                               output_dir=str(tmp_path / "run"), batch_size=6, num_folds=2)
+    runner.run_probe(probe, model=model)
+    assert model.num_steps == {3} and _manifest_and_report_steps(tmp_path / "run") == (3, 3)
+
+
+def test_probe_refuses_flow_steps_for_a_family_without_flow(setup, tmp_path):
+    config = runner.ProbeConfig(checkpoint=openpi_checkpoint("fast"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
+                                output_dir=str(tmp_path), batch_size=4, num_folds=2, num_flow_steps=2)
+    with pytest.raises(ValueError, match=r"^--num_flow_steps is for --model=pi0\|pi05\|smolvla, not --model=pi0_fast "
+                                         r"\(it samples no flow\)$"):
+        runner.run_probe(config)
+    assert not (tmp_path / runner.MANIFEST).exists()

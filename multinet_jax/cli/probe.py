@@ -32,7 +32,9 @@ flags.DEFINE_integer("max_token_len", 48, "Prompt tokens per sample (longer inst
 flags.DEFINE_integer("batch_size", 8, "Episodes per model call.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh, e.g. data:-1,model:1.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter and compute dtype.")
-flags.DEFINE_integer("num_flow_steps", 10, "Euler steps of the sampling pass the activations come from.")
+flags.DEFINE_integer("num_flow_steps", None, "Euler steps of the sampling pass the activations come from (flow "
+                     "families; default: the checkpoint's own, a LeRobot config.json's num_steps, openpi's sampler's "
+                     "10); probe_manifest.json and probing.json record the steps used.")
 flags.DEFINE_integer("seed", 0, "Base seed of the per-sample flow noise.")
 flags.DEFINE_integer("limit", None, "Use only the first N episodes (an even N keeps both layouts of each item).")
 flags.DEFINE_bool("resume", False, "Continue saved activations instead of refusing to overwrite them.")

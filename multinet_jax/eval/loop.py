@@ -118,10 +118,7 @@ class EvalConfig:
                 why = "its checkpoint fixes it" if family.action_head else "it has no action head"
                 raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
         registry.check_tokenizers(self.model, {"tokenizer": self.tokenizer, "fast_tokenizer": self.fast_tokenizer})
-        if self.num_flow_steps is not None and family.action_decoding != "flow":
-            takers = [other for other in FAMILIES if registry.family(other).action_decoding == "flow"]
-            raise ValueError(f"--num_flow_steps is for --model={'|'.join(takers)}, not --model={self.model} "
-                             "(it samples no flow)")
+        registry.check_flow_steps(self.model, self.num_flow_steps)
         for name in registry.NORM_STATS_FLAGS:
             if getattr(self, name) is not None and family.norm_stats_flag != name:
                 takers = [other for other in FAMILIES if registry.family(other).norm_stats_flag == name]

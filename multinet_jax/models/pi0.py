@@ -205,6 +205,12 @@ def check_noise(shape: tuple[int, ...], batch: int, config: Pi0Config) -> None:
 OPENPI_FLOW_STEPS = 10
 
 
+def checkpoint_flow_steps(checkpoint: str) -> int:
+    """`registry.Family.flow_steps`: an openpi checkpoint holds no step count, so its sampler's default is its own."""
+    del checkpoint
+    return OPENPI_FLOW_STEPS
+
+
 class Pi0Model:
     """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`
     (an `interface.Model` of family "pi0" or "pi05")."""

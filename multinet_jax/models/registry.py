@@ -137,6 +137,9 @@ class Family:
     # None for the path: an in-memory model (`Evaluator(model=)`), whose frame the family tells without files or
     # says it cannot. Required with an action head.
     action_frame: Callable[[str | None], ActionFrame] | None = None
+    # (checkpoint path) -> the Euler steps it samples its actions with when none are asked for (`Model.num_flow_steps`),
+    # from its small files (no weights): what `probe` records before the model loads. Required with flow decoding.
+    flow_steps: Callable[[str], int] | None = None
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -150,6 +153,8 @@ class Family:
             raise ValueError(f"family {self.name!r}: missing_action_stats needs stats_keys (the key it is asked about)")
         if self.action_head != (self.action_frame is not None):
             raise ValueError(f"family {self.name!r}: action_frame is given exactly when it has an action head")
+        if (self.action_decoding == "flow") != (self.flow_steps is not None):
+            raise ValueError(f"family {self.name!r}: flow_steps is given exactly when it samples flow actions")
 
     @property
     def action_head(self) -> bool:
@@ -195,6 +200,13 @@ def family(name: str) -> Family:
     if name not in _FAMILIES:
         raise ValueError(f"unknown model family {name!r}; known: {', '.join(_FAMILIES)}")
     return _FAMILIES[name]
+
+
+def check_flow_steps(family_name: str, num_flow_steps: int | None) -> None:
+    """`--num_flow_steps` for a family that samples no flow would be ignored silently: refused, naming those that do."""
+    if num_flow_steps is not None and family(family_name).action_decoding != "flow":
+        takers = [other for other in _FAMILIES if _FAMILIES[other].action_decoding == "flow"]
+        raise ValueError(f"--num_flow_steps is for --model={'|'.join(takers)}, not --model={family_name} (it samples no flow)")
 
 
 def check_tokenizers(family_name: str, given: Mapping[str, Any]) -> None:
@@ -315,12 +327,15 @@ _OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.j
 # xyz, delta roll-pitch-yaw, gripper; every dataset key of its statistics is one. Magma's keys are SimplerEnv's.
 _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "
                              "encoding (end-effector delta xyz, rpy, gripper)")
+_OPENPI_FLOW_STEPS = hook("multinet_jax.models.pi0:checkpoint_flow_steps")
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
-                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME))
+                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
+                       flow_steps=_OPENPI_FLOW_STEPS))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
-                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME))
+                       missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
+                       flow_steps=_OPENPI_FLOW_STEPS))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
     action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
@@ -344,4 +359,5 @@ register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .n
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
                        "saved with save_pretrained)", action_decoding="flow", text_decoding=False,
                        state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo",
-                       action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame")))
+                       action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame"),
+                       flow_steps=hook(f"{_SMOLVLA}_checkpoint:flow_steps")))

@@ -207,6 +207,11 @@ def state_dims(directory: str) -> int:
     return read_config(directory).state_dim
 
 
+def flow_steps(directory: str) -> int:
+    """config.json's `num_steps` (the registry's question before the weights load; the model's `num_flow_steps`)."""
+    return read_config(directory).num_steps
+
+
 _UNNAMED_FRAME = ("LeRobot policies predict their training data's action vector; smolvla_base's: SO-100's 6 absolute "
                   "joint positions")
 

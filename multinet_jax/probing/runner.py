@@ -69,7 +69,9 @@ class ProbeConfig:
     batch_size: int = 8
     mesh: str = "data:-1,model:1"
     dtype: str = "float32"
-    num_flow_steps: int = 10
+    # Euler steps of the sampling pass; None: the checkpoint's own (`registry.Family.flow_steps`), resolved and recorded
+    # as the steps used by `run_probe`; refused for a family that samples no flow (which stays None).
+    num_flow_steps: int | None = None
     seed: int = 0
     limit: int | None = None
     resume: bool = False
@@ -81,7 +83,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "num_flow_steps", "max_iter", "max_token_len"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.max_token_len > preflight.MAX_SIZES["max_token_len"]:
             raise ValueError(f"--max_token_len must be at most {preflight.MAX_SIZES['max_token_len']}, got {self.max_token_len}")
@@ -122,7 +124,8 @@ def _saved_episodes(config: ProbeConfig) -> int:
 def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     """Writes the activations of every episode not saved yet; returns their folder.
 
-    `config.tokenizer` is a local path here (`run_probe` resolves names first)."""
+    `config.tokenizer` is a local path here and `config.num_flow_steps` the steps used, None without flow sampling
+    (`run_probe` resolves both first)."""
     directory = _activations_dir(config)
     done = _saved_episodes(config)
     source = data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
@@ -206,11 +209,22 @@ def run_probe(config: ProbeConfig, model: Any = None) -> dict[str, Any]:
         lock.release()
 
 
+def _flow_steps(config: ProbeConfig, family_name: str, checkpoint: Any) -> int | None:
+    """The Euler steps the activations' sampling pass takes, as the manifest records them: --num_flow_steps, else the
+    checkpoint's own (read before the model loads); None for a family that samples no flow (refused if given)."""
+    registry.check_flow_steps(family_name, config.num_flow_steps)
+    if config.num_flow_steps is not None:
+        return config.num_flow_steps
+    own = registry.family(family_name).flow_steps
+    return None if own is None else own(str(checkpoint))
+
+
 def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     """`run_probe` once this process owns the output folder."""
     paths = assets.resolve_all({"checkpoint": config.checkpoint})
     family_name = registry.family_of(paths["checkpoint"])  # a given `model` came from it (the docstring)
     registry.check_tokenizers(family_name, {"tokenizer": config.tokenizer})
+    config = dataclasses.replace(config, num_flow_steps=_flow_steps(config, family_name, paths["checkpoint"]))
     bundled = registry.family(family_name).bundles_tokenizer  # its own tokenizer reads the prompts
     if not bundled:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)

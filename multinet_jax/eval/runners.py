@@ -207,8 +207,8 @@ class TurnByTurn:
         records = []
         for row in rows:
             calls = [domains.parse_function_calls(response) for response in responses[row]]
-            record = _base_record(batch, row, "\n".join(responses[row]), calls,
-                                  scored_ground_truth(evaluator.model.multinet_actions, domain, batch, row))
+            # a conversation's answers are the data's own (no action transform applies to text)
+            record = _base_record(batch, row, "\n".join(responses[row]), calls, plain(batch["ground_truth"][row]))
             record["responses"] = responses[row]  # per-turn texts: what `score` embeds for BFCL's similarity
             record.update(longest_prompt.get(row, {}))  # the longest turn's prompt, in the model's own tokens
             records.append(record)

@@ -258,7 +258,11 @@ def decode_loop(
     first = sample_next(pad_logits(state.first_logits, settings), row_keys, jnp.int32(0), sampling)
     done = _is_stop(first, sampling.stop_token_ids)
     tokens = jnp.zeros((batch, steps), jnp.int32).at[:, 0].set(first)
-    generated_slot = jnp.arange(steps)
+    # Each key slot's generated index (`steps` for the prefix, never below `step`), so a step's key mask `[b, 1, S]`
+    # is one elementwise op; concatenating the prefix mask with the generated slots', then adding the query axis,
+    # cost XLA's CPU backend a concatenation and (batch 8) a relayout copy per step.
+    generated_slot = jnp.concatenate([jnp.full(prefix_len, steps), jnp.arange(steps)])
+    prefix_keys = jnp.pad(state.prefix_keys, ((0, 0), (0, steps)))[:, None, :]
 
     def keep_going(carry):
         step, last, done, _, _ = carry
@@ -268,14 +272,12 @@ def decode_loop(
     def decode_step(carry):
         step, last, done, tokens, cache = carry
         # Feed token step-1 at cache slot P+step-1; it attends the prefix keys and every token generated so far.
-        key_valid = jnp.concatenate(
-            [state.prefix_keys, jnp.broadcast_to(generated_slot < step, (batch, steps))], axis=1
-        )
+        key_valid = prefix_keys | (generated_slot < step)
         (hidden, *_), cache = module.apply(
             variables,
             _embed_generated(module, variables, last, settings),
             (state.valid_len + step - 1 + settings.position_gap)[:, None],
-            key_valid[:, None, :],
+            key_valid,
             kv_cache=cache,
             cache_write_index=prefix_len + step - 1,
             method=_llm,

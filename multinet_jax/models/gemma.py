@@ -150,14 +150,28 @@ class FeedForward(nn.Module):
         return numerics.einsum("btf,fd->btd", hidden * up, linear)
 
 
+def rope_sin_cos(positions: jax.Array, head_dim: int, max_wavelength: float = 10_000.0) -> tuple[jax.Array, jax.Array]:
+    """(sin, cos) of the split-half rotary angles at `positions` `[b, t]`, as `[b, t, head_dim / 2]` float32.
+    Computed once for the queries and keys of a layer: two `apply_rope` calls made XLA compute them twice per decode
+    step (hoisted out of the layer scan, but not merged); and without the heads axis, which at batch 8 XLA's CPU
+    backend laid out apart and copied per step."""
+    half = head_dim // 2
+    timescale = max_wavelength ** ((2.0 / head_dim) * jnp.arange(half, dtype=jnp.float32))
+    radians = positions[..., None].astype(jnp.float32) / timescale
+    return jnp.sin(radians), jnp.cos(radians)
+
+
+def rotate(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """`x` `[b, t, heads, head_dim]` rotated by `rope_sin_cos`'s angles, in float32, returned in `x`'s dtype."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    sin, cos = sin[..., None, :], cos[..., None, :]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
 def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float = 10_000.0) -> jax.Array:
     """Rotary embedding of `x` `[b, t, heads, head_dim]` at `positions` `[b, t]`, split-half, in float32."""
-    half = x.shape[-1] // 2
-    timescale = max_wavelength ** ((2.0 / x.shape[-1]) * jnp.arange(half, dtype=jnp.float32))
-    radians = (positions[..., None].astype(jnp.float32) / timescale)[..., None, :]
-    sin, cos = jnp.sin(radians), jnp.cos(radians)
-    x1, x2 = x[..., :half], x[..., half:]
-    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+    return rotate(x, *rope_sin_cos(positions, x.shape[-1], max_wavelength))
 
 
 def _attend_cache(
@@ -231,8 +245,9 @@ class Attention(nn.Module):
         q, k, v = (jnp.concatenate(parts, axis=1) for parts in (qs, ks, vs))
         head_dim = self.configs[0].head_dim
         theta = self.configs[0].rope_theta
-        q = apply_rope(q, positions, theta) * jnp.asarray(head_dim**-0.5, q.dtype)
-        k = apply_rope(k, positions, theta)
+        sin, cos = rope_sin_cos(positions, head_dim, theta)
+        q = rotate(q, sin, cos) * jnp.asarray(head_dim**-0.5, q.dtype)
+        k = rotate(k, sin, cos)
         (k, v), kv_cache = _attend_cache(k, v, kv_cache, layer, cache_write_index)
 
         encoded = grouped_attention(q, k, v, attn_mask)

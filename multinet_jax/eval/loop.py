@@ -260,7 +260,7 @@ class Evaluator:
         # Act2Answer's action probe: None where it runs, else why not (its metrics say so; the text probe runs). An
         # in-memory model is checked as its family tells its frame (no checkpoint files to read).
         self.action_frame = preflight.action_frame(config, paths.get("checkpoint"))
-        self.action_probe_unavailable = preflight.action_probe_unavailable(config, paths.get("checkpoint"))
+        self.action_probe_unavailable = preflight.probe_unavailable(self.action_frame)
         family = registry.family(config.model)
         # A family whose checkpoint bundles its tokenizer tokenizes the `prompt` texts itself; the others read prompts
         # tokenized with PaliGemma's (`--tokenizer`).

@@ -157,7 +157,11 @@ def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> st
     or None when it does: it reads end-effector translation deltas, so a model without an action head, or one whose
     actions are in another frame or in none it names (`action_frame`; an in-memory model's too), gets no action
     probe rather than a meaningless one."""
-    frame = action_frame(config, checkpoint)
+    return probe_unavailable(action_frame(config, checkpoint))
+
+
+def probe_unavailable(frame: registry.ActionFrame | None) -> str | None:
+    """`action_probe_unavailable` of a frame already read (the evaluator keeps it for the metrics file)."""
     if frame is None:
         return NO_ACTION_HEAD
     if frame.kind == "ee_delta":

@@ -123,7 +123,8 @@ class Family:
     stats_keys: Callable[[str], tuple[str, ...]] | None = None
     # (checkpoint path, the stats key picked) -> what that key's statistics lack to unnormalize actions, naming the file
     # and key (None: nothing), from its small files: refused before the weights load where actions are unnormalized
-    # with it. None: every key holds action statistics (OpenVLA's, Magma's); openpi's assets may hold the state's alone.
+    # with it. None: every key holds them (Magma's built-in SimplerEnv statistics); openpi's assets may hold the state's
+    # alone, and an OpenVLA config.json entry may lack its `action` q01/q99.
     missing_action_stats: Callable[[str, str], str | None] | None = None
     # (checkpoint path) -> the state dims its config names as an input feature (no weights): an action domain whose
     # samples hold no state (the zero state would be made up), or a state of another size, is refused for it before

@@ -1,4 +1,4 @@
-"""FAST action tokenizer and openpi's Pi0-FAST prompt format, on real bimanual actions."""
+"""FAST action tokenizer on real bimanual actions, and openpi's Pi0-FAST prompt format against openpi's own output."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from multinet_jax.tokenizers import FastPromptTokenizer, FastTokenizer, discretize_state
+from conftest import shared_path
+from multinet_jax.tokenizers import FastPromptTokenizer, FastTokenizer
 from tokenizers_helpers import (
+    assert_openpi_prompt,
     bimanual_ground_truth_actions,
     bimanual_shard_episode,
     build_test_paligemma,
+    openpi_prompt_cases,
+    openpi_prompts,
     sliding_chunks,
 )
 
@@ -102,35 +106,23 @@ def test_train_rejects_a_vocabulary_below_the_range(real_chunks):
         FastTokenizer.train(real_chunks, vocab_size=8)
 
 
-def test_state_discretization_hand_computed():
-    # Bins are [-1 + 2k/256, -1 + 2(k+1)/256): -1 -> 0, 0 -> 128, 0.999 and 1 -> 255, below -1 -> -1 (as openpi).
-    assert discretize_state(np.array([-1.0, 0.0, 0.999, 1.0, -1.5])).tolist() == [0, 128, 255, 255, -1]
-
-
-def test_prompt_format(prompt_tokenizer, real_chunks):
-    paligemma = prompt_tokenizer.paligemma
-    _, instructions = bimanual_shard_episode()
-    state = np.array([-1.0, 0.0, 0.5, 1.0])
-    out = prompt_tokenizer.tokenize(instructions[0], state, real_chunks[0])
-    ids, mask = out["tokenized_prompt"], out["tokenized_prompt_mask"]
-    ar, loss = out["token_ar_mask"], out["token_loss_mask"]
-    assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ar.dtype == np.int32 and loss.dtype == np.bool_
-    prefix_len = len(paligemma.encode(f"Task: {instructions[0].lower()}, State: 0 128 192 255;\n", add_bos=True))
-    fast_ids = prompt_tokenizer.fast.encode(real_chunks[0])
-    total = prefix_len + len(paligemma.encode("Action: ")) + len(fast_ids) + len(paligemma.encode("|")) + 1
-    assert mask.tolist() == [True] * total + [False] * (256 - total)
-    expected_ar = [0] * prefix_len + [1] * (total - prefix_len) + [0] * (256 - total)
-    assert ar.tolist() == loss.astype(int).tolist() == expected_ar
-    assert ids[0] == paligemma.bos_id and ids[total - 1] == paligemma.eos_id
-    assert paligemma.decode(ids[:prefix_len]) == "Task: reach a towel., State: 0 128 192 255;\n"
-    assert ids[total - 2 - len(fast_ids) : total - 2].tolist() == [257_152 - 1 - 128 - t for t in fast_ids]
-
-
-def test_prompt_without_actions_is_prefix_only(prompt_tokenizer):
-    out = prompt_tokenizer.tokenize("Fold_the towel", np.zeros(3))
-    text = prompt_tokenizer.paligemma.decode(out["tokenized_prompt"][out["tokenized_prompt_mask"]])
-    assert text == "Task: fold the towel, State: 128 128 128;\n"
-    assert not out["token_ar_mask"].any() and not out["token_loss_mask"].any()
+def test_prompts_are_openpis(prompt_tokenizer):
+    """openpi's `FASTTokenizer.tokenize` on raw states, with and without an action chunk of `fast_reference` (tokens
+    of `physical-intelligence/fast`'s own processor): the prefix, the "Action: " ... "|" EOS postfix, ar and loss
+    masks, cut at 40 inside the postfix, equal to openpi's at every position."""
+    with np.load(shared_path("fast_reference", "io.npz")) as data:
+        chunks = data["test_chunks"]
+    reference = FastTokenizer.from_pretrained(shared_path("fast_reference", "tokenizer"))
+    assert reference.encode(chunks[0]) == openpi_prompts()["fast_actions"]["tokens"]
+    cases = [case for case in openpi_prompt_cases("pi0_fast") if not case["normalize"]]
+    assert sum(case["fast_test_chunk"] is not None for case in cases) == 2
+    for case in cases:
+        tokenizer = FastPromptTokenizer(prompt_tokenizer.paligemma, reference, max_len=case["max_token_len"])
+        actions = None if case["fast_test_chunk"] is None else chunks[case["fast_test_chunk"]]
+        out = tokenizer.tokenize(case["prompt"], np.array(case["state"], np.float32), actions)
+        assert_openpi_prompt(case, out)
+        assert out["tokenized_prompt"].dtype == out["token_ar_mask"].dtype == np.int32
+        assert out["tokenized_prompt_mask"].dtype == out["token_loss_mask"].dtype == np.bool_
 
 
 def test_extract_actions_inverts_the_postfix(prompt_tokenizer, real_chunks):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -10,9 +11,13 @@ import sentencepiece
 
 from conftest import shared_path
 from multinet_jax.tokenizers import PALIGEMMA_VOCAB_SIZE, PaliGemmaTokenizer
-from tokenizers_helpers import bimanual_shard_episode, build_test_paligemma
-
-GEMMA_NEWLINE_ID = 108  # Gemma's "\n" piece, the Pi0 prompt's start-of-answer marker
+from tokenizers_helpers import (
+    assert_openpi_prompt,
+    bimanual_shard_episode,
+    build_test_paligemma,
+    openpi_prompt_cases,
+    openpi_prompts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,31 +63,22 @@ def test_location_pieces_inside_text(paligemma, gemma):
     assert paligemma.decode(ids) == f"<loc0010><loc1000> {text}"
 
 
-def test_tokenize_prompt_is_openpi_pi0_format(paligemma, gemma, real_prompts):
-    for prompt in real_prompts:
-        ids, mask = paligemma.tokenize_prompt(prompt, max_len=48)
-        cleaned = prompt.strip().replace("_", " ").replace("\n", " ")
-        expected = [2, *gemma.encode(cleaned), GEMMA_NEWLINE_ID][:48]
-        assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ids.shape == mask.shape == (48,)
-        assert ids[: len(expected)].tolist() == expected
-        assert mask.tolist() == [True] * len(expected) + [False] * (48 - len(expected))
-        assert not ids[len(expected) :].any()
+def test_tokenize_prompt_is_openpis(paligemma):
+    """openpi's `PaligemmaTokenizer.tokenize`: Pi0's prompt (the PIQA goals, one with "_", "\\n" and spaces, one cut
+    at 4) and Pi0.5's with raw states at bin edges and beyond, equal to openpi's ids and masks at every position."""
+    cases = openpi_prompt_cases("pi0") + [case for case in openpi_prompt_cases("pi05") if not case["normalize"]]
+    assert len(cases) >= 8
+    for case in cases:
+        state = None if case["model"] == "pi0" else np.array(case["state"], np.float32)
+        ids, mask = paligemma.tokenize_prompt(case["prompt"], case["max_token_len"], state)
+        assert ids.dtype == np.int32 and mask.dtype == np.bool_
+        assert_openpi_prompt(case, {"tokenized_prompt": ids, "tokenized_prompt_mask": mask})
 
 
-def test_tokenize_prompt_with_state_is_openpi_pi05_format(paligemma, gemma):
-    """openpi's Pi0.5 prompt: the cleaned task (not lower-cased, unlike FAST's) and the state as 256-bin indices."""
-    state = np.array([-1.0, -0.5, 0.0, 0.999, 1.0, -1.5], np.float32)  # bins by hand: [-1, 1) in steps of 1/128
-    ids, mask = paligemma.tokenize_prompt("Pick_up the\ncup ", max_len=200, state=state)
-    expected = gemma.encode("Task: Pick up the cup, State: 0 64 128 255 255 -1;\nAction: ", add_bos=True)
-    assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ids.shape == mask.shape == (200,)
-    assert ids[: len(expected)].tolist() == expected
-    assert mask.tolist() == [True] * len(expected) + [False] * (200 - len(expected))
-    assert not ids[len(expected) :].any()
-
-
-def test_tokenize_prompt_truncates(paligemma):
-    ids, mask = paligemma.tokenize_prompt("pick up the red block and put it in the blue bowl", max_len=4)
-    assert ids.tolist()[:1] == [2] and mask.all() and ids.shape == (4,)
+def test_vocabulary_is_the_one_openpis_prompts_were_built_with(paligemma):
+    """openpi built `fixtures/openpi_prompts.json` with the file `build_paligemma_vocab` writes, byte for byte."""
+    digest = hashlib.sha256(paligemma.model_path.read_bytes()).hexdigest()
+    assert digest == openpi_prompts()["paligemma_tokenizer_sha256"]
 
 
 def test_missing_model_file_names_the_path(tmp_path):

@@ -35,8 +35,11 @@ Unparseable output becomes an invalid prediction (None), never an exception.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import enum
+import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -98,19 +101,28 @@ class Chat:
     (`data/prompts.py`, Pi0's) after `question_after`, which MultiNet's Pi0 scripts put before it and these did not.
     `tokenizer_bos`: the tokenizer adds its BOS after the template's (the processor's call) or not
     (`apply_chat_template(tokenize=True)`). `max_tokens`: the tokenizer's right-side truncation of the whole chat
-    (`apply_chat_template(truncation=True, max_length=...)`); None: none."""
+    (`apply_chat_template(truncation=True, max_length=...)`); None: none. `question_field`: the sample field the
+    question is read from: the domain's prompt, or another prompt its data builds (Overcooked's
+    `instruction_prompt`, MultiNet's VLM instruction, which its Magma script asked instead of Pi0's prompt)."""
 
     system: str | None
     user: str  # "{question}" stands for the question; "<image>" for the sample's image
     question_after: str
     tokenizer_bos: bool
     max_tokens: int | None = None
+    question_field: str = "prompt"
 
     def question(self, prompt: str) -> str:
         """The question in a domain's prompt; a prompt without `question_after` is refused (built by other code)."""
         if not prompt.startswith(self.question_after):
             raise ValueError(f"prompt does not start with MultiNet's {self.question_after[:40]!r}...: {prompt[:80]!r}")
         return prompt[len(self.question_after):]
+
+    def applied(self) -> dict[str, Any]:
+        """As run manifests record it: `question_field` only where it is not the prompt (manifests written before it
+        existed then still match)."""
+        fields = dataclasses.asdict(self)
+        return fields if self.question_field != "prompt" else {k: v for k, v in fields.items() if k != "question_field"}
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The conversation for one sample's prompt, as `{"role", "content"}` messages."""
@@ -132,11 +144,11 @@ class Protocol:
     text, greedy actions). `chat`: the conversation, for a model reading chat messages (None: the prompt text).
     `answer`: how a text answer is read, one of `ANSWER_RULES`. `min_new_tokens`: (the fewest tokens the output rule
     reads an answer from, what they are): a smaller `--max_decoding_steps` is refused before the model loads.
-    `refused`: why a family's protocol cannot run this domain (MultiNet's script for it is not encoded): the run is
-    refused before the model loads, rather than giving numbers that are not MultiNet's under its protocol's name.
     `ground_truth`: the name of the transform MultiNet's script applied to the ground truth (and the split's statistics)
     before scoring (`Model.multinet_actions` applies it), `GROUND_TRUTH_AS_IS` where it scored the data's own: recorded,
-    so a resume never mixes two scorings in one predictions file.
+    so a resume never mixes two scorings in one predictions file. `answers_in_text`: on an action domain, the model
+    answers in text that the `answer` rule reads into the domain's prediction (MultiNet's Magma Overcooked script:
+    a list of 36 joint-action probabilities), instead of predicting actions.
     """
 
     prompt_format: PromptFormat
@@ -152,8 +164,8 @@ class Protocol:
     chat: Chat | None = None
     answer: str = "pi0_scripts"
     min_new_tokens: tuple[int, str] | None = None
-    refused: str | None = None
     ground_truth: str = GROUND_TRUTH_AS_IS
+    answers_in_text: bool = False
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWER_RULES:
@@ -188,9 +200,10 @@ class Protocol:
             "turn_by_turn": self.turn_by_turn,
             "action_from_dict": self.action_from_dict,
             "temperature": self.temperature,
-            "chat": None if self.chat is None else dataclasses.asdict(self.chat),
+            "chat": None if self.chat is None else self.chat.applied(),
             "answer": self.answer,
             "ground_truth": self.ground_truth,
+            "answers_in_text": self.answers_in_text,
         }
 
 
@@ -247,6 +260,12 @@ class Domain:
     @property
     def uses_actions(self) -> bool:
         return self.output is not Output.TEXT
+
+    def under(self, protocol: Protocol) -> Domain:
+        """This domain run under `protocol` (a family's own, `registry.Family.protocol`): a protocol answering in text
+        (`Protocol.answers_in_text`) makes it a text domain, scored as this one."""
+        output = Output.TEXT if protocol.answers_in_text else self.output
+        return dataclasses.replace(self, protocol=protocol, output=output)
 
     @property
     def metric_kind(self) -> str:
@@ -413,7 +432,13 @@ def parse_text_magma(kind: str, text: str, sample: dict[str, Any]) -> Any:
     """As MultiNet's Magma scripts read an answer (d6fe80e): PIQA the first run of digits, any number
     (`piqa_inference._validate_outputs_and_parse`); ODinW the first run of digits when it names a class, an output
     starting with "Coordinate" invalid (`odinw_single_inference._validate_output`); SQA3D / RoboVQA the stripped text,
-    empty invalid, lowercased without punctuation or repeated spaces, a lone digit as its word (`_normalize_text`)."""
+    empty invalid, lowercased without punctuation or repeated spaces, a lone digit as its word (`_normalize_text`);
+    Overcooked the 36 joint-action probabilities of a list literal (`parse_joint_probabilities`); Open-X the action
+    values of a list literal, as many as the ground truth's (`parse_action_values`)."""
+    if kind == "discrete":
+        return parse_joint_probabilities(text)
+    if kind == "continuous":
+        return parse_action_values(text, len(sample["ground_truth"]))
     text = text.strip()
     numbers = _NUMBER.findall(text)
     if kind == "multiple_choice":
@@ -427,6 +452,69 @@ def parse_text_magma(kind: str, text: str, sample: dict[str, Any]) -> Any:
         answer = normalize_text(text)
         return None if not text else _NUMBER_WORDS[int(answer)] if len(answer) == 1 and answer in "0123456789" else answer
     raise ValueError(f"{kind} has no single-answer text output")
+
+
+# MultiNet's Overcooked rules: the 36 probabilities sum to 1 within this (`_validate_list_output`).
+PROBABILITY_SUM_TOLERANCE = 1e-5
+
+
+def literal_answer(text: str) -> Any:
+    """The stripped answer as a Python literal (`ast.literal_eval`), else as JSON, else None: how MultiNet's Magma
+    Overcooked and quadrupedal scripts read their answers (decoded answers: at most the decoding budget's tokens)."""
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def script_joint_probabilities(values: Any) -> list[float] | None:
+    """MultiNet's Magma Overcooked rule (`overcooked_single_inference._validate_list_output`): a list of 36 values
+    that `float()` takes (numbers, numeric strings, booleans) summing to 1 within 1e-5, whatever their signs; the
+    floats, or None (invalid: Brier errors 2, action -1). One deviation: a non-finite value is invalid here, where
+    MultiNet's sum check passed a "nan" and its Brier errors became NaN."""
+    if not isinstance(values, list) or len(values) != NUM_OVERCOOKED_ACTIONS:
+        return None
+    try:
+        probabilities = [float(value) for value in values]
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if not all(math.isfinite(value) for value in probabilities) or abs(sum(probabilities) - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        return None
+    return probabilities
+
+
+def script_action_values(values: Any, dims: int) -> list[float] | None:
+    """MultiNet's Magma quadrupedal rule (`magma_openx_quadrupedal_inference._validate_text_output`, under the NumPy
+    1.x it ran with, where `np.string_` was `np.bytes_`): a parsed answer that is not a list stands for a one-value
+    list; valid when it holds `dims` values, none a str or a set, each taken by `float()`; the floats, or None
+    (invalid: scored with the split's max - min). Two deviations: a value `float()` refuses (None, a list, a dict) makes
+    the row invalid here, where MultiNet's `float()` raised and the script dropped the whole batch; a non-finite value
+    (JSON's NaN, 1e999) is invalid here, as for every Open-X prediction (MultiNet's errors became NaN or inf)."""
+    values = values if isinstance(values, list) else [values]
+    if len(values) != dims or any(isinstance(value, (str, set)) for value in values):
+        return None
+    try:
+        floats = [float(value) for value in values]
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return floats if all(math.isfinite(value) for value in floats) else None
+
+
+def parse_action_values(text: str, dims: int) -> list[float] | None:
+    """Open-X under MultiNet's Magma quadrupedal script: the answer read as a literal (`literal_answer`), valid by
+    `script_action_values` (an unparseable answer, None, is never valid)."""
+    return script_action_values(literal_answer(text), dims)
+
+
+def parse_joint_probabilities(text: str) -> list[float] | None:
+    """Overcooked under MultiNet's Magma script: the answer read as a literal (`literal_answer`), valid by
+    `script_joint_probabilities`."""
+    return script_joint_probabilities(literal_answer(text))
 
 
 def parse_text(domain: Domain, text: str, sample: dict[str, Any]) -> Any:

@@ -122,6 +122,7 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
                 lambda columns: columns["observation"]["pose_l"].__setitem__((2, 0), np.nan))
     _openx_copy(shard, root / "openx_not_utf8" / "translated_shard_0",
                 lambda columns: columns["language_instruction"].__setitem__(4, b"\xff\xfe pick up the cup"))
+    _writable_copy(shard, root / "quadrupedal_14_dims" / "openx_quadrupedal" / "public" / "translated_shard_0")
     spec = _writable_copy(shard, root / "openx_bad_spec" / "translated_shard_0") / "dataset_spec.pb"
     spec.write_bytes(b"\x0a\xff\xff\xff garbage")
 
@@ -502,10 +503,12 @@ CASES = [
          lambda i: f"{E(str(i.magma_torn_weights))}: the actions of act2answer are unnormalized with the checkpoint's "
                    "statistics, which hold \\['bridge_orig', 'google_robot'\\]: pass --unnorm_key \\(one of them\\)"),
     # the family's own protocol on each domain, from flags alone (`preflight.check_protocols`)
-    Case("eval_magma_domain_its_protocol_does_not_encode", "eval",
-         lambda i: _eval(i, domains=("overcooked_ai",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None),
-         lambda i: "--domains=overcooked_ai: --model=magma does not run overcooked_ai: MultiNet ran Magma there with "
-                   "overcooked_single_inference.py \\(.*\\), a protocol not encoded here"),
+    # MultiNet's VLM quadrupedal instruction describes saytap's 12 joints: a split of other dims is refused at preflight
+    Case("eval_magma_quadrupedal_of_other_dims", "eval",
+         lambda i: _eval(i, domains=("openx_quadrupedal",), model="magma", checkpoint=str(i.magma_torn_weights),
+                         tokenizer=None, data_dir=str(i.quadrupedal_14_dims)),
+         lambda i: f"{E(str(i.quadrupedal_14_dims))}/openx_quadrupedal/public: openx_quadrupedal: the split's actions have 14 dims, "
+                   "MultiNet's utokyo_saytap_converted_externally_to_rlds definitions describe 12"),
     Case("eval_magma_budget_below_its_action_ids", "eval",
          lambda i: _eval(i, domains=("openx_bimanual",), model="magma", checkpoint=str(i.magma_torn_weights), tokenizer=None,
                          max_decoding_steps=7),

@@ -13,7 +13,7 @@ import pytest
 
 import eval_helpers
 from act2answer_helpers import item_set
-from magma_helpers import magma_dir, magma_model
+from magma_helpers import magma_dir, magma_model, write_quadrupedal
 from multinet_jax import data, domains
 from multinet_jax.demo import datasets
 from multinet_jax.eval import manifest
@@ -84,3 +84,46 @@ def test_probe_runs_magma_without_a_paligemma_tokenizer(tmp_path):
     depth, width = magma_model().config.llm.depth, magma_model().config.llm.width
     assert saved["prefix_last"].shape == saved["prefix_mean"].shape == (12, depth, width) and "action_mean" not in saved
     assert np.all(np.isfinite(saved["prefix_mean"]))
+
+
+def test_magma_runs_overcooked_as_its_script(tmp_path):
+    """MultiNet's Magma Overcooked script (`magma_protocol` module docstring): Magma answers in text, read by the
+    script's rule into 36 probabilities or invalid, scored with the Overcooked metrics under that rule."""
+    eval_helpers.evaluate(tmp_path, ("overcooked",), model="magma", checkpoint=magma_dir(), tokenizer=None, limit=2,
+                          max_decoding_steps=4)
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "overcooked_ai.jsonl")
+    assert len(records) == 2
+    for record in records:
+        assert isinstance(record["raw_output"], str) and record["answer_rule"] == "magma_scripts"
+        assert record["prediction"] == domains.parse_joint_probabilities(record["raw_output"])
+    written = json.loads((tmp_path / "overcooked_ai_metrics.json").read_text())
+    assert written["protocol"] == magma_protocol.PROTOCOL_NAME and written["metric_kind"] == "discrete"
+    assert written["protocol_settings"]["answers_in_text"] and written["protocol_settings"]["max_new_tokens"] == 4
+    assert written["protocol_settings"]["chat"]["question_field"] == "instruction_prompt"
+    invalid = sum(record["prediction"] is None for record in records)
+    assert written["metrics"]["total_invalid_preds"] == invalid and written["metrics"]["num_timesteps"] == 2
+
+
+def test_magma_runs_openx_quadrupedal_as_its_script(tmp_path):
+    """MultiNet's Magma quadrupedal script: Magma answers MultiNet's VLM instruction (holding the split's statistics)
+    in text, read by the script's rule into 12 values or invalid, scored with the Open-X metrics against the split's
+    MultiNet statistics (an invalid row: their max - min)."""
+    data_dir = write_quadrupedal(tmp_path / "data")
+    eval_helpers.evaluate(tmp_path / "run", ("openx_quadrupedal",), model="magma", checkpoint=magma_dir(), tokenizer=None,
+                          limit=3, max_decoding_steps=4, data_dir=str(data_dir), split="test")
+    records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "openx_quadrupedal.jsonl")
+    assert len(records) == 3
+    for record in records:
+        assert isinstance(record["raw_output"], str) and "answer_rule" not in record
+        assert record["prediction"] == domains.parse_action_values(record["raw_output"], 12) and len(record["ground_truth"]) == 12
+    written = json.loads((tmp_path / "run" / "openx_quadrupedal_metrics.json").read_text())
+    assert written["protocol"] == magma_protocol.PROTOCOL_NAME and written["metric_kind"] == "continuous"
+    assert written["protocol_settings"]["answers_in_text"] and written["protocol_settings"]["ground_truth"] == domains.GROUND_TRUTH_AS_IS
+    invalid = sum(record["prediction"] is None for record in records)
+    assert written["metrics"]["total_invalid_preds"] == invalid
+    if invalid == len(records):  # every row scored with the split's MultiNet statistics' max - min
+        stats = data.action_stats("openx_quadrupedal", data_dir / "openx_quadrupedal", split="test",
+                                  cache_dir=eval_helpers.assets()["cache_dir"], kind="multinet")
+        span = np.asarray(stats["max"]) - np.asarray(stats["min"])
+        assert written["metrics"]["avg_dataset_amse"] == pytest.approx(np.mean(span**2), rel=1e-12)
+    assert written["action_horizon"] is None and "magma_actions" not in written  # no actions decoded

@@ -48,7 +48,7 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
         "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
         "decoding": "openpi_window", "logits_vocab_size": 257_216, "image_resize": "paligemma_processor", "blank_image": 0,
         "turn_by_turn": False, "action_from_dict": None, "temperature": None, "chat": None, "answer": "pi0_scripts",
-        "ground_truth": domains.GROUND_TRUTH_AS_IS,
+        "ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
     }
     metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
@@ -75,7 +75,8 @@ def test_resume_under_another_protocol_is_refused_naming_the_setting(finished_ru
 def test_resume_across_another_ground_truth_transform_is_refused_and_a_manifest_before_it_resumes(finished_run, tmp_path):
     """The protocol's ground-truth transform (`domains.Protocol.ground_truth`) is recorded: predictions scored against
     another ground truth are never continued. A manifest written before it was recorded reads as the data's own, so
-    families whose ground truth was never transformed resume as before."""
+    families whose ground truth was never transformed resume as before (and one before `answers_in_text` as actions
+    predicted, which they were)."""
     output_dir = _copy_run(finished_run, tmp_path)
     path = output_dir / manifest.FILENAME
     recorded = json.loads(path.read_text())
@@ -89,6 +90,7 @@ def test_resume_across_another_ground_truth_transform_is_refused_and_a_manifest_
                                          f"now {domains.GROUND_TRUTH_AS_IS!r}")
     assert _snapshot(output_dir) == before
     del recorded["domains"][DOMAIN]["protocol"]["ground_truth"]  # written before the transform was recorded
+    del recorded["domains"][DOMAIN]["protocol"]["answers_in_text"]  # ... and before text answers to actions were
     path.write_text(json.dumps(recorded))
     eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
     assert _snapshot(output_dir)["predictions/piqa.jsonl"] == before["predictions/piqa.jsonl"]
@@ -101,6 +103,7 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
         "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
         "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
         "temperature": None, "chat": None, "answer": "pi0_scripts", "ground_truth": domains.GROUND_TRUTH_AS_IS,
+        "answers_in_text": False,
     }
     assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
     assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256

@@ -190,37 +190,6 @@ def test_a_budget_without_room_for_the_action_ids_is_refused_at_preflight(name):
     preflight.check_protocols("magma", ("piqa",), 1)  # a text answer reads what it gets
 
 
-@pytest.mark.parametrize("name", sorted(magma_protocol.NOT_ENCODED))
-def test_a_domain_whose_script_is_not_encoded_is_refused_at_preflight(name):
-    with pytest.raises(ValueError, match=rf"^--domains={name}: --model=magma does not run {name}: MultiNet ran Magma there "
-                                         rf"with {magma_protocol.NOT_ENCODED[name][0]} \(.*\), a protocol not encoded here$"):
-        preflight.check_protocols("magma", ("piqa", name), None)
-
-
-def test_the_scripts_refused_are_what_the_refusal_says():
-    """What MultiNet's Overcooked and quadrupedal Magma scripts did when run (`NOT_ENCODED`'s words): their own prompts
-    (not the Open-X question), greedy with 256 new tokens, the answer read as a Python / JSON list: 36 probabilities
-    (a one-hot list -> its index; a list of 2 or a sentence invalid), or the action's values, scored as given."""
-    for name in ("overcooked", "openx_quadrupedal"):
-        reference = fixture()[name]
-        kwargs = reference["generate_kwargs"][0]
-        assert all(call == kwargs for call in reference["generate_kwargs"]) and not kwargs["do_sample"], name
-        words = magma_protocol.NOT_ENCODED[domains.canonical(name)][1]
-        assert f"greedy with {kwargs['max_new_tokens']} new tokens" in words, name
-        user = reference["chats"][0][-1]["content"]
-        assert user.startswith("<image>\n") and "What action should the robot take" not in user, name
-    overcooked = fixture()["overcooked"]
-    assert "36 joint-action probabilities" in magma_protocol.NOT_ENCODED["overcooked_ai"][1]
-    assert overcooked["preds"] == [5, -1, 0, -1, 5]  # one-hot at 5, [0.5, 0.5], uniform (argmax 0), a sentence, ...
-    assert "player0_results" in overcooked["metric_names"] and "micro_f1" in overcooked["metric_names"]
-    quadrupedal = fixture()["openx_quadrupedal"]
-    assert "the split's action statistics" in magma_protocol.NOT_ENCODED["openx_quadrupedal"][1]
-    assert "Range: " in quadrupedal["chats"][0][-1]["content"] and "Mean: " in quadrupedal["chats"][0][-1]["content"]
-    assert [len(prediction) if prediction else None for prediction, _ in quadrupedal["scored"]] == [12, 2, 1, None]
-    # its first batch (2 samples) raised inside the prompt builder and was skipped: 4 of the 6 samples were scored
-    assert quadrupedal["total_timesteps"] == len(quadrupedal["instructions"]) - 2 == len(quadrupedal["chats"])
-
-
 def test_sampled_actions_are_reproducible_from_the_seed():
     """MultiNet's temperature 0.7 from one key folded with each row's sample index: the same key gives the same
     actions, another key other ones."""
@@ -356,7 +325,8 @@ def test_bfcl_conversations_are_multinets(tmp_path):
 
 
 @pytest.mark.parametrize("flagfile, domains_run", [("magma_openx.flags", "openx_bimanual"),
-                                                   ("magma_text.flags", "piqa,odinw,openx_multi_embodiment,bfcl")])
+                                                   ("magma_text.flags", "piqa,odinw,openx_multi_embodiment,bfcl"),
+                                                   ("magma_games.flags", "overcooked_ai")])
 def test_magma_flagfiles_run_the_protocol_on_the_demo(tmp_path, flagfile, domains_run):
     paths = eval_helpers.assets()
     result = eval_helpers.run_eval([f"--flagfile=flags/{flagfile}", f"--checkpoint={magma_dir()}", f"--data_dir={paths['data_dir']}",

@@ -28,6 +28,7 @@ picked by `domains.OPENX_ACTION_FROM_DICT`), and their split statistics are comp
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from multinet_jax import assets, domains
+from multinet_jax.data import prompts
 from multinet_jax.data import stats as stats_lib
 from multinet_jax.data import steps as steps_lib
 from multinet_jax.data.bad_records import BadRecordError
@@ -524,6 +526,7 @@ class OpenxSource:
 
     def __init__(self, directory: pathlib.Path, dataset: str, sample_fn, *, split: str | None = None, cache_dir: pathlib.Path | None = None):
         self.dataset = dataset
+        self.directory = directory
         self.steps = steps_lib.StepSource(ensure_converted(directory, split=split, cache_dir=cache_dir))
         self._sample_fn = sample_fn
 
@@ -531,7 +534,19 @@ class OpenxSource:
         return len(self.steps)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._sample_fn(self.steps[index], self.dataset)
+        sample = self._sample_fn(self.steps[index], self.dataset)
+        if self.dataset in prompts.OPENX_INSTRUCTION_DEFINITIONS:  # MultiNet's VLM instruction, for text answers
+            try:
+                sample[prompts.INSTRUCTION_PROMPT] = prompts.openx_instruction_prompt(
+                    self.dataset, sample["prompt"].strip(), self._instruction_stats)
+            except ValueError as error:  # the split does not fit MultiNet's definitions
+                raise ValueError(f"{self.directory}: {error}") from None
+        return sample
+
+    @functools.cached_property
+    def _instruction_stats(self) -> dict[str, Any]:
+        """The statistics MultiNet's VLM instruction prints: MultiNet's own of the split (`action_stats("multinet")`)."""
+        return self.action_stats("multinet")
 
     def action_stats(self, kind: str = "exact") -> dict | None:
         """The split's action statistics: "exact" (float64, streaming) or "multinet" (MultiNet's own, see stats.py),

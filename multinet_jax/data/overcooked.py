@@ -166,6 +166,9 @@ class OvercookedSource:
             "image": image,
             "state": None,
             "prompt": prompts.overcooked_prompt(layout, time_left, time_elapsed),
+            # MultiNet's VLM instruction (what its Magma script asked, from the stripped layout name and the seconds
+            # as read): the question of a protocol whose chat reads this field (`domains.Chat.question_field`)
+            prompts.INSTRUCTION_PROMPT: prompts.overcooked_instruction_prompt(layout.strip(), time_left, time_elapsed),
             "ground_truth": joint,
             "player_actions": np.array([p0, p1], np.int32),
             "joint_action_text": str(row["joint_action"]),

@@ -4,8 +4,11 @@
 Each builder returns the whole text the model's tokenizer receives. Sources (ManifoldRG/MultiNet `d6fe80e` and its
 openpi submodule ManifoldRG/openpi `f3c69f2`, whose `scripts/*_hf_inference.py` ran the text domains; BFCL's
 turn-wise script at `d88fd33`):
-- Open-X: the step's instruction as is (`openx_dataloader.py`, tokenized by openpi's Pi0 tokenizer).
-- Overcooked-AI: `overcooked_inference.py` `_build_prompt` (layout, time, the 36 joint actions in six groups).
+- Open-X: the step's instruction as is (`openx_dataloader.py`, tokenized by openpi's Pi0 tokenizer); for a model
+  answering in text on a dataset whose definitions are here (openx_quadrupedal), MultiNet's VLM instruction
+  (`openx_instruction_prompt`, `definitions/openx_prompt.py`) holding the split's statistics.
+- Overcooked-AI: `overcooked_inference.py` `_build_prompt` (layout, time, the 36 joint actions in six groups); for
+  a model answering in text, MultiNet's VLM instruction (`overcooked_instruction_prompt`, `definitions/overcooked_prompt.py`).
 - PIQA: `f"{PIQA_SYSTEM_PROMPT}\\n\\n{question}"`, system prompt from `piqa_hf_inference.py`, question from
   `piqa_dataloader.py`.
 - ODinW: `definitions/odinw.py` `SYSTEM_PROMPT` + the question of `odinw_dataloader.py`, whose options are the
@@ -113,6 +116,163 @@ def overcooked_prompt(layout_name: str, time_left: float, time_elapsed: float) -
         "Task sequence: Pick ingredients, place in pot, wait for cooking, deliver to serving station. "
         "Goal: Coordinate the two players to maximize soup delivery. Output joint action index as single value between 0-35."
     )
+
+
+# The sample field holding MultiNet's VLM instruction prompt, where its data builds one (`domains.Chat.question_field`).
+INSTRUCTION_PROMPT = "instruction_prompt"
+
+# MultiNet's VLM instruction prompt for Overcooked-AI (`definitions/overcooked_prompt.py` `format_instruction_prompt`,
+# with `definitions/overcooked.py`'s action meanings and joint-action options), which its Magma script
+# (`overcooked_single_inference.py` `_create_prompt`) gave Magma. The descriptions keep their source's indentation
+# and trailing spaces: the prompt holds their `str()`.
+_OVERCOOKED_ACTION_MEANINGS = {
+        "NORTH": {
+            "coordinate": "(0, -1)",
+            "description": """
+            Move the player one grid cell upward on the kitchen layout.
+            """,
+        },
+        "SOUTH": {
+            "coordinate": "(0, 1)",
+            "description": """
+            Move the player one grid cell downward on the kitchen layout.
+            """,
+        },
+        "EAST": {
+            "coordinate": "(1, 0)",
+            "description": """
+            Move the player one grid cell to the right on the kitchen layout.
+            """,
+        },
+        "WEST": {
+            "coordinate": "(-1, 0)",
+            "description": """
+            Move the player one grid cell to the left on the kitchen layout.
+            """,
+        },
+        "STAY": {
+            "coordinate": "(0, 0)",
+            "description": """
+            Keep the player in their current position without moving. 
+            This action maintains the player's current x and y coordinates. 
+            Use this when waiting for a cooking timer to complete, when the desired adjacent tile is temporarily blocked by the other player, 
+            when coordinating timing with your partner, or when the player is already optimally positioned for their next intended interaction.
+            """,
+        },
+        "INTERACT": {
+            "coordinate": "(1, 1)",
+            "description": """
+            Perform context-sensitive interactions with kitchen objects adjacent to or at the player's current position. 
+            The specific interaction depends on what objects are nearby, what the player is currently holding and what task 
+            is assigned to the player(s).
+            """,
+        },
+    }
+_OVERCOOKED_JOINT_OPTIONS = {6 * p0 + p1: f"Player 0: {first}, Player 1: {second}"
+                             for p0, first in enumerate(_OVERCOOKED_ACTION_MEANINGS)
+                             for p1, second in enumerate(_OVERCOOKED_ACTION_MEANINGS)}
+_OVERCOOKED_INSTRUCTION = " ".join([
+    "We are running a simulation for two AI agents cooperatively playing Overcooked in layout '{env_name}', a kitchen coordination game.",
+    "Your role is to evaluate potential joint actions for both players based on the current game state.",
+    "You should produce proper joint action outputs to maximize soup delivery through effective coordination.",
+    "The current state consists of a game screenshot showing player positions, ingredients, cooking stations, objectives.",
+    "Values for the elapsed time and the remaining time are also provided.",
+    "Both players must work together - one player's actions affect the other's ability to complete tasks.",
+    "Key game mechanics: Players can pick up ingredients, place them in pots (3 ingredients per soup), wait for cooking (20 time steps), then deliver completed soups to serving stations for points.",
+    "Individual action meanings: {action_meaning}.",
+    "Options available in the format 'Player 0 action, Player 1 action': {action_info}.",
+    "Time remaining: {time_left}.",
+    "Elapsed time: {time_elapsed}.",
+    "Focus on maximizing soup delivery rate while maintaining smooth coordination between players within the time remaining.",
+    "You MUST generate your output keeping the following format: {output_format}",
+    "You should not include any other words or characters in your response.",
+    "{additional_inst}",
+])
+_OVERCOOKED_OUTPUT_FORMAT = "\n        A list starting with '[' and ending with ']'. Each position corresponds to each one of the 36 option indices. \n        Generate a probability distribution as a list of exactly 36 decimal values formatted as [p0, p1, p2, p3, ..., p35], \n        where each position in the list corresponds to one of the 36 possible option indices (0 through 35). Every \n        probability value must be a decimal number between 0.0 and 1.0 inclusive, representing the probability of selecting \n        that particular option. The list must contain all 36 probability values with no missing entries. \n        Critically, the sum of all 36 probabilities MUST equal exactly 1.0 to form a valid probability distribution.\n    "
+
+
+def overcooked_instruction_prompt(layout_name: str, time_left: float, time_elapsed: float) -> str:
+    """MultiNet's VLM Overcooked instruction (above) for one timestep: the layout, the seconds as Python prints the
+    floats it read, no additional instruction (MultiNet defines none for Overcooked)."""
+    return _OVERCOOKED_INSTRUCTION.format(
+        env_name=layout_name, action_meaning=str(_OVERCOOKED_ACTION_MEANINGS), action_info=str(_OVERCOOKED_JOINT_OPTIONS),
+        time_left=time_left, time_elapsed=time_elapsed, output_format=_OVERCOOKED_OUTPUT_FORMAT, additional_inst="")
+
+
+# MultiNet's VLM instruction prompt for Open-X (`definitions/openx_prompt.py` `format_instruction_prompt`), with the
+# definitions (`definitions/openx.py`) of the datasets a protocol asks it on, by domain: MultiNet's dataset name, each
+# instruction's task description (DESCRIPTIONS, lines joined) and each action dim's verbal description (ACTION_SPACES).
+# None of these datasets has ADDITIONAL_INSTRUCTIONS, and each answers a whole list (ACTION_EXCLUSIVENESS False).
+OPENX_INSTRUCTION_DEFINITIONS: dict[str, tuple[str, dict[str, str], tuple[str, ...]]] = {
+    "openx_quadrupedal": ("utokyo_saytap_converted_externally_to_rlds", {
+        "bound in place": "Execute bounding movements while remaining stationary, lifting all feet off the ground simultaneously.",
+        "trot in place": "Perform a trotting gait without forward movement, alternating diagonal leg pairs.",
+        "trot forward fast": "Move forward using a rapid trotting gait with quick, rhythmic steps.",
+        "trot backward fast": "Execute backward locomotion at high speed using trotting movement patterns.",
+        "trot forward slowly": "Advance forward with a controlled, deliberate trotting pace.",
+        "trot backward slowly": "Move in reverse direction using a measured trotting gait.",
+        "move backward fast in pacing gait": "Travel backward rapidly using a pacing gait where legs on the same side move together.",
+        "move backward slowly in pacing gait": "Execute slow rearward movement with synchronized same-side leg coordination.",
+        "move forward slowly in pacing gait": "Progress forward at a gentle pace using lateral leg pairing movements.",
+        "move forward fast in pacing gait": "Accelerate forward while maintaining pacing gait coordination patterns.",
+        "pace in place": "Demonstrate pacing gait mechanics without changing position.",
+        "bound forward slowly": "Use bounding motion to move forward at a controlled speed.",
+        "bound forward fast": "Execute rapid forward bounds.",
+        "bound backward fast": "Perform quick rearward bounding movements.",
+        "bound backward slowly": "Move backward using deliberate, controlled bounding motions.",
+        "stand still": "Maintain a stationary position without any movement.",
+        "raise your front left leg": "Lift the front left leg off the ground while maintaining balance.",
+        "raise your front right leg": "Lift the front right leg off the ground while maintaining balance.",
+        "raise your rear left leg": "Lift the rear left leg off the ground while maintaining balance.",
+        "raise your rear right leg": "Lift the rear right leg off the ground while maintaining balance.",
+    }, (
+        "Motor joint position for front right hip",
+        "Motor joint position for front right thigh",
+        "Motor joint position for front right calf",
+        "Motor joint position for front left hip",
+        "Motor joint position for front left thigh",
+        "Motor joint position for front left calf",
+        "Motor joint position for rear right hip",
+        "Motor joint position for rear right thigh",
+        "Motor joint position for rear right calf",
+        "Motor joint position for rear left hip",
+        "Motor joint position for rear left thigh",
+        "Motor joint position for rear left calf",
+    )),
+}
+_OPENX_INSTRUCTION = " ".join([
+    'You are an AI agent to solve the task called "{env_name}".',
+    "In this environment: {env_desc}",
+    "You should produce a proper action output to achieve the final goal given the current progress so far given the current state information.",
+    "The current state can be any forms, such as images, continuous/discrete vectors, or texts.",
+    "The actions available: {action_desc}",
+    "You must generate your output keeping the following format: {output_format}",
+    "You should not include any other words or characters in your response.",
+    "{additional_inst}",
+])
+_OPENX_ACTION_DESCRIPTION = "A discrete action has the available options as key-value pairs, {Option index}: {Option description}. A continuous action has the range of {minimum} ~ {maximum}. A continuous action without a verbal description is described using the statistics of the action space over the entire dataset, which includes the range for each dimension between {minimum} ~ {maximum} and a mean of {mean}."
+_OPENX_LIST_FORMAT = "A list starting with '[' and ending with ']'. Each position corresponds to each action index and a value in that position represents the option index (discrete) or actual value (continuous) of that action."
+# `_get_action_space` of MultiNet"s Magma quadrupedal script: a dim"s verbal description, then this, then the
+# split's min, max and mean.
+_OPENX_STATISTICS_NOTE = ". In addition to this verbal description, here are the action space statistics of this dimension over the entire dataset"
+
+
+def openx_instruction_prompt(domain: str, instruction: str, stats: dict[str, Any]) -> str:
+    """MultiNet's VLM Open-X instruction (above) for one step of `domain` (a key of `OPENX_INSTRUCTION_DEFINITIONS`),
+    as MultiNet's Magma quadrupedal script built it for every batch after its first (`_create_prompt`): the task's
+    description (the instruction capitalized, with a period, when MultiNet has none), and every action dim as its
+    verbal description with the split's min, max and mean (`stats`: MultiNet's statistics), printed as Python prints
+    the floats. The split's dims must be the definitions' (MultiNet's builder failed on others)."""
+    dataset, descriptions, dims = OPENX_INSTRUCTION_DEFINITIONS[domain]
+    size = len(stats["min"])
+    if size != len(dims):
+        raise ValueError(f"{domain}: the split's actions have {size} dims, MultiNet's {dataset} definitions describe {len(dims)}")
+    lines = [f"{index}. {description}{_OPENX_STATISTICS_NOTE} => Continuous. Range: {float(stats['min'][index])} ~ "
+             f"{float(stats['max'][index])}. Mean: {float(stats['mean'][index])}." for index, description in enumerate(dims)]
+    return _OPENX_INSTRUCTION.format(
+        env_name=instruction, env_desc=descriptions.get(instruction, instruction.capitalize() + "."),
+        action_desc="\n".join([_OPENX_ACTION_DESCRIPTION, *lines]) + "\n", output_format=_OPENX_LIST_FORMAT,
+        additional_inst="")
 
 
 def piqa_prompt(goal: str, sol1: str, sol2: str) -> str:

@@ -370,8 +370,8 @@ class Evaluator:
         chat = domain.protocol.chat
         if chat is not None and self.bundled_tokenizer and not domain.protocol.turn_by_turn:
             # The conversation MultiNet built around each prompt (padding rows: an empty question).
-            observation["chat"] = [chat.messages(prompt if valid else chat.question_after)
-                                   for prompt, valid in zip(observation["prompt"], np.asarray(batch["_mask"], bool))]
+            observation["chat"] = [chat.messages(question if valid else chat.question_after)
+                                   for question, valid in zip(batch[chat.question_field], np.asarray(batch["_mask"], bool))]
             observation["chat_tokenizer_bos"], observation["chat_max_tokens"] = chat.tokenizer_bos, chat.max_tokens
         return observation
 
@@ -453,6 +453,8 @@ class Evaluator:
         stats = None
         if self._predicts_actions(domain):
             norm, stats = self._action_norm(domain)
+        elif domain.metric_kind == "continuous":  # actions answered in text: scored against MultiNet's statistics, which
+            stats = data.source_action_stats(self.sources[domain.name], kind="multinet")  # its prompt printed too
         self.action_options = self._action_options(domain, norm)
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
@@ -595,7 +597,7 @@ class Evaluator:
                 "longest_prompt_tokens": longest, "most_tokens_cut": max(cuts)}
 
     def _score_options(self, domain: domains.Domain, stats: dict | None) -> dict[str, Any]:
-        if domain.output is domains.Output.CONTINUOUS_ACTIONS:
+        if domain.metric_kind == "continuous":
             return {"action_stats": stats}
         if domain.metric_kind in metrics.SIMILARITY_KINDS:
             return {"embedder": self.embedder, "skip_similarity": self.config.skip_similarity}
@@ -607,7 +609,7 @@ def domain_for(model: str, name: str) -> domains.Domain:
     registry names one (`registry.Family.protocol`), MultiNet's Pi0 protocol otherwise."""
     domain = domains.lookup(name)
     family = registry.family(model)
-    return domain if family.protocol is None else dataclasses.replace(domain, protocol=family.protocol(domain.name))
+    return domain if family.protocol is None else domain.under(family.protocol(domain.name))
 
 
 def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:

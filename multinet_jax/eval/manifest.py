@@ -73,7 +73,8 @@ OTHER_SETTINGS = {
 # without one is read as, so that the runs of every family it did not change still resume. `ground_truth`: the
 # data's own; a Magma openx_bimanual / openx_wheeled_robot run written without it is refused (it may predate the
 # transform MultiNet's script applied there, which is now reproduced: one predictions file would mix two scorings).
-ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS}
+# `answers_in_text`: False, actions predicted (every run before Magma's Overcooked / quadrupedal scripts were encoded).
+ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False}
 
 # Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
 TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")

@@ -97,15 +97,12 @@ def lock_output_dir(path: pathlib.Path) -> OutputLock:
 
 def check_protocols(model: str, names: Sequence[str], max_decoding_steps: int | None) -> None:
     """The family's own protocol (`registry.Family.protocol`) can run each domain as asked, checked from flags alone:
-    a domain whose MultiNet script it does not encode is refused (`Protocol.refused`), and so is a
-    `--max_decoding_steps` below the fewest tokens its output rule reads (`Protocol.min_new_tokens`)."""
+    a `--max_decoding_steps` below the fewest tokens its output rule reads (`Protocol.min_new_tokens`) is refused."""
     family = registry.family(model)
     if family.protocol is None:
         return
     for name in names:
         protocol = family.protocol(name)
-        if protocol.refused is not None:
-            raise ValueError(f"--domains={name}: --model={model} {protocol.refused}")
         if max_decoding_steps is not None and protocol.min_new_tokens is not None:
             fewest, what = protocol.min_new_tokens
             if max_decoding_steps < fewest:

@@ -146,8 +146,8 @@ class SingleCall:
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
             record = _base_record(batch, row, raw_output, prediction, scored_ground_truth(rules, domain, batch, row))
-            if domain.metric_kind == "multiple_choice" and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
-                record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then counts any number valid
+            if domain.metric_kind in ("multiple_choice", "discrete") and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
+                record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then reads them by the script's rule
             if domain.metric_kind == "classification":
                 record["num_options"] = int(batch["num_options"][row])
                 record["subset"] = plain(batch["subset"][row])

@@ -2,7 +2,9 @@
 
 A prediction is a joint action index in [0, 36) (scored as a one-hot distribution) or 36
 probabilities in [0, 1] summing to 1 within 1e-5 (argmax is the action). Anything else is invalid:
-Brier MAE and MSE 2.0, action -1. Joint action a is (player0, player1) = (a // 6, a % 6); per-player
+Brier MAE and MSE 2.0, action -1. Records read by MultiNet's Magma script's rule (`any_sign`: the records'
+`answer_rule` is "magma_scripts") take any 36 finite values summing to 1 within 1e-5
+(`domains.script_joint_probabilities`). Joint action a is (player0, player1) = (a // 6, a % 6); per-player
 metrics use the joint probabilities marginalized to 6 actions per player.
 """
 
@@ -14,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.metrics._numerics import divide, first_argmax, pairwise_sum, sequential_sum, x64_jit
 from multinet_jax.metrics.classes import class_metrics
 from multinet_jax.metrics.error_stats import error_aggregates
@@ -22,7 +25,6 @@ from multinet_jax.metrics.records import integer_ground_truth, is_integer, is_nu
 NUM_JOINT_ACTIONS = 36
 NUM_PLAYER_ACTIONS = 6
 INVALID_BRIER_ERROR = 2.0  # MultiNet's max_brier_mae_error / max_brier_mse_error
-PROBABILITY_SUM_TOLERANCE = 1e-5
 INVALID_ACTION = -1
 
 
@@ -48,12 +50,13 @@ def joint_probabilities(prediction: Any) -> list[float] | None:
     if not all(is_number(value) for value in prediction):
         return None
     values = [float(value) for value in prediction]
-    if not all(0.0 <= value <= 1.0 for value in values) or not abs(sum(values) - 1.0) < PROBABILITY_SUM_TOLERANCE:
+    if not all(0.0 <= value <= 1.0 for value in values) or not abs(sum(values) - 1.0) < domains.PROBABILITY_SUM_TOLERANCE:
         return None
     return values
 
 
-def pack_discrete(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> DiscreteInputs:
+def pack_discrete(predictions: Sequence[Any], ground_truth: Sequence[Any], *, any_sign: bool = False) -> DiscreteInputs:
+    """`any_sign`: predictions valid by MultiNet's Magma Overcooked rule (module docstring) instead of the default."""
     truth = integer_ground_truth(ground_truth, NUM_JOINT_ACTIONS)
     if len(predictions) != len(truth):
         raise ValueError(f"{len(predictions)} predictions for {len(truth)} ground-truth actions")
@@ -62,7 +65,8 @@ def pack_discrete(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> Di
         probabilities = np.zeros((len(truth), NUM_JOINT_ACTIONS), np.float64)
         probabilities[np.flatnonzero(valid), predictions[valid]] = 1.0
         return DiscreteInputs(probabilities, valid, truth)
-    rows = [joint_probabilities(prediction) for prediction in predictions]
+    validate = domains.script_joint_probabilities if any_sign else joint_probabilities
+    rows = [validate(prediction) for prediction in predictions]
     valid = np.array([row is not None for row in rows], bool).reshape(len(rows))
     zeros = [0.0] * NUM_JOINT_ACTIONS
     probabilities = np.array([zeros if row is None else row for row in rows], np.float64).reshape(-1, NUM_JOINT_ACTIONS)

@@ -57,9 +57,10 @@ PIPELINE_NAMES = {
 }
 # Overcooked records may carry the rounded action clipped into [0, 35]: then the `avg_clipped_*` metrics are added.
 CLIPPED_FIELD = "clipped_prediction"
-# PIQA records may name the answer rule that parsed them (`domains.ANSWER_RULES`): under MultiNet's Magma scripts any
-# number is a valid answer, wrong unless it is the label (`piqa_inference._calculate_final_metrics`); by default only
-# 0 and 1 are valid.
+# PIQA and Overcooked records may name the answer rule that parsed them (`domains.ANSWER_RULES`): under MultiNet's Magma
+# scripts any number is a valid PIQA answer, wrong unless it is the label (`piqa_inference._calculate_final_metrics`),
+# and any 36 finite values summing to 1 a valid Overcooked distribution (`domains.script_joint_probabilities`); by
+# default only 0 and 1, and probabilities in [0, 1].
 ANSWER_RULE_FIELD = "answer_rule"
 ANY_NUMBER_RULE = "magma_scripts"
 # A domain's named action slices (`continuous_actions.ACTION_SLICES`) are not scored on a ground truth of other dims
@@ -136,16 +137,14 @@ def _score_kind(
             result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}
         return result
     if kind == "discrete":
-        result = to_python(discrete_actions.discrete(discrete_actions.pack_discrete(predictions, ground_truth)))
+        packed = discrete_actions.pack_discrete(predictions, ground_truth, any_sign=_answer_rule(records) == ANY_NUMBER_RULE)
+        result = to_python(discrete_actions.discrete(packed))
         if all(CLIPPED_FIELD in record for record in records):  # the evaluator's Pi0 records (MultiNet's Pi0 script)
             result |= to_python(discrete_actions.clipped(fields(records, CLIPPED_FIELD), ground_truth))
         return result
     if kind == "multiple_choice":
         truth = integer_ground_truth(ground_truth, num_choices)
-        rules = {record.get(ANSWER_RULE_FIELD) for record in records}
-        if len(rules) > 1:
-            raise ValueError(f"records mix answer rules {sorted(map(str, rules))} (field {ANSWER_RULE_FIELD!r}): score each run alone")
-        predicted = choices.pack_choices(predictions, [num_choices] * len(records), any_integer=rules == {ANY_NUMBER_RULE})
+        predicted = choices.pack_choices(predictions, [num_choices] * len(records), any_integer=_answer_rule(records) == ANY_NUMBER_RULE)
         return to_python(choices.multiple_choice(predicted, truth, num_choices))
     if kind == "classification":
         num_options = [_num_options(record, index) for index, record in enumerate(records)]
@@ -161,6 +160,14 @@ def _score_kind(
         responses = [_responses(record, turns, index) for index, (record, turns) in enumerate(zip(records, predicted_turns))]
         result = to_python(function_calling.function_calls(predicted_turns, truths, responses, model))
     return result if model is not None else {**result, SIMILARITY_SKIPPED_KEY: SIMILARITY_SKIPPED}
+
+
+def _answer_rule(records: Sequence[Mapping[str, Any]]) -> Any:
+    """The one answer rule the records name (field `answer_rule`; None: the default); records mixing rules are refused."""
+    rules = {record.get(ANSWER_RULE_FIELD) for record in records}
+    if len(rules) > 1:
+        raise ValueError(f"records mix answer rules {sorted(map(str, rules))} (field {ANSWER_RULE_FIELD!r}): score each run alone")
+    return rules.pop()
 
 
 def _num_options(record: Mapping[str, Any], index: int) -> int:

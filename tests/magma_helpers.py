@@ -47,7 +47,7 @@ def magma_model(dtype: str = "float32"):
 
 
 def write_quadrupedal(directory: pathlib.Path) -> pathlib.Path:
-    """`<directory>/openx_quadrupedal/test/`: the games fixture's constructed saytap-like shard (10 steps, 12-dim
+    """`<directory>/openx_quadrupedal/test/`: the games fixture's constructed saytap-like shard (12 steps, 12-dim
     actions), written as its generator wrote it (`tf.data.Dataset.save`)."""
     import tensorflow as tf
 

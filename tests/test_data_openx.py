@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import shared_path
 from data_helpers import CharTokenizer, tiny_rlds_episodes, write_tiny_rlds
 from multinet_jax import data
-from multinet_jax.data import openx, steps
+from multinet_jax.data import openx, prompts, steps
 
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
@@ -80,6 +81,22 @@ def test_bimanual_action_stats(bimanual, cache_dir):
     np.testing.assert_allclose(stats["mean"], actions.mean(0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(stats["std"], actions.std(0), rtol=1e-9, atol=1e-12)
     assert np.all(np.array(stats["q01"]) >= actions.min(0) - 1e-9) and np.all(np.array(stats["q99"]) <= actions.max(0) + 1e-9)
+
+
+def test_multinets_vlm_instruction_only_where_asked(cache_dir):
+    """MultiNet's VLM quadrupedal instruction describes saytap's 12 joints: a split of other dims (here the bimanual
+    sample's 14, read as openx_quadrupedal) opens for a model answering with actions, and is refused, naming the
+    split, only where a run asks the instruction (`instruction_prompt`, Magma's text answers)."""
+    directory = shared_path("data", "multinet_sample", "openx_bimanual")
+    plain = data.make_source("openx_quadrupedal", directory, split="public", cache_dir=cache_dir)
+    assert prompts.INSTRUCTION_PROMPT not in plain[0] and len(plain[0]["ground_truth"]) == 14
+    asked = data.make_source("openx_quadrupedal", directory, split="public", cache_dir=cache_dir, instruction_prompt=True)
+    with pytest.raises(ValueError, match=f"^{re.escape(str(directory / 'public'))}: openx_quadrupedal: the split's actions "
+                                         "have 14 dims, MultiNet's utokyo_saytap_converted_externally_to_rlds definitions describe 12"):
+        asked[0]
+    with pytest.raises(ValueError, match=f"^{re.escape(str(directory / 'public'))}: MultiNet defines no VLM instruction "
+                                         "prompt for openx_bimanual \\(it has definitions for openx_quadrupedal\\)"):
+        data.make_source("openx_bimanual", directory, split="public", cache_dir=cache_dir, instruction_prompt=True)
 
 
 def test_robovqa_last_frame_question_and_answer(cache_dir):

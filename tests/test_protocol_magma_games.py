@@ -21,7 +21,7 @@ from conftest import shared_path
 from magma_helpers import GAMES_FIXTURE, write_quadrupedal
 from multinet_jax import data, domains, metrics
 from multinet_jax.data import prompts
-from multinet_jax.eval import loop
+from multinet_jax.eval import loop, preflight
 from multinet_jax.models import magma_protocol
 
 # The Overcooked script's names for the metrics the project's kernel gives under its own (the others are the same).
@@ -129,8 +129,27 @@ def test_the_default_rule_would_have_read_some_answers_otherwise(overcooked):
 @pytest.fixture(scope="module")
 def quadrupedal(tmp_path_factory) -> tuple[list[dict], dict]:
     directory = write_quadrupedal(tmp_path_factory.mktemp("data")) / "openx_quadrupedal"
-    source = data.make_source("openx_quadrupedal", directory, split="test", cache_dir=tmp_path_factory.mktemp("cache"))
+    source = data.make_source("openx_quadrupedal", directory, split="test", cache_dir=tmp_path_factory.mktemp("cache"),
+                              instruction_prompt=True)
     return [source[index] for index in range(len(source))], data.source_action_stats(source, kind="multinet")
+
+
+@pytest.mark.parametrize("model", ["pi0", "magma"])
+def test_only_a_protocol_reading_multinets_vlm_instruction_needs_its_definitions(model, tmp_path):
+    """The evaluator opens a domain's data under the model's protocol: openx_quadrupedal of other dims than saytap's
+    12 (the bimanual sample's 14) opens for Pi0, which answers with actions, and is refused for Magma, whose
+    question is MultiNet's VLM instruction (`preflight.open_domain_data`)."""
+    (tmp_path / "openx_quadrupedal").symlink_to(shared_path("data", "multinet_sample", "openx_bimanual"))
+    config = loop.EvalConfig(model=model, checkpoint="unread", tokenizer=None, domains=("openx_quadrupedal",),
+                             data_dir=str(tmp_path), output_dir=str(tmp_path / "run"), split="public",
+                             cache_dir=str(tmp_path / "cache"))
+    domain = loop.domain_for(model, "openx_quadrupedal")
+    if model == "magma":
+        with pytest.raises(ValueError, match="openx_quadrupedal/public: openx_quadrupedal: the split's actions have 14 dims"):
+            preflight.open_domain_data(config, domain)
+    else:
+        source = preflight.open_domain_data(config, domain)
+        assert len(source) == 8 and prompts.INSTRUCTION_PROMPT not in source[0]
 
 
 def test_quadrupedal_prompts_print_multinets_statistics(quadrupedal):
@@ -147,15 +166,16 @@ def test_quadrupedal_prompts_print_multinets_statistics(quadrupedal):
 
 
 def test_quadrupedal_answers_are_read_and_scored_as_the_script(quadrupedal):
-    """Each answer read by the script's rule (a literal, a non-list as a one-value list, 12 values none a str or set),
-    then the project's Open-X kernel with the split's MultiNet statistics: the script's results over every batch."""
+    """Each answer read by the script's rule (a literal, a non-list as a one-value list, 12 values none a str or set,
+    bytes and booleans taken by float()), row by row as the script validated and converted it, then the project's
+    Open-X kernel with the split's MultiNet statistics: the script's results over every batch."""
     ours, stats = quadrupedal
     reference = fixture()["openx_quadrupedal"]["all_batches"]
     rows = records("openx_quadrupedal", ours, reference["answers"])
-    for row, (parsed, truth) in zip(rows, reference["scored"]):
-        assert row["ground_truth"] == truth
-        if row["prediction"] is not None:
-            assert row["prediction"] == [float(value) for value in parsed]
+    assert len(rows) == len(reference["scored"]) == len(reference["answers"])
+    for row, theirs in zip(rows, reference["scored"]):
+        assert row["ground_truth"] == theirs["ground_truth"]
+        assert row["prediction"] == theirs["floats"], theirs["parsed"]
     assert sum(row["prediction"] is None for row in rows) == reference["results"]["total_invalid_preds"]
     scored = metrics.score("openx_quadrupedal", rows, action_stats=stats)
     theirs = {key: value for key, value in reference["results"].items() if key != "total_batches"}
@@ -167,12 +187,9 @@ def test_quadrupedal_answers_are_read_and_scored_as_the_script(quadrupedal):
     ("[[0.5], 0.5]", 2, None),
     ("[NaN, 0.5]", 2, None),  # JSON's NaN: MultiNet's errors became NaN
     ("[1e999, 0.5]", 2, None),
-    ("[b'0.25', True]", 2, [0.25, 1.0]),  # bytes are no np.string_ (NumPy 1.x's np.bytes_), and float() takes them
-    ("0.5", 1, [0.5]),
-    ("{0.5}", 1, None),
 ])
 def test_quadrupedal_answers_the_script_crashed_on_or_scored_non_finite_are_invalid(answer, dims, expected):
-    """The documented deviations (`magma_protocol` module docstring) and edges of the rule, not in the fixture."""
+    """The documented deviations (`magma_protocol` module docstring): answers the script could not score."""
     assert domains.parse_action_values(answer, dims) == expected
 
 

@@ -57,11 +57,15 @@ def make_source(
     cache_dir: str | pathlib.Path | None = None,
     func_doc_dir: str | pathlib.Path | None = None,
     frames_dir: str | pathlib.Path | None = None,
+    instruction_prompt: bool = False,
 ) -> Source:
     """The random-access source of `domain`'s raw samples (the registry).
 
     `func_doc_dir` (BFCL): the function docs folder. `frames_dir` (Act2Answer): simulator first frames
-    `<item id>_<layout>.png` to use instead of the rendered composites.
+    `<item id>_<layout>.png` to use instead of the rendered composites. `instruction_prompt` (Open-X): each sample
+    also holds MultiNet's VLM instruction (`prompts.INSTRUCTION_PROMPT`), the question of a protocol answering
+    actions in text; it prints the split's statistics and is defined only for the datasets and action dims of
+    MultiNet's definitions, so only the runs that ask it need a split to fit them (Overcooked's always holds it).
     """
     domain = domains.canonical(domain)
     data_dir = pathlib.Path(data_dir)
@@ -75,7 +79,8 @@ def make_source(
         if split is not None and not openx.is_rlds_builder(directory):  # a TFDS split is only for builder dirs
             _no_split(domain, directory, split)
         sample_fn = robovqa.robovqa_sample if domain == ROBOVQA_DOMAIN else openx.openx_sample
-        return openx.OpenxSource(directory, domain, sample_fn, split=split, cache_dir=cache_dir)
+        return openx.OpenxSource(directory, domain, sample_fn, split=split, cache_dir=cache_dir,
+                                  instruction_prompt=instruction_prompt)
     if domain == "overcooked_ai":
         from multinet_jax.data.overcooked import OvercookedSource
 

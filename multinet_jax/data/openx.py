@@ -524,18 +524,23 @@ def ensure_converted(directory: pathlib.Path, *, split: str | None = None, cache
 class OpenxSource:
     """Random access to an Open-X / RoboVQA domain's samples through its converted steps."""
 
-    def __init__(self, directory: pathlib.Path, dataset: str, sample_fn, *, split: str | None = None, cache_dir: pathlib.Path | None = None):
+    def __init__(self, directory: pathlib.Path, dataset: str, sample_fn, *, split: str | None = None,
+                 cache_dir: pathlib.Path | None = None, instruction_prompt: bool = False):
+        if instruction_prompt and dataset not in prompts.OPENX_INSTRUCTION_DEFINITIONS:
+            raise ValueError(f"{directory}: MultiNet defines no VLM instruction prompt for {dataset} (it has "
+                             f"definitions for {', '.join(sorted(prompts.OPENX_INSTRUCTION_DEFINITIONS))})")
         self.dataset = dataset
         self.directory = directory
         self.steps = steps_lib.StepSource(ensure_converted(directory, split=split, cache_dir=cache_dir))
         self._sample_fn = sample_fn
+        self._instruction_prompt = instruction_prompt
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self._sample_fn(self.steps[index], self.dataset)
-        if self.dataset in prompts.OPENX_INSTRUCTION_DEFINITIONS:  # MultiNet's VLM instruction, for text answers
+        if self._instruction_prompt:  # MultiNet's VLM instruction, for text answers
             try:
                 sample[prompts.INSTRUCTION_PROMPT] = prompts.openx_instruction_prompt(
                     self.dataset, sample["prompt"].strip(), self._instruction_stats)

@@ -250,7 +250,7 @@ class Evaluator:
             print(f"eval: checking {', '.join(config.domains)}, then loading {config.checkpoint}", flush=True)
         # Every domain's data, opened and checked before any download or model time, then kept for the run (the
         # sample count, the split's action statistics and the dataset all read this one source).
-        self.sources = {name: preflight.open_domain_data(config, name) for name in config.domains}
+        self.sources = {name: preflight.open_domain_data(config, domain_for(config.model, name)) for name in config.domains}
         specs = config.asset_specs()
         if model is not None:
             del specs["checkpoint"]

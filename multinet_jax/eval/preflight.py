@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from multinet_jax import data, domains
+from multinet_jax.data import prompts
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 from multinet_jax.models import registry
 
@@ -119,13 +120,17 @@ def check_labeled(directory: pathlib.Path, sample_id: Any, ground_truth: Any) ->
         )
 
 
-def open_domain_data(config: Any, name: str) -> data.Source:
-    """The domain's data source, once it is checked: it opens, holds samples, its first sample decodes with ground
-    truth, and (when actions are unnormalized with the split's statistics) it has action statistics. The evaluator
-    keeps it for the whole run, so each domain's data is opened once."""
-    domain = domains.lookup(name)
+def open_domain_data(config: Any, domain: domains.Domain) -> data.Source:
+    """The data source of `domain` (under the model's protocol), once it is checked: it opens, holds samples, its
+    first sample decodes with ground truth, and (when actions are unnormalized with the split's statistics) it has
+    action statistics. MultiNet's VLM instruction prompt is built only where the protocol's chat asks it (it reads
+    the split's statistics and fits only MultiNet's definitions of the dataset). The evaluator keeps the source for
+    the whole run, so each domain's data is opened once."""
+    name = domain.name
     directory = pathlib.Path(config.data_dir) / domain.folder
-    source = data.make_source(name, directory, split=config.split, cache_dir=config.cache_dir)
+    chat = domain.protocol.chat
+    source = data.make_source(name, directory, split=config.split, cache_dir=config.cache_dir,
+                              instruction_prompt=chat is not None and chat.question_field == prompts.INSTRUCTION_PROMPT)
     if len(source) == 0:
         raise ValueError(f"{directory}: the {name} data holds no samples")
     first = source[0]

@@ -23,14 +23,14 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
   tokens; `samples_per_s` is actions/s, `tokens_per_s` its decode rate, prefill included). Each call is
   AOT-compiled, warmed up and fenced (`benchmarks.common.time_call`); model FLOPs per call are counted on the
   jaxpr (`benchmarks.flops`: matmuls and convolutions, loops times their trips, as MaxText counts them) and
-  MFU = FLOPs per call / median seconds / the measured peak. Each case also records (`benchmarks.suite_profile`) ms
-  per flow or decode step (`ms_per_flow_step`, `ms_per_decode_step`: by difference with the same call making one
-  loop trip), for token decoders the bytes a step must read (`decode_step_bytes`: the language model's weights and
-  the KV cache) and MBU = those bytes / step time / the measured copy bandwidth, kernels per call
-  (`kernel_count_source`: `trace` on an accelerator, the compiled HLO's ops, `hlo`, on CPU) and the top kernels of
-  one `jax.profiler` call. Under `auto` with a fast path, each attention call shape of the case is first timed
-  through both implementations and the case compiled with the faster per shape (`benchmarks.suite_attention`,
-  `attention_selection`);
+  MFU = FLOPs per call / median seconds / the measured peak. Each case (in the dry run, its first batch size only:
+  `step_figures` says so in the others) also records (`benchmarks.suite_profile`) ms per flow or decode step
+  (`ms_per_flow_step`, `ms_per_decode_step`: by difference with the same call making one loop trip), for token
+  decoders the bytes a step must read (`decode_step_bytes`: the language model's weights and the KV cache) and MBU =
+  those bytes / step time / the measured copy bandwidth, kernels per call (`kernel_count_source`: `trace` on an
+  accelerator, the compiled HLO's ops, `hlo`, on CPU) and the top kernels of one `jax.profiler` call. Under `auto`
+  with a fast path, each attention call shape of the case is first timed through both implementations and the case
+  compiled with the faster per shape (`benchmarks.suite_attention`, `attention_selection`);
 - `multinet_recreation`: MultiNet's own Pi0 loop (eager, every camera encoded, caches cleared per batch of 4) on
   the first flow model, against our per-sample time at the largest batch measured: the speed-up ratio;
 - `metrics`: the jitted Open-X metric kernels on `metrics_samples` samples;
@@ -120,10 +120,15 @@ class Sizes:
     peak_copy_bytes: int
     metrics_samples: int
     iters: int
+    # Whether every case, or only the first batch size's, also times a loop step (MBU) and profiles one call: the
+    # dry run checks that code once per model, since each adds programs to compile (a third of its CPU time).
+    step_figures_every_batch: bool
 
 
-FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, peak_copy_bytes=2**31, metrics_samples=1_000_000, iters=5)
-DRY = Sizes(batch_sizes=(1, 2), decode_steps=64, peak_matmul=256, peak_copy_bytes=2**24, metrics_samples=10_000, iters=2)
+FULL = Sizes(batch_sizes=(1, 8, 32), decode_steps=64, peak_matmul=8192, peak_copy_bytes=2**31, metrics_samples=1_000_000,
+             iters=5, step_figures_every_batch=True)
+DRY = Sizes(batch_sizes=(1, 2), decode_steps=64, peak_matmul=256, peak_copy_bytes=2**24, metrics_samples=10_000, iters=2,
+            step_figures_every_batch=False)
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -408,6 +413,9 @@ def model_case(model: Model, batch: int, sizes: Sizes, peak: Peak | None) -> dic
     if prepared.tokens is not None:
         result["tokens_per_call"] = prepared.tokens(output)
         result["tokens_per_s"] = result["tokens_per_call"] / seconds
+    if not sizes.step_figures_every_batch and batch != sizes.batch_sizes[0]:
+        result["step_figures"] = f"not measured: this run measures them at batch {sizes.batch_sizes[0]} only"
+        return result
     with attention.choices(table):
         result.update(loop_step_figures(model, call, prepared, batch, sizes, peak, calls))
     result.update(suite_profile.profile_call(prepared.run, prepared.compiled))
@@ -639,10 +647,12 @@ def format_table(report: dict[str, Any]) -> str:
             tokens = f"{case['tokens_per_s']:.1f}" if "tokens_per_s" in case else "-"
             mfu = f"{100 * case['mfu']:.2f}%" if case["mfu"] is not None else "-"
             step = case.get("ms_per_decode_step", case.get("ms_per_flow_step"))
+            step = f"{step:.3f}" if step is not None else "-"
             mbu = f"{100 * case['mbu']:.1f}%" if case.get("mbu") is not None else "-"
-            kernels = f"{case['kernels_per_call']}{'' if case['kernel_count_source'] == 'trace' else '*'}"
+            kernels = (f"{case['kernels_per_call']}{'' if case['kernel_count_source'] == 'trace' else '*'}"
+                       if "kernels_per_call" in case else "-")
             lines.append(f"{name:<10} {batch:>5} {case['ms_per_call']:>10.2f} {case['samples_per_s']:>10.2f} "
-                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7} {step:>8.3f} {mbu:>7} "
+                         f"{tokens:>10} {case['model_flops_per_call'] / 1e9:>11.3f} {mfu:>7} {step:>8} {mbu:>7} "
                          f"{kernels:>8}  {'+'.join(case['attention'])}"
                          + (" (fast path failed)" if "fast_path_failed" in case else ""))
         if "skipped" in entry:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import pytest
 
 from conftest import shared_path
 from multinet_jax import weights
-from multinet_jax.models import configs, param_shapes
+from multinet_jax.models import (configs, magma_checkpoint, openvla_checkpoint, param_shapes, registry,
+                                 smolvla_checkpoint)
 from models_helpers import openpi_checkpoint, pi0_checkpoint
 
 
@@ -99,3 +101,23 @@ def test_sizes_must_be_positive(field, value):
     for name in ("pi0_tiny", "pi0_fast_tiny"):
         with pytest.raises(ValueError, match=rf"\.{field} must be a positive integer, got {value}"):
             configs.get_config(name, **{field: value})
+
+
+@pytest.mark.parametrize("family, named, config_name", [
+    ("pi0", configs.NAMED_CONFIGS, "pi0_tiny"), ("openvla", openvla_checkpoint.NAMED_CONFIGS, "openvla_tiny"),
+    ("magma", magma_checkpoint.NAMED_CONFIGS, "magma_tiny"), ("smolvla", smolvla_checkpoint.NAMED_CONFIGS, "smolvla_tiny")])
+def test_param_shapes_trace_once_per_config_and_each_caller_gets_its_own_tree(family, named, config_name, monkeypatch):
+    """`param_shapes` keys a cache on the config: every named config must hash, a second call must trace nothing,
+    and a caller changing its tree must not change the next caller's."""
+    checkpoint_format = registry.checkpoint_format(family)
+    for name in named:
+        hash(checkpoint_format.named_config(name, "bfloat16"))
+    config = dataclasses.replace(checkpoint_format.named_config(config_name, "float32"), dtype="bfloat16")
+    first = checkpoint_format.param_shapes(config)
+    traces = []
+    real_eval_shape = jax.eval_shape
+    monkeypatch.setattr(jax, "eval_shape", lambda *args, **kwargs: traces.append(1) or real_eval_shape(*args, **kwargs))
+    first.clear()
+    second = checkpoint_format.param_shapes(config)
+    assert not traces and second and second == checkpoint_format.param_shapes(config)
+    assert {leaf.dtype for leaf in jax.tree.leaves(second)} == {jax.numpy.dtype("bfloat16")}

@@ -16,6 +16,7 @@ import pytest
 
 from models_helpers import openpi_checkpoint, pi0_checkpoint, pi0_io, pi0_observation, relative_error
 from multinet_jax import sharding, weights
+from multinet_jax.weights import trees
 from multinet_jax.models import configs, load_model, param_shapes
 
 
@@ -141,6 +142,18 @@ def test_shape_mismatch_names_path_expected_and_got(tmp_path, fixture_params):
     shardings = sharding.param_shardings(expected, sharding.make_mesh())
     with pytest.raises(weights.CheckpointError, match=r"action_out_proj/bias: expected \(32,\), got \(16,\)"):
         weights.restore_params(tmp_path / "wrong", expected, shardings)
+
+
+def test_non_finite_parameters_are_named_whether_on_the_host_or_a_device():
+    """One check over a restore group: every array holding NaN or inf is named, host (numpy) and device alike,
+    bf16 included; finite ones are not."""
+    arrays = {"host/ok": np.ones(3, np.float32), "host/inf": np.array([1.0, np.inf], np.float32),
+              "device/ok": jax.numpy.zeros((2, 2), jax.numpy.bfloat16),
+              "device/nan": jax.numpy.array([[0.0, np.nan]], jax.numpy.bfloat16),
+              "device/neg_inf": jax.numpy.array([-np.inf]), "device/int": jax.numpy.arange(4)}
+    with pytest.raises(weights.CheckpointError, match=r"^ckpt: parameters \['device/nan', 'device/neg_inf', 'host/inf'\] "):
+        trees.check_finite("ckpt", arrays)
+    trees.check_finite("ckpt", {path: array for path, array in arrays.items() if path.endswith(("ok", "int"))})
 
 
 def test_truncated_checkpoint_is_reported(tmp_path):

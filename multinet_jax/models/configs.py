@@ -8,15 +8,31 @@ Pi0-FAST, the action dimension) defaults to openpi's values and can be overridde
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import jax
 
 DType = Literal["float32", "bfloat16"]
 
 PALIGEMMA_VOCAB_SIZE = 257_152
+Config = TypeVar("Config")
+
+
+def shapes_once_per_config(param_shapes: Callable[[Config], Any]) -> Callable[[Config], Any]:
+    """A family's `param_shapes(config)`, traced once per config (configs are frozen, hashable dataclasses): tracing a
+    model's init under `jax.eval_shape` takes 1-2 s even at tiny size, and loading, the demo and the benchmarks ask
+    again for the same config. Each call returns a new tree of the same (immutable) ShapeDtypeStructs."""
+    traced = functools.cache(lambda config: jax.tree.flatten(param_shapes(config)))
+
+    @functools.wraps(param_shapes)
+    def cached(config: Config) -> Any:
+        leaves, treedef = traced(config)
+        return jax.tree.unflatten(treedef, leaves)
+
+    return cached
 
 
 def check_positive(config: Any, names: tuple[str, ...]) -> None:

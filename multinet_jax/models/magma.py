@@ -38,6 +38,7 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import action_bins, activations, causal_lm, decoding, magma_protocol, numerics
+from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
@@ -133,6 +134,7 @@ class Magma(nn.Module):
         self.forward(prefix, mask)
 
 
+@shapes_once_per_config
 def param_shapes(config: MagmaConfig) -> dict[str, Any]:
     """The parameter tree of `config` as ShapeDtypeStructs in the config's dtype (no memory: `jax.eval_shape`)."""
     variables = jax.eval_shape(lambda: Magma(config).init(jax.random.key(0), method=Magma.init_all))

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from multinet_jax import sharding, weights
 from multinet_jax.models import configs
 from multinet_jax.models.backbone import PaliGemma
-from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig
+from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig, shapes_once_per_config
 from multinet_jax.models.pi0 import Pi0, Pi0Model
 from multinet_jax.models.pi0_fast import Pi0FastModel
 
@@ -39,6 +39,7 @@ def init_params(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
     return jax.tree.map(lambda p: p.astype(config.dtype), params)
 
 
+@shapes_once_per_config
 def param_shapes(config: ModelConfig) -> dict[str, Any]:
     """The parameter tree of `config` as ShapeDtypeStructs (no memory: `jax.eval_shape`)."""
     return jax.eval_shape(lambda: init_params(config, jax.random.key(0)))

@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics, openvla_actions
+from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
 from multinet_jax.models.masks import make_attn_mask
@@ -108,6 +109,7 @@ class OpenVLA(nn.Module):
         self.forward(prefix, mask)
 
 
+@shapes_once_per_config
 def param_shapes(config: OpenVLAConfig) -> dict[str, Any]:
     """The parameter tree of `config` as ShapeDtypeStructs in the config's dtype (no memory: `jax.eval_shape`)."""
     variables = jax.eval_shape(lambda: OpenVLA(config).init(jax.random.key(0), method=OpenVLA.init_all))

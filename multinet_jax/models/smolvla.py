@@ -43,6 +43,7 @@ from jax.sharding import Mesh
 
 from multinet_jax import sharding
 from multinet_jax.models import activations, numerics
+from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.gemma import Block, Einsum, FeedForward, Gemma, KVCache, RMSNorm, apply_rope, grouped_attention
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
 from multinet_jax.models.masks import make_attn_mask
@@ -258,6 +259,7 @@ class SmolVLA(nn.Module):
         self.velocity(kv_cache, mask, actions, jnp.zeros((1, cfg.expert.width)))
 
 
+@shapes_once_per_config
 def param_shapes(config: SmolVLAConfig) -> dict[str, Any]:
     """The parameter tree of `config` as ShapeDtypeStructs in the config's dtype (no memory: `jax.eval_shape`)."""
     variables = jax.eval_shape(lambda: SmolVLA(config).init(jax.random.key(0), method=SmolVLA.init_all))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 FlatTree = dict[str, Any]
@@ -24,15 +25,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot become the requested model; the message names the file or directory and the paths."""
 
 
+@jax.jit
+def _all_finite(arrays: list[jax.Array]) -> jax.Array:
+    """Per array, whether every value is finite, in one program per restore group: eager `isfinite(array).all()`
+    compiled two programs per leaf shape (about 2 s per process for a tiny Pi0's 28 shapes on CPU). `isfinite`
+    itself, not `sum(array * 0) == 0` (3x faster to compile): that one XLA folds to 0 under fast math."""
+    return jnp.stack([jnp.isfinite(array).all() for array in arrays])
+
+
 def check_finite(source: Any, arrays: Mapping[str, Any]) -> None:
     """Parameters hold finite values: a flipped bit in a checkpoint file can decode to NaN or inf, which would
     otherwise surface only as a whole run of NaN predictions. Host arrays are checked on the host, device arrays
     on their devices (no copy either way)."""
-    bad = []
-    for path, array in arrays.items():
-        finite = np.isfinite(array).all() if isinstance(array, np.ndarray) else jax.numpy.isfinite(array).all()
-        if not bool(finite):
-            bad.append(path)
+    bad = [path for path, array in arrays.items() if isinstance(array, np.ndarray) and not np.isfinite(array).all()]
+    on_device = [path for path, array in arrays.items() if not isinstance(array, np.ndarray)]
+    if on_device:
+        finite = np.asarray(_all_finite([arrays[path] for path in on_device]))
+        bad += [path for path, ok in zip(on_device, finite) if not ok]
     if bad:
         raise CheckpointError(f"{source}: parameters {sorted(bad)} hold NaN or infinite values (corrupt checkpoint bytes?)")
 

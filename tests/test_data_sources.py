@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -184,6 +185,18 @@ def test_unknown_domain_and_missing_split():
         data.make_source("atari", shared_path("data", "bfcl_v3"))
     with pytest.raises(FileNotFoundError, match=r"piqa_validation/train: no such split folder of piqa"):
         data.make_source("piqa", shared_path("data", "piqa_validation"), split="train")
+
+
+@pytest.mark.parametrize("domain, folder", [("piqa", "piqa"), ("bfcl", "bfcl_v3"), ("odinw", "odinw"),
+                                            ("openx_bimanual", "openx_bimanual")])
+def test_the_folder_above_the_domains_is_refused_naming_the_domains_folder(domain, folder):
+    """eval's --data_dir holds the domains' folders; data.load takes one domain's folder: given the one above, the
+    error names the folder to pass."""
+    root = shared_path("data", "multinet_sample")
+    with pytest.raises(FileNotFoundError, match=rf"; {re.escape(str(root))} holds {domain}'s folder: pass "
+                                                rf"data_dir={re.escape(str(root / folder))} \("):
+        data.make_source(domain, root, split="public")
+    assert data.make_source(domain, root / folder, split="public") is not None  # what the error says to pass
 
 
 def test_odinw_categories_without_names_name_the_file_and_field(tmp_path):

@@ -66,11 +66,27 @@ def make_source(
     also holds MultiNet's VLM instruction (`prompts.INSTRUCTION_PROMPT`), the question of a protocol answering
     actions in text; it prints the split's statistics and is defined only for the datasets and action dims of
     MultiNet's definitions, so only the runs that ask it need a split to fit them (Overcooked's always holds it).
+    `data_dir` is the domain's own folder (`eval --data_dir` is the folder above the domains' folders); given the one
+    above, the error says which folder to pass.
     """
     domain = domains.canonical(domain)
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{domain}: data_dir {data_dir} is not a directory")
+    try:
+        return _make_source(domain, data_dir, split, cache_dir, func_doc_dir, frames_dir, instruction_prompt)
+    except FileNotFoundError as error:
+        folder = data_dir / domains.lookup(domain).folder
+        if not folder.is_dir():
+            raise
+        raise FileNotFoundError(f"{error}; {data_dir} holds {domain}'s folder: pass data_dir={folder} "
+                                "(eval's --data_dir is the folder above the domains' folders)") from None
+
+
+def _make_source(domain: str, data_dir: pathlib.Path, split: str | None, cache_dir: str | pathlib.Path | None,
+                 func_doc_dir: str | pathlib.Path | None, frames_dir: str | pathlib.Path | None,
+                 instruction_prompt: bool) -> Source:
+    """`make_source` once the domain is canonical and `data_dir` a directory."""
     directory, split = split_dir(data_dir, split)
     cache_dir = pathlib.Path(cache_dir) if cache_dir else None
     if domain.startswith("openx_"):

@@ -41,7 +41,7 @@ import enum
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -354,6 +354,30 @@ def unnormalize_quantiles(values: np.ndarray, q01: Sequence[float], q99: Sequenc
 
 # The per-dimension entries of a split's action statistics (`data.action_stats`).
 PER_DIM_STATS = ("min", "max", "mean", "std", "q01", "q99")
+# Entries a statistics mapping orders per dimension (low <= high).
+ORDERED_STATS = (("min", "max"), ("q01", "q99"))
+
+
+def ordered_stats_problem(stats: Mapping[str, Any]) -> str | None:
+    """What is out of order in one statistics mapping (a negative std, a min above its max, a q01 above its q99),
+    first dimension named; None when nothing is. Unnormalizing with such statistics flips or mirrors actions and
+    fails nowhere. Entries absent (or None) are not asked about; finiteness and widths are their readers' checks."""
+    std = stats.get("std")
+    if std is not None and (np.asarray(std, np.float64) < 0).any():
+        values = np.asarray(std, np.float64).reshape(-1)
+        dim = int(np.argmax(values < 0))
+        return f"'std' is negative in {int((values < 0).sum())} of {values.size} dims, first dim {dim}: {values[dim]:.6g}"
+    for low_name, high_name in ORDERED_STATS:
+        if stats.get(low_name) is None or stats.get(high_name) is None:
+            continue
+        low, high = np.asarray(stats[low_name], np.float64).reshape(-1), np.asarray(stats[high_name], np.float64).reshape(-1)
+        if low.shape != high.shape:
+            return f"{low_name!r} has {low.size} dims, {high_name!r} {high.size}"
+        if (low > high).any():
+            dim = int(np.argmax(low > high))
+            return (f"{low_name!r} above {high_name!r} in {int((low > high).sum())} of {low.size} dims, first dim {dim}: "
+                    f"{low_name} {low[dim]:.6g}, {high_name} {high[dim]:.6g}")
+    return None
 
 
 def transformed_stats(stats: dict[str, Any], transform: Any) -> dict[str, Any]:

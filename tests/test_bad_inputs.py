@@ -179,6 +179,10 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     raw = json.loads(stats_file.read_text())
     raw["norm_stats"]["actions"]["std"][1] = float("nan")
     stats_file.write_text(json.dumps(raw))  # Python writes NaN, which JSON readers (and openpi) accept
+    negative = next((_writable_copy(checkpoint, root / "ckpt_negative_std") / "assets").rglob("norm_stats.json"))
+    raw = json.loads(negative.read_text())
+    raw["norm_stats"]["actions"]["std"][2] = -0.5  # would mirror every unnormalized action of that dim
+    negative.write_text(json.dumps(raw))
     # A checkpoint fetched through the project (a file:// URL mirrors like gs://), then one bit flipped in its cache.
     fetched = asset_store.resolve(checkpoint.as_uri(), offline=False)
     largest = max((p for p in (fetched / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
@@ -192,11 +196,15 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     np.savez(root / "paligemma_nan.npz", **values)
     openvla = demo.build_checkpoint("openvla", root / "openvla_source")
     for name in ("openvla_nan_q01", "openvla_transposed", "openvla_bad_config", "openvla_no_action_stats",
-                 "openvla_no_q99"):
+                 "openvla_no_q99", "openvla_swapped_quantiles"):
         _writable_copy(openvla, root / name)
     config = json.loads((root / "openvla_nan_q01" / "config.json").read_text())
     next(iter(config["norm_stats"].values()))["action"]["q01"][0] = float("nan")
     (root / "openvla_nan_q01" / "config.json").write_text(json.dumps(config))
+    config = json.loads((root / "openvla_swapped_quantiles" / "config.json").read_text())
+    action = next(iter(config["norm_stats"].values()))["action"]
+    action["q01"], action["q99"] = action["q99"], action["q01"]
+    (root / "openvla_swapped_quantiles" / "config.json").write_text(json.dumps(config))
     for name, edit in (("openvla_no_action_stats", lambda entry: entry.pop("action")),
                        ("openvla_no_q99", lambda entry: entry["action"].pop("q99"))):
         config = json.loads((root / name / "config.json").read_text())
@@ -240,6 +248,7 @@ def _build(root: pathlib.Path) -> Inputs:
     (score / "not_object.jsonl").write_text("[1, 2]\n")
     (score / "missing_truth.jsonl").write_text(json.dumps(piqa[0]) + "\n" + json.dumps({"id": "x", "prediction": 1}) + "\n")
     (score / "stats.json").write_text("{min: 0}")
+    (score / "stats_swapped.json").write_text(json.dumps({"min": [0.0, 1.0], "max": [1.0, -1.0], "mean": [0.5, 0.0]}))
     (score / "linked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in piqa))
     os.link(score / "linked.jsonl", score / "linked_output.json")  # one file under two names
 
@@ -351,6 +360,8 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/not_utf8.jsonl:2: not UTF-8 text \\(invalid start byte at byte 8\\)"),
     Case("score_action_stats_not_json", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats.json"],
          lambda i: f"{E(str(i.root))}/score/stats.json: not a JSON file .*"),
+    Case("score_action_stats_min_above_max", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats_swapped.json"],
+         lambda i: f"{E(str(i.root))}/score/stats_swapped.json: action_stats: 'min' above 'max' in 1 of 2 dims, first dim 1: min 1, max -1"),
     Case("score_output_under_a_file", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.a_file}/m.json"],
          lambda i: f"{E(str(i.a_file))}: (File exists|Not a directory)"),
     Case("score_unknown_domain", "score", lambda i: ["--domain=atari", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}"],
@@ -488,6 +499,12 @@ CASES = [
     Case("eval_npz_nan_parameter", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.paligemma_nan) + ".npz"),
          lambda i: f"{E(str(i.paligemma_nan))}.npz: parameters \\['params/llm/final_norm/scale'\\] hold NaN or infinite values "
                    "\\(corrupt checkpoint bytes\\?\\)"),
+    Case("eval_negative_std_in_norm_stats", "eval", lambda i: _eval(i, checkpoint=str(i.ckpt_negative_std)),
+         lambda i: f"{E(str(i.ckpt_negative_std))}/assets/demo/norm_stats.json: norm_stats\\['actions'\\]: 'std' is negative "
+                   "in 1 of 32 dims, first dim 2: -0.5"),
+    Case("eval_openvla_q01_above_q99", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_swapped_quantiles), tokenizer=None),
+         lambda i: f"{E(str(i.openvla_swapped_quantiles))}/config.json: norm_stats\\['[^']+'\\]\\['action'\\]: 'q01' above 'q99' "
+                   "in \\d+ of \\d+ dims, first dim \\d+: q01 .*, q99 .*"),
     Case("eval_openvla_nan_q01", "eval", lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_nan_q01), tokenizer=None),
          lambda i: f"{E(str(i.openvla_nan_q01))}/config.json: norm_stats\\['[^']+'\\]\\['action'\\]\\['q01'\\] holds NaN or "
                    "infinite values"),

@@ -183,3 +183,29 @@ def test_ragged_or_non_numeric_ground_truth_is_an_error_naming_the_record():
 def test_kernels_leave_the_process_in_float32():
     metrics.score("openx", records([[0.0, 1.0], [1.0, 0.0]], [[0.5, 0.5], [0.0, 0.0]]))
     assert jnp.zeros(1).dtype == jnp.float32
+
+
+def test_action_stats_with_a_min_above_its_max_are_refused_naming_the_first_bad_dim(published):
+    truth = np.asarray(published["all_gt"], np.float64)
+    stats = metrics.action_stats_from_ground_truth(truth)
+    swapped = {**stats, "min": stats["max"], "max": stats["min"]}  # every dim that varies, the first of them named
+    varying = np.flatnonzero(truth.max(axis=0) > truth.min(axis=0))
+    with pytest.raises(ValueError, match=rf"'min' above 'max' in {varying.size} of 14 dims, first dim {varying[0]}: min "):
+        metrics.score("openx_bimanual", records(published["all_preds"], truth.tolist()), action_stats=swapped)
+
+
+def test_multinets_float32_split_means_outside_their_range_are_scored_as_multinet_scored_them():
+    """MultiNet sums a split's steps one by one in float32: a constant dimension's mean leaves [min, max]."""
+    from multinet_jax.data.stats import MultinetActionStats
+
+    steps = np.stack([np.full(1000, 0.1, np.float32), np.linspace(-1, 1, 1000, dtype=np.float32)], axis=1)
+    running = MultinetActionStats()
+    for step in steps:
+        running.update(step)
+    stats = running.result()
+    assert stats["mean"][0] < stats["min"][0] == stats["max"][0]  # what MultiNet's stats hold
+    predictions = steps.astype(np.float64) + 0.01
+    result = metrics.score("openx", records(predictions.tolist(), steps.tolist()), action_stats=stats)
+    baseline = np.abs(np.asarray(stats["mean"]) - steps.astype(np.float64)).mean(axis=1)  # MultiNet's mean, as it scored
+    expected = np.mean(np.abs(predictions - steps).mean(axis=1) / baseline)
+    assert result["avg_baseline_relative_mae"] == pytest.approx(expected, rel=1e-9)

@@ -95,6 +95,23 @@ def test_fixture_layout_statistics_and_tokenizer():
     assert short.truncation_side == "left" and short.encode("pick up the red cube\n") == tokenizer.encode("pick up the red cube\n")[-3:]
 
 
+def test_a_negative_action_std_in_the_unnormalizers_statistics_is_refused_naming_the_file(tmp_path):
+    """LeRobot's unnormalizer multiplies by the std: a negative one would mirror that action dim with nothing failing."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    policy = shutil.copytree(smolvla_dir(), tmp_path / "policy")
+    stats_file = policy / "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
+    tensors = load_file(stats_file)
+    tensors["action.std"] = tensors["action.std"].copy()
+    tensors["action.std"][4] = -abs(tensors["action.std"][4])
+    save_file(tensors, stats_file)
+    config = smolvla_checkpoint.read_config(smolvla_dir())  # the copy's backbone is not beside it
+    with pytest.raises(CheckpointError, match=rf"^{stats_file}: action: 'std' is negative in 1 of 6 dims, first dim 4: -"):
+        smolvla_checkpoint.read_norm_stats(policy, config)
+
+
 def test_unsupported_policy_settings_are_refused_naming_the_field():
     policy, backbone = smolvla_checkpoint.NAMED_CONFIGS["smolvla_base"]
     cases = {"attention_mode": "self_attn", "num_expert_layers": 8, "self_attn_every_n_layers": 3,

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multinet_jax.domains import ACTION_VALUE_LIMIT
+from multinet_jax.domains import ACTION_VALUE_LIMIT, ordered_stats_problem
 from multinet_jax.metrics._numerics import divide, numpy_mean, x64_jit
 from multinet_jax.metrics.error_stats import error_aggregates, normalized_mean
 from multinet_jax.metrics.records import RecordError, is_finite_number, is_number
@@ -134,7 +134,10 @@ def action_stats_from_ground_truth(ground_truth: np.ndarray) -> dict[str, list[f
 
 
 def stats_arrays(action_stats: Mapping[str, Any], action_dim: int) -> tuple[np.ndarray, ...]:
-    """(min, max, mean) as float64 [D] arrays, checked against the action dimension."""
+    """(min, max, mean) as float64 [D] arrays, checked against the action dimension, and min <= max (a min above its
+    max marks a mislabeled file). The mean is not held to [min, max]: MultiNet's own split statistics sum float32
+    steps one by one (`data.stats.MultinetActionStats`), and on a long split a constant dimension's mean lands outside
+    its range by a few percent; those are the statistics MultiNet scored with."""
     arrays = []
     for name in ("min", "max", "mean"):
         if name not in action_stats:
@@ -143,6 +146,9 @@ def stats_arrays(action_stats: Mapping[str, Any], action_dim: int) -> tuple[np.n
         if values.shape != (action_dim,) or not np.isfinite(values).all():
             raise ValueError(f"action_stats: {name!r} must be {action_dim} finite numbers, got shape {values.shape}")
         arrays.append(values)
+    problem = ordered_stats_problem({"min": arrays[0], "max": arrays[1]})
+    if problem is not None:
+        raise ValueError(f"action_stats: {problem}")
     return tuple(arrays)
 
 

@@ -23,6 +23,8 @@ import json
 import pathlib
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from multinet_jax import domains
 from multinet_jax.metrics import act2answer_scoring, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
@@ -229,4 +231,8 @@ def load_action_stats(path: str | pathlib.Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a JSON file ({error})") from None
     if not isinstance(stats, dict) or not all(key in stats for key in ("min", "max", "mean")):
         raise ValueError(f"{path}: expected a JSON object with per-dimension 'min', 'max' and 'mean' lists")
+    try:  # the file's own consistency, named here; its width is checked against the records' when scoring
+        continuous_actions.stats_arrays(stats, np.size(stats["min"]))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return stats

@@ -352,7 +352,7 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     directory = pathlib.Path(checkpoint)
     config = openvla_checkpoint.read_config(directory, dtype)
     raw = openvla_checkpoint.read_json(directory / openvla_checkpoint.CONFIG_FILE)
-    trees.check_finite_stats(directory / openvla_checkpoint.CONFIG_FILE, raw.get("norm_stats"))
+    trees.check_norm_stats(directory / openvla_checkpoint.CONFIG_FILE, raw.get("norm_stats"))
     # Every entry, not only the one a run picks: the action dimension is read across all of them (`action_dim`).
     for key in raw.get("norm_stats") or {}:
         problem = openvla_checkpoint.action_stats_error(directory / openvla_checkpoint.CONFIG_FILE, raw["norm_stats"], key)

@@ -37,6 +37,7 @@ import numpy as np
 import tokenizers
 from safetensors import safe_open
 
+from multinet_jax import domains
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
 from multinet_jax.models.registry import ActionFrame
 from multinet_jax.models.llama_checkpoint import layer_shapes
@@ -490,6 +491,9 @@ def read_norm_stats(directory: str | pathlib.Path, config: SmolVLAConfig) -> dic
             if tensor.shape != (dims,) or not np.isfinite(tensor).all():
                 raise CheckpointError(f"{stats_file}: {key}.{field} must be {dims} finite values (the feature's "
                                       f"shape in config.json), got shape {tensor.shape}")
+        problem = domains.ordered_stats_problem(tensors)
+        if problem is not None:
+            raise CheckpointError(f"{stats_file}: {key}: {problem}")
         stats[name] = {field: tensor.astype(np.float32) for field, tensor in tensors.items()}
     return stats
 

@@ -28,7 +28,7 @@ from multinet_jax import fingerprints
 from multinet_jax.weights.trees import (
     CheckpointError,
     check_finite,
-    check_finite_stats,
+    check_norm_stats,
     check_layout,
     flatten_params,
     flatten_tree,
@@ -260,7 +260,7 @@ def read_norm_stats(checkpoint_dir: str | pathlib.Path, asset_id: str | None = N
             field: None if entry.get(field) is None else np.asarray(entry[field], np.float32)
             for field in ("mean", "std", "q01", "q99")
         }
-    check_finite_stats(path, stats)
+    check_norm_stats(path, stats)
     return stats
 
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multinet_jax import domains
+
 FlatTree = dict[str, Any]
 # Bytes (in the target dtype) read per group; bounds the transient read buffers to about one group.
 RESTORE_GROUP_BYTES = 1 << 29
@@ -46,12 +48,17 @@ def check_finite(source: Any, arrays: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{source}: parameters {sorted(bad)} hold NaN or infinite values (corrupt checkpoint bytes?)")
 
 
-def check_finite_stats(source: Any, stats: Any, where: str = "norm_stats") -> None:
-    """Normalization statistics (nested dicts of number lists) hold finite numbers: a NaN q01 or std would turn every
-    unnormalized action into NaN, scored invalid, with nothing failing. The error names the entry."""
+def check_norm_stats(source: Any, stats: Any, where: str = "norm_stats") -> None:
+    """Normalization statistics (nested dicts of number lists) hold finite numbers, and each mapping's entries are in
+    order (`domains.ordered_stats_problem`): a NaN q01 or std would turn every unnormalized action into NaN, scored
+    invalid, and a negative std or a q01 above its q99 would flip the actions, with nothing failing. The error names
+    the entry."""
     if isinstance(stats, Mapping):
         for key, value in stats.items():
-            check_finite_stats(source, value, f"{where}[{key!r}]")
+            check_norm_stats(source, value, f"{where}[{key!r}]")
+        problem = domains.ordered_stats_problem(stats)
+        if problem is not None:
+            raise CheckpointError(f"{source}: {where}: {problem}")
         return
     if stats is None or isinstance(stats, (str, bool)):
         return

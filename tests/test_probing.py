@@ -118,6 +118,9 @@ def test_retention_of_the_published_pi0_maxima():
     (np.zeros((4, 1, 2)), np.array([0.0, 1.0, 0.0, 1.0]), None, "non-negative integer class indices"),
     (np.zeros((4, 1, 2)), np.array([1, 1, 1, 1]), None, "a single class"),
     (np.full((4, 1, 2), np.nan), np.array([0, 1, 0, 1]), None, "NaN or inf"),
+    # groups that each hold one class: a fold then trains on the other class alone (it scored 0 for two classes)
+    (np.random.default_rng(0).normal(size=(8, 1, 2)), np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+     r"fold 0 trains on a single class \(\[1\]\): the groups put"),
 ])
 def test_bad_probe_inputs(features, labels, groups, message):
     with pytest.raises(ValueError, match=message):

@@ -40,8 +40,11 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
             raise ValueError(f"task {task!r} has {len(np.unique(groups))} items, fewer than --num_folds={num_folds}")
         tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(groups)))}
         for stream in streams:
-            result = fit_probes(activations[stream][rows], labels, groups, num_folds=num_folds, seed=seed, C=C,
-                                max_iter=max_iter, tol=tol)
+            try:
+                result = fit_probes(activations[stream][rows], labels, groups, num_folds=num_folds, seed=seed, C=C,
+                                    max_iter=max_iter, tol=tol)
+            except ValueError as error:
+                raise ValueError(f"task {task!r}, stream {stream}: {error}") from None
             tasks[task][stream] = {
                 "accuracy": result.accuracy.tolist(),
                 "control_accuracy": result.control_accuracy.tolist(),

@@ -74,6 +74,18 @@ def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) 
     return features, labels, int(labels.max()) + 1
 
 
+def _check_training_classes(folds: np.ndarray, labels: np.ndarray) -> None:
+    """Every fold's training samples hold two classes or more: a probe trained on one class predicts it everywhere
+    and reads as an accuracy below chance (0 for two balanced classes), where scikit-learn's `LogisticRegression`
+    refuses such a fit. Not asked of the control: its labels are shuffled on purpose (on a small task a fold of them
+    may hold one class), and what it scores is a baseline, not a finding."""
+    for fold in np.unique(folds):
+        classes = np.unique(labels[folds != fold])
+        if len(classes) < 2:
+            raise ValueError(f"fold {fold} trains on a single class ({classes.tolist()}): the groups put every sample "
+                             "of the other classes in that fold; use fewer folds or groups that mix the classes")
+
+
 def fit_probes(
     features: np.ndarray,
     labels: np.ndarray,
@@ -98,6 +110,7 @@ def fit_probes(
     features, labels, num_classes = _check(np.asarray(features), np.asarray(labels), groups)
     count = labels.shape[0]
     folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)
+    _check_training_classes(folds, labels)
     problem_labels = [labels] * num_folds
     if control:
         shuffled = labels[np.random.default_rng(seed).permutation(count)]

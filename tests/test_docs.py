@@ -1,5 +1,6 @@
 """The docs: every shell command in README.md and docs/*.md runs as written (or its block says why it cannot run
-offline), README.md stays a quick start, no table cell is a wall of text, and every relative link leads to a file."""
+offline), README.md stays a quick start, no table cell is a wall of text, every relative link leads to a file, and
+docs/layout.md names every module."""
 
 from __future__ import annotations
 
@@ -109,3 +110,16 @@ def test_every_relative_link_leads_to_a_file():
                 assert anchor in headings, f"{path.relative_to(REPO_ROOT)}: link {target}: no such heading"
             checked += 1
     assert checked >= 20
+
+
+def test_layout_names_every_module():
+    """A reader finds a thing by its name: every module of the package is named in docs/layout.md (a CLI module by
+    its subcommand, which is its name)."""
+    layout = (REPO_ROOT / "docs" / "layout.md").read_text()
+    modules = sorted(path for path in (REPO_ROOT / "multinet_jax").rglob("*.py") if path.name != "__init__.py")
+    assert len(modules) > 50
+    unnamed = [str(path.relative_to(REPO_ROOT)) for path in modules
+               if f"`{path.name}`" not in layout and not (path.parent.name == "cli" and f"`{path.stem}`" in layout)
+               and f"`multinet_jax/{path.relative_to(REPO_ROOT / 'multinet_jax')}`" not in layout]
+    assert not unnamed, f"docs/layout.md does not name {unnamed}"
+

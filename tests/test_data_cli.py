@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -11,10 +12,13 @@ import pytest
 from conftest import REPO_ROOT, shared_path
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, stderr: list[str] | None = None) -> str:
+    """The command's stdout (it must succeed); its stderr appended to `stderr` when given."""
     command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    if stderr is not None:
+        stderr.append(result.stderr)
     return result.stdout
 
 
@@ -32,8 +36,11 @@ def test_data_text_overcooked():
 def test_convert_then_data(tmp_path):
     pytest.importorskip("tensorflow")
     source = shared_path("data", "multinet_sample", "openx_bimanual", "public")
-    summary = json.loads(_run("convert", f"--input={source}", f"--output={tmp_path / 'bimanual'}"))
+    stderr: list[str] = []
+    summary = json.loads(_run("convert", f"--input={source}", f"--output={tmp_path / 'bimanual'}", stderr=stderr))
     assert summary["num_steps"] == 8 and summary["action_dim"] == 14 and summary["source_format"] == "translated_shards"
+    # progress on stderr, against the step count the snapshots recorded
+    assert re.search(r"converting openx_bimanual/public: 100%\|[^\n]*\| 8/8 \[.*1 episodes\]", stderr[0]), stderr[0][-500:]
     report = json.loads(_run("data", "--domain=openx_bimanual", f"--data_dir={tmp_path / 'bimanual'}", "--json"))
     assert report["num_samples"] == 8 and report["action_dim"] == 14 and report["num_episodes"] == 1
     assert report["sample"]["prompt"] == "Reach a towel." and len(report["sample"]["ground_truth"]) == 14

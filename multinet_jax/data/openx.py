@@ -38,6 +38,7 @@ import shutil
 from typing import Any, Iterator
 
 import numpy as np
+import tqdm
 
 from multinet_jax import assets, domains
 from multinet_jax.data import prompts
@@ -419,6 +420,15 @@ def convert(
     return manifest
 
 
+def _recorded_steps(source_dir: pathlib.Path) -> int | None:
+    """The steps a source's own metadata records (translated shards' snapshots), for the conversion's progress bar;
+    None for RLDS, which records episodes only."""
+    if detect_format(source_dir) != "translated_shards":
+        return None
+    counts = [snapshot_element_count(shard) for shard in translated_shards(source_dir)]
+    return None if None in counts else sum(counts)
+
+
 def _convert_into(
     source_dir: pathlib.Path, out_dir: pathlib.Path, *, split: str | None, steps_per_file: int, source_key: str | None
 ) -> dict:
@@ -426,13 +436,18 @@ def _convert_into(
     rebuilt: dict[str, list[np.ndarray]] = {name: [] for name in ACTION_REBUILDS}
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
+    # A large dataset converts for many minutes (eval converts on first use): show it, on stderr, as eval's bars.
+    progress = tqdm.tqdm(desc=f"converting {'/'.join(source_dir.resolve().parts[-2:])}", unit="step", total=_recorded_steps(source_dir),
+                         dynamic_ncols=True, mininterval=1.0)
 
     def records() -> Iterator[bytes]:
         for step in iter_source_steps(source_dir, split):
             summary["num_steps"] += 1
+            progress.update()
             if summary["episode"] != step[EPISODE_KEY]:
                 summary["episode"] = step[EPISODE_KEY]
                 summary["num_episodes"] += 1
+                progress.set_postfix_str(f"{summary['num_episodes']} episodes", refresh=False)
             summary["features"] = summary["features"] or steps_lib.field_specs(step)
             try:
                 action = native_action(step, source_dir.name, step_record_name(step))[0]
@@ -454,7 +469,8 @@ def _convert_into(
                 pending.clear()
             yield steps_lib.encode_step(step)
 
-    files = steps_lib.write_steps(records(), out_dir, steps_per_file)
+    with progress:
+        files = steps_lib.write_steps(records(), out_dir, steps_per_file)
     if pending:
         action_stats.update(np.stack(pending))
     manifest = {

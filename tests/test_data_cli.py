@@ -12,13 +12,10 @@ import pytest
 from conftest import REPO_ROOT, shared_path
 
 
-def _run(*args: str, stderr: list[str] | None = None) -> str:
-    """The command's stdout (it must succeed); its stderr appended to `stderr` when given."""
+def _run(*args: str) -> str:
     command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", *args]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    if stderr is not None:
-        stderr.append(result.stderr)
     return result.stdout
 
 
@@ -36,11 +33,23 @@ def test_data_text_overcooked():
 def test_convert_then_data(tmp_path):
     pytest.importorskip("tensorflow")
     source = shared_path("data", "multinet_sample", "openx_bimanual", "public")
-    stderr: list[str] = []
-    summary = json.loads(_run("convert", f"--input={source}", f"--output={tmp_path / 'bimanual'}", stderr=stderr))
+    summary = json.loads(_run("convert", f"--input={source}", f"--output={tmp_path / 'bimanual'}"))
     assert summary["num_steps"] == 8 and summary["action_dim"] == 14 and summary["source_format"] == "translated_shards"
-    # progress on stderr, against the step count the snapshots recorded
-    assert re.search(r"converting openx_bimanual/public: 100%\|[^\n]*\| 8/8 \[.*1 episodes\]", stderr[0]), stderr[0][-500:]
     report = json.loads(_run("data", "--domain=openx_bimanual", f"--data_dir={tmp_path / 'bimanual'}", "--json"))
     assert report["num_samples"] == 8 and report["action_dim"] == 14 and report["num_episodes"] == 1
     assert report["sample"]["prompt"] == "Reach a towel." and len(report["sample"]["ground_truth"]) == 14
+
+
+def test_a_conversion_running_past_the_delay_shows_its_progress(tmp_path, monkeypatch, capsys):
+    """Past `CONVERSION_PROGRESS_DELAY_S` a conversion draws a bar on stderr, against the steps the snapshots recorded;
+    a shorter one (every other conversion in the tests) draws none, so a refused source prints only its error."""
+    pytest.importorskip("tensorflow")
+    from multinet_jax.data import openx
+
+    source = shared_path("data", "multinet_sample", "openx_bimanual", "public")
+    openx.convert(source, tmp_path / "quiet")
+    assert "converting" not in capsys.readouterr().err
+    monkeypatch.setattr(openx, "CONVERSION_PROGRESS_DELAY_S", 0.0)
+    openx.convert(source, tmp_path / "shown")
+    assert re.search(r"converting openx_bimanual/public: 100%\|[^\n]*\| 8/8 \[.*1 episodes\]", capsys.readouterr().err)
+

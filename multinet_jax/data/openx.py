@@ -420,6 +420,11 @@ def convert(
     return manifest
 
 
+# A conversion shows its progress bar once it has run this long: a short one shows none, and a source refused at its
+# first steps prints only its one-line error.
+CONVERSION_PROGRESS_DELAY_S = 5.0
+
+
 def _recorded_steps(source_dir: pathlib.Path) -> int | None:
     """The steps a source's own metadata records (translated shards' snapshots), for the conversion's progress bar;
     None for RLDS, which records episodes only."""
@@ -437,8 +442,9 @@ def _convert_into(
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
     # A large dataset converts for many minutes (eval converts on first use): show it, on stderr, as eval's bars.
-    progress = tqdm.tqdm(desc=f"converting {'/'.join(source_dir.resolve().parts[-2:])}", unit="step", total=_recorded_steps(source_dir),
-                         dynamic_ncols=True, mininterval=1.0)
+    progress = tqdm.tqdm(desc=f"converting {'/'.join(source_dir.resolve().parts[-2:])}", unit="step",
+                         total=_recorded_steps(source_dir), dynamic_ncols=True, mininterval=1.0,
+                         delay=CONVERSION_PROGRESS_DELAY_S)
 
     def records() -> Iterator[bytes]:
         for step in iter_source_steps(source_dir, split):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -263,3 +264,28 @@ def test_an_asset_without_action_statistics_is_refused_before_any_weight_loads(t
         assert str(refused.value) == (f"{lacking}: the actions of act2answer are unnormalized with these statistics; "
                                       "pass --asset_id of one holding them (['droid', 'state_only'])")
         preflight.check_checkpoint_inputs(types.SimpleNamespace(**{**vars(config), "asset_id": "droid"}), tmp_path, {})
+
+
+@pytest.mark.parametrize("checkpoint", [
+    ("openpi_reference", "pi0", "ckpt", "0"),  # orbax, read in restore groups
+    ("openvla_reference", "model"),  # safetensors, read parameter by parameter
+    ("openpi_reference", "paligemma_npz", "pt_tiny.npz"),  # big_vision npz, array by array
+])
+def test_a_load_running_past_the_delay_shows_its_progress_in_bytes(checkpoint, monkeypatch, capsys):
+    """Past `trees.LOAD_PROGRESS_DELAY_S` every reader draws a bar on stderr that ends at the parameters' bytes in the
+    target dtype; a load under the delay (every other one in the tests) draws none."""
+    from conftest import shared_path
+
+    path = shared_path(*checkpoint)
+    model = load_model(path, dtype="bfloat16")
+    assert "loading" not in capsys.readouterr().err
+    monkeypatch.setattr(trees, "LOAD_PROGRESS_DELAY_S", 0.0)
+    model = load_model(path, dtype="bfloat16")
+    total = sum(leaf.nbytes for leaf in jax.tree.leaves(model.params))
+    err = capsys.readouterr().err
+    bars = re.findall(rf"loading {re.escape(str(path))}: 100%\|[^\r\n]*\| ([0-9.]+)([kMG]?)/([0-9.]+)([kMG]?) \[", err)
+    assert bars, f"no finished load bar on stderr: {err[-300:]!r}"
+    done, done_unit, shown_total, total_unit = bars[-1]
+    assert (done, done_unit) == (shown_total, total_unit)
+    scale = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[total_unit]
+    assert float(shown_total) * scale == pytest.approx(total, rel=0.01)  # tqdm shows 3 significant digits

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multinet_jax.weights.trees import CheckpointError, check_finite, check_layout, flatten_params, unflatten_params
+from multinet_jax.weights.trees import CheckpointError, check_finite, check_layout, flatten_params, load_progress, unflatten_params
 
 KEY_ROOT = "params"
 MODEL_ROOT = "PaliGemma"
@@ -86,12 +86,13 @@ def restore_params(
     target = jnp.dtype(dtype)
     restored = {}
     try:
-        with np.load(path, allow_pickle=False) as arrays:
+        with np.load(path, allow_pickle=False) as arrays, load_progress(path, expected_flat, target) as progress:
             for key in sorted(expected_flat):
                 array = arrays[key]
                 check_finite(path, {key: array})  # as the orbax and safetensors readers do
                 array = array.astype(target)
                 restored[model_path(key)] = jax.block_until_ready(jax.device_put(array, sharding_flat[key]))
+                progress.update(array.nbytes)
                 del array  # the host copy goes before the next array is read
     except (OSError, zipfile.BadZipFile, ValueError) as error:  # a truncated member fails here
         if isinstance(error, CheckpointError):

@@ -27,11 +27,13 @@ from etils import epath
 from multinet_jax import fingerprints
 from multinet_jax.weights.trees import (
     CheckpointError,
+    array_bytes,
     check_finite,
     check_norm_stats,
     check_layout,
     flatten_params,
     flatten_tree,
+    load_progress,
     restore_groups,
     unflatten_params,
     unflatten_tree,
@@ -115,11 +117,14 @@ def restore_params(
                  {path: tuple(leaf.shape) for path, leaf in expected_flat.items()})
 
     restored: dict[str, Any] = {}
+    shapes = {path: tuple(meta.shape) for path, (_, meta) in wanted.items()}
     # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache).
     checkpointer = ocp.Checkpointer(_pytree_handler())
     try:
-        for group in restore_groups({path: tuple(meta.shape) for path, (_, meta) in wanted.items()}, dtype):
-            restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
+        with load_progress(checkpoint, shapes, dtype) as progress:
+            for group in restore_groups(shapes, dtype):
+                restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
+                progress.update(sum(array_bytes(shapes[path], dtype) for path in group))
     finally:
         checkpointer.close()
     return unflatten_params(restored)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import pathlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
@@ -173,19 +172,25 @@ def restore(
                               f"{sorted(set(expected_flat) ^ set(sources))}")
     target = np.dtype(jnp.dtype(dtype))
     restored: dict[str, Any] = {}
-    for path, source in sources.items():
-        shape = expected_flat[path]
-        layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
-        if source.stacked:  # every layer's shape is checked before it is stacked, naming its tensors
-            layers = (_check_layer(directory, path, index, source.names[index], layer, shape[1:])
-                      for index, layer in enumerate(layers))
-        if source.stacked and math.prod(shape) * target.itemsize > trees.RESTORE_GROUP_BYTES:
-            restored[path] = _stack_on_device(directory, path, layers, shape, target, sharding_flat[path])
-            continue
-        array = np.stack(list(layers)) if source.stacked else next(layers)
-        _check_shape(directory, path, array.shape, shape)
-        restored[path] = jax.block_until_ready(jax.device_put(array, sharding_flat[path]))
+    with trees.load_progress(directory, expected_flat, target) as progress:
+        for path, source in sources.items():
+            restored[path] = _restore_one(directory, path, source, specs, expected_flat[path], target, sharding_flat[path])
+            progress.update(trees.array_bytes(expected_flat[path], target))
     return unflatten_params(restored)
+
+
+def _restore_one(directory: Any, path: str, source: Source, specs: Mapping[str, TensorSpec], shape: tuple[int, ...],
+                 target: np.dtype, sharding: Any) -> jax.Array:
+    """One Flax parameter built from its checkpoint tensors, cast to `target` and placed per `sharding`."""
+    layers = (_make_layer(path, source, layer, specs, target) for layer in source.names)
+    if source.stacked:  # every layer's shape is checked before it is stacked, naming its tensors
+        layers = (_check_layer(directory, path, index, source.names[index], layer, shape[1:])
+                  for index, layer in enumerate(layers))
+    if source.stacked and trees.array_bytes(shape, target) > trees.RESTORE_GROUP_BYTES:
+        return _stack_on_device(directory, path, layers, shape, target, sharding)
+    array = np.stack(list(layers)) if source.stacked else next(layers)
+    _check_shape(directory, path, array.shape, shape)
+    return jax.block_until_ready(jax.device_put(array, sharding))
 
 
 def _make_layer(path: str, source: Source, names: Sequence[str], specs: Mapping[str, TensorSpec], dtype: np.dtype) -> np.ndarray:

@@ -15,12 +15,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tqdm
 
 from multinet_jax import domains
 
 FlatTree = dict[str, Any]
 # Bytes (in the target dtype) read per group; bounds the transient read buffers to about one group.
 RESTORE_GROUP_BYTES = 1 << 29
+# A load shows its progress bar once it has run this long: a 7B checkpoint takes minutes, a tiny one none (and a
+# checkpoint refused as it starts prints only its one-line error).
+LOAD_PROGRESS_DELAY_S = 5.0
 
 
 class CheckpointError(ValueError):
@@ -117,14 +121,25 @@ def check_layout(source: Any, found: Mapping[str, tuple[int, ...]], expected: Ma
         raise CheckpointError(f"{source}: shape mismatches (path: expected, got): {listed}")
 
 
+def load_progress(source: Any, shapes: Mapping[str, tuple[int, ...]], dtype: Any) -> tqdm.tqdm:
+    """A bar on stderr over the bytes a reader places (`shapes` in `dtype`); each reader `update`s it per array or group."""
+    total = sum(array_bytes(shape, dtype) for shape in shapes.values())
+    return tqdm.tqdm(desc=f"loading {source}", total=total, unit="B", unit_scale=True,
+                     dynamic_ncols=True, mininterval=1.0, delay=LOAD_PROGRESS_DELAY_S)
+
+
+def array_bytes(shape: tuple[int, ...], dtype: Any) -> int:
+    """Bytes of one array of `shape` in `dtype`."""
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
 def restore_groups(shapes: Mapping[str, tuple[int, ...]], dtype: Any) -> list[list[str]]:
     """Paths split into groups of at most RESTORE_GROUP_BYTES as `dtype`, largest arrays first.
 
     Largest first so the big arrays' read buffers come and go while little of the model is resident; an array
     larger than the limit is a group of its own.
     """
-    itemsize = np.dtype(dtype).itemsize
-    sizes = {path: math.prod(shape) * itemsize for path, shape in shapes.items()}
+    sizes = {path: array_bytes(shape, dtype) for path, shape in shapes.items()}
     groups: list[list[str]] = []
     group_bytes = 0
     for path in sorted(sizes, key=lambda path: (-sizes[path], path)):

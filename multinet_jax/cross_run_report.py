@@ -10,7 +10,8 @@ and `predictions/<domain>.jsonl` (for Open-X's per-dimension errors), and writes
   bars per run for each headline metric and, for Open-X, the mean absolute error per action dimension.
 
 Nothing is averaged across domains or runs. A domain whose runs scored different sample counts (or splits) shows
-each cell's count and a note under its table; a domain a run did not evaluate is an empty cell.
+each cell's count and a note under its table; a domain a run did not evaluate is an empty cell, and a domain its
+manifest names without a metrics file (failed, or the run unfinished) is named under the runs table.
 
 Each run's `run_manifest.json` (written by `eval`) labels it in the runs table: model, checkpoint with its content
 fingerprint, and the prediction settings that differ between the runs. Runs are put side by side only on the same
@@ -207,12 +208,21 @@ class Table:
     notes: list[str]
 
 
+def unscored_domains(run: Run) -> list[str]:
+    """Domains the run's manifest names (every domain it was asked to evaluate) without a metrics file: failed or not
+    reached. Without a note they would vanish from the report, or read as a domain the run was never asked about."""
+    return [domain for domain in (run.manifest or {}).get("domains", {}) if domain not in run.results]
+
+
 def runs_table(runs: Sequence[Run]) -> Table:
     settings = differing_settings(runs)
     header = ["run", "model", "checkpoint", *settings]
     rows = [[run.label, str(_settings(run).get("model")), _checkpoint(run),
              *(json.dumps(_settings(run).get(key)) for key in settings)] for run in runs]
-    return Table("Runs", header, rows, [])
+    notes = [f"{run.label}: {', '.join(missing)} not scored (no <domain>_metrics.json: the domain failed, as its "
+             "summary.json says, or the run has not reached it, and `eval --resume` continues it)"
+             for run in runs if (missing := unscored_domains(run))]
+    return Table("Runs", header, rows, notes)
 
 
 def kind_tables(runs: Sequence[Run]) -> list[Table]:

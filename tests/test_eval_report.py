@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import json
 import pathlib
 import re
@@ -101,6 +102,21 @@ def test_equal_sample_counts_go_in_the_header(runs, tmp_path):
     header, rows = _markdown_table(text, "Multiple choice (PIQA)")
     assert header[1] == "piqa (n=4): overall_accuracy" and rows[0][1:] == rows[1][1:]
     assert "different samples" not in text
+
+
+def test_a_domain_the_run_was_asked_for_but_did_not_score_is_named(runs, tmp_path):
+    """A run whose PIQA failed or was not reached (its metrics file absent) names PIQA under the runs table, in the
+    Markdown and the HTML page; PIQA then comes from the other run alone. The complete runs get no such note."""
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(runs / "pi0", unfinished)
+    (unfinished / "piqa_metrics.json").unlink()
+    loaded = cross_run_report.load_runs([unfinished, runs / "pi0_fast"])
+    note = "unfinished: piqa not scored (no <domain>_metrics.json: the domain failed"
+    assert f"- {note}" in cross_run_report.to_markdown(loaded)
+    assert html.escape(note) in cross_run_report.to_html(loaded)
+    _, rows = _markdown_table(cross_run_report.to_markdown(loaded), "Multiple choice (PIQA)")
+    assert rows[0][1:] == ["—"] * (len(rows[0]) - 1) and rows[1][1] != "—"
+    assert "not scored" not in cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"]))
 
 
 def test_bad_run_folders_fail_naming_the_file(runs, tmp_path):

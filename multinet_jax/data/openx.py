@@ -29,6 +29,7 @@ picked by `domains.OPENX_ACTION_FROM_DICT`), and their split statistics are comp
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -420,9 +421,9 @@ def convert(
     return manifest
 
 
-# A conversion shows its progress bar once it has run this long: a short one shows none, and a source refused at its
-# first steps prints only its one-line error.
-CONVERSION_PROGRESS_DELAY_S = 5.0
+# A conversion shows its progress bar once it has run this long past its first step: a short one shows none, and a
+# source refused at its first steps prints only its one-line error.
+CONVERSION_PROGRESS_DELAY_S = 10.0
 
 
 def _recorded_steps(source_dir: pathlib.Path) -> int | None:
@@ -441,13 +442,17 @@ def _convert_into(
     rebuilt: dict[str, list[np.ndarray]] = {name: [] for name in ACTION_REBUILDS}
     summary: dict[str, Any] = {"num_steps": 0, "num_episodes": 0, "episode": None, "features": None, "without_action": 0, "examples": []}
     pending: list[np.ndarray] = []
+    # The source is opened and its first step read (TensorFlow / TFDS imported, which takes seconds) before the
+    # bar's delay starts: a source refused as it opens prints only its error.
+    steps = iter_source_steps(source_dir, split)
+    first = next(steps, None)
     # A large dataset converts for many minutes (eval converts on first use): show it, on stderr, as eval's bars.
     progress = tqdm.tqdm(desc=f"converting {'/'.join(source_dir.resolve().parts[-2:])}", unit="step",
                          total=_recorded_steps(source_dir), dynamic_ncols=True, mininterval=1.0,
                          delay=CONVERSION_PROGRESS_DELAY_S)
 
     def records() -> Iterator[bytes]:
-        for step in iter_source_steps(source_dir, split):
+        for step in itertools.chain([] if first is None else [first], steps):
             summary["num_steps"] += 1
             progress.update()
             if summary["episode"] != step[EPISODE_KEY]:

@@ -24,7 +24,7 @@ FlatTree = dict[str, Any]
 RESTORE_GROUP_BYTES = 1 << 29
 # A load shows its progress bar once it has run this long: a 7B checkpoint takes minutes, a tiny one none (and a
 # checkpoint refused as it starts prints only its one-line error).
-LOAD_PROGRESS_DELAY_S = 5.0
+LOAD_PROGRESS_DELAY_S = 10.0
 
 
 class CheckpointError(ValueError):

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
     from multinet_jax import demo
-    from multinet_jax.probing import runner
+    from multinet_jax.probing import layer_curves, runner
 
     missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
     if missing:
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
     if "action_streams" in result:
         lines.append(f"action streams: {result['action_streams']}")
     else:
-        lines.append(f"retention: {retention:.3f}" if retention is not None else
+        lines.append(layer_curves.retention_text(result) if retention is not None else
                      f"retention: undefined (no task's prefix probe beats chance: {json.dumps(result.get('retention_excluded'))})")
     lines.append(f"results: {FLAGS.output_dir}/probing.json, probing.png")
     print("\n".join(lines))

@@ -11,6 +11,7 @@ expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams`
 from __future__ import annotations
 
 import pathlib
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ PREFIX_STREAMS = ("prefix_last", "prefix_mean")
 ACTION_STREAMS = ("action_mean",)
 RETENTION_STREAMS = ("prefix_last", "action_mean")
 CHANCE = 0.5  # two tiles
+TITLE_LINE_CHARACTERS = 80  # the figure's title wraps here: it must fit over two panels
 NO_ACTION_EXPERT = "none: the model has no action expert (Pi0-FAST, PaliGemma, OpenVLA): prefix streams only, no retention"
 
 
@@ -106,5 +108,13 @@ def figure(report: Mapping[str, Any]) -> Any:
         panel.legend(loc="outside lower center", ncols=1)
     retained = report.get("retention")
     whole.suptitle(f"dashed: shuffled-label control; gray: chance ({report['chance']:g})"
-                   + (f"; retention {retained:.3f}" if retained is not None else ""))
+                   + (f"\n{textwrap.fill(retention_text(report), TITLE_LINE_CHARACTERS)}" if retained is not None else ""))
     return whole
+
+
+def retention_text(report: Mapping[str, Any]) -> str:
+    """The retention with the tasks it averages, and those left out (prefix never above chance): a value over one
+    task of three must not read as the model's."""
+    text = f"retention {report['retention']:.3f} over {', '.join(report['retention_tasks'])}"
+    excluded = report.get("retention_excluded") or {}
+    return text + (f" ({', '.join(excluded)} left out: prefix never above chance)" if excluded else "")

@@ -76,6 +76,38 @@ def test_long_text_is_truncated_like_sentence_transformers(embedder, model_dir):
     np.testing.assert_allclose(embedder.embed([text])[0], numpy_minilm_embedding(model_dir, ids), atol=2e-6)
 
 
+@pytest.mark.parametrize("edit, problem", [
+    (lambda d: _edit_json(d / "1_Pooling" / "config.json", pooling_mode_mean_tokens=False, pooling_mode_cls_token=True),
+     r"1_Pooling/config.json: pooling \['pooling_mode_cls_token'\]: only mean pooling"),
+    (lambda d: (d / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Transformer"},
+                                                            {"type": "sentence_transformers.models.Pooling"},
+                                                            {"type": "sentence_transformers.models.Dense"}])),
+     r"modules.json: modules \[.*Dense'\]: only .*Transformer -> .*Pooling -> .*Normalize"),
+    (lambda d: _edit_json(d / "config.json", model_type="mpnet"), r"config.json: model_type 'mpnet': only BERT encoders"),
+])
+def test_a_directory_declaring_another_pooling_or_encoder_is_refused(model_dir, tmp_path, edit, problem):
+    """--embedder_dir names where all-MiniLM-L6-v2 is: a sentence-transformers directory declaring a CLS pooling, a
+    Dense head or another encoder would otherwise be embedded as MiniLM's, its similarities silently not its own."""
+    copy = tmp_path / "embedder"
+    copy.mkdir()
+    for path in sorted(model_dir.rglob("*")):  # the large files linked, the small ones copied to be edited
+        target = copy / path.relative_to(model_dir)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.suffix == ".json":
+            target.write_text(path.read_text())
+        else:
+            target.symlink_to(path)
+    metrics.SentenceEmbedder(copy)  # the copy as it is loads
+    edit(copy)
+    with pytest.raises(ValueError, match=problem):
+        metrics.SentenceEmbedder(copy)
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
 def test_similar_sentences_score_higher_than_unrelated(embedder):
     similarity = embedder.similarity(
         ["A man is eating food.", "A man is eating food."],

@@ -121,6 +121,33 @@ def params_from_safetensors(weights: dict[str, np.ndarray], num_layers: int) -> 
     return params
 
 
+# What this class computes, and so what a directory must declare: a BERT encoder, then mean pooling (then, optionally,
+# L2 normalization: the similarity is a cosine either way). sentence-transformers reads these from the directory.
+_POOLING_FILE = pathlib.Path("1_Pooling") / "config.json"
+_MODULES = ("sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling",
+            "sentence_transformers.models.Normalize")
+
+
+def _check_sentence_model(model_dir: pathlib.Path, config: dict[str, Any]) -> None:
+    """Refuses a model directory that declares another encoder, pooling or module chain than the one implemented
+    here (all-MiniLM-L6-v2's): its similarities would be computed, wrongly, as if it were MiniLM's."""
+    if config.get("model_type") != "bert":
+        raise ValueError(f"{model_dir / 'config.json'}: model_type {config.get('model_type')!r}: only BERT encoders "
+                         "(all-MiniLM-L6-v2's) are implemented")
+    pooling_file = model_dir / _POOLING_FILE
+    if pooling_file.is_file():
+        pooling = json.loads(pooling_file.read_text())
+        modes = sorted(key for key, value in pooling.items() if key.startswith("pooling_mode_") and value)
+        if modes != ["pooling_mode_mean_tokens"]:
+            raise ValueError(f"{pooling_file}: pooling {modes}: only mean pooling (all-MiniLM-L6-v2's) is implemented")
+    modules_file = model_dir / "modules.json"
+    if modules_file.is_file():
+        chain = [module.get("type") for module in json.loads(modules_file.read_text())]
+        if chain not in (list(_MODULES[:2]), list(_MODULES)):
+            raise ValueError(f"{modules_file}: modules {chain}: only {' -> '.join(_MODULES)} (all-MiniLM-L6-v2's, "
+                             "the normalization optional) is implemented")
+
+
 class SentenceEmbedder:
     """`SentenceEmbedder(model_dir).embed(texts)` -> float32 [len(texts), 384] unit vectors."""
 
@@ -134,6 +161,7 @@ class SentenceEmbedder:
                 "(expected all-MiniLM-L6-v2 in the Hugging Face layout)"
             )
         config = json.loads((model_dir / "config.json").read_text())
+        _check_sentence_model(model_dir, config)
         self.max_length = self._max_length(model_dir, config)
         self.model = MiniLM(
             vocab_size=config["vocab_size"],

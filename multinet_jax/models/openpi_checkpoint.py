@@ -5,7 +5,8 @@ Pi0-FAST; and the parameter tree of every openpi-tree config (PaliGemma's too: `
 
 The family (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the parameter
 shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action dim)
-defaults to openpi's values and can be passed as keyword overrides.
+is, for openpi's published checkpoints, what their training configs set (`PUBLISHED_SETTINGS`), else openpi's
+defaults, and can be passed as keyword overrides.
 """
 
 from __future__ import annotations
@@ -17,12 +18,38 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from multinet_jax import sharding, weights
+from multinet_jax import assets, sharding, weights
 from multinet_jax.models import configs
 from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig, shapes_once_per_config
 from multinet_jax.models.pi0 import Pi0, Pi0Model
 from multinet_jax.models.pi0_fast import Pi0FastModel
+
+
+# The model settings openpi's training configs give its published checkpoints beyond its model classes' defaults, of
+# those parameter shapes cannot tell (openpi 15a9616, src/openpi/training/config.py, the TrainConfig of the
+# checkpoint's name; the base checkpoints have none; `pi05` is read from the shapes).
+# tests/fixtures/openpi_published_configs.json holds what a parse of that file gives, and the tests compare.
+PUBLISHED_SETTINGS: dict[str, dict[str, Any]] = {
+    "pi0_droid": {"action_horizon": 10},
+    "pi0_fast_droid": {"action_dim": 8, "action_horizon": 10},
+    "pi05_droid": {"action_horizon": 15},
+    "pi0_fast_libero": {"action_dim": 7, "action_horizon": 10, "max_token_len": 180},
+    "pi05_libero": {"action_horizon": 10, "discrete_state_input": False},
+}
+
+
+def published_settings(checkpoint: str | pathlib.Path) -> dict[str, Any]:
+    """The config settings of a published openpi checkpoint (`assets.openpi_checkpoint_name`; keyword overrides of
+    `load` win), {} for any other. Without them a checkpoint trained on 10-step chunks was sampled at openpi's default
+    50, and a FAST one decoded as 32 action dims instead of 8, with nothing failing."""
+    name = assets.openpi_checkpoint_name(checkpoint)
+    settings = dict(PUBLISHED_SETTINGS.get(name, {}))
+    if settings.pop("discrete_state_input", True) is False:
+        raise weights.CheckpointError(
+            f"{checkpoint}: openpi's {name} reads no state in its prompt (its config's discrete_state_input=False), "
+            "and this evaluator builds Pi0.5's prompt with the state: it is not supported")
+    return settings
 
 
 def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
@@ -127,7 +154,8 @@ def load(
     `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
     `action_tokenizer`: Pi0-FAST's (`pi0_fast.load_action_tokenizer`), which openpi's checkpoints do not ship.
     """
-    config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype, **config_overrides)
+    config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype,
+                                  **{**published_settings(checkpoint), **config_overrides})
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)

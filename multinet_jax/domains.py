@@ -340,6 +340,18 @@ def unnormalize(values: np.ndarray, mean: Sequence[float], std: Sequence[float])
     return values.astype(np.float64) * (std + UNNORMALIZE_EPSILON) + mean
 
 
+def unnormalize_openpi_quantiles(values: np.ndarray, q01: Sequence[float] | None, q99: Sequence[float] | None) -> np.ndarray:
+    """openpi's quantile inverse over the last axis (`Unnormalize._unnormalize_quantile`, its Pi0.5 and Pi0-FAST
+    policies): `(x + 1) / 2 * (q99 - q01 + 1e-6) + q01`."""
+    if q01 is None or q99 is None:
+        raise ValueError("normalization stats have no q01 / q99, which openpi's quantile rule (Pi0.5, Pi0-FAST) needs")
+    dims = values.shape[-1]
+    low, high = np.asarray(q01, np.float64)[:dims], np.asarray(q99, np.float64)[:dims]
+    if low.shape[0] < dims or high.shape[0] < dims:
+        raise ValueError(f"normalization stats have {min(low.shape[0], high.shape[0])} dims, the actions need {dims}")
+    return (values.astype(np.float64) + 1.0) / 2.0 * (high - low + UNNORMALIZE_EPSILON) + low
+
+
 def unnormalize_quantiles(values: np.ndarray, q01: Sequence[float], q99: Sequence[float],
                           mask: Sequence[bool] | None = None) -> np.ndarray:
     """OpenVLA's bounds inverse over the last axis: `0.5 (x + 1)(q99 - q01) + q01` where `mask` (default all)."""
@@ -391,7 +403,8 @@ def transformed_stats(stats: dict[str, Any], transform: Any) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class ActionNorm:
     """The statistics that turn a family's normalized actions into dataset units, by the family's
-    `action_normalization`: "mean_std" (openpi: mean, std) or "quantiles" (OpenVLA: q01, q99, mask)."""
+    `action_normalization` (`registry.ACTION_NORMALIZATIONS`): "mean_std" (openpi's z-score: mean, std),
+    "openpi_quantiles" (openpi's quantile rule: q01, q99) or "quantiles" (OpenVLA's bounds: q01, q99, mask)."""
 
     kind: str
     stats: dict[str, Any]
@@ -399,6 +412,8 @@ class ActionNorm:
     def __call__(self, values: np.ndarray) -> np.ndarray:
         if self.kind == "mean_std":
             return unnormalize(values, self.stats["mean"], self.stats["std"])
+        if self.kind == "openpi_quantiles":
+            return unnormalize_openpi_quantiles(values, self.stats.get("q01"), self.stats.get("q99"))
         return unnormalize_quantiles(values, self.stats["q01"], self.stats["q99"], self.stats.get("mask"))
 
 

@@ -234,6 +234,13 @@ def test_pi05_on_actions_with_its_state_prompt_and_on_text(tmp_path):
     raw = np.asarray(model.sample_actions(observation, rng=jax.random.key(0)), np.float64)
     records = _records(tmp_path, "openx_bimanual")
     np.testing.assert_allclose([r["raw_output"] for r in records], raw[:, 0], rtol=1e-5, atol=1e-5)
+    # unnormalized as openpi's Pi0.5 policy does (its quantile rule), with the split's q01 / q99
+    actions = datasets.openx_actions()
+    q01, q99 = (np.quantile(actions, q, axis=0).astype(np.float64) for q in (0.01, 0.99))
+    outputs = np.asarray([r["raw_output"] for r in records], np.float64)[:, :14]
+    expected = (outputs + 1.0) / 2.0 * (q99 - q01 + 1e-6) + q01
+    np.testing.assert_allclose([r["prediction"] for r in records], expected, rtol=1e-6, atol=1e-6)
+    assert _metrics(tmp_path, "openx_bimanual")["protocol_settings"]["openpi_quantile_actions"] is True
 
 
 def test_decoding_switch_is_recorded_and_changes_the_tokens(tmp_path):

@@ -48,7 +48,7 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
         "name": "multinet_v1", "prompt_format": "paligemma_processor", "max_prompt_tokens": None, "max_new_tokens": 6,
         "decoding": "openpi_window", "logits_vocab_size": 257_216, "image_resize": "paligemma_processor", "blank_image": 0,
         "turn_by_turn": False, "action_from_dict": None, "temperature": None, "chat": None, "answer": "pi0_scripts",
-        "ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
+        "ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False, "openpi_quantile_actions": False,
     }
     metrics_file = json.loads((finished_run / f"{DOMAIN}_metrics.json").read_text())
     assert metrics_file["protocol"] == "multinet_v1" and metrics_file["protocol_settings"] == recorded["domains"][DOMAIN]["protocol"]
@@ -91,6 +91,7 @@ def test_resume_across_another_ground_truth_transform_is_refused_and_a_manifest_
     assert _snapshot(output_dir) == before
     del recorded["domains"][DOMAIN]["protocol"]["ground_truth"]  # written before the transform was recorded
     del recorded["domains"][DOMAIN]["protocol"]["answers_in_text"]  # ... and before text answers to actions were
+    del recorded["domains"][DOMAIN]["protocol"]["openpi_quantile_actions"]  # ... and before openpi's quantile rule
     path.write_text(json.dumps(recorded))
     eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
     assert _snapshot(output_dir)["predictions/piqa.jsonl"] == before["predictions/piqa.jsonl"]
@@ -103,7 +104,7 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
         "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
         "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
         "temperature": None, "chat": None, "answer": "pi0_scripts", "ground_truth": domains.GROUND_TRUTH_AS_IS,
-        "answers_in_text": False,
+        "answers_in_text": False, "openpi_quantile_actions": False,
     }
     assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
     assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256
@@ -112,8 +113,25 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
     fast = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast", max_decoding_steps=None))
     assert protocol_settings(fast, "openx_bimanual")["max_new_tokens"] == 256  # openpi's budget for FAST action tokens
     assert protocol_settings(fast, "openx_bimanual")["logits_vocab_size"] is None  # MultiNet's padded vocabulary: text only
+    # Pi0.5's and Pi0-FAST's actions are unnormalized with openpi's quantile rule; their text domains have no actions
+    pi05 = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi05"))
+    assert [protocol_settings(c, name)["openpi_quantile_actions"] for c, name in
+            ((fast, "openx_bimanual"), (pi05, "openx_bimanual"), (fast, "piqa"), (config, "openx_bimanual"))] == [True, True, False, False]
     hf = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), openpi_exact_decoding=False))
     assert protocol_settings(hf, "piqa")["decoding"] == "contiguous"  # a resume under the other mode is refused
+
+
+def test_a_pi0_fast_action_run_from_before_the_quantile_rule_is_refused():
+    """A Pi0-FAST (or Pi0.5) Open-X run written before its actions were unnormalized with openpi's quantile rule holds
+    z-score predictions: its manifest (no `openpi_quantile_actions`) reads as False, and the resume is refused."""
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast"))
+    current = protocol_settings(config, "openx_bimanual")
+    before = {key: value for key, value in current.items() if key != "openpi_quantile_actions"}
+    found = manifest.differences({"domains": {"openx_bimanual": {"protocol": before, "data": None}}},
+                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "tokenizers": {},
+                                  "domains": {"openx_bimanual": {"protocol": current, "data": None}}}, ["openx_bimanual"])
+    assert "protocol of openx_bimanual: openpi_quantile_actions (domains.openx_bimanual.protocol.openpi_quantile_actions) " \
+           "not recorded (written before it was: read as False), now True" in found
 
 
 def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_path):

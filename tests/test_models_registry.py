@@ -3,6 +3,8 @@ interface."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from decoding_helpers import fast_model
 from conftest import shared_path
 from models_helpers import pi0_checkpoint, pi0_observation
 from openvla_helpers import openvla_dir
-from multinet_jax import weights
+from multinet_jax import domains, weights
 from multinet_jax.models import InferenceOptions, Model, load_model, registry
 
 
@@ -36,7 +38,7 @@ def test_the_family_is_read_from_the_format_and_parameter_shapes():
 
 def test_pi0_model_implements_the_interface_and_predict_actions_is_sample_actions():
     model = load_model(pi0_checkpoint())
-    assert isinstance(model, Model) and model.family == "pi0" and model.action_normalization == "mean_std"
+    assert isinstance(model, Model) and model.family == "pi0"
     observation = pi0_observation()
     options = InferenceOptions(num_flow_steps=3)
     predicted = model.predict_actions(observation, rng=None, options=options)
@@ -63,3 +65,43 @@ def test_a_format_and_a_family_register_once():
         registry.register_family(registry.family("pi0"))
     with pytest.raises(ValueError, match="unknown checkpoint format"):
         registry.register_family(registry.Family("new", "no_such_format", "a checkpoint"))
+
+
+def test_each_family_unnormalizes_its_actions_with_its_publishers_rule():
+    """openpi's data configs set `use_quantile_norm=model_type != ModelType.PI0` (training/config.py): Pi0.5 and
+    Pi0-FAST quantiles, Pi0 z-scores, as SmolVLA's LeRobot MEAN_STD; OpenVLA and Magma the bounds rule of their own."""
+    rules = {name: registry.family(name).action_normalization for name in registry.family_names()}
+    assert rules == {"pi0": "mean_std", "pi05": "openpi_quantiles", "pi0_fast": "openpi_quantiles", "openvla": "quantiles",
+                     "magma": "quantiles", "paligemma": None, "smolvla": "mean_std"}
+
+
+def test_openpis_quantile_and_z_score_rules_give_what_openpis_own_unnormalize_gives():
+    """tests/fixtures/openpi_unnormalize.json: openpi's `Unnormalize._unnormalize_quantile` / `_unnormalize` run on
+    actions with the tiny checkpoint's statistics (generate_openpi_unnormalize.py.txt)."""
+    from conftest import REPO_ROOT
+
+    fixture = json.loads((REPO_ROOT / "tests" / "fixtures" / "openpi_unnormalize.json").read_text())
+    actions, stats = np.asarray(fixture["actions"]), fixture["stats"]
+    for rule, expected in (("openpi_quantiles", fixture["quantiles"]), ("mean_std", fixture["z_score"])):
+        np.testing.assert_allclose(domains.ActionNorm(rule, stats)(actions), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no q01 / q99, which openpi's quantile rule"):
+        domains.ActionNorm("openpi_quantiles", {**stats, "q01": None})(actions)
+
+
+def test_an_asset_without_action_quantiles_is_refused_for_the_quantile_families_only(tmp_path):
+    """openpi's norm_stats.json may leave q01 / q99 null: Pi0-FAST's actions (quantile rule) cannot be unnormalized
+    then, which the preflight question says before the weights load; Pi0's (z-score) can."""
+    import shutil
+
+    for model in ("fast", "pi0"):
+        copy = shutil.copytree(shared_path("openpi_reference", model, "ckpt", "0"), tmp_path / model)
+        stats_file = copy / "assets" / "tiny_robot" / "norm_stats.json"
+        raw = json.loads(stats_file.read_text())
+        raw["norm_stats"]["actions"]["q01"] = None
+        stats_file.write_text(json.dumps(raw))
+        problem = registry.family(registry.family_of(copy)).missing_action_stats(str(copy), "tiny_robot")
+        if model == "fast":
+            assert problem == (f"{stats_file}: norm_stats['actions'] has no q01 / q99, which openpi's quantile rule for "
+                               "pi0_fast's actions needs")
+        else:
+            assert problem is None

@@ -23,7 +23,7 @@ from conftest import shared_path
 from magma_helpers import magma_dir, magma_model
 from multinet_jax import data, domains, metrics
 from multinet_jax.eval import loop, preflight, runners
-from multinet_jax.models import magma_protocol
+from multinet_jax.models import magma_protocol, registry
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.magma_inputs import MagmaTokenizer, chat_text
 
@@ -102,7 +102,7 @@ def fixture_predictions(reference: dict, stats: dict) -> list[list[float] | None
     width = max(len(row) for row in reference["generated_ids"])
     generated = np.array([row + [model.tokenizer.pad_id] * (width - len(row)) for row in reference["generated_ids"]])
     rules = magma_protocol.MultiNetActions()
-    norm = domains.ActionNorm(model.action_normalization, rules.split_statistics(stats))
+    norm = domains.ActionNorm(registry.family(model.family).action_normalization, rules.split_statistics(stats))
     return rules.predictions(model.decoded_actions(generated)[:, None, :], norm, "openx_bimanual")
 
 

@@ -324,7 +324,7 @@ class Evaluator:
 
     def _action_norm(self, domain: domains.Domain) -> tuple[domains.ActionNorm, dict[str, Any] | None]:
         """The statistics that unnormalize the model's actions (by its family's rule), and the split's for metrics."""
-        kind = self.model.action_normalization
+        kind = registry.family(self.model.family).action_normalization
         if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
             return domains.ActionNorm(kind, self._checkpoint_stats(f"{domain.name}'s action probe")), None
         stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
@@ -622,8 +622,12 @@ def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     decodes_tokens = not (family.action_decoding == "flow" and domain.uses_actions)
     prompt_vocabulary = not family.bundles_tokenizer
     decoding = "openpi_window" if config.openpi_exact_decoding and prompt_vocabulary else "contiguous"
-    return domain.protocol.applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
-                                   decoding=decoding, pads_vocabulary=prompt_vocabulary)
+    applied = domain.protocol.applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
+                                      decoding=decoding, pads_vocabulary=prompt_vocabulary)
+    # Actions unnormalized with openpi's quantile rule (Pi0.5, Pi0-FAST): recorded, as earlier versions used the
+    # z-score rule for them (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run as False).
+    quantiles = domain.uses_actions and family.action_normalization == "openpi_quantiles"
+    return {**applied, "openpi_quantile_actions": quantiles}
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

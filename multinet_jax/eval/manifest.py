@@ -74,7 +74,9 @@ OTHER_SETTINGS = {
 # data's own; a Magma openx_bimanual / openx_wheeled_robot run written without it is refused (it may predate the
 # transform MultiNet's script applied there, which is now reproduced: one predictions file would mix two scorings).
 # `answers_in_text`: False, actions predicted (every run before Magma's Overcooked / quadrupedal scripts were encoded).
-ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False}
+# `openpi_quantile_actions`: False, Pi0.5's and Pi0-FAST's actions unnormalized with the z-score rule (runs before
+# openpi's quantile rule was applied to them; every other family's rule is unchanged).
+ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False, "openpi_quantile_actions": False}
 
 # Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
 TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")

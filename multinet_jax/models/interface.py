@@ -7,8 +7,8 @@
 
 `observation` is the dict of batched arrays a domain's Grain pipeline yields (see the README's "Library API");
 each family documents which keys it reads. `predict_actions` returns actions in the family's own normalized space
-(`action_normalization` says which statistics undo it), `[b, horizon, action_dim]`, NaN rows where a family's
-decoding failed. Families add their own richer methods (Pi0's `sample_actions(noise=...)`, OpenVLA's
+(`registry.Family.action_normalization` says which rule undoes it), `[b, horizon, action_dim]`, NaN rows where a
+family's decoding failed. Families add their own richer methods (Pi0's `sample_actions(noise=...)`, OpenVLA's
 `predict_action(images, instructions)`); the shared code never needs them. A family without a capability (PaliGemma
 has no action head) still has the member and raises ValueError naming what it lacks; the registry's `Family` lets
 the evaluator refuse such a run before loading anything.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 Observation = Mapping[str, Any]
 # How a family's action outputs are normalized: openpi's z-score (x * std + mean) or OpenVLA's bounds
 # (0.5 * (x + 1) * (q99 - q01) + q01, where the statistics' mask allows).
-ACTION_NORMALIZATIONS = ("mean_std", "quantiles")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +122,6 @@ class Model(Protocol):
     """A loaded model: what `eval`, `probe`, the runners and `benchmarks/suite.py` use of it, and nothing else."""
 
     family: str  # what `eval --model` names (`registry.family_names()`)
-    action_normalization: ClassVar[str]  # one of ACTION_NORMALIZATIONS
     config: Any  # read: `vocab_size` (the prompt tokenizer must match), `action_horizon`
     params: Any  # the parameter tree on the mesh
     # The text tokenizer the checkpoint bundles (`decode(ids)`, `eos_id`, `encode_continuation`; the model then reads
@@ -164,7 +162,7 @@ class Model(Protocol):
         ...
 
     def checkpoint_action_stats(self, unnorm_key: str | None) -> dict[str, Any] | None:
-        """The checkpoint's statistics that undo `action_normalization` (`unnorm_key`: OpenVLA's dataset key);
+        """The checkpoint's statistics that undo the family's `action_normalization` (`unnorm_key`: OpenVLA's dataset key);
         None when the checkpoint has none."""
         ...
 

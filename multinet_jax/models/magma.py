@@ -173,7 +173,6 @@ class MagmaModel:
     evaluator's), `.config`, `.params`, `.tokenizer`, `.image_processor`."""
 
     family = "magma"
-    action_normalization = "quantiles"
     num_flow_steps = None  # token-decoded actions, or none
     norm_stats = SIMPLERENV_NORM_STATS  # Magma-8B ships none: SimplerEnv's, which its evaluation code hard-codes
     multinet_actions = magma_protocol.MultiNetActions()  # MultiNet's Magma script's Open-X rules

@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import assets, sharding, weights
-from multinet_jax.models import configs
+from multinet_jax.models import configs, registry
 from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.models.configs import ModelConfig, Pi0Config, Pi0FastConfig, shapes_once_per_config
 from multinet_jax.models.pi0 import Pi0, Pi0Model
@@ -133,9 +133,14 @@ def missing_action_stats(checkpoint: str, asset_id: str) -> str | None:
     only after the weights loaded. Read as the loader reads it, so a malformed file is refused here too."""
     directory = weights.params_directory(checkpoint).parent
     stats = weights.read_norm_stats(directory, asset_id)
-    if "actions" in stats:
-        return None
-    return f"{directory / 'assets' / asset_id / 'norm_stats.json'}: norm_stats has no 'actions' key (it holds {sorted(stats)})"
+    file = directory / "assets" / asset_id / "norm_stats.json"
+    if "actions" not in stats:
+        return f"{file}: norm_stats has no 'actions' key (it holds {sorted(stats)})"
+    held = family(checkpoint)
+    if registry.family(held).action_normalization == "openpi_quantiles" and (
+            stats["actions"].get("q01") is None or stats["actions"].get("q99") is None):
+        return f"{file}: norm_stats['actions'] has no q01 / q99, which openpi's quantile rule for {held}'s actions needs"
+    return None
 
 
 def load(

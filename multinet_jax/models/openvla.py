@@ -158,7 +158,6 @@ class OpenVLAModel:
     batched), `.predict_actions` / `.sample_tokens` (the evaluator's), `.config`, `.params`, `.norm_stats`."""
 
     family = "openvla"
-    action_normalization = "quantiles"
     num_flow_steps = None  # token-decoded actions, or none
     multinet_actions = openvla_actions.MultiNetActions()
 

@@ -33,7 +33,6 @@ class PaliGemmaModel:
     `.sample_tokens`, `.score_options` (an `interface.Model` of family "paligemma" without actions)."""
 
     family = "paligemma"
-    action_normalization = "mean_std"  # never used: there are no actions
     num_flow_steps = None  # token-decoded actions, or none
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     norm_stats = None

@@ -215,7 +215,6 @@ class Pi0Model:
     """A Pi0 or Pi0.5 ready to sample: `.config`, `.params` (openpi's tree), `.norm_stats`, `.mesh`, `.sample_actions`
     (an `interface.Model` of family "pi0" or "pi05")."""
 
-    action_normalization = "mean_std"
     num_flow_steps = OPENPI_FLOW_STEPS
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     multinet_actions = None  # MultiNet scored Pi0 by the default rules (the first step's first dims, unnormalized)

@@ -47,7 +47,6 @@ class Pi0FastModel:
     (an `interface.Model` of family "pi0_fast")."""
 
     family = "pi0_fast"
-    action_normalization = "mean_std"
     num_flow_steps = None  # token-decoded actions, or none
     tokenizer = None  # prompts come tokenized with PaliGemma's (`--tokenizer`)
     multinet_actions = None  # the default rules (the first step's first dims, unnormalized)

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "bfloat16")
 # Action decodings: flow matching (`--num_flow_steps` applies) or tokens (`--max_decoding_steps` applies).
 ACTION_DECODINGS = ("flow", "tokens")
+# How a family's normalized actions become the data's units (`domains.ActionNorm`): openpi's z-score rule (Pi0, SmolVLA),
+# openpi's quantile rule (Pi0.5, Pi0-FAST: openpi's data configs set `use_quantile_norm=model_type != PI0`), or
+# OpenVLA's bounds rule (OpenVLA, Magma).
+ACTION_NORMALIZATIONS = ("mean_std", "openpi_quantiles", "quantiles")
 # Load-time settings a family may take (the `eval` flags of the same names): what its parameter shapes cannot tell.
 CONFIG_OVERRIDES = ("action_horizon", "action_dim")
 # The flag that picks a checkpoint's statistics when it holds several: openpi's assets dir or OpenVLA's dataset key.
@@ -109,6 +113,7 @@ class Family:
     # SentencePiece: prompts come tokenized) and "fast_tokenizer"; none when the checkpoint bundles its tokenizer.
     assets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     action_decoding: str | None = None  # one of ACTION_DECODINGS; None: no action head (text and text probes only)
+    action_normalization: str | None = None  # one of ACTION_NORMALIZATIONS; required with an action head
     text_decoding: bool = True  # text domains (`sample_tokens`)
     option_scoring: bool = True  # Act2Answer's text probe (`score_options`)
     config_overrides: tuple[str, ...] = ()  # of CONFIG_OVERRIDES
@@ -145,6 +150,10 @@ class Family:
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
             raise ValueError(f"family {self.name!r}: action_decoding must be one of {ACTION_DECODINGS} or None")
+        if (self.action_decoding is None) != (self.action_normalization is None) or \
+                self.action_normalization not in (None, *ACTION_NORMALIZATIONS):
+            raise ValueError(f"family {self.name!r}: action_normalization (one of {ACTION_NORMALIZATIONS}) is given "
+                             "exactly when it has an action head")
         if not set(self.config_overrides) <= set(CONFIG_OVERRIDES) or self.norm_stats_flag not in (None, *NORM_STATS_FLAGS):
             raise ValueError(f"family {self.name!r}: config_overrides from {CONFIG_OVERRIDES}, norm_stats_flag from "
                              f"{NORM_STATS_FLAGS}")
@@ -329,27 +338,29 @@ _OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.j
 _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "
                              "encoding (end-effector delta xyz, rpy, gripper)")
 _OPENPI_FLOW_STEPS = hook("multinet_jax.models.pi0:checkpoint_flow_steps")
-register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
+register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow", action_normalization="mean_std",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
                        flow_steps=_OPENPI_FLOW_STEPS))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
+                       action_normalization="openpi_quantiles",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
                        flow_steps=_OPENPI_FLOW_STEPS))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
-    action_decoding="tokens", config_overrides=("action_horizon", "action_dim"), norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
+    action_decoding="tokens", action_normalization="openpi_quantiles", config_overrides=("action_horizon", "action_dim"),
+    norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
     missing_action_stats=_OPENPI_ACTION_STATS,
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
     action_frame=_OPENPI_FRAME))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
-                       "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens",
+                       "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_OPENVLA}:unnorm_keys"),
                        missing_action_stats=hook(f"{_OPENVLA}:missing_action_stats"),
                        demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
-                       "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens",
+                       "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
                        protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
@@ -358,7 +369,7 @@ register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .n
 # SmolVLA keeps only its VLM's first layers: no text decoding, but those layers and the LM head score options
 # (Act2Answer's text probe, `SmolVLAModel.score_options`).
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
-                       "saved with save_pretrained)", action_decoding="flow", text_decoding=False,
+                       "saved with save_pretrained)", action_decoding="flow", action_normalization="mean_std", text_decoding=False,
                        state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo",
                        action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame"),
                        flow_steps=hook(f"{_SMOLVLA}_checkpoint:flow_steps")))

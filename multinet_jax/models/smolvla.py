@@ -358,7 +358,6 @@ class SmolVLAModel:
     (task texts and the raw state, as LeRobot's preprocessor takes them)."""
 
     family = "smolvla"
-    action_normalization = "mean_std"
     multinet_actions = None  # MultiNet did not run SmolVLA: the default rules (first step, first dims)
 
     def __init__(self, config: SmolVLAConfig, params: Any, norm_stats: Mapping[str, Any], tokenizer: SmolVLATokenizer | None,

@@ -136,9 +136,10 @@ def missing_action_stats(checkpoint: str, asset_id: str) -> str | None:
     file = directory / "assets" / asset_id / "norm_stats.json"
     if "actions" not in stats:
         return f"{file}: norm_stats has no 'actions' key (it holds {sorted(stats)})"
-    held = family(checkpoint)
-    if registry.family(held).action_normalization == "openpi_quantiles" and (
-            stats["actions"].get("q01") is None or stats["actions"].get("q99") is None):
+    if stats["actions"].get("q01") is not None and stats["actions"].get("q99") is not None:
+        return None
+    held = family(checkpoint)  # from the parameter shapes: asked only where the quantiles are missing
+    if registry.family(held).action_normalization == "openpi_quantiles":
         return f"{file}: norm_stats['actions'] has no q01 / q99, which openpi's quantile rule for {held}'s actions needs"
     return None
 

@@ -197,7 +197,7 @@ def test_probing_plot_has_layer_ticks_peak_layers_and_legends_under_the_panels(t
     figure = layer_curves.figure(result)
     _rendered(figure)
     # the retention names what it averages: one task of two here
-    assert " ".join(figure._suptitle.get_text().split()).endswith(
+    assert " ".join(figure.get_suptitle().split()).endswith(
         "retention 0.750 over color (shape left out: prefix never above chance)")
     for axes in figure.axes:
         assert _ticks(axes.xaxis) == [0, 1, 2] and axes.get_ylim() == (0, 1) and axes.get_xlabel() == "layer"

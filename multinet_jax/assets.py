@@ -214,15 +214,6 @@ def resolve_all(specs: Mapping[str, str | pathlib.Path], *, offline: bool | None
     return resolved
 
 
-def openpi_checkpoint_name(path: str | pathlib.Path) -> str | None:
-    """The published openpi checkpoint (`OPENPI_CHECKPOINT_NAMES`) a local path is: its folder in the cache, where
-    `resolve` mirrors `gs://openpi-assets/checkpoints/<name>` (or `params/` inside it); None for any other path."""
-    path = pathlib.Path(path).resolve()
-    folder = path.parent if path.name == "params" else path
-    bucket = cached_path(Asset(OPENPI_CHECKPOINTS, OPENPI_CHECKPOINTS, OPENPI_CHECKPOINTS)).resolve()
-    return folder.name if folder.parent == bucket and folder.name in OPENPI_CHECKPOINT_NAMES else None
-
-
 def cached_path(asset: Asset) -> pathlib.Path:
     """Where a URL asset is mirrored: `<cache>/<protocol>/<bucket>/<path>`."""
     protocol, _, rest = asset.url.partition("://")

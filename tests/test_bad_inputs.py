@@ -286,6 +286,8 @@ def _build(root: pathlib.Path) -> Inputs:
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
     two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
     shutil.copytree(two_assets / "demo", two_assets / "physical-intelligence" / "libero")  # openpi's nested asset ids
+    (root / "misnamed").mkdir()
+    (root / "misnamed" / "pi0_fast_droid").symlink_to(checkpoint)  # the demo's Pi0, under a Pi0-FAST config's name
     npz = demo.build_checkpoint("paligemma", root / "paligemma.npz")
     with np.load(npz, allow_pickle=False) as arrays:
         np.savez(root / "incomplete.npz", **{key: arrays[key] for key in arrays.files if not key.endswith("LayerNorm_1/bias")})
@@ -476,6 +478,10 @@ CASES = [
                    "pass --asset_id .*"),
     Case("eval_unknown_asset_id", "eval", lambda i: _eval(i, asset_id="droid"),
          lambda i: f"{E(i.assets['checkpoint'])}/assets: no norm stats for --asset_id='droid' \\(the checkpoint has \\['demo'\\]\\)"),
+    Case("eval_folder_named_for_another_familys_openpi_config", "eval",
+         lambda i: _eval(i, checkpoint=str(i.misnamed / "pi0_fast_droid")),
+         lambda i: f"{E(str(i.misnamed))}/pi0_fast_droid: its path names openpi's pi0_fast_droid config \\(a pi0_fast\\), "
+                   "but its parameters are a pi0's: rename its folder, so that pi0_fast_droid's settings are not taken for it"),
     Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
          lambda i: f"{E(i.assets['checkpoint'])}: holds a pi0 model \\(from its parameters\\), but --model=pi0_fast; pass --model=pi0 or leave --model out"),
     Case("eval_npz_missing_keys", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.incomplete) + ".npz"),

@@ -243,6 +243,32 @@ def test_pi05_on_actions_with_its_state_prompt_and_on_text(tmp_path):
     assert _metrics(tmp_path, "openx_bimanual")["protocol_settings"]["openpi_quantile_actions"] is True
 
 
+def test_pi05_libero_acts_from_pi0s_prompt_without_the_state(tmp_path, capsys):
+    """openpi's pi05_libero (Pi0.5 with `discrete_state_input=False`; here openpi's tiny Pi0.5 in a folder of that
+    name) end to end: Open-X actions from the pipeline's Pi0 prompt, no state anywhere, in 10-step chunks; recomputed
+    by calling the model directly on the batch the pipeline builds for Pi0."""
+    from multinet_jax import models, tokenizers
+
+    paths = eval_helpers.assets()
+    checkpoint = tmp_path / "pi05_libero"
+    checkpoint.symlink_to(shared_path("openpi_reference", "pi05", "ckpt", "0"))
+    eval_helpers.evaluate(tmp_path / "run", ("openx_bimanual",), limit=4, model=None, checkpoint=str(checkpoint))
+    assert _metrics(tmp_path / "run", "openx_bimanual")["action_horizon"] == 10
+    assert (f"eval: the openpi config {checkpoint}'s path names sets action_horizon=10, discrete_state_input=False"
+            in capsys.readouterr().out)
+
+    model = models.load_model(checkpoint, dtype="bfloat16")
+    batch = next(iter(data.load("openx_bimanual", pathlib.Path(paths["data_dir"]) / "openx_bimanual", split="public",
+                                tokenizer=tokenizers.PaliGemmaTokenizer(paths["tokenizer"]), batch_size=4, limit=4,
+                                cache_dir=paths["cache_dir"])))
+    observation = data.model_inputs(batch)
+    observation["state"] = np.full_like(observation["state"], 1e3)  # never read: a Pi0.5 has no state projection
+    raw = np.asarray(model.sample_actions(observation, rng=jax.random.key(0)), np.float64)
+    assert raw.shape[1] == 10
+    records = _records(tmp_path / "run", "openx_bimanual")
+    np.testing.assert_allclose([r["raw_output"] for r in records], raw[:, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_decoding_switch_is_recorded_and_changes_the_tokens(tmp_path):
     """--noopenpi_exact_decoding (corrected masking, contiguous positions) is a setting that changes predictions:
     the metrics file records it, and on PIQA (every camera masked) the positions alone change the decoded text of

@@ -42,6 +42,7 @@ def test_manifest_records_settings_and_fingerprints(finished_run):
     assert recorded["settings"]["seed"] == 0 and recorded["settings"]["num_flow_steps"] is None  # the checkpoint's own
     assert set(recorded["settings"]) == set(manifest.PREDICTION_SETTINGS)
     assert recorded["checkpoint"]["files"] > 0 and len(recorded["checkpoint"]["sha256"]) == 64
+    assert recorded["checkpoint_settings"] == {}  # the demo's folder names no openpi training config
     assert list(recorded["tokenizers"]) == ["tokenizer"]
     assert recorded["domains"][DOMAIN]["data"]["path"].endswith("piqa/public")
     assert recorded["domains"][DOMAIN]["protocol"] == {  # MultiNet's PIQA, the tests' --max_decoding_steps=6 applied
@@ -128,7 +129,7 @@ def test_a_pi0_fast_action_run_from_before_the_quantile_rule_is_refused():
     current = protocol_settings(config, "openx_bimanual")
     before = {key: value for key, value in current.items() if key != "openpi_quantile_actions"}
     found = manifest.differences({"domains": {"openx_bimanual": {"protocol": before, "data": None}}},
-                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "tokenizers": {},
+                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {}, "tokenizers": {},
                                   "domains": {"openx_bimanual": {"protocol": current, "data": None}}}, ["openx_bimanual"])
     assert "protocol of openx_bimanual: openpi_quantile_actions (domains.openx_bimanual.protocol.openpi_quantile_actions) " \
            "not recorded (written before it was: read as False), now True" in found
@@ -157,6 +158,20 @@ def test_resume_with_another_checkpoint_is_refused_and_a_copy_resumes(finished_r
     before = _snapshot(output_dir)["predictions/piqa.jsonl"]
     eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, checkpoint=str(copy), **SETTINGS)
     assert _snapshot(output_dir)["predictions/piqa.jsonl"] == before
+
+
+def test_resume_from_a_copy_whose_name_implies_other_settings_is_refused(finished_run, tmp_path):
+    """The same weights in a folder named pi0_droid are sampled in openpi's pi0_droid chunks (10 steps, not 50): a
+    renamed copy is not the same run, and a manifest from before the entry was recorded reads as none applied."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    renamed = shutil.copytree(eval_helpers.assets()["checkpoint"], tmp_path / "pi0_droid")
+    with pytest.raises(manifest.RunChangedError, match=r"settings the checkpoint's path implies \(openpi's training "
+                                                       r"config\): recorded \{\}, now \{'action_horizon': 10\}"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, checkpoint=str(renamed), **SETTINGS)
+    recorded = json.loads((output_dir / manifest.FILENAME).read_text())
+    del recorded["checkpoint_settings"]
+    (output_dir / manifest.FILENAME).write_text(json.dumps(recorded))
+    eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)  # the original path: nothing implied
 
 
 def test_resume_after_the_data_changed_is_refused(tmp_path):

@@ -52,6 +52,14 @@ def test_pi05_full_size_has_openpi_defaults():
     assert configs.infer_config(read_param_spec("pi05_full_size.tsv"), max_token_len=64).max_token_len == 64
 
 
+def test_discrete_state_input_defaults_to_pi05_as_openpis_config_sets_it():
+    """openpi's `Pi0Config.__post_init__`: discrete_state_input = pi05 unless given; Pi0 has no state prompt format."""
+    assert configs.Pi0Config().discrete_state_input is False and configs.Pi0Config(pi05=True).discrete_state_input is True
+    assert configs.Pi0Config(pi05=True, discrete_state_input=False).discrete_state_input is False
+    with pytest.raises(ValueError, match="discrete_state_input=True is Pi0.5's prompt format"):
+        configs.Pi0Config(discrete_state_input=True)
+
+
 def test_infer_config_from_fixture_checkpoint_is_pi0_tiny():
     # The fixture README: SigLIP 48/2/96/3, LLM 64/3/128/4 heads/1 KV/16, expert 32/3/48, vocab 1024.
     inferred = configs.infer_config(weights.checkpoint_shapes(pi0_checkpoint()))

@@ -27,6 +27,15 @@ def test_the_settings_are_those_openpis_training_configs_give_each_published_che
         assert published.PUBLISHED_SETTINGS.get(name, {}) == {key: value for key, value in openpi.items() if key != "pi05"}, name
 
 
+def test_each_configs_family_is_the_one_openpis_config_trains():
+    """`config_family` (openpi's naming) against the model class and `pi05` setting of each parsed training config."""
+    fixture = json.loads(FIXTURE.read_text())
+    for name, config in fixture["configs"].items():
+        trained = ("pi0_fast" if config["model"] == "pi0_fast.Pi0FASTConfig"
+                   else "pi05" if config["settings"].get("pi05") else "pi0")
+        assert published.config_family(name) == trained, name
+
+
 def _in_the_cache(cache: pathlib.Path, model: str, name: str) -> pathlib.Path:
     """A tiny openpi checkpoint where `assets.resolve` mirrors gs://openpi-assets/checkpoints/<name>."""
     return shutil.copytree(openpi_checkpoint(model), cache / "gs" / "openpi-assets" / "checkpoints" / name)
@@ -40,13 +49,35 @@ def test_a_published_checkpoint_loads_with_its_training_settings_unless_told(tmp
     assert load_model(droid, action_horizon=4).config.action_horizon == 4  # what the caller says wins
     fast = load_model(_in_the_cache(tmp_path / "cache", "fast", "pi0_fast_libero")).config
     assert (fast.action_dim, fast.action_horizon, fast.max_token_len) == (7, 10, 180)  # defaults 32, 32, 250
-    elsewhere = shutil.copytree(droid, tmp_path / "pi0_droid")  # the same name outside the cache: a checkpoint of yours
-    assert load_model(elsewhere).config.action_horizon == 50
 
 
-def test_pi05_libero_whose_prompt_holds_no_state_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv("MULTINET_JAX_CACHE", str(tmp_path / "cache"))
-    libero = _in_the_cache(tmp_path / "cache", "pi05", "pi05_libero")
-    with pytest.raises(CheckpointError, match=r"pi05_libero: openpi's pi05_libero reads no state in its prompt \(its "
-                                              r"config's discrete_state_input=False\)"):
-        load_model(libero)
+def test_the_config_is_read_from_a_published_folder_anywhere_and_from_openpis_training_output(tmp_path):
+    """Where openpi's own download cache keeps pi0_droid, a copy of it, a link to it, and a fine-tune trained with
+    openpi's `pi0_fast_droid` config (`checkpoints/<config>/<exp name>/<step>`): each gets its config's settings."""
+    openpi_cache = shutil.copytree(openpi_checkpoint("pi0"), tmp_path / ".cache" / "openpi" / "openpi-assets" / "checkpoints" / "pi0_droid")
+    assert load_model(openpi_cache).config.action_horizon == 10
+    (tmp_path / "link").symlink_to(openpi_cache)
+    assert published.openpi_config_name(tmp_path / "link") == "pi0_droid"  # the folder the link points at
+    fine_tune = shutil.copytree(openpi_checkpoint("fast"), tmp_path / "checkpoints" / "pi0_fast_droid" / "my_run" / "2999")
+    assert (load_model(fine_tune / "params").config.action_dim, load_model(fine_tune).config.action_horizon) == (8, 10)
+    for own in (tmp_path / "checkpoints" / "pi0_fast_droid" / "my_run", tmp_path / "pi0_fast_droid_v2" / "0", tmp_path / "a" / "1"):
+        assert published.openpi_config_name(own) is None, own
+    assert load_model(openpi_checkpoint("pi0")).config.action_horizon == 50  # openpi's default: a path naming no config
+
+
+def test_a_folder_named_for_another_familys_config_is_refused(tmp_path):
+    """A Pi0 in a folder named pi0_fast_droid would otherwise be sampled with FAST's action dim 8, refused by the
+    shapes in words about action_dim; named pi05_droid it would take Pi0.5's horizon silently."""
+    misnamed = shutil.copytree(openpi_checkpoint("pi0"), tmp_path / "pi05_droid")
+    with pytest.raises(CheckpointError, match=r"pi05_droid: its path names openpi's pi05_droid config \(a pi05\), but its "
+                                              r"parameters are a pi0's: rename its folder"):
+        load_model(misnamed)
+
+
+def test_pi05_libero_reads_no_state_in_its_prompt(tmp_path):
+    """openpi's pi05_libero (`discrete_state_input=False`): Pi0's prompt format, no state prompts to build."""
+    libero = shutil.copytree(openpi_checkpoint("pi05"), tmp_path / "pi05_libero")
+    model = load_model(libero)
+    assert (model.config.pi05, model.config.discrete_state_input, model.config.action_horizon) == (True, False, 10)
+    assert model.action_prompts(None, normalize_state=True, source=str(libero)) is None
+    assert load_model(openpi_checkpoint("pi05")).config.discrete_state_input is True  # openpi's default for Pi0.5

@@ -3,13 +3,15 @@ interface."""
 
 from __future__ import annotations
 
+import enum
 import json
+import types
 
 import numpy as np
 import pytest
 
 from decoding_helpers import fast_model
-from conftest import shared_path
+from conftest import REPO_ROOT, shared_path
 from models_helpers import pi0_checkpoint, pi0_observation
 from openvla_helpers import openvla_dir
 from multinet_jax import domains, weights
@@ -67,12 +69,24 @@ def test_a_format_and_a_family_register_once():
         registry.register_family(registry.Family("new", "no_such_format", "a checkpoint"))
 
 
-def test_each_family_unnormalizes_its_actions_with_its_publishers_rule():
-    """openpi's data configs set `use_quantile_norm=model_type != ModelType.PI0` (training/config.py): Pi0.5 and
-    Pi0-FAST quantiles, Pi0 z-scores, as SmolVLA's LeRobot MEAN_STD; OpenVLA and Magma the bounds rule of their own."""
-    rules = {name: registry.family(name).action_normalization for name in registry.family_names()}
-    assert rules == {"pi0": "mean_std", "pi05": "openpi_quantiles", "pi0_fast": "openpi_quantiles", "openvla": "quantiles",
-                     "magma": "quantiles", "paligemma": None, "smolvla": "mean_std"}
+def test_each_openpi_family_unnormalizes_its_actions_as_openpis_data_configs_decide():
+    """openpi's `DataConfigFactory.create_base_config` sets `use_quantile_norm` with one expression of the model type
+    (tests/fixtures/openpi_published_configs.json: its source and openpi's `ModelType` values, parsed from openpi's
+    files by generate_openpi_published_configs.py.txt), evaluated here for each of openpi's model types, whose values
+    are this registry's family names: quantiles where it is true, z-scores where it is false."""
+    fixture = json.loads((REPO_ROOT / "tests" / "fixtures" / "openpi_published_configs.json").read_text())
+    model_type = enum.Enum("ModelType", fixture["model_types"])
+    for member in model_type:
+        model_config = types.SimpleNamespace(model_type=member)
+        quantiles = eval(fixture["use_quantile_norm"], {"ModelType": model_type, "model_config": model_config})  # noqa: S307
+        expected = "openpi_quantiles" if quantiles else "mean_std"
+        assert registry.family(member.value).action_normalization == expected, member
+
+
+def test_the_other_families_unnormalize_with_their_publishers_rules():
+    """SmolVLA's LeRobot MEAN_STD normalizer; OpenVLA's and Magma's bounds rule; PaliGemma acts not."""
+    rules = {name: registry.family(name).action_normalization for name in ("openvla", "magma", "paligemma", "smolvla")}
+    assert rules == {"openvla": "quantiles", "magma": "quantiles", "paligemma": None, "smolvla": "mean_std"}
 
 
 def test_openpis_quantile_and_z_score_rules_give_what_openpis_own_unnormalize_gives():

@@ -134,12 +134,12 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     config = _config(setup, tmp_path / "run", limit=4)
     config = dataclasses.replace(config, data_dir=str(items))
     runner.check_manifest(config, runner.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer},
-                                                setup["model"].mesh))
+                                                "pi0", setup["model"].mesh))
     runner.capture(config, setup["model"])
     recorded = json.loads((tmp_path / "run" / runner.MANIFEST).read_text())
     assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0,
                                     "batch_size": 4}
-    assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"}
+    assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"} and recorded["checkpoint_settings"] == {}
     (items / "pairs.json").write_text((items / "pairs.json").read_text().replace("Left", "Right", 1))
     resumed = dataclasses.replace(config, resume=True, seed=1)
     with pytest.raises(manifest.RunChangedError, match=r"probe_manifest.json: the activations in this folder come from "

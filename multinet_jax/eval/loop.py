@@ -267,8 +267,14 @@ class Evaluator:
         self.bundled_tokenizer = family.bundles_tokenizer
         self.prompt_tokenizer = None if self.bundled_tokenizer else tokenizers.PaliGemmaTokenizer(paths["tokenizer"])
         action_tokenizer = family.action_tokenizer(paths, self.prompt_tokenizer) if family.action_tokenizer else None
+        checkpoint_settings = registry.path_settings(paths["checkpoint"], config.model) if model is None else {}
+        implied = {key: value for key, value in checkpoint_settings.items()  # less what --action_horizon / _dim override
+                   if key not in registry.CONFIG_OVERRIDES or getattr(config, key) is None}
+        if implied and jax.process_index() == 0:  # what no flag said, so said here
+            print(f"eval: the openpi config {config.checkpoint}'s path names sets "
+                  f"{', '.join(f'{key}={value}' for key, value in implied.items())}", flush=True)
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
-                                          manifest.device_layout(self.mesh))
+                                          manifest.device_layout(self.mesh), checkpoint_settings)
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.

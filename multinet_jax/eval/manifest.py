@@ -2,7 +2,7 @@
 
 It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
 `models.attention`; the device layout, `device_layout`), content fingerprints of the checkpoint
-and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
+(and the settings its path implies: a renamed copy of openpi's pi0_droid is sampled in other chunks) and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
 format and length, decoding budget, image resizing, the ground truth's transform, ...) and a fingerprint of the data
 files it reads (`multinet_jax.fingerprints`: names, sizes and content digests, so a moved copy matches and a changed
 file does not). It is written before the first batch. An output folder that already holds predictions is continued
@@ -54,7 +54,8 @@ PREDICTION_SETTINGS = (
 
 # Every other `EvalConfig` field, and why two runs filling one output folder may differ in it.
 OTHER_SETTINGS = {
-    "checkpoint": "compared by content (the `checkpoint` fingerprint): a moved or copied checkpoint resumes",
+    "checkpoint": "compared by content (the `checkpoint` fingerprint) and by the settings its path implies "
+                  "(`checkpoint_settings`): a moved or copied checkpoint resumes unless its path names another openpi config",
     "tokenizer": "compared by content (the `tokenizers` fingerprints)",
     "fast_tokenizer": "compared by content (the `tokenizers` fingerprints)",
     "data_dir": "compared by content, per domain (the `domains` fingerprints)",
@@ -114,10 +115,10 @@ def located(location: str | pathlib.Path) -> dict[str, Any]:
 
 
 def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Mapping[str, Mapping[str, Any]],
-             layout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             layout: Mapping[str, Any] | None = None, checkpoint_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The manifest of `config`'s run, whose assets resolved to `paths` (by flag name; `assets.resolve_all`), whose
     domains run under `protocols` (by domain name; `loop.protocol_settings`) on devices laid out as `layout`
-    (`device_layout`).
+    (`device_layout`), and whose checkpoint's path implies `checkpoint_settings` (`registry.path_settings`).
 
     Fingerprints every input: call it before the long part. Without a "checkpoint" path the model is in memory
     (benchmarks, a model under training): it has no files to fingerprint, so such a run is never resumable.
@@ -129,6 +130,7 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Ma
         "attention": attention.manifest_entry(),
         "layout": None if layout is None else dict(layout),
         "checkpoint": located(paths["checkpoint"]) if "checkpoint" in paths else None,
+        "checkpoint_settings": dict(checkpoint_settings or {}),
         "tokenizers": tokenizers,
         "domains": {name: {"protocol": dict(protocols[name]), "data": located(domain_data_dir(config, name))}
                     for name in config.domains},
@@ -157,6 +159,16 @@ def attention_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -
     if recorded.get("attention") == current["attention"]:
         return []
     return [f"attention (${attention.ENV_VAR}): recorded {recorded.get('attention')!r}, now {current['attention']!r}"]
+
+
+def checkpoint_settings_differ(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line when the settings the checkpoint's path implies (`registry.path_settings`) differ; a manifest
+    written before they were recorded reads as none applied."""
+    before = recorded.get("checkpoint_settings", {})
+    if before == current["checkpoint_settings"]:
+        return []
+    return [f"settings the checkpoint's path implies (openpi's training config): recorded {before!r}, "
+            f"now {current['checkpoint_settings']!r}"]
 
 
 def layout_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -198,6 +210,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
     found += attention_differs(recorded, current)
     found += layout_differs(recorded, current)
     found += differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
+    found += checkpoint_settings_differ(recorded, current)
     recorded_tokenizers = recorded.get("tokenizers", {})
     for name in sorted(set(recorded_tokenizers) | set(current["tokenizers"])):
         if name not in recorded_tokenizers or name not in current["tokenizers"]:

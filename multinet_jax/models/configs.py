@@ -109,7 +109,9 @@ class Pi0Config:
 
     `pi05=True` is openpi's Pi0.5 (`Pi0Config(pi05=True)`): the action expert's RMSNorms are adaptive (scale, shift
     and gate from the flow time through `time_mlp_in` / `time_mlp_out`), the suffix holds only the action tokens,
-    and the state enters the prompt as discretized text (openpi's `max_token_len` is 200 then).
+    and the state enters the prompt as discretized text (openpi's `max_token_len` is 200 then), unless
+    `discrete_state_input=False` (openpi's pi05_libero): then the prompt is Pi0's and the model sees no state at all.
+    `discrete_state_input` defaults to `pi05`, as openpi's `Pi0Config.__post_init__` sets it.
     """
 
     paligemma: GemmaConfig = GEMMA_2B
@@ -121,8 +123,13 @@ class Pi0Config:
     max_token_len: int = 48
     dtype: DType = "float32"
     pi05: bool = False
+    discrete_state_input: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.discrete_state_input is None:
+            object.__setattr__(self, "discrete_state_input", self.pi05)
+        if self.discrete_state_input and not self.pi05:
+            raise ValueError("discrete_state_input=True is Pi0.5's prompt format: Pi0 reads its state through state_proj")
         a, b = self.paligemma, self.action_expert
         if (a.depth, a.num_heads, a.num_kv_heads, a.head_dim) != (b.depth, b.num_heads, b.num_kv_heads, b.head_dim):
             raise ValueError(f"experts must share depth/heads/head_dim for joint attention: {a} vs {b}")

@@ -5,8 +5,9 @@ Pi0-FAST; and the parameter tree of every openpi-tree config (PaliGemma's too: `
 
 The family (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the parameter
 shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action dim)
-is, for openpi's published checkpoints, what their training configs set (`PUBLISHED_SETTINGS`), else openpi's
-defaults, and can be passed as keyword overrides.
+is what the openpi training config the checkpoint's path names sets (`PUBLISHED_SETTINGS`, `openpi_config_name`:
+a published checkpoint's folder, or a fine-tune's `<config>/<exp>/<step>`), else openpi's defaults, and can be passed
+as keyword overrides.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from multinet_jax import assets, sharding, weights
@@ -39,17 +41,39 @@ PUBLISHED_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def published_settings(checkpoint: str | pathlib.Path) -> dict[str, Any]:
-    """The config settings of a published openpi checkpoint (`assets.openpi_checkpoint_name`; keyword overrides of
-    `load` win), {} for any other. Without them a checkpoint trained on 10-step chunks was sampled at openpi's default
-    50, and a FAST one decoded as 32 action dims instead of 8, with nothing failing."""
-    name = assets.openpi_checkpoint_name(checkpoint)
-    settings = dict(PUBLISHED_SETTINGS.get(name, {}))
-    if settings.pop("discrete_state_input", True) is False:
+def config_family(name: str) -> str:
+    """The family openpi's config `name` trains, by openpi's naming ("pi05_*", "pi0_fast_*", else "pi0")."""
+    return "pi05" if name.startswith("pi05_") else "pi0_fast" if name.startswith("pi0_fast_") else "pi0"
+
+
+def openpi_config_name(checkpoint: str | pathlib.Path) -> str | None:
+    """The openpi config (`assets.OPENPI_CHECKPOINT_NAMES`) a checkpoint's path names, else None: openpi's published
+    layout `<name>/params` wherever the folder was put (this evaluator's asset cache, openpi's own
+    `~/.cache/openpi/openpi-assets/checkpoints/<name>`, a `gsutil cp -r` copy), or openpi's training output
+    `<checkpoint_base_dir>/<name>/<exp name>/<step>/params` (`TrainConfig.checkpoint_dir`: a fine-tune trained with
+    that config). The path as given is asked first, then with its links resolved."""
+    for path in dict.fromkeys((pathlib.Path(checkpoint).absolute(), pathlib.Path(checkpoint).resolve())):
+        folder = path.parent if path.name == "params" else path
+        if folder.name in assets.OPENPI_CHECKPOINT_NAMES:
+            return folder.name
+        if folder.name.isdigit() and folder.parent.parent.name in assets.OPENPI_CHECKPOINT_NAMES:
+            return folder.parent.parent.name
+    return None
+
+
+def training_settings(checkpoint: str | pathlib.Path, held_family: str) -> dict[str, Any]:
+    """The settings of the openpi config the checkpoint's path names (`openpi_config_name`; keyword overrides of
+    `load` win), {} for any other path. Without them a checkpoint trained on 10-step chunks was sampled at openpi's
+    default 50, and a FAST one decoded as 32 action dims instead of 8, with nothing failing. `held_family`: the
+    family its parameter shapes hold, which must be the config's."""
+    name = openpi_config_name(checkpoint)
+    if name is None:
+        return {}
+    if config_family(name) != held_family:
         raise weights.CheckpointError(
-            f"{checkpoint}: openpi's {name} reads no state in its prompt (its config's discrete_state_input=False), "
-            "and this evaluator builds Pi0.5's prompt with the state: it is not supported")
-    return settings
+            f"{checkpoint}: its path names openpi's {name} config (a {config_family(name)}), but its parameters are a "
+            f"{held_family}'s: rename its folder, so that {name}'s settings are not taken for it")
+    return dict(PUBLISHED_SETTINGS.get(name, {}))
 
 
 def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
@@ -160,8 +184,11 @@ def load(
     `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
     `action_tokenizer`: Pi0-FAST's (`pi0_fast.load_action_tokenizer`), which openpi's checkpoints do not ship.
     """
-    config = configs.infer_config(weights.checkpoint_shapes(checkpoint), dtype=dtype,
-                                  **{**published_settings(checkpoint), **config_overrides})
+    shapes = weights.checkpoint_shapes(checkpoint)
+    settings = training_settings(checkpoint, configs.family_name(configs.infer_config(shapes)))
+    if settings:
+        logging.info("%s: openpi's %s config sets %s", checkpoint, openpi_config_name(checkpoint), settings)
+    config = configs.infer_config(shapes, dtype=dtype, **{**settings, **config_overrides})
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)

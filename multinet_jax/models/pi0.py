@@ -317,8 +317,10 @@ class Pi0Model:
         return (self.norm_stats or {}).get("actions")
 
     def action_prompts(self, prompt_tokenizer: Any, *, normalize_state: bool, source: str) -> StatePrompts | None:
-        """`interface.Model`: Pi0.5's prompts hold the discretized state (`state_prompts`); Pi0's are the pipeline's."""
-        if not self.config.pi05:
+        """`interface.Model`: Pi0.5's prompts hold the discretized state (`state_prompts`); Pi0's, and those of a Pi0.5
+        trained without the state in its prompt (`discrete_state_input=False`, openpi's pi05_libero), are the
+        pipeline's."""
+        if not self.config.discrete_state_input:
             return None
         return StatePrompts(paligemma=prompt_tokenizer, fast_prompt=None, max_token_len=self.config.max_token_len,
                             norm_stats=self.norm_stats, normalize=normalize_state, source=source)

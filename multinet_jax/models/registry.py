@@ -100,6 +100,9 @@ class CheckpointFormat:
     # (directory, config name, *, corpus, seed, scale) -> a random checkpoint written in this format (the demo's);
     # `corpus`: texts for a tokenizer the format bundles.
     write_random: Callable[..., pathlib.Path]
+    # (path, family) -> the model settings the checkpoint's path implies, which `load` applies (openpi's training
+    # config names; headers only); the run manifest records them, since a renamed copy has the same content.
+    path_settings: Callable[[str, str], dict[str, Any]] = lambda checkpoint, family_name: {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +269,11 @@ def check_family(checkpoint: str | pathlib.Path, expected: str) -> None:
                               f"pass --model={held} or leave --model out")
 
 
+def path_settings(checkpoint: str | pathlib.Path, family_name: str) -> dict[str, Any]:
+    """The model settings `checkpoint`'s path implies for family `family_name` (`CheckpointFormat.path_settings`)."""
+    return checkpoint_format(family_name).path_settings(str(checkpoint), family_name)
+
+
 def load_model(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> Model:
     """Load `checkpoint` (a local path, an asset name such as `pi0_base`, or a URL such as `hf://openvla/openvla-7b`,
     resolved and cached by `multinet_jax.assets`) as its format says, restored as `dtype` into `mesh`'s shardings."""
@@ -297,7 +305,8 @@ register_format(CheckpointFormat(
     "openpi", "an orbax `params/` directory (or the step directory holding it) of Pi0 / Pi0-FAST",
     recognizes=hook(f"{_OPENPI}:is_openpi"), family=hook(f"{_OPENPI}:family"), load=hook(f"{_OPENPI}:load"),
     named_config=hook(f"{_OPENPI}:named_config"), param_shapes=hook(f"{_OPENPI}:param_shapes"),
-    build=hook(f"{_OPENPI}:build_model"), write_random=hook(f"{_OPENPI}:write_random")))
+    build=hook(f"{_OPENPI}:build_model"), write_random=hook(f"{_OPENPI}:write_random"),
+    path_settings=hook(f"{_OPENPI}:training_settings")))
 register_format(CheckpointFormat(
     "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json with model_type 'openvla', safetensors)",
     recognizes=hook(f"{_OPENVLA}:is_openvla"), family=hook(f"{_OPENVLA}:family"), load=hook("multinet_jax.models.openvla:load"),

@@ -154,9 +154,10 @@ def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     return directory
 
 
-def describe(config: ProbeConfig, paths: Mapping[str, Any], mesh: Any = None) -> dict[str, Any]:
+def describe(config: ProbeConfig, paths: Mapping[str, Any], family_name: str, mesh: Any = None) -> dict[str, Any]:
     """The probe run's manifest: the activation settings, the device layout of `mesh` (None: unknown, a model the
-    caller loaded without one) and the content fingerprints of every input."""
+    caller loaded without one), the content fingerprints of every input and the settings the checkpoint's path
+    implies for `family_name` (`registry.path_settings`)."""
     inputs = {"checkpoint": manifest.located(paths["checkpoint"]), "data": manifest.located(config.data_dir)}
     if paths["tokenizer"] is not None:  # None: the checkpoint bundles its own (OpenVLA), fingerprinted with it
         inputs["tokenizer"] = manifest.located(paths["tokenizer"])
@@ -164,7 +165,7 @@ def describe(config: ProbeConfig, paths: Mapping[str, Any], mesh: Any = None) ->
         inputs["frames"] = manifest.located(config.frames_dir)
     return {"format": MANIFEST_FORMAT, "settings": {name: getattr(config, name) for name in ACTIVATION_SETTINGS},
             "attention": attention.manifest_entry(), "layout": None if mesh is None else manifest.device_layout(mesh),
-            "inputs": inputs}
+            "checkpoint_settings": registry.path_settings(paths["checkpoint"], family_name), "inputs": inputs}
 
 
 def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
@@ -184,6 +185,7 @@ def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
                  for name, value in current["settings"].items() if recorded["settings"].get(name) != value]
         found += manifest.attention_differs(recorded, current)
         found += manifest.layout_differs(recorded, current)
+        found += manifest.checkpoint_settings_differ(recorded, current)
         for name in sorted(set(recorded["inputs"]) | set(current["inputs"])):
             before, now = recorded["inputs"].get(name), current["inputs"].get(name)
             if before is None or now is None:
@@ -230,7 +232,7 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer))
     mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
-    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}, mesh))  # before the model loads
+    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}, family_name, mesh))  # before the model loads
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)

@@ -30,7 +30,7 @@ def test_eval_writes_both_probes_per_episode(tmp_path):
         assert record["action_prediction"] == act2answer_probes.action_choice(np.array(record["action_displacement"], float))
     metrics = json.loads((tmp_path / "act2answer_metrics.json").read_text())
     assert metrics["metric_kind"] == "act2answer_probes"
-    frame = registry.family("pi0").action_frame(eval_helpers.assets()["checkpoint"])  # what the displacement was read as
+    frame = registry.family("pi0").action_frame(eval_helpers.assets()["checkpoint"], None)  # what the displacement was read as
     assert frame.kind == "ee_delta" and metrics["action_frame"] == dataclasses.asdict(frame)
     assert metrics["metrics"] == json.loads(json.dumps(multinet_jax.score("act2answer_probes", records)))
     assert rows["act2answer"]["text_probe_accuracy"] == metrics["metrics"]["text_probe_accuracy"]
@@ -81,3 +81,20 @@ def test_resume_refuses_a_changed_item_set(tmp_path):
     pairs.write_text(pairs.read_text().replace("Left", "Right", 1))
     with pytest.raises(manifest.RunChangedError, match="data of act2answer: content differs"):
         eval_helpers.evaluate(tmp_path / "run", ["act2answer"], resume=True, **settings)
+
+
+def test_a_droid_fine_tune_answers_by_text_only(tmp_path):
+    """The demo Pi0 in a folder named openpi's pi0_droid acts in DROID's joint velocities: its records and metrics say
+    why the action probe did not run, the text probe scores, and no action displacement is recorded."""
+    data_dir = pathlib.Path(eval_helpers.assets()["data_dir"])
+    datasets.write_missing(data_dir, ["act2answer"])
+    droid = shutil.copytree(eval_helpers.assets()["checkpoint"], tmp_path / "pi0_droid")
+    eval_helpers.evaluate(tmp_path / "run", ["act2answer"], limit=4, batch_size=4, num_flow_steps=2, checkpoint=str(droid))
+    metrics = json.loads((tmp_path / "run" / "act2answer_metrics.json").read_text())
+    reason = (f"not applicable: {droid}: openpi's pi0_droid config acts in DROID's joint velocities and gripper (its "
+              "training/config.py data): its actions are joint_velocity, and the action probe reads end-effector "
+              "translation deltas; text probe only")
+    assert metrics["metrics"]["action_probe"] == reason and metrics["action_frame"]["kind"] == "joint_velocity"
+    assert "text_probe_accuracy" in metrics["metrics"] and "action_probe_accuracy" not in metrics["metrics"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "predictions" / "act2answer.jsonl").read_text().splitlines()]
+    assert all(record["action_probe"] == reason and record["action_prediction"] is None for record in records)

@@ -4,8 +4,10 @@ read turns the probe off with a one-line reason naming the file and field (`pref
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
+import shutil
 import types
 
 import pytest
@@ -13,7 +15,8 @@ import pytest
 from multinet_jax.eval import preflight
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD, score_probes
 from multinet_jax.metrics.records import RecordError
-from multinet_jax.models import registry
+from conftest import shared_path
+from multinet_jax.models import openpi_checkpoint, registry
 
 SMOLVLA_POLICY = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "smolvla_reference" / "policy"
 
@@ -41,7 +44,7 @@ def test_lerobot_smolvla_checkpoint_turns_the_action_probe_off_naming_its_config
 
 
 def test_the_probe_runs_for_end_effector_frames_and_not_without_an_action_head(tmp_path):
-    assert preflight.action_probe_unavailable(_config("pi0"), tmp_path) is None
+    assert preflight.action_probe_unavailable(_config("pi0"), shared_path("openpi_reference", "pi0", "ckpt", "0")) is None
     assert preflight.action_probe_unavailable(_config("openvla"), tmp_path) is None
     assert preflight.action_probe_unavailable(_config("paligemma"), tmp_path) == NO_ACTION_HEAD
     assert preflight.action_frame(_config("paligemma"), tmp_path) is None
@@ -52,7 +55,7 @@ def test_an_in_memory_model_is_frame_checked_as_its_family_tells():
     for name in registry.family_names():
         family = registry.family(name)
         if family.action_head and name != "smolvla":
-            assert preflight.action_frame(_config(name), None) == family.action_frame("unused"), name
+            assert preflight.action_frame(_config(name), None) == family.action_frame(None, None), name
             assert preflight.action_probe_unavailable(_config(name), None) is None, name
     assert preflight.action_frame(_config("smolvla"), None).kind == "unnamed"
     assert re.fullmatch("not applicable: an in-memory SmolVLA model \\(Evaluator\\(model=\\)\\): no config.json, and "
@@ -75,3 +78,67 @@ def test_scoring_reports_why_the_action_probe_did_not_apply_and_refuses_mixed_fi
         score_probes([_record(0, action_probe=reason), _record(1, action_probe=None)])
     with pytest.raises(RecordError, match="field 'action_probe': null \\(the action probe ran\\) for a model without"):
         score_probes([_record(0, action_head=False, action_probe=None)])
+
+
+PUBLISHED = pathlib.Path(__file__).resolve().parent / "fixtures" / "openpi_published_configs.json"
+
+
+def test_openpis_published_configs_act_in_the_frame_of_the_data_they_train_on():
+    """Each published fine-tune's frame follows from its config's `data=` in openpi's training/config.py (the fixture
+    holds it as source text): DROID's policy transforms, the ALOHA or LIBERO data config, and LIBERO's extra delta."""
+    configs = json.loads(PUBLISHED.read_text())["configs"]
+    assert set(openpi_checkpoint.CONFIG_FRAMES) == set(configs)
+    for name, config in configs.items():
+        data = config["data"]
+        expected = ("joint_velocity" if "droid_policy." in data else "joint_position" if data.startswith("LeRobotAlohaDataConfig(")
+                    else "state_relative" if "extra_delta_transform=True" in data else "ee_delta")
+        assert data.startswith(("SimpleDataConfig(", "LeRobotAlohaDataConfig(", "LeRobotLiberoDataConfig(")), name
+        assert openpi_checkpoint.CONFIG_FRAMES[name][0] == expected, name
+
+
+def test_openpis_pretraining_statistics_are_of_joint_actions():
+    """docs/norm_stats.md: every asset id of the base checkpoints' statistics, whose actions are joint angles, DROID's
+    joint velocities."""
+    fixture = json.loads(PUBLISHED.read_text())
+    assert set(openpi_checkpoint.ASSET_FRAMES) == {row["asset_id"] for row in fixture["pretraining_statistics"]}
+    definitions = fixture["action_space_definitions"]
+    assert '"left arm joint angles"' in definitions and "For DROID, we use the original DROID action configuration, " \
+                                                       "with joint velocity actions" in definitions
+    assert {asset: kind for asset, kind in openpi_checkpoint.ASSET_FRAMES.items() if kind != "joint_position"} == {"droid": "joint_velocity"}
+
+
+def _openpi(tmp_path: pathlib.Path, folder: str, asset: str | None = None) -> pathlib.Path:
+    """openpi's tiny Pi0 fixture in `folder`, its statistics under `asset` (the fixture's own: tiny_robot)."""
+    checkpoint = shutil.copytree(shared_path("openpi_reference", "pi0", "ckpt", "0"), tmp_path / folder)
+    if asset is not None:
+        (checkpoint / "assets" / "tiny_robot").rename(checkpoint / "assets" / asset)
+    return checkpoint
+
+
+def test_the_probe_is_off_for_openpi_checkpoints_of_joint_or_state_relative_actions(tmp_path):
+    """Read as end-effector deltas, DROID's joint velocities or ALOHA's joint angles would answer Act2Answer's
+    placement questions with meaningless displacements: the probe says why it does not apply, naming the config or
+    the statistics file, and needs no statistics."""
+    config = _config("pi0")
+    droid = _openpi(tmp_path, "pi0_droid")
+    assert preflight.action_probe_unavailable(config, droid) == (
+        f"not applicable: {droid}: openpi's pi0_droid config acts in DROID's joint velocities and gripper (its "
+        "training/config.py data): its actions are joint_velocity, and the action probe reads end-effector translation "
+        "deltas; text probe only")
+    assert preflight.checkpoint_stats_users(config, droid) == []
+    libero = _openpi(tmp_path, "pi0_libero")
+    assert "its actions are state_relative" in preflight.action_probe_unavailable(config, libero)
+    trossen = _openpi(tmp_path / "own", "my_run", asset="trossen")
+    assert preflight.action_probe_unavailable(config, trossen) == (
+        f"not applicable: {trossen}/assets/trossen/norm_stats.json: openpi's trossen pre-training statistics are of "
+        "joint positions (its docs/norm_stats.md): its actions are joint_position, and the action probe reads "
+        "end-effector translation deltas; text probe only")
+    for end_effector in (_openpi(tmp_path, "pi05_libero"), _openpi(tmp_path / "own", "bridge_run"), shared_path("openpi_reference", "pi0", "ckpt", "0")):
+        assert preflight.action_probe_unavailable(config, end_effector) is None, end_effector
+
+
+def test_the_asset_id_picked_decides_among_several(tmp_path):
+    checkpoint = _openpi(tmp_path, "base", asset="droid")
+    shutil.copytree(checkpoint / "assets" / "droid", checkpoint / "assets" / "bridge")
+    picked = lambda asset_id: preflight.action_frame(types.SimpleNamespace(**vars(_config("pi0")), asset_id=asset_id), checkpoint)  # noqa: E731
+    assert picked("droid").kind == "joint_velocity" and picked("bridge").kind == "ee_delta"

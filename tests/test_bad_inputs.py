@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import eval_helpers
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_path
 from models_helpers import tiny_observation
 from multinet_jax.eval import preflight
 from multinet_jax.models.interface import InferenceOptions
@@ -286,6 +286,14 @@ def _build(root: pathlib.Path) -> Inputs:
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
     two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
     shutil.copytree(two_assets / "demo", two_assets / "physical-intelligence" / "libero")  # openpi's nested asset ids
+    minilm = shared_path("models", "all-MiniLM-L6-v2")  # linked, but for a pooling config asking for the CLS token
+    (root / "embedder_cls" / "1_Pooling").mkdir(parents=True)
+    for source in minilm.iterdir():
+        if source.is_file():
+            (root / "embedder_cls" / source.name).symlink_to(source)
+    pooling = json.loads((minilm / "1_Pooling" / "config.json").read_text())
+    pooling.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
+    (root / "embedder_cls" / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     (root / "misnamed").mkdir()
     (root / "misnamed" / "pi0_fast_droid").symlink_to(checkpoint)  # the demo's Pi0, under a Pi0-FAST config's name
     npz = demo.build_checkpoint("paligemma", root / "paligemma.npz")
@@ -459,7 +467,7 @@ CASES = [
          lambda i: f"{E(str(i.openx_garbage))}/translated_shard_0: unreadable tf.data snapshot \\(DataLossError: .*\\)"),
     # eval: checkpoints
     Case("eval_missing_checkpoint", "eval", lambda i: _eval(i, checkpoint=str(i.nope)),
-         lambda i: f"{E(str(i.nope))}: no such file or directory"),
+         lambda i: f"{E(str(i.nope))}: no such checkpoint directory"),
     Case("eval_checkpoint_is_a_file", "eval", lambda i: _eval(i, checkpoint=str(i.a_file)),
          lambda i: f"{E(str(i.a_file))}: not a checkpoint format this project reads \\(known: openpi: .*huggingface_openvla: .*\\)"),
     # A failed read leaves none of orbax's other reads running: the eval cases after these would print what they print.
@@ -482,6 +490,10 @@ CASES = [
          lambda i: _eval(i, checkpoint=str(i.misnamed / "pi0_fast_droid")),
          lambda i: f"{E(str(i.misnamed))}/pi0_fast_droid: its path names openpi's pi0_fast_droid config \\(a pi0_fast\\), "
                    "but its parameters are a pi0's: rename its folder, so that pi0_fast_droid's settings are not taken for it"),
+    Case("eval_embedder_with_another_pooling", "eval",
+         lambda i: _eval(i, domains=("sqa3d",), embedder_dir=str(i.embedder_cls)),
+         lambda i: f"{E(str(i.embedder_cls))}/1_Pooling/config.json: pooling \\['pooling_mode_cls_token'\\]: only mean "
+                   "pooling \\(all-MiniLM-L6-v2's\\) is implemented"),
     Case("eval_model_family_mismatch", "eval", lambda i: _eval(i, model="pi0_fast", fast_tokenizer=i.assets["fast_tokenizer"]),
          lambda i: f"{E(i.assets['checkpoint'])}: holds a pi0 model \\(from its parameters\\), but --model=pi0_fast; pass --model=pi0 or leave --model out"),
     Case("eval_npz_missing_keys", "eval", lambda i: _eval(i, model="paligemma", checkpoint=str(i.incomplete) + ".npz"),

@@ -53,3 +53,16 @@ def test_a_conversion_running_past_the_delay_shows_its_progress(tmp_path, monkey
     openx.convert(source, tmp_path / "shown")
     assert re.search(r"converting openx_bimanual/public: 100%\|[^\n]*\| 8/8 \[.*1 episodes\]", capsys.readouterr().err)
 
+
+
+def test_an_rlds_conversion_shows_its_episodes_against_those_its_split_records(tmp_path, monkeypatch, capsys):
+    """TFDS records an RLDS split's episodes, not its steps: the bar counts steps, and says k/N episodes."""
+    pytest.importorskip("tensorflow")
+    from data_helpers import write_tiny_rlds
+    from multinet_jax.data import openx
+
+    source = write_tiny_rlds(tmp_path / "rlds", "tfrecord")
+    capsys.readouterr()  # TFDS's own bars, writing it
+    monkeypatch.setattr(openx, "CONVERSION_PROGRESS_DELAY_S", 0.0)
+    openx.convert(source, tmp_path / "converted")
+    assert re.search(r"converting tiny_rlds/1\.0\.0: 9step \[[^\n]*, 3/3 episodes\]\n", capsys.readouterr().err)

@@ -89,3 +89,18 @@ def test_pi05_checkpoint_evaluated_as_pi0_fails_before_any_prediction(tmp_path):
                                          "pass --model=pi05 or leave --model out$"):
         eval_helpers.evaluate(tmp_path / "run", ("piqa",), checkpoint=str(checkpoint))
     assert _outputs(tmp_path / "run") == []
+
+
+def test_an_embedder_directory_of_another_model_is_refused_before_the_checkpoint_loads(tmp_path, monkeypatch):
+    """A similarity domain's --embedder_dir is read before the model: a directory declaring CLS pooling is refused
+    without the minutes a full-size checkpoint takes to load (here: loading it would fail the test)."""
+    from multinet_jax.eval import loop
+
+    embedder = tmp_path / "embedder"
+    shutil.copytree(shared_path("models", "all-MiniLM-L6-v2"), embedder)
+    pooling = embedder / "1_Pooling" / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "pooling_mode_cls_token": True,
+                                   "pooling_mode_mean_tokens": False}))
+    monkeypatch.setattr(loop, "_load_model", lambda *args: pytest.fail("the checkpoint was loaded first"))
+    with pytest.raises(ValueError, match=r"1_Pooling/config.json: pooling \['pooling_mode_cls_token'\]: only mean pooling"):
+        eval_helpers.evaluate(tmp_path / "run", ("sqa3d",), embedder_dir=str(embedder))

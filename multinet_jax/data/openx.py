@@ -345,7 +345,8 @@ def _episode_steps(steps: Any) -> Iterator[dict[str, Any]]:
         yield from (steps[index] for index in range(len(steps)))
 
 
-def _iter_rlds(directory: pathlib.Path, split: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+def _rlds_builder(directory: pathlib.Path, split: str | None) -> tuple[Any, str]:
+    """(the TFDS builder of an RLDS directory, the split read: `split`, else its only one, else "test")."""
     _tf()
     import tensorflow_datasets as tfds
 
@@ -356,6 +357,13 @@ def _iter_rlds(directory: pathlib.Path, split: str | None) -> Iterator[tuple[str
     split = _rlds_split(builder, split)
     if split not in builder.info.splits:
         raise ValueError(f"{directory}: no split {split!r}; it has {sorted(builder.info.splits.keys())}")
+    return builder, split
+
+
+def _iter_rlds(directory: pathlib.Path, split: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    import tensorflow_datasets as tfds
+
+    builder, split = _rlds_builder(directory, split)
     expected, read = builder.info.splits[split].num_examples, 0
     try:
         if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
@@ -426,13 +434,14 @@ def convert(
 CONVERSION_PROGRESS_DELAY_S = 10.0
 
 
-def _recorded_steps(source_dir: pathlib.Path) -> int | None:
-    """The steps a source's own metadata records (translated shards' snapshots), for the conversion's progress bar;
-    None for RLDS, which records episodes only."""
-    if detect_format(source_dir) != "translated_shards":
-        return None
+def _recorded_counts(source_dir: pathlib.Path, split: str | None) -> tuple[int | None, int | None]:
+    """(steps, episodes) a source's own metadata records, None where it records none, for the conversion's progress
+    bar: translated shards' snapshots count steps, an RLDS split's dataset_info.json episodes."""
+    if detect_format(source_dir) == "rlds":
+        builder, split = _rlds_builder(source_dir, split)
+        return None, builder.info.splits[split].num_examples
     counts = [snapshot_element_count(shard) for shard in translated_shards(source_dir)]
-    return None if None in counts else sum(counts)
+    return (None if None in counts else sum(counts)), None
 
 
 def _convert_into(
@@ -447,9 +456,10 @@ def _convert_into(
     steps = iter_source_steps(source_dir, split)
     first = next(steps, None)
     # A large dataset converts for many minutes (eval converts on first use): show it, on stderr, as eval's bars.
+    recorded_steps, recorded_episodes = _recorded_counts(source_dir, split)
     progress = tqdm.tqdm(desc=f"converting {'/'.join(source_dir.resolve().parts[-2:])}", unit="step",
-                         total=_recorded_steps(source_dir), dynamic_ncols=True, mininterval=1.0,
-                         delay=CONVERSION_PROGRESS_DELAY_S)
+                         total=recorded_steps, dynamic_ncols=True, mininterval=1.0, delay=CONVERSION_PROGRESS_DELAY_S)
+    of_recorded = "" if recorded_episodes is None else f"/{recorded_episodes}"
 
     def records() -> Iterator[bytes]:
         for step in itertools.chain([] if first is None else [first], steps):
@@ -458,7 +468,7 @@ def _convert_into(
             if summary["episode"] != step[EPISODE_KEY]:
                 summary["episode"] = step[EPISODE_KEY]
                 summary["num_episodes"] += 1
-                progress.set_postfix_str(f"{summary['num_episodes']} episodes", refresh=False)
+                progress.set_postfix_str(f"{summary['num_episodes']}{of_recorded} episodes", refresh=False)
             summary["features"] = summary["features"] or steps_lib.field_specs(step)
             try:
                 action = native_action(step, source_dir.name, step_record_name(step))[0]

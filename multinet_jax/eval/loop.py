@@ -206,7 +206,6 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
                  if getattr(config, name) is not None}
     if action_tokenizer is not None:
         overrides["action_tokenizer"] = action_tokenizer
-    registry.check_family(checkpoint, config.model)  # before any array is read
     return models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
 
 
@@ -256,7 +255,12 @@ class Evaluator:
             del specs["checkpoint"]
         paths = assets.resolve_all(specs)
         if model is None:  # before the manifest fingerprints the weights, and before they load
+            # The checkpoint's format and family first (headers only): what is read from its small files next is
+            # read as that family's.
+            registry.check_family(paths["checkpoint"], config.model)
             preflight.check_checkpoint_inputs(config, paths["checkpoint"], self.sources)
+        # Read (and a directory declaring another model than MiniLM refused) before the model's minutes of loading.
+        self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
         # Act2Answer's action probe: None where it runs, else why not (its metrics say so; the text probe runs). An
         # in-memory model is checked as its family tells its frame (no checkpoint files to read).
         self.action_frame = preflight.action_frame(config, paths.get("checkpoint"))
@@ -298,7 +302,6 @@ class Evaluator:
             openpi_exact=config.openpi_exact_decoding,
             **({} if self.num_flow_steps is None else {"num_flow_steps": self.num_flow_steps}))
         self.action_options = self.inference_options  # per domain: `_action_options`
-        self.embedder = metrics.SentenceEmbedder(paths["embedder_dir"]) if "embedder_dir" in paths else None
 
     # -- data --------------------------------------------------------------------------------------
 

@@ -151,7 +151,8 @@ def action_frame(config: Any, checkpoint: pathlib.Path | None) -> registry.Actio
     family = registry.family(config.model)
     if not family.action_head:
         return None
-    return family.action_frame(None if checkpoint is None else str(checkpoint))
+    stats_key = getattr(config, family.norm_stats_flag, None) if family.norm_stats_flag else None  # --asset_id, ...
+    return family.action_frame(None if checkpoint is None else str(checkpoint), stats_key)
 
 
 def action_probe_unavailable(config: Any, checkpoint: pathlib.Path | None) -> str | None:

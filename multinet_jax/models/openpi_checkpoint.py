@@ -76,6 +76,51 @@ def training_settings(checkpoint: str | pathlib.Path, held_family: str) -> dict[
     return dict(PUBLISHED_SETTINGS.get(name, {}))
 
 
+# What openpi's published fine-tunes act in, by config (training/config.py, each config's `data=`): DROID's joint
+# velocities and gripper (docs/norm_stats.md), ALOHA's joint angles (LeRobotAlohaDataConfig: as deltas from the state
+# unless use_delta_joint_actions=False), LIBERO's end-effector deltas (LeRobotLiberoDataConfig), which pi0_libero and
+# pi0_fast_libero were trained on less the state (extra_delta_transform=True: openpi's policy adds the state back).
+CONFIG_FRAMES: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(("pi0_droid", "pi0_fast_droid", "pi05_droid"), ("joint_velocity", "DROID's joint velocities and gripper")),
+    **dict.fromkeys(("pi0_aloha_sim", "pi0_aloha_towel", "pi0_aloha_tupperware", "pi0_aloha_pen_uncap"),
+                    ("joint_position", "ALOHA's joint angles and grippers")),
+    **dict.fromkeys(("pi0_libero", "pi0_fast_libero"),
+                    ("state_relative", "LIBERO's end-effector deltas less the state (extra_delta_transform=True; "
+                                       "openpi's policy adds the state back)")),
+    "pi05_libero": ("ee_delta", "LIBERO's end-effector deltas"),
+}
+# The pre-training statistics openpi ships with its base checkpoints, by asset id (docs/norm_stats.md): every robot's
+# actions are its joint angles and gripper positions, DROID's its joint velocities.
+ASSET_FRAMES: dict[str, str] = {
+    "droid": "joint_velocity",
+    **dict.fromkeys(("trossen", "trossen_mobile", "franka", "ur5e", "ur5e_dual", "arx", "arx_mobile", "fibocom_mobile"),
+                    "joint_position"),
+}
+_TAKEN_AS_EE_DELTA = ("openpi's norm_stats.json names no action dims: taken as end-effector deltas (a Pi0 fine-tuned "
+                      "on Bridge / WidowX, Act2Answer's robot)")
+
+
+def action_frame(checkpoint: str | None, asset_id: str | None) -> registry.ActionFrame:
+    """What the checkpoint's actions are, for Act2Answer's action probe (the registry's preflight question: no
+    weights read): its openpi config's robot (`CONFIG_FRAMES`, the config its path names), else that of the
+    pre-training statistics `asset_id` (or its only asset) holds (`ASSET_FRAMES`), else end-effector deltas taken,
+    as for an in-memory model (`checkpoint` None)."""
+    if checkpoint is None:
+        return registry.ActionFrame("ee_delta", f"an in-memory openpi model: {_TAKEN_AS_EE_DELTA}")
+    name = openpi_config_name(checkpoint)
+    if name in CONFIG_FRAMES:
+        kind, actions = CONFIG_FRAMES[name]
+        return registry.ActionFrame(kind, f"{checkpoint}: openpi's {name} config acts in {actions} (its training/config.py data)")
+    held = asset_ids(checkpoint)
+    asset = asset_id if asset_id is not None else held[0] if len(held) == 1 else None
+    assets_dir = weights.params_directory(checkpoint).parent / "assets"
+    stats = assets_dir if asset is None else assets_dir / asset / "norm_stats.json"
+    if asset in ASSET_FRAMES:
+        return registry.ActionFrame(ASSET_FRAMES[asset], f"{stats}: openpi's {asset} pre-training statistics are of "
+                                                         f"{ASSET_FRAMES[asset].replace('_', ' ')}s (its docs/norm_stats.md)")
+    return registry.ActionFrame("ee_delta", f"{stats}: {_TAKEN_AS_EE_DELTA}")
+
+
 def _init(config: ModelConfig, rng: jax.Array) -> dict[str, Any]:
     """float32 parameters with openpi's tree: Pi0's full tree, or `{"PaliGemma": ...}` for Pi0-FAST and PaliGemma."""
     if isinstance(config, Pi0Config):

@@ -52,7 +52,9 @@ CONFIG_OVERRIDES = ("action_horizon", "action_dim")
 NORM_STATS_FLAGS = ("asset_id", "unnorm_key")
 # What a checkpoint's action dims are. Act2Answer's action probe reads only "ee_delta" (the first three dims are
 # end-effector translation deltas, as Bridge / WidowX policies emit); any other frame gets the text probe only.
-ACTION_FRAMES = ("ee_delta", "joint_position", "unnamed")
+# What a checkpoint's actions are (`ActionFrame.kind`): end-effector deltas (what Act2Answer's action probe reads),
+# joint positions or velocities, end-effector deltas less the state (a policy adds the state back), or not named.
+ACTION_FRAMES = ("ee_delta", "joint_position", "joint_velocity", "state_relative", "unnamed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +69,11 @@ class ActionFrame:
             raise ValueError(f"action frame {self.kind!r}: expected one of {ACTION_FRAMES}")
 
 
-def fixed_frame(kind: str, source: str) -> Callable[[str | None], ActionFrame]:
-    """`Family.action_frame` of a family whose checkpoints all act in one frame, `source` saying why (an in-memory
-    model's too)."""
+def fixed_frame(kind: str, source: str) -> Callable[[str | None, str | None], ActionFrame]:
+    """`Family.action_frame` of a family whose checkpoints all act in one frame, whichever statistics are picked,
+    `source` saying why (an in-memory model's too)."""
     frame = ActionFrame(kind, source)
-    return lambda checkpoint: frame
+    return lambda checkpoint, stats_key: frame
 
 
 def hook(target: str) -> Callable[..., Any]:
@@ -142,10 +144,10 @@ class Family:
     # (domain name) -> the `domains.Protocol` MultiNet ran this family under with scripts of its own (Magma's);
     # None: MultiNet's Pi0 protocol, the domain table's.
     protocol: Callable[[str], Any] | None = None
-    # (checkpoint path) -> its ActionFrame, from its small files (no weights): what Act2Answer's action probe may read.
-    # None for the path: an in-memory model (`Evaluator(model=)`), whose frame the family tells without files or
-    # says it cannot. Required with an action head.
-    action_frame: Callable[[str | None], ActionFrame] | None = None
+    # (checkpoint path, the stats key its norm_stats_flag picked or None) -> its ActionFrame, from its small files (no
+    # weights): what Act2Answer's action probe may read. None for the path: an in-memory model (`Evaluator(model=)`),
+    # whose frame the family tells without files or says it cannot. Required with an action head.
+    action_frame: Callable[[str | None, str | None], ActionFrame] | None = None
     # (checkpoint path) -> the Euler steps it samples its actions with when none are asked for (`Model.num_flow_steps`),
     # from its small files (no weights): what `probe` records before the model loads. Required with flow decoding.
     flow_steps: Callable[[str], int] | None = None
@@ -338,10 +340,7 @@ _OPENPI_HELP = ("an openpi checkpoint: a published name (pi0_base, pi05_libero, 
 _PALIGEMMA_TOKENIZER = {"tokenizer": assets.DEFAULT_TOKENIZER}
 _OPENPI_ASSETS = hook(f"{_OPENPI}:asset_ids")
 _OPENPI_ACTION_STATS = hook(f"{_OPENPI}:missing_action_stats")
-# openpi's norm_stats.json holds mean/std/q01/q99 per key and names no action dims: the frame is taken, not read.
-_OPENPI_FRAME = fixed_frame("ee_delta", "openpi's assets/<asset id>/norm_stats.json names no action dims: taken as "
-                            "end-effector deltas (a Pi0 on Bridge / WidowX); an asset of joint actions (ALOHA, DROID) "
-                            "is not told apart")
+_OPENPI_FRAME = hook(f"{_OPENPI}:action_frame")
 # OpenVLA's loader (prismatic/vla/datasets/rlds/oxe/materialize.py) loads only EEF_POS datasets: end-effector delta
 # xyz, delta roll-pitch-yaw, gripper; every dataset key of its statistics is one. Magma's keys are SimplerEnv's.
 _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "

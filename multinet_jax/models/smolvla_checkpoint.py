@@ -217,11 +217,13 @@ _UNNAMED_FRAME = ("LeRobot policies predict their training data's action vector;
                   "joint positions")
 
 
-def action_frame(directory: str | None) -> ActionFrame:
+def action_frame(directory: str | None, stats_key: str | None = None) -> ActionFrame:
     """The frame of the policy's actions (the registry's preflight question for Act2Answer's action probe): LeRobot's
     config.json gives `output_features["action"]` a type and a shape, never what the dims are, and a LeRobot policy
     predicts its training data's action vector (smolvla_base: SO-100's 6 absolute joint positions), so it is unnamed;
-    so is an in-memory model's (`directory` None: no config.json, and none would name it)."""
+    so is an in-memory model's (`directory` None: no config.json, and none would name it). `stats_key`: none is
+    picked (one normalizer per policy)."""
+    del stats_key
     if directory is None:
         return ActionFrame("unnamed", f"an in-memory SmolVLA model (Evaluator(model=)): no {CONFIG_FILE}, and LeRobot's "
                                       f"names no action frame ({_UNNAMED_FRAME})")

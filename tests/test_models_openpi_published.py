@@ -17,23 +17,39 @@ from multinet_jax.weights import CheckpointError
 FIXTURE = REPO_ROOT / "tests" / "fixtures" / "openpi_published_configs.json"
 
 
-def test_the_settings_are_those_openpis_training_configs_give_each_published_checkpoint():
-    """tests/fixtures/openpi_published_configs.json is openpi's config.py parsed (generate_openpi_published_configs);
-    `pi05` is read from the parameter shapes, everything else must be the table's."""
+# What a config sets that shapes cannot tell (`configs.infer_config` overrides), and what they tell (`pi05`, the
+# Gemma variants: a LoRA variant's extra parameters are refused by the loader's path check).
+SHAPE_BLIND = ("action_horizon", "action_dim", "max_token_len", "discrete_state_input")
+READ_FROM_SHAPES = ("pi05", "paligemma_variant", "action_expert_variant")
+
+
+def _trained_family(config: dict) -> str:
+    """The family an openpi TrainConfig trains: its model class, and `pi05` for Pi0Config."""
+    if config["model"] == "pi0_fast.Pi0FASTConfig":
+        return "pi0_fast"
+    assert config["model"] == "pi0_config.Pi0Config", config["model"]
+    return "pi05" if config["settings"].get("pi05") else "pi0"
+
+
+def test_each_config_is_what_openpis_training_config_of_that_name_sets():
+    """tests/fixtures/openpi_published_configs.json is openpi's config.py parsed (generate_openpi_published_configs):
+    every TrainConfig is in the table with the family it trains and the settings shapes cannot tell; the published
+    base checkpoints, which have no TrainConfig, with their family by name and openpi's defaults."""
     fixture = json.loads(FIXTURE.read_text())
     assert fixture["names"] == list(assets.OPENPI_CHECKPOINT_NAMES)  # a new published name needs the fixture again
-    for name in fixture["names"]:
-        openpi = fixture["configs"].get(name, {"settings": {}})["settings"]  # the base checkpoints: no training config
-        assert published.PUBLISHED_SETTINGS.get(name, {}) == {key: value for key, value in openpi.items() if key != "pi05"}, name
-
-
-def test_each_configs_family_is_the_one_openpis_config_trains():
-    """`config_family` (openpi's naming) against the model class and `pi05` setting of each parsed training config."""
-    fixture = json.loads(FIXTURE.read_text())
+    debug = {name for name, config in fixture["configs"].items() if config["data"] == "FakeDataConfig()"}
+    assert debug == {"debug", "debug_pi05", "debug_restore"}  # openpi's own tests' configs: not recognized
+    assert set(published.OPENPI_CONFIGS) == (set(fixture["configs"]) - debug) | set(fixture["names"])
     for name, config in fixture["configs"].items():
-        trained = ("pi0_fast" if config["model"] == "pi0_fast.Pi0FASTConfig"
-                   else "pi05" if config["settings"].get("pi05") else "pi0")
-        assert published.config_family(name) == trained, name
+        if name in debug:
+            continue
+        assert set(config["settings"]) <= {*SHAPE_BLIND, *READ_FROM_SHAPES}, name
+        expected = {key: value for key, value in config["settings"].items() if key in SHAPE_BLIND}
+        assert (published.OPENPI_CONFIGS[name].family, dict(published.OPENPI_CONFIGS[name].settings)) == \
+            (_trained_family(config), expected), name
+    for name in set(fixture["names"]) - set(fixture["configs"]):
+        assert name.endswith("_base") and published.OPENPI_CONFIGS[name].settings == {}, name
+        assert published.OPENPI_CONFIGS[name].family == name.removesuffix("_base"), name
 
 
 def _in_the_cache(cache: pathlib.Path, model: str, name: str) -> pathlib.Path:
@@ -60,7 +76,12 @@ def test_the_config_is_read_from_a_published_folder_anywhere_and_from_openpis_tr
     assert published.openpi_config_name(tmp_path / "link") == "pi0_droid"  # the folder the link points at
     fine_tune = shutil.copytree(openpi_checkpoint("fast"), tmp_path / "checkpoints" / "pi0_fast_droid" / "my_run" / "2999")
     assert (load_model(fine_tune / "params").config.action_dim, load_model(fine_tune).config.action_horizon) == (8, 10)
-    for own in (tmp_path / "checkpoints" / "pi0_fast_droid" / "my_run", tmp_path / "pi0_fast_droid_v2" / "0", tmp_path / "a" / "1"):
+    # a config openpi's examples fine-tune with, published as no checkpoint
+    full_droid = shutil.copytree(openpi_checkpoint("fast"), tmp_path / "checkpoints" / "pi0_fast_full_droid_finetune" / "a" / "5000")
+    fast = load_model(full_droid).config
+    assert (fast.action_dim, fast.action_horizon, fast.max_token_len) == (8, 16, 180)
+    for own in (tmp_path / "checkpoints" / "pi0_fast_droid" / "my_run", tmp_path / "pi0_fast_droid_v2" / "0", tmp_path / "a" / "1",
+                tmp_path / "pi0_fast_full_droid_finetune", tmp_path / "debug", tmp_path / "debug" / "a" / "1"):
         assert published.openpi_config_name(own) is None, own
     assert load_model(openpi_checkpoint("pi0")).config.action_horizon == 50  # openpi's default: a path naming no config
 

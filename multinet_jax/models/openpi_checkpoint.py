@@ -5,14 +5,16 @@ Pi0-FAST; and the parameter tree of every openpi-tree config (PaliGemma's too: `
 
 The family (Pi0; Pi0.5, recognised by its `time_mlp_in`; or Pi0-FAST) and every size come from the parameter
 shapes (`configs.infer_config`); what shapes cannot tell (action horizon, max token length, FAST's action dim)
-is what the openpi training config the checkpoint's path names sets (`PUBLISHED_SETTINGS`, `openpi_config_name`:
+is what the openpi training config the checkpoint's path names sets (`OPENPI_CONFIGS`, `openpi_config_name`:
 a published checkpoint's folder, or a fine-tune's `<config>/<exp>/<step>`), else openpi's defaults, and can be passed
 as keyword overrides.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -28,27 +30,54 @@ from multinet_jax.models.pi0 import Pi0, Pi0Model
 from multinet_jax.models.pi0_fast import Pi0FastModel
 
 
-# The model settings openpi's training configs give its published checkpoints beyond its model classes' defaults, of
-# those parameter shapes cannot tell (openpi 15a9616, src/openpi/training/config.py, the TrainConfig of the
-# checkpoint's name; the base checkpoints have none; `pi05` is read from the shapes).
-# tests/fixtures/openpi_published_configs.json holds what a parse of that file gives, and the tests compare.
-PUBLISHED_SETTINGS: dict[str, dict[str, Any]] = {
-    "pi0_droid": {"action_horizon": 10},
-    "pi0_fast_droid": {"action_dim": 8, "action_horizon": 10},
-    "pi05_droid": {"action_horizon": 15},
-    "pi0_fast_libero": {"action_dim": 7, "action_horizon": 10, "max_token_len": 180},
-    "pi05_libero": {"action_horizon": 10, "discrete_state_input": False},
+@dataclasses.dataclass(frozen=True)
+class OpenpiConfig:
+    """What one of openpi's configs tells of the checkpoints trained with it that parameter shapes cannot: the family
+    it trains, the model settings it gives beyond openpi's defaults (`configs.infer_config` overrides) and the frame of
+    the actions it trains on, with the words saying so (None for a base checkpoint: its frame is that of the
+    statistics picked, `ASSET_FRAMES`)."""
+
+    family: str
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    frame: tuple[str, str] | None = None
+
+
+_DROID_VELOCITY = ("joint_velocity", "DROID's joint velocities and gripper")
+_DROID_POSITION = ("joint_position", "DROID's joint positions and gripper (as deltas from the state)")
+_ALOHA = ("joint_position", "ALOHA's joint angles and grippers")
+_LIBERO = ("ee_delta", "LIBERO's end-effector deltas")
+_LIBERO_LESS_STATE = ("state_relative", "LIBERO's end-effector deltas less the state (extra_delta_transform=True; "
+                                        "openpi's policy adds the state back)")
+_FAST_LIBERO = {"action_dim": 7, "action_horizon": 10, "max_token_len": 180}
+# openpi's published checkpoints (the base ones have no training config) and every TrainConfig of its
+# src/openpi/training/config.py (15a9616), those its README and examples fine-tune with included: a fine-tune's
+# training output is named for its config. Not its debug configs (fake data, dummy sizes), whose names ("debug")
+# would claim folders of any model. The frames follow each config's `data=` (its robot's data config and
+# transforms; DROID's action spaces per docs/norm_stats.md). tests/fixtures/openpi_published_configs.json holds what a
+# parse of openpi's files gives, and the tests compare.
+OPENPI_CONFIGS: dict[str, OpenpiConfig] = {
+    "pi0_base": OpenpiConfig("pi0"), "pi0_fast_base": OpenpiConfig("pi0_fast"), "pi05_base": OpenpiConfig("pi05"),
+    **{name: OpenpiConfig("pi0", frame=_ALOHA)
+       for name in ("pi0_aloha", "pi0_aloha_towel", "pi0_aloha_tupperware", "pi0_aloha_pen_uncap", "pi0_aloha_sim")},
+    **{name: OpenpiConfig("pi05", frame=_ALOHA) for name in ("pi05_aloha", "pi05_aloha_pen_uncap")},
+    "pi0_droid": OpenpiConfig("pi0", {"action_horizon": 10}, _DROID_VELOCITY),
+    "pi0_fast_droid": OpenpiConfig("pi0_fast", {"action_dim": 8, "action_horizon": 10}, _DROID_VELOCITY),
+    "pi05_droid": OpenpiConfig("pi05", {"action_horizon": 15}, _DROID_VELOCITY),
+    "pi0_fast_full_droid_finetune": OpenpiConfig("pi0_fast", {"action_dim": 8, "action_horizon": 16, "max_token_len": 180},
+                                                 _DROID_POSITION),
+    "pi05_full_droid_finetune": OpenpiConfig("pi05", {"action_dim": 32, "action_horizon": 16}, _DROID_POSITION),
+    "pi05_droid_finetune": OpenpiConfig("pi05", {"action_dim": 32, "action_horizon": 16}, _DROID_VELOCITY),
+    "pi0_libero": OpenpiConfig("pi0", frame=_LIBERO_LESS_STATE),
+    "pi0_libero_low_mem_finetune": OpenpiConfig("pi0", frame=_LIBERO_LESS_STATE),
+    "pi0_fast_libero": OpenpiConfig("pi0_fast", _FAST_LIBERO, _LIBERO_LESS_STATE),
+    "pi0_fast_libero_low_mem_finetune": OpenpiConfig("pi0_fast", _FAST_LIBERO, _LIBERO_LESS_STATE),
+    "pi05_libero": OpenpiConfig("pi05", {"action_horizon": 10, "discrete_state_input": False}, _LIBERO),
 }
 
 
-def config_family(name: str) -> str:
-    """The family openpi's config `name` trains, by openpi's naming ("pi05_*", "pi0_fast_*", else "pi0")."""
-    return "pi05" if name.startswith("pi05_") else "pi0_fast" if name.startswith("pi0_fast_") else "pi0"
-
-
 def openpi_config_name(checkpoint: str | pathlib.Path) -> str | None:
-    """The openpi config (`assets.OPENPI_CHECKPOINT_NAMES`) a checkpoint's path names, else None: openpi's published
-    layout `<name>/params` wherever the folder was put (this evaluator's asset cache, openpi's own
+    """The openpi config (`OPENPI_CONFIGS`) a checkpoint's path names, else None: a published checkpoint's layout
+    `<name>/params` wherever the folder was put (this evaluator's asset cache, openpi's own
     `~/.cache/openpi/openpi-assets/checkpoints/<name>`, a `gsutil cp -r` copy), or openpi's training output
     `<checkpoint_base_dir>/<name>/<exp name>/<step>/params` (`TrainConfig.checkpoint_dir`: a fine-tune trained with
     that config). The path as given is asked first, then with its links resolved."""
@@ -56,7 +85,7 @@ def openpi_config_name(checkpoint: str | pathlib.Path) -> str | None:
         folder = path.parent if path.name == "params" else path
         if folder.name in assets.OPENPI_CHECKPOINT_NAMES:
             return folder.name
-        if folder.name.isdigit() and folder.parent.parent.name in assets.OPENPI_CHECKPOINT_NAMES:
+        if folder.name.isdigit() and folder.parent.parent.name in OPENPI_CONFIGS:
             return folder.parent.parent.name
     return None
 
@@ -69,26 +98,14 @@ def training_settings(checkpoint: str | pathlib.Path, held_family: str) -> dict[
     name = openpi_config_name(checkpoint)
     if name is None:
         return {}
-    if config_family(name) != held_family:
+    config = OPENPI_CONFIGS[name]
+    if config.family != held_family:
         raise weights.CheckpointError(
-            f"{checkpoint}: its path names openpi's {name} config (a {config_family(name)}), but its parameters are a "
+            f"{checkpoint}: its path names openpi's {name} config (a {config.family}), but its parameters are a "
             f"{held_family}'s: rename its folder, so that {name}'s settings are not taken for it")
-    return dict(PUBLISHED_SETTINGS.get(name, {}))
+    return dict(config.settings)
 
 
-# What openpi's published fine-tunes act in, by config (training/config.py, each config's `data=`): DROID's joint
-# velocities and gripper (docs/norm_stats.md), ALOHA's joint angles (LeRobotAlohaDataConfig: as deltas from the state
-# unless use_delta_joint_actions=False), LIBERO's end-effector deltas (LeRobotLiberoDataConfig), which pi0_libero and
-# pi0_fast_libero were trained on less the state (extra_delta_transform=True: openpi's policy adds the state back).
-CONFIG_FRAMES: dict[str, tuple[str, str]] = {
-    **dict.fromkeys(("pi0_droid", "pi0_fast_droid", "pi05_droid"), ("joint_velocity", "DROID's joint velocities and gripper")),
-    **dict.fromkeys(("pi0_aloha_sim", "pi0_aloha_towel", "pi0_aloha_tupperware", "pi0_aloha_pen_uncap"),
-                    ("joint_position", "ALOHA's joint angles and grippers")),
-    **dict.fromkeys(("pi0_libero", "pi0_fast_libero"),
-                    ("state_relative", "LIBERO's end-effector deltas less the state (extra_delta_transform=True; "
-                                       "openpi's policy adds the state back)")),
-    "pi05_libero": ("ee_delta", "LIBERO's end-effector deltas"),
-}
 # The pre-training statistics openpi ships with its base checkpoints, by asset id (docs/norm_stats.md): every robot's
 # actions are its joint angles and gripper positions, DROID's its joint velocities.
 ASSET_FRAMES: dict[str, str] = {
@@ -102,14 +119,14 @@ _TAKEN_AS_EE_DELTA = ("openpi's norm_stats.json names no action dims: taken as e
 
 def action_frame(checkpoint: str | None, asset_id: str | None) -> registry.ActionFrame:
     """What the checkpoint's actions are, for Act2Answer's action probe (the registry's preflight question: no
-    weights read): its openpi config's robot (`CONFIG_FRAMES`, the config its path names), else that of the
+    weights read): its openpi config's robot (`OPENPI_CONFIGS`, the config its path names), else that of the
     pre-training statistics `asset_id` (or its only asset) holds (`ASSET_FRAMES`), else end-effector deltas taken,
     as for an in-memory model (`checkpoint` None)."""
     if checkpoint is None:
         return registry.ActionFrame("ee_delta", f"an in-memory openpi model: {_TAKEN_AS_EE_DELTA}")
     name = openpi_config_name(checkpoint)
-    if name in CONFIG_FRAMES:
-        kind, actions = CONFIG_FRAMES[name]
+    if name is not None and OPENPI_CONFIGS[name].frame is not None:
+        kind, actions = OPENPI_CONFIGS[name].frame
         return registry.ActionFrame(kind, f"{checkpoint}: openpi's {name} config acts in {actions} (its training/config.py data)")
     held = asset_ids(checkpoint)
     asset = asset_id if asset_id is not None else held[0] if len(held) == 1 else None

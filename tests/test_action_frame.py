@@ -119,7 +119,8 @@ def test_openpis_pretraining_statistics_are_of_joint_actions():
     definitions = fixture["action_space_definitions"]
     assert '"left arm joint angles"' in definitions and "For DROID, we use the original DROID action configuration, " \
                                                        "with joint velocity actions" in definitions
-    assert {asset: kind for asset, kind in openpi_checkpoint.ASSET_FRAMES.items() if kind != "joint_position"} == {"droid": "joint_velocity"}
+    kinds = {asset: kind for asset, (kind, _) in openpi_checkpoint.ASSET_FRAMES.items()}
+    assert {asset: kind for asset, kind in kinds.items() if kind != "joint_position"} == {"droid": "joint_velocity"}
 
 
 def _openpi(tmp_path: pathlib.Path, folder: str, asset: str | None = None) -> pathlib.Path:
@@ -146,7 +147,7 @@ def test_the_probe_is_off_for_openpi_checkpoints_of_joint_or_state_relative_acti
     trossen = _openpi(tmp_path / "own", "my_run", asset="trossen")
     assert preflight.action_probe_unavailable(config, trossen) == (
         f"not applicable: {trossen}/assets/trossen/norm_stats.json: openpi's trossen pre-training statistics are of "
-        "joint positions (its docs/norm_stats.md): its actions are joint_position, and the action probe reads "
+        "joint angles and gripper positions (its docs/norm_stats.md): its actions are joint_position, and the action probe reads "
         "end-effector translation deltas; text probe only")
     for end_effector in (_openpi(tmp_path, "pi05_libero"), _openpi(tmp_path / "own", "bridge_run"), shared_path("openpi_reference", "pi0", "ckpt", "0")):
         assert preflight.action_probe_unavailable(config, end_effector) is None, end_effector
@@ -156,4 +157,7 @@ def test_the_asset_id_picked_decides_among_several(tmp_path):
     checkpoint = _openpi(tmp_path, "base", asset="droid")
     shutil.copytree(checkpoint / "assets" / "droid", checkpoint / "assets" / "bridge")
     picked = lambda asset_id: preflight.action_frame(types.SimpleNamespace(**vars(_config("pi0")), asset_id=asset_id), checkpoint)  # noqa: E731
-    assert picked("droid").kind == "joint_velocity" and picked("bridge").kind == "ee_delta"
+    assert picked("droid") == registry.ActionFrame("joint_velocity", (
+        f"{checkpoint}/assets/droid/norm_stats.json: openpi's droid pre-training statistics are of DROID's joint "
+        "velocities and gripper (its docs/norm_stats.md)"))
+    assert picked("bridge").kind == "ee_delta"

@@ -254,7 +254,7 @@ def test_pi05_libero_acts_from_pi0s_prompt_without_the_state(tmp_path, capsys):
     checkpoint.symlink_to(shared_path("openpi_reference", "pi05", "ckpt", "0"))
     eval_helpers.evaluate(tmp_path / "run", ("openx_bimanual",), limit=4, model=None, checkpoint=str(checkpoint))
     assert _metrics(tmp_path / "run", "openx_bimanual")["action_horizon"] == 10
-    assert (f"eval: the openpi config {checkpoint}'s path names sets action_horizon=10, discrete_state_input=False"
+    assert (f"eval: {checkpoint} is named for an openpi training config, which sets action_horizon=10, discrete_state_input=False"
             in capsys.readouterr().out)
 
     model = models.load_model(checkpoint, dtype="bfloat16")

@@ -275,7 +275,7 @@ class Evaluator:
         implied = {key: value for key, value in checkpoint_settings.items()  # less what --action_horizon / _dim override
                    if key not in registry.CONFIG_OVERRIDES or getattr(config, key) is None}
         if implied and jax.process_index() == 0:  # what no flag said, so said here
-            print(f"eval: the openpi config {config.checkpoint}'s path names sets "
+            print(f"eval: {config.checkpoint} is named for an openpi training config, which sets "
                   f"{', '.join(f'{key}={value}' for key, value in implied.items())}", flush=True)
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)

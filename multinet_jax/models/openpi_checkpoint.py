@@ -108,10 +108,10 @@ def training_settings(checkpoint: str | pathlib.Path, held_family: str) -> dict[
 
 # The pre-training statistics openpi ships with its base checkpoints, by asset id (docs/norm_stats.md): every robot's
 # actions are its joint angles and gripper positions, DROID's its joint velocities.
-ASSET_FRAMES: dict[str, str] = {
-    "droid": "joint_velocity",
+ASSET_FRAMES: dict[str, tuple[str, str]] = {
+    "droid": _DROID_VELOCITY,
     **dict.fromkeys(("trossen", "trossen_mobile", "franka", "ur5e", "ur5e_dual", "arx", "arx_mobile", "fibocom_mobile"),
-                    "joint_position"),
+                    ("joint_position", "joint angles and gripper positions")),
 }
 _TAKEN_AS_EE_DELTA = ("openpi's norm_stats.json names no action dims: taken as end-effector deltas (a Pi0 fine-tuned "
                       "on Bridge / WidowX, Act2Answer's robot)")
@@ -133,8 +133,9 @@ def action_frame(checkpoint: str | None, asset_id: str | None) -> registry.Actio
     assets_dir = weights.params_directory(checkpoint).parent / "assets"
     stats = assets_dir if asset is None else assets_dir / asset / "norm_stats.json"
     if asset in ASSET_FRAMES:
-        return registry.ActionFrame(ASSET_FRAMES[asset], f"{stats}: openpi's {asset} pre-training statistics are of "
-                                                         f"{ASSET_FRAMES[asset].replace('_', ' ')}s (its docs/norm_stats.md)")
+        kind, actions = ASSET_FRAMES[asset]
+        return registry.ActionFrame(kind, f"{stats}: openpi's {asset} pre-training statistics are of {actions} (its "
+                                          "docs/norm_stats.md)")
     return registry.ActionFrame("ee_delta", f"{stats}: {_TAKEN_AS_EE_DELTA}")
 
 

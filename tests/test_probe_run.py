@@ -42,8 +42,9 @@ def setup(tmp_path_factory):
 
 
 def _config(setup, output_dir, **overrides):
-    return runner.ProbeConfig(checkpoint=openpi_checkpoint("pi0"), tokenizer=setup["tokenizer"], data_dir=str(setup["items"]),
-                             output_dir=str(output_dir), **{"batch_size": 4, "num_flow_steps": 2, "num_folds": 2, **overrides})
+    return runner.ProbeConfig(**{"checkpoint": openpi_checkpoint("pi0"), "tokenizer": setup["tokenizer"],
+                                 "data_dir": str(setup["items"]), "output_dir": str(output_dir), "batch_size": 4,
+                                 "num_flow_steps": 2, "num_folds": 2, **overrides})
 
 
 def test_probe_writes_activations_report_and_resumes(setup, tmp_path, monkeypatch):
@@ -148,6 +149,19 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     (tmp_path / "run" / runner.MANIFEST).unlink()
     with pytest.raises(manifest.RunChangedError, match="holds activations but no probe_manifest.json"):
         runner.run_probe(resumed, model=setup["model"])
+
+
+def test_probe_says_and_records_what_the_checkpoints_folder_name_sets(setup, tmp_path, capsys):
+    """openpi's tiny Pi0 in a folder named for openpi's `pi0_droid` config (10-step chunks): the probe loads it with
+    that horizon, prints the line eval prints, and its manifest records the setting (a resume compares it)."""
+    checkpoint = tmp_path / "pi0_droid"
+    checkpoint.symlink_to(openpi_checkpoint("pi0"))
+    runner.run_probe(_config(setup, tmp_path / "run", checkpoint=str(checkpoint), limit=4))
+    assert (f"probe: {checkpoint} is named for an openpi training config, which sets action_horizon=10"
+            in capsys.readouterr().out)
+    assert json.loads((tmp_path / "run" / runner.MANIFEST).read_text())["checkpoint_settings"] == {"action_horizon": 10}
+    runner.run_probe(_config(setup, tmp_path / "plain", limit=4), model=setup["model"])
+    assert "is named for" not in capsys.readouterr().out
 
 
 def _manifest_and_report_steps(output_dir) -> tuple:

@@ -274,9 +274,9 @@ class Evaluator:
         checkpoint_settings = registry.path_settings(paths["checkpoint"], config.model) if model is None else {}
         implied = {key: value for key, value in checkpoint_settings.items()  # less what --action_horizon / _dim override
                    if key not in registry.CONFIG_OVERRIDES or getattr(config, key) is None}
-        if implied and jax.process_index() == 0:  # what no flag said, so said here
-            print(f"eval: {config.checkpoint} is named for an openpi training config, which sets "
-                  f"{', '.join(f'{key}={value}' for key, value in implied.items())}", flush=True)
+        line = registry.path_settings_line("eval", config.checkpoint, implied)
+        if line and jax.process_index() == 0:  # what no flag said, so said here
+            print(line, flush=True)
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads

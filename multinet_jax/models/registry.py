@@ -276,6 +276,15 @@ def path_settings(checkpoint: str | pathlib.Path, family_name: str) -> dict[str,
     return checkpoint_format(family_name).path_settings(str(checkpoint), family_name)
 
 
+def path_settings_line(command: str, checkpoint: str | pathlib.Path, implied: Mapping[str, Any]) -> str | None:
+    """The line `command` prints for the settings `checkpoint`'s path implies that no flag gave (`path_settings`), so
+    that a model decoded in 10-step chunks because of its folder's name says so; None when there are none."""
+    if not implied:
+        return None
+    return (f"{command}: {checkpoint} is named for an openpi training config, which sets "
+            f"{', '.join(f'{key}={value}' for key, value in implied.items())}")
+
+
 def load_model(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> Model:
     """Load `checkpoint` (a local path, an asset name such as `pi0_base`, or a URL such as `hf://openvla/openvla-7b`,
     resolved and cached by `multinet_jax.assets`) as its format says, restored as `dtype` into `mesh`'s shardings."""

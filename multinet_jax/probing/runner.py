@@ -232,7 +232,11 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer))
     mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
-    check_manifest(config, describe(config, {**paths, "tokenizer": tokenizer}, family_name, mesh))  # before the model loads
+    current = describe(config, {**paths, "tokenizer": tokenizer}, family_name, mesh)
+    check_manifest(config, current)  # before the model loads
+    line = registry.path_settings_line("probe", config.checkpoint, current["checkpoint_settings"])  # no flag overrides
+    if line and jax.process_index() == 0:
+        print(line, flush=True)
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)

@@ -247,6 +247,8 @@ def _build(root: pathlib.Path) -> Inputs:
     (score / "not_json.jsonl").write_text(json.dumps(piqa[0]) + "\n{'id': 1}\n")
     (score / "not_object.jsonl").write_text("[1, 2]\n")
     (score / "missing_truth.jsonl").write_text(json.dumps(piqa[0]) + "\n" + json.dumps({"id": "x", "prediction": 1}) + "\n")
+    odinw = [{"id": str(n), "prediction": 0, "ground_truth": 0, "num_options": options} for n, options in enumerate((5, 5, 2))]
+    (score / "odinw_subsets_unnamed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in odinw))  # pooled they merge classes
     (score / "stats.json").write_text("{min: 0}")
     (score / "stats_swapped.json").write_text(json.dumps({"min": [0.0, 1.0], "max": [1.0, -1.0], "mean": [0.5, 0.0]}))
     (score / "linked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in piqa))
@@ -364,6 +366,8 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/not_object.jsonl:1: expected a JSON object, got list"),
     Case("score_missing_field", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/missing_truth.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/missing_truth.jsonl:2: field 'ground_truth': missing"),
+    Case("score_odinw_of_several_subsets_unnamed", "score", lambda i: ["--domain=odinw", f"--predictions={i.root}/score/odinw_subsets_unnamed.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/odinw_subsets_unnamed.jsonl:3: field 'subset': missing, and the records have 2 option counts .*"),
     Case("score_huge_ground_truth", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/huge_truth.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/huge_truth.jsonl:2: field 'ground_truth': holds 1e\\+300, beyond \\+-1e\\+06 .*"),
     Case("score_not_utf8", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_utf8.jsonl", f"--output={i.m}"],

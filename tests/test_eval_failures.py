@@ -104,3 +104,34 @@ def test_an_embedder_directory_of_another_model_is_refused_before_the_checkpoint
     monkeypatch.setattr(loop, "_load_model", lambda *args: pytest.fail("the checkpoint was loaded first"))
     with pytest.raises(ValueError, match=r"1_Pooling/config.json: pooling \['pooling_mode_cls_token'\]: only mean pooling"):
         eval_helpers.evaluate(tmp_path / "run", ("sqa3d",), embedder_dir=str(embedder))
+
+
+def test_a_resume_that_dies_leaves_the_domain_unscored_not_scored_on_its_old_samples(tmp_path, monkeypatch):
+    """A finished run resumed to more samples: its metrics file, plot and summary row describe the old samples, so they
+    go before new predictions are appended. Killed then (here: interrupted once a batch is written), the domain reads
+    as unscored in `report`; the next resume scores all the samples."""
+    from multinet_jax import cross_run_report
+    from multinet_jax.eval import results
+
+    output_dir = tmp_path / "run"
+    eval_helpers.evaluate(output_dir, ("piqa", "odinw"), batch_size=4, limit=4)
+    assert json.loads((output_dir / "piqa_metrics.json").read_text())["num_samples"] == 4
+    write = results.PredictionWriter.write
+
+    def write_then_die(self, records):
+        write(self, records)
+        if records:
+            raise KeyboardInterrupt  # not an Exception: no failed row, as with a kill
+
+    monkeypatch.setattr(results.PredictionWriter, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        eval_helpers.evaluate(output_dir, ("piqa", "odinw"), batch_size=4, limit=8, resume=True)
+    assert len(eval_helpers.read_jsonl(output_dir / "predictions" / "piqa.jsonl")) == 8
+    assert not (output_dir / "piqa_metrics.json").exists() and not (output_dir / "plots" / "piqa.png").exists()
+    assert list(json.loads((output_dir / "summary.json").read_text())) == ["odinw"]  # not reached: its 4 samples
+    assert "piqa" not in (output_dir / "summary.csv").read_text()
+    assert cross_run_report.unscored_domains(cross_run_report.load_run(output_dir)) == ["piqa"]
+    monkeypatch.setattr(results.PredictionWriter, "write", write)
+    eval_helpers.evaluate(output_dir, ("piqa", "odinw"), batch_size=4, limit=8, resume=True)
+    assert json.loads((output_dir / "piqa_metrics.json").read_text())["num_samples"] == 8
+    assert json.loads((output_dir / "summary.json").read_text())["piqa"]["num_samples"] == 8

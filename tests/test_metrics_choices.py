@@ -51,25 +51,77 @@ def test_piqa_all_invalid_has_zero_valid_accuracy():
 
 
 @pytest.fixture(scope="module")
-def odinw_samples() -> tuple[list[int], list[int]]:
-    """(category id, number of categories) of MultiNet's ODinW sample objects, over both subsets."""
-    labels, num_options = [], []
+def odinw_samples() -> tuple[list[int], list[int], list[str]]:
+    """(category id, number of categories, subset) of MultiNet's ODinW sample objects, over both subsets."""
+    labels, num_options, subsets = [], [], []
     for subset in ("AerialMaritimeDrone", "NorthAmericaMushrooms"):
         folder = shared_path("data", "multinet_sample", "odinw", "public", subset)
         categories = json.loads((folder / "categories.json").read_text())["categories"]
         for pair in json.loads((folder / "object_caption_pairs.json").read_text()):
             labels.append(pair["category_id"])
             num_options.append(len(categories))
-    return labels, num_options
+            subsets.append(subset)
+    return labels, num_options, subsets
 
 
-def test_odinw_real_categories_with_perturbed_predictions_match_reference(odinw_samples):
-    labels, num_options = odinw_samples
-    labels, num_options = labels * 60, num_options * 60  # the public sample is tiny: repeat it
+def test_odinw_real_categories_with_perturbed_predictions_match_reference_per_subset(odinw_samples):
+    """Each subset scored alone over its own categories, as MultiNet's per-subset script did; the top level holds
+    each rate's mean over the subsets (MultiNet's reported figure) and each count's total."""
+    labels, num_options, subsets = (values * 60 for values in odinw_samples)  # the public sample is tiny: repeat it
     predictions = _perturb(labels, num_options, np.random.default_rng(1))
-    result = metrics.score("odinw", records(predictions, labels, num_options=num_options))
-    assert_metrics_match(result, reference.classification(predictions, labels, num_options))
-    assert set(result["precision_per_class"]) == set(range(max(num_options)))
+    result = metrics.score("odinw", records(predictions, labels, num_options=num_options, subset=subsets))
+    expected = {}
+    for subset in sorted(set(subsets)):
+        rows = [row for row, name in enumerate(subsets) if name == subset]
+        expected[subset] = reference.classification([predictions[row] for row in rows], [labels[row] for row in rows],
+                                                    [num_options[row] for row in rows])
+    assert_metrics_match(result["per_subset"], expected)
+    for subset, scored in result["per_subset"].items():  # its own categories only
+        assert set(scored["precision_per_class"]) == set(range(num_options[subsets.index(subset)]))
+    assert len({num_options[subsets.index(subset)] for subset in result["per_subset"]}) == 2
+    for metric in ("overall_accuracy", "valid_accuracy", "macro_f1", "micro_precision", "invalid_percentage"):
+        assert result[metric] == pytest.approx(np.mean([scored[metric] for scored in expected.values()]), rel=1e-12)
+    for count in ("total_samples", "total_invalid_preds", "total_tp", "invalid_fp"):
+        assert result[count] == sum(scored[count] for scored in expected.values())
+    assert "precision_per_class" not in result and "subset" in result["aggregation"]
+
+
+def test_odinw_one_subset_without_names_is_scored_as_it_is(odinw_samples):
+    labels, num_options, subsets = odinw_samples
+    rows = [row for row, name in enumerate(subsets) if name == "AerialMaritimeDrone"]
+    predictions = _perturb([labels[row] for row in rows], [num_options[row] for row in rows], np.random.default_rng(2))
+    result = metrics.score("odinw", records(predictions, [labels[row] for row in rows], num_options=[num_options[row] for row in rows]))
+    assert_metrics_match(result, reference.classification(predictions, [labels[row] for row in rows],
+                                                          [num_options[row] for row in rows]))
+
+
+def test_odinw_subset_mean_leaves_out_a_subset_without_a_value():
+    """A subset whose every answer is invalid has no valid accuracy (NaN): the mean is over the others, as
+    MultiNet's safe_mean left NaN out."""
+    rows = records([None, None, 1, 0], [0, 1, 1, 1], num_options=[2, 2, 3, 3], subset=["a", "a", "b", "b"])
+    per_subset = {name: metrics.score("odinw", [row for row in rows if row["subset"] == name]) for name in "ab"}
+    result = metrics.score("odinw", rows)
+    assert result["overall_accuracy"] == pytest.approx((0.0 + 0.5) / 2)
+    values = [per_subset[name]["valid_accuracy"] for name in "ab"]
+    finite = [value for value in values if not np.isnan(value)]
+    assert result["valid_accuracy"] == pytest.approx(np.mean(finite))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"num_options": [5, 5, 2]}, r"record 2: field 'subset': missing, and the records have 2 option counts \(\[2, 5\]\)"),
+    ({"num_options": [5, 5, 2], "subset": ["a", "a", None]}, r"record 2: field 'subset': expected the subset's name, got None"),
+    ({"num_options": [5, 5, 2], "subset": ["a", "a", "a"]}, r"record 0: field 'num_options': subset 'a' has records with \[2, 5\] options"),
+])
+def test_odinw_records_of_several_subsets_must_name_them(extra, message):
+    with pytest.raises(metrics.RecordError, match=message):
+        metrics.score("odinw", records([0, 1, 1], [0, 1, 1], **extra))
+
+
+def test_odinw_records_naming_a_subset_partly_are_refused():
+    rows = records([0, 1], [0, 1], num_options=[5, 5])
+    rows[0]["subset"] = "a"
+    with pytest.raises(metrics.RecordError, match="record 1: field 'subset': missing"):
+        metrics.score("odinw", rows)
 
 
 def test_odinw_invalid_predictions_count_as_false_positives():

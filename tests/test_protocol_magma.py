@@ -268,6 +268,49 @@ def test_robovqa_is_multinets(tmp_path):
     assert [domains.parse_text_magma("vqa", answer, {}) for answer in reference["answers"]] == reference["parsed"]
 
 
+class RecordingEmbedder(metrics.SentenceEmbedder):
+    """Keeps the (text, reference) pairs `score` asks the similarity of; every similarity 0."""
+
+    def __init__(self):
+        self.pairs = []
+
+    def similarity(self, texts, references):
+        self.pairs += [[text, reference] for text, reference in zip(texts, references)]
+        return np.zeros(len(texts))
+
+
+@pytest.mark.parametrize("domain, script", [("sqa3d", "sqa3d"), ("openx_multi_embodiment", "robovqa")])
+def test_vqa_is_scored_as_multinets_magma_scripts(domain, script):
+    """MultiNet's Magma SQA3D and RoboVQA scripts compared their normalized answer with the label as written
+    (`fixtures/multinet_magma_vqa.json`, their parsing and `_calculate_final_metrics` run on constructed answers): the
+    project's records of those answers, decoded and parsed by the runner, score to the scripts' own exact-match and
+    validity counts, and the similarity compares the texts the script compared."""
+    reference = json.loads((FIXTURE.parent / "multinet_magma_vqa.json").read_text())[script]
+    answered = [row for row, answer in enumerate(reference["answers"]) if answer is not None]  # the model writes text
+    assert [domains.parse_text_magma("vqa", reference["answers"][row], {}) for row in answered] == [
+        reference["parsed"][row] for row in answered]
+    tokenizer = MagmaTokenizer(magma_dir())
+    rows = [tokenizer.encode_continuation(reference["answers"][row]) + [tokenizer.eos_id] for row in answered]
+    raw = np.array([row + [tokenizer.pad_id] * (max(map(len, rows)) - len(row)) for row in rows])
+    batch = {"_mask": np.ones(len(rows), bool), "id": [str(row) for row in answered], "sample_index": np.arange(len(rows)),
+             "ground_truth": [reference["labels"][row] for row in answered]}
+    records = runners.SingleCall.output_records(tokenizer, None, loop.domain_for("magma", domain), batch, raw, None)
+    assert [record["prediction"] for record in records] == [reference["parsed"][row] for row in answered]
+    unanswered = [{"id": str(row), "prediction": None, "ground_truth": reference["labels"][row],
+                   metrics.ANSWER_RULE_FIELD: metrics.MAGMA_SCRIPTS_RULE}
+                  for row, answer in enumerate(reference["answers"]) if answer is None]
+    embedder = RecordingEmbedder()
+    scored, expected = metrics.score(domain, records + unanswered, embedder=embedder), reference["metrics"]
+    assert scored["exact_match_accuracy"] == pytest.approx(expected["exact_match_rate_with_invalids"], rel=1e-12)
+    assert scored["total_invalid_preds"] == expected["invalid_predictions"]
+    assert scored["invalid_percentage"] == pytest.approx(expected["percentage_invalids"], rel=1e-12)
+    assert sorted(embedder.pairs) == sorted(reference["similarity_pairs"])
+    closing = next(record for record in records if record["raw_output"] == "Close the drawer.")  # label "Close the drawer"
+    assert metrics.score(domain, [closing], skip_similarity=True)["exact_match_accuracy"] == 0.0
+    pi0_rule = {key: value for key, value in closing.items() if key != metrics.ANSWER_RULE_FIELD}
+    assert metrics.score(domain, [pi0_rule], skip_similarity=True)["exact_match_accuracy"] == 1.0  # both normalized
+
+
 class ScriptedEvaluator:
     """What `TurnByTurn` reads of the evaluator, answering each conversation's turn with MultiNet's scripted answer
     for it and keeping the conversations it was given."""

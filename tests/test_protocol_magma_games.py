@@ -40,7 +40,7 @@ def check_generation(domain: str, reference: dict) -> None:
     assert all(call == kwargs for call in reference["generate_kwargs"]) and not kwargs["do_sample"], domain
     assert protocol.max_new_tokens == kwargs["max_new_tokens"] and protocol.temperature is None, domain
     assert protocol.chat.tokenizer_bos == (not reference["chat_template_kwargs"][0]["tokenize"]), domain
-    assert protocol.answers_in_text and protocol.answer == metrics.ANY_NUMBER_RULE, domain
+    assert protocol.answers_in_text and protocol.answer == metrics.MAGMA_SCRIPTS_RULE, domain
 
 
 def messages(domain: str, sample: dict) -> list[dict]:

@@ -470,6 +470,8 @@ class Evaluator:
         total = self._num_samples(domain)
         if is_writer and start_index >= total:  # a finished domain resumed: only its metrics and plot are rewritten
             print(f"{name}: all {total} predictions are in {predictions_path}: nothing to recompute")
+        elif is_writer:  # its earlier scores describe fewer samples than the file will hold
+            summary.forget_scores(self.output_dir, name)
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=total,
                              disable=not is_writer or start_index >= total, dynamic_ncols=True)
         try:
@@ -526,13 +528,11 @@ class Evaluator:
             if not records:
                 raise ValueError(f"{domain.name}: the dataset in {self.config.data_dir} yielded no samples")
             scored = metrics.score(domain.score_domain, records, **self._score_options(domain, stats))
-            if domain.metric_kind == "classification":  # MultiNet scored ODinW subset by subset
-                scored = {**scored, **summary.per_subset(domain, records)}
-            summary.plot_domain(self.output_dir / "plots" / f"{domain.name}.png", domain, summary.json_safe(scored), records)
+            summary.plot_domain(summary.plot_path(self.output_dir, domain.name), domain, summary.json_safe(scored), records)
         wall_seconds = time.perf_counter() - wall_start
         evaluated = len(records) - resumed_from
         samples_per_second = evaluated / wall_seconds if wall_seconds > 0 else 0.0
-        metrics_path = self.output_dir / f"{domain.name}_metrics.json"
+        metrics_path = summary.metrics_path(self.output_dir, domain.name)
         earlier = summary.read_metrics(metrics_path) if evaluated == 0 else None
         if earlier is not None:  # a finished run re-scored: its throughput is the one it was measured at
             timing_seconds, shares = earlier["timing_seconds"], earlier["timing_shares"]

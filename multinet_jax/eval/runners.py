@@ -146,11 +146,11 @@ class SingleCall:
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
             record = _base_record(batch, row, raw_output, prediction, scored_ground_truth(rules, domain, batch, row))
-            if domain.metric_kind in ("multiple_choice", "discrete") and domain.protocol.answer == metrics.ANY_NUMBER_RULE:
+            if domain.metric_kind in ("multiple_choice", "discrete", "vqa") and domain.protocol.answer == metrics.MAGMA_SCRIPTS_RULE:
                 record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then reads them by the script's rule
             if domain.metric_kind == "classification":
                 record["num_options"] = int(batch["num_options"][row])
-                record["subset"] = plain(batch["subset"][row])
+                record[metrics.SUBSET_FIELD] = plain(batch["subset"][row])
             records.append(record)
         if domain.output is domains.Output.DISCRETE_ACTION:
             for record, value in zip(records, clipped):

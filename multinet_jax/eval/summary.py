@@ -88,22 +88,31 @@ def read_rows(output_dir: pathlib.Path, names: Sequence[str]) -> dict[str, dict[
     """Summary rows of domains evaluated earlier into `output_dir`, rebuilt from their metrics files."""
     rows = {}
     for name in names:
-        content = read_metrics(output_dir / f"{name}_metrics.json")
+        content = read_metrics(metrics_path(output_dir, name))
         if content is not None:
             rows[name] = row(domains.lookup(name), content["num_samples"], content["samples_per_second"],
                              content["timing_seconds"]["wall"], content["metrics"])
     return rows
 
 
-def per_subset(domain: domains.Domain, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """ODinW as MultiNet scored it: each subset on its own (`per_subset`), and the mean of each headline metric
-    over the subsets (`subset_mean`), beside the metrics over all samples pooled."""
-    from multinet_jax import metrics
+def metrics_path(output_dir: pathlib.Path, name: str) -> pathlib.Path:
+    return output_dir / f"{name}_metrics.json"
 
-    subsets = sorted({record["subset"] for record in records})
-    scored = {name: metrics.score(domain.name, [r for r in records if r["subset"] == name]) for name in subsets}
-    means = {metric: float(np.mean([as_float(scored[name][metric]) for name in subsets])) for metric in domain.headline_metrics}
-    return {"per_subset": scored, "subset_mean": means}
+
+def plot_path(output_dir: pathlib.Path, name: str) -> pathlib.Path:
+    return output_dir / "plots" / f"{name}.png"
+
+
+def forget_scores(output_dir: pathlib.Path, name: str) -> None:
+    """Removes domain `name`'s metrics file, plot and summary row before new predictions are appended to its file:
+    a run that then dies leaves the domain unscored (`report` says so), never scored on fewer samples than its
+    predictions file holds."""
+    metrics_path(output_dir, name).unlink(missing_ok=True)
+    plot_path(output_dir, name).unlink(missing_ok=True)
+    summary = output_dir / "summary.json"
+    rows = read_metrics(summary)
+    if isinstance(rows, dict) and name in rows:
+        write_summary(output_dir, {domain: row for domain, row in rows.items() if domain != name})
 
 
 def write_summary(output_dir: pathlib.Path, rows: Mapping[str, Mapping[str, Any]]) -> None:

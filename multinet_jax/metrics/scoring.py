@@ -1,7 +1,8 @@
 """`score(domain, records)`: MultiNet's metrics for a list of prediction records, in one call.
 
 A record is one line of the `multinet-jax score` JSONL input: `id`, `prediction`, `ground_truth`
-(+ `num_options` for ODinW). Per domain the prediction / ground truth are: Open-X a list of floats /
+(+ `num_options` for ODinW, and `subset`, its subset's name, when the records come from several: see
+`SUBSET_MEAN`). Per domain the prediction / ground truth are: Open-X a list of floats /
 list of floats; Overcooked a joint action index or 36 probabilities / joint action index; PIQA and
 ODinW a choice index / choice index; SQA3D and RoboVQA text / text; BFCL per-turn lists of call
 strings / per-turn lists of call strings (optionally `responses`: the raw per-turn model outputs
@@ -59,15 +60,23 @@ PIPELINE_NAMES = {
 }
 # Overcooked records may carry the rounded action clipped into [0, 35]: then the `avg_clipped_*` metrics are added.
 CLIPPED_FIELD = "clipped_prediction"
-# PIQA and Overcooked records may name the answer rule that parsed them (`domains.ANSWER_RULES`): under MultiNet's Magma
-# scripts any number is a valid PIQA answer, wrong unless it is the label (`piqa_inference._calculate_final_metrics`),
-# and any 36 finite values summing to 1 a valid Overcooked distribution (`domains.script_joint_probabilities`); by
-# default only 0 and 1, and probabilities in [0, 1].
+# PIQA, Overcooked, SQA3D and RoboVQA records may name the answer rule that parsed them (`domains.ANSWER_RULES`): under
+# MultiNet's Magma scripts any number is a valid PIQA answer, wrong unless it is the label
+# (`piqa_inference._calculate_final_metrics`), any 36 finite values summing to 1 a valid Overcooked distribution
+# (`domains.script_joint_probabilities`), and a VQA prediction is the script's normalized answer, compared with the
+# label as written (`text_answers.vqa`); by default only 0 and 1, probabilities in [0, 1], and both texts normalized.
 ANSWER_RULE_FIELD = "answer_rule"
-ANY_NUMBER_RULE = "magma_scripts"
+MAGMA_SCRIPTS_RULE = "magma_scripts"
 # A domain's named action slices (`continuous_actions.ACTION_SLICES`) are not scored on a ground truth of other dims
 # (MultiNet's Magma script scored openx_bimanual's last 7 of 14): the result says so under this key.
 SLICES_SKIPPED_KEY = "action_slices_not_scored"
+# ODinW records naming their `subset` are scored subset by subset: the per-subset metrics under SUBSETS_KEY, and at
+# the top level each rate's mean over the subsets and each count's total, with AGGREGATION_KEY saying so.
+SUBSET_FIELD = "subset"
+SUBSETS_KEY = "per_subset"
+AGGREGATION_KEY = "aggregation"
+SUBSET_MEAN = ("rates: the mean over the subsets, each scored alone over its own categories (as MultiNet scored and "
+               "reported ODinW); counts: totals")
 # Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
 OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
@@ -139,29 +148,82 @@ def _score_kind(
             result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}
         return result
     if kind == "discrete":
-        packed = discrete_actions.pack_discrete(predictions, ground_truth, any_sign=_answer_rule(records) == ANY_NUMBER_RULE)
+        packed = discrete_actions.pack_discrete(predictions, ground_truth, any_sign=_answer_rule(records) == MAGMA_SCRIPTS_RULE)
         result = to_python(discrete_actions.discrete(packed))
         if all(CLIPPED_FIELD in record for record in records):  # the evaluator's Pi0 records (MultiNet's Pi0 script)
             result |= to_python(discrete_actions.clipped(fields(records, CLIPPED_FIELD), ground_truth))
         return result
     if kind == "multiple_choice":
         truth = integer_ground_truth(ground_truth, num_choices)
-        predicted = choices.pack_choices(predictions, [num_choices] * len(records), any_integer=_answer_rule(records) == ANY_NUMBER_RULE)
+        predicted = choices.pack_choices(predictions, [num_choices] * len(records), any_integer=_answer_rule(records) == MAGMA_SCRIPTS_RULE)
         return to_python(choices.multiple_choice(predicted, truth, num_choices))
     if kind == "classification":
-        num_options = [_num_options(record, index) for index, record in enumerate(records)]
-        truth = integer_ground_truth(ground_truth, num_options)
-        return to_python(choices.classification(choices.pack_choices(predictions, num_options), truth, max(num_options)))
+        return _classification_by_subset(records, predictions, ground_truth)
     model = None if skip_similarity else _embedder(embedder, domain)
     if kind == "vqa":
         answers = [_text(value, index) for index, value in enumerate(ground_truth)]
-        result = to_python(text_answers.vqa(predictions, answers, model))
+        result = to_python(text_answers.vqa(predictions, answers, model, script_rule=_answer_rule(records) == MAGMA_SCRIPTS_RULE))
     else:
         truths = [function_calling.true_turns(value, index) for index, value in enumerate(ground_truth)]
         predicted_turns = [function_calling.predicted_turns(prediction) for prediction in predictions]
         responses = [_responses(record, turns, index) for index, (record, turns) in enumerate(zip(records, predicted_turns))]
         result = to_python(function_calling.function_calls(predicted_turns, truths, responses, model))
     return result if model is not None else {**result, SIMILARITY_SKIPPED_KEY: SIMILARITY_SKIPPED}
+
+
+def _classification_by_subset(records: Sequence[Mapping[str, Any]], predictions: list[Any], ground_truth: list[Any]) -> dict[str, Any]:
+    """ODinW as MultiNet scored it: each subset alone, over its own classes (`odinw_hf_inference`, one run per
+    subset), and the subsets' mean (`data_analysis.safe_mean`, NaN left out) as the domain's figure. Pooling subsets
+    would merge their classes, whose indices mean other categories in each. Records without `subset` are one subset;
+    several option counts among them are several subsets, refused."""
+    num_options = [_num_options(record, index) for index, record in enumerate(records)]
+    subsets = _subsets(records, num_options)
+    if subsets is None:
+        return _classification(predictions, ground_truth, num_options)
+    per_subset = {}
+    for name in sorted(set(subsets)):
+        rows = [row for row, subset in enumerate(subsets) if subset == name]
+        counts = {num_options[row] for row in rows}
+        if len(counts) > 1:
+            raise RecordError(rows[0], "num_options", f"subset {name!r} has records with {sorted(counts)} options; "
+                                                      "a subset has one category list")
+        per_subset[name] = _classification([predictions[row] for row in rows], [ground_truth[row] for row in rows],
+                                           [num_options[row] for row in rows])
+    first = next(iter(per_subset.values()))
+    means = {metric: _nan_mean([scored[metric] for scored in per_subset.values()])
+             for metric, value in first.items() if isinstance(value, float)}
+    totals = {metric: sum(scored[metric] for scored in per_subset.values())
+              for metric, value in first.items() if isinstance(value, int)}
+    return {**means, **totals, SUBSETS_KEY: per_subset, AGGREGATION_KEY: SUBSET_MEAN}
+
+
+def _classification(predictions: list[Any], ground_truth: list[Any], num_options: list[int]) -> dict[str, Any]:
+    truth = integer_ground_truth(ground_truth, num_options)
+    return to_python(choices.classification(choices.pack_choices(predictions, num_options), truth, max(num_options)))
+
+
+def _subsets(records: Sequence[Mapping[str, Any]], num_options: list[int]) -> list[str] | None:
+    """Each record's `subset` (a non-empty string), or None when no record names one and all share one option count."""
+    named = [SUBSET_FIELD in record for record in records]
+    if not any(named):
+        if len(set(num_options)) > 1:
+            raise RecordError(next(row for row, count in enumerate(num_options) if count != num_options[0]), SUBSET_FIELD,
+                              f"missing, and the records have {len(set(num_options))} option counts "
+                              f"({sorted(set(num_options))}), so they come from several ODinW subsets: name each "
+                              "record's subset (MultiNet scored each alone; pooled, their class indices would merge)")
+        return None
+    subsets = []
+    for index, record in enumerate(records):
+        value = require_field(record, index, SUBSET_FIELD)
+        if not isinstance(value, str) or not value:
+            raise RecordError(index, SUBSET_FIELD, f"expected the subset's name, got {value!r}")
+        subsets.append(value)
+    return subsets
+
+
+def _nan_mean(values: list[float]) -> float:
+    finite = [value for value in values if not np.isnan(value)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _answer_rule(records: Sequence[Mapping[str, Any]]) -> Any:

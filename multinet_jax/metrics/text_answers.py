@@ -59,15 +59,23 @@ def _vqa_kernel(exact_match, similarity, valid):
 vqa_kernel = x64_jit(_vqa_kernel)
 
 
-def vqa(predictions: Sequence[Any], answers: Sequence[str], embedder: SentenceEmbedder | None) -> dict[str, Any]:
-    """Exact match on normalized text, embedding similarity on raw text; invalid predictions score 0.
+def vqa(predictions: Sequence[Any], answers: Sequence[str], embedder: SentenceEmbedder | None, *,
+        script_rule: bool = False) -> dict[str, Any]:
+    """Exact match on normalized text, embedding similarity on raw text; invalid predictions score 0 (MultiNet's Pi0
+    scripts).
 
+    `script_rule`: as MultiNet's Magma scripts scored (`_calculate_final_metrics`): a prediction is already the
+    script's normalized answer (`domains.parse_text_magma`), valid when it is a string (one normalized to nothing
+    too), right when it equals the label as written, and compared with that label for similarity.
     `embedder` None computes everything but the similarity metrics (`score(..., skip_similarity=True)`).
     """
-    valid = np.array([is_valid_text(prediction) for prediction in predictions], bool).reshape(len(predictions))
-    exact = np.array(
-        [ok and normalize_text(p) == normalize_text(a) for p, a, ok in zip(predictions, answers, valid)], np.float64
-    ).reshape(len(predictions))
+    if script_rule:
+        valid = np.array([isinstance(prediction, str) for prediction in predictions], bool).reshape(len(predictions))
+        same = [ok and p == a for p, a, ok in zip(predictions, answers, valid)]
+    else:
+        valid = np.array([is_valid_text(prediction) for prediction in predictions], bool).reshape(len(predictions))
+        same = [ok and normalize_text(p) == normalize_text(a) for p, a, ok in zip(predictions, answers, valid)]
+    exact = np.array(same, np.float64).reshape(len(predictions))
     if embedder is None:
         return vqa_kernel(exact, None, valid)
     similarity = np.zeros(len(predictions), np.float64)

@@ -102,17 +102,23 @@ def write_sqa3d(directory: pathlib.Path, split: str = "test") -> dict:
     return {"questions": questions, "annotations": annotations, "image": image}
 
 
-def write_translated_shards(directory: pathlib.Path, shards: list[list[dict]], state_fields: tuple[str, ...] = ()) -> pathlib.Path:
+def write_translated_shards(directory: pathlib.Path, shards: list[list[dict]], state_fields: tuple[str, ...] = (),
+                            state_shapes: dict[str, list[int]] | None = None) -> pathlib.Path:
     """MultiNet's translated shards (`translated_shard_N`, written by `tf.data.Dataset.save`) holding steps with the
     given `action` dicts (`{key: {"dtype": ..., "value": ...}}`); each step also gets an 8x8 image, the float
-    `observation/<name>` fields in `state_fields` (shape [1]), an instruction, a reward and `is_last`."""
+    `observation/<name>` fields in `state_fields` (shape [1], the step's number) and in `state_shapes` (each of its
+    shape, values telling field, element and step apart), an instruction, a reward and `is_last`."""
     import tensorflow as tf
+
+    def shaped(field: int, shape: list[int], step: int) -> np.ndarray:
+        return (np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape) / 100 + 10 * field + step).astype(np.float32)
 
     directory.mkdir(parents=True, exist_ok=True)
     for index, actions in enumerate(shards):
         steps = [{
             "observation": {"image": np.full((8, 8, 3), step, np.uint8),
-                            **{name: np.full((1,), step, np.float32) for name in state_fields}},
+                            **{name: np.full((1,), step, np.float32) for name in state_fields},
+                            **{name: shaped(field, shape, step) for field, (name, shape) in enumerate((state_shapes or {}).items())}},
             "action": {key: np.asarray(leaf["value"], leaf["dtype"]) for key, leaf in action.items()},
             "language_instruction": f"shard {index} step {step}".encode(),
             "reward": np.float32(0),

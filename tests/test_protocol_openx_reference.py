@@ -19,7 +19,7 @@ import pytest
 from conftest import shared_path
 from data_helpers import write_translated_shards
 from multinet_jax import data, domains
-from multinet_jax.data import BadRecordError
+from multinet_jax.data import BadRecordError, transforms
 from multinet_jax.models.observation import resize_with_pad, validate
 from multinet_jax.tokenizers import PALIGEMMA_VOCAB_SIZE
 from tokenizers_helpers import build_test_paligemma
@@ -151,3 +151,18 @@ def test_an_action_dict_without_the_rebuilds_keys_is_a_bad_record(tmp_path):
     with pytest.raises(BadRecordError, match=r"field 'action': MultiNet rebuilt openx_single_arm's actions from \['world_vector', "
                                              r"'rotation_delta', 'open_gripper'\]"):
         data.make_source("openx_single_arm", directory, cache_dir=tmp_path / "cache")[0]
+
+
+STATES = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_openx_state.json").read_text())["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(STATES))
+def test_state_is_built_from_the_fields_a_step_has_as_multinet_did(case, tmp_path):
+    """`fixtures/multinet_openx_state.json`: MultiNet's dataloader and its Pi0 script's `_prepare_state` on shards with
+    RT-1's real observation fields (no `yaw`, which the script lists and skips when absent), none of them (a zero
+    state) and the bimanual poses; the project's state from the same shards, padded to Pi0's 32 dims as the script did."""
+    reference = STATES[case]
+    directory = write_translated_shards(tmp_path / reference["dataset"], reference["shards"], state_shapes=reference["state_shapes"])
+    source = data.make_source(reference["dataset"], directory, cache_dir=tmp_path / "cache")
+    states = [transforms.pad_state(source[index]["state"]) for index in range(len(source))]
+    np.testing.assert_array_equal(np.asarray(states, np.float64), np.asarray(reference["multinet_state"], np.float64))

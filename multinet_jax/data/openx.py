@@ -54,7 +54,8 @@ INSTRUCTION_KEYS = (
     "natural_language_instruction",
     "action_instruct",
 )
-# Datasets without `observation/state`: the fields MultiNet's Pi0 script concatenated as the state.
+# Datasets without `observation/state`: the fields MultiNet's Pi0 script concatenated as the state, those a step has
+# (`_prepare_state` skipped an absent one: RT-1's data has no `yaw`), in this order.
 STATE_FIELDS = {
     "openx_bimanual": ("observation/pose_l", "observation/pose_r"),
     "openx_utokyo_xarm_bimanual_converted_externally_to_rlds": ("observation/pose_l", "observation/pose_r"),
@@ -181,11 +182,11 @@ def native_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.n
 
 
 def state_vector(step: dict[str, Any], dataset: str, record: str) -> np.ndarray | None:
-    keys = ("observation/state",) if "observation/state" in step else STATE_FIELDS.get(dataset, ())
+    """`observation/state`, else the dataset's `STATE_FIELDS` the step has, flattened and concatenated; None (a zero
+    state, as MultiNet's script gave) when it has none."""
+    keys = ("observation/state",) if "observation/state" in step else [key for key in STATE_FIELDS.get(dataset, ()) if key in step]
     parts = []
     for key in keys:
-        if key not in step:
-            raise BadRecordError(dataset, record, key, "missing")
         value = np.asarray(step[key])
         if value.dtype.kind != "f":
             raise BadRecordError(dataset, record, key, f"expected floats, got {value.dtype}")

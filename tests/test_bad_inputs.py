@@ -250,6 +250,7 @@ def _build(root: pathlib.Path) -> Inputs:
     odinw = [{"id": str(n), "prediction": 0, "ground_truth": 0, "num_options": options} for n, options in enumerate((5, 5, 2))]
     (score / "odinw_subsets_unnamed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in odinw))  # pooled they merge classes
     (score / "stats.json").write_text("{min: 0}")
+    (score / "piqa_metrics.json").write_text(json.dumps({"domain": "piqa", "metrics": {"overall_accuracy": 0.5}}))
     (score / "stats_swapped.json").write_text(json.dumps({"min": [0.0, 1.0], "max": [1.0, -1.0], "mean": [0.5, 0.0]}))
     (score / "linked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in piqa))
     os.link(score / "linked.jsonl", score / "linked_output.json")  # one file under two names
@@ -374,6 +375,8 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/not_utf8.jsonl:2: not UTF-8 text \\(invalid start byte at byte 8\\)"),
     Case("score_action_stats_not_json", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats.json"],
          lambda i: f"{E(str(i.root))}/score/stats.json: not a JSON file .*"),
+    Case("score_action_stats_from_a_text_domains_metrics_file", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/piqa_metrics.json"],
+         lambda i: f"{E(str(i.root))}/score/piqa_metrics.json: a metrics file without 'scoring_action_stats' .*"),
     Case("score_action_stats_min_above_max", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats_swapped.json"],
          lambda i: f"{E(str(i.root))}/score/stats_swapped.json: action_stats: 'min' above 'max' in 1 of 2 dims, first dim 1: min 1, max -1"),
     Case("score_output_under_a_file", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.a_file}/m.json"],

@@ -17,7 +17,8 @@ import pytest
 
 import eval_helpers
 from conftest import shared_path
-from multinet_jax import assets, data, domains
+from multinet_jax import assets, data, domains, metrics
+from multinet_jax.eval import summary
 from multinet_jax.demo import datasets
 
 ACTION_AND_CHOICE_DOMAINS = ("openx_bimanual", "overcooked_ai", "piqa", "odinw")
@@ -97,6 +98,35 @@ def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_sta
 
     errors = np.abs(np.asarray([r["prediction"] for r in records]) - actions[:LIMIT]).mean(axis=1)
     assert _metrics(pi0_run, "openx_bimanual")["metrics"]["avg_dataset_amae"] == pytest.approx(errors.mean(), rel=1e-6)
+
+
+def test_openx_predictions_rescore_to_the_runs_numbers_with_its_metrics_file(pi0_run):
+    """The metrics file records the split statistics it scored with (MultiNet's, over the whole split): `score`
+    given that file re-scores the predictions to the same numbers; from the 8 records' own ground truth it would
+    not (the run scored 8 of the split's samples)."""
+    metrics_path = pi0_run / "openx_bimanual_metrics.json"
+    recorded = _metrics(pi0_run, "openx_bimanual")
+    split = data.action_stats("openx_bimanual", pathlib.Path(eval_helpers.assets()["data_dir"]) / "openx_bimanual",
+                              split="public", cache_dir=eval_helpers.assets()["cache_dir"], kind="multinet")
+    assert recorded[metrics.SCORING_STATS_KEY] == {key: split[key] for key in ("min", "max", "mean")}
+    records = _records(pi0_run, "openx_bimanual")
+    rescored = metrics.score("openx_bimanual", records, action_stats=metrics.load_action_stats(metrics_path))
+    assert summary.json_safe(rescored) == recorded["metrics"]
+    assert summary.json_safe(metrics.score("openx_bimanual", records))["avg_baseline_relative_mae"] != recorded["metrics"]["avg_baseline_relative_mae"]
+    assert metrics.SCORING_STATS_KEY not in _metrics(pi0_run, "piqa")
+    with pytest.raises(ValueError, match="piqa_metrics.json: a metrics file without 'scoring_action_stats'"):
+        metrics.load_action_stats(pi0_run / "piqa_metrics.json")
+
+
+def test_split_exact_unnormalizes_with_exact_statistics_and_scores_with_multinets(tmp_path):
+    """--unnormalize=split_exact changes how actions are unnormalized, not the statistics MultiNet's metrics use."""
+    paths = eval_helpers.assets()
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), limit=4, unnormalize="split_exact")
+    directory = pathlib.Path(paths["data_dir"]) / "openx_bimanual"
+    multinet, exact = (data.action_stats("openx_bimanual", directory, split="public", cache_dir=paths["cache_dir"], kind=kind)
+                       for kind in ("multinet", "exact"))
+    assert multinet["mean"] != exact["mean"]  # float32 sums against float64
+    assert _metrics(tmp_path, "openx_bimanual")[metrics.SCORING_STATS_KEY]["mean"] == multinet["mean"]
 
 
 def test_piqa_ground_truth_is_the_files_label_and_accuracy_counts_invalid_as_wrong(pi0_run):

@@ -29,7 +29,9 @@ _PREDICTIONS = flags.DEFINE_string(
 )
 _OUTPUT = flags.DEFINE_string("output", None, "metrics JSON to write (NaN/inf written as strings)", required=True)
 _ACTION_STATS = flags.DEFINE_string(
-    "action_stats", None, "Open-X: JSON with per-dimension min/max/mean lists (default: from the file's ground truth)"
+    "action_stats", None,
+    "Open-X: JSON with per-dimension min/max/mean lists, or the eval run's <domain>_metrics.json (the statistics it "
+    "scored with, so its predictions re-score to its numbers); default: from the file's ground truth",
 )
 _EMBEDDER_DIR = flags.DEFINE_string(
     "embedder_dir", None,

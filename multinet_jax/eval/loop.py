@@ -332,18 +332,26 @@ class Evaluator:
         return pathlib.Path(self.config.data_dir) / domain.folder
 
     def _action_norm(self, domain: domains.Domain) -> tuple[domains.ActionNorm, dict[str, Any] | None]:
-        """The statistics that unnormalize the model's actions (by its family's rule), and the split's for metrics."""
+        """The statistics that unnormalize the model's actions (by its family's rule), and the split's for metrics:
+        MultiNet's own, whichever unnormalize (the metrics are MultiNet's)."""
         kind = registry.family(self.model.family).action_normalization
         if domain.output is domains.Output.KNOWLEDGE_PROBES:  # no ground-truth actions: the checkpoint's stats
             return domains.ActionNorm(kind, self._checkpoint_stats(f"{domain.name}'s action probe")), None
-        stats_kind = "exact" if self.config.unnormalize == "split_exact" else "multinet"
-        split_stats = data.source_action_stats(self.sources[domain.name], kind=stats_kind)
+        scoring = self._split_stats(domain, "multinet")
+        if self.config.unnormalize == "checkpoint":
+            return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), scoring
+        split_stats = scoring if self.config.unnormalize == "split" else self._split_stats(domain, "exact")
+        rules = self.model.multinet_actions
+        return domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats)), scoring
+
+    def _split_stats(self, domain: domains.Domain, kind: str) -> dict[str, Any]:
+        """The split's action statistics of `kind` (`data.source_action_stats`), over the ground truth as MultiNet's
+        rules for the family's actions scored it (`Model.multinet_actions`)."""
+        stats = data.source_action_stats(self.sources[domain.name], kind=kind)
         rules = self.model.multinet_actions
         if rules is not None and domain.output is domains.Output.CONTINUOUS_ACTIONS:  # what MultiNet scored against
-            split_stats = domains.transformed_stats(split_stats, lambda values: rules.ground_truth(domain.name, values))
-        if self.config.unnormalize == "checkpoint":
-            return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), split_stats
-        return domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats)), split_stats
+            stats = domains.transformed_stats(stats, lambda values: rules.ground_truth(domain.name, values))
+        return stats
 
     def _action_options(self, domain: domains.Domain, norm: domains.ActionNorm | None) -> InferenceOptions:
         """One domain's prediction settings: its decoding budget (token-decoded actions), then whatever MultiNet's
@@ -560,6 +568,8 @@ class Evaluator:
             **({"action_prompt_truncation": self._prompt_truncation(domain, records, runners.ACTION_PROBE)}
                if domain.output is domains.Output.KNOWLEDGE_PROBES else {}),
             "num_samples": len(records),
+            **({metrics.SCORING_STATS_KEY: {key: stats[key] for key in ("min", "max", "mean")}}  # `score` reads it back
+               if domain.metric_kind == "continuous" else {}),
             "resumed_from_sample": resumed_from,
             "timing_seconds": timing_seconds,
             "timing_shares": shares,

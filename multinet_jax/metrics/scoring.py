@@ -77,6 +77,8 @@ SUBSETS_KEY = "per_subset"
 AGGREGATION_KEY = "aggregation"
 SUBSET_MEAN = ("rates: the mean over the subsets, each scored alone over its own categories (as MultiNet scored and "
                "reported ODinW); counts: totals")
+# Where an Open-X `<domain>_metrics.json` of `eval` records the action statistics it scored with (min, max, mean).
+SCORING_STATS_KEY = "scoring_action_stats"
 # Open-X predictions whose errors would overflow float64 are invalid; the result names the first few.
 OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
@@ -286,11 +288,18 @@ def load_records(path: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[i
 
 
 def load_action_stats(path: str | pathlib.Path) -> dict[str, Any]:
-    """An action-stats JSON file: an object with per-dimension `min`, `max`, `mean` lists (std, q01, q99 optional)."""
+    """An action-stats JSON file: an object with per-dimension `min`, `max`, `mean` lists (std, q01, q99 optional),
+    or an Open-X `<domain>_metrics.json` of `eval`, whose `SCORING_STATS_KEY` holds those it scored with (so its
+    predictions re-score to its numbers)."""
     try:
         stats = json.loads(pathlib.Path(path).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: not a JSON file ({error})") from None
+    if isinstance(stats, dict) and "metrics" in stats and "domain" in stats:  # a metrics file
+        if SCORING_STATS_KEY not in stats:
+            raise ValueError(f"{path}: a metrics file without {SCORING_STATS_KEY!r} (not an Open-X domain's, or "
+                             "written before eval recorded them)")
+        stats = stats[SCORING_STATS_KEY]
     if not isinstance(stats, dict) or not all(key in stats for key in ("min", "max", "mean")):
         raise ValueError(f"{path}: expected a JSON object with per-dimension 'min', 'max' and 'mean' lists")
     try:  # the file's own consistency, named here; its width is checked against the records' when scoring

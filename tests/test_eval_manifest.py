@@ -249,6 +249,24 @@ def test_resuming_on_another_device_layout_is_refused(finished_run, tmp_path):
         eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
 
 
+def test_resuming_on_another_device_kind_or_jax_is_refused_and_an_older_manifest_resumes(finished_run, tmp_path):
+    """Another device kind or jax / jaxlib rounds differently (`manifest.runtime`): a resume must keep them. A manifest
+    written before they were recorded resumes (nothing to compare)."""
+    import jax
+
+    output_dir = _copy_run(finished_run, tmp_path)
+    path = output_dir / manifest.FILENAME
+    recorded = json.loads(path.read_text())
+    assert recorded["runtime"] == manifest.runtime() and recorded["runtime"]["jax"] == jax.__version__
+    path.write_text(json.dumps({**recorded, "runtime": {**recorded["runtime"], "device_kind": "NVIDIA H100", "jax": "0.4.38"}}))
+    with pytest.raises(manifest.RunChangedError, match=rf"runtime: device_kind 'NVIDIA H100' -> 'cpu', jax '0.4.38' -> "
+                       rf"'{jax.__version__}' \(other kernels round differently"):
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    path.write_text(json.dumps({key: value for key, value in recorded.items() if key != "runtime"}))
+    eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert json.loads(path.read_text())["runtime"] == manifest.runtime()  # recorded from now on
+
+
 def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):
     output_dir = _copy_run(finished_run, tmp_path)
     (output_dir / manifest.FILENAME).unlink()

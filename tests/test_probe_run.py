@@ -146,7 +146,12 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     with pytest.raises(manifest.RunChangedError, match=r"probe_manifest.json: the activations in this folder come from "
                        r"another run: --seed: recorded 0, now 1; data: content differs .*"):
         runner.run_probe(resumed, model=setup["model"])
-    (tmp_path / "run" / runner.MANIFEST).unlink()
+    path = tmp_path / "run" / runner.MANIFEST
+    changed = json.loads(path.read_text())
+    path.write_text(json.dumps({**changed, "runtime": {**changed["runtime"], "jaxlib": "0.4.38"}}))
+    with pytest.raises(manifest.RunChangedError, match=r"runtime: jaxlib '0.4.38' -> '.*' \(other kernels round"):
+        runner.run_probe(dataclasses.replace(resumed, seed=0, data_dir=config.data_dir), model=setup["model"])
+    path.unlink()
     with pytest.raises(manifest.RunChangedError, match="holds activations but no probe_manifest.json"):
         runner.run_probe(resumed, model=setup["model"])
 

@@ -1,7 +1,8 @@
 """The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
 
 It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
-`models.attention`; the device layout, `device_layout`), content fingerprints of the checkpoint
+`models.attention`; the device layout, `device_layout`; the backend, device kind and jax versions, `runtime`),
+content fingerprints of the checkpoint
 (and the settings its path implies: a renamed copy of openpi's pi0_droid is sampled in other chunks) and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
 format and length, decoding budget, image resizing, the ground truth's transform, ...) and a fingerprint of the data
 files it reads (`multinet_jax.fingerprints`: names, sizes and content digests, so a moved copy matches and a changed
@@ -104,6 +105,17 @@ def device_layout(mesh: Any) -> dict[str, Any]:
     return {"processes": jax.process_count(), "mesh": {name: int(size) for name, size in mesh.shape.items()}}
 
 
+def runtime() -> dict[str, str]:
+    """What computes the predictions: the backend, its device kind, the jax and jaxlib versions. Like the device
+    layout, another one rounds differently, and a token decoded differently is another answer: a resume under
+    another is refused (`runtime_differs`)."""
+    import jax
+    import jaxlib
+
+    return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__}
+
+
 def domain_data_dir(config: Any, name: str) -> pathlib.Path:
     """The folder the domain's samples are read from (its split folder in MultiNet's layout)."""
     return data.split_dir(pathlib.Path(config.data_dir) / domains.lookup(name).folder, config.split)[0]
@@ -129,6 +141,7 @@ def describe(config: Any, paths: Mapping[str, str | pathlib.Path], protocols: Ma
         "settings": settings(config),
         "attention": attention.manifest_entry(),
         "layout": None if layout is None else dict(layout),
+        "runtime": runtime(),
         "checkpoint": located(paths["checkpoint"]) if "checkpoint" in paths else None,
         "checkpoint_settings": dict(checkpoint_settings or {}),
         "tokenizers": tokenizers,
@@ -179,6 +192,17 @@ def layout_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> l
             "device: XLA rounds each batch shape differently)"]
 
 
+def runtime_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One line when the backend, device kind or jax / jaxlib version (`runtime`) differs; a manifest written before
+    they were recorded is not compared."""
+    before = recorded.get("runtime")
+    if before is None or before == current["runtime"]:
+        return []
+    changed = ", ".join(f"{key} {before.get(key)!r} -> {value!r}" for key, value in current["runtime"].items()
+                        if before.get(key) != value)
+    return [f"runtime: {changed} (other kernels round differently, and the run's predictions would mix both)"]
+
+
 def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
     """One line per protocol setting of domain `name` that is not the recorded one (an entry added since the manifest
     was written reads as `ADDED_PROTOCOL_ENTRIES` says)."""
@@ -209,6 +233,7 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
             found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
     found += attention_differs(recorded, current)
     found += layout_differs(recorded, current)
+    found += runtime_differs(recorded, current)
     found += differs("checkpoint", recorded.get("checkpoint"), current["checkpoint"])
     found += checkpoint_settings_differ(recorded, current)
     recorded_tokenizers = recorded.get("tokenizers", {})

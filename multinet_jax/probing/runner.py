@@ -165,6 +165,7 @@ def describe(config: ProbeConfig, paths: Mapping[str, Any], family_name: str, me
         inputs["frames"] = manifest.located(config.frames_dir)
     return {"format": MANIFEST_FORMAT, "settings": {name: getattr(config, name) for name in ACTIVATION_SETTINGS},
             "attention": attention.manifest_entry(), "layout": None if mesh is None else manifest.device_layout(mesh),
+            "runtime": manifest.runtime(),
             "checkpoint_settings": registry.path_settings(paths["checkpoint"], family_name), "inputs": inputs}
 
 
@@ -185,6 +186,7 @@ def check_manifest(config: ProbeConfig, current: Mapping[str, Any]) -> None:
                  for name, value in current["settings"].items() if recorded["settings"].get(name) != value]
         found += manifest.attention_differs(recorded, current)
         found += manifest.layout_differs(recorded, current)
+        found += manifest.runtime_differs(recorded, current)
         found += manifest.checkpoint_settings_differ(recorded, current)
         for name in sorted(set(recorded["inputs"]) | set(current["inputs"])):
             before, now = recorded["inputs"].get(name), current["inputs"].get(name)

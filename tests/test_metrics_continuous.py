@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -80,28 +81,31 @@ def test_default_action_stats_come_from_the_ground_truth(published):
     assert_metrics_match(default, with_pipeline_names(expected, "continuous"))
 
 
-def test_bimanual_slices_score_each_arm_on_its_own(published):
-    truth = np.asarray(published["all_gt"])
-    predictions = _perturbed(truth, np.random.default_rng(1))
-    stats = metrics.action_stats_from_ground_truth(truth)
-    result = metrics.score("openx_bimanual", records(predictions, truth.tolist()), action_stats=stats)
-    for name, (start, stop) in (("left_arm", (0, 7)), ("right_arm", (7, 14))):
-        # A prediction invalid as a whole is invalid for each arm.
-        sliced = [p[start:stop] if reference.valid_action(p, 14) else None for p in predictions]
-        sliced_stats = {key: np.asarray(stats[key])[start:stop] for key in ("min", "max", "mean")}
-        assert_metrics_match(result[f"{name}_results"], reference.continuous(sliced, truth[:, start:stop], sliced_stats))
-    assert "left_arm_results" not in metrics.score("openx", records(predictions, truth.tolist()))
+CAPABILITIES = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_capability_metrics.json").read_text())
 
 
-def test_mobile_manipulation_slices_base_and_arm():
-    rng = np.random.default_rng(2)
-    truth = rng.normal(size=(20, 10))
-    predictions = (truth + rng.normal(0, 0.1, truth.shape)).tolist()
-    result = metrics.score("openx_mobile_manipulation", records(predictions, truth.tolist()))
-    assert result["base_results"]["num_timesteps"] == 20
-    expected_base = np.mean(np.abs(np.asarray(predictions)[:, :3] - truth[:, :3]), axis=1).mean()
-    assert result["base_results"]["avg_dataset_amae"] == pytest.approx(expected_base, rel=1e-12)
-    assert set(result["arm_results"]) == set(result["base_results"])
+@pytest.mark.parametrize("domain", ["openx_bimanual", "openx_mobile_manipulation"])
+def test_capability_metrics_are_multinets(domain):
+    """`fixtures/multinet_capability_metrics.json`: MultiNet's harness (`calculate_capability_metrics`, d6fe80e) on
+    predictions valid for one slice only (None, NaN or inf in the other, too few or too many values), for none (a
+    string: numpy makes every value one) and whole: the same slices under the same names, every metric it gave."""
+    reference = CAPABILITIES[domain]
+    result = metrics.score(domain, records(reference["predictions"], reference["ground_truth"]),
+                           action_stats=reference["action_stats"])
+    assert {name: list(span) for name, span in metrics.ACTION_SLICES[domain].items()} == reference["slices"]
+    ours = result["capability_metrics"]
+    assert set(ours) == set(reference["capability_metrics"])
+    for name, expected in reference["capability_metrics"].items():
+        assert_metrics_match({key: ours[name][key] for key in expected}, expected, rtol=1e-12)
+    invalid = {name: expected["total_invalid_preds"] for name, expected in reference["capability_metrics"].items()}
+    assert len(set(invalid.values())) == 2 and result["total_invalid_preds"] > max(invalid.values())  # per slice
+
+
+def test_capability_slices_of_a_record_that_is_no_list_are_invalid():
+    truth = np.arange(28, dtype=float).reshape(2, 14).tolist()
+    result = metrics.score("openx_bimanual", records([None, truth[1]], truth))
+    assert [result["capability_metrics"][arm]["total_invalid_preds"] for arm in ("arm1", "arm2")] == [1, 1]
+    assert "capability_metrics" not in metrics.score("openx", records([None, truth[1]], truth))
 
 
 def test_single_sample_makes_every_distribution_metric_nan():

@@ -168,7 +168,7 @@ def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
     assert all(len(record["ground_truth"]) == len(record["prediction"] or range(7)) == 7 for record in records)
     scored = metrics.score("openx_bimanual", records, action_stats=stats)
     assert scored["total_invalid_preds"] == 1
-    assert scored["action_slices_not_scored"] == "['left_arm', 'right_arm'] span 14 dims, the ground truth has 7"
+    assert scored["action_slices_not_scored"] == "['arm1', 'arm2'] span 14 dims, the ground truth has 7"
 
 
 def test_a_chat_longer_than_its_max_tokens_is_cut_on_the_right():

@@ -21,11 +21,13 @@ from multinet_jax.metrics.records import RecordError, is_finite_number, is_numbe
 # Baseline errors below this count as zero (MultiNet's baseline-relative guard).
 BASELINE_EPSILON = 1e-6
 
-# Named slices of multi-part action spaces, scored on their own besides the whole vector.
+# Named slices of multi-part action spaces, scored on their own besides the whole vector, under `CAPABILITY_KEY`
+# (MultiNet's harness: `get_capability_slices` and `calculate_capability_metrics` of scripts/eval_harness/evaluate.py).
 ACTION_SLICES: dict[str, dict[str, tuple[int, int]]] = {
-    "openx_bimanual": {"left_arm": (0, 7), "right_arm": (7, 14)},
-    "openx_mobile_manipulation": {"base": (0, 3), "arm": (3, 10)},
+    "openx_bimanual": {"arm1": (0, 7), "arm2": (7, 14)},
+    "openx_mobile_manipulation": {"base_navigation": (0, 3), "arm_manipulation": (3, 10)},
 }
+CAPABILITY_KEY = "capability_metrics"
 
 
 class ContinuousInputs(NamedTuple):
@@ -191,15 +193,30 @@ def continuous(inputs: ContinuousInputs, action_stats: Mapping[str, Any]) -> dic
     return continuous_kernel(*inputs, action_min, action_max, action_mean)
 
 
-def continuous_with_slices(
-    inputs: ContinuousInputs, action_stats: Mapping[str, Any], slices: Mapping[str, tuple[int, int]]
-) -> dict[str, Any]:
-    """Whole-vector metrics plus `<slice>_results` for each named part of the action vector."""
-    result = continuous(inputs, action_stats)
+def capability_metrics(predictions: Sequence[Any], ground_truth: np.ndarray, action_stats: Mapping[str, Any],
+                       slices: Mapping[str, tuple[int, int]]) -> dict[str, dict[str, jax.Array]]:
+    """Each named slice scored on its own, as MultiNet's harness did: the slice of each prediction as numpy sliced it
+    (`_numpy_slice`), valid or not by itself (a None in one arm leaves the other valid; too few values can fill the
+    first slice), against the ground truth's and the statistics' slice."""
+    result = {}
     for name, (start, stop) in slices.items():
-        if stop > inputs.ground_truth.shape[1]:
-            raise ValueError(f"action slice {name!r} [{start}:{stop}] exceeds action dim {inputs.ground_truth.shape[1]}")
-        part = ContinuousInputs(inputs.predictions[:, start:stop], inputs.ground_truth[:, start:stop], inputs.valid)
-        sliced_stats = {key: np.asarray(action_stats[key])[start:stop] for key in ("min", "max", "mean")}
-        result[f"{name}_results"] = continuous(part, sliced_stats)
+        if stop > ground_truth.shape[1]:
+            raise ValueError(f"action slice {name!r} [{start}:{stop}] exceeds action dim {ground_truth.shape[1]}")
+        part = pack_continuous([_numpy_slice(prediction, start, stop) for prediction in predictions], ground_truth[:, start:stop])
+        part, _ = invalidate_overflowing(part)
+        result[name] = continuous(part, {key: np.asarray(action_stats[key])[start:stop] for key in ("min", "max", "mean")})
     return result
+
+
+def _numpy_slice(prediction: Any, start: int, stop: int) -> list[Any] | None:
+    """`np.array(prediction)[start:stop]` as a list, as the harness sliced it (one string among numbers makes every
+    value a string; a bool among floats a float); None (invalid) where numpy cannot (the harness raised)."""
+    if _is_numeric_list(prediction, len(prediction) if type(prediction) is list else -1):
+        return prediction[start:stop]  # plain numbers: numpy would give the same values
+    if not isinstance(prediction, (list, tuple, np.ndarray)):
+        return None
+    try:
+        values = np.array(prediction)
+    except ValueError:  # ragged
+        return None
+    return list(values[start:stop]) if values.ndim == 1 else None

@@ -144,7 +144,10 @@ def _score_kind(
         slices = continuous_actions.ACTION_SLICES.get(domain, {})
         dims, spanned = inputs.ground_truth.shape[1], max((stop for _, stop in slices.values()), default=0)
         unsliced = {SLICES_SKIPPED_KEY: f"{sorted(slices)} span {spanned} dims, the ground truth has {dims}"} if slices and spanned != dims else {}
-        result = to_python(continuous_actions.continuous_with_slices(inputs, stats, {} if unsliced else slices)) | unsliced
+        result = to_python(continuous_actions.continuous(inputs, stats)) | unsliced
+        if slices and not unsliced:
+            result[continuous_actions.CAPABILITY_KEY] = to_python(
+                continuous_actions.capability_metrics(predictions, inputs.ground_truth, stats, slices))
         if overflowing.size:  # counted in total_invalid_preds; named here so the count explains itself
             ids = [records[row]["id"] for row in overflowing[:OVERFLOW_IDS_SHOWN]]
             result[OVERFLOW_KEY] = {"count": int(overflowing.size), "ids": ids, "why": continuous_actions.OVERFLOW_REASON}

@@ -13,6 +13,7 @@ import pytest
 
 import eval_helpers
 import multinet_jax
+from multinet_jax.act2answer import geometry
 from multinet_jax.demo import datasets
 from multinet_jax.eval import act2answer_probes, manifest
 from multinet_jax.models import registry
@@ -62,11 +63,18 @@ def test_probe_scores_average_layouts_then_categories():
 
 
 def test_action_direction_rule():
-    assert act2answer_probes.action_choice(np.array([-0.1, -0.15, 0.0])) == 0  # towards the left tile (-y)
-    assert act2answer_probes.action_choice(np.array([-0.1, 0.15, -0.05])) == 1
+    """Actions are the WidowX's base-frame deltas; it faces the tiles from +x (SimplerEnv's Bridge pose, half a turn
+    about z): forward is the world's -x, its left (+y) the world's -y, where the "left" tile is."""
+    assert act2answer_probes.action_choice(np.array([0.1, 0.15, 0.0])) == 0  # forward and to its left: the left tile
+    assert act2answer_probes.action_choice(np.array([0.1, -0.15, -0.05])) == 1
     assert act2answer_probes.action_choice(np.array([0.0, 0.0, 0.3])) is None  # no horizontal motion
-    assert act2answer_probes.action_choice(np.array([-0.1, 0.0, 0.0])) is None  # straight between the tiles
+    assert act2answer_probes.action_choice(np.array([0.1, 0.0, 0.0])) is None  # straight between the tiles
     assert act2answer_probes.action_choice(np.array([np.nan, 0.1, 0.0])) is None
+    cube = np.asarray(geometry.HARNESS_TABLETOP.cube.center[:2])
+    for index, name in enumerate(geometry.TILE_NAMES):  # the base-frame move from the cube straight onto each tile
+        world = np.asarray(geometry.HARNESS_TABLETOP.tile(name).center[:2]) - cube
+        assert act2answer_probes.action_choice(np.append(-world, 0.0)) == index
+        np.testing.assert_allclose(geometry.base_to_world_xy(-world), world, atol=1e-15)
 
 
 def test_resume_refuses_a_changed_item_set(tmp_path):

@@ -135,6 +135,20 @@ def test_a_pi0_fast_action_run_from_before_the_quantile_rule_is_refused():
            "not recorded (written before it was: read as False), now True" in found
 
 
+def test_an_act2answer_run_from_before_the_base_frame_probe_is_refused():
+    """Act2Answer action probes written before displacements were read in the robot's base frame hold mirrored
+    left/right decisions: such a manifest (no `action_probe_frame`) reads as "world", and the resume is refused."""
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("act2answer",)))
+    current = protocol_settings(config, "act2answer")
+    assert current["action_probe_frame"] == "robot_base" and "action_probe_frame" not in protocol_settings(config, "piqa")
+    before = {key: value for key, value in current.items() if key != "action_probe_frame"}
+    found = manifest.differences({"domains": {"act2answer": {"protocol": before, "data": None}}},
+                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {}, "tokenizers": {},
+                                  "domains": {"act2answer": {"protocol": current, "data": None}}}, ["act2answer"])
+    assert "protocol of act2answer: action_probe_frame (domains.act2answer.protocol.action_probe_frame) " \
+           "not recorded (written before it was: read as 'world'), now 'robot_base'" in found
+
+
 def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_path):
     output_dir = _copy_run(finished_run, tmp_path)
     before = _snapshot(output_dir)

@@ -9,6 +9,9 @@ the cube with the tiles' own logged heights).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
 
 TILE_NAMES = ("left", "right")
 LAYOUTS = ("original", "swapped")
@@ -47,3 +50,16 @@ HARNESS_TABLETOP = Tabletop(
     },
     cube=Box((-0.13, 0.0, 0.11), (CUBE_HALF_SIZE,) * 3),
 )
+# The WidowX base's orientation in the world frame, as SimplerEnv's Bridge scene sets it: quaternion (w, x, y, z) =
+# (0, 0, 0, 1), half a turn about z. It stands at +x facing the tiles at -x, so its left (+y) is the world's -y (the
+# "left" tile). Its controller applies end-effector deltas in this base frame (ManiSkill's PDEEPoseController,
+# `root_translation`).
+ROBOT_BASE_QUATERNION = (0.0, 0.0, 0.0, 1.0)
+
+
+def base_to_world_xy(xy: Sequence[float]) -> np.ndarray:
+    """An xy displacement in the robot's base frame (what a Bridge / WidowX action holds), in the world frame: the
+    top-left 2x2 block of the base quaternion's rotation matrix (exact for half a turn: no 1e-17 sideways drift)."""
+    w, x, y, z = ROBOT_BASE_QUATERNION
+    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w)], [2 * (x * y + z * w), 1 - 2 * (x * x + z * z)]])
+    return rotation @ np.asarray(xy, np.float64)

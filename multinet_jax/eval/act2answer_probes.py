@@ -7,8 +7,10 @@
   is unnormalized with the checkpoint's action norm stats and integrated (summed over the horizon) to the end
   effector's displacement; the predicted tile is the one whose direction from the cube's start position the
   displacement's xy points closer to (cosine; `act2answer.geometry.HARNESS_TABLETOP`). This assumes the first three
-  action dimensions are end-effector translation deltas in the tiles' world frame (Bridge / WidowX policies); a
-  displacement of zero or a NaN chunk (a FAST sequence that did not decode) is an invalid action prediction.
+  action dimensions are end-effector translation deltas in the robot's base frame (Bridge / WidowX policies, as the
+  harness's controller applies them), turned into the tiles' world frame (`geometry.base_to_world_xy`: the WidowX
+  faces the tiles, so its left is the world's -y); a displacement of zero or a NaN chunk (a FAST sequence that did
+  not decode) is an invalid action prediction.
 - A model the action probe does not apply to gets the text probe only, its records and metrics saying why in
   `action_probe` (action fields null; `eval/preflight.action_probe_unavailable`): one without an action head
   (PaliGemma, the source VLM; `"action_head": false`), or a checkpoint whose actions are not end-effector deltas or
@@ -28,7 +30,7 @@ import jax
 import numpy as np
 
 from multinet_jax import domains
-from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES
+from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES, base_to_world_xy
 from multinet_jax.data import transforms
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 
@@ -97,10 +99,12 @@ def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[di
 
 
 def action_choice(displacement: np.ndarray) -> int | None:
-    """The tile the xy displacement points at (cosine with each tile's direction from the cube's start)."""
+    """The tile the base-frame xy displacement points at (in the world frame, cosine with each tile's direction from
+    the cube's start)."""
     xy = np.asarray(displacement[:2], np.float64)
     if not np.all(np.isfinite(xy)) or not np.any(xy):
         return None
+    xy = base_to_world_xy(xy)
     start = np.asarray(HARNESS_TABLETOP.cube.center[:2])
     cosines = []
     for name in TILE_NAMES:

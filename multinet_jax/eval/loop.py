@@ -646,7 +646,9 @@ def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     # Actions unnormalized with openpi's quantile rule (Pi0.5, Pi0-FAST): recorded, as earlier versions used the
     # z-score rule for them (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run as False).
     quantiles = domain.uses_actions and family.action_normalization == "openpi_quantiles"
-    return {**applied, "openpi_quantile_actions": quantiles}
+    # Act2Answer's action probe reads displacements in the robot's base frame (`act2answer_probes.action_choice`).
+    probe_frame = {"action_probe_frame": "robot_base"} if domain.output is domains.Output.KNOWLEDGE_PROBES else {}
+    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame}
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

@@ -77,8 +77,11 @@ OTHER_SETTINGS = {
 # transform MultiNet's script applied there, which is now reproduced: one predictions file would mix two scorings).
 # `answers_in_text`: False, actions predicted (every run before Magma's Overcooked / quadrupedal scripts were encoded).
 # `openpi_quantile_actions`: False, Pi0.5's and Pi0-FAST's actions unnormalized with the z-score rule (runs before
-# openpi's quantile rule was applied to them; every other family's rule is unchanged).
-ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False, "openpi_quantile_actions": False}
+# openpi's quantile rule was applied to them; every other family's rule is unchanged). `action_probe_frame`
+# (Act2Answer): "world", the displacement read in the tiles' frame (runs before it was read in the robot's base
+# frame, whose left/right decisions were mirrored).
+ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
+                          "openpi_quantile_actions": False, "action_probe_frame": "world"}
 
 # Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
 TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")

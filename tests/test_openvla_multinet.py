@@ -3,6 +3,9 @@ OpenVLA harness (ManifoldRG/MultiNet src/eval/profiling/openvla) on its own case
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -51,6 +54,24 @@ def test_predict_actions_decodes_the_requested_dims_and_crops_on_request():
     stats = model.action_stats(None)
     unnormalized = np.where(stats["mask"], 0.5 * (cropped[:, 0] + 1) * (stats["q99"] - stats["q01"]) + stats["q01"], cropped[:, 0])
     np.testing.assert_array_equal(unnormalized, expected)
+
+
+WINDOWS = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_openvla_window.json").read_text())
+
+
+@pytest.mark.parametrize("case", sorted(WINDOWS["cases"]))
+def test_the_ids_read_as_an_action_are_multinets_window(case):
+    """`fixtures/multinet_openvla_window.json`: MultiNet's `_tokens_to_normalized_actions` (it reads the last `dims`
+    ids of what `generate` returned: the prompt, then the ids up to the EOS) on 14 dims after OpenVLA's 7 action ids
+    and EOS, 7 dims without EOS, 7 dims after an early EOS. The project's window, from the prompt (right-padded in a
+    batch) and the decode padded after its EOS as `OpenVLAModel.generate` returns it, reads the same actions."""
+    reference, model = WINDOWS["cases"][case], openvla_model()
+    prompt, eos, dims = WINDOWS["prompt"], WINDOWS["eos_id"], reference["dims"]
+    generated = reference["generated"] + [model.tokenizer.pad_id] * (dims - len(reference["generated"]))
+    prompt_ids = np.array([prompt + [model.tokenizer.pad_id] * 3])  # right-padded, as in a batch with longer prompts
+    prompt_mask = np.array([[True] * len(prompt) + [False] * 3])
+    window = openvla_actions.multinet_window(prompt_ids, prompt_mask, np.array([generated]), dims, eos)
+    np.testing.assert_array_equal(model.normalized_actions(window)[0], reference["multinet_normalized"])
 
 
 def test_decoded_dims_are_the_statistics_dims_and_the_mask_leaves_the_last():

@@ -280,13 +280,15 @@ class OpenVLAModel:
 
     def predict_actions(self, observation: Observation, *, rng: jax.Array | None, options: InferenceOptions) -> np.ndarray:
         """`interface.Model`: greedy action tokens -> normalized actions `[b, 1, dims]` in [-1, 1]: `options.action_dim`
-        tokens (MultiNet decoded as many as the dataset's statistics have dims; default the norm stats' dim),
-        the image center-cropped first when `options.center_crop`."""
+        tokens (MultiNet decoded as many as the dataset's statistics have dims; default the norm stats' dim), read
+        as MultiNet read them (`openvla_actions.multinet_window`: a decode ending early reads prompt ids), the image
+        center-cropped first when `options.center_crop`."""
         pixels, tokens, mask = self._observation_inputs(observation, for_actions=True, center_crop=options.center_crop)
         dims = self.action_dim if options.action_dim is None else options.action_dim
         generated = self.generate(pixels, tokens, mask, max_decoding_steps=dims,
                                   sample_index=observation.get("sample_index"))
-        return self.normalized_actions(generated)[:, None, :]
+        window = openvla_actions.multinet_window(tokens, mask, generated, dims, self.tokenizer.eos_id)
+        return self.normalized_actions(window)[:, None, :]
 
     def sample_tokens(self, observation: Observation, *, rng: jax.Array | None = None, max_decoding_steps: int = 32,
                       temperature: float = 0.0, openpi_exact: bool = True, logits_vocab_size: int | None = None) -> jax.Array:

@@ -9,6 +9,9 @@ evaluation code in MultiNet's repository; its v1.0 scripts under `src/eval/profi
   strategies, `len(norm_stats[unnorm_key]["action"]["q01"])` tokens, the dataset's own action dimension. Its
   `data/dataset_statistics_dev.json` gives utokyo_xarm_bimanual (MultiNet's openx_bimanual) `simple_mapping` with
   14-dim statistics, so OpenVLA decodes 14 action tokens there, not 7.
+- The ids read (`multinet_window`): its `_tokens_to_normalized_actions` takes the last `dims` ids of what
+  `generate` returned (the prompt, then the generated ids up to the EOS), so a decode that ends early reads prompt
+  ids as actions.
 - Unnormalization mask (`multinet_mask`): its `experiments/robot/add_new_dataset_statistics.py` writes the
   statistics it adds with `mask = [True] * (action_dim - 1) + [False]`: the last dimension (the gripper) stays in
   [-1, 1], as OpenVLA's own statistics leave their gripper dimension.
@@ -135,6 +138,20 @@ def dataset_name(domain: str) -> str:
 def decoded_dims(stats: dict[str, Any]) -> int:
     """Action tokens OpenVLA decodes with these statistics: their dimension (MultiNet's `get_action_dim`)."""
     return len(stats["q01"])
+
+
+def multinet_window(prompt_ids: np.ndarray, prompt_mask: np.ndarray, generated: np.ndarray, dims: int, eos_id: int) -> np.ndarray:
+    """The `dims` ids MultiNet read as each row's action: the last `dims` of the prompt's ids followed by the generated
+    ids up to and including the first EOS (its `_tokens_to_normalized_actions` read `generated_ids[0, -action_dim:]`
+    of Hugging Face's `generate`, which returns the prompt too and stops at EOS, batch size 1). A row that stops early
+    reads prompt ids and the EOS as action bins, as MultiNet did: OpenVLA emits 7 action ids and EOS, so on
+    openx_bimanual's 14 dims the first 6 are prompt ids (bin 254) and the action sits in dims 6-12."""
+    rows = []
+    for ids, mask, row in zip(prompt_ids, np.asarray(prompt_mask, bool), generated):
+        stops = np.flatnonzero(row == eos_id)
+        kept = row if not stops.size else row[: stops[0] + 1]
+        rows.append(np.concatenate([ids[mask], kept])[-dims:])
+    return np.stack(rows)
 
 
 def multinet_mask(stats: dict[str, Any]) -> dict[str, Any]:

@@ -122,15 +122,21 @@ def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_to
     assert protocol_settings(hf, "piqa")["decoding"] == "contiguous"  # a resume under the other mode is refused
 
 
+def _refusals_of_a_manifest_without(entry: str, domain: str, **overrides) -> tuple[dict, list[str]]:
+    """(the protocol `domain` runs under now, what resuming a manifest written without its `entry` is refused for)."""
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), (domain,), **overrides))
+    current = protocol_settings(config, domain)
+    before = {key: value for key, value in current.items() if key != entry}
+    found = manifest.differences({"domains": {domain: {"protocol": before, "data": None}}},
+                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {},
+                                  "tokenizers": {}, "domains": {domain: {"protocol": current, "data": None}}}, [domain])
+    return current, found
+
+
 def test_a_pi0_fast_action_run_from_before_the_quantile_rule_is_refused():
     """A Pi0-FAST (or Pi0.5) Open-X run written before its actions were unnormalized with openpi's quantile rule holds
     z-score predictions: its manifest (no `openpi_quantile_actions`) reads as False, and the resume is refused."""
-    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast"))
-    current = protocol_settings(config, "openx_bimanual")
-    before = {key: value for key, value in current.items() if key != "openpi_quantile_actions"}
-    found = manifest.differences({"domains": {"openx_bimanual": {"protocol": before, "data": None}}},
-                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {}, "tokenizers": {},
-                                  "domains": {"openx_bimanual": {"protocol": current, "data": None}}}, ["openx_bimanual"])
+    _, found = _refusals_of_a_manifest_without("openpi_quantile_actions", "openx_bimanual", model="pi0_fast")
     assert "protocol of openx_bimanual: openpi_quantile_actions (domains.openx_bimanual.protocol.openpi_quantile_actions) " \
            "not recorded (written before it was: read as False), now True" in found
 
@@ -138,13 +144,9 @@ def test_a_pi0_fast_action_run_from_before_the_quantile_rule_is_refused():
 def test_an_act2answer_run_from_before_the_base_frame_probe_is_refused():
     """Act2Answer action probes written before displacements were read in the robot's base frame hold mirrored
     left/right decisions: such a manifest (no `action_probe_frame`) reads as "world", and the resume is refused."""
-    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("act2answer",)))
-    current = protocol_settings(config, "act2answer")
-    assert current["action_probe_frame"] == "robot_base" and "action_probe_frame" not in protocol_settings(config, "piqa")
-    before = {key: value for key, value in current.items() if key != "action_probe_frame"}
-    found = manifest.differences({"domains": {"act2answer": {"protocol": before, "data": None}}},
-                                 {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {}, "tokenizers": {},
-                                  "domains": {"act2answer": {"protocol": current, "data": None}}}, ["act2answer"])
+    current, found = _refusals_of_a_manifest_without("action_probe_frame", "act2answer")
+    assert current["action_probe_frame"] == "robot_base"
+    assert "action_probe_frame" not in _refusals_of_a_manifest_without("action_probe_frame", "piqa")[0]
     assert "protocol of act2answer: action_probe_frame (domains.act2answer.protocol.action_probe_frame) " \
            "not recorded (written before it was: read as 'world'), now 'robot_base'" in found
 

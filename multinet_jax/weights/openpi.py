@@ -7,15 +7,19 @@ model ever sits in host memory. They are read in groups of at most `trees.RESTOR
 restore of the whole tree reads every array at once, and its transient read buffers then add ~65% to the model's
 bytes in peak host memory (full Pi0 as bfloat16, measured: 10.9 GB peak for 6.5 GB of parameters; grouped: 7.0 GB).
 Norm stats live in `<step>/assets/<asset_id>/norm_stats.json` (openpi's `normalize.py` format:
-`{"norm_stats": {key: {"mean", "std", "q01", "q99"}}}`).
+`{"norm_stats": {key: {"mean", "std", "q01", "q99"}}}`). A LoRA fine-tune's factors are merged into their weights as
+they are read (`lora_factors`, `lora_delta`), in float32, then cast.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import pathlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import re
+import string
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -52,6 +56,71 @@ def is_pi0_only(path: str) -> bool:
     # Only the LLM has experts: SigLIP's own `LayerNorm_1` / `Dense_1` belong to PaliGemma.
     is_expert_1 = parts[:2] == ["PaliGemma", "llm"] and any(part.endswith("_1") for part in parts[2:])
     return parts[0] in _PI0_ONLY_ROOTS or is_expert_1
+
+
+# openpi's LoRA fine-tunes (`gemma_2b_lora` / `gemma_300m_lora`: its *_low_mem_finetune configs) keep low-rank factors
+# beside each adapted weight: `lora.Einsum`'s `<module>/lora_a` and `lora_b` (its weight `<module>/w`, applied with the
+# module's equation) and `lora.FeedForward`'s `<mlp>/<weight>_lora_a` and `_lora_b`. They are merged into the weight
+# at load (`lora_delta`), so the model and its decode loops are unchanged.
+LORA_EINSUMS = {"q_einsum": "BTD,NDH->BTNH", "kv_einsum": "BSD,2KDH->2BSKH", "qkv_einsum": "BSD,3KDH->3BSKH",
+                "attn_vec_einsum": "BTNH,NHD->BTD"}  # openpi's gemma.py / gemma_fast.py, by module name
+# alpha / rank of every LoRA variant openpi defines (rank 16 alpha 16, rank 32 alpha 32, no rslora: the tests read
+# openpi's own get_config); a checkpoint records neither.
+LORA_SCALING = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraFactors:
+    """The factors adapting one weight, and the einsum equation the weight is applied with (None: a feed-forward
+    weight, which openpi's `lora.FeedForward` applies as `x @ a @ b`, unscaled)."""
+
+    a: str
+    b: str
+    equation: str | None
+
+
+def lora_factors(paths: Iterable[str]) -> dict[str, LoraFactors]:
+    """{adapted weight's path: its `LoraFactors`} among a checkpoint's parameter paths; a factor without its pair
+    or its weight is a CheckpointError."""
+    paths = set(paths)
+    found = {}
+    for path in sorted(paths):
+        if path.endswith("/lora_a"):
+            module = path.removesuffix("/lora_a")
+            weight, equation = f"{module}/w", LORA_EINSUMS.get(module.rsplit("/", 1)[-1].removesuffix("_1"))
+            if equation is None:
+                raise CheckpointError(f"{path}: LoRA factors of an einsum openpi's models do not have ({module})")
+            found[weight] = LoraFactors(path, f"{module}/lora_b", equation)
+        elif path.endswith("_lora_a"):
+            weight = path.removesuffix("_lora_a")
+            found[weight] = LoraFactors(path, f"{weight}_lora_b", None)
+    for weight, factors in found.items():
+        for needed in (weight, factors.b):
+            if needed not in paths:
+                raise CheckpointError(f"{factors.a}: a LoRA factor without {needed} in the checkpoint")
+    unpaired = sorted(path for path in paths if path.endswith(("/lora_b", "_lora_b"))
+                      and path not in {factors.b for factors in found.values()})
+    if unpaired:
+        raise CheckpointError(f"{unpaired[0]}: a LoRA factor without its lora_a in the checkpoint")
+    return found
+
+
+def lora_delta(a: jax.Array, b: jax.Array, equation: str | None) -> jax.Array:
+    """The change openpi's LoRA path makes to a weight stacked over layers (leading axis), as one weight:
+    `x @ (w + delta)` = openpi's `x @ w + lora(x)`. Feed-forward: `a @ b`. Einsum (`lora.Einsum._make_lora_eqns`):
+    `x` contracted with `a`, then the result with `b`, scaled; a label of `b` that is neither in that result nor in
+    the output is summed over `b` alone (the attention output's heads: openpi sums the LoRA path over heads twice)."""
+    if equation is None:
+        return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+    _, rhs, out = re.fullmatch(r"(.*),(.*)->(.*)", equation).groups()
+    a_label, b_label = rhs[-2], rhs[-1]
+    a_rhs, a_out, b_rhs = rhs.replace(b_label, "L"), out.replace(b_label, "L"), rhs.replace(a_label, "L")
+    alone = iter("mnop")
+    b_rhs = "".join(label if label in a_out or label in out else next(alone) for label in b_rhs)
+    subscripts = f"Z{a_rhs},Z{b_rhs}->Z{rhs}"
+    letters = dict(zip(sorted(set(subscripts) - set(",->")), string.ascii_letters))  # einsum wants letters ("2KDH")
+    subscripts = "".join(letters.get(char, char) for char in subscripts)
+    return LORA_SCALING * jnp.einsum(subscripts, a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def params_directory(checkpoint: str | pathlib.Path) -> epath.Path:
@@ -112,22 +181,48 @@ def restore_params(
     directory, entries = read_param_metadata(checkpoint)
     expected_flat = flatten_params(expected)
     sharding_flat = flatten_params(shardings)
-    wanted = {path: entry for path, entry in entries.items() if not skip(path)}
+    adapted = {weight: factors for weight, factors in lora_factors(entries).items() if not skip(weight)}
+    factor_paths = {path for factors in lora_factors(entries).values() for path in (factors.a, factors.b)}
+    wanted = {path: entry for path, entry in entries.items() if not skip(path) and path not in factor_paths}
     check_layout(directory, {path: tuple(meta.shape) for path, (_, meta) in wanted.items()},
                  {path: tuple(leaf.shape) for path, leaf in expected_flat.items()})
+    for factors in adapted.values():  # restored beside their weight, replicated (they are small)
+        for path in (factors.a, factors.b):
+            wanted[path] = entries[path]
+            sharding_flat[path] = _replicated(next(iter(sharding_flat.values())))
 
     restored: dict[str, Any] = {}
     shapes = {path: tuple(meta.shape) for path, (_, meta) in wanted.items()}
+    # Adapted weights and their factors are read in float32 and merged before the cast to `dtype`.
+    merged = {path for weight, factors in adapted.items() for path in (weight, factors.a, factors.b)}
     # One checkpointer, so all groups share one tensorstore context (and its B-tree node cache).
     checkpointer = ocp.Checkpointer(_pytree_handler())
     try:
         with load_progress(checkpoint, shapes, dtype) as progress:
-            for group in restore_groups(shapes, dtype):
+            for group in restore_groups({path: shape for path, shape in shapes.items() if path not in merged}, dtype):
                 restored.update(_restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype(dtype)))
                 progress.update(sum(array_bytes(shapes[path], dtype) for path in group))
+            for weight, factors in adapted.items():
+                group = [weight, factors.a, factors.b]
+                arrays = _restore_group(checkpointer, directory, group, wanted, sharding_flat, jnp.dtype("float32"))
+                restored[weight] = _merge_lora(arrays[weight], arrays[factors.a], arrays[factors.b], factors.equation,
+                                               jnp.dtype(dtype), sharding_flat[weight])
+                progress.update(array_bytes(shapes[weight], dtype))
     finally:
         checkpointer.close()
     return unflatten_params(restored)
+
+
+def _replicated(like: Any) -> Any:
+    """A sharding replicating an array over the mesh of `like` (or `like` itself, a single device's)."""
+    mesh = getattr(like, "mesh", None)
+    return like if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def _merge_lora(weight: jax.Array, a: jax.Array, b: jax.Array, equation: str | None, dtype: Any, sharding: Any) -> jax.Array:
+    """`weight + lora_delta(a, b)` in float32, cast to `dtype` and placed as `sharding` (one jitted call per weight)."""
+    merge = jax.jit(lambda w, a, b: (w + lora_delta(a, b, equation)).astype(dtype), out_shardings=sharding)
+    return jax.block_until_ready(merge(weight, a, b))
 
 
 def _restore_group(

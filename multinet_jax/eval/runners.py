@@ -146,7 +146,7 @@ class SingleCall:
         records = []
         for row, raw_output, prediction in zip(rows, raw_outputs, predictions):
             record = _base_record(batch, row, raw_output, prediction, scored_ground_truth(rules, domain, batch, row))
-            if domain.metric_kind in ("multiple_choice", "discrete", "vqa") and domain.protocol.answer == metrics.MAGMA_SCRIPTS_RULE:
+            if domain.metric_kind in ("multiple_choice", "discrete", "vqa") and domain.protocol.answer in metrics.RULES_SCORED_APART:
                 record[metrics.ANSWER_RULE_FIELD] = domain.protocol.answer  # `score` then reads them by the script's rule
             if domain.metric_kind == "classification":
                 record["num_options"] = int(batch["num_options"][row])

@@ -18,9 +18,9 @@ from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.function_calling import function_calls
 from multinet_jax.metrics.records import DuplicateIdError, RecordError
 from multinet_jax.metrics.json_values import to_json, to_python
-from multinet_jax.metrics.scoring import (ANSWER_RULE_FIELD, CLIPPED_FIELD, MAGMA_SCRIPTS_RULE, SCORING_STATS_KEY,
-                                          SIMILARITY_KINDS, SUBSET_FIELD, load_action_stats, load_records, metric_kind,
-                                          score)
+from multinet_jax.metrics.scoring import (ANSWER_RULE_FIELD, CLIPPED_FIELD, MAGMA_SCRIPTS_RULE, RULES_SCORED_APART,
+                                          SCORING_STATS_KEY, SIMILARITY_KINDS, SUBSET_FIELD, load_action_stats,
+                                          load_records, metric_kind, score)
 from multinet_jax.metrics.text_answers import vqa
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "MAGMA_SCRIPTS_RULE",
     "CLIPPED_FIELD",
     "DuplicateIdError",
+    "RULES_SCORED_APART",
     "RecordError",
     "SCORING_STATS_KEY",
     "SIMILARITY_KINDS",

@@ -67,6 +67,8 @@ CLIPPED_FIELD = "clipped_prediction"
 # label as written (`text_answers.vqa`); by default only 0 and 1, probabilities in [0, 1], and both texts normalized.
 ANSWER_RULE_FIELD = "answer_rule"
 MAGMA_SCRIPTS_RULE = "magma_scripts"
+# The answer rules `score` reads otherwise than the default: a record parsed under one of them must name it.
+RULES_SCORED_APART = frozenset({MAGMA_SCRIPTS_RULE})
 # A domain's named action slices (`continuous_actions.ACTION_SLICES`) are not scored on a ground truth of other dims
 # (MultiNet's Magma script scored openx_bimanual's last 7 of 14): the result says so under this key.
 SLICES_SKIPPED_KEY = "action_slices_not_scored"

@@ -141,3 +141,37 @@ def test_extract_actions_invalid_outputs_give_none(prompt_tokenizer):
     assert prompt_tokenizer.extract_actions(np.array(paligemma.encode("Action: hello|")), 4, 14) is None
     assert prompt_tokenizer.extract_actions(np.array([paligemma.vocab_size + 5]), 4, 14) is None
     assert prompt_tokenizer.extract_actions(np.array([-3, 4]), 4, 14) is None
+
+
+def _reference_cases(prefix: str) -> list[tuple[np.ndarray, list[int], np.ndarray]]:
+    """(chunk, the reference processor's token ids, its decoded chunk) of `fast_reference/io.npz`."""
+    with np.load(shared_path("fast_reference", "io.npz")) as data:
+        return [(chunk, tokens[:length].tolist(), decoded) for chunk, tokens, length, decoded in
+                zip(data[f"{prefix}_chunks"], data[f"{prefix}_tokens"], data[f"{prefix}_token_lengths"], data[f"{prefix}_decoded"])]
+
+
+def test_held_out_chunks_match_the_reference_processor():
+    """Tokens and decoded chunks of physical-intelligence/fast's `UniversalActionProcessor` on held-out chunks. Where
+    the reference's decode failed (it prints an error and returns zeros: the tokens decode to 139 coefficients, not
+    140), this decoder says None."""
+    tokenizer = FastTokenizer.from_pretrained(shared_path("fast_reference", "tokenizer"))
+    cases = _reference_cases("test")
+    failed_in_reference = [not decoded.any() for _, _, decoded in cases]
+    assert 0 < sum(failed_in_reference) < len(cases)  # both kinds are covered
+    for (chunk, tokens, decoded), failed in zip(cases, failed_in_reference):
+        assert tokenizer.encode(chunk) == tokens
+        ours = tokenizer.decode(tokens, *chunk.shape)
+        if failed:
+            assert ours is None
+        else:
+            np.testing.assert_allclose(ours, decoded, rtol=0, atol=1e-6)
+
+
+def test_chunks_beyond_the_training_range_encode_as_the_reference_and_decode_to_none():
+    """3x-scaled chunks: the reference encodes them to these ids (coefficients below the range clamped) and decodes
+    them to zeros or to garbage ~2000 in size (U+FFFD characters read as symbols); both are no valid chunk."""
+    tokenizer = FastTokenizer.from_pretrained(shared_path("fast_reference", "tokenizer"))
+    for chunk, tokens, decoded in _reference_cases("extreme"):
+        assert tokenizer.encode(chunk) == tokens
+        assert not decoded.any() or np.abs(decoded).max() > 100 * np.abs(chunk).max()
+        assert tokenizer.decode(tokens, *chunk.shape) is None

@@ -181,8 +181,9 @@ def restore_params(
     directory, entries = read_param_metadata(checkpoint)
     expected_flat = flatten_params(expected)
     sharding_flat = flatten_params(shardings)
-    adapted = {weight: factors for weight, factors in lora_factors(entries).items() if not skip(weight)}
-    factor_paths = {path for factors in lora_factors(entries).values() for path in (factors.a, factors.b)}
+    every_factor = lora_factors(entries)
+    adapted = {weight: factors for weight, factors in every_factor.items() if not skip(weight)}
+    factor_paths = {path for factors in every_factor.values() for path in (factors.a, factors.b)}
     wanted = {path: entry for path, entry in entries.items() if not skip(path) and path not in factor_paths}
     check_layout(directory, {path: tuple(meta.shape) for path, (_, meta) in wanted.items()},
                  {path: tuple(leaf.shape) for path, leaf in expected_flat.items()})

@@ -3,7 +3,8 @@
 A fingerprint is a sha256 over every file's path relative to the fingerprinted root, its size and the sha256 of
 its whole content, so a copy of a checkpoint or dataset in another place (or restored with other modification
 times) has the same fingerprint, and a re-written, truncated, extended, renamed or edited file (anywhere in it)
-changes it. It is what a run manifest records of every input. Hidden entries (a name starting with "."), such as
+changes it. Linked files and folders are read through the link: the fingerprint is of what a reader of the folder
+reads. It is what a run manifest records of every input. Hidden entries (a name starting with "."), such as
 conversions stored beside the data or a content manifest, are derived files, not inputs, and are skipped.
 
 Hashing whole files is affordable because each file's digest is cached (`digest_cache_dir()`, default
@@ -24,7 +25,7 @@ import json
 import os
 import pathlib
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from etils import epath
@@ -100,12 +101,29 @@ def _write_atomically(path: pathlib.Path, value: Any) -> None:
         pass
 
 
+def _walk(root: epath.Path) -> Iterator[tuple[epath.Path, list[str], list[str]]]:
+    """`root.walk()`, descending into linked folders where the filesystem is local: a dataset folder whose shards are
+    links to other folders is those shards' content. A link back to a folder above it (a loop) is not entered."""
+    if "://" in str(root):
+        yield from root.walk()
+        return
+    real_ancestors = {str(root): frozenset()}
+    for directory, subdirectories, names in os.walk(root, followlinks=True):
+        real, above = os.path.realpath(directory), real_ancestors.pop(directory)
+        if real in above:
+            subdirectories.clear()
+            continue
+        for name in subdirectories:
+            real_ancestors[os.path.join(directory, name)] = above | {real}
+        yield epath.Path(directory), subdirectories, names
+
+
 def _files(root: epath.Path) -> list[tuple[str, epath.Path]]:
     """(relative name, path) of every non-hidden file under `root` (or `root` itself when it is a file)."""
     if not root.is_dir():
         return [("", root)]  # a file is its content, whatever it is called
     found = []
-    for directory, subdirectories, names in root.walk():
+    for directory, subdirectories, names in _walk(root):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]  # prunes the walk
         relative = directory.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 
 import numpy as np
 from PIL import Image
+
+
+def writable_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """A copy of a file tree of ../shared (read-only) that a test may edit."""
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target
 
 
 class CharTokenizer:

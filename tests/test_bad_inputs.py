@@ -24,6 +24,7 @@ import pytest
 
 import eval_helpers
 from conftest import REPO_ROOT, shared_path
+from data_helpers import writable_copy
 from models_helpers import tiny_observation
 from multinet_jax.eval import preflight
 from multinet_jax.models.interface import InferenceOptions
@@ -51,13 +52,6 @@ class Inputs:
     def __getattr__(self, name: str) -> pathlib.Path:
         """A path under the inputs' root, named like the attribute (`inputs.ckpt_nan`)."""
         return self.root / name
-
-
-def _writable_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
-    shutil.copytree(source, target)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
 
 
 def _halve(path: pathlib.Path) -> None:
@@ -122,8 +116,8 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
                 lambda columns: columns["observation"]["pose_l"].__setitem__((2, 0), np.nan))
     _openx_copy(shard, root / "openx_not_utf8" / "translated_shard_0",
                 lambda columns: columns["language_instruction"].__setitem__(4, b"\xff\xfe pick up the cup"))
-    _writable_copy(shard, root / "quadrupedal_14_dims" / "openx_quadrupedal" / "public" / "translated_shard_0")
-    spec = _writable_copy(shard, root / "openx_bad_spec" / "translated_shard_0") / "dataset_spec.pb"
+    writable_copy(shard, root / "quadrupedal_14_dims" / "openx_quadrupedal" / "public" / "translated_shard_0")
+    spec = writable_copy(shard, root / "openx_bad_spec" / "translated_shard_0") / "dataset_spec.pb"
     spec.write_bytes(b"\x0a\xff\xff\xff garbage")
 
     trials = data_dir / "overcooked_ai" / "public" / "2020_hh_trials_train.pickle"
@@ -140,16 +134,16 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
         (root / name / "piqa.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (root / "piqa_torn_arrow").mkdir()
     (root / "piqa_torn_arrow" / "data-00000-of-00001.arrow").write_bytes(b"\xff\xff\xff\xff\x10\x00")
-    bfcl = _writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_not_utf8")
+    bfcl = writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_not_utf8")
     questions = (bfcl / "questions.jsonl").read_bytes().splitlines()
     (bfcl / "questions.jsonl").write_bytes(b"\n".join([questions[0], questions[1].replace(b"Please", b"Pl\xe9ase")]) + b"\n")
     for name, file, content in (("odinw_torn_categories", "categories.json", None),
                                 ("odinw_categories_list", "categories.json", b'["a", "b"]'),
                                 ("odinw_torn_pairs", "object_caption_pairs.json", None)):
-        subset = sorted(_writable_copy(data_dir / "odinw" / "public", root / name).glob("*/categories.json"))[0].parent
+        subset = sorted(writable_copy(data_dir / "odinw" / "public", root / name).glob("*/categories.json"))[0].parent
         original = (subset / file).read_bytes()
         (subset / file).write_bytes(original[: len(original) // 2] if content is None else content)
-    sqa3d = _writable_copy(data_dir / "sqa3d" / "public", root / "sqa3d_torn_questions")
+    sqa3d = writable_copy(data_dir / "sqa3d" / "public", root / "sqa3d_torn_questions")
     questions_file = sqa3d / "v1_balanced_questions_test_scannetv2.json"
     questions_file.write_bytes(questions_file.read_bytes()[:100])
 
@@ -174,12 +168,12 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     from safetensors.numpy import load_file, save_file
 
     checkpoint = pathlib.Path(assets["checkpoint"])
-    stats = _writable_copy(checkpoint, root / "ckpt_nan_norm_stats")
+    stats = writable_copy(checkpoint, root / "ckpt_nan_norm_stats")
     stats_file = next((stats / "assets").rglob("norm_stats.json"))
     raw = json.loads(stats_file.read_text())
     raw["norm_stats"]["actions"]["std"][1] = float("nan")
     stats_file.write_text(json.dumps(raw))  # Python writes NaN, which JSON readers (and openpi) accept
-    negative = next((_writable_copy(checkpoint, root / "ckpt_negative_std") / "assets").rglob("norm_stats.json"))
+    negative = next((writable_copy(checkpoint, root / "ckpt_negative_std") / "assets").rglob("norm_stats.json"))
     raw = json.loads(negative.read_text())
     raw["norm_stats"]["actions"]["std"][2] = -0.5  # would mirror every unnormalized action of that dim
     negative.write_text(json.dumps(raw))
@@ -197,7 +191,7 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
     openvla = demo.build_checkpoint("openvla", root / "openvla_source")
     for name in ("openvla_nan_q01", "openvla_transposed", "openvla_bad_config", "openvla_no_action_stats",
                  "openvla_no_q99", "openvla_swapped_quantiles"):
-        _writable_copy(openvla, root / name)
+        writable_copy(openvla, root / name)
     config = json.loads((root / "openvla_nan_q01" / "config.json").read_text())
     next(iter(config["norm_stats"].values()))["action"]["q01"][0] = float("nan")
     (root / "openvla_nan_q01" / "config.json").write_text(json.dumps(config))
@@ -222,10 +216,10 @@ def _build_bad_checkpoints(root: pathlib.Path, assets: dict) -> None:
 
     smolvla_checkpoint.write_checkpoint(root / "smolvla_6_dim_state", "smolvla_tiny", corpus=datasets.corpus())
     # Torn weights: the preflight refusals below must come before any weight is read.
-    magma = _writable_copy(demo.build_checkpoint("magma", root / "magma_source"), root / "magma_torn_weights")
+    magma = writable_copy(demo.build_checkpoint("magma", root / "magma_source"), root / "magma_torn_weights")
     _halve(magma / "model.safetensors")
     datasets.write_missing(pathlib.Path(assets["data_dir"]), ["act2answer"])
-    fast = _writable_copy(pathlib.Path(assets["fast_tokenizer"]), root / "fast_torn_tokenizer") / "tokenizer.json"
+    fast = writable_copy(pathlib.Path(assets["fast_tokenizer"]), root / "fast_torn_tokenizer") / "tokenizer.json"
     fast.write_bytes(fast.read_bytes()[: fast.stat().st_size // 2])
     (root / "overcooked_huge_bytes").mkdir()
     (root / "overcooked_huge_bytes" / "trials.pickle").write_bytes(pickle.dumps([_HugeBytes()]))
@@ -257,15 +251,17 @@ def _build(root: pathlib.Path) -> Inputs:
 
     shard = data_dir / "openx_bimanual" / "public" / "translated_shard_0"
     for name, cut in (("openx_garbage", None), ("openx_torn", 0.5)):
-        copy = _writable_copy(shard, root / name / "translated_shard_0")
+        copy = writable_copy(shard, root / name / "translated_shard_0")
         (snapshot,) = copy.rglob("*.snapshot")
         snapshot.write_bytes(b"\x00garbage" * 64 if cut is None else snapshot.read_bytes()[: int(snapshot.stat().st_size * cut)])
+    for name in ("translated_shard_1", "translated_shard_01"):  # one shard number twice: which steps, in which order?
+        writable_copy(shard, root / "openx_shard_twice" / name)
     (root / "overcooked_hostile").mkdir()
     (root / "overcooked_hostile" / "trials.pickle").write_bytes(pickle.dumps([_Payload(root / "pwned")]))
     (root / "piqa_bad_line").mkdir()
     lines = (data_dir / "piqa" / "public" / "piqa.jsonl").read_text().splitlines()
     (root / "piqa_bad_line" / "piqa.jsonl").write_text("\n".join([lines[0], lines[1], lines[2][:-9], *lines[3:]]) + "\n")
-    odinw = _writable_copy(data_dir / "odinw" / "public", root / "odinw_no_categories")
+    odinw = writable_copy(data_dir / "odinw" / "public", root / "odinw_no_categories")
     categories_path = sorted(odinw.glob("*/categories.json"))[0]
     categories = json.loads(categories_path.read_text())
     del categories["categories"]  # MultiNet's options: without them there is no prompt to build
@@ -273,21 +269,21 @@ def _build(root: pathlib.Path) -> Inputs:
     _build_bad_data(root, data_dir)
 
     checkpoint = pathlib.Path(assets["checkpoint"])
-    torn = _writable_copy(checkpoint, root / "ckpt_torn")
+    torn = writable_copy(checkpoint, root / "ckpt_torn")
     largest = max((p for p in (torn / "params").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
-    index = sorted((_writable_copy(checkpoint, root / "ckpt_torn_index") / "params" / "d").iterdir())  # OCDBT's B-tree
+    index = sorted((writable_copy(checkpoint, root / "ckpt_torn_index") / "params" / "d").iterdir())  # OCDBT's B-tree
     assert index, "orbax wrote no B-tree node files under params/d"
     for node in index:
         node.write_bytes(node.read_bytes()[: node.stat().st_size // 2])
     _nan_checkpoint(root / "ckpt_nan")
     # torn weights too: the refusal must come before any weight is read
-    shutil.rmtree(_writable_copy(torn, root / "ckpt_torn_no_norm_stats") / "assets")
-    state_only = next((_writable_copy(torn, root / "ckpt_torn_state_stats_only") / "assets").rglob("norm_stats.json"))
+    shutil.rmtree(writable_copy(torn, root / "ckpt_torn_no_norm_stats") / "assets")
+    state_only = next((writable_copy(torn, root / "ckpt_torn_state_stats_only") / "assets").rglob("norm_stats.json"))
     state_only.write_text(json.dumps({"norm_stats": {"state": json.loads(state_only.read_text())["norm_stats"]["state"]}}))
-    stats = _writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
+    stats = writable_copy(checkpoint, root / "ckpt_bad_norm_stats")
     (next((stats / "assets").rglob("norm_stats.json"))).write_text('{"norm_stats": {"actions": {"std": [1]}}}')
-    two_assets = _writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
+    two_assets = writable_copy(checkpoint, root / "ckpt_two_assets") / "assets"
     shutil.copytree(two_assets / "demo", two_assets / "physical-intelligence" / "libero")  # openpi's nested asset ids
     minilm = shared_path("models", "all-MiniLM-L6-v2")  # linked, but for a pooling config asking for the CLS token
     (root / "embedder_cls" / "1_Pooling").mkdir(parents=True)
@@ -303,7 +299,7 @@ def _build(root: pathlib.Path) -> Inputs:
     with np.load(npz, allow_pickle=False) as arrays:
         np.savez(root / "incomplete.npz", **{key: arrays[key] for key in arrays.files if not key.endswith("LayerNorm_1/bias")})
     (root / "torn.npz").write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
-    fast = _writable_copy(pathlib.Path(assets["fast_checkpoint"]), root / "fast_without_state_quantiles")
+    fast = writable_copy(pathlib.Path(assets["fast_checkpoint"]), root / "fast_without_state_quantiles")
     fast_stats = next((fast / "assets").rglob("norm_stats.json"))
     raw = json.loads(fast_stats.read_text())
     raw["norm_stats"]["state"] = {key: raw["norm_stats"]["state"][key] for key in ("mean", "std")}  # no q01/q99
@@ -314,7 +310,7 @@ def _build(root: pathlib.Path) -> Inputs:
 
     (root / "piqa_only" / "piqa").mkdir(parents=True)
     shutil.copytree(data_dir / "piqa" / "public", root / "piqa_only" / "piqa" / "public")
-    overcooked = _writable_copy(data_dir / "overcooked_ai", root / "bad_row" / "overcooked_ai")
+    overcooked = writable_copy(data_dir / "overcooked_ai", root / "bad_row" / "overcooked_ai")
     trials = overcooked / "public" / "2020_hh_trials_train.pickle"
     rows = pickle.loads(trials.read_bytes())
     rows[5]["state"] = "not base64 png"
@@ -402,6 +398,8 @@ CASES = [
          lambda i: f"{E(str(i.score))}: not an Open-X dataset: expected .*"),
     Case("data_garbage_shard", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_garbage}", f"--cache_dir={i.cache}"],
          lambda i: f"{E(str(i.openx_garbage))}/translated_shard_0: unreadable tf.data snapshot \\(DataLossError: .*\\)"),
+    Case("data_shard_number_twice", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_shard_twice}", f"--cache_dir={i.cache}"],
+         lambda i: f"{E(str(i.openx_shard_twice))}: translated_shard_01 and translated_shard_1 are both shard 1; remove one"),
     Case("data_torn_shard", "data", lambda i: ["--domain=openx_bimanual", f"--data_dir={i.openx_torn}", f"--cache_dir={i.cache}"],
          lambda i: f"{E(str(i.openx_torn))}/translated_shard_0: (unreadable tf.data snapshot .*|snapshot.metadata records 12 elements but the shard's files hold \\d+ .*)"),
     Case("data_hostile_pickle", "data", lambda i: ["--domain=overcooked_ai", f"--data_dir={i.overcooked_hostile}"],

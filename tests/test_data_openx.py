@@ -198,12 +198,14 @@ def test_conversion_lands_in_the_cache_and_never_in_the_data_folder(tmp_path, mo
     assert len(steps.StepSource(converted)) == 8 and steps.read_manifest(converted)["action_stats"]["size"] == [14]
     assert openx.ensure_converted(data_dir) == converted
 
-    # A changed source (here a new mtime) is converted anew, beside the old conversion.
-    changed = data_dir / "translated_shard_0" / "snapshot.metadata"
-    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    # Touched, the source is the same data; with a second shard it is another dataset, converted anew beside the first.
+    touched = data_dir / "translated_shard_0" / "snapshot.metadata"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    assert openx.ensure_converted(data_dir) == converted
+    shutil.copytree(shard, data_dir / "translated_shard_1")
     reconverted = openx.ensure_converted(data_dir)
     assert reconverted != converted and reconverted.parent == converted.parent
-    assert len(steps.StepSource(reconverted)) == 8
+    assert len(steps.StepSource(reconverted)) == 16
 
 
 def test_processes_sharing_a_cache_convert_once(tmp_path, caplog):

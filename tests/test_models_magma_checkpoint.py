@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import shutil
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from data_helpers import writable_copy
 from magma_helpers import magma_dir, magma_model
 from multinet_jax import weights
 from multinet_jax.models import magma, magma_checkpoint, magma_inputs
@@ -28,11 +28,7 @@ def _spec() -> dict[str, tuple[int, ...]]:
 
 
 def copy_model(tmp_path: pathlib.Path) -> pathlib.Path:
-    target = tmp_path / "magma"
-    shutil.copytree(magma_dir(), target)
-    for path in [target, *target.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
+    return writable_copy(magma_dir(), tmp_path / "magma")
 
 
 def _edit_json(path: pathlib.Path, edit) -> None:

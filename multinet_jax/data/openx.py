@@ -29,6 +29,7 @@ picked by `domains.OPENX_ACTION_FROM_DICT`), and their split statistics are comp
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import logging
@@ -41,7 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 import tqdm
 
-from multinet_jax import assets, domains
+from multinet_jax import assets, domains, fingerprints
 from multinet_jax.data import prompts
 from multinet_jax.data import stats as stats_lib
 from multinet_jax.data import steps as steps_lib
@@ -252,12 +253,27 @@ def _to_flat_numpy(step: dict[str, Any], where: str) -> dict[str, Any]:
     return flat
 
 
+_SHARD_NAME = re.compile(r"translated_shard_(\d+)")
+
+
 def translated_shards(directory: pathlib.Path) -> list[pathlib.Path]:
-    """`translated_shard_N` subdirectories in numeric order (or the directory itself if a snapshot)."""
+    """`translated_shard_<N>` subdirectories holding a snapshot, in numeric order (or the directory itself if a
+    snapshot). A snapshot folder of another name (`translated_shard_3 copy`, `translated_shard_1b`) or two folders of
+    one number (`_1`, `_01`) are refused: which steps the dataset holds, and in which order, would be a guess."""
     if (directory / "snapshot.metadata").exists():
         return [directory]
-    shards = [path for path in directory.glob("translated_shard_*") if (path / "snapshot.metadata").exists()]
-    return sorted(shards, key=lambda path: int(re.sub(r"\D", "", path.name.rsplit("_", 1)[-1]) or 0))
+    shards: dict[int, pathlib.Path] = {}
+    for path in sorted(directory.glob("translated_shard_*")):
+        if not (path / "snapshot.metadata").exists():
+            continue
+        match = _SHARD_NAME.fullmatch(path.name)
+        if match is None:
+            raise ValueError(f"{path}: a snapshot shard not named translated_shard_<number>; rename or remove it")
+        number = int(match.group(1))
+        if number in shards:
+            raise ValueError(f"{directory}: {shards[number].name} and {path.name} are both shard {number}; remove one")
+        shards[number] = path
+    return [shards[number] for number in sorted(shards)]
 
 
 def is_rlds_builder(directory: pathlib.Path) -> bool:
@@ -516,24 +532,22 @@ def _convert_into(
     return manifest
 
 
-# Conversions that versions before the cache wrote beside the data; never read, and not part of the source.
-CONVERTED_PREFIX = ".multinet_jax_steps"
-
-
-def source_files(directory: pathlib.Path) -> list[pathlib.Path]:
-    """The files a conversion reads (earlier versions' conversions beside the data excluded)."""
-    return sorted(
-        path
-        for path in pathlib.Path(directory).rglob("*")
-        if path.is_file() and not any(part.startswith(CONVERTED_PREFIX) for part in path.relative_to(directory).parts)
-    )
+# Bumped when a conversion's content changes for the same source (new fields, statistics or step encoding): a
+# conversion made by another version is then made anew instead of read.
+CONVERSION_VERSION = 2
 
 
 def conversion_dir(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """Where `directory`'s converted steps live: `<cache>/converted/<key>`, keyed by the source files' paths, sizes
-    and mtimes (and the split), so a changed source is converted anew. Never inside the data folder."""
-    key = stats_lib.fingerprint(source_files(directory)) + (f"-{split}" if split else "")
-    return pathlib.Path(cache_dir or assets.cache_dir()) / "converted" / key
+    """Where `directory`'s converted steps live: `<cache>/converted/<key>`, keyed by the source's content
+    (`fingerprints.fingerprint`: every file's relative name, size and sha256, hidden entries such as earlier versions'
+    conversions beside the data left out), the split and `CONVERSION_VERSION`. An edited source is converted anew even
+    when its sizes and modification times were restored; a copy elsewhere reuses the conversion. Never inside the
+    data folder. A folder holding no file is refused: it would key every empty folder to one conversion."""
+    content = fingerprints.fingerprint(directory)
+    if not content["files"]:
+        raise FileNotFoundError(f"{directory}: holds no file to convert")
+    key = hashlib.sha256(f"{content['sha256']}\0{split}\0{CONVERSION_VERSION}".encode()).hexdigest()[:20]
+    return pathlib.Path(cache_dir or assets.cache_dir()) / "converted" / (key + (f"-{split}" if split else ""))
 
 
 def _is_current(manifest: dict | None) -> bool:

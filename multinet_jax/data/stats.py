@@ -14,13 +14,11 @@ always `x * x`: its vectorized pow rounds differently, so a constant dimension g
 others differ from the exact std by up to ~1e-5), and exact `np.quantile` 1%/99% quantiles.
 
 Open-X statistics (both kinds) are computed while converting (`openx.convert`) and cached in the
-manifest of the converted steps, in the cache under a fingerprint of the source files (`fingerprint`).
+manifest of the converted steps, in the cache under a key of the source's content (`openx.conversion_dir`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import pathlib
 from typing import Iterable
 
 import numpy as np
@@ -178,12 +176,3 @@ def compute_action_stats(actions: Iterable[np.ndarray], chunk: int = 1024) -> di
     if pending:
         stats.update(np.stack(pending))
     return stats.result()
-
-
-def fingerprint(paths: Iterable[pathlib.Path]) -> str:
-    """Identity of a set of data files: resolved paths, sizes and modification times."""
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(p).resolve() for p in paths):
-        info = path.stat()
-        digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]

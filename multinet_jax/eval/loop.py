@@ -19,6 +19,8 @@ exchange their records (`results.gather_records`) and only process 0 writes file
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import pathlib
 import sys
@@ -279,6 +281,7 @@ class Evaluator:
             print(line, flush=True)
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)
+        _check_same_inputs_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()})
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
@@ -679,6 +682,27 @@ def _on_writer(step: Callable[[], Any]) -> Any:
     if _broadcast_int(int(failure is not None)):
         raise failure if failure is not None else RuntimeError("process 0 refused the run; see its output")
     return result
+
+
+def _check_same_inputs_everywhere(described: Mapping[str, Any], sample_counts: Mapping[str, int]) -> None:
+    """Every process read the same checkpoint, tokenizers and data (by content, as the manifest fingerprints them) and
+    counts the same samples per domain. Each host reads its own disks, and only process 0's inputs are recorded: a
+    host whose copy differs would add predictions of another model or dataset to the file process 0 writes."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    inputs = {"checkpoint": (described["checkpoint"] or {}).get("sha256"),
+              "tokenizers": {name: entry["sha256"] for name, entry in described["tokenizers"].items()},
+              "domains": {name: [entry["data"]["sha256"], sample_counts[name]] for name, entry in described["domains"].items()}}
+    digest = np.frombuffer(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).digest(), np.uint8)
+    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
+    others = [index for index, row in enumerate(digests) if not np.array_equal(row, digests[0])]
+    if others:
+        raise manifest.RunChangedError(
+            f"processes {others} read other inputs than process 0 (checkpoint, tokenizers or data differ by content, or "
+            f"a domain's sample count does): every host must read the same files; this host's data: "
+            + ", ".join(f"{name} {entry['data']['path']} ({sample_counts[name]} samples)" for name, entry in described["domains"].items()))
 
 
 def _broadcast_int(value: int) -> int:

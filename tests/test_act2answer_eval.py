@@ -60,6 +60,15 @@ def test_probe_scores_average_layouts_then_categories():
         multinet_jax.score("act2answer_probes", [_record(0, "color", "original", 0, 0, "left")])
     with pytest.raises(multinet_jax.metrics.RecordError, match="field 'ground_truth': expected 0 \\(left\\) or 1"):
         multinet_jax.score("act2answer_probes", [_record(0, "color", "original", 2, 0, 0)])
+    # Each item in both layouts, once each, its target exchanged (an always-left model scores 0.5 only then); eval's
+    # ids name the episode, `<item>/<layout>`.
+    with pytest.raises(multinet_jax.metrics.RecordError, match="record 2: field 'layout': item '1' has no swapped episode"):
+        multinet_jax.score("act2answer_probes", records[:2] + [_record(1, "color", "original", 0, 0, 0)])
+    with pytest.raises(multinet_jax.metrics.RecordError, match="record 6: field 'id': episode '2' \\(swapped\\) already given by record 5"):
+        multinet_jax.score("act2answer_probes", records + [records[-1]])
+    with pytest.raises(multinet_jax.metrics.RecordError, match="record 1: field 'ground_truth': left, as in item '0''s original"):
+        multinet_jax.score("act2answer_probes", [{**_record(0, "color", "original", 0, 0, 0), "id": "0/original"},
+                                                 {**_record(0, "color", "swapped", 0, 0, 0), "id": "0/swapped"}])
 
 
 def test_action_direction_rule():

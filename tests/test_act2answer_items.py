@@ -144,6 +144,8 @@ def test_missing_frame_is_a_bad_record_not_a_composite(tmp_path):
     ("left", None, "field 'left': expected non-empty text, got None"),
     ("index", [1], "field 'index': expected an integer or text id"),
     ("left_label", 7, "field 'left_label': expected text, got 7"),
+    # the episode's instruction is the placement command, never the plain question in its place
+    ("knowledge_instruction", None, "field 'knowledge_instruction': expected non-empty text, got None"),
 ])
 def test_bad_items_name_the_item_and_field(tmp_path, field, value, message):
     directory = item_set(tmp_path, items_per_category=1)
@@ -154,6 +156,18 @@ def test_bad_items_name_the_item_and_field(tmp_path, field, value, message):
     source[0]
     with pytest.raises(BadRecordError, match=re.escape(f"act2answer: record pairs.json[1]: {message}")):
         source[2]
+
+
+def test_an_item_id_given_twice_is_refused(tmp_path):
+    """Ids name the episodes, their records and their simulator first frames: a set numbered per category would
+    score one item on another's frame."""
+    directory = item_set(tmp_path, items_per_category=1)
+    pairs = json.loads((directory / "pairs.json").read_text())
+    pairs[2]["index"] = pairs[0]["index"]
+    (directory / "pairs.json").write_text(json.dumps(pairs))
+    with pytest.raises(BadRecordError, match=re.escape(f"act2answer: record pairs.json[2]: field 'index': item id "
+                                                       f"'{pairs[0]['index']}' is also pairs.json[0]'s; each item needs its own")):
+        data.make_source("act2answer", directory)
 
 
 def test_bad_item_sets_and_assets(tmp_path):

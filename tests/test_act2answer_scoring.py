@@ -53,18 +53,20 @@ def _reference_rates(records):
 def test_rules_match_a_per_episode_reference_including_the_boundaries():
     rng = np.random.default_rng(0)
     records = []
-    for index in range(400):
-        target = ["left", "right"][rng.integers(2)]
+    for index in range(400):  # item index // 2 in both layouts, its target exchanged between them
+        if index % 2 == 0:
+            target = ["left", "right"][rng.integers(2)]
         tile = TILES[["left", "right"][rng.integers(2)]]
         cube = np.array(tile["center"]) + rng.uniform(-0.16, 0.16, 3) * [1, 1, 0] + [0, 0, rng.uniform(-0.02, 0.04)]
-        records.append(_episode(index // 2, target, ["original", "swapped"][index % 2],
-                                ["color", "shape", "time"][index % 3], cube.tolist(), cube_half_size=float(rng.uniform(0.01, 0.02))))
+        records.append(_episode(index // 2, target if index % 2 == 0 else {"left": "right", "right": "left"}[target],
+                                ["original", "swapped"][index % 2], ["color", "shape", "time"][index // 2 % 3],
+                                cube.tolist(), cube_half_size=float(rng.uniform(0.01, 0.02))))
     # exactly on the xy margin and exactly at the height threshold (a tile at the origin, so the float sums are
     # the rule's own): both count as held; a hair beyond the margin does not
     at_origin = {"left": {"center": [0.0, 0.0, 0.0], "half_size": [0.055, 0.055, 0.003]}, "right": TILES["right"]}
     edge = 0.055 + 0.08
     records.append({**_episode("edge", cube=(edge, -edge, 0.003 + 0.015 - 0.01)), "tiles": at_origin})
-    records.append({**_episode("edge", layout="swapped", cube=(0.0, -np.nextafter(edge, 1), 0.5)), "tiles": at_origin})
+    records.append({**_episode("edge", "right", "swapped", cube=(0.0, -np.nextafter(edge, 1), 0.5)), "tiles": at_origin})
     result = multinet_jax.score("act2answer", records)
     expected = _reference_rates(records)
     assert set(result["categories"]) == set(expected)
@@ -76,23 +78,38 @@ def test_rules_match_a_per_episode_reference_including_the_boundaries():
         assert entry["success_rate_swapped"] == pytest.approx(swapped, abs=1e-12)
     assert result["success_rate"] == pytest.approx(np.mean([v[0] for v in expected.values()]), abs=1e-12)
     assert result["answered_rate"] == pytest.approx(np.mean([v[1] for v in expected.values()]), abs=1e-12)
-    assert result["episodes"] == len(records) and "intent" not in result and "missing_layouts" not in result
+    assert result["episodes"] == len(records) and "intent" not in result
     edge = multinet_jax.score("act2answer", records[-2:])["categories"]["color"]
     assert (edge["success_rate_original"], edge["success_rate_swapped"]) == (1.0, 0.0)
 
 
 def test_rates_average_the_layouts_and_report_a_wilson_interval():
     off = (-0.25, 0.0, 0.9)  # between the tiles: neither holds the cube
-    records = [_episode(0), _episode(1), _episode(2, cube=off), _episode(0, layout="swapped", cube=off)]
+    records = [_episode(0), _episode(0, "right", "swapped", cube=off), _episode(1), _episode(1, "right", "swapped"),
+               _episode(2, cube=off), _episode(2, "right", "swapped", cube=off)]
     entry = multinet_jax.score("act2answer", records)["categories"]["color"]
     assert entry["success_rate_original"] == pytest.approx(2 / 3) and entry["success_rate_swapped"] == 0.0
-    assert entry["success_rate"] == pytest.approx(1 / 3) and entry["episodes"] == 4  # pooled would be 0.5
+    assert entry["success_rate"] == pytest.approx(1 / 3) and entry["episodes"] == 6
+    assert entry["answered_rate"] == pytest.approx((2 / 3 + 1 / 3) / 2)
     # Wilson's 95% interval for 1 of 2: (0.0945, 0.9055)
-    half = multinet_jax.score("act2answer", [_episode(0), _episode(0, layout="swapped", cube=off)])
+    half = multinet_jax.score("act2answer", [_episode(0), _episode(0, "right", "swapped", cube=off)])
     assert half["categories"]["color"]["success_ci95"] == pytest.approx([0.09453120573, 0.90546879427], abs=1e-9)
-    partial = multinet_jax.score("act2answer", [_episode(0)])
-    assert partial["missing_layouts"] == ["color/swapped"] and partial["categories"]["color"]["success_rate"] == 1.0
-    assert math.isnan(partial["categories"]["color"]["success_rate_swapped"])
+
+
+@pytest.mark.parametrize("records, field, problem", [
+    # an unpaired item: an always-left policy would score 0.25 here, not the protocol's 0.5
+    ([_episode(0), _episode(0, "right", "swapped"), _episode(1, "right", cube=(-0.25, 0.155, 0.9))],
+     "layout", "item '1' has no swapped episode"),
+    ([_episode(0), _episode(0, "right", "swapped"), _episode(0)], "id", "episode '0' (original) already given by record 0"),
+    # the original's target copied into the swapped layout: an always-left policy would score 1.0
+    ([_episode(0), _episode(0, "left", "swapped")], "target", "left, as in item '0''s original episode (record 0)"),
+    ([_episode(0), _episode(0, "right", "swapped", category="shape")], "category", "'shape', but item '0''s original"),
+])
+def test_episodes_come_in_swapped_pairs(records, field, problem):
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", records)
+    assert (raised.value.index, raised.value.field) == (len(records) - 1 if field != "layout" else 2, field)
+    assert problem in raised.value.problem
 
 
 def test_intent_metrics_on_hand_made_trajectories():
@@ -154,10 +171,10 @@ def test_score_command_writes_the_metrics(tmp_path):
     ({"trajectory": [[0, 0, 0]], "control_hz": 5, "gripper": [0, 1]}, "gripper", "expected 1 values"),
     ({"trajectory": [[0, 0, 0]], "control_hz": 5, "gripper": [2]}, "gripper[0]", "expected openness in [0, 1]"),
     ({"gripper": [0]}, "gripper", "given without a trajectory"),
-    ({"id": 0, "layout": "original"}, "id", "episode 0 (original) already given by record 0"),
+    ({"id": 0, "layout": "original"}, "id", "episode '0' (original) already given by record 0"),
 ])
 def test_bad_episodes_name_the_record_and_field(change, field, problem):
-    records = [_episode(0), {**_episode(0, layout="swapped"), **change}]
+    records = [_episode(0), {**_episode(0, "right", "swapped"), **change}]
     with pytest.raises(multinet_jax.metrics.RecordError) as raised:
         multinet_jax.score("act2answer", records)
     assert (raised.value.index, raised.value.field) == (1, field) and problem in raised.value.problem

@@ -625,6 +625,9 @@ CASES = [
     Case("eval_zero_decoding_steps", "eval", lambda i: _eval(i, max_decoding_steps=0), lambda i: "--max_decoding_steps must be positive, got 0"),
     Case("eval_zero_max_token_len", "eval", lambda i: _eval(i, max_token_len=0), lambda i: "--max_token_len must be positive, got 0"),
     Case("eval_zero_limit", "eval", lambda i: _eval(i, limit=0), lambda i: "--limit must be positive, got 0"),
+    Case("eval_odd_limit_for_act2answer", "eval", lambda i: _eval(i, domains=("piqa", "act2answer"), limit=5),
+         lambda i: r"--limit=5 is odd: Act2Answer's samples are items in both layouts \(original, then swapped\), and an "
+                   "item is scored in both or not at all; pass an even --limit"),
     Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
     Case("eval_seed_beyond_32_bits", "eval", lambda i: _eval(i, seed=2**32),
          lambda i: r"--seed must be in \[0, 2\^32\) \(jax's PRNG keys hold 32 bits: other seeds alias these\), got 4294967296"),

@@ -7,9 +7,10 @@ An item set is a folder (see `../shared/act2answer_reference/README.md`):
     <set>/images/<asset>.png|.jpg          or the candidate image itself (the generated sets use this)
 
 An item: `left`, `right` (tile asset names), `question` (the knowledge question a VLM is asked), `answer`
-("Left" / "Right", for the original layout), `knowledge_category`, and optionally `knowledge_instruction` (the
-question phrased as a placement command: the episode's instruction), `index` (the item id; default its position),
-`left_label` / `right_label` / `semantic_answer` (what the tiles show). Every item runs in two layouts: `original`
+("Left" / "Right", for the original layout), `knowledge_category`, `knowledge_instruction` (the question phrased as
+a placement command: the episode's instruction; an item without one is refused, not run on its question), and
+optionally `index` (the item id, unique in the set; default its position) and `left_label` / `right_label` /
+`semantic_answer` (what the tiles show). Every item runs in two layouts: `original`
 and `swapped` (tiles exchanged, so the answer flips).
 """
 
@@ -29,7 +30,7 @@ from multinet_jax.data.transforms import decode_image
 
 PAIRS_FILE = "pairs.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_REQUIRED_TEXT = ("left", "right", "question", "knowledge_category")
+_REQUIRED_TEXT = ("left", "right", "question", "knowledge_instruction", "knowledge_category")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,13 @@ def read_pairs(set_dir: pathlib.Path, dataset: str) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not valid JSON: {error}") from None
     if not isinstance(pairs, list):
         raise ValueError(f"{path}: expected a JSON list of items, got {type(pairs).__name__}")
+    first: dict[str, int] = {}
+    for position, raw in enumerate(pairs):
+        item_id = str(raw.get("index", position)) if isinstance(raw, dict) else str(position)
+        if item_id in first:  # ids name the episodes, their records and their first frames (<id>_<layout>.png)
+            raise BadRecordError(dataset, f"{PAIRS_FILE}[{position}]", "index",
+                                 f"item id {item_id!r} is also {PAIRS_FILE}[{first[item_id]}]'s; each item needs its own")
+        first[item_id] = position
     return pairs
 
 
@@ -99,9 +107,6 @@ def parse_item(raw: Any, position: int, dataset: str) -> Item:
     answer = raw.get("answer")
     if not isinstance(answer, str) or answer.strip().lower() not in TILE_NAMES:
         raise BadRecordError(dataset, record, "answer", f"expected 'Left' or 'Right', got {answer!r}")
-    instruction = raw.get("knowledge_instruction", raw["question"])
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise BadRecordError(dataset, record, "knowledge_instruction", f"expected non-empty text, got {instruction!r}")
     labels = tuple(raw.get(f"{name}_label") for name in TILE_NAMES)
     for name, label in zip(TILE_NAMES, labels):
         if label is not None and not isinstance(label, str):
@@ -113,7 +118,7 @@ def parse_item(raw: Any, position: int, dataset: str) -> Item:
         item_id=str(item_id),
         category=raw["knowledge_category"].strip(),
         question=raw["question"].strip(),
-        instruction=instruction.strip(),
+        instruction=raw["knowledge_instruction"].strip(),
         assets=(raw["left"], raw["right"]),
         labels=labels,
         answer=TILE_NAMES.index(answer.strip().lower()),

@@ -101,6 +101,10 @@ class EvalConfig:
             raise ValueError("--domains is empty")
         # Canonical names (an unknown one fails here, before any model is loaded): output files use them.
         object.__setattr__(self, "domains", tuple(domains.canonical(name) for name in self.domains))
+        if self.limit is not None and self.limit % 2 and any(domains.lookup(name).output is domains.Output.KNOWLEDGE_PROBES
+                                                             for name in self.domains):
+            raise ValueError(f"--limit={self.limit} is odd: Act2Answer's samples are items in both layouts (original, "
+                             "then swapped), and an item is scored in both or not at all; pass an even --limit")
         repeated = sorted({name for name in self.domains if self.domains.count(name) > 1})
         if repeated:
             raise ValueError(f"--domains names {', '.join(repeated)} more than once")

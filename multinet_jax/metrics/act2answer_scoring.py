@@ -2,7 +2,7 @@
 
 Input: one record per episode, from any simulator (a line of the `score --domain=act2answer` JSONL):
 
-    id            the item id (with `layout`, unique per episode)
+    id            the item id (with `layout`, unique per episode); `<item>/<layout>` is read as the item
     category      the item's knowledge category
     layout        "original" | "swapped"
     target        "left" | "right": the correct tile in this layout
@@ -14,8 +14,9 @@ Input: one record per episode, from any simulator (a line of the `score --domain
 
 Rules (the protocol's): a tile holds the cube iff the cube's xy is within the tile's half size plus 0.08 m on both
 axes and `z - tile_z >= half_z + cube_half - 0.01`; success iff the target tile holds it; answered iff either does.
-Per category, every rate is the mean of the two layouts' rates (a layout with no episodes is left out of the mean
-and listed under `missing_layouts`); `success_ci95` is the Wilson score interval of that rate over the category's
+Every item is scored in both layouts, its target exchanged between them (`check_layout_pairs`: an unpaired item, a
+repeated episode or an unswapped target is refused). Per category, every rate is the mean of the two layouts' rates;
+`success_ci95` is the Wilson score interval of that rate over the category's
 episodes; the top-level `success_rate` / `answered_rate` are macro means over categories. All rates are fractions.
 
 Intent metrics (episodes with a trajectory; per category and macro, same layout averaging):
@@ -112,26 +113,58 @@ def _bucket(size: int, minimum: int = 8) -> int:
     return max(minimum, 1 << (size - 1).bit_length())
 
 
+def _item_and_category(record: Mapping[str, Any], index: int) -> tuple[str, str, int]:
+    """(item id, category, layout index) of a record; its `id` names the item, or the episode as `<item>/<layout>`
+    (eval's records)."""
+    episode_id = require_field(record, index, "id")
+    if isinstance(episode_id, bool) or not isinstance(episode_id, (str, int)):
+        raise RecordError(index, "id", f"expected text or an integer, got {episode_id!r}")
+    category = require_field(record, index, "category")
+    if not isinstance(category, str) or not category:
+        raise RecordError(index, "category", f"expected non-empty text, got {category!r}")
+    layout = _choice(record, index, "layout", LAYOUTS)
+    return str(episode_id).removesuffix(f"/{LAYOUTS[layout]}"), category, layout
+
+
+def check_layout_pairs(episodes: Sequence[tuple[str, str, int, int]], target_field: str) -> None:
+    """Every item of `episodes` ((item, category, layout, target tile) per record; the records name the target
+    `target_field`) once in each layout, in one category, its target exchanged between them (the swap exchanges the
+    tiles and the answer).
+
+    A rate is the mean of the two layouts' rates, which is the protocol's (a policy always choosing one tile scores
+    0.5) only over complete pairs: an unpaired item (an odd `--limit`, a lost simulator episode), a repeated episode
+    or a target left unswapped would move it silently, so each is refused naming its record.
+    """
+    first: dict[tuple[str, int], int] = {}
+    for index, (item, _, layout, _) in enumerate(episodes):
+        if (item, layout) in first:
+            raise RecordError(index, "id", f"episode {item!r} ({LAYOUTS[layout]}) already given by record {first[item, layout]}")
+        first[item, layout] = index
+    for index, (item, category, layout, target) in enumerate(episodes):
+        other = first.get((item, 1 - layout))
+        if other is None:
+            raise RecordError(index, "layout", f"item {item!r} has no {LAYOUTS[1 - layout]} episode: every item is "
+                              "scored in both layouts (an odd --limit or a lost episode leaves one out)")
+        if index < other:
+            continue  # the pair is checked at its later record
+        if episodes[other][1] != category:
+            raise RecordError(index, "category", f"{category!r}, but item {item!r}'s {LAYOUTS[1 - layout]} episode "
+                              f"(record {other}) is in {episodes[other][1]!r}")
+        if episodes[other][3] == target:
+            raise RecordError(index, target_field, f"{TILE_NAMES[target]}, as in item {item!r}'s {LAYOUTS[1 - layout]} "
+                              f"episode (record {other}): the swapped layout exchanges the tiles and the answer")
+
+
 def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], list[str]]:
     """Validated records -> the kernel's (padded) arrays and the sorted category names; bad fields raise RecordError."""
     if not records:
         raise ValueError("no episodes to score")
-    seen: dict[tuple[str, int], int] = {}
     rows = []
     for index, record in enumerate(records):
-        episode_id = require_field(record, index, "id")
-        if isinstance(episode_id, bool) or not isinstance(episode_id, (str, int)):
-            raise RecordError(index, "id", f"expected text or an integer, got {episode_id!r}")
-        category = require_field(record, index, "category")
-        if not isinstance(category, str) or not category:
-            raise RecordError(index, "category", f"expected non-empty text, got {category!r}")
-        layout = _choice(record, index, "layout", LAYOUTS)
-        key = (str(episode_id), layout)
-        if key in seen:
-            raise RecordError(index, "id", f"episode {episode_id!r} ({LAYOUTS[layout]}) already given by record {seen[key]}")
-        seen[key] = index
+        item, category, layout = _item_and_category(record, index)
         cube_half = record.get("cube_half_size")
         rows.append({
+            "item": item,
             "category": category,
             "layout": layout,
             "target": _choice(record, index, "target", TILE_NAMES),
@@ -140,6 +173,7 @@ def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.nd
             "cube_half": CUBE_HALF_SIZE if cube_half is None else _positive(cube_half, index, "cube_half_size"),
             "trajectory": _trajectory(record, index),
         })
+    check_layout_pairs([(row["item"], row["category"], row["layout"], row["target"]) for row in rows], "target")
     categories = sorted({row["category"] for row in rows})
     # Shapes are padded to powers of two so a new file rarely means a new compile; padding rows carry the
     # category index len(categories), whose segments the kernel drops.
@@ -294,11 +328,9 @@ def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     with_trajectory = int(np.sum(arrays["trajectory_length"] > 0))
     result: dict[str, Any] = {"success_rate": raw["success_rate"], "answered_rate": raw["answered_rate"],
                               "episodes": len(records), "categories": {}}
-    missing = []
     for index, name in enumerate(categories):
         original, swapped = raw["category_success_rate_layouts"][index]
         layout_counts = raw["category_layout_episodes"][index]
-        missing += [f"{name}/{layout}" for layout, count in zip(LAYOUTS, layout_counts) if count == 0]
         entry = {
             "success_rate": raw["category_success_rate"][index],
             "answered_rate": raw["category_answered_rate"][index],
@@ -311,8 +343,6 @@ def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             entry["intent"] = {key: values[index] for key, values in raw["category_intent"].items()
                                if raw["intent_episodes"][key] and not math.isnan(values[index])}
         result["categories"][name] = entry
-    if missing:
-        result["missing_layouts"] = missing
     if with_trajectory:
         result["intent"] = {key: value for key, value in raw["intent"].items() if raw["intent_episodes"][key]}
         result["intent"]["episodes_with_trajectory"] = with_trajectory
@@ -363,11 +393,9 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                               f"'not applicable: ...'), got {value!r}")
     if not action_heads[0] and notes[0] is None:
         raise RecordError(0, "action_probe", "null (the action probe ran) for a model without an action head")
-    rows = []
+    rows, episodes = [], []
     for index, record in enumerate(records):
-        category = require_field(record, index, "category")
-        if not isinstance(category, str) or not category:
-            raise RecordError(index, "category", f"expected non-empty text, got {category!r}")
+        item, category, layout = _item_and_category(record, index)
         truth = require_field(record, index, "ground_truth")
         if truth not in (0, 1) or isinstance(truth, bool):
             raise RecordError(index, "ground_truth", f"expected 0 (left) or 1 (right), got {truth!r}")
@@ -376,7 +404,9 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for field, value in (("prediction", text), ("action_prediction", action)):
             if value not in (0, 1, None) or isinstance(value, bool):
                 raise RecordError(index, field, f"expected 0, 1 or null, got {value!r}")
-        rows.append((category, _choice(record, index, "layout", LAYOUTS), truth, text, action))
+        rows.append((category, layout, truth, text, action))
+        episodes.append((item, category, layout, truth))
+    check_layout_pairs(episodes, "ground_truth")
     categories = sorted({row[0] for row in rows})
     count = _bucket(len(rows))
     category = np.full(count, len(categories), np.int32)

@@ -45,6 +45,7 @@ KIND_TITLES = {
     "classification": "Classification (ODinW)",
     "vqa": "Visual question answering (SQA3D, RoboVQA)",
     "function_calls": "Function calling (BFCL)",
+    "act2answer_probes": "Knowledge retention (Act2Answer text and action probes)",
 }
 # Config fields that say where a run wrote, not what it computed.
 _NOT_SETTINGS = ("output_dir", "resume")
@@ -84,16 +85,12 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 
 
 def per_dim_mae(predictions_path: pathlib.Path) -> tuple[float, ...] | None:
-    """Mean |prediction - truth| per action dimension over the valid predictions; None without any."""
+    """Mean |prediction - truth| per action dimension over the predictions the metrics count valid; None without any."""
     if not predictions_path.exists():
         return None
-    rows = []
-    for line in predictions_path.read_text().splitlines():
-        record = json.loads(line)
-        prediction, truth = record["prediction"], record["ground_truth"]
-        if prediction is not None and len(prediction) == len(truth):
-            rows.append(np.abs(np.asarray(prediction, float) - np.asarray(truth, float)))
-    return tuple(np.mean(rows, axis=0).tolist()) if rows else None
+    records = [json.loads(line) for line in predictions_path.read_text().splitlines()]
+    errors = summary.valid_absolute_errors(records) if records else np.zeros((0, 0))
+    return tuple(errors.mean(axis=0).tolist()) if len(errors) else None
 
 
 def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
@@ -159,6 +156,8 @@ def check_same_data(runs: Sequence[Run]) -> None:
 
 
 def _format(value: Any) -> str:
+    if value is None:  # not reported (e.g. no valid prediction to average)
+        return _MISSING
     number = summary.as_float(value) if not isinstance(value, (dict, list)) else math.nan
     return "NaN" if math.isnan(number) else f"{number:.4g}"
 

@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
 import multinet_jax
-from multinet_jax import cross_run_report, domains, plots
+from multinet_jax import cross_run_report, domains, metrics, plots
 from multinet_jax.eval import summary
 from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
 from multinet_jax.probing import layer_curves
@@ -33,7 +33,7 @@ def _probe_records(action_head: bool) -> list[dict]:
     records = []
     for index in range(12):
         truth = index % 2
-        records.append({"id": str(index), "category": ("color", "shape")[index // 6], "layout": ("original", "swapped")[truth],
+        records.append({"id": str(index // 2), "category": ("color", "shape")[index // 6], "layout": ("original", "swapped")[truth],
                         "ground_truth": truth, "prediction": 0, "action_prediction": truth if action_head else None,
                         "action_head": action_head})
     return records
@@ -90,7 +90,9 @@ def _assert_legends_outside_the_data(figure) -> None:
 
 
 def test_class_distribution_shows_every_class_with_zero_counts():
-    labels, predicted, truth = summary._class_counts(domains.lookup("overcooked_ai"), _overcooked_records())
+    labels, predicted, truth = summary._class_counts(domains.lookup("overcooked_ai"),
+                                                     multinet_jax.score("overcooked_ai", _overcooked_records()),
+                                                     _overcooked_records())
     assert labels == [str(index) for index in range(36)] + ["invalid"]
     assert dict(zip(labels, predicted)) == {**{label: 0 for label in labels}, "5": 2, "35": 1, "invalid": 1}
     assert dict(zip(labels, truth)) == {**{label: 0 for label in labels}, "0": 1, "5": 2, "35": 1}
@@ -98,7 +100,9 @@ def test_class_distribution_shows_every_class_with_zero_counts():
 
 def test_one_unit_per_axis_named_in_its_label_and_counts_are_whole_numbers():
     """Overcooked: F1 scores (0 to 1), the Brier error (0 to 2) and a percentage each on an axis of their own."""
-    metrics = {"exact_match": 0.5, "micro_f1": 0.4, "macro_f1": 0.0, "avg_dataset_amae": 1.25, "percentage_invalids": 25.0}
+    scored = multinet_jax.score("overcooked_ai", _overcooked_records())
+    metrics = {"exact_match": 0.5, "micro_f1": 0.4, "macro_f1": 0.0, "avg_dataset_amae": 1.25, "percentage_invalids": 25.0,
+               "predicted_actions": scored["predicted_actions"]}
     figure = summary.domain_figure(domains.lookup("overcooked_ai"), metrics, _overcooked_records())
     fractions, brier, percent, distribution = figure.axes
     assert [tick.get_text() for tick in fractions.get_yticklabels()] == ["exact_match", "micro_f1", "macro_f1"]
@@ -112,6 +116,37 @@ def test_one_unit_per_axis_named_in_its_label_and_counts_are_whole_numbers():
     assert len(distribution.get_xticklabels()) == 37
     _assert_readable_and_inside(figure)
     _assert_legends_outside_the_data(figure)
+
+
+def test_text_answering_families_are_plotted_as_they_were_scored():
+    """Magma answers Overcooked with 36 probabilities (its class: their argmax, as scored) and Open-X quadrupedal in
+    text parsed to an action (an error histogram, not an answer-length one)."""
+    from multinet_jax.eval.loop import domain_for
+
+    overcooked = domain_for("magma", "overcooked_ai")
+    records = [{"id": str(i), "prediction": [float(j == truth) for j in range(36)], "ground_truth": truth,
+                metrics.ANSWER_RULE_FIELD: overcooked.protocol.answer} for i, truth in enumerate((0, 5, 5, 35))]
+    scored = multinet_jax.score(overcooked.score_domain, records)
+    assert scored["exact_match"] == 1.0
+    labels, predicted, truth = summary._class_counts(overcooked, scored, records)
+    assert predicted == truth and dict(zip(labels, predicted))["5"] == 2 and len(labels) == 37
+
+    quadrupedal = domain_for("magma", "openx_quadrupedal")
+    assert quadrupedal.output is not domains.Output.CONTINUOUS_ACTIONS and quadrupedal.metric_kind == "continuous"
+    records = [{"id": str(i), "prediction": [0.1 * i] * 12, "ground_truth": [0.0] * 12} for i in range(8)]
+    figure = summary.domain_figure(quadrupedal, multinet_jax.score(quadrupedal.score_domain, records), records)
+    distribution = figure.axes[-1]
+    assert distribution.get_title() == "error distribution" and sum(bar.get_height() for bar in distribution.patches) == 8
+
+
+def test_error_plots_leave_out_what_the_metrics_call_invalid():
+    """A finite prediction whose error would overflow is invalid in the metrics; the per-sample and per-dimension
+    errors drawn from the predictions leave it out too."""
+    records = [{"id": "0", "prediction": [1e200, 0.2], "ground_truth": [0.0, 0.0]},
+               {"id": "1", "prediction": [0.5, 0.25], "ground_truth": [0.0, 0.0]},
+               {"id": "2", "prediction": None, "ground_truth": [0.0, 0.0]}]
+    assert multinet_jax.score("openx", records)["invalid_by_overflow"]["ids"] == ["0"]
+    np.testing.assert_array_equal(summary.valid_absolute_errors(records), [[0.5, 0.25]])
 
 
 @pytest.mark.parametrize("name", domains.ALL_DOMAINS)

@@ -56,3 +56,39 @@ def test_resume_refuses_a_file_from_other_data(tmp_path):
         eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
     error = raised.value.failures["piqa"]
     assert isinstance(error, results.ResultsError) and "line 2 has id 'not-this-dataset'" in str(error)
+
+
+def test_a_failed_rescoring_leaves_the_domain_unscored(tmp_path, monkeypatch, capsys):
+    """A finished domain resumed is scored again; if that fails, its earlier metrics file, plot and summary row are
+    gone (report names it unscored), never shown as this run's numbers; a later run of other domains adds no row."""
+    from multinet_jax import metrics
+
+    eval_helpers.evaluate(tmp_path, ("piqa",), limit=4)
+    assert (tmp_path / "piqa_metrics.json").exists() and (tmp_path / "plots" / "piqa.png").exists()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("a record check of a later version")
+
+    monkeypatch.setattr(metrics, "score", refuse)
+    with pytest.raises(EvaluationFailed, match="a record check of a later version"):
+        eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
+    assert not (tmp_path / "piqa_metrics.json").exists() and not (tmp_path / "plots" / "piqa.png").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["piqa"]["status"] == "failed"
+    monkeypatch.undo()
+    eval_helpers.evaluate(tmp_path, ("odinw",), limit=4, resume=True)
+    assert set(json.loads((tmp_path / "summary.json").read_text())) == {"odinw"}
+
+
+def test_rescoring_without_an_earlier_measurement_reports_no_throughput(tmp_path, capsys):
+    """Complete predictions whose metrics file is gone are scored again; no sample was predicted, so the throughput
+    is not measured (null, "—" in the table), not 0 samples/s."""
+    eval_helpers.evaluate(tmp_path, ("piqa",), limit=4)
+    measured = json.loads((tmp_path / "piqa_metrics.json").read_text())
+    (tmp_path / "piqa_metrics.json").unlink()
+    capsys.readouterr()
+    rows = eval_helpers.evaluate(tmp_path, ("piqa",), limit=4, resume=True)
+    rescored = json.loads((tmp_path / "piqa_metrics.json").read_text())
+    assert rescored["samples_per_second"] is None and rows["piqa"]["samples_per_second"] is None
+    assert rescored["metrics"] == measured["metrics"] and measured["samples_per_second"] > 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("piqa ")]
+    assert line.split()[1:3] == ["4", "—"]

@@ -483,9 +483,11 @@ class Evaluator:
         ordered = results.OrderedRecords(start_index)
         writer = results.PredictionWriter(predictions_path, next_index=start_index) if is_writer else None
         total = self._num_samples(domain)
+        earlier = None
         if is_writer and start_index >= total:  # a finished domain resumed: only its metrics and plot are rewritten
             print(f"{name}: all {total} predictions are in {predictions_path}: nothing to recompute")
-        elif is_writer:  # its earlier scores describe fewer samples than the file will hold
+            earlier = summary.read_metrics(summary.metrics_path(self.output_dir, name))  # the throughput it measured
+        if is_writer:  # earlier scores (of fewer samples, or ones a failed re-scoring would leave standing) are not shown
             summary.forget_scores(self.output_dir, name)
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=total,
                              disable=not is_writer or start_index >= total, dynamic_ncols=True)
@@ -518,7 +520,7 @@ class Evaluator:
             )
         if not is_writer:
             return {}
-        return self._finish_domain(domain, predictions_path, stats, timing, wall_start, start_index)
+        return self._finish_domain(domain, predictions_path, stats, timing, wall_start, start_index, earlier)
 
     def _predictions_path(self, name: str) -> pathlib.Path:
         return self.output_dir / "predictions" / f"{name}.jsonl"
@@ -537,7 +539,9 @@ class Evaluator:
         return completed
 
     def _finish_domain(self, domain: domains.Domain, path: pathlib.Path, stats: dict | None, timing: Timing,
-                       wall_start: float, resumed_from: int) -> dict[str, Any]:
+                       wall_start: float, resumed_from: int, earlier: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Scores the whole predictions file and writes the metrics file; `earlier`: the metrics file a finished
+        domain had before this re-scoring (its throughput is the one measured then)."""
         with timing.clock("metrics"):
             records = results.read_completed(path)
             if not records:
@@ -546,10 +550,10 @@ class Evaluator:
             summary.plot_domain(summary.plot_path(self.output_dir, domain.name), domain, summary.json_safe(scored), records)
         wall_seconds = time.perf_counter() - wall_start
         evaluated = len(records) - resumed_from
-        samples_per_second = evaluated / wall_seconds if wall_seconds > 0 else 0.0
+        # None: no sample was predicted in this session and no earlier measurement survives (never a 0 samples/s)
+        samples_per_second = evaluated / wall_seconds if evaluated else None
         metrics_path = summary.metrics_path(self.output_dir, domain.name)
-        earlier = summary.read_metrics(metrics_path) if evaluated == 0 else None
-        if earlier is not None:  # a finished run re-scored: its throughput is the one it was measured at
+        if evaluated == 0 and earlier is not None:  # a finished run re-scored: its throughput is the one it was measured at
             timing_seconds, shares = earlier["timing_seconds"], earlier["timing_shares"]
             samples_per_second, wall_seconds, resumed_from = (
                 earlier["samples_per_second"], timing_seconds["wall"], earlier["resumed_from_sample"])

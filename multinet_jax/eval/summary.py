@@ -20,7 +20,8 @@ import numpy as np
 
 from multinet_jax import domains, plots
 from multinet_jax.act2answer.geometry import TILE_NAMES
-from multinet_jax.metrics.discrete_actions import INVALID_BRIER_ERROR
+from multinet_jax.metrics import continuous_actions
+from multinet_jax.metrics.discrete_actions import INVALID_ACTION, INVALID_BRIER_ERROR
 
 
 ACT2ANSWER_CHANCE = 1 / len(TILE_NAMES)  # one answer tile of two
@@ -60,9 +61,9 @@ def headline(domain: domains.Domain, metrics: Mapping[str, Any]) -> dict[str, fl
     return {name: as_float(metrics[name]) for name in domain.headline_metrics if name in metrics}
 
 
-def row(domain: domains.Domain, num_samples: int, samples_per_second: float, wall_seconds: float,
+def row(domain: domains.Domain, num_samples: int, samples_per_second: float | None, wall_seconds: float,
         metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """A domain's summary row: sample count, throughput and the headline metrics."""
+    """A domain's summary row: sample count, throughput (None: not measured) and the headline metrics."""
     return {
         "num_samples": num_samples,
         "samples_per_second": samples_per_second,
@@ -136,30 +137,33 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
         metrics = "  ".join(
             f"{key}={as_float(value):.4g}" for key, value in entry.items() if key not in ("num_samples", "samples_per_second", "wall_seconds")
         )
-        lines.append(f"{name:<26} {entry['num_samples']:>8} {as_float(entry['samples_per_second']):>10.2f}  {metrics}")
+        throughput = "—" if entry["samples_per_second"] is None else f"{as_float(entry['samples_per_second']):.2f}"
+        lines.append(f"{name:<26} {entry['num_samples']:>8} {throughput:>10}  {metrics}")
     return "\n".join(lines)
 
 
-def _per_sample_mae(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Mean |prediction - truth| of each valid continuous prediction (the plot's error distribution)."""
-    errors = [
-        np.mean(np.abs(np.asarray(r["prediction"], float) - np.asarray(r["ground_truth"], float)))
-        for r in records
-        if r["prediction"] is not None and len(r["prediction"]) == len(r["ground_truth"])
-    ]
-    return np.asarray(errors)
+def valid_absolute_errors(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """|prediction - truth| [valid predictions, D] of continuous records, over the predictions the metrics count
+    valid (MultiNet's rule, with the rows whose error would overflow cut off as `score` does): what error plots show."""
+    packed = continuous_actions.pack_continuous([r["prediction"] for r in records], [r["ground_truth"] for r in records])
+    packed, _ = continuous_actions.invalidate_overflowing(packed)
+    return np.abs(packed.predictions - packed.ground_truth)[packed.valid]
 
 
-def _class_counts(domain: domains.Domain, records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int], list[int]]:
+def _class_counts(domain: domains.Domain, metrics: Mapping[str, Any],
+                  records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int], list[int]]:
     """(labels, predicted counts, true counts) over every class of the domain, zero counts included, then invalid
     predictions as a class of their own (a class nobody predicted is information, not something to hide)."""
+    predictions = [r["prediction"] for r in records]
     if domain.metric_kind == "discrete":
         num_classes = domains.NUM_OVERCOOKED_ACTIONS
+        # the classes the scorer read: a distribution's argmax (Magma's answers), -1 where invalid
+        predictions = [None if value == INVALID_ACTION else value for value in metrics["predicted_actions"]]
     elif domain.metric_kind == "multiple_choice":
         num_classes = len(domains.PIQA_ANSWERS)
     else:  # classification (ODinW): options per sample
         num_classes = max((int(r.get("num_options", 0)) for r in records), default=0)
-    predicted = Counter("invalid" if r["prediction"] is None else str(r["prediction"]) for r in records)
+    predicted = Counter("invalid" if prediction is None else str(prediction) for prediction in predictions)
     truth = Counter(str(r["ground_truth"]) for r in records)
     labels = [str(index) for index in range(num_classes)]
     labels += sorted((set(predicted) | set(truth)) - set(labels) - {"invalid"}) + ["invalid"]
@@ -222,14 +226,14 @@ def domain_figure(domain: domains.Domain, metrics: Mapping[str, Any], records: S
 def _distribution(figure: Any, domain: domains.Domain, metrics: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
     """The right-hand panel of `domain_figure`, drawn into the subfigure `figure`."""
     axes = figure.subplots()
-    if domain.output is domains.Output.CONTINUOUS_ACTIONS:
-        errors = _per_sample_mae(records)
+    if domain.metric_kind == "continuous":  # actions, predicted or answered in text
+        errors = valid_absolute_errors(records).mean(axis=1)
         counts, _, _ = axes.hist(errors, bins=min(40, max(5, len(errors) // 3)), color="tab:orange")
         plots.value_axis(axes, plots.SAMPLES, counts.tolist())
         axes.set_xlabel("per-sample mean absolute error (action units, valid predictions)")
         axes.set_title("error distribution")
     elif domain.metric_kind in ("discrete", "multiple_choice", "classification"):
-        labels, predicted, truth = _class_counts(domain, records)
+        labels, predicted, truth = _class_counts(domain, metrics, records)
         positions = np.arange(len(labels))
         plots.value_axis(axes, plots.SAMPLES, truth + predicted)
         axes.bar(positions - 0.2, truth, width=0.4, label="ground truth")

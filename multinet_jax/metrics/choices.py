@@ -70,11 +70,36 @@ _multiple_choice = x64_jit(_multiple_choice_kernel, static_argnames="num_choices
 _classification = x64_jit(_classification_kernel, static_argnames="num_classes")
 
 
+def _check_indices(predicted: Any, truth: Any, num_classes: int, *, any_choice: bool) -> None:
+    """The kernels' inputs as `pack_choices` and `integer_ground_truth` make them: integer arrays of one length, labels
+    in [0, num_classes), predictions -1 (invalid) or a class (with `any_choice`, any index >= 0). Anything else would
+    be counted silently wrong (a -1 label as class 0, a True prediction as choice 1)."""
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"the number of classes must be a positive integer, got {num_classes!r}")
+    for name, values in (("predicted", predicted), ("truth", truth)):
+        if np.asarray(values).dtype.kind not in "iu" or np.ndim(values) != 1:
+            raise ValueError(f"{name}: expected a 1-D integer array (pack_choices / integer_ground_truth), got "
+                             f"{np.asarray(values).dtype} of shape {np.shape(values)}")
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if len(predicted) != len(truth):
+        raise ValueError(f"{len(predicted)} predictions for {len(truth)} labels")
+    wrong_labels = np.flatnonzero((truth < 0) | (truth >= num_classes))
+    if wrong_labels.size:
+        raise ValueError(f"truth[{wrong_labels[0]}] = {truth[wrong_labels[0]]}: not a class in [0, {num_classes})")
+    beyond = np.zeros(len(predicted), bool) if any_choice else predicted >= num_classes
+    wrong = np.flatnonzero((predicted < INVALID_CHOICE) | beyond)
+    if wrong.size:
+        raise ValueError(f"predicted[{wrong[0]}] = {predicted[wrong[0]]}: neither -1 (invalid) nor a class in [0, {num_classes})")
+
+
 def multiple_choice(predicted: np.ndarray, truth: np.ndarray, num_choices: int) -> dict[str, Any]:
-    """PIQA metrics: overall (invalid = wrong) and valid-only accuracy, choice distribution, invalid counts."""
+    """PIQA metrics: overall (invalid = wrong) and valid-only accuracy, choice distribution, invalid counts.
+    `predicted` may name an index beyond the choices (valid and wrong: MultiNet's Magma PIQA rule)."""
+    _check_indices(predicted, truth, num_choices, any_choice=True)
     return _multiple_choice(predicted, truth, num_choices=num_choices)
 
 
 def classification(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str, Any]:
     """ODinW metrics: accuracies plus micro/macro/per-class precision, recall, F1 and tp/fp/fn totals."""
+    _check_indices(predicted, truth, num_classes, any_choice=False)
     return _classification(predicted, truth, num_classes=num_classes)

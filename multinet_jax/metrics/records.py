@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 
@@ -64,6 +65,36 @@ def is_number(value: Any) -> bool:
 
 def is_finite_number(value: Any) -> bool:
     return is_number(value) and math.isfinite(value)
+
+
+_ARRAYS = (np.ndarray, np.generic, jax.Array)
+_JSON_SCALARS = frozenset({int, float, str, bool, type(None)})
+
+
+def _holds_array(value: Any) -> bool:
+    if isinstance(value, list):  # a list of JSON scalars (every action row) is told by its element types, in C
+        return not _JSON_SCALARS.issuperset(map(type, value)) and any(map(_holds_array, value))
+    if isinstance(value, dict):
+        return any(map(_holds_array, value.values()))
+    return isinstance(value, _ARRAYS)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, _ARRAYS):
+        return np.asarray(value).tolist()
+    if isinstance(value, dict):
+        return {key: _as_json(item) for key, item in value.items()}
+    return [_as_json(item) for item in value] if isinstance(value, list) else value
+
+
+def as_written(records: Sequence[Any]) -> list[Any]:
+    """`records` as their JSON lines read back: numpy and jax arrays and scalars (a model's outputs as they come, e.g.
+    a `jnp.argmax`) as lists and Python numbers. MultiNet's validity rules were written for what JSON holds, and a
+    jax scalar is no `int` to them: without this an in-memory record would score otherwise than its line in a
+    predictions file (every jax prediction invalid). Records holding no array are returned as they are."""
+    return [{key: _as_json(value) for key, value in record.items()}
+            if isinstance(record, Mapping) and any(map(_holds_array, record.values())) else record
+            for record in records]
 
 
 def require_field(record: Any, index: int, field: str) -> Any:

@@ -29,7 +29,8 @@ import numpy as np
 from multinet_jax import domains
 from multinet_jax.metrics import act2answer_scoring, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
-from multinet_jax.metrics.records import RecordError, check_unique_ids, fields, integer_ground_truth, require_field
+from multinet_jax.metrics.records import (RecordError, as_written, check_unique_ids, fields, integer_ground_truth,
+                                         require_field)
 from multinet_jax.metrics.json_values import to_python
 
 KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
@@ -117,8 +118,12 @@ def score(
     if skip_similarity and embedder is not None:
         raise ValueError("an embedder and skip_similarity=True contradict each other: pass one of them")
     kind = metric_kind(domain)
+    if not isinstance(num_choices, (int, np.integer)) or isinstance(num_choices, bool) or num_choices < 2:
+        raise ValueError(f"num_choices must be an integer of at least 2, got {num_choices!r}")
+    num_choices = int(num_choices)
     if not records:
         raise ValueError("no records to score")
+    records = as_written(records)
     result = _score_kind(kind, domain, records, action_stats, embedder, num_choices, skip_similarity)
     return {**result, **{alias: result[name] for alias, name in PIPELINE_NAMES.get(kind, {}).items()}}
 
@@ -157,7 +162,11 @@ def _score_kind(
     if kind == "discrete":
         packed = discrete_actions.pack_discrete(predictions, ground_truth, any_sign=_answer_rule(records) == MAGMA_SCRIPTS_RULE)
         result = to_python(discrete_actions.discrete(packed))
-        if all(CLIPPED_FIELD in record for record in records):  # the evaluator's Pi0 records (MultiNet's Pi0 script)
+        clipped = [CLIPPED_FIELD in record for record in records]
+        if any(clipped) and not all(clipped):  # the avg_clipped_* metrics would be left out without a word
+            raise RecordError(clipped.index(False), CLIPPED_FIELD, f"missing, but record {clipped.index(True)} has one: "
+                              "give it on every record or on none")
+        if all(clipped):  # the evaluator's Pi0 records (MultiNet's Pi0 script)
             result |= to_python(discrete_actions.clipped(fields(records, CLIPPED_FIELD), ground_truth))
         return result
     if kind == "multiple_choice":
@@ -235,6 +244,10 @@ def _nan_mean(values: list[float]) -> float:
 
 def _answer_rule(records: Sequence[Mapping[str, Any]]) -> Any:
     """The one answer rule the records name (field `answer_rule`; None: the default); records mixing rules are refused."""
+    for index, record in enumerate(records):
+        if record.get(ANSWER_RULE_FIELD) not in (None, *domains.ANSWER_RULES):  # a typo would score by the default rule
+            raise RecordError(index, ANSWER_RULE_FIELD, f"expected one of {list(domains.ANSWER_RULES)}, got "
+                              f"{record[ANSWER_RULE_FIELD]!r}")
     rules = {record.get(ANSWER_RULE_FIELD) for record in records}
     if len(rules) > 1:
         raise ValueError(f"records mix answer rules {sorted(map(str, rules))} (field {ANSWER_RULE_FIELD!r}): score each run alone")

@@ -369,6 +369,10 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/huge_truth.jsonl:2: field 'ground_truth': holds 1e\\+300, beyond \\+-1e\\+06 .*"),
     Case("score_not_utf8", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_utf8.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/not_utf8.jsonl:2: not UTF-8 text \\(invalid start byte at byte 8\\)"),
+    Case("score_action_stats_for_piqa", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats_swapped.json"],
+         lambda i: "--action_stats are Open-X's action statistics; --domain=piqa scores no actions"),
+    Case("score_embedder_for_openx", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--embedder_dir={i.nope}"],
+         lambda i: "--embedder_dir is for the text-similarity metrics of sqa3d, robovqa and bfcl; --domain=openx has none"),
     Case("score_action_stats_not_json", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/stats.json"],
          lambda i: f"{E(str(i.root))}/score/stats.json: not a JSON file .*"),
     Case("score_action_stats_from_a_text_domains_metrics_file", "score", lambda i: ["--domain=openx", f"--predictions={i.root}/score/good.jsonl", f"--output={i.m}", f"--action_stats={i.root}/score/piqa_metrics.json"],
@@ -464,6 +468,15 @@ CASES = [
          lambda i: "no_manifest: no run_manifest.json \\(written by `multinet-jax eval`\\), so its data cannot be checked "
                    "against the other runs'; report it alone or re-run it"),
     # convert
+    Case("convert_split_of_translated_shards", "convert",
+         lambda i: [f"--input={i.assets['data_dir']}/openx_bimanual/public", f"--output={i.converted}", "--split=train"],
+         lambda i: f"{E(i.assets['data_dir'])}/openx_bimanual/public: split 'train' names a TFDS split of an RLDS builder "
+                   "folder; this folder holds translated shards, read whole"),
+    Case("convert_stray_argument", "convert",
+         lambda i: [f"--input={i.assets['data_dir']}/openx_bimanual/public", f"--output={i.converted}", "steps_per_file=2"],
+         lambda i: "unexpected arguments: steps_per_file=2"),
+    Case("data_stray_argument", "data", lambda i: ["--domain=piqa", f"--data_dir={i.assets['data_dir']}/piqa", "--json", "false"],
+         lambda i: "unexpected arguments: false"),
     Case("convert_not_openx", "convert", lambda i: [f"--input={i.score}", f"--output={i.converted}"],
          lambda i: f"{E(str(i.score))}: not an Open-X dataset: expected .*"),
     Case("convert_output_under_a_file", "convert", lambda i: [f"--input={i.assets['data_dir']}/openx_bimanual/public", f"--output={i.a_file}/out"],
@@ -619,6 +632,10 @@ CASES = [
          lambda i: f"{E(str(i.root))}/larger.model: a 1029-piece tokenizer, but {E(i.assets['checkpoint'])} embeds 1024 tokens; .*"),
     # eval: flags
     Case("eval_zero_flow_steps", "eval", lambda i: _eval(i, num_flow_steps=0), lambda i: "--num_flow_steps must be positive, got 0"),
+    Case("eval_max_token_len_for_openvla", "eval",
+         lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source), tokenizer=None, max_token_len=16),
+         lambda i: "--max_token_len is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint "
+                   "bundles its tokenizer, which cuts its prompts at its own length\\)"),
     Case("eval_flow_steps_for_token_actions", "eval",
          lambda i: _eval(i, model="openvla", checkpoint=str(i.openvla_source), tokenizer=None, num_flow_steps=3),
          lambda i: "--num_flow_steps is for --model=pi0\\|pi05\\|smolvla, not --model=openvla \\(it samples no flow\\)"),

@@ -281,6 +281,20 @@ def test_resuming_on_another_device_kind_or_jax_is_refused_and_an_older_manifest
     path.write_text(json.dumps({key: value for key, value in recorded.items() if key != "runtime"}))
     eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
     assert json.loads(path.read_text())["runtime"] == manifest.runtime()  # recorded from now on
+    # A runtime recorded before the jax settings were: read as jax's defaults, which this run has.
+    older = {key: value for key, value in recorded["runtime"].items() if key not in manifest.ADDED_RUNTIME_ENTRIES}
+    path.write_text(json.dumps({**recorded, "runtime": older}))
+    eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+
+
+def test_a_jax_setting_from_the_environment_is_recorded_and_a_resume_under_another_is_refused(finished_run, tmp_path):
+    """JAX_DEFAULT_PRNG_IMPL draws other noise from one --seed (Pi0's flow); a resume under it would append samples of
+    another noise stream to the file."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    result = eval_helpers.run_eval(eval_helpers.flags(output_dir, (DOMAIN,), resume=True, **SETTINGS),
+                                   JAX_DEFAULT_PRNG_IMPL="rbg")
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "runtime: prng_impl 'threefry2x32' -> 'rbg'" in result.stdout
 
 
 def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):

@@ -13,6 +13,8 @@ import json
 
 from absl import flags
 
+from multinet_jax.cli.errors import no_arguments
+
 _INPUT = flags.DEFINE_string("input", None, "translated_shard_N folder(s) parent, or a TFDS builder dir", required=True)
 _OUTPUT = flags.DEFINE_string("output", None, "output directory (created)", required=True)
 _SPLIT = flags.DEFINE_string("split", None, "TFDS split of an RLDS builder dir (default: its only split, else test)")
@@ -20,7 +22,7 @@ _STEPS_PER_FILE = flags.DEFINE_integer("steps_per_file", 4096, "records per Arra
 
 
 def main(argv: list[str]) -> None:
-    del argv
+    no_arguments(argv)
     from multinet_jax.data import openx
 
     manifest = openx.convert(_INPUT.value, _OUTPUT.value, split=_SPLIT.value, steps_per_file=_STEPS_PER_FILE.value)

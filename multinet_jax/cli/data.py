@@ -13,6 +13,7 @@ import numpy as np
 from absl import flags
 
 from multinet_jax import data, domains
+from multinet_jax.cli.errors import no_arguments
 
 _DOMAIN = flags.DEFINE_string("domain", None, domains.names_help(), required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "the domain's data directory", required=True)
@@ -48,7 +49,7 @@ def _text(report: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    del argv
+    no_arguments(argv)
     report = data.inspect(_DOMAIN.value, _DATA_DIR.value, split=_SPLIT.value, limit=_LIMIT.value, cache_dir=_CACHE_DIR.value,
                           frames_dir=_FRAMES_DIR.value)
     print(json.dumps(report, default=_jsonable) if _JSON.value else _text(report))

@@ -33,6 +33,13 @@ class InputError(ValueError):
     """Bad input found by a command itself (a flag combination, an argument): exit code 2."""
 
 
+def no_arguments(argv: Sequence[str]) -> None:
+    """A command that reads flags only refuses anything else (a flagfile line without dashes, `--json false`), which
+    absl would leave unread."""
+    if len(argv) > 1:
+        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+
+
 def one_line(text: str) -> str:
     """Newlines folded, so every error is one line of stderr."""
     return " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())

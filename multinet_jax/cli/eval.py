@@ -18,7 +18,7 @@ from absl import flags
 
 from multinet_jax import assets
 from multinet_jax.cli import offline
-from multinet_jax.cli.errors import InputError
+from multinet_jax.cli.errors import InputError, no_arguments
 from multinet_jax.domains import names_help
 from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
@@ -138,8 +138,7 @@ def config_from_flags(*, require_data: bool = True):
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    no_arguments(argv)
     offline.apply()
     from multinet_jax import sharding
 

@@ -15,7 +15,7 @@ import json
 
 from absl import flags
 
-from multinet_jax.cli.errors import InputError
+from multinet_jax.cli.errors import InputError, no_arguments
 from multinet_jax.models import registry  # imports no JAX: flag parsing stays fast
 
 flags.DEFINE_enum("model", None, list(registry.family_names()), "Model family of --checkpoint; default: the one it "
@@ -50,8 +50,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    no_arguments(argv)
     from multinet_jax import demo
     from multinet_jax.probing import layer_curves, runner
 

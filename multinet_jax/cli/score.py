@@ -16,7 +16,7 @@ from absl import flags
 
 from multinet_jax import assets, domains, metrics
 from multinet_jax.cli import offline
-from multinet_jax.cli.errors import InputError
+from multinet_jax.cli.errors import InputError, no_arguments
 
 _DOMAIN = flags.DEFINE_string(
     "domain", None, f"openx (any Open-X dataset), {domains.names_help()}; act2answer scores episode logs, "
@@ -45,13 +45,13 @@ _SKIP_SIMILARITY = flags.DEFINE_bool(
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise InputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    no_arguments(argv)
     offline.apply()
     path = _PREDICTIONS.value
     output = pathlib.Path(_OUTPUT.value)
     if _same_file(output, pathlib.Path(path)):
         raise InputError(f"{output}: --output is the --predictions file; writing the metrics would destroy it")
+    _check_flags_apply(metrics.metric_kind(_DOMAIN.value))
     records, line_numbers = metrics.load_records(path)
     embedder = _embedder()
     try:
@@ -63,6 +63,16 @@ def main(argv: list[str]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(metrics.to_json(result))
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")
+
+
+def _check_flags_apply(kind: str) -> None:
+    """A flag the domain's metrics never read is refused, not ignored: the output would look scored with it."""
+    if _ACTION_STATS.value and kind != "continuous":
+        raise InputError(f"--action_stats are Open-X's action statistics; --domain={_DOMAIN.value} scores no actions")
+    for flag, given in (("embedder_dir", _EMBEDDER_DIR.value), ("skip_similarity", _SKIP_SIMILARITY.value)):
+        if given and kind not in metrics.SIMILARITY_KINDS:
+            raise InputError(f"--{flag} is for the text-similarity metrics of sqa3d, robovqa and bfcl; "
+                             f"--domain={_DOMAIN.value} has none")
 
 
 def _same_file(first: pathlib.Path, second: pathlib.Path) -> bool:

@@ -429,7 +429,10 @@ def convert(
     read and checked, so a failed conversion leaves nothing behind (and an earlier conversion stays intact).
     """
     source_dir, out_dir = pathlib.Path(source_dir), pathlib.Path(out_dir)
-    detect_format(source_dir)  # not an Open-X dataset: fail before creating anything
+    source_format = detect_format(source_dir)  # not an Open-X dataset: fail before creating anything
+    if split is not None and source_format != "rlds":  # it would be read whole, whatever the split said
+        raise ValueError(f"{source_dir}: split {split!r} names a TFDS split of an RLDS builder folder; this folder holds "
+                         f"{source_format.replace('_', ' ')}, read whole")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.converting-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -124,6 +124,7 @@ class EvalConfig:
                 why = "its checkpoint fixes it" if family.action_head else "it has no action head"
                 raise ValueError(f"--{name} is for --model={'|'.join(takers)}, not --model={self.model} ({why})")
         registry.check_tokenizers(self.model, {"tokenizer": self.tokenizer, "fast_tokenizer": self.fast_tokenizer})
+        registry.check_prompt_length(self.model, self.max_token_len)
         registry.check_flow_steps(self.model, self.num_flow_steps)
         for name in registry.NORM_STATS_FLAGS:
             if getattr(self, name) is not None and family.norm_stats_flag != name:

@@ -1,7 +1,8 @@
 """The run manifest, `<output_dir>/run_manifest.json`: what a run is, so that resuming can prove it is the same run.
 
 It records the settings that change predictions (`PREDICTION_SETTINGS`; the attention kernel's mode and fast path,
-`models.attention`; the device layout, `device_layout`; the backend, device kind and jax versions, `runtime`),
+`models.attention`; the device layout, `device_layout`; the backend, device kind, jax versions and the jax settings
+environment variables change, `runtime`),
 content fingerprints of the checkpoint
 (and the settings its path implies: a renamed copy of openpi's pi0_droid is sampled in other chunks) and the tokenizers, and per domain the MultiNet protocol as the run applies it (`domains.Protocol.applied`: prompt
 format and length, decoding budget, image resizing, the ground truth's transform, ...) and a fingerprint of the data
@@ -108,15 +109,26 @@ def device_layout(mesh: Any) -> dict[str, Any]:
     return {"processes": jax.process_count(), "mesh": {name: int(size) for name, size in mesh.shape.items()}}
 
 
-def runtime() -> dict[str, str]:
-    """What computes the predictions: the backend, its device kind, the jax and jaxlib versions. Like the device
-    layout, another one rounds differently, and a token decoded differently is another answer: a resume under
-    another is refused (`runtime_differs`)."""
+def runtime() -> dict[str, Any]:
+    """What computes the predictions: the backend, its device kind, the jax and jaxlib versions, and the jax settings
+    an environment variable can change for the same flags (`JAX_DEFAULT_PRNG_IMPL` and `JAX_THREEFRY_PARTITIONABLE`
+    draw other flow noise from one --seed; `JAX_ENABLE_X64`, `JAX_DEFAULT_MATMUL_PRECISION` compute in other
+    precisions). Like the device layout, another one gives other numbers, and a token decoded differently is another
+    answer: a resume under another is refused (`runtime_differs`)."""
     import jax
     import jaxlib
 
     return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
-            "jaxlib": jaxlib.__version__}
+            "jaxlib": jaxlib.__version__, "prng_impl": jax.config.jax_default_prng_impl,
+            "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+            "enable_x64": bool(jax.config.jax_enable_x64),
+            "default_matmul_precision": jax.config.jax_default_matmul_precision}
+
+
+# Runtime entries added after runtimes were first recorded, read as jax's defaults in a manifest without them (the
+# runs before were made under them unless an environment variable said otherwise, which nothing recorded).
+ADDED_RUNTIME_ENTRIES = {"prng_impl": "threefry2x32", "threefry_partitionable": True, "enable_x64": False,
+                         "default_matmul_precision": None}
 
 
 def domain_data_dir(config: Any, name: str) -> pathlib.Path:
@@ -196,10 +208,12 @@ def layout_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
 
 def runtime_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """One line when the backend, device kind or jax / jaxlib version (`runtime`) differs; a manifest written before
-    they were recorded is not compared."""
-    before = recorded.get("runtime")
-    if before is None or before == current["runtime"]:
+    """One line when the backend, device kind, jax / jaxlib version or a jax setting (`runtime`) differs; a manifest
+    written before runtimes were recorded is not compared."""
+    if recorded.get("runtime") is None:
+        return []
+    before = {**ADDED_RUNTIME_ENTRIES, **recorded["runtime"]}
+    if before == current["runtime"]:
         return []
     changed = ", ".join(f"{key} {before.get(key)!r} -> {value!r}" for key, value in current["runtime"].items()
                         if before.get(key) != value)

@@ -224,6 +224,16 @@ def check_flow_steps(family_name: str, num_flow_steps: int | None) -> None:
         raise ValueError(f"--num_flow_steps is for --model={'|'.join(takers)}, not --model={family_name} (it samples no flow)")
 
 
+def check_prompt_length(family_name: str, max_token_len: int | None) -> None:
+    """`--max_token_len` cuts the prompts the evaluator tokenizes with the prompt tokenizer (PaliGemma's); a family
+    whose checkpoint bundles its tokenizer tokenizes its prompts itself, at its own length: refused for it, not
+    recorded as if applied."""
+    if max_token_len is not None and family(family_name).bundles_tokenizer:
+        takers = [other for other in _FAMILIES if not _FAMILIES[other].bundles_tokenizer]
+        raise ValueError(f"--max_token_len is for --model={'|'.join(takers)}, not --model={family_name} (its checkpoint "
+                         "bundles its tokenizer, which cuts its prompts at its own length)")
+
+
 def check_tokenizers(family_name: str, given: Mapping[str, Any]) -> None:
     """A tokenizer flag (`--tokenizer`, `--fast_tokenizer`) the family never reads would be ignored silently: refused,
     naming the families that read it. `given`: flag name -> value (None: not given)."""

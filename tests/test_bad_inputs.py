@@ -645,6 +645,9 @@ CASES = [
     Case("eval_odd_limit_for_act2answer", "eval", lambda i: _eval(i, domains=("piqa", "act2answer"), limit=5),
          lambda i: r"--limit=5 is odd: Act2Answer's samples are items in both layouts \(original, then swapped\), and an "
                    "item is scored in both or not at all; pass an even --limit"),
+    Case("eval_temperature_without_text_domains", "eval", lambda i: _eval(i, domains=("openx_bimanual", "act2answer"), temperature=0.9),
+         lambda i: r"--temperature=0.9 samples text answers; --domains \['openx_bimanual', 'act2answer'\] decode none under "
+                   r"--model=pi0 \(their actions and probes are greedy or sampled at their protocol's temperature\)"),
     Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
     Case("eval_seed_beyond_32_bits", "eval", lambda i: _eval(i, seed=2**32),
          lambda i: r"--seed must be in \[0, 2\^32\) \(jax's PRNG keys hold 32 bits: other seeds alias these\), got 4294967296"),

@@ -110,6 +110,7 @@ class EvalConfig:
             raise ValueError(f"--domains names {', '.join(repeated)} more than once")
         self._check_family_flags(family)
         self._check_capabilities(family)
+        self._check_temperature()
         preflight.check_protocols(self.model, self.domains, self.max_decoding_steps)
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
@@ -153,6 +154,16 @@ class EvalConfig:
             if names and not capable:
                 raise ValueError(f"--model={self.model} {lacks}: --domains {names} {need}"
                                  + (f" (it evaluates {' and '.join(served)})" if served else ""))
+
+    def _check_temperature(self) -> None:
+        """A sampling `--temperature` with no domain that reads it (actions are greedy unless MultiNet's protocol
+        sampled them, at its own temperature; Act2Answer's text probe scores options) would be recorded as applied."""
+        readers = [name for name in self.domains if (domain := domain_for(self.model, name)).protocol.temperature is None
+                   and not domain.uses_actions and domain.output is not domains.Output.KNOWLEDGE_PROBES]
+        if self.temperature > 0 and not readers:
+            raise ValueError(f"--temperature={self.temperature} samples text answers; --domains {list(self.domains)} "
+                             f"decode none under --model={self.model} (their actions and probes are greedy or sampled "
+                             "at their protocol's temperature)")
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""

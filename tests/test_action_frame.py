@@ -65,7 +65,7 @@ def test_an_in_memory_model_is_frame_checked_as_its_family_tells():
 
 
 def _record(index: int, **changes) -> dict:
-    return {"id": str(index), "category": "color", "layout": ("original", "swapped")[index % 2], "ground_truth": index % 2,
+    return {"id": str(index // 2), "category": "color", "layout": ("original", "swapped")[index % 2], "ground_truth": index % 2,
             "prediction": 0, "action_prediction": None, "action_head": True, **changes}
 
 

@@ -67,6 +67,7 @@ class DomainResult:
     metrics: Mapping[str, Any]
     split: str | None
     per_dim_mae: tuple[float, ...] | None
+    protocol: Mapping[str, Any] | None = None  # the protocol the run applied (`protocol_settings`; None: not recorded)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,7 @@ def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
             domain=domain, kind=content["metric_kind"], num_samples=int(content["num_samples"]),
             metrics=content["metrics"], split=content["config"].get("split"),
             per_dim_mae=per_dim_mae(run_dir / "predictions" / f"{domain}.jsonl") if continuous else None,
+            protocol=content.get("protocol_settings"),
         )
         config = config or content["config"]
     if not results:
@@ -207,6 +209,24 @@ class Table:
     notes: list[str]
 
 
+def protocol_notes(domain: str, runs: Sequence[Run]) -> list[str]:
+    """A note naming each protocol setting (`protocol_settings`: prompt cut, decoding budget, prompt format, ...) the
+    runs scoring `domain` applied differently, with each run's value: their numbers answer different protocols."""
+    protocols = {run.label: run.results[domain].protocol for run in runs if domain in run.results}
+    if len(protocols) < 2:
+        return []
+    unrecorded = [label for label, protocol in protocols.items() if protocol is None]
+    if unrecorded:
+        return [f"{domain}: {', '.join(unrecorded)} recorded no protocol settings; the protocols cannot be compared"]
+    keys = sorted({key for protocol in protocols.values() for key in protocol})
+    differing = []
+    for key in keys:
+        values = {label: json.dumps(protocol.get(key), sort_keys=True) for label, protocol in protocols.items()}
+        if len(set(values.values())) > 1:
+            differing.append(f"{key} ({', '.join(f'{label} {value}' for label, value in values.items())})")
+    return [f"{domain}: the runs applied different protocol settings: {'; '.join(differing)}"] if differing else []
+
+
 def unscored_domains(run: Run) -> list[str]:
     """Domains the run's manifest names (every domain it was asked to evaluate) without a metrics file: failed or not
     reached. Without a note they would vanish from the report, or read as a domain the run was never asked about."""
@@ -239,6 +259,7 @@ def kind_tables(runs: Sequence[Run]) -> list[Table]:
             if not uniform:
                 listed = ", ".join(f"{label} {n} of split {split}" for label, (n, split) in samples.items())
                 notes.append(f"{domain}: the runs scored different samples ({listed}); their numbers are not comparable one to one")
+            notes += protocol_notes(domain, runs)
         rows = []
         for run in runs:
             row = [run.label]

@@ -62,6 +62,22 @@ def test_markdown_tables_per_output_kind_with_unequal_samples_marked(runs):
     assert rows[0][header.index("overcooked_ai (n=4): exact_match")] == f"{_metrics(runs / 'pi0', 'overcooked_ai')['exact_match']:.4g}"
 
 
+def test_protocol_settings_the_runs_applied_differently_are_noted(runs):
+    """Pi0 and Pi0-FAST on Open-X: a flow model and a token decoder under their own prompt cuts and action rules; each
+    differing setting is named under the table with each run's value (as their metrics files record it)."""
+    text = cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"]))
+    protocols = {run: json.loads((runs / run / "openx_bimanual_metrics.json").read_text())["protocol_settings"]
+                 for run in ("pi0", "pi0_fast")}
+    differing = sorted(key for key in {*protocols["pi0"], *protocols["pi0_fast"]}
+                       if protocols["pi0"].get(key) != protocols["pi0_fast"].get(key))
+    assert {"max_prompt_tokens", "max_new_tokens", "openpi_quantile_actions"} <= set(differing)
+    notes = [line for line in text.splitlines() if line.startswith("- openx_bimanual: the runs applied different protocol")]
+    assert len(notes) == 1 and [part.split(" (")[0] for part in notes[0].split(": ", 2)[2].split("; ")] == differing
+    cut = [json.dumps(protocols[run]["max_prompt_tokens"]) for run in ("pi0", "pi0_fast")]
+    assert f"max_prompt_tokens (pi0 {cut[0]}, pi0_fast {cut[1]})" in notes[0]
+    assert not any(line.startswith("- piqa: the runs applied different protocol") for line in text.splitlines())
+
+
 def test_csv_holds_every_scalar_metric(runs):
     loaded = cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])
     cross_run_report.write_csv(loaded, runs / "report.csv")

@@ -191,7 +191,8 @@ class Protocol:
         return {
             "name": self.name,
             "prompt_format": self.prompt_format.value,
-            "max_prompt_tokens": self.truncation_length(max_token_len),  # None: untruncated, power-of-two buckets
+            # None: untruncated (power-of-two buckets); a chat is cut where its tokenizer cuts it
+            "max_prompt_tokens": self.truncation_length(max_token_len) if self.chat is None else self.chat.max_tokens,
             "max_new_tokens": self.decoding_budget(max_decoding_steps) if decodes_tokens else None,
             "decoding": decoding if decodes_tokens else None,
             "logits_vocab_size": self.logits_vocab_size if decodes_tokens and pads_vocabulary else None,

@@ -40,14 +40,30 @@ def assets() -> dict[str, str]:
     return paths
 
 
+# Families whose actions are decoded tokens under a budget (`--max_decoding_steps` applies to their action domains).
+BUDGETED_ACTIONS = ("pi0_fast", "magma")
+
+
+def _decodes_text(name: str) -> bool:
+    """Whether domain `name` is answered in text (an unknown name too: eval refuses it before any budget check)."""
+    from multinet_jax import domains
+
+    try:
+        return domains.lookup(name).output is domains.Output.TEXT
+    except ValueError:
+        return True
+
+
 def settings(output_dir: pathlib.Path, domains, **overrides) -> dict:
-    """EvalConfig fields for a tiny Pi0 run on the demo data (flags and in-process runs share them)."""
+    """EvalConfig fields for a tiny Pi0 run on the demo data (flags and in-process runs share them): a 6-token
+    decoding budget where a domain decodes tokens (eval refuses one where none does)."""
     paths = assets()
+    decodes = overrides.get("model", "pi0") in BUDGETED_ACTIONS or any(map(_decodes_text, domains))
     return {
         "model": "pi0", "checkpoint": paths["checkpoint"], "tokenizer": paths["tokenizer"],
         "data_dir": paths["data_dir"], "cache_dir": paths["cache_dir"], "split": "public",
-        "domains": tuple(domains), "output_dir": str(output_dir), "batch_size": 4, "max_decoding_steps": 6,
-        **overrides,
+        "domains": tuple(domains), "output_dir": str(output_dir), "batch_size": 4,
+        "max_decoding_steps": 6 if decodes else None, **overrides,
     }
 
 

@@ -240,6 +240,8 @@ def _build(root: pathlib.Path) -> Inputs:
     (score / "duplicate.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*piqa, {**piqa[1], "prediction": 0}]))
     (score / "not_json.jsonl").write_text(json.dumps(piqa[0]) + "\n{'id': 1}\n")
     (score / "not_object.jsonl").write_text("[1, 2]\n")
+    harness = [{**r, "prediction": {"raw_output": str(r["prediction"]), "extracted_outputs": r["prediction"]}} for r in piqa]
+    (score / "harness_outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in harness))  # MultiNet's adapters'
     (score / "missing_truth.jsonl").write_text(json.dumps(piqa[0]) + "\n" + json.dumps({"id": "x", "prediction": 1}) + "\n")
     odinw = [{"id": str(n), "prediction": 0, "ground_truth": 0, "num_options": options} for n, options in enumerate((5, 5, 2))]
     (score / "odinw_subsets_unnamed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in odinw))  # pooled they merge classes
@@ -359,6 +361,9 @@ CASES = [
          lambda i: f"{E(str(i.root))}/score/duplicate.jsonl:4: field 'id': duplicate id '1', first at line 2"),
     Case("score_not_json", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_json.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/not_json.jsonl:2: not valid JSON: .*"),
+    Case("score_multinet_harness_outputs", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/harness_outputs.jsonl", f"--output={i.m}"],
+         lambda i: f"{E(str(i.root))}/score/harness_outputs.jsonl:1: field 'prediction': a MultiNet harness output "
+                   r"\(keys \['extracted_outputs', 'raw_output'\]\); put its 'extracted_outputs' in 'prediction' .*"),
     Case("score_not_an_object", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/not_object.jsonl", f"--output={i.m}"],
          lambda i: f"{E(str(i.root))}/score/not_object.jsonl:1: expected a JSON object, got list"),
     Case("score_missing_field", "score", lambda i: ["--domain=piqa", f"--predictions={i.root}/score/missing_truth.jsonl", f"--output={i.m}"],
@@ -616,6 +621,11 @@ CASES = [
          lambda i: [f"--checkpoint={i.openvla_source}", "--tokenizer=t.model", f"--data_dir={i.nope}",
                     f"--output_dir={i.root / 'probe_runs' / 'openvla_tokenizer'}"],
          lambda i: "--tokenizer is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint bundles its own\\)"),
+    Case("probe_max_token_len_for_openvla", "probe",
+         lambda i: [f"--checkpoint={i.openvla_source}", "--max_token_len=32", f"--data_dir={i.nope}",
+                    f"--output_dir={i.root / 'probe_runs' / 'openvla_max_token_len'}"],
+         lambda i: "--max_token_len is for --model=pi0\\|pi05\\|pi0_fast\\|paligemma, not --model=openvla \\(its checkpoint "
+                   "bundles its tokenizer, which cuts its prompts at its own length\\)"),
     Case("probe_flow_steps_for_token_actions", "probe",
          lambda i: [f"--checkpoint={i.openvla_source}", "--num_flow_steps=3", f"--data_dir={i.nope}",
                     f"--output_dir={i.root / 'probe_runs' / 'openvla_flow_steps'}"],
@@ -648,6 +658,20 @@ CASES = [
     Case("eval_temperature_without_text_domains", "eval", lambda i: _eval(i, domains=("openx_bimanual", "act2answer"), temperature=0.9),
          lambda i: r"--temperature=0.9 samples text answers; --domains \['openx_bimanual', 'act2answer'\] decode none under "
                    r"--model=pi0 \(their actions and probes are greedy or sampled at their protocol's temperature\)"),
+    Case("eval_decoding_budget_for_flow_actions", "eval", lambda i: _eval(i, domains=("openx_bimanual", "act2answer"), max_decoding_steps=8),
+         lambda i: r"--max_decoding_steps bounds decoded tokens; --domains \['openx_bimanual', 'act2answer'\] decode none under "
+                   r"--model=pi0 \(its actions come by flow matching; Act2Answer's text probe scores options\)"),
+    Case("eval_decoding_budget_for_openvla_actions", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="openvla", checkpoint=str(i.openvla_source), tokenizer=None,
+                         max_decoding_steps=8),
+         lambda i: r"--max_decoding_steps bounds decoded tokens; --domains \['openx_bimanual'\] decode none under "
+                   r"--model=openvla \(its actions come one token per action dim; .*\)"),
+    Case("eval_max_token_len_for_state_prompts", "eval",
+         lambda i: _eval(i, domains=("openx_bimanual",), model="pi0_fast", checkpoint=i.assets["fast_checkpoint"],
+                         fast_tokenizer=i.assets["fast_tokenizer"], max_token_len=32),
+         lambda i: r"--max_token_len cuts text prompts and Act2Answer's questions; --domains \['openx_bimanual'\] have none "
+                   rf"under --model=pi0_fast, whose action prompts hold the state and are cut at {E(i.assets['fast_checkpoint'])}'s "
+                   r"max_token_len \(\d+\)"),
     Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
     Case("eval_seed_beyond_32_bits", "eval", lambda i: _eval(i, seed=2**32),
          lambda i: r"--seed must be in \[0, 2\^32\) \(jax's PRNG keys hold 32 bits: other seeds alias these\), got 4294967296"),

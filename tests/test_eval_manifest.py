@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import eval_helpers
+from conftest import shared_path
 from multinet_jax import demo, domains, fingerprints
 from multinet_jax.eval import EvalConfig, manifest
-from multinet_jax.eval.loop import protocol_settings
-from multinet_jax.models import attention
+from multinet_jax.eval.loop import EvaluationFailed, protocol_settings
+from multinet_jax.models import attention, registry
 
 DOMAIN = "piqa"
 SETTINGS = {"limit": 4}
@@ -100,32 +101,80 @@ def test_resume_across_another_ground_truth_transform_is_refused_and_a_manifest_
 
 def test_protocol_settings_apply_the_overrides_and_know_flow_models_decode_no_tokens():
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "openx_bimanual", "overcooked_ai"), max_decoding_steps=None))
-    assert protocol_settings(config, "piqa")["max_new_tokens"] == 10 and protocol_settings(config, "bfcl")["turn_by_turn"]
-    assert protocol_settings(config, "openx_bimanual") == {
+    assert registry.own_prompts("pi0", eval_helpers.assets()["checkpoint"]) is None  # Pi0's prompts are the pipeline's
+    assert protocol_settings(config, "piqa", None)["max_new_tokens"] == 10 and protocol_settings(config, "bfcl", None)["turn_by_turn"]
+    assert protocol_settings(config, "openx_bimanual", None) == {
         "name": "multinet_v1", "prompt_format": "openpi", "max_prompt_tokens": 48, "max_new_tokens": None, "decoding": None,
         "logits_vocab_size": None, "image_resize": "openpi", "blank_image": None, "turn_by_turn": False, "action_from_dict": None,
         "temperature": None, "chat": None, "answer": "pi0_scripts", "ground_truth": domains.GROUND_TRUTH_AS_IS,
         "answers_in_text": False, "openpi_quantile_actions": False,
     }
-    assert protocol_settings(config, "openx_mobile_manipulation")["action_from_dict"] == "rt1"
-    assert protocol_settings(config, "overcooked_ai")["max_prompt_tokens"] == 256
+    assert protocol_settings(config, "openx_mobile_manipulation", None)["action_from_dict"] == "rt1"
+    assert protocol_settings(config, "overcooked_ai", None)["max_prompt_tokens"] == 256
     overridden = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), max_token_len=64, max_decoding_steps=7))
-    assert (protocol_settings(overridden, "piqa")["max_prompt_tokens"], protocol_settings(overridden, "piqa")["max_new_tokens"]) == (64, 7)
+    assert (protocol_settings(overridden, "piqa", None)["max_prompt_tokens"], protocol_settings(overridden, "piqa", None)["max_new_tokens"]) == (64, 7)
     fast = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi0_fast", max_decoding_steps=None))
-    assert protocol_settings(fast, "openx_bimanual")["max_new_tokens"] == 256  # openpi's budget for FAST action tokens
-    assert protocol_settings(fast, "openx_bimanual")["logits_vocab_size"] is None  # MultiNet's padded vocabulary: text only
+    fast_prompts = registry.own_prompts("pi0_fast", eval_helpers.assets()["fast_checkpoint"])
+    assert protocol_settings(fast, "openx_bimanual", fast_prompts)["max_new_tokens"] == 256  # openpi's budget for FAST action tokens
+    assert protocol_settings(fast, "openx_bimanual", fast_prompts)["logits_vocab_size"] is None  # MultiNet's padded vocabulary: text only
     # Pi0.5's and Pi0-FAST's actions are unnormalized with openpi's quantile rule; their text domains have no actions
     pi05 = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="pi05"))
-    assert [protocol_settings(c, name)["openpi_quantile_actions"] for c, name in
+    assert [protocol_settings(c, name, None)["openpi_quantile_actions"] for c, name in
             ((fast, "openx_bimanual"), (pi05, "openx_bimanual"), (fast, "piqa"), (config, "openx_bimanual"))] == [True, True, False, False]
     hf = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), openpi_exact_decoding=False))
-    assert protocol_settings(hf, "piqa")["decoding"] == "contiguous"  # a resume under the other mode is refused
+    assert protocol_settings(hf, "piqa", None)["decoding"] == "contiguous"  # a resume under the other mode is refused
+
+
+def test_records_cut_elsewhere_than_the_manifest_records_are_refused(finished_run, tmp_path):
+    """The metrics state the protocol's cut (`protocol_settings`, from the manifest) beside the records' own
+    (`prompt_truncation`): a predictions file whose prompts were cut elsewhere is refused, naming the file and where
+    the manifest records the cut, rather than described with a cut it never had."""
+    output_dir = _copy_run(finished_run, tmp_path)
+    path = output_dir / "predictions" / f"{DOMAIN}.jsonl"
+    records = eval_helpers.read_jsonl(path)
+    assert {record["prompt_token_limit"] for record in records} == {None}  # MultiNet's PaliGemma processor: never cut
+    path.write_text("".join(json.dumps({**record, "prompt_token_limit": 16}) + "\n" for record in records))
+    with pytest.raises(EvaluationFailed) as failed:
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
+    assert str(failed.value).endswith(f"{DOMAIN}: ResultsError: {path}: prompt_token_limit is 16, but the run manifest "
+                                      f"records prompts cut at None ({manifest.FILENAME}: domains.{DOMAIN}.protocol)")
+    assert not (output_dir / f"{DOMAIN}_metrics.json").exists()  # no metrics describing a cut the prompts never had
+
+
+def test_each_family_records_where_its_own_prompts_are_cut():
+    """Pi0.5's and Pi0-FAST's action prompts hold the state and are cut at their config's `max_token_len`, as the
+    loaded model's config says (openpi's Pi0.5 fixture: 200), not at the protocol's 48; their text prompts, and
+    Act2Answer's questions, at the protocol's. OpenVLA never cuts its prompts and decodes one token per action dim, so
+    no budget is recorded for its actions. The in-memory model answers as its checkpoint."""
+    from multinet_jax import models
+
+    paths = eval_helpers.assets()
+    pi05_checkpoint = str(shared_path("openpi_reference", "pi05", "ckpt", "0"))
+    for family, checkpoint in (("pi0_fast", paths["fast_checkpoint"]), ("pi05", pi05_checkpoint)):
+        model = models.load_model(checkpoint)
+        own = registry.own_prompts(family, checkpoint)
+        assert own == registry.own_prompts(family, model) == registry.OwnPrompts(model.config.max_token_len, every_prompt=False)
+        config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), model=family, checkpoint=checkpoint,
+                                                    max_decoding_steps=None))
+        assert protocol_settings(config, "openx_bimanual", own)["max_prompt_tokens"] == model.config.max_token_len != 48
+        assert protocol_settings(config, "piqa", own)["max_prompt_tokens"] is None  # the PaliGemma processor's
+        probes = protocol_settings(config, "act2answer", own)
+        assert (probes["max_prompt_tokens"], probes["action_max_prompt_tokens"]) == (48, model.config.max_token_len)
+    assert registry.own_prompts("pi05", pi05_checkpoint).max_tokens == 200  # openpi's Pi0.5 default
+    openvla = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="openvla", tokenizer=None,
+                                                 checkpoint=paths["checkpoint"]))
+    own = registry.OwnPrompts(None, True)
+    assert registry.own_prompts("openvla", "any path") == own
+    for name in ("openx_bimanual", "piqa", "act2answer"):
+        assert protocol_settings(openvla, name, own)["max_prompt_tokens"] is None, name
+    assert protocol_settings(openvla, "openx_bimanual", own)["max_new_tokens"] is None
+    assert protocol_settings(openvla, "piqa", own)["max_new_tokens"] == 10
 
 
 def _refusals_of_a_manifest_without(entry: str, domain: str, **overrides) -> tuple[dict, list[str]]:
     """(the protocol `domain` runs under now, what resuming a manifest written without its `entry` is refused for)."""
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), (domain,), **overrides))
-    current = protocol_settings(config, domain)
+    current = protocol_settings(config, domain, registry.own_prompts(config.model, config.checkpoint))
     before = {key: value for key, value in current.items() if key != entry}
     found = manifest.differences({"domains": {domain: {"protocol": before, "data": None}}},
                                  {"settings": {}, "attention": None, "layout": None, "checkpoint": None, "checkpoint_settings": {},
@@ -306,7 +355,7 @@ def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):
 
 def test_differences_compare_only_what_results_depend_on():
     config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa", "odinw")))
-    protocols = {name: protocol_settings(config, name) for name in config.domains}
+    protocols = {name: protocol_settings(config, name, None) for name in config.domains}
     current = manifest.describe(config, {"checkpoint": config.checkpoint, "tokenizer": config.tokenizer}, protocols)
     recorded = json.loads(json.dumps(current))
     recorded["domains"]["odinw"]["data"]["sha256"] = "0" * 64

@@ -79,3 +79,20 @@ def test_the_kernels_count_an_index_beyond_the_choices_as_valid_and_wrong_only_f
     """MultiNet's Magma PIQA rule: an answer naming no choice is valid and wrong (pack_choices with any_integer)."""
     result = metrics.multiple_choice(np.array([5, 0, 1]), np.array([1, 0, 0]), 2)
     assert (result["valid_predictions"], result["overall_accuracy"]) == (3, pytest.approx(1 / 3))
+
+
+@pytest.mark.parametrize("domain, outputs, truths", [
+    ("piqa", [1, 0], [1, 1]),  # MultiNet's MCQ adapters: an int class index
+    ("openx", [[0.15, -0.23], [0.44, 0.12]], [[0.1, -0.2], [0.4, 0.1]]),  # its Open-X adapters: an action vector
+])
+def test_multinet_harness_outputs_are_refused_naming_what_to_score(domain, outputs, truths):
+    """MultiNet's eval-harness adapters return `{"raw_output": str, "extracted_outputs": ...}` per sample and its
+    calculators score `extracted_outputs`; scored as they are, every one would count as an invalid prediction."""
+    harness = _records([{"raw_output": json.dumps(output), "extracted_outputs": output} for output in outputs], truths)
+    with pytest.raises(metrics.RecordError, match=r"^record 0: field 'prediction': a MultiNet harness output \(keys "
+                                                  r"\['extracted_outputs', 'raw_output'\]\); put its 'extracted_outputs' "
+                                                  r"in 'prediction' .* and its 'raw_output' in 'raw_output'$"):
+        multinet_jax.score(domain, harness)
+    unwrapped = [{**record, "prediction": record["prediction"]["extracted_outputs"]} for record in harness]
+    result = multinet_jax.score(domain, unwrapped)
+    assert result.get("total_invalid_preds", result.get("percentage_invalids")) == 0

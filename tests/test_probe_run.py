@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
 def _config(setup, output_dir, **overrides):
     return runner.ProbeConfig(**{"checkpoint": openpi_checkpoint("pi0"), "tokenizer": setup["tokenizer"],
                                  "data_dir": str(setup["items"]), "output_dir": str(output_dir), "batch_size": 4,
-                                 "num_flow_steps": 2, "num_folds": 2, **overrides})
+                                 "num_flow_steps": 2, "num_folds": 2, "max_token_len": 48, **overrides})
 
 
 def test_probe_writes_activations_report_and_resumes(setup, tmp_path, monkeypatch):

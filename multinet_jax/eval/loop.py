@@ -111,6 +111,7 @@ class EvalConfig:
         self._check_family_flags(family)
         self._check_capabilities(family)
         self._check_temperature()
+        self._check_decoding_budget(family)
         preflight.check_protocols(self.model, self.domains, self.max_decoding_steps)
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
@@ -164,6 +165,18 @@ class EvalConfig:
             raise ValueError(f"--temperature={self.temperature} samples text answers; --domains {list(self.domains)} "
                              f"decode none under --model={self.model} (their actions and probes are greedy or sampled "
                              "at their protocol's temperature)")
+
+    def _check_decoding_budget(self, family: registry.Family) -> None:
+        """`--max_decoding_steps` bounds token decoding (not flow actions, nor OpenVLA's one token per action dim):
+        given where no requested domain decodes under a budget, it would be recorded as applied to a run it never
+        changed."""
+        budgeted_actions = family.action_decoding == "tokens" and not family.one_token_per_action_dim
+        decoded = [name for name in self.domains if (domain := domain_for(self.model, name)).output is domains.Output.TEXT
+                   or (domain.uses_actions and budgeted_actions)]
+        if self.max_decoding_steps is not None and not decoded:
+            why = "one token per action dim" if family.one_token_per_action_dim else "by flow matching"
+            raise ValueError(f"--max_decoding_steps bounds decoded tokens; --domains {list(self.domains)} decode none under "
+                             f"--model={self.model} (its actions come {why}; Act2Answer's text probe scores options)")
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
@@ -295,7 +308,9 @@ class Evaluator:
         line = registry.path_settings_line("eval", config.checkpoint, implied)
         if line and jax.process_index() == 0:  # what no flag said, so said here
             print(line, flush=True)
-        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name) for name in config.domains},
+        own_prompts = registry.own_prompts(config.model, paths["checkpoint"] if model is None else model)
+        _check_prompt_cut(config, own_prompts)
+        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name, own_prompts) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)
         _check_same_inputs_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()})
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
@@ -628,12 +643,17 @@ class Evaluator:
         if len(limits) > 1:
             raise results.ResultsError(f"{self._predictions_path(domain.name)}: {limit} holds several lengths {limits} "
                                        "in one run; the file mixes runs")
+        protocol = self.manifest["domains"][domain.name]["protocol"]
+        recorded = protocol.get("action_max_prompt_tokens", protocol["max_prompt_tokens"]) if prefix else protocol["max_prompt_tokens"]
+        if limits[0] != recorded:  # the manifest and metrics would state a cut the prompts never had
+            raise results.ResultsError(f"{self._predictions_path(domain.name)}: {limit} is {limits[0]}, but the run "
+                                       f"manifest records {what_prompts(prefix)} cut at {recorded} "
+                                       f"({manifest.FILENAME}: domains.{domain.name}.protocol)")
         cuts = [record[cut] for record in counted]
         truncated = sum(value > 0 for value in cuts)
         longest = max(record[tokens] for record in counted)
         if truncated:
-            what = f"{prefix.replace('_', ' ')}prompts"
-            print(f"warning: {domain.name}: {truncated} of {len(counted)} {what} truncated to {limits[0]} tokens "
+            print(f"warning: {domain.name}: {truncated} of {len(counted)} {what_prompts(prefix)} truncated to {limits[0]} tokens "
                   f"(longest {longest}, up to {max(cuts)} tokens cut)", file=sys.stderr)
         return {"max_prompt_tokens": limits[0], "truncated": truncated, "counted": len(counted),
                 "longest_prompt_tokens": longest, "most_tokens_cut": max(cuts)}
@@ -646,6 +666,25 @@ class Evaluator:
         return {}
 
 
+def _check_prompt_cut(config: EvalConfig, own_prompts: registry.OwnPrompts | None) -> None:
+    """`--max_token_len` cuts the prompts the pipeline tokenizes; where every requested prompt is one the model builds
+    itself (`registry.own_prompts`: Pi0.5's and Pi0-FAST's action prompts holding the state; a bundled tokenizer's
+    are refused by the flags' own check), it would be recorded as applied to a run it never changed."""
+    if config.max_token_len is None or own_prompts is None:
+        return
+    cut = [name for name in config.domains if not own_prompts.applies_to(domain := domain_for(config.model, name))
+           or domain.output is domains.Output.KNOWLEDGE_PROBES]  # Act2Answer's questions are the pipeline's
+    if not cut:
+        raise ValueError(f"--max_token_len cuts text prompts and Act2Answer's questions; --domains {list(config.domains)} "
+                         f"have none under --model={config.model}, whose action prompts hold the state and are cut at "
+                         f"{config.checkpoint}'s max_token_len ({own_prompts.max_tokens})")
+
+
+def what_prompts(prefix: str) -> str:
+    """The prompts record fields named with `prefix` count (`runners.prompt_fields`), in words."""
+    return f"{prefix.replace('_', ' ')}prompts"
+
+
 def domain_for(model: str, name: str) -> domains.Domain:
     """Domain `name`'s table entry under the protocol MultiNet ran family `model` with: the family's own where the
     registry names one (`registry.Family.protocol`), MultiNet's Pi0 protocol otherwise."""
@@ -654,11 +693,13 @@ def domain_for(model: str, name: str) -> domains.Domain:
     return domain if family.protocol is None else domain.under(family.protocol(domain.name))
 
 
-def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
+def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPrompts | None) -> dict[str, Any]:
     """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
     manifest, so a resume under another protocol is refused, and in the domain's metrics file. Families with their
     own tokenizer always decode as Hugging Face does, over their own vocabulary; the others read the prompt
-    tokenizer's (PaliGemma's) and decode as openpi does."""
+    tokenizer's (PaliGemma's) and decode as openpi does. `own_prompts`: the prompts the model cuts itself and where
+    (`registry.own_prompts`), recorded as their cut: on Act2Answer, whose text probe reads the pipeline's prompts,
+    as the action probe's (`action_max_prompt_tokens`)."""
     family = registry.family(config.model)
     domain = domain_for(config.model, name)
     decodes_tokens = not (family.action_decoding == "flow" and domain.uses_actions)
@@ -666,6 +707,11 @@ def protocol_settings(config: EvalConfig, name: str) -> dict[str, Any]:
     decoding = "openpi_window" if config.openpi_exact_decoding and prompt_vocabulary else "contiguous"
     applied = domain.protocol.applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,
                                       decoding=decoding, pads_vocabulary=prompt_vocabulary)
+    if domain.uses_actions and family.one_token_per_action_dim:
+        applied["max_new_tokens"] = None  # as many tokens as action dims, whatever the budget
+    if own_prompts is not None and own_prompts.applies_to(domain):
+        probe = domain.output is domains.Output.KNOWLEDGE_PROBES and not own_prompts.every_prompt
+        applied["action_max_prompt_tokens" if probe else "max_prompt_tokens"] = own_prompts.max_tokens
     # Actions unnormalized with openpi's quantile rule (Pi0.5, Pi0-FAST): recorded, as earlier versions used the
     # z-score rule for them (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run as False).
     quantiles = domain.uses_actions and family.action_normalization == "openpi_quantiles"

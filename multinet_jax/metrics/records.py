@@ -113,6 +113,21 @@ def fields(records: Sequence[Mapping[str, Any]], field: str) -> list[Any]:
         return [require_field(record, index, field) for index, record in enumerate(records)]
 
 
+# The keys of a MultiNet eval-harness adapter's output (`scripts/eval_harness/evaluate.py`), which its calculators
+# score by `extracted_outputs`: a record holding one as its prediction was not unwrapped.
+HARNESS_OUTPUT_KEYS = ("raw_output", "extracted_outputs")
+
+
+def check_no_harness_outputs(predictions: Sequence[Any]) -> None:
+    """A prediction that is a MultiNet harness output (`{"raw_output", "extracted_outputs"}`) is refused: scored as it
+    is, every one would count as an invalid prediction, where MultiNet scores its `extracted_outputs`."""
+    for index, prediction in enumerate(predictions):
+        if isinstance(prediction, Mapping) and HARNESS_OUTPUT_KEYS[1] in prediction:
+            raise RecordError(index, "prediction", f"a MultiNet harness output (keys {sorted(prediction)}); put its "
+                                                   f"{HARNESS_OUTPUT_KEYS[1]!r} in 'prediction' (what MultiNet's "
+                                                   f"calculators score) and its {HARNESS_OUTPUT_KEYS[0]!r} in 'raw_output'")
+
+
 def integer_ground_truth(values: Sequence[Any], num_classes: int | Sequence[int], field: str = "ground_truth") -> np.ndarray:
     """Class indices (the records' `field`) as int64, each checked to lie in [0, num_classes)."""
     limits = [num_classes] * len(values) if isinstance(num_classes, int) else num_classes

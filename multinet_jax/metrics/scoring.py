@@ -29,7 +29,7 @@ import numpy as np
 from multinet_jax import domains
 from multinet_jax.metrics import act2answer_scoring, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
-from multinet_jax.metrics.records import (RecordError, as_written, check_unique_ids, fields, integer_ground_truth,
+from multinet_jax.metrics.records import (RecordError, as_written, check_no_harness_outputs, check_unique_ids, fields, integer_ground_truth,
                                          require_field)
 from multinet_jax.metrics.json_values import to_python
 
@@ -144,6 +144,7 @@ def _score_kind(
         return act2answer_scoring.score_probes(records)
     check_unique_ids(records)
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
+    check_no_harness_outputs(predictions)
     if kind == "continuous":
         inputs = continuous_actions.pack_continuous(predictions, ground_truth)
         stats = action_stats if action_stats is not None else continuous_actions.action_stats_from_ground_truth(inputs.ground_truth)

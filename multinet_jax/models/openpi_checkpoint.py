@@ -231,6 +231,27 @@ def missing_action_stats(checkpoint: str, asset_id: str) -> str | None:
     return None
 
 
+def checkpoint_config(checkpoint: str | pathlib.Path, dtype: str = "float32", *, log: bool = False,
+                      **config_overrides: Any) -> Pi0Config | Pi0FastConfig:
+    """The config `load` builds the checkpoint as: its parameter shapes (no arrays read), the settings of the openpi
+    training config its path names (`training_settings`; logged with `log`), then `config_overrides`."""
+    shapes = weights.checkpoint_shapes(checkpoint)
+    settings = training_settings(checkpoint, configs.family_name(configs.infer_config(shapes)))
+    if settings and log:
+        logging.info("%s: openpi's %s config sets %s", checkpoint, openpi_config_name(checkpoint), settings)
+    return configs.infer_config(shapes, dtype=dtype, **{**settings, **config_overrides})
+
+
+def own_prompts(source: str | pathlib.Path | Pi0Model | Pi0FastModel) -> registry.OwnPrompts | None:
+    """The action prompts Pi0.5 and Pi0-FAST build with the state, cut at the config's `max_token_len`; None for Pi0
+    and a Pi0.5 without the state in its prompt (openpi's pi05_libero), whose prompts are the pipeline's. Of a
+    checkpoint as `load` builds it (`checkpoint_config`) or of an in-memory model (the registry's question)."""
+    config = source.config if isinstance(source, (Pi0Model, Pi0FastModel)) else checkpoint_config(source)
+    if isinstance(config, Pi0Config) and not config.discrete_state_input:
+        return None
+    return registry.OwnPrompts(config.max_token_len, every_prompt=False)
+
+
 def load(
     checkpoint: str | pathlib.Path,
     *,
@@ -247,11 +268,7 @@ def load(
     `assets/<asset_id>/norm_stats.json`; `asset_id` is needed only when the checkpoint holds several.
     `action_tokenizer`: Pi0-FAST's (`pi0_fast.load_action_tokenizer`), which openpi's checkpoints do not ship.
     """
-    shapes = weights.checkpoint_shapes(checkpoint)
-    settings = training_settings(checkpoint, configs.family_name(configs.infer_config(shapes)))
-    if settings:
-        logging.info("%s: openpi's %s config sets %s", checkpoint, openpi_config_name(checkpoint), settings)
-    config = configs.infer_config(shapes, dtype=dtype, **{**settings, **config_overrides})
+    config = checkpoint_config(checkpoint, dtype, log=True, **config_overrides)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
     params = weights.restore_params(checkpoint, expected, sharding.param_shardings(expected, mesh), dtype=dtype)

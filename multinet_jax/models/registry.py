@@ -151,6 +151,13 @@ class Family:
     # (checkpoint path) -> the Euler steps it samples its actions with when none are asked for (`Model.num_flow_steps`),
     # from its small files (no weights): what `probe` records before the model loads. Required with flow decoding.
     flow_steps: Callable[[str], int] | None = None
+    # (checkpoint path, or an in-memory model) -> the prompts the model builds itself and where it cuts them
+    # (`OwnPrompts`), from its small files (no weights): every prompt where the checkpoint bundles its tokenizer, else
+    # action prompts holding the state (Pi0.5's, Pi0-FAST's); None: its prompts are the pipeline's, cut where the
+    # protocol says (or `--max_token_len`). What the run manifest records as applied, before the weights load.
+    own_prompts: Callable[[Any], OwnPrompts | None] | None = None
+    # Token actions are one token per action dim (OpenVLA's): no decoding budget (`--max_decoding_steps`) applies.
+    one_token_per_action_dim: bool = False
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -170,6 +177,8 @@ class Family:
             raise ValueError(f"family {self.name!r}: action_frame is given exactly when it has an action head")
         if (self.action_decoding == "flow") != (self.flow_steps is not None):
             raise ValueError(f"family {self.name!r}: flow_steps is given exactly when it samples flow actions")
+        if self.one_token_per_action_dim and self.action_decoding != "tokens":
+            raise ValueError(f"family {self.name!r}: one_token_per_action_dim is for token actions")
 
     @property
     def action_head(self) -> bool:
@@ -179,6 +188,18 @@ class Family:
     def bundles_tokenizer(self) -> bool:
         """The checkpoint carries its own text tokenizer (the model's `.tokenizer`, reading `prompt` texts)."""
         return "tokenizer" not in self.assets
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnPrompts:
+    """Prompts a model builds itself (`Family.own_prompts`): where it cuts them, and which prompts those are."""
+
+    max_tokens: int | None  # None: never cut
+    every_prompt: bool  # a bundled tokenizer's: every prompt; else only the action prompts (they hold the state)
+
+    def applies_to(self, domain: Any) -> bool:
+        """Whether `domain`'s prompts (on Act2Answer: its action probe's) are these."""
+        return self.every_prompt or domain.uses_actions
 
 
 _FORMATS: dict[str, CheckpointFormat] = {}
@@ -222,6 +243,13 @@ def check_flow_steps(family_name: str, num_flow_steps: int | None) -> None:
     if num_flow_steps is not None and family(family_name).action_decoding != "flow":
         takers = [other for other in _FAMILIES if _FAMILIES[other].action_decoding == "flow"]
         raise ValueError(f"--num_flow_steps is for --model={'|'.join(takers)}, not --model={family_name} (it samples no flow)")
+
+
+def own_prompts(family_name: str, source: Any) -> OwnPrompts | None:
+    """The prompts family `family_name`'s model builds itself and where it cuts them (`Family.own_prompts` of `source`,
+    its checkpoint path or an in-memory model); None: none, every prompt is cut where the protocol says."""
+    own = family(family_name)
+    return None if own.own_prompts is None else own.own_prompts(source)
 
 
 def check_prompt_length(family_name: str, max_token_len: int | None) -> None:
@@ -365,27 +393,30 @@ _OPENPI_FRAME = hook(f"{_OPENPI}:action_frame")
 _OPENVLA_FRAME = fixed_frame("ee_delta", "OpenVLA-style action statistics are per Open-X dataset in OpenVLA's EEF_POS "
                              "encoding (end-effector delta xyz, rpy, gripper)")
 _OPENPI_FLOW_STEPS = hook("multinet_jax.models.pi0:checkpoint_flow_steps")
+_OPENPI_PROMPTS = hook(f"{_OPENPI}:own_prompts")  # Pi0.5's and Pi0-FAST's action prompts hold the state
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow", action_normalization="mean_std",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
-                       flow_steps=_OPENPI_FLOW_STEPS))
+                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        action_normalization="openpi_quantiles",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
-                       flow_steps=_OPENPI_FLOW_STEPS))
+                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
     action_decoding="tokens", action_normalization="openpi_quantiles", config_overrides=("action_horizon", "action_dim"),
     norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
     missing_action_stats=_OPENPI_ACTION_STATS,
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
-    action_frame=_OPENPI_FRAME))
+    action_frame=_OPENPI_FRAME, own_prompts=_OPENPI_PROMPTS))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_OPENVLA}:unnorm_keys"),
                        missing_action_stats=hook(f"{_OPENVLA}:missing_action_stats"),
-                       demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME))
+                       demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME,
+                       own_prompts=lambda source: OwnPrompts(None, every_prompt=True),  # never cut
+                       one_token_per_action_dim=True))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
@@ -399,4 +430,5 @@ register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy d
                        "saved with save_pretrained)", action_decoding="flow", action_normalization="mean_std", text_decoding=False,
                        state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo",
                        action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame"),
-                       flow_steps=hook(f"{_SMOLVLA}_checkpoint:flow_steps")))
+                       flow_steps=hook(f"{_SMOLVLA}_checkpoint:flow_steps"),
+                       own_prompts=hook(f"{_SMOLVLA}_checkpoint:own_prompts")))

@@ -39,7 +39,7 @@ from safetensors import safe_open
 
 from multinet_jax import domains
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
-from multinet_jax.models.registry import ActionFrame
+from multinet_jax.models.registry import ActionFrame, OwnPrompts
 from multinet_jax.models.llama_checkpoint import layer_shapes
 from multinet_jax.models.openvla_checkpoint import read_json
 from multinet_jax.weights.safetensors import Source, heads_in, heads_out, llama_layer_sources, transposed
@@ -211,6 +211,13 @@ def state_dims(directory: str) -> int:
 def flow_steps(directory: str) -> int:
     """config.json's `num_steps` (the registry's question before the weights load; the model's `num_flow_steps`)."""
     return read_config(directory).num_steps
+
+
+def own_prompts(source: Any) -> OwnPrompts:
+    """SmolVLA tokenizes every task itself, cut at config.json's `tokenizer_max_length`: of a checkpoint directory or
+    an in-memory model's tokenizer (the registry's question before the weights load)."""
+    length = read_config(source).tokenizer_max_length if isinstance(source, (str, pathlib.Path)) else source.tokenizer.max_length
+    return OwnPrompts(length, every_prompt=True)
 
 
 _UNNAMED_FRAME = ("LeRobot policies predict their training data's action vector; smolvla_base's: SO-100's 6 absolute "

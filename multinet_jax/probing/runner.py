@@ -25,7 +25,7 @@ import jax
 import numpy as np
 import tqdm
 
-from multinet_jax import assets, data, models, sharding, tokenizers
+from multinet_jax import assets, data, domains, models, sharding, tokenizers
 from multinet_jax.eval import manifest, preflight, summary
 from multinet_jax.models import attention, registry
 from multinet_jax.probing import activation_store, layer_curves
@@ -65,7 +65,9 @@ class ProbeConfig:
     output_dir: str
     frames_dir: str | None = None
     split: str | None = None
-    max_token_len: int = 48
+    # Where the prompts tokenized with PaliGemma's tokenizer are cut; None: Act2Answer's protocol length (resolved and
+    # recorded by `run_probe`), or no flag's where the checkpoint bundles its tokenizer (it cuts its prompts itself).
+    max_token_len: int | None = None
     batch_size: int = 8
     mesh: str = "data:-1,model:1"
     dtype: str = "float32"
@@ -85,7 +87,7 @@ class ProbeConfig:
         for name in ("batch_size", "num_flow_steps", "max_iter", "max_token_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.max_token_len > preflight.MAX_SIZES["max_token_len"]:
+        if self.max_token_len is not None and self.max_token_len > preflight.MAX_SIZES["max_token_len"]:
             raise ValueError(f"--max_token_len must be at most {preflight.MAX_SIZES['max_token_len']}, got {self.max_token_len}")
         if self.num_folds < 2:
             raise ValueError(f"--num_folds must be at least 2, got {self.num_folds}")
@@ -124,8 +126,8 @@ def _saved_episodes(config: ProbeConfig) -> int:
 def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
     """Writes the activations of every episode not saved yet; returns their folder.
 
-    `config.tokenizer` is a local path here and `config.num_flow_steps` the steps used, None without flow sampling
-    (`run_probe` resolves both first)."""
+    `config.tokenizer` is a local path here, `config.num_flow_steps` the steps used (None without flow sampling) and
+    `config.max_token_len` the prompts' cut (None where the model cuts its own): `run_probe` resolves them first."""
     directory = _activations_dir(config)
     done = _saved_episodes(config)
     source = data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
@@ -223,12 +225,22 @@ def _flow_steps(config: ProbeConfig, family_name: str, checkpoint: Any) -> int |
     return None if own is None else own(str(checkpoint))
 
 
+def _prompt_length(config: ProbeConfig, family_name: str) -> int | None:
+    """Where the activations' prompts are cut, as the manifest records it: --max_token_len, else Act2Answer's protocol
+    length; None for a family that bundles its tokenizer (refused if given: its model cuts its prompts itself)."""
+    registry.check_prompt_length(family_name, config.max_token_len)
+    if registry.family(family_name).bundles_tokenizer:
+        return None
+    return domains.lookup(DOMAIN).protocol.truncation_length(config.max_token_len)
+
+
 def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     """`run_probe` once this process owns the output folder."""
     paths = assets.resolve_all({"checkpoint": config.checkpoint})
     family_name = registry.family_of(paths["checkpoint"])  # a given `model` came from it (the docstring)
     registry.check_tokenizers(family_name, {"tokenizer": config.tokenizer})
-    config = dataclasses.replace(config, num_flow_steps=_flow_steps(config, family_name, paths["checkpoint"]))
+    config = dataclasses.replace(config, num_flow_steps=_flow_steps(config, family_name, paths["checkpoint"]),
+                                 max_token_len=_prompt_length(config, family_name))
     bundled = registry.family(family_name).bundles_tokenizer  # its own tokenizer reads the prompts
     if not bundled:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)

@@ -14,7 +14,8 @@ each cell's count and a note under its table; a domain a run did not evaluate is
 manifest names without a metrics file (failed, or the run unfinished) is named under the runs table.
 
 Each run's `run_manifest.json` (written by `eval`) labels it in the runs table: model, checkpoint with its content
-fingerprint, and the prediction settings that differ between the runs. Runs are put side by side only on the same
+fingerprint, and the prediction settings, path-implied checkpoint settings and runtime entries that differ between
+the runs; protocol settings that differ are noted under each domain's table. Runs are put side by side only on the same
 data: a domain whose data fingerprint differs between two runs is refused, naming the domain and the runs; so is a
 run without a manifest beside others (its data cannot be checked).
 """
@@ -165,8 +166,14 @@ def _format(value: Any) -> str:
 
 
 def _settings(run: Run) -> Mapping[str, Any]:
-    """The run's settings: its metrics files' config, the manifest's prediction settings over it (what resume checks)."""
-    return {**run.config, **(run.manifest or {}).get("settings", {})}
+    """The run's settings: its metrics files' config, the manifest's prediction settings over it (what resume checks),
+    then what also changes the numbers without a flag: the settings the checkpoint's path implied
+    (`checkpoint:<setting>`, e.g. openpi's 10-step chunks) and the runtime (`runtime:<entry>`: backend, device kind,
+    jax versions and settings; a manifest from before an entry was recorded reads it as jax's default)."""
+    recorded = run.manifest or {}
+    implied = {f"checkpoint:{key}": value for key, value in (recorded.get("checkpoint_settings") or {}).items()}
+    runtime = {**manifest.ADDED_RUNTIME_ENTRIES, **recorded["runtime"]} if recorded.get("runtime") else {}
+    return {**run.config, **recorded.get("settings", {}), **implied, **{f"runtime:{key}": value for key, value in runtime.items()}}
 
 
 def differing_settings(runs: Sequence[Run]) -> list[str]:

@@ -78,6 +78,25 @@ def test_protocol_settings_the_runs_applied_differently_are_noted(runs):
     assert not any(line.startswith("- piqa: the runs applied different protocol") for line in text.splitlines())
 
 
+def test_settings_no_flag_gave_are_shown_where_the_runs_differ(runs, tmp_path):
+    """What the checkpoint's path implied and the runtime (device, jax version) change the numbers too: a column each
+    where two runs differ, none where they agree."""
+    header, _ = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
+    assert not [column for column in header if column.startswith(("checkpoint:", "runtime:"))]  # one machine, plain paths
+    other = tmp_path / "pi0_elsewhere"
+    shutil.copytree(runs / "pi0", other)
+    recorded = json.loads((other / "run_manifest.json").read_text())
+    recorded["checkpoint_settings"] = {"action_horizon": 10}
+    recorded["runtime"] = {**recorded["runtime"], "device_kind": "NVIDIA H200", "jax": "0.0.1"}
+    (other / "run_manifest.json").write_text(json.dumps(recorded))
+    header, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", other])), "Runs")
+    columns = [column for column in header if column.startswith(("checkpoint:", "runtime:"))]
+    assert columns == ["checkpoint:action_horizon", "runtime:device_kind", "runtime:jax"]
+    assert [row[header.index("runtime:device_kind")] for row in rows] == [
+        json.dumps(json.loads((runs / "pi0" / "run_manifest.json").read_text())["runtime"]["device_kind"]), '"NVIDIA H200"']
+    assert [row[header.index("checkpoint:action_horizon")] for row in rows] == ["null", "10"]
+
+
 def test_csv_holds_every_scalar_metric(runs):
     loaded = cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])
     cross_run_report.write_csv(loaded, runs / "report.csv")

@@ -52,3 +52,20 @@ def test_a_finished_run_resumed_has_nothing_to_recompute_and_names_the_next_comm
     assert again.out.startswith("eval: checking piqa, then loading ")  # a line before the model loads
     assert f"piqa: all 4 predictions are in {tmp_path / 'predictions' / 'piqa.jsonl'}: nothing to recompute\n" in again.out
     assert "piqa:" not in again.err  # no progress bar
+
+
+def test_a_flag_given_twice_with_different_values_is_said_before_the_run(tmp_path):
+    """absl applies the last value of a flag given twice (a flagfile's, then the command line's) without a word: each
+    such flag gets one line naming the values in order and the one applied; a flag repeated with its value, none."""
+    predictions = tmp_path / "piqa.jsonl"
+    predictions.write_text('{"id": "0", "prediction": 1, "ground_truth": 1}\n')
+    flagfile = tmp_path / "score.flags"
+    flagfile.write_text(f"--domain=odinw\n--predictions={predictions}\n--skip_similarity\n")
+    result = subprocess.run([sys.executable, "-c", "from multinet_jax.cli import main; main()", "score",
+                             f"--flagfile={flagfile}", "--domain=piqa", f"--predictions={predictions}", "--noskip_similarity",
+                             f"--output={tmp_path / 'metrics.json'}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "multinet-jax score: --domain given 2 values (odinw, piqa): the last, piqa, applies",
+        "multinet-jax score: --skip_similarity given 2 values (true, false): the last, false, applies"]
+    assert (tmp_path / "metrics.json").is_file()

@@ -121,9 +121,34 @@ def stdout_closed() -> bool:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing, with a bad flag reported as one line and exit code 2 (absl prints a paragraph, exits 1)."""
+    """absl's flag parsing, with a bad flag reported as one line and exit code 2 (absl prints a paragraph, exits 1),
+    and a line on stderr per flag given several values (`flag_overrides`)."""
     try:
-        return flags.FLAGS(list(argv))
+        remaining = flags.FLAGS(list(argv))
     except flags.Error as error:
         print(f"error: {one_line(error)} (see {argv[0]} --help)", file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None
+    for line in flag_overrides(argv):
+        print(f"{argv[0]}: {line}", file=sys.stderr, flush=True)
+    return remaining
+
+
+def flag_overrides(argv: Sequence[str]) -> list[str]:
+    """Each flag given different values (a flagfile's, then the command line's, in order), in words: absl applies the
+    last one without a word, and a setting a flagfile seemed to fix would be silently another. Flags written
+    `--name=value`, `--name` and `--noname`; absl has parsed `argv` already, so its flagfiles read."""
+    given: dict[str, list[str]] = {}
+    for argument in flags.FLAGS.read_flags_from_files(list(argv[1:]), force_gnu=False):
+        if argument == "--":
+            break
+        if not argument.startswith("--"):
+            continue
+        name, has_value, value = argument[2:].partition("=")
+        if not has_value:
+            negated = name.startswith("no") and name[2:] in flags.FLAGS and flags.FLAGS[name[2:]].boolean
+            if not negated and not (name in flags.FLAGS and flags.FLAGS[name].boolean):
+                continue  # `--name value`: absl reads the value from the next argument
+            name, value = (name[2:], "false") if negated else (name, "true")
+        given.setdefault(name, []).append(value)
+    return [f"--{name} given {len(values)} values ({', '.join(values)}): the last, {values[-1]}, applies"
+            for name, values in given.items() if len(set(values)) > 1]

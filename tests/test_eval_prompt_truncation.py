@@ -28,7 +28,9 @@ LIMIT = 4
 
 def _run(tmp_path: pathlib.Path, domain: str, **settings) -> tuple[list[dict], dict]:
     settings = {"tokenizer": None, **settings}  # the model's own, unless a PaliGemma-tokenized family's is given
-    eval_helpers.evaluate(tmp_path, (domain,), limit=LIMIT, batch_size=LIMIT, max_decoding_steps=2, **settings)
+    decodes = eval_helpers.settings(tmp_path, (domain,), **settings)["max_decoding_steps"] is not None
+    eval_helpers.evaluate(tmp_path, (domain,), limit=LIMIT, batch_size=LIMIT, **({"max_decoding_steps": 2} if decodes else {}),
+                          **settings)
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / f"{domain}.jsonl")
     return records, json.loads((tmp_path / f"{domain}_metrics.json").read_text())["prompt_truncation"]
 

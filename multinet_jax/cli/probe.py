@@ -29,8 +29,8 @@ flags.DEFINE_string("frames_dir", None, "Simulator first frames <item id>_<layou
 flags.DEFINE_string("split", None, "Split folder inside --data_dir, if any.")
 flags.DEFINE_string("output_dir", "runs/probe", "Where activations/, probing.json and probing.png go.")
 flags.DEFINE_integer("max_token_len", None, "Prompt tokens per sample (longer instructions are truncated); default "
-                     "Act2Answer's protocol length (48). Not for a checkpoint that bundles its tokenizer (OpenVLA, "
-                     "SmolVLA, Magma), which cuts its prompts itself.")
+                     "Act2Answer's protocol length (48). Not for a checkpoint that bundles its tokenizer, which cuts "
+                     "its prompts itself.")
 flags.DEFINE_integer("batch_size", 8, "Episodes per model call.")
 flags.DEFINE_string("mesh", "data:-1,model:1", "Device mesh, e.g. data:-1,model:1.")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter and compute dtype.")

@@ -74,19 +74,29 @@ def test_two_processes_each_reading_a_shard_write_the_same_file(reference, tmp_p
         assert two.keys() == one.keys()
 
 
-def test_a_process_reading_other_data_is_refused(tmp_path):
-    """Each host reads its own disks; process 1 here has a copy of the PIQA data with one label changed. Only process
-    0's inputs are recorded, so the run must stop before any prediction, on both processes."""
-    data_copy = shutil.copytree(eval_helpers.assets()["data_dir"], tmp_path / "data_copy")
-    (labels,) = (data_copy / "piqa").rglob("*.jsonl")
-    rows = [json.loads(line) for line in labels.read_text().splitlines()]
-    rows[0]["label"] = 1 - rows[0]["label"]
-    labels.write_text("".join(json.dumps(row) + "\n" for row in rows))
+@pytest.mark.parametrize("process_1, domains, differing", [
+    ("other_data", ["piqa"], "data"),  # a copy of the PIQA data with one label changed
+    ({"seed": 1}, ["piqa"], "settings"),
+    ({}, ["piqa", "odinw"], "domain order"),  # process 1 lists them the other way: its records would land in the other file
+], ids=["other data", "other seed", "domains in another order"])
+def test_a_process_running_otherwise_than_process_0_is_refused(process_1, domains, differing, tmp_path):
+    """Each host reads its own disks and command line; only process 0's are recorded, so the run must stop before any
+    prediction, on both processes, naming what differs."""
+    overrides = {}
+    if process_1 == "other_data":
+        data_copy = shutil.copytree(eval_helpers.assets()["data_dir"], tmp_path / "data_copy")
+        (labels,) = (data_copy / "piqa").rglob("*.jsonl")
+        rows = [json.loads(line) for line in labels.read_text().splitlines()]
+        rows[0]["label"] = 1 - rows[0]["label"]
+        labels.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        overrides = {"data_dir": str(data_copy)}
+    elif process_1:
+        overrides = process_1
     port = eval_helpers.free_port()
     processes = [
         eval_helpers.start_eval(
-            eval_helpers.flags(tmp_path / "out", ["piqa"], limit=LIMIT, batch_size=4, dtype=DTYPE,
-                               **({"data_dir": str(data_copy)} if process_id == 1 else {})),
+            eval_helpers.flags(tmp_path / "out", domains if process_id == 0 else domains[::-1], limit=LIMIT, batch_size=4,
+                               dtype=DTYPE, **(overrides if process_id == 1 else {})),
             JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id),
             JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
         )
@@ -95,5 +105,5 @@ def test_a_process_reading_other_data_is_refused(tmp_path):
     outputs = [process.communicate(timeout=400)[0] for process in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode != 0, output[-3000:]
-        assert "processes [1] read other inputs than process 0" in output, output[-3000:]
+        assert f"processes [1] run otherwise than process 0: {differing} differ (every host must run" in output, output[-3000:]
     assert not (tmp_path / "out" / "predictions").exists()

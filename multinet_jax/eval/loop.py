@@ -312,7 +312,16 @@ class Evaluator:
         _check_prompt_cut(config, own_prompts)
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name, own_prompts) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)
-        _check_same_inputs_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()})
+        _check_same_run_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()}, config.limit)
+        # openpi's models read three camera slots, of which the text domains fill the first (PaliGemma reads one).
+        masked_cameras = family.checkpoint_format == "openpi"
+        batch_dependent = [name for name, entry in self.manifest["domains"].items() if masked_cameras and
+                           entry["protocol"]["decoding"] == "openpi_window" and entry["protocol"]["max_prompt_tokens"] is None]
+        if batch_dependent and jax.process_index() == 0:
+            print(f"note: {', '.join(batch_dependent)}: openpi's decoding window (--openpi_exact_decoding) lets a masked "
+                  "camera's tokens attend to every prefix slot, and these prompts are padded to their batch's longest, so "
+                  "an answer depends on the other prompts in its batch; --noopenpi_exact_decoding decodes each row as "
+                  "if alone", file=sys.stderr, flush=True)
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
@@ -545,6 +554,9 @@ class Evaluator:
                 f"{predictions_path}: samples {ordered.leftover()[:5]}... arrived without their predecessors; "
                 "a data shard is missing samples"
             )
+        if ordered.next_index != total:  # the last samples missing: no successor shows the gap
+            raise results.ResultsError(f"{predictions_path}: holds samples 0..{ordered.next_index - 1} of {total}; the "
+                                       "data yielded fewer samples than it counts")
         if not is_writer:
             return {}
         return self._finish_domain(domain, predictions_path, stats, timing, wall_start, start_index, earlier)
@@ -750,24 +762,35 @@ def _on_writer(step: Callable[[], Any]) -> Any:
     return result
 
 
-def _check_same_inputs_everywhere(described: Mapping[str, Any], sample_counts: Mapping[str, int]) -> None:
-    """Every process read the same checkpoint, tokenizers and data (by content, as the manifest fingerprints them) and
-    counts the same samples per domain. Each host reads its own disks, and only process 0's inputs are recorded: a
-    host whose copy differs would add predictions of another model or dataset to the file process 0 writes."""
+def _check_same_run_everywhere(described: Mapping[str, Any], sample_counts: Mapping[str, int], limit: int | None) -> None:
+    """Every process runs what process 0 records: the same checkpoint, tokenizers and data (by content, as the manifest
+    fingerprints them), the same sample counts and `--limit`, the same domains in the same order, and the same
+    prediction settings, protocols, attention, device layout and runtime. Each host reads its own disks and command
+    line, and only process 0's are recorded: a host that differs would add predictions of another model, dataset or
+    setting to the file process 0 writes, or (domains in another order, gathered step by step) another domain's."""
     if jax.process_count() == 1:
         return
     from jax.experimental import multihost_utils
 
-    inputs = {"checkpoint": (described["checkpoint"] or {}).get("sha256"),
-              "tokenizers": {name: entry["sha256"] for name, entry in described["tokenizers"].items()},
-              "domains": {name: [entry["data"]["sha256"], sample_counts[name]] for name, entry in described["domains"].items()}}
-    digest = np.frombuffer(hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).digest(), np.uint8)
-    digests = np.asarray(multihost_utils.process_allgather(digest)).reshape(jax.process_count(), -1)
-    others = [index for index, row in enumerate(digests) if not np.array_equal(row, digests[0])]
-    if others:
+    parts = {
+        "checkpoint": (described["checkpoint"] or {}).get("sha256"),
+        "tokenizers": {name: entry["sha256"] for name, entry in described["tokenizers"].items()},
+        "data": {name: [entry["data"]["sha256"], sample_counts[name]] for name, entry in described["domains"].items()},
+        "domain order": list(described["domains"]),
+        "--limit": limit,
+        "settings": described["settings"],
+        "protocols": {name: entry["protocol"] for name, entry in described["domains"].items()},
+        **{key: described[key] for key in ("attention", "layout", "runtime", "checkpoint_settings")},
+    }
+    digests = np.stack([np.frombuffer(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).digest(), np.uint8)
+                        for value in parts.values()])
+    gathered = np.asarray(multihost_utils.process_allgather(digests)).reshape(jax.process_count(), len(parts), -1)
+    differing = [name for index, name in enumerate(parts) if (gathered[:, index] != gathered[0, index]).any()]
+    if differing:
+        others = [process for process in range(jax.process_count()) if not np.array_equal(gathered[process], gathered[0])]
         raise manifest.RunChangedError(
-            f"processes {others} read other inputs than process 0 (checkpoint, tokenizers or data differ by content, or "
-            f"a domain's sample count does): every host must read the same files; this host's data: "
+            f"processes {others} run otherwise than process 0: {', '.join(differing)} differ (every host must run the "
+            "same command on the same files); this host's data: "
             + ", ".join(f"{name} {entry['data']['path']} ({sample_counts[name]} samples)" for name, entry in described["domains"].items()))
 
 

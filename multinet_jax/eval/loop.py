@@ -313,15 +313,6 @@ class Evaluator:
         self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name, own_prompts) for name in config.domains},
                                           manifest.device_layout(self.mesh), checkpoint_settings)
         _check_same_run_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()}, config.limit)
-        # openpi's models read three camera slots, of which the text domains fill the first (PaliGemma reads one).
-        masked_cameras = family.checkpoint_format == "openpi"
-        batch_dependent = [name for name, entry in self.manifest["domains"].items() if masked_cameras and
-                           entry["protocol"]["decoding"] == "openpi_window" and entry["protocol"]["max_prompt_tokens"] is None]
-        if batch_dependent and jax.process_index() == 0:
-            print(f"note: {', '.join(batch_dependent)}: openpi's decoding window (--openpi_exact_decoding) lets a masked "
-                  "camera's tokens attend to every prefix slot, and these prompts are padded to their batch's longest, so "
-                  "an answer depends on the other prompts in its batch; --noopenpi_exact_decoding decodes each row as "
-                  "if alone", file=sys.stderr, flush=True)
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
         # Existing predictions (refused without --resume, read and checked with it), before the model loads.
@@ -345,6 +336,16 @@ class Evaluator:
             openpi_exact=config.openpi_exact_decoding,
             **({} if self.num_flow_steps is None else {"num_flow_steps": self.num_flow_steps}))
         self.action_options = self.inference_options  # per domain: `_action_options`
+        # Said once the run is accepted and loaded (a refusal stays one line). openpi's models read three camera
+        # slots, of which the text domains fill the first (PaliGemma reads one).
+        masked_cameras = family.checkpoint_format == "openpi"
+        batch_dependent = [name for name, entry in self.manifest["domains"].items() if masked_cameras and
+                           entry["protocol"]["decoding"] == "openpi_window" and entry["protocol"]["max_prompt_tokens"] is None]
+        if batch_dependent and jax.process_index() == 0:
+            print(f"note: {', '.join(batch_dependent)}: openpi's decoding window (--openpi_exact_decoding) lets a masked "
+                  "camera's tokens attend to every prefix slot, and these prompts are padded to their batch's longest, so "
+                  "an answer depends on the other prompts in its batch; --noopenpi_exact_decoding decodes each row as "
+                  "if alone", file=sys.stderr, flush=True)
 
     # -- data --------------------------------------------------------------------------------------
 

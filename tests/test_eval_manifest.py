@@ -143,8 +143,8 @@ def test_records_cut_elsewhere_than_the_manifest_records_are_refused(finished_ru
 
 def test_each_family_records_where_its_own_prompts_are_cut():
     """Pi0.5's and Pi0-FAST's action prompts hold the state and are cut at their config's `max_token_len`, as the
-    loaded model's config says (openpi's Pi0.5 fixture: 200), not at the protocol's 48; their text prompts, and
-    Act2Answer's questions, at the protocol's. OpenVLA never cuts its prompts and decodes one token per action dim, so
+    loaded model's config says, not at the protocol's length; their text prompts, and Act2Answer's questions, at the
+    protocol's. OpenVLA never cuts its prompts and decodes one token per action dim, so
     no budget is recorded for its actions. The in-memory model answers as its checkpoint."""
     from multinet_jax import models
 
@@ -156,11 +156,11 @@ def test_each_family_records_where_its_own_prompts_are_cut():
         assert own == registry.own_prompts(family, model) == registry.OwnPrompts(model.config.max_token_len, every_prompt=False)
         config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("piqa",), model=family, checkpoint=checkpoint,
                                                     max_decoding_steps=None))
-        assert protocol_settings(config, "openx_bimanual", own)["max_prompt_tokens"] == model.config.max_token_len != 48
+        protocol_cut = domains.lookup("openx_bimanual").protocol.max_prompt_tokens
+        assert protocol_settings(config, "openx_bimanual", own)["max_prompt_tokens"] == model.config.max_token_len != protocol_cut
         assert protocol_settings(config, "piqa", own)["max_prompt_tokens"] is None  # the PaliGemma processor's
         probes = protocol_settings(config, "act2answer", own)
-        assert (probes["max_prompt_tokens"], probes["action_max_prompt_tokens"]) == (48, model.config.max_token_len)
-    assert registry.own_prompts("pi05", pi05_checkpoint).max_tokens == 200  # openpi's Pi0.5 default
+        assert (probes["max_prompt_tokens"], probes["action_max_prompt_tokens"]) == (protocol_cut, model.config.max_token_len)
     openvla = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual",), model="openvla", tokenizer=None,
                                                  checkpoint=paths["checkpoint"]))
     own = registry.OwnPrompts(None, True)
@@ -168,7 +168,7 @@ def test_each_family_records_where_its_own_prompts_are_cut():
     for name in ("openx_bimanual", "piqa", "act2answer"):
         assert protocol_settings(openvla, name, own)["max_prompt_tokens"] is None, name
     assert protocol_settings(openvla, "openx_bimanual", own)["max_new_tokens"] is None
-    assert protocol_settings(openvla, "piqa", own)["max_new_tokens"] == 10
+    assert protocol_settings(openvla, "piqa", own)["max_new_tokens"] == domains.lookup("piqa").protocol.max_new_tokens
 
 
 def _refusals_of_a_manifest_without(entry: str, domain: str, **overrides) -> tuple[dict, list[str]]:

@@ -40,10 +40,6 @@ def assets() -> dict[str, str]:
     return paths
 
 
-# Families whose actions are decoded tokens under a budget (`--max_decoding_steps` applies to their action domains).
-BUDGETED_ACTIONS = ("pi0_fast", "magma")
-
-
 def _decodes_text(name: str) -> bool:
     """Whether domain `name` is answered in text (an unknown name too: eval refuses it before any budget check)."""
     from multinet_jax import domains
@@ -58,7 +54,11 @@ def settings(output_dir: pathlib.Path, domains, **overrides) -> dict:
     """EvalConfig fields for a tiny Pi0 run on the demo data (flags and in-process runs share them): a 6-token
     decoding budget where a domain decodes tokens (eval refuses one where none does)."""
     paths = assets()
-    decodes = overrides.get("model", "pi0") in BUDGETED_ACTIONS or any(map(_decodes_text, domains))
+    from multinet_jax.models import registry
+
+    family = registry.family(overrides.get("model") or "pi0")  # decodes its actions under a budget (Pi0-FAST's, Magma's)?
+    budgeted_actions = family.action_decoding == "tokens" and not family.one_token_per_action_dim
+    decodes = budgeted_actions or any(map(_decodes_text, domains))
     return {
         "model": "pi0", "checkpoint": paths["checkpoint"], "tokenizer": paths["tokenizer"],
         "data_dir": paths["data_dir"], "cache_dir": paths["cache_dir"], "split": "public",

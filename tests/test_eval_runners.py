@@ -11,6 +11,7 @@ import json
 import pathlib
 from types import SimpleNamespace
 
+import jax
 import numpy as np
 import pytest
 
@@ -36,14 +37,17 @@ class ScriptedModel:
         self.prompt_tokenizer = self.text_tokenizer = tokenizer
         self.answers, self.bundled_tokenizer = answers, False
         self.config = SimpleNamespace(max_token_len=None)
+        self.rng = jax.random.key(0)
         self.shown: list[dict] = []
+        self.keys: list[jax.Array] = []  # the sampling key of each call
 
     def _observation(self, domain, batch):
         return {key: value for key, value in batch.items() if key.startswith(("image/", "image_mask/", "state"))}
 
-    def _run_model(self, domain, observation):
+    def _run_model(self, domain, observation, rng):
         turn = len(self.shown)
         self.shown.append(observation)
+        self.keys.append(rng)
         tokens = np.zeros((BATCH, domain.protocol.max_new_tokens), np.int32)
         for row in range(BATCH):
             ids = self.prompt_tokenizer.encode(self.answers(turn, row)) + [self.prompt_tokenizer.eos_id]
@@ -85,3 +89,10 @@ def test_records_hold_each_turns_calls_and_answer(conversation_run):
         assert record["responses"] == [scripted_answer(turn, row).strip() for turn in turns]
         assert record["prediction"] == [[] if row == SILENT_ROW else [f"cd(folder='t{turn}r{row}')", "ls( a = True )"] for turn in turns]
         assert record["prompt_tokens"] > 0
+
+
+def test_every_turn_samples_with_its_own_key(conversation_run):
+    """A turn reusing the previous turn's key would correlate a conversation's answers under `--temperature > 0`."""
+    _, model, _, _ = conversation_run
+    key_data = {tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()) for key in model.keys}
+    assert len(model.keys) > 1 and len(key_data) == len(model.keys)

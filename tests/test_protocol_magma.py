@@ -316,6 +316,7 @@ class ScriptedEvaluator:
     for it and keeping the conversations it was given."""
 
     bundled_tokenizer = True
+    rng = jax.random.key(0)
 
     def __init__(self, responses: list[list[str]], ids: list[str]):
         self.model = magma_model()  # the runner counts each turn's prompt with the model's own tokenizer
@@ -328,7 +329,7 @@ class ScriptedEvaluator:
         self.turn = 0
         return data.model_inputs(batch)  # as `loop.Evaluator` gives it, for the prompt count
 
-    def _run_model(self, domain, observation):
+    def _run_model(self, domain, observation, rng):
         rows = []
         for row, chat in enumerate(observation["chat"]):
             conversation = self.ids.index(self.batch_ids[row]) if self.batch_ids[row] in self.ids else None

@@ -475,18 +475,20 @@ class Evaluator:
             return self.action_probe_unavailable is None
         return domain.uses_actions and self.predicts_actions
 
-    def _sample_actions(self, observation: dict[str, np.ndarray]) -> Any:
-        return self.model.predict_actions(observation, rng=self.rng, options=self.action_options)
+    def _sample_actions(self, observation: dict[str, np.ndarray], rng: jax.Array) -> Any:
+        return self.model.predict_actions(observation, rng=rng, options=self.action_options)
 
-    def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray]) -> Any:
+    def _run_model(self, domain: domains.Domain, observation: dict[str, np.ndarray], rng: jax.Array) -> Any:
+        """One model call on a batch, its randomness drawn from `rng` (per row, folded with the row's `sample_index`)."""
         if domain.output is domains.Output.KNOWLEDGE_PROBES:
-            return act2answer_probes.run(self.model, observation, self._sample_actions, self.action_probe_unavailable)
+            return act2answer_probes.run(self.model, observation, lambda inputs: self._sample_actions(inputs, rng),
+                                         self.action_probe_unavailable)
         if domain.uses_actions:
-            out = self._sample_actions(observation)
+            out = self._sample_actions(observation, rng)
         else:
             padded_vocabulary = self.manifest["domains"][domain.name]["protocol"]["logits_vocab_size"]
             out = self.model.sample_tokens(
-                observation, rng=self.rng, max_decoding_steps=self._decoding_steps(domain), temperature=self._temperature(domain),
+                observation, rng=rng, max_decoding_steps=self._decoding_steps(domain), temperature=self._temperature(domain),
                 openpi_exact=self.config.openpi_exact_decoding,
                 **({"logits_vocab_size": padded_vocabulary} if padded_vocabulary else {}),
             )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+import jax
 import numpy as np
 
 from multinet_jax import data, domains, metrics
@@ -113,7 +114,7 @@ class SingleCall:
                 norm: domains.ActionNorm | None, timing: Timing) -> list[results.Record]:
         observation = evaluator._observation(domain, batch)
         with timing.clock("model"):
-            raw = evaluator._run_model(domain, observation)
+            raw = evaluator._run_model(domain, observation, evaluator.rng)
         with timing.clock("output"):
             records = self.output_records(evaluator.text_tokenizer, evaluator.model.multinet_actions, domain, batch, raw, norm)
             prompts = evaluator._prompt_lengths(domain, batch, observation)
@@ -196,7 +197,8 @@ class TurnByTurn:
                     if fields[PROMPT_TOKENS] > longest_prompt.get(row, {}).get(PROMPT_TOKENS, -1):
                         longest_prompt[row] = fields
             with timing.clock("model"):
-                raw = evaluator._run_model(domain, {**observation, **turn_inputs})
+                # each turn its own key: reusing the last turn's would correlate a conversation's answers when sampling
+                raw = evaluator._run_model(domain, {**observation, **turn_inputs}, jax.random.fold_in(evaluator.rng, turn))
             with timing.clock("output"):
                 for row in active:
                     response = decode_text(evaluator.text_tokenizer, raw[row])

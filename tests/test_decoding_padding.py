@@ -4,9 +4,10 @@ cameras' tokens attend to the padding, so `eval` says when its text answers depe
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import eval_helpers
-from multinet_jax.models import configs, decoding, openpi_checkpoint
+from multinet_jax.models import decoding, openpi_checkpoint, paligemma, registry
 from multinet_jax.models.observation import BENCHMARK_CAMERAS
 
 PROMPT_TOKENS = 10
@@ -22,14 +23,16 @@ def _observation(config, image, prompt, padded_to: int) -> dict[str, np.ndarray]
     tokens[0, :PROMPT_TOKENS] = prompt
     observation["tokenized_prompt"] = tokens
     observation["tokenized_prompt_mask"] = np.arange(padded_to)[None] < PROMPT_TOKENS
-    observation["state"] = np.zeros((1, config.action_dim), np.float32)
     observation["sample_index"] = np.zeros(1, np.int32)
     return observation
 
 
-def test_the_corrected_decoder_ignores_the_padding_and_openpis_window_does_not():
-    config = configs.get_config("pi0_tiny")
-    model = openpi_checkpoint.build_model(config, openpi_checkpoint.random_params(config, seed=0, scale=0.3))
+@pytest.mark.parametrize(("family", "build_model"), [("pi0", openpi_checkpoint.build_model), ("paligemma", paligemma.build_model)])
+def test_the_corrected_decoder_ignores_the_padding_and_openpis_window_does_where_the_registry_says(family, build_model):
+    """`Family.masks_cameras_on_text` (what `eval`'s note reads) is what the model does: Pi0's masked wrist cameras
+    attend to the padding under openpi's window, PaliGemma's one camera leaves none to do so."""
+    config = openpi_checkpoint.named_config(registry.family(family).demo_config)
+    model = build_model(config, openpi_checkpoint.random_params(config, seed=0, scale=0.3))
     rng = np.random.default_rng(1)
     image = rng.uniform(-1, 1, (config.siglip.image_size, config.siglip.image_size, 3)).astype(np.float32)
     prompt = rng.integers(2, config.vocab_size, PROMPT_TOKENS)
@@ -37,7 +40,7 @@ def test_the_corrected_decoder_ignores_the_padding_and_openpis_window_does_not()
                                                                     max_decoding_steps=12, openpi_exact=exact))
               for exact in (True, False) for padded_to in (32, 64)}
     np.testing.assert_array_equal(tokens[False, 32], tokens[False, 64])
-    assert not np.array_equal(tokens[True, 32], tokens[True, 64])
+    assert np.array_equal(tokens[True, 32], tokens[True, 64]) != registry.family(family).masks_cameras_on_text
 
 
 def test_eval_says_which_text_domains_answer_depending_on_their_batch(tmp_path, capsys):

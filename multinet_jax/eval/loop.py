@@ -336,10 +336,8 @@ class Evaluator:
             openpi_exact=config.openpi_exact_decoding,
             **({} if self.num_flow_steps is None else {"num_flow_steps": self.num_flow_steps}))
         self.action_options = self.inference_options  # per domain: `_action_options`
-        # Said once the run is accepted and loaded (a refusal stays one line). openpi's models read three camera
-        # slots, of which the text domains fill the first (PaliGemma reads one).
-        masked_cameras = family.checkpoint_format == "openpi"
-        batch_dependent = [name for name, entry in self.manifest["domains"].items() if masked_cameras and
+        # Said once the run is accepted and loaded (a refusal stays one line).
+        batch_dependent = [name for name, entry in self.manifest["domains"].items() if family.masks_cameras_on_text and
                            entry["protocol"]["decoding"] == "openpi_window" and entry["protocol"]["max_prompt_tokens"] is None]
         if batch_dependent and jax.process_index() == 0:
             print(f"note: {', '.join(batch_dependent)}: openpi's decoding window (--openpi_exact_decoding) lets a masked "

@@ -50,10 +50,10 @@ ACTION_NORMALIZATIONS = ("mean_std", "openpi_quantiles", "quantiles")
 CONFIG_OVERRIDES = ("action_horizon", "action_dim")
 # The flag that picks a checkpoint's statistics when it holds several: openpi's assets dir or OpenVLA's dataset key.
 NORM_STATS_FLAGS = ("asset_id", "unnorm_key")
-# What a checkpoint's action dims are. Act2Answer's action probe reads only "ee_delta" (the first three dims are
-# end-effector translation deltas, as Bridge / WidowX policies emit); any other frame gets the text probe only.
 # What a checkpoint's actions are (`ActionFrame.kind`): end-effector deltas (what Act2Answer's action probe reads),
 # joint positions or velocities, end-effector deltas less the state (a policy adds the state back), or not named.
+# Act2Answer's action probe reads only "ee_delta" (the first three dims are end-effector translation deltas, as
+# Bridge / WidowX policies emit); any other frame gets the text probe only.
 ACTION_FRAMES = ("ee_delta", "joint_position", "joint_velocity", "state_relative", "unnamed")
 
 
@@ -158,6 +158,9 @@ class Family:
     own_prompts: Callable[[Any], OwnPrompts | None] | None = None
     # Token actions are one token per action dim (OpenVLA's): no decoding budget (`--max_decoding_steps`) applies.
     one_token_per_action_dim: bool = False
+    # Text domains fill one of several camera slots and mask the rest (openpi's three): under openpi's decoding window
+    # a masked camera's tokens attend to prompt padding, so an untruncated prompt's answer depends on its batch.
+    masks_cameras_on_text: bool = False
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -397,19 +400,19 @@ _OPENPI_PROMPTS = hook(f"{_OPENPI}:own_prompts")  # Pi0.5's and Pi0-FAST's actio
 register_family(Family("pi0", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow", action_normalization="mean_std",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi0_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
-                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS))
+                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS, masks_cameras_on_text=True))
 register_family(Family("pi05", "openpi", _OPENPI_HELP, _PALIGEMMA_TOKENIZER, action_decoding="flow",
                        action_normalization="openpi_quantiles",
                        config_overrides=("action_horizon",), norm_stats_flag="asset_id", demo_config="pi05_tiny", stats_keys=_OPENPI_ASSETS,
                        missing_action_stats=_OPENPI_ACTION_STATS, action_frame=_OPENPI_FRAME,
-                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS))
+                       flow_steps=_OPENPI_FLOW_STEPS, own_prompts=_OPENPI_PROMPTS, masks_cameras_on_text=True))
 register_family(Family(
     "pi0_fast", "openpi", _OPENPI_HELP, {**_PALIGEMMA_TOKENIZER, "fast_tokenizer": assets.DEFAULT_FAST_TOKENIZER},
     action_decoding="tokens", action_normalization="openpi_quantiles", config_overrides=("action_horizon", "action_dim"),
     norm_stats_flag="asset_id", stats_keys=_OPENPI_ASSETS,
     missing_action_stats=_OPENPI_ACTION_STATS,
     action_tokenizer=hook("multinet_jax.models.pi0_fast:load_action_tokenizer"), demo_config="pi0_fast_tiny",
-    action_frame=_OPENPI_FRAME, own_prompts=_OPENPI_PROMPTS))
+    action_frame=_OPENPI_FRAME, own_prompts=_OPENPI_PROMPTS, masks_cameras_on_text=True))
 register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA directory (config.json, safetensors, "
                        "tokenizer.model) or hf://openvla/openvla-7b", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_OPENVLA}:unnorm_keys"),

@@ -389,3 +389,44 @@ def test_a_run_adding_domains_keeps_the_earlier_ones_in_the_summary(finished_run
     earlier = json.loads((finished_run / "summary.json").read_text())[DOMAIN]
     assert summary[DOMAIN] == earlier
     assert list(json.loads((output_dir / manifest.FILENAME).read_text())["domains"]) == [DOMAIN, "odinw"]
+
+
+def test_a_run_whose_manifest_recorded_the_nominal_cut_resumes_where_its_predictions_prove_the_models(tmp_path, capsys):
+    """Before the prompt cut a model applies itself was recorded, a Pi0-FAST Open-X manifest said the protocol's
+    nominal length where its state prompts were cut at the checkpoint's. Its records hold the cut each prompt had, so
+    a resume accepts the manifest's correction when every record proves it, and is refused when one does not."""
+    paths = eval_helpers.assets()
+    settings = {"model": "pi0_fast", "checkpoint": paths["fast_checkpoint"], "fast_tokenizer": paths["fast_tokenizer"], "limit": 2}
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), **settings)
+    path, predictions = tmp_path / manifest.FILENAME, tmp_path / "predictions" / "openx_bimanual.jsonl"
+    written = json.loads(path.read_text())
+    applied = written["domains"]["openx_bimanual"]["protocol"]["max_prompt_tokens"]
+    nominal = domains.lookup("openx_bimanual").protocol.truncation_length(None)  # what the earlier version recorded
+    assert applied != nominal and {record["prompt_token_limit"] for record in eval_helpers.read_jsonl(predictions)} == {applied}
+    written["domains"]["openx_bimanual"]["protocol"]["max_prompt_tokens"] = nominal
+    path.write_text(json.dumps(written))
+    capsys.readouterr()
+    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), resume=True, **settings)
+    assert f"protocol of openx_bimanual: max_prompt_tokens recorded {nominal!r} by an earlier version, now {applied!r} " \
+           f"(its 2 predictions each record prompt_token_limit {applied!r})" in capsys.readouterr().err
+    assert json.loads(path.read_text())["domains"]["openx_bimanual"]["protocol"]["max_prompt_tokens"] == applied
+    written["domains"]["openx_bimanual"]["protocol"]["max_prompt_tokens"] = nominal
+    path.write_text(json.dumps(written))
+    records = eval_helpers.read_jsonl(predictions)
+    predictions.write_text("".join(json.dumps({**record, "prompt_token_limit": nominal if row else applied}) + "\n"
+                                   for row, record in enumerate(records)))
+    with pytest.raises(manifest.RunChangedError, match=f"max_prompt_tokens.* recorded {nominal!r}, now {applied!r}"):
+        eval_helpers.evaluate(tmp_path, ("openx_bimanual",), resume=True, **settings)
+
+
+def test_an_openvla_action_budget_an_earlier_version_recorded_is_not_compared():
+    """OpenVLA decodes one token per action dim: a manifest recording a budget for its actions describes one that never
+    applied, and is read as none; the same budget on a text domain, where it applies, is still compared."""
+    config = EvalConfig(**eval_helpers.settings(pathlib.Path("unused"), ("openx_bimanual", "piqa"), model="openvla",
+                                                tokenizer=None))
+    own = registry.own_prompts("openvla", config.checkpoint)
+    for name, compared in (("openx_bimanual", False), ("piqa", True)):
+        current = protocol_settings(config, name, own)
+        earlier = {**current, "max_new_tokens": 256} if current["max_new_tokens"] is None else {**current, "max_new_tokens": 7}
+        corrected = manifest._corrections(pathlib.Path("unused"), name, earlier, current, "openvla")
+        assert ("max_new_tokens" not in corrected) == compared, name

@@ -22,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from multinet_jax import data, domains, fingerprints
-from multinet_jax.models import attention
+from multinet_jax.eval import runners
+from multinet_jax.models import attention, registry
 
 FILENAME = "run_manifest.json"
 FORMAT = "multinet_jax.run_manifest/v1"
@@ -83,6 +85,13 @@ OTHER_SETTINGS = {
 # frame, whose left/right decisions were mirrored).
 ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
                           "openpi_quantile_actions": False, "action_probe_frame": "world"}
+
+# Protocol entries that versions before 2026-12-07 recorded as nominal where the model applied its own (Pi0-FAST's and
+# Pi0.5's state prompts, OpenVLA's, SmolVLA's and Magma's prompts: the pipeline's 48 tokens for the model's own cut;
+# OpenVLA's actions: a 256-token budget for one token per action dim). A resume accepts the entry as now recorded
+# where the predictions prove it applied (`_corrections`); the record field whose value each prompt cut must have:
+CUT_RECORD_FIELDS = {"max_prompt_tokens": runners.PROMPT_LIMIT,
+                     "action_max_prompt_tokens": runners.ACTION_PROBE + runners.PROMPT_LIMIT}
 
 # Asset flags whose content decides the prompt tokens (and Pi0-FAST's action tokens).
 TOKENIZER_ASSETS = ("tokenizer", "fast_tokenizer")
@@ -220,13 +229,46 @@ def runtime_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return [f"runtime: {changed} (other kernels round differently, and the run's predictions would mix both)"]
 
 
-def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
+def _written_records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The complete lines of a predictions file, read without touching it (a torn last line is left to the resume)."""
+    data = path.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].splitlines()
+    try:
+        return [json.loads(line) for line in lines]
+    except json.JSONDecodeError:
+        return []  # no evidence: the resume's own read names the bad line
+
+
+def _corrections(output_dir: pathlib.Path, name: str, recorded: Mapping[str, Any], current: Mapping[str, Any],
+                 model: str) -> dict[str, str]:
+    """Protocol entries of domain `name` recorded otherwise than `current` says (`CUT_RECORD_FIELDS`) whose recorded
+    value never applied: each maps to why. A prompt cut qualifies when every written record holds the cut now
+    recorded; a decoding budget when none applies to the family's actions."""
+    found, records = {}, None
+    for key, field in CUT_RECORD_FIELDS.items():
+        if key not in current or (key in recorded and recorded[key] == current[key]):
+            continue
+        if records is None:
+            records = _written_records(output_dir / "predictions" / f"{name}.jsonl")
+        if records and all(field in record and record[field] == current[key] for record in records):
+            found[key] = f"its {len(records)} predictions each record {field} {current[key]!r}"
+    budget = recorded.get("max_new_tokens")
+    if budget is not None and current.get("max_new_tokens") is None and domains.lookup(name).uses_actions \
+            and registry.family(model).one_token_per_action_dim:
+        found["max_new_tokens"] = f"no budget applies: --model={model} decodes one token per action dim"
+    return found
+
+
+def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Mapping[str, Any],
+                      corrected: Iterable[str] = ()) -> list[str]:
     """One line per protocol setting of domain `name` that is not the recorded one (an entry added since the manifest
-    was written reads as `ADDED_PROTOCOL_ENTRIES` says)."""
+    was written reads as `ADDED_PROTOCOL_ENTRIES` says; `corrected` entries are not compared)."""
     if recorded is None:
         return [f"protocol of {name}: not recorded by the earlier run, now {current.get('name')!r}"]
     found = []
     for key, value in current.items():
+        if key in corrected:
+            continue
         field = f"protocol of {name}: {key} (domains.{name}.protocol.{key})"
         if key in recorded:
             if recorded[key] != value:
@@ -239,8 +281,10 @@ def _protocol_differs(name: str, recorded: Mapping[str, Any] | None, current: Ma
     return found
 
 
-def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compared_domains: Iterable[str]) -> list[str]:
-    """Every recorded item that differs from `current`, one description each (empty: the same run)."""
+def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compared_domains: Iterable[str],
+                corrected: Mapping[str, Iterable[str]] | None = None) -> list[str]:
+    """Every recorded item that differs from `current`, one description each (empty: the same run); `corrected`: per
+    domain, protocol entries an earlier version recorded wrongly (`_corrections`), not compared."""
     found = []
     recorded_settings = recorded.get("settings", {})
     for name, value in current["settings"].items():
@@ -264,7 +308,8 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
         if recorded_domain is None:
             found.append(f"data of {name}: its predictions are not recorded in the manifest")
         else:
-            found += _protocol_differs(name, recorded_domain.get("protocol"), current["domains"][name]["protocol"])
+            found += _protocol_differs(name, recorded_domain.get("protocol"), current["domains"][name]["protocol"],
+                                       (corrected or {}).get(name, ()))
             found += differs(f"data of {name}", recorded_domain.get("data"), current["domains"][name]["data"])
     return found
 
@@ -304,12 +349,21 @@ def check(output_dir: pathlib.Path, current: Mapping[str, Any]) -> dict[str, Any
             f"{output_dir}: holds predictions ({', '.join(with_results)}) but no {FILENAME}, so they cannot be "
             "verified to come from this run; use a new --output_dir"
         )
-    found = differences(recorded, current, [name for name in current["domains"] if name in with_results])
+    compared = [name for name in current["domains"] if name in with_results]
+    corrected = {name: _corrections(output_dir, name, recorded_protocol, current["domains"][name]["protocol"],
+                                    current["settings"]["model"])
+                 for name in compared if (recorded_protocol := recorded.get("domains", {}).get(name, {}).get("protocol"))}
+    found = differences(recorded, current, compared, corrected)
     if found:
         raise RunChangedError(
             f"{output_dir / FILENAME}: the results in this folder come from another run: {'; '.join(found)}. "
             "Use a new --output_dir, or the recorded settings and inputs"
         )
+    for name, entries in corrected.items():
+        for key, why in entries.items():
+            print(f"note: {output_dir / FILENAME}: protocol of {name}: {key} recorded "
+                  f"{recorded['domains'][name]['protocol'].get(key)!r} by an earlier version, now "
+                  f"{current['domains'][name]['protocol'][key]!r} ({why})", file=sys.stderr)
     kept = {name: entry for name, entry in recorded.get("domains", {}).items() if name in with_results}
     return {**current, "domains": {**kept, **current["domains"]}}
 

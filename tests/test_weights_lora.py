@@ -5,10 +5,16 @@ actions openpi's own Pi0 samples with them.
 experts (its `lora.Einsum` / `lora.FeedForward`, rank 4 and 2, alpha = rank as in openpi's variants) over the shared
 tiny checkpoint's weights, factors drawn N(0, 0.3); its `sample_actions` on the shared inputs and noise, 3 steps,
 float32; and every LoRA variant openpi defines (rank, alpha, rslora) from its own get_config.
+
+`fixtures/openpi_lora_pi0_fast.npz` (`fixtures/generate_openpi_lora_fast.py.txt`): openpi 15a9616's Pi0-FAST with LoRA
+on the LLM (gemma_fast's `gemma_2b_lora` modules: q/kv/attn_vec einsums and the FFN, rank 4, alpha = rank) over the
+shared tiny Pi0-FAST's weights, factors N(0, 0.3); its greedy `sample_actions` tokens (24 steps) on the shared inputs
+and the logits that picked the first token, float32.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
@@ -16,9 +22,12 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import shared_path
+from decoding_helpers import FAST_OVERRIDES, fast_io, fast_observation
 from models_helpers import pi0_checkpoint, pi0_io, pi0_observation, relative_error
 from multinet_jax import sharding, weights
-from multinet_jax.models import configs, load_model, param_shapes
+from multinet_jax.models import configs, decoding, load_model, param_shapes
+from multinet_jax.models.backbone import PaliGemma
 from multinet_jax.weights import openpi as openpi_weights
 from multinet_jax.weights.trees import CheckpointError, flatten_params, unflatten_params
 
@@ -79,3 +88,30 @@ def test_an_unpaired_factor_is_refused_naming_it(base_params, tmp_path, drop, me
     params = {**base_params, **{path: value for path, value in FACTORS.items() if path != drop}}
     with pytest.raises(CheckpointError, match=message):
         load_model(_write(tmp_path / "broken", params))
+
+
+FAST_FIXTURE = np.load(pathlib.Path(__file__).parent / "fixtures" / "openpi_lora_pi0_fast.npz")
+
+
+def test_a_pi0_fast_lora_fine_tune_decodes_openpis_tokens(tmp_path):
+    expected = param_shapes(configs.get_config("pi0_fast_tiny", **FAST_OVERRIDES))
+    restored = weights.restore_params(str(shared_path("openpi_reference", "fast", "ckpt", "0")), expected,
+                                      sharding.param_shardings(expected, sharding.make_mesh()))
+    base = {path: np.asarray(value) for path, value in flatten_params(restored).items()}
+    factors = {key.removeprefix("lora/"): FAST_FIXTURE[key] for key in FAST_FIXTURE.files if key.startswith("lora/")}
+    assert len(factors) == 10 and all(path.startswith("PaliGemma/llm/") for path in factors)
+    model = load_model(_write(tmp_path / "lora_fast", {**base, **factors}), **FAST_OVERRIDES)
+    assert set(flatten_params(model.params)) == set(base)  # merged: no factor left in the model
+    tokens = np.asarray(model.sample_tokens(fast_observation(), max_decoding_steps=24))
+    golden, base_tokens = FAST_FIXTURE["tokens_greedy_f32"], fast_io()["tokens_greedy_f32"]
+    assert tokens.dtype == np.int32 and tokens.shape == golden.shape
+    np.testing.assert_array_equal(tokens, golden)
+    assert (golden[:, 0] != base_tokens[:, 0]).all()  # the factors changed the tokens from the first on
+    inputs = decoding.decoder_inputs(model.config, fast_observation(), None, None, skip_absent_cameras=False)
+    del inputs["sample_index"], inputs["rng"]
+    prefill = jax.jit(functools.partial(decoding.prefill_observation, PaliGemma(model.config),
+                                        decoding.DecodeSettings(max_decoding_steps=24)))
+    logits = np.asarray(prefill(model.params, **inputs).first_logits)
+    expected_logits = FAST_FIXTURE["prefill_last_logits_f32"]
+    # the fast parity tests' tolerance (test_decoding_parity.py); 1.9e-5 of the largest logit measured
+    np.testing.assert_allclose(logits, expected_logits, rtol=0, atol=1e-3 * np.abs(expected_logits).max())

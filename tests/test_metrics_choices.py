@@ -52,14 +52,16 @@ def test_piqa_all_invalid_has_zero_valid_accuracy():
 
 @pytest.fixture(scope="module")
 def odinw_samples() -> tuple[list[int], list[int], list[str]]:
-    """(category id, number of categories, subset) of MultiNet's ODinW sample objects, over both subsets."""
+    """(label, number of options, subset) of MultiNet's ODinW sample objects, over both subsets: the options are the
+    categories under the root (supercategory "none"), the label the object's category's place among them."""
     labels, num_options, subsets = [], [], []
     for subset in ("AerialMaritimeDrone", "NorthAmericaMushrooms"):
         folder = shared_path("data", "multinet_sample", "odinw", "public", subset)
-        categories = json.loads((folder / "categories.json").read_text())["categories"]
+        options = [entry["id"] for entry in json.loads((folder / "categories.json").read_text())["categories"]
+                   if entry["supercategory"] != "none"]
         for pair in json.loads((folder / "object_caption_pairs.json").read_text()):
-            labels.append(pair["category_id"])
-            num_options.append(len(categories))
+            labels.append(options.index(pair["category_id"]))
+            num_options.append(len(options))
             subsets.append(subset)
     return labels, num_options, subsets
 
@@ -98,28 +100,37 @@ def test_odinw_one_subset_without_names_is_scored_as_it_is(odinw_samples):
 def test_odinw_subset_mean_leaves_out_a_subset_without_a_value():
     """A subset whose every answer is invalid has no valid accuracy (NaN): the mean is over the others, as
     MultiNet's safe_mean left NaN out."""
-    rows = records([None, None, 1, 0], [0, 1, 1, 1], num_options=[2, 2, 3, 3], subset=["a", "a", "b", "b"])
-    per_subset = {name: metrics.score("odinw", [row for row in rows if row["subset"] == name]) for name in "ab"}
+    names = ("MaskWearing", "BCCD")  # 2 and 3 categories
+    rows = records([None, None, 1, 0], [0, 1, 1, 1], num_options=[2, 2, 3, 3], subset=[names[0]] * 2 + [names[1]] * 2)
+    per_subset = {name: metrics.score("odinw", [row for row in rows if row["subset"] == name]) for name in names}
     result = metrics.score("odinw", rows)
     assert result["overall_accuracy"] == pytest.approx((0.0 + 0.5) / 2)
-    values = [per_subset[name]["valid_accuracy"] for name in "ab"]
+    values = [per_subset[name]["valid_accuracy"] for name in names]
     finite = [value for value in values if not np.isnan(value)]
     assert result["valid_accuracy"] == pytest.approx(np.mean(finite))
 
 
 @pytest.mark.parametrize("extra, message", [
     ({"num_options": [5, 5, 2]}, r"record 2: field 'subset': missing, and the records have 2 option counts \(\[2, 5\]\)"),
-    ({"num_options": [5, 5, 2], "subset": ["a", "a", None]}, r"record 2: field 'subset': expected the subset's name, got None"),
-    ({"num_options": [5, 5, 2], "subset": ["a", "a", "a"]}, r"record 0: field 'num_options': subset 'a' has records with \[2, 5\] options"),
+    ({"num_options": [5, 5, 2], "subset": ["Aquarium", "Aquarium", None]},
+     r"record 0: field 'num_options': 5, but MultiNet's ODinW subset 'Aquarium' has 7 categories"),
+    ({"num_options": [5, 5, 2], "subset": ["AerialMaritimeDrone", "AerialMaritimeDrone", None]},
+     r"record 2: field 'subset': expected one of MultiNet's 24 ODinW subsets \(domains.ODINW_SUBSET_CLASSES\), got None"),
+    ({"num_options": [5, 5, 2], "subset": ["AerialMaritimeDrone", "AerialMaritimeDrone", "Dice"]},
+     r"record 2: field 'subset': expected one of MultiNet's 24 ODinW subsets .*, got 'Dice'"),
+    ({"num_options": [5, 5, 2], "subset": ["AerialMaritimeDrone"] * 3},
+     r"record 2: field 'num_options': 2, but MultiNet's ODinW subset 'AerialMaritimeDrone' has 5 categories"),
 ])
-def test_odinw_records_of_several_subsets_must_name_them(extra, message):
+def test_odinw_records_of_several_subsets_must_name_them_as_multinet_did(extra, message):
+    """MultiNet scored each of its subsets over the categories its table gives it: an unknown subset, or another
+    option count (empty classes in its macro means), is refused."""
     with pytest.raises(metrics.RecordError, match=message):
         metrics.score("odinw", records([0, 1, 1], [0, 1, 1], **extra))
 
 
 def test_odinw_records_naming_a_subset_partly_are_refused():
     rows = records([0, 1], [0, 1], num_options=[5, 5])
-    rows[0]["subset"] = "a"
+    rows[0]["subset"] = "AerialMaritimeDrone"
     with pytest.raises(metrics.RecordError, match="record 1: field 'subset': missing"):
         metrics.score("odinw", rows)
 

@@ -31,6 +31,8 @@ def _as_read_back(records):
      [[0.1, 0.2], [0.3, 0.5], [0.5, 0.5]]),
     # a jax probability vector and a jax scalar class
     ("overcooked_ai", [jnp.zeros(36).at[4].set(1.0), jnp.int32(7)], [4, 8]),
+    # a tuple of probabilities: its JSON line holds a list
+    ("overcooked_ai", [tuple(np.eye(36)[4].tolist())], [4]),
 ])
 def test_arrays_score_as_their_json_lines(domain, predictions, truths):
     records = _records(predictions, truths)
@@ -39,6 +41,13 @@ def test_arrays_score_as_their_json_lines(domain, predictions, truths):
     assert json.dumps(in_memory, sort_keys=True) == json.dumps(read_back, sort_keys=True)  # NaN equal to NaN
     invalid = in_memory.get("total_invalid_preds", in_memory.get("percentage_invalids"))
     assert invalid == 0  # every one of them is a valid prediction once it is plain JSON
+
+
+def test_bfcl_calls_in_tuples_score_as_their_json_lines():
+    records = _records([(("cd(folder='a')",), ("ls()",))], [[["cd(folder='a')"], ["ls()"]]])
+    in_memory = multinet_jax.score("bfcl", records, skip_similarity=True)
+    assert in_memory == multinet_jax.score("bfcl", _as_read_back(records), skip_similarity=True)
+    assert in_memory["exact_match_accuracy"] == 1.0
 
 
 def test_a_mistyped_answer_rule_is_refused():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import numpy as np
 import pyarrow.ipc
@@ -199,6 +200,20 @@ def test_raw_responses_drive_similarity_when_given(embedder):
     assert with_calls["avg_similarity_score"] == pytest.approx(1.0, abs=1e-6)
     assert with_text["avg_similarity_score"] < 0.9
     assert with_text["exact_match_accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("responses, message", [
+    ([["cd to a"], None], "record 1: field 'responses': missing, but record 0 has them"),
+    ([["cd to a", "then list"], ["cd to a"]], "record 0: field 'responses': 2 turns' answers for a prediction of 1 turns"),
+])
+def test_raw_responses_on_some_records_or_of_other_turns_are_refused(responses, message):
+    """Similarity embeds one kind of text for every conversation, one answer per predicted turn."""
+    rows = records([[["cd(folder='a')"]]] * 2, [[["cd(folder='a')"]]] * 2)
+    for row, given in zip(rows, responses):
+        if given is not None:
+            row["responses"] = given
+    with pytest.raises(metrics.RecordError, match=re.escape(message)):
+        metrics.score("bfcl", rows, skip_similarity=True)
 
 
 @pytest.mark.parametrize("domain", ["sqa3d", "bfcl"])

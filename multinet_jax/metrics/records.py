@@ -72,11 +72,12 @@ _JSON_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _holds_array(value: Any) -> bool:
+    """Whether `value` holds something its JSON line would hold otherwise: an array, a numpy or jax scalar, a tuple."""
     if isinstance(value, list):  # a list of JSON scalars (every action row) is told by its element types, in C
         return not _JSON_SCALARS.issuperset(map(type, value)) and any(map(_holds_array, value))
     if isinstance(value, dict):
         return any(map(_holds_array, value.values()))
-    return isinstance(value, _ARRAYS)
+    return isinstance(value, (*_ARRAYS, tuple))
 
 
 def _as_json(value: Any) -> Any:
@@ -84,12 +85,12 @@ def _as_json(value: Any) -> Any:
         return np.asarray(value).tolist()
     if isinstance(value, dict):
         return {key: _as_json(item) for key, item in value.items()}
-    return [_as_json(item) for item in value] if isinstance(value, list) else value
+    return [_as_json(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 def as_written(records: Sequence[Any]) -> list[Any]:
     """`records` as their JSON lines read back: numpy and jax arrays and scalars (a model's outputs as they come, e.g.
-    a `jnp.argmax`) as lists and Python numbers. MultiNet's validity rules were written for what JSON holds, and a
+    a `jnp.argmax`) as lists and Python numbers, tuples as lists. MultiNet's validity rules were written for what JSON holds, and a
     jax scalar is no `int` to them: without this an in-memory record would score otherwise than its line in a
     predictions file (every jax prediction invalid). Records holding no array are returned as they are."""
     return [{key: _as_json(value) for key, value in record.items()}

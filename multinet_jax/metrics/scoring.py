@@ -183,6 +183,7 @@ def _score_kind(
     else:
         truths = [function_calling.true_turns(value, index) for index, value in enumerate(ground_truth)]
         predicted_turns = [function_calling.predicted_turns(prediction) for prediction in predictions]
+        _check_responses_everywhere_or_nowhere(records)
         responses = [_responses(record, turns, index) for index, (record, turns) in enumerate(zip(records, predicted_turns))]
         result = to_python(function_calling.function_calls(predicted_turns, truths, responses, model))
     return result if model is not None else {**result, SIMILARITY_SKIPPED_KEY: SIMILARITY_SKIPPED}
@@ -200,10 +201,6 @@ def _classification_by_subset(records: Sequence[Mapping[str, Any]], predictions:
     per_subset = {}
     for name in sorted(set(subsets)):
         rows = [row for row, subset in enumerate(subsets) if subset == name]
-        counts = {num_options[row] for row in rows}
-        if len(counts) > 1:
-            raise RecordError(rows[0], "num_options", f"subset {name!r} has records with {sorted(counts)} options; "
-                                                      "a subset has one category list")
         per_subset[name] = _classification([predictions[row] for row in rows], [ground_truth[row] for row in rows],
                                            [num_options[row] for row in rows])
     first = next(iter(per_subset.values()))
@@ -220,7 +217,8 @@ def _classification(predictions: list[Any], ground_truth: list[Any], num_options
 
 
 def _subsets(records: Sequence[Mapping[str, Any]], num_options: list[int]) -> list[str] | None:
-    """Each record's `subset` (a non-empty string), or None when no record names one and all share one option count."""
+    """Each record's `subset` (one of MultiNet's, with its category count as `num_options`), or None when no record
+    names one and all share one option count."""
     named = [SUBSET_FIELD in record for record in records]
     if not any(named):
         if len(set(num_options)) > 1:
@@ -232,8 +230,12 @@ def _subsets(records: Sequence[Mapping[str, Any]], num_options: list[int]) -> li
     subsets = []
     for index, record in enumerate(records):
         value = require_field(record, index, SUBSET_FIELD)
-        if not isinstance(value, str) or not value:
-            raise RecordError(index, SUBSET_FIELD, f"expected the subset's name, got {value!r}")
+        if value not in domains.ODINW_SUBSET_CLASSES:  # MultiNet's script refused a subset outside its table
+            raise RecordError(index, SUBSET_FIELD, f"expected one of MultiNet's {len(domains.ODINW_SUBSET_CLASSES)} ODinW "
+                              f"subsets (domains.ODINW_SUBSET_CLASSES), got {value!r}")
+        if num_options[index] != domains.ODINW_SUBSET_CLASSES[value]:  # empty classes would join its macro means
+            raise RecordError(index, "num_options", f"{num_options[index]}, but MultiNet's ODinW subset {value!r} has "
+                              f"{domains.ODINW_SUBSET_CLASSES[value]} categories")
         subsets.append(value)
     return subsets
 
@@ -268,6 +270,14 @@ def _text(value: Any, index: int) -> str:
     return value
 
 
+def _check_responses_everywhere_or_nowhere(records: Sequence[Mapping[str, Any]]) -> None:
+    """Similarity embeds every record's raw `responses` or every record's calls: a mix compares two kinds of text."""
+    given = ["responses" in record for record in records]
+    if any(given) and not all(given):
+        raise RecordError(given.index(False), "responses", f"missing, but record {given.index(True)} has them: "
+                          "similarity would embed raw answers for some conversations and parsed calls for others")
+
+
 def _responses(record: Mapping[str, Any], turns: list[list[str]], index: int) -> str:
     """The conversation's model output for similarity: raw per-turn `responses` when given, else the calls."""
     if "responses" not in record:
@@ -275,6 +285,8 @@ def _responses(record: Mapping[str, Any], turns: list[list[str]], index: int) ->
     responses = record["responses"]
     if not isinstance(responses, list) or not all(isinstance(text, str) for text in responses):
         raise RecordError(index, "responses", "expected a list of per-turn response strings")
+    if turns and len(responses) != len(turns):
+        raise RecordError(index, "responses", f"{len(responses)} turns' answers for a prediction of {len(turns)} turns")
     return "\n".join(responses)
 
 

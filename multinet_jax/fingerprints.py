@@ -118,6 +118,18 @@ def _walk(root: epath.Path) -> Iterator[tuple[epath.Path, list[str], list[str]]]
         yield epath.Path(directory), subdirectories, names
 
 
+def hidden(relative: pathlib.PurePath) -> bool:
+    """Whether a path under a fingerprinted folder is left out of its fingerprint (a part named with a leading dot:
+    editors' and tools' own files), and so out of what the data loaders read (`glob`)."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def glob(directory: pathlib.Path, pattern: str) -> list[pathlib.Path]:
+    """`directory.glob(pattern)` sorted, less hidden paths: the data files a fingerprint of `directory` covers (Python's
+    glob matches `.scratch.jsonl` with `*.jsonl`, which the fingerprint would not see change)."""
+    return sorted(path for path in directory.glob(pattern) if not hidden(path.relative_to(directory)))
+
+
 def _files(root: epath.Path) -> list[tuple[str, epath.Path]]:
     """(relative name, path) of every non-hidden file under `root` (or `root` itself when it is a file)."""
     if not root.is_dir():
@@ -126,9 +138,9 @@ def _files(root: epath.Path) -> list[tuple[str, epath.Path]]:
     for directory, subdirectories, names in _walk(root):
         subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]  # prunes the walk
         relative = directory.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
+        if hidden(relative):
             continue
-        found += [((relative / name).as_posix(), directory / name) for name in names if not name.startswith(".")]
+        found += [((relative / name).as_posix(), directory / name) for name in names if not hidden(pathlib.PurePath(name))]
     return sorted(found, key=lambda item: item[0])
 
 

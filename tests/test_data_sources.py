@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import shared_path
 from data_helpers import write_sqa3d
-from multinet_jax import data
+from multinet_jax import data, fingerprints
 from multinet_jax.data import BadRecordError
 
 
@@ -42,6 +42,16 @@ def test_piqa_labels_file_beside_jsonl(tmp_path):
     (tmp_path / "valid-labels.lst").write_text("1\n0\n0\n1\n")
     source = data.make_source("piqa", tmp_path)
     assert [source[index]["ground_truth"] for index in range(4)] == [1, 0, 0, 1]
+
+
+def test_hidden_files_are_not_data_as_the_fingerprint_does_not_cover_them(tmp_path):
+    """An editor's or tool's `.scratch.jsonl` beside the split would be read as questions, and its edits go unseen by
+    the run manifest's data fingerprint, which leaves hidden files out."""
+    shutil.copy(shared_path("data", "multinet_sample", "piqa", "public", "piqa.jsonl"), tmp_path / "valid.jsonl")
+    before = fingerprints.fingerprint(tmp_path)
+    count = len(data.make_source("piqa", tmp_path))
+    shutil.copy(tmp_path / "valid.jsonl", tmp_path / ".scratch.jsonl")
+    assert len(data.make_source("piqa", tmp_path)) == count and fingerprints.fingerprint(tmp_path) == before
 
 
 def test_piqa_hf_arrow_split():

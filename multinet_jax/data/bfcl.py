@@ -48,7 +48,10 @@ class BfclSource:
         if not answers_path.exists():
             raise FileNotFoundError(f"{answers_path}: missing (ground truth for {questions_path.name})")
         self._questions = read_json_lines(questions_path, dataset)
-        self._answers = {row.get("id"): row for _, row in read_json_lines(answers_path, dataset)}
+        answers = read_json_lines(answers_path, dataset)
+        # two answers to one question: the last would win silently (MultiNet's loader), scoring a ground truth at random
+        check_unique_ids(dataset, ((record, row["id"]) for record, row in answers if isinstance(row.get("id"), str)))
+        self._answers = {row.get("id"): row for _, row in answers}
         check_unique_ids(dataset, ((record, question["id"]) for record, question in self._questions
                                    if isinstance(question.get("id"), str)))
         doc_dir = pathlib.Path(func_doc_dir) if func_doc_dir else directory / "multi_turn_func_doc"

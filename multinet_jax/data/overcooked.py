@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import fingerprints
 from multinet_jax.data import prompts, safe_pickle
 from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.transforms import decode_image
@@ -90,7 +91,7 @@ def data_file(directory: pathlib.Path) -> pathlib.Path:
     """The trials file: the CSV when there is one (plain text; MultiNet publishes the same rows as a pickle too),
     else the pickle. Exactly one of a kind is expected."""
     for pattern in ("*.csv", "*.pickle"):
-        found = sorted(directory.glob(pattern))
+        found = fingerprints.glob(directory, pattern)
         if len(found) == 1:
             return found[0]
         if found:

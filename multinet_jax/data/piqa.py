@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import fingerprints
 from multinet_jax.data import prompts
 from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
@@ -52,10 +53,10 @@ class PiqaSource:
     def __init__(self, directory: pathlib.Path, dataset: str = "piqa"):
         directory = pathlib.Path(directory)
         self.dataset = dataset
-        jsonl = sorted(directory.glob("*.jsonl"))
+        jsonl = fingerprints.glob(directory, "*.jsonl")
         if jsonl:
             self._rows = [row for path in jsonl for row in read_json_lines(path, dataset)]
-            labels = sorted(directory.glob("*labels.lst"))
+            labels = fingerprints.glob(directory, "*labels.lst")
             if labels:
                 _attach_labels(self._rows, labels[0])
         elif sorted(directory.glob("data-*.arrow")):

@@ -18,6 +18,7 @@ import pathlib
 import re
 from typing import Any
 
+from multinet_jax import fingerprints
 from multinet_jax.data import prompts
 from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json
@@ -37,7 +38,7 @@ def question_files(directory: pathlib.Path, split: str) -> tuple[pathlib.Path, p
 
 def scene_images(directory: pathlib.Path) -> dict[str, pathlib.Path]:
     images: dict[str, pathlib.Path] = {}
-    for path in sorted(directory.rglob("*.png")):
+    for path in fingerprints.glob(directory, "**/*.png"):
         match = SCENE_ID.match(path.stem)
         if match:
             images.setdefault(match.group(1), path)
@@ -59,7 +60,11 @@ class Sqa3dSource:
         self.dataset = dataset
         questions_path, annotations_path = question_files(directory, split or "test")
         questions = _entries(questions_path, "questions")
-        answers = {item.get("question_id"): item for item in _entries(annotations_path, "annotations")}
+        annotations = _entries(annotations_path, "annotations")
+        # two annotations of one question: the last would win silently, scoring a ground truth at random
+        check_unique_ids(dataset, ((f"{annotations_path.name}[{i}]", item["question_id"]) for i, item in enumerate(annotations)
+                                   if item.get("question_id") is not None))
+        answers = {item.get("question_id"): item for item in annotations}
         self._images = scene_images(directory)
         indexed = [(f"{questions_path.name}[{i}]", question, answers.get(question.get("question_id"))) for i, question in enumerate(questions)]
         annotated = [entry for entry in indexed if entry[2] is not None]

@@ -107,6 +107,9 @@ def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
             if field not in content:
                 raise ReportError(f"{path}: no {field!r} field; not a metrics file written by `multinet-jax eval`")
         domain = content["domain"]
+        if path.name != f"{domain}_metrics.json":  # a kept copy would stand for the domain, whichever sorts last
+            raise ReportError(f"{path}: holds {domain}'s metrics, which `multinet-jax eval` writes to {domain}_metrics.json; "
+                              "move other metrics files out of the run folder")
         continuous = content["metric_kind"] == "continuous"
         results[domain] = DomainResult(
             domain=domain, kind=content["metric_kind"], num_samples=int(content["num_samples"]),

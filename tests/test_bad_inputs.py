@@ -146,6 +146,15 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
     sqa3d = writable_copy(data_dir / "sqa3d" / "public", root / "sqa3d_torn_questions")
     questions_file = sqa3d / "v1_balanced_questions_test_scannetv2.json"
     questions_file.write_bytes(questions_file.read_bytes()[:100])
+    writable_copy(data_dir / "piqa", root / "real_data" / "piqa")  # data the demo must not add generated domains to
+    bfcl_twice = writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_answer_twice")  # a second ground truth
+    answers = (bfcl_twice / "answers.jsonl").read_bytes().splitlines()
+    (bfcl_twice / "answers.jsonl").write_bytes(b"\n".join([*answers, answers[0]]) + b"\n")
+    annotations_file = writable_copy(data_dir / "sqa3d" / "public", root / "sqa3d_annotation_twice") / \
+        "v1_balanced_sqa_annotations_test_scannetv2.json"
+    annotations = json.loads(annotations_file.read_text())
+    annotations["annotations"].append(annotations["annotations"][0])
+    annotations_file.write_text(json.dumps(annotations))
 
     score = root / "score"
     action = {"id": "0", "prediction": [0.1] * 3, "ground_truth": [0.2] * 3}
@@ -452,6 +461,13 @@ CASES = [
                    "categories, got a list"),
     Case("data_odinw_torn_pairs", "data", lambda i: ["--domain=odinw", f"--data_dir={i.odinw_torn_pairs}"],
          lambda i: f"{E(str(sorted(i.odinw_torn_pairs.glob('*/object_caption_pairs.json'))[0]))}: not valid JSON \\(.*\\)"),
+    Case("data_bfcl_answer_twice", "data", lambda i: ["--domain=bfcl", f"--data_dir={i.bfcl_answer_twice}"],
+         lambda i: f"bfcl: record answers.jsonl:{len((i.bfcl_answer_twice / 'answers.jsonl').read_bytes().splitlines())}: "
+                   f"field 'id': duplicate id '{json.loads((i.bfcl_answer_twice / 'answers.jsonl').read_bytes().splitlines()[0])['id']}', "
+                   "first at answers.jsonl:1"),
+    Case("data_sqa3d_annotation_twice", "data", lambda i: ["--domain=sqa3d", f"--data_dir={i.sqa3d_annotation_twice}"],
+         lambda i: "sqa3d: record v1_balanced_sqa_annotations_test_scannetv2.json\\[\\d+\\]: field 'id': duplicate id '\\d+', "
+                   "first at v1_balanced_sqa_annotations_test_scannetv2.json\\[0\\]"),
     Case("data_sqa3d_torn_questions", "data", lambda i: ["--domain=sqa3d", f"--data_dir={i.sqa3d_torn_questions}"],
          lambda i: f"{E(str(i.sqa3d_torn_questions))}/v1_balanced_questions_test_scannetv2.json: not valid JSON \\(.*\\)"),
     Case("data_unknown_domain", "data", lambda i: ["--domain=atari", f"--data_dir={i.score}"],
@@ -679,6 +695,13 @@ CASES = [
     Case("eval_huge_max_token_len", "eval", lambda i: _eval(i, max_token_len=10**8), lambda i: "--max_token_len must be at most 8192, got 100000000"),
     Case("eval_huge_decoding_steps", "eval", lambda i: _eval(i, max_decoding_steps=10**8), lambda i: "--max_decoding_steps must be at most 8192, got 100000000"),
     Case("eval_huge_action_horizon", "eval", lambda i: _eval(i, action_horizon=10**8), lambda i: "--action_horizon must be at most 1024, got 100000000"),
+    Case("eval_demo_under_a_published_name", "eval", lambda i: _eval(i, demo=True, checkpoint="pi0_base", output="demo_named"),
+         lambda i: "--demo builds a random tiny model at --checkpoint, but 'pi0_base' names openpi checkpoint pi0_base: "
+                   "drop --demo to evaluate it, or give --checkpoint a path of its own"),
+    Case("eval_demo_into_real_data", "eval", lambda i: _eval(i, ("piqa", "sqa3d"), demo=True, data_dir=str(i.real_data), output="demo_mixed"),
+         lambda i: f"--demo would write generated sqa3d data into {E(str(i.real_data))}, which holds data the demo did not "
+                   "write: drop --demo to evaluate that data \\(domains without any are refused\\), or give --data_dir a "
+                   "folder of its own"),
     Case("eval_duplicate_domain", "eval", lambda i: _eval(i, domains=("piqa", "odinw", "piqa")), lambda i: "--domains names piqa more than once"),
     Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
          lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),

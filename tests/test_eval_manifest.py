@@ -336,14 +336,19 @@ def test_resuming_on_another_device_kind_or_jax_is_refused_and_an_older_manifest
     eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, **SETTINGS)
 
 
-def test_a_jax_setting_from_the_environment_is_recorded_and_a_resume_under_another_is_refused(finished_run, tmp_path):
-    """JAX_DEFAULT_PRNG_IMPL draws other noise from one --seed (Pi0's flow); a resume under it would append samples of
-    another noise stream to the file."""
+@pytest.mark.parametrize(("environment", "difference"), [
+    ({"JAX_DEFAULT_PRNG_IMPL": "rbg"}, "prng_impl 'threefry2x32' -> 'rbg'"),
+    ({"XLA_FLAGS": "--xla_backend_optimization_level=0"}, "xla_flags [] -> ['--xla_backend_optimization_level=0']"),
+])
+def test_a_jax_setting_from_the_environment_is_recorded_and_a_resume_under_another_is_refused(finished_run, tmp_path,
+                                                                                             environment, difference):
+    """JAX_DEFAULT_PRNG_IMPL draws other noise from one --seed (Pi0's flow), XLA_FLAGS compile other programs (another
+    optimization level moved tiny Pi0's Open-X actions by up to 4.6e-4): a resume under either would append samples
+    of another kind to the file."""
     output_dir = _copy_run(finished_run, tmp_path)
-    result = eval_helpers.run_eval(eval_helpers.flags(output_dir, (DOMAIN,), resume=True, **SETTINGS),
-                                   JAX_DEFAULT_PRNG_IMPL="rbg")
+    result = eval_helpers.run_eval(eval_helpers.flags(output_dir, (DOMAIN,), resume=True, **SETTINGS), **environment)
     assert result.returncode == 2, result.stdout[-2000:]
-    assert "runtime: prng_impl 'threefry2x32' -> 'rbg'" in result.stdout
+    assert f"runtime: {difference}" in result.stdout
 
 
 def test_predictions_without_a_manifest_are_refused(finished_run, tmp_path):

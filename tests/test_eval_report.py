@@ -169,6 +169,17 @@ def test_bad_run_folders_fail_naming_the_file(runs, tmp_path):
         cross_run_report.load_runs([runs / "pi0", runs / "pi0"])
 
 
+def test_a_kept_copy_of_a_domains_metrics_is_refused_rather_than_reported(runs, tmp_path):
+    """A copy of older metrics kept in the run folder would stand for its domain if its name sorts after the file
+    `eval` writes: the report refuses it, naming it."""
+    run = tmp_path / "kept"
+    shutil.copytree(runs / "pi0", run)
+    shutil.copy(run / "piqa_metrics.json", run / "piqa_v1_metrics.json")
+    with pytest.raises(cross_run_report.ReportError, match=re.escape(f"{run / 'piqa_v1_metrics.json'}: holds piqa's "
+                                                                     "metrics, which `multinet-jax eval` writes to piqa_metrics.json")):
+        cross_run_report.load_runs([run])
+
+
 def test_runs_are_labelled_by_their_manifests_and_different_data_is_refused(runs, tmp_path):
     header, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
     for row, run in zip(rows, ("pi0", "pi0_fast")):

@@ -14,8 +14,9 @@ by the project's own code, deterministically, the first time `multinet-jax eval 
   the FAST action tokens land on the padding pieces exactly as openpi maps them onto PaliGemma's vocabulary.
 - FAST tokenizer (`checkpoints/demo_fast_tokenizer/`): a FAST BPE trained on the demo Open-X actions.
 - Datasets (`<data_dir>/<domain folder>/public/...`): `multinet_jax.demo.datasets` writes each domain in its
-  publisher's real format (the layout of MultiNet's `multinet_sample`; point `--data_dir` at a real
-  `multinet_sample` or MultiNet download instead and `--demo` leaves it alone).
+  publisher's real format (the layout of MultiNet's `multinet_sample`), into a data folder the demo made (marked by
+  `DEMO_DATA_MARKER`) or a new one: generated data is never mixed into a real `multinet_sample` or MultiNet
+  download, and a published asset's name (`pi0_base`, ...) is never given to a random model.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
     from multinet_jax.act2answer import write_item_set
     from multinet_jax.demo import datasets
 
+    refuse_published_names(checkpoint=checkpoint, tokenizer=tokenizer)
     if not pathlib.Path(item_set, "pairs.json").exists():
         write_item_set(item_set, items_per_category=5)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
@@ -77,17 +79,47 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
         build_checkpoint(model, pathlib.Path(checkpoint).resolve())
 
 
+# The file that marks a data folder as the demo's: only such a folder (or a new one) gets generated datasets.
+DEMO_DATA_MARKER = ".multinet_jax_demo_data"
+
+
+def refuse_published_names(**paths: str | None) -> None:
+    """`--demo` builds random models and tokenizers at the paths its flags give: a published asset's name there
+    (`--checkpoint=pi0_base`) would make a random model answer to it, in this run's results and in every later
+    run resolving that name from this folder."""
+    from multinet_jax import assets
+
+    for flag, spec in paths.items():
+        asset = None if spec is None else assets.asset_for(str(spec))
+        if asset is not None:
+            raise ValueError(f"--demo builds a random tiny model at --{flag}, but {spec!r} names {asset.description}: "
+                             f"drop --demo to evaluate it, or give --{flag} a path of its own")
+
+
+def _refuse_mixing(data_root: pathlib.Path, missing_domains: Sequence[str]) -> None:
+    """Generated datasets go only into a data folder the demo made, or a new one."""
+    if missing_domains and data_root.is_dir() and any(data_root.iterdir()) and not (data_root / DEMO_DATA_MARKER).exists():
+        raise ValueError(f"--demo would write generated {', '.join(missing_domains)} data into {data_root}, which holds "
+                         "data the demo did not write: drop --demo to evaluate that data (domains without any are "
+                         "refused), or give --data_dir a folder of its own")
+
+
 def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None, data_dir: str, model: str,
           domains: Sequence[str]) -> None:
     """Creates whichever demo artifacts are missing at the given paths (existing ones are kept)."""
     from multinet_jax.demo import datasets
 
+    refuse_published_names(checkpoint=checkpoint, tokenizer=tokenizer, fast_tokenizer=fast_tokenizer)
     data_root = pathlib.Path(data_dir)
     missing_domains = datasets.missing(data_root, domains)
+    _refuse_mixing(data_root, missing_domains)
     files = [path for path in (tokenizer, fast_tokenizer, checkpoint) if path is not None and not pathlib.Path(path).exists()]
     if missing_domains or files:
         listed = files + ([f"the {', '.join(missing_domains)} data under {data_root}"] if missing_domains else [])
         print(f"demo: building {'; '.join(listed)} (first run only)", flush=True)
+    if missing_domains:
+        data_root.mkdir(parents=True, exist_ok=True)
+        (data_root / DEMO_DATA_MARKER).touch()
     datasets.write_missing(data_root, missing_domains)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())

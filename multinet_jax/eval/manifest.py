@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Iterable, Mapping
@@ -122,7 +123,8 @@ def runtime() -> dict[str, Any]:
     """What computes the predictions: the backend, its device kind, the jax and jaxlib versions, and the jax settings
     an environment variable can change for the same flags (`JAX_DEFAULT_PRNG_IMPL` and `JAX_THREEFRY_PARTITIONABLE`
     draw other flow noise from one --seed; `JAX_ENABLE_X64`, `JAX_DEFAULT_MATMUL_PRECISION` compute in other
-    precisions). Like the device layout, another one gives other numbers, and a token decoded differently is another
+    precisions), and the compiler's flags (`XLA_FLAGS`, its flags sorted: `--xla_backend_optimization_level=0` moved
+    tiny Pi0's Open-X actions by up to 4.6e-4). Like the device layout, another one gives other numbers, and a token decoded differently is another
     answer: a resume under another is refused (`runtime_differs`)."""
     import jax
     import jaxlib
@@ -131,13 +133,14 @@ def runtime() -> dict[str, Any]:
             "jaxlib": jaxlib.__version__, "prng_impl": jax.config.jax_default_prng_impl,
             "threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
             "enable_x64": bool(jax.config.jax_enable_x64),
-            "default_matmul_precision": jax.config.jax_default_matmul_precision}
+            "default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "xla_flags": sorted(os.environ.get("XLA_FLAGS", "").split())}
 
 
 # Runtime entries added after runtimes were first recorded, read as jax's defaults in a manifest without them (the
 # runs before were made under them unless an environment variable said otherwise, which nothing recorded).
 ADDED_RUNTIME_ENTRIES = {"prng_impl": "threefry2x32", "threefry_partitionable": True, "enable_x64": False,
-                         "default_matmul_precision": None}
+                         "default_matmul_precision": None, "xla_flags": []}
 
 
 def domain_data_dir(config: Any, name: str) -> pathlib.Path:

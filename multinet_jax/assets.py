@@ -47,6 +47,7 @@ import logging
 import os
 import pathlib
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -198,9 +199,16 @@ def not_found(spec: str) -> AssetError:
 
 
 def resolve_all(specs: Mapping[str, str | pathlib.Path], *, offline: bool | None = None) -> dict[str, pathlib.Path]:
-    """`resolve` for each role ("checkpoint", "tokenizer", ...); every missing asset reported in one error."""
+    """`resolve` for each role ("checkpoint", "tokenizer", ...); every missing asset reported in one error. A local
+    path that shadows an asset's name (a folder `pi0_base` in the working directory) is said on stderr: the user may
+    have meant the published one."""
     resolved, problems = {}, []
     for role, spec in specs.items():
+        text = os.path.expanduser(str(spec))
+        shadowed = lookup(text)
+        if shadowed is not None and pathlib.Path(text).exists():
+            print(f"note: --{role}={text} is the local {text}, not the published {shadowed.description} "
+                  f"({shadowed.url}); write ./{text} to say so", file=sys.stderr, flush=True)
         try:
             resolved[role] = resolve(spec, offline=offline)
         except AssetError as error:

@@ -113,10 +113,16 @@ def test_names_map_to_their_publishers():
         assert assets.lookup(not_a_name) is None
 
 
-def test_local_paths_are_returned_unchanged_even_when_named_like_an_asset(tmp_path, monkeypatch):
+def test_local_paths_are_returned_unchanged_even_when_named_like_an_asset(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pi0_base").mkdir()
     assert assets.resolve("pi0_base") == pathlib.Path("pi0_base")
+    # a run says which one it took, unless the path says it is local
+    assert assets.resolve_all({"checkpoint": "pi0_base"}) == {"checkpoint": pathlib.Path("pi0_base")}
+    assert "note: --checkpoint=pi0_base is the local pi0_base, not the published openpi checkpoint pi0_base " \
+           "(gs://openpi-assets/checkpoints/pi0_base); write ./pi0_base to say so" in capsys.readouterr().err
+    assert assets.resolve_all({"checkpoint": "./pi0_base"}) == {"checkpoint": pathlib.Path("pi0_base")}
+    assert not capsys.readouterr().err
     assert assets.resolve(tmp_path / "missing" / "dir") == tmp_path / "missing" / "dir"  # the loader reports it
 
 

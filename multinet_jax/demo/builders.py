@@ -34,6 +34,8 @@ DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the
 DEMO_VOCAB_SIZE = 1024  # the tiny configs' embedding rows
 DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
+# The file that marks a data folder as the demo's: only such a folder (or a new one) gets generated datasets.
+DEMO_DATA_MARKER = ".multinet_jax_demo_data"
 # SentencePiece pieces the trainer may use; the rest (up to the vocab size) are padding that the FAST ids land on.
 _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
 
@@ -77,10 +79,6 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
         build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if not pathlib.Path(checkpoint).exists():
         build_checkpoint(model, pathlib.Path(checkpoint).resolve())
-
-
-# The file that marks a data folder as the demo's: only such a folder (or a new one) gets generated datasets.
-DEMO_DATA_MARKER = ".multinet_jax_demo_data"
 
 
 def refuse_published_names(**paths: str | None) -> None:

@@ -124,8 +124,8 @@ def runtime() -> dict[str, Any]:
     an environment variable can change for the same flags (`JAX_DEFAULT_PRNG_IMPL` and `JAX_THREEFRY_PARTITIONABLE`
     draw other flow noise from one --seed; `JAX_ENABLE_X64`, `JAX_DEFAULT_MATMUL_PRECISION` compute in other
     precisions), and the compiler's flags (`XLA_FLAGS`, its flags sorted: `--xla_backend_optimization_level=0` moved
-    tiny Pi0's Open-X actions by up to 4.6e-4). Like the device layout, another one gives other numbers, and a token decoded differently is another
-    answer: a resume under another is refused (`runtime_differs`)."""
+    tiny Pi0's Open-X actions by up to 4.6e-4). Like the device layout, another one gives other numbers, and a token
+    decoded differently is another answer: a resume under another is refused (`runtime_differs`)."""
     import jax
     import jaxlib
 

@@ -88,6 +88,11 @@ def test_sharded_files_and_the_older_layer_scale_name_load_the_same_parameters(t
     ("config.json", lambda raw: raw.pop("vision_config"), r"config.json: missing field 'vision_config'"),
     ("config.json", lambda raw: raw["vision_config"].update(mm_projector_type="linear"),
      r"config.json: vision_config.mm_projector_type: 'linear'; only 'mlp2x_gelu'"),
+    # timm's convnext_large normalizes with eps 1e-6, not convnext_xxlarge's 1e-5; other names Magma cannot build
+    ("config.json", lambda raw: raw["vision_config"].update(vision_backbone="convnextlarge"),
+     r"config.json: vision_config.vision_backbone: 'convnextlarge'; only \['convnextxxlarge'\] \(Magma-8B's\)"),
+    ("config.json", lambda raw: raw["vision_config"].update(vision_backbone="convnext_base_w"),
+     r"config.json: vision_config.vision_backbone: 'convnext_base_w'; only"),
     ("config.json", lambda raw: raw["vision_config"].update(mm_hidden_size=32),
      r"config.json: vision_config.mm_hidden_size: 32, but the checkpoint's ConvNeXt ends with width 48"),
     ("config.json", lambda raw: raw["text_config"].update(rope_scaling={"rope_type": "llama3", "factor": 8.0}),

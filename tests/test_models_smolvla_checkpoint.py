@@ -122,6 +122,22 @@ def test_unsupported_policy_settings_are_refused_naming_the_field():
                                             pathlib.Path("backbone/config.json"))
 
 
+@pytest.mark.parametrize(("key", "value"), [("max_length", 8), ("padding", "max_length"), ("padding_side", "left")])
+def test_a_tokenizer_step_other_than_config_json_is_refused(tmp_path, key, value):
+    """LeRobot >= 0.4 tokenizes with the preprocessor's tokenizer step: settings other than config.json's would cut
+    or pad the task otherwise than this package does."""
+    import shutil
+
+    policy = shutil.copytree(smolvla_dir(), tmp_path / "policy")
+    path = policy / smolvla_checkpoint.PREPROCESSOR_FILE
+    raw = json.loads(path.read_text())
+    step = next(step for step in raw["steps"] if step["registry_name"] == "tokenizer_processor")
+    step["config"][key] = value
+    path.write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=rf"^{path}: tokenizer_processor.{key}={value!r}, but config.json tokenizes with "):
+        smolvla_checkpoint.read_config(policy, backbone=smolvla_checkpoint.backbone_of(smolvla_dir()))
+
+
 def test_a_backbone_named_by_its_hub_id_resolves_offline_from_the_hub_cache(tmp_path, monkeypatch):
     """lerobot/smolvla_base names its backbone `HuggingFaceTB/SmolVLM2-500M-Video-Instruct`: the named asset (config and
     tokenizer files) is read from the hub's cache; missing there, offline, the error names the fetch command."""

@@ -215,6 +215,17 @@ def test_malformed_norm_stats_name_the_file(tmp_path):
         weights.read_norm_stats(tmp_path)
 
 
+def test_norm_stats_that_are_not_one_number_per_dimension_are_refused(tmp_path):
+    """A `[d, 1]` column broadcast a batch of one row's actions into d rows; a batch of d was silently wrong."""
+    asset = tmp_path / "assets" / "robot"
+    asset.mkdir(parents=True)
+    entry = {"mean": [[0.0], [1.0]], "std": [[1.0], [1.0]], "q01": [-1.0, -1.0], "q99": [1.0, 1.0]}
+    (asset / "norm_stats.json").write_text(json.dumps({"norm_stats": {"actions": entry}}))
+    with pytest.raises(weights.CheckpointError, match=r"norm_stats.json: norm_stats\['actions'\]\['mean'\] has shape "
+                                                      r"\(2, 1\); expected one number per dimension"):
+        weights.read_norm_stats(tmp_path)
+
+
 def _norm_stats(directory, asset_id: str, mean: float) -> None:
     asset = directory / "assets" / asset_id
     asset.mkdir(parents=True)

@@ -111,6 +111,9 @@ def test_truncated_file_and_missing_shard_are_named(tmp_path):
     ("config.json", lambda raw: raw.pop("timm_model_ids"), r"config.json: missing field 'timm_model_ids'"),
     ("config.json", lambda raw: raw.update(timm_model_ids=["vit_base_patch16_224", "vit_so400m_patch14_siglip_224"]),
      r"config.json: timm_model_ids: 'vit_base_patch16_224' is not one of OpenVLA's ViTs"),
+    # Prismatic hands them to timm as the ViTs' activations (openvla-7b's are null)
+    ("config.json", lambda raw: raw.update(timm_override_act_layers=["quick_gelu", "quick_gelu"]),
+     r"config.json: timm_override_act_layers: \['quick_gelu', 'quick_gelu'\]; only the ViTs' own activations"),
     ("preprocessor_config.json", lambda raw: raw.update(image_resize_strategy="letterbox"),
      r"preprocessor_config.json: image_resize_strategy: only 'resize-naive'"),
     ("preprocessor_config.json", lambda raw: raw.pop("tvf_normalize_params"),

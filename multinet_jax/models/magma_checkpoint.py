@@ -40,9 +40,10 @@ _BLOCK = re.compile(rf"^{re.escape(_TRUNK)}\.stages\.(\d+)\.blocks\.(\d+)\.conv_
 _UNUSED_PREFIXES = ("vision_tower.clip_vision_model.head.", f"{_TRUNK}.head.", f"{_TRUNK}.norm_pre.",
                     f"{_PROJECTOR}.img_start_seperator", f"{_PROJECTOR}.img_end_seperator")
 LAYER_SCALE_NAMES = ("gamma", "weight")  # transformers >= 4.49 keeps `gamma`; older ones renamed it on save
-# open_clip's ConvNeXt towers Magma can name (`vision_backbone`) -> (depths, widths) of timm's convnext_*.
-BACKBONES = {"convnextxxlarge": ((3, 4, 30, 3), (384, 768, 1536, 3072)),
-             "convnextlarge": ((3, 3, 27, 3), (192, 384, 768, 1536))}
+# open_clip's ConvNeXt towers Magma can name (`vision_backbone`) that this package models -> (depths, widths) of
+# timm's convnext_*. Magma's "convnextlarge" (timm's convnext_large) normalizes with eps 1e-6, not the 1e-5 of
+# `convnext.LAYER_NORM_EPS` (convnext_xxlarge's norm_eps): refused, as any other name.
+BACKBONES = {"convnextxxlarge": ((3, 4, 30, 3), (384, 768, 1536, 3072))}
 
 
 # config.json fields that shape the network. "magma_8b": microsoft/Magma-8B's (the embedding rows are not confirmed
@@ -133,8 +134,9 @@ def parse_config(raw: dict[str, Any], vision: ConvNeXtConfig, dtype: str, path: 
     if not isinstance(vision_config, dict):
         raise CheckpointError(f"{path}: vision_config: expected a JSON object")
     backbone = vision_config.get("vision_backbone", "convnextxxlarge")
-    if "convnext" not in str(backbone):
-        raise CheckpointError(f"{path}: vision_config.vision_backbone: {backbone!r}; Magma supports ConvNeXt backbones only")
+    if backbone not in BACKBONES:
+        raise CheckpointError(f"{path}: vision_config.vision_backbone: {backbone!r}; only {sorted(BACKBONES)} "
+                              "(Magma-8B's) is supported")
     projector = vision_config.get("mm_projector_type", "linear")
     if projector != "mlp2x_gelu":
         raise CheckpointError(f"{path}: vision_config.mm_projector_type: {projector!r}; only 'mlp2x_gelu' (Magma-8B's) is supported")

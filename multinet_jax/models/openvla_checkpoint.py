@@ -162,6 +162,9 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
                               f"backbone (dinosiglip) is supported, got {timm_ids}")
     if raw.get("arch_specifier", "no-align+fused-gelu-mlp") != "no-align+fused-gelu-mlp":
         raise CheckpointError(f"{path}: arch_specifier: {raw['arch_specifier']!r}; only 'no-align+fused-gelu-mlp' is supported")
+    if any(raw.get("timm_override_act_layers") or ()):  # Prismatic hands it to timm as the ViTs' activations
+        raise CheckpointError(f"{path}: timm_override_act_layers: {raw['timm_override_act_layers']!r}; only the ViTs' "
+                              "own activations (null, as openvla-7b's) are supported")
     overrides = raw.get("tiny_timm_overrides", {})
     dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), size) for timm_id, size in zip(timm_ids, image_sizes))
     llm, vocab_size = llama_checkpoint.parse_text_config(text_config, path)

@@ -199,7 +199,26 @@ def read_config(directory: str | pathlib.Path, dtype: str = "float32",
     errors name the file and the field."""
     path = pathlib.Path(directory) / CONFIG_FILE
     backbone = backbone_of(directory) if backbone is None else backbone
-    return parse_config(read_json(path), read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
+    config = parse_config(read_json(path), read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
+    _check_tokenizer_step(pathlib.Path(directory) / PREPROCESSOR_FILE, config)
+    return config
+
+
+def _check_tokenizer_step(path: pathlib.Path, config: SmolVLAConfig) -> None:
+    """LeRobot >= 0.4 tokenizes with the preprocessor's `tokenizer_processor` step, whose own settings then apply:
+    they must be config.json's (`tokenizer_max_length`, `pad_language_to`, right padding, truncation), which this
+    package tokenizes with."""
+    if not path.exists():
+        return
+    steps = [step for step in read_json(path).get("steps") or () if isinstance(step, dict)
+             and step.get("registry_name") == "tokenizer_processor"]
+    expected = {"max_length": config.tokenizer_max_length, "padding": config.pad_language_to, "padding_side": "right",
+                "truncation": True}
+    for step in steps:
+        for key, value in expected.items():
+            if (step.get("config") or {}).get(key, value) != value:
+                raise CheckpointError(f"{path}: tokenizer_processor.{key}={step['config'][key]!r}, but config.json "
+                                      f"tokenizes with {value!r}; only the two agreeing is supported")
 
 
 def state_dims(directory: str) -> int:

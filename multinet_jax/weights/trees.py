@@ -55,8 +55,8 @@ def check_finite(source: Any, arrays: Mapping[str, Any]) -> None:
 def check_norm_stats(source: Any, stats: Any, where: str = "norm_stats") -> None:
     """Normalization statistics (nested dicts of number lists) hold finite numbers, and each mapping's entries are in
     order (`domains.ordered_stats_problem`): a NaN q01 or std would turn every unnormalized action into NaN, scored
-    invalid, and a negative std or a q01 above its q99 would flip the actions, with nothing failing. The error names
-    the entry."""
+    invalid, and a negative std or a q01 above its q99 would flip the actions, with nothing failing; and each list is
+    flat (a `[d, 1]` column broadcast one row's actions into d rows). The error names the entry."""
     if isinstance(stats, Mapping):
         for key, value in stats.items():
             check_norm_stats(source, value, f"{where}[{key!r}]")
@@ -74,6 +74,8 @@ def check_norm_stats(source: Any, stats: Any, where: str = "norm_stats") -> None
         raise CheckpointError(f"{source}: {where} is not a number or a list of numbers")
     if not np.isfinite(values).all():
         raise CheckpointError(f"{source}: {where} holds NaN or infinite values")
+    if values.ndim > 1:  # one number per dimension: a column [d, 1] would broadcast the batch into d rows
+        raise CheckpointError(f"{source}: {where} has shape {values.shape}; expected one number per dimension")
 
 
 def flatten_tree(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

@@ -158,6 +158,25 @@ def test_bad_items_name_the_item_and_field(tmp_path, field, value, message):
         source[2]
 
 
+def test_an_item_given_twice_under_another_id_is_refused(tmp_path):
+    """One item's swapped layout under another id is the same episodes again: a probe's folds would train on one copy
+    and test on the other."""
+    directory = item_set(tmp_path, items_per_category=1)
+    pairs = json.loads((directory / "pairs.json").read_text())
+    first = pairs[0]
+    pairs.append({**first, "index": 99, "left": first["right"], "right": first["left"],
+                  "answer": {"Left": "Right", "Right": "Left"}[first["answer"]]})
+    (directory / "pairs.json").write_text(json.dumps(pairs))
+    with pytest.raises(BadRecordError, match=re.escape(f"act2answer: record pairs.json[{len(pairs) - 1}]: field "
+                                                       "'left/right': the instruction and tile pictures of pairs.json[0]")):
+        data.make_source("act2answer", directory)
+
+
+def test_the_generated_set_has_distinct_items_only(tmp_path):
+    with pytest.raises(ValueError, match="items_per_category=21: the shape category has 20 distinct items"):
+        item_set(tmp_path, items_per_category=21)
+
+
 def test_an_item_id_given_twice_is_refused(tmp_path):
     """Ids name the episodes, their records and their simulator first frames: a set numbered per category would
     score one item on another's frame."""

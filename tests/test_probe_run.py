@@ -14,7 +14,7 @@ import pytest
 from act2answer_helpers import item_set
 from conftest import REPO_ROOT
 from models_helpers import openpi_checkpoint
-from multinet_jax import data, demo, models
+from multinet_jax import data, demo, models, tokenizers
 from multinet_jax.demo import datasets
 from multinet_jax.eval import manifest
 from multinet_jax.probing import activation_store, layer_curves, runner
@@ -100,6 +100,10 @@ def test_resume_refuses_a_changed_item_set(setup, tmp_path):
     ("--num_folds=1", "error: --num_folds must be at least 2, got 1"),
     ("--C=0", "error: --C must be positive, got 0.0"),
     ("--batch_size=0", "error: --batch_size must be positive, got 0"),
+    ("--limit=19", "error: --limit=19 is odd: Act2Answer's episodes are items in both layouts (original, then swapped), "
+                   "and a probe's item is read in both or not at all; pass an even --limit"),
+    ("--permutations=10", "error: --permutations must be at least 19 (a peak reaches p <= 0.05 only by beating that "
+                          "many permuted peaks), got 10"),
 ])
 def test_bad_probe_flags(flag, message):
     command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", "probe", "--checkpoint=c",
@@ -141,7 +145,9 @@ def test_resume_refuses_other_settings_or_inputs(setup, tmp_path):
     assert recorded["settings"] == {"split": None, "max_token_len": 48, "dtype": "float32", "num_flow_steps": 2, "seed": 0,
                                     "batch_size": 4}
     assert set(recorded["inputs"]) == {"checkpoint", "tokenizer", "data"} and recorded["checkpoint_settings"] == {}
-    (items / "pairs.json").write_text((items / "pairs.json").read_text().replace("Left", "Right", 1))
+    pairs = json.loads((items / "pairs.json").read_text())
+    pairs[0]["answer"] = {"Left": "Right", "Right": "Left"}[pairs[0]["answer"]]
+    (items / "pairs.json").write_text(json.dumps(pairs))
     resumed = dataclasses.replace(config, resume=True, seed=1)
     with pytest.raises(manifest.RunChangedError, match=r"probe_manifest.json: the activations in this folder come from "
                        r"another run: --seed: recorded 0, now 1; data: content differs .*"):
@@ -208,3 +214,14 @@ def test_probe_refuses_flow_steps_for_a_family_without_flow(setup, tmp_path):
                                          r"\(it samples no flow\)$"):
         runner.run_probe(config)
     assert not (tmp_path / runner.MANIFEST).exists()
+
+
+def test_prompts_the_cut_shortens_are_counted_and_said(setup, tmp_path, capsys):
+    """A cut instruction may lose its question, every item's prompt reading alike: the probe says how many were cut."""
+    tokenizer = tokenizers.PaliGemmaTokenizer(setup["tokenizer"])
+    source = data.make_source("act2answer", setup["items"])
+    uncut = runner.prompt_truncation(_config(setup, tmp_path, limit=4), tokenizer, source)
+    assert uncut == {**uncut, "max_prompt_tokens": 48, "truncated": 0, "counted": 4} and not capsys.readouterr().err
+    cut = runner.prompt_truncation(_config(setup, tmp_path, max_token_len=2), tokenizer, source)
+    assert cut["truncated"] == cut["counted"] == len(source) and cut["longest_prompt_tokens"] > 2
+    assert f"warning: act2answer: {len(source)} of {len(source)} prompts truncated to 2 tokens" in capsys.readouterr().err

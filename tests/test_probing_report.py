@@ -69,3 +69,37 @@ def test_report_curves_retention_and_plot(tmp_path):
     assert result["retention"] == pytest.approx(bayes_retention, abs=0.1) and result["retention_excluded"] == {}
     json.dumps(result)  # plain JSON
     assert layer_curves.plot(result, tmp_path / "probing.png").stat().st_size > 10_000
+
+
+def _noise(rng, tasks: int, items: int, layers: int, width: int) -> dict[str, np.ndarray]:
+    """Activations of items in both layouts whose features are pure noise (nothing of the answer in them)."""
+    answers = rng.integers(2, size=tasks * items)
+    rows = [(task, item, layout) for task in range(tasks) for item in range(items) for layout in range(2)]
+    activations = {
+        "item_id": np.array([f"{task}-{item}" for task, item, _ in rows]),
+        "category": np.array([f"task{task}" for task, _, _ in rows]),
+        "layout": np.array([("original", "swapped")[layout] for _, _, layout in rows]),
+        "label": np.array([answers[task * items + item] ^ layout for task, item, layout in rows], np.int64),
+    }
+    for stream in ("prefix_last", "action_mean"):
+        activations[stream] = rng.standard_normal((len(rows), layers, width)).astype(np.float32)
+    return activations
+
+
+def test_peaks_of_noise_above_chance_are_not_counted_as_signal():
+    """A peak is the best of several layers' noisy accuracies, so noise peaks above chance: the permutation test
+    (each item's tiles exchanged at random) puts such a peak among the permuted ones, and no retention is made of it."""
+    result = layer_curves.probe_tasks(_noise(np.random.default_rng(3), tasks=3, items=40, layers=8, width=16), num_folds=5)
+    prefix = [entry["prefix_last"] for entry in result["tasks"].values()]
+    assert all(entry["peak_accuracy"] > layer_curves.CHANCE for entry in prefix)  # what the old rule counted as signal
+    assert all(entry["peak_p_value"] > layer_curves.ALPHA and len(entry["null_peak_accuracy"]) == layer_curves.PERMUTATIONS
+               for entry in prefix)
+    assert result["retention"] is None and set(result["retention_excluded"]) == set(result["tasks"])
+
+
+def test_an_item_in_one_layout_is_refused():
+    """An item in one layout only unbalances its task's labels: chance is no longer 0.5."""
+    activations = _noise(np.random.default_rng(0), tasks=1, items=6, layers=2, width=4)
+    kept = np.arange(len(activations["label"])) != 3  # item 1's swapped episode
+    with pytest.raises(ValueError, match=r"activations row 2: field 'layout': item '0-1' has no swapped episode"):
+        layer_curves.probe_tasks({key: value[kept] for key, value in activations.items()}, num_folds=2)

@@ -67,15 +67,15 @@ def _dots_picture(count: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image)
 
 
-def _colour_item(rng: np.random.Generator) -> dict:
-    target, other = rng.choice(list(_COLOURS), size=2, replace=False)
+def _colour_item(target: str, other: str, rng: np.random.Generator) -> dict:
+    del rng
     return {"question": f"Which tile shows the color {target}?",
             "knowledge_instruction": f"Place the cube on the {target} tile.",
             "labels": (target, other), "pictures": (_colour_picture(target), _colour_picture(other))}
 
 
-def _shape_item(rng: np.random.Generator) -> dict:
-    target, other = rng.choice(list(_SHAPES), size=2, replace=False)
+def _shape_item(target: str, other: str, rng: np.random.Generator) -> dict:
+    del rng
     corners = _SHAPES[target]
     description = f"a shape with {_NUMBER_WORDS[corners]} corners" if corners else "a shape with no corners"
     return {"question": f"Which tile shows {description}?",
@@ -83,28 +83,36 @@ def _shape_item(rng: np.random.Generator) -> dict:
             "labels": (target, other), "pictures": (_shape_picture(target), _shape_picture(other))}
 
 
-def _counting_item(rng: np.random.Generator) -> dict:
-    target, other = (int(n) for n in rng.choice(np.arange(1, 7), size=2, replace=False))
+def _counting_item(target: int, other: int, rng: np.random.Generator) -> dict:
     word = _NUMBER_WORDS[target]
     return {"question": f"Which tile shows {word} dot{'s' * (target > 1)}?",
             "knowledge_instruction": f"Place the cube on the tile with {word} dot{'s' * (target > 1)}.",
             "labels": (str(target), str(other)), "pictures": (_dots_picture(target, rng), _dots_picture(other, rng))}
 
 
-CATEGORIES: dict[str, Callable[[np.random.Generator], dict]] = {
-    "color": _colour_item, "shape": _shape_item, "counting": _counting_item,
+# Per category: the values a tile can show, and the item asking for `target` against `other`. Each (target, other)
+# pair makes at most one item: a second would be the same episodes again (the items' swapped layouts included),
+# which `items.check_distinct` refuses, as a probe's folds would train on one copy and test on the other.
+CATEGORIES: dict[str, tuple[tuple, Callable[..., dict]]] = {
+    "color": (tuple(_COLOURS), _colour_item), "shape": (tuple(_SHAPES), _shape_item),
+    "counting": (tuple(range(1, 7)), _counting_item),
 }
 
 
 def write_item_set(directory: str | pathlib.Path, *, items_per_category: int = 4, seed: int = 0) -> pathlib.Path:
-    """Writes `pairs.json` and `images/<asset>.png` for `items_per_category` items of each category."""
+    """Writes `pairs.json` and `images/<asset>.png` for `items_per_category` distinct items of each category (at most
+    20, the shape category's distinct items)."""
     directory = pathlib.Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     pairs = []
-    for category, make in CATEGORIES.items():
-        for number in range(items_per_category):
-            item = make(rng)
+    for category, (values, make) in CATEGORIES.items():
+        choices = [(target, other) for target in values for other in values if target != other]
+        if items_per_category > len(choices):
+            raise ValueError(f"items_per_category={items_per_category}: the {category} category has {len(choices)} "
+                             "distinct items")
+        for number, choice in enumerate(rng.permutation(len(choices))[:items_per_category]):
+            item = make(*choices[choice], rng)
             answer = int(rng.integers(2))  # where the correct picture goes in the original layout
             order = (0, 1) if answer == 0 else (1, 0)  # tile -> item["pictures"] index (0 = the correct one)
             assets = [f"{category}_{number}_{side}" for side in ("a", "b")]

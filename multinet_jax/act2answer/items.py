@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import fingerprints
 from multinet_jax.act2answer import glb
 from multinet_jax.act2answer.geometry import LAYOUTS, TILE_NAMES
 from multinet_jax.data.bad_records import BadRecordError
@@ -136,6 +137,27 @@ def candidate_path(set_dir: pathlib.Path, asset: str) -> pathlib.Path | None:
     if mesh.is_file():
         return mesh
     return next((path for suffix in IMAGE_SUFFIXES if (path := set_dir / "images" / f"{asset}{suffix}").is_file()), None)
+
+
+def check_distinct(set_dir: pathlib.Path, pairs: list[Any], dataset: str) -> None:
+    """No two items are one item twice: the same instruction over the same two tile pictures (by content, in either
+    order, so one item's swapped layout is another's original). Probes hold an item's episodes in one fold; a copy
+    under another id would be trained on in one fold and tested in another, and a random model's probe then reads
+    0.74 where content-grouped folds give 0.38."""
+    first: dict[tuple[str, frozenset[str]], int] = {}
+    for position, raw in enumerate(pairs):
+        try:
+            item = parse_item(raw, position, dataset)
+        except BadRecordError:
+            continue  # refused when its episodes are read, as a bad record (`data` lists them)
+        pictures = frozenset(fingerprints.file_sha256(path) if (path := candidate_path(set_dir, asset)) else f"asset {asset}"
+                             for asset in item.assets)
+        key = (item.instruction, pictures)
+        if key in first:
+            raise BadRecordError(dataset, f"{PAIRS_FILE}[{position}]", "left/right",
+                                 f"the instruction and tile pictures of {PAIRS_FILE}[{first[key]}] (in either layout): "
+                                 "one item twice")
+        first[key] = position
 
 
 def candidate_image(set_dir: pathlib.Path, asset: str, dataset: str, record: str, field: str) -> np.ndarray:

@@ -44,6 +44,9 @@ flags.DEFINE_integer("num_folds", 5, "Cross-validation folds (grouped by item); 
 flags.DEFINE_integer("probe_seed", 0, "Seed of the fold assignment and the shuffled-label control.")
 flags.DEFINE_float("C", 1.0, "Inverse L2 strength of the logistic-regression probes (scikit-learn's C).")
 flags.DEFINE_integer("max_iter", 100, "L-BFGS iterations per probe at most.")
+flags.DEFINE_integer("permutations", 19, "Label sets of the permutation test each probe curve's peak is checked "
+                     "against (each item's tiles exchanged at random): a peak counts as signal at p <= 0.05, which "
+                     "needs 19 or more.")
 flags.DEFINE_string("asset_id", None, "openpi checkpoints with norm stats for several robots: whose "
                     "assets/<asset_id>/norm_stats.json the model loads with (default: the checkpoint's only one).")
 flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoint, tokenizer and generated item set at the given paths when missing.")
@@ -78,6 +81,7 @@ def main(argv: list[str]) -> None:
         lines.append(f"action streams: {result['action_streams']}")
     else:
         lines.append(layer_curves.retention_text(result) if retention is not None else
-                     f"retention: undefined (no task's prefix probe beats chance: {json.dumps(result.get('retention_excluded'))})")
+                     f"retention: undefined (no task's prefix probe peak beats its permutation test at p <= "
+                     f"{layer_curves.ALPHA}: {json.dumps(result.get('retention_excluded'))})")
     lines.append(f"results: {FLAGS.output_dir}/probing.json, probing.png")
     print("\n".join(lines))

@@ -36,6 +36,7 @@ class Act2AnswerSource:
         self.directory = pathlib.Path(directory)
         self.dataset = dataset
         self._pairs = items.read_pairs(self.directory, dataset)
+        items.check_distinct(self.directory, self._pairs, dataset)
         default_frames = self.directory / FRAMES_DIR
         self.frames_dir = pathlib.Path(frames_dir) if frames_dir else (default_frames if default_frames.is_dir() else None)
         if self.frames_dir is not None and not self.frames_dir.is_dir():

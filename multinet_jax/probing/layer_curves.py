@@ -3,8 +3,14 @@ each with its shuffled control and peak layer, and the protocol's retention.
 
 Streams: `prefix_last` / `prefix_mean` (the VLM prefix's residual stream per layer, at the last valid prompt token /
 averaged over the prompt tokens) and `action_mean` (the action expert's, averaged over the action tokens). The
-retention compares `prefix_last` with `action_mean`; a task whose prefix curve never rises above chance has no signal
-to retain and is left out of the mean, listed under `retention_excluded` with its peak. Models without an action
+retention compares `prefix_last` with `action_mean`. A curve's peak is the best of many layers' noisy estimates, so
+it sits above chance even where the features carry nothing (18 layers of noise, 150 items a task: peaks of 0.55 to
+0.57, the range of published Pi0 action peaks): each peak is set against a permutation test, the same probes fitted
+on `PERMUTATIONS` label sets in which each item's target tiles are exchanged at random (what the labels would be if
+the features knew nothing of the answer; every item keeps one episode per tile). `peak_p_value` is the share of
+permuted peaks at or above it (counting the real one). A task whose prefix peak is not significant at `ALPHA` has no
+signal to retain and is left out of the mean, listed under `retention_excluded` with its peak and the permuted peaks'
+best. Models without an action
 expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams` says so, and there is no retention.
 """
 
@@ -18,6 +24,9 @@ from typing import Any
 import numpy as np
 
 from multinet_jax import plots
+from multinet_jax.act2answer.geometry import LAYOUTS
+from multinet_jax.metrics.act2answer_scoring import check_layout_pairs
+from multinet_jax.metrics.records import RecordError
 from multinet_jax.probing.probes import fit_probes
 from multinet_jax.probing.retention import retention
 
@@ -25,14 +34,18 @@ PREFIX_STREAMS = ("prefix_last", "prefix_mean")
 ACTION_STREAMS = ("action_mean",)
 RETENTION_STREAMS = ("prefix_last", "action_mean")
 CHANCE = 0.5  # two tiles
+PERMUTATIONS = 19  # the fewest with which a peak can reach p <= ALPHA: by beating every permuted peak
+ALPHA = 0.05
 TITLE_LINE_CHARACTERS = 80  # the figure's title wraps here: it must fit over two panels
 NO_ACTION_EXPERT = "none: the model has no action expert (Pi0-FAST, PaliGemma, OpenVLA): prefix streams only, no retention"
 
 
 def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, seed: int = 0, C: float = 1.0,
-                max_iter: int = 100, tol: float = 1e-4) -> dict[str, Any]:
-    """Fits every stream's probes per category (labels: the target tile; groups: the item) -> the report dict."""
+                max_iter: int = 100, tol: float = 1e-4, permutations: int = PERMUTATIONS) -> dict[str, Any]:
+    """Fits every stream's probes per category (labels: the target tile; groups: the item) and their permutation
+    tests -> the report dict. Every item must be there in both layouts, its target exchanged between them."""
     streams = [name for name in (*PREFIX_STREAMS, *ACTION_STREAMS) if name in activations]
+    _check_pairs(activations)
     categories = np.asarray(activations["category"])
     tasks: dict[str, Any] = {}
     for task in sorted(set(categories.tolist())):
@@ -41,23 +54,29 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
         if len(np.unique(groups)) < num_folds:
             raise ValueError(f"task {task!r} has {len(np.unique(groups))} items, fewer than --num_folds={num_folds}")
         tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(groups)))}
+        null_labels = _exchanged_targets(labels, groups, permutations, seed)
         for stream in streams:
             try:
                 result = fit_probes(activations[stream][rows], labels, groups, num_folds=num_folds, seed=seed, C=C,
-                                    max_iter=max_iter, tol=tol)
+                                    max_iter=max_iter, tol=tol, null_labels=null_labels)
             except ValueError as error:
                 raise ValueError(f"task {task!r}, stream {stream}: {error}") from None
+            null_peaks = result.null_accuracy.max(axis=1)
+            peak = float(result.accuracy.max())
             tasks[task][stream] = {
                 "accuracy": result.accuracy.tolist(),
                 "control_accuracy": result.control_accuracy.tolist(),
                 "fold_accuracy": result.fold_accuracy.tolist(),
                 "peak_layer": result.peak_layer,
-                "peak_accuracy": float(result.accuracy.max()),
+                "peak_accuracy": peak,
+                "null_peak_accuracy": null_peaks.tolist(),
+                "peak_p_value": float((1 + np.sum(null_peaks >= peak)) / (1 + permutations)),
                 "unconverged_fits": int((~result.converged).sum()),
             }
     report: dict[str, Any] = {
-        "chance": CHANCE, "streams": streams, "tasks": tasks,
-        "settings": {"num_folds": num_folds, "seed": seed, "C": C, "max_iter": max_iter, "tol": tol},
+        "chance": CHANCE, "alpha": ALPHA, "streams": streams, "tasks": tasks,
+        "settings": {"num_folds": num_folds, "seed": seed, "C": C, "max_iter": max_iter, "tol": tol,
+                     "permutations": permutations},
     }
     if all(stream in streams for stream in RETENTION_STREAMS):
         report.update(_retention(tasks))
@@ -66,10 +85,31 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
     return report
 
 
+def _check_pairs(activations: Mapping[str, np.ndarray]) -> None:
+    """Both layouts of every item, its target exchanged (`act2answer_scoring.check_layout_pairs`): an item seen in one
+    layout only (an odd --limit, a lost batch) makes the labels unbalanced, and chance no longer 0.5."""
+    episodes = [(str(item), str(category), LAYOUTS.index(str(layout)), int(label)) for item, category, layout, label
+                in zip(activations["item_id"], activations["category"], activations["layout"], activations["label"])]
+    try:
+        check_layout_pairs(episodes, "label")
+    except RecordError as error:
+        raise ValueError(f"activations row {error.index}: {error.describe(lambda other: f'row {other}')}") from None
+
+
+def _exchanged_targets(labels: np.ndarray, groups: np.ndarray, permutations: int, seed: int) -> np.ndarray:
+    """`[permutations, n]` label sets of the permutation test: each item's target tiles exchanged between its two
+    layouts with probability 1/2, independently per item and set."""
+    _, item = np.unique(groups, return_inverse=True)
+    exchanged = np.random.default_rng([seed, 1]).integers(2, size=(permutations, item.max() + 1))
+    return np.where(exchanged[:, item], 1 - labels[None, :], labels[None, :])
+
+
 def _retention(tasks: Mapping[str, Any]) -> dict[str, Any]:
     prefix_stream, action_stream = RETENTION_STREAMS
-    eligible = [task for task, entry in tasks.items() if entry[prefix_stream]["peak_accuracy"] > CHANCE]
-    excluded = {task: {"prefix_peak_accuracy": entry[prefix_stream]["peak_accuracy"]}
+    eligible = [task for task, entry in tasks.items() if entry[prefix_stream]["peak_p_value"] <= ALPHA]
+    excluded = {task: {"prefix_peak_accuracy": entry[prefix_stream]["peak_accuracy"],
+                       "prefix_peak_p_value": entry[prefix_stream]["peak_p_value"],
+                       "best_permuted_peak": max(entry[prefix_stream]["null_peak_accuracy"])}
                 for task, entry in tasks.items() if task not in eligible}
     value = None
     if eligible:
@@ -86,8 +126,8 @@ def plot(report: Mapping[str, Any], path: str | pathlib.Path) -> pathlib.Path:
 
 
 def figure(report: Mapping[str, Any]) -> Any:
-    """One panel per task: each stream's accuracy per layer (solid, its peak marked) and its shuffled control
-    (dashed), on a 0-to-1 axis with chance marked; each panel's legend, under it, names the peak layers."""
+    """One panel per task: each stream's accuracy per layer (solid, its peak marked), its shuffled control (dashed)
+    and the best of its permuted peaks (dotted), on a 0-to-1 axis with chance marked; each panel's legend, under it, names the peak layers."""
     tasks = list(report["tasks"])
     columns = min(len(tasks), 4)
     rows = -(-len(tasks) // columns)
@@ -100,6 +140,7 @@ def figure(report: Mapping[str, Any]) -> Any:
             axis.plot(entry["accuracy"], color=colour, label=f"{stream}: peak at layer {entry['peak_layer']}")
             axis.plot(entry["peak_layer"], entry["accuracy"][entry["peak_layer"]], "o", color=colour)
             axis.plot(entry["control_accuracy"], color=colour, linestyle="--", alpha=0.6)
+            axis.axhline(max(entry["null_peak_accuracy"]), color=colour, linestyle=":", linewidth=0.8)
         axis.axhline(report["chance"], color="gray", linewidth=0.8)
         plots.value_axis(axis, plots.Unit("probe accuracy (0 to 1)", 1.0), [])
         axis.set_title(f"{task} ({report['tasks'][task]['episodes']} episodes)")
@@ -107,14 +148,16 @@ def figure(report: Mapping[str, Any]) -> Any:
         plots.integer_ticks(axis.xaxis)
         panel.legend(loc="outside lower center", ncols=1)
     retained = report.get("retention")
-    whole.suptitle(f"dashed: shuffled-label control; gray: chance ({report['chance']:g})"
+    whole.suptitle(f"dashed: shuffled-label control; dotted: best permuted peak (a peak above it: p <= {report['alpha']:g}); "
+                   f"gray: chance ({report['chance']:g})"
                    + (f"\n{textwrap.fill(retention_text(report), TITLE_LINE_CHARACTERS)}" if retained is not None else ""))
     return whole
 
 
 def retention_text(report: Mapping[str, Any]) -> str:
-    """The retention with the tasks it averages, and those left out (prefix never above chance): a value over one
+    """The retention with the tasks it averages, and those left out (prefix peak not significant): a value over one
     task of three must not read as the model's."""
     text = f"retention {report['retention']:.3f} over {', '.join(report['retention_tasks'])}"
     excluded = report.get("retention_excluded") or {}
-    return text + (f" ({', '.join(excluded)} left out: prefix never above chance)" if excluded else "")
+    return text + (f" ({', '.join(excluded)} left out: prefix peak not above its permutation test at p <= "
+                   f"{report['alpha']:g})" if excluded else "")

@@ -45,6 +45,7 @@ class ProbeResult:
     num_classes: int
     iterations: np.ndarray  # [layers, folds (+ control folds)]: L-BFGS iterations used
     converged: np.ndarray  # [layers, folds (+ control folds)]: max |gradient| <= tol before max_iter
+    null_accuracy: np.ndarray | None = None  # [permutations, layers]: the probes fitted on each of `null_labels`
 
     @property
     def chance(self) -> float:
@@ -97,12 +98,14 @@ def fit_probes(
     max_iter: int = 100,
     tol: float = 1e-4,
     control: bool = True,
+    null_labels: np.ndarray | None = None,
 ) -> ProbeResult:
     """Per-layer cross-validated accuracy of linear probes predicting `labels` from `features` `[n, layers, width]`.
 
     `groups` `[n]` keeps samples of a group in one fold (default: every sample its own group); folds come from
     `grouped_folds(groups, num_folds, seed)`. `C`, `max_iter`, `tol` mean what they mean for scikit-learn's
-    `LogisticRegression` (lbfgs). `control` adds the same probes fitted on labels shuffled with `seed`.
+    `LogisticRegression` (lbfgs). `control` adds the same probes fitted on labels shuffled with `seed`; `null_labels`
+    `[permutations, n]`, label sets of a permutation test, each fitted on the same folds (`null_accuracy`).
     """
     if not (C > 0 and np.isfinite(C)) or max_iter < 1 or not tol > 0:  # as the CLI refuses them
         raise ValueError(f"C must be a positive finite number, max_iter >= 1 and tol > 0; got C={C}, max_iter={max_iter}, "
@@ -111,11 +114,15 @@ def fit_probes(
     count = labels.shape[0]
     folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)
     _check_training_classes(folds, labels)
-    problem_labels = [labels] * num_folds
+    null_labels = np.zeros((0, count), labels.dtype) if null_labels is None else np.asarray(null_labels)
+    if null_labels.ndim != 2 or null_labels.shape[1] != count:
+        raise ValueError(f"null_labels must be [permutations, n] = [*, {count}], got shape {null_labels.shape}")
+    label_sets = [labels]
     if control:
-        shuffled = labels[np.random.default_rng(seed).permutation(count)]
-        problem_labels += [shuffled] * num_folds
-    problem_folds = np.tile(np.arange(num_folds), 2 if control else 1)
+        label_sets.append(labels[np.random.default_rng(seed).permutation(count)])
+    label_sets += list(null_labels)
+    problem_labels = [label_set for label_set in label_sets for _ in range(num_folds)]
+    problem_folds = np.tile(np.arange(num_folds), len(label_sets))
     train = folds[None, :] != problem_folds[:, None]  # [problems, n]
     width = features.shape[2]
     layers_per_step = int(np.clip(CACHE_BYTES // (4 * count * width), 1, features.shape[1]))
@@ -126,12 +133,13 @@ def fit_probes(
     test = ~train  # [problems, n]
     fold_accuracy = correct.sum(-1) / test.sum(-1)  # [layers, problems]
     pooled = correct.sum(-1)  # held-out correct per (layer, problem); folds partition the samples
-    accuracy = pooled[:, :num_folds].sum(-1) / count
+    per_set = pooled.reshape(pooled.shape[0], len(label_sets), num_folds).sum(-1) / count  # [layers, label sets]
     return ProbeResult(
-        accuracy=accuracy,
+        accuracy=per_set[:, 0],
         fold_accuracy=fold_accuracy[:, :num_folds],
-        control_accuracy=pooled[:, num_folds:].sum(-1) / count if control else None,
-        control_fold_accuracy=fold_accuracy[:, num_folds:] if control else None,
+        control_accuracy=per_set[:, 1] if control else None,
+        control_fold_accuracy=fold_accuracy[:, num_folds:2 * num_folds] if control else None,
+        null_accuracy=per_set[:, 1 + control:].T,
         folds=folds,
         num_classes=num_classes,
         iterations=iterations,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +51,7 @@ OTHER_SETTINGS = {
     "probe_seed": "the probes are refitted on all saved activations every run",
     "C": "the probes are refitted on all saved activations every run",
     "max_iter": "the probes are refitted on all saved activations every run",
+    "permutations": "the probes are refitted on all saved activations every run",
     "asset_id": "norm stats do not enter the activations (Act2Answer's state is zeros); it only lets a checkpoint "
                 "holding several load",
 }
@@ -81,9 +83,13 @@ class ProbeConfig:
     probe_seed: int = 0
     C: float = 1.0
     max_iter: int = 100
+    permutations: int = layer_curves.PERMUTATIONS
     asset_id: str | None = None  # openpi checkpoints with norm stats for several robots: which one's
 
     def __post_init__(self) -> None:
+        if self.limit is not None and self.limit % 2:
+            raise ValueError(f"--limit={self.limit} is odd: Act2Answer's episodes are items in both layouts (original, "
+                             "then swapped), and a probe's item is read in both or not at all; pass an even --limit")
         for name in ("batch_size", "num_flow_steps", "max_iter", "max_token_len"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -93,6 +99,9 @@ class ProbeConfig:
             raise ValueError(f"--num_folds must be at least 2, got {self.num_folds}")
         if self.C <= 0:
             raise ValueError(f"--C must be positive, got {self.C}")
+        if self.permutations < layer_curves.PERMUTATIONS:
+            raise ValueError(f"--permutations must be at least {layer_curves.PERMUTATIONS} (a peak reaches p <= "
+                             f"{layer_curves.ALPHA} only by beating that many permuted peaks), got {self.permutations}")
         preflight.check_seed(self.seed)
 
 
@@ -123,15 +132,42 @@ def _saved_episodes(config: ProbeConfig) -> int:
     return done
 
 
-def capture(config: ProbeConfig, model: Any) -> pathlib.Path:
-    """Writes the activations of every episode not saved yet; returns their folder.
+def _source(config: ProbeConfig) -> Any:
+    return data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
+
+
+def _episodes(config: ProbeConfig, source: Any) -> int:
+    """How many of the item set's episodes the run probes (`--limit`, even: both layouts of every item)."""
+    return len(source) if config.limit is None else min(config.limit, len(source))
+
+
+def prompt_truncation(config: ProbeConfig, tokenizer: Any, source: Any) -> dict[str, Any] | None:
+    """How many probed episodes' prompts `config.max_token_len` cut (the pipeline's counts, recomputed over every
+    episode the activations hold, resumed ones too): a cut instruction may lose the question, and the probes would
+    read the same prompt for every item. None where the model tokenizes (and cuts) its prompts itself."""
+    if tokenizer is None:
+        return None
+    prompt_format = domains.lookup(DOMAIN).protocol.prompt_format.value
+    lengths = [len(tokenizer.prompt_ids(source.episode(index).item.instruction, prompt_format))
+               for index in range(_episodes(config, source))]
+    truncated = sum(length > config.max_token_len for length in lengths)
+    if truncated:
+        print(f"warning: {DOMAIN}: {truncated} of {len(lengths)} prompts truncated to {config.max_token_len} tokens "
+              f"(longest {max(lengths)}): their probes read what is left of the instruction", file=sys.stderr)
+    return {"max_prompt_tokens": config.max_token_len, "truncated": truncated, "counted": len(lengths),
+            "longest_prompt_tokens": max(lengths, default=0)}
+
+
+def capture(config: ProbeConfig, model: Any, source: Any = None) -> pathlib.Path:
+    """Writes the activations of every episode not saved yet (of `source`, the item set's episodes: read from
+    `config.data_dir` unless given); returns their folder.
 
     `config.tokenizer` is a local path here, `config.num_flow_steps` the steps used (None without flow sampling) and
     `config.max_token_len` the prompts' cut (None where the model cuts its own): `run_probe` resolves them first."""
     directory = _activations_dir(config)
     done = _saved_episodes(config)
-    source = data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
-    total = len(source) if config.limit is None else min(config.limit, len(source))
+    source = _source(config) if source is None else source
+    total = _episodes(config, source)
     if done:
         _check_resumed(directory, source, done)
     # A family bundling its tokenizer (OpenVLA, `config.tokenizer` None) reads the prompt texts itself.
@@ -254,9 +290,12 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
-    directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model)
+    source = _source(config)
+    directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model, source)
     result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
-                                C=config.C, max_iter=config.max_iter)
+                                      C=config.C, max_iter=config.max_iter, permutations=config.permutations)
+    result["prompt_truncation"] = prompt_truncation(
+        config, None if tokenizer is None else tokenizers.PaliGemmaTokenizer(tokenizer), source)
     result["config"] = dataclasses.asdict(config)
     output_dir = pathlib.Path(config.output_dir)
     summary.write_json(output_dir / "probing.json", result)

@@ -224,16 +224,17 @@ def test_report_figure_of_continuous_actions_keeps_run_labels_and_legend_inside_
 def test_probing_plot_has_layer_ticks_peak_layers_and_legends_under_the_panels(tmp_path):
     curves = {"prefix_last": [0.55, 0.9, 0.7], "action_mean": [0.5, 0.6, 0.8]}
     tasks = {task: {"episodes": 40, **{stream: {"accuracy": values, "control_accuracy": [0.5, 0.48, 0.52],
+                                                "null_peak_accuracy": [0.55, 0.6, 0.58],
                                                 "peak_layer": int(np.argmax(values))} for stream, values in curves.items()}}
              for task in ("color", "shape")}
-    result = {"chance": 0.5, "streams": list(curves), "tasks": tasks, "retention": 0.75, "retention_tasks": ["color"],
-              "retention_excluded": {"shape": {"prefix_peak_accuracy": 0.5}}}
+    result = {"chance": 0.5, "alpha": 0.05, "streams": list(curves), "tasks": tasks, "retention": 0.75,
+              "retention_tasks": ["color"], "retention_excluded": {"shape": {"prefix_peak_accuracy": 0.5}}}
     layer_curves.plot(result, tmp_path / "probing.png")
     figure = layer_curves.figure(result)
     _rendered(figure)
     # the retention names what it averages: one task of two here
     assert " ".join(figure.get_suptitle().split()).endswith(
-        "retention 0.750 over color (shape left out: prefix never above chance)")
+        "retention 0.750 over color (shape left out: prefix peak not above its permutation test at p <= 0.05)")
     for axes in figure.axes:
         assert _ticks(axes.xaxis) == [0, 1, 2] and axes.get_ylim() == (0, 1) and axes.get_xlabel() == "layer"
     labels = [text.get_text() for legend in figure.findobj(lambda a: a.__class__.__name__ == "Legend") for text in legend.get_texts()]

@@ -74,8 +74,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.model:
         registry.check_family(config.checkpoint, FLAGS.model)  # before any array is read
     result = runner.run_probe(config)
-    lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']}"
-                                    for stream in result["streams"]) for task, entry in result["tasks"].items()]
+    lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']} "
+                                    f"(p {entry[stream]['peak_p_value']:.2f})" for stream in result["streams"])
+             for task, entry in result["tasks"].items()]
     retention = result.get("retention")
     if "action_streams" in result:
         lines.append(f"action streams: {result['action_streams']}")

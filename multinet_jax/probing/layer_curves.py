@@ -148,8 +148,9 @@ def figure(report: Mapping[str, Any]) -> Any:
         plots.integer_ticks(axis.xaxis)
         panel.legend(loc="outside lower center", ncols=1)
     retained = report.get("retention")
-    whole.suptitle(f"dashed: shuffled-label control; dotted: best permuted peak (a peak above it: p <= {report['alpha']:g}); "
-                   f"gray: chance ({report['chance']:g})"
+    key = (f"dashed: shuffled-label control; dotted: best permuted peak (a peak above it: p <= {report['alpha']:g}); "
+           f"gray: chance ({report['chance']:g})")
+    whole.suptitle(textwrap.fill(key, TITLE_LINE_CHARACTERS)
                    + (f"\n{textwrap.fill(retention_text(report), TITLE_LINE_CHARACTERS)}" if retained is not None else ""))
     return whole
 

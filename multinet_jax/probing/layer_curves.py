@@ -5,13 +5,13 @@ Streams: `prefix_last` / `prefix_mean` (the VLM prefix's residual stream per lay
 averaged over the prompt tokens) and `action_mean` (the action expert's, averaged over the action tokens). The
 retention compares `prefix_last` with `action_mean`. A curve's peak is the best of many layers' noisy estimates, so
 it sits above chance even where the features carry nothing (18 layers of noise, 150 items a task: peaks of 0.55 to
-0.57, the range of published Pi0 action peaks): each peak is set against a permutation test, the same probes fitted
+0.58, the range of published Pi0 action peaks): each peak is set against a permutation test, the same probes fitted
 on `PERMUTATIONS` label sets in which each item's target tiles are exchanged at random (what the labels would be if
 the features knew nothing of the answer; every item keeps one episode per tile). `peak_p_value` is the share of
 permuted peaks at or above it (counting the real one). A task whose prefix peak is not significant at `ALPHA` has no
 signal to retain and is left out of the mean, listed under `retention_excluded` with its peak and the permuted peaks'
-best. Models without an action
-expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams` says so, and there is no retention.
+best. Models without an action expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams` says
+so, and there is no retention.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def plot(report: Mapping[str, Any], path: str | pathlib.Path) -> pathlib.Path:
 
 def figure(report: Mapping[str, Any]) -> Any:
     """One panel per task: each stream's accuracy per layer (solid, its peak marked), its shuffled control (dashed)
-    and the best of its permuted peaks (dotted), on a 0-to-1 axis with chance marked; each panel's legend, under it, names the peak layers."""
+    and the best of its permuted peaks (dotted), on a 0-to-1 axis with chance marked; each panel's legend, under it,
+    names the peak layers."""
     tasks = list(report["tasks"])
     columns = min(len(tasks), 4)
     rows = -(-len(tasks) // columns)

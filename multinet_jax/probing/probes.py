@@ -43,9 +43,9 @@ class ProbeResult:
     control_fold_accuracy: np.ndarray | None  # [layers, folds]
     folds: np.ndarray  # [n]: each sample's fold
     num_classes: int
-    iterations: np.ndarray  # [layers, folds (+ control folds)]: L-BFGS iterations used
-    converged: np.ndarray  # [layers, folds (+ control folds)]: max |gradient| <= tol before max_iter
-    null_accuracy: np.ndarray | None = None  # [permutations, layers]: the probes fitted on each of `null_labels`
+    iterations: np.ndarray  # [layers, folds (+ control and null folds)]: L-BFGS iterations used
+    converged: np.ndarray  # [layers, folds (+ control and null folds)]: max |gradient| <= tol before max_iter
+    null_accuracy: np.ndarray  # [permutations, layers]: the probes fitted on each of `null_labels` (0 rows: none)
 
     @property
     def chance(self) -> float:
@@ -115,8 +115,9 @@ def fit_probes(
     folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)
     _check_training_classes(folds, labels)
     null_labels = np.zeros((0, count), labels.dtype) if null_labels is None else np.asarray(null_labels)
-    if null_labels.ndim != 2 or null_labels.shape[1] != count:
-        raise ValueError(f"null_labels must be [permutations, n] = [*, {count}], got shape {null_labels.shape}")
+    if null_labels.ndim != 2 or null_labels.shape[1] != count or not np.isin(null_labels, np.arange(num_classes)).all():
+        raise ValueError(f"null_labels must be [permutations, n] = [*, {count}] of the labels' {num_classes} classes, got "
+                         f"shape {null_labels.shape}")
     label_sets = [labels]
     if control:
         label_sets.append(labels[np.random.default_rng(seed).permutation(count)])

@@ -435,3 +435,19 @@ def test_an_openvla_action_budget_an_earlier_version_recorded_is_not_compared():
         earlier = {**current, "max_new_tokens": 256} if current["max_new_tokens"] is None else {**current, "max_new_tokens": 7}
         corrected = manifest._corrections(pathlib.Path("unused"), name, earlier, current, "openvla")
         assert ("max_new_tokens" not in corrected) == compared, name
+
+
+def test_an_action_probe_cut_is_corrected_only_where_every_record_holds_it(tmp_path):
+    """Act2Answer records the action probe's prompt cut as `action_max_prompt_tokens`, which earlier manifests lacked:
+    accepted where every written record's `action_prompt_token_limit` is the cut now recorded, not where one differs
+    or lacks it (written before records held it)."""
+    current = {"max_prompt_tokens": 48, "action_max_prompt_tokens": 250}
+    earlier = {"max_prompt_tokens": 48}
+    path = tmp_path / "predictions" / "act2answer.jsonl"
+    path.parent.mkdir()
+    for limits, corrected in (([250, 250], True), ([250, 48], False), ([250, None], False)):
+        path.write_text("".join(json.dumps({"id": str(row)} if limit is None else {"id": str(row), "action_prompt_token_limit": limit})
+                                + "\n" for row, limit in enumerate(limits)))
+        found = manifest._corrections(tmp_path, "act2answer", earlier, current, "pi0_fast")
+        assert ("action_max_prompt_tokens" in found) == corrected, limits
+        assert "max_prompt_tokens" not in found  # recorded as it is now: nothing to correct

@@ -166,3 +166,17 @@ def test_state_is_built_from_the_fields_a_step_has_as_multinet_did(case, tmp_pat
     source = data.make_source(reference["dataset"], directory, cache_dir=tmp_path / "cache")
     states = [transforms.pad_state(source[index]["state"]) for index in range(len(source))]
     np.testing.assert_array_equal(np.asarray(states, np.float64), np.asarray(reference["multinet_state"], np.float64))
+
+
+def test_multinets_statistics_without_a_std_are_refused_naming_the_dims_and_the_way_out(tmp_path):
+    """MultiNet's float32 `E[x^2] - E[x]^2` falls below zero for a dim of small spread about a large mean (its std
+    NaN: every prediction invalid); the run is refused naming the dim, and the float64 statistics are there."""
+    rng = np.random.default_rng(0)
+    steps = [{"a": {"dtype": "float32", "value": [1000 + 0.01 * rng.standard_normal(), rng.standard_normal()]}}
+             for _ in range(64)]
+    directory = write_translated_shards(tmp_path / "openx_same_data", [steps])
+    with pytest.raises(ValueError, match=r"MultiNet's split statistics have no std in dims \[0\]: its float32 "
+                                         r"E\[x\^2\] - E\[x\]\^2 falls below zero .* --unnormalize=split_exact"):
+        data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="multinet")
+    exact = data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="exact")
+    assert np.isfinite(exact["std"]).all() and 0 < exact["std"][0] < 0.02

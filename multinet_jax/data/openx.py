@@ -614,17 +614,25 @@ class OpenxSource:
         rebuild = domains.lookup(self.dataset).protocol.action_from_dict
         rebuilt = self.steps.manifest.get(REBUILT_STATS_KEY, {}).get(rebuild) if rebuild else None
         if rebuilt is not None:
-            return self._finite(rebuilt[kind])
+            return self._finite(rebuilt[kind], kind)
         if kind == "exact":
-            return self._finite(self.steps.manifest["action_stats"])
+            return self._finite(self.steps.manifest["action_stats"], kind)
         if MULTINET_STATS_KEY not in self.steps.manifest:
             raise ValueError(f"{self.steps.directory}: converted by an older multinet_jax without MultiNet's split "
                              "statistics; run `multinet-jax convert` on the source again")
-        return self._finite(self.steps.manifest[MULTINET_STATS_KEY])
+        return self._finite(self.steps.manifest[MULTINET_STATS_KEY], kind)
 
-    def _finite(self, stats: dict | None) -> dict | None:
-        """Statistics an earlier version computed over a non-finite or huge action are refused, not used."""
-        if stats is not None and not all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean", "std")):
-            raise ValueError(f"{self.steps.directory}: its action statistics hold NaN or inf (a step's action is not "
-                             "finite or too large); fix the data, then remove this conversion to convert it again")
-        return stats
+    def _finite(self, stats: dict | None, kind: str) -> dict | None:
+        """Statistics that are not finite are refused, not used: an earlier version's over a non-finite or huge action,
+        or MultiNet's own where its float32 `E[x^2] - E[x]^2` cancels below zero (a dim of small spread about a large
+        mean: std NaN, with which MultiNet counted every prediction invalid)."""
+        if stats is None or all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean", "std")):
+            return stats
+        if kind == "multinet" and all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean")):
+            dims = np.flatnonzero(~np.isfinite(stats["std"])).tolist()
+            raise ValueError(f"{self.steps.directory}: MultiNet's split statistics have no std in dims {dims}: its float32 "
+                             "E[x^2] - E[x]^2 falls below zero there (a small spread about a large mean), and MultiNet "
+                             "would have counted every prediction invalid; --unnormalize=split_exact uses the float64 "
+                             "statistics instead")
+        raise ValueError(f"{self.steps.directory}: its action statistics hold NaN or inf (a step's action is not "
+                         "finite or too large); fix the data, then remove this conversion to convert it again")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -96,6 +97,16 @@ def test_paligemma_processor_format_is_bos_then_the_whole_text_and_newline_encod
     assert paligemma.prompt_ids(text.removeprefix("<image>"), "paligemma_processor") == ids  # no placeholder: the same
     openpi = paligemma.prompt_ids(text.removeprefix("<image>"), "openpi")
     assert paligemma.decode(openpi[1:]) == "System line.     Indented line.  Goal: open drawer Output 0 or 1 only.\n"
+
+
+def test_control_token_strings_in_a_processor_prompt_are_the_tokens_as_hugging_faces_processor_reads_them(paligemma):
+    """MultiNet's text prompts went through Hugging Face's PaliGemmaProcessor, which reads "<eos>" in a prompt as the
+    EOS token; `fixtures/hf_paligemma_control_tokens.json` holds what it built (transformers 4.48.1, fast tokenizer).
+    openpi's format encodes the text with SentencePiece alone, so there "<eos>" stays characters."""
+    reference = json.loads((pathlib.Path(__file__).parent / "fixtures" / "hf_paligemma_control_tokens.json").read_text())
+    for text, ids in zip(reference["texts"], reference["ids"]):
+        assert paligemma.prompt_ids(text, "paligemma_processor") == ids, text
+    assert paligemma.eos_id not in paligemma.prompt_ids("contains <eos> token text", "openpi")
 
 
 def test_paligemma_processor_format_refuses_text_before_an_image_placeholder(paligemma):

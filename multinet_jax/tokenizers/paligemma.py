@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 
 import numpy as np
 import sentencepiece
@@ -65,6 +66,13 @@ class PaliGemmaTokenizer:
             self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_path.read_bytes())
         except RuntimeError as error:  # sentencepiece's error for bytes that are not a model proto
             raise ValueError(f"{model_path}: not a SentencePiece model ({' '.join(str(error).split())})") from None
+        # Pieces text never encodes to (<pad>, <eos>, <bos>, <unk>): Hugging Face's tokenizer reads their strings in a
+        # prompt as the tokens themselves, and MultiNet's text prompts went through it.
+        processor = self._processor
+        control = {processor.id_to_piece(i): i for i in range(processor.vocab_size())
+                   if processor.is_control(i) or processor.is_unknown(i)}
+        self._control_pattern = re.compile("(" + "|".join(map(re.escape, sorted(control, key=len, reverse=True))) + ")")
+        self._control_ids = control
 
     @property
     def vocab_size(self) -> int:
@@ -110,8 +118,16 @@ class PaliGemmaTokenizer:
             if IMAGE_PLACEHOLDER in rest:
                 raise ValueError(f"prompt has {IMAGE_PLACEHOLDER!r} after its start ({text[:60]!r}...): only a leading one "
                                  "(the image tokens' place) is supported")
-            return [self.bos_id] + self.encode(rest + "\n")
+            return [self.bos_id] + self._encode_with_control_strings(rest + "\n")
         raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+
+    def _encode_with_control_strings(self, text: str) -> list[int]:
+        """`encode`, with every control token's string in `text` (`"<eos>"`) read as that token, as Hugging Face's
+        tokenizer reads it: the text between them is encoded piece by piece."""
+        ids = []
+        for index, part in enumerate(self._control_pattern.split(text)):
+            ids += [self._control_ids[part]] if index % 2 else self.encode(part) if part else []
+        return ids
 
     def tokenize_prompt(self, text: str, max_len: int, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """openpi's `PaligemmaTokenizer.tokenize`, right-padded.

@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import pathlib
 import pickle
 import re
 import shutil
@@ -155,6 +156,24 @@ def test_overcooked_csv_matches_pickle(tmp_path):
     for index in range(len(from_pickle)):
         assert from_csv[index]["id"] == from_pickle[index]["id"] and from_csv[index]["ground_truth"] == from_pickle[index]["ground_truth"]
         np.testing.assert_array_equal(from_csv[index]["image"], from_pickle[index]["image"])
+
+
+def test_overcooked_split_statistics_are_multinets_running_stats_bit_for_bit(tmp_path):
+    """MultiNet's Pi0 script accumulated the Overcooked statistics with openpi's float32 `RunningStats` over its
+    layout-wise batches of 5: `fixtures/multinet_overcooked_stats.json` holds what MultiNet's own dataloader and
+    `get_dataset_stats` computed for these rows (`generate_multinet_overcooked_stats.py.txt`)."""
+    reference = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_overcooked_stats.json").read_text())
+    png = io.BytesIO()
+    Image.new("RGB", (2, 2), (10, 20, 30)).save(png, "PNG")
+    image = base64.b64encode(png.getvalue()).decode("ascii")
+    rows = [{"state": image, "joint_action": joint_action, "reward": "0", "score": "0", "time_left": time_left,
+             "time_elapsed": time_elapsed, "layout_name": layout, "trial_id": trial}
+            for trial, layout, joint_action, time_left, time_elapsed in reference["rows"]]
+    (tmp_path / "trials.pickle").write_bytes(pickle.dumps(rows))
+    multinet = data.action_stats("overcooked_ai", tmp_path, kind="multinet")
+    assert (multinet["mean"], multinet["std"]) == (reference["multinet_stats"]["mean"], reference["multinet_stats"]["std"])
+    exact = data.action_stats("overcooked_ai", tmp_path, kind="exact")
+    assert exact["std"] != multinet["std"] and exact["count"] == multinet["count"] == len(rows)
 
 
 def test_overcooked_action_stats_over_joint_indices():

@@ -451,3 +451,14 @@ def test_an_action_probe_cut_is_corrected_only_where_every_record_holds_it(tmp_p
         found = manifest._corrections(tmp_path, "act2answer", earlier, current, "pi0_fast")
         assert ("action_max_prompt_tokens" in found) == corrected, limits
         assert "max_prompt_tokens" not in found  # recorded as it is now: nothing to correct
+
+
+def test_an_overcooked_run_from_before_multinets_running_statistics_is_refused():
+    """Overcooked actions unnormalized under --unnormalize=split now use MultiNet's float32 running statistics
+    (0.04% of indices move): a manifest written before (no `split_statistics`) reads as the exact ones, refused."""
+    current, found = _refusals_of_a_manifest_without("split_statistics", "overcooked_ai")
+    assert current["split_statistics"] == "openpi_running_float32"
+    assert "protocol of overcooked_ai: split_statistics (domains.overcooked_ai.protocol.split_statistics) not recorded " \
+           "(written before it was: read as 'exact'), now 'openpi_running_float32'" in found
+    assert "split_statistics" not in _refusals_of_a_manifest_without("split_statistics", "overcooked_ai",
+                                                                     unnormalize="split_exact")[0]

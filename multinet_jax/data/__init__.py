@@ -213,9 +213,10 @@ def action_stats(
     reproduced bit for bit (float32 sums, `sqrt(E[x^2] - E[x]^2 + 1e-8)`, exact quantiles; `stats.py`); for the
     domains whose ground truth MultiNet rebuilt from the action dict, over the rebuilt actions (numpy's mean and
     population std for `kind="multinet"`, as MultiNet recomputed them).
-    Overcooked: over the joint action indices (1 dim), exact for both kinds (MultiNet used openpi's
-    float32 `RunningStats` over its batches of 5: about 5e-5 relative on 100k actions, which moves the rounded index
-    of about 0.04% of predictions; docs/protocol.md).
+    Overcooked: over the joint action indices (1 dim); `kind="multinet"`: the mean and std MultiNet's Pi0 script
+    accumulated with openpi's float32 `RunningStats` over its layout-wise batches of 5 (`stats.openpi_running_mean_std`,
+    5e-5 relative from the exact ones on 100k actions, which moves the rounded index of 0.04% of predictions), the
+    other entries exact.
     """
     return source_action_stats(make_source(domain, data_dir, split=split, cache_dir=cache_dir), kind=kind)
 
@@ -228,7 +229,11 @@ def source_action_stats(source: Source, *, kind: str = "exact") -> dict[str, Any
     if domain.startswith("openx_"):
         return source.action_stats(kind)
     if domain == "overcooked_ai":
-        return stats.compute_action_stats(source.joint_actions().astype(np.float64)[:, None])
+        exact = stats.compute_action_stats(source.joint_actions().astype(np.float64)[:, None])
+        if kind == "exact":
+            return exact
+        mean, std = stats.openpi_running_mean_std(source.multinet_batches())
+        return {**exact, "mean": mean.astype(np.float64).tolist(), "std": std.astype(np.float64).tolist()}
     return None
 
 

@@ -99,6 +99,10 @@ def data_file(directory: pathlib.Path) -> pathlib.Path:
     raise FileNotFoundError(f"{directory}: no Overcooked-AI *.pickle or *.csv")
 
 
+# `overcooked_inference.py --batch_size`'s default, the batches MultiNet's statistics were accumulated over.
+MULTINET_BATCH_SIZE = 5
+
+
 class OvercookedSource:
     """Random access to Overcooked timesteps in trial-grouped order."""
 
@@ -151,6 +155,20 @@ class OvercookedSource:
     def joint_actions(self) -> np.ndarray:
         """Joint action index of every sample, in sample order (no image decoding)."""
         return np.array([self._joint_action(row)[0] for _, _, row in self._order])
+
+    def multinet_batches(self) -> list[np.ndarray]:
+        """The joint action indices `[n, 1]` of the batches MultiNet's Pi0 script accumulated its statistics over: its
+        `StreamingLayoutBatchSampler` (`overcooked_dataloader.py`) cuts each run of one layout, in sample order, into
+        batches of `MULTINET_BATCH_SIZE`, the tail of a run its own batch."""
+        actions = self.joint_actions()
+        layouts = [str(self._field(self._rows[row], row, "layout_name")) for _, _, row in self._order]
+        batches, start = [], 0
+        for end in range(1, len(layouts) + 1):
+            if end == len(layouts) or layouts[end] != layouts[start]:
+                batches += [actions[first:min(first + MULTINET_BATCH_SIZE, end), None]
+                            for first in range(start, end, MULTINET_BATCH_SIZE)]
+                start = end
+        return batches
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         trial, step, row_index = self._order[index]

@@ -165,6 +165,23 @@ def _tensorflow_square(values: np.ndarray) -> np.ndarray:
     return (tf.constant(values) ** 2).numpy()
 
 
+def openpi_running_mean_std(batches: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std as openpi's `normalize.RunningStats` accumulates them over `[n, d]` batches (MultiNet's Overcooked
+    statistics, `overcooked_inference.get_dataset_stats`): float32 running means of x and x^2, each batch's mean
+    weighted in by `n / count`, and `sqrt(max(0, E[x^2] - mean^2))`, operation for operation."""
+    count, mean, mean_of_squares = 0, None, None
+    for batch in batches:
+        batch = np.asarray(batch, np.float32)
+        if count == 0:
+            mean, mean_of_squares = np.mean(batch, axis=0), np.mean(batch**2, axis=0)
+        count += batch.shape[0]
+        mean += (np.mean(batch, axis=0) - mean) * (batch.shape[0] / count)
+        mean_of_squares += (np.mean(batch**2, axis=0) - mean_of_squares) * (batch.shape[0] / count)
+    if count < 2:
+        raise ValueError(f"statistics need 2 actions or more, got {count}")
+    return mean, np.sqrt(np.maximum(0, mean_of_squares - mean**2))
+
+
 def compute_action_stats(actions: Iterable[np.ndarray], chunk: int = 1024) -> dict:
     """One pass over per-step action vectors, accumulated in chunks of `chunk` steps."""
     stats, pending = RunningActionStats(), []

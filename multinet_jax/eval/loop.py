@@ -730,7 +730,12 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     quantiles = domain.uses_actions and family.action_normalization == "openpi_quantiles"
     # Act2Answer's action probe reads displacements in the robot's base frame (`act2answer_probes.action_choice`).
     probe_frame = {"action_probe_frame": "robot_base"} if domain.output is domains.Output.KNOWLEDGE_PROBES else {}
-    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame}
+    # Overcooked's actions unnormalized with MultiNet's float32 running statistics (`data.source_action_stats`):
+    # recorded, as earlier versions used the exact ones (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
+    running = domain.name == "overcooked_ai" and domain.uses_actions and not domain.protocol.answers_in_text \
+        and family.action_decoding is not None and config.unnormalize == "split"
+    statistics = {"split_statistics": "openpi_running_float32"} if running else {}
+    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame, **statistics}
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

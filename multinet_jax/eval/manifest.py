@@ -83,9 +83,10 @@ OTHER_SETTINGS = {
 # `openpi_quantile_actions`: False, Pi0.5's and Pi0-FAST's actions unnormalized with the z-score rule (runs before
 # openpi's quantile rule was applied to them; every other family's rule is unchanged). `action_probe_frame`
 # (Act2Answer): "world", the displacement read in the tiles' frame (runs before it was read in the robot's base
-# frame, whose left/right decisions were mirrored).
+# frame, whose left/right decisions were mirrored). `split_statistics` (Overcooked under --unnormalize=split): "exact",
+# the float64 statistics (runs before MultiNet's float32 running ones were reproduced: 0.04% of indices differ).
 ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
-                          "openpi_quantile_actions": False, "action_probe_frame": "world"}
+                          "openpi_quantile_actions": False, "action_probe_frame": "world", "split_statistics": "exact"}
 
 # Protocol entries that versions before 2026-12-07 recorded as nominal where the model applied its own (Pi0-FAST's and
 # Pi0.5's state prompts, OpenVLA's, SmolVLA's and Magma's prompts: the pipeline's 48 tokens for the model's own cut;

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import norm
 
 from multinet_jax.probing import activation_store, layer_curves
+from multinet_jax.probing.probes import fit_probes
 
 PREFIX_STRENGTH = np.array([0.1, 0.9, 0.4])  # per layer, sigma 1
 ACTION_STRENGTH = np.array([0.1, 0.5, 0.3])
@@ -103,3 +104,14 @@ def test_an_item_in_one_layout_is_refused():
     kept = np.arange(len(activations["label"])) != 3  # item 1's swapped episode
     with pytest.raises(ValueError, match=r"activations row 2: field 'layout': item '0-1' has no swapped episode"):
         layer_curves.probe_tasks({key: value[kept] for key, value in activations.items()}, num_folds=2)
+
+
+def test_items_of_one_content_share_a_fold():
+    """Two ids of one item (`items.content_groups`) are folded together and counted once in `distinct_items`."""
+    activations = _noise(np.random.default_rng(0), tasks=1, items=6, layers=2, width=4)
+    content = {f"0-{item}": f"content {min(item, 4)}" for item in range(6)}  # items 4 and 5: one content
+    entry = layer_curves.probe_tasks(activations, num_folds=2, content=content)["tasks"]["task0"]
+    assert (entry["items"], entry["distinct_items"]) == (6, 5)
+    folds = fit_probes(activations["prefix_last"], activations["label"],
+                       np.array([content[item] for item in activations["item_id"]]), num_folds=2).folds
+    assert len(set(folds[np.isin(activations["item_id"], ["0-4", "0-5"])])) == 1

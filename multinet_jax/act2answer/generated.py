@@ -91,8 +91,8 @@ def _counting_item(target: int, other: int, rng: np.random.Generator) -> dict:
 
 
 # Per category: the values a tile can show, and the item asking for `target` against `other`. Each (target, other)
-# pair makes at most one item: a second would be the same episodes again (the items' swapped layouts included),
-# which `items.check_distinct` refuses, as a probe's folds would train on one copy and test on the other.
+# pair makes at most one item: a second would be the same episodes again (the items' swapped layouts included), one
+# item counted twice (a probe folds them together, `items.content_groups`).
 CATEGORIES: dict[str, tuple[tuple, Callable[..., dict]]] = {
     "color": (tuple(_COLOURS), _colour_item), "shape": (tuple(_SHAPES), _shape_item),
     "counting": (tuple(range(1, 7)), _counting_item),

@@ -36,7 +36,6 @@ class Act2AnswerSource:
         self.directory = pathlib.Path(directory)
         self.dataset = dataset
         self._pairs = items.read_pairs(self.directory, dataset)
-        items.check_distinct(self.directory, self._pairs, dataset)
         default_frames = self.directory / FRAMES_DIR
         self.frames_dir = pathlib.Path(frames_dir) if frames_dir else (default_frames if default_frames.is_dir() else None)
         if self.frames_dir is not None and not self.frames_dir.is_dir():
@@ -44,6 +43,10 @@ class Act2AnswerSource:
 
     def __len__(self) -> int:
         return len(LAYOUTS) * len(self._pairs)
+
+    def content_groups(self) -> dict[str, str]:
+        """Item id -> its content's key (`items.content_groups`): the folds a probe keeps together."""
+        return items.content_groups(self.directory, self._pairs, self.dataset)
 
     def episode(self, index: int) -> items.Episode:
         position, layout = divmod(index, len(LAYOUTS))

@@ -41,19 +41,24 @@ NO_ACTION_EXPERT = "none: the model has no action expert (Pi0-FAST, PaliGemma, O
 
 
 def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, seed: int = 0, C: float = 1.0,
-                max_iter: int = 100, tol: float = 1e-4, permutations: int = PERMUTATIONS) -> dict[str, Any]:
-    """Fits every stream's probes per category (labels: the target tile; groups: the item) and their permutation
-    tests -> the report dict. Every item must be there in both layouts, its target exchanged between them."""
+                max_iter: int = 100, tol: float = 1e-4, permutations: int = PERMUTATIONS,
+                content: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Fits every stream's probes per category (labels: the target tile; groups: the item, or its content where
+    `content` maps item ids to content keys, `items.content_groups`: one item under two ids shares a fold) and their
+    permutation tests -> the report dict. Every item must be there in both layouts, its target exchanged."""
     streams = [name for name in (*PREFIX_STREAMS, *ACTION_STREAMS) if name in activations]
     _check_pairs(activations)
     categories = np.asarray(activations["category"])
+    item_ids = np.asarray(activations["item_id"])
     tasks: dict[str, Any] = {}
     for task in sorted(set(categories.tolist())):
         rows = categories == task
-        labels, groups = activations["label"][rows], activations["item_id"][rows]
+        labels = activations["label"][rows]
+        groups = item_ids[rows] if content is None else np.array([content[str(item)] for item in item_ids[rows]])
         if len(np.unique(groups)) < num_folds:
-            raise ValueError(f"task {task!r} has {len(np.unique(groups))} items, fewer than --num_folds={num_folds}")
-        tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(groups)))}
+            raise ValueError(f"task {task!r} has {len(np.unique(groups))} distinct items, fewer than --num_folds={num_folds}")
+        tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(item_ids[rows]))),
+                       "distinct_items": int(len(np.unique(groups)))}
         null_labels = _exchanged_targets(labels, groups, permutations, seed)
         for stream in streams:
             try:

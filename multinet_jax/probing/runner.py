@@ -293,7 +293,8 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     source = _source(config)
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model, source)
     result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
-                                      C=config.C, max_iter=config.max_iter, permutations=config.permutations)
+                                      C=config.C, max_iter=config.max_iter, permutations=config.permutations,
+                                      content=source.content_groups())
     result["prompt_truncation"] = prompt_truncation(
         config, None if tokenizer is None else tokenizers.PaliGemmaTokenizer(tokenizer), source)
     result["config"] = dataclasses.asdict(config)

@@ -700,8 +700,9 @@ CASES = [
                    "drop --demo to evaluate it, or give --checkpoint a path of its own"),
     Case("eval_demo_into_real_data", "eval", lambda i: _eval(i, ("piqa", "sqa3d"), demo=True, data_dir=str(i.real_data), output="demo_mixed"),
          lambda i: f"--demo would write generated sqa3d data into {E(str(i.real_data))}, which holds data the demo did not "
-                   "write: drop --demo to evaluate that data \\(domains without any are refused\\), or give --data_dir a "
-                   "folder of its own"),
+                   "write \\(piqa; demo data of a version before this check is unmarked: remove it to have it rebuilt\\): "
+                   "drop --demo to evaluate that data \\(domains without any are refused\\), or give --data_dir a folder of "
+                   "its own"),
     Case("eval_duplicate_domain", "eval", lambda i: _eval(i, domains=("piqa", "odinw", "piqa")), lambda i: "--domains names piqa more than once"),
     Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
          lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),

@@ -42,6 +42,19 @@ def test_the_demo_says_what_it_builds_and_then_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_the_demo_adds_domains_beside_its_own_the_probe_demos_item_set_included(tmp_path, capsys):
+    """Generated data goes only beside generated data: `probe --demo`'s item set, then `eval --demo`'s other domains
+    in the same folder, are the demo's own; a real domain beside them is not."""
+    paths = eval_helpers.assets()
+    built = {"checkpoint": paths["checkpoint"], "tokenizer": paths["tokenizer"]}
+    demo.build_probe_demo(item_set=str(tmp_path / "data" / "act2answer" / "public"), model="pi0", **built)
+    demo.build(data_dir=str(tmp_path / "data"), domains=["act2answer", "piqa"], fast_tokenizer=None, model="pi0", **built)
+    assert "demo: building the piqa data under" in capsys.readouterr().out
+    (tmp_path / "data" / "odinw").mkdir()  # a real dataset's folder
+    with pytest.raises(ValueError, match=r"which holds data the demo did not write \(odinw;"):
+        demo.build(data_dir=str(tmp_path / "data"), domains=["sqa3d"], fast_tokenizer=None, model="pi0", **built)
+
+
 def test_a_finished_run_resumed_has_nothing_to_recompute_and_names_the_next_command(tmp_path, capsys):
     eval_helpers.evaluate(tmp_path, ("piqa",), limit=4)
     first = capsys.readouterr()

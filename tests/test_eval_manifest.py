@@ -451,6 +451,9 @@ def test_an_action_probe_cut_is_corrected_only_where_every_record_holds_it(tmp_p
         found = manifest._corrections(tmp_path, "act2answer", earlier, current, "pi0_fast")
         assert ("action_max_prompt_tokens" in found) == corrected, limits
         assert "max_prompt_tokens" not in found  # recorded as it is now: nothing to correct
+    path.write_text('{"id": "0", "action_prompt_token_limit": 250}\n{"id": "1", oops\n')
+    with pytest.raises(manifest.RunChangedError, match=rf"{path}: line 2 is not JSON"):
+        manifest._corrections(tmp_path, "act2answer", earlier, current, "pi0_fast")
 
 
 def test_an_overcooked_run_from_before_multinets_running_statistics_is_refused():
@@ -462,3 +465,5 @@ def test_an_overcooked_run_from_before_multinets_running_statistics_is_refused()
            "(written before it was: read as 'exact'), now 'openpi_running_float32'" in found
     assert "split_statistics" not in _refusals_of_a_manifest_without("split_statistics", "overcooked_ai",
                                                                      unnormalize="split_exact")[0]
+    # Pi0-FAST unnormalizes with the quantiles, which stay exact: nothing to record
+    assert "split_statistics" not in _refusals_of_a_manifest_without("split_statistics", "overcooked_ai", model="pi0_fast")[0]

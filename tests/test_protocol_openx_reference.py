@@ -20,6 +20,7 @@ from conftest import shared_path
 from data_helpers import write_translated_shards
 from multinet_jax import data, domains
 from multinet_jax.data import BadRecordError, transforms
+from multinet_jax.eval.loop import check_split_std
 from multinet_jax.models.observation import resize_with_pad, validate
 from multinet_jax.tokenizers import PALIGEMMA_VOCAB_SIZE
 from tokenizers_helpers import build_test_paligemma
@@ -168,15 +169,19 @@ def test_state_is_built_from_the_fields_a_step_has_as_multinet_did(case, tmp_pat
     np.testing.assert_array_equal(np.asarray(states, np.float64), np.asarray(reference["multinet_state"], np.float64))
 
 
-def test_multinets_statistics_without_a_std_are_refused_naming_the_dims_and_the_way_out(tmp_path):
-    """MultiNet's float32 `E[x^2] - E[x]^2` falls below zero for a dim of small spread about a large mean (its std
-    NaN: every prediction invalid); the run is refused naming the dim, and the float64 statistics are there."""
+def test_multinets_statistics_without_a_std_are_not_unnormalized_with_and_the_way_out_is_named(tmp_path):
+    """MultiNet's float32 `E[x^2] - E[x]^2` falls below zero for a dim of small spread about a large mean (its std NaN:
+    every prediction invalid): the statistics are kept for the metrics (min, max, mean), unnormalizing with them is
+    refused naming the dim and --unnormalize=split_exact, whose float64 statistics have a std."""
     rng = np.random.default_rng(0)
     steps = [{"a": {"dtype": "float32", "value": [1000 + 0.01 * rng.standard_normal(), rng.standard_normal()]}}
              for _ in range(64)]
     directory = write_translated_shards(tmp_path / "openx_same_data", [steps])
-    with pytest.raises(ValueError, match=r"MultiNet's split statistics have no std in dims \[0\]: its float32 "
-                                         r"E\[x\^2\] - E\[x\]\^2 falls below zero .* --unnormalize=split_exact"):
-        data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="multinet")
+    multinet = data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="multinet")
+    assert np.isnan(multinet["std"][0]) and np.isfinite([multinet[name] for name in ("min", "max", "mean")]).all()
+    with pytest.raises(ValueError, match=r"openx_same_data: MultiNet's split statistics have no std in dims \[0\] .* "
+                                         r"--unnormalize=split_exact unnormalizes with the float64 statistics"):
+        check_split_std("openx_same_data", multinet)
     exact = data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="exact")
-    assert np.isfinite(exact["std"]).all() and 0 < exact["std"][0] < 0.02
+    check_split_std("openx_same_data", exact)
+    assert 0 < exact["std"][0] < 0.02

@@ -623,16 +623,12 @@ class OpenxSource:
         return self._finite(self.steps.manifest[MULTINET_STATS_KEY], kind)
 
     def _finite(self, stats: dict | None, kind: str) -> dict | None:
-        """Statistics that are not finite are refused, not used: an earlier version's over a non-finite or huge action,
-        or MultiNet's own where its float32 `E[x^2] - E[x]^2` cancels below zero (a dim of small spread about a large
-        mean: std NaN, with which MultiNet counted every prediction invalid)."""
-        if stats is None or all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean", "std")):
-            return stats
-        if kind == "multinet" and all(np.isfinite(stats[name]).all() for name in ("min", "max", "mean")):
-            dims = np.flatnonzero(~np.isfinite(stats["std"])).tolist()
-            raise ValueError(f"{self.steps.directory}: MultiNet's split statistics have no std in dims {dims}: its float32 "
-                             "E[x^2] - E[x]^2 falls below zero there (a small spread about a large mean), and MultiNet "
-                             "would have counted every prediction invalid; --unnormalize=split_exact uses the float64 "
-                             "statistics instead")
-        raise ValueError(f"{self.steps.directory}: its action statistics hold NaN or inf (a step's action is not "
-                         "finite or too large); fix the data, then remove this conversion to convert it again")
+        """Statistics that are not finite are refused, not used: an earlier version's over a non-finite or huge action.
+        MultiNet's own may lack a std (its float32 `E[x^2] - E[x]^2` cancels below zero for a dim of small spread about
+        a large mean): kept, as the metrics read only min, max and mean; unnormalizing with them is refused
+        (`eval.loop.check_split_std`)."""
+        names = ("min", "max", "mean") if kind == "multinet" else ("min", "max", "mean", "std")
+        if stats is not None and not all(np.isfinite(stats[name]).all() for name in names):
+            raise ValueError(f"{self.steps.directory}: its action statistics hold NaN or inf (a step's action is not "
+                             "finite or too large); fix the data, then remove this conversion to convert it again")
+        return stats

@@ -14,9 +14,9 @@ by the project's own code, deterministically, the first time `multinet-jax eval 
   the FAST action tokens land on the padding pieces exactly as openpi maps them onto PaliGemma's vocabulary.
 - FAST tokenizer (`checkpoints/demo_fast_tokenizer/`): a FAST BPE trained on the demo Open-X actions.
 - Datasets (`<data_dir>/<domain folder>/public/...`): `multinet_jax.demo.datasets` writes each domain in its
-  publisher's real format (the layout of MultiNet's `multinet_sample`), into a data folder the demo made (marked by
-  `DEMO_DATA_MARKER`) or a new one: generated data is never mixed into a real `multinet_sample` or MultiNet
-  download, and a published asset's name (`pi0_base`, ...) is never given to a random model.
+  publisher's real format (the layout of MultiNet's `multinet_sample`), beside the domains the demo made (each
+  marked by `DEMO_DATA_MARKER`) or into a new folder: generated data is never mixed into a real `multinet_sample`
+  or MultiNet download, and a published asset's name (`pi0_base`, ...) is never given to a random model.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the
 DEMO_VOCAB_SIZE = 1024  # the tiny configs' embedding rows
 DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
-# The file that marks a data folder as the demo's: only such a folder (or a new one) gets generated datasets.
+# The file that marks a domain's data folder as the demo's: generated datasets go only beside such folders.
 DEMO_DATA_MARKER = ".multinet_jax_demo_data"
 # SentencePiece pieces the trainer may use; the rest (up to the vocab size) are padding that the FAST ids land on.
 _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
@@ -74,7 +74,7 @@ def build_probe_demo(*, checkpoint: str, tokenizer: str | None, item_set: str, m
 
     refuse_published_names(checkpoint=checkpoint, tokenizer=tokenizer)
     if not pathlib.Path(item_set, "pairs.json").exists():
-        write_item_set(item_set, items_per_category=5)
+        (write_item_set(item_set, items_per_category=5) / DEMO_DATA_MARKER).touch()
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if not pathlib.Path(checkpoint).exists():
@@ -94,12 +94,24 @@ def refuse_published_names(**paths: str | None) -> None:
                              f"drop --demo to evaluate it, or give --{flag} a path of its own")
 
 
+def _generated(folder: pathlib.Path) -> bool:
+    """Whether the demo wrote `folder`, a domain's data (marked in it, or in its split folder as `probe --demo`'s item
+    set is)."""
+    return (folder / DEMO_DATA_MARKER).exists() or any((child / DEMO_DATA_MARKER).exists()
+                                                        for child in folder.iterdir() if child.is_dir())
+
+
 def _refuse_mixing(data_root: pathlib.Path, missing_domains: Sequence[str]) -> None:
-    """Generated datasets go only into a data folder the demo made, or a new one."""
-    if missing_domains and data_root.is_dir() and any(data_root.iterdir()) and not (data_root / DEMO_DATA_MARKER).exists():
+    """Generated datasets go only beside other generated ones, or into a new folder."""
+    if not missing_domains or not data_root.is_dir():
+        return
+    foreign = sorted(entry.name for entry in data_root.iterdir()
+                     if not entry.name.startswith(".") and not (entry.is_dir() and _generated(entry)))
+    if foreign:
         raise ValueError(f"--demo would write generated {', '.join(missing_domains)} data into {data_root}, which holds "
-                         "data the demo did not write: drop --demo to evaluate that data (domains without any are "
-                         "refused), or give --data_dir a folder of its own")
+                         f"data the demo did not write ({', '.join(foreign)}; demo data of a version before this check "
+                         "is unmarked: remove it to have it rebuilt): drop --demo to evaluate that data (domains "
+                         "without any are refused), or give --data_dir a folder of its own")
 
 
 def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None, data_dir: str, model: str,
@@ -115,10 +127,8 @@ def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None,
     if missing_domains or files:
         listed = files + ([f"the {', '.join(missing_domains)} data under {data_root}"] if missing_domains else [])
         print(f"demo: building {'; '.join(listed)} (first run only)", flush=True)
-    if missing_domains:
-        data_root.mkdir(parents=True, exist_ok=True)
-        (data_root / DEMO_DATA_MARKER).touch()
-    datasets.write_missing(data_root, missing_domains)
+    for name in datasets.write_missing(data_root, missing_domains):
+        (data_root / datasets.WRITERS[name][0] / DEMO_DATA_MARKER).touch()
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if fast_tokenizer is not None and not pathlib.Path(fast_tokenizer).exists():

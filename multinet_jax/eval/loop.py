@@ -384,7 +384,10 @@ class Evaluator:
             return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), scoring
         split_stats = scoring if self.config.unnormalize == "split" else self._split_stats(domain, "exact")
         rules = self.model.multinet_actions
-        return domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats)), scoring
+        norm = domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats))
+        if kind == "mean_std":
+            check_split_std(domain.name, norm.stats)
+        return norm, scoring
 
     def _split_stats(self, domain: domains.Domain, kind: str) -> dict[str, Any]:
         """The split's action statistics of `kind` (`data.source_action_stats`), over the ground truth as MultiNet's
@@ -679,6 +682,17 @@ class Evaluator:
         return {}
 
 
+def check_split_std(name: str, stats: Mapping[str, Any]) -> None:
+    """Actions are unnormalized with a std in every dim: MultiNet's float32 split statistics have none (NaN) where
+    `E[x^2] - E[x]^2` cancels below zero, and MultiNet then counted every prediction invalid."""
+    std = np.asarray(stats["std"], np.float64)
+    if not np.isfinite(std).all():
+        raise ValueError(f"{name}: MultiNet's split statistics have no std in dims {np.flatnonzero(~np.isfinite(std)).tolist()} "
+                         "(its float32 E[x^2] - E[x]^2 falls below zero there: a small spread about a large mean), with "
+                         "which MultiNet counted every prediction invalid; --unnormalize=split_exact unnormalizes with "
+                         "the float64 statistics")
+
+
 def _check_prompt_cut(config: EvalConfig, own_prompts: registry.OwnPrompts | None) -> None:
     """`--max_token_len` cuts the prompts the pipeline tokenizes; where every requested prompt is one the model builds
     itself (`registry.own_prompts`: Pi0.5's and Pi0-FAST's action prompts holding the state; a bundled tokenizer's
@@ -733,7 +747,7 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     # Overcooked's actions unnormalized with MultiNet's float32 running statistics (`data.source_action_stats`):
     # recorded, as earlier versions used the exact ones (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
     running = domain.name == "overcooked_ai" and domain.uses_actions and not domain.protocol.answers_in_text \
-        and family.action_decoding is not None and config.unnormalize == "split"
+        and family.action_normalization == "mean_std" and config.unnormalize == "split"  # the rules reading mean, std
     statistics = {"split_statistics": "openpi_running_float32"} if running else {}
     return {**applied, "openpi_quantile_actions": quantiles, **probe_frame, **statistics}
 

@@ -236,11 +236,13 @@ def runtime_differs(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> 
 def _written_records(path: pathlib.Path) -> list[dict[str, Any]]:
     """The complete lines of a predictions file, read without touching it (a torn last line is left to the resume)."""
     data = path.read_bytes()
-    lines = data[: data.rfind(b"\n") + 1].splitlines()
-    try:
-        return [json.loads(line) for line in lines]
-    except json.JSONDecodeError:
-        return []  # no evidence: the resume's own read names the bad line
+    records = []
+    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise RunChangedError(f"{path}: line {number} is not JSON ({error}); remove the file or fix the line") from None
+    return records
 
 
 def _corrections(output_dir: pathlib.Path, name: str, recorded: Mapping[str, Any], current: Mapping[str, Any],

@@ -162,7 +162,9 @@ def test_act2answer_counts_the_text_probe_questions_and_the_action_prompts(tmp_p
     batch = _batch("act2answer")
     lengths = {"": [int(tokenizer.tokenize_prompt(question, 1024)[1].sum()) for question in batch["question"]],
                "action_": [int(tokenizer.tokenize_prompt(prompt, 1024)[1].sum()) for prompt in batch["prompt"]]}
-    limit = _cut_between(lengths[""])
+    # a limit cutting some, not all, of both the questions and the instructions
+    limit = next(limit for limit in range(1, max(map(max, lengths.values())))
+                 if all(0 < sum(length > limit for length in whole) < LIMIT for whole in lengths.values()))
     records, _ = _run(tmp_path, "act2answer", max_token_len=limit, tokenizer=paths["tokenizer"], num_flow_steps=1)
     metrics_file, err = json.loads((tmp_path / "act2answer_metrics.json").read_text()), capsys.readouterr().err
     for prefix, whole in lengths.items():

@@ -88,10 +88,10 @@ class PromptFormat(enum.Enum):
 
 
 class ImageResize(enum.Enum):
-    """Where and how a sample's image reaches the model's 224x224."""
+    """Where and how a sample's image reaches the model's input size (224x224 for MultiNet's models)."""
 
     OPENPI = "openpi"  # native size into the model, which resizes in float (`models.observation.resize_with_pad`)
-    PALIGEMMA_PROCESSOR = "paligemma_processor"  # PIL bicubic straight to 224x224 on uint8, before the model
+    PALIGEMMA_PROCESSOR = "paligemma_processor"  # PIL bicubic straight to the model's size on uint8, before the model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,7 @@ def test_camera_inputs_keep_the_native_size_and_black_masked_wrists():
     for camera in transforms.PI0_CAMERAS[1:]:  # MultiNet's zeros_like(base): black, masked, the base's size
         assert inputs[f"image/{camera}"].shape == image.shape and not inputs[f"image/{camera}"].any()
         assert not bool(inputs[f"image_mask/{camera}"])
-    resized = transforms.camera_inputs(image, transforms.PI0_CAMERAS, paligemma_resize=True)
+    resized = transforms.camera_inputs(image, transforms.PI0_CAMERAS, paligemma_resize=224)
     assert resized["image/base_0_rgb"].shape == resized["image/right_wrist_0_rgb"].shape == (224, 224, 3)
 
 

@@ -59,3 +59,37 @@ def test_cli_error_is_one_line(tmp_path):
     result = eval_helpers.run_eval(eval_helpers.flags(tmp_path, ["openx_bimanual"], model="paligemma", checkpoint="x.npz"))
     assert result.returncode != 0
     assert result.stdout.strip().splitlines()[-1].startswith("error: --model=paligemma has no action head")
+
+
+def test_text_domain_images_reach_a_448_checkpoint_at_448(tmp_path, monkeypatch):
+    """pt_448's Hugging Face processor resizes straight to 448: the pipeline must not shrink text-domain images to
+    pt-224's size first (the model would then upsample a 224-pixel picture)."""
+    import numpy as np
+
+    from multinet_jax import data
+    from multinet_jax.data import transforms
+    from multinet_jax.models import decoding, paligemma
+
+    checkpoint = tmp_path / "paligemma_tiny.npz"
+    demo.build_checkpoint("paligemma", checkpoint)
+    arrays = dict(np.load(checkpoint))
+    patch = paligemma.read_config(checkpoint).siglip.patch_size
+    tokens = (448 // patch) ** 2
+    arrays["params/img/pos_embedding"] = np.resize(arrays["params/img/pos_embedding"], (1, tokens, arrays["params/img/pos_embedding"].shape[2]))
+    large = tmp_path / "paligemma_tiny_448.npz"
+    np.savez(large, **arrays)
+    assert paligemma.read_config(large).siglip.image_size == 448
+    seen = []
+    original = decoding.sample_tokens
+
+    def spy(model, observation, **options):
+        seen.append(np.asarray(observation["image/base_0_rgb"]))
+        return original(model, observation, **options)
+
+    monkeypatch.setattr(decoding, "sample_tokens", spy)
+    settings = eval_helpers.settings(tmp_path / "run", ["odinw"], model="paligemma", checkpoint=str(large), limit=2, batch_size=2)
+    multinet_jax.eval.evaluate(EvalConfig(**settings))
+    source = data.make_source("odinw", pathlib.Path(eval_helpers.assets()["data_dir"]) / "odinw", split="public")
+    expected = [transforms.paligemma_processor_resize(source[index]["image"], 448) for index in range(2)]
+    assert seen and seen[0].shape == (2, 448, 448, 3)
+    np.testing.assert_array_equal(seen[0], np.stack(expected))

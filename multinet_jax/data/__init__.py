@@ -163,13 +163,15 @@ def load_source(
     cameras: Sequence[str] = transforms.PI0_CAMERAS,
     num_workers: int = 0,
     protocol: domains.Protocol | None = None,
+    image_size: int = transforms.IMAGE_SIZE,
 ) -> grain.MapDataset | grain.IterDataset:
     """A source's Grain dataset: samples, or fixed-shape batches with a `_mask` when `batch_size` is set. A caller
     that also counts or checks the source (the evaluator, the probe loop) opens the data once and passes it here.
 
     Prompts and images follow `protocol` (None: the domain's MultiNet protocol, `domains.Protocol`); `max_token_len`
     truncates every prompt at that length instead of the protocol's (None: the protocol's; the sample's
-    `prompt_tokens` tells the full length). `num_workers` > 0 decodes in that many processes (order kept;
+    `prompt_tokens` tells the full length); `image_size`: the model's input size, where the protocol resizes images
+    as Hugging Face's PaliGemma processor of that checkpoint does. `num_workers` > 0 decodes in that many processes (order kept;
     needs absl flags parsed, as under `absl.app.run`). Bad records raise `BadRecordError`
     (`on_bad_record="fail"`) or are logged and yielded masked (`"skip"`: `_mask` False and the message in
     `bad_record`; dropped when unbatched). Shards: both or neither (then `jax.process_index/count`).
@@ -187,6 +189,7 @@ def load_source(
         shard_count=shard_count,
         on_bad_record=on_bad_record,
         num_workers=num_workers,
+        image_size=image_size,
     )
 
 

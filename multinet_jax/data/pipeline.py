@@ -47,7 +47,8 @@ class SampleBuilder:
     """global sample index -> model-ready sample, images uint8 (or a masked placeholder for padding / skipped records).
 
     `protocol` (the domain's, `domains.Protocol`) decides the prompt format and truncation length and how the
-    image is resized; `max_token_len` overrides its truncation length (None: the protocol's).
+    image is resized; `max_token_len` overrides its truncation length (None: the protocol's). `image_size`: the model's
+    input size, which the Hugging Face PaliGemma processor's resize targets (its checkpoint's: pt-448's is 448).
     """
 
     def __init__(
@@ -59,18 +60,21 @@ class SampleBuilder:
         cameras: Sequence[str],
         on_bad_record: str,
         max_token_len: int | None = None,
+        image_size: int = transforms.IMAGE_SIZE,
     ):
         self.source = source
         self.tokenizer = tokenizer
         self.protocol = protocol
         self.max_token_len = protocol.truncation_length(max_token_len)
         self.cameras = tuple(cameras)
+        self.image_size = image_size
         self.on_bad_record = check_on_bad_record(on_bad_record)
         self.bad_records: list[BadRecord] = []  # those met in this process
 
     def model_inputs(self, image: np.ndarray | None, state: np.ndarray | None, prompt: str) -> dict[str, np.ndarray]:
         paligemma_resize = self.protocol.image_resize is domains.ImageResize.PALIGEMMA_PROCESSOR
-        inputs = transforms.camera_inputs(image, self.cameras, paligemma_resize=paligemma_resize, blank_image=self.protocol.blank_image)
+        inputs = transforms.camera_inputs(image, self.cameras, paligemma_resize=self.image_size if paligemma_resize else None,
+                                          blank_image=self.protocol.blank_image)
         inputs["state"] = transforms.pad_state(state)
         inputs["state_dim"] = transforms.state_dim(state)
         if self.tokenizer is not None:
@@ -187,18 +191,20 @@ def build(
     shard_count: int = 1,
     on_bad_record: str = "fail",
     num_workers: int = 0,
+    image_size: int = transforms.IMAGE_SIZE,
 ) -> grain.MapDataset | grain.IterDataset:
     """The Grain dataset of one domain's samples, or of fixed-shape batches when `batch_size` is set.
 
     `protocol`: the domain's (`domains.Protocol`: prompt format, truncation length, image resizing);
-    `max_token_len` overrides its truncation length. With `num_workers` > 0 samples are decoded in that many
+    `max_token_len` overrides its truncation length; `image_size`: the model's input size (`SampleBuilder`). With `num_workers` > 0 samples are decoded in that many
     processes (`mp_prefetch`, order kept) and an IterDataset is returned.
     """
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
     check_limit(limit)
     total = len(source) if limit is None else min(limit, len(source))
-    builder = SampleBuilder(source, tokenizer=tokenizer, protocol=protocol, max_token_len=max_token_len, cameras=cameras, on_bad_record=on_bad_record)
+    builder = SampleBuilder(source, tokenizer=tokenizer, protocol=protocol, max_token_len=max_token_len, cameras=cameras,
+                            on_bad_record=on_bad_record, image_size=image_size)
     if batch_size is None:
         local = len(range(shard_index, total, shard_count))
         dataset = grain.MapDataset.range(local).map(ShardIndex(shard_index, shard_count, total)).map(builder)

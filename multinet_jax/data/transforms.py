@@ -2,7 +2,8 @@
 
 They follow the input conventions of MultiNet's Pi0 runs (`multinet_jax.domains.Protocol`): the sample's image
 feeds the first camera, uint8, at its native size for the openpi path (the model resizes it, as openpi does) or
-resized straight to 224x224 with PIL bicubic for the Hugging Face PaliGemma path; the other cameras get black
+resized straight to the model's input size (224x224 for MultiNet's pt-224) with PIL bicubic for the Hugging Face
+PaliGemma path; the other cameras get black
 images of the same size, masked out; the state is zero-padded or truncated to 32 dims. Images stay uint8 all the
 way to the model, which maps them to [-1, 1] (`models.observation`).
 """
@@ -37,7 +38,8 @@ def decode_image(data: bytes) -> np.ndarray:
 def paligemma_processor_resize(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     """uint8 [h, w, 3] -> uint8 [size, size, 3] as Hugging Face's PaliGemma processor resizes for MultiNet's text runs.
 
-    google/paligemma-3b-pt-224's `preprocessor_config.json` configures its SiglipImageProcessor with `"size":
+    `size` is the checkpoint's input size (its processor's: pt-448's resizes to 448). google/paligemma-3b-pt-224's
+    `preprocessor_config.json` configures its SiglipImageProcessor with `"size":
     {"height": 224, "width": 224}`, `"resample": 3` (PIL BICUBIC; the class default would be bilinear),
     `"rescale_factor": 1/255` and mean = std = 0.5. Its resize hands the uint8 array to PIL (no rescaling for uint8)
     and resizes straight to 224x224, aspect ratio not kept; the rescale and normalize that follow equal openpi's
@@ -65,20 +67,21 @@ def camera_inputs(
     image: np.ndarray | None,
     cameras: Sequence[str],
     *,
-    paligemma_resize: bool = False,
+    paligemma_resize: int | None = None,
     blank_image: int | None = None,
 ) -> dict[str, np.ndarray]:
     """uint8 `image/<camera>` and bool `image_mask/<camera>`; the sample's image feeds the first camera.
 
     MultiNet's Pi0 runs give the single dataset image to `base_0_rgb` and `zeros_like` of it (black) with a False
-    mask to the wrist cameras. `paligemma_resize`: resize as the Hugging Face processor does (else the native
-    size). A sample without an image shows a 224x224 image of `blank_image` (attended), or masks every camera.
+    mask to the wrist cameras. `paligemma_resize`: resize to that size as the Hugging Face processor does (None: the
+    native size). A sample without an image shows an image of `blank_image` (attended), or masks every camera.
     """
+    size = paligemma_resize or IMAGE_SIZE
     if image is None and blank_image is not None:
-        image = np.full((IMAGE_SIZE, IMAGE_SIZE, 3), blank_image, np.uint8)
+        image = np.full((size, size, 3), blank_image, np.uint8)
     if image is not None and paligemma_resize:
-        image = paligemma_processor_resize(image)
-    base = image if image is not None else np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        image = paligemma_processor_resize(image, paligemma_resize)
+    base = image if image is not None else np.zeros((size, size, 3), np.uint8)
     inputs: dict[str, np.ndarray] = {}
     for position, camera in enumerate(cameras):
         present = position == 0 and image is not None

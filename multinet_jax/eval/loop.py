@@ -33,6 +33,7 @@ import numpy as np
 import tqdm
 
 from multinet_jax import assets, data, domains, metrics, models, sharding, tokenizers
+from multinet_jax.data import transforms
 from multinet_jax.eval import act2answer_probes, manifest, preflight, results, runners, summary
 from multinet_jax.models import InferenceOptions, registry
 from multinet_jax.models.interface import MultiNetActions, PromptLengths
@@ -363,7 +364,14 @@ class Evaluator:
             shard_index=jax.process_index(),
             shard_count=jax.process_count(),
             max_token_len=self.config.max_token_len,
+            image_size=self._processor_image_size(),
         )
+
+    def _processor_image_size(self) -> int:
+        """The size Hugging Face's PaliGemma processor of this checkpoint resizes text-domain images to: its SigLIP's
+        input size (pt_448: 448; MultiNet's pt-224: 224); 224 for a model without a SigLIP tower."""
+        siglip = getattr(self.model.config, "siglip", None)
+        return transforms.IMAGE_SIZE if siglip is None else siglip.image_size
 
     def _num_samples(self, domain: domains.Domain) -> int:
         """How many samples this evaluation covers (all hosts), for the progress bar's ETA."""

@@ -57,7 +57,7 @@ import numpy as np
 from benchmarks.common import matmul_peak, time_call, write_report
 from benchmarks.flops import count_flops
 from multinet_jax.models import configs, init_params, numerics, vit
-from multinet_jax.models.observation import BENCHMARK_CAMERAS, random_observation
+from multinet_jax.models.observation import OPENPI_CAMERAS, random_observation
 from multinet_jax.models.pi0 import Pi0, Pi0Model, sample_actions_jit
 from multinet_jax.weights.trees import flatten_params
 
@@ -318,7 +318,7 @@ def main() -> None:
              for batch in (int(b) for b in args.batch_sizes.split(","))]
     models: dict[str, Pi0Model] = {}
     for index, (name, live, batch) in enumerate(cases):
-        if batch * len(BENCHMARK_CAMERAS) > args.max_images:
+        if batch * len(OPENPI_CAMERAS) > args.max_images:
             skipped.append({"config": name, "batch": batch, "live_cameras": live, "why": "over --max_images"})
         else:
             if name not in models:

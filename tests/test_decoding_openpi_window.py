@@ -103,3 +103,12 @@ def test_corrected_masking_ignores_masked_cameras_exactly():
     # openpi's window reads the masked cameras: their pixels change its tokens.
     exact = np.asarray(model.sample_tokens(observation, max_decoding_steps=STEPS))
     assert not np.array_equal(np.asarray(model.sample_tokens(repainted, max_decoding_steps=STEPS)), exact)
+
+
+def test_camera_order_in_the_dict_does_not_matter():
+    """openpi's Pi0-FAST takes its cameras as jax flattens the images dict (sorted names): a dict built in another
+    order gives the fixture's tokens."""
+    reversed_keys = dict(reversed(list(fast_observation().items())))
+    assert [key for key in reversed_keys if key.startswith("image/")][0] == "image/wrist_0_rgb"
+    np.testing.assert_array_equal(np.asarray(fast_model().sample_tokens(reversed_keys, max_decoding_steps=STEPS)),
+                                  fast_io()["tokens_greedy_f32"])

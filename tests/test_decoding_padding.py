@@ -8,7 +8,7 @@ import pytest
 
 import eval_helpers
 from multinet_jax.models import decoding, openpi_checkpoint, paligemma, registry
-from multinet_jax.models.observation import BENCHMARK_CAMERAS
+from multinet_jax.models.observation import OPENPI_CAMERAS
 
 PROMPT_TOKENS = 10
 
@@ -16,7 +16,7 @@ PROMPT_TOKENS = 10
 def _observation(config, image, prompt, padded_to: int) -> dict[str, np.ndarray]:
     """One row: the base camera live, the wrists masked (MultiNet's text layout), the prompt padded to `padded_to`."""
     observation = {}
-    for index, camera in enumerate(BENCHMARK_CAMERAS):
+    for index, camera in enumerate(OPENPI_CAMERAS):
         observation[f"image/{camera}"] = image[None]
         observation[f"image_mask/{camera}"] = np.array([index == 0])
     tokens = np.zeros((1, padded_to), np.int32)

@@ -184,3 +184,18 @@ def test_gemma_logits_use_the_tied_embedding_in_float32():
     expected = np.asarray(x, np.float32) @ np.asarray(table.astype(jnp.bfloat16), np.float32).T
     assert logits.dtype == jnp.float32 and logits.shape == (1, 3, 64)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_camera_order_in_the_dict_does_not_matter_and_openpis_cameras_are_required(model, observation, io):
+    """openpi's jitted model sees its cameras in `IMAGE_KEYS` order (sorted, as jax flattens a dict) whatever order
+    the dict was built in, and its `preprocess_observation` refuses a missing camera."""
+    expected = np.asarray(model.sample_actions(observation, noise=io["noise"], num_steps=3))
+    reversed_keys = dict(reversed(list(observation.items())))
+    assert [key for key in reversed_keys if key.startswith("image/")][0] == "image/right_wrist_0_rgb"
+    np.testing.assert_array_equal(np.asarray(model.sample_actions(reversed_keys, noise=io["noise"], num_steps=3)), expected)
+    missing = {key: value for key, value in observation.items() if not key.endswith("right_wrist_0_rgb")}
+    with pytest.raises(ValueError, match=r"observation\['image/right_wrist_0_rgb'\]: missing: the model takes exactly"):
+        model.sample_actions(missing)
+    extra = {**observation, "image/top_0_rgb": observation["image/base_0_rgb"]}
+    with pytest.raises(ValueError, match=r"observation\['image/top_0_rgb'\]: not one of the model's cameras"):
+        model.sample_actions(extra)

@@ -19,7 +19,7 @@ lookup, a 0..255 image runs as a very bright one. So:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -49,8 +49,9 @@ class ObservationError(ValueError):
 
 
 def observation_cameras(observation: Observation) -> list[str]:
-    """Camera names in the observation's key order (`image/<camera>`); that order is the token order."""
-    return [key.removeprefix("image/") for key in observation if key.startswith("image/")]
+    """Camera names (`image/<camera>`) in sorted order, the image tokens' order: the order jax flattens a dict in, so
+    the order openpi's jitted models see their cameras in, whatever order the dict was built in."""
+    return sorted(key.removeprefix("image/") for key in observation if key.startswith("image/"))
 
 
 def live_cameras(observation: Observation) -> list[str]:
@@ -75,6 +76,17 @@ def _mask(observation: Observation, key: str, shape: tuple[int, ...]) -> np.ndar
     if np.issubdtype(value.dtype, np.integer) and np.isin(value, (0, 1)).all():
         return value.astype(bool)
     raise ObservationError(key, f"a mask must be bool (or integers 0/1), got {value.dtype}")
+
+
+def _check_cameras(observation: Observation, cameras: Sequence[str]) -> None:
+    given = observation_cameras(observation)
+    for camera in cameras:
+        if camera not in given:
+            raise ObservationError(f"image/{camera}", f"missing: the model takes exactly the cameras {list(cameras)} "
+                                   f"(mask one out with image_mask/{camera} False), the observation has {given}")
+    for camera in given:
+        if camera not in cameras:
+            raise ObservationError(f"image/{camera}", f"not one of the model's cameras {list(cameras)}")
 
 
 def _image(observation: Observation, key: str, batch: int, image_size: int, resize: Resize) -> np.ndarray:
@@ -121,7 +133,7 @@ def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab
 
 def validate(
     observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None,
-    resize: Resize | None = None,
+    resize: Resize | None = None, cameras: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """The observation as numpy arrays ready for a model, or ObservationError.
 
@@ -129,7 +141,9 @@ def validate(
     of different sizes already at `image_size`), `image_mask/<camera>` bool (True when absent),
     `tokenized_prompt` int32, the masks bool, `token_ar_mask` int32 (zeros when absent), `sample_index` int32
     (arange when absent) and, when `state_dim` is given (a model that reads the state), `state` float32.
-    `resize`: the model's own resize of per-row images (default `resize_with_pad`, openpi's).
+    `resize`: the model's own resize of per-row images (default `resize_with_pad`, openpi's). `cameras`: the cameras
+    the model takes, exactly (openpi's Pi0 / Pi0.5: `OPENPI_CAMERAS`, whose `preprocess_observation` refuses a missing
+    one; one it does not know is refused too, where openpi would drop it); None: any.
     """
     for key in _PROMPT_KEYS:
         if key not in observation:
@@ -140,6 +154,8 @@ def validate(
     batch = prompt_shape[0]
     if batch == 0:
         raise ObservationError("tokenized_prompt", "an empty batch (0 rows): nothing to run")
+    if cameras is not None:
+        _check_cameras(observation, cameras)
     cameras = observation_cameras(observation)
     if not cameras:
         raise ObservationError("image/<camera>", f"no camera in the observation (it has {sorted(observation)})")
@@ -206,9 +222,9 @@ def resize_with_pad(images: jax.Array, height: int, width: int, *, pad: Literal[
     return jnp.pad(resized, padding, constant_values=-1.0)
 
 
-# openpi's three camera slots (the data pipeline's `transforms.PI0_CAMERAS`) and a prompt of this many valid tokens:
-# the random observations benchmarks time.
-BENCHMARK_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+# openpi's three camera slots, its `IMAGE_KEYS` (the data pipeline's `transforms.PI0_CAMERAS`): what Pi0 / Pi0.5 take
+# and the benchmarks' random observations hold; with a prompt of this many valid tokens.
+OPENPI_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 BENCHMARK_PROMPT_TOKENS = 12
 
 
@@ -218,7 +234,7 @@ def random_observation(config: Any, batch: int, live_cameras: int, seed: int = 0
     rng = np.random.default_rng(seed)
     size = config.siglip.image_size
     observation: dict[str, Any] = {}
-    for index, camera in enumerate(BENCHMARK_CAMERAS):
+    for index, camera in enumerate(OPENPI_CAMERAS):
         observation[f"image/{camera}"] = rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
         observation[f"image_mask/{camera}"] = np.full(batch, index < live_cameras)
     observation["tokenized_prompt"] = rng.integers(0, config.vocab_size, (batch, config.max_token_len), dtype=np.int32)

@@ -38,7 +38,8 @@ from multinet_jax.models.configs import Pi0Config, family_name
 from multinet_jax.models.gemma import KVCache
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions
 from multinet_jax.models.masks import make_attn_mask
-from multinet_jax.models.observation import check_num_steps, live_cameras, observation_cameras, random_observation, validate
+from multinet_jax.models.observation import (OPENPI_CAMERAS, check_num_steps, live_cameras, observation_cameras,
+                                             random_observation, validate)
 from multinet_jax.models.state_prompts import StatePrompts
 
 Observation = Mapping[str, Any]
@@ -238,7 +239,7 @@ class Pi0Model:
         """The observation checked and converted at the boundary (`models/observation.py`)."""
         config = self.config
         return validate(observation, image_size=config.siglip.image_size, vocab_size=config.vocab_size,
-                        state_dim=config.action_dim)
+                        state_dim=config.action_dim, cameras=OPENPI_CAMERAS)
 
     def _place_inputs(self, observation: dict[str, np.ndarray], skip_absent_cameras: bool) -> dict[str, Any]:
         cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)

@@ -408,8 +408,8 @@ class SmolVLAModel:
     def _model_inputs(self, observation: Observation, prompts: Sequence[str]) -> dict[str, Any]:
         """The cameras, masks and sample indices of an evaluator observation, with the prompts tokenized here.
 
-        Cameras map by position: the observation's k-th camera (`image/<camera>` in key order; the Open-X pipeline's
-        `base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`) is the checkpoint's k-th VISUAL input feature
+        Cameras map by position: the observation's k-th camera (`image/<camera>` in sorted name order; the Open-X
+        pipeline's `base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`) is the checkpoint's k-th VISUAL input feature
         (`config.cameras`, config.json's order, the image tokens' order). A camera beyond the checkpoint's count must
         be masked in every row (it is dropped); a live one is refused rather than silently ignored."""
         cameras = observation_cameras(observation)

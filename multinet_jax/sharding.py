@@ -28,10 +28,10 @@ def parse_mesh_spec(spec: str) -> dict[str, int]:
         name, sep, size = part.strip().partition(":")
         if not sep or name not in AXES or name in sizes:
             raise ValueError(f"mesh spec {spec!r}: expected 'data:N,model:M' with axes {AXES}, got part {part!r}")
-        try:
-            sizes[name] = int(size)
-        except ValueError:
-            raise ValueError(f"mesh spec {spec!r}: axis {name!r} size {size!r} is not an integer") from None
+        if not (size.strip().isdigit() and int(size) >= 1) and size.strip() != "-1":
+            raise ValueError(f"mesh spec {spec!r}: axis {name!r} size {size!r} must be a positive integer or -1 "
+                             "(the remaining devices)")
+        sizes[name] = int(size)
     if set(sizes) != set(AXES):
         raise ValueError(f"mesh spec {spec!r}: needs both axes {AXES}")
     if list(sizes.values()).count(-1) > 1:

@@ -20,8 +20,10 @@ from multinet_jax import sharding
 
 def test_mesh_spec_parsing_and_errors():
     assert sharding.parse_mesh_spec("data:-1,model:2") == {"data": -1, "model": 2}
-    for bad, message in [("data:4", "needs both"), ("data:-1,model:-1", "at most one"), ("data:x,model:1", "not an integer"),
-                         ("batch:2,model:1", "expected")]:
+    sized = "must be a positive integer or -1"
+    for bad, message in [("data:4", "needs both"), ("data:-1,model:-1", "at most one"), ("data:x,model:1", sized),
+                         ("data:0,model:-1", sized), ("data:-2,model:-4", sized), ("data:+8,model:1", sized),
+                         ("data:8_0,model:1", sized), ("batch:2,model:1", "expected")]:
         with pytest.raises(ValueError, match=message):
             sharding.parse_mesh_spec(bad)
     mesh = sharding.make_mesh()

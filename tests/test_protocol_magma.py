@@ -389,3 +389,16 @@ def test_magma_flagfiles_run_the_protocol_on_the_demo(tmp_path, flagfile, domain
         assert written["magma_actions"]["temperature"] == magma_protocol.OPENX_TEMPERATURE
         dims = len(records[0]["ground_truth"])
         assert all(record["prediction"] is None or len(record["prediction"]) == dims for record in records)
+
+
+def test_answers_end_at_any_of_the_generation_configs_stop_ids():
+    """A `generation_config.json` listing several `eos_token_id`s (Llama-3-Instruct's end-of-text and end-of-turn):
+    generation stops at each, and what `sample_tokens` writes after it (0, "!" in Llama-3's vocabulary) is padding,
+    which HF's generate + decode never shows."""
+    plain = MagmaTokenizer(magma_dir())
+    answer = plain.encode_continuation("pick up the block")
+    second_stop = plain.encode_continuation(" bowl")[-1]
+    tokenizer = MagmaTokenizer(magma_dir(), [plain.eos_id, second_stop])
+    assert plain.decode([0]) != ""
+    generated = [*answer, second_stop, 0, 0, 0]
+    assert runners.decode_text(tokenizer, generated) == plain.decode(answer).strip() == "pick up the block"

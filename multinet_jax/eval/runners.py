@@ -50,12 +50,14 @@ def decode_text(tokenizer: Any, tokens: Sequence[int]) -> str:
     the end-of-sequence token, without PAD / BOS / UNK (which MultiNet's decoding skipped) and ids past the
     vocabulary (the zero-padded rows of MultiNet's text runs: the first is HF's special `<image>`, the others have
     no piece), stripped. `tokenizer`: PaliGemma's, or a model's bundled one (`decode`, `eos_id`; the others where it
-    has them)."""
+    has them: `eos_ids`, every id generation stops at, as a `generation_config.json` list such as Llama-3-Instruct's
+    `[<|end_of_text|>, <|eot_id|>]`; what `sample_tokens` writes after any of them is padding, not text)."""
     skipped = {getattr(tokenizer, name, None) for name in ("pad_id", "bos_id", "unk_id")} - {None}
     vocab_size = getattr(tokenizer, "vocab_size", None)
+    stops = {tokenizer.eos_id, *getattr(tokenizer, "eos_ids", ())}
     ids = []
     for token in (int(token) for token in tokens):
-        if token == tokenizer.eos_id:
+        if token in stops:
             break
         if token not in skipped and (vocab_size is None or token < vocab_size):
             ids.append(token)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from conftest import shared_path
 from data_helpers import writable_copy
 from magma_helpers import magma_dir, magma_model
 from multinet_jax import weights
@@ -108,7 +109,12 @@ def test_sharded_files_and_the_older_layer_scale_name_load_the_same_parameters(t
     ("preprocessor_config.json", lambda raw: raw.update(base_img_size=100),
      r"preprocessor_config.json: base_img_size must be a multiple of 32"),
     ("tokenizer_config.json", lambda raw: raw.pop("chat_template"),
-     r"tokenizer_config.json: chat_template: expected Llama-3-Instruct's template"),
+     r"tokenizer_config.json: chat_template: only Meta-Llama-3-Instruct's template \(Magma-8B's\) is rendered here"),
+    # Llama-3.1's: the same markers, with a system header holding the knowledge date, which chat_text never writes.
+    ("tokenizer_config.json", lambda raw: raw.update(chat_template=raw["chat_template"].replace(
+        "{{ content }}", "{% if loop.index0 == 0 %}{{ bos_token + '<|start_header_id|>system<|end_header_id|>\n\n"
+        "Cutting Knowledge Date: December 2023<|eot_id|>' }}{% endif %}{{ content }}")),
+     r"tokenizer_config.json: chat_template: only Meta-Llama-3-Instruct's template"),
 ])
 def test_bad_config_fields_are_named(tmp_path, file, edit, message):
     target = copy_model(tmp_path)
@@ -177,3 +183,10 @@ def test_demo_checkpoint_has_the_published_layout_and_runs(tmp_path):
         np.testing.assert_array_equal(model.predict_action(images[row:row + 1], [["open the drawer", "pick up the can"][row]],
                                                            "google_robot")[0], actions[row])
     assert len(model.generate_text(images, ["What is here?", "Describe it."], max_decoding_steps=4)) == 2
+
+
+def test_the_template_chat_text_renders_is_the_published_checkpoints():
+    """The template the loader accepts (the one `chat_text` implements) is the one Magma's published tokenizer ships
+    (`../shared/magma_reference`, whose generator gave it Meta-Llama-3-Instruct's, as Magma-8B ships)."""
+    published = json.loads(shared_path("magma_reference", "tokenizer_config.json").read_text())["chat_template"]
+    assert magma_inputs.LLAMA3_CHAT_TEMPLATE == published

@@ -15,8 +15,8 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from multinet_jax.models import magma_checkpoint
-from multinet_jax.models.magma_inputs import (GENERATION_CONFIG_FILE, IMAGE_START_END, IMAGE_TOKEN, PREPROCESSOR_FILE,
-                                              TOKENIZER_CONFIG_FILE, TOKENIZER_FILE)
+from multinet_jax.models.magma_inputs import (GENERATION_CONFIG_FILE, IMAGE_START_END, IMAGE_TOKEN, LLAMA3_CHAT_TEMPLATE,
+                                              PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE)
 from multinet_jax.weights import safetensors
 
 _BASE_VOCAB = 900  # trained BPE tokens; with the 20 special and added tokens it fits the tiny embedding's 1024 rows
@@ -26,13 +26,6 @@ _SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0
              "<|reserved_special_token_4|>", "<|eot_id|>"]
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-# Meta-Llama-3-8B-Instruct's chat template (Magma-8B ships the Llama-3-Instruct tokenizer).
-LLAMA3_CHAT_TEMPLATE = (
-    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' "
-    "+ message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
-    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
 _PREPROCESSOR = {"image_processor_type": "MagmaImageProcessor", "processor_class": "MagmaProcessor",
                  "anyres_strategy": "crop", "base_img_size": 96, "num_crops": 4, "do_convert_rgb": True,
                  "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}

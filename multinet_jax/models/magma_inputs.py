@@ -35,8 +35,15 @@ GENERATION_CONFIG_FILE = "generation_config.json"
 SYSTEM_PROMPT = "You are agent that can see, talk and act."
 IMAGE_TOKEN = "<image>"
 IMAGE_START_END = ("<image_start>", "<image_end>")
-# The pieces of Llama-3-Instruct's chat template `chat_prompt` writes; a checkpoint whose template lacks one is refused.
-_TEMPLATE_MARKERS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "add_generation_prompt")
+# Meta-Llama-3-8B-Instruct's chat template (Magma-8B ships the Llama-3-Instruct tokenizer): the one `chat_text`
+# renders. A checkpoint with another template (Llama-3.1's date header, another system turn) is refused, not rendered
+# as this one.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' "
+    "+ message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
 
 
 def action_prompt(instruction: str) -> str:
@@ -56,10 +63,9 @@ class MagmaTokenizer:
             raise CheckpointError(f"{path}: not a tokenizers JSON file ({error})")
         config_path = directory / TOKENIZER_CONFIG_FILE
         config = read_json(config_path)
-        template = config.get("chat_template")
-        if not isinstance(template, str) or not all(marker in template for marker in _TEMPLATE_MARKERS):
-            raise CheckpointError(f"{config_path}: chat_template: expected Llama-3-Instruct's template "
-                                  f"(with {', '.join(_TEMPLATE_MARKERS)})")
+        if config.get("chat_template") != LLAMA3_CHAT_TEMPLATE:
+            raise CheckpointError(f"{config_path}: chat_template: only Meta-Llama-3-Instruct's template (Magma-8B's) is "
+                                  "rendered here; this one differs")
         self.bos_token = self._special(config, config_path, "bos_token")
         self.eos_token = self._special(config, config_path, "eos_token")
         self.bos_id, self.image_id = self.token_id(self.bos_token, config_path), self.token_id(IMAGE_TOKEN, path)

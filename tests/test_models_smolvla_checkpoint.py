@@ -122,7 +122,8 @@ def test_unsupported_policy_settings_are_refused_naming_the_field():
                                             pathlib.Path("backbone/config.json"))
 
 
-@pytest.mark.parametrize(("key", "value"), [("max_length", 8), ("padding", "max_length"), ("padding_side", "left")])
+@pytest.mark.parametrize(("key", "value"), [("max_length", 8), ("padding", "max_length"), ("padding_side", "left"),
+                                            ("tokenizer_name", "HuggingFaceTB/SmolLM2-135M")])
 def test_a_tokenizer_step_other_than_config_json_is_refused(tmp_path, key, value):
     """LeRobot >= 0.4 tokenizes with the preprocessor's tokenizer step: settings other than config.json's would cut
     or pad the task otherwise than this package does."""
@@ -176,3 +177,61 @@ def test_written_tiny_checkpoint_has_the_fixtures_tensor_layout(tmp_path):
     tokenizer = smolvla_checkpoint.SmolVLATokenizer(smolvla_checkpoint.backbone_of(policy), 48, "longest")
     assert tokenizer.tokenizer.get_vocab_size() == config.vocab_size == 512
     assert tokenizer.tokenizer.token_to_id("<image>") == 422 and tokenizer.pad_id == 2  # as in SmolVLM2's layout
+
+
+def _edited_step(policy: pathlib.Path, file: str, registry_name: str, edit) -> pathlib.Path:
+    path = policy / file
+    raw = json.loads(path.read_text())
+    edit(raw["steps"], next(step for step in raw["steps"] if step["registry_name"] == registry_name))
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _visual_mean_std(steps, step):
+    step["config"]["norm_map"]["VISUAL"] = "MEAN_STD"
+
+
+def _observation_keys(steps, step):
+    step["config"]["normalize_observation_keys"] = ["observation.images.camera1"]
+
+
+@pytest.mark.parametrize(("file", "registry_name", "edit", "message"), [
+    (smolvla_checkpoint.PREPROCESSOR_FILE, "device_processor",
+     lambda steps, step: steps.insert(0, {"registry_name": "image_crop_processor", "config": {"size": [64, 64]}}),
+     "step 'image_crop_processor' is not one of LeRobot's SmolVLA steps"),
+    (smolvla_checkpoint.POSTPROCESSOR_FILE, "device_processor",
+     lambda steps, step: steps.append({"registry_name": "action_clip_processor", "config": {}}),
+     "step 'action_clip_processor' is not one of LeRobot's SmolVLA steps"),
+    (smolvla_checkpoint.PREPROCESSOR_FILE, "normalizer_processor", _visual_mean_std,
+     "norm_map.VISUAL='MEAN_STD': only IDENTITY"),
+    (smolvla_checkpoint.POSTPROCESSOR_FILE, "unnormalizer_processor", _visual_mean_std,
+     "norm_map.VISUAL='MEAN_STD': only IDENTITY"),
+    (smolvla_checkpoint.PREPROCESSOR_FILE, "normalizer_processor", _observation_keys,
+     r"normalize_observation_keys=\['observation.images.camera1'\]: only null"),
+])
+def test_processor_steps_this_package_does_not_reproduce_are_refused(tmp_path, file, registry_name, edit, message):
+    """LeRobot runs every step of the pipeline files: one that changes the inputs or outputs in a way not reproduced
+    here (another step, images normalized with statistics, a normalizer limited to some keys) would be skipped
+    silently, so the checkpoint is refused before its weights load."""
+    import shutil
+
+    policy = shutil.copytree(smolvla_dir(), tmp_path / "policy")
+    path = _edited_step(policy, file, registry_name, edit)
+    with pytest.raises(CheckpointError, match=rf"^{path}: {message}"):
+        smolvla_checkpoint.read_config(policy, backbone=smolvla_checkpoint.backbone_of(smolvla_dir()))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda steps, step: step["config"]["norm_map"].update(ACTION="IDENTITY"),
+    lambda steps, step: step["config"]["features"].pop("action"),
+])
+def test_actions_the_unnormalizer_leaves_as_they_are_are_refused(tmp_path, edit):
+    """Such a policy emits actions in the data's units; read as normalized, they would be unnormalized again (with
+    the split's statistics under --unnormalize=split) and scored, exit 0."""
+    import shutil
+
+    policy = shutil.copytree(smolvla_dir(), tmp_path / "policy")
+    path = _edited_step(policy, smolvla_checkpoint.POSTPROCESSOR_FILE, "unnormalizer_processor", edit)
+    config = smolvla_checkpoint.read_config(smolvla_dir())
+    with pytest.raises(CheckpointError, match=rf"^{path}: the unnormalizer leaves action as the policy emits it"):
+        smolvla_checkpoint.read_norm_stats(policy, config)

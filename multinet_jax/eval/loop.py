@@ -422,7 +422,8 @@ class Evaluator:
         stats = self.model.checkpoint_action_stats(self.config.unnorm_key)
         if stats is None:
             raise ValueError(f"{user} unnormalizes with the checkpoint's action norm stats, but {self.config.checkpoint} "
-                             "has none (assets/<asset id>/norm_stats.json)")
+                             "has none (openpi's: assets/<asset id>/norm_stats.json; LeRobot's: the statistics of "
+                             "policy_postprocessor.json's unnormalizer)")
         return stats
 
     # -- model -------------------------------------------------------------------------------------

@@ -199,26 +199,59 @@ def read_config(directory: str | pathlib.Path, dtype: str = "float32",
     errors name the file and the field."""
     path = pathlib.Path(directory) / CONFIG_FILE
     backbone = backbone_of(directory) if backbone is None else backbone
-    config = parse_config(read_json(path), read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
-    _check_tokenizer_step(pathlib.Path(directory) / PREPROCESSOR_FILE, config)
+    raw = read_json(path)
+    config = parse_config(raw, read_json(backbone / CONFIG_FILE), dtype, path, backbone / CONFIG_FILE)
+    vlm_model_name = str(raw.get("vlm_model_name", _POLICY_DEFAULTS["vlm_model_name"]))
+    for file in (PREPROCESSOR_FILE, POSTPROCESSOR_FILE):
+        _check_processor_steps(pathlib.Path(directory) / file, config, vlm_model_name)
     return config
 
 
-def _check_tokenizer_step(path: pathlib.Path, config: SmolVLAConfig) -> None:
-    """LeRobot >= 0.4 tokenizes with the preprocessor's `tokenizer_processor` step, whose own settings then apply:
-    they must be config.json's (`tokenizer_max_length`, `pad_language_to`, right padding, truncation), which this
-    package tokenizes with."""
+# The steps of LeRobot's SmolVLA processor pipelines (`make_smolvla_pre_post_processors`), by file: what this package
+# reproduces. Any other step would change the inputs or outputs unseen, so it is refused.
+PROCESSOR_STEPS = {
+    PREPROCESSOR_FILE: ("rename_observations_processor", "to_batch_processor", "smolvla_new_line_processor",
+                        "tokenizer_processor", "device_processor", "normalizer_processor"),
+    POSTPROCESSOR_FILE: ("unnormalizer_processor", "device_processor"),
+}
+
+
+def _check_processor_steps(path: pathlib.Path, config: SmolVLAConfig, vlm_model_name: str) -> None:
+    """LeRobot >= 0.4 runs the policy through these pipeline files, whose steps' own settings then apply: each step
+    must be one this package reproduces (`PROCESSOR_STEPS`); the `tokenizer_processor` must tokenize as config.json
+    says (`tokenizer_max_length`, `pad_language_to`, right padding, truncation, the `vlm_model_name` tokenizer); the
+    (un)normalizer must leave images as they are (`norm_map.VISUAL` IDENTITY: images normalized with statistics are not
+    modelled) and cover the state and action features it has statistics for."""
     if not path.exists():
         return
-    steps = [step for step in read_json(path).get("steps") or () if isinstance(step, dict)
-             and step.get("registry_name") == "tokenizer_processor"]
-    expected = {"max_length": config.tokenizer_max_length, "padding": config.pad_language_to, "padding_side": "right",
-                "truncation": True}
+    steps = read_json(path).get("steps")
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise CheckpointError(f"{path}: steps: expected a list of processor steps")
+    known = PROCESSOR_STEPS[path.name]
     for step in steps:
-        for key, value in expected.items():
-            if (step.get("config") or {}).get(key, value) != value:
-                raise CheckpointError(f"{path}: tokenizer_processor.{key}={step['config'][key]!r}, but config.json "
-                                      f"tokenizes with {value!r}; only the two agreeing is supported")
+        name, step_config = step.get("registry_name"), step.get("config") or {}
+        if name not in known:
+            raise CheckpointError(f"{path}: step {name!r} is not one of LeRobot's SmolVLA steps {list(known)}; what it "
+                                  "does to the inputs or outputs is not reproduced here")
+        if name == "tokenizer_processor":
+            expected = {"max_length": config.tokenizer_max_length, "padding": config.pad_language_to,
+                        "padding_side": "right", "truncation": True, "tokenizer_name": vlm_model_name}
+            for key, value in expected.items():
+                if step_config.get(key, value) != value:
+                    raise CheckpointError(f"{path}: tokenizer_processor.{key}={step_config[key]!r}, but config.json "
+                                          f"tokenizes with {value!r}; only the two agreeing is supported")
+        if name in ("normalizer_processor", "unnormalizer_processor"):
+            _check_normalizer_step(path, step_config)
+
+
+def _check_normalizer_step(path: pathlib.Path, step_config: Mapping[str, Any]) -> None:
+    norm_map = step_config.get("norm_map") or {}
+    if norm_map.get("VISUAL", "IDENTITY") != "IDENTITY":
+        raise CheckpointError(f"{path}: norm_map.VISUAL={norm_map['VISUAL']!r}: only IDENTITY (images as they are, "
+                              "SmolVLA's) is supported")
+    if step_config.get("normalize_observation_keys") is not None:
+        raise CheckpointError(f"{path}: normalize_observation_keys={step_config['normalize_observation_keys']!r}: only "
+                              "null (every feature listed is normalized) is supported")
 
 
 def state_dims(directory: str) -> int:
@@ -486,7 +519,8 @@ def read_norm_stats(directory: str | pathlib.Path, config: SmolVLAConfig) -> dic
 
     An entry is absent when the checkpoint has no statistics for it (lerobot/smolvla_base keeps its statistics only
     under robot-specific keys, which LeRobot then silently skips): whoever needs them refuses then, naming the files.
-    Modes other than MEAN_STD (and IDENTITY) are refused; so are statistics whose width is not the feature's.
+    Modes other than MEAN_STD (and IDENTITY for the state) are refused; so are statistics whose width is not the
+    feature's. A feature the step does not list is left as it is, by LeRobot as here (IDENTITY).
     """
     directory = pathlib.Path(directory)
     stats: dict[str, dict[str, np.ndarray]] = {}
@@ -498,6 +532,12 @@ def read_norm_stats(directory: str | pathlib.Path, config: SmolVLAConfig) -> dic
             continue
         stats_file, step_config = step
         mode = step_config.get("norm_map", {}).get(feature_type, "MEAN_STD")
+        if key not in (step_config.get("features") or {}):
+            mode = "IDENTITY"  # LeRobot normalizes only the features its step lists
+        if mode == "IDENTITY" and name == "actions":
+            raise CheckpointError(f"{directory / file}: the unnormalizer leaves {key} as the policy emits it (norm_map."
+                                  f"{feature_type} IDENTITY or {key} not among its features): actions in the data's units "
+                                  "are not supported (they would be unnormalized again)")
         if mode == "IDENTITY":
             continue
         if mode != "MEAN_STD":

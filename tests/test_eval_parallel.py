@@ -107,3 +107,32 @@ def test_a_process_running_otherwise_than_process_0_is_refused(process_1, domain
         assert process.returncode != 0, output[-3000:]
         assert f"processes [1] run otherwise than process 0: {differing} differ (every host must run" in output, output[-3000:]
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_a_domain_failing_on_one_process_fails_on_every_process_and_the_others_finish(tmp_path):
+    """A broken record in process 1's shard (odd sample indices): every process leaves the domain at that step, the
+    summary marks it failed naming process 1's error, the next domain is scored, and both exit non-zero. Before, the
+    failing process went on to the next domain while process 0 waited in a collective for good."""
+    data_copy = shutil.copytree(eval_helpers.assets()["data_dir"], tmp_path / "data_copy")
+    (questions,) = (data_copy / "piqa").rglob("*.jsonl")
+    rows = [json.loads(line) for line in questions.read_text().splitlines()]
+    rows[5]["goal"] = None
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    port = eval_helpers.free_port()
+    processes = [
+        eval_helpers.start_eval(
+            eval_helpers.flags(tmp_path / "out", ["piqa", "odinw"], limit=LIMIT, batch_size=4, dtype=DTYPE,
+                               data_dir=str(data_copy)),
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(process_id),
+            JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+        )
+        for process_id in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=400)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode not in (0, None), output[-3000:]
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert rows["piqa"]["status"] == "failed"
+    assert "process 1 failed this domain: BadRecordError" in json.dumps(rows["piqa"]), rows["piqa"]
+    assert len(eval_helpers.read_jsonl(tmp_path / "out" / "predictions" / "odinw.jsonl")) == LIMIT
+    assert (tmp_path / "out" / "odinw_metrics.json").exists()

@@ -540,24 +540,37 @@ class Evaluator:
             summary.forget_scores(self.output_dir, name)
         progress = tqdm.tqdm(desc=name, unit="sample", initial=start_index, total=total,
                              disable=not is_writer or start_index >= total, dynamic_ncols=True)
+        # A process's error (its shard's data, its model call, process 0's writing) is raised on every process by the
+        # next gather, the one collective of a step (each process runs the model on its own devices): none is left
+        # waiting in a gather the failing process never joins.
+        failure: Exception | None = None
         try:
             batches = iter(dataset)
             has_more = True
             while has_more:
-                with timing.clock("data"):
-                    batch = next(batches, None)
-                records: list[results.Record] = []
-                if batch is not None and _has_pending(domain, self.model.multinet_actions, batch, start_index, completed,
-                                                      predictions_path):
-                    self._check_labeled(domain, batch)
-                    batch_records = runners.runner_for(domain).records(self, domain, batch, norm, timing)
-                    records = [r for r in batch_records if r["sample_index"] >= start_index]
+                batch, records = None, []
+                try:
+                    if failure is None:
+                        with timing.clock("data"):
+                            batch = next(batches, None)
+                        if batch is not None and _has_pending(domain, self.model.multinet_actions, batch, start_index,
+                                                              completed, predictions_path):
+                            self._check_labeled(domain, batch)
+                            batch_records = runners.runner_for(domain).records(self, domain, batch, norm, timing)
+                            records = [r for r in batch_records if r["sample_index"] >= start_index]
+                except Exception as error:  # raised by the gather below, on every process
+                    failure = error
                 with timing.clock("output"):
-                    gathered, has_more = results.gather_records(records, has_more=batch is not None)
-                    ready = ordered.add(gathered)
-                    if writer is not None:
-                        writer.write(ready)
+                    gathered, has_more = results.gather_records(records, has_more=batch is not None, failure=failure)
+                    try:
+                        ready = ordered.add(gathered)
+                        if writer is not None:
+                            writer.write(ready)
+                    except Exception as error:  # raised by the next gather, on every process, or below
+                        failure = error
                 progress.update(len(gathered))
+            if failure is not None:
+                raise failure
         finally:
             progress.close()
             if writer is not None:

@@ -169,25 +169,34 @@ class OrderedRecords:
         return sorted(index for index, _ in self._pending)
 
 
-def gather_records(records: list[Record], *, has_more: bool) -> tuple[list[Record], bool]:
+def gather_records(records: list[Record], *, has_more: bool, failure: Exception | None = None) -> tuple[list[Record], bool]:
     """All processes' records of this step on every process, and whether any process has more batches.
 
     Collective: every process must call it the same number of times, which is why a process whose
     shard is exhausted keeps calling it with no records until every process reports `has_more=False`.
     Records travel as UTF-8 JSON in a byte buffer padded to the longest one (fixed shapes per call).
+    `failure`: this process's error at this step (a broken record of its shard, ...): then every process raises here,
+    the failing one its own error and the others a ResultsError naming it, so that all leave the domain at the same
+    step and none is left waiting in a gather the failing one never joins.
     """
     import jax
     from jax.experimental import multihost_utils
 
     if jax.process_count() == 1:
+        if failure is not None:
+            raise failure
         return records, has_more
-    payload = np.frombuffer(json.dumps(records, default=_json_default).encode("utf-8"), dtype=np.uint8)
-    header = np.array([payload.size, int(has_more)], dtype=np.int64)
+    content = records if failure is None else f"{type(failure).__name__}: {failure}"
+    payload = np.frombuffer(json.dumps(content, default=_json_default).encode("utf-8"), dtype=np.uint8)
+    header = np.array([payload.size, int(has_more), int(failure is not None)], dtype=np.int64)
     headers = np.asarray(multihost_utils.process_allgather(header))
     padded = np.zeros(int(headers[:, 0].max()), dtype=np.uint8)
     padded[: payload.size] = payload
     buffers = np.asarray(multihost_utils.process_allgather(padded))
-    gathered = []
-    for (length, _), buffer in zip(headers, buffers):
-        gathered.extend(json.loads(buffer[: int(length)].tobytes().decode("utf-8")))
-    return gathered, bool(headers[:, 1].any())
+    contents = [json.loads(buffer[: int(length)].tobytes().decode("utf-8")) for length, buffer in zip(headers[:, 0], buffers)]
+    if failure is not None:
+        raise failure
+    if headers[:, 2].any():
+        process = int(np.flatnonzero(headers[:, 2])[0])
+        raise ResultsError(f"process {process} failed this domain: {contents[process]}")
+    return [record for content in contents for record in content], bool(headers[:, 1].any())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from multinet_jax.metrics._numerics import divide, f1_score, safe_ratio
+from multinet_jax.metrics._numerics import f1_score, numpy_mean, safe_ratio
 
 
 def class_metrics(predicted: jax.Array, truth: jax.Array, num_classes: int) -> dict[str, jax.Array]:
@@ -36,9 +36,10 @@ def class_metrics(predicted: jax.Array, truth: jax.Array, num_classes: int) -> d
         "micro_recall": micro_recall,
         "micro_f1": f1_score(micro_precision, micro_recall),
         "micro_f1_without_invalid": f1_score(micro_precision_without_invalid, micro_recall),
-        "macro_precision": divide(jnp.sum(class_precisions), num_classes),
-        "macro_recall": divide(jnp.sum(class_recalls), num_classes),
-        "macro_f1": divide(jnp.sum(class_f1s), num_classes),
+        # MultiNet's `np.mean` of the per-class values, in NumPy's summation order (a jnp.sum differs by an ulp)
+        "macro_precision": numpy_mean(class_precisions),
+        "macro_recall": numpy_mean(class_recalls),
+        "macro_f1": numpy_mean(class_f1s),
         "class_precisions": class_precisions,
         "class_recalls": class_recalls,
         "class_f1s": class_f1s,

@@ -88,3 +88,12 @@ def test_load_records_reads_line_numbers(tmp_path):
     path.write_text('{"id": "a", "prediction": 0, "ground_truth": 0}\n\n{"id": "b", "prediction": 1, "ground_truth": 1}\n')
     records, line_numbers = metrics.load_records(path)
     assert [r["id"] for r in records] == ["a", "b"] and line_numbers == [1, 3]
+
+
+def test_options_the_domain_does_not_read_are_refused_by_flag(tmp_path):
+    """`score`'s own refusal (`metrics.check_options_apply`), named by the flag."""
+    predictions = tmp_path / "piqa.jsonl"
+    predictions.write_text(json.dumps({"id": "a", "prediction": 1, "ground_truth": 0}) + "\n")
+    completed = _run_score("--domain=piqa", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}", "--skip_similarity")
+    assert (completed.returncode, completed.stderr) == (
+        2, "error: --skip_similarity is for the text-similarity metrics of sqa3d, robovqa and bfcl; --domain=piqa has none\n")

@@ -105,3 +105,104 @@ def test_multinet_harness_outputs_are_refused_naming_what_to_score(domain, outpu
     unwrapped = [{**record, "prediction": record["prediction"]["extracted_outputs"]} for record in harness]
     result = multinet_jax.score(domain, unwrapped)
     assert result.get("total_invalid_preds", result.get("percentage_invalids")) == 0
+
+
+def _same(first, second):
+    return json.dumps(metrics.to_python(first), sort_keys=True) == json.dumps(metrics.to_python(second), sort_keys=True)
+
+
+def test_pack_continuous_reads_jax_arrays_as_numpy_arrays():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(8, 7)).astype(np.float32)  # jax's default float: the same values either way
+    predictions = truth + 0.1 * rng.normal(size=(8, 7)).astype(np.float32)
+    stats = metrics.action_stats_from_ground_truth(truth)
+    expected = metrics.continuous(metrics.pack_continuous(predictions, truth), stats)
+    assert int(expected["total_invalid_preds"]) == 0
+    for jax_predictions, jax_truth in [(jnp.asarray(predictions), truth), (jnp.asarray(predictions), jnp.asarray(truth)),
+                                       (list(jnp.asarray(predictions)), truth)]:
+        assert _same(metrics.continuous(metrics.pack_continuous(jax_predictions, jax_truth), stats), expected)
+
+
+def test_pack_discrete_and_pack_choices_read_jax_arrays_as_numpy_arrays():
+    truth = np.array([3, 7, 35, 0, 12])
+    predictions = np.array([3, 8, 35, 1, 12])
+    expected = metrics.discrete(metrics.pack_discrete(predictions, truth))
+    assert float(expected["exact_match"]) == 0.6
+    for jax_predictions in [jnp.asarray(predictions), jnp.asarray(np.eye(36)[predictions]), list(jnp.asarray(predictions))]:
+        assert _same(metrics.discrete(metrics.pack_discrete(jax_predictions, jnp.asarray(truth))), expected)
+    choices = np.array([1, 0, 1, 1])
+    assert metrics.pack_choices(jnp.asarray(choices), [2] * 4).tolist() == choices.tolist()
+    assert metrics.pack_choices(list(jnp.asarray(choices)), [2] * 4).tolist() == choices.tolist()
+
+
+@pytest.mark.parametrize("domain, options, problem", [
+    ("overcooked_ai", {"action_stats": {"min": [0.0], "max": [1.0], "mean": [0.5]}},
+     "action_stats= are Open-X's action statistics; domain 'overcooked_ai' scores no actions"),
+    ("piqa", {"action_stats": {"min": [0.0], "max": [1.0], "mean": [0.5]}},
+     "action_stats= are Open-X's action statistics; domain 'piqa' scores no actions"),
+    ("piqa", {"skip_similarity": True},
+     "skip_similarity= is for the text-similarity metrics of sqa3d, robovqa and bfcl; domain 'piqa' has none"),
+    ("piqa", {"embedder": "/nonexistent/embedder"},
+     "embedder= is for the text-similarity metrics of sqa3d, robovqa and bfcl; domain 'piqa' has none"),
+    ("overcooked_ai", {"num_choices": 3}, "num_choices= is PIQA's options per question .*; domain 'overcooked_ai' reads none"),
+    ("odinw", {"num_choices": 7}, "num_choices= is PIQA's options per question .*; domain 'odinw' reads none"),
+    ("openx", {"num_choices": 5}, "num_choices= is PIQA's options per question .*; domain 'openx' reads none"),
+])
+def test_options_the_domain_does_not_read_are_refused_naming_them(domain, options, problem):
+    """As the CLI refuses its flags: a result scored without them would look scored with them."""
+    records = [{"id": index, "prediction": index % 2, "ground_truth": 1, "num_options": 3} for index in range(4)]
+    if domain == "openx":
+        records = _records([[0.1 * index] for index in range(4)], [[0.2]] * 4)
+    elif domain != "odinw":
+        records = _records([index % 2 for index in range(4)], [1] * 4)
+    with pytest.raises(metrics.OptionError, match=f"^{problem}$"):
+        multinet_jax.score(domain, records, **options)
+
+
+def test_num_choices_still_sets_piqas_options():
+    result = multinet_jax.score("piqa", _records([2, 0], [2, 1]), num_choices=3)
+    assert (result["num_choices"], result["overall_accuracy"]) == (3, 0.5)
+
+
+@pytest.mark.parametrize("domain, problem", [
+    ("openx_bimanual ", r"malformed Open-X domain 'openx_bimanual ': expected openx_<dataset>, .*"),
+    ("openx_Bimanual", r"malformed Open-X domain 'openx_Bimanual': expected openx_<dataset>, .*"),
+    ("openx_", r"malformed Open-X domain 'openx_': expected openx_<dataset>, .*"),
+    ("openx_bimanaul", r"unknown domain 'openx_bimanaul': did you mean 'openx_bimanual'\? .*"),
+    ("openx_bi_manual", r"unknown domain 'openx_bi_manual': did you mean 'openx_bimanual'\? .*"),
+    ("openx_mobile_manip", r"unknown domain 'openx_mobile_manip': did you mean 'openx_mobile_manipulation'\? .*"),
+])
+def test_openx_names_that_would_lose_a_domains_own_metrics_are_refused(domain, problem):
+    """Scored as a generic Open-X dataset, a misspelt openx_bimanual would lose its capability metrics silently."""
+    rng = np.random.default_rng(0)
+    records = _records(rng.normal(size=(4, 14)).tolist(), rng.normal(size=(4, 14)).tolist())
+    with pytest.raises(ValueError, match=f"^{problem}$"):
+        multinet_jax.score(domain, records)
+    assert "capability_metrics" in multinet_jax.score("openx_bimanual", records)
+
+
+@pytest.mark.parametrize("domain", ["openx_single_arm", "openx_quadrupedal", "openx_wheeled_robot", "openx_jaco_play",
+                                    "openx_utokyo_xarm_bimanual_converted_externally_to_rlds"])
+def test_other_openx_datasets_score_as_generic_openx(domain):
+    assert metrics.metric_kind(domain) == "continuous"
+
+
+@pytest.mark.parametrize("domain", ["openx", "piqa", "overcooked_ai"])
+def test_a_subset_on_a_domain_not_scored_by_subset_is_refused(domain):
+    """Only ODinW scores each subset alone: elsewhere the subsets would be pooled without a word."""
+    records = _records([[0.1], [0.2]], [[0.1], [0.3]]) if domain == "openx" else _records([1, 0], [1, 1])
+    records[1][metrics.SUBSET_FIELD] = "b"
+    with pytest.raises(metrics.RecordError, match=f"^record 1: field 'subset': given, but {domain} is not scored by subset"):
+        multinet_jax.score(domain, records)
+
+
+@pytest.mark.parametrize("ground_truth", [None, [0.0, 0.0]])
+def test_a_null_id_is_refused_as_batch_padding(ground_truth):
+    """`data.load(..., batch_size=...)` pads its last batch with rows of `_mask` False and id None (ground truth None,
+    actions zero): scored, such a row would count a sample that does not exist."""
+    records = _records([[0.1, 0.2], [0.0, 0.0]], [[0.1, 0.3], ground_truth])
+    records[1]["id"] = None
+    with pytest.raises(metrics.RecordError, match=r"^record 1: field 'id': null: the id of a padding row of "
+                                                  r"`data.load\(\.\.\., batch_size=\.\.\.\)` \(its `_mask` is False\).*"
+                                                  r"drop the rows whose `_mask` is False$"):
+        multinet_jax.score("openx", records)

@@ -235,5 +235,7 @@ def test_text_domains_require_the_embedder_or_the_explicit_opt_out(domain):
     assert metrics.score(domain, records([truth], [truth]), skip_similarity=True)["exact_match_accuracy"] == 1.0
 
 
-def test_skip_similarity_leaves_the_other_kinds_unchanged():
-    assert metrics.score("piqa", records([0, 1], [0, 0]), skip_similarity=True) == metrics.score("piqa", records([0, 1], [0, 0]))
+def test_skip_similarity_is_refused_for_the_other_kinds():
+    """Ignored, the result would look scored without a similarity it never had (the CLI refuses the flag too)."""
+    with pytest.raises(metrics.OptionError, match="^skip_similarity= is for the text-similarity metrics"):
+        metrics.score("piqa", records([0, 1], [0, 0]), skip_similarity=True)

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
     output = pathlib.Path(_OUTPUT.value)
     if _same_file(output, pathlib.Path(path)):
         raise InputError(f"{output}: --output is the --predictions file; writing the metrics would destroy it")
-    _check_flags_apply(metrics.metric_kind(_DOMAIN.value))
+    _check_flags_apply()
     records, line_numbers = metrics.load_records(path)
     embedder = _embedder()
     try:
@@ -65,14 +65,16 @@ def main(argv: list[str]) -> None:
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")
 
 
-def _check_flags_apply(kind: str) -> None:
-    """A flag the domain's metrics never read is refused, not ignored: the output would look scored with it."""
-    if _ACTION_STATS.value and kind != "continuous":
-        raise InputError(f"--action_stats are Open-X's action statistics; --domain={_DOMAIN.value} scores no actions")
-    for flag, given in (("embedder_dir", _EMBEDDER_DIR.value), ("skip_similarity", _SKIP_SIMILARITY.value)):
-        if given and kind not in metrics.SIMILARITY_KINDS:
-            raise InputError(f"--{flag} is for the text-similarity metrics of sqa3d, robovqa and bfcl; "
-                             f"--domain={_DOMAIN.value} has none")
+# The `score` option each flag gives.
+_FLAGS = {"action_stats": _ACTION_STATS, "embedder": _EMBEDDER_DIR, "skip_similarity": _SKIP_SIMILARITY}
+
+
+def _check_flags_apply() -> None:
+    """`score`'s refusal of options the domain never reads, before any file is read, named by flag."""
+    try:
+        metrics.check_options_apply(_DOMAIN.value, {option: flag.value or None for option, flag in _FLAGS.items()})
+    except metrics.OptionError as error:
+        raise InputError(error.describe(f"--{_FLAGS[error.option].name}", f"--domain={_DOMAIN.value}")) from None
 
 
 def _same_file(first: pathlib.Path, second: pathlib.Path) -> bool:

@@ -19,8 +19,8 @@ from multinet_jax.metrics.function_calling import function_calls
 from multinet_jax.metrics.records import DuplicateIdError, RecordError
 from multinet_jax.metrics.json_values import to_json, to_python
 from multinet_jax.metrics.scoring import (ANSWER_RULE_FIELD, CLIPPED_FIELD, MAGMA_SCRIPTS_RULE, RULES_SCORED_APART,
-                                          SCORING_STATS_KEY, SIMILARITY_KINDS, SUBSET_FIELD, load_action_stats,
-                                          load_records, metric_kind, score)
+                                          SCORING_STATS_KEY, SIMILARITY_KINDS, SUBSET_FIELD, OptionError,
+                                          check_options_apply, load_action_stats, load_records, metric_kind, score)
 from multinet_jax.metrics.text_answers import vqa
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "MAGMA_SCRIPTS_RULE",
     "CLIPPED_FIELD",
     "DuplicateIdError",
+    "OptionError",
     "RULES_SCORED_APART",
     "RecordError",
     "SCORING_STATS_KEY",
@@ -36,6 +37,7 @@ __all__ = [
     "SUBSET_FIELD",
     "SentenceEmbedder",
     "action_stats_from_ground_truth",
+    "check_options_apply",
     "classification",
     "continuous",
     "discrete",

@@ -11,17 +11,18 @@ import numpy as np
 
 from multinet_jax.metrics._numerics import divide, x64_jit
 from multinet_jax.metrics.classes import class_metrics
-from multinet_jax.metrics.records import is_integer
+from multinet_jax.metrics.records import as_numpy, is_integer
 
 INVALID_CHOICE = -1
 
 
 def pack_choices(predictions: Sequence[Any], num_options: Sequence[int], any_integer: bool = False) -> np.ndarray:
     """Predicted indices as int64, -1 where MultiNet's validator rejects them (not an int in range; with `any_integer`,
-    MultiNet's Magma PIQA rule, not a non-negative int: one out of range is valid and wrong)."""
+    MultiNet's Magma PIQA rule, not a non-negative int: one out of range is valid and wrong). Jax arrays are read as
+    numpy's (`records.as_numpy`)."""
     return np.array(
         [int(p) if is_integer(p) and 0 <= p and (any_integer or p < limit) else INVALID_CHOICE
-         for p, limit in zip(predictions, num_options)],
+         for p, limit in zip(as_numpy(predictions), num_options)],
         np.int64,
     ).reshape(len(predictions))
 

@@ -16,7 +16,7 @@ import numpy as np
 from multinet_jax.domains import ACTION_VALUE_LIMIT, ordered_stats_problem
 from multinet_jax.metrics._numerics import divide, numpy_mean, x64_jit
 from multinet_jax.metrics.error_stats import error_aggregates, normalized_mean
-from multinet_jax.metrics.records import RecordError, is_finite_number, is_number
+from multinet_jax.metrics.records import RecordError, as_numpy, is_finite_number, is_number
 
 # Baseline errors below this count as zero (MultiNet's baseline-relative guard).
 BASELINE_EPSILON = 1e-6
@@ -55,8 +55,9 @@ def _is_numeric_list(values: Any, length: int) -> bool:
 
 
 def pack_continuous(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> ContinuousInputs:
-    """Decide validity on the host and pack into arrays; ragged or non-numeric ground truth is an error."""
-    truth = _pack_ground_truth(ground_truth)
+    """Decide validity on the host and pack into arrays; ragged or non-numeric ground truth is an error. Jax arrays
+    are read as numpy's (`records.as_numpy`)."""
+    predictions, truth = as_numpy(predictions), _pack_ground_truth(as_numpy(ground_truth))
     count, action_dim = truth.shape
     if len(predictions) != count:
         raise ValueError(f"{len(predictions)} predictions for {count} ground-truth actions")

@@ -20,7 +20,7 @@ from multinet_jax import domains
 from multinet_jax.metrics._numerics import divide, first_argmax, pairwise_sum, sequential_sum, x64_jit
 from multinet_jax.metrics.classes import class_metrics
 from multinet_jax.metrics.error_stats import error_aggregates
-from multinet_jax.metrics.records import integer_ground_truth, is_integer, is_number
+from multinet_jax.metrics.records import as_numpy, integer_ground_truth, is_integer, is_number
 
 NUM_JOINT_ACTIONS = 36
 NUM_PLAYER_ACTIONS = 6
@@ -56,8 +56,9 @@ def joint_probabilities(prediction: Any) -> list[float] | None:
 
 
 def pack_discrete(predictions: Sequence[Any], ground_truth: Sequence[Any], *, any_sign: bool = False) -> DiscreteInputs:
-    """`any_sign`: predictions valid by MultiNet's Magma Overcooked rule (module docstring) instead of the default."""
-    truth = integer_ground_truth(ground_truth, NUM_JOINT_ACTIONS)
+    """`any_sign`: predictions valid by MultiNet's Magma Overcooked rule (module docstring) instead of the default.
+    Jax arrays are read as numpy's (`records.as_numpy`)."""
+    predictions, truth = as_numpy(predictions), integer_ground_truth(as_numpy(ground_truth), NUM_JOINT_ACTIONS)
     if len(predictions) != len(truth):
         raise ValueError(f"{len(predictions)} predictions for {len(truth)} ground-truth actions")
     if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "iu" and predictions.ndim == 1:

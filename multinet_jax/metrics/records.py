@@ -42,11 +42,18 @@ class DuplicateIdError(RecordError):
         return f"field 'id': duplicate id {self.sample_id!r}, first at {locate(self.first_index)}"
 
 
+PADDING_ID_PROBLEM = ("null: the id of a padding row of `data.load(..., batch_size=...)` (its `_mask` is False), "
+                      "which is no sample: drop the rows whose `_mask` is False")
+
+
 def check_unique_ids(records: Sequence[Mapping[str, Any]]) -> None:
-    """Every record's id differs from the others' (ids compared as JSON values)."""
+    """Every record's id is given and differs from the others' (ids compared as JSON values). A null id is refused:
+    `data.load`'s batch padding has one, and a padding row scored would count a sample that does not exist."""
     first_seen: dict[str, int] = {}
     for index, record in enumerate(records):
-        key = json.dumps(require_field(record, index, "id"), sort_keys=True)
+        if require_field(record, index, "id") is None:
+            raise RecordError(index, "id", PADDING_ID_PROBLEM)
+        key = json.dumps(record["id"], sort_keys=True)
         if key in first_seen:
             raise DuplicateIdError(index, first_seen[key], record["id"])
         first_seen[key] = index
@@ -96,6 +103,18 @@ def as_written(records: Sequence[Any]) -> list[Any]:
     return [{key: _as_json(value) for key, value in record.items()}
             if isinstance(record, Mapping) and any(map(_holds_array, record.values())) else record
             for record in records]
+
+
+def as_numpy(values: Any) -> Any:
+    """`values` as the `pack_*` functions read them: a jax array as a numpy one, and the jax items of a list or tuple
+    (a model's rows or `jnp.argmax`es) as numpy arrays and scalars. Their validity rules go by type (MultiNet's
+    `isinstance` checks), and to them a jax array is no ndarray and a jax scalar no number: without this every jax
+    prediction would count invalid. Anything else is returned as it is."""
+    if isinstance(values, jax.Array):
+        return np.asarray(values)
+    if isinstance(values, (list, tuple)) and any(issubclass(kind, jax.Array) for kind in set(map(type, values))):
+        return [np.asarray(value)[()] if isinstance(value, jax.Array) else value for value in values]
+    return values
 
 
 def require_field(record: Any, index: int, field: str) -> Any:

@@ -1,9 +1,9 @@
 """`score(domain, records)`: MultiNet's metrics for a list of prediction records, in one call.
 
-A record is one line of the `multinet-jax score` JSONL input: `id`, `prediction`, `ground_truth`
+A record is one line of the `multinet-jax score` JSONL input: `id` (not null), `prediction`, `ground_truth`
 (+ `num_options` for ODinW, and `subset`, its subset's name, when the records come from several: see
-`SUBSET_MEAN`). Per domain the prediction / ground truth are: Open-X a list of floats /
-list of floats; Overcooked a joint action index or 36 probabilities / joint action index; PIQA and
+`SUBSET_MEAN`; no other domain takes a `subset`). Per domain the prediction / ground truth are: Open-X a list of
+floats / list of floats; Overcooked a joint action index or 36 probabilities / joint action index; PIQA and
 ODinW a choice index / choice index; SQA3D and RoboVQA text / text; BFCL per-turn lists of call
 strings / per-turn lists of call strings (optionally `responses`: the raw per-turn model outputs
 used for similarity; without them the predicted calls are). Predictions may be null or malformed
@@ -20,8 +20,10 @@ without similarity numbers explains itself.
 
 from __future__ import annotations
 
+import difflib
 import json
 import pathlib
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -74,7 +76,8 @@ RULES_SCORED_APART = frozenset({MAGMA_SCRIPTS_RULE})
 # (MultiNet's Magma script scored openx_bimanual's last 7 of 14): the result says so under this key.
 SLICES_SKIPPED_KEY = "action_slices_not_scored"
 # ODinW records naming their `subset` are scored subset by subset: the per-subset metrics under SUBSETS_KEY, and at
-# the top level each rate's mean over the subsets and each count's total, with AGGREGATION_KEY saying so.
+# the top level each rate's mean over the subsets and each count's total, with AGGREGATION_KEY saying so. Records of
+# any other domain naming one are refused (they would be pooled).
 SUBSET_FIELD = "subset"
 SUBSETS_KEY = "per_subset"
 AGGREGATION_KEY = "aggregation"
@@ -87,15 +90,74 @@ OVERFLOW_KEY = "invalid_by_overflow"
 OVERFLOW_IDS_SHOWN = 10
 
 
+# An Open-X dataset's name as MultiNet and its data folders spell them: `openx_` and lower-case words.
+_OPENX_NAME = re.compile(r"openx_[a-z0-9]+(_[a-z0-9]+)*")
+# The Open-X names scored otherwise than a generic `openx_<dataset>`: with capability slices, or by another kind. A
+# near-miss of one of them (a typo) would be scored as a generic dataset without a word: refused instead.
+_OPENX_SCORED_APART = sorted({*continuous_actions.ACTION_SLICES,
+                              *(name for name in (*_DOMAIN_KINDS, *domains.ALIASES) if name.startswith("openx_"))})
+NEAR_MISS_CUTOFF = 0.8  # difflib's ratio; MultiNet's other Open-X names (openx_single_arm, ...) score below 0.65
+
+
+_SIMILARITY_OPTION = (SIMILARITY_KINDS, "is for the text-similarity metrics of sqa3d, robovqa and bfcl", "has none")
+# Each option of `score` a domain's metrics may not read: (the kinds that read it, what it is, what the domain lacks).
+OPTION_USES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "action_stats": (("continuous",), "are Open-X's action statistics", "scores no actions"),
+    "embedder": _SIMILARITY_OPTION,
+    "skip_similarity": _SIMILARITY_OPTION,
+    "num_choices": (("multiple_choice",), "is PIQA's options per question (ODinW's are each record's num_options)",
+                    "reads none"),
+}
+
+
+class OptionError(ValueError):
+    """An option `score`'s domain never reads (`OPTION_USES`): refused, not ignored, since the result would look
+    scored with it."""
+
+    def __init__(self, option: str, domain: str):
+        self.option = option
+        self.domain = domain
+        super().__init__(self.describe(f"{option}=", f"domain {domain!r}"))
+
+    def describe(self, option: str, domain: str) -> str:
+        """What is wrong, with the option and the domain spelled as the caller names them (the CLI: its flags)."""
+        _, purpose, lack = OPTION_USES[self.option]
+        return f"{option} {purpose}; {domain} {lack}"
+
+
+def check_options_apply(domain: str, options: Mapping[str, Any]) -> None:
+    """Each given option (not None or False) of `options` (`OPTION_USES`' names) is one `domain`'s metrics read."""
+    kind = metric_kind(domain)
+    for option, value in options.items():
+        if value is not None and value is not False and kind not in OPTION_USES[option][0]:
+            raise OptionError(option, domain)
+
+
 def metric_kind(domain: str) -> str:
     """Which calculator scores `domain`: a domain name or alias (`domains.names_help()`), `openx` (any Open-X dataset)
-    or `act2answer_probes` (the records of `eval --domains=act2answer`)."""
+    or `act2answer_probes` (the records of `eval --domains=act2answer`). An `openx_<dataset>` name must be lower-case
+    words joined by `_` and no near-miss of a name scored apart (`_OPENX_SCORED_APART`): `openx_bimanaul` would lose
+    openx_bimanual's capability metrics."""
     domain = domains.ALIASES.get(domain, domain)
     if domain in _DOMAIN_KINDS:
         return _DOMAIN_KINDS[domain]
-    if domain == "openx" or domain.startswith("openx_"):
+    if domain == "openx" or domain in continuous_actions.ACTION_SLICES:
+        return "continuous"
+    if domain.startswith("openx_"):
+        _check_openx_name(domain)
         return "continuous"
     raise ValueError(f"unknown domain {domain!r}; known: openx, {domains.names_help()}, act2answer_probes")
+
+
+def _check_openx_name(domain: str) -> None:
+    """A generic `openx_<dataset>` name is well-formed and no near-miss of a name scored apart."""
+    if not _OPENX_NAME.fullmatch(domain):
+        raise ValueError(f"malformed Open-X domain {domain!r}: expected openx_<dataset>, the dataset's name in lower-case "
+                         "words joined by '_' (e.g. openx_bimanual)")
+    near = difflib.get_close_matches(domain, _OPENX_SCORED_APART, n=1, cutoff=NEAR_MISS_CUTOFF)
+    if near:
+        raise ValueError(f"unknown domain {domain!r}: did you mean {near[0]!r}? (scored as a generic Open-X dataset, it "
+                         f"would lose {near[0]}'s own metrics; score another dataset of this name as 'openx')")
 
 
 def score(
@@ -104,7 +166,7 @@ def score(
     *,
     action_stats: Mapping[str, Any] | None = None,
     embedder: SentenceEmbedder | str | pathlib.Path | None = None,
-    num_choices: int = PIQA_CHOICES,
+    num_choices: int | None = None,
     skip_similarity: bool = False,
 ) -> dict[str, Any]:
     """MultiNet's metric names -> values (plain Python) for `records` of `domain`.
@@ -113,11 +175,14 @@ def score(
     of the records' own ground truth. `embedder` (SQA3D/RoboVQA/BFCL similarity): a
     `SentenceEmbedder` or its model directory. `skip_similarity`: score those domains without an
     embedder, leaving the similarity metrics out (marked in the result). `num_choices`: PIQA's
-    options per question.
+    options per question (default 2). An option the domain does not read is an `OptionError`.
     """
     if skip_similarity and embedder is not None:
         raise ValueError("an embedder and skip_similarity=True contradict each other: pass one of them")
+    check_options_apply(domain, {"action_stats": action_stats, "embedder": embedder, "num_choices": num_choices,
+                                 "skip_similarity": skip_similarity})
     kind = metric_kind(domain)
+    num_choices = PIQA_CHOICES if num_choices is None else num_choices
     if not isinstance(num_choices, (int, np.integer)) or isinstance(num_choices, bool) or num_choices < 2:
         raise ValueError(f"num_choices must be an integer of at least 2, got {num_choices!r}")
     num_choices = int(num_choices)
@@ -143,6 +208,8 @@ def _score_kind(
     if kind == "act2answer_probes":
         return act2answer_scoring.score_probes(records)
     check_unique_ids(records)
+    if kind != "classification":
+        _check_no_subsets(records, domain)
     predictions, ground_truth = fields(records, "prediction"), fields(records, "ground_truth")
     check_no_harness_outputs(predictions)
     if kind == "continuous":
@@ -209,6 +276,14 @@ def _classification_by_subset(records: Sequence[Mapping[str, Any]], predictions:
     totals = {metric: sum(scored[metric] for scored in per_subset.values())
               for metric, value in first.items() if isinstance(value, int)}
     return {**means, **totals, SUBSETS_KEY: per_subset, AGGREGATION_KEY: SUBSET_MEAN}
+
+
+def _check_no_subsets(records: Sequence[Mapping[str, Any]], domain: str) -> None:
+    """Only ODinW is scored subset by subset: elsewhere records naming their `subset` would be pooled without a word."""
+    index = next((index for index, record in enumerate(records) if SUBSET_FIELD in record), None)
+    if index is not None:
+        raise RecordError(index, SUBSET_FIELD, f"given, but {domain} is not scored by subset (only odinw is): its "
+                          "subsets would be pooled; score each subset's records alone, or leave the field out")
 
 
 def _classification(predictions: list[Any], ground_truth: list[Any], num_options: list[int]) -> dict[str, Any]:

@@ -225,3 +225,18 @@ def test_prompts_the_cut_shortens_are_counted_and_said(setup, tmp_path, capsys):
     cut = runner.prompt_truncation(_config(setup, tmp_path, max_token_len=2), tokenizer, source)
     assert cut["truncated"] == cut["counted"] == len(source) and cut["longest_prompt_tokens"] > 2
     assert f"warning: act2answer: {len(source)} of {len(source)} prompts truncated to 2 tokens" in capsys.readouterr().err
+
+
+def test_a_batch_the_meshs_data_axis_does_not_divide_is_refused_before_the_model_loads(setup, tmp_path):
+    """As `eval` refuses it: on 8 devices a batch of 6 cannot be split, and the decoders' inputs failed with JAX's
+    sharding message after the model had loaded."""
+    import os
+
+    command = [sys.executable, "-c", "from multinet_jax.cli import main; main()", "probe",
+               f"--checkpoint={openpi_checkpoint('pi0')}", f"--tokenizer={setup['tokenizer']}",
+               f"--data_dir={setup['items']}", f"--output_dir={tmp_path}", "--batch_size=6", "--max_token_len=48"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.endswith("error: --batch_size=6 must be a multiple of the mesh's data axis (8 devices on this "
+                                     "host)\n"), completed.stderr[-2000:]

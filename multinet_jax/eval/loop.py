@@ -268,12 +268,7 @@ class Evaluator:
     def __init__(self, config: EvalConfig, model: Any = None):
         self.config = config
         self.mesh = _local_mesh(config.mesh)
-        self.data_parallelism = self.mesh.shape["data"]
-        if config.batch_size % self.data_parallelism:
-            raise ValueError(
-                f"--batch_size={config.batch_size} must be a multiple of the mesh's data axis "
-                f"({self.data_parallelism} devices on this host)"
-            )
+        sharding.check_batch_size(config.batch_size, self.mesh)
         self.output_dir = pathlib.Path(config.output_dir)
         preflight.check_output_dir(self.output_dir)
         # Said at once: checking the data and loading a checkpoint can take a while before the first progress bar.

@@ -282,6 +282,8 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer))
     mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
+    if mesh is not None:
+        sharding.check_batch_size(config.batch_size, mesh)
     current = describe(config, {**paths, "tokenizer": tokenizer}, family_name, mesh)
     check_manifest(config, current)  # before the model loads
     line = registry.path_settings_line("probe", config.checkpoint, current["checkpoint_settings"])  # no flag overrides

@@ -7,11 +7,18 @@ and `predictions/<domain>.jsonl` (for Open-X's per-dimension errors), and writes
   a row per run, the domain's headline metrics as columns;
 - `report.csv`: the same numbers, one line per run, domain and metric (every metric, not only the headline ones);
 - `report.html`: one self-contained page (inline styles, plots as embedded PNGs) with the tables and, per domain,
-  bars per run for each headline metric and, for Open-X, the mean absolute error per action dimension.
+  bars per run (each labelled with its sample count) for each headline metric and, for Open-X, the mean absolute
+  error per action dimension over each run's valid predictions (their count given).
+
+All three are built before any is written, so a report that fails leaves the previous one whole. Numbers are written
+by `plots.number_text`, as the end-of-run table and the plots write them: a value short of a bound (99.996 %) never
+reads as the bound.
 
 Nothing is averaged across domains or runs. A domain whose runs scored different sample counts (or splits) shows
-each cell's count and a note under its table; a domain a run did not evaluate is an empty cell, and a domain its
-manifest names without a metrics file (failed, or the run unfinished) is named under the runs table.
+each cell's count and a note under its table (and its figure's title); a domain a run did not evaluate is an empty
+cell, and a domain its manifest names without a metrics file (failed, or the run unfinished) is named under the runs
+table. A setting a run's domains were evaluated under differently (a resume with another `--limit`) shows each
+domain's value.
 
 Each run's `run_manifest.json` (written by `eval`) labels it in the runs table: model, checkpoint with its content
 fingerprint, and the prediction settings, path-implied checkpoint settings and runtime entries that differ between
@@ -30,6 +37,7 @@ import io
 import json
 import math
 import pathlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,6 +77,12 @@ class DomainResult:
     split: str | None
     per_dim_mae: tuple[float, ...] | None
     protocol: Mapping[str, Any] | None = None  # the protocol the run applied (`protocol_settings`; None: not recorded)
+    valid_predictions: int | None = None  # how many predictions `per_dim_mae` averages (None: not counted)
+
+
+class PerDomain(dict):
+    """A setting the run's domains were evaluated under differently (resumed with another `--limit`): each domain's
+    value, so that no domain's value stands for the run's."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +100,24 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
         raise ReportError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
 
 
-def per_dim_mae(predictions_path: pathlib.Path) -> tuple[float, ...] | None:
-    """Mean |prediction - truth| per action dimension over the predictions the metrics count valid; None without any."""
+def per_dim_mae(predictions_path: pathlib.Path) -> tuple[tuple[float, ...] | None, int | None]:
+    """(mean |prediction - truth| per action dimension over the predictions the metrics count valid, None without
+    any; how many those are, None without a predictions file)."""
     if not predictions_path.exists():
-        return None
+        return None, None
     records = [json.loads(line) for line in predictions_path.read_text().splitlines()]
     errors = summary.valid_absolute_errors(records) if records else np.zeros((0, 0))
-    return tuple(errors.mean(axis=0).tolist()) if len(errors) else None
+    return (tuple(errors.mean(axis=0).tolist()) if len(errors) else None), len(errors)
+
+
+def merged_config(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The run's config from its domains' metrics files: a key whose value differs between them is a `PerDomain`."""
+    merged: dict[str, Any] = {}
+    for key in dict.fromkeys(key for config in configs.values() for key in config):
+        values = {domain: config.get(key) for domain, config in sorted(configs.items())}
+        distinct = {json.dumps(value, sort_keys=True) for value in values.values()}
+        merged[key] = next(iter(values.values())) if len(distinct) == 1 else PerDomain(values)
+    return merged
 
 
 def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
@@ -100,7 +125,7 @@ def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run folder")
-    results, config = {}, None
+    results, configs = {}, {}
     for path in sorted(run_dir.glob("*_metrics.json")):
         content = _read_json(path)
         for field in ("domain", "metric_kind", "num_samples", "metrics", "config"):
@@ -111,31 +136,34 @@ def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
             raise ReportError(f"{path}: holds {domain}'s metrics, which `multinet-jax eval` writes to {domain}_metrics.json; "
                               "move other metrics files out of the run folder")
         continuous = content["metric_kind"] == "continuous"
+        errors, valid = per_dim_mae(run_dir / "predictions" / f"{domain}.jsonl") if continuous else (None, None)
         results[domain] = DomainResult(
             domain=domain, kind=content["metric_kind"], num_samples=int(content["num_samples"]),
-            metrics=content["metrics"], split=content["config"].get("split"),
-            per_dim_mae=per_dim_mae(run_dir / "predictions" / f"{domain}.jsonl") if continuous else None,
-            protocol=content.get("protocol_settings"),
+            metrics=content["metrics"], split=content["config"].get("split"), per_dim_mae=errors,
+            protocol=content.get("protocol_settings"), valid_predictions=valid,
         )
-        config = config or content["config"]
+        configs[domain] = content["config"]
     if not results:
         raise ReportError(f"{run_dir}: no <domain>_metrics.json; not a finished `multinet-jax eval` run folder")
     try:
         recorded = manifest.read(run_dir)
     except manifest.RunChangedError as error:  # unreadable, or not a run manifest
         raise ReportError(str(error)) from None
-    return Run(label=label or str(run_dir), config=config, results=results, manifest=recorded)
+    return Run(label=label or str(run_dir), config=merged_config(configs), results=results, manifest=recorded)
 
 
 def load_runs(run_dirs: Sequence[str | pathlib.Path]) -> list[Run]:
-    """Every run, labelled by its folder as given (the shortest form that tells them apart)."""
+    """Every run, labelled by its folder as given (the shortest form that tells them apart); a folder given twice,
+    under any spelling, is refused."""
     if not run_dirs:
         raise ReportError("no run folders given")
     paths = [pathlib.Path(path) for path in run_dirs]
+    seen: dict[pathlib.Path, pathlib.Path] = {}
+    for path in paths:
+        if (first := seen.setdefault(path.resolve(), path)) is not path:
+            raise ReportError(f"a run folder is given twice: {first} and {path} are {path.resolve()}")
     names = [path.name for path in paths]
     labels = names if len(set(names)) == len(names) else [str(path) for path in paths]
-    if len(set(labels)) != len(labels):
-        raise ReportError(f"a run folder is given twice: {', '.join(map(str, paths))}")
     runs = [load_run(path, label) for path, label in zip(paths, labels)]
     check_same_data(runs)
     return runs
@@ -165,7 +193,7 @@ def _format(value: Any) -> str:
     if value is None:  # not reported (e.g. no valid prediction to average)
         return _MISSING
     number = summary.as_float(value) if not isinstance(value, (dict, list)) else math.nan
-    return "NaN" if math.isnan(number) else f"{number:.4g}"
+    return plots.number_text(number, 4)
 
 
 def _settings(run: Run) -> Mapping[str, Any]:
@@ -182,7 +210,8 @@ def _settings(run: Run) -> Mapping[str, Any]:
 def differing_settings(runs: Sequence[Run]) -> list[str]:
     """Settings whose values differ between the runs (model and checkpoint always shown)."""
     keys = sorted({key for run in runs for key in _settings(run)} - set(_NOT_SETTINGS) - {"model", "checkpoint", "domains"})
-    return [key for key in keys if len({json.dumps(_settings(run).get(key), sort_keys=True) for run in runs}) > 1]
+    return [key for key in keys if len({json.dumps(_settings(run).get(key), sort_keys=True) for run in runs}) > 1
+            or any(isinstance(_settings(run).get(key), PerDomain) for run in runs)]
 
 
 def _checkpoint(run: Run) -> str:
@@ -251,6 +280,8 @@ def runs_table(runs: Sequence[Run]) -> Table:
     notes = [f"{run.label}: {', '.join(missing)} not scored (no <domain>_metrics.json: the domain failed, as its "
              "summary.json says, or the run has not reached it, and `eval --resume` continues it)"
              for run in runs if (missing := unscored_domains(run))]
+    notes += [f"{run.label}: its domains were evaluated under different {', '.join(keys)} (each domain's value shown)"
+              for run in runs if (keys := [key for key in settings if isinstance(_settings(run).get(key), PerDomain)])]
     return Table("Runs", header, rows, notes)
 
 
@@ -284,19 +315,29 @@ def kind_tables(runs: Sequence[Run]) -> list[Table]:
     return tables
 
 
+# What Markdown (and the HTML it passes through) would read as markup in a cell: a run folder `<b>x` or `a*b*` is
+# shown as named. An underscore inside a word (`openx_bimanual`) is plain text already and stays readable.
+_MARKDOWN_SPECIAL = re.compile(r"[\\`*\[\]<>|&~$#]|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+
+
+def markdown_cell(text: str) -> str:
+    """`text` as a table cell that renders as written."""
+    return _MARKDOWN_SPECIAL.sub(lambda match: "\\" + match.group(0), text)
+
+
 def to_markdown(runs: Sequence[Run]) -> str:
     lines = ["# MultiNet evaluation report", ""]
     for table in [runs_table(runs), *kind_tables(runs)]:
-        lines += [f"## {table.title}", "", "| " + " | ".join(table.header) + " |",
+        lines += [f"## {table.title}", "", "| " + " | ".join(map(markdown_cell, table.header)) + " |",
                   "|" + "---|" * len(table.header)]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
+        lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in table.rows]
         lines += [""] + [f"- {note}" for note in table.notes] + ([""] if table.notes else [])
     return "\n".join(lines)
 
 
-def write_csv(runs: Sequence[Run], path: pathlib.Path) -> None:
+def to_csv(runs: Sequence[Run]) -> str:
     """Every scalar metric of every run and domain, one line each."""
-    with open(path, "w", newline="") as handle:
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["run", "model", "checkpoint", "domain", "metric_kind", "split", "num_samples", "metric", "value"])
         for run in runs:
@@ -306,12 +347,15 @@ def write_csv(runs: Sequence[Run], path: pathlib.Path) -> None:
                         continue  # per-arm / per-turn breakdowns stay in <domain>_metrics.json
                     writer.writerow([run.label, run.config.get("model"), run.config.get("checkpoint"), result.domain,
                                      result.kind, result.split, result.num_samples, metric, value])
+        return handle.getvalue()
 
 
 def domain_figure(domain: str, runs: Sequence[Run]) -> Any:
     """One domain across runs: bars per run for each headline metric (each on its unit's axis; a metric a run did
-    not report is labelled as the tables show it), and Open-X's per-dimension MAE."""
+    not report is labelled as the tables show it; each run's sample count under its name, and the title says when
+    they differ), and Open-X's per-dimension MAE over each run's valid predictions, with their count."""
     present = [run for run in runs if domain in run.results]
+    counts = {run.label: run.results[domain].num_samples for run in present}
     metrics = _headline(domain, runs)
     per_dim = [run for run in present if run.results[domain].per_dim_mae is not None]
     panels = len(metrics) + (1 if per_dim else 0)
@@ -328,7 +372,8 @@ def domain_figure(domain: str, runs: Sequence[Run]) -> Any:
                   else None for run in present]
         plots.value_axis(axis, summary.metric_unit(domains.lookup(domain), metric), values)
         plots.bars(axis, positions, values, color=colors)
-        axis.set_xticks(positions, [run.label for run in present], rotation=30, ha="right")
+        axis.set_xticks(positions, [plots.plain_text(f"{label} (n={n})") for label, n in counts.items()],
+                        rotation=30, ha="right")
         axis.set_title(metric)
     if per_dim:
         axis = axes[panels - 1]
@@ -337,15 +382,19 @@ def domain_figure(domain: str, runs: Sequence[Run]) -> Any:
         plots.value_axis(axis, summary.metric_unit(domains.lookup(domain), "avg_dataset_amae"),
                          [value for values in errors.values() for value in values])
         for index, run in enumerate(per_dim):
+            valid = run.results[domain].valid_predictions
+            label = run.label + (f": {valid} valid of {counts[run.label]}" if valid is not None else "")
             axis.bar(np.arange(len(errors[run.label])) + index * width, errors[run.label], width=width,
-                     label=run.label, color=colors[present.index(run)])
+                     label=plots.plain_text(label), color=colors[present.index(run)])
         axis.set_xlabel("action dimension")
         plots.integer_ticks(axis.xaxis)
         without = [run.label for run in present if run.results[domain].per_dim_mae is None]
-        axis.set_title("mean absolute error per dimension"
-                       + (f"\n(no valid predictions: {', '.join(without)})" if without else ""))
+        # avg_dataset_amae beside it scores each invalid prediction at the worst error: these bars do not
+        axis.set_title("mean absolute error per dimension,\nvalid predictions only"
+                       + plots.plain_text(f"\n(no valid predictions: {', '.join(without)})" if without else ""))
         plots.legend_below(figure)
-    figure.suptitle(domain)
+    differing = len(set(counts.values())) > 1
+    figure.suptitle(domain + ("\n(the runs scored different sample counts: not comparable one to one)" if differing else ""))
     return figure
 
 
@@ -381,12 +430,13 @@ def to_html(runs: Sequence[Run]) -> str:
 
 
 def write_report(run_dirs: Sequence[str | pathlib.Path], output_dir: str | pathlib.Path) -> dict[str, pathlib.Path]:
-    """`report.md`, `report.csv` and `report.html` for the runs in `output_dir`; returns their paths."""
+    """`report.md`, `report.csv` and `report.html` for the runs in `output_dir`; returns their paths. Every output
+    is built before the first is written: a report that fails leaves the previous one as it was, not half replaced."""
     runs = load_runs(run_dirs)
+    contents = {"md": to_markdown(runs), "csv": to_csv(runs), "html": to_html(runs)}
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: output_dir / f"report.{name}" for name in ("md", "csv", "html")}
-    paths["md"].write_text(to_markdown(runs))
-    write_csv(runs, paths["csv"])
-    paths["html"].write_text(to_html(runs))
+    paths = {name: output_dir / f"report.{name}" for name in contents}
+    for name, text in contents.items():
+        paths[name].write_text(text, newline="")  # as built: the csv module's line ends
     return paths

@@ -7,7 +7,9 @@
   percent 0 to 100) and every value axis starts at 0 (lower only for a negative value), so a zero is a bar of
   height zero, not an empty panel with a -0.04..0.04 axis;
 - each bar's value written at its end: a NaN says "NaN" and a value the run did not report says `MISSING`, as the
-  report's tables do; neither is drawn as a silent zero.
+  report's tables do; neither is drawn as a silent zero. Numbers are written by `number_text`, which the tables use
+  too, so a rounded value never reads as a bound it does not reach;
+- labels taken from outside (run folders) are `plain_text`: a `$` in a folder name is not mathtext.
 
 Figures are `matplotlib.figure.Figure` objects, not pyplot's: no global state, nothing to close, any backend.
 """
@@ -77,11 +79,33 @@ def value_axis(axes: Any, unit: Unit, values: Sequence[float | None], *, horizon
         integer_ticks(axes.xaxis if horizontal else axes.yaxis)
 
 
+def number_text(value: float, digits: int, exact: Sequence[float] = ()) -> str:
+    """`value` to `digits` significant digits, and more where fewer would print a value it is not but that a reader
+    takes as exact: a whole number from -100 to 100 (the bounds 0, 1, 100 of fractions and percentages, -1 of a cosine,
+    2 of a Brier error) or one of `exact` (a test's alpha). So 99.996 is "99.996", never "100", 0.0041 samples/s
+    never "0", and a p-value 0.0525 never "0.05". NaN is "NaN", as the report's tables and plots write it."""
+    if math.isnan(value):
+        return "NaN"
+    text = f"{value:.{digits}g}"
+    while math.isfinite(value) and digits < 17 and float(text) != value and _reads_exact(float(text), exact):
+        digits += 1
+        text = f"{value:.{digits}g}"
+    return text
+
+
+def _reads_exact(shown: float, exact: Sequence[float]) -> bool:
+    return (shown.is_integer() and abs(shown) <= 100) or shown in exact
+
+
+def plain_text(label: str) -> str:
+    """`label` (a run folder, a domain) drawn as written: its `$` escaped, so matplotlib neither renders it as
+    mathtext nor fails to parse it."""
+    return label.replace("$", r"\$")
+
+
 def value_text(value: float | None) -> str:
-    """A bar's label: the value to 3 significant digits, "NaN", or `MISSING` for a value not reported."""
-    if value is None:
-        return MISSING
-    return f"{value:.3g}" if math.isfinite(value) else "NaN"
+    """A bar's label: the value to 3 significant digits (`number_text`), "NaN", or `MISSING` for a value not reported."""
+    return MISSING if value is None else number_text(value, 3)
 
 
 def bars(axes: Any, positions: Sequence[float], values: Sequence[float | None], *, horizontal: bool = False,

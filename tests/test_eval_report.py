@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import pathlib
 import re
@@ -99,9 +100,7 @@ def test_settings_no_flag_gave_are_shown_where_the_runs_differ(runs, tmp_path):
 
 def test_csv_holds_every_scalar_metric(runs):
     loaded = cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])
-    cross_run_report.write_csv(loaded, runs / "report.csv")
-    with open(runs / "report.csv") as handle:
-        lines = list(csv.DictReader(handle))
+    lines = list(csv.DictReader(io.StringIO(cross_run_report.to_csv(loaded), newline="")))
     piqa = {line["metric"]: line for line in lines if line["run"] == "pi0_fast" and line["domain"] == "piqa"}
     scored = _metrics(runs / "pi0_fast", "piqa")
     assert set(piqa) == {name for name, value in scored.items() if not isinstance(value, (dict, list))}
@@ -202,3 +201,97 @@ def test_runs_are_labelled_by_their_manifests_and_different_data_is_refused(runs
     with pytest.raises(cross_run_report.ReportError, match="other: no run_manifest.json"):
         cross_run_report.load_runs([runs / "pi0", tmp_path / "other"])
     assert cross_run_report.load_runs([tmp_path / "other"])[0].manifest is None  # alone it is reported as it is
+
+
+def _edited_copy(source: pathlib.Path, target: pathlib.Path, domain: str, **edits) -> pathlib.Path:
+    """A copy of a run whose `domain` metrics file has `edits` applied ({"metrics": {...}} or {"config": {...}})."""
+    shutil.copytree(source, target)
+    path = target / f"{domain}_metrics.json"
+    content = json.loads(path.read_text())
+    for part, values in edits.items():
+        content[part] = {**content[part], **values}
+    path.write_text(json.dumps(content))
+    return target
+
+
+def test_no_value_short_of_a_bound_is_shown_as_the_bound(runs, tmp_path):
+    """A large run's 99.996 % invalid or 0.99996 accuracy beside an exact 100 % and 1: the tables and the bars tell
+    them apart (one formatting rule for both, `plots.number_text`)."""
+    exact = _edited_copy(runs / "pi0", tmp_path / "exact", "piqa", metrics={"invalid_percentage": 100.0, "overall_accuracy": 1.0})
+    near = _edited_copy(runs / "pi0", tmp_path / "near", "piqa", metrics={"invalid_percentage": 99.996, "overall_accuracy": 0.99996})
+    loaded = cross_run_report.load_runs([exact, near])
+    header, rows = _markdown_table(cross_run_report.to_markdown(loaded), "Multiple choice (PIQA)")
+    columns = [header.index(f"piqa (n=4): {name}") for name in ("overall_accuracy", "invalid_percentage")]
+    assert [[row[column] for column in columns] for row in rows] == [["1", "100"], ["0.99996", "99.996"]]
+    figure = cross_run_report.domain_figure("piqa", loaded)
+    bars = {axes.get_title(): [text.get_text() for text in axes.texts] for axes in figure.axes if axes.get_visible()}
+    assert bars["overall_accuracy"] == ["1", "0.99996"] and bars["invalid_percentage"] == ["100", "99.996"]
+
+
+def test_figures_give_each_runs_sample_count_and_the_valid_predictions_per_dimension_errors_average(runs):
+    """pi0 scored 4 Open-X samples, pi0_fast 2: every tick names the count and the title says they differ. The
+    per-dimension panel averages valid predictions only (avg_dataset_amae beside it scores invalid ones at the
+    worst case), so it says so and gives each run's valid count."""
+    loaded = cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])
+    figure = cross_run_report.domain_figure("openx_bimanual", loaded)
+    *metric_panels, per_dimension = (axes for axes in figure.axes if axes.get_visible())
+    for axes in metric_panels:
+        assert [tick.get_text() for tick in axes.get_xticklabels()] == ["pi0 (n=4)", "pi0_fast (n=2)"]
+    assert "different sample counts" in figure.get_suptitle()
+    assert "valid predictions only" in per_dimension.get_title()
+    expected = []
+    for run in loaded:
+        records = eval_helpers.read_jsonl(runs / run.label / "predictions" / "openx_bimanual.jsonl")
+        valid = len(cross_run_report.summary.valid_absolute_errors(records))
+        assert run.results["openx_bimanual"].valid_predictions == valid
+        if valid:  # a run without any has no bars, and the panel's title names it
+            expected.append(f"{run.label}: {valid} valid of {len(records)}")
+    assert expected and [text.get_text() for legend in figure.legends for text in legend.get_texts()] == expected
+    assert cross_run_report.domain_figure("openx_bimanual", loaded[:1]).get_suptitle() == "openx_bimanual"
+
+
+def test_a_dollar_in_a_run_folder_is_drawn_as_written_and_a_failed_report_leaves_the_old_one(runs, tmp_path, monkeypatch):
+    """Folder names are labels: `$` is not mathtext (it crashed the HTML step, or drew a formula). A report whose
+    build fails writes nothing, so report.md, report.csv and report.html still describe one set of runs."""
+    dollar = tmp_path / "a$\\x$"
+    shutil.copytree(runs / "pi0", dollar)
+    output = tmp_path / "report"
+    cross_run_report.write_report([dollar, runs / "pi0_fast"], output)
+    page = (output / "report.html").read_text()
+    assert html.escape("a$\\x$") in page
+    figure = cross_run_report.domain_figure("piqa", cross_run_report.load_runs([dollar, runs / "pi0_fast"]))
+    ticks = figure.axes[0].get_xticklabels()
+    assert [tick._preprocess_math(tick.get_text()) for tick in ticks][0] == ("a$\\x$ (n=4)", False)
+    before = {name: (output / f"report.{name}").read_text() for name in ("md", "csv", "html")}
+
+    def broken(domain, runs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(cross_run_report, "domain_figure", broken)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        cross_run_report.write_report([runs / "pi0", runs / "pi0_fast"], output)
+    assert {name: (output / f"report.{name}").read_text() for name in ("md", "csv", "html")} == before
+
+
+def test_a_run_folder_under_two_spellings_is_refused(runs, monkeypatch):
+    monkeypatch.chdir(runs)
+    with pytest.raises(cross_run_report.ReportError, match=f"given twice: pi0 and {runs / 'pi0'} are {runs / 'pi0'}"):
+        cross_run_report.load_runs(["pi0", runs / "pi0"])
+
+
+def test_a_setting_the_runs_domains_differed_in_shows_each_domains_value(runs, tmp_path):
+    """A folder resumed for PIQA under another --limit: the runs table shows each domain's limit, not the first
+    metrics file's as the run's; so even for a run reported alone."""
+    mixed = _edited_copy(runs / "pi0", tmp_path / "mixed", "piqa", config={"limit": 2})
+    for loaded in (cross_run_report.load_runs([mixed]), cross_run_report.load_runs([mixed, runs / "pi0"])):
+        text = cross_run_report.to_markdown(loaded)
+        header, rows = _markdown_table(text, "Runs")
+        assert json.loads(rows[0][header.index("limit")]) == {"openx_bimanual": 4, "overcooked_ai": 4, "piqa": 2}
+        assert "- mixed: its domains were evaluated under different limit (each domain's value shown)" in text
+
+
+def test_markdown_cells_show_run_labels_as_written(runs, tmp_path):
+    odd = tmp_path / "<b>x*y*"
+    shutil.copytree(runs / "pi0_fast", odd)
+    _, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([odd])), "Runs")
+    assert rows[0][0] == "\\<b\\>x\\*y\\*"

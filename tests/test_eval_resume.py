@@ -60,7 +60,7 @@ def test_resume_refuses_a_file_from_other_data(tmp_path):
 
 def test_a_failed_rescoring_leaves_the_domain_unscored(tmp_path, monkeypatch, capsys):
     """A finished domain resumed is scored again; if that fails, its earlier metrics file, plot and summary row are
-    gone (report names it unscored), never shown as this run's numbers; a later run of other domains adds no row."""
+    gone (report names it unscored), never shown as this run's numbers; a later run of other domains keeps it failed."""
     from multinet_jax import metrics
 
     eval_helpers.evaluate(tmp_path, ("piqa",), limit=4)
@@ -76,7 +76,8 @@ def test_a_failed_rescoring_leaves_the_domain_unscored(tmp_path, monkeypatch, ca
     assert json.loads((tmp_path / "summary.json").read_text())["piqa"]["status"] == "failed"
     monkeypatch.undo()
     eval_helpers.evaluate(tmp_path, ("odinw",), limit=4, resume=True)
-    assert set(json.loads((tmp_path / "summary.json").read_text())) == {"odinw"}
+    kept = json.loads((tmp_path / "summary.json").read_text())
+    assert set(kept) == {"piqa", "odinw"} and kept["piqa"]["status"] == "failed" and kept["piqa"]["earlier_run"]
 
 
 def test_rescoring_without_an_earlier_measurement_reports_no_throughput(tmp_path, capsys):

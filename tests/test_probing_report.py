@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from scipy.stats import norm
+
+from conftest import REPO_ROOT
 
 from multinet_jax.probing import activation_store, layer_curves
 from multinet_jax.probing.probes import fit_probes
@@ -115,3 +119,11 @@ def test_items_of_one_content_share_a_fold():
     folds = fit_probes(activations["prefix_last"], activations["label"],
                        np.array([content[item] for item in activations["item_id"]]), num_folds=2).folds
     assert len(set(folds[np.isin(activations["item_id"], ["0-4", "0-5"])])) == 1
+
+
+def test_the_probe_command_never_prints_a_p_value_as_alpha_it_is_not():
+    """A peak's p-value (1 + k) / (1 + permutations) just above alpha, 21 / 400 = 0.0525, fails p <= 0.05: printed
+    to two digits it would read "0.05"; one just below, 0.0499, passes and is not rounded up to alpha either."""
+    code = "from multinet_jax.cli import probe; print([probe._p_text(p) for p in (21 / 400, 0.0499, 0.05, 0.65, 1.0)])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == str(["0.052", "0.0499", "0.05", "0.65", "1"])

@@ -54,6 +54,14 @@ flags.DEFINE_bool("demo", False, "Build the tiny demo checkpoint, tokenizer and 
 FLAGS = flags.FLAGS
 
 
+def _p_text(p_value: float) -> str:
+    """A peak's permutation p-value, never printed as alpha unless it is alpha: 0.0525 fails p <= 0.05 and reads "0.052"."""
+    from multinet_jax import plots
+    from multinet_jax.probing import layer_curves
+
+    return plots.number_text(p_value, 2, exact=(layer_curves.ALPHA,))
+
+
 def main(argv: list[str]) -> None:
     no_arguments(argv)
     from multinet_jax import demo
@@ -75,7 +83,7 @@ def main(argv: list[str]) -> None:
         registry.check_family(config.checkpoint, FLAGS.model)  # before any array is read
     result = runner.run_probe(config)
     lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']} "
-                                    f"(p {entry[stream]['peak_p_value']:.2f})" for stream in result["streams"])
+                                    f"(p {_p_text(entry[stream]['peak_p_value'])})" for stream in result["streams"])
              for task, entry in result["tasks"].items()]
     retention = result.get("retention")
     if "action_streams" in result:

@@ -86,14 +86,29 @@ def read_metrics(path: pathlib.Path) -> dict[str, Any] | None:
 
 
 def read_rows(output_dir: pathlib.Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Summary rows of domains evaluated earlier into `output_dir`, rebuilt from their metrics files."""
+    """Summary rows of domains an earlier run of `output_dir` was asked for and this one was not: rebuilt from their
+    metrics files; without one, the failed row `summary.json` kept (marked `earlier_run`: this run did not retry it)
+    or an `unscored_row`. A domain the folder was asked for never vanishes from its summary."""
+    kept = read_metrics(output_dir / "summary.json")
+    kept = kept if isinstance(kept, dict) else {}
     rows = {}
     for name in names:
         content = read_metrics(metrics_path(output_dir, name))
         if content is not None:
             rows[name] = row(domains.lookup(name), content["num_samples"], content["samples_per_second"],
                              content["timing_seconds"]["wall"], content["metrics"])
+        elif isinstance(kept.get(name), dict) and kept[name].get("status") == "failed":
+            rows[name] = {**kept[name], "earlier_run": True}
+        else:
+            rows[name] = unscored_row(name)
     return rows
+
+
+def unscored_row(name: str) -> dict[str, Any]:
+    """The summary row of a domain the folder was asked for that has no metrics file and no recorded failure: an
+    earlier run stopped before scoring it."""
+    return {"status": "unscored", "reason": f"no {metrics_path(pathlib.Path(), name)}: an earlier run of this folder "
+                                            f"stopped before scoring it; `eval --resume --domains={name}` continues it"}
 
 
 def metrics_path(output_dir: pathlib.Path, name: str) -> pathlib.Path:
@@ -128,16 +143,20 @@ def write_summary(output_dir: pathlib.Path, rows: Mapping[str, Mapping[str, Any]
 
 
 def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """The end-of-run table: per domain the sample count, throughput and headline metrics."""
+    """The end-of-run table: per domain the sample count, throughput and headline metrics (`plots.number_text`, as
+    the report writes them), or why it has none."""
     lines = [f"{'domain':<26} {'samples':>8} {'samples/s':>10}  headline metrics"]
     for name, entry in rows.items():
-        if entry.get("status") == "failed":
-            lines.append(f"{name:<26} {'FAILED':>8} {'':>10}  {entry['error'][:200]}")
+        if "status" in entry:  # failed, or not scored
+            why = ("(an earlier run of this folder; not retried) " if entry.get("earlier_run") else "") + entry.get("error", entry.get("reason"))
+            lines.append(f"{name:<26} {entry['status'].upper():>8} {'':>10}  {why[:250]}")
             continue
         metrics = "  ".join(
-            f"{key}={as_float(value):.4g}" for key, value in entry.items() if key not in ("num_samples", "samples_per_second", "wall_seconds")
+            f"{key}={plots.number_text(as_float(value), 4)}" for key, value in entry.items()
+            if key not in ("num_samples", "samples_per_second", "wall_seconds")
         )
-        throughput = "—" if entry["samples_per_second"] is None else f"{as_float(entry['samples_per_second']):.2f}"
+        speed = entry["samples_per_second"]
+        throughput = plots.MISSING if speed is None else plots.number_text(as_float(speed), 3)
         lines.append(f"{name:<26} {entry['num_samples']:>8} {throughput:>10}  {metrics}")
     return "\n".join(lines)
 

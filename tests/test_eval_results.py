@@ -63,12 +63,17 @@ def test_out_of_order_file_is_an_error(tmp_path):
 
 
 def test_resumed_sample_must_match_the_data(tmp_path):
-    completed = [_record(0), _record(1)]
-    results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", np.int64(1))
+    completed = [_record(0), {**_record(1), "category": "color", "num_options": 3}]
+    data_fields = {"category": "color", "num_options": np.int32(3), "layout": "cramped_room"}  # no layout in the record
+    results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", np.int64(1), data_fields)
     with pytest.raises(results.ResultsError, match="line 2 has id 's1' but the dataset's sample 1 is 'other'"):
-        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "other", 1)
-    with pytest.raises(results.ResultsError, match=r"line 2 \(id 's1'\) holds another ground truth"):
-        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", 0)
+        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "other", 1, data_fields)
+    with pytest.raises(results.ResultsError, match=r"line 2 \(id 's1'\) holds another ground_truth .*remove the file"):
+        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", 0, data_fields)
+    # A category edited in the file (or changed in the data) would move the sample to another category's score.
+    with pytest.raises(results.ResultsError, match=r"line 2 \(id 's1'\) holds another category than the dataset's "
+                                                   r"sample \('color', the data's 'shape'\)"):
+        results.check_resumed_sample(tmp_path / "p.jsonl", completed, 1, "s1", 1, {**data_fields, "category": "shape"})
 
 
 def test_ordered_records_release_only_the_contiguous_prefix():

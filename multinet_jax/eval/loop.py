@@ -780,8 +780,9 @@ def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: M
         if index >= start_index:
             pending = True
         elif index < len(completed):
+            data_fields = {field: runners.plain(batch[field][row]) for field in results.DATA_FIELDS if field in batch}
             results.check_resumed_sample(path, completed, index, str(runners.plain(batch["id"][row])),
-                                         runners.scored_ground_truth(rules, domain, batch, row))
+                                         runners.scored_ground_truth(rules, domain, batch, row), data_fields)
     return pending
 
 

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import pathlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,21 +89,30 @@ def read_completed(path: pathlib.Path) -> list[Record]:
     return records
 
 
+# Fields a record copies from its sample that scoring reads besides the ground truth (ODinW's options and subset,
+# Act2Answer's category and layout): a resume compares them with the data as it does the ground truth.
+DATA_FIELDS = ("num_options", "subset", "category", "layout")
+_REDO = "use a new --output_dir, or remove the file to redo the domain"
+
+
 def check_resumed_sample(path: pathlib.Path, completed: Sequence[Record], sample_index: int, sample_id: str,
-                     ground_truth: Any) -> None:
-    """A resumed sample must have the id and ground truth the file holds at its index, or the data changed."""
+                         ground_truth: Any, data_fields: Mapping[str, Any]) -> None:
+    """A resumed sample must have the id, ground truth and `data_fields` (its values of `DATA_FIELDS`, those its record
+    holds: Overcooked's samples have a layout its records do not) the file holds at its index, or the data (or the
+    file) changed."""
     written = completed[sample_index]
     if written["id"] != sample_id:
         raise ResultsError(
             f"{path}: line {sample_index + 1} has id {written['id']!r} but the dataset's sample {sample_index} is "
-            f"{sample_id!r}; the data, --limit order or domain changed since this file was written "
-            "(use a new --output_dir or drop --resume)"
+            f"{sample_id!r}; the data, --limit order or domain changed since this file was written ({_REDO})"
         )
-    if written["ground_truth"] != json.loads(json.dumps(ground_truth, default=_json_default)):
-        raise ResultsError(
-            f"{path}: line {sample_index + 1} (id {sample_id!r}) holds another ground truth than the dataset's "
-            "sample; the data changed since this file was written (use a new --output_dir or drop --resume)"
-        )
+    expected = {"ground_truth": ground_truth, **{field: value for field, value in data_fields.items() if field in written}}
+    for field, value in expected.items():
+        if written.get(field) != json.loads(json.dumps(value, default=_json_default)):
+            raise ResultsError(
+                f"{path}: line {sample_index + 1} (id {sample_id!r}) holds another {field} than the dataset's sample "
+                f"({written.get(field)!r}, the data's {value!r}); the data or the file changed since it was written ({_REDO})"
+            )
 
 
 class PredictionWriter:

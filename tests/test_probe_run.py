@@ -240,3 +240,30 @@ def test_a_batch_the_meshs_data_axis_does_not_divide_is_refused_before_the_model
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert completed.stderr.endswith("error: --batch_size=6 must be a multiple of the mesh's data axis (8 devices on this "
                                      "host)\n"), completed.stderr[-2000:]
+
+
+def test_a_resume_that_dies_leaves_no_results_of_fewer_activations(setup, tmp_path, monkeypatch):
+    """`probing.json` and the plot of an earlier run were fitted on fewer episodes than a resume saves: removed before
+    the first new batch, as eval removes a domain's metrics before appending predictions."""
+    runner.run_probe(_config(setup, tmp_path, limit=4), model=setup["model"])
+    assert (tmp_path / "probing.json").exists() and (tmp_path / "probing.png").exists()
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed while fitting")
+
+    monkeypatch.setattr(runner.layer_curves, "probe_tasks", dies)
+    with pytest.raises(RuntimeError, match="killed while fitting"):
+        runner.run_probe(_config(setup, tmp_path, resume=True, limit=8), model=setup["model"])
+    assert not (tmp_path / "probing.json").exists() and not (tmp_path / "probing.png").exists()
+
+
+def test_too_few_items_for_the_folds_are_refused_before_any_activation(setup, tmp_path, monkeypatch):
+    """4 episodes hold 2 items of one category: 5 folds cannot be filled, which was found only after every
+    activation had been computed."""
+    def computes(*args, **kwargs):
+        raise AssertionError("activations computed before the refusal")
+
+    monkeypatch.setattr(runner, "capture", computes)
+    with pytest.raises(ValueError, match=r"^task '\w+' has 2 distinct items among the 4 episodes probed, fewer than "
+                                         r"--num_folds=5: probe more \(--limit\) or fewer folds$"):
+        runner.run_probe(_config(setup, tmp_path, limit=4, num_folds=5), model=setup["model"])

@@ -136,6 +136,19 @@ def _source(config: ProbeConfig) -> Any:
     return data.make_source(DOMAIN, config.data_dir, split=config.split, frames_dir=config.frames_dir)
 
 
+def _check_folds(config: ProbeConfig, source: Any, content: dict[str, str]) -> None:
+    """Each category's distinct items (by `content`, the probe's groups) among the episodes probed fill `--num_folds`
+    folds: refused before the model loads and the activations are computed, not after."""
+    distinct: dict[str, set[str]] = {}
+    for index in range(_episodes(config, source)):
+        item = source.episode(index).item
+        distinct.setdefault(item.category, set()).add(content[item.item_id])
+    for category, groups in sorted(distinct.items()):
+        if len(groups) < config.num_folds:
+            raise ValueError(f"task {category!r} has {len(groups)} distinct items among the {_episodes(config, source)} "
+                             f"episodes probed, fewer than --num_folds={config.num_folds}: probe more (--limit) or fewer folds")
+
+
 def _episodes(config: ProbeConfig, source: Any) -> int:
     """How many of the item set's episodes the run probes (`--limit`, even: both layouts of every item)."""
     return len(source) if config.limit is None else min(config.limit, len(source))
@@ -289,18 +302,22 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     line = registry.path_settings_line("probe", config.checkpoint, current["checkpoint_settings"])  # no flag overrides
     if line and jax.process_index() == 0:
         print(line, flush=True)
+    source = _source(config)
+    content = source.content_groups()
+    _check_folds(config, source, content)
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
-    source = _source(config)
+    output_dir = pathlib.Path(config.output_dir)
+    for earlier in (output_dir / "probing.json", output_dir / "probing.png"):  # fitted on the activations saved before:
+        earlier.unlink(missing_ok=True)  # a run dying now must not leave them beside more activations
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model, source)
     result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                       C=config.C, max_iter=config.max_iter, permutations=config.permutations,
-                                      content=source.content_groups())
+                                      content=content)
     result["prompt_truncation"] = prompt_truncation(
         config, None if tokenizer is None else tokenizers.PaliGemmaTokenizer(tokenizer), source)
     result["config"] = dataclasses.asdict(config)
-    output_dir = pathlib.Path(config.output_dir)
     summary.write_json(output_dir / "probing.json", result)
     layer_curves.plot(result, output_dir / "probing.png")
     return result

@@ -710,6 +710,9 @@ CASES = [
     Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
          lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),
     Case("eval_unknown_domain", "eval", lambda i: _eval(i, domains=("procgen",)), lambda i: "unknown domain 'procgen'.*"),
+    # A typo of a domain scored with its own metrics would run as a generic Open-X dataset and lose them at the end.
+    Case("eval_near_miss_openx_domain", "eval", lambda i: _eval(i, domains=("openx_bimanaul",)),
+         lambda i: "unknown domain 'openx_bimanaul': did you mean 'openx_bimanual'\\?.*"),
     Case("eval_bad_dtype", "eval", lambda i: _eval(i, dtype="float16"),
          lambda i: r"flag --dtype=float16: value should be one of <float32\|bfloat16> \(see multinet-jax eval --help\)"),
     Case("eval_bad_mesh", "eval", lambda i: _eval(i, mesh="data:x"), lambda i: ".*data:x.*"),

@@ -102,6 +102,8 @@ class EvalConfig:
             raise ValueError("--domains is empty")
         # Canonical names (an unknown one fails here, before any model is loaded): output files use them.
         object.__setattr__(self, "domains", tuple(domains.canonical(name) for name in self.domains))
+        for name in self.domains:  # scorable: an Open-X name that would lose a domain's own metrics fails here, not at the end
+            domains.lookup(name).metric_kind
         if self.limit is not None and self.limit % 2 and any(domains.lookup(name).output is domains.Output.KNOWLEDGE_PROBES
                                                              for name in self.domains):
             raise ValueError(f"--limit={self.limit} is odd: Act2Answer's samples are items in both layouts (original, "

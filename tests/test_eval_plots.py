@@ -136,7 +136,12 @@ def test_text_answering_families_are_plotted_as_they_were_scored():
     records = [{"id": str(i), "prediction": [0.1 * i] * 12, "ground_truth": [0.0] * 12} for i in range(8)]
     figure = summary.domain_figure(quadrupedal, multinet_jax.score(quadrupedal.score_domain, records), records)
     distribution = figure.axes[-1]
-    assert distribution.get_title() == "error distribution" and sum(bar.get_height() for bar in distribution.patches) == 8
+    assert distribution.get_title() == "error distribution (8 valid of 8 predictions)"
+    assert sum(bar.get_height() for bar in distribution.patches) == 8
+    # None valid: the panel says so rather than standing empty.
+    invalid = [{**record, "prediction": None} for record in records]
+    figure = summary.domain_figure(quadrupedal, multinet_jax.score(quadrupedal.score_domain, invalid), invalid)
+    assert figure.axes[-1].get_title() == "error distribution (0 valid of 8 predictions)"
 
 
 def test_error_plots_leave_out_what_the_metrics_call_invalid():

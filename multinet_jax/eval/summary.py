@@ -250,7 +250,7 @@ def _distribution(figure: Any, domain: domains.Domain, metrics: Mapping[str, Any
         counts, _, _ = axes.hist(errors, bins=min(40, max(5, len(errors) // 3)), color="tab:orange")
         plots.value_axis(axes, plots.SAMPLES, counts.tolist())
         axes.set_xlabel("per-sample mean absolute error (action units, valid predictions)")
-        axes.set_title("error distribution")
+        axes.set_title(f"error distribution ({len(errors)} valid of {len(records)} predictions)")
     elif domain.metric_kind in ("discrete", "multiple_choice", "classification"):
         labels, predicted, truth = _class_counts(domain, metrics, records)
         positions = np.arange(len(labels))

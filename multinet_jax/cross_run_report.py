@@ -384,7 +384,8 @@ def domain_figure(domain: str, runs: Sequence[Run]) -> Any:
         for index, run in enumerate(per_dim):
             valid = run.results[domain].valid_predictions
             label = run.label + (f": {valid} valid of {counts[run.label]}" if valid is not None else "")
-            axis.bar(np.arange(len(errors[run.label])) + index * width, errors[run.label], width=width,
+            offset = (index - (len(per_dim) - 1) / 2) * width  # each dimension's group centred on its tick
+            axis.bar(np.arange(len(errors[run.label])) + offset, errors[run.label], width=width,
                      label=plots.plain_text(label), color=colors[present.index(run)])
         axis.set_xlabel("action dimension")
         plots.integer_ticks(axis.xaxis)

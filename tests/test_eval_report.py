@@ -250,6 +250,20 @@ def test_figures_give_each_runs_sample_count_and_the_valid_predictions_per_dimen
     assert cross_run_report.domain_figure("openx_bimanual", loaded[:1]).get_suptitle() == "openx_bimanual"
 
 
+def test_each_dimensions_bars_are_centred_on_its_tick(runs, tmp_path):
+    """Two runs with valid Open-X predictions: dimension d's two bars straddle tick d (they started at it, so the
+    last group stood beside an extra tick)."""
+    import shutil
+
+    copy = shutil.copytree(runs / "pi0", tmp_path / "pi0_again")
+    loaded = cross_run_report.load_runs([runs / "pi0", copy])
+    per_dimension = [axes for axes in cross_run_report.domain_figure("openx_bimanual", loaded).axes if axes.get_visible()][-1]
+    dimensions = len(loaded[0].results["openx_bimanual"].per_dim_mae)
+    assert len(per_dimension.patches) == 2 * dimensions
+    centres = np.array([patch.get_x() + patch.get_width() / 2 for patch in per_dimension.patches]).reshape(2, dimensions)
+    np.testing.assert_allclose(centres.mean(axis=0), np.arange(dimensions), atol=1e-9)
+
+
 def test_a_dollar_in_a_run_folder_is_drawn_as_written_and_a_failed_report_leaves_the_old_one(runs, tmp_path, monkeypatch):
     """Folder names are labels: `$` is not mathtext (it crashed the HTML step, or drew a formula). A report whose
     build fails writes nothing, so report.md, report.csv and report.html still describe one set of runs."""

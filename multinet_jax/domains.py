@@ -171,6 +171,12 @@ class Protocol:
         if self.answer not in ANSWER_RULES:
             raise ValueError(f"Protocol.answer must be one of {ANSWER_RULES}, got {self.answer!r}")
 
+    @property
+    def resizes_on_host(self) -> bool:
+        """Images are resized to the model's input size before the model, as a Hugging Face processor does (else the
+        model resizes them itself)."""
+        return self.image_resize is ImageResize.PALIGEMMA_PROCESSOR
+
     def truncation_length(self, max_token_len: int | None) -> int | None:
         """Where prompts are cut: `--max_token_len` when given, else MultiNet's (None: never, bucketed)."""
         return max_token_len or self.max_prompt_tokens

@@ -93,3 +93,12 @@ def test_text_domain_images_reach_a_448_checkpoint_at_448(tmp_path, monkeypatch)
     expected = [transforms.paligemma_processor_resize(source[index]["image"], 448) for index in range(2)]
     assert seen and seen[0].shape == (2, 448, 448, 3)
     np.testing.assert_array_equal(seen[0], np.stack(expected))
+    # Recorded, so that a folder of predictions made at 224 (before the size was recorded) is not continued at 448.
+    run = tmp_path / "run"
+    assert json.loads((run / "odinw_metrics.json").read_text())["protocol_settings"]["image_size"] == 448
+    written = json.loads((run / "run_manifest.json").read_text())
+    del written["domains"]["odinw"]["protocol"]["image_size"]
+    (run / "run_manifest.json").write_text(json.dumps(written))
+    with pytest.raises(Exception, match=r"protocol of odinw: image_size .*not recorded \(written before it was: read as "
+                                        r"224\), now 448"):
+        multinet_jax.eval.evaluate(EvalConfig(**{**settings, "resume": True, "limit": 4}))

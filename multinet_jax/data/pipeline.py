@@ -72,9 +72,8 @@ class SampleBuilder:
         self.bad_records: list[BadRecord] = []  # those met in this process
 
     def model_inputs(self, image: np.ndarray | None, state: np.ndarray | None, prompt: str) -> dict[str, np.ndarray]:
-        paligemma_resize = self.protocol.image_resize is domains.ImageResize.PALIGEMMA_PROCESSOR
-        inputs = transforms.camera_inputs(image, self.cameras, paligemma_resize=self.image_size if paligemma_resize else None,
-                                          blank_image=self.protocol.blank_image)
+        inputs = transforms.camera_inputs(image, self.cameras, blank_image=self.protocol.blank_image,
+                                          paligemma_resize=self.image_size if self.protocol.resizes_on_host else None)
         inputs["state"] = transforms.pad_state(state)
         inputs["state_dim"] = transforms.state_dim(state)
         if self.tokenizer is not None:

@@ -306,10 +306,12 @@ class Evaluator:
         line = registry.path_settings_line("eval", config.checkpoint, implied)
         if line and jax.process_index() == 0:  # what no flag said, so said here
             print(line, flush=True)
-        own_prompts = registry.own_prompts(config.model, paths["checkpoint"] if model is None else model)
+        source = paths["checkpoint"] if model is None else model
+        own_prompts = registry.own_prompts(config.model, source)
         _check_prompt_cut(config, own_prompts)
-        self.manifest = manifest.describe(config, paths, {name: protocol_settings(config, name, own_prompts) for name in config.domains},
-                                          manifest.device_layout(self.mesh), checkpoint_settings)
+        self.image_size = transforms.IMAGE_SIZE if family.processor_image_size is None else family.processor_image_size(source)
+        protocols = {name: protocol_settings(config, name, own_prompts, self.image_size) for name in config.domains}
+        self.manifest = manifest.describe(config, paths, protocols, manifest.device_layout(self.mesh), checkpoint_settings)
         _check_same_run_everywhere(self.manifest, {name: len(source) for name, source in self.sources.items()}, config.limit)
         checked = _on_writer(lambda: manifest.check(self.output_dir, self.manifest))  # before the model loads
         self.recorded_domains = list(checked["domains"]) if checked else []
@@ -361,14 +363,8 @@ class Evaluator:
             shard_index=jax.process_index(),
             shard_count=jax.process_count(),
             max_token_len=self.config.max_token_len,
-            image_size=self._processor_image_size(),
+            image_size=self.image_size,
         )
-
-    def _processor_image_size(self) -> int:
-        """The size Hugging Face's PaliGemma processor of this checkpoint resizes text-domain images to: its SigLIP's
-        input size (pt_448: 448; MultiNet's pt-224: 224); 224 for a model without a SigLIP tower."""
-        siglip = getattr(self.model.config, "siglip", None)
-        return transforms.IMAGE_SIZE if siglip is None else siglip.image_size
 
     def _num_samples(self, domain: domains.Domain) -> int:
         """How many samples this evaluation covers (all hosts), for the progress bar's ETA."""
@@ -739,13 +735,15 @@ def domain_for(model: str, name: str) -> domains.Domain:
     return domain if family.protocol is None else domain.under(family.protocol(domain.name))
 
 
-def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPrompts | None) -> dict[str, Any]:
+def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPrompts | None,
+                      image_size: int = transforms.IMAGE_SIZE) -> dict[str, Any]:
     """Domain `name`'s MultiNet protocol as `config` applies it (`domains.Protocol.applied`): recorded in the run
     manifest, so a resume under another protocol is refused, and in the domain's metrics file. Families with their
     own tokenizer always decode as Hugging Face does, over their own vocabulary; the others read the prompt
     tokenizer's (PaliGemma's) and decode as openpi does. `own_prompts`: the prompts the model cuts itself and where
     (`registry.own_prompts`), recorded as their cut: on Act2Answer, whose text probe reads the pipeline's prompts,
-    as the action probe's (`action_max_prompt_tokens`)."""
+    as the action probe's (`action_max_prompt_tokens`). `image_size`: the size the PaliGemma processor's resize
+    targets (`registry.Family.processor_image_size`), recorded as `image_size` where it is not MultiNet's 224."""
     family = registry.family(config.model)
     domain = domain_for(config.model, name)
     decodes_tokens = not (family.action_decoding == "flow" and domain.uses_actions)
@@ -768,7 +766,10 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     running = domain.name == "overcooked_ai" and domain.uses_actions and not domain.protocol.answers_in_text \
         and family.action_normalization == "mean_std" and config.unnormalize == "split"  # the rules reading mean, std
     statistics = {"split_statistics": "openpi_running_float32"} if running else {}
-    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame, **statistics}
+    # Text-domain images resized to a checkpoint's own size (pt_448's): recorded, as earlier versions resized them to
+    # 224 (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
+    size = {"image_size": image_size} if domain.protocol.resizes_on_host and image_size != transforms.IMAGE_SIZE else {}
+    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame, **statistics, **size}
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

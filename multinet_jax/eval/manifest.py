@@ -85,8 +85,11 @@ OTHER_SETTINGS = {
 # (Act2Answer): "world", the displacement read in the tiles' frame (runs before it was read in the robot's base
 # frame, whose left/right decisions were mirrored). `split_statistics` (Overcooked under --unnormalize=split): "exact",
 # the float64 statistics (runs before MultiNet's float32 running ones were reproduced: 0.04% of indices differ).
+# `image_size` (text domains of a PaliGemma checkpoint of another input size, pt_448's): 224, the size every run
+# before the processor's own size was applied resized to.
 ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
-                          "openpi_quantile_actions": False, "action_probe_frame": "world", "split_statistics": "exact"}
+                          "openpi_quantile_actions": False, "action_probe_frame": "world", "split_statistics": "exact",
+                          "image_size": 224}
 
 # Protocol entries that versions before 2026-12-07 recorded as nominal where the model applied its own (Pi0-FAST's and
 # Pi0.5's state prompts, OpenVLA's, SmolVLA's and Magma's prompts: the pipeline's 48 tokens for the model's own cut;

@@ -122,7 +122,7 @@ class Model(Protocol):
     """A loaded model: what `eval`, `probe`, the runners and `benchmarks/suite.py` use of it, and nothing else."""
 
     family: str  # what `eval --model` names (`registry.family_names()`)
-    config: Any  # read: `vocab_size` (the prompt tokenizer must match), `action_horizon`, `siglip.image_size` if any
+    config: Any  # read: `vocab_size` (the prompt tokenizer must match), `action_horizon`
     params: Any  # the parameter tree on the mesh
     # The text tokenizer the checkpoint bundles (`decode(ids)`, `eos_id`, `encode_continuation`; the model then reads
     # `observation["prompt"]` texts), or None: prompts arrive tokenized with PaliGemma's (`tokenized_prompt`).

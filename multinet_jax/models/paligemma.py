@@ -93,6 +93,13 @@ def read_config(checkpoint: str | pathlib.Path, **overrides: Any) -> PaliGemmaCo
         raise CheckpointError(f"{checkpoint}: {error}")
 
 
+def processor_image_size(source: Any) -> int:
+    """`Family.processor_image_size`: the SigLIP's input size of a checkpoint (from the npz's headers) or an in-memory
+    model, which its Hugging Face processor resizes to (pt_448: 448)."""
+    config = read_config(source) if isinstance(source, (str, pathlib.Path)) else source.config
+    return config.siglip.image_size
+
+
 def family(checkpoint: str) -> str:
     """"paligemma", once the npz's headers show PaliGemma's sizes (a torn or foreign npz fails here, naming it)."""
     read_config(checkpoint)

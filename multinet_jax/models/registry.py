@@ -158,6 +158,9 @@ class Family:
     own_prompts: Callable[[Any], OwnPrompts | None] | None = None
     # Token actions are one token per action dim (OpenVLA's): no decoding budget (`--max_decoding_steps`) applies.
     one_token_per_action_dim: bool = False
+    # (checkpoint path, or an in-memory model) -> the size its Hugging Face PaliGemma processor resizes text-domain
+    # images to (pt_448's: 448), from its small files; None: 224, MultiNet's pt-224's (every other family's checkpoints).
+    processor_image_size: Callable[[Any], int] | None = None
     # Text domains fill one of several camera slots and mask the rest (openpi's three): under openpi's decoding window
     # a masked camera's tokens attend to prompt padding, so an untruncated prompt's answer depends on its batch.
     masks_cameras_on_text: bool = False
@@ -426,7 +429,7 @@ register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma direc
                        protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
-                       demo_config="paligemma_tiny"))
+                       demo_config="paligemma_tiny", processor_image_size=hook(f"{_PALIGEMMA}:processor_image_size")))
 # SmolVLA keeps only its VLM's first layers: no text decoding, but those layers and the LM head score options
 # (Act2Answer's text probe, `SmolVLAModel.score_options`).
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "

@@ -111,13 +111,20 @@ def per_dim_mae(predictions_path: pathlib.Path) -> tuple[tuple[float, ...] | Non
 
 
 def merged_config(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The run's config from its domains' metrics files: a key whose value differs between them is a `PerDomain`."""
+    """The run's config from its domains' metrics files: a key whose value differs between the files holding it is a
+    `PerDomain` (a file older than the key does not make it differ)."""
     merged: dict[str, Any] = {}
     for key in dict.fromkeys(key for config in configs.values() for key in config):
-        values = {domain: config.get(key) for domain, config in sorted(configs.items())}
+        values = {domain: config[key] for domain, config in sorted(configs.items()) if key in config}
         distinct = {json.dumps(value, sort_keys=True) for value in values.values()}
         merged[key] = next(iter(values.values())) if len(distinct) == 1 else PerDomain(values)
     return merged
+
+
+def config_value(run: Run, key: str, domain: str) -> Any:
+    """`key`'s value in the config `domain` was scored under (a `PerDomain` setting's own entry)."""
+    value = run.config.get(key)
+    return value.get(domain) if isinstance(value, PerDomain) else value
 
 
 def load_run(run_dir: str | pathlib.Path, label: str | None = None) -> Run:
@@ -217,7 +224,8 @@ def differing_settings(runs: Sequence[Run]) -> list[str]:
 def _checkpoint(run: Run) -> str:
     """The checkpoint as the run names it, with its content fingerprint when the manifest has one."""
     fingerprint = ((run.manifest or {}).get("checkpoint") or {}).get("sha256")
-    name = str(run.config.get("checkpoint"))
+    value = run.config.get("checkpoint")  # a copy moved between resumes: each path it was read from
+    name = ", ".join(dict.fromkeys(map(str, value.values()))) if isinstance(value, PerDomain) else str(value)
     return f"{name} (sha256 {fingerprint[:12]})" if fingerprint else name
 
 
@@ -345,7 +353,8 @@ def to_csv(runs: Sequence[Run]) -> str:
                 for metric, value in result.metrics.items():
                     if isinstance(value, (dict, list)):
                         continue  # per-arm / per-turn breakdowns stay in <domain>_metrics.json
-                    writer.writerow([run.label, run.config.get("model"), run.config.get("checkpoint"), result.domain,
+                    writer.writerow([run.label, config_value(run, "model", result.domain),
+                                     config_value(run, "checkpoint", result.domain), result.domain,
                                      result.kind, result.split, result.num_samples, metric, value])
         return handle.getvalue()
 

@@ -309,3 +309,20 @@ def test_markdown_cells_show_run_labels_as_written(runs, tmp_path):
     shutil.copytree(runs / "pi0_fast", odd)
     _, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([odd])), "Runs")
     assert rows[0][0] == "\\<b\\>x\\*y\\*"
+
+
+def test_a_checkpoint_moved_between_resumes_shows_its_paths_and_each_csv_line_its_own(runs, tmp_path):
+    """The checkpoint read from another path for PIQA (a moved copy resumes, as the guarantees say): the runs table
+    names both paths and each CSV line its domain's; a key an older metrics file lacks makes no difference."""
+    moved = _edited_copy(runs / "pi0", tmp_path / "moved", "piqa", config={"checkpoint": "/elsewhere/pi0_tiny"})
+    path = moved / "overcooked_ai_metrics.json"
+    older = json.loads(path.read_text())
+    del older["config"]["split"]  # as a file written before the key was
+    path.write_text(json.dumps(older))
+    (run,) = cross_run_report.load_runs([moved])
+    original = run.config["checkpoint"]["openx_bimanual"]
+    assert cross_run_report._checkpoint(run).startswith(f"{original}, /elsewhere/pi0_tiny")
+    assert not isinstance(run.config["split"], cross_run_report.PerDomain)
+    lines = list(csv.DictReader(io.StringIO(cross_run_report.to_csv([run]))))
+    assert {line["domain"]: line["checkpoint"] for line in lines} == {
+        "openx_bimanual": original, "overcooked_ai": original, "piqa": "/elsewhere/pi0_tiny"}

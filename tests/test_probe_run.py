@@ -89,11 +89,14 @@ def test_resume_refuses_a_changed_item_set(setup, tmp_path):
     config = runner.ProbeConfig(checkpoint="unused", tokenizer=setup["tokenizer"], data_dir=str(items), output_dir=str(tmp_path / "run"),
                                batch_size=4, num_flow_steps=1, num_folds=2, limit=4)
     runner.capture(config, setup["model"])
+    results = tmp_path / "run" / "probing.json"
+    results.write_text("{}")  # as a finished run leaves it
     pairs = json.loads((items / "pairs.json").read_text())
     pairs[0]["index"] = 99
     (items / "pairs.json").write_text(json.dumps(pairs))
     with pytest.raises(ValueError, match=r"sample 0 is '0/original' but the item set's is '99/original'"):
         runner.capture(runner.ProbeConfig(**{**vars(config), "resume": True, "limit": None}), setup["model"])
+    assert results.exists()  # refused: the results of the saved activations stand
 
 
 @pytest.mark.parametrize("flag, message", [
@@ -264,6 +267,6 @@ def test_too_few_items_for_the_folds_are_refused_before_any_activation(setup, tm
         raise AssertionError("activations computed before the refusal")
 
     monkeypatch.setattr(runner, "capture", computes)
-    with pytest.raises(ValueError, match=r"^task '\w+' has 2 distinct items among the 4 episodes probed, fewer than "
-                                         r"--num_folds=5: probe more \(--limit\) or fewer folds$"):
+    with pytest.raises(ValueError, match=r"^task '\w+' has 2 distinct items, fewer than --num_folds=5: probe more "
+                                         r"\(--limit\) or fewer folds$"):
         runner.run_probe(_config(setup, tmp_path, limit=4, num_folds=5), model=setup["model"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pathlib
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,15 @@ TITLE_LINE_CHARACTERS = 80  # the figure's title wraps here: it must fit over tw
 NO_ACTION_EXPERT = "none: the model has no action expert (Pi0-FAST, PaliGemma, OpenVLA): prefix streams only, no retention"
 
 
+def check_folds(groups: Mapping[str, Iterable[str]], num_folds: int) -> None:
+    """Each task's distinct groups (its items, or their contents) fill `num_folds` folds."""
+    for task, task_groups in sorted(groups.items()):
+        distinct = len(set(task_groups))
+        if distinct < num_folds:
+            raise ValueError(f"task {task!r} has {distinct} distinct items, fewer than --num_folds={num_folds}: probe "
+                             "more (--limit) or fewer folds")
+
+
 def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, seed: int = 0, C: float = 1.0,
                 max_iter: int = 100, tol: float = 1e-4, permutations: int = PERMUTATIONS,
                 content: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -55,8 +64,7 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
         rows = categories == task
         labels = activations["label"][rows]
         groups = item_ids[rows] if content is None else np.array([content[str(item)] for item in item_ids[rows]])
-        if len(np.unique(groups)) < num_folds:
-            raise ValueError(f"task {task!r} has {len(np.unique(groups))} distinct items, fewer than --num_folds={num_folds}")
+        check_folds({task: groups.tolist()}, num_folds)
         tasks[task] = {"episodes": int(rows.sum()), "items": int(len(np.unique(item_ids[rows]))),
                        "distinct_items": int(len(np.unique(groups)))}
         null_labels = _exchanged_targets(labels, groups, permutations, seed)
@@ -164,7 +172,7 @@ def figure(report: Mapping[str, Any]) -> Any:
 def retention_text(report: Mapping[str, Any]) -> str:
     """The retention with the tasks it averages, and those left out (prefix peak not significant): a value over one
     task of three must not read as the model's."""
-    text = f"retention {report['retention']:.3f} over {', '.join(report['retention_tasks'])}"
+    text = f"retention {plots.number_text(report['retention'], 3)} over {', '.join(report['retention_tasks'])}"
     excluded = report.get("retention_excluded") or {}
     return text + (f" ({', '.join(excluded)} left out: prefix peak not above its permutation test at p <= "
                    f"{report['alpha']:g})" if excluded else "")

@@ -137,16 +137,13 @@ def _source(config: ProbeConfig) -> Any:
 
 
 def _check_folds(config: ProbeConfig, source: Any, content: dict[str, str]) -> None:
-    """Each category's distinct items (by `content`, the probe's groups) among the episodes probed fill `--num_folds`
-    folds: refused before the model loads and the activations are computed, not after."""
-    distinct: dict[str, set[str]] = {}
+    """`layer_curves.check_folds` over the episodes the run probes (groups by `content`, as the probes' folds): refused
+    before the model loads and the activations are computed, not after."""
+    groups: dict[str, list[str]] = {}
     for index in range(_episodes(config, source)):
         item = source.episode(index).item
-        distinct.setdefault(item.category, set()).add(content[item.item_id])
-    for category, groups in sorted(distinct.items()):
-        if len(groups) < config.num_folds:
-            raise ValueError(f"task {category!r} has {len(groups)} distinct items among the {_episodes(config, source)} "
-                             f"episodes probed, fewer than --num_folds={config.num_folds}: probe more (--limit) or fewer folds")
+        groups.setdefault(item.category, []).append(content[item.item_id])
+    layer_curves.check_folds(groups, config.num_folds)
 
 
 def _episodes(config: ProbeConfig, source: Any) -> int:
@@ -183,6 +180,9 @@ def capture(config: ProbeConfig, model: Any, source: Any = None) -> pathlib.Path
     total = _episodes(config, source)
     if done:
         _check_resumed(directory, source, done)
+    output_dir = pathlib.Path(config.output_dir)
+    for earlier in (output_dir / "probing.json", output_dir / "probing.png"):  # fitted on the activations saved before:
+        earlier.unlink(missing_ok=True)  # a run dying from here on must not leave them beside more activations
     # A family bundling its tokenizer (OpenVLA, `config.tokenizer` None) reads the prompt texts itself.
     tokenizer = None if config.tokenizer is None else tokenizers.PaliGemmaTokenizer(config.tokenizer)
     dataset = data.load_source(source, limit=config.limit, tokenizer=tokenizer, batch_size=config.batch_size,
@@ -309,8 +309,6 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
     output_dir = pathlib.Path(config.output_dir)
-    for earlier in (output_dir / "probing.json", output_dir / "probing.png"):  # fitted on the activations saved before:
-        earlier.unlink(missing_ok=True)  # a run dying now must not leave them beside more activations
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model, source)
     result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                       C=config.C, max_iter=config.max_iter, permutations=config.permutations,

@@ -22,20 +22,20 @@ MIN_SHARDED_SIZE = 2**20
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
-    """`"data:-1,model:2"` -> {"data": -1, "model": 2}; -1 (at most one) takes the remaining devices."""
+    """`"data:-1,model:2"` (`--mesh`) -> {"data": -1, "model": 2}; -1 (at most one) takes the remaining devices."""
     sizes: dict[str, int] = {}
     for part in spec.split(","):
         name, sep, size = part.strip().partition(":")
         if not sep or name not in AXES or name in sizes:
-            raise ValueError(f"mesh spec {spec!r}: expected 'data:N,model:M' with axes {AXES}, got part {part!r}")
+            raise ValueError(f"--mesh={spec}: expected 'data:N,model:M' with axes {AXES}, got part {part!r}")
         if not (size.strip().isdigit() and int(size) >= 1) and size.strip() != "-1":
-            raise ValueError(f"mesh spec {spec!r}: axis {name!r} size {size!r} must be a positive integer or -1 "
+            raise ValueError(f"--mesh={spec}: axis {name!r} size {size!r} must be a positive integer or -1 "
                              "(the remaining devices)")
         sizes[name] = int(size)
     if set(sizes) != set(AXES):
-        raise ValueError(f"mesh spec {spec!r}: needs both axes {AXES}")
+        raise ValueError(f"--mesh={spec}: needs both axes {AXES}")
     if list(sizes.values()).count(-1) > 1:
-        raise ValueError(f"mesh spec {spec!r}: at most one axis may be -1")
+        raise ValueError(f"--mesh={spec}: at most one axis may be -1")
     return sizes
 
 
@@ -46,7 +46,7 @@ def make_mesh(spec: str = "data:-1,model:1", devices: list[jax.Device] | None = 
     fixed = math.prod(size for size in sizes.values() if size != -1)
     sizes = {name: len(devices) // fixed if size == -1 else size for name, size in sizes.items()}
     if math.prod(sizes.values()) != len(devices):
-        raise ValueError(f"mesh spec {spec!r} gives {sizes}, which does not cover the {len(devices)} devices")
+        raise ValueError(f"--mesh={spec} gives {sizes}, which does not cover the {len(devices)} devices")
     grid = np.asarray(devices).reshape(sizes["data"], sizes["model"])
     return Mesh(grid, AXES)
 

@@ -239,7 +239,7 @@ def test_probing_plot_has_layer_ticks_peak_layers_and_legends_under_the_panels(t
     _rendered(figure)
     # the retention names what it averages: one task of two here
     assert " ".join(figure.get_suptitle().split()).endswith(
-        "retention 0.750 over color (shape left out: prefix peak not above its permutation test at p <= 0.05)")
+        "retention 0.75 over color (shape left out: prefix peak not above its permutation test at p <= 0.05)")
     for axes in figure.axes:
         assert _ticks(axes.xaxis) == [0, 1, 2] and axes.get_ylim() == (0, 1) and axes.get_xlabel() == "layer"
     labels = [text.get_text() for legend in figure.findobj(lambda a: a.__class__.__name__ == "Legend") for text in legend.get_texts()]

@@ -26,6 +26,8 @@ def test_mesh_spec_parsing_and_errors():
                          ("data:8_0,model:1", sized), ("batch:2,model:1", "expected")]:
         with pytest.raises(ValueError, match=message):
             sharding.parse_mesh_spec(bad)
+    with pytest.raises(ValueError, match=r"^--mesh=data:0,model:-1: axis 'data' size '0' must be"):  # the flag named
+        sharding.parse_mesh_spec("data:0,model:-1")
     mesh = sharding.make_mesh()
     assert mesh.axis_names == ("data", "model") and mesh.devices.size == len(jax.devices())
     with pytest.raises(ValueError, match="does not cover"):

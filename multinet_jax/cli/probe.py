@@ -64,7 +64,7 @@ def _p_text(p_value: float) -> str:
 
 def main(argv: list[str]) -> None:
     no_arguments(argv)
-    from multinet_jax import demo
+    from multinet_jax import demo, plots
     from multinet_jax.probing import layer_curves, runner
 
     missing = [name for name in ("checkpoint", "data_dir") if not getattr(FLAGS, name)]
@@ -82,8 +82,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.model:
         registry.check_family(config.checkpoint, FLAGS.model)  # before any array is read
     result = runner.run_probe(config)
-    lines = [f"{task}: " + ", ".join(f"{stream} peak {entry[stream]['peak_accuracy']:.3f} at layer {entry[stream]['peak_layer']} "
-                                    f"(p {_p_text(entry[stream]['peak_p_value'])})" for stream in result["streams"])
+    lines = [f"{task}: " + ", ".join(f"{stream} peak {plots.number_text(entry[stream]['peak_accuracy'], 3)} at layer "
+                                    f"{entry[stream]['peak_layer']} (p {_p_text(entry[stream]['peak_p_value'])})"
+                                    for stream in result["streams"])
              for task, entry in result["tasks"].items()]
     retention = result.get("retention")
     if "action_streams" in result:

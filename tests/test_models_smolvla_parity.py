@@ -138,3 +138,25 @@ def test_resize_matches_lerobots_when_shrinking_and_growing():
         for name in ("shrink", "grow", "tall"):
             images = jnp.asarray(data[f"{name}_input"].transpose(0, 2, 3, 1)) * 2 - 1
             _close(smolvla.resize_images(images, 16, 16), data[f"{name}_output"].transpose(0, 2, 3, 1), 1e-6)
+
+
+def test_cameras_named_as_the_checkpoints_features_map_by_name_others_by_position(monkeypatch):
+    """LeRobot picks images by feature name in config.json's order. A checkpoint listing camera2 first reads
+    `image/camera1` second whatever the names' sorted order; names it does not know (the pipeline's) map by position."""
+    import dataclasses
+
+    model, io = smolvla_model(), smolvla_io()
+    observation = raw_observation()
+    options = InferenceOptions(num_flow_steps=3)
+
+    def actions(of, inputs):
+        monkeypatch.setattr(of, "make_noise", lambda sample_index, rng: jnp.asarray(io["noise"]))
+        return np.asarray(of.predict_actions(inputs, rng=None, options=options))
+
+    reordered = smolvla.SmolVLAModel(dataclasses.replace(model.config, cameras=model.config.cameras[::-1]), model.params,
+                                     model.norm_stats, model.tokenizer, model.mesh)
+    swapped = {**observation, "image/camera1": observation["image/camera2"], "image/camera2": observation["image/camera1"]}
+    np.testing.assert_array_equal(actions(reordered, observation), actions(model, swapped))
+    positional = {key.replace("image/camera1", "image/base_0_rgb").replace("image/camera2", "image/left_wrist_0_rgb"): value
+                  for key, value in observation.items()}
+    np.testing.assert_array_equal(actions(model, positional), actions(model, observation))

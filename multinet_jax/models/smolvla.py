@@ -56,6 +56,9 @@ from multinet_jax.models.vit import ViT
 # at the top and left.
 resize_images = functools.partial(resize_with_pad, pad="top_left", antialias=False)
 
+# LeRobot's key of a camera feature: `observation.images.<name>` (config.json input_features).
+CAMERA_PREFIX = "observation.images."
+
 
 def pixel_shuffle(features: jax.Array, scale: int) -> jax.Array:
     """transformers' SmolVLM `pixel_shuffle`: `[b, h*w, d]` patch features -> `[b, h*w / scale^2, d * scale^2]`, each
@@ -408,11 +411,19 @@ class SmolVLAModel:
     def _model_inputs(self, observation: Observation, prompts: Sequence[str]) -> dict[str, Any]:
         """The cameras, masks and sample indices of an evaluator observation, with the prompts tokenized here.
 
-        Cameras map by position: the observation's k-th camera (`image/<camera>` in sorted name order; the Open-X
-        pipeline's `base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`) is the checkpoint's k-th VISUAL input feature
-        (`config.cameras`, config.json's order, the image tokens' order). A camera beyond the checkpoint's count must
-        be masked in every row (it is dropped); a live one is refused rather than silently ignored."""
+        Cameras named as the checkpoint's VISUAL input features (`image/top` for `observation.images.top`) map by name,
+        in config.json's order (`config.cameras`, the image tokens' order), as LeRobot picks them. Others map by
+        position: the observation's k-th camera (`image/<camera>` in sorted name order; the Open-X pipeline's
+        `base_0_rgb`, `left_wrist_0_rgb`, `right_wrist_0_rgb`) is the checkpoint's k-th. A camera beyond the
+        checkpoint's count must be masked in every row (it is dropped); a live one is refused rather than silently
+        ignored."""
+        named = [camera.removeprefix(CAMERA_PREFIX) for camera in self.config.cameras]
         cameras = observation_cameras(observation)
+        if set(cameras) <= set(named):  # renamed so that sorted names (the token order) follow config.json's
+            position = {f"image/{camera}": f"image/{named.index(camera):02d}_{camera}" for camera in cameras}
+            position |= {f"image_mask/{camera}": f"image_mask/{named.index(camera):02d}_{camera}" for camera in cameras}
+            observation = {position.get(key, key): value for key, value in observation.items()}
+            cameras = observation_cameras(observation)
         for camera in cameras[len(self.config.cameras):]:
             if np.asarray(observation[f"image_mask/{camera}"]).any():
                 raise ValueError(f"image/{camera}: a live camera, but {self.source}'s config.json input_features has "

@@ -128,13 +128,15 @@ class MultinetActionStats:
         mean = self._sum / self._sum.dtype.type(self.count)
         variance = self._sum_of_squares / self._sum.dtype.type(self.count) - _tensorflow_square(mean)
         actions = np.stack(self._actions)
+        with np.errstate(invalid="ignore"):  # a variance cancelled below zero has no std (NaN), as MultiNet's had none
+            std = np.sqrt(variance + variance.dtype.type(1e-8))
         return {
             "count": self.count,
             "size": [int(mean.shape[0])],
             "min": actions.min(axis=0).tolist(),
             "max": actions.max(axis=0).tolist(),
             "mean": mean.tolist(),
-            "std": np.sqrt(variance + variance.dtype.type(1e-8)).tolist(),
+            "std": std.tolist(),
             "q01": np.quantile(actions, 0.01, axis=0).tolist(),
             "q99": np.quantile(actions, 0.99, axis=0).tolist(),
         }

@@ -337,14 +337,16 @@ def canonical(name: str) -> str:
     return lookup(name).name
 
 
-def unnormalize(values: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """openpi's z-score inverse over the last axis (as many dims as `values` has)."""
+def unnormalize(values: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                epsilon: float = UNNORMALIZE_EPSILON) -> np.ndarray:
+    """openpi's z-score inverse over the last axis (as many dims as `values` has); LeRobot's with `epsilon=0`
+    (its unnormalizer multiplies by the std alone)."""
     dims = values.shape[-1]
     mean = np.asarray(mean, dtype=np.float64)[:dims]
     std = np.asarray(std, dtype=np.float64)[:dims]
     if mean.shape[0] < dims or std.shape[0] < dims:
         raise ValueError(f"normalization stats have {mean.shape[0]} dims, the actions need {dims}")
-    return values.astype(np.float64) * (std + UNNORMALIZE_EPSILON) + mean
+    return values.astype(np.float64) * (std + epsilon) + mean
 
 
 def unnormalize_openpi_quantiles(values: np.ndarray, q01: Sequence[float] | None, q99: Sequence[float] | None) -> np.ndarray:
@@ -411,6 +413,7 @@ def transformed_stats(stats: dict[str, Any], transform: Any) -> dict[str, Any]:
 class ActionNorm:
     """The statistics that turn a family's normalized actions into dataset units, by the family's
     `action_normalization` (`registry.ACTION_NORMALIZATIONS`): "mean_std" (openpi's z-score: mean, std),
+    "lerobot_mean_std" (LeRobot's, without openpi's epsilon),
     "openpi_quantiles" (openpi's quantile rule: q01, q99) or "quantiles" (OpenVLA's bounds: q01, q99, mask)."""
 
     kind: str
@@ -419,6 +422,8 @@ class ActionNorm:
     def __call__(self, values: np.ndarray) -> np.ndarray:
         if self.kind == "mean_std":
             return unnormalize(values, self.stats["mean"], self.stats["std"])
+        if self.kind == "lerobot_mean_std":
+            return unnormalize(values, self.stats["mean"], self.stats["std"], epsilon=0.0)
         if self.kind == "openpi_quantiles":
             return unnormalize_openpi_quantiles(values, self.stats.get("q01"), self.stats.get("q99"))
         return unnormalize_quantiles(values, self.stats["q01"], self.stats["q99"], self.stats.get("mask"))

@@ -41,7 +41,8 @@ def test_demo_checkpoint_is_lerobots_layout_and_loads_as_smolvla(checkpoint):
 
 def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_stats(checkpoint, tmp_path):
     """Each prediction is `predict_actions` on the same batch (task texts, the 12-dim state normalized with the
-    checkpoint's statistics, base_0_rgb as its one camera), first step, unnormalized with the split's z-score."""
+    checkpoint's statistics, base_0_rgb as its one camera), first step, unnormalized with the split's statistics by
+    LeRobot's rule (`x * std + mean`, without openpi's epsilon), which the protocol records."""
     paths = eval_helpers.assets()
     eval_helpers.evaluate(tmp_path, ("openx_bimanual",), model="smolvla", checkpoint=str(checkpoint), tokenizer=None,
                           limit=LIMIT, batch_size=LIMIT, num_flow_steps=2, dtype="float32")
@@ -54,9 +55,10 @@ def test_openx_predictions_are_the_models_first_step_unnormalized_with_split_sta
     raw = model.predict_actions(observation, rng=jax.random.key(0), options=InferenceOptions(num_flow_steps=2))
     actions = datasets.openx_actions()
     mean, std = actions.astype(np.float64).mean(axis=0), actions.astype(np.float64).std(axis=0)
-    np.testing.assert_allclose([r["prediction"] for r in records], raw[:, 0, :14] * (std + 1e-6) + mean,
-                               rtol=1e-4, atol=1e-5)
-    assert json.loads((tmp_path / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 0
+    np.testing.assert_allclose([r["prediction"] for r in records], raw[:, 0, :14] * std + mean, rtol=1e-4, atol=1e-5)
+    written = json.loads((tmp_path / "openx_bimanual_metrics.json").read_text())
+    assert written["metrics"]["invalid_percentage"] == 0
+    assert written["protocol_settings"]["lerobot_unnormalize"] is True
 
 
 def test_smolvla_act2answer_runs_the_text_probe_and_says_why_not_the_action_probe(checkpoint, tmp_path):

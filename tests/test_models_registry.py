@@ -86,7 +86,7 @@ def test_each_openpi_family_unnormalizes_its_actions_as_openpis_data_configs_dec
 def test_the_other_families_unnormalize_with_their_publishers_rules():
     """SmolVLA's LeRobot MEAN_STD normalizer; OpenVLA's and Magma's bounds rule; PaliGemma acts not."""
     rules = {name: registry.family(name).action_normalization for name in ("openvla", "magma", "paligemma", "smolvla")}
-    assert rules == {"openvla": "quantiles", "magma": "quantiles", "paligemma": None, "smolvla": "mean_std"}
+    assert rules == {"openvla": "quantiles", "magma": "quantiles", "paligemma": None, "smolvla": "lerobot_mean_std"}
 
 
 def test_openpis_quantile_and_z_score_rules_give_what_openpis_own_unnormalize_gives():

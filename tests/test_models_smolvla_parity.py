@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from smolvla_helpers import CAMERAS, preprocessed_observation, raw_observation, smolvla_io, smolvla_model
-from multinet_jax.models import smolvla
+from multinet_jax import domains
+from multinet_jax.models import registry, smolvla
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.smolvla import SmolVLA
 
@@ -108,6 +109,15 @@ def test_raw_inputs_give_lerobots_actions_through_predict_actions(monkeypatch):
     actions = model.predict_actions(raw_observation(), rng=None, options=InferenceOptions(num_flow_steps=10))
     _close(actions, io["actions"])  # LeRobot's: the checkpoint's action_dim dims, not max_action_dim's padding
     _close(model.unnormalize_actions(actions), io["actions_unnormalized"])
+
+
+def test_evals_unnormalization_is_lerobots_postprocessor():
+    """`eval` unnormalizes with the family's rule (`domains.ActionNorm`) and the checkpoint's statistics: LeRobot's
+    `x * std + mean` gives the fixture's postprocessed chunk to float32 rounding (5e-7 here); openpi's rule, with its
+    1e-6 added to the std, is 4.5e-6 off."""
+    model, io = smolvla_model(), smolvla_io()
+    norm = domains.ActionNorm(registry.family("smolvla").action_normalization, model.checkpoint_action_stats(None))
+    np.testing.assert_allclose(norm(io["actions"]), io["actions_unnormalized"], rtol=0, atol=5e-7)
 
 
 @pytest.mark.parametrize("steps", [3, 10])

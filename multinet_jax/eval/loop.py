@@ -386,7 +386,7 @@ class Evaluator:
         split_stats = scoring if self.config.unnormalize == "split" else self._split_stats(domain, "exact")
         rules = self.model.multinet_actions
         norm = domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats))
-        if kind == "mean_std":
+        if kind in registry.MEAN_STD_NORMALIZATIONS:
             check_split_std(domain.name, norm.stats)
         return norm, scoring
 
@@ -759,17 +759,21 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     # Actions unnormalized with openpi's quantile rule (Pi0.5, Pi0-FAST): recorded, as earlier versions used the
     # z-score rule for them (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run as False).
     quantiles = domain.uses_actions and family.action_normalization == "openpi_quantiles"
+    # Actions unnormalized with LeRobot's z-score rule (SmolVLA): recorded, as earlier versions used openpi's, whose
+    # epsilon moved them by 1e-6 x |action| (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
+    lerobot = {"lerobot_unnormalize": True} if domain.uses_actions and family.action_normalization == "lerobot_mean_std" \
+        else {}
     # Act2Answer's action probe reads displacements in the robot's base frame (`act2answer_probes.action_choice`).
     probe_frame = {"action_probe_frame": "robot_base"} if domain.output is domains.Output.KNOWLEDGE_PROBES else {}
     # Overcooked's actions unnormalized with MultiNet's float32 running statistics (`data.source_action_stats`):
     # recorded, as earlier versions used the exact ones (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
     running = domain.name == "overcooked_ai" and domain.uses_actions and not domain.protocol.answers_in_text \
-        and family.action_normalization == "mean_std" and config.unnormalize == "split"  # the rules reading mean, std
+        and family.action_normalization in registry.MEAN_STD_NORMALIZATIONS and config.unnormalize == "split"
     statistics = {"split_statistics": "openpi_running_float32"} if running else {}
     # Text-domain images resized to a checkpoint's own size (pt_448's): recorded, as earlier versions resized them to
     # 224 (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
     size = {"image_size": image_size} if domain.protocol.resizes_on_host and image_size != transforms.IMAGE_SIZE else {}
-    return {**applied, "openpi_quantile_actions": quantiles, **probe_frame, **statistics, **size}
+    return {**applied, "openpi_quantile_actions": quantiles, **lerobot, **probe_frame, **statistics, **size}
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

@@ -42,10 +42,12 @@ if TYPE_CHECKING:
 DTYPES = ("float32", "bfloat16")
 # Action decodings: flow matching (`--num_flow_steps` applies) or tokens (`--max_decoding_steps` applies).
 ACTION_DECODINGS = ("flow", "tokens")
-# How a family's normalized actions become the data's units (`domains.ActionNorm`): openpi's z-score rule (Pi0, SmolVLA),
-# openpi's quantile rule (Pi0.5, Pi0-FAST: openpi's data configs set `use_quantile_norm=model_type != PI0`), or
-# OpenVLA's bounds rule (OpenVLA, Magma).
-ACTION_NORMALIZATIONS = ("mean_std", "openpi_quantiles", "quantiles")
+# How a family's normalized actions become the data's units (`domains.ActionNorm`): openpi's z-score rule (Pi0),
+# LeRobot's (SmolVLA: the same without openpi's epsilon), openpi's quantile rule (Pi0.5, Pi0-FAST: openpi's data
+# configs set `use_quantile_norm=model_type != PI0`), or OpenVLA's bounds rule (OpenVLA, Magma).
+ACTION_NORMALIZATIONS = ("mean_std", "lerobot_mean_std", "openpi_quantiles", "quantiles")
+# The rules that read a mean and a std (the others read quantiles).
+MEAN_STD_NORMALIZATIONS = ("mean_std", "lerobot_mean_std")
 # Load-time settings a family may take (the `eval` flags of the same names): what its parameter shapes cannot tell.
 CONFIG_OVERRIDES = ("action_horizon", "action_dim")
 # The flag that picks a checkpoint's statistics when it holds several: openpi's assets dir or OpenVLA's dataset key.
@@ -433,7 +435,7 @@ register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .n
 # SmolVLA keeps only its VLM's first layers: no text decoding, but those layers and the LM head score options
 # (Act2Answer's text probe, `SmolVLAModel.score_options`).
 register_family(Family("smolvla", "lerobot_smolvla", "a LeRobot SmolVLA policy directory (smolvla_base, or one "
-                       "saved with save_pretrained)", action_decoding="flow", action_normalization="mean_std", text_decoding=False,
+                       "saved with save_pretrained)", action_decoding="flow", action_normalization="lerobot_mean_std", text_decoding=False,
                        state_dims=hook(f"{_SMOLVLA}_checkpoint:state_dims"), demo_config="smolvla_demo",
                        action_frame=hook(f"{_SMOLVLA}_checkpoint:action_frame"),
                        flow_steps=hook(f"{_SMOLVLA}_checkpoint:flow_steps"),

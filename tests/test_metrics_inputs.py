@@ -86,7 +86,7 @@ def test_the_exported_kernels_refuse_what_they_would_count_wrong(kernel, predict
 
 def test_the_kernels_count_an_index_beyond_the_choices_as_valid_and_wrong_only_for_multiple_choice():
     """MultiNet's Magma PIQA rule: an answer naming no choice is valid and wrong (pack_choices with any_integer)."""
-    result = metrics.multiple_choice(np.array([5, 0, 1]), np.array([1, 0, 0]), 2)
+    result = metrics.to_python(metrics.multiple_choice(np.array([5, 0, 1]), np.array([1, 0, 0]), 2))
     assert (result["valid_predictions"], result["overall_accuracy"]) == (3, pytest.approx(1 / 3))
 
 

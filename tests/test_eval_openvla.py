@@ -90,11 +90,26 @@ def test_the_manifest_records_openvlas_run_and_refuses_a_resume_with_another_unn
     from multinet_jax import fingerprints
     from multinet_jax.eval import manifest
 
+    # Act2Answer's action probe: the checkpoint's statistics of --unnorm_key (its 7 dims could not score openx_bimanual's 14)
+    datasets.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
     settings = {"model": "openvla", "checkpoint": openvla_dir(), "tokenizer": None, "limit": 2, "unnormalize": "checkpoint"}
-    eval_helpers.evaluate(tmp_path, ("openx_bimanual",), **settings)
+    eval_helpers.evaluate(tmp_path, ("act2answer",), **settings)
     recorded = json.loads((tmp_path / manifest.FILENAME).read_text())
     assert recorded["settings"]["model"] == "openvla" and recorded["settings"]["unnorm_key"] is None
     assert recorded["checkpoint"]["sha256"] == fingerprints.fingerprint(openvla_dir())["sha256"]  # the safetensors folder
     assert recorded["tokenizers"] == {}  # its tokenizer is part of the checkpoint's fingerprint
     with pytest.raises(manifest.RunChangedError, match="--unnorm_key: recorded None, now 'bridge_orig'"):
-        eval_helpers.evaluate(tmp_path, ("openx_bimanual",), **settings, unnorm_key="bridge_orig", resume=True)
+        eval_helpers.evaluate(tmp_path, ("act2answer",), **settings, unnorm_key="bridge_orig", resume=True)
+
+
+def test_predictions_narrower_than_the_ground_truth_fail_the_domain_instead_of_scoring_all_invalid(tmp_path):
+    """The checkpoint's 7-dim statistics decode 7 dims; openx_bimanual's ground truth has 14. Scored, every prediction
+    would be invalid and the run exit 0: the domain fails at its first batch, naming both widths, nothing scored."""
+    from multinet_jax.eval import EvaluationFailed
+
+    with pytest.raises(EvaluationFailed, match=r"openx_bimanual: ValueError"):
+        eval_helpers.evaluate(tmp_path, ("openx_bimanual",), model="openvla", checkpoint=openvla_dir(), tokenizer=None,
+                              limit=2, unnormalize="checkpoint")
+    row = json.loads((tmp_path / "summary.json").read_text())
+    assert "the model's action has 7 dims, its ground truth (as scored) 14" in json.dumps(row)
+    assert not (tmp_path / "openx_bimanual_metrics.json").exists()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from openvla_helpers import fixture_images, fixture_instructions, openvla_model
+from multinet_jax import domains
 from multinet_jax.models import InferenceOptions, openvla_actions
 from multinet_jax.models.openvla_inputs import crop_center
 
@@ -134,3 +135,38 @@ def test_bad_openvla_action_settings_are_refused():
     with pytest.raises(ValueError, match="jaco_play: MultiNet converts OpenVLA's 7-dim actions, but the statistics have 4"):
         openvla_actions.check_convertible("jaco_play", 4)
     openvla_actions.check_convertible(openvla_actions.BIMANUAL_DATASET, 14)  # no conversion there: any dims
+
+
+TERMINAL = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_openvla_terminal.json").read_text())
+
+
+@pytest.mark.parametrize("dataset", sorted(TERMINAL["cases"]))
+def test_the_ground_truth_is_multinets_without_its_terminate_dim(dataset):
+    """`fixtures/multinet_openvla_terminal.json`: MultiNet's `drop_is_terminal_dim` on each dataset it names (and four
+    it passes through), against the evaluator's transform of a record's ground truth and of the split's statistics."""
+    rules, domain = openvla_actions.MultiNetActions(), f"openx_{dataset}"
+    if dataset == openvla_actions.BIMANUAL_DATASET:
+        domain = "openx_bimanual"
+    expected = TERMINAL["cases"][dataset]
+    np.testing.assert_array_equal(rules.ground_truth(domain, np.asarray(TERMINAL["action"])), expected)
+    stats = {key: TERMINAL["action"] for key in ("min", "max", "mean", "std", "q01", "q99")}
+    assert domains.transformed_stats(stats, lambda values: rules.ground_truth(domain, values))["q99"] == expected
+    dropped = openvla_actions.domain_protocol(domain).ground_truth
+    assert dropped == (openvla_actions.TERMINAL_DIM_DROPPED if len(expected) < 8 else domains.GROUND_TRUTH_AS_IS)
+
+
+def test_a_ground_truth_without_the_terminate_dim_multinet_drops_is_refused():
+    with pytest.raises(ValueError, match=r"^berkeley_cable_routing: MultiNet's OpenVLA scoring drops the terminate_episode "
+                                         r"dim 3 of its ground truth, which has 3 dims$"):
+        openvla_actions.MultiNetActions().ground_truth("openx_berkeley_cable_routing", np.zeros(3))
+
+
+def test_split_statistics_unnormalize_the_raw_action_and_score_without_its_terminate_dim():
+    """OpenVLA decodes as many dims as the raw statistics have (7 on cable routing, converted to 6 by RPY_XYZ); the
+    dropped ones (6) score: the unnormalization statistics are the raw split's, masked."""
+    raw = {key: list(np.arange(7.0)) for key in ("q01", "q99", "min", "max", "mean", "std")}
+    norm_stats = openvla_actions.MultiNetActions().split_statistics("openx_berkeley_cable_routing", raw)
+    assert openvla_actions.decoded_dims(norm_stats) == 7 and norm_stats["mask"] == [True] * 6 + [False]
+    converted = openvla_actions.convert(list(np.arange(7.0)), "berkeley_cable_routing")
+    truth = openvla_actions.MultiNetActions().ground_truth("openx_berkeley_cable_routing", np.arange(7.0))
+    assert len(converted) == len(truth) == 6

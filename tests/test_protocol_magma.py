@@ -96,14 +96,15 @@ def test_openx_conversation_budget_and_sampling_are_multinets(bimanual):
         check_generation("openx_bimanual", reference)
 
 
-def fixture_predictions(reference: dict, stats: dict) -> list[list[float] | None]:
-    """The project's predictions from the fixture's generated ids: Magma's action ids and decoding, then the rules."""
+def fixture_predictions(reference: dict, stats: dict, domain: str) -> list[list[float] | None]:
+    """The project's predictions from the fixture's generated ids: Magma's action ids and decoding, then the rules on
+    `domain`, unnormalized with the statistics they take from the split's raw `stats`."""
     model = magma_model()
     width = max(len(row) for row in reference["generated_ids"])
     generated = np.array([row + [model.tokenizer.pad_id] * (width - len(row)) for row in reference["generated_ids"]])
     rules = magma_protocol.MultiNetActions()
-    norm = domains.ActionNorm(registry.family(model.family).action_normalization, rules.split_statistics(stats))
-    return rules.predictions(model.decoded_actions(generated)[:, None, :], norm, "openx_bimanual")
+    norm = domains.ActionNorm(registry.family(model.family).action_normalization, rules.split_statistics(domain, stats))
+    return rules.predictions(model.decoded_actions(generated)[:, None, :], norm, domain)
 
 
 def test_a_14_dim_split_gets_multinets_zero_padded_predictions(bimanual):
@@ -114,7 +115,7 @@ def test_a_14_dim_split_gets_multinets_zero_padded_predictions(bimanual):
     for key in ("q01", "q99"):
         np.testing.assert_allclose(stats[key], reference["action_stats"][key], rtol=1e-6, atol=0, err_msg=key)
     np.testing.assert_array_equal([sample["ground_truth"] for sample in ours], reference["ground_truth"])
-    predictions = fixture_predictions(reference, stats)
+    predictions = fixture_predictions(reference, stats, "openx")
     early = [index for index, row in enumerate(reference["generated_ids"]) if len(row) < magma_protocol.ACTION_DIM + 1]
     assert early == [3]
     for index, (prediction, expected) in enumerate(zip(predictions, reference["predictions"])):
@@ -136,7 +137,7 @@ def test_bimanual_is_scored_on_multinets_last_seven_dims(bimanual):
         np.testing.assert_allclose(scored[key], reference["action_stats"][key], rtol=1e-6, atol=1e-12, err_msg=key)
     truth = [rules.ground_truth("openx_bimanual", np.asarray(sample["ground_truth"])).tolist() for sample in ours]
     np.testing.assert_array_equal(truth, reference["ground_truth"])
-    predictions = fixture_predictions(reference, scored)
+    predictions = fixture_predictions(reference, stats, "openx_bimanual")
     for index, (prediction, expected) in enumerate(zip(predictions, reference["predictions"])):
         if index == 3:  # MultiNet's slice read prompt ids as actions there; here the row is invalid
             assert prediction is None
@@ -161,9 +162,10 @@ def test_an_early_eos_row_is_an_invalid_prediction_and_counted(bimanual):
     rules = magma_protocol.MultiNetActions()
     batch = {"_mask": np.ones(len(ours), bool), "id": [sample["id"] for sample in ours],
              "sample_index": np.arange(len(ours)), "ground_truth": [sample["ground_truth"] for sample in ours]}
+    norm = domains.ActionNorm("quantiles", rules.split_statistics("openx_bimanual", stats))
     stats = domains.transformed_stats(stats, lambda values: rules.ground_truth("openx_bimanual", values))
     records = runners.SingleCall.output_records(model.tokenizer, rules, domain, batch, model.decoded_actions(generated)[:, None, :],
-                                                domains.ActionNorm("quantiles", rules.split_statistics(stats)))
+                                                norm)
     assert [record["prediction"] is None for record in records] == [index == 3 for index in range(len(ours))]
     assert all(len(record["ground_truth"]) == len(record["prediction"] or range(7)) == 7 for record in records)
     scored = metrics.score("openx_bimanual", records, action_stats=stats)

@@ -383,9 +383,10 @@ class Evaluator:
         scoring = self._split_stats(domain, "multinet")
         if self.config.unnormalize == "checkpoint":
             return domains.ActionNorm(kind, self._checkpoint_stats("--unnormalize=checkpoint")), scoring
-        split_stats = scoring if self.config.unnormalize == "split" else self._split_stats(domain, "exact")
+        split_stats = data.source_action_stats(self.sources[domain.name],
+                                               kind="multinet" if self.config.unnormalize == "split" else "exact")
         rules = self.model.multinet_actions
-        norm = domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(split_stats))
+        norm = domains.ActionNorm(kind, split_stats if rules is None else rules.split_statistics(domain.name, split_stats))
         if kind in registry.MEAN_STD_NORMALIZATIONS:
             check_split_std(domain.name, norm.stats)
         return norm, scoring

@@ -83,6 +83,18 @@ def scored_ground_truth(rules: MultiNetActions | None, domain: domains.Domain, b
     return rules.ground_truth(domain.name, np.asarray(truth, np.float64)).tolist()
 
 
+def check_action_widths(domain: str, records: Sequence[results.Record]) -> None:
+    """Each valid prediction has its ground truth's width (as scored): scored otherwise, every one would count as
+    invalid and the run exit 0. A model predicting fewer dims than the dataset's actions (a checkpoint trained on
+    another robot, a small `--action_dim`) is refused at its first batch, naming both widths."""
+    for record in records:
+        prediction, truth = record["prediction"], record["ground_truth"]
+        if prediction is not None and len(prediction) != len(truth):
+            raise ValueError(f"{domain}: sample {record['id']!r}: the model's action has {len(prediction)} dims, its "
+                             f"ground truth (as scored) {len(truth)}: every prediction would be invalid; evaluate a "
+                             "checkpoint whose actions cover the dataset's dims")
+
+
 def _base_record(batch: Mapping[str, Any], row: int, raw_output: Any, prediction: Any, ground_truth: Any) -> results.Record:
     record = {
         "id": str(plain(batch["id"][row])),
@@ -158,6 +170,8 @@ class SingleCall:
         if domain.output is domains.Output.DISCRETE_ACTION:
             for record, value in zip(records, clipped):
                 record[metrics.CLIPPED_FIELD] = value
+        if domain.output is domains.Output.CONTINUOUS_ACTIONS:
+            check_action_widths(domain.name, records)
         return records
 
 

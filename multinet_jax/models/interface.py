@@ -76,14 +76,15 @@ class MultiNetActions(Protocol):
     """How MultiNet scored a family's actions where that differs from the default (the first step's first dims,
     unnormalized with the split's statistics): OpenVLA's dims, mask and per-dataset conversion (`openvla_actions`)."""
 
-    def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """The evaluated split's action statistics as the family's unnormalization reads them."""
+    def split_statistics(self, domain: str, stats: dict[str, Any]) -> dict[str, Any]:
+        """The family's unnormalization statistics on `domain`, from the evaluated split's raw action statistics
+        (before `ground_truth`'s transform)."""
         ...
 
     def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
         """MultiNet's transform of the Open-X ground truth it scored the family against, over the last axis (the
         identity where it scored the split's own): applied to each record's ground truth and to each per-dim statistic
-        of the split (`domains.transformed_stats`), which then unnormalize and score."""
+        of the split (`domains.transformed_stats`), which then score."""
         ...
 
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:

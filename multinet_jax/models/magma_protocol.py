@@ -176,9 +176,11 @@ def ground_truth_note(domain: str) -> str:
 class MultiNetActions:
     """`interface.MultiNetActions` for Magma: the Open-X rules of `magma_openx_inference.py` (module docstring)."""
 
-    def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """The split's q01 / q99 on every dim (`unnormalize_action` has no mask)."""
-        return {key: value for key, value in stats.items() if key != "mask"}
+    def split_statistics(self, domain: str, stats: dict[str, Any]) -> dict[str, Any]:
+        """The q01 / q99 on every dim (`unnormalize_action` has no mask) of the ground truth as scored: MultiNet's
+        script recomputed them over its transformed ground truth."""
+        scored = domains.transformed_stats(stats, lambda values: self.ground_truth(domain, values))
+        return {key: value for key, value in scored.items() if key != "mask"}
 
     def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
         return scored_ground_truth(domain, values)

@@ -25,6 +25,11 @@ evaluation code in MultiNet's repository; its v1.0 scripts under `src/eval/profi
   undefined for 14D bimanual action space" and its MSE against the 14-dim ground truth would fail, so no
   conversion is applied there and the 14 decoded dims are scored as they are (`conversion_note` says so in the
   metrics JSON).
+- Ground truth (`drop_terminal_dim`): its `eval_utils.preprocess_expert_actions` scored each dataset's action with
+  its `terminate_episode` dim removed (`ExpertActionUtils.drop_is_terminal_dim`, `TERMINAL_DIMS`): on
+  berkeley_cable_routing the 7-dim action became 6 dims, as RPY_XYZ's conversion gives. The split's statistics are
+  the raw action's for unnormalizing (OpenVLA decodes that many dims) and the dropped ones' for scoring; the
+  protocol records the transform (`ground_truth`), so a resume never mixes the two scorings.
 
 Dataset names are MultiNet's: a domain `openx_<name>` names dataset `<name>`; `openx_bimanual` is
 utokyo_xarm_bimanual_converted_externally_to_rlds (`DOMAIN_DATASETS`).
@@ -38,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.models.interface import InferenceOptions
 
 OPENVLA_ACTION_DIM = 7
@@ -79,6 +85,21 @@ REORDER_PATTERNS = {
     "conq_hose_manipulation": _ORDERS["XYZ_RPY_GRIPPER"],
     "plex_robosuite": _ORDERS["XYZ_RPY_GRIPPER"],
 }
+# ExpertActionUtils.drop_is_terminal_dim: the ground truth's terminate_episode dim, by dataset.
+TERMINAL_DIMS = {
+    "berkeley_cable_routing": 3,
+    "nyu_door_opening_surprising_effectiveness": 4,
+    "viola": 4,
+    "berkeley_autolab_ur5": 4,
+    "toto": 3,
+    "columbia_cairlab_pusht_real": 4,
+    "ucsd_kitchen_dataset_converted_externally_to_rlds": 7,
+    "utokyo_pr2_opening_fridge_converted_externally_to_rlds": 7,
+    "utokyo_pr2_tabletop_manipulation_converted_externally_to_rlds": 7,
+    "imperialcollege_sawyer_wrist_cam": 7,
+}
+# The protocol's `ground_truth` entry on those datasets (`domains.Protocol.ground_truth`).
+TERMINAL_DIM_DROPPED = "terminate_episode_dim_dropped"
 # SimpleMapping.GRIPPER_PATTERNS, keys exactly as MultiNet wrote them.
 GRIPPER_PATTERNS = {
     "jaco_play": "discrete_neg",
@@ -162,6 +183,28 @@ def multinet_mask(stats: dict[str, Any]) -> dict[str, Any]:
     return {**stats, "mask": [True] * (dims - 1) + [False]}
 
 
+def drop_terminal_dim(values: np.ndarray, dataset: str) -> np.ndarray:
+    """Ground truth `[..., D]` as MultiNet's OpenVLA harness scored it: `TERMINAL_DIMS`' dim removed where the
+    dataset has one; a ground truth too narrow to hold it is refused (MultiNet's `drop_dimension` raised)."""
+    values = np.asarray(values)
+    index = TERMINAL_DIMS.get(dataset)
+    if index is None:
+        return values
+    if values.shape[-1] <= index:
+        raise ValueError(f"{dataset}: MultiNet's OpenVLA scoring drops the terminate_episode dim {index} of its ground "
+                         f"truth, which has {values.shape[-1]} dims")
+    return np.delete(values, index, axis=-1)
+
+
+def domain_protocol(name: str) -> domains.Protocol:
+    """OpenVLA's protocol on domain `name` (the registry's `Family.protocol`): the domain's, with the ground-truth
+    transform named where MultiNet dropped a terminate_episode dim."""
+    domain = domains.lookup(name)
+    if domain.output is domains.Output.CONTINUOUS_ACTIONS and dataset_name(domain.name) in TERMINAL_DIMS:
+        return dataclasses.replace(domain.protocol, ground_truth=TERMINAL_DIM_DROPPED)
+    return domain.protocol
+
+
 def has_conversion(dataset: str) -> bool:
     return dataset in REORDER_PATTERNS
 
@@ -218,13 +261,14 @@ def check_convertible(dataset: str, dims: int) -> None:
 class MultiNetActions:
     """`interface.MultiNetActions` for OpenVLA: the rules above, as the evaluator applies them per domain."""
 
-    def split_statistics(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """The split's q01/q99 with MultiNet's mask (the last dim stays normalized)."""
+    def split_statistics(self, domain: str, stats: dict[str, Any]) -> dict[str, Any]:
+        """The split's raw q01/q99 (terminate dim included: OpenVLA decodes the dataset's own width) with MultiNet's
+        mask (the last dim stays normalized)."""
         return multinet_mask(stats)
 
     def ground_truth(self, domain: str, values: np.ndarray) -> np.ndarray:
-        """The split's own: MultiNet's OpenVLA scoring converted the predictions, not the ground truth."""
-        return values
+        """The split's own, less its terminate_episode dim where MultiNet dropped one (`drop_terminal_dim`)."""
+        return drop_terminal_dim(values, dataset_name(domain))
 
     def options(self, domain: str, continuous: bool, stats: dict[str, Any], options: InferenceOptions) -> InferenceOptions:
         """As many action tokens as the statistics have dims, from center-cropped images, as MultiNet ran OpenVLA;

@@ -136,6 +136,7 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
         (root / name / "piqa.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     (root / "piqa_torn_arrow").mkdir()
     (root / "piqa_torn_arrow" / "data-00000-of-00001.arrow").write_bytes(b"\xff\xff\xff\xff\x10\x00")
+    (root / "piqa_torn_arrow" / "state.json").write_text(json.dumps({"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}))
     bfcl = writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_not_utf8")
     questions = (bfcl / "questions.jsonl").read_bytes().splitlines()
     (bfcl / "questions.jsonl").write_bytes(b"\n".join([questions[0], questions[1].replace(b"Please", b"Pl\xe9ase")]) + b"\n")
@@ -960,11 +961,12 @@ def test_smolvla_without_prompt_texts_names_what_it_reads(smolvla_demo):
         smolvla_demo.predict_actions(observation, rng=None, options=InferenceOptions(num_flow_steps=1))
 
 
-def test_smolvla_on_a_domain_with_more_action_dims_scores_invalid_rows_not_padding(tmp_path, monkeypatch):
+def test_smolvla_on_a_domain_with_more_action_dims_fails_the_domain_never_scoring_padding(tmp_path, monkeypatch):
     """A SmolVLA with 7 action dims on the demo's 14-dim openx_bimanual: its max_action_dim padding (dims 7-31, which
-    no loss trained) is never scored as actions; each row has the checkpoint's 7 dims, so MultiNet's rule counts it
-    invalid."""
+    no loss trained) is never scored as actions, and rows of the checkpoint's 7 dims, which would all count as invalid,
+    fail the domain naming both widths rather than scoring 100% invalid with exit 0."""
     from multinet_jax.demo import datasets
+    from multinet_jax.eval import EvaluationFailed
     from multinet_jax.models import load_model, smolvla_checkpoint
 
     policy, backbone = smolvla_checkpoint.NAMED_CONFIGS["smolvla_demo"]
@@ -972,11 +974,11 @@ def test_smolvla_on_a_domain_with_more_action_dims_scores_invalid_rows_not_paddi
                         ({**policy, "output_features": {"action": {"type": "ACTION", "shape": [7]}}}, backbone))
     checkpoint = smolvla_checkpoint.write_checkpoint(tmp_path / "smolvla_7", "smolvla_demo_7", corpus=datasets.corpus())
     assert load_model(checkpoint).config.action_dim == 7
-    eval_helpers.evaluate(tmp_path / "run", ("openx_bimanual",), model="smolvla", checkpoint=str(checkpoint),
-                          tokenizer=None, limit=2, batch_size=2, num_flow_steps=1)
-    records = eval_helpers.read_jsonl(tmp_path / "run" / "predictions" / "openx_bimanual.jsonl")
-    assert len(records) == 2 and all(len(record["prediction"]) == 7 for record in records)
-    assert json.loads((tmp_path / "run" / "openx_bimanual_metrics.json").read_text())["metrics"]["invalid_percentage"] == 100
+    with pytest.raises(EvaluationFailed, match=r"openx_bimanual: ValueError: openx_bimanual: sample 'translated_shard_0/0': "
+                                               r"the model's action has 7 dims, its ground truth \(as scored\) 14"):
+        eval_helpers.evaluate(tmp_path / "run", ("openx_bimanual",), model="smolvla", checkpoint=str(checkpoint),
+                              tokenizer=None, limit=2, batch_size=2, num_flow_steps=1)
+    assert not (tmp_path / "run" / "openx_bimanual_metrics.json").exists()
 
 
 @pytest.mark.parametrize("change", ["one_conversation_for_two_rows", "no_chat_tokenizer_bos"])

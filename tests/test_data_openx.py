@@ -115,6 +115,25 @@ def test_robovqa_last_frame_question_and_answer(cache_dir):
     assert data.action_stats("openx_multi_embodiment", directory, split="public", cache_dir=cache_dir) is None
 
 
+def test_robovqa_text_fields_stored_as_vectors_are_refused_naming_the_shard_and_step(tmp_path):
+    """MultiNet's sample with its question and answer saved as 1-element string vectors (its loader's `.numpy().decode()`
+    cannot read them): the conversion names the shard and the step, not an internal TypeError."""
+    tf = pytest.importorskip("tensorflow")
+    source = shared_path("data", "multinet_sample", "openx_multi_embodiment", "public", "translated_shard_0")
+    target = tmp_path / "openx_multi_embodiment" / "public" / "translated_shard_0"
+
+    def as_vectors(step):
+        observation = {**step["observation"], **{key: tf.reshape(step["observation"][key], [1])
+                                                  for key in ("raw_text_question", "raw_text_answer")}}
+        return {**step, "observation": observation}
+
+    tf.data.Dataset.load(str(source)).map(as_vectors).save(str(target))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(target.parent))}: step translated_shard_0/0: field "
+                                         "'observation/raw_text_answer': an array of <U\\d+ \\(shape \\[1\\]\\)"):
+        data.make_source("openx_multi_embodiment", tmp_path / "openx_multi_embodiment", split="public",
+                         cache_dir=tmp_path / "cache")
+
+
 @pytest.fixture(scope="module", params=["tfrecord", "array_record"])
 def tiny_rlds(request, tmp_path_factory):
     return write_tiny_rlds(tmp_path_factory.mktemp("rlds"), request.param)

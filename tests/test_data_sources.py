@@ -45,6 +45,17 @@ def test_piqa_labels_file_beside_jsonl(tmp_path):
     assert [source[index]["ground_truth"] for index in range(4)] == [1, 0, 0, 1]
 
 
+def test_a_labels_file_disagreeing_with_a_rows_own_label_is_refused_naming_both(tmp_path):
+    """Rows carrying a label and a `*labels.lst` beside them: a disagreement is refused rather than one silently winning."""
+    rows = [json.loads(line) for line in shared_path("data", "multinet_sample", "piqa", "public", "piqa.jsonl").read_text().splitlines()]
+    (tmp_path / "valid.jsonl").write_text("".join(json.dumps({**row, "label": 1}) + "\n" for row in rows))
+    (tmp_path / "valid-labels.lst").write_text("1\n0\n0\n1\n")
+    with pytest.raises(ValueError, match=r"valid-labels\.lst:2: label 0, but record valid\.jsonl:2 holds label 1$"):
+        data.make_source("piqa", tmp_path)
+    (tmp_path / "valid-labels.lst").write_text("1\n" * len(rows))
+    assert [data.make_source("piqa", tmp_path)[index]["ground_truth"] for index in range(len(rows))] == [1] * len(rows)
+
+
 def test_hidden_files_are_not_data_as_the_fingerprint_does_not_cover_them(tmp_path):
     """An editor's or tool's `.scratch.jsonl` beside the split would be read as questions, and its edits go unseen by
     the run manifest's data fingerprint, which leaves hidden files out."""
@@ -152,7 +163,7 @@ def test_overcooked_csv_matches_pickle(tmp_path):
     with (directory / "2020_hh_trials_train.csv").open(newline="") as file:
         assert len(list(csv.DictReader(file))) == 5
     from_csv, from_pickle = data.make_source("overcooked_ai", tmp_path / "csv"), data.make_source("overcooked_ai", tmp_path / "pickle")
-    assert data.make_source("overcooked_ai", directory).path.suffix == ".csv"  # both present: the CSV is read
+    assert data.make_source("overcooked_ai", directory).path.suffix == ".pickle"  # both present: MultiNet's pickle is read
     for index in range(len(from_pickle)):
         assert from_csv[index]["id"] == from_pickle[index]["id"] and from_csv[index]["ground_truth"] == from_pickle[index]["ground_truth"]
         np.testing.assert_array_equal(from_csv[index]["image"], from_pickle[index]["image"])

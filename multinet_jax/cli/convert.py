@@ -16,7 +16,7 @@ from absl import flags
 from multinet_jax.cli.errors import no_arguments
 
 _INPUT = flags.DEFINE_string("input", None, "translated_shard_N folder(s) parent, or a TFDS builder dir", required=True)
-_OUTPUT = flags.DEFINE_string("output", None, "output directory (created)", required=True)
+_OUTPUT = flags.DEFINE_string("output", None, "output directory (created; not inside --input)", required=True)
 _SPLIT = flags.DEFINE_string("split", None, "TFDS split of an RLDS builder dir (default: its only split, else test)")
 _STEPS_PER_FILE = flags.DEFINE_integer("steps_per_file", 4096, "records per ArrayRecord file")
 

@@ -46,7 +46,8 @@ flags.DEFINE_string("fast_tokenizer", None, f"{_families(lambda family: 'fast_to
                     f"{assets.DEFAULT_FAST_TOKENIZER}, cached).")
 flags.DEFINE_list("domains", ["openx_bimanual"], f"Domains to evaluate: {names_help()}.")
 flags.DEFINE_string("data_dir", None, "Root holding one folder per domain, in MultiNet's layout (<domain>/<split>/...).")
-flags.DEFINE_string("split", None, "Split folder inside each domain (default: the domain's evaluation split).")
+flags.DEFINE_string("split", None, "Split folder inside each domain (<domain>/<split>/, e.g. public); no default: "
+                    "without it each domain's folder is read itself, and one holding only split folders is refused naming them.")
 flags.DEFINE_string("output_dir", "runs/eval", "Where predictions/, <domain>_metrics.json, plots/ and summary.* go.")
 flags.DEFINE_integer("max_token_len", None, "Truncate every prompt at this many tokens instead of MultiNet's per-domain "
                      "protocol (Open-X 48, Overcooked 256, text domains never); truncations are counted in <domain>_metrics.json.")

@@ -44,8 +44,13 @@ def _no_split(domain: str, directory: pathlib.Path, split: str | None) -> pathli
     return directory
 
 
+def _subfolders(directory: pathlib.Path) -> list[str]:
+    """The names of `directory`'s folders, hidden ones left out, sorted."""
+    return sorted(path.name for path in directory.iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
 def _folders(directory: pathlib.Path) -> str:
-    names = sorted(path.name for path in directory.iterdir() if path.is_dir() and not path.name.startswith("."))
+    names = _subfolders(directory)
     return f"its folders: {', '.join(names)}" if names else "it has no folders"
 
 
@@ -77,10 +82,14 @@ def make_source(
         return _make_source(domain, data_dir, split, cache_dir, func_doc_dir, frames_dir, instruction_prompt)
     except FileNotFoundError as error:
         folder = data_dir / domains.lookup(domain).folder
-        if not folder.is_dir():
-            raise
-        raise FileNotFoundError(f"{error}; {data_dir} holds {domain}'s folder: pass data_dir={folder} "
-                                "(eval's --data_dir is the folder above the domains' folders)") from None
+        if folder.is_dir():
+            raise FileNotFoundError(f"{error}; {data_dir} holds {domain}'s folder: pass data_dir={folder} "
+                                    "(eval's --data_dir is the folder above the domains' folders)") from None
+        names = _subfolders(data_dir)
+        if split is None and names:  # MultiNet's <domain>/<split>/ layout, no split named
+            raise FileNotFoundError(f"{error}; no split was given and {data_dir} holds the folders {', '.join(names)}: "
+                                    "pass --split=<name> (split=<name> to data.load)") from None
+        raise
 
 
 def _make_source(domain: str, data_dir: pathlib.Path, split: str | None, cache_dir: str | pathlib.Path | None,

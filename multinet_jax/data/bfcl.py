@@ -34,7 +34,16 @@ FUNC_DOC_FILES = {
     "TravelAPI": "travel_booking",
     "VehicleControlAPI": "vehicle_control",
 }
+# A question's optional environment fields and their types (absent: empty); another type would be read as one silently
+# (a string of classes joined letter by letter, "G, o, r, ...").
+ENVIRONMENT_FIELDS = (("initial_config", dict), ("involved_classes", list), ("path", list))
 LAYOUTS = (("questions.jsonl", "answers.jsonl"), ("BFCL_v3_multi_turn_base.json", "possible_answer/BFCL_v3_multi_turn_base.json"))
+
+
+def _is_turns_of_calls(ground_truth: Any) -> bool:
+    """Whether a ground truth is what scoring reads: a list of turns, each a list of call strings."""
+    return isinstance(ground_truth, list) and all(
+        isinstance(turn, list) and all(isinstance(call, str) for call in turn) for turn in ground_truth)
 
 
 class BfclSource:
@@ -49,6 +58,10 @@ class BfclSource:
             raise FileNotFoundError(f"{answers_path}: missing (ground truth for {questions_path.name})")
         self._questions = read_json_lines(questions_path, dataset)
         answers = read_json_lines(answers_path, dataset)
+        for record, row in answers:  # at load: a malformed one would otherwise fail scoring, after the whole run
+            if not _is_turns_of_calls(row.get("ground_truth")):
+                raise BadRecordError(dataset, record, "ground_truth",
+                                     f"expected a list of turns, each a list of call strings, got {row.get('ground_truth')!r}"[:300])
         # two answers to one question: the last would win silently (MultiNet's loader), scoring a ground truth at random
         check_unique_ids(dataset, ((record, row["id"]) for record, row in answers if isinstance(row.get("id"), str)))
         self._answers = {row.get("id"): row for _, row in answers}
@@ -80,7 +93,7 @@ class BfclSource:
             if not isinstance(question.get(name), kind):
                 raise BadRecordError(self.dataset, record, name, f"expected {kind.__name__}, got {question.get(name)!r}")
         answer = self._answers.get(question["id"])
-        if answer is None or not isinstance(answer.get("ground_truth"), list):
+        if answer is None:
             raise BadRecordError(self.dataset, record, "ground_truth", f"no answer for {question['id']}")
         turns, ground_truth = question["question"], answer["ground_truth"]
         if len(turns) != len(ground_truth):
@@ -88,8 +101,12 @@ class BfclSource:
         if not turns or not all(isinstance(turn, list) and all(isinstance(message, dict) and isinstance(message.get("content"), str)
                                                                  for message in turn) for turn in turns):
             raise BadRecordError(self.dataset, record, "question", "expected a non-empty list of turns, each a list of messages with text `content`")
-        involved = list(question.get("involved_classes", []))
-        environment = prompts.bfcl_environment(question.get("initial_config", {}), involved, question.get("path", []))
+        initial_config, involved, path = (question.get(name, kind()) for name, kind in ENVIRONMENT_FIELDS)
+        for (name, kind), value in zip(ENVIRONMENT_FIELDS, (initial_config, involved, path)):
+            if not isinstance(value, kind) or (kind is list and not all(isinstance(item, str) for item in value)):
+                raise BadRecordError(self.dataset, record, name, f"expected {'an object' if kind is dict else 'a list of strings'}, "
+                                     f"got {value!r}"[:300])
+        environment = prompts.bfcl_environment(initial_config, involved, path)
         return {
             "id": question["id"],
             "image": None,
@@ -99,8 +116,8 @@ class BfclSource:
             "ground_truth": ground_truth,
             "turns": turns,
             "num_turns": np.int32(len(turns)),
-            "initial_config": question.get("initial_config", {}),
+            "initial_config": initial_config,
             "involved_classes": involved,
-            "path": question.get("path", []),
+            "path": path,
             "function_docs": self.function_docs(involved, record),
         }

@@ -2,7 +2,8 @@
 
 Per subset directory: `categories.json` (`categories`: id, name, supercategory), the crops in
 `bbox_images/`, and `test_object_caption_pairs.json` (preferred) or `object_caption_pairs.json`
-(`bbox_image`, `category_name`, ...). `data_dir` is one subset or a folder of subsets (taken in
+(`bbox_image`: a path inside `bbox_images/`, neither absolute nor hidden nor climbing out, as the data fingerprint
+covers only those; `category_name`, ...). `data_dir` is one subset or a folder of subsets (taken in
 sorted order); as MultiNet, only the subsets of its `SUB_DATASET_CATEGORIES` are evaluated
 (`domains.ODINW_SUBSET_CLASSES`; others are skipped with a warning). The options are the names of the
 subset's `categories` in file order without the root category (`supercategory == "none"`), as MultiNet's
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import fingerprints
 from multinet_jax.data import prompts
 from multinet_jax.domains import ODINW_SUBSET_CLASSES
 from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
@@ -89,7 +91,11 @@ class OdinwSource:
                 raise BadRecordError(self.dataset, record, name, f"expected text, got {pair.get(name)!r}")
         if pair["category_name"] not in options:
             raise BadRecordError(self.dataset, record, "category_name", f"{pair['category_name']!r} not among {options}")
-        image_path = subset / "bbox_images" / pair["bbox_image"]
+        relative = pathlib.PurePosixPath(pair["bbox_image"])
+        if relative.is_absolute() or fingerprints.hidden(relative):  # `..` too: the fingerprint covers neither
+            raise BadRecordError(self.dataset, record, "bbox_image", f"{pair['bbox_image']!r}: not a file inside "
+                                 f"{subset.name}/bbox_images (absolute, hidden or climbing out of it)")
+        image_path = subset / "bbox_images" / relative
         try:
             image = decode_image(image_path.read_bytes())
         except (OSError, ValueError) as error:

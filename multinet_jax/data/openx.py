@@ -258,14 +258,15 @@ _SHARD_NAME = re.compile(r"translated_shard_(\d+)")
 
 def translated_shards(directory: pathlib.Path) -> list[pathlib.Path]:
     """`translated_shard_<N>` subdirectories holding a snapshot, in numeric order (or the directory itself if a
-    snapshot). A snapshot folder of another name (`translated_shard_3 copy`, `translated_shard_1b`) or two folders of
-    one number (`_1`, `_01`) are refused: which steps the dataset holds, and in which order, would be a guess."""
+    snapshot). A snapshot folder of another name (`translated_shard_3 copy`, `translated_shard_1b`), two folders of
+    one number (`_1`, `_01`) or a `translated_shard_*` folder without `snapshot.metadata` (a partly copied shard, or a
+    save that never finished) are refused: which steps the dataset holds, and in which order, would be a guess."""
     if (directory / "snapshot.metadata").exists():
         return [directory]
     shards: dict[int, pathlib.Path] = {}
-    for path in sorted(directory.glob("translated_shard_*")):
+    for path in fingerprints.glob(directory, "translated_shard_*"):
         if not (path / "snapshot.metadata").exists():
-            continue
+            raise ValueError(f"{path}: no snapshot.metadata, so not a complete tf.data snapshot shard; re-copy or remove it")
         match = _SHARD_NAME.fullmatch(path.name)
         if match is None:
             raise ValueError(f"{path}: a snapshot shard not named translated_shard_<number>; rename or remove it")
@@ -281,8 +282,12 @@ def is_rlds_builder(directory: pathlib.Path) -> bool:
 
 
 def detect_format(directory: pathlib.Path) -> str:
-    """"steps" (converted), "translated_shards" or "rlds"; raises naming what was expected."""
+    """"steps" (converted), "translated_shards" or "rlds"; raises naming what was expected. A folder holding both
+    converted steps and raw data is refused: the steps would be read, and raw data added since silently left out."""
     if (directory / steps_lib.MANIFEST).exists():
+        if translated_shards(directory) or is_rlds_builder(directory):
+            raise ValueError(f"{directory}: holds both converted steps ({steps_lib.MANIFEST}) and raw Open-X data "
+                             "(translated_shard_N/ or a TFDS builder); keep the conversion in a folder of its own")
         return "steps"
     if translated_shards(directory):
         return "translated_shards"
@@ -426,9 +431,12 @@ def convert(
     """Raw Open-X dataset -> step-level ArrayRecord + manifest (with action statistics); returns the manifest.
 
     The files are written into a hidden sibling folder and moved into `out_dir` only once the whole dataset was
-    read and checked, so a failed conversion leaves nothing behind (and an earlier conversion stays intact).
+    read and checked, so a failed conversion leaves nothing behind (and an earlier conversion stays intact). An
+    `out_dir` inside (or equal to) `source_dir` is refused: shards added later would sit beside the steps, unread.
     """
     source_dir, out_dir = pathlib.Path(source_dir), pathlib.Path(out_dir)
+    if out_dir.resolve().is_relative_to(source_dir.resolve()):  # the steps would become part of the data they convert
+        raise ValueError(f"{out_dir}: the output is inside the input {source_dir}; convert into a folder outside it")
     source_format = detect_format(source_dir)  # not an Open-X dataset: fail before creating anything
     if split is not None and source_format != "rlds":  # it would be read whole, whatever the split said
         raise ValueError(f"{source_dir}: split {split!r} names a TFDS split of an RLDS builder folder; this folder holds "
@@ -508,7 +516,11 @@ def _convert_into(
             if len(pending) == 1024:
                 action_stats.update(np.stack(pending))
                 pending.clear()
-            yield steps_lib.encode_step(step)
+            try:
+                record = steps_lib.encode_step(step)
+            except TypeError as error:  # a field no step record holds (an array of text): the data's, not ours
+                raise ValueError(f"{source_dir}: step {step_record_name(step)}: {error}") from None
+            yield record
 
     with progress:
         files = steps_lib.write_steps(records(), out_dir, steps_per_file)

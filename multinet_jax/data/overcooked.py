@@ -1,4 +1,4 @@
-"""Overcooked-AI human-human trials in MultiNet's format: a CSV or a pickle (list of row dicts), read safely.
+"""Overcooked-AI human-human trials in MultiNet's format: a pickle (list of row dicts), read safely, or a CSV.
 
 Columns as in overcooked_ai's `2020_hh_trials_*`: `state` is a base64 PNG of the game screen,
 `joint_action` a Python literal like `[[0, -1], "interact"]`, plus `layout_name`, `trial_id`,
@@ -13,8 +13,9 @@ falls back to STAY for a player's move that is not a list or tuple and to (STAY,
 that is not a two-item list or holds a move outside the six (`parse_joint_action` reproduces it, `known=False`).
 Here a row that needs a fallback is a bad record, as one that is not a Python literal is (MultiNet raised there):
 scoring a model against a guessed ground truth is silently wrong, and every joint action of MultiNet's published
-trials maps without one. `time_left` and `time_elapsed` must be seconds in [0, 86400]. These fields are checked for
-every row when the file opens, so bad data is refused before any sample is read.
+trials maps without one. `time_left` and `time_elapsed` must be seconds in [0, 86400], and `trial_id` present (MultiNet
+raised KeyError without it). These fields are checked for every row when the file opens, so bad data is refused
+before any sample is read.
 """
 
 from __future__ import annotations
@@ -80,23 +81,35 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
         if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
             raise ValueError(f"{path}: expected a pickled list of row dicts, got {type(rows).__name__}")
         return rows
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
+    try:  # utf-8-sig: a byte order mark (Excel's UTF-8 CSVs) would otherwise be part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as file:
             return list(csv.DictReader(file))
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
+def _only(directory: pathlib.Path, pattern: str) -> pathlib.Path | None:
+    """The one `pattern` file of `directory` (None when there is none)."""
+    found = fingerprints.glob(directory, pattern)
+    if len(found) > 1:
+        raise ValueError(f"{directory}: several {pattern} files {[p.name for p in found]}; point data_dir at one split")
+    return found[0] if found else None
+
+
 def data_file(directory: pathlib.Path) -> pathlib.Path:
-    """The trials file: the CSV when there is one (plain text; MultiNet publishes the same rows as a pickle too),
-    else the pickle. Exactly one of a kind is expected."""
-    for pattern in ("*.csv", "*.pickle"):
-        found = fingerprints.glob(directory, pattern)
-        if len(found) == 1:
-            return found[0]
-        if found:
-            raise ValueError(f"{directory}: several {pattern} files {[p.name for p in found]}; point data_dir at one split")
-    raise FileNotFoundError(f"{directory}: no Overcooked-AI *.pickle or *.csv")
+    """The trials file: the pickle when there is one (the file MultiNet's `data_finder._find_overcooked_pickles`
+    reads), else the CSV. A CSV beside the pickle must hold the same rows (compared as text, as the CSV stores them):
+    one that differs is refused rather than ignored, since which of the two was meant would be a guess."""
+    pickle_path, csv_path = _only(directory, "*.pickle"), _only(directory, "*.csv")
+    if pickle_path is None and csv_path is None:
+        raise FileNotFoundError(f"{directory}: no Overcooked-AI *.pickle or *.csv")
+    if pickle_path is None or csv_path is None:
+        return pickle_path or csv_path
+    as_text = [{name: str(value) for name, value in row.items()} for row in _read_rows(pickle_path)]
+    if as_text != _read_rows(csv_path):
+        raise ValueError(f"{csv_path}: holds other rows than {pickle_path.name} beside it (MultiNet reads the pickle); "
+                         "remove the one not meant")
+    return pickle_path
 
 
 # `overcooked_inference.py --batch_size`'s default, the batches MultiNet's statistics were accumulated over.
@@ -111,8 +124,8 @@ class OvercookedSource:
         self.path = data_file(pathlib.Path(directory))
         rows = _read_rows(self.path)
         trials: OrderedDict[str, list[int]] = OrderedDict()
-        for row_index, row in enumerate(rows):
-            trials.setdefault(str(row.get("trial_id")), []).append(row_index)
+        for row_index, row in enumerate(rows):  # no trial_id: MultiNet's grouping raised KeyError
+            trials.setdefault(str(self._field(row, row_index, "trial_id")), []).append(row_index)
         self._rows = rows
         self._order = [(trial, step, row_index) for trial, indices in trials.items() for step, row_index in enumerate(indices)]
         for row_index, row in enumerate(rows):  # every field but the image, before any sample is read: cheap, and a
@@ -173,8 +186,9 @@ class OvercookedSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         trial, step, row_index = self._order[index]
         row, record = self._rows[row_index], f"{self.path.name}:{row_index}"
+        state = self._field(row, row_index, "state")  # outside the try: its own error is not a decoding one
         try:
-            image = decode_image(base64.b64decode(self._field(row, row_index, "state"), validate=True))
+            image = decode_image(base64.b64decode(state, validate=True))
         except (binascii.Error, ValueError, OSError) as error:
             raise BadRecordError(self.dataset, record, "state", f"not a base64 image: {error}") from None
         joint, (p0, p1) = self._joint_action(row_index)

@@ -25,6 +25,9 @@ def robovqa_sample(step: dict[str, Any], dataset: str) -> dict[str, Any]:
     for key in (QUESTION_KEY, ANSWER_KEY, IMAGES_KEY):
         if key not in step:
             raise BadRecordError(dataset, record, key, "missing")
+    for key in (QUESTION_KEY, ANSWER_KEY):
+        if not isinstance(step[key], str):  # str() of a list would be its repr, read as the question or answer
+            raise BadRecordError(dataset, record, key, f"expected one text, got {type(step[key]).__name__}")
     frames = np.asarray(step[IMAGES_KEY])
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise BadRecordError(dataset, record, IMAGES_KEY, f"expected [frames, h, w, 3], got {list(frames.shape)}")

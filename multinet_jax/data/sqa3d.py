@@ -4,11 +4,13 @@
 scene_id, situation, question, ...) and `v1_balanced_sqa_annotations_<split>_scannetv2.json`
 (`annotations`: question_id, answers[{answer, ...}], ...), plus one top-down image per scene
 (`<scene_id>*.png` anywhere below `data_dir`, e.g. `scene0015_00_vh_clean_top_down.png` or
-`scene0015_00/scene0015_00.png`, MultiNet's naming). The ground truth is the first answer. As
+`scene0015_00/scene0015_00.png`, MultiNet's naming; a second image of a scene is refused, `scene_images`). The ground
+truth is the first answer, which must be a non-empty text. As
 MultiNet did, questions without an annotation (`sqa3d_dataloader.py` `_create_qa_pairs`, d6fe80e) and
 questions whose scene has no image (`sqa3d_hf_inference.py`) are skipped, each counted
-(`skipped_without_annotation`, `skipped_without_image`) and logged; an annotation without answers, or an image
-that does not decode, is a bad record.
+(`skipped_without_annotation`, `skipped_without_image`) and logged; an annotation without answers, a first answer
+that is not a non-empty text (MultiNet's loader scored a missing one as ''), or an image that does not decode, is a bad
+record.
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ def question_files(directory: pathlib.Path, split: str) -> tuple[pathlib.Path, p
 
 
 def scene_images(directory: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Each scene's one image. Two images of a scene (`scene0000_00_bev_depth.png` beside its top-down view) are
+    refused: MultiNet's `_create_scene_image_mapping` kept whichever `rglob` yielded last, an order the filesystem
+    picks, so no rule of its tells which one it scored."""
     images: dict[str, pathlib.Path] = {}
     for path in fingerprints.glob(directory, "**/*.png"):
         match = SCENE_ID.match(path.stem)
         if match:
-            images.setdefault(match.group(1), path)
+            scene = match.group(1)
+            if scene in images:
+                raise ValueError(f"{path}: a second image of {scene}, beside {images[scene]}; keep one")
+            images[scene] = path
     return images
 
 
@@ -87,6 +95,9 @@ class Sqa3dSource:
                 raise BadRecordError(self.dataset, record, name, "missing")
         if not annotation.get("answers"):
             raise BadRecordError(self.dataset, record, "answers", f"no answers for question_id {question['question_id']}")
+        answer = annotation["answers"][0]
+        if not isinstance(answer, dict) or not isinstance(answer.get("answer"), str) or not answer["answer"]:
+            raise BadRecordError(self.dataset, record, "answers[0].answer", f"expected a non-empty text answer, got {answer!r}"[:300])
         scene_id = question["scene_id"]
         try:
             image = decode_image(self._images[scene_id].read_bytes())
@@ -98,7 +109,7 @@ class Sqa3dSource:
             "image": image,
             "state": None,
             "prompt": prompts.sqa3d_prompt(situation, question["question"]),
-            "ground_truth": str(annotation["answers"][0].get("answer", "")),
+            "ground_truth": answer["answer"],
             "scene_id": scene_id,
             "question": question["question"],
             "situation": situation,

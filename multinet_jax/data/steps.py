@@ -52,7 +52,8 @@ def encode_step(step: dict[str, Any]) -> bytes:
         else:
             array = np.asarray(value)
             if array.dtype.kind in "OSU":
-                raise TypeError(f"field {key!r}: unsupported dtype {array.dtype}")
+                raise TypeError(f"field {key!r}: an array of {array.dtype} (shape {list(array.shape)}), where a step "
+                                "holds numbers or one text")
             data, dtype, shape = array.tobytes(), array.dtype.str, list(array.shape)
         fields.append([key, dtype, shape, offset, len(data)])
         payloads.append(data)

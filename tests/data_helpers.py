@@ -114,7 +114,8 @@ def write_sqa3d(directory: pathlib.Path, split: str = "test") -> dict:
 def write_translated_shards(directory: pathlib.Path, shards: list[list[dict]], state_fields: tuple[str, ...] = (),
                             state_shapes: dict[str, list[int]] | None = None) -> pathlib.Path:
     """MultiNet's translated shards (`translated_shard_N`, written by `tf.data.Dataset.save`) holding steps with the
-    given `action` dicts (`{key: {"dtype": ..., "value": ...}}`); each step also gets an 8x8 image, the float
+    given `action` dicts (`{key: {"dtype": ..., "value": ...}}`; a numpy array is written as a plain action tensor
+    in its dtype); each step also gets an 8x8 image, the float
     `observation/<name>` fields in `state_fields` (shape [1], the step's number) and in `state_shapes` (each of its
     shape, values telling field, element and step apart), an instruction, a reward and `is_last`."""
     import tensorflow as tf
@@ -128,7 +129,8 @@ def write_translated_shards(directory: pathlib.Path, shards: list[list[dict]], s
             "observation": {"image": np.full((8, 8, 3), step, np.uint8),
                             **{name: np.full((1,), step, np.float32) for name in state_fields},
                             **{name: shaped(field, shape, step) for field, (name, shape) in enumerate((state_shapes or {}).items())}},
-            "action": {key: np.asarray(leaf["value"], leaf["dtype"]) for key, leaf in action.items()},
+            "action": action if isinstance(action, np.ndarray) else
+                      {key: np.asarray(leaf["value"], leaf["dtype"]) for key, leaf in action.items()},
             "language_instruction": f"shard {index} step {step}".encode(),
             "reward": np.float32(0),
             "is_last": step == len(actions) - 1,

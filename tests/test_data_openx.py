@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pathlib
 import re
 import shutil
 import threading
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from data_helpers import CharTokenizer, tiny_rlds_episodes, write_tiny_rlds
+from data_helpers import CharTokenizer, tiny_rlds_episodes, write_tiny_rlds, write_translated_shards
 from multinet_jax import data
 from multinet_jax.data import openx, prompts, steps
 
@@ -132,6 +134,24 @@ def test_robovqa_text_fields_stored_as_vectors_are_refused_naming_the_shard_and_
                                          "'observation/raw_text_answer': an array of <U\\d+ \\(shape \\[1\\]\\)"):
         data.make_source("openx_multi_embodiment", tmp_path / "openx_multi_embodiment", split="public",
                          cache_dir=tmp_path / "cache")
+
+
+ACTION_STATS = json.loads((pathlib.Path(__file__).parent / "fixtures" / "multinet_openx_action_stats.json").read_text())
+
+
+@pytest.mark.parametrize("case", sorted(ACTION_STATS["cases"]))
+def test_split_statistics_and_ground_truth_are_multinets_for_dict_and_float64_actions(case, tmp_path):
+    """`fixtures/multinet_openx_action_stats.json`: MultiNet's `OpenXDataset` on the same shards. An action dict's
+    statistics are float64 sums of numpy's float32 squares (a plain float32 tensor's are float32 sums of TensorFlow's:
+    `test_protocol_openx_reference`); a float64 action's ground truth stays float64."""
+    reference = ACTION_STATS["cases"][case]
+    actions = reference["actions"] if case == "dict_action" else [np.asarray(row, np.float64) for row in reference["actions"]]
+    directory = write_translated_shards(tmp_path / reference["domain"], [actions])
+    source = data.make_source(reference["domain"], directory, cache_dir=tmp_path / "cache")
+    stats = source.action_stats("multinet")
+    for key, expected in reference["stats"].items():
+        np.testing.assert_array_equal(stats[key], expected, err_msg=key)
+    assert [source[index]["ground_truth"] for index in range(len(source))] == reference["ground_truth"]
 
 
 @pytest.fixture(scope="module", params=["tfrecord", "array_record"])

@@ -173,9 +173,8 @@ def test_multinets_statistics_without_a_std_are_not_unnormalized_with_and_the_wa
     """MultiNet's float32 `E[x^2] - E[x]^2` falls below zero for a dim of small spread about a large mean (its std NaN:
     every prediction invalid): the statistics are kept for the metrics (min, max, mean), unnormalizing with them is
     refused naming the dim and --unnormalize=split_exact, whose float64 statistics have a std."""
-    rng = np.random.default_rng(0)
-    steps = [{"a": {"dtype": "float32", "value": [1000 + 0.01 * rng.standard_normal(), rng.standard_normal()]}}
-             for _ in range(64)]
+    rng = np.random.default_rng(0)  # a plain float32 action tensor (an action dict's sums were float64: finite std)
+    steps = [np.asarray([1000 + 0.01 * rng.standard_normal(), rng.standard_normal()], np.float32) for _ in range(64)]
     directory = write_translated_shards(tmp_path / "openx_same_data", [steps])
     multinet = data.action_stats("openx_same_data", directory, cache_dir=tmp_path / "cache", kind="multinet")
     assert np.isnan(multinet["std"][0]) and np.isfinite([multinet[name] for name in ("min", "max", "mean")]).all()

@@ -151,10 +151,11 @@ def ground_truth_action(step: dict[str, Any], dataset: str, record: str) -> tupl
 
 
 def action_vector(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
-    """(flat float32 action, the action dict or None when the action is a plain array)."""
+    """(flat action in its own float dtype, the action dict or None when the action is a plain array): MultiNet
+    scored float64 actions (openx_wheeled_robot's) as float64."""
     action, action_dict = native_action(step, dataset, record)
     check_action_values(action, dataset, record)
-    return action.astype(np.float32), action_dict
+    return action, action_dict
 
 
 def check_action_values(action: np.ndarray, dataset: str, record: str) -> None:
@@ -499,7 +500,7 @@ def _convert_into(
                 progress.set_postfix_str(f"{summary['num_episodes']}{of_recorded} episodes", refresh=False)
             summary["features"] = summary["features"] or steps_lib.field_specs(step)
             try:
-                action = native_action(step, source_dir.name, step_record_name(step))[0]
+                action, action_dict = native_action(step, source_dir.name, step_record_name(step))
             except BadRecordError as error:  # RoboVQA has no actions; any other dataset shows it here
                 summary["without_action"] += 1
                 if len(summary["examples"]) < 5:
@@ -507,7 +508,7 @@ def _convert_into(
             else:
                 check_action_values(action, str(source_dir), step_record_name(step))  # before any statistic sees it
                 pending.append(action.astype(np.float32))
-                multinet_stats.update(action)
+                multinet_stats.update(action, from_dict=action_dict is not None)
                 leaves = action_leaves(step)
                 for name, actions in rebuilt.items():
                     vector = rebuilt_action(leaves, name) if leaves else None
@@ -549,7 +550,7 @@ def _convert_into(
 
 # Bumped when a conversion's content changes for the same source (new fields, statistics or step encoding): a
 # conversion made by another version is then made anew instead of read.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 
 
 def conversion_dir(directory: pathlib.Path, *, split: str | None = None, cache_dir: pathlib.Path | None = None) -> pathlib.Path:

@@ -8,10 +8,12 @@ quantile is off by at most about one bin width, (max - min) / 5000, per re-binni
 
 `MultinetActionStats` reproduces, operation for operation, the statistics MultiNet v1.0 computed for
 the split it evaluated (`OpenXDataset.action_stats` in `src/data_utils/openx_dataloader.py`, the ones
-behind `--unnormalize=split`): sums accumulated step by step in the action's own dtype (float32),
-`std = sqrt(E[x^2] - E[x]^2 + 1e-8)` with both squares taken by TensorFlow's `x ** 2` (which is not
-always `x * x`: its vectorized pow rounds differently, so a constant dimension gets std 1e-4 and
-others differ from the exact std by up to ~1e-5), and exact `np.quantile` 1%/99% quantiles.
+behind `--unnormalize=split`). A plain action tensor's sums were accumulated step by step in the action's own dtype
+(float32: numpy's float64 zeros plus a TensorFlow tensor give a tensor), `std = sqrt(E[x^2] - E[x]^2 + 1e-8)` with both
+squares taken by TensorFlow's `x ** 2` (which is not always `x * x`: its vectorized pow rounds differently, so a
+constant dimension gets std 1e-4 and others differ from the exact std by up to ~1e-5). An action dict's float leaves,
+concatenated and taken to numpy (`.numpy()`), were summed into float64 with numpy's float32 squares, the mean and its
+square float64 (`from_dict`). Quantiles are exact `np.quantile` 1%/99% ones either way.
 
 Open-X statistics (both kinds) are computed while converting (`openx.convert`) and cached in the
 manifest of the converted steps, in the cache under a key of the source's content (`openx.conversion_dir`).
@@ -110,23 +112,36 @@ class MultinetActionStats:
         self._sum: np.ndarray | None = None
         self._sum_of_squares: np.ndarray | None = None
         self._actions: list[np.ndarray] = []
+        self._actions_dtype: np.dtype | None = None
+        self._from_dict = False
 
-    def update(self, action: np.ndarray) -> None:
+    def update(self, action: np.ndarray, *, from_dict: bool = False) -> None:
+        """Adds one step's flat action; `from_dict`: it is an action dict's float leaves concatenated (numpy float64
+        sums, as MultiNet's `.numpy()` of them gave), else a plain action tensor (sums in its dtype, TensorFlow's
+        squares)."""
         action = np.asarray(action).reshape(-1)
         if self._sum is None:
-            self._sum, self._sum_of_squares = np.zeros_like(action), np.zeros_like(action)
-        elif action.shape != self._sum.shape or action.dtype != self._sum.dtype:
-            raise ValueError(f"action changed from {self._sum.dtype} {self._sum.shape} to {action.dtype} {action.shape}")
+            self._from_dict = from_dict
+            self._sum = np.zeros(action.shape, np.float64 if from_dict else action.dtype)
+            self._sum_of_squares = self._sum.copy()
+            self._actions_dtype = action.dtype
+        elif action.shape != self._sum.shape or action.dtype != self._actions_dtype or from_dict != self._from_dict:
+            raise ValueError(f"action changed from {self._actions_dtype} {self._sum.shape}"
+                             f"{' (a dict)' if self._from_dict else ''} to {action.dtype} {action.shape}"
+                             f"{' (a dict)' if from_dict else ''}")
         self._sum = self._sum + action
-        self._sum_of_squares = self._sum_of_squares + _tensorflow_square(action)
+        self._sum_of_squares = self._sum_of_squares + self._square(action)
         self._actions.append(action)
         self.count += 1
+
+    def _square(self, values: np.ndarray) -> np.ndarray:
+        return values ** 2 if self._from_dict else _tensorflow_square(values)
 
     def result(self) -> dict[str, list[float] | int]:
         if self.count == 0:
             raise ValueError("no actions seen: action statistics are undefined")
         mean = self._sum / self._sum.dtype.type(self.count)
-        variance = self._sum_of_squares / self._sum.dtype.type(self.count) - _tensorflow_square(mean)
+        variance = self._sum_of_squares / self._sum.dtype.type(self.count) - self._square(mean)
         actions = np.stack(self._actions)
         with np.errstate(invalid="ignore"):  # a variance cancelled below zero has no std (NaN), as MultiNet's had none
             std = np.sqrt(variance + variance.dtype.type(1e-8))

@@ -301,16 +301,25 @@ def _verify_blobs(snapshot: pathlib.Path) -> None:
 # ------------------------------------------------------------------------------------------ URLs (gs://, ...)
 
 
-def _is_complete(path: pathlib.Path) -> bool:
-    """Whether a mirrored asset was fully downloaded and verified, and its files are still all there."""
+def _read_record(path: pathlib.Path) -> tuple[dict[str, int], dict[str, str]] | None:
+    """(files' sizes, files' sha256) of a mirrored asset's download record; None when no download finished."""
     record_path = path.with_name(path.name + COMPLETE_SUFFIX)
     if not record_path.exists():
-        return False
+        return None
     try:
         record = json.loads(record_path.read_text())
-        files, digests = record["files"], record.get("sha256", {})
-    except (json.JSONDecodeError, KeyError, TypeError):
+        return record["files"], record.get("sha256", {})
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise AssetError(f"{record_path}: not a download record (no \"files\"); remove it and fetch again") from None
+
+
+def _is_complete(path: pathlib.Path) -> bool:
+    """Whether a mirrored asset was fully downloaded and verified, and its files are still all there."""
+    record = _read_record(path)
+    if record is None:
+        return False
+    files, digests = record
+    record_path = path.with_name(path.name + COMPLETE_SUFFIX)
     for relative, size in files.items():
         local = path / relative if relative else path
         if not local.is_file() or local.stat().st_size != size:
@@ -381,16 +390,23 @@ def _download(asset: Asset, path: pathlib.Path) -> None:
     if not files:
         raise AssetError(f"{asset.name}: {asset.url} holds no files")
     total = sum(int(info["size"]) for info in files.values())
+    # A file already here is kept when an interrupted download verified and renamed it (no record yet), or when it
+    # still hashes to what the last finished download recorded; a re-download (a record that no longer matches) may
+    # find files corrupted since, whose size alone says nothing.
+    previous = _read_record(path)
+    digests: dict[str, str] = {}
     with tqdm.tqdm(total=total, unit="B", unit_scale=True, desc=asset.name, dynamic_ncols=True) as progress:
         for relative, info in sorted(files.items()):
             local = path / relative if relative else path
-            remote = info["name"]
             if local.is_file() and local.stat().st_size == int(info["size"]):
-                progress.update(int(info["size"]))  # verified and renamed by an interrupted earlier download
-                continue
-            _download_file(fs, remote, info, local, progress)
+                digests[relative] = fingerprints.file_sha256(local)
+                if previous is None or previous[1].get(relative) == digests[relative]:
+                    progress.update(int(info["size"]))
+                    continue
+            _download_file(fs, info["name"], info, local, progress)
+            digests[relative] = fingerprints.file_sha256(local)
     record = {"url": asset.url, "files": {relative: int(info["size"]) for relative, info in files.items()},
-              "sha256": {relative: fingerprints.file_sha256(path / relative if relative else path) for relative in files}}
+              "sha256": digests}
     record_path = path.with_name(path.name + COMPLETE_SUFFIX)
     temporary = record_path.with_name(record_path.name + ".tmp")
     temporary.write_text(json.dumps(record, indent=1, sort_keys=True))

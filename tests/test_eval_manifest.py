@@ -467,3 +467,31 @@ def test_an_overcooked_run_from_before_multinets_running_statistics_is_refused()
                                                                      unnormalize="split_exact")[0]
     # Pi0-FAST unnormalizes with the quantiles, which stay exact: nothing to record
     assert "split_statistics" not in _refusals_of_a_manifest_without("split_statistics", "overcooked_ai", model="pi0_fast")[0]
+
+
+def test_runs_from_before_lerobots_unnormalization_or_hf_sampling_filters_are_refused():
+    """SmolVLA's actions now unnormalized by LeRobot's rule (no epsilon) and Magma's sampled domains drawn through HF's
+    top-k / top-p: manifests written before (without the entries) read as the old rules, refused; a domain the change
+    never touched (greedy Magma text, Pi0's actions) records nothing new."""
+    from magma_helpers import magma_dir
+    from smolvla_helpers import smolvla_dir
+
+    current, found = _refusals_of_a_manifest_without("lerobot_unnormalize", "openx_bimanual", model="smolvla",
+                                                     checkpoint=smolvla_dir(), tokenizer=None)
+    assert current["lerobot_unnormalize"] is True
+    assert "protocol of openx_bimanual: lerobot_unnormalize (domains.openx_bimanual.protocol.lerobot_unnormalize) not " \
+           "recorded (written before it was: read as False), now True" in found
+    current, found = _refusals_of_a_manifest_without("sampling_filters", "openx_bimanual", model="magma",
+                                                     checkpoint=magma_dir(), tokenizer=None, max_decoding_steps=None)
+    assert current["sampling_filters"] == "hf_generate" and current["temperature"] == 0.7
+    assert "protocol of openx_bimanual: sampling_filters (domains.openx_bimanual.protocol.sampling_filters) not " \
+           "recorded (written before it was: read as 'whole_vocabulary'), now 'hf_generate'" in found
+    greedy = _refusals_of_a_manifest_without("sampling_filters", "sqa3d", model="magma", checkpoint=magma_dir(), tokenizer=None,
+                                             max_decoding_steps=None)
+    assert "sampling_filters" not in greedy[0] and not any("sampling_filters" in line for line in greedy[1])
+    sampled = _refusals_of_a_manifest_without("sampling_filters", "sqa3d", model="magma", checkpoint=magma_dir(),
+                                              tokenizer=None, temperature=0.5,
+                                              max_decoding_steps=None)[0]
+    assert sampled["sampling_filters"] == "hf_generate"
+    pi0 = _refusals_of_a_manifest_without("lerobot_unnormalize", "openx_bimanual")[0]
+    assert "lerobot_unnormalize" not in pi0 and "sampling_filters" not in pi0

@@ -4,10 +4,15 @@ option scores are the fixture's first-token log-probabilities, and one probing p
 
 from __future__ import annotations
 
+import json
+import pathlib
+import re
+
+import jax
 import numpy as np
 import pytest
 
-from magma_helpers import ROBOT_TASK, case_images, magma_io, magma_model
+from magma_helpers import ROBOT_TASK, case_images, magma_dir, magma_io, magma_model
 from multinet_jax.models.interface import InferenceOptions
 from multinet_jax.models.magma import ACTION_DIM
 
@@ -54,3 +59,49 @@ def test_activations_give_the_actions_and_one_stream_per_layer():
                                                                      "prefix_mean": (2, depth, width)}
     assert all(np.isfinite(np.asarray(value)).all() for value in streams.values())
     assert not np.allclose(streams["prefix_last"][0], streams["prefix_last"][1])  # each row its own prompt
+
+
+def test_sampling_keeps_to_hugging_faces_top_k_read_from_generation_config(tmp_path):
+    """HF's `generate(do_sample=True)` filters to the top 50 unless generation_config.json names another top_k (MultiNet's
+    Magma Open-X script sampled so). With top_k=1 written there, sampling at any temperature is the greedy decode; a
+    field HF would apply and this package does not is refused naming the file."""
+    from data_helpers import writable_copy
+    from multinet_jax.models import magma, magma_checkpoint
+    from multinet_jax.weights.trees import CheckpointError
+
+    assert magma_model().sampling_filters == (magma_checkpoint.HF_DEFAULT_TOP_K, 1.0)
+    target = writable_copy(pathlib.Path(magma_dir()), tmp_path / "magma")
+    generation_path = target / "generation_config.json"
+    generation = json.loads(generation_path.read_text())
+    generation_path.write_text(json.dumps({**generation, "top_k": 1}))
+    narrow = magma.load(target)
+    assert narrow.sampling_filters == (1, 1.0)
+    question = [f"What action should the robot take to {ROBOT_TASK}?"] * 8
+    greedy = np.asarray(narrow.sample_tokens(_observation(question), max_decoding_steps=6))
+    sampled = np.asarray(narrow.sample_tokens(_observation(question), max_decoding_steps=6, temperature=5.0,
+                                              rng=jax.random.key(3)))
+    np.testing.assert_array_equal(sampled, greedy)
+    generation_path.write_text(json.dumps({**generation, "repetition_penalty": 1.1}))
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(generation_path))}: repetition_penalty: this package "
+                                              "reproduces only top_k and top_p"):
+        magma.load(target)
+
+
+def test_text_keeps_a_pad_the_model_emits_out_and_non_special_added_tokens_in_as_hf_decodes(monkeypatch):
+    """`processor.decode(ids, skip_special_tokens=True)`: `<image>` (added, not special) stays in the text; a `<pad>`
+    emitted before the EOS is skipped, not read as id 0 (Llama-3's '!')."""
+    from multinet_jax.eval.runners import decode_text
+
+    model = magma_model()
+    tokenizer = model.tokenizer
+    words = tokenizer.encode_continuation("the cube is left")
+    rest = tokenizer.encode_continuation(" of the bowl")
+    image = tokenizer.token_id("<image>", "test")
+    ids = [*words, image, *rest, tokenizer.eos_ids[0]]
+    assert decode_text(tokenizer, ids) == tokenizer.tokenizer.decode(ids[:-1], skip_special_tokens=True)
+    assert "<image>" in decode_text(tokenizer, ids)
+    generated = np.asarray([[*words, tokenizer.pad_id, *rest, tokenizer.eos_ids[0], tokenizer.pad_id]])
+    monkeypatch.setattr(model, "generate", lambda *args, **kwargs: generated)
+    tokens = np.asarray(model.sample_tokens(_observation(["q"]), max_decoding_steps=generated.shape[1]))
+    assert tokens[0, -1] == 0 and tokens[0, len(words)] == tokenizer.pad_id
+    assert decode_text(tokenizer, tokens[0]) == decode_text(tokenizer, [*words, *rest])

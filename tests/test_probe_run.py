@@ -26,6 +26,7 @@ class CountingModel:
 
     def __init__(self, model):
         self.model, self.calls, self.num_steps = model, 0, set()
+        self.config = model.config  # the vocabulary the run checks its tokenizer against
 
     def activations(self, observation, **kwargs):
         self.calls += 1

@@ -243,16 +243,6 @@ def _load_model(config: EvalConfig, checkpoint: pathlib.Path, mesh: jax.sharding
     return models.load_model(checkpoint, dtype=config.dtype, mesh=mesh, **overrides)
 
 
-def _check_vocabulary(tokenizer: Any, checkpoint: str, tokenizer_size: int, embedding_rows: int) -> None:
-    """The tokenizer must be the checkpoint's: ids past the embedding table would be clamped silently, and
-    Pi0-FAST's action tokens are counted back from the end of the vocabulary."""
-    if tokenizer_size != embedding_rows:
-        raise ValueError(
-            f"{tokenizer}: a {tokenizer_size}-piece tokenizer, but {checkpoint} embeds {embedding_rows} tokens; "
-            "pass the tokenizer this checkpoint was trained with"
-        )
-
-
 def _local_mesh(spec: str) -> jax.sharding.Mesh:
     """The mesh of this process's devices (see the module docstring for why it is process-local)."""
     return sharding.make_mesh(spec, devices=jax.local_devices())
@@ -319,7 +309,7 @@ class Evaluator:
         self.completed = _on_writer(lambda: {name: self._completed(self._predictions_path(name)) for name in config.domains}) or {}
         self.model = _load_model(config, paths["checkpoint"], self.mesh, action_tokenizer) if model is None else model
         if not self.bundled_tokenizer:
-            _check_vocabulary(paths["tokenizer"], config.checkpoint, self.prompt_tokenizer.vocab_size, self.model.config.vocab_size)
+            self.prompt_tokenizer.check_vocabulary(config.checkpoint, self.model.config.vocab_size)
         _on_writer(lambda: manifest.record(self.output_dir, checked))
         self.predicts_actions = family.action_head
         self.text_tokenizer = self.model.tokenizer if self.bundled_tokenizer else self.prompt_tokenizer
@@ -774,7 +764,18 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     # Text-domain images resized to a checkpoint's own size (pt_448's): recorded, as earlier versions resized them to
     # 224 (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
     size = {"image_size": image_size} if domain.protocol.resizes_on_host and image_size != transforms.IMAGE_SIZE else {}
-    return {**applied, "openpi_quantile_actions": quantiles, **lerobot, **probe_frame, **statistics, **size}
+    # Sampling through Hugging Face's top-k / top-p filters (Magma's): recorded where the domain samples, as earlier
+    # versions sampled from the whole vocabulary (`manifest.ADDED_PROTOCOL_ENTRIES` reads an older run so).
+    filters = {"sampling_filters": "hf_generate"} if family.samples_as_hf and _samples(config, domain) else {}
+    return {**applied, "openpi_quantile_actions": quantiles, **lerobot, **probe_frame, **statistics, **size, **filters}
+
+
+def _samples(config: EvalConfig, domain: domains.Domain) -> bool:
+    """Whether `domain`'s outputs are sampled: at the protocol's temperature where MultiNet sampled, else text at
+    `--temperature` (actions and option scores are greedy)."""
+    if domain.protocol.temperature is not None:
+        return domain.protocol.temperature > 0
+    return domain.output is domains.Output.TEXT and config.temperature > 0
 
 
 def _has_pending(domain: domains.Domain, rules: MultiNetActions | None, batch: Mapping[str, Any], start_index: int,

@@ -87,10 +87,11 @@ OTHER_SETTINGS = {
 # the float64 statistics (runs before MultiNet's float32 running ones were reproduced: 0.04% of indices differ).
 # `image_size` (text domains of a PaliGemma checkpoint of another input size, pt_448's): 224, the size every run
 # before the processor's own size was applied resized to. `lerobot_unnormalize` (SmolVLA's actions): False, openpi's
-# z-score rule with its 1e-6 added to the std (runs before LeRobot's own rule was applied).
+# z-score rule with its 1e-6 added to the std (runs before LeRobot's own rule was applied). `sampling_filters` (a
+# sampled domain of a family sampling as Hugging Face's `generate`, Magma's): "whole_vocabulary", no top-k / top-p.
 ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
                           "openpi_quantile_actions": False, "action_probe_frame": "world", "split_statistics": "exact",
-                          "image_size": 224, "lerobot_unnormalize": False}
+                          "image_size": 224, "lerobot_unnormalize": False, "sampling_filters": "whole_vocabulary"}
 
 # Protocol entries that versions before 2026-12-07 recorded as nominal where the model applied its own (Pi0-FAST's and
 # Pi0.5's state prompts, OpenVLA's, SmolVLA's and Magma's prompts: the pipeline's 48 tokens for the model's own cut;

@@ -51,9 +51,11 @@ def decode_text(tokenizer: Any, tokens: Sequence[int]) -> str:
     vocabulary (the zero-padded rows of MultiNet's text runs: the first is HF's special `<image>`, the others have
     no piece), stripped. `tokenizer`: PaliGemma's, or a model's bundled one (`decode`, `eos_id`; the others where it
     has them: `eos_ids`, every id generation stops at, as a `generation_config.json` list such as Llama-3-Instruct's
-    `[<|end_of_text|>, <|eot_id|>]`; what `sample_tokens` writes after any of them is padding, not text)."""
+    `[<|end_of_text|>, <|eot_id|>]`; what `sample_tokens` writes after any of them is padding, not text;
+    `decodes_every_id`: its `decode` takes every id the model emits and skips the special ones itself, as Magma's
+    does, keeping added tokens that are not special, such as `<image>`, which HF's decode keeps)."""
     skipped = {getattr(tokenizer, name, None) for name in ("pad_id", "bos_id", "unk_id")} - {None}
-    vocab_size = getattr(tokenizer, "vocab_size", None)
+    vocab_size = None if getattr(tokenizer, "decodes_every_id", False) else getattr(tokenizer, "vocab_size", None)
     stops = {tokenizer.eos_id, *getattr(tokenizer, "eos_ids", ())}
     ids = []
     for token in (int(token) for token in tokens):

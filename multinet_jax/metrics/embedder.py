@@ -20,6 +20,8 @@ import numpy as np
 import tokenizers
 from safetensors.numpy import load_file
 
+from multinet_jax.weights import trees
+
 BATCH_SIZE = 32
 BUCKET_LENGTHS = (16, 32, 64, 128, 256, 512)
 NORMALIZE_EPSILON = 1e-12  # torch.nn.functional.normalize's default eps
@@ -173,11 +175,15 @@ class SentenceEmbedder:
             intermediate_size=config["intermediate_size"],
             epsilon=config["layer_norm_eps"],
         )
-        weights = load_file(str(model_dir / "model.safetensors"))
-        self.params = jax.tree.map(
-            lambda array: jnp.asarray(array, jnp.float32),
-            params_from_safetensors(weights, config["num_hidden_layers"]),
-        )
+        weights_file = model_dir / "model.safetensors"
+        weights = load_file(str(weights_file))
+        # A NaN weight would make every similarity NaN, scored as a number; a missing tensor, a bare KeyError.
+        trees.check_finite(weights_file, weights)
+        try:
+            params = params_from_safetensors(weights, config["num_hidden_layers"])
+        except KeyError as error:
+            raise trees.CheckpointError(f"{weights_file}: missing tensor {error} (not all-MiniLM-L6-v2's BERT layout?)") from None
+        self.params = jax.tree.map(lambda array: jnp.asarray(array, jnp.float32), params)
         self.tokenizer = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)

@@ -42,6 +42,7 @@ from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
+from multinet_jax.models import magma_checkpoint
 from multinet_jax.models.magma_checkpoint import MagmaConfig
 from multinet_jax.models.magma_inputs import (IMAGE_TOKEN, Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt,
                                               chat_text, merge_plan)
@@ -178,10 +179,13 @@ class MagmaModel:
     multinet_actions = magma_protocol.MultiNetActions()  # MultiNet's Magma script's Open-X rules
 
     def __init__(self, config: MagmaConfig, params: Any, tokenizer: MagmaTokenizer | None,
-                 image_processor: ImageProcessor | None, image_start_end: bool, mesh: Mesh | None = None):
+                 image_processor: ImageProcessor | None, image_start_end: bool, mesh: Mesh | None = None,
+                 sampling_filters: tuple[int | None, float] = (magma_checkpoint.HF_DEFAULT_TOP_K, 1.0)):
         """`tokenizer` and `image_processor` None: a model of parameters alone (`build_model`, for benchmarks), which
-        takes no texts or images."""
+        takes no texts or images. `sampling_filters`: the (top_k, top_p) sampling keeps to, as HF's `generate` (from
+        generation_config.json: `magma_checkpoint.sampling_filters`)."""
         self.config = config
+        self.sampling_filters = sampling_filters
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.image_start_end = image_start_end
@@ -220,13 +224,18 @@ class MagmaModel:
         rows = len(batch.tokens)
         sample_index = np.arange(rows) if sample_index is None else np.asarray(sample_index)
         settings = decoding.DecodeSettings(max_decoding_steps, per_row_stopping=True, openpi_exact=False)
-        sampling = decoding.Sampling.create(temperature, stop_token_ids=self.tokenizer.eos_ids)
+        top_k, top_p = self.sampling_filters
+        sampling = decoding.Sampling.create(temperature, top_k=top_k, top_p=top_p, stop_token_ids=self.tokenizer.eos_ids)
         generated, _ = causal_lm.compiled_decoder(_generate_fn, Magma(self.config), settings, self.mesh)(
             self.params, *self._placed(batch, sample_index.astype(np.int32)),
             jax.random.key(0) if rng is None else rng, sampling)
         generated = np.asarray(generated)[:rows]
+        return np.where(self._after_stop(generated), self.tokenizer.pad_id, generated)
+
+    def _after_stop(self, generated: np.ndarray) -> np.ndarray:
+        """Where a row's ids follow its first stop token (padding, not what the model emitted)."""
         stops = np.isin(generated, self.tokenizer.eos_ids)
-        return np.where(np.cumsum(stops, axis=1) - stops > 0, self.tokenizer.pad_id, generated)
+        return np.cumsum(stops, axis=1) - stops > 0
 
     def generate_text(self, images: Sequence[np.ndarray], questions: Sequence[str], *, max_decoding_steps: int,
                       rng: jax.Array | None = None, temperature: float = 0.0) -> list[str]:
@@ -327,7 +336,7 @@ class MagmaModel:
         generated = self.generate(self._observation_batch(observation, for_actions=False),
                                   max_decoding_steps=max_decoding_steps, rng=rng, temperature=temperature,
                                   sample_index=observation.get("sample_index"))
-        return np.where(generated == self.tokenizer.pad_id, 0, generated)
+        return np.where(self._after_stop(generated), 0, generated)  # a <pad> the model emits stays (decode skips it)
 
     def score_options(self, observation: Observation, option_tokens: Any, option_mask: Any) -> jax.Array:
         """`interface.Model`: log-likelihood float32 `[b, K]` of K candidate answers (`option_tokens` int32
@@ -415,7 +424,9 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     raw = read_json(directory / CONFIG_FILE)
     # The small files first: a bad one fails before any tensor is read.
     generation = directory / GENERATION_CONFIG_FILE
-    eos = read_json(generation).get("eos_token_id") if generation.exists() else raw.get("eos_token_id")
+    generation_config = read_json(generation) if generation.exists() else {}
+    filters = magma_checkpoint.sampling_filters(generation_config, generation)
+    eos = generation_config.get("eos_token_id") if generation.exists() else raw.get("eos_token_id")
     tokenizer = magma_checkpoint.check_tokenizer(MagmaTokenizer(directory, [eos] if isinstance(eos, int) else eos),
                                                  config, raw, directory / CONFIG_FILE)
     image_processor = ImageProcessor.from_pretrained(directory)
@@ -424,4 +435,5 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     sources = magma_checkpoint.tensor_sources(config, magma_checkpoint.layer_scale_name(specs))
     params = safetensors.restore(directory, sources, expected, sharding.param_shardings(expected, mesh), dtype=dtype,
                                  unused=magma_checkpoint.unused_tensors)
-    return MagmaModel(config, params, tokenizer, image_processor, bool(raw.get("mm_use_image_start_end", False)), mesh)
+    return MagmaModel(config, params, tokenizer, image_processor, bool(raw.get("mm_use_image_start_end", False)), mesh,
+                      sampling_filters=filters)

@@ -54,6 +54,8 @@ def action_prompt(instruction: str) -> str:
 class MagmaTokenizer:
     """The checkpoint's `tokenizer.json` (through the `tokenizers` library, as transformers' fast tokenizer runs it)."""
 
+    decodes_every_id = True  # `decode` skips the special tokens itself, added ones included (`runners.decode_text`)
+
     def __init__(self, directory: str | pathlib.Path, eos_ids: Sequence[int] | None = None):
         directory = pathlib.Path(directory)
         path = directory / TOKENIZER_FILE

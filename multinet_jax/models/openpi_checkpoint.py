@@ -204,7 +204,16 @@ def is_openpi(path: str) -> bool:
 
 def family(path: str) -> str:
     """The family an openpi checkpoint holds ("pi0", "pi05" or "pi0_fast"), from its parameter shapes (no arrays)."""
-    return configs.family_name(configs.infer_config(weights.checkpoint_shapes(path)))
+    return configs.family_name(_infer_config(path, weights.checkpoint_shapes(path)))
+
+
+def _infer_config(checkpoint: str | pathlib.Path, shapes: Mapping[str, Any], **overrides: Any) -> ModelConfig:
+    """`configs.infer_config` of the checkpoint's parameter shapes; a tree it cannot read as a Pi0 / Pi0.5 / Pi0-FAST
+    (one nested a level too deep, ...) is refused naming the params directory, as every other layout error is."""
+    try:
+        return configs.infer_config(shapes, **overrides)
+    except ValueError as error:
+        raise weights.CheckpointError(f"{weights.params_directory(checkpoint)}: {error}") from None
 
 
 def asset_ids(checkpoint: str) -> tuple[str, ...]:
@@ -236,10 +245,10 @@ def checkpoint_config(checkpoint: str | pathlib.Path, dtype: str = "float32", *,
     """The config `load` builds the checkpoint as: its parameter shapes (no arrays read), the settings of the openpi
     training config its path names (`training_settings`; logged with `log`), then `config_overrides`."""
     shapes = weights.checkpoint_shapes(checkpoint)
-    settings = training_settings(checkpoint, configs.family_name(configs.infer_config(shapes)))
+    settings = training_settings(checkpoint, configs.family_name(_infer_config(checkpoint, shapes)))
     if settings and log:
         logging.info("%s: openpi's %s config sets %s", checkpoint, openpi_config_name(checkpoint), settings)
-    return configs.infer_config(shapes, dtype=dtype, **{**settings, **config_overrides})
+    return _infer_config(checkpoint, shapes, dtype=dtype, **{**settings, **config_overrides})
 
 
 def own_prompts(source: str | pathlib.Path | Pi0Model | Pi0FastModel) -> registry.OwnPrompts | None:

@@ -42,6 +42,7 @@ from multinet_jax.models.masks import make_attn_mask
 from multinet_jax.models.openvla_checkpoint import OpenVLAConfig
 from multinet_jax.models.openvla_inputs import ImageProcessor, LlamaPromptTokenizer, action_prompt, pad_batch
 from multinet_jax.models.vit import ViT
+from multinet_jax.weights.trees import CheckpointError
 
 LLAMA_EOS_ID = 2  # Llama-2's end of sequence, OpenVLA's stop token (what a model built without its tokenizer stops at)
 BENCHMARK_PROMPT_TOKENS = 24  # BOS + "In: What action should the robot take to <instruction>?\nOut:" + the empty token
@@ -343,6 +344,18 @@ def build_model(config: OpenVLAConfig, params: Any, *, mesh: Mesh | None = None)
     return OpenVLAModel(config, params, None, None, None, mesh)
 
 
+def _check_tokenizer(tokenizer: LlamaPromptTokenizer, config: OpenVLAConfig, config_path: pathlib.Path) -> None:
+    """The bundled tokenizer.model must be the embedding's: its pieces fill exactly the rows before the padding
+    (`pad_to_multiple_of`), whose last `n_action_bins` ids are the action bins; another tokenizer's ids would reach
+    past the embedding (clamped silently) or into the bins."""
+    pieces = tokenizer.processor.vocab_size()
+    if pieces != config.unpadded_vocab_size:
+        raise CheckpointError(
+            f"{tokenizer.path}: {pieces} pieces, but {config_path} gives {config.unpadded_vocab_size} "
+            f"(text_config.vocab_size {config.vocab_size} less pad_to_multiple_of {config.pad_to_multiple_of}); "
+            "the tokenizer is not this checkpoint's")
+
+
 def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh | None = None, **overrides: Any) -> OpenVLAModel:
     """A Hugging Face OpenVLA directory -> OpenVLAModel, restored as `dtype` into `mesh`'s shardings."""
     from multinet_jax.models import openvla_checkpoint
@@ -351,16 +364,18 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     if overrides:
         raise ValueError(f"{checkpoint}: OpenVLA takes no config overrides (its config.json fixes them), got {sorted(overrides)}")
     directory = pathlib.Path(checkpoint)
+    config_path = directory / openvla_checkpoint.CONFIG_FILE
     config = openvla_checkpoint.read_config(directory, dtype)
-    raw = openvla_checkpoint.read_json(directory / openvla_checkpoint.CONFIG_FILE)
-    trees.check_norm_stats(directory / openvla_checkpoint.CONFIG_FILE, raw.get("norm_stats"))
+    raw = openvla_checkpoint.read_json(config_path)
+    trees.check_norm_stats(config_path, raw.get("norm_stats"))
     # Every entry, not only the one a run picks: the action dimension is read across all of them (`action_dim`).
     for key in raw.get("norm_stats") or {}:
-        problem = openvla_checkpoint.action_stats_error(directory / openvla_checkpoint.CONFIG_FILE, raw["norm_stats"], key)
+        problem = openvla_checkpoint.action_stats_error(config_path, raw["norm_stats"], key)
         if problem is not None:
             raise trees.CheckpointError(problem)
     # The small files first: a bad one fails before any tensor is read.
-    tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=int(raw.get("pad_token_id", config.unpadded_vocab_size)))
+    tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=openvla_checkpoint.pad_token_id(raw, config, config_path))
+    _check_tokenizer(tokenizer, config, config_path)
     image_processor = ImageProcessor.from_pretrained(directory)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)

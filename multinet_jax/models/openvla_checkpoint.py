@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -165,11 +166,33 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
     if any(raw.get("timm_override_act_layers") or ()):  # Prismatic hands it to timm as the ViTs' activations
         raise CheckpointError(f"{path}: timm_override_act_layers: {raw['timm_override_act_layers']!r}; only the ViTs' "
                               "own activations (null, as openvla-7b's) are supported")
+    if not isinstance(image_sizes, list) or len(image_sizes) != len(timm_ids):
+        raise CheckpointError(f"{path}: image_sizes: expected one per ViT ({len(timm_ids)}), got {image_sizes!r}")
     overrides = raw.get("tiny_timm_overrides", {})
-    dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), size) for timm_id, size in zip(timm_ids, image_sizes))
+    dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), _integer(path, "image_sizes", size, 1))
+                    for timm_id, size in zip(timm_ids, image_sizes))
     llm, vocab_size = llama_checkpoint.parse_text_config(text_config, path)
-    return OpenVLAConfig(dino, siglip, llm, vocab_size, int(raw.get("pad_to_multiple_of", 64)),
-                         int(raw.get("n_action_bins", 256)), dtype)
+    # A negative epsilon or base gives a model of NaNs (rsqrt of a negative variance, a negative power).
+    for field, value in (("rms_norm_eps", llm.norm_eps), ("rope_theta", llm.rope_theta)):
+        if not math.isfinite(value) or value <= 0:
+            raise CheckpointError(f"{path}: text_config.{field}: expected a positive number, got {value!r}")
+    pad_to_multiple_of = _integer(path, "pad_to_multiple_of", raw.get("pad_to_multiple_of", 64), 1, vocab_size - 1)
+    # action_bins.normalized_actions reads n_bins - 1 bin centers below the padding rows.
+    n_action_bins = _integer(path, "n_action_bins", raw.get("n_action_bins", 256), 2, vocab_size - pad_to_multiple_of)
+    return OpenVLAConfig(dino, siglip, llm, vocab_size, pad_to_multiple_of, n_action_bins, dtype)
+
+
+def _integer(path: pathlib.Path, field: str, value: Any, low: int, high: int | None = None) -> int:
+    """A config.json integer in [low, high]; anything else (a string, a float, null, out of range) names the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise CheckpointError(f"{path}: {field}: expected an integer in [{low}, {'...' if high is None else high}], "
+                              f"got {value!r}")
+    return value
+
+
+def pad_token_id(raw: dict[str, Any], config: OpenVLAConfig, path: pathlib.Path) -> int:
+    """config.json's `pad_token_id` (the `<PAD>` row after the tokenizer's pieces by default), an embedding row."""
+    return _integer(path, "pad_token_id", raw.get("pad_token_id", config.unpadded_vocab_size), 0, config.vocab_size - 1)
 
 
 # -- tensor name map ---------------------------------------------------------------------------------------------

@@ -166,6 +166,9 @@ class Family:
     # Text domains fill one of several camera slots and mask the rest (openpi's three): under openpi's decoding window
     # a masked camera's tokens attend to prompt padding, so an untruncated prompt's answer depends on its batch.
     masks_cameras_on_text: bool = False
+    # It samples as Hugging Face's `generate(do_sample=True)` does, through its top-k (50 unless the checkpoint's
+    # generation_config.json names another) and top-p filters: recorded where a domain samples.
+    samples_as_hf: bool = False
 
     def __post_init__(self) -> None:
         if self.action_decoding not in (None, *ACTION_DECODINGS):
@@ -428,7 +431,7 @@ register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",
-                       protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME))
+                       protocol=hook(f"{_MAGMA}_protocol:domain_protocol"), action_frame=_OPENVLA_FRAME, samples_as_hf=True))
 register_family(Family("paligemma", "big_vision_npz", "a big_vision PaliGemma .npz (paligemma_pt_224, ...; text "
                        "domains and act2answer's text probe, no action head)", _PALIGEMMA_TOKENIZER,
                        demo_config="paligemma_tiny", processor_image_size=hook(f"{_PALIGEMMA}:processor_image_size")))

@@ -294,6 +294,7 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     if not bundled:
         config = dataclasses.replace(config, tokenizer=config.tokenizer or assets.DEFAULT_TOKENIZER)
     tokenizer = None if bundled else str(assets.resolve(config.tokenizer))
+    prompt_tokenizer = None if tokenizer is None else tokenizers.PaliGemmaTokenizer(tokenizer)
     mesh = getattr(model, "mesh", None) if model is not None else sharding.make_mesh(config.mesh, devices=jax.local_devices())
     if mesh is not None:
         sharding.check_batch_size(config.batch_size, mesh)
@@ -308,13 +309,14 @@ def _run_probe_locked(config: ProbeConfig, model: Any) -> dict[str, Any]:
     if model is None:
         asset = {} if config.asset_id is None else {"asset_id": config.asset_id}
         model = models.load_model(paths["checkpoint"], dtype=config.dtype, mesh=mesh, **asset)
+    if prompt_tokenizer is not None:  # as eval checks it
+        prompt_tokenizer.check_vocabulary(config.checkpoint, model.config.vocab_size)
     output_dir = pathlib.Path(config.output_dir)
     directory = capture(dataclasses.replace(config, tokenizer=tokenizer), model, source)
     result = layer_curves.probe_tasks(activation_store.read(directory), num_folds=config.num_folds, seed=config.probe_seed,
                                       C=config.C, max_iter=config.max_iter, permutations=config.permutations,
                                       content=content)
-    result["prompt_truncation"] = prompt_truncation(
-        config, None if tokenizer is None else tokenizers.PaliGemmaTokenizer(tokenizer), source)
+    result["prompt_truncation"] = prompt_truncation(config, prompt_tokenizer, source)
     result["config"] = dataclasses.asdict(config)
     summary.write_json(output_dir / "probing.json", result)
     layer_curves.plot(result, output_dir / "probing.png")

@@ -21,6 +21,9 @@ GEMMA_VOCAB_SIZE = 256_000
 NUM_LOC_TOKENS = 1024
 NUM_SEG_TOKENS = 128
 PALIGEMMA_VOCAB_SIZE = GEMMA_VOCAB_SIZE + NUM_LOC_TOKENS + NUM_SEG_TOKENS
+# Gemma's special ids (gemma_tokenizer.model's, kept by PaliGemma's): prompts start with this BOS and decoding stops
+# at this EOS, so a tokenizer of the same size with other conventions (Llama's BOS 1, EOS 2) would be read wrongly.
+SPECIAL_IDS = {"pad": 0, "eos": 1, "bos": 2, "unk": 3}
 STATE_BINS = 256  # openpi's discretization of the state in the Pi0.5 and Pi0-FAST prompts
 # Hugging Face's PaliGemma processor expands this placeholder into the image tokens and puts BOS after the last one.
 IMAGE_PLACEHOLDER = "<image>"
@@ -66,6 +69,7 @@ class PaliGemmaTokenizer:
             self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_path.read_bytes())
         except RuntimeError as error:  # sentencepiece's error for bytes that are not a model proto
             raise ValueError(f"{model_path}: not a SentencePiece model ({' '.join(str(error).split())})") from None
+        self._check_layout()
         # Pieces text never encodes to (<pad>, <eos>, <bos>, <unk>): Hugging Face's tokenizer reads their strings in a
         # prompt as the tokens themselves, and MultiNet's text prompts went through it.
         processor = self._processor
@@ -73,6 +77,23 @@ class PaliGemmaTokenizer:
                    if processor.is_control(i) or processor.is_unknown(i)}
         self._control_pattern = re.compile("(" + "|".join(map(re.escape, sorted(control, key=len, reverse=True))) + ")")
         self._control_ids = control
+
+    def _check_layout(self) -> None:
+        """PaliGemma's special ids and, in a full-size vocabulary, its `<locNNNN>` pieces where PaliGemma has them."""
+        found = {"pad": self.pad_id, "eos": self.eos_id, "bos": self.bos_id, "unk": self.unk_id}
+        if found != SPECIAL_IDS:
+            raise ValueError(f"{self.model_path}: special ids {found}, PaliGemma's are {SPECIAL_IDS}: not a PaliGemma "
+                             "tokenizer (another model's of the same size?)")
+        if self.vocab_size == PALIGEMMA_VOCAB_SIZE and self._processor.id_to_piece(GEMMA_VOCAB_SIZE) != "<loc0000>":
+            raise ValueError(f"{self.model_path}: piece {GEMMA_VOCAB_SIZE} is "
+                             f"{self._processor.id_to_piece(GEMMA_VOCAB_SIZE)!r}, PaliGemma's is '<loc0000>'")
+
+    def check_vocabulary(self, checkpoint: str | os.PathLike, embedding_rows: int) -> None:
+        """This must be the checkpoint's tokenizer: ids past the embedding table would be clamped silently, and
+        Pi0-FAST's action tokens are counted back from the end of the vocabulary (eval and probe both ask)."""
+        if self.vocab_size != embedding_rows:
+            raise ValueError(f"{self.model_path}: a {self.vocab_size}-piece tokenizer, but {checkpoint} embeds "
+                             f"{embedding_rows} tokens; pass the tokenizer this checkpoint was trained with")
 
     @property
     def vocab_size(self) -> int:

@@ -88,9 +88,8 @@ def restore_params(
     try:
         with np.load(path, allow_pickle=False) as arrays, load_progress(path, expected_flat, target) as progress:
             for key in sorted(expected_flat):
-                array = arrays[key]
-                check_finite(path, {key: array})  # as the orbax and safetensors readers do
-                array = array.astype(target)
+                array = arrays[key].astype(target)
+                check_finite(path, {key: array})  # after the cast, as the orbax and safetensors readers do
                 restored[model_path(key)] = jax.block_until_ready(jax.device_put(array, sharding_flat[key]))
                 progress.update(array.nbytes)
                 del array  # the host copy goes before the next array is read

@@ -155,7 +155,19 @@ def read_param_metadata(checkpoint: str | pathlib.Path) -> tuple[epath.Path, dic
         raise CheckpointError(f"{directory}: unreadable orbax checkpoint metadata ({type(error).__name__}: {error})")
     if not flat:
         raise CheckpointError(f"{directory}: the checkpoint holds no arrays")
-    return directory, {_model_path(keys): (keys, meta) for keys, meta in flat.items()}
+    # Restoring casts to the model's dtype: integers or booleans would load as numbers no training wrote.
+    dtypes = {"/".join(keys): getattr(meta, "dtype", None) for keys, meta in flat.items()}
+    not_float = {path: str(dtype) for path, dtype in dtypes.items() if dtype is None or not jnp.issubdtype(dtype, jnp.floating)}
+    if not_float:
+        raise CheckpointError(f"{directory}: parameters that are not floating point: {dict(sorted(not_float.items())[:5])}")
+    entries: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for keys, meta in flat.items():
+        path = _model_path(keys)
+        if path in entries:  # `params/.../value` and a plain copy: which one is the model's?
+            raise CheckpointError(f"{directory}: parameter {path} is stored twice: {'/'.join(entries[path][0])} and "
+                                  f"{'/'.join(keys)}")
+        entries[path] = (keys, meta)
+    return directory, entries
 
 
 def checkpoint_shapes(checkpoint: str | pathlib.Path) -> dict[str, tuple[int, ...]]:

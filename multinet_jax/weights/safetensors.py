@@ -58,36 +58,62 @@ class Source:
 
 def checkpoint_files(directory: str | pathlib.Path) -> list[pathlib.Path]:
     """The safetensors files of a Hugging Face model directory (single file, or the shards its index names)."""
+    return sorted(set(_weight_map(directory).values()))
+
+
+def _weight_map(directory: str | pathlib.Path) -> dict[str, pathlib.Path]:
+    """{tensor name: file} as the directory declares it: every name in `model.safetensors` (read from its header),
+    else the index's `weight_map`. The single file wins when both are there, as in transformers' `from_pretrained`,
+    so that a directory loads the tensors the reference implementation loads."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
-    index = directory / INDEX_FILE
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted({directory / name for name in weight_map.values()})
-        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise CheckpointError(f"{index}: not a safetensors index (weight_map): {type(error).__name__}: {error}")
-        missing = [file.name for file in files if not file.exists()]
-        if missing:
-            raise CheckpointError(f"{index}: names shard files that are missing: {missing}")
-        return files
     if (directory / SINGLE_FILE).exists():
-        return [directory / SINGLE_FILE]
-    raise CheckpointError(f"{directory}: holds neither {SINGLE_FILE} nor {INDEX_FILE}")
+        return dict.fromkeys(_header_specs(directory / SINGLE_FILE), directory / SINGLE_FILE)
+    index = directory / INDEX_FILE
+    if not index.exists():
+        raise CheckpointError(f"{directory}: holds neither {SINGLE_FILE} nor {INDEX_FILE}")
+    try:
+        weight_map = {name: directory / file for name, file in json.loads(index.read_text())["weight_map"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{index}: not a safetensors index (weight_map): {type(error).__name__}: {error}")
+    missing = sorted({file.name for file in weight_map.values() if not file.exists()})
+    if missing:
+        raise CheckpointError(f"{index}: names shard files that are missing: {missing}")
+    return weight_map
+
+
+def _header_specs(file: pathlib.Path) -> dict[str, TensorSpec]:
+    """{tensor name: TensorSpec} of one file's header; a header safetensors cannot read is refused naming the file."""
+    try:
+        with safe_open(file, framework="numpy") as handle:
+            slices = {name: handle.get_slice(name) for name in handle.keys()}
+            return {name: TensorSpec(file, tuple(part.get_shape()), part.get_dtype()) for name, part in slices.items()}
+    except Exception as error:  # safetensors raises its own SafetensorError, OSError, ...
+        raise CheckpointError(f"{file}: unreadable safetensors header ({type(error).__name__}: {error})")
 
 
 def read_tensor_specs(directory: str | pathlib.Path) -> dict[str, TensorSpec]:
-    """{tensor name: TensorSpec} from the files' headers, without reading any tensor."""
+    """{tensor name: TensorSpec} from the files' headers, without reading any tensor.
+
+    Each tensor must sit in the one file the index maps it to, and every name the index maps must be in a file: a
+    tensor in two shards (which would otherwise take whichever was read last) or a map that disagrees with the
+    shards is a checkpoint the index does not describe."""
+    weight_map = _weight_map(directory)
     specs: dict[str, TensorSpec] = {}
-    for file in checkpoint_files(directory):
-        try:
-            with safe_open(file, framework="numpy") as handle:
-                for name in handle.keys():
-                    tensor = handle.get_slice(name)
-                    specs[name] = TensorSpec(file, tuple(tensor.get_shape()), tensor.get_dtype())
-        except Exception as error:  # safetensors raises its own SafetensorError, OSError, ...
-            raise CheckpointError(f"{file}: unreadable safetensors header ({type(error).__name__}: {error})")
+    for file in sorted(set(weight_map.values())):
+        for name, spec in _header_specs(file).items():
+            if name in specs:
+                raise CheckpointError(f"{file}: tensor {name!r} is also in {specs[name].file.name}")
+            if weight_map.get(name) != file:
+                mapped = weight_map[name].name if name in weight_map else "no file"
+                raise CheckpointError(f"{directory / INDEX_FILE}: weight_map maps {name!r} to {mapped}, but the tensor "
+                                      f"is in {file.name}")
+            specs[name] = spec
+    absent = sorted(set(weight_map) - set(specs))
+    if absent:
+        raise CheckpointError(f"{directory / INDEX_FILE}: weight_map names tensors no shard holds: {absent[:5]}"
+                              f"{' ...' if len(absent) > 5 else ''}")
     unsupported = sorted({spec.dtype for spec in specs.values()} - set(_DTYPES))
     if unsupported:
         raise CheckpointError(f"{directory}: tensor dtypes {unsupported} are not floating point ({sorted(_DTYPES)})")
@@ -127,7 +153,9 @@ def save_shards(shards: Iterable[Mapping[str, np.ndarray]], directory: str | pat
     (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
 
 
-def _read_tensor(spec: TensorSpec, name: str) -> np.ndarray:
+def _read_tensor(spec: TensorSpec, name: str, dtype: np.dtype) -> np.ndarray:
+    """One tensor cast to `dtype`, its values checked after the cast: a float32 value beyond bfloat16's range would
+    otherwise load as inf. (The families' transforms only move values, so casting before them changes nothing.)"""
     try:
         with safe_open(spec.file, framework="numpy") as handle:
             tensor = handle.get_tensor(name)
@@ -135,6 +163,7 @@ def _read_tensor(spec: TensorSpec, name: str) -> np.ndarray:
         raise CheckpointError(f"{spec.file}: could not read tensor {name!r} (truncated or corrupt?): {error}")
     if tuple(tensor.shape) != spec.shape:
         raise CheckpointError(f"{spec.file}: tensor {name!r} has shape {tensor.shape}, its header says {spec.shape}")
+    tensor = tensor.astype(dtype)
     trees.check_finite(spec.file, {name: tensor})
     return tensor
 
@@ -194,9 +223,9 @@ def _restore_one(directory: Any, path: str, source: Source, specs: Mapping[str, 
 
 
 def _make_layer(path: str, source: Source, names: Sequence[str], specs: Mapping[str, TensorSpec], dtype: np.dtype) -> np.ndarray:
-    tensors = [_read_tensor(specs[name], name) for name in names]
+    tensors = [_read_tensor(specs[name], name, dtype) for name in names]
     try:
-        return np.asarray(source.transform(*tensors)).astype(dtype)
+        return np.asarray(source.transform(*tensors))
     except ValueError as error:  # a reshape/split of a tensor whose shape does not fit the model
         shapes = {name: tensor.shape for name, tensor in zip(names, tensors)}
         raise CheckpointError(f"{specs[names[0]].file}: {path}: tensors {shapes} do not fit the model ({error})")

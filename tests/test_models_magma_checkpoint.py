@@ -99,6 +99,13 @@ def test_sharded_files_and_the_older_layer_scale_name_load_the_same_parameters(t
     ("config.json", lambda raw: raw["text_config"].update(rope_scaling={"rope_type": "llama3", "factor": 8.0}),
      r"config.json: text_config: rope_scaling .* is not supported"),
     ("config.json", lambda raw: raw["text_config"].pop("vocab_size"), r"config.json: text_config: missing field 'vocab_size'"),
+    # read by int() / float() these would load a model of 3 layers, or of the text's number, silently
+    ("config.json", lambda raw: raw["text_config"].update(num_hidden_layers=3.7),
+     r"config.json: text_config.num_hidden_layers: expected an integer in \[1, ...\], got 3.7"),
+    ("config.json", lambda raw: raw["text_config"].update(rms_norm_eps="1e-6"),
+     r"config.json: text_config.rms_norm_eps: expected a positive number, got '1e-6'"),
+    ("config.json", lambda raw: raw["text_config"].update(rope_theta=-500000.0),
+     r"config.json: text_config.rope_theta: expected a positive number, got -500000.0"),
     ("config.json", lambda raw: raw["vision_config"].update(img_size=100),
      r"config.json: vision_config.img_size: 100; expected a positive multiple of the ConvNeXt's stride 32"),
     ("config.json", lambda raw: raw.update(image_token_index=5000), r"config.json: image_token_index: 5000 is not an id"),

@@ -10,6 +10,7 @@ Gemma's (transposes below); RoPE scaling (Llama-3.1's "llama3" and the others) i
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -48,6 +49,22 @@ def read_json(path: pathlib.Path) -> dict[str, Any]:
     return value
 
 
+def config_integer(path: pathlib.Path, field: str, value: Any, low: int, high: int | None = None) -> int:
+    """A config.json integer in [low, high]; anything else (a string, a float, null, out of range) names the field."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        raise CheckpointError(f"{path}: {field}: expected an integer in [{low}, {'...' if high is None else high}], "
+                              f"got {value!r}")
+    return value
+
+
+def _positive_number(path: pathlib.Path, field: str, value: Any) -> float:
+    """A config.json number > 0: a negative epsilon or RoPE base gives a model of NaNs (rsqrt of a negative variance,
+    a negative power), a string would be read by `float()` silently."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise CheckpointError(f"{path}: {field}: expected a positive number, got {value!r}")
+    return float(value)
+
+
 def parse_text_config(raw: Any, path: pathlib.Path) -> tuple[GemmaConfig, int]:
     """(the decoder's GemmaConfig, embedding rows) from config.json's `text_config` (`path` names the file)."""
     if not isinstance(raw, dict):
@@ -61,17 +78,22 @@ def parse_text_config(raw: Any, path: pathlib.Path) -> tuple[GemmaConfig, int]:
         raise CheckpointError(f"{path}: text_config: rope_scaling {text['rope_scaling']!r} is not supported (plain RoPE only)")
     if text["attention_bias"] or text["mlp_bias"]:
         raise CheckpointError(f"{path}: text_config: attention_bias / mlp_bias are not supported (Llama has none)")
+    counts = {field: config_integer(path, f"text_config.{field}", text[field], 1)
+              for field in ("hidden_size", "num_attention_heads", "num_hidden_layers", "intermediate_size", "vocab_size")}
+    width, heads = counts["hidden_size"], counts["num_attention_heads"]
+    optional = {field: config_integer(path, f"text_config.{field}", text[field], 1)
+                for field in ("num_key_value_heads", "head_dim") if text[field] is not None}
     try:
-        width, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
         config = GemmaConfig(
-            width=width, depth=int(text["num_hidden_layers"]), mlp_dim=int(text["intermediate_size"]), num_heads=heads,
-            num_kv_heads=int(text["num_key_value_heads"] or heads), head_dim=int(text["head_dim"] or width // heads),
-            norm_offset=False, norm_eps=float(text["rms_norm_eps"]), activation="silu", scale_embedding=False,
-            tied_embedding=False, rope_theta=float(text["rope_theta"]),
+            width=width, depth=counts["num_hidden_layers"], mlp_dim=counts["intermediate_size"], num_heads=heads,
+            num_kv_heads=optional.get("num_key_value_heads", heads), head_dim=optional.get("head_dim", width // heads),
+            norm_offset=False, norm_eps=_positive_number(path, "text_config.rms_norm_eps", text["rms_norm_eps"]),
+            activation="silu", scale_embedding=False, tied_embedding=False,
+            rope_theta=_positive_number(path, "text_config.rope_theta", text["rope_theta"]),
         )
-        return config, int(text["vocab_size"])
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: text_config: {error}")
+    except ValueError as error:  # GemmaConfig's own consistency checks
+        raise CheckpointError(f"{path}: text_config: {error}") from None
+    return config, counts["vocab_size"]
 
 
 def tensor_sources(config: GemmaConfig) -> dict[str, Source]:

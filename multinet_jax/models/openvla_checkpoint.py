@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -26,7 +25,7 @@ import numpy as np
 
 from multinet_jax.models import action_bins, llama_checkpoint
 from multinet_jax.models.configs import GemmaConfig, ViTConfig
-from multinet_jax.models.llama_checkpoint import CONFIG_FILE, read_json
+from multinet_jax.models.llama_checkpoint import CONFIG_FILE, config_integer, read_json
 from multinet_jax.tokenizers import sentencepiece_training
 from multinet_jax.weights import safetensors
 from multinet_jax.weights.safetensors import Source, heads_in, heads_out, transposed
@@ -169,30 +168,18 @@ def parse_config(raw: dict[str, Any], dtype: str, path: pathlib.Path) -> OpenVLA
     if not isinstance(image_sizes, list) or len(image_sizes) != len(timm_ids):
         raise CheckpointError(f"{path}: image_sizes: expected one per ViT ({len(timm_ids)}), got {image_sizes!r}")
     overrides = raw.get("tiny_timm_overrides", {})
-    dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), _integer(path, "image_sizes", size, 1))
+    dino, siglip = (_vit(path, timm_id, overrides.get(timm_id, {}), config_integer(path, "image_sizes", size, 1))
                     for timm_id, size in zip(timm_ids, image_sizes))
     llm, vocab_size = llama_checkpoint.parse_text_config(text_config, path)
-    # A negative epsilon or base gives a model of NaNs (rsqrt of a negative variance, a negative power).
-    for field, value in (("rms_norm_eps", llm.norm_eps), ("rope_theta", llm.rope_theta)):
-        if not math.isfinite(value) or value <= 0:
-            raise CheckpointError(f"{path}: text_config.{field}: expected a positive number, got {value!r}")
-    pad_to_multiple_of = _integer(path, "pad_to_multiple_of", raw.get("pad_to_multiple_of", 64), 1, vocab_size - 1)
+    pad_to_multiple_of = config_integer(path, "pad_to_multiple_of", raw.get("pad_to_multiple_of", 64), 1, vocab_size - 1)
     # action_bins.normalized_actions reads n_bins - 1 bin centers below the padding rows.
-    n_action_bins = _integer(path, "n_action_bins", raw.get("n_action_bins", 256), 2, vocab_size - pad_to_multiple_of)
+    n_action_bins = config_integer(path, "n_action_bins", raw.get("n_action_bins", 256), 2, vocab_size - pad_to_multiple_of)
     return OpenVLAConfig(dino, siglip, llm, vocab_size, pad_to_multiple_of, n_action_bins, dtype)
-
-
-def _integer(path: pathlib.Path, field: str, value: Any, low: int, high: int | None = None) -> int:
-    """A config.json integer in [low, high]; anything else (a string, a float, null, out of range) names the field."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        raise CheckpointError(f"{path}: {field}: expected an integer in [{low}, {'...' if high is None else high}], "
-                              f"got {value!r}")
-    return value
 
 
 def pad_token_id(raw: dict[str, Any], config: OpenVLAConfig, path: pathlib.Path) -> int:
     """config.json's `pad_token_id` (the `<PAD>` row after the tokenizer's pieces by default), an embedding row."""
-    return _integer(path, "pad_token_id", raw.get("pad_token_id", config.unpadded_vocab_size), 0, config.vocab_size - 1)
+    return config_integer(path, "pad_token_id", raw.get("pad_token_id", config.unpadded_vocab_size), 0, config.vocab_size - 1)
 
 
 # -- tensor name map ---------------------------------------------------------------------------------------------

@@ -495,3 +495,12 @@ def test_runs_from_before_lerobots_unnormalization_or_hf_sampling_filters_are_re
     assert sampled["sampling_filters"] == "hf_generate"
     pi0 = _refusals_of_a_manifest_without("lerobot_unnormalize", "openx_bimanual")[0]
     assert "lerobot_unnormalize" not in pi0 and "sampling_filters" not in pi0
+
+
+def test_openvla_text_sampled_under_temperature_records_hf_sampling_filters():
+    from openvla_helpers import openvla_dir
+
+    settings = {"model": "openvla", "checkpoint": openvla_dir(), "tokenizer": None, "max_decoding_steps": None}
+    assert _refusals_of_a_manifest_without("sampling_filters", "piqa", **settings, temperature=0.5)[0]["sampling_filters"] \
+        == "hf_generate"
+    assert "sampling_filters" not in _refusals_of_a_manifest_without("sampling_filters", "piqa", **settings)[0]

@@ -66,10 +66,10 @@ def test_sampling_keeps_to_hugging_faces_top_k_read_from_generation_config(tmp_p
     Magma Open-X script sampled so). With top_k=1 written there, sampling at any temperature is the greedy decode; a
     field HF would apply and this package does not is refused naming the file."""
     from data_helpers import writable_copy
-    from multinet_jax.models import magma, magma_checkpoint
+    from multinet_jax.models import llama_checkpoint, magma
     from multinet_jax.weights.trees import CheckpointError
 
-    assert magma_model().sampling_filters == (magma_checkpoint.HF_DEFAULT_TOP_K, 1.0)
+    assert magma_model().sampling_filters == (llama_checkpoint.HF_DEFAULT_TOP_K, 1.0)
     target = writable_copy(pathlib.Path(magma_dir()), tmp_path / "magma")
     generation_path = target / "generation_config.json"
     generation = json.loads(generation_path.read_text())

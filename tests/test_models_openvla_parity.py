@@ -96,3 +96,26 @@ def test_bad_inputs_fail_with_one_line():
         model.predict_action([images[0].astype(np.float32)], instructions[:1])
     with pytest.raises(KeyError, match="OpenVLA reads `image/<camera>` \\(uint8\\) and `prompt`"):
         model.sample_tokens({"image/base_0_rgb": np.zeros((1, 224, 224, 3), np.uint8)})
+
+
+def test_sampling_keeps_to_hugging_faces_top_k_read_from_generation_config(tmp_path):
+    """HF's `generate(do_sample=True)` filters to the top 50 unless generation_config.json names another top_k: with
+    top_k=1 written there, text sampled at a high temperature is the greedy text."""
+    import json
+    import pathlib
+
+    from data_helpers import writable_copy
+    from openvla_helpers import openvla_dir
+    from multinet_jax.models import llama_checkpoint, openvla
+
+    assert openvla_model().sampling_filters == (llama_checkpoint.HF_DEFAULT_TOP_K, 1.0)
+    target = writable_copy(pathlib.Path(openvla_dir()), tmp_path / "openvla")
+    generation_path = target / llama_checkpoint.GENERATION_CONFIG_FILE
+    generation_path.write_text(json.dumps({**json.loads(generation_path.read_text()), "top_k": 1}))
+    model = openvla.load(target)
+    assert model.sampling_filters == (1, 1.0)
+    observation = {"image/base_0_rgb": np.stack([fixture_images()[0]] * 6), "prompt": [fixture_instructions()[0]] * 6,
+                   "sample_index": np.arange(6)}
+    greedy = np.asarray(model.sample_tokens(observation, max_decoding_steps=5))
+    sampled = np.asarray(model.sample_tokens(observation, max_decoding_steps=5, temperature=5.0, rng=jax.random.key(1)))
+    np.testing.assert_array_equal(sampled, greedy)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+from collections.abc import Mapping
 from typing import Any
 
 from multinet_jax.models.configs import GemmaConfig
@@ -19,6 +20,7 @@ from multinet_jax.weights.safetensors import Source, llama_layer_sources
 from multinet_jax.weights.trees import CheckpointError
 
 CONFIG_FILE = "config.json"
+GENERATION_CONFIG_FILE = "generation_config.json"
 PREFIX = "language_model.model"
 LM_HEAD = "language_model.lm_head.weight"
 # transformers.LlamaConfig defaults (4.40.1 .. 4.49.0) that config.json may leave out.
@@ -94,6 +96,37 @@ def parse_text_config(raw: Any, path: pathlib.Path) -> tuple[GemmaConfig, int]:
     except ValueError as error:  # GemmaConfig's own consistency checks
         raise CheckpointError(f"{path}: text_config: {error}") from None
     return config, counts["vocab_size"]
+
+
+# Hugging Face's `GenerationConfig` default top_k, which `generate(do_sample=True)` applies unless the checkpoint's
+# generation_config.json names another (MultiNet's Magma Open-X script passed none: it sampled from the top 50;
+# OpenVLA's and Magma's text under --temperature sample so too).
+HF_DEFAULT_TOP_K = 50
+# generation_config.json fields that never change what `generate` samples under MultiNet's explicit arguments
+# (temperature, do_sample, max_new_tokens); any other is refused rather than silently not applied.
+GENERATION_FIELDS_INERT = frozenset({"_from_model_config", "bos_token_id", "eos_token_id", "pad_token_id",
+                                     "transformers_version", "max_length", "use_cache"})
+
+
+def sampling_filters(generation: Mapping[str, Any], path: pathlib.Path) -> tuple[int | None, float]:
+    """(top_k, None where off; top_p) as Hugging Face's `generate` applies them when it samples, from the checkpoint's
+    generation_config.json (`generation`, read from `path`; HF's defaults 50 and 1.0 where it names none)."""
+    unknown = sorted(set(generation) - GENERATION_FIELDS_INERT - {"top_k", "top_p"})
+    if unknown:
+        raise CheckpointError(f"{path}: {unknown[0]}: this package reproduces only top_k and top_p of "
+                              f"generation_config.json's sampling settings (other fields: {sorted(GENERATION_FIELDS_INERT)})")
+    top_k, top_p = generation.get("top_k", HF_DEFAULT_TOP_K), generation.get("top_p", 1.0)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise CheckpointError(f"{path}: top_k: expected a count >= 0 (0: no filter), got {top_k!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise CheckpointError(f"{path}: top_p: expected a number in (0, 1], got {top_p!r}")
+    return top_k or None, float(top_p)
+
+
+def read_sampling_filters(directory: pathlib.Path) -> tuple[int | None, float]:
+    """`sampling_filters` of the checkpoint's generation_config.json (HF's defaults where there is none)."""
+    path = directory / GENERATION_CONFIG_FILE
+    return sampling_filters(read_json(path) if path.exists() else {}, path)
 
 
 def tensor_sources(config: GemmaConfig) -> dict[str, Source]:

@@ -42,7 +42,7 @@ from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.convnext import ConvNeXt
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
-from multinet_jax.models import magma_checkpoint
+from multinet_jax.models import llama_checkpoint
 from multinet_jax.models.magma_checkpoint import MagmaConfig
 from multinet_jax.models.magma_inputs import (IMAGE_TOKEN, Batch, ImageProcessor, MagmaTokenizer, action_prompt, chat_prompt,
                                               chat_text, merge_plan)
@@ -180,10 +180,10 @@ class MagmaModel:
 
     def __init__(self, config: MagmaConfig, params: Any, tokenizer: MagmaTokenizer | None,
                  image_processor: ImageProcessor | None, image_start_end: bool, mesh: Mesh | None = None,
-                 sampling_filters: tuple[int | None, float] = (magma_checkpoint.HF_DEFAULT_TOP_K, 1.0)):
+                 sampling_filters: tuple[int | None, float] = (llama_checkpoint.HF_DEFAULT_TOP_K, 1.0)):
         """`tokenizer` and `image_processor` None: a model of parameters alone (`build_model`, for benchmarks), which
         takes no texts or images. `sampling_filters`: the (top_k, top_p) sampling keeps to, as HF's `generate` (from
-        generation_config.json: `magma_checkpoint.sampling_filters`)."""
+        generation_config.json: `llama_checkpoint.sampling_filters`)."""
         self.config = config
         self.sampling_filters = sampling_filters
         self.tokenizer = tokenizer
@@ -425,7 +425,7 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     # The small files first: a bad one fails before any tensor is read.
     generation = directory / GENERATION_CONFIG_FILE
     generation_config = read_json(generation) if generation.exists() else {}
-    filters = magma_checkpoint.sampling_filters(generation_config, generation)
+    filters = llama_checkpoint.sampling_filters(generation_config, generation)
     eos = generation_config.get("eos_token_id") if generation.exists() else raw.get("eos_token_id")
     tokenizer = magma_checkpoint.check_tokenizer(MagmaTokenizer(directory, [eos] if isinstance(eos, int) else eos),
                                                  config, raw, directory / CONFIG_FILE)

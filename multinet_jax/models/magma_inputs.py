@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from multinet_jax.models.llama_checkpoint import read_json
+from multinet_jax.models.llama_checkpoint import GENERATION_CONFIG_FILE, read_json
 from multinet_jax.weights.trees import CheckpointError
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-GENERATION_CONFIG_FILE = "generation_config.json"
 SYSTEM_PROMPT = "You are agent that can see, talk and act."
 IMAGE_TOKEN = "<image>"
 IMAGE_START_END = ("<image_start>", "<image_end>")

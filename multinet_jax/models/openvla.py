@@ -34,7 +34,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from multinet_jax import sharding
-from multinet_jax.models import action_bins, activations, causal_lm, decoding, numerics, openvla_actions
+from multinet_jax.models import action_bins, activations, causal_lm, decoding, llama_checkpoint, numerics, openvla_actions
 from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.gemma import Gemma
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Observation, PromptLengths
@@ -163,10 +163,13 @@ class OpenVLAModel:
     multinet_actions = openvla_actions.MultiNetActions()
 
     def __init__(self, config: OpenVLAConfig, params: Any, norm_stats: Mapping[str, Any] | None,
-                 tokenizer: LlamaPromptTokenizer | None, image_processor: ImageProcessor | None, mesh: Mesh | None = None):
+                 tokenizer: LlamaPromptTokenizer | None, image_processor: ImageProcessor | None, mesh: Mesh | None = None,
+                 sampling_filters: tuple[int | None, float] = (llama_checkpoint.HF_DEFAULT_TOP_K, 1.0)):
         """`tokenizer` and `image_processor` None: a model of parameters alone (`build_model`, for benchmarks), which
-        takes no texts or images."""
+        takes no texts or images. `sampling_filters`: the (top_k, top_p) sampling keeps to, as HF's `generate` (from
+        generation_config.json: `llama_checkpoint.sampling_filters`)."""
         self.config = config
+        self.sampling_filters = sampling_filters
         self.norm_stats = dict(norm_stats or {})
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -192,7 +195,8 @@ class OpenVLAModel:
         batch = len(tokens)
         sample_index = np.arange(batch) if sample_index is None else sample_index
         settings = decoding.DecodeSettings(max_decoding_steps, per_row_stopping=True, openpi_exact=False)  # HF: contiguous positions
-        sampling = decoding.Sampling.create(temperature, stop_token_ids=(self.tokenizer.eos_id,))
+        top_k, top_p = self.sampling_filters
+        sampling = decoding.Sampling.create(temperature, top_k=top_k, top_p=top_p, stop_token_ids=(self.tokenizer.eos_id,))
         generated, _ = compiled_generate(self.config, settings, self.mesh)(
             self.params, *self._placed_inputs(pixels, tokens, token_mask),
             sharding.place_batch(sample_index, np.int32, mesh=self.mesh), jax.random.key(0) if rng is None else rng, sampling)
@@ -376,6 +380,7 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     # The small files first: a bad one fails before any tensor is read.
     tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=openvla_checkpoint.pad_token_id(raw, config, config_path))
     _check_tokenizer(tokenizer, config, config_path)
+    filters = llama_checkpoint.read_sampling_filters(directory)
     image_processor = ImageProcessor.from_pretrained(directory)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)
@@ -383,4 +388,4 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
         directory, openvla_checkpoint.tensor_sources(config), expected, sharding.param_shardings(expected, mesh),
         dtype=dtype, unused=functools.partial(openvla_checkpoint.unused_tensors, config),
     )
-    return OpenVLAModel(config, params, raw.get("norm_stats"), tokenizer, image_processor, mesh)
+    return OpenVLAModel(config, params, raw.get("norm_stats"), tokenizer, image_processor, mesh, sampling_filters=filters)

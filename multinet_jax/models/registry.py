@@ -427,7 +427,8 @@ register_family(Family("openvla", "huggingface_openvla", "a Hugging Face OpenVLA
                        missing_action_stats=hook(f"{_OPENVLA}:missing_action_stats"),
                        demo_config="openvla_tiny", action_frame=_OPENVLA_FRAME,
                        own_prompts=lambda source: OwnPrompts(None, every_prompt=True),  # never cut
-                       protocol=hook("multinet_jax.models.openvla_actions:domain_protocol"), one_token_per_action_dim=True))
+                       protocol=hook("multinet_jax.models.openvla_actions:domain_protocol"), one_token_per_action_dim=True,
+                       samples_as_hf=True))
 register_family(Family("magma", "huggingface_magma", "a Hugging Face Magma directory (config.json, safetensors, "
                        "tokenizer.json) or magma-8b / hf://microsoft/Magma-8B", action_decoding="tokens", action_normalization="quantiles",
                        norm_stats_flag="unnorm_key", stats_keys=hook(f"{_MAGMA}:unnorm_keys"), demo_config="magma_tiny",

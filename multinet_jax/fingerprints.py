@@ -130,6 +130,15 @@ def glob(directory: pathlib.Path, pattern: str) -> list[pathlib.Path]:
     return sorted(path for path in directory.glob(pattern) if not hidden(path.relative_to(directory)))
 
 
+def only(directory: pathlib.Path, pattern: str) -> pathlib.Path | None:
+    """The one `pattern` file of `directory` (`glob`'s; None when there is none). Several are refused: which one was
+    meant (one split among several, a stale copy) would be a guess."""
+    found = glob(directory, pattern)
+    if len(found) > 1:
+        raise ValueError(f"{directory}: several {pattern} files {[p.name for p in found]}; point data_dir at one split's")
+    return found[0] if found else None
+
+
 def _files(root: epath.Path) -> list[tuple[str, epath.Path]]:
     """(relative name, path) of every non-hidden file under `root` (or `root` itself when it is a file)."""
     if not root.is_dir():

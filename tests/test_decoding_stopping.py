@@ -6,6 +6,9 @@ that stops must reproduce its reference up to and including its first stop token
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -182,3 +185,19 @@ def test_invalid_settings_are_rejected():
         decoding.Sampling.create(temperature=1.0, top_k=0)
     with pytest.raises(ValueError, match="max_decoding_steps"):
         decoding.DecodeSettings(max_decoding_steps=0)
+
+
+HF_FILTERS = json.loads((pathlib.Path(__file__).parent / "fixtures" / "hf_sampling_filters.json").read_text())
+
+
+@pytest.mark.parametrize("case", HF_FILTERS["cases"], ids=lambda case: f"top_k={case['top_k']},top_p={case['top_p']}")
+def test_filters_keep_what_hugging_faces_top_k_then_top_p_warpers_keep(case):
+    """`fixtures/hf_sampling_filters.json`: transformers' `TopKLogitsWarper` then `TopPLogitsWarper` (top-p over what
+    the top-k kept, renormalized), on random rows and a peaked one, token for token. On the row whose six top logits
+    are exactly equal, HF's top-p keeps those of them torch's sort happens to put first; here all six stay."""
+    logits = jnp.asarray(HF_FILTERS["logits"], jnp.float32)
+    kept = np.isfinite(np.asarray(decoding.filter_logits(logits, jnp.int32(case["top_k"]), jnp.float32(case["top_p"]))))
+    hf_kept = np.asarray(case["kept"])
+    untied = [0, 2, 3]
+    np.testing.assert_array_equal(kept[untied], hf_kept[untied])
+    assert kept[1, :6].all() and (kept[1, 6:] == hf_kept[1, 6:]).all()

@@ -96,3 +96,14 @@ def test_every_turn_samples_with_its_own_key(conversation_run):
     _, model, _, _ = conversation_run
     key_data = {tuple(np.asarray(jax.random.key_data(key)).ravel().tolist()) for key in model.keys}
     assert len(model.keys) > 1 and len(key_data) == len(model.keys)
+
+
+@pytest.mark.parametrize("prediction", [[0.1] * 6, [0.1] * 8])
+def test_a_valid_prediction_of_another_width_than_its_ground_truth_is_refused_naming_both(prediction):
+    """Narrower (a checkpoint with fewer action dims) or wider: scored, each would count as invalid and exit 0."""
+    records = [{"id": "a", "prediction": None, "ground_truth": [0.0] * 7},  # invalid rows are scored as invalid
+               {"id": "b", "prediction": prediction, "ground_truth": [0.0] * 7}]
+    with pytest.raises(ValueError, match=rf"^openx_x: sample 'b': the model's action has {len(prediction)} dims, its "
+                                         r"ground truth \(as scored\) 7"):
+        runners.check_action_widths("openx_x", records)
+    runners.check_action_widths("openx_x", [records[0], {**records[1], "prediction": [0.1] * 7}])

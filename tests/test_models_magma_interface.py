@@ -82,9 +82,13 @@ def test_sampling_keeps_to_hugging_faces_top_k_read_from_generation_config(tmp_p
                                               rng=jax.random.key(3)))
     np.testing.assert_array_equal(sampled, greedy)
     generation_path.write_text(json.dumps({**generation, "repetition_penalty": 1.1}))
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(generation_path))}: repetition_penalty: this package "
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(generation_path))}: repetition_penalty=1.1: this package "
                                               "reproduces only top_k and top_p"):
         magma.load(target)
+    # Llama-3-Instruct's own fields: sampling settings MultiNet's scripts override, a top_p, HF defaults: loads
+    generation_path.write_text(json.dumps({**generation, "do_sample": True, "temperature": 0.6, "top_p": 0.9,
+                                           "max_length": 4096, "num_beams": 1}))
+    assert magma.load(target).sampling_filters == (llama_checkpoint.HF_DEFAULT_TOP_K, 0.9)
 
 
 def test_text_keeps_a_pad_the_model_emits_out_and_non_special_added_tokens_in_as_hf_decodes(monkeypatch):

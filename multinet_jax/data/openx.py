@@ -136,7 +136,8 @@ def action_leaves(step: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def ground_truth_action(step: dict[str, Any], dataset: str, record: str) -> tuple[np.ndarray, dict[str, list] | None]:
-    """(the float32 action scored, the action dict or None): the flat action, or the rebuilt one for a domain whose
+    """(the action scored, the action dict or None): the flat action in its own float dtype, or the rebuilt one
+    (float32) for a domain whose
     actions MultiNet rebuilt (`domains.OPENX_ACTION_FROM_DICT`) when the step's action is a dict (MultiNet used
     the flat action otherwise)."""
     action, action_dict = action_vector(step, dataset, record)

@@ -88,28 +88,22 @@ def _read_rows(path: pathlib.Path) -> list[dict[str, Any]]:
         raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def _only(directory: pathlib.Path, pattern: str) -> pathlib.Path | None:
-    """The one `pattern` file of `directory` (None when there is none)."""
-    found = fingerprints.glob(directory, pattern)
-    if len(found) > 1:
-        raise ValueError(f"{directory}: several {pattern} files {[p.name for p in found]}; point data_dir at one split")
-    return found[0] if found else None
-
-
-def data_file(directory: pathlib.Path) -> pathlib.Path:
-    """The trials file: the pickle when there is one (the file MultiNet's `data_finder._find_overcooked_pickles`
-    reads), else the CSV. A CSV beside the pickle must hold the same rows (compared as text, as the CSV stores them):
-    one that differs is refused rather than ignored, since which of the two was meant would be a guess."""
-    pickle_path, csv_path = _only(directory, "*.pickle"), _only(directory, "*.csv")
+def read_trials(directory: pathlib.Path) -> tuple[pathlib.Path, list[dict[str, Any]]]:
+    """(the trials file, its rows): the pickle when there is one (the file MultiNet's
+    `data_finder._find_overcooked_pickles` reads), else the CSV. A CSV beside the pickle must hold the same rows
+    (compared as text, as the CSV stores them): one that differs is refused rather than ignored, since which of the
+    two was meant would be a guess."""
+    pickle_path, csv_path = fingerprints.only(directory, "*.pickle"), fingerprints.only(directory, "*.csv")
     if pickle_path is None and csv_path is None:
         raise FileNotFoundError(f"{directory}: no Overcooked-AI *.pickle or *.csv")
-    if pickle_path is None or csv_path is None:
-        return pickle_path or csv_path
-    as_text = [{name: str(value) for name, value in row.items()} for row in _read_rows(pickle_path)]
-    if as_text != _read_rows(csv_path):
-        raise ValueError(f"{csv_path}: holds other rows than {pickle_path.name} beside it (MultiNet reads the pickle); "
-                         "remove the one not meant")
-    return pickle_path
+    path = pickle_path or csv_path
+    rows = _read_rows(path)
+    if pickle_path is not None and csv_path is not None:
+        as_text = [{name: str(value) for name, value in row.items()} for row in rows]
+        if as_text != _read_rows(csv_path):
+            raise ValueError(f"{csv_path}: holds other rows than {pickle_path.name} beside it (MultiNet reads the "
+                             "pickle); remove the one not meant")
+    return path, rows
 
 
 # `overcooked_inference.py --batch_size`'s default, the batches MultiNet's statistics were accumulated over.
@@ -121,8 +115,7 @@ class OvercookedSource:
 
     def __init__(self, directory: pathlib.Path, dataset: str = "overcooked_ai"):
         self.dataset = dataset
-        self.path = data_file(pathlib.Path(directory))
-        rows = _read_rows(self.path)
+        self.path, rows = read_trials(pathlib.Path(directory))
         trials: OrderedDict[str, list[int]] = OrderedDict()
         for row_index, row in enumerate(rows):  # no trial_id: MultiNet's grouping raised KeyError
             trials.setdefault(str(self._field(row, row_index, "trial_id")), []).append(row_index)

@@ -7,8 +7,8 @@ Two publisher formats:
   split loads with `ground_truth=None`; in a labeled split a row without a label is a bad record.
 - Hugging Face `datasets.save_to_disk` (`data-*.arrow` Arrow IPC streams + `state.json` + `dataset_info.json`): the
   files `state.json`'s `_data_files` lists, in its order, as `datasets.load_from_disk` reads them. A listed file
-  missing, an unlisted `data-*.arrow` beside them (a stray copy would duplicate every row) or a row count other than
-  `dataset_info.json` records for the split (a partial copy) is refused, naming the file.
+  missing (a partial copy) or an unlisted `data-*.arrow` beside them (a stray copy would duplicate every row) is
+  refused, naming the file. (`dataset_info.json`'s row count is not compared: `select` keeps the parent's.)
 Options are [sol1, sol2]; the ground truth is the label (0 or 1) with `num_options=2`.
 """
 
@@ -42,9 +42,9 @@ def _attach_labels(rows: list[tuple[str, dict]], labels_path: pathlib.Path) -> N
         row.setdefault("label", int(label))
 
 
-def _listed_arrow_files(directory: pathlib.Path) -> tuple[list[pathlib.Path], Any]:
-    """(the Arrow files `state.json` lists, its `_split`): `datasets.save_to_disk`'s record of the split's files, each
-    present, and no other `data-*.arrow` beside them."""
+def _listed_arrow_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    """The Arrow files `state.json` lists (`datasets.save_to_disk`'s record of the split's files), each present, and
+    no other `data-*.arrow` beside them."""
     state_path = directory / "state.json"
     if not state_path.exists():
         raise FileNotFoundError(f"{state_path}: missing (datasets.save_to_disk lists a split's data-*.arrow files there)")
@@ -64,21 +64,13 @@ def _listed_arrow_files(directory: pathlib.Path) -> tuple[list[pathlib.Path], An
     if unlisted:
         raise ValueError(f"{unlisted[0]}: not listed in {state_path.name}'s _data_files; remove it (its rows would be read "
                          "twice, or are another split's)")
-    return listed, state.get("_split")
-
-
-def _recorded_rows(info_path: pathlib.Path, split: Any) -> int | None:
-    """The row count `dataset_info.json` records for `split` (None when it records none)."""
-    info = read_json(info_path) if info_path.exists() else None
-    splits = info.get("splits") if isinstance(info, dict) else None
-    recorded = splits.get(split) if isinstance(splits, dict) and isinstance(split, str) else None
-    return recorded.get("num_examples") if isinstance(recorded, dict) else None
+    return listed
 
 
 def _read_arrow(directory: pathlib.Path) -> list[tuple[str, dict]]:
     import pyarrow as pa
 
-    paths, split = _listed_arrow_files(directory)
+    paths = _listed_arrow_files(directory)
     rows = []
     for path in paths:
         try:
@@ -87,11 +79,6 @@ def _read_arrow(directory: pathlib.Path) -> list[tuple[str, dict]]:
         except (pa.ArrowException, OSError) as error:  # truncated, empty or not an Arrow stream
             raise ValueError(f"{path}: not a readable Arrow IPC stream ({type(error).__name__}: {error})") from None
         rows += [(f"{path.name}:{index}", row) for index, row in enumerate(table.to_pylist())]
-    info_path = directory / "dataset_info.json"
-    recorded = _recorded_rows(info_path, split)
-    if recorded is not None and recorded != len(rows):
-        raise ValueError(f"{info_path}: splits.{split}.num_examples records {recorded} rows, but the files state.json "
-                         f"lists hold {len(rows)} (a partial copy, or rows added or removed)")
     return rows
 
 
@@ -99,12 +86,12 @@ class PiqaSource:
     def __init__(self, directory: pathlib.Path, dataset: str = "piqa"):
         directory = pathlib.Path(directory)
         self.dataset = dataset
-        jsonl = fingerprints.glob(directory, "*.jsonl")
-        if jsonl:
-            self._rows = [row for path in jsonl for row in read_json_lines(path, dataset)]
-            labels = fingerprints.glob(directory, "*labels.lst")
-            if labels:
-                _attach_labels(self._rows, labels[0])
+        jsonl = fingerprints.only(directory, "*.jsonl")  # one split, as MultiNet's PIQADataset reads one file
+        if jsonl is not None:
+            self._rows = read_json_lines(jsonl, dataset)
+            labels = fingerprints.only(directory, "*labels.lst")
+            if labels is not None:
+                _attach_labels(self._rows, labels)
         elif fingerprints.glob(directory, "data-*.arrow") or (directory / "state.json").exists():
             self._rows = _read_arrow(directory)
         else:

@@ -88,7 +88,8 @@ OTHER_SETTINGS = {
 # `image_size` (text domains of a PaliGemma checkpoint of another input size, pt_448's): 224, the size every run
 # before the processor's own size was applied resized to. `lerobot_unnormalize` (SmolVLA's actions): False, openpi's
 # z-score rule with its 1e-6 added to the std (runs before LeRobot's own rule was applied). `sampling_filters` (a
-# sampled domain of a family sampling as Hugging Face's `generate`, Magma's): "whole_vocabulary", no top-k / top-p.
+# sampled domain of a family sampling as Hugging Face's `generate`, Magma's and OpenVLA's): "whole_vocabulary", no
+# top-k / top-p.
 ADDED_PROTOCOL_ENTRIES = {"ground_truth": domains.GROUND_TRUTH_AS_IS, "answers_in_text": False,
                           "openpi_quantile_actions": False, "action_probe_frame": "world", "split_statistics": "exact",
                           "image_size": 224, "lerobot_unnormalize": False, "sampling_filters": "whole_vocabulary"}

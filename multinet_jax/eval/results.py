@@ -111,7 +111,9 @@ def check_resumed_sample(path: pathlib.Path, completed: Sequence[Record], sample
         if written.get(field) != json.loads(json.dumps(value, default=_json_default)):
             raise ResultsError(
                 f"{path}: line {sample_index + 1} (id {sample_id!r}) holds another {field} than the dataset's sample "
-                f"({written.get(field)!r}, the data's {value!r}); the data or the file changed since it was written ({_REDO})"
+                f"({written.get(field)!r}, the data's {value!r}); the data or the file changed since it was written, or this "
+                f"version reads the {field} otherwise (e.g. openx_wheeled_robot's float64 actions, once rounded to "
+                f"float32) ({_REDO})"
             )
 
 

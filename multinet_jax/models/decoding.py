@@ -136,15 +136,18 @@ def right_align(
 
 
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
-    """Sets to -inf every logit outside the top-k (0: no limit) or the smallest nucleus holding mass top_p.
+    """Sets to -inf every logit outside the top-k (0: no limit), then outside the smallest nucleus holding mass top_p
+    of what the top-k kept, renormalized: Hugging Face's `TopKLogitsWarper` then `TopPLogitsWarper`.
 
     One descending sort serves both filters (top_k is a run-time value); logits tied with the k-th are kept.
     """
     sorted_logits = -jnp.sort(-logits, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
     rank = jnp.arange(logits.shape[-1])
-    # A token stays when it ranks within k and the mass strictly before it is below top_p (the first always stays).
-    keep = ((top_k <= 0) | (rank < top_k)) & (jnp.cumsum(probs, axis=-1) - probs < top_p)
+    kth = jnp.min(jnp.where((top_k <= 0) | (rank < top_k), sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    in_top_k = sorted_logits >= kth
+    probs = jax.nn.softmax(jnp.where(in_top_k, sorted_logits, -jnp.inf), axis=-1)
+    # A token stays when it is in the top k and the mass strictly before it is below top_p (the first always stays).
+    keep = in_top_k & (jnp.cumsum(probs, axis=-1) - probs < top_p)
     threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
     return jnp.where(logits < threshold, -jnp.inf, logits)
 

@@ -102,19 +102,25 @@ def parse_text_config(raw: Any, path: pathlib.Path) -> tuple[GemmaConfig, int]:
 # generation_config.json names another (MultiNet's Magma Open-X script passed none: it sampled from the top 50;
 # OpenVLA's and Magma's text under --temperature sample so too).
 HF_DEFAULT_TOP_K = 50
-# generation_config.json fields that never change what `generate` samples under MultiNet's explicit arguments
-# (temperature, do_sample, max_new_tokens); any other is refused rather than silently not applied.
+# generation_config.json fields that never change what `generate` gives under the arguments MultiNet's scripts pass
+# (temperature, do_sample, max_new_tokens, and greedy single-beam decoding); any other is refused rather than
+# silently not applied, unless it holds Hugging Face's default (`GENERATION_DEFAULTS`).
 GENERATION_FIELDS_INERT = frozenset({"_from_model_config", "bos_token_id", "eos_token_id", "pad_token_id",
-                                     "transformers_version", "max_length", "use_cache"})
+                                     "transformers_version", "max_length", "max_new_tokens", "use_cache", "do_sample",
+                                     "temperature"})
+GENERATION_DEFAULTS = {"num_beams": 1, "repetition_penalty": 1.0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+                       "typical_p": 1.0, "min_length": 0}
 
 
 def sampling_filters(generation: Mapping[str, Any], path: pathlib.Path) -> tuple[int | None, float]:
     """(top_k, None where off; top_p) as Hugging Face's `generate` applies them when it samples, from the checkpoint's
     generation_config.json (`generation`, read from `path`; HF's defaults 50 and 1.0 where it names none)."""
-    unknown = sorted(set(generation) - GENERATION_FIELDS_INERT - {"top_k", "top_p"})
+    unknown = sorted(key for key in set(generation) - GENERATION_FIELDS_INERT - {"top_k", "top_p"}
+                     if key not in GENERATION_DEFAULTS or generation[key] != GENERATION_DEFAULTS[key])
     if unknown:
-        raise CheckpointError(f"{path}: {unknown[0]}: this package reproduces only top_k and top_p of "
-                              f"generation_config.json's sampling settings (other fields: {sorted(GENERATION_FIELDS_INERT)})")
+        raise CheckpointError(f"{path}: {unknown[0]}={generation[unknown[0]]!r}: this package reproduces only top_k and "
+                              f"top_p of generation_config.json's decoding settings (and {sorted(GENERATION_DEFAULTS)} at "
+                              "Hugging Face's defaults)")
     top_k, top_p = generation.get("top_k", HF_DEFAULT_TOP_K), generation.get("top_p", 1.0)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise CheckpointError(f"{path}: top_k: expected a count >= 0 (0: no filter), got {top_k!r}")
@@ -123,10 +129,12 @@ def sampling_filters(generation: Mapping[str, Any], path: pathlib.Path) -> tuple
     return top_k or None, float(top_p)
 
 
-def read_sampling_filters(directory: pathlib.Path) -> tuple[int | None, float]:
-    """`sampling_filters` of the checkpoint's generation_config.json (HF's defaults where there is none)."""
+def read_generation_config(directory: pathlib.Path) -> tuple[dict[str, Any] | None, tuple[int | None, float]]:
+    """(the checkpoint's generation_config.json, None where it has none; its `sampling_filters`, HF's defaults
+    where it has none)."""
     path = directory / GENERATION_CONFIG_FILE
-    return sampling_filters(read_json(path) if path.exists() else {}, path)
+    generation = read_json(path) if path.exists() else None
+    return generation, sampling_filters(generation or {}, path)
 
 
 def tensor_sources(config: GemmaConfig) -> dict[str, Source]:

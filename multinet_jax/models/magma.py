@@ -413,7 +413,6 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     """A Hugging Face Magma directory -> MagmaModel, restored as `dtype` into `mesh`'s shardings."""
     from multinet_jax.models import magma_checkpoint
     from multinet_jax.models.llama_checkpoint import CONFIG_FILE, read_json
-    from multinet_jax.models.magma_inputs import GENERATION_CONFIG_FILE
     from multinet_jax.weights import safetensors
 
     if overrides:
@@ -423,10 +422,8 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     config = magma_checkpoint.read_config(directory, {name: spec.shape for name, spec in specs.items()}, dtype)
     raw = read_json(directory / CONFIG_FILE)
     # The small files first: a bad one fails before any tensor is read.
-    generation = directory / GENERATION_CONFIG_FILE
-    generation_config = read_json(generation) if generation.exists() else {}
-    filters = llama_checkpoint.sampling_filters(generation_config, generation)
-    eos = generation_config.get("eos_token_id") if generation.exists() else raw.get("eos_token_id")
+    generation, filters = llama_checkpoint.read_generation_config(directory)
+    eos = (raw if generation is None else generation).get("eos_token_id")
     tokenizer = magma_checkpoint.check_tokenizer(MagmaTokenizer(directory, [eos] if isinstance(eos, int) else eos),
                                                  config, raw, directory / CONFIG_FILE)
     image_processor = ImageProcessor.from_pretrained(directory)

@@ -15,7 +15,8 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from multinet_jax.models import magma_checkpoint
-from multinet_jax.models.magma_inputs import (GENERATION_CONFIG_FILE, IMAGE_START_END, IMAGE_TOKEN, LLAMA3_CHAT_TEMPLATE,
+from multinet_jax.models.llama_checkpoint import GENERATION_CONFIG_FILE
+from multinet_jax.models.magma_inputs import (IMAGE_START_END, IMAGE_TOKEN, LLAMA3_CHAT_TEMPLATE,
                                               PREPROCESSOR_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE)
 from multinet_jax.weights import safetensors
 

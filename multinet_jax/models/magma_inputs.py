@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from multinet_jax.models.llama_checkpoint import GENERATION_CONFIG_FILE, read_json
+from multinet_jax.models.llama_checkpoint import read_json
 from multinet_jax.weights.trees import CheckpointError
 
 PREPROCESSOR_FILE = "preprocessor_config.json"

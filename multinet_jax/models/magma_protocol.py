@@ -7,7 +7,7 @@ those scripts built, parsed and scored when run (`tests/fixtures/multinet_magma_
 
 - Open-X (`magma_openx_inference.py`): [system "You are agent that can see, talk and act.", user "<image>\\nWhat
   action should the robot take to {instruction}?"] through Magma's chat template; sampled at temperature 0.7 with
-  `max_new_tokens=1000` (here from `--seed`, folded with each sample's index: reproducible, not MultiNet's torch
+  `max_new_tokens=1000`, through HF `generate`'s top-k 50 (its default; generation_config.json names none) (here from `--seed`, folded with each sample's index: reproducible, not MultiNet's torch
   draws); the 7 ids before the last generated token (`generate_ids[0, -8:-1]`) decoded by Magma's `ActionTokenizer`,
   zero-padded (normalized zeros) or truncated to the split statistics' dims, unnormalized with the split's q01 / q99
   on every dim (`unnormalize_action`: no mask). A row whose decode ends before 7 ids exist is an invalid prediction

@@ -380,7 +380,7 @@ def load(checkpoint: str | pathlib.Path, *, dtype: str = "float32", mesh: Mesh |
     # The small files first: a bad one fails before any tensor is read.
     tokenizer = LlamaPromptTokenizer(directory / "tokenizer.model", pad_id=openvla_checkpoint.pad_token_id(raw, config, config_path))
     _check_tokenizer(tokenizer, config, config_path)
-    filters = llama_checkpoint.read_sampling_filters(directory)
+    _, filters = llama_checkpoint.read_generation_config(directory)
     image_processor = ImageProcessor.from_pretrained(directory)
     mesh = sharding.make_mesh() if mesh is None else mesh
     expected = param_shapes(config)

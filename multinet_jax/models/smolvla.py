@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from multinet_jax import sharding
+from multinet_jax import domains, sharding
 from multinet_jax.models import activations, numerics
 from multinet_jax.models.configs import shapes_once_per_config
 from multinet_jax.models.gemma import Block, Einsum, FeedForward, Gemma, KVCache, RMSNorm, apply_rope, grouped_attention
@@ -406,7 +406,8 @@ class SmolVLAModel:
         """LeRobot's postprocessing: the first `action_dim` dims, `x * std + mean` with the checkpoint's
         statistics: `[b, chunk, >= action_dim]` -> float32 `[b, chunk, action_dim]`."""
         stats = self._stats("actions", "policy_postprocessor.json's unnormalizer (action)")
-        return np.asarray(actions, np.float32)[..., : self.config.action_dim] * stats["std"] + stats["mean"]
+        values = np.asarray(actions, np.float32)[..., : self.config.action_dim]
+        return domains.unnormalize(values, stats["mean"], stats["std"], epsilon=0.0).astype(np.float32)
 
     def _model_inputs(self, observation: Observation, prompts: Sequence[str]) -> dict[str, Any]:
         """The cameras, masks and sample indices of an evaluator observation, with the prompts tokenized here.
@@ -496,7 +497,7 @@ class SmolVLAModel:
         raw state (its first `state_dim` dims, normalized with the checkpoint's statistics), with
         `options.num_flow_steps`. Only the checkpoint's `action_dim` dims, as LeRobot returns them: the rest of
         `max_action_dim` is padding no loss trained, which a domain with more action dims would score as predictions
-        (its rows are invalid instead: fewer dims than the ground truth)."""
+        (such a domain fails instead: `runners.check_action_widths`)."""
         inputs = self._action_inputs(observation)
         actions = self.sample_actions(inputs, rng=rng, num_steps=options.num_flow_steps)
         return np.asarray(actions[..., : self.config.action_dim])

@@ -692,6 +692,12 @@ CASES = [
          lambda i: r"--max_token_len cuts text prompts and Act2Answer's questions; --domains \['openx_bimanual'\] have none "
                    rf"under --model=pi0_fast, whose action prompts hold the state and are cut at {E(i.assets['fast_checkpoint'])}'s "
                    r"max_token_len \(\d+\)"),
+    Case("eval_flow_steps_without_action_domains", "eval", lambda i: _eval(i, domains=("piqa",), num_flow_steps=3),
+         lambda i: r"--num_flow_steps sets how actions are predicted; --domains \['piqa'\] predict none under --model=pi0"),
+    Case("eval_unnormalize_without_scored_actions", "eval", lambda i: _eval(i, domains=("piqa", "act2answer"), unnormalize="checkpoint"),
+         lambda i: r"--unnormalize=checkpoint picks the statistics an action domain's predictions are unnormalized with; "
+                   r"--domains \['piqa', 'act2answer'\] have none under --model=pi0 \(Act2Answer's action probe always reads "
+                   r"the checkpoint's\)"),
     Case("eval_negative_temperature", "eval", lambda i: _eval(i, temperature=-1.0), lambda i: r"--temperature must be >= 0 \(0 is greedy\), got -1.0"),
     Case("eval_seed_beyond_32_bits", "eval", lambda i: _eval(i, seed=2**32),
          lambda i: r"--seed must be in \[0, 2\^32\) \(jax's PRNG keys hold 32 bits: other seeds alias these\), got 4294967296"),
@@ -707,6 +713,10 @@ CASES = [
                    "write \\(piqa; demo data of a version before this check is unmarked: remove it to have it rebuilt\\): "
                    "drop --demo to evaluate that data \\(domains without any are refused\\), or give --data_dir a folder of "
                    "its own"),
+    Case("eval_demo_on_real_data", "eval", lambda i: _eval(i, ("piqa",), demo=True, data_dir=str(i.real_data), output="demo_real"),
+         lambda i: f"--demo evaluates the data it generates, but {E(str(i.real_data))} holds piqa data it did not write "
+                   "\\(demo data of a version before this check is unmarked: remove it to have it rebuilt\\): drop --demo "
+                   "to evaluate that data, or give --data_dir a folder of its own"),
     Case("eval_duplicate_domain", "eval", lambda i: _eval(i, domains=("piqa", "odinw", "piqa")), lambda i: "--domains names piqa more than once"),
     Case("eval_unknown_split", "eval", lambda i: _eval(i, split="nosuch"),
          lambda i: f"{E(i.assets['data_dir'])}/piqa/nosuch: no such split folder of piqa \\(its folders: public\\)"),

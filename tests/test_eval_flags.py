@@ -137,3 +137,33 @@ def test_act2answer_flagfiles_run_on_the_demo_checkpoints(flagfile, extra, tmp_p
     else:
         assert all(record["action_probe"] is None and len(record["action_displacement"]) == 3 for record in records)
         assert "action_probe" not in metrics and "action_probe_accuracy" in metrics
+
+
+@pytest.mark.parametrize("domain, settings, message", [
+    ("piqa", {"action_horizon": 4, "model": "pi0_fast"}, r"--action_horizon sets how actions are predicted; --domains \['piqa'\]"),
+    ("openx_bimanual", {"openpi_exact_decoding": False},
+     r"--noopenpi_exact_decoding changes openpi's token decoding; --model=pi0 decodes no tokens on --domains \['openx_bimanual'\]"),
+    ("piqa", {"openpi_exact_decoding": False, "model": "openvla"},
+     r"--noopenpi_exact_decoding changes openpi's token decoding; --model=openvla decodes as Hugging Face's generate"),
+])
+def test_flags_no_requested_domain_reads_are_refused_before_anything_runs(tmp_path, domain, settings, message):
+    """Recorded in the manifest, they would tell two runs apart in `report` although the predictions are the same."""
+    from multinet_jax.eval import EvalConfig
+
+    if settings.get("model") == "openvla":
+        from openvla_helpers import openvla_dir
+        settings = {**settings, "checkpoint": openvla_dir(), "tokenizer": None}
+    if settings.get("model") == "pi0_fast":
+        settings = {**settings, "checkpoint": eval_helpers.assets()["fast_checkpoint"]}
+    with pytest.raises(ValueError, match=message):
+        EvalConfig(**eval_helpers.settings(tmp_path / "out", (domain,), **settings))
+
+
+def test_nonormalize_state_where_no_prompt_holds_the_state_is_refused(tmp_path):
+    """Pi0's prompts hold no state (its state is an input): --nonormalize_state would change nothing it predicts."""
+    from multinet_jax.eval import EvalConfig, evaluate
+
+    with pytest.raises(ValueError, match=r"--nonormalize_state changes the state action prompts hold; --domains "
+                                         r"\['openx_bimanual'\] under --model=pi0 \(.*\) prompt with no state"):
+        evaluate(EvalConfig(**eval_helpers.settings(tmp_path / "out", ("openx_bimanual",), normalize_state=False)))
+    assert not (tmp_path / "out" / "run_manifest.json").exists()

@@ -68,7 +68,7 @@ def test_magma_runs_the_knowledge_probes(tmp_path):
     data_dir = eval_helpers.assets()["data_dir"]
     datasets.write_missing(pathlib.Path(data_dir), ["act2answer"])
     eval_helpers.evaluate(tmp_path, ("act2answer",), model="magma", checkpoint=magma_dir(), tokenizer=None, limit=LIMIT,
-                          max_decoding_steps=None, unnormalize="checkpoint", unnorm_key="bridge_orig")  # the action probe unnormalizes with SimplerEnv's bridge statistics
+                          max_decoding_steps=None, unnorm_key="bridge_orig")  # the action probe unnormalizes with SimplerEnv's bridge statistics
     records = eval_helpers.read_jsonl(tmp_path / "predictions" / "act2answer.jsonl")
     assert len(records) == LIMIT
     for record in records:  # both options scored by Magma's log-likelihood; the action probe from its 7 action tokens

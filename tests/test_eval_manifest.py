@@ -204,9 +204,9 @@ def test_resume_with_changed_settings_is_refused_naming_each(finished_run, tmp_p
     output_dir = _copy_run(finished_run, tmp_path)
     before = _snapshot(output_dir)
     with pytest.raises(manifest.RunChangedError) as raised:
-        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, seed=1, num_flow_steps=3, **SETTINGS)
+        eval_helpers.evaluate(output_dir, (DOMAIN,), resume=True, seed=1, temperature=0.5, **SETTINGS)
     message = str(raised.value)
-    assert "--seed: recorded 0, now 1" in message and "--num_flow_steps: recorded None, now 3" in message
+    assert "--seed: recorded 0, now 1" in message and "--temperature: recorded 0.0, now 0.5" in message
     assert "\n" not in message
     assert _snapshot(output_dir) == before  # nothing rewritten: predictions, metrics and manifest stay the old run's
 
@@ -504,3 +504,13 @@ def test_openvla_text_sampled_under_temperature_records_hf_sampling_filters():
     assert _refusals_of_a_manifest_without("sampling_filters", "piqa", **settings, temperature=0.5)[0]["sampling_filters"] \
         == "hf_generate"
     assert "sampling_filters" not in _refusals_of_a_manifest_without("sampling_filters", "piqa", **settings)[0]
+
+
+def test_a_setting_recorded_and_now_absent_says_how_to_extend_the_folder():
+    """Extending a folder made with a text domain and --max_decoding_steps by an action-only domain: given, the flag is
+    refused (nothing decodes); left out, the manifest differs. The difference says the way through."""
+    current = {"settings": {"max_decoding_steps": None}, "attention": None, "layout": None, "checkpoint": None,
+               "checkpoint_settings": {}, "tokenizers": {}, "domains": {}}
+    found = manifest.differences({"settings": {"max_decoding_steps": 8}}, current, [])
+    assert "--max_decoding_steps: recorded 8, now None (if the domains added now do not read it, which refuses it, list " \
+           "one of the folder's earlier domains too)" in found

@@ -92,7 +92,7 @@ def test_the_manifest_records_openvlas_run_and_refuses_a_resume_with_another_unn
 
     # Act2Answer's action probe: the checkpoint's statistics of --unnorm_key (its 7 dims could not score openx_bimanual's 14)
     datasets.write_missing(pathlib.Path(eval_helpers.assets()["data_dir"]), ["act2answer"])
-    settings = {"model": "openvla", "checkpoint": openvla_dir(), "tokenizer": None, "limit": 2, "unnormalize": "checkpoint"}
+    settings = {"model": "openvla", "checkpoint": openvla_dir(), "tokenizer": None, "limit": 2}
     eval_helpers.evaluate(tmp_path, ("act2answer",), **settings)
     recorded = json.loads((tmp_path / manifest.FILENAME).read_text())
     assert recorded["settings"]["model"] == "openvla" and recorded["settings"]["unnorm_key"] is None

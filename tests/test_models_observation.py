@@ -63,3 +63,19 @@ def test_validate_converts_and_fills_defaults():
     np.testing.assert_array_equal(validated["sample_index"], [0, 1])
     assert validated["token_ar_mask"].dtype == np.int32 and not validated["token_ar_mask"].any()
     assert "state" not in validate(observation, image_size=14, vocab_size=8)  # a model that does not read it
+
+
+@pytest.mark.parametrize("typo, meant", [("image_masks/right_wrist_0_rgb", "image_mask/right_wrist_0_rgb"),
+                                         ("tokenised_prompt_mask", "tokenized_prompt_mask"), ("states", "state")])
+def test_a_misspelled_key_is_refused_naming_the_one_meant(model, typo, meant):
+    """Read as absent, `image_masks/right_wrist_0_rgb` left that camera attended and moved the actions (by 0.32 on the
+    fixture) with nothing failing; keys the evaluator and other families pass (`prompt`, `text_prompt_mask`) are not
+    near misses and still pass."""
+    observation = pi0_observation()
+    right = "image_mask/right_wrist_0_rgb"
+    observation[typo] = ~observation[right] if typo.startswith("image_masks/") else observation.get(meant, np.zeros(1))
+    with pytest.raises(ObservationError, match=rf"observation\['{typo}'\]: not a key the model reads; did you mean '{meant}'"):
+        model.sample_actions(observation, noise=pi0_io()["noise"])
+    legit = {**pi0_observation(), "prompt": ["a", "b"], "text_prompt_mask": np.ones((2, 3), bool)}
+    np.testing.assert_array_equal(np.asarray(model.sample_actions(legit, noise=pi0_io()["noise"])),
+                                  np.asarray(model.sample_actions(pi0_observation(), noise=pi0_io()["noise"])))

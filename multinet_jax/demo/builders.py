@@ -114,6 +114,18 @@ def _refuse_mixing(data_root: pathlib.Path, missing_domains: Sequence[str]) -> N
                          "without any are refused), or give --data_dir a folder of its own")
 
 
+def _refuse_foreign_domains(data_root: pathlib.Path, present: Sequence[str]) -> None:
+    """`--demo` evaluates the data it generates: a requested domain whose folder it did not write (real data) would
+    be scored by a random tiny model, in results that look like any run's."""
+    from multinet_jax.demo import datasets
+
+    foreign = [name for name in present if not _generated(data_root / datasets.WRITERS[name][0])]
+    if foreign:
+        raise ValueError(f"--demo evaluates the data it generates, but {data_root} holds {', '.join(foreign)} data it did "
+                         "not write (demo data of a version before this check is unmarked: remove it to have it "
+                         "rebuilt): drop --demo to evaluate that data, or give --data_dir a folder of its own")
+
+
 def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None, data_dir: str, model: str,
           domains: Sequence[str]) -> None:
     """Creates whichever demo artifacts are missing at the given paths (existing ones are kept)."""
@@ -123,6 +135,7 @@ def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None,
     data_root = pathlib.Path(data_dir)
     missing_domains = datasets.missing(data_root, domains)
     _refuse_mixing(data_root, missing_domains)
+    _refuse_foreign_domains(data_root, [name for name in domains if name not in missing_domains])
     files = [path for path in (tokenizer, fast_tokenizer, checkpoint) if path is not None and not pathlib.Path(path).exists()]
     if missing_domains or files:
         listed = files + ([f"the {', '.join(missing_domains)} data under {data_root}"] if missing_domains else [])

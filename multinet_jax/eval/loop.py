@@ -115,6 +115,8 @@ class EvalConfig:
         self._check_capabilities(family)
         self._check_temperature()
         self._check_decoding_budget(family)
+        self._check_action_flags()
+        self._check_decoding_mode(family)
         preflight.check_protocols(self.model, self.domains, self.max_decoding_steps)
         if self.skip_similarity and self.embedder_dir:
             raise ValueError("--skip_similarity and --embedder_dir contradict each other: pass one of them "
@@ -180,6 +182,33 @@ class EvalConfig:
             why = "one token per action dim" if family.one_token_per_action_dim else "by flow matching"
             raise ValueError(f"--max_decoding_steps bounds decoded tokens; --domains {list(self.domains)} decode none under "
                              f"--model={self.model} (its actions come {why}; Act2Answer's text probe scores options)")
+
+    def _check_action_flags(self) -> None:
+        """Settings of predicted actions (`--num_flow_steps`, `--action_horizon`; `--unnormalize` for the domains
+        scored against the split's actions, not Act2Answer's probe, which reads the checkpoint's statistics) given where
+        no requested domain predicts actions would be recorded as applied to a run they never changed."""
+        acting = [name for name in self.domains if domain_for(self.model, name).uses_actions]
+        scored = [name for name in acting if domains.lookup(name).output is not domains.Output.KNOWLEDGE_PROBES]
+        given = [flag for flag, value in (("num_flow_steps", self.num_flow_steps), ("action_horizon", self.action_horizon))
+                 if value is not None]
+        if given and not acting:
+            raise ValueError(f"--{given[0]} sets how actions are predicted; --domains {list(self.domains)} predict none "
+                             f"under --model={self.model}")
+        if self.unnormalize != UNNORMALIZE_CHOICES[0] and not scored:
+            raise ValueError(f"--unnormalize={self.unnormalize} picks the statistics an action domain's predictions are "
+                             f"unnormalized with; --domains {list(self.domains)} have none under --model={self.model} "
+                             "(Act2Answer's action probe always reads the checkpoint's)")
+
+    def _check_decoding_mode(self, family: registry.Family) -> None:
+        """`--noopenpi_exact_decoding` changes how families reading PaliGemma's tokenizer decode tokens (text, FAST
+        actions); given where nothing is so decoded (a bundled tokenizer decodes as Hugging Face's `generate`), it
+        would be recorded as applied to a run it never changed."""
+        decoded = [name for name in self.domains if (domain := domain_for(self.model, name)).output is domains.Output.TEXT
+                   or (domain.uses_actions and family.action_decoding == "tokens")]
+        if not self.openpi_exact_decoding and (family.bundles_tokenizer or not decoded):
+            why = "decodes as Hugging Face's generate" if family.bundles_tokenizer else \
+                f"decodes no tokens on --domains {list(self.domains)}"
+            raise ValueError(f"--noopenpi_exact_decoding changes openpi's token decoding; --model={self.model} {why}")
 
     def _fill_asset_defaults(self) -> None:
         """The public names of what was not given, recorded as such; similarity is skipped only when asked."""
@@ -299,6 +328,7 @@ class Evaluator:
         source = paths["checkpoint"] if model is None else model
         own_prompts = registry.own_prompts(config.model, source)
         _check_prompt_cut(config, own_prompts)
+        _check_state_prompts(config, own_prompts)
         self.image_size = transforms.IMAGE_SIZE if family.processor_image_size is None else family.processor_image_size(source)
         protocols = {name: protocol_settings(config, name, own_prompts, self.image_size) for name in config.domains}
         self.manifest = manifest.describe(config, paths, protocols, manifest.device_layout(self.mesh), checkpoint_settings)
@@ -711,6 +741,16 @@ def _check_prompt_cut(config: EvalConfig, own_prompts: registry.OwnPrompts | Non
         raise ValueError(f"--max_token_len cuts text prompts and Act2Answer's questions; --domains {list(config.domains)} "
                          f"have none under --model={config.model}, whose action prompts hold the state and are cut at "
                          f"{config.checkpoint}'s max_token_len ({own_prompts.max_tokens})")
+
+
+def _check_state_prompts(config: EvalConfig, own_prompts: registry.OwnPrompts | None) -> None:
+    """`--nonormalize_state` changes the state written into action prompts (Pi0.5's, Pi0-FAST's); where no requested
+    domain's prompts hold the state it would be recorded as applied to a run it never changed."""
+    holds_state = own_prompts is not None and not own_prompts.every_prompt
+    if config.normalize_state or (holds_state and any(domain_for(config.model, name).uses_actions for name in config.domains)):
+        return
+    raise ValueError(f"--nonormalize_state changes the state action prompts hold; --domains {list(config.domains)} under "
+                     f"--model={config.model} ({config.checkpoint}) prompt with no state")
 
 
 def what_prompts(prefix: str) -> str:

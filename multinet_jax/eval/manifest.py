@@ -303,7 +303,11 @@ def differences(recorded: Mapping[str, Any], current: Mapping[str, Any], compare
         if name not in recorded_settings:
             found.append(f"--{name}: not recorded by the earlier run, now {value!r}")
         elif recorded_settings[name] != value:
-            found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}")
+            # A setting only some domains read (a budget, a temperature) is refused where the new domains read none:
+            # the way to extend such a folder is to list one of its domains that reads it again.
+            hint = (" (if the domains added now do not read it, which refuses it, list one of the folder's earlier "
+                    "domains too)") if value is None else ""
+            found.append(f"--{name}: recorded {recorded_settings[name]!r}, now {value!r}{hint}")
     found += attention_differs(recorded, current)
     found += layout_differs(recorded, current)
     found += runtime_differs(recorded, current)

@@ -19,6 +19,7 @@ lookup, a 0..255 image runs as a very bright one. So:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,6 +31,12 @@ Observation = Mapping[str, Any]
 # Float images may exceed [-1, 1] by this much (float rounding of a resize or a conversion), no more.
 IMAGE_RANGE_TOLERANCE = 1e-3
 _PROMPT_KEYS = ("tokenized_prompt", "tokenized_prompt_mask")
+# Every key `validate` reads (the `image/` and `image_mask/` prefixes per camera). Other keys pass (the evaluator's and
+# other families' inputs: `prompt`, `chat`, ...), but a near-miss of one of these is refused: read as absent, a
+# misspelled mask would leave its camera attended and the model's output changed, with nothing failing.
+_READ_KEYS = (*_PROMPT_KEYS, "token_ar_mask", "token_loss_mask", "sample_index", "state", "state_dim")
+_READ_PREFIXES = ("image", "image_mask")
+NEAR_MISS_CUTOFF = 0.84  # difflib's ratio; the evaluator's own keys score at most 0.76 (text_prompt_mask)
 Resize = Callable[[jax.Array, int, int], jax.Array]  # (images [b, h, w, c], height, width) -> resized
 
 
@@ -131,6 +138,21 @@ def _token_ids(observation: Observation, key: str, shape: tuple[int, ...], vocab
     return value.astype(np.int32)
 
 
+def _check_near_misses(observation: Observation) -> None:
+    """A key that is not one `validate` reads but nearly is (`image_masks/wrist`, `tokenised_prompt_mask`) is refused,
+    naming the key meant."""
+    for key in observation:
+        prefix, slash, camera = key.partition("/")
+        names, name = (_READ_PREFIXES, prefix) if slash else (_READ_KEYS, key)
+        if name in names:
+            continue
+        near = difflib.get_close_matches(name, names, n=1, cutoff=NEAR_MISS_CUTOFF)
+        if near:
+            meant = f"{near[0]}/{camera}" if slash else near[0]
+            raise ObservationError(key, f"not a key the model reads; did you mean {meant!r}? (read as absent, it would "
+                                        "change the output without failing)")
+
+
 def validate(
     observation: Observation, *, image_size: int, vocab_size: int, state_dim: int | None = None,
     resize: Resize | None = None, cameras: Sequence[str] | None = None,
@@ -145,6 +167,7 @@ def validate(
     the model takes, exactly (openpi's Pi0 / Pi0.5: `OPENPI_CAMERAS`, whose `preprocess_observation` refuses a missing
     one; one it does not know is refused too, where openpi would drop it); None: any.
     """
+    _check_near_misses(observation)
     for key in _PROMPT_KEYS:
         if key not in observation:
             raise ObservationError(key, f"missing (the observation has {sorted(observation)})")

@@ -226,6 +226,14 @@ def test_bfcl_environment_field_of_another_type_is_a_bad_record(tmp_path, field,
     assert source[1]["involved_classes"] == questions[1]["involved_classes"]
 
 
+def test_a_bfcl_folder_holding_both_layouts_is_refused(tmp_path):
+    """MultiNet's questions/answers.jsonl beside BFCL's own file: the first layout was read without a word."""
+    directory, _, _ = _bfcl_copy(tmp_path)
+    shutil.copy(shared_path("data", "bfcl_v3", "BFCL_v3_multi_turn_base.json"), directory / "BFCL_v3_multi_turn_base.json")
+    with pytest.raises(ValueError, match=r"bfcl: holds both questions.jsonl and BFCL_v3_multi_turn_base.json; keep one layout"):
+        data.make_source("bfcl", directory)
+
+
 # ---------------------------------------------------------------------------- ODinW
 
 

@@ -50,10 +50,12 @@ class BfclSource:
     def __init__(self, directory: pathlib.Path, dataset: str = "bfcl", func_doc_dir: pathlib.Path | None = None):
         directory = pathlib.Path(directory)
         self.dataset = dataset
-        layout = next(((directory / q, directory / a) for q, a in LAYOUTS if (directory / q).exists()), None)
-        if layout is None:
+        layouts = [(directory / q, directory / a) for q, a in LAYOUTS if (directory / q).exists()]
+        if not layouts:
             raise FileNotFoundError(f"{directory}: no BFCL questions ({' or '.join(q for q, _ in LAYOUTS)})")
-        questions_path, answers_path = layout
+        if len(layouts) > 1:  # which one was meant would be a guess
+            raise ValueError(f"{directory}: holds both {layouts[0][0].name} and {layouts[1][0].name}; keep one layout")
+        questions_path, answers_path = layouts[0]
         if not answers_path.exists():
             raise FileNotFoundError(f"{answers_path}: missing (ground truth for {questions_path.name})")
         self._questions = read_json_lines(questions_path, dataset)

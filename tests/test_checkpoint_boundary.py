@@ -148,31 +148,37 @@ def _sharded_openvla(tmp_path: pathlib.Path) -> tuple[pathlib.Path, dict[str, np
     return directory, tensors, names[: len(names) // 2], names[len(names) // 2:]
 
 
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+
+
+def _halves(tensors: dict, first: list[str], second: list[str]) -> tuple[list[dict], dict[str, str]]:
+    """The two shards of the split tensors and the index's weight map that names them right."""
+    return ([{n: tensors[n] for n in first}, {n: tensors[n] for n in second}],
+            dict.fromkeys(first, SHARDS[0]) | dict.fromkeys(second, SHARDS[1]))
+
+
 def test_a_tensor_in_two_shards_is_refused(tmp_path):
     directory, tensors, first, second = _sharded_openvla(tmp_path)
-    twice = first[0]
-    _shard(directory, [{n: tensors[n] for n in first}, {n: tensors[n] for n in second} | {twice: tensors[twice] * 0}],
-           dict.fromkeys(first, "model-00001-of-00002.safetensors") | dict.fromkeys(second, "model-00002-of-00002.safetensors"))
-    with pytest.raises(CheckpointError, match=rf"model-00002-of-00002.safetensors: tensor '{twice}' is also in "
-                       "model-00001-of-00002.safetensors"):
+    shards, weight_map = _halves(tensors, first, second)
+    shards[1][first[0]] = tensors[first[0]] * 0
+    _shard(directory, shards, weight_map)
+    with pytest.raises(CheckpointError, match=rf"{SHARDS[1]}: tensor '{first[0]}' is also in {SHARDS[0]}"):
         models.load_model(directory)
 
 
 def test_an_index_that_maps_a_tensor_to_another_shard_is_refused(tmp_path):
     directory, tensors, first, second = _sharded_openvla(tmp_path)
-    weight_map = dict.fromkeys(first, "model-00001-of-00002.safetensors") | dict.fromkeys(second, "model-00002-of-00002.safetensors")
-    weight_map[second[-1]] = "model-00001-of-00002.safetensors"
-    _shard(directory, [{n: tensors[n] for n in first}, {n: tensors[n] for n in second}], weight_map)
+    shards, weight_map = _halves(tensors, first, second)
+    _shard(directory, shards, weight_map | {second[-1]: SHARDS[0]})
     with pytest.raises(CheckpointError, match=rf"{safetensors.INDEX_FILE}: weight_map maps '{second[-1]}' to "
-                       "model-00001-of-00002.safetensors, but the tensor is in model-00002-of-00002.safetensors"):
+                       rf"{SHARDS[0]}, but the tensor is in {SHARDS[1]}"):
         models.load_model(directory)
 
 
 def test_an_index_naming_a_tensor_no_shard_holds_is_refused(tmp_path):
     directory, tensors, first, second = _sharded_openvla(tmp_path)
-    weight_map = dict.fromkeys(first, "model-00001-of-00002.safetensors") | dict.fromkeys(second, "model-00002-of-00002.safetensors")
-    _shard(directory, [{n: tensors[n] for n in first}, {n: tensors[n] for n in second}],
-           weight_map | {"language_model.extra.weight": "model-00002-of-00002.safetensors"})
+    shards, weight_map = _halves(tensors, first, second)
+    _shard(directory, shards, weight_map | {"language_model.extra.weight": SHARDS[1]})
     with pytest.raises(CheckpointError, match=r"weight_map names tensors no shard holds: \['language_model.extra.weight'\]"):
         safetensors.read_tensor_specs(directory)
 

@@ -34,6 +34,9 @@ def test_truncated_snapshot_shard_is_an_error_not_a_shorter_dataset(tmp_path):
         openx.convert(directory, tmp_path / "converted")
     assert not (tmp_path / "converted").exists()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["first_four", "openx_bimanual"]  # no staging folder
+    with pytest.raises(ValueError, match=r"records 8 elements but the shard's files hold 4"):  # into new folders
+        openx.convert(directory, tmp_path / "out" / "a" / "b" / "converted")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["first_four", "openx_bimanual"]  # none left behind
 
 
 def test_failed_conversion_keeps_an_earlier_one_intact(tmp_path):

@@ -28,6 +28,7 @@ picked by `domains.OPENX_ACTION_FROM_DICT`), and their split statistics are comp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -443,6 +444,7 @@ def convert(
     if split is not None and source_format != "rlds":  # it would be read whole, whatever the split said
         raise ValueError(f"{source_dir}: split {split!r} names a TFDS split of an RLDS builder folder; this folder holds "
                          f"{source_format.replace('_', ' ')}, read whole")
+    new_parents = [parent for parent in out_dir.parents if not parent.exists()]  # nearest first
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = out_dir.parent / f".{out_dir.name}.converting-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -456,6 +458,9 @@ def convert(
             (staging / name).replace(out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in new_parents:  # made for this conversion: a failed one leaves them empty (a done one, not)
+            with contextlib.suppress(OSError):
+                parent.rmdir()
     return manifest
 
 

@@ -104,7 +104,7 @@ def _edited_rows(source: pathlib.Path, target: pathlib.Path, row: int, **fields:
 
 def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
     """Data that decodes but holds values no run can score right (NaN, huge, duplicate, unparsable, not UTF-8)."""
-    from multinet_jax.demo import builders
+    from multinet_jax.demo import datasets
 
     shard = data_dir / "openx_bimanual" / "public" / "translated_shard_0"
 
@@ -150,7 +150,7 @@ def _build_bad_data(root: pathlib.Path, data_dir: pathlib.Path) -> None:
     questions_file = sqa3d / "v1_balanced_questions_test_scannetv2.json"
     questions_file.write_bytes(questions_file.read_bytes()[:100])
     real = writable_copy(data_dir / "piqa", root / "real_data" / "piqa")  # data the demo must not add generated domains to
-    (real / builders.DEMO_DATA_MARKER).unlink()  # the demo's copy, as a real download holds it
+    (real / datasets.DEMO_DATA_MARKER).unlink()  # the demo's copy, as a real download holds it
     bfcl_twice = writable_copy(data_dir / "bfcl_v3" / "public", root / "bfcl_answer_twice")  # a second ground truth
     answers = (bfcl_twice / "answers.jsonl").read_bytes().splitlines()
     (bfcl_twice / "answers.jsonl").write_bytes(b"\n".join([*answers, answers[0]]) + b"\n")

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from multinet_jax.demo.datasets import DEMO_DATA_MARKER
 from multinet_jax.models import registry
 from multinet_jax.tokenizers import sentencepiece_training
 
@@ -34,8 +35,6 @@ DEMO_PARAM_SCALE = 0.1  # std of the random parameters: small enough to keep the
 DEMO_VOCAB_SIZE = 1024  # the tiny configs' embedding rows
 DEMO_FAST_VOCAB_SIZE = 300
 NUM_SEG_PIECES = 128
-# The file that marks a domain's data folder as the demo's: generated datasets go only beside such folders.
-DEMO_DATA_MARKER = ".multinet_jax_demo_data"
 # SentencePiece pieces the trainer may use; the rest (up to the vocab size) are padding that the FAST ids land on.
 _MAX_TRAINED_PIECES = DEMO_VOCAB_SIZE - NUM_SEG_PIECES - DEMO_FAST_VOCAB_SIZE
 
@@ -140,8 +139,7 @@ def build(*, checkpoint: str, tokenizer: str | None, fast_tokenizer: str | None,
     if missing_domains or files:
         listed = files + ([f"the {', '.join(missing_domains)} data under {data_root}"] if missing_domains else [])
         print(f"demo: building {'; '.join(listed)} (first run only)", flush=True)
-    for name in datasets.write_missing(data_root, missing_domains):
-        (data_root / datasets.WRITERS[name][0] / DEMO_DATA_MARKER).touch()
+    datasets.write_missing(data_root, missing_domains)
     if tokenizer is not None and not pathlib.Path(tokenizer).exists():
         build_tokenizer(pathlib.Path(tokenizer), datasets.corpus())
     if fast_tokenizer is not None and not pathlib.Path(fast_tokenizer).exists():

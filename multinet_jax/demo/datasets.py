@@ -26,6 +26,9 @@ import numpy as np
 from PIL import Image
 
 SPLIT = "public"
+# The file that marks a domain's data folder as the demo's: `--demo` evaluates only such folders, and generated
+# datasets go only beside them.
+DEMO_DATA_MARKER = ".multinet_jax_demo_data"
 SAMPLES_PER_DOMAIN = 12
 _OBJECTS = ("red cup", "blue towel", "green block", "yellow sponge", "black marker", "white plate")
 _VERBS = ("pick up", "push", "reach", "place", "wipe", "open")
@@ -229,10 +232,12 @@ def missing(root: pathlib.Path, domains: Sequence[str]) -> list[str]:
 
 
 def write_missing(root: pathlib.Path, domains: Sequence[str]) -> list[str]:
-    """Writes the demo dataset of every listed domain whose folder does not exist; returns those written."""
+    """Writes the demo dataset of every listed domain whose folder does not exist, each marked as the demo's;
+    returns those written."""
     written = missing(root, domains)
     for name in written:
         WRITERS[name][1](root)
+        (root / WRITERS[name][0] / DEMO_DATA_MARKER).touch()
     return written
 
 

@@ -470,6 +470,13 @@ def parse_answer(text: str) -> str | None:
     return answer or None
 
 
+def is_turns_of_calls(ground_truth: Any) -> bool:
+    """Whether a BFCL ground truth is what scoring reads: a list of turns, each a list of call strings (checked where
+    the data is read and where `score` takes records)."""
+    return isinstance(ground_truth, list) and all(
+        isinstance(turn, list) and all(isinstance(call, str) for call in turn) for turn in ground_truth)
+
+
 def parse_function_calls(text: str) -> list[str]:
     """BFCL: the function calls in one turn's stripped output, as written (empty when none)."""
     return _FUNCTION_CALL.findall(text.strip())

@@ -206,3 +206,12 @@ def test_a_null_id_is_refused_as_batch_padding(ground_truth):
                                                   r"`data.load\(\.\.\., batch_size=\.\.\.\)` \(its `_mask` is False\).*"
                                                   r"drop the rows whose `_mask` is False$"):
         multinet_jax.score("openx", records)
+
+
+@pytest.mark.parametrize("ground_truth", [["ls()"], [[1]], "ls()"])
+def test_bfcl_records_whose_ground_truth_is_not_turns_of_calls_are_refused(ground_truth):
+    """The same rule the BFCL loader applies (`domains.is_turns_of_calls`): a record a user built otherwise is named."""
+    records = [{"id": "a", "prediction": [["ls()"]], "ground_truth": ground_truth}]
+    with pytest.raises(metrics.RecordError, match=r"^record 0: field 'ground_truth': expected a list of turns, each a "
+                                                  r"list of call strings"):
+        multinet_jax.score("bfcl", records, skip_similarity=True)

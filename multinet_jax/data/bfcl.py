@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.data import prompts
 from multinet_jax.data.bad_records import BadRecordError, check_unique_ids
 from multinet_jax.data.jsonl import read_json_lines
@@ -40,12 +41,6 @@ ENVIRONMENT_FIELDS = (("initial_config", dict), ("involved_classes", list), ("pa
 LAYOUTS = (("questions.jsonl", "answers.jsonl"), ("BFCL_v3_multi_turn_base.json", "possible_answer/BFCL_v3_multi_turn_base.json"))
 
 
-def _is_turns_of_calls(ground_truth: Any) -> bool:
-    """Whether a ground truth is what scoring reads: a list of turns, each a list of call strings."""
-    return isinstance(ground_truth, list) and all(
-        isinstance(turn, list) and all(isinstance(call, str) for call in turn) for turn in ground_truth)
-
-
 class BfclSource:
     def __init__(self, directory: pathlib.Path, dataset: str = "bfcl", func_doc_dir: pathlib.Path | None = None):
         directory = pathlib.Path(directory)
@@ -61,7 +56,7 @@ class BfclSource:
         self._questions = read_json_lines(questions_path, dataset)
         answers = read_json_lines(answers_path, dataset)
         for record, row in answers:  # at load: a malformed one would otherwise fail scoring, after the whole run
-            if not _is_turns_of_calls(row.get("ground_truth")):
+            if not domains.is_turns_of_calls(row.get("ground_truth")):
                 raise BadRecordError(dataset, record, "ground_truth",
                                      f"expected a list of turns, each a list of call strings, got {row.get('ground_truth')!r}"[:300])
         # two answers to one question: the last would win silently (MultiNet's loader), scoring a ground truth at random

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from multinet_jax import domains
 from multinet_jax.metrics._numerics import divide, x64_jit
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import RecordError
@@ -41,9 +42,7 @@ def predicted_turns(prediction: Any) -> list[list[str]]:
 
 
 def true_turns(ground_truth: Any, index: int) -> list[list[str]]:
-    if not isinstance(ground_truth, list) or not all(
-        isinstance(turn, list) and all(isinstance(call, str) for call in turn) for turn in ground_truth
-    ):
+    if not domains.is_turns_of_calls(ground_truth):
         raise RecordError(index, "ground_truth", "expected a list of turns, each a list of call strings")
     return ground_truth
 

@@ -844,6 +844,25 @@ def test_score_counts_json_booleans_as_invalid_predictions():
     assert overcooked["total_invalid_preds"] == 1
 
 
+def test_score_counts_integers_past_float64_as_invalid_and_refuses_them_in_ground_truth():
+    """A JSON integer past float64's range (10**400) is an invalid prediction, as 1e400 is (it crashed as 'internal
+    error: OverflowError'); in the ground truth it is refused naming the record and field."""
+    import multinet_jax
+    from multinet_jax.metrics import RecordError
+
+    huge = 10**400
+    openx = multinet_jax.score("openx", [{"id": "0", "prediction": [huge, 0.5], "ground_truth": [1.0, 0.5]},
+                                         {"id": "1", "prediction": [1.0, 0.5], "ground_truth": [1.0, 0.5]}])
+    assert openx["total_invalid_preds"] == 1
+    probabilities = [huge] + [0.0] * 35
+    overcooked = multinet_jax.score("overcooked", [{"id": "0", "prediction": probabilities, "ground_truth": 0},
+                                                   {"id": "1", "prediction": 0, "ground_truth": 0}])
+    assert overcooked["total_invalid_preds"] == 1
+    with pytest.raises(RecordError, match="record 1.*ground_truth.*float64"):
+        multinet_jax.score("openx", [{"id": "0", "prediction": [1.0, 0.5], "ground_truth": [1.0, 0.5]},
+                                     {"id": "1", "prediction": [1.0, 0.5], "ground_truth": [huge, 0.5]}])
+
+
 def test_hostile_pickle_ran_no_code(cli_results):
     inputs, results = cli_results
     assert results["data_hostile_pickle"]["rc"] == 2

@@ -101,6 +101,29 @@ def test_capability_metrics_are_multinets(domain):
     assert len(set(invalid.values())) == 2 and result["total_invalid_preds"] > max(invalid.values())  # per slice
 
 
+@pytest.mark.parametrize("case", range(3))
+def test_whole_vector_metrics_are_multinets_to_the_last_bit(case):
+    """`fixtures/multinet_capability_metrics.json` "whole_vector": MultiNet's `RoboticsMetricsCalculator` on 7-dim
+    integer errors whose per-sample means sit exactly on the outlier threshold (9/7 > 3 * 3/7 holds only when each
+    7-dim mean is correctly rounded: XLA's division by a broadcast 7 as a multiply by 1/7 gave 0.0, not 1/3) and
+    on random 7- and 14-dim errors: every threshold and per-sample statistic the same."""
+    reference = CAPABILITIES["whole_vector"][case]
+    result = metrics.score("openx", records(reference["predictions"], reference["ground_truth"]),
+                           action_stats=reference["action_stats"])
+    expected = with_pipeline_names(reference["metrics"], "continuous")
+    assert_metrics_match({key: result[key] for key in expected}, expected, rtol=1e-12)
+    for key in ("proportion_beyond_threshold_mae", "max_relative_mae", "action_success_rate", "total_invalid_preds"):
+        assert result[key] == expected[key], key  # comparisons and per-sample values: bit for bit
+
+
+def test_a_json_boolean_is_invalid_in_the_capability_slice_holding_it_as_in_the_whole_vector():
+    truth = np.arange(28, dtype=float).reshape(2, 14).tolist()
+    prediction = [*truth[0][:3], True, *truth[0][4:]]
+    result = metrics.score("openx_bimanual", records([prediction, truth[1]], truth))
+    assert result["total_invalid_preds"] == 1
+    assert [result["capability_metrics"][arm]["total_invalid_preds"] for arm in ("arm1", "arm2")] == [1, 0]
+
+
 def test_capability_slices_of_a_record_that_is_no_list_are_invalid():
     truth = np.arange(28, dtype=float).reshape(2, 14).tolist()
     result = metrics.score("openx_bimanual", records([None, truth[1]], truth))

@@ -71,10 +71,13 @@ def numpy_sum(values: jax.Array) -> jax.Array:
 def divide(numerator: jax.Array, count: int | jax.Array) -> jax.Array:
     """numerator / count, correctly rounded like NumPy's division.
 
-    XLA rewrites division by a compile-time constant into multiplication by its reciprocal, which
-    is off by an ulp (3 / 3 * 100 == 99.99999999999999); hiding the constant keeps a true divide.
+    XLA rewrites division by a constant, or by any scalar broadcast over an array (even one passed in at run
+    time), into multiplication by its reciprocal, which is off by an ulp (3 / 3 * 100 == 99.99999999999999; a
+    7-dim mean in a third of samples, flipping a threshold comparison): the divisor is hidden at the numerator's
+    full shape, so XLA sees neither a constant nor a broadcast scalar and keeps a true divide.
     """
-    return numerator / jax.lax.optimization_barrier(jnp.asarray(count, jnp.result_type(numerator, float)))
+    divisor = jnp.broadcast_to(jnp.asarray(count, jnp.result_type(numerator, float)), jnp.shape(numerator))
+    return numerator / jax.lax.optimization_barrier(divisor)
 
 
 def numpy_mean(values: jax.Array) -> jax.Array:

@@ -50,8 +50,12 @@ def is_valid_action(prediction: Any, action_dim: int) -> bool:
 
 
 def _is_numeric_list(values: Any, length: int) -> bool:
-    """Fast path for JSON input: a list of plain Python numbers (finiteness is checked vectorized)."""
-    return type(values) is list and len(values) == length and _NUMBER_TYPES.issuperset(map(type, values))
+    """Fast path for JSON input: a list of plain Python numbers float64 can hold (finiteness is checked vectorized;
+    an integer past float64's range is not finite, `records.is_finite_number`)."""
+    if type(values) is not list or len(values) != length:
+        return False
+    types = set(map(type, values))
+    return _NUMBER_TYPES.issuperset(types) and (int not in types or all(map(is_finite_number, values)))
 
 
 def pack_continuous(predictions: Sequence[Any], ground_truth: Sequence[Any]) -> ContinuousInputs:
@@ -121,6 +125,9 @@ def _checked_action(action: Any, index: int, action_dim: int) -> list[float]:
         raise RecordError(index, "ground_truth", f"expected a list of {action_dim or 'some'} numbers (as in record 0)")
     if not all(is_number(value) for value in action):
         raise RecordError(index, "ground_truth", "expected numbers only")
+    if not all(is_finite_number(value) or isinstance(value, (float, np.floating)) for value in action):
+        raise RecordError(index, "ground_truth", f"holds an integer past float64's range (beyond +-{ACTION_VALUE_LIMIT:g}: "
+                          "corrupt data?)")  # NaN / inf floats are named below, with the packed array
     return [float(value) for value in action]
 
 
@@ -211,10 +218,13 @@ def capability_metrics(predictions: Sequence[Any], ground_truth: np.ndarray, act
 
 def _numpy_slice(prediction: Any, start: int, stop: int) -> list[Any] | None:
     """`np.array(prediction)[start:stop]` as a list, as the harness sliced it (one string among numbers makes every
-    value a string; a bool among floats a float); None (invalid) where numpy cannot (the harness raised)."""
+    value a string); None (invalid) where numpy cannot (the harness raised), or where the slice holds a JSON
+    `true` / `false`, invalid in the whole vector too (`records.is_number`): numpy would read it as 1.0 / 0.0."""
     if _is_numeric_list(prediction, len(prediction) if type(prediction) is list else -1):
         return prediction[start:stop]  # plain numbers: numpy would give the same values
     if not isinstance(prediction, (list, tuple, np.ndarray)):
+        return None
+    if any(isinstance(value, (bool, np.bool_)) for value in list(prediction)[start:stop]):
         return None
     try:
         values = np.array(prediction)

@@ -20,7 +20,7 @@ from multinet_jax import domains
 from multinet_jax.metrics._numerics import divide, first_argmax, pairwise_sum, sequential_sum, x64_jit
 from multinet_jax.metrics.classes import class_metrics
 from multinet_jax.metrics.error_stats import error_aggregates
-from multinet_jax.metrics.records import as_numpy, integer_ground_truth, is_integer, is_number
+from multinet_jax.metrics.records import as_numpy, integer_ground_truth, is_finite_number, is_integer
 
 NUM_JOINT_ACTIONS = 36
 NUM_PLAYER_ACTIONS = 6
@@ -46,8 +46,9 @@ def joint_probabilities(prediction: Any) -> list[float] | None:
         return one_hot
     if not isinstance(prediction, (list, np.ndarray)) or len(prediction) != NUM_JOINT_ACTIONS:
         return None
-    # Numeric strings pass MultiNet's float() check but then crash its Brier arithmetic: invalid here.
-    if not all(is_number(value) for value in prediction):
+    # Numeric strings pass MultiNet's float() check but then crash its Brier arithmetic: invalid here (as is an
+    # integer past float64's range, which float() refuses).
+    if not all(is_finite_number(value) for value in prediction):
         return None
     values = [float(value) for value in prediction]
     if not all(0.0 <= value <= 1.0 for value in values) or not abs(sum(values) - 1.0) < domains.PROBABILITY_SUM_TOLERANCE:

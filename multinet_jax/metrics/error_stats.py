@@ -28,7 +28,7 @@ def normalized_mean(values: jax.Array, keep: jax.Array | None = None) -> jax.Arr
     high = jnp.max(jnp.where(keep, values, -jnp.inf))
     spread = high - low
     degenerate = (count <= 1) | (spread == 0)
-    scaled = (values - low) / jnp.where(degenerate, 1.0, spread)
+    scaled = divide(values - low, jnp.where(degenerate, 1.0, spread))
     mean = divide(jnp.sum(jnp.where(keep, scaled, 0.0)), jnp.maximum(count, 1))
     return jnp.where(degenerate, jnp.nan, mean)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Sequence
 
@@ -71,7 +72,13 @@ def is_number(value: Any) -> bool:
 
 
 def is_finite_number(value: Any) -> bool:
+    """A number (`is_number`) float64 holds finitely: a JSON integer past its range (10**400) is not, as 1e400 is not."""
+    if isinstance(value, int) and is_number(value):
+        return abs(value) <= _LARGEST_FLOAT_INTEGER  # math.isfinite would raise on it
     return is_number(value) and math.isfinite(value)
+
+
+_LARGEST_FLOAT_INTEGER = int(sys.float_info.max)
 
 
 _ARRAYS = (np.ndarray, np.generic, jax.Array)

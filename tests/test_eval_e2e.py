@@ -116,6 +116,10 @@ def test_openx_predictions_rescore_to_the_runs_numbers_with_its_metrics_file(pi0
     assert metrics.SCORING_STATS_KEY not in _metrics(pi0_run, "piqa")
     with pytest.raises(ValueError, match="piqa_metrics.json: a metrics file without 'scoring_action_stats'"):
         metrics.load_action_stats(pi0_run / "piqa_metrics.json")
+    # Named for the domain scored, another dataset's statistics are refused (many share a width); `openx` takes any.
+    assert metrics.load_action_stats(metrics_path, "openx") == metrics.load_action_stats(metrics_path, "openx_bimanual")
+    with pytest.raises(ValueError, match="field 'domain': the statistics of 'openx_bimanual', not of the domain scored"):
+        metrics.load_action_stats(metrics_path, "openx_aloha_mobile")
 
 
 def test_split_exact_unnormalizes_with_exact_statistics_and_scores_with_multinets(tmp_path):

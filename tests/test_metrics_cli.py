@@ -58,6 +58,41 @@ def test_bad_input_errors_name_the_line_and_field(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
+def test_a_key_given_twice_is_refused_naming_the_line(tmp_path):
+    """`json.loads` keeps a repeated key's last value: the file would score whichever the writer put last."""
+    predictions = tmp_path / "twice.jsonl"
+    predictions.write_text('{"id": "a", "prediction": 1, "ground_truth": 1}\n'
+                           '{"id": "b", "prediction": 0, "ground_truth": 0, "ground_truth": 1}\n')
+    completed = _run_score("--domain=piqa", f"--predictions={predictions}", f"--output={tmp_path / 'm.json'}")
+    assert completed.returncode == 2
+    assert completed.stderr == f"error: {predictions}:2: key 'ground_truth' given twice in one object (JSON readers keep either value)\n"
+
+
+@pytest.mark.parametrize("stats, field", [
+    ({"min": ["-1", "-1"], "max": [1, 1], "mean": [0, 0]}, "min"),          # numpy read the strings as numbers
+    ({"min": [[-1, -1]], "max": [[1, 1]], "mean": [[0, 0]]}, "min"),        # and flattened the nesting
+    ({"min": [-1, -1], "max": [True, True], "mean": [0, 0]}, "max"),         # and the booleans as 1.0
+    ({"min": [-1, -1], "max": [1, 1], "mean": [0, 0], "q01": [0.5]}, "q01"),  # not read here, still the file's
+])
+def test_action_stats_files_hold_flat_lists_of_numbers_one_per_dim(tmp_path, stats, field):
+    path = tmp_path / "stats.json"
+    path.write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match=f"stats.json: field '{field}': expected a flat list of numbers"):
+        metrics.load_action_stats(path)
+
+
+def test_action_stats_of_another_width_are_named_by_flag(tmp_path):
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text(json.dumps({"id": "a", "prediction": [0.0, 0.1, 0.2], "ground_truth": [0.1, 0.2, 0.3]}) + "\n")
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps({"min": [-1.0] * 14, "max": [1.0] * 14, "mean": [0.0] * 14}))
+    completed = _run_score("--domain=openx", f"--predictions={predictions}", f"--action_stats={stats}",
+                           f"--output={tmp_path / 'm.json'}")
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"error: --action_stats={stats}: action_stats: 'min' must be 3 finite numbers, "
+                                       "one per dim of the actions scored")
+
+
 def test_invalid_json_and_missing_embedder_are_reported(tmp_path):
     predictions = tmp_path / "broken.jsonl"
     predictions.write_text('{"id": "a", "prediction": "x", "ground_truth": "y"}\n{"id": "b",\n')

@@ -55,11 +55,13 @@ def main(argv: list[str]) -> None:
     records, line_numbers = metrics.load_records(path)
     embedder = _embedder()
     try:
-        stats = metrics.load_action_stats(_ACTION_STATS.value) if _ACTION_STATS.value else None
+        stats = metrics.load_action_stats(_ACTION_STATS.value, _DOMAIN.value) if _ACTION_STATS.value else None
         result = metrics.score(_DOMAIN.value, records, action_stats=stats, embedder=embedder,
                                skip_similarity=_SKIP_SIMILARITY.value)
     except metrics.RecordError as error:
         raise InputError(f"{path}:{line_numbers[error.index]}: {error.describe(lambda i: f'line {line_numbers[i]}')}") from None
+    except metrics.ActionStatsError as error:  # raised where the records' width is known: named by its flag here
+        raise InputError(f"--action_stats={_ACTION_STATS.value}: {error}") from None
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(metrics.to_json(result))
     print(f"scored {len(records)} records of {_DOMAIN.value} -> {output}")

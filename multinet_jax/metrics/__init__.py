@@ -12,7 +12,8 @@ is all-MiniLM-L6-v2 in Flax for the text similarity metrics.
 
 from multinet_jax.metrics.act2answer_scoring import score_episodes
 from multinet_jax.metrics.choices import classification, multiple_choice, pack_choices
-from multinet_jax.metrics.continuous_actions import ACTION_SLICES, action_stats_from_ground_truth, continuous, pack_continuous
+from multinet_jax.metrics.continuous_actions import (ACTION_SLICES, ActionStatsError, action_stats_from_ground_truth, continuous,
+                                                     pack_continuous)
 from multinet_jax.metrics.discrete_actions import discrete, pack_discrete
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.function_calling import function_calls
@@ -26,6 +27,7 @@ from multinet_jax.metrics.text_answers import vqa
 __all__ = [
     "ACTION_SLICES",
     "ANSWER_RULE_FIELD",
+    "ActionStatsError",
     "MAGMA_SCRIPTS_RULE",
     "CLIPPED_FIELD",
     "DuplicateIdError",

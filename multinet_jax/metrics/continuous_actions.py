@@ -143,6 +143,10 @@ def action_stats_from_ground_truth(ground_truth: np.ndarray) -> dict[str, list[f
     }
 
 
+class ActionStatsError(ValueError):
+    """Action statistics that do not fit the actions scored (their width, their order)."""
+
+
 def stats_arrays(action_stats: Mapping[str, Any], action_dim: int) -> tuple[np.ndarray, ...]:
     """(min, max, mean) as float64 [D] arrays, checked against the action dimension, and min <= max (a min above its
     max marks a mislabeled file). The mean is not held to [min, max]: MultiNet's own split statistics sum float32
@@ -151,14 +155,15 @@ def stats_arrays(action_stats: Mapping[str, Any], action_dim: int) -> tuple[np.n
     arrays = []
     for name in ("min", "max", "mean"):
         if name not in action_stats:
-            raise ValueError(f"action_stats: missing {name!r} (needs per-dimension 'min', 'max' and 'mean' lists)")
-        values = np.asarray(action_stats[name], np.float64).reshape(-1)
+            raise ActionStatsError(f"action_stats: missing {name!r} (needs per-dimension 'min', 'max' and 'mean' lists)")
+        values = np.asarray(action_stats[name], np.float64)
         if values.shape != (action_dim,) or not np.isfinite(values).all():
-            raise ValueError(f"action_stats: {name!r} must be {action_dim} finite numbers, got shape {values.shape}")
+            raise ActionStatsError(f"action_stats: {name!r} must be {action_dim} finite numbers, one per dim of the "
+                                   f"actions scored, got shape {values.shape}")
         arrays.append(values)
     problem = ordered_stats_problem({"min": arrays[0], "max": arrays[1]})
     if problem is not None:
-        raise ValueError(f"action_stats: {problem}")
+        raise ActionStatsError(f"action_stats: {problem}")
     return tuple(arrays)
 
 

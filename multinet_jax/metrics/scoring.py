@@ -32,7 +32,7 @@ from multinet_jax import domains
 from multinet_jax.metrics import act2answer_scoring, choices, continuous_actions, discrete_actions, function_calling, text_answers
 from multinet_jax.metrics.embedder import SentenceEmbedder
 from multinet_jax.metrics.records import (RecordError, as_written, check_no_harness_outputs, check_unique_ids, fields, integer_ground_truth,
-                                         require_field)
+                                         is_number, require_field)
 from multinet_jax.metrics.json_values import to_python
 
 KINDS = ("continuous", "discrete", "multiple_choice", "classification", "vqa", "function_calls", "episodes", "act2answer_probes")
@@ -383,9 +383,12 @@ def load_records(path: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[i
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number}: not valid JSON: {error}") from None
+            except _RepeatedKey as error:
+                raise ValueError(f"{path}:{line_number}: key {error.key!r} given twice in one object (JSON readers "
+                                 "keep either value)") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
             records.append(record)
@@ -393,21 +396,45 @@ def load_records(path: str | pathlib.Path) -> tuple[list[dict[str, Any]], list[i
     return records, line_numbers
 
 
-def load_action_stats(path: str | pathlib.Path) -> dict[str, Any]:
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict, refusing a key given twice (`json.loads` keeps the last silently)."""
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen = set()
+        raise _RepeatedKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return record
+
+
+def load_action_stats(path: str | pathlib.Path, domain: str | None = None) -> dict[str, Any]:
     """An action-stats JSON file: an object with per-dimension `min`, `max`, `mean` lists (std, q01, q99 optional),
     or an Open-X `<domain>_metrics.json` of `eval`, whose `SCORING_STATS_KEY` holds those it scored with (so its
-    predictions re-score to its numbers)."""
+    predictions re-score to its numbers); given the `domain` scored, a metrics file of another Open-X dataset is
+    refused (many share a width, so the width check would not see it), the generic `openx` taking any."""
     try:
-        stats = json.loads(pathlib.Path(path).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from None
+        stats = json.loads(pathlib.Path(path).read_text(), object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, _RepeatedKey) as error:
+        raise ValueError(f"{path}: not a JSON file, or one with a key given twice ({error})") from None
     if isinstance(stats, dict) and "metrics" in stats and "domain" in stats:  # a metrics file
         if SCORING_STATS_KEY not in stats:
             raise ValueError(f"{path}: a metrics file without {SCORING_STATS_KEY!r} (not an Open-X domain's, or "
                              "written before eval recorded them)")
+        if domain is not None and domain != "openx" and stats["domain"] != domains.ALIASES.get(domain, domain):
+            raise ValueError(f"{path}: field 'domain': the statistics of {stats['domain']!r}, not of the domain "
+                             f"scored ({domain!r}): pass that domain's metrics file")
         stats = stats[SCORING_STATS_KEY]
     if not isinstance(stats, dict) or not all(key in stats for key in ("min", "max", "mean")):
         raise ValueError(f"{path}: expected a JSON object with per-dimension 'min', 'max' and 'mean' lists")
+    for key in domains.PER_DIM_STATS:
+        values = stats.get(key, [])
+        if not (isinstance(values, list) and all(map(is_number, values))) or len(values) not in (0, len(stats["min"])):
+            raise ValueError(f"{path}: field {key!r}: expected a flat list of numbers, one per action dim as in 'min', "
+                             f"got {json.dumps(values)[:80]}")
     try:  # the file's own consistency, named here; its width is checked against the records' when scoring
         continuous_actions.stats_arrays(stats, np.size(stats["min"]))
     except ValueError as error:

@@ -418,8 +418,10 @@ def load_action_stats(path: str | pathlib.Path, domain: str | None = None) -> di
     refused (many share a width, so the width check would not see it), the generic `openx` taking any."""
     try:
         stats = json.loads(pathlib.Path(path).read_text(), object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError, _RepeatedKey) as error:
-        raise ValueError(f"{path}: not a JSON file, or one with a key given twice ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from None
+    except _RepeatedKey as error:
+        raise ValueError(f"{path}: key {error.key!r} given twice in one object (JSON readers keep either value)") from None
     if isinstance(stats, dict) and "metrics" in stats and "domain" in stats:  # a metrics file
         if SCORING_STATS_KEY not in stats:
             raise ValueError(f"{path}: a metrics file without {SCORING_STATS_KEY!r} (not an Open-X domain's, or "

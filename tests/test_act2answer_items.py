@@ -158,14 +158,76 @@ def test_bad_items_name_the_item_and_field(tmp_path, field, value, message):
         source[2]
 
 
+def _opposite(answer: str) -> str:
+    return {"Left": "Right", "Right": "Left"}[answer]
+
+
+def _same_asset(directory, pairs):
+    pairs[1]["right"] = pairs[1]["left"]
+    return 1, "right", f"'{pairs[1]['left']}', the left tile's asset too"
+
+
+def _answer_against_labels(directory, pairs):
+    assert pairs[1]["semantic_answer"] in (pairs[1]["left_label"], pairs[1]["right_label"])
+    pairs[1]["answer"] = _opposite(pairs[1]["answer"])
+    return 1, "answer", f"'{pairs[1]['answer']}', but semantic_answer '{pairs[1]['semantic_answer']}' is"
+
+
+def _same_picture(directory, pairs):
+    shutil.copyfile(directory / "images" / f"{pairs[2]['left']}.png", directory / "images" / f"{pairs[2]['right']}.png")
+    return 2, "right", f"'{pairs[2]['right']}' shows the same picture as left"
+
+
+def _duplicate_flipped(directory, pairs):
+    for raw in pairs[:2]:  # without labels, which would refuse the flipped answer on their own
+        for key in ("semantic_answer", "left_label", "right_label"):
+            del raw[key]
+    pairs[1].update({key: pairs[0][key] for key in ("left", "right", "knowledge_instruction", "question")})
+    pairs[1]["answer"] = _opposite(pairs[0]["answer"])
+    return 1, "answer", f"'{pairs[1]['answer']}' picks the other picture than pairs.json[0]"
+
+
+def _category_spelled(spelling):
+    def edit(directory, pairs):
+        assert pairs[0]["knowledge_category"] == "color"
+        pairs[1]["knowledge_category"] = spelling
+        return 1, "knowledge_category", f"{spelling!r}, but pairs.json[0] spells it 'color'"
+    return edit
+
+
+@pytest.mark.parametrize("edit, refused_when", [
+    # both tiles one asset, or the answer on the tile whose label is not the semantic answer: a model right about the
+    # picture is scored wrong; refused when the item is read, as any malformed item
+    (_same_asset, "read"), (_answer_against_labels, "read"),
+    # one picture under two asset names; one instruction over the same two pictures with opposite answers; one
+    # category spelled two ways (scored as two): refused with the set
+    (_same_picture, "set"), (_duplicate_flipped, "set"), (_category_spelled("Color"), "set"),
+    (_category_spelled("color "), "set"),
+])
+def test_item_sets_no_model_could_answer_are_refused(tmp_path, edit, refused_when):
+    directory = item_set(tmp_path, items_per_category=1)
+    pairs = json.loads((directory / "pairs.json").read_text())
+    position, field, message = edit(directory, pairs)
+    (directory / "pairs.json").write_text(json.dumps(pairs))
+    expected = pytest.raises(BadRecordError, match=re.escape(f"record pairs.json[{position}]: field '{field}': {message}"))
+    if refused_when == "set":
+        with expected:
+            data.make_source("act2answer", directory)
+        return
+    source = data.make_source("act2answer", directory)
+    source[0]  # the others read
+    with expected:
+        source[2 * position]
+
+
 def test_an_item_given_twice_under_another_id_shares_its_content_group(tmp_path):
     """One item's swapped layout under another id is the same episodes again: a probe's folds would train on one copy
     and test on the other, so `content_groups` gives both one key (eval scores them as the items they are)."""
     directory = item_set(tmp_path, items_per_category=1)
     pairs = json.loads((directory / "pairs.json").read_text())
     first = pairs[0]
-    pairs.append({**first, "index": 99, "left": first["right"], "right": first["left"],
-                  "answer": {"Left": "Right", "Right": "Left"}[first["answer"]]})
+    pairs.append({**first, "index": 99, "left": first["right"], "right": first["left"], "left_label": first["right_label"],
+                  "right_label": first["left_label"], "answer": _opposite(first["answer"])})
     (directory / "pairs.json").write_text(json.dumps(pairs))
     groups = data.make_source("act2answer", directory).content_groups()
     assert groups["99"] == groups[str(first["index"])]

@@ -62,8 +62,9 @@ def test_rules_match_a_per_episode_reference_including_the_boundaries():
                                 ["original", "swapped"][index % 2], ["color", "shape", "time"][index // 2 % 3],
                                 cube.tolist(), cube_half_size=float(rng.uniform(0.01, 0.02))))
     # exactly on the xy margin and exactly at the height threshold (a tile at the origin, so the float sums are
-    # the rule's own): both count as held; a hair beyond the margin does not
-    at_origin = {"left": {"center": [0.0, 0.0, 0.0], "half_size": [0.055, 0.055, 0.003]}, "right": TILES["right"]}
+    # the rule's own; the right tile 31 cm away, its region apart): both count as held; a hair beyond the margin does not
+    at_origin = {"left": {"center": [0.0, 0.0, 0.0], "half_size": [0.055, 0.055, 0.003]},
+                 "right": {"center": [0.0, 0.31, 0.0], "half_size": [0.055, 0.055, 0.003]}}
     edge = 0.055 + 0.08
     records.append({**_episode("edge", cube=(edge, -edge, 0.003 + 0.015 - 0.01)), "tiles": at_origin})
     records.append({**_episode("edge", "right", "swapped", cube=(0.0, -np.nextafter(edge, 1), 0.5)), "tiles": at_origin})
@@ -116,6 +117,7 @@ def test_intent_metrics_on_hand_made_trajectories():
     start = [-0.13, 0.0, 0.95]
     to_left = [start, [-0.2, -0.1, 0.93], [-0.25, -0.155, 0.92], [-0.25, -0.155, 0.9]]
     detour = [start, [-0.2, 0.1, 0.93], [-0.25, 0.155, 0.92], [-0.25, 0.0, 0.92], [-0.25, -0.155, 0.9]]
+    to_right = [[x, -y, z] for x, y, z in to_left]
     records = [
         # straight to the target (left), released over it
         _episode(0, trajectory=to_left, gripper=[0, 0, 0, 1], control_hz=5),
@@ -123,23 +125,106 @@ def test_intent_metrics_on_hand_made_trajectories():
         _episode(0, "right", "swapped", trajectory=to_left, gripper=[0, 0, 1, 1], control_hz=5),
         # enters the other tile first, then ends on the target; never opens
         _episode(1, trajectory=detour, gripper=[0] * 5, control_hz=5),
-        # no trajectory: counted in success only
-        _episode(1, "right", "swapped"),
+        # straight to the target (right), released over it
+        _episode(1, "right", "swapped", trajectory=to_right, gripper=[0, 0, 0, 1], control_hz=5),
     ]
     result = multinet_jax.score("act2answer", records)
     intent = result["categories"]["color"]["intent"]
-    # original layout: episodes 0 and 1; swapped: episode 0 only (episode 1 has no trajectory)
-    assert intent["first_tile_target_rate"] == pytest.approx((1 / 2 + 0) / 2)
+    # each rate: (original layout's over episodes 0 and 1 + swapped layout's over episodes 0 and 1) / 2
+    assert intent["first_tile_target_rate"] == pytest.approx((1 / 2 + 1 / 2) / 2)
     assert intent["tile_entered_rate"] == 1.0
-    assert intent["closer_to_target_rate"] == pytest.approx((1 + 0) / 2)
+    assert intent["closer_to_target_rate"] == pytest.approx((1 + 1 / 2) / 2)
     assert intent["released_rate"] == pytest.approx((1 / 2 + 1) / 2)
-    assert intent["release_near_target_rate"] == pytest.approx((1 / 2 + 0) / 2)
+    assert intent["release_near_target_rate"] == pytest.approx((1 / 2 + 1 / 2) / 2)
     # straight to the left: aligned in the original layout, against the target when it is on the right; the
     # detour's net motion (two steps away, two longer steps back to the target) is towards the target
-    assert intent["velocity_aligned_rate"] == pytest.approx((1 + 0) / 2)
+    assert intent["velocity_aligned_rate"] == pytest.approx((1 + 1 / 2) / 2)
     step = np.linalg.norm(np.subtract(to_left[1][:2], start[:2])) * 5
-    assert step > 0 and result["intent"]["episodes_with_trajectory"] == 3 and result["intent"]["episodes_with_gripper"] == 3
+    assert step > 0 and result["intent"]["episodes_with_trajectory"] == 4 and result["intent"]["episodes_with_gripper"] == 4
     assert result["intent"]["first_tile_target_rate"] == intent["first_tile_target_rate"]  # one category: macro = it
+
+
+def _always_left(layouts_logged=("original", "swapped"), gripper=True):
+    """An always-left policy on 4 left-answer items: the cube on the left tile in both layouts (success 0.5), with a
+    trajectory straight there logged in `layouts_logged` (the audit's case: a logger that lost the swapped ones)."""
+    trajectory = [[-0.13, 0.0, 0.98], [-0.2, -0.08, 0.95], [-0.25, -0.155, 0.91]]
+    records = []
+    for item in range(4):
+        for layout, target in (("original", "left"), ("swapped", "right")):
+            logs = {"trajectory": trajectory, "control_hz": 5, **({"gripper": [0.0, 0.0, 1.0]} if gripper else {})}
+            records.append(_episode(f"i{item}", target, layout, cube=(-0.25, -0.155, 0.891),
+                                    **(logs if layout in layouts_logged else {})))
+    return records
+
+
+def test_intent_is_refused_over_one_layout_of_an_item():
+    """Intent rates average the layouts that have a trajectory: logged in the original layouts only, an always-left
+    policy read first_tile_target / closer / velocity / release 1.0. A trajectory or gripper log in one layout of an
+    item is refused, and a rate one layout has no episode for (velocity over one-point trajectories) is left out."""
+    full = multinet_jax.score("act2answer", _always_left())
+    assert full["success_rate"] == 0.5 and full["intent"]["first_tile_target_rate"] == 0.5
+    assert full["intent"]["velocity_aligned_rate"] == 0.5 and full["intent"]["release_near_target_rate"] == 0.5
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", _always_left(("original",)))
+    assert (raised.value.index, raised.value.field) == (1, "trajectory")
+    assert "missing, but given in item 'i0''s original episode (record 0)" in raised.value.problem
+    records = _always_left()
+    del records[2]["gripper"]
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", records)
+    assert (raised.value.index, raised.value.field) == (3, "gripper") and "given, but missing in item 'i1'" in raised.value.problem
+    records = _always_left(gripper=False)
+    for record in records[1::2]:
+        record["trajectory"] = record["trajectory"][-1:]  # a swapped layout that never moved: no velocity there
+    intent = multinet_jax.score("act2answer", records)["categories"]["color"]["intent"]
+    assert "velocity_aligned_rate" not in intent and intent["first_tile_target_rate"] == 0.5
+
+
+def _two_layouts(left_y=-0.155, right_y=0.155, swapped_left_y=None, swapped_right_y=None, cube=(-0.25, 0.0, 0.891)):
+    """Item 'a' in both layouts, its tiles' y as given (the swapped layout's as the original's unless given)."""
+    def tiles(ly, ry):
+        return {"left": {**TILES["left"], "center": [-0.25, ly, 0.873]}, "right": {**TILES["right"], "center": [-0.25, ry, 0.873]}}
+    swapped = tiles(left_y if swapped_left_y is None else swapped_left_y, right_y if swapped_right_y is None else swapped_right_y)
+    return [{**_episode("a", cube=cube), "tiles": tiles(left_y, right_y)},
+            {**_episode("a", "right", "swapped", cube=cube), "tiles": swapped}]
+
+
+@pytest.mark.parametrize("records, index, field, problem", [
+    # both tiles at one place: a cube there held by both, success 1.0 whatever the target
+    (_two_layouts(0.0, 0.0), 0, "tiles", "the left and right tiles' regions (half size + 0.08 m) overlap"),
+    # 5 cm apart: a cube between them on both
+    (_two_layouts(-0.025, 0.025), 0, "tiles", "overlap: centres [-0.25, -0.025, 0.873] and [-0.25, 0.025, 0.873]"),
+    # the swapped layout's tiles moved (left and right exchanged): a cube always at y = -0.155 succeeded in both
+    (_two_layouts(swapped_left_y=0.155, swapped_right_y=-0.155, cube=(-0.25, -0.155, 0.891)), 1, "tiles.left.center",
+     "[-0.25, 0.155, 0.873], but [-0.25, -0.155, 0.873] in item 'a''s original episode (record 0)"),
+])
+def test_tile_geometry_is_checked(records, index, field, problem):
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", records)
+    assert (raised.value.index, raised.value.field) == (index, field) and problem in raised.value.problem
+
+
+def test_tiles_apart_and_in_place_are_scored():
+    """Regions a hair apart, and tiles logged a millimetre off between layouts (a simulator's settling), score."""
+    assert multinet_jax.score("act2answer", _two_layouts(-0.1351, 0.1351))["success_rate"] == 0.0
+    moved = _two_layouts(swapped_left_y=-0.154, cube=(-0.25, -0.155, 0.891))
+    assert multinet_jax.score("act2answer", moved)["success_rate"] == 0.5
+
+
+@pytest.mark.parametrize("records, index, field, problem", [
+    # an integer 1 and a text "1" paired as one item
+    ([_episode(1), _episode("1", "right", "swapped")], 1, "id", "'1', but record 0 names item '1' 1"),
+    ([{**_episode("1/original"), "id": 1}, _episode("1/swapped", "right", "swapped")], 1, "id", "an integer and a text id"),
+    # one category under two spellings, scored and macro-averaged as two
+    ([_episode("a"), _episode("a", "right", "swapped"), _episode("b", category="color "),
+      _episode("b", "right", "swapped", category="color ")], 2, "category", "'color ', but record 0 spells it 'color'"),
+    ([_episode("a"), _episode("a", "right", "swapped"), _episode("b", category="Color"),
+      _episode("b", "right", "swapped", category="Color")], 2, "category", "one category needs one spelling"),
+])
+def test_ids_and_categories_of_one_spelling(records, index, field, problem):
+    with pytest.raises(multinet_jax.metrics.RecordError) as raised:
+        multinet_jax.score("act2answer", records)
+    assert (raised.value.index, raised.value.field) == (index, field) and problem in raised.value.problem
 
 
 def _run_score(path, output):

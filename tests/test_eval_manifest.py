@@ -437,6 +437,21 @@ def test_an_openvla_action_budget_an_earlier_version_recorded_is_not_compared():
         assert ("max_new_tokens" not in corrected) == compared, name
 
 
+def test_an_act2answer_budget_and_window_an_earlier_version_recorded_for_a_text_probe_are_not_compared():
+    """Act2Answer's text probe scores options: a model without a token action head (PaliGemma, Pi0) decodes nothing
+    there, so the budget and decoding window an earlier version recorded for it never applied and are read as none;
+    Pi0-FAST's action probe decodes tokens, and its recorded ones are still compared."""
+    for model, checkpoint, compared in (("paligemma", "paligemma_pt_224", False), ("pi0", "pi0_base", False),
+                                        ("pi0_fast", "pi0_fast_base", True)):
+        config = EvalConfig(model=model, checkpoint=checkpoint, tokenizer="tokenizer.model", domains=("act2answer",),
+                            output_dir="unused", data_dir="unused", split="public")
+        current = protocol_settings(config, "act2answer", None)
+        earlier = {**current, "max_new_tokens": 5, "decoding": "contiguous"}
+        corrected = manifest._corrections(pathlib.Path("unused"), "act2answer", earlier, current, model)
+        assert ({"max_new_tokens", "decoding"} <= set(corrected)) != compared, model
+        assert ("max_new_tokens" in corrected or "decoding" in corrected) != compared, model
+
+
 def test_an_action_probe_cut_is_corrected_only_where_every_record_holds_it(tmp_path):
     """Act2Answer records the action probe's prompt cut as `action_max_prompt_tokens`, which earlier manifests lacked:
     accepted where every written record's `action_prompt_token_limit` is the cut now recorded, not where one differs

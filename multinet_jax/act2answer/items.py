@@ -12,6 +12,11 @@ a placement command: the episode's instruction; an item without one is refused, 
 optionally `index` (the item id, unique in the set; default its position) and `left_label` / `right_label` /
 `semantic_answer` (what the tiles show). Every item runs in two layouts: `original`
 and `swapped` (tiles exchanged, so the answer flips).
+
+A set no model could answer, or one that contradicts itself, is refused naming the item and field: both tiles one
+asset (or one picture), an `answer` naming the tile whose label is not the `semantic_answer`, two items of one
+instruction over the same two pictures whose answers pick different pictures, and `knowledge_category` spellings that
+differ only by case or blanks ("Color", "color ": one category scored as two).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -94,7 +100,72 @@ def read_pairs(set_dir: pathlib.Path, dataset: str) -> list[dict[str, Any]]:
             raise BadRecordError(dataset, f"{PAIRS_FILE}[{position}]", "index",
                                  f"item id {item_id!r} is also {PAIRS_FILE}[{first[item_id]}]'s; each item needs its own")
         first[item_id] = position
+    _check_categories(pairs, dataset)
+    _check_contents(set_dir, pairs, dataset)
     return pairs
+
+
+def text_key(text: str) -> str:
+    """Text as compared for sameness: case and surrounding blanks ignored (labels, answers, category names)."""
+    return text.strip().casefold()
+
+
+def spelling_clash(names: Iterable[tuple[int, str]]) -> tuple[int, int] | None:
+    """(position, earlier position) of the first two of `names` ((position, name) pairs) that are one name spelled two
+    ways (`text_key` equal, text not): one category under two spellings is scored and macro-averaged as two."""
+    first: dict[str, tuple[int, str]] = {}
+    for position, name in names:
+        earlier = first.setdefault(text_key(name), (position, name))
+        if earlier[1] != name:
+            return position, earlier[0]
+    return None
+
+
+def _check_categories(pairs: list[Any], dataset: str) -> None:
+    clash = spelling_clash((position, raw["knowledge_category"]) for position, raw in enumerate(pairs)
+                           if isinstance(raw, dict) and isinstance(raw.get("knowledge_category"), str))
+    if clash is not None:
+        position, earlier = clash
+        raise BadRecordError(dataset, f"{PAIRS_FILE}[{position}]", "knowledge_category",
+                             f"{pairs[position]['knowledge_category']!r}, but {PAIRS_FILE}[{earlier}] spells it "
+                             f"{pairs[earlier]['knowledge_category']!r}: one category needs one spelling")
+
+
+def _parsed(pairs: list[Any], dataset: str) -> Iterable[tuple[int, Item]]:
+    """(position, item) of every entry that parses; the others are refused when read (`parse_item`)."""
+    for position, raw in enumerate(pairs):
+        try:
+            yield position, parse_item(raw, position, dataset)
+        except BadRecordError:
+            continue
+
+
+def _pictures(set_dir: pathlib.Path, item: Item) -> tuple[str, str]:
+    """(left, right) pictures of an item by content (sha256); an asset without an image by its name (refused when
+    read)."""
+    left, right = (fingerprints.file_sha256(path) if (path := candidate_path(set_dir, asset)) else f"asset {asset}"
+                   for asset in item.assets)
+    return left, right
+
+
+def _content_key(item: Item, pictures: tuple[str, str]) -> str:
+    """The instruction and the two pictures in either order: one item's swapped layout is another's original."""
+    return json.dumps([item.instruction, sorted(pictures)])
+
+
+def _check_contents(set_dir: pathlib.Path, pairs: list[Any], dataset: str) -> None:
+    """Both tiles of an item show different pictures, and items sharing a content key agree on the answer picture."""
+    answers: dict[str, tuple[int, str]] = {}
+    for position, item in _parsed(pairs, dataset):
+        pictures = _pictures(set_dir, item)
+        record = f"{PAIRS_FILE}[{position}]"
+        if pictures[0] == pictures[1]:
+            raise BadRecordError(dataset, record, "right", f"{item.assets[1]!r} shows the same picture as left "
+                                 f"({item.assets[0]!r}): the item cannot be answered")
+        first, answer = answers.setdefault(_content_key(item, pictures), (position, pictures[item.answer]))
+        if answer != pictures[item.answer]:
+            raise BadRecordError(dataset, record, "answer", f"{TILE_NAMES[item.answer].title()!r} picks the other "
+                                 f"picture than {PAIRS_FILE}[{first}], the same instruction over the same two pictures")
 
 
 def parse_item(raw: Any, position: int, dataset: str) -> Item:
@@ -108,10 +179,21 @@ def parse_item(raw: Any, position: int, dataset: str) -> Item:
     answer = raw.get("answer")
     if not isinstance(answer, str) or answer.strip().lower() not in TILE_NAMES:
         raise BadRecordError(dataset, record, "answer", f"expected 'Left' or 'Right', got {answer!r}")
+    if raw["left"] == raw["right"]:
+        raise BadRecordError(dataset, record, "right", f"{raw['right']!r}, the left tile's asset too: the item cannot "
+                             "be answered")
     labels = tuple(raw.get(f"{name}_label") for name in TILE_NAMES)
-    for name, label in zip(TILE_NAMES, labels):
-        if label is not None and not isinstance(label, str):
-            raise BadRecordError(dataset, record, f"{name}_label", f"expected text, got {label!r}")
+    for field, value in (*((f"{name}_label", label) for name, label in zip(TILE_NAMES, labels)),
+                         ("semantic_answer", raw.get("semantic_answer"))):
+        if value is not None and not isinstance(value, str):
+            raise BadRecordError(dataset, record, field, f"expected text, got {value!r}")
+    target = TILE_NAMES.index(answer.strip().lower())
+    semantic = raw.get("semantic_answer")
+    if semantic is not None and None not in labels:
+        shown = [text_key(label) == text_key(semantic) for label in labels]
+        if shown.count(True) == 1 and not shown[target]:
+            raise BadRecordError(dataset, record, "answer", f"{answer!r}, but semantic_answer {semantic!r} is "
+                                 f"{TILE_NAMES[1 - target]}_label's: the answer contradicts the labels")
     item_id = raw.get("index", position)
     if isinstance(item_id, bool) or not isinstance(item_id, (int, str)):
         raise BadRecordError(dataset, record, "index", f"expected an integer or text id, got {item_id!r}")
@@ -122,7 +204,7 @@ def parse_item(raw: Any, position: int, dataset: str) -> Item:
         instruction=raw["knowledge_instruction"].strip(),
         assets=(raw["left"], raw["right"]),
         labels=labels,
-        answer=TILE_NAMES.index(answer.strip().lower()),
+        answer=target,
     )
 
 
@@ -144,16 +226,10 @@ def content_groups(set_dir: pathlib.Path, pairs: list[Any], dataset: str) -> dic
     item's swapped layout is another's original). Items sharing a key are one item under two ids: a probe keeps them
     in one fold, or it would train on one copy and test on the other (a random model's probe read 0.74 with the copies
     split, 0.38 with them together). Items that do not parse are keyed by their id (they are refused when read)."""
-    groups = {}
-    for position, raw in enumerate(pairs):
-        try:
-            item = parse_item(raw, position, dataset)
-        except BadRecordError:
-            groups[str(raw.get("index", position)) if isinstance(raw, dict) else str(position)] = f"unparsed {position}"
-            continue
-        pictures = sorted(fingerprints.file_sha256(path) if (path := candidate_path(set_dir, asset)) else f"asset {asset}"
-                          for asset in item.assets)
-        groups[item.item_id] = json.dumps([item.instruction, pictures])
+    groups = {str(raw.get("index", position)) if isinstance(raw, dict) else str(position): f"unparsed {position}"
+              for position, raw in enumerate(pairs)}
+    for _, item in _parsed(pairs, dataset):
+        groups[item.item_id] = _content_key(item, _pictures(set_dir, item))
     return groups
 
 

@@ -1,16 +1,18 @@
 """`eval --domains=act2answer`: the text probe and the action probe of every episode, side by side.
 
-- Text probe (every backbone the same way, so no output is ever invalid): the scene image and the knowledge question
-  as the prompt (openpi's format: BOS + question + "\\n"), the two options "left" / "right" scored by their
-  log-likelihood (`model.score_options`); the prediction is the likelier one.
+- Text probe (every backbone the same way): the scene image and the knowledge question as the prompt (openpi's
+  format: BOS + question + "\\n"), the two options "left" / "right" scored by their log-likelihood
+  (`model.score_options`); the prediction is the likelier one, null (invalid) where a score is not finite (a NaN, an
+  overflow) or the two tie (`act2answer_scoring.text_choice`).
 - Action probe: the episode's instruction through the model's action head, as any Open-X step; the predicted chunk
   is unnormalized with the checkpoint's action norm stats and integrated (summed over the horizon) to the end
   effector's displacement; the predicted tile is the one whose direction from the cube's start position the
   displacement's xy points closer to (cosine; `act2answer.geometry.HARNESS_TABLETOP`). This assumes the first three
   action dimensions are end-effector translation deltas in the robot's base frame (Bridge / WidowX policies, as the
   harness's controller applies them), turned into the tiles' world frame (`geometry.base_to_world_xy`: the WidowX
-  faces the tiles, so its left is the world's -y); a displacement of zero or a NaN chunk (a FAST sequence that did
-  not decode) is an invalid action prediction.
+  faces the tiles, so its left is the world's -y); a displacement of zero, one pointing towards neither tile (both
+  cosines <= 0: away from the tiles, not an answer) or a NaN chunk (a FAST sequence that did not decode) is an invalid
+  action prediction.
 - A model the action probe does not apply to gets the text probe only, its records and metrics saying why in
   `action_probe` (action fields null; `eval/preflight.action_probe_unavailable`): one without an action head
   (PaliGemma, the source VLM; `"action_head": false`), or a checkpoint whose actions are not end-effector deltas or
@@ -32,7 +34,7 @@ import numpy as np
 from multinet_jax import domains
 from multinet_jax.act2answer.geometry import HARNESS_TABLETOP, TILE_NAMES, base_to_world_xy
 from multinet_jax.data import transforms
-from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD
+from multinet_jax.metrics.act2answer_scoring import NO_ACTION_HEAD, text_choice
 
 TEXT_PROMPT_KEYS = ("text_prompt", "text_prompt_mask")
 TEXT_PROMPT_TOKENS = "text_prompt_tokens"  # each question's whole length (PaliGemma's tokens), before the cut
@@ -100,7 +102,8 @@ def run(model: Any, observation: Mapping[str, Any], sample_actions: Callable[[di
 
 def action_choice(displacement: np.ndarray) -> int | None:
     """The tile the base-frame xy displacement points at (in the world frame, cosine with each tile's direction from
-    the cube's start)."""
+    the cube's start); None where it points at neither (no motion, a tie, or away from both: a move away from the
+    tiles is no answer, whichever tile it leans to)."""
     xy = np.asarray(displacement[:2], np.float64)
     if not np.all(np.isfinite(xy)) or not np.any(xy):
         return None
@@ -110,7 +113,7 @@ def action_choice(displacement: np.ndarray) -> int | None:
     for name in TILE_NAMES:
         direction = np.asarray(HARNESS_TABLETOP.tile(name).center[:2]) - start
         cosines.append(float(xy @ direction / (np.linalg.norm(xy) * np.linalg.norm(direction))))
-    return int(np.argmax(cosines)) if cosines[0] != cosines[1] else None
+    return int(np.argmax(cosines)) if cosines[0] != cosines[1] and max(cosines) > 0 else None
 
 
 def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, Any],
@@ -126,7 +129,7 @@ def records(batch: Mapping[str, Any], rows: Sequence[int], raw: Mapping[str, Any
             "id": str(item(batch["id"][row])),
             "sample_index": int(batch["sample_index"][row]),
             "raw_output": [float(score) for score in scores],
-            "prediction": int(np.argmax(scores)),
+            "prediction": text_choice(scores.tolist()),
             "ground_truth": int(item(batch["ground_truth"][row])),
             "action_head": has_actions or raw["action_probe"] != NO_ACTION_HEAD,
             "action_probe": raw.get("action_probe"),  # None: it ran

@@ -777,7 +777,7 @@ def protocol_settings(config: EvalConfig, name: str, own_prompts: registry.OwnPr
     targets (`registry.Family.processor_image_size`), recorded as `image_size` where it is not MultiNet's 224."""
     family = registry.family(config.model)
     domain = domain_for(config.model, name)
-    decodes_tokens = not (family.action_decoding == "flow" and domain.uses_actions)
+    decodes_tokens = family.decodes_tokens(domain)
     prompt_vocabulary = not family.bundles_tokenizer
     decoding = "openpi_window" if config.openpi_exact_decoding and prompt_vocabulary else "contiguous"
     applied = domain.protocol.applied(config.max_token_len, config.max_decoding_steps, decodes_tokens=decodes_tokens,

@@ -265,9 +265,13 @@ def _corrections(output_dir: pathlib.Path, name: str, recorded: Mapping[str, Any
         if records and all(field in record and record[field] == current[key] for record in records):
             found[key] = f"its {len(records)} predictions each record {field} {current[key]!r}"
     budget = recorded.get("max_new_tokens")
-    if budget is not None and current.get("max_new_tokens") is None and domains.lookup(name).uses_actions \
-            and registry.family(model).one_token_per_action_dim:
+    family, domain = registry.family(model), domains.lookup(name)
+    if budget is not None and current.get("max_new_tokens") is None and domain.uses_actions \
+            and family.one_token_per_action_dim:
         found["max_new_tokens"] = f"no budget applies: --model={model} decodes one token per action dim"
+    if not family.decodes_tokens(domain):  # earlier versions recorded a budget and window for Act2Answer's text probe
+        found.update({key: f"nothing decodes: --model={model} scores {name}'s options" for key in ("max_new_tokens", "decoding")
+                      if recorded.get(key) is not None and current.get(key) is None})
     return found
 
 

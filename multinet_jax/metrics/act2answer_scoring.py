@@ -14,12 +14,16 @@ Input: one record per episode, from any simulator (a line of the `score --domain
 
 Rules (the protocol's): a tile holds the cube iff the cube's xy is within the tile's half size plus 0.08 m on both
 axes and `z - tile_z >= half_z + cube_half - 0.01`; success iff the target tile holds it; answered iff either does.
-Every item is scored in both layouts, its target exchanged between them (`check_layout_pairs`: an unpaired item, a
-repeated episode or an unswapped target is refused). Per category, every rate is the mean of the two layouts' rates;
+Tiles whose regions meet are refused (a cube there would be on both). Every item is scored in both layouts, its
+target exchanged between them, the tiles where they were (`check_layout_pairs`: an unpaired item, a repeated episode,
+an unswapped target, moved tiles, or a trajectory / gripper log in one layout only is refused), as are an item named
+by an integer and a text id (1 and "1": one item?) and a category name spelled two ways ("color", "Color "). Per
+category, every rate is the mean of the two layouts' rates;
 `success_ci95` is the Wilson score interval of that rate over the category's
 episodes; the top-level `success_rate` / `answered_rate` are macro means over categories. All rates are fractions.
 
-Intent metrics (episodes with a trajectory; per category and macro, same layout averaging):
+Intent metrics (episodes with a trajectory; per category and macro, same layout averaging; a rate one layout has no
+episode for, such as velocity over one-point trajectories, is not reported):
 - `first_tile_target_rate`: the first tile whose region (xy within half size + 0.08 m) the end effector enters is
   the target; `tile_entered_rate`: it entered either.
 - `closer_to_target_rate`: at the last point the end effector's xy is closer to the target's centre than the other's.
@@ -33,7 +37,7 @@ Intent metrics (episodes with a trajectory; per category and macro, same layout 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -41,12 +45,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from multinet_jax.act2answer.geometry import CUBE_HALF_SIZE, HEIGHT_TOLERANCE, LAYOUTS, TILE_NAMES, XY_MARGIN
+from multinet_jax.act2answer.items import spelling_clash
 from multinet_jax.metrics._numerics import x64_jit
 from multinet_jax.metrics.records import RecordError, is_finite_number, require_field
 from multinet_jax.metrics.json_values import to_python
 
 WILSON_Z = 1.959963984540054  # the standard normal's 97.5% quantile
 GRIPPER_OPEN = 0.5
+# How far a tile's logged centre may move between an item's two layouts (metres): the swap exchanges the pictures, the
+# tiles stay (a simulator's settling moves them by far less; the tiles are 31 cm apart).
+TILE_CENTER_TOLERANCE = 0.005
 
 
 # -- records -> arrays (host) ------------------------------------------------------------------------------------
@@ -84,6 +92,10 @@ def _tiles(record: Mapping[str, Any], index: int) -> tuple[list[list[float]], li
         halves.append(_vector(tile.get("half_size"), index, f"tiles.{name}.half_size"))
         if min(halves[-1]) < 0:
             raise RecordError(index, f"tiles.{name}.half_size", f"expected non-negative sizes, got {halves[-1]}")
+    gap = np.abs(np.subtract(centers[0][:2], centers[1][:2])) - np.add(halves[0][:2], halves[1][:2]) - 2 * XY_MARGIN
+    if np.all(gap <= 0):  # a cube in both regions would succeed whichever tile is the target
+        raise RecordError(index, "tiles", f"the left and right tiles' regions (half size + {XY_MARGIN} m) overlap: "
+                          f"centres {centers[0]} and {centers[1]}")
     return centers, halves
 
 
@@ -126,10 +138,30 @@ def _item_and_category(record: Mapping[str, Any], index: int) -> tuple[str, str,
     return str(episode_id).removesuffix(f"/{LAYOUTS[layout]}"), category, layout
 
 
-def check_layout_pairs(episodes: Sequence[tuple[str, str, int, int]], target_field: str) -> None:
+def _items_and_categories(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """`_item_and_category` of every record, each item named by ids of one type and each category name spelled one
+    way: an integer 1 and a text "1" would pair as one item, and "color" / "Color " would be scored as two categories."""
+    keys = [_item_and_category(record, index) for index, record in enumerate(records)]
+    first: dict[str, int] = {}
+    for index, (record, (item, _, _)) in enumerate(zip(records, keys)):
+        earlier = first.setdefault(item, index)
+        if type(record["id"]) is not type(records[earlier]["id"]):
+            raise RecordError(index, "id", f"{record['id']!r}, but record {earlier} names item {item!r} "
+                              f"{records[earlier]['id']!r}: an integer and a text id are not one item")
+    clash = spelling_clash((index, category) for index, (_, category, _) in enumerate(keys))
+    if clash is not None:
+        index, earlier = clash
+        raise RecordError(index, "category", f"{keys[index][1]!r}, but record {earlier} spells it {keys[earlier][1]!r}: "
+                          "one category needs one spelling")
+    return keys
+
+
+def check_layout_pairs(episodes: Sequence[tuple[str, str, int, int]], target_field: str,
+                       check_pair: Callable[[int, int, str], None] | None = None) -> None:
     """Every item of `episodes` ((item, category, layout, target tile) per record; the records name the target
     `target_field`) once in each layout, in one category, its target exchanged between them (the swap exchanges the
-    tiles and the answer).
+    tiles and the answer); `check_pair(index, other, item)`, where given, checks what else the two layouts' records
+    must share (raising RecordError on the later record, `index`).
 
     A rate is the mean of the two layouts' rates, which is the protocol's (a policy always choosing one tile scores
     0.5) only over complete pairs: an unpaired item (an odd `--limit`, a lost simulator episode), a repeated episode
@@ -153,6 +185,31 @@ def check_layout_pairs(episodes: Sequence[tuple[str, str, int, int]], target_fie
         if episodes[other][3] == target:
             raise RecordError(index, target_field, f"{TILE_NAMES[target]}, as in item {item!r}'s {LAYOUTS[1 - layout]} "
                               f"episode (record {other}): the swapped layout exchanges the tiles and the answer")
+        if check_pair is not None:
+            check_pair(index, other, item)
+
+
+def _check_episode_pair(rows: Sequence[Mapping[str, Any]]) -> Callable[[int, int, str], None]:
+    """`check_layout_pairs`' check of two episode rows of one item: the tiles where they were (the swap exchanges the
+    pictures; a moved tile lets one position succeed in both layouts), and a trajectory (gripper) logged in both or
+    neither (each intent rate is the mean of the layouts that have one: an always-left policy logged in its original
+    layouts only would read 1.0)."""
+
+    def check(index: int, other: int, item: str) -> None:
+        where = f"item {item!r}'s {LAYOUTS[rows[other]['layout']]} episode (record {other})"
+        centers, other_centers = rows[index]["tiles"][0], rows[other]["tiles"][0]
+        for name, center, other_center in zip(TILE_NAMES, centers, other_centers):
+            if not np.allclose(center, other_center, rtol=0, atol=TILE_CENTER_TOLERANCE):
+                raise RecordError(index, f"tiles.{name}.center", f"{center}, but {other_center} in {where}: the swapped "
+                                  "layout exchanges the pictures, the tiles stay where they are")
+        for field, logged in (("trajectory", lambda row: row["trajectory"] is not None),
+                              ("gripper", lambda row: row["trajectory"] is not None and row["trajectory"][1] is not None)):
+            if logged(rows[index]) != logged(rows[other]):
+                raise RecordError(index, field, f"{'given' if logged(rows[index]) else 'missing'}, but "
+                                  f"{'given' if logged(rows[other]) else 'missing'} in {where}: intent rates average "
+                                  "the two layouts, so both or neither log it")
+
+    return check
 
 
 def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -160,8 +217,7 @@ def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.nd
     if not records:
         raise ValueError("no episodes to score")
     rows = []
-    for index, record in enumerate(records):
-        item, category, layout = _item_and_category(record, index)
+    for index, (record, (item, category, layout)) in enumerate(zip(records, _items_and_categories(records))):
         cube_half = record.get("cube_half_size")
         rows.append({
             "item": item,
@@ -173,7 +229,8 @@ def pack_episodes(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, np.nd
             "cube_half": CUBE_HALF_SIZE if cube_half is None else _positive(cube_half, index, "cube_half_size"),
             "trajectory": _trajectory(record, index),
         })
-    check_layout_pairs([(row["item"], row["category"], row["layout"], row["target"]) for row in rows], "target")
+    check_layout_pairs([(row["item"], row["category"], row["layout"], row["target"]) for row in rows], "target",
+                       _check_episode_pair(rows))
     categories = sorted({row["category"] for row in rows})
     # Shapes are padded to powers of two so a new file rarely means a new compile; padding rows carry the
     # category index len(categories), whose segments the kernel drops.
@@ -271,14 +328,15 @@ def _per_episode(episodes: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def _layout_rates(values: jax.Array, counted: jax.Array, category: jax.Array, layout: jax.Array, num_categories: int):
-    """Per category: (layout-mean rate [C], per-layout rates [C, 2], per-layout counts [C, 2])."""
+    """Per category: (layout-mean rate [C], per-layout rates [C, 2], per-layout counts [C, 2]). The mean is NaN (not
+    reported) where a layout counts no episode: one layout's rate alone is not the protocol's (an always-left policy
+    reads 1.0 on the original layouts of left-answer items)."""
     cell = category * len(LAYOUTS) + layout
     size = num_categories * len(LAYOUTS)
     totals = jax.ops.segment_sum(jnp.where(counted, values.astype(jnp.float64), 0.0), cell, size).reshape(-1, 2)
     counts = jax.ops.segment_sum(counted.astype(jnp.int32), cell, size).reshape(-1, 2)
     rates = jnp.where(counts > 0, totals / jnp.maximum(counts, 1), jnp.nan)
-    present = counts > 0
-    mean = jnp.where(jnp.any(present, -1), jnp.sum(jnp.where(present, rates, 0.0), -1) / jnp.maximum(jnp.sum(present, -1), 1), jnp.nan)
+    mean = jnp.where(jnp.all(counts > 0, -1), jnp.mean(rates, -1), jnp.nan)
     return mean, rates, counts
 
 
@@ -355,15 +413,39 @@ def score_episodes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 NO_ACTION_HEAD = "not applicable: the model has no action head (a VLM such as PaliGemma); text probe only"
 
 
-def _probes_kernel(correct: Mapping[str, jax.Array], valid: jax.Array, category: jax.Array, layout: jax.Array,
-                   num_categories: int) -> dict[str, Any]:
+def text_choice(scores: Sequence[float | None]) -> int | None:
+    """The text probe's answer from its option scores (left, right): the likelier option; None (invalid) where a score
+    is not finite (null as written: a NaN or an overflow) or the two tie, as neither is then an answer."""
+    values = np.array([np.nan if score is None else score for score in scores], np.float64)
+    if not np.all(np.isfinite(values)) or values[0] == values[1]:
+        return None
+    return int(np.argmax(values))
+
+
+def _checked_text_prediction(record: Mapping[str, Any], index: int, prediction: int | None) -> None:
+    """A record's `prediction` is what its `raw_output` scores (where given) say (`text_choice`): an argmax of
+    non-finite scores read as "left" would score a broken model at chance."""
+    scores = record.get("raw_output")
+    if scores is None:
+        return
+    if not isinstance(scores, list) or len(scores) != len(TILE_NAMES) or \
+            not all(score is None or is_finite_number(score) and not isinstance(score, bool) for score in scores):
+        raise RecordError(index, "raw_output", f"expected the 2 option scores (numbers, null where not finite), got {scores!r}")
+    if prediction != (expected := text_choice(scores)):
+        raise RecordError(index, "prediction", f"{prediction!r}, but raw_output {scores} gives {expected!r} (the likelier "
+                          "option; null where a score is not finite or the two tie)")
+
+
+def _probes_kernel(correct: Mapping[str, jax.Array], valid: Mapping[str, jax.Array], category: jax.Array,
+                   layout: jax.Array, num_categories: int) -> dict[str, Any]:
     everyone = category < num_categories
     result = {}
     for name, values in correct.items():
         per_category, _, _ = _layout_rates(values, everyone, category, layout, num_categories)
         result[f"category_{name}"], result[name] = per_category, _macro(per_category)
-    invalid, _, _ = _layout_rates(~valid, everyone, category, layout, num_categories)
-    result["category_action_invalid_rate"], result["action_invalid_rate"] = invalid, _macro(invalid)
+    for name, answered in valid.items():
+        invalid, _, _ = _layout_rates(~answered, everyone, category, layout, num_categories)
+        result[f"category_{name}_invalid_rate"], result[f"{name}_invalid_rate"] = invalid, _macro(invalid)
     return result
 
 
@@ -374,11 +456,13 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-category accuracy of `eval --domains=act2answer`'s text and action probes, side by side.
 
     A record: `id`, `category`, `layout`, `ground_truth` (the target tile, 0 = left, 1 = right), `prediction` (the
-    text probe's choice) and `action_prediction` (the action probe's, null when invalid: counted wrong). Each rate is
-    the mean of the two layouts' rates, then macro-averaged over categories, like the episode rates. Records whose
-    action probe did not apply (`action_probe`: why, "not applicable: ..."; a record of a model without an action
-    head, `"action_head": false`, written before that field: NO_ACTION_HEAD) get the text probe's metrics and that
-    `action_probe` note in place of the action probe's.
+    text probe's choice, null when invalid: counted wrong and in `text_invalid_rate`; it must be what the record's
+    `raw_output` scores give, `text_choice`, where those are given) and `action_prediction` (the action probe's, null
+    when invalid: counted wrong and in `action_invalid_rate`). Each rate is the mean of the two layouts' rates, then
+    macro-averaged over categories, like the episode rates. Records whose action probe did not apply (`action_probe`:
+    why, "not applicable: ..."; a record of a model without an action head, `"action_head": false`, written before
+    that field: NO_ACTION_HEAD) get the text probe's metrics and that `action_probe` note in place of the action
+    probe's (an `action_prediction` there is refused).
     """
     if not records:
         raise ValueError("no records to score")
@@ -394,8 +478,7 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not action_heads[0] and notes[0] is None:
         raise RecordError(0, "action_probe", "null (the action probe ran) for a model without an action head")
     rows, episodes = [], []
-    for index, record in enumerate(records):
-        item, category, layout = _item_and_category(record, index)
+    for index, (record, (item, category, layout)) in enumerate(zip(records, _items_and_categories(records))):
         truth = require_field(record, index, "ground_truth")
         if truth not in (0, 1) or isinstance(truth, bool):
             raise RecordError(index, "ground_truth", f"expected 0 (left) or 1 (right), got {truth!r}")
@@ -404,19 +487,27 @@ def score_probes(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for field, value in (("prediction", text), ("action_prediction", action)):
             if value not in (0, 1, None) or isinstance(value, bool):
                 raise RecordError(index, field, f"expected 0, 1 or null, got {value!r}")
+        if notes[0] is not None and action is not None:
+            raise RecordError(index, "action_prediction", f"{action!r}, but the action probe did not run ({notes[0]!r}): "
+                              "expected null")
+        _checked_text_prediction(record, index, text)
         rows.append((category, layout, truth, text, action))
         episodes.append((item, category, layout, truth))
     check_layout_pairs(episodes, "ground_truth")
     categories = sorted({row[0] for row in rows})
     count = _bucket(len(rows))
     category = np.full(count, len(categories), np.int32)
-    layout, text_correct, action_correct, valid = (np.zeros(count, dtype) for dtype in (np.int32, bool, bool, bool))
+    layout = np.zeros(count, np.int32)
+    text_correct, action_correct, text_valid, action_valid = (np.zeros(count, bool) for _ in range(4))
     for index, (name, layout_index, truth, text, action) in enumerate(rows):
         category[index], layout[index] = categories.index(name), layout_index
-        text_correct[index], action_correct[index], valid[index] = text == truth, action == truth, action is not None
-    raw = to_python(_probes({"text_probe_accuracy": text_correct, "action_probe_accuracy": action_correct}, valid,
-                            category, layout, num_categories=len(categories)))
-    keys = ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate") if notes[0] is None else ("text_probe_accuracy",)
+        text_correct[index], action_correct[index] = text == truth, action == truth
+        text_valid[index], action_valid[index] = text is not None, action is not None
+    raw = to_python(_probes({"text_probe_accuracy": text_correct, "action_probe_accuracy": action_correct},
+                            {"text": text_valid, "action": action_valid}, category, layout, num_categories=len(categories)))
+    keys = ("text_probe_accuracy", "text_invalid_rate")
+    if notes[0] is None:
+        keys += ("action_probe_accuracy", "action_invalid_rate")
     result: dict[str, Any] = {key: raw[key] for key in keys}
     if notes[0] is not None:
         result["action_probe"] = notes[0]

@@ -32,7 +32,7 @@ import pathlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from multinet_jax import assets
+from multinet_jax import assets, domains
 
 if TYPE_CHECKING:
     from jax.sharding import Mesh
@@ -194,6 +194,13 @@ class Family:
     @property
     def action_head(self) -> bool:
         return self.action_decoding is not None
+
+    def decodes_tokens(self, domain: domains.Domain) -> bool:
+        """Whether evaluating `domain` decodes tokens (so a decoding budget and window apply): text domains do, flow
+        actions do not, and Act2Answer's probes only through a token action head (its text probe scores options)."""
+        if domain.output is domains.Output.KNOWLEDGE_PROBES:
+            return self.action_decoding == "tokens"
+        return not (self.action_decoding == "flow" and domain.uses_actions)
 
     @property
     def bundles_tokenizer(self) -> bool:

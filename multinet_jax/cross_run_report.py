@@ -21,8 +21,9 @@ table. A setting a run's domains were evaluated under differently (a resume with
 domain's value.
 
 Each run's `run_manifest.json` (written by `eval`) labels it in the runs table: model, checkpoint with its content
-fingerprint, and the prediction settings, path-implied checkpoint settings and runtime entries that differ between
-the runs; protocol settings that differ are noted under each domain's table. Runs are put side by side only on the same
+fingerprint, and what differs between the runs of what `eval --resume` refuses to change: the prediction settings,
+each tokenizer's content fingerprint, the path-implied checkpoint settings, the attention kernel, the device layout and
+the runtime entries; protocol settings that differ are noted under each domain's table. Runs are put side by side only on the same
 data: a domain whose data fingerprint differs between two runs is refused, naming the domain and the runs; so is a
 run without a manifest beside others (its data cannot be checked).
 """
@@ -203,15 +204,34 @@ def _format(value: Any) -> str:
     return plots.number_text(number, 4)
 
 
+def _entries(section: str, values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A manifest section's entries as settings named `<section>:<entry>`, so each differing entry is a column."""
+    return {f"{section}:{key}": value for key, value in (values or {}).items()}
+
+
+def _fingerprinted(value: Any, entry: Mapping[str, Any] | None) -> str:
+    """An input as the run names it (each path a moved copy was read from), with its content fingerprint when the
+    manifest recorded one: two runs that read different files at the same path do not show the same cell."""
+    name = ", ".join(dict.fromkeys(map(str, value.values()))) if isinstance(value, PerDomain) else str(value)
+    fingerprint = (entry or {}).get("sha256")
+    return f"{name} (sha256 {fingerprint[:12]})" if fingerprint else name
+
+
 def _settings(run: Run) -> Mapping[str, Any]:
     """The run's settings: its metrics files' config, the manifest's prediction settings over it (what resume checks),
-    then what also changes the numbers without a flag: the settings the checkpoint's path implied
-    (`checkpoint:<setting>`, e.g. openpi's 10-step chunks) and the runtime (`runtime:<entry>`: backend, device kind,
-    jax versions and settings; a manifest from before an entry was recorded reads it as jax's default)."""
+    each tokenizer with its content fingerprint (resume compares their content, not their paths), then what also
+    changes the numbers without a flag, as resume refuses a change of it: the settings the checkpoint's path implied
+    (`checkpoint:<setting>`, e.g. openpi's 10-step chunks), the attention kernel (`attention:<key>`: its mode and
+    fast path), the device layout (`layout:<key>`: processes and mesh axes) and the runtime (`runtime:<entry>`:
+    backend, device kind, jax versions and settings; a manifest from before an entry was recorded reads it as jax's
+    default)."""
     recorded = run.manifest or {}
-    implied = {f"checkpoint:{key}": value for key, value in (recorded.get("checkpoint_settings") or {}).items()}
+    tokenizers = {name: _fingerprinted(run.config.get(name, entry.get("path")), entry)
+                  for name, entry in (recorded.get("tokenizers") or {}).items()}
     runtime = {**manifest.ADDED_RUNTIME_ENTRIES, **recorded["runtime"]} if recorded.get("runtime") else {}
-    return {**run.config, **recorded.get("settings", {}), **implied, **{f"runtime:{key}": value for key, value in runtime.items()}}
+    return {**run.config, **recorded.get("settings", {}), **tokenizers,
+            **_entries("checkpoint", recorded.get("checkpoint_settings")), **_entries("attention", recorded.get("attention")),
+            **_entries("layout", recorded.get("layout")), **_entries("runtime", runtime)}
 
 
 def differing_settings(runs: Sequence[Run]) -> list[str]:
@@ -223,10 +243,7 @@ def differing_settings(runs: Sequence[Run]) -> list[str]:
 
 def _checkpoint(run: Run) -> str:
     """The checkpoint as the run names it, with its content fingerprint when the manifest has one."""
-    fingerprint = ((run.manifest or {}).get("checkpoint") or {}).get("sha256")
-    value = run.config.get("checkpoint")  # a copy moved between resumes: each path it was read from
-    name = ", ".join(dict.fromkeys(map(str, value.values()))) if isinstance(value, PerDomain) else str(value)
-    return f"{name} (sha256 {fingerprint[:12]})" if fingerprint else name
+    return _fingerprinted(run.config.get("checkpoint"), (run.manifest or {}).get("checkpoint"))
 
 
 def _domains_by_kind(runs: Sequence[Run]) -> dict[str, list[str]]:

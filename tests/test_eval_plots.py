@@ -4,11 +4,15 @@ image and readable at 100 %, legends outside the data, and a value a run did not
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
+import eval_helpers
 import multinet_jax
 from multinet_jax import cross_run_report, domains, metrics, plots
 from multinet_jax.eval import summary
@@ -246,3 +250,35 @@ def test_probing_plot_has_layer_ticks_peak_layers_and_legends_under_the_panels(t
     assert labels == ["prefix_last: peak at layer 1", "action_mean: peak at layer 2"] * 2
     _assert_readable_and_inside(figure)
     _assert_legends_outside_the_data(figure)
+
+
+def test_odinw_classes_are_counted_per_subset_never_pooled(tmp_path):
+    """The demo's ODinW run, two subsets whose class 0 is "boat" in one and "CoW" in the other: the class
+    distribution has a bar per subset's class, counting only that subset's records; with all 24 subsets' classes
+    the figure widens so that no two class labels overlap."""
+    eval_helpers.evaluate(tmp_path, ("odinw",))
+    records = eval_helpers.read_jsonl(tmp_path / "predictions" / "odinw.jsonl")
+    scored = json.loads((tmp_path / "odinw_metrics.json").read_text())["metrics"]
+    odinw = domains.lookup("odinw")
+    subsets = sorted({record[metrics.SUBSET_FIELD] for record in records})
+    assert len(subsets) == 2
+    labels, predicted, truth = summary._class_counts(odinw, scored, records)
+    assert labels == [f"{subset}: {index}" for subset in subsets
+                      for index in range(domains.ODINW_SUBSET_CLASSES[subset])] + ["invalid"]
+    true_counts = Counter(f"{record['subset']}: {record['ground_truth']}" for record in records)
+    predicted_counts = Counter("invalid" if record["prediction"] is None else f"{record['subset']}: {record['prediction']}"
+                               for record in records)
+    assert truth == [true_counts[label] for label in labels] and predicted == [predicted_counts[label] for label in labels]
+    figure = summary.domain_figure(odinw, scored, records)
+    assert [tick.get_text() for tick in figure.axes[-1].get_xticklabels()] == labels
+    _assert_readable_and_inside(figure)
+
+    every_subset = [{**records[0], "subset": subset, "num_options": classes, "ground_truth": classes - 1}
+                    for subset, classes in domains.ODINW_SUBSET_CLASSES.items()]
+    labels, _, _ = summary._class_counts(odinw, scored, every_subset)
+    assert len(labels) == sum(domains.ODINW_SUBSET_CLASSES.values()) + 1
+    figure = summary.domain_figure(odinw, scored, every_subset)
+    renderer = _rendered(figure)
+    boxes = [tick.get_window_extent(renderer) for tick in figure.axes[-1].get_xticklabels()]
+    assert len(boxes) == len(labels) and all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:]))
+    _assert_readable_and_inside(figure)

@@ -80,19 +80,22 @@ def test_protocol_settings_the_runs_applied_differently_are_noted(runs):
 
 
 def test_settings_no_flag_gave_are_shown_where_the_runs_differ(runs, tmp_path):
-    """What the checkpoint's path implied and the runtime (device, jax version) change the numbers too: a column each
-    where two runs differ, none where they agree."""
+    """What the checkpoint's path implied, the device layout and the runtime (device, jax version) change the numbers
+    too: a column each where two runs differ, none where they agree."""
     header, _ = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", runs / "pi0_fast"])), "Runs")
-    assert not [column for column in header if column.startswith(("checkpoint:", "runtime:"))]  # one machine, plain paths
+    prefixes = ("checkpoint:", "layout:", "runtime:")
+    assert not [column for column in header if column.startswith(prefixes)]  # one machine, plain paths
     other = tmp_path / "pi0_elsewhere"
     shutil.copytree(runs / "pi0", other)
     recorded = json.loads((other / "run_manifest.json").read_text())
     recorded["checkpoint_settings"] = {"action_horizon": 10}
     recorded["runtime"] = {**recorded["runtime"], "device_kind": "NVIDIA H200", "jax": "0.0.1"}
+    recorded["layout"] = {**recorded["layout"], "mesh": {"data": 2, "model": 1}}  # as `--mesh=data:2` on two devices
     (other / "run_manifest.json").write_text(json.dumps(recorded))
     header, rows = _markdown_table(cross_run_report.to_markdown(cross_run_report.load_runs([runs / "pi0", other])), "Runs")
-    columns = [column for column in header if column.startswith(("checkpoint:", "runtime:"))]
-    assert columns == ["checkpoint:action_horizon", "runtime:device_kind", "runtime:jax"]
+    columns = [column for column in header if column.startswith(prefixes)]
+    assert columns == ["checkpoint:action_horizon", "layout:mesh", "runtime:device_kind", "runtime:jax"]
+    assert [json.loads(row[header.index("layout:mesh")]) for row in rows] == [{"data": 1, "model": 1}, {"data": 2, "model": 1}]
     assert [row[header.index("runtime:device_kind")] for row in rows] == [
         json.dumps(json.loads((runs / "pi0" / "run_manifest.json").read_text())["runtime"]["device_kind"]), '"NVIDIA H200"']
     assert [row[header.index("checkpoint:action_horizon")] for row in rows] == ["null", "10"]
@@ -326,3 +329,42 @@ def test_a_checkpoint_moved_between_resumes_shows_its_paths_and_each_csv_line_it
     lines = list(csv.DictReader(io.StringIO(cross_run_report.to_csv([run]))))
     assert {line["domain"]: line["checkpoint"] for line in lines} == {
         "openx_bimanual": original, "overcooked_ai": original, "piqa": "/elsewhere/pi0_tiny"}
+
+
+def test_runs_under_other_attention_kernels_show_them(runs, tmp_path):
+    """A run under the reference attention kernel beside one under the default: `eval --resume` refuses the change
+    (its numbers differ), so the runs table shows the manifests' `attention:<key>` where they differ."""
+    from multinet_jax.models import attention
+
+    with attention.mode("reference"):
+        eval_helpers.evaluate(tmp_path / "reference", ("piqa",), limit=4)
+    header, rows = _markdown_table(cross_run_report.to_markdown(
+        cross_run_report.load_runs([runs / "pi0", tmp_path / "reference"])), "Runs")
+    recorded = [json.loads((folder / "run_manifest.json").read_text())["attention"] for folder in (runs / "pi0", tmp_path / "reference")]
+    assert recorded[0] != recorded[1] and recorded[1]["mode"] == "reference"
+    assert [row[header.index("attention:mode")] for row in rows] == [json.dumps(entry["mode"]) for entry in recorded]
+    assert not [column for column in header if column.startswith("layout:")]  # one layout: no column
+
+
+def test_runs_with_other_tokenizers_at_one_path_show_their_fingerprints(runs, tmp_path, monkeypatch):
+    """Two runs given the same relative --tokenizer from two folders holding tokenizers of different content: the
+    runs table shows each tokenizer's content fingerprint, as `eval --resume` compares them by content."""
+    from multinet_jax.demo import builders, datasets
+
+    paths = eval_helpers.assets()
+    for name, corpus in (("a", None), ("b", [text[::-1] for text in datasets.corpus()])):
+        (tmp_path / name).mkdir()
+        target = tmp_path / name / "demo_tokenizer.model"
+        if corpus is None:
+            shutil.copy(paths["tokenizer"], target)
+        else:
+            builders.build_tokenizer(target, corpus)
+        monkeypatch.chdir(tmp_path / name)
+        eval_helpers.evaluate(tmp_path / f"run_{name}", ("piqa",), limit=2, tokenizer="demo_tokenizer.model")
+    header, rows = _markdown_table(cross_run_report.to_markdown(
+        cross_run_report.load_runs([tmp_path / "run_a", tmp_path / "run_b"])), "Runs")
+    prints = [json.loads((tmp_path / run / "run_manifest.json").read_text())["tokenizers"]["tokenizer"]["sha256"]
+              for run in ("run_a", "run_b")]
+    assert prints[0] != prints[1]
+    assert [row[header.index("tokenizer")] for row in rows] == [
+        json.dumps(f"demo_tokenizer.model (sha256 {value[:12]})") for value in prints]

@@ -22,9 +22,17 @@ from multinet_jax import domains, plots
 from multinet_jax.act2answer.geometry import TILE_NAMES
 from multinet_jax.metrics import continuous_actions
 from multinet_jax.metrics.discrete_actions import INVALID_ACTION, INVALID_BRIER_ERROR
+from multinet_jax.metrics.scoring import SUBSET_FIELD
 
 
 ACT2ANSWER_CHANCE = 1 / len(TILE_NAMES)  # one answer tile of two
+# Kinds whose distribution panel is a bar per class (`_class_counts`).
+_CLASS_KINDS = ("discrete", "multiple_choice", "classification")
+# `domain_figure`'s widths in inches: the headline panel, the distribution panel at least, and per class bar in it
+# (its rotated tick label 10 pt high in 18 px of width, so the labels never overlap).
+_HEADLINE_WIDTH = 5.8
+_DISTRIBUTION_WIDTH = 7.2
+_INCHES_PER_CLASS = 0.18
 
 
 def json_safe(value: Any) -> Any:
@@ -169,22 +177,33 @@ def valid_absolute_errors(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
     return np.abs(packed.predictions - packed.ground_truth)[packed.valid]
 
 
+def _class_group(record: Mapping[str, Any]) -> str:
+    """The prefix of the record's class labels: its ODinW subset's (`<subset>: `), as class 0 of one subset ("boat") is
+    not class 0 of another ("CoW"); empty for records of one class set (no subset named, as `score` requires there)."""
+    return f"{record[SUBSET_FIELD]}: " if SUBSET_FIELD in record else ""
+
+
 def _class_counts(domain: domains.Domain, metrics: Mapping[str, Any],
                   records: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int], list[int]]:
     """(labels, predicted counts, true counts) over every class of the domain, zero counts included, then invalid
-    predictions as a class of their own (a class nobody predicted is information, not something to hide)."""
+    predictions as a class of their own (a class nobody predicted is information, not something to hide). ODinW's
+    classes are counted per subset (`<subset>: <class index>`, subsets in sorted order): no bar pools categories."""
     predictions = [r["prediction"] for r in records]
+    groups = [_class_group(r) for r in records]
     if domain.metric_kind == "discrete":
-        num_classes = domains.NUM_OVERCOOKED_ACTIONS
+        num_classes = {"": domains.NUM_OVERCOOKED_ACTIONS}
         # the classes the scorer read: a distribution's argmax (Magma's answers), -1 where invalid
         predictions = [None if value == INVALID_ACTION else value for value in metrics["predicted_actions"]]
     elif domain.metric_kind == "multiple_choice":
-        num_classes = len(domains.PIQA_ANSWERS)
-    else:  # classification (ODinW): options per sample
-        num_classes = max((int(r.get("num_options", 0)) for r in records), default=0)
-    predicted = Counter("invalid" if prediction is None else str(prediction) for prediction in predictions)
-    truth = Counter(str(r["ground_truth"]) for r in records)
-    labels = [str(index) for index in range(num_classes)]
+        num_classes = {"": len(domains.PIQA_ANSWERS)}
+    else:  # classification (ODinW): options per sample, per subset
+        num_classes = {}
+        for group, record in zip(groups, records):
+            num_classes[group] = max(num_classes.get(group, 0), int(record.get("num_options", 0)))
+    predicted = Counter("invalid" if prediction is None else group + str(prediction)
+                        for group, prediction in zip(groups, predictions))
+    truth = Counter(group + str(r["ground_truth"]) for group, r in zip(groups, records))
+    labels = [group + str(index) for group in sorted(num_classes) for index in range(num_classes[group])]
     labels += sorted((set(predicted) | set(truth)) - set(labels) - {"invalid"}) + ["invalid"]
     return labels, [predicted[label] for label in labels], [truth[label] for label in labels]
 
@@ -229,8 +248,10 @@ def domain_figure(domain: domains.Domain, metrics: Mapping[str, Any], records: S
     for name, value in values.items():
         by_unit.setdefault(metric_unit(domain, name), {})[name] = value
     rows = [len(part) + 1 for part in by_unit.values()] or [1]  # +1: room for the axis label
-    figure = plots.new_figure(13, max(4.5, 0.5 * sum(rows) + 1))
-    left, right = figure.subfigures(1, 2, width_ratios=[1, 1.25])
+    classes = len(_class_counts(domain, metrics, records)[0]) if domain.metric_kind in _CLASS_KINDS else 0
+    right_width = max(_DISTRIBUTION_WIDTH, _INCHES_PER_CLASS * classes)  # ODinW's 24 subsets: 279 classes
+    figure = plots.new_figure(_HEADLINE_WIDTH + right_width, max(4.5, 0.5 * sum(rows) + 1))
+    left, right = figure.subfigures(1, 2, width_ratios=[_HEADLINE_WIDTH, right_width])
     left.suptitle(f"{domain.name}: headline metrics")
     for axes, (unit, part) in zip(left.subplots(len(rows), 1, height_ratios=rows, squeeze=False)[:, 0], by_unit.items()):
         plots.value_axis(axes, unit, list(part.values()), horizontal=True)
@@ -251,7 +272,7 @@ def _distribution(figure: Any, domain: domains.Domain, metrics: Mapping[str, Any
         plots.value_axis(axes, plots.SAMPLES, counts.tolist())
         axes.set_xlabel("per-sample mean absolute error (action units, valid predictions)")
         axes.set_title(f"error distribution ({len(errors)} valid of {len(records)} predictions)")
-    elif domain.metric_kind in ("discrete", "multiple_choice", "classification"):
+    elif domain.metric_kind in _CLASS_KINDS:
         labels, predicted, truth = _class_counts(domain, metrics, records)
         positions = np.arange(len(labels))
         plots.value_axis(axes, plots.SAMPLES, truth + predicted)

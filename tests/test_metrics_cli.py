@@ -93,6 +93,19 @@ def test_action_stats_of_another_width_are_named_by_flag(tmp_path):
                                        "one per dim of the actions scored")
 
 
+def test_evals_act2answer_probe_records_scored_as_episodes_name_the_domain_that_scores_them():
+    import multinet_jax
+
+    records = [{"id": "0/original", "category": "color", "layout": "original", "ground_truth": 0, "prediction": 0,
+                "raw_output": [0.0, -1.0], "action_prediction": 1, "action_probe": None},
+               {"id": "0/swapped", "category": "color", "layout": "swapped", "ground_truth": 1, "prediction": 1,
+                "raw_output": [-1.0, 0.0], "action_prediction": 1, "action_probe": None}]
+    assert multinet_jax.score("act2answer_probes", records)["text_probe_accuracy"] == 1.0
+    with pytest.raises(metrics.RecordError, match="field 'target': missing: these are the probe records .* "
+                                                  "--domain=act2answer_probes"):
+        multinet_jax.score("act2answer", records)
+
+
 def test_invalid_json_and_missing_embedder_are_reported(tmp_path):
     predictions = tmp_path / "broken.jsonl"
     predictions.write_text('{"id": "a", "prediction": "x", "ground_truth": "y"}\n{"id": "b",\n')

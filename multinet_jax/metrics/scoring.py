@@ -204,6 +204,9 @@ def _score_kind(
 ) -> dict[str, Any]:
     """`score` for one metric kind (MultiNet's harness names)."""
     if kind == "episodes":
+        if "target" not in records[0] and "action_prediction" in records[0]:  # an easy slip, named for what it is
+            raise RecordError(0, "target", "missing: these are the probe records `eval --domains=act2answer` writes "
+                              "(action_prediction), scored as --domain=act2answer_probes; act2answer scores episode logs")
         return act2answer_scoring.score_episodes(records)
     if kind == "act2answer_probes":
         return act2answer_scoring.score_probes(records)

@@ -299,7 +299,7 @@ _FIXED_DOMAINS = {
                ("exact_match_accuracy", "avg_turn_of_first_failure", "avg_similarity_score", "invalid_turn_percentage"),
                _paligemma(150, blank_image=255, turn_by_turn=True)),
         Domain("act2answer", "act2answer", Output.KNOWLEDGE_PROBES,
-               ("text_probe_accuracy", "action_probe_accuracy", "action_invalid_rate"), OPENX_PROTOCOL,
+               ("text_probe_accuracy", "text_invalid_rate", "action_probe_accuracy", "action_invalid_rate"), OPENX_PROTOCOL,
                scored_as="act2answer_probes"),
     )
 }

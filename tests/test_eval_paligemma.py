@@ -37,7 +37,7 @@ def test_text_domain_and_text_probe_without_action_head(tmp_path):
     assert metrics["action_horizon"] is None and metrics["config"]["model"] == "paligemma"
     assert metrics["metrics"]["action_probe"] == NO_ACTION_HEAD and metrics["action_frame"] is None
     assert "action_probe_accuracy" not in metrics["metrics"] and "text_probe_accuracy" in metrics["metrics"]
-    assert set(rows["act2answer"]) >= {"text_probe_accuracy"} and "action_probe_accuracy" not in rows["act2answer"]
+    assert set(rows["act2answer"]) >= {"text_probe_accuracy", "text_invalid_rate"} and "action_probe_accuracy" not in rows["act2answer"]
     assert len(eval_helpers.read_jsonl(run / "predictions" / "piqa.jsonl")) == 8
     mixed = records[:1] + [{**records[1], "action_head": True}]
     with pytest.raises(RecordError, match="field 'action_head': expected False like record 0"):

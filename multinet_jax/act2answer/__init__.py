@@ -2,10 +2,11 @@
 
 A WidowX holds a cube over two image tiles; the instruction is the question ("Place the cube on the sad face"); every
 item runs in its original and its left/right-swapped layout. Modules: `items` (the harness's item format),
-`geometry` (tile layout and success-rule constants), `scene` (the rendered composite first frame), `generated`
-(a small Pillow-drawn item set for the demo and tests), `glb` (candidate images inside the harness's tile meshes).
+`geometry` (tile layout and success-rule constants), `names` (how labels and categories compare), `scene` (the
+rendered composite first frame), `generated` (a small Pillow-drawn item set for the demo and tests), `glb` (candidate
+images inside the harness's tile meshes).
 The data domain is `multinet_jax.data.load("act2answer", ...)`; episode scoring is `multinet_jax.score("act2answer", ...)`.
-Names are imported lazily, so the metrics (which need only `geometry`) never pull in the data pipeline.
+Names are imported lazily, so the metrics (which need only `geometry` and `names`) never pull in the data pipeline.
 """
 
 from __future__ import annotations

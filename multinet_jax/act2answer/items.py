@@ -32,6 +32,7 @@ import numpy as np
 from multinet_jax import fingerprints
 from multinet_jax.act2answer import glb
 from multinet_jax.act2answer.geometry import LAYOUTS, TILE_NAMES
+from multinet_jax.act2answer.names import spelling_clash, text_key
 from multinet_jax.data.bad_records import BadRecordError
 from multinet_jax.data.transforms import decode_image
 
@@ -103,22 +104,6 @@ def read_pairs(set_dir: pathlib.Path, dataset: str) -> list[dict[str, Any]]:
     _check_categories(pairs, dataset)
     _check_contents(set_dir, pairs, dataset)
     return pairs
-
-
-def text_key(text: str) -> str:
-    """Text as compared for sameness: case and surrounding blanks ignored (labels, answers, category names)."""
-    return text.strip().casefold()
-
-
-def spelling_clash(names: Iterable[tuple[int, str]]) -> tuple[int, int] | None:
-    """(position, earlier position) of the first two of `names` ((position, name) pairs) that are one name spelled two
-    ways (`text_key` equal, text not): one category under two spellings is scored and macro-averaged as two."""
-    first: dict[str, tuple[int, str]] = {}
-    for position, name in names:
-        earlier = first.setdefault(text_key(name), (position, name))
-        if earlier[1] != name:
-            return position, earlier[0]
-    return None
 
 
 def _check_categories(pairs: list[Any], dataset: str) -> None:

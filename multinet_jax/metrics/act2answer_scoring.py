@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multinet_jax.act2answer.geometry import CUBE_HALF_SIZE, HEIGHT_TOLERANCE, LAYOUTS, TILE_NAMES, XY_MARGIN
-from multinet_jax.act2answer.items import spelling_clash
+from multinet_jax.act2answer.names import spelling_clash
 from multinet_jax.metrics._numerics import x64_jit
 from multinet_jax.metrics.records import RecordError, is_finite_number, require_field
 from multinet_jax.metrics.json_values import to_python

@@ -6,10 +6,12 @@ Every benchmark warms up (so compilation is excluded), fences each call with
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import pathlib
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,10 @@ import numpy as np
 
 REPORT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 REPO_ROOT = REPORT_DIR.parents[1]
+# The distributions whose versions a report records (besides any JAX PJRT plugin): what a figure depends on.
+RECORDED_PACKAGES = ("jax", "jaxlib", "flax", "orbax-checkpoint", "numpy")
+# JAX's accelerator plugins (jax-cuda12-plugin, jax-cuda12-pjrt, jax-rocm*-plugin, libtpu): the kernels that ran.
+JAX_PLUGIN = re.compile(r"jax-.*-(plugin|pjrt)|libtpu.*")
 
 
 def data_label(path: str | os.PathLike, role: str) -> str:
@@ -33,7 +39,7 @@ def data_label(path: str | os.PathLike, role: str) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, core count, accelerator, library versions."""
+    """What the numbers were measured on: CPU, core count, accelerator, library versions, source revision."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
@@ -51,7 +57,36 @@ def machine_info() -> dict[str, Any]:
         "load_average_1_5_15_min": os.getloadavg(),  # other jobs sharing the machine when the report was written
         "jax": jax.__version__,
         "python": platform.python_version(),
+        "packages": package_versions(),
+        "source": source_revision(),
     }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions (`importlib.metadata`) of `RECORDED_PACKAGES` (None: not installed) and of every JAX
+    plugin present, so a figure can be reproduced with the same jaxlib and kernels."""
+    installed = {}
+    for distribution in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", distribution.metadata["Name"] or "").lower()  # PEP 503's normalized name
+        installed.setdefault(name, distribution.version)
+    plugins = sorted(name for name in installed if JAX_PLUGIN.fullmatch(name))
+    return {name: installed.get(name) for name in (*RECORDED_PACKAGES, *plugins)}
+
+
+def source_revision(root: pathlib.Path = REPO_ROOT) -> dict[str, Any] | None:
+    """The code the figures came from: `git rev-parse HEAD` and whether tracked files differ from it (`dirty`). None
+    where `root` is not the top of a git checkout (an unpacked copy, or one inside another repository) or git is
+    missing: a report is never lost for want of it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=60).stdout.strip()
+
+    try:
+        if pathlib.Path(git("rev-parse", "--show-toplevel")).resolve() != pathlib.Path(root).resolve():
+            return None
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def time_call(fn: Callable[[], Any], *, warmup: int = 1, iters: int = 5) -> dict[str, float]:

@@ -9,10 +9,13 @@ share of its time in data, model, output (mapping + writing) and metrics. Two da
 sample (8 steps: per-domain fixed costs such as the plot weigh heavily) and a generated one in the same format with
 `--generated_samples` steps (how those costs amortize over a real split).
 
-MultiNet's Pi0 pipeline is re-created on the same inputs: `sample_actions` called eagerly (no jit) with every camera
-encoded (openpi's behaviour: MultiNet's two zero wrist images are masked, not skipped), batch 4, and
-`jax.clear_caches()` after every batch, as its openx_inference.py does. Its per-sample time against ours is the ratio.
-Parameters are random (seeded): speed does not depend on their values.
+MultiNet's Pi0 pipeline is re-created on the same inputs (`benchmarks.multinet_recreation`): openpi's un-jitted
+`sample_actions` called plainly, as its openx_inference.py calls it (op by op, each loop body compiled; not under
+`jax.disable_jit()`), with every camera encoded (openpi's behaviour: MultiNet's two zero wrist images are masked, not
+skipped), batch 4, and `jax.clear_caches()` after every batch, as that script does (so every batch compiles its loop
+bodies again). Its per-sample time against ours is the ratio. Parameters are random (seeded): speed does not depend
+on their values. A model with PaliGemma's full vocabulary is evaluated with PaliGemma's tokenizer, built from
+../shared's Gemma vocabulary (eval refuses a tokenizer that does not fit the model's embedding).
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from multinet_jax.demo import datasets
 from multinet_jax.eval import EvalConfig, Evaluator
 
 DOMAIN = "openx_bimanual"
-SHARED_SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "multinet_sample"
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+SHARED_SAMPLE = SHARED / "data" / "multinet_sample"
+GEMMA_TOKENIZER = SHARED / "tokenizers" / "gemma_tokenizer.model"
 
 _MODELS = flags.DEFINE_list("models", ["pi0_tiny", "pi0_dummy_gemma_so400m"], "Named model configs to benchmark.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed evaluations per model after the compiling one.")
@@ -51,6 +56,15 @@ def random_model(name: str, mesh: jax.sharding.Mesh):
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda leaf: (rng.standard_normal(leaf.shape) * 0.02).astype(leaf.dtype), models.param_shapes(config))
     return models.build_model(config, params, mesh=mesh)
+
+
+def eval_tokenizer(vocab_size: int, demo_tokenizer: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
+    """The tokenizer eval takes for a model embedding `vocab_size` tokens: the demo's for the tiny vocabulary,
+    PaliGemma's (built once, from ../shared's Gemma vocabulary) for the full one."""
+    if vocab_size != tokenizers.PALIGEMMA_VOCAB_SIZE:
+        return demo_tokenizer
+    path = work / "paligemma_tokenizer.model"
+    return path if path.exists() else tokenizers.build_paligemma_vocab(GEMMA_TOKENIZER, path)
 
 
 def evaluator_throughput(model, config: EvalConfig, repeats: int) -> dict:
@@ -103,7 +117,8 @@ def main(argv: list[str]) -> None:
         for data_name, data_root in data_roots.items():
             if quick and data_name != "multinet_sample":
                 continue
-            config = EvalConfig(model="pi0", checkpoint=f"<random {name}>", tokenizer=str(tokenizer_path), domains=(DOMAIN,),
+            tokenizer = eval_tokenizer(model.config.vocab_size, tokenizer_path, work)
+            config = EvalConfig(model="pi0", checkpoint=f"<random {name}>", tokenizer=str(tokenizer), domains=(DOMAIN,),
                                 data_dir=str(data_root), split="public", output_dir=str(work / "runs" / name / data_name),
                                 batch_size=_BATCH.value, cache_dir=str(work / "cache"))
             entry[data_name] = evaluator_throughput(model, config, 1 if quick else _REPEATS.value)

@@ -31,8 +31,9 @@ Stages, in this order (what does not fit in the budget is recorded as skipped, n
   accelerator, the compiled HLO's ops, `hlo`, on CPU) and the top kernels of one `jax.profiler` call. Under `auto`
   with a fast path, each attention call shape of the case is first timed through both implementations and the case
   compiled with the faster per shape (`benchmarks.suite_attention`, `attention_selection`);
-- `multinet_recreation`: MultiNet's own Pi0 loop (eager, every camera encoded, caches cleared per batch of 4) on
-  the first flow model, against our per-sample time at the largest batch measured: the speed-up ratio;
+- `multinet_recreation`: MultiNet's own Pi0 loop (`benchmarks.multinet_recreation`: openpi's un-jitted sampler called
+  plainly, every camera encoded, caches cleared per batch of 4) on `--multinet_model` (an openpi flow model),
+  against our per-sample time at the largest batch measured: the speed-up ratio;
 - `metrics`: the jitted Open-X metric kernels on `metrics_samples` samples;
 - `data`, `eval`: the Open-X bimanual sample of ../shared through the Grain pipeline, and the end-to-end evaluator
   with the first flow model; they need grain and TensorFlow, and are recorded as skipped where those are not
@@ -69,7 +70,7 @@ from benchmarks.common import (REPORT_DIR, REPO_ROOT, copy_bandwidth, data_label
                                write_json)
 from benchmarks import suite_attention, suite_profile
 from benchmarks.flops import count_flops
-from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
+from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline, recreates
 from multinet_jax import sharding
 from multinet_jax.models import attention, configs, gemma, registry
 from multinet_jax.models.interface import BenchmarkCall, InferenceOptions, Model
@@ -584,7 +585,9 @@ def suite(args: argparse.Namespace, write: Callable[[dict[str, Any]], None] = la
         # XLA's own flags in effect (e.g. `--xla_gpu_enable_command_buffer`; None: XLA's defaults, README.md).
         "xla_flags": os.environ.get("XLA_FLAGS"),
         "settings": {"dry_run": args.dry_run, "dtype": args.dtype, "budget_s": args.budget_s,
-                     **dataclasses.asdict(sizes), "num_flow_steps": NUM_FLOW_STEPS, "live_cameras": LIVE_CAMERAS},
+                     **dataclasses.asdict(sizes), "num_flow_steps": NUM_FLOW_STEPS, "live_cameras": LIVE_CAMERAS,
+                     # the random weights' N(0, 1) scale: token models' decode lengths and the parity margins depend on it
+                     "param_scale": PARAM_SCALE, "parity_param_scale": PARITY_PARAM_SCALE},
         "stages": {},
     }
     stages = report["stages"]
@@ -698,6 +701,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     flow_models = flow_families()
     if args.multinet_model not in flow_models:
         parser.error(f"--multinet_model must be a flow model ({', '.join(flow_models)}), got {args.multinet_model!r}")
+    if "multinet_recreation" in args.stages and not recreates(args.multinet_model):
+        parser.error(f"the multinet_recreation stage re-creates MultiNet's loop over openpi's sampler: --multinet_model "
+                     f"must be an openpi flow model, got {args.multinet_model!r} (leave the stage out)")
     if {"multinet_recreation", "eval"} & set(args.stages) and args.multinet_model not in args.models:
         parser.error(f"the multinet_recreation and eval stages time --multinet_model={args.multinet_model}: "
                      "add it to --models or leave those stages out")

@@ -13,13 +13,16 @@ from collections import Counter
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks import suite, suite_profile
 from benchmarks.flops import count_flops
+from benchmarks.multinet_recreation import MULTINET_BATCH, multinet_pipeline
 from conftest import REPO_ROOT, shared_path
 from multinet_jax import sharding
-from multinet_jax.models import attention, registry
+from multinet_jax.models import attention, decoding, registry
+from multinet_jax.models.observation import random_observation
 
 # The accelerator image has neither grain nor TensorFlow: block both, run the suite, list what got imported. The
 # attention fast path is forced with XLA's kernel in cuDNN's place, so the parity stage runs as on a GPU.
@@ -190,11 +193,18 @@ def test_model_benchmarks_need_no_data_stack_and_name_no_machine_paths(dry_run):
     assert str(REPO_ROOT) not in text and "/tmp" not in text
 
 
+def test_the_report_records_the_weights_scale():
+    """Random weights' scale sets the token models' decode lengths and the parity margins: the settings record it."""
+    settings = suite.suite(suite.parse_args(["--dry_run", "--stages="]))["settings"]
+    assert (settings["param_scale"], settings["parity_param_scale"]) == (suite.PARAM_SCALE, suite.PARITY_PARAM_SCALE)
+
+
 @pytest.mark.parametrize("flags, problem", [
     (["--models=pi0,nope"], "unknown model or stage: nope"),
     (["--stages=peak,gpu"], "unknown model or stage: gpu"),
     (["--multinet_model=pi0_fast"], "--multinet_model must be a flow model"),
     (["--models=pi0_fast", "--stages=models,multinet_recreation"], "add it to --models"),
+    (["--models=smolvla", "--multinet_model=smolvla", "--stages=multinet_recreation"], "must be an openpi flow model"),
     (["--attention=flash"], "argument --attention: invalid choice: 'flash'"),
 ])
 def test_bad_suite_flags_are_refused(flags, problem, capsys):
@@ -264,6 +274,57 @@ def test_dry_run_measures_step_costs_mbu_and_kernels(dry_run):
     assert models["pi0_fast"]["cases"]["1"]["decode_step_timing"]["compiled_anew"] == [True, False]
     assert models["openvla"]["cases"]["1"]["decode_step_timing"]["compiled_anew"] == [True, True]
     assert models["openvla"]["cases"]["1"]["decode_step_timing"]["loop_trips"] == [0, report["settings"]["decode_steps"] - 1]
+
+
+def test_the_token_case_times_the_program_evals_decoder_runs(fresh_traces):
+    """Pi0-FAST's suite call is what `sample_tokens` (eval's decoder, openpi-exact by default) runs on the same
+    observation: with MultiNet's one live camera of three, openpi's window reads the masked cameras, so both encode
+    all three (the same prefix keys) and decode the same tokens; the call's kind names the decoder it timed."""
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
+    model = suite.bench_model("pi0_fast", True, "float32", mesh, scale=suite.PARITY_PARAM_SCALE)  # tokens that vary
+    options = suite.call_options(suite.DRY)
+    call = model.benchmark_call(1, options, suite.LIVE_CAMERAS)
+    with attention.recording() as timed:
+        tokens = np.asarray(call()[0])
+    jax.clear_caches()  # the same program would be served from the cache, recording nothing
+    with attention.recording() as evaluated:
+        expected = decoding.sample_tokens(model, random_observation(model.config, 1, suite.LIVE_CAMERAS),
+                                          max_decoding_steps=options.max_decoding_steps, per_row_stopping=False)
+    keys = lambda calls: sorted({tuple(call["kv"]) for call in attention.distinct(calls)})
+    assert keys(timed) == keys(evaluated) and len(keys(timed)) > 1, (keys(timed), keys(evaluated))
+    assert call.kind == "decode (openpi-exact)" and len(call.kwargs["images"]) == 3
+    np.testing.assert_array_equal(tokens, np.asarray(expected))
+
+
+def test_multinet_recreation_calls_the_sampler_as_multinet_does(fresh_traces):
+    """MultiNet calls openpi's `sample_actions` plainly: its flow loop's body is traced and compiled as one program,
+    not run step by step in Python as under `jax.disable_jit()` (which times a loop MultiNet never ran), and
+    `jax.clear_caches()` after each batch makes the next batch trace and compile it all again."""
+    mesh = sharding.make_mesh("data:1,model:1", devices=jax.devices()[:1])
+    model = suite.bench_model("pi0", True, "bfloat16", mesh)
+    observation = random_observation(model.config, MULTINET_BATCH, suite.LIVE_CAMERAS)
+    traced = []
+    for _ in range(2):
+        with attention.recording() as calls:
+            result = multinet_pipeline(model, [observation], 1)
+        # the action expert's queries over the prefix cache (a flow step) vs attention over a whole sequence
+        traced.append(Counter("step" if call["q"][1] < call["kv"][1] else "sequence" for call in calls))
+    assert traced[0] == traced[1] and 0 < traced[0]["step"] < suite.NUM_FLOW_STEPS, traced
+    assert result["batches_timed"] == 1 and result["seconds_per_sample"] == result["seconds_per_batch"][0] / MULTINET_BATCH
+
+
+def test_eval_throughput_gives_each_model_a_tokenizer_eval_accepts(tmp_path):
+    """eval refuses a tokenizer that does not fit the model's embedding: a model with PaliGemma's full vocabulary
+    (the So400m one) is evaluated with PaliGemma's tokenizer, built from ../shared's Gemma vocabulary; the tiny
+    vocabulary keeps the demo's."""
+    from multinet_jax import tokenizers
+
+    eval_throughput = pytest.importorskip("benchmarks.eval_throughput")  # needs the data stack
+    shared_path("tokenizers", "gemma_tokenizer.model")
+    demo = tmp_path / "demo_tokenizer.model"
+    assert eval_throughput.eval_tokenizer(1024, demo, tmp_path) == demo
+    full = eval_throughput.eval_tokenizer(tokenizers.PALIGEMMA_VOCAB_SIZE, demo, tmp_path)
+    tokenizers.PaliGemmaTokenizer(full).check_vocabulary("<random So400m>", tokenizers.PALIGEMMA_VOCAB_SIZE)
 
 
 def test_a_decode_step_reads_the_same_weights_and_a_cache_growing_with_the_batch(fresh_traces):

@@ -77,6 +77,17 @@ def test_batched_greedy_tokens_and_actions_are_exact_and_equal_one_at_a_time():
         np.testing.assert_array_equal(alone[0], io["actions_f64"][row])
 
 
+def test_images_may_be_one_stacked_array():
+    """`images` as one uint8 `[b, H, W, 3]` array (what the other batch APIs take) gives the actions of the same
+    images as a list; an array of another rank is refused with a line naming `images`."""
+    model, io = openvla_model(), openvla_io()
+    images, instructions = fixture_images()[:3], fixture_instructions()[:3]  # the three 224 x 224 images
+    np.testing.assert_array_equal(model.predict_action(np.stack(images), instructions, unnorm_key="bridge_orig"),
+                                  io["actions_f64"][:3])
+    with pytest.raises(ValueError, match=r"predict_action's images: .* got an array of shape \(224, 224, 3\)"):
+        model.predict_action(images[0], instructions[:1])
+
+
 def test_bfloat16_restores_bfloat16_params_and_stays_close():
     model, io = openvla_model("bfloat16"), openvla_io()
     assert {leaf.dtype for leaf in jax.tree.leaves(model.params)} == {jnp.dtype("bfloat16")}

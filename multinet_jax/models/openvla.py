@@ -222,12 +222,16 @@ class OpenVLAModel:
 
     # -- the APIs ----------------------------------------------------------------------------------
 
-    def predict_action(self, images: Sequence[np.ndarray], instructions: Sequence[str], unnorm_key: str | None = None,
-                       center_crop: bool = False) -> np.ndarray:
-        """OpenVLA's `predict_action` for a batch: uint8 `[H, W, 3]` images of any size and instructions ->
-        unnormalized actions float64 `[b, action_dim]`, each row what the sample gives alone (greedy).
+    def predict_action(self, images: Sequence[np.ndarray] | np.ndarray, instructions: Sequence[str],
+                       unnorm_key: str | None = None, center_crop: bool = False) -> np.ndarray:
+        """OpenVLA's `predict_action` for a batch: `images`, b uint8 `[H, W, 3]` images of any size (a sequence, or
+        one stacked `[b, H, W, 3]` array), and b instructions -> unnormalized actions float64 `[b, action_dim]`, each
+        row what the sample gives alone (greedy).
         `center_crop`: OpenVLA's evaluation scripts' crop (`get_vla_action(center_crop=True)`) first."""
-        if len(images) != len(instructions) or not images:
+        if getattr(images, "ndim", 4) != 4:  # one array: its rows are the images (a [H, W, 3] one would split by rows)
+            raise ValueError(f"predict_action's images: one uint8 [b, H, W, 3] array or a sequence of b [H, W, 3] "
+                             f"arrays, got an array of shape {tuple(images.shape)}")
+        if len(images) != len(instructions) or len(images) == 0:
             raise ValueError(f"predict_action needs as many images as instructions (>= 1), got {len(images)} and {len(instructions)}")
         stats = self.action_stats(unnorm_key)
         tokens, mask = self.action_tokens(instructions)

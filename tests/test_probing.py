@@ -3,6 +3,7 @@ solver against SciPy's L-BFGS on the same objective, grouped folds, and the prot
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
@@ -125,3 +126,58 @@ def test_retention_of_the_published_pi0_maxima():
 def test_bad_probe_inputs(features, labels, groups, message):
     with pytest.raises(ValueError, match=message):
         probing.fit_probes(features, labels, groups, num_folds=2)
+
+
+def test_a_large_constant_offset_changes_no_probe():
+    """Standardized probes are invariant to a column's constant offset. One informative dimension with spread ~0.09
+    (and 63 of noise) gave accuracy 0.825; offset by 1e4, as a residual stream's massive dimensions are, the float32
+    one-pass variance E[x^2] - mean^2 cancelled to 0 (the column left unscaled) and the accuracy fell to chance (0.505).
+    The base is rounded to the grid float32 resolves at 1e4 (2^-10), so the offset itself rounds nothing."""
+    rng = np.random.default_rng(0)
+    count, width = 200, 64
+    labels = np.tile([0, 1], count // 2)
+    groups = np.arange(count) // 2
+    base = rng.normal(size=(count, 1, width))
+    base[:, 0, 0] = 0.05 * (rng.normal(size=count) + 1.5 * (2 * labels - 1))
+    base = np.round(base * 2**10) / 2**10
+    offset = base.copy()
+    offset[:, :, 0] += 1e4
+    fit = lambda features: probing.fit_probes(features.astype(np.float32), labels, groups, num_folds=5)
+    plain, shifted = fit(base), fit(offset)
+    assert plain.accuracy[0] > 0.8 and plain.converged.all() and shifted.converged.all()
+    np.testing.assert_array_equal(shifted.fold_accuracy, plain.fold_accuracy)
+    np.testing.assert_array_equal(shifted.control_fold_accuracy, plain.control_fold_accuracy)
+    np.testing.assert_array_equal(shifted.iterations, plain.iterations)
+
+
+def test_the_standardizer_holds_every_digit_of_a_small_spread_on_a_large_offset():
+    """Each fold's mean and std of a float32 column 1e4 + spread 0.05, against float64 over the same float32 values:
+    E[x^2] - mean^2 gave variance 0 or 16 here (the true one is 0.0025). The solver also centres columns first, but a
+    fold whose held-out rows sit far from its training rows leaves that fold's offset to the standardizer."""
+    from multinet_jax.probing.probes import _standardizer
+
+    rng = np.random.default_rng(0)
+    x = (1e4 + 0.05 * rng.normal(size=(200, 3))).astype(np.float32)
+    folds = probing.grouped_folds(np.arange(200), 5, seed=0)
+    fold_train = folds[None, :] != np.arange(5)[:, None]
+    mean, inv_std = _standardizer(jnp.asarray(x), jnp.asarray(fold_train))
+    for fold, rows in enumerate(fold_train):
+        np.testing.assert_allclose(mean[fold], x[rows].astype(np.float64).mean(0), rtol=0, atol=1e-3)
+        np.testing.assert_allclose(1 / inv_std[fold], x[rows].astype(np.float64).std(0), rtol=1e-3)
+
+
+def test_classes_are_the_distinct_labels_and_chance_the_majority_share():
+    """Labels {1, 2} are two classes (not a 3-class softmax with chance 1/3), and 3:1 labels have chance 0.75, what
+    always answering the majority scores (1 / num_classes said 0.5)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 2, 8))
+    labels = np.tile([1, 2], 20)
+    shifted = probing.fit_probes(features, labels, np.arange(40) // 2, num_folds=5, null_labels=labels[None, ::-1])
+    indexed = probing.fit_probes(features, labels - 1, np.arange(40) // 2, num_folds=5, null_labels=labels[None, ::-1] - 1)
+    assert shifted.num_classes == 2 and shifted.chance == 0.5 and shifted.classes.tolist() == [1, 2]
+    for name in ("accuracy", "fold_accuracy", "control_accuracy", "null_accuracy", "iterations"):
+        np.testing.assert_array_equal(getattr(shifted, name), getattr(indexed, name))
+    unbalanced = probing.fit_probes(features, np.array([0, 0, 0, 1] * 10), num_folds=5)
+    assert unbalanced.chance == 0.75 and unbalanced.class_counts.tolist() == [30, 10]
+    with pytest.raises(ValueError, match=r"of the labels' 2 classes \[1, 2\]"):
+        probing.fit_probes(features, labels, num_folds=5, null_labels=labels[None] - 1)

@@ -127,3 +127,50 @@ def test_the_probe_command_never_prints_a_p_value_as_alpha_it_is_not():
     code = "from multinet_jax.cli import probe; print([probe._p_text(p) for p in (21 / 400, 0.0499, 0.05, 0.65, 1.0)])"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == str(["0.052", "0.0499", "0.05", "0.65", "1"])
+
+
+def test_unconverged_real_fits_are_counted_apart_and_said(capsys):
+    """A fit stopped at max_iter is counted per label set: one number over real, control and null fits (19 null sets
+    to one real) hid whether the accuracies themselves were off, and nothing was said."""
+    activations = _noise(np.random.default_rng(0), tasks=1, items=10, layers=2, width=16)
+    result = layer_curves.probe_tasks(activations, num_folds=2, max_iter=1)
+    entry = result["tasks"]["task0"]["prefix_last"]
+    fits = 2 * 2  # layers x folds per label set
+    assert entry["unconverged_fits"] == {"real": fits, "control": fits, "null": fits * layer_curves.PERMUTATIONS}
+    assert result["unconverged_real_fits"] == 2 * fits  # both streams
+    warning = capsys.readouterr().err
+    assert "warning: 8 real-label probe fits stopped at max_iter=1 before converging: their accuracies may be off; " \
+           "raise --max_iter (task0/prefix_last 4, task0/action_mean 4)" in warning
+    assert "max_iter=1" in layer_curves.figure(result)._suptitle.get_text().replace("\n", " ")
+    converged = layer_curves.probe_tasks(activations, num_folds=2, max_iter=1000)
+    assert converged["unconverged_real_fits"] == 0 and "warning" not in capsys.readouterr().err
+    assert "max_iter" not in layer_curves.figure(converged)._suptitle.get_text()
+
+
+def _edit(path, change):
+    with np.load(path) as batch:
+        arrays = dict(batch)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("batch, change, message", [
+    # one row short, then one row long: the totals agree, and every feature between them sat beside the next label
+    ("batch_00000000.npz", lambda a: a.update(prefix_last=a["prefix_last"][1:]),
+     r"batch_00000000.npz: array 'prefix_last' has shape \(5, 3, 8\), not one row per sample index \(6\)"),
+    ("batch_00000006.npz", lambda a: a.update(label=a["label"][:-1]),
+     r"batch_00000006.npz: array 'label' has shape \(5,\), not one row per sample index \(6\)"),
+    ("batch_00000006.npz", lambda a: a.update(action_mean=a["action_mean"][:, :, :-1]),
+     r"batch_00000006.npz: array 'action_mean' has rows of shape \(3, 7\), the first batch's have \(3, 8\)"),
+    ("batch_00000006.npz", lambda a: a["action_mean"].__setitem__((2, 1, 3), np.nan),
+     r"batch_00000006.npz: stream 'action_mean' holds NaN or inf values \(the first at index \[2, 1, 3\]\)"),
+], ids=["short_then_long", "short_labels", "narrower", "nan"])
+def test_a_batch_whose_arrays_disagree_is_refused_naming_it(tmp_path, batch, change, message):
+    rng = np.random.default_rng(0)
+    for start in (0, 6):
+        activation_store.write_batch(tmp_path, _batch(start, 6, rng, np.eye(8)[0]))
+    _edit(tmp_path / batch, change)
+    if batch == "batch_00000000.npz":  # the long batch after the short one
+        _edit(tmp_path / "batch_00000006.npz", lambda a: a.update(prefix_last=np.concatenate([a["prefix_last"], a["prefix_last"][:1]])))
+    with pytest.raises(activation_store.ActivationError, match=message):
+        activation_store.read(tmp_path)

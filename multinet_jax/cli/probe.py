@@ -6,7 +6,8 @@
         --data_dir=act2answer/public --frames_dir=sim_first_frames --output_dir=runs/probe_pi0
 
 Writes `<output_dir>/activations/<split>/batch_*.npz` (resumable with --resume), `probing.json` (per category and
-stream: accuracy per layer, shuffled control, per-fold values, peak layer; the retention) and `probing.png`.
+stream: accuracy per layer, shuffled control, per-fold values, peak layer, fits that did not converge; the
+retention) and `probing.png`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ flags.DEFINE_bool("resume", False, "Continue saved activations instead of refusi
 flags.DEFINE_integer("num_folds", 5, "Cross-validation folds (grouped by item); each category needs this many items.")
 flags.DEFINE_integer("probe_seed", 0, "Seed of the fold assignment and the shuffled-label control.")
 flags.DEFINE_float("C", 1.0, "Inverse L2 strength of the logistic-regression probes (scikit-learn's C).")
-flags.DEFINE_integer("max_iter", 100, "L-BFGS iterations per probe at most.")
+flags.DEFINE_integer("max_iter", 100, "L-BFGS iterations per probe at most (real-label fits that stop at it are "
+                     "warned about and counted in probing.json's unconverged_fits).")
 flags.DEFINE_integer("permutations", 19, "Label sets of the permutation test each probe curve's peak is checked "
                      "against (each item's tiles exchanged at random): a peak counts as signal at p <= 0.05, which "
                      "needs 19 or more.")

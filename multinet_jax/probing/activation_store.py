@@ -4,7 +4,8 @@ Layout: `<directory>/batch_<first sample index, 8 digits>.npz`, one file per mod
 valid rows: `sample_index` int64 `[b]`, `id`, `item_id`, `layout`, `category` (text `[b]`), `label` int64 `[b]` and
 one float array `[b, layers, width]` per captured stream (e.g. `prefix_last`, `prefix_mean`, `action_mean`). A file
 is written to a temporary name, fsynced and renamed, so a killed run leaves whole batches only; `resume_index` says
-where to continue, and `read` checks that the batches cover samples 0..n-1 exactly once.
+where to continue, and `read` checks that the batches cover samples 0..n-1 exactly once, that every array of a batch
+holds one row per sample index with the first batch's trailing shape, and that the streams are finite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 TEXT_FIELDS = ("id", "item_id", "layout", "category")
+ROW_FIELDS = (*TEXT_FIELDS, "label", "sample_index")  # every other array is a captured stream
 _PREFIX = "batch_"
 
 
@@ -53,13 +55,32 @@ def resume_index(directory: str | pathlib.Path) -> int:
     return len(read(directory)["label"]) if directory.is_dir() and _batches(directory) else 0
 
 
+def _check_array(path: pathlib.Path, name: str, array: np.ndarray, rows: int, trailing: tuple[int, ...] | None) -> None:
+    """One row per sample index, the first batch's trailing shape (`trailing`; None: this is the first batch) and,
+    for a stream, finite values: concatenated, a batch one row short followed by one a row long would otherwise put
+    every feature in between beside the next sample's label, and a NaN would surface later without its batch."""
+    if array.ndim == 0 or array.shape[0] != rows:
+        raise ActivationError(f"{path}: array {name!r} has shape {array.shape}, not one row per sample index ({rows})")
+    if trailing is not None and array.shape[1:] != trailing:
+        raise ActivationError(f"{path}: array {name!r} has rows of shape {array.shape[1:]}, the first batch's have "
+                              f"{trailing}")
+    if name in ROW_FIELDS:
+        return
+    if not np.issubdtype(array.dtype, np.number):
+        raise ActivationError(f"{path}: stream {name!r} holds {array.dtype} values, not numbers")
+    if not np.all(np.isfinite(array)):
+        raise ActivationError(f"{path}: stream {name!r} holds NaN or inf values (the first at index "
+                              f"{np.argwhere(~np.isfinite(array))[0].tolist()})")
+
+
 def read(directory: str | pathlib.Path, streams: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Every batch concatenated in sample order; fails on a gap, an overlap or a batch missing a stream."""
+    """Every batch concatenated in sample order; fails on a gap, an overlap, a batch missing a stream and an array
+    whose rows disagree with its batch's sample indices or the first batch's shape, or a stream that is not finite."""
     directory = pathlib.Path(directory)
     files = _batches(directory)
     if not files:
         raise ActivationError(f"{directory}: no {_PREFIX}*.npz activation batches")
-    keep = None if streams is None else {*TEXT_FIELDS, "label", "sample_index", *streams}
+    keep = None if streams is None else {*ROW_FIELDS, *streams}
     names: list[str] | None = None
     parts: dict[str, list[np.ndarray]] = {}
     expected_next = 0
@@ -75,7 +96,9 @@ def read(directory: str | pathlib.Path, streams: Sequence[str] | None = None) ->
                 if missing:
                     raise ActivationError(f"{path}: no array {missing[0]!r} (the first batch has it)")
                 for name in names:
-                    parts.setdefault(name, []).append(batch[name])
+                    array = batch[name]
+                    _check_array(path, name, array, indices.size, parts[name][0].shape[1:] if name in parts else None)
+                    parts.setdefault(name, []).append(array)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # a truncated or foreign file
             if isinstance(error, ActivationError):
                 raise
@@ -84,5 +107,5 @@ def read(directory: str | pathlib.Path, streams: Sequence[str] | None = None) ->
         expected_next += indices.size
     for name in streams or ():
         if name not in parts:
-            raise ActivationError(f"{directory}: no stream {name!r} (has {sorted(set(parts) - {*TEXT_FIELDS, 'label', 'sample_index'})})")
+            raise ActivationError(f"{directory}: no stream {name!r} (has {sorted(set(parts) - set(ROW_FIELDS))})")
     return {name: np.concatenate(values) for name, values in parts.items()}

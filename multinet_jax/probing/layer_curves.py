@@ -11,12 +11,15 @@ the features knew nothing of the answer; every item keeps one episode per tile).
 permuted peaks at or above it (counting the real one). A task whose prefix peak is not significant at `ALPHA` has no
 signal to retain and is left out of the mean, listed under `retention_excluded` with its peak and the permuted peaks'
 best. Models without an action expert (Pi0-FAST, PaliGemma, OpenVLA) have prefix streams only: `action_streams` says
-so, and there is no retention.
+so, and there is no retention. Fits that stop at `max_iter` before `tol` are counted per stream and label set
+(`unconverged_fits`: `real`, `control`, `null`); any real one is said on stderr, totalled in `unconverged_real_fits`
+and noted in the plot's title, since it is the accuracy itself that may be off.
 """
 
 from __future__ import annotations
 
 import pathlib
+import sys
 import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -84,13 +87,19 @@ def probe_tasks(activations: Mapping[str, np.ndarray], *, num_folds: int = 5, se
                 "peak_accuracy": peak,
                 "null_peak_accuracy": null_peaks.tolist(),
                 "peak_p_value": float((1 + np.sum(null_peaks >= peak)) / (1 + permutations)),
-                "unconverged_fits": int((~result.converged).sum()),
+                "unconverged_fits": result.unconverged(),
             }
     report: dict[str, Any] = {
         "chance": CHANCE, "alpha": ALPHA, "streams": streams, "tasks": tasks,
         "settings": {"num_folds": num_folds, "seed": seed, "C": C, "max_iter": max_iter, "tol": tol,
                      "permutations": permutations},
+        "unconverged_real_fits": sum(entry[stream]["unconverged_fits"]["real"] for entry in tasks.values()
+                                     for stream in streams),
     }
+    if report["unconverged_real_fits"]:
+        where = [f"{task}/{stream} {entry[stream]['unconverged_fits']['real']}" for task, entry in tasks.items()
+                 for stream in streams if entry[stream]["unconverged_fits"]["real"]]
+        print(f"warning: {unconverged_text(report)} ({', '.join(where)})", file=sys.stderr)
     if all(stream in streams for stream in RETENTION_STREAMS):
         report.update(_retention(tasks))
     elif not any(stream in streams for stream in ACTION_STREAMS):
@@ -164,9 +173,17 @@ def figure(report: Mapping[str, Any]) -> Any:
     retained = report.get("retention")
     key = (f"dashed: shuffled-label control; dotted: best permuted peak (a peak above it: p <= {report['alpha']:g}); "
            f"gray: chance ({report['chance']:g})")
-    whole.suptitle(textwrap.fill(key, TITLE_LINE_CHARACTERS)
-                   + (f"\n{textwrap.fill(retention_text(report), TITLE_LINE_CHARACTERS)}" if retained is not None else ""))
+    lines = [key] + ([retention_text(report)] if retained is not None else [])
+    if report.get("unconverged_real_fits"):
+        lines.append(f"warning: {unconverged_text(report)}")
+    whole.suptitle("\n".join(textwrap.fill(line, TITLE_LINE_CHARACTERS) for line in lines))
     return whole
+
+
+def unconverged_text(report: Mapping[str, Any]) -> str:
+    """How many real-label fits stopped at max_iter: their accuracies are not the probes' optimum."""
+    return (f"{report['unconverged_real_fits']} real-label probe fits stopped at max_iter={report['settings']['max_iter']} "
+            "before converging: their accuracies may be off; raise --max_iter")
 
 
 def retention_text(report: Mapping[str, Any]) -> str:

@@ -7,7 +7,10 @@ problems and their label-shuffled controls are solved by one jitted, batched L-B
 the layers of a step (as many layers as fit in a CPU cache; `lax.map` over the steps): every iteration costs two
 matmuls of a step's `[layers, n, width]` features with a `[width, problems]` right-hand side, and the line search
 reuses the direction's logits, so it costs no pass over the features at all. Standardization is folded into the
-weights, so the features are never copied per fold.
+weights, so the features are never copied per fold. A probe does not change when a column is shifted by a constant,
+and in float32 it must not either: the columns are shifted by their means, and each fold's variance is computed in two
+passes (the mean squared deviation from the mean; E[x^2] - mean^2 cancelled to nothing for a dimension whose offset
+is ~1000x its spread, as residual streams' massive dimensions are, and left it unscaled: accuracy at chance).
 
     result = fit_probes(features, labels, groups=item_ids)   # features [n, layers, width]
     result.accuracy          # [layers], each sample predicted once, by the fold that did not train on it
@@ -42,21 +45,39 @@ class ProbeResult:
     control_accuracy: np.ndarray | None  # [layers], labels shuffled (None when control=False)
     control_fold_accuracy: np.ndarray | None  # [layers, folds]
     folds: np.ndarray  # [n]: each sample's fold
-    num_classes: int
+    classes: np.ndarray  # [num_classes]: the distinct labels, sorted; the probe's class k is classes[k]
+    class_counts: np.ndarray  # [num_classes]: samples per class
     iterations: np.ndarray  # [layers, folds (+ control and null folds)]: L-BFGS iterations used
     converged: np.ndarray  # [layers, folds (+ control and null folds)]: max |gradient| <= tol before max_iter
     null_accuracy: np.ndarray  # [permutations, layers]: the probes fitted on each of `null_labels` (0 rows: none)
 
     @property
+    def num_classes(self) -> int:
+        """Distinct labels (not the largest label + 1: labels {1, 2} are two classes)."""
+        return len(self.classes)
+
+    @property
     def chance(self) -> float:
-        return 1.0 / self.num_classes
+        """The accuracy of always answering the most frequent label, the baseline a probe must beat: 1 / num_classes
+        for balanced labels only (3:1 labels: 0.75, where 1 / num_classes = 0.5 would credit a constant answer)."""
+        return float(self.class_counts.max() / self.class_counts.sum())
+
+    def unconverged(self) -> dict[str, int]:
+        """Fits that reached `max_iter` before `tol`, per label set: `real` (the accuracy's), `control` and `null` (the
+        permutation test's): an unconverged real fit makes the accuracy itself suspect, the others only its baselines."""
+        folds = self.fold_accuracy.shape[1]
+        real_and_control = folds * (1 + (self.control_accuracy is not None))
+        unconverged = ~self.converged
+        return {"real": int(unconverged[:, :folds].sum()), "control": int(unconverged[:, folds:real_and_control].sum()),
+                "null": int(unconverged[:, real_and_control:].sum())}
 
     @property
     def peak_layer(self) -> int:
         return int(np.argmax(self.accuracy))
 
 
-def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, int]:
+def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Refuses malformed inputs; returns the distinct labels (sorted)."""
     if features.ndim != 3:
         raise ValueError(f"features must be [n, layers, width], got shape {features.shape}")
     if labels.shape != features.shape[:1]:
@@ -72,7 +93,7 @@ def _check(features: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) 
     classes = np.unique(labels)
     if len(classes) < 2:
         raise ValueError(f"labels hold a single class ({classes.tolist()}): nothing to probe")
-    return features, labels, int(labels.max()) + 1
+    return classes
 
 
 def _check_training_classes(folds: np.ndarray, labels: np.ndarray) -> None:
@@ -110,28 +131,30 @@ def fit_probes(
     if not (C > 0 and np.isfinite(C)) or max_iter < 1 or not tol > 0:  # as the CLI refuses them
         raise ValueError(f"C must be a positive finite number, max_iter >= 1 and tol > 0; got C={C}, max_iter={max_iter}, "
                          f"tol={tol}")
-    features, labels, num_classes = _check(np.asarray(features), np.asarray(labels), groups)
+    features, labels = np.asarray(features), np.asarray(labels)
+    classes = _check(features, labels, groups)
     count = labels.shape[0]
     folds = grouped_folds(np.arange(count) if groups is None else np.asarray(groups), num_folds, seed)
     _check_training_classes(folds, labels)
     null_labels = np.zeros((0, count), labels.dtype) if null_labels is None else np.asarray(null_labels)
-    if null_labels.ndim != 2 or null_labels.shape[1] != count or not np.isin(null_labels, np.arange(num_classes)).all():
-        raise ValueError(f"null_labels must be [permutations, n] = [*, {count}] of the labels' {num_classes} classes, got "
-                         f"shape {null_labels.shape}")
+    if null_labels.ndim != 2 or null_labels.shape[1] != count or not np.isin(null_labels, classes).all():
+        raise ValueError(f"null_labels must be [permutations, n] = [*, {count}] of the labels' {len(classes)} classes "
+                         f"{classes.tolist()}, got shape {null_labels.shape}")
     label_sets = [labels]
     if control:
         label_sets.append(labels[np.random.default_rng(seed).permutation(count)])
     label_sets += list(null_labels)
-    problem_labels = [label_set for label_set in label_sets for _ in range(num_folds)]
+    # The solver's classes are 0..K-1: each label's index among the distinct labels.
+    problem_labels = np.searchsorted(classes, np.repeat(np.stack(label_sets), num_folds, axis=0))
     problem_folds = np.tile(np.arange(num_folds), len(label_sets))
-    train = folds[None, :] != problem_folds[:, None]  # [problems, n]
+    fold_train = folds[None, :] != np.arange(num_folds)[:, None]  # [folds, n]
     width = features.shape[2]
     layers_per_step = int(np.clip(CACHE_BYTES // (4 * count * width), 1, features.shape[1]))
-    solve = _solver(num_classes, max_iter, LBFGS_MEMORY, layers_per_step)
+    solve = _solver(len(classes), max_iter, LBFGS_MEMORY, layers_per_step)
     correct, iterations, converged = jax.device_get(solve(
-        jnp.asarray(features, jnp.float32), jnp.asarray(np.stack(problem_labels), jnp.int32), jnp.asarray(train),
-        jnp.float32(C), jnp.float32(tol)))
-    test = ~train  # [problems, n]
+        jnp.asarray(features, jnp.float32), jnp.asarray(problem_labels, jnp.int32), jnp.asarray(fold_train),
+        jnp.asarray(problem_folds, jnp.int32), jnp.float32(C), jnp.float32(tol)))
+    test = ~fold_train[problem_folds]  # [problems, n]
     fold_accuracy = correct.sum(-1) / test.sum(-1)  # [layers, problems]
     pooled = correct.sum(-1)  # held-out correct per (layer, problem); folds partition the samples
     per_set = pooled.reshape(pooled.shape[0], len(label_sets), num_folds).sum(-1) / count  # [layers, label sets]
@@ -142,15 +165,17 @@ def fit_probes(
         control_fold_accuracy=fold_accuracy[:, num_folds:2 * num_folds] if control else None,
         null_accuracy=per_set[:, 1 + control:].T,
         folds=folds,
-        num_classes=num_classes,
+        classes=classes,
+        class_counts=np.sum(labels[:, None] == classes[None, :], axis=0),
         iterations=iterations,
         converged=converged,
     )
 
 
 # -- the batched solver ----------------------------------------------------------------------------------------------
-# Shapes: L layers, P problems (fold x {real, control}), n samples, d width, K outputs (1 for two classes, else the
-# number of classes). Parameters per problem: W [K, d] (on standardized features) and b [K].
+# Shapes: L layers, P problems (fold x {real, control, null}), F folds, n samples, d width, K outputs (1 for two
+# classes, else the number of classes). Parameters per problem: W [K, d] (on standardized features) and b [K]. A
+# problem trains on the rows of its fold's training set, `fold_train[problem_fold]`.
 
 
 def _loss_gradient(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -185,7 +210,8 @@ def _pair_dot(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) ->
     return jnp.sum(a[0] * b[0], axis=(-2, -1)) + jnp.sum(a[1] * b[1], axis=-1)
 
 
-def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, memory: int, layers_per_step: int):
+def _solve(features, labels, fold_train, problem_fold, C, tol, *, num_classes: int, max_iter: int, memory: int,
+           layers_per_step: int):
     """Returns (held-out correct bool `[L, P, n]`, iterations `[L, P]`, converged `[L, P]`).
 
     The layers are solved `layers_per_step` at a time (vmapped within a step, `lax.map` over steps): a step's features
@@ -195,16 +221,46 @@ def _solve(features, labels, train, C, tol, *, num_classes: int, max_iter: int, 
     count, layers, width = features.shape
     steps = -(-layers // layers_per_step)
     stacked = jnp.swapaxes(features, 0, 1)  # [L, n, d]
+    # Each column shifted by its mean over all rows. A probe's predictions are invariant to a constant shift of a column
+    # (standardization subtracts the training rows' mean), so this changes no fit and leaks no held-out row; without it a
+    # column's large common offset (a residual stream's massive dimensions) would cancel in every float32 logit and
+    # gradient, where the standardized weights multiply raw features.
+    stacked = stacked - jnp.mean(stacked, axis=1, keepdims=True)
     stacked = jnp.pad(stacked, ((0, steps * layers_per_step - layers), (0, 0), (0, 0)))
     chunks = stacked.reshape(steps, layers_per_step, count, width)
-    solve = functools.partial(_solve_layers, labels=labels, train=train, C=C, tol=tol, num_classes=num_classes,
-                              max_iter=max_iter, memory=memory)
+    solve = functools.partial(_solve_layers, labels=labels, fold_train=fold_train, problem_fold=problem_fold, C=C,
+                              tol=tol, num_classes=num_classes, max_iter=max_iter, memory=memory)
     correct, iterations, converged = jax.lax.map(solve, chunks)
     unstack = lambda x: x.reshape(steps * layers_per_step, *x.shape[2:])[:layers]
     return unstack(correct), unstack(iterations), unstack(converged)
 
 
-def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter: int, memory: int):
+def _standardizer(x: jax.Array, fold_train: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and inverse std `[F, d]` of features `x` `[n, d]` over each fold's training rows `fold_train` `[F, n]`.
+
+    Two passes (the mean, then the mean squared deviation from it, less the squared mean of the deviations, which
+    corrects the mean's own rounding): a one-pass E[x^2] - mean^2 loses every digit of a dimension whose constant
+    offset is ~1000x its spread in float32 (a residual stream's massive dimensions), leaving it unscaled or negative.
+    Per fold, not per problem: the real, control and null problems of a fold share its training rows; one fold at a
+    time (`lax.map`), so the deviations take one `[n, d]` array, not `[F, n, d]`."""
+    weight = fold_train.astype(x.dtype)
+    n_train = weight.sum(-1)[:, None]  # [F, 1]
+    mean = weight @ x / n_train
+
+    def deviation_sums(fold):  # (fold's row weights [n], its mean [d]) -> sums of deviations and their squares [d]
+        rows, centre = fold
+        deviation = x - centre
+        return rows @ deviation, rows @ (deviation * deviation)
+
+    deviations, squares = jax.lax.map(deviation_sums, (weight, mean))
+    correction = deviations / n_train
+    variance = jnp.maximum(squares / n_train - correction**2, 0.0)
+    mean = mean + correction
+    std = jnp.sqrt(variance)
+    return mean, jnp.where(std > 1e-12 * (1 + jnp.abs(mean)), 1.0 / jnp.maximum(std, 1e-30), 1.0)
+
+
+def _solve_layers(features, *, labels, fold_train, problem_fold, C, tol, num_classes: int, max_iter: int, memory: int):
     """`_solve` for one step's layers, features `[L, n, d]`.
 
     Layout: every problem's weights sit side by side, W `[L, P * K, d]`, so each pass over a layer's features is one
@@ -215,19 +271,14 @@ def _solve_layers(features, *, labels, train, C, tol, num_classes: int, max_iter
     problems = labels.shape[0]
     outputs = 1 if num_classes == 2 else num_classes
     labels_t = labels.T  # [n, P]
-    weight = train.astype(jnp.float32)  # [P, n]
+    train = fold_train[problem_fold]  # [P, n]
+    weight = train.astype(jnp.float32)
     n_train = weight.sum(-1)  # [P]
     sample_weight = weight.T / n_train  # [n, P]: each training row's share of its problem's mean loss
     penalty = 1.0 / (C * n_train)  # [P]: scikit-learn's l2 strength on the mean loss
 
-    def layer_stats(x):  # x [n, d] -> mean, inverse std [P, d] over each problem's training rows
-        mean = weight @ x / n_train[:, None]
-        variance = jnp.maximum(weight @ (x * x) / n_train[:, None] - mean * mean, 0.0)
-        std = jnp.sqrt(variance)
-        return mean, jnp.where(std > 1e-12 * (1 + jnp.abs(mean)), 1.0 / jnp.maximum(std, 1e-30), 1.0)
-
-    mean, inv_std = jax.lax.map(layer_stats, features)  # [L, P, d] each
-    mean, inv_std = mean[:, :, None, :], inv_std[:, :, None, :]  # [L, P, 1, d]: broadcast over outputs
+    mean, inv_std = jax.lax.map(lambda x: _standardizer(x, fold_train), features)  # [L, F, d] each
+    mean, inv_std = mean[:, problem_fold, None, :], inv_std[:, problem_fold, None, :]  # [L, P, 1, d]: over outputs
 
     def logits_of(params):  # linear in (W, b); W [L, P, K, d] -> logits [L, n, P, K]
         w, b = params

@@ -54,8 +54,8 @@ def make_mesh(spec: str = "data:-1,model:1", devices: list[jax.Device] | None = 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     """`--batch_size` splits evenly over the mesh's data axis, which every batch-sharded model input needs."""
     if batch_size % mesh.shape["data"]:
-        raise ValueError(f"--batch_size={batch_size} must be a multiple of the mesh's data axis "
-                         f"({mesh.shape['data']} devices on this host)")
+        raise ValueError(f"--batch_size={batch_size} must be a multiple of the mesh's data axis (size "
+                         f"{mesh.shape['data']} of this host's {mesh.devices.size} devices)")
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -136,3 +136,28 @@ def test_a_domain_failing_on_one_process_fails_on_every_process_and_the_others_f
     assert "process 1 failed this domain: BadRecordError" in json.dumps(rows["piqa"]), rows["piqa"]
     assert len(eval_helpers.read_jsonl(tmp_path / "out" / "predictions" / "odinw.jsonl")) == LIMIT
     assert (tmp_path / "out" / "odinw_metrics.json").exists()
+
+
+def _two_processes(arguments: list[str]) -> list[tuple[int, str]]:
+    port = eval_helpers.free_port()
+    processes = [eval_helpers.start_eval(arguments, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                                         JAX_PROCESS_ID=str(process_id), JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+                 for process_id in (0, 1)]
+    outputs = [process.communicate(timeout=400)[0] for process in processes]
+    return [(process.returncode, output) for process, output in zip(processes, outputs)]
+
+
+def test_a_two_process_resume_checks_the_records_of_process_1s_shard(tmp_path):
+    """A resume compares each written sample with the data; with two hosts, process 1 reads the odd samples, and their
+    records (process 0 read the file) were never compared: an edited ground truth there was scored. Now every
+    process gets the written records and checks its own shard's."""
+    arguments = eval_helpers.flags(tmp_path, ["piqa"], limit=LIMIT, batch_size=4, dtype=DTYPE)
+    assert [code for code, _ in _two_processes(arguments)] == [0, 0]
+    predictions = tmp_path / "predictions" / "piqa.jsonl"
+    records = eval_helpers.read_jsonl(predictions)[:6]  # a run that stopped after 6 samples ...
+    records[1]["ground_truth"] = 1 - records[1]["ground_truth"]  # ... whose sample 1 (process 1's shard) was edited
+    predictions.write_text("".join(json.dumps(record) + "\n" for record in records))
+    outcomes = _two_processes([*arguments, "--resume"])
+    for code, output in outcomes:
+        assert code not in (0, None), output[-3000:]
+        assert f"{predictions}: line 2 (id {records[1]['id']!r}) holds another ground_truth" in output, output[-3000:]

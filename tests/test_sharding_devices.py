@@ -69,6 +69,11 @@ _EIGHT_DEVICE_SCRIPT = textwrap.dedent(
         # A batch the data axis does not divide is padded, sampled, and cut back.
         odd = model.sample_actions(take(observation, [0, 1, 2]), noise=noise[:3], num_steps=3)
         results[f"{name} odd batch on data:2,model:4"] = {"actions": np.asarray(odd).tolist()}
+    from multinet_jax.models import decoding
+    try:  # the token decoders do not pad: a batch the data axis does not divide is refused, saying so
+        decoding.sample_tokens(model, take(observation, [0, 1, 2]), max_decoding_steps=2)
+    except ValueError as error:
+        results["odd batch decoded"] = str(error)
     json.dump(results, sys.stdout)
     """
 )
@@ -86,6 +91,8 @@ def test_eight_fake_devices_give_the_same_actions_as_one(name, eight_device_resu
     # Splitting matmuls over "model" changes float summation order; these chaotic fixture models amplify that to
     # ~5e-5 (Pi0) / ~5e-4 (Pi0.5, ~17x more sensitive) of max|action|; a wrong shard layout is off by order 1.
     tolerance = {"pi0": 1e-4, "pi05": 2e-3}[name] * np.abs(expected).max()
+    assert eight_device_results["odd batch decoded"].startswith("a batch of 3 rows does not split over the mesh's data "
+                                                                "axis (size 2)")
     results = {spec: result for spec, result in eight_device_results.items() if spec.startswith(f"{name} ")}
     assert len(results) == {"pi0": 3, "pi05": 2}[name]
     for spec, result in results.items():

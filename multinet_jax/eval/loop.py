@@ -532,7 +532,8 @@ class Evaluator:
         is_writer = jax.process_index() == 0
         predictions_path = self._predictions_path(name)
         completed = (self.completed.pop(name) if name in self.completed else self._completed(predictions_path)) if is_writer else []
-        start_index = _broadcast_int(len(completed))
+        completed = _resumed_on_every_process(completed)  # each process checks its own shard's written samples
+        start_index = len(completed)
         timing = Timing()
         wall_start = time.perf_counter()
         dataset = self._dataset(domain)
@@ -879,6 +880,23 @@ def _check_same_run_everywhere(described: Mapping[str, Any], sample_counts: Mapp
             f"processes {others} run otherwise than process 0: {', '.join(differing)} differ (every host must run the "
             "same command on the same files); this host's data: "
             + ", ".join(f"{name} {entry['data']['path']} ({sample_counts[name]} samples)" for name, entry in described["domains"].items()))
+
+
+def _resumed_on_every_process(completed: list[results.Record]) -> list[results.Record]:
+    """Process 0's written records (what a resume compares of them: id, ground truth, `results.DATA_FIELDS`) on every
+    process: each checks the resumed samples of its own data shard (`_has_pending`), so a record edited in another
+    host's shard is refused as one in process 0's is."""
+    if jax.process_count() == 1:
+        return completed
+    from jax.experimental import multihost_utils
+
+    compared = ("id", "ground_truth", *results.DATA_FIELDS)
+    text = json.dumps([{key: record[key] for key in compared if key in record} for record in completed]).encode() \
+        if jax.process_index() == 0 else b""
+    buffer = np.zeros(_broadcast_int(len(text)), np.uint8)
+    buffer[:len(text)] = np.frombuffer(text, np.uint8)
+    shared = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return completed if jax.process_index() == 0 else json.loads(shared.tobytes())
 
 
 def _broadcast_int(value: int) -> int:

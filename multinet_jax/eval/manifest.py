@@ -118,8 +118,8 @@ def device_layout(mesh: Any) -> dict[str, Any]:
     """What decides each device's batch shape besides `--batch_size`: the processes and this host's mesh axes.
 
     A resumed run must keep it: a per-device batch of 2 instead of 4 (`--mesh=data:2` on two devices) moves tiny
-    Pi0's float32 outputs as a batch size of 2 does (measured: 4.8e-7 in every openx_bimanual action), while the
-    model axis left them bit-identical.
+    Pi0's float32 outputs as a batch size of 2 does (measured: 4.8e-7 in every openx_bimanual action); the model axis
+    shards parameters (`sharding.MIN_SHARDED_SIZE` and up), which moves them by as much.
     """
     import jax
 

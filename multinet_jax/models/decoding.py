@@ -422,6 +422,10 @@ def validate_for(config: ModelConfig, observation: Observation) -> dict[str, np.
 def _place_decoder_inputs(
     observation: dict[str, np.ndarray], rng: jax.Array | None, mesh: jax.sharding.Mesh | None, skip_absent_cameras: bool
 ) -> dict[str, Any]:
+    batch = observation["tokenized_prompt"].shape[0]
+    if mesh is not None and batch % mesh.shape["data"]:  # jax's IndivisibleError would name only an array's shape
+        raise ValueError(f"a batch of {batch} rows does not split over the mesh's data axis (size {mesh.shape['data']}): "
+                         "pass a multiple of it (eval pads its last batch so)")
     cameras = live_cameras(observation) if skip_absent_cameras else observation_cameras(observation)
     batch_sharded = None if mesh is None else sharding.batch_sharding(mesh)
     place = lambda value: jax.device_put(value, batch_sharded)

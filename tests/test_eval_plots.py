@@ -208,10 +208,11 @@ def test_report_labels_a_metric_a_run_did_not_report_as_the_table_does():
     runs = [_run("pi0", multinet_jax.score("act2answer_probes", _probe_records(action_head=True))),
             _run("paligemma", multinet_jax.score("act2answer_probes", _probe_records(action_head=False)))]
     figure = cross_run_report.domain_figure("act2answer", runs)
-    text, action, invalid = (axes for axes in figure.axes if axes.get_visible())
-    assert _bar_labels(text) == ["0.5", "0.5"] and _bar_labels(action) == ["1", plots.MISSING]
+    text, text_invalid, action, invalid = (axes for axes in figure.axes if axes.get_visible())
+    assert _bar_labels(text) == ["0.5", "0.5"] and _bar_labels(text_invalid) == ["0", "0"]
+    assert _bar_labels(action) == ["1", plots.MISSING]
     assert _bar_labels(invalid) == ["0", plots.MISSING] and action.get_ylim() == (0, 1)
-    assert cross_run_report.kind_tables(runs)[0].rows[1][2] == plots.MISSING  # the same mark as the table
+    assert cross_run_report.kind_tables(runs)[0].rows[1][3] == plots.MISSING  # the same mark as the table (action_probe_accuracy)
     _assert_readable_and_inside(figure)
 
 

@@ -242,8 +242,8 @@ def test_a_batch_the_meshs_data_axis_does_not_divide_is_refused_before_the_model
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert completed.returncode == 2, completed.stderr[-2000:]
-    assert completed.stderr.endswith("error: --batch_size=6 must be a multiple of the mesh's data axis (8 devices on this "
-                                     "host)\n"), completed.stderr[-2000:]
+    assert completed.stderr.endswith("error: --batch_size=6 must be a multiple of the mesh's data axis (size 8 of this "
+                                     "host's 8 devices)\n"), completed.stderr[-2000:]
 
 
 def test_a_resume_that_dies_leaves_no_results_of_fewer_activations(setup, tmp_path, monkeypatch):

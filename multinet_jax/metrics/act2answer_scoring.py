@@ -61,13 +61,13 @@ TILE_CENTER_TOLERANCE = 0.005
 
 
 def _vector(value: Any, index: int, field: str, length: int = 3) -> list[float]:
-    if not isinstance(value, list) or len(value) != length or not all(is_finite_number(v) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, list) or len(value) != length or not all(map(is_finite_number, value)):
         raise RecordError(index, field, f"expected {length} finite numbers, got {value!r}")
     return [float(v) for v in value]
 
 
 def _positive(value: Any, index: int, field: str) -> float:
-    if not is_finite_number(value) or isinstance(value, bool) or value <= 0:
+    if not is_finite_number(value) or value <= 0:
         raise RecordError(index, field, f"expected a positive number, got {value!r}")
     return float(value)
 
@@ -115,7 +115,7 @@ def _trajectory(record: Mapping[str, Any], index: int) -> tuple[list[list[float]
         if not isinstance(gripper, list) or len(gripper) != len(points):
             raise RecordError(index, "gripper", f"expected {len(points)} values (one per trajectory point), got {gripper!r}")
         for step, value in enumerate(gripper):
-            if not is_finite_number(value) or isinstance(value, bool) or not 0 <= value <= 1:
+            if not is_finite_number(value) or not 0 <= value <= 1:
                 raise RecordError(index, f"gripper[{step}]", f"expected openness in [0, 1], got {value!r}")
         gripper = [float(value) for value in gripper]
     return trajectory, gripper, control_hz
@@ -429,7 +429,7 @@ def _checked_text_prediction(record: Mapping[str, Any], index: int, prediction: 
     if scores is None:
         return
     if not isinstance(scores, list) or len(scores) != len(TILE_NAMES) or \
-            not all(score is None or is_finite_number(score) and not isinstance(score, bool) for score in scores):
+            not all(score is None or is_finite_number(score) for score in scores):
         raise RecordError(index, "raw_output", f"expected the 2 option scores (numbers, null where not finite), got {scores!r}")
     if prediction != (expected := text_choice(scores)):
         raise RecordError(index, "prediction", f"{prediction!r}, but raw_output {scores} gives {expected!r} (the likelier "
